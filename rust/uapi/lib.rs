@@ -1,0 +1,11 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Host crate for the shadowvm ABI. The definitions live in `mod.rs`, which the kernel module
+//! includes directly; this crate only re-exports them for userspace and runs the layout tests.
+
+#![no_std]
+
+#[path = "mod.rs"]
+mod abi;
+
+pub use abi::*;

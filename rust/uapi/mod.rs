@@ -1,0 +1,681 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `/dev/shadowvm` ABI: ioctl numbers, constants and `#[repr(C)]` structures.
+//!
+//! This file is the single source of truth for the interface. It is pure `core` Rust with no
+//! `crate::` paths and no crate attributes, so that
+//! - the kernel module includes it with `#[path = "uapi/mod.rs"] mod uapi;`, and
+//! - the host crate `shadowvm-uapi` (`lib.rs`) re-exports it for userspace.
+//!
+//! `shadowvm.h` mirrors it for C; a cargo test compiles the header and compares every size,
+//! offset and constant, so the two cannot drift. `Documentation/uapi.md` describes the
+//! semantics.
+//!
+//! Naming: constants carry the same `SHADOWVM_` names as in C; a C `struct shadowvm_foo_bar`
+//! is the Rust type `FooBar`. Every structure the kernel copies from userspace consists of
+//! plain integers only, so any bit pattern is a valid value; fields that hold enumerations or
+//! flags are integers with named constants. Reserved and padding fields must be zero on input
+//! (the module rejects anything else with `EINVAL`) and are zero on output.
+
+use core::mem::{offset_of, size_of};
+
+// ---------------------------------------------------------------------------------------------
+// ioctl number encoding (Linux asm-generic/ioctl.h, as used on x86).
+// ---------------------------------------------------------------------------------------------
+
+/// Bits of the command number (`nr`).
+pub const IOC_NRBITS: u32 = 8;
+/// Bits of the ioctl type ("magic").
+pub const IOC_TYPEBITS: u32 = 8;
+/// Bits of the argument size.
+pub const IOC_SIZEBITS: u32 = 14;
+/// Bits of the transfer direction.
+pub const IOC_DIRBITS: u32 = 2;
+
+/// Shift of `nr` in a command.
+pub const IOC_NRSHIFT: u32 = 0;
+/// Shift of the type in a command.
+pub const IOC_TYPESHIFT: u32 = IOC_NRSHIFT + IOC_NRBITS;
+/// Shift of the size in a command.
+pub const IOC_SIZESHIFT: u32 = IOC_TYPESHIFT + IOC_TYPEBITS;
+/// Shift of the direction in a command.
+pub const IOC_DIRSHIFT: u32 = IOC_SIZESHIFT + IOC_SIZEBITS;
+
+/// No data transfer.
+pub const IOC_NONE: u32 = 0;
+/// Userspace writes, the kernel reads (`copy_from_user`).
+pub const IOC_WRITE: u32 = 1;
+/// The kernel writes, userspace reads (`copy_to_user`).
+pub const IOC_READ: u32 = 2;
+
+/// `_IOC(dir, type, nr, size)`. Fails to compile (const panic) if `size` does not fit.
+pub const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
+    assert!(size < (1 << IOC_SIZEBITS), "ioctl argument too large");
+    assert!(ty < (1 << IOC_TYPEBITS) && nr < (1 << IOC_NRBITS));
+    (dir << IOC_DIRSHIFT) | ((size as u32) << IOC_SIZESHIFT) | (ty << IOC_TYPESHIFT) | nr
+}
+
+/// `_IO(type, nr)`: no argument structure.
+pub const fn io(ty: u32, nr: u32) -> u32 {
+    ioc(IOC_NONE, ty, nr, 0)
+}
+
+/// `_IOR(type, nr, T)`: the kernel fills a `T`.
+pub const fn ior<T>(ty: u32, nr: u32) -> u32 {
+    ioc(IOC_READ, ty, nr, size_of::<T>())
+}
+
+/// `_IOW(type, nr, T)`: the kernel reads a `T`.
+pub const fn iow<T>(ty: u32, nr: u32) -> u32 {
+    ioc(IOC_WRITE, ty, nr, size_of::<T>())
+}
+
+/// `_IOWR(type, nr, T)`: the kernel reads and writes back a `T`.
+pub const fn iowr<T>(ty: u32, nr: u32) -> u32 {
+    ioc(IOC_READ | IOC_WRITE, ty, nr, size_of::<T>())
+}
+
+/// `_IOC_NR(cmd)`.
+pub const fn ioc_nr(cmd: u32) -> u32 {
+    (cmd >> IOC_NRSHIFT) & ((1 << IOC_NRBITS) - 1)
+}
+
+/// `_IOC_TYPE(cmd)`.
+pub const fn ioc_type(cmd: u32) -> u32 {
+    (cmd >> IOC_TYPESHIFT) & ((1 << IOC_TYPEBITS) - 1)
+}
+
+/// `_IOC_SIZE(cmd)`.
+pub const fn ioc_size(cmd: u32) -> u32 {
+    (cmd >> IOC_SIZESHIFT) & ((1 << IOC_SIZEBITS) - 1)
+}
+
+/// `_IOC_DIR(cmd)`.
+pub const fn ioc_dir(cmd: u32) -> u32 {
+    (cmd >> IOC_DIRSHIFT) & ((1 << IOC_DIRBITS) - 1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// General constants.
+// ---------------------------------------------------------------------------------------------
+
+/// ioctl type byte of every shadowvm command.
+pub const SHADOWVM_IOCTL_TYPE: u32 = 0xB7;
+
+/// Returned by `SHADOWVM_GET_API_VERSION`. Bumped on any incompatible change of a command,
+/// a structure layout or a semantic rule described in `Documentation/uapi.md`.
+pub const SHADOWVM_API_VERSION: u32 = 1;
+
+/// Page size of the guest-physical map and of the run structure mapping.
+pub const SHADOWVM_PAGE_SIZE: u64 = 4096;
+
+/// `mmap` file offset of guest memory (guest-physical address 0).
+pub const SHADOWVM_MEMORY_MMAP_OFFSET: u64 = 0;
+/// `mmap` file offset of the run structure; far above any guest memory size.
+pub const SHADOWVM_RUN_MMAP_OFFSET: u64 = 1 << 40;
+/// Length to map at `SHADOWVM_RUN_MMAP_OFFSET`: one page.
+pub const SHADOWVM_RUN_MMAP_SIZE: u64 = SHADOWVM_PAGE_SIZE;
+
+/// Smallest guest memory size accepted by `SHADOWVM_SET_MEMORY`.
+pub const SHADOWVM_MEMORY_MIN: u64 = SHADOWVM_PAGE_SIZE;
+/// Largest guest memory size accepted by `SHADOWVM_SET_MEMORY` (4 GiB).
+pub const SHADOWVM_MEMORY_MAX: u64 = 1 << 32;
+
+// ---------------------------------------------------------------------------------------------
+// Structures.
+// ---------------------------------------------------------------------------------------------
+
+/// Argument of `SHADOWVM_SET_MEMORY` (C: `struct shadowvm_memory`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Guest memory size in bytes: a multiple of `SHADOWVM_PAGE_SIZE`, between
+    /// `SHADOWVM_MEMORY_MIN` and `SHADOWVM_MEMORY_MAX`. Guest-physical `0..size` is RAM;
+    /// every other guest-physical address is MMIO.
+    pub size: u64,
+    /// No flags are defined: must be 0.
+    pub flags: u64,
+}
+
+impl Memory {
+    /// Whether the kernel accepts this argument (size range and alignment, flags zero).
+    pub const fn is_valid(&self) -> bool {
+        self.flags == 0
+            && self.size >= SHADOWVM_MEMORY_MIN
+            && self.size <= SHADOWVM_MEMORY_MAX
+            && self.size & (SHADOWVM_PAGE_SIZE - 1) == 0
+    }
+}
+
+/// General-purpose registers (C: `struct shadowvm_regs`), for `SHADOWVM_GET_REGS` and
+/// `SHADOWVM_SET_REGS`. The sixteen GPRs are in x86 encoding order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Regs {
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rbx: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rip: u64,
+    pub rflags: u64,
+}
+
+impl Regs {
+    /// GPR by its x86 encoding (0 = RAX ... 15 = R15); `None` for larger numbers.
+    pub const fn gpr(&self, index: usize) -> Option<u64> {
+        Some(match index {
+            0 => self.rax,
+            1 => self.rcx,
+            2 => self.rdx,
+            3 => self.rbx,
+            4 => self.rsp,
+            5 => self.rbp,
+            6 => self.rsi,
+            7 => self.rdi,
+            8 => self.r8,
+            9 => self.r9,
+            10 => self.r10,
+            11 => self.r11,
+            12 => self.r12,
+            13 => self.r13,
+            14 => self.r14,
+            15 => self.r15,
+            _ => return None,
+        })
+    }
+
+    /// Mutable GPR by its x86 encoding (0 = RAX ... 15 = R15); `None` for larger numbers.
+    pub fn gpr_mut(&mut self, index: usize) -> Option<&mut u64> {
+        Some(match index {
+            0 => &mut self.rax,
+            1 => &mut self.rcx,
+            2 => &mut self.rdx,
+            3 => &mut self.rbx,
+            4 => &mut self.rsp,
+            5 => &mut self.rbp,
+            6 => &mut self.rsi,
+            7 => &mut self.rdi,
+            8 => &mut self.r8,
+            9 => &mut self.r9,
+            10 => &mut self.r10,
+            11 => &mut self.r11,
+            12 => &mut self.r12,
+            13 => &mut self.r13,
+            14 => &mut self.r14,
+            15 => &mut self.r15,
+            _ => return None,
+        })
+    }
+}
+
+/// RFLAGS bit 1 always reads as 1; `SHADOWVM_SET_REGS` requires it.
+pub const SHADOWVM_RFLAGS_FIXED1: u64 = 1 << 1;
+/// RFLAGS.IF.
+pub const SHADOWVM_RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS.VM (virtual-8086 mode): not supported, rejected by `SHADOWVM_SET_REGS`.
+pub const SHADOWVM_RFLAGS_VM: u64 = 1 << 17;
+/// RFLAGS bits that must be 0 (3, 5, 15, 22..63).
+pub const SHADOWVM_RFLAGS_RESERVED: u64 = !0x3f_7fd7;
+
+/// One segment register with its hidden part (C: `struct shadowvm_segment`). The attribute
+/// fields hold the decoded descriptor bits, one per byte, each 0 or 1 except `type_` (4 bits)
+/// and `dpl` (2 bits).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub base: u64,
+    /// Byte-granular limit (already scaled when `g` = 1).
+    pub limit: u32,
+    pub selector: u16,
+    /// Descriptor type (4 bits), C field name `type`.
+    pub type_: u8,
+    pub present: u8,
+    pub dpl: u8,
+    /// D/B: default operation size 32 bits.
+    pub db: u8,
+    /// S: code/data (1) or system (0) descriptor.
+    pub s: u8,
+    /// L: 64-bit code segment.
+    pub l: u8,
+    /// G: limit in 4 KiB units in the descriptor.
+    pub g: u8,
+    pub avl: u8,
+    /// 1 = the segment register is unusable (VMX "segment unusable", e.g. a null LDT).
+    pub unusable: u8,
+    /// Must be 0.
+    pub padding: u8,
+}
+
+/// A descriptor-table register, GDTR or IDTR (C: `struct shadowvm_dtable`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dtable {
+    pub base: u64,
+    pub limit: u16,
+    /// Must be 0.
+    pub padding: [u16; 3],
+}
+
+/// System registers (C: `struct shadowvm_sregs`), for `SHADOWVM_GET_SREGS` and
+/// `SHADOWVM_SET_SREGS`. CR0/CR4 are the values the guest sees (the read shadows), CR3 is the
+/// guest's own page-table root, never the shadow root.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sregs {
+    pub cs: Segment,
+    pub ds: Segment,
+    pub es: Segment,
+    pub fs: Segment,
+    pub gs: Segment,
+    pub ss: Segment,
+    pub tr: Segment,
+    pub ldt: Segment,
+    pub gdt: Dtable,
+    pub idt: Dtable,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    /// IA32_APIC_BASE. shadowvm emulates no local APIC: reads 0 and must be 0.
+    pub apic_base: u64,
+}
+
+/// Argument of `SHADOWVM_GET_STATS` (C: `struct shadowvm_stats`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// In: capacity of the `entries` array. Out: number of statistics available (also when
+    /// the call fails with `E2BIG` because the capacity was too small).
+    pub count: u32,
+    /// No flags are defined: must be 0.
+    pub flags: u32,
+    /// User pointer to an array of `count` `StatEntry`.
+    pub entries: u64,
+}
+
+/// Length of `StatEntry::name`, including the terminating NUL.
+pub const SHADOWVM_STAT_NAME_LEN: usize = 48;
+/// Upper bound on the number of statistics the module will ever report.
+pub const SHADOWVM_STATS_MAX: u32 = 512;
+
+/// One statistic (C: `struct shadowvm_stat_entry`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatEntry {
+    /// NUL-terminated ASCII name, `group.counter` (see `Documentation/uapi.md`).
+    pub name: [u8; SHADOWVM_STAT_NAME_LEN],
+    pub value: u64,
+}
+
+impl Default for StatEntry {
+    fn default() -> Self {
+        Self { name: [0; SHADOWVM_STAT_NAME_LEN], value: 0 }
+    }
+}
+
+impl StatEntry {
+    /// Entry with `name` (truncated to `SHADOWVM_STAT_NAME_LEN - 1` bytes) and `value`.
+    pub fn new(name: &str, value: u64) -> Self {
+        let mut e = Self { name: [0; SHADOWVM_STAT_NAME_LEN], value };
+        let len = core::cmp::min(name.len(), SHADOWVM_STAT_NAME_LEN - 1);
+        e.name[..len].copy_from_slice(&name.as_bytes()[..len]);
+        e
+    }
+
+    /// The name up to its NUL; `None` if it is not NUL-terminated or not UTF-8.
+    pub fn name_str(&self) -> Option<&str> {
+        let len = self.name.iter().position(|&b| b == 0)?;
+        core::str::from_utf8(&self.name[..len]).ok()
+    }
+}
+
+// ----- Exit reasons (`Run::exit_reason`) -----------------------------------------------------
+
+/// No exit yet (before the first RUN).
+pub const SHADOWVM_EXIT_NONE: u32 = 0;
+/// Port I/O: `Run::io()`.
+pub const SHADOWVM_EXIT_IO: u32 = 1;
+/// Access to a guest-physical address outside guest memory: `Run::mmio()`.
+pub const SHADOWVM_EXIT_MMIO: u32 = 2;
+/// HLT. RFLAGS.IF tells whether an interrupt could ever wake the guest.
+pub const SHADOWVM_EXIT_HLT: u32 = 3;
+/// VMCALL: `Run::hypercall()`.
+pub const SHADOWVM_EXIT_HYPERCALL: u32 = 4;
+/// Triple fault (or another shutdown condition): the guest is dead.
+pub const SHADOWVM_EXIT_SHUTDOWN: u32 = 5;
+/// VM entry failed: `Run::fail_entry()`.
+pub const SHADOWVM_EXIT_FAIL_ENTRY: u32 = 6;
+/// The module could not handle an exit: `Run::internal_error()`.
+pub const SHADOWVM_EXIT_INTERNAL_ERROR: u32 = 7;
+/// RUN returned before the guest needed anything: `Run::intr()` says why.
+pub const SHADOWVM_EXIT_INTR: u32 = 8;
+
+/// `ExitIo::direction`: IN (userspace supplies `data`).
+pub const SHADOWVM_IO_IN: u8 = 0;
+/// `ExitIo::direction`: OUT (`data` holds the value written).
+pub const SHADOWVM_IO_OUT: u8 = 1;
+
+/// `SHADOWVM_EXIT_IO` details (C: `struct shadowvm_exit_io`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitIo {
+    /// `SHADOWVM_IO_IN` or `SHADOWVM_IO_OUT`.
+    pub direction: u8,
+    /// Access size in bytes: 1, 2 or 4.
+    pub size: u8,
+    pub port: u16,
+    /// Number of elements: always 1 in API version 1 (string I/O is split into elements).
+    pub count: u32,
+    /// The value, little-endian in the low `size` bytes. OUT: written by the guest.
+    /// IN: filled by userspace before the next RUN.
+    pub data: u64,
+}
+
+/// `SHADOWVM_EXIT_MMIO` details (C: `struct shadowvm_exit_mmio`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitMmio {
+    /// Guest-physical address of the access.
+    pub gpa: u64,
+    /// The bytes. Write: written by the guest. Read: filled by userspace before the next RUN.
+    pub data: [u8; 8],
+    /// Access length in bytes: 1, 2, 4 or 8.
+    pub len: u32,
+    /// 1 for a write, 0 for a read.
+    pub is_write: u8,
+    pub padding: [u8; 3],
+}
+
+/// Number of hypercall arguments.
+pub const SHADOWVM_HYPERCALL_ARGS: usize = 6;
+
+/// `SHADOWVM_EXIT_HYPERCALL` details (C: `struct shadowvm_exit_hypercall`).
+/// The guest passes `nr` in RAX and the arguments in RBX, RCX, RDX, RSI, RDI, R8 (the upper
+/// halves are 0 outside 64-bit mode); the next RUN writes `ret` to RAX and skips the VMCALL.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitHypercall {
+    pub nr: u64,
+    pub args: [u64; SHADOWVM_HYPERCALL_ARGS],
+    /// Set by userspace; 0 when it does not.
+    pub ret: u64,
+}
+
+/// `SHADOWVM_EXIT_FAIL_ENTRY` details (C: `struct shadowvm_exit_fail_entry`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitFailEntry {
+    /// VMLAUNCH/VMRESUME failed with VMfailValid: the VM-instruction error number.
+    /// VM entry failed on guest state or MSR loading: the exit reason, with bit 31 set
+    /// (`SHADOWVM_FAIL_ENTRY_EXIT_REASON`).
+    pub hardware_entry_failure_reason: u64,
+    /// Exit qualification of an entry failure exit, otherwise 0.
+    pub exit_qualification: u64,
+    /// Host CPU the entry was attempted on.
+    pub cpu: u32,
+    pub padding: u32,
+}
+
+/// Bit 31 of a VMX exit reason: "VM-entry failure".
+pub const SHADOWVM_FAIL_ENTRY_EXIT_REASON: u64 = 1 << 31;
+
+/// Internal error: a guest instruction the module must emulate and cannot.
+pub const SHADOWVM_INTERNAL_ERROR_EMULATION: u32 = 1;
+/// Internal error: a VM exit reason the module does not handle.
+pub const SHADOWVM_INTERNAL_ERROR_UNHANDLED_EXIT: u32 = 2;
+/// Internal error: an exit while delivering an event (e.g. #PF during IDT vectoring) that
+/// could not be resolved.
+pub const SHADOWVM_INTERNAL_ERROR_DELIVERY_EV: u32 = 3;
+/// Internal error: the shadow MMU failed (e.g. shadow memory limit reached with nothing to
+/// reclaim).
+pub const SHADOWVM_INTERNAL_ERROR_MMU: u32 = 4;
+
+/// `SHADOWVM_EXIT_INTERNAL_ERROR` details (C: `struct shadowvm_exit_internal_error`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitInternalError {
+    /// `SHADOWVM_INTERNAL_ERROR_*`.
+    pub suberror: u32,
+    /// Basic VMX exit reason of the exit being handled.
+    pub vmx_exit_reason: u32,
+    pub exit_qualification: u64,
+    /// `data[0]` is the guest RIP; the others depend on `suberror` (see uapi.md).
+    pub data: [u64; 4],
+}
+
+/// `ExitIntr::cause`: a signal is pending (RUN failed with `EINTR`).
+pub const SHADOWVM_INTR_SIGNAL: u32 = 1;
+/// `ExitIntr::cause`: `Run::immediate_exit` was set (RUN failed with `EINTR`).
+pub const SHADOWVM_INTR_IMMEDIATE_EXIT: u32 = 2;
+/// `ExitIntr::cause`: the time slice ended (RUN returned 0); just call RUN again.
+pub const SHADOWVM_INTR_TIME_SLICE: u32 = 3;
+
+/// `SHADOWVM_EXIT_INTR` details (C: `struct shadowvm_exit_intr`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitIntr {
+    /// `SHADOWVM_INTR_*`.
+    pub cause: u32,
+    pub padding: u32,
+}
+
+// ----- Run structure --------------------------------------------------------------------------
+
+/// Version of the run structure layout, in `Run::version`.
+pub const SHADOWVM_RUN_VERSION: u32 = 1;
+/// Size of the exit details area, `Run::exit`.
+pub const SHADOWVM_EXIT_AREA_SIZE: usize = 256;
+
+/// The exit details area: raw bytes, interpreted according to `Run::exit_reason` through the
+/// typed accessors of `Run` (C: an anonymous union `exit`).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitArea {
+    pub bytes: [u8; SHADOWVM_EXIT_AREA_SIZE],
+}
+
+impl Default for ExitArea {
+    fn default() -> Self {
+        Self { bytes: [0; SHADOWVM_EXIT_AREA_SIZE] }
+    }
+}
+
+/// Marker for the exit detail structures that live in `ExitArea`.
+///
+/// # Safety
+///
+/// Implementors are `#[repr(C)]`, consist of integers and integer arrays only (every bit
+/// pattern is a valid value), have an alignment of at most 8 and a size of at most
+/// `SHADOWVM_EXIT_AREA_SIZE`.
+pub unsafe trait ExitDetails: Copy {}
+
+macro_rules! exit_details {
+    ($($t:ty),*) => {$(
+        // SAFETY: plain-integer `repr(C)` structure, checked to fit by the assertions below.
+        unsafe impl ExitDetails for $t {}
+        const _: () = assert!(size_of::<$t>() <= SHADOWVM_EXIT_AREA_SIZE);
+        const _: () = assert!(core::mem::align_of::<$t>() <= 8);
+    )*};
+}
+exit_details!(ExitIo, ExitMmio, ExitHypercall, ExitFailEntry, ExitInternalError, ExitIntr);
+
+impl ExitArea {
+    /// The area viewed as `T`.
+    pub fn get<T: ExitDetails>(&self) -> &T {
+        // SAFETY: `ExitDetails` guarantees `T` fits in the area, needs no more than its
+        // 8-byte alignment and accepts any bit pattern.
+        unsafe { &*(self.bytes.as_ptr().cast::<T>()) }
+    }
+
+    /// The area viewed as a mutable `T`.
+    pub fn get_mut<T: ExitDetails>(&mut self) -> &mut T {
+        // SAFETY: as in `get`; every bit pattern written through `T` is also valid as bytes.
+        unsafe { &mut *(self.bytes.as_mut_ptr().cast::<T>()) }
+    }
+
+    /// Zero the area and store `value` at its start.
+    pub fn set<T: ExitDetails>(&mut self, value: T) {
+        self.bytes = [0; SHADOWVM_EXIT_AREA_SIZE];
+        *self.get_mut::<T>() = value;
+    }
+}
+
+/// The run structure (C: `struct shadowvm_run`), shared through `mmap` at
+/// `SHADOWVM_RUN_MMAP_OFFSET`. The module writes everything but `immediate_exit` and the
+/// completion data (`ExitIo::data` of an IN, `ExitMmio::data` of a read,
+/// `ExitHypercall::ret`), which userspace writes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Run {
+    /// `SHADOWVM_RUN_VERSION`, set by the module at `SHADOWVM_CREATE_VCPU`.
+    pub version: u32,
+    /// `size_of::<Run>()` as the module knows it.
+    pub size: u32,
+    /// Set to 1 by userspace (e.g. from a signal handler) to make RUN return `EINTR` with
+    /// `SHADOWVM_EXIT_INTR` promptly instead of entering the guest. The module never clears it.
+    pub immediate_exit: u8,
+    pub padding: [u8; 3],
+    /// `SHADOWVM_EXIT_*`.
+    pub exit_reason: u32,
+    /// Details for `exit_reason`.
+    pub exit: ExitArea,
+}
+
+impl Run {
+    /// Port I/O details (`SHADOWVM_EXIT_IO`).
+    pub fn io(&self) -> &ExitIo {
+        self.exit.get()
+    }
+    /// Port I/O details, for filling in the value of an IN.
+    pub fn io_mut(&mut self) -> &mut ExitIo {
+        self.exit.get_mut()
+    }
+    /// MMIO details (`SHADOWVM_EXIT_MMIO`).
+    pub fn mmio(&self) -> &ExitMmio {
+        self.exit.get()
+    }
+    /// MMIO details, for filling in the value of a read.
+    pub fn mmio_mut(&mut self) -> &mut ExitMmio {
+        self.exit.get_mut()
+    }
+    /// Hypercall details (`SHADOWVM_EXIT_HYPERCALL`).
+    pub fn hypercall(&self) -> &ExitHypercall {
+        self.exit.get()
+    }
+    /// Hypercall details, for setting the return value.
+    pub fn hypercall_mut(&mut self) -> &mut ExitHypercall {
+        self.exit.get_mut()
+    }
+    /// Entry failure details (`SHADOWVM_EXIT_FAIL_ENTRY`).
+    pub fn fail_entry(&self) -> &ExitFailEntry {
+        self.exit.get()
+    }
+    /// Internal error details (`SHADOWVM_EXIT_INTERNAL_ERROR`).
+    pub fn internal_error(&self) -> &ExitInternalError {
+        self.exit.get()
+    }
+    /// Interruption details (`SHADOWVM_EXIT_INTR`).
+    pub fn intr(&self) -> &ExitIntr {
+        self.exit.get()
+    }
+}
+
+/// Name of an exit reason, for messages and statistics (`"unknown"` for others).
+pub const fn exit_reason_name(reason: u32) -> &'static str {
+    match reason {
+        SHADOWVM_EXIT_NONE => "none",
+        SHADOWVM_EXIT_IO => "io",
+        SHADOWVM_EXIT_MMIO => "mmio",
+        SHADOWVM_EXIT_HLT => "hlt",
+        SHADOWVM_EXIT_HYPERCALL => "hypercall",
+        SHADOWVM_EXIT_SHUTDOWN => "shutdown",
+        SHADOWVM_EXIT_FAIL_ENTRY => "fail_entry",
+        SHADOWVM_EXIT_INTERNAL_ERROR => "internal_error",
+        SHADOWVM_EXIT_INTR => "intr",
+        _ => "unknown",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands.
+// ---------------------------------------------------------------------------------------------
+
+const TY: u32 = SHADOWVM_IOCTL_TYPE;
+
+/// Returns `SHADOWVM_API_VERSION` as the ioctl's return value. Argument must be 0.
+pub const SHADOWVM_GET_API_VERSION: u32 = io(TY, 0x00);
+/// Allocate guest memory, once per VM (`Memory`).
+pub const SHADOWVM_SET_MEMORY: u32 = iow::<Memory>(TY, 0x01);
+/// Create the VM's one vCPU, after `SHADOWVM_SET_MEMORY`. Argument (vCPU id) must be 0.
+pub const SHADOWVM_CREATE_VCPU: u32 = io(TY, 0x02);
+/// Read the general registers (`Regs`).
+pub const SHADOWVM_GET_REGS: u32 = ior::<Regs>(TY, 0x03);
+/// Write the general registers (`Regs`).
+pub const SHADOWVM_SET_REGS: u32 = iow::<Regs>(TY, 0x04);
+/// Read the system registers (`Sregs`).
+pub const SHADOWVM_GET_SREGS: u32 = ior::<Sregs>(TY, 0x05);
+/// Write the system registers (`Sregs`).
+pub const SHADOWVM_SET_SREGS: u32 = iow::<Sregs>(TY, 0x06);
+/// Run the vCPU until an exit that needs userspace. Argument must be 0.
+pub const SHADOWVM_RUN: u32 = io(TY, 0x07);
+/// Read statistics (`Stats`).
+pub const SHADOWVM_GET_STATS: u32 = iowr::<Stats>(TY, 0x08);
+
+// ---------------------------------------------------------------------------------------------
+// Layout checks: the sizes and offsets below are the ABI.
+// ---------------------------------------------------------------------------------------------
+
+macro_rules! check_layout {
+    ($t:ty, $size:expr, { $($field:ident : $off:expr),* $(,)? }) => {
+        const _: () = assert!(size_of::<$t>() == $size);
+        $(const _: () = assert!(offset_of!($t, $field) == $off);)*
+    };
+}
+
+check_layout!(Memory, 16, { size: 0, flags: 8 });
+check_layout!(Regs, 144, {
+    rax: 0, rcx: 8, rdx: 16, rbx: 24, rsp: 32, rbp: 40, rsi: 48, rdi: 56,
+    r8: 64, r9: 72, r10: 80, r11: 88, r12: 96, r13: 104, r14: 112, r15: 120,
+    rip: 128, rflags: 136,
+});
+check_layout!(Segment, 24, {
+    base: 0, limit: 8, selector: 12, type_: 14, present: 15, dpl: 16, db: 17, s: 18, l: 19,
+    g: 20, avl: 21, unusable: 22, padding: 23,
+});
+check_layout!(Dtable, 16, { base: 0, limit: 8, padding: 10 });
+check_layout!(Sregs, 272, {
+    cs: 0, ds: 24, es: 48, fs: 72, gs: 96, ss: 120, tr: 144, ldt: 168, gdt: 192, idt: 208,
+    cr0: 224, cr2: 232, cr3: 240, cr4: 248, efer: 256, apic_base: 264,
+});
+check_layout!(Stats, 16, { count: 0, flags: 4, entries: 8 });
+check_layout!(StatEntry, 56, { name: 0, value: 48 });
+check_layout!(ExitIo, 16, { direction: 0, size: 1, port: 2, count: 4, data: 8 });
+check_layout!(ExitMmio, 24, { gpa: 0, data: 8, len: 16, is_write: 20, padding: 21 });
+check_layout!(ExitHypercall, 64, { nr: 0, args: 8, ret: 56 });
+check_layout!(ExitFailEntry, 24, {
+    hardware_entry_failure_reason: 0, exit_qualification: 8, cpu: 16, padding: 20,
+});
+check_layout!(ExitInternalError, 48, {
+    suberror: 0, vmx_exit_reason: 4, exit_qualification: 8, data: 16,
+});
+check_layout!(ExitIntr, 8, { cause: 0, padding: 4 });
+check_layout!(ExitArea, 256, { bytes: 0 });
+check_layout!(Run, 272, {
+    version: 0, size: 4, immediate_exit: 8, padding: 9, exit_reason: 12, exit: 16,
+});
+const _: () = assert!(size_of::<Run>() as u64 <= SHADOWVM_RUN_MMAP_SIZE);
+const _: () = assert!(SHADOWVM_RUN_MMAP_OFFSET & (SHADOWVM_PAGE_SIZE - 1) == 0);
+const _: () = assert!(SHADOWVM_RUN_MMAP_OFFSET > SHADOWVM_MEMORY_MAX);

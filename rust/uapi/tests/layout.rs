@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Layout and encoding tests of the Rust side of the ABI.
+
+use shadowvm_uapi::*;
+use std::mem::{align_of, size_of};
+
+#[test]
+fn ioctl_numbers_match_linux_encoding() {
+    // Values computed by hand from dir<<30 | size<<16 | type<<8 | nr.
+    assert_eq!(SHADOWVM_GET_API_VERSION, 0x0000_B700);
+    assert_eq!(SHADOWVM_SET_MEMORY, 0x4010_B701);
+    assert_eq!(SHADOWVM_CREATE_VCPU, 0x0000_B702);
+    assert_eq!(SHADOWVM_GET_REGS, 0x8090_B703);
+    assert_eq!(SHADOWVM_SET_REGS, 0x4090_B704);
+    assert_eq!(SHADOWVM_GET_SREGS, 0x8110_B705);
+    assert_eq!(SHADOWVM_SET_SREGS, 0x4110_B706);
+    assert_eq!(SHADOWVM_RUN, 0x0000_B707);
+    assert_eq!(SHADOWVM_GET_STATS, 0xC010_B708);
+}
+
+#[test]
+fn ioctl_fields_decode() {
+    let cmds = [
+        SHADOWVM_GET_API_VERSION,
+        SHADOWVM_SET_MEMORY,
+        SHADOWVM_CREATE_VCPU,
+        SHADOWVM_GET_REGS,
+        SHADOWVM_SET_REGS,
+        SHADOWVM_GET_SREGS,
+        SHADOWVM_SET_SREGS,
+        SHADOWVM_RUN,
+        SHADOWVM_GET_STATS,
+    ];
+    for (nr, cmd) in cmds.iter().enumerate() {
+        assert_eq!(ioc_type(*cmd), SHADOWVM_IOCTL_TYPE);
+        assert_eq!(ioc_nr(*cmd), nr as u32);
+    }
+    assert_eq!(ioc_dir(SHADOWVM_GET_STATS), IOC_READ | IOC_WRITE);
+    assert_eq!(ioc_size(SHADOWVM_SET_SREGS) as usize, size_of::<Sregs>());
+    assert_eq!(ioc_dir(SHADOWVM_RUN), IOC_NONE);
+}
+
+#[test]
+fn sizes_and_alignment() {
+    assert_eq!(size_of::<Memory>(), 16);
+    assert_eq!(size_of::<Regs>(), 144);
+    assert_eq!(size_of::<Segment>(), 24);
+    assert_eq!(size_of::<Dtable>(), 16);
+    assert_eq!(size_of::<Sregs>(), 272);
+    assert_eq!(size_of::<Stats>(), 16);
+    assert_eq!(size_of::<StatEntry>(), 56);
+    assert_eq!(size_of::<Run>(), 272);
+    assert_eq!(align_of::<Run>(), 8);
+    assert!(size_of::<Run>() as u64 <= SHADOWVM_RUN_MMAP_SIZE);
+}
+
+#[test]
+fn memory_validation() {
+    let ok = |size| Memory { size, flags: 0 }.is_valid();
+    assert!(ok(64 << 20));
+    assert!(ok(SHADOWVM_MEMORY_MIN));
+    assert!(ok(SHADOWVM_MEMORY_MAX));
+    assert!(!ok(0));
+    assert!(!ok(4097));
+    assert!(!ok(SHADOWVM_MEMORY_MAX + 4096));
+    assert!(!Memory { size: 4096, flags: 1 }.is_valid());
+}
+
+#[test]
+fn rflags_masks() {
+    // Every architecturally defined bit (0..21 except 1, 3, 5, 15) is allowed.
+    for bit in 0..64 {
+        let reserved = SHADOWVM_RFLAGS_RESERVED & (1 << bit) != 0;
+        let expect = !matches!(bit, 0 | 1 | 2 | 4 | 6..=14 | 16..=21);
+        assert_eq!(reserved, expect, "bit {bit}");
+    }
+}
+
+#[test]
+fn exit_area_views_share_storage() {
+    let mut run = Run::default();
+    run.exit.set(ExitIo { direction: SHADOWVM_IO_OUT, size: 1, port: 0x3f8, count: 1, data: 0x41 });
+    assert_eq!(run.io().port, 0x3f8);
+    assert_eq!(&run.exit.bytes[..4], &[SHADOWVM_IO_OUT, 1, 0xf8, 0x03]);
+    run.io_mut().data = 0x1234;
+    assert_eq!(run.exit.bytes[8], 0x34);
+    run.exit.set(ExitIntr { cause: SHADOWVM_INTR_SIGNAL, padding: 0 });
+    assert_eq!(run.intr().cause, SHADOWVM_INTR_SIGNAL);
+    // `set` clears what the previous exit left.
+    assert_eq!(run.exit.bytes[8], 0);
+    run.hypercall_mut().ret = 7;
+    assert_eq!(run.hypercall().ret, 7);
+}
+
+#[test]
+fn gpr_by_encoding() {
+    let mut regs = Regs::default();
+    for i in 0..16 {
+        *regs.gpr_mut(i).unwrap() = i as u64 + 100;
+    }
+    assert_eq!(regs.rax, 100);
+    assert_eq!(regs.rsp, 104);
+    assert_eq!(regs.r15, 115);
+    assert_eq!(regs.gpr(7), Some(107));
+    assert_eq!(regs.gpr(16), None);
+    assert!(regs.gpr_mut(16).is_none());
+}
+
+#[test]
+fn stat_entry_names() {
+    let e = StatEntry::new("mmu.pf_fixed", 5);
+    assert_eq!(e.name_str(), Some("mmu.pf_fixed"));
+    let long = "x".repeat(100);
+    let e = StatEntry::new(&long, 1);
+    assert_eq!(e.name_str().map(str::len), Some(SHADOWVM_STAT_NAME_LEN - 1));
+    let bad = StatEntry { name: [b'a'; SHADOWVM_STAT_NAME_LEN], value: 0 };
+    assert_eq!(bad.name_str(), None);
+}
+
+#[test]
+fn exit_reason_names() {
+    assert_eq!(exit_reason_name(SHADOWVM_EXIT_IO), "io");
+    assert_eq!(exit_reason_name(SHADOWVM_EXIT_INTR), "intr");
+    assert_eq!(exit_reason_name(99), "unknown");
+}
