@@ -1,0 +1,1662 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! x86 instruction emulator for the guest memory accesses the hypervisor completes itself.
+//!
+//! The hypervisor needs this when a guest instruction faults in a way it cannot just
+//! re-run: a write to a guest page-table page that the shadow MMU write-protects, or an
+//! access to guest-physical memory with nothing behind it (MMIO). The VM exit reports a #PF.
+//! The hypervisor fetches up to [`MAX_INSN_LEN`] bytes at the guest RIP, calls [`decode`],
+//! then [`execute`]. `execute` performs the access through the caller's [`EmuMemory`], then
+//! updates registers, arithmetic flags and RIP.
+//!
+//! # Protocol
+//!
+//! * **All or nothing.** `execute` works on a copy of the registers. Memory is written
+//!   at most once per instruction (per iteration for string instructions), after every read
+//!   and every check. The registers are copied back only once that write has succeeded.
+//!   Any result other than [`Outcome::Done`] / [`Outcome::RepContinue`] leaves the registers
+//!   and memory as they were (except for REP iterations that already finished).
+//! * **MMIO reads are two-phase.** If [`EmuMemory::read`] returns [`MemFault::Mmio`],
+//!   `execute` returns [`Outcome::MmioRead`] and changes nothing. The caller gets the value
+//!   (for example from userspace), then calls `execute` again with the same `Insn` and
+//!   registers, passing the bytes as [`MmioData`]. That read is then served from the data
+//!   instead of from `EmuMemory`. Each execution step reads memory at most once, so one
+//!   `MmioData` is always enough. MMIO *writes* never need a second phase: the caller's
+//!   `write`/`cmpxchg` queues the data for userspace and returns `Ok`.
+//! * **Atomicity.** LOCKed read-modify-write instructions, XCHG (always locked) and
+//!   CMPXCHG/CMPXCHG8B/16B write through [`EmuMemory::cmpxchg`] with the value they read.
+//!   If another CPU changed the location in between, the step is recomputed, up to
+//!   [`LOCK_RETRIES`] times, then [`Outcome::Retry`] is returned (nothing changed;
+//!   re-enter the guest and the instruction faults again). Other read-modify-write
+//!   instructions are not atomic on hardware either and use a plain `write`.
+//! * **REP string instructions** (STOS, MOVS) run **one iteration per `execute` call**. This
+//!   is what hardware commits between interrupts. [`Outcome::RepContinue`] means the
+//!   iteration (memory, RCX/RSI/RDI) has been committed and RIP still points at the
+//!   instruction. The caller either calls `execute` again (or [`execute_rep`], which does up
+//!   to N iterations) or re-enters the guest, which carries on natively. `REP` with a zero
+//!   count just advances RIP.
+//! * **Exceptions** to inject come back as [`Outcome::Exception`]. They can come from
+//!   `EmuMemory` (#PF with its error code, or #GP/#SS from a limit check by the caller), or
+//!   from the emulator: #GP(0)/#SS(0) for a non-canonical address in 64-bit mode, and
+//!   #GP(0) for a misaligned CMPXCHG16B. Decoding failures map to exceptions through
+//!   [`DecodeError::exception`]. `None` there ([`DecodeError::Unsupported`]) means a valid
+//!   instruction this emulator does not implement: report an internal error to userspace,
+//!   and do not inject #UD into a guest whose instruction is correct.
+//!
+//! # Flags
+//!
+//! CF, PF, AF, ZF, SF and OF are computed exactly as the SDM defines them for ADD, OR, ADC,
+//! SBB, AND, SUB, XOR, CMP, TEST, INC, DEC, NEG, XADD and CMPXCHG. The unit tests check them
+//! against the host CPU running the same instructions. Choices for undefined flags, which
+//! are the values Intel CPUs produce:
+//! * AND/OR/XOR/TEST: AF is cleared.
+//! * BT/BTS/BTR/BTC: only CF is written. ZF is left alone (as the SDM says). OF, SF, AF and PF,
+//!   which the SDM leaves undefined, are also left unchanged.
+//! * CMPXCHG8B/16B: only ZF is written.
+//!
+//! On completion RFLAGS.RF is cleared, as the CPU does when an instruction retires. A
+//! single-step trap (TF) after the instruction and the interrupt shadow are left to the
+//! caller.
+//!
+//! # Not covered
+//! Segment limit and type checks: the caller gets the segment and offset of every access
+//! in [`Addr`] and can check them itself. Also not covered: alignment checks (#AC),
+//! protection keys, and accesses that cross a page, which the caller's `EmuMemory` splits.
+//! Other instructions (PUSH/POP, string compares and scans, LODS, shifts, MUL/DIV, SSE, ...)
+//! give [`DecodeError::Unsupported`].
+
+/// Longest legal x86 instruction (SDM Vol. 2, 2.3.11). Longer ones raise #GP(0).
+pub const MAX_INSN_LEN: usize = 15;
+
+/// How many times a locked read-modify-write is recomputed after losing a race before
+/// `execute` gives up with [`Outcome::Retry`].
+pub const LOCK_RETRIES: u32 = 8;
+
+/// RFLAGS bits used by the emulator.
+pub mod flags {
+    /// Carry.
+    pub const CF: u64 = 1 << 0;
+    /// Parity (of the low byte of the result).
+    pub const PF: u64 = 1 << 2;
+    /// Auxiliary carry (out of bit 3).
+    pub const AF: u64 = 1 << 4;
+    /// Zero.
+    pub const ZF: u64 = 1 << 6;
+    /// Sign.
+    pub const SF: u64 = 1 << 7;
+    /// Trap (single step).
+    pub const TF: u64 = 1 << 8;
+    /// Direction (string instructions go down when set).
+    pub const DF: u64 = 1 << 10;
+    /// Overflow.
+    pub const OF: u64 = 1 << 11;
+    /// Resume.
+    pub const RF: u64 = 1 << 16;
+    /// The six arithmetic status flags.
+    pub const ARITH: u64 = CF | PF | AF | ZF | SF | OF;
+}
+
+/// General-purpose register numbers in x86 encoding order (index into [`Regs::gpr`]).
+pub mod gpr {
+    /// RAX.
+    pub const RAX: usize = 0;
+    /// RCX.
+    pub const RCX: usize = 1;
+    /// RDX.
+    pub const RDX: usize = 2;
+    /// RBX.
+    pub const RBX: usize = 3;
+    /// RSP.
+    pub const RSP: usize = 4;
+    /// RBP.
+    pub const RBP: usize = 5;
+    /// RSI.
+    pub const RSI: usize = 6;
+    /// RDI.
+    pub const RDI: usize = 7;
+}
+
+/// The guest registers the emulator reads and writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Regs {
+    /// RAX..R15, in the order the x86 encoding numbers them (see [`gpr`]).
+    pub gpr: [u64; 16],
+    /// Address of the instruction being emulated; advanced past it on completion.
+    pub rip: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+}
+
+/// Default operand/address size of the code segment, which is what decoding depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeSize {
+    /// Real mode, virtual-8086 mode, or a 16-bit protected-mode code segment.
+    Bits16,
+    /// 32-bit protected mode, or compatibility mode with CS.D=1.
+    Bits32,
+    /// 64-bit mode (IA-32e mode with CS.L=1).
+    Bits64,
+}
+
+impl CodeSize {
+    /// The code size for a CPU state. `efer_lma`: IA-32e mode active. `cs_l`, `cs_db`: the
+    /// CS descriptor's L and D/B bits. `rflags_vm`: virtual-8086 mode. In real mode pass
+    /// the hidden CS attributes, whose D bit is normally 0.
+    pub fn from_cpu(efer_lma: bool, cs_l: bool, cs_db: bool, rflags_vm: bool) -> Self {
+        if efer_lma && cs_l {
+            CodeSize::Bits64
+        } else if cs_db && !rflags_vm {
+            CodeSize::Bits32
+        } else {
+            CodeSize::Bits16
+        }
+    }
+}
+
+/// A segment register, numbered as the encoding numbers them (index into [`Env::seg_base`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seg {
+    /// ES.
+    Es = 0,
+    /// CS.
+    Cs = 1,
+    /// SS.
+    Ss = 2,
+    /// DS.
+    Ds = 3,
+    /// FS.
+    Fs = 4,
+    /// GS.
+    Gs = 5,
+}
+
+/// What besides registers the address computation needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Env {
+    /// Segment bases indexed by [`Seg`] (ES, CS, SS, DS, FS, GS). In 64-bit mode only FS
+    /// and GS bases are used, as in hardware. Outside it, linear addresses wrap at 4 GiB.
+    pub seg_base: [u64; 6],
+    /// CR4.LA57: canonical addresses have 57 bits instead of 48 (64-bit mode only).
+    pub la57: bool,
+}
+
+/// One memory access: the segment and offset (effective address) the instruction used,
+/// and the linear address they make. The caller may check segment limits with them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Addr {
+    /// Segment the access goes through.
+    pub seg: Seg,
+    /// Effective address (offset in the segment), already wrapped to the address size.
+    pub offset: u64,
+    /// Linear address.
+    pub linear: u64,
+}
+
+/// An exception the caller must inject into the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exception {
+    /// #UD.
+    Ud,
+    /// #GP with this error code.
+    Gp(u32),
+    /// #SS with this error code.
+    Ss(u32),
+    /// #PF: CR2 gets `addr`, with this error code.
+    Pf {
+        /// Faulting linear address (CR2).
+        addr: u64,
+        /// Page-fault error code.
+        error_code: u32,
+    },
+}
+
+/// Why an [`EmuMemory`] access did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemFault {
+    /// The access raises this exception (usually #PF from the guest page walk).
+    Exception(Exception),
+    /// Reads only: the address is MMIO and the value must come from outside. `execute`
+    /// returns [`Outcome::MmioRead`]. Writes must queue MMIO data themselves; returning this
+    /// from `write`/`cmpxchg` gives [`EmuError::MmioWrite`].
+    Mmio,
+    /// The host cannot perform the access (for example out of memory). The instruction
+    /// is abandoned with nothing changed and [`EmuError::Memory`] is returned.
+    Host,
+}
+
+/// Guest memory as the emulator sees it: linear addresses, already checked against
+/// canonical form. The implementation walks the guest page tables, checks permissions for
+/// the guest's current privilege level, sets accessed/dirty bits, and splits accesses that
+/// cross a page. Buffers are 1 to 16 bytes long.
+pub trait EmuMemory {
+    /// Reads `buf.len()` bytes at `addr`.
+    fn read(&mut self, addr: &Addr, buf: &mut [u8]) -> Result<(), MemFault>;
+
+    /// Writes `data` at `addr`.
+    fn write(&mut self, addr: &Addr, data: &[u8]) -> Result<(), MemFault>;
+
+    /// Atomically: if memory at `addr` equals `old`, store `new` and return `true`.
+    /// Otherwise store nothing and return `false`. `old` and `new` have the same length.
+    /// Like the CPU, it must check write access even if the comparison fails. The default
+    /// does a read and a write, which is fine when no other CPU can write the location.
+    /// For MMIO it should just write `new` and return `true`.
+    fn cmpxchg(&mut self, addr: &Addr, old: &[u8], new: &[u8]) -> Result<bool, MemFault> {
+        let mut cur = [0u8; 16];
+        let cur = cur.get_mut(..old.len()).ok_or(MemFault::Host)?;
+        self.read(addr, cur)?;
+        if cur != old {
+            // Still a write access: check it by storing back what is there.
+            self.write(addr, cur)?;
+            return Ok(false);
+        }
+        self.write(addr, new)?;
+        Ok(true)
+    }
+}
+
+/// The MMIO value for the read that an earlier `execute` reported as [`Outcome::MmioRead`].
+///
+/// # Invariants
+/// None enforced: `execute` checks `linear` and `len` against the read it is about to
+/// do, and returns [`EmuError::MmioMismatch`] if they differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioData {
+    /// Linear address of the read (from [`MmioRequest::addr`]).
+    pub linear: u64,
+    /// Number of valid bytes in `data` (from [`MmioRequest::size`]).
+    pub len: u8,
+    /// The value, little-endian.
+    pub data: [u8; 16],
+}
+
+/// An MMIO read the caller must satisfy before executing the instruction again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioRequest {
+    /// Where to read.
+    pub addr: Addr,
+    /// How many bytes (1, 2, 4, 8 or 16).
+    pub size: u8,
+}
+
+/// What [`execute`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The instruction completed: memory, registers, flags and RIP are updated.
+    Done,
+    /// One REP iteration completed and more remain. RIP still points at the instruction.
+    RepContinue,
+    /// Nothing changed. Read `size` bytes of MMIO at `addr`, then execute again with them.
+    MmioRead(MmioRequest),
+    /// Nothing changed (apart from REP iterations already done). Inject this exception.
+    Exception(Exception),
+    /// Nothing changed: a locked operation kept losing races. Re-enter the guest.
+    Retry,
+}
+
+/// Why [`decode`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The bytes end before the instruction does (and it is still under 15 bytes). Fetch
+    /// more; if the next page cannot be fetched, inject that #PF.
+    NeedMoreBytes,
+    /// The instruction would be longer than 15 bytes: inject #GP(0).
+    TooLong,
+    /// An encoding that raises #UD: LOCK on an instruction or operand that does not allow it,
+    /// a register operand where only memory is allowed, or an undefined opcode in a group
+    /// this emulator decodes.
+    Invalid,
+    /// A valid instruction the emulator does not implement: report an internal error
+    /// (do not inject anything). `opcode` is the primary opcode, or 0x0Fxx for two-byte ones.
+    Unsupported {
+        /// The opcode.
+        opcode: u16,
+    },
+}
+
+impl DecodeError {
+    /// The exception to inject for this failure, or `None` when the hypervisor should
+    /// instead fetch more bytes ([`DecodeError::NeedMoreBytes`]) or report an internal error
+    /// ([`DecodeError::Unsupported`]).
+    pub fn exception(&self) -> Option<Exception> {
+        match self {
+            DecodeError::NeedMoreBytes | DecodeError::Unsupported { .. } => None,
+            DecodeError::TooLong => Some(Exception::Gp(0)),
+            DecodeError::Invalid => Some(Exception::Ud),
+        }
+    }
+}
+
+/// Errors from [`execute`]. Nothing in guest state has changed (except REP iterations
+/// already done). The hypervisor should report an internal error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmuError {
+    /// `EmuMemory` failed with [`MemFault::Host`].
+    Memory,
+    /// `EmuMemory::write` or `cmpxchg` returned [`MemFault::Mmio`], which only reads may do.
+    MmioWrite,
+    /// The [`MmioData`] does not match the read the instruction performs.
+    MmioMismatch,
+}
+
+/// The eight classic ALU operations, numbered as in opcodes 00-3F and group 1 /r.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AluOp {
+    /// ADD.
+    Add,
+    /// OR.
+    Or,
+    /// ADC.
+    Adc,
+    /// SBB.
+    Sbb,
+    /// AND.
+    And,
+    /// SUB.
+    Sub,
+    /// XOR.
+    Xor,
+    /// CMP (no write-back).
+    Cmp,
+}
+
+impl AluOp {
+    fn from_num(n: u8) -> Self {
+        match n & 7 {
+            0 => AluOp::Add,
+            1 => AluOp::Or,
+            2 => AluOp::Adc,
+            3 => AluOp::Sbb,
+            4 => AluOp::And,
+            5 => AluOp::Sub,
+            6 => AluOp::Xor,
+            _ => AluOp::Cmp,
+        }
+    }
+}
+
+/// One-operand read-modify-write operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnaryOp {
+    /// INC (CF unchanged).
+    Inc,
+    /// DEC (CF unchanged).
+    Dec,
+    /// NOT (no flags).
+    Not,
+    /// NEG.
+    Neg,
+}
+
+/// Bit test operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BitOp {
+    /// BT (read only).
+    Bt,
+    /// BTS.
+    Bts,
+    /// BTR.
+    Btr,
+    /// BTC.
+    Btc,
+}
+
+/// The operation of a decoded instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// MOV (88-8B, A0-A3, C6/C7 /0).
+    Mov,
+    /// MOVZX (0F B6/B7).
+    Movzx,
+    /// MOVSX (0F BE/BF).
+    Movsx,
+    /// MOVNTI (0F C3).
+    Movnti,
+    /// XCHG (86/87).
+    Xchg,
+    /// XADD (0F C0/C1).
+    Xadd,
+    /// CMPXCHG (0F B0/B1).
+    Cmpxchg,
+    /// CMPXCHG8B (0F C7 /1).
+    Cmpxchg8b,
+    /// CMPXCHG16B (REX.W 0F C7 /1).
+    Cmpxchg16b,
+    /// ADD/OR/ADC/SBB/AND/SUB/XOR/CMP.
+    Alu(AluOp),
+    /// TEST (84/85, F6/F7 /0).
+    Test,
+    /// INC/DEC/NOT/NEG.
+    Unary(UnaryOp),
+    /// BT/BTS/BTR/BTC.
+    Bit(BitOp),
+    /// STOS (AA/AB), possibly with REP.
+    Stos,
+    /// MOVS (A4/A5), possibly with REP.
+    Movs,
+}
+
+/// An instruction operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operand {
+    /// No operand.
+    None,
+    /// General register `n` (0..15) accessed at the operand size (for bytes: AL..BL,
+    /// SPL..DIL with REX, R8B..R15B).
+    Reg(u8),
+    /// AH, CH, DH or BH: bits 15:8 of register `n` (0..3).
+    RegHigh8(u8),
+    /// The memory operand described by [`Insn::mem`].
+    Mem,
+    /// An immediate, already sign-extended and masked to the operand size.
+    Imm(u64),
+}
+
+/// A decoded memory operand: `seg:[base + index*scale + disp]`, or `[rip_next + disp]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemRef {
+    /// Segment: the override if there is one, else DS, or SS for rSP/rBP-based addresses.
+    /// For MOVS this is the source segment; the destination is always ES.
+    pub seg: Seg,
+    /// Base register number.
+    pub base: Option<u8>,
+    /// Index register number.
+    pub index: Option<u8>,
+    /// Scale: 1, 2, 4 or 8.
+    pub scale: u8,
+    /// Displacement (sign-extended; for moffs the full offset).
+    pub disp: i64,
+    /// RIP-relative: the address of the next instruction is added.
+    pub rip_relative: bool,
+}
+
+/// A decoded instruction.
+///
+/// # Invariants
+/// Built only by [`decode`]. `len` is 1..=15. `op_size` is 1, 2, 4 or 8, or 16 for
+/// CMPXCHG16B (8 for CMPXCHG8B). `src_size` is 1, 2, 4 or 8. `addr_size` is 2, 4 or 8.
+/// Register numbers are below 16, and below 4 in `RegHigh8`. At most one operand is
+/// `Operand::Mem`, except MOVS and STOS, which have none and address memory implicitly.
+/// `lock` is only set where the LOCK prefix is legal. The emulator still masks every
+/// index, so a broken invariant can give wrong results but never a panic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Insn {
+    op: Op,
+    mode: CodeSize,
+    len: u8,
+    op_size: u8,
+    src_size: u8,
+    addr_size: u8,
+    lock: bool,
+    rep: bool,
+    dst: Operand,
+    src: Operand,
+    mem: MemRef,
+}
+
+impl Insn {
+    /// The operation.
+    pub fn op(&self) -> Op {
+        self.op
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+    /// Never true (instructions are at least one byte); here for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The code size it was decoded for.
+    pub fn mode(&self) -> CodeSize {
+        self.mode
+    }
+    /// Operand size in bytes (the destination's, for MOVZX/MOVSX). 8 for CMPXCHG8B and
+    /// 16 for CMPXCHG16B.
+    pub fn op_size(&self) -> u8 {
+        self.op_size
+    }
+    /// Source size for MOVZX/MOVSX; equals `op_size` otherwise.
+    pub fn src_size(&self) -> u8 {
+        self.src_size
+    }
+    /// Address size in bytes.
+    pub fn addr_size(&self) -> u8 {
+        self.addr_size
+    }
+    /// LOCK prefix present.
+    pub fn lock(&self) -> bool {
+        self.lock
+    }
+    /// REP/REPNE prefix on a string instruction.
+    pub fn rep(&self) -> bool {
+        self.rep
+    }
+    /// Destination operand. For MOVS/STOS this is `None`, because memory is addressed implicitly.
+    pub fn dst(&self) -> Operand {
+        self.dst
+    }
+    /// Source operand. For the BT family, this is the bit offset.
+    pub fn src(&self) -> Operand {
+        self.src
+    }
+    /// The memory operand. Only meaningful when `dst` or `src` is `Operand::Mem`, or for
+    /// MOVS, where it holds the source segment.
+    pub fn mem(&self) -> &MemRef {
+        &self.mem
+    }
+    /// Whether the instruction may write memory (everything except CMP, TEST, BT and
+    /// loads into a register).
+    pub fn writes_memory(&self) -> bool {
+        match self.op {
+            Op::Stos | Op::Movs => true,
+            Op::Alu(AluOp::Cmp) | Op::Test | Op::Bit(BitOp::Bt) => false,
+            _ => self.dst == Operand::Mem,
+        }
+    }
+
+    /// The address of the explicit memory operand for these registers. For MOVS and STOS it is
+    /// the destination, ES:rDI. For BT* with a register bit offset it includes the
+    /// bit-string displacement. `None` if the instruction has no memory operand.
+    /// `Err` when the address is not canonical.
+    pub fn mem_addr(&self, regs: &Regs, env: &Env) -> Option<Result<Addr, Exception>> {
+        match self.op {
+            Op::Stos | Op::Movs => Some(string_addr(self, regs, env, Seg::Es, gpr::RDI)),
+            _ if self.dst == Operand::Mem || self.src == Operand::Mem => {
+                Some(operand_addr(self, regs, env))
+            }
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Decoding
+// ---------------------------------------------------------------------------------------
+
+/// Reads instruction bytes, enforcing the 15-byte limit.
+///
+/// # Invariants
+/// `pos <= MAX_INSN_LEN`.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        if self.pos >= MAX_INSN_LEN {
+            return Err(DecodeError::TooLong);
+        }
+        let b = *self.bytes.get(self.pos).ok_or(DecodeError::NeedMoreBytes)?;
+        // No overflow: pos < MAX_INSN_LEN here.
+        self.pos += 1;
+        Ok(b)
+    }
+
+    /// Little-endian immediate of `n` (<= 8) bytes.
+    fn imm(&mut self, n: u8) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for i in 0..n.min(8) {
+            v |= u64::from(self.byte()?) << (u32::from(i) * 8);
+        }
+        Ok(v)
+    }
+}
+
+fn mask(size: u8) -> u64 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        4 => 0xffff_ffff,
+        _ => u64::MAX,
+    }
+}
+
+fn sign_bit(size: u8) -> u64 {
+    match size {
+        1 => 0x80,
+        2 => 0x8000,
+        4 => 0x8000_0000,
+        _ => 1 << 63,
+    }
+}
+
+/// Sign-extends the low `size` bytes of `v` to 64 bits.
+fn sext(v: u64, size: u8) -> u64 {
+    let v = v & mask(size);
+    if v & sign_bit(size) != 0 {
+        v | !mask(size)
+    } else {
+        v
+    }
+}
+
+/// Register operand `n` at `size`: without REX, byte registers 4..7 are AH, CH, DH, BH.
+fn reg_operand(n: u8, size: u8, rex: bool) -> Operand {
+    let n = n & 15;
+    if size == 1 && !rex && (4..8).contains(&n) {
+        Operand::RegHigh8(n - 4)
+    } else {
+        Operand::Reg(n)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Rm {
+    Reg(u8),
+    Mem(MemRef),
+}
+
+/// Prefix and mode state the ModRM decoder needs.
+struct Ctx {
+    mode: CodeSize,
+    addr_size: u8,
+    rex: u8,
+    seg: Option<Seg>,
+}
+
+impl Ctx {
+    fn seg_or(&self, default: Seg) -> Seg {
+        self.seg.unwrap_or(default)
+    }
+}
+
+/// Decodes ModRM (plus SIB and displacement). Returns `(mod, reg | REX.R, rm operand)`.
+fn modrm(c: &mut Cursor<'_>, x: &Ctx) -> Result<(u8, u8, Rm), DecodeError> {
+    let b = c.byte()?;
+    let md = b >> 6;
+    let reg = ((b >> 3) & 7) | ((x.rex & 4) << 1);
+    let rm = b & 7;
+    if md == 3 {
+        return Ok((md, reg, Rm::Reg(rm | ((x.rex & 1) << 3))));
+    }
+    let mut m = MemRef {
+        seg: Seg::Ds,
+        base: None,
+        index: None,
+        scale: 1,
+        disp: 0,
+        rip_relative: false,
+    };
+    if x.addr_size == 2 {
+        let (base, index) = match rm {
+            0 => (Some(3), Some(6)),
+            1 => (Some(3), Some(7)),
+            2 => (Some(5), Some(6)),
+            3 => (Some(5), Some(7)),
+            4 => (Some(6), None),
+            5 => (Some(7), None),
+            6 if md == 0 => (None, None),
+            6 => (Some(5), None),
+            _ => (Some(3), None),
+        };
+        m.base = base;
+        m.index = index;
+        m.disp = match md {
+            0 if rm == 6 => sext(c.imm(2)?, 2) as i64,
+            1 => sext(c.imm(1)?, 1) as i64,
+            2 => sext(c.imm(2)?, 2) as i64,
+            _ => 0,
+        };
+        m.seg = x.seg_or(if base == Some(5) { Seg::Ss } else { Seg::Ds });
+        return Ok((md, reg, Rm::Mem(m)));
+    }
+    let mut disp32_only = false;
+    if rm == 4 {
+        let sib = c.byte()?;
+        m.scale = 1 << (sib >> 6);
+        let index = ((sib >> 3) & 7) | ((x.rex & 2) << 2);
+        if index != 4 {
+            m.index = Some(index);
+        }
+        let base = sib & 7;
+        if base == 5 && md == 0 {
+            disp32_only = true;
+        } else {
+            m.base = Some(base | ((x.rex & 1) << 3));
+        }
+    } else if rm == 5 && md == 0 {
+        disp32_only = true;
+        m.rip_relative = x.mode == CodeSize::Bits64;
+    } else {
+        m.base = Some(rm | ((x.rex & 1) << 3));
+    }
+    m.disp = match md {
+        1 => sext(c.imm(1)?, 1) as i64,
+        2 => sext(c.imm(4)?, 4) as i64,
+        _ if disp32_only => sext(c.imm(4)?, 4) as i64,
+        _ => 0,
+    };
+    m.seg = x.seg_or(if matches!(m.base, Some(4) | Some(5)) {
+        Seg::Ss
+    } else {
+        Seg::Ds
+    });
+    Ok((md, reg, Rm::Mem(m)))
+}
+
+/// Decodes one instruction from `bytes` (fetched at RIP) for code of size `mode`.
+///
+/// Only the first [`MAX_INSN_LEN`] bytes are looked at. Never panics, whatever the bytes.
+pub fn decode(bytes: &[u8], mode: CodeSize) -> Result<Insn, DecodeError> {
+    let mut c = Cursor { bytes, pos: 0 };
+    let mut opsize_pfx = false;
+    let mut addr_pfx = false;
+    let mut lock = false;
+    let mut rep = false;
+    let mut seg = None;
+    let mut rex = 0u8;
+    let long = mode == CodeSize::Bits64;
+    let opcode = loop {
+        let b = c.byte()?;
+        match b {
+            0x66 => opsize_pfx = true,
+            0x67 => addr_pfx = true,
+            0xF0 => lock = true,
+            0xF2 | 0xF3 => rep = true,
+            0x26 => seg = Some(Seg::Es),
+            0x2E => seg = Some(Seg::Cs),
+            0x36 => seg = Some(Seg::Ss),
+            0x3E => seg = Some(Seg::Ds),
+            0x64 => seg = Some(Seg::Fs),
+            0x65 => seg = Some(Seg::Gs),
+            0x40..=0x4F if long => {
+                rex = b;
+                continue;
+            }
+            _ => break b,
+        }
+        // A REX prefix only counts immediately before the opcode.
+        rex = 0;
+    };
+    // 64-bit mode ignores CS/DS/ES/SS overrides.
+    if long && !matches!(seg, Some(Seg::Fs) | Some(Seg::Gs)) {
+        seg = None;
+    }
+    let has_rex = rex != 0;
+    let rex_w = rex & 8 != 0;
+    let op_size: u8 = if long && rex_w {
+        8
+    } else if (mode == CodeSize::Bits16) != opsize_pfx {
+        2
+    } else {
+        4
+    };
+    let addr_size: u8 = match (mode, addr_pfx) {
+        (CodeSize::Bits64, false) => 8,
+        (CodeSize::Bits64, true) | (CodeSize::Bits32, false) | (CodeSize::Bits16, true) => 4,
+        (CodeSize::Bits32, true) | (CodeSize::Bits16, false) => 2,
+    };
+    let x = Ctx {
+        mode,
+        addr_size,
+        rex,
+        seg,
+    };
+    let mut insn = Insn {
+        op: Op::Mov,
+        mode,
+        len: 0,
+        op_size,
+        src_size: op_size,
+        addr_size,
+        lock,
+        rep: false,
+        dst: Operand::None,
+        src: Operand::None,
+        mem: MemRef {
+            seg: x.seg_or(Seg::Ds),
+            base: None,
+            index: None,
+            scale: 1,
+            disp: 0,
+            rip_relative: false,
+        },
+    };
+    let byte_or = |op: u8| if op & 1 == 0 { 1 } else { op_size };
+    // iz: imm16 for 16-bit operands, else imm32 sign-extended to the operand size.
+    let iz = |c: &mut Cursor<'_>, size: u8| -> Result<u64, DecodeError> {
+        let n = size.min(4);
+        Ok(sext(c.imm(n)?, n) & mask(size))
+    };
+    let e_operand = |rm: Rm, size: u8, insn: &mut Insn| match rm {
+        Rm::Reg(n) => reg_operand(n, size, has_rex),
+        Rm::Mem(m) => {
+            insn.mem = m;
+            Operand::Mem
+        }
+    };
+    let unsupported = |opcode: u16| Err(DecodeError::Unsupported { opcode });
+
+    match opcode {
+        // ALU r/m forms: 00-03, 08-0B, ..., 38-3B.
+        0x00..=0x3F if opcode & 7 < 4 => {
+            let size = byte_or(opcode);
+            let (_, reg, rm) = modrm(&mut c, &x)?;
+            insn.op = Op::Alu(AluOp::from_num(opcode >> 3));
+            insn.op_size = size;
+            let e = e_operand(rm, size, &mut insn);
+            let g = reg_operand(reg, size, has_rex);
+            (insn.dst, insn.src) = if opcode & 2 == 0 { (e, g) } else { (g, e) };
+        }
+        0x80..=0x83 => {
+            if opcode == 0x82 && long {
+                return Err(DecodeError::Invalid);
+            }
+            let size = byte_or(opcode);
+            let (_, reg, rm) = modrm(&mut c, &x)?;
+            insn.op = Op::Alu(AluOp::from_num(reg));
+            insn.op_size = size;
+            insn.dst = e_operand(rm, size, &mut insn);
+            let imm = match opcode {
+                0x81 => iz(&mut c, size)?,
+                _ => sext(c.imm(1)?, 1) & mask(size),
+            };
+            insn.src = Operand::Imm(imm);
+        }
+        0x84..=0x8B => {
+            let size = byte_or(opcode);
+            let (_, reg, rm) = modrm(&mut c, &x)?;
+            insn.op = match opcode {
+                0x84 | 0x85 => Op::Test,
+                0x86 | 0x87 => Op::Xchg,
+                _ => Op::Mov,
+            };
+            insn.op_size = size;
+            let e = e_operand(rm, size, &mut insn);
+            let g = reg_operand(reg, size, has_rex);
+            (insn.dst, insn.src) = if opcode >= 0x8A { (g, e) } else { (e, g) };
+        }
+        0xA0..=0xA3 => {
+            let size = byte_or(opcode);
+            insn.op = Op::Mov;
+            insn.op_size = size;
+            insn.mem.disp = c.imm(addr_size)? as i64;
+            let acc = Operand::Reg(0);
+            (insn.dst, insn.src) = if opcode < 0xA2 {
+                (acc, Operand::Mem)
+            } else {
+                (Operand::Mem, acc)
+            };
+        }
+        0xA4 | 0xA5 | 0xAA | 0xAB => {
+            insn.op = if opcode < 0xA8 { Op::Movs } else { Op::Stos };
+            insn.op_size = byte_or(opcode);
+            insn.rep = rep;
+        }
+        0xC6 | 0xC7 => {
+            let size = byte_or(opcode);
+            let (_, reg, rm) = modrm(&mut c, &x)?;
+            if reg & 7 != 0 {
+                // /7 is XABORT/XBEGIN; the rest are undefined.
+                return if reg & 7 == 7 {
+                    unsupported(u16::from(opcode))
+                } else {
+                    Err(DecodeError::Invalid)
+                };
+            }
+            insn.op = Op::Mov;
+            insn.op_size = size;
+            insn.dst = e_operand(rm, size, &mut insn);
+            insn.src = Operand::Imm(if size == 1 {
+                c.imm(1)?
+            } else {
+                iz(&mut c, size)?
+            });
+        }
+        0xF6 | 0xF7 => {
+            let size = byte_or(opcode);
+            let (_, reg, rm) = modrm(&mut c, &x)?;
+            insn.op_size = size;
+            insn.dst = e_operand(rm, size, &mut insn);
+            match reg & 7 {
+                // /1 is an undocumented alias of TEST on Intel and AMD.
+                0 | 1 => {
+                    insn.op = Op::Test;
+                    insn.src = Operand::Imm(if size == 1 {
+                        c.imm(1)?
+                    } else {
+                        iz(&mut c, size)?
+                    });
+                }
+                2 => insn.op = Op::Unary(UnaryOp::Not),
+                3 => insn.op = Op::Unary(UnaryOp::Neg),
+                _ => return unsupported(u16::from(opcode)),
+            }
+        }
+        0xFE | 0xFF => {
+            let size = byte_or(opcode);
+            let (_, reg, rm) = modrm(&mut c, &x)?;
+            insn.op_size = size;
+            insn.dst = e_operand(rm, size, &mut insn);
+            insn.op = match (opcode, reg & 7) {
+                (_, 0) => Op::Unary(UnaryOp::Inc),
+                (_, 1) => Op::Unary(UnaryOp::Dec),
+                (0xFE, _) | (_, 7) => return Err(DecodeError::Invalid),
+                _ => return unsupported(u16::from(opcode)),
+            };
+        }
+        0x0F => {
+            let op2 = c.byte()?;
+            let code = 0x0F00 | u16::from(op2);
+            match op2 {
+                0xA3 | 0xAB | 0xB3 | 0xBB => {
+                    let (_, reg, rm) = modrm(&mut c, &x)?;
+                    insn.op = Op::Bit(match op2 {
+                        0xA3 => BitOp::Bt,
+                        0xAB => BitOp::Bts,
+                        0xB3 => BitOp::Btr,
+                        _ => BitOp::Btc,
+                    });
+                    insn.dst = e_operand(rm, op_size, &mut insn);
+                    insn.src = Operand::Reg(reg);
+                }
+                0xBA => {
+                    let (_, reg, rm) = modrm(&mut c, &x)?;
+                    insn.op = Op::Bit(match reg & 7 {
+                        4 => BitOp::Bt,
+                        5 => BitOp::Bts,
+                        6 => BitOp::Btr,
+                        7 => BitOp::Btc,
+                        _ => return Err(DecodeError::Invalid),
+                    });
+                    insn.dst = e_operand(rm, op_size, &mut insn);
+                    insn.src = Operand::Imm(c.imm(1)?);
+                }
+                0xB0 | 0xB1 | 0xC0 | 0xC1 => {
+                    let size = byte_or(op2);
+                    let (_, reg, rm) = modrm(&mut c, &x)?;
+                    insn.op = if op2 < 0xC0 { Op::Cmpxchg } else { Op::Xadd };
+                    insn.op_size = size;
+                    insn.dst = e_operand(rm, size, &mut insn);
+                    insn.src = reg_operand(reg, size, has_rex);
+                }
+                0xB6 | 0xB7 | 0xBE | 0xBF => {
+                    let (_, reg, rm) = modrm(&mut c, &x)?;
+                    let src_size = if op2 & 1 == 0 { 1 } else { 2 };
+                    insn.op = if op2 < 0xB8 { Op::Movzx } else { Op::Movsx };
+                    insn.src_size = src_size;
+                    insn.src = e_operand(rm, src_size, &mut insn);
+                    insn.dst = Operand::Reg(reg);
+                }
+                0xC3 => {
+                    let (md, reg, rm) = modrm(&mut c, &x)?;
+                    if md == 3 || opsize_pfx {
+                        return Err(DecodeError::Invalid);
+                    }
+                    // No 16-bit form: 32 bits unless REX.W, whatever the code size.
+                    insn.op = Op::Movnti;
+                    insn.op_size = if rex_w { 8 } else { 4 };
+                    insn.dst = e_operand(rm, insn.op_size, &mut insn);
+                    insn.src = Operand::Reg(reg);
+                }
+                0xC7 => {
+                    let (md, reg, rm) = modrm(&mut c, &x)?;
+                    if reg & 7 != 1 {
+                        return unsupported(code);
+                    }
+                    if md == 3 {
+                        return Err(DecodeError::Invalid);
+                    }
+                    insn.op = if rex_w { Op::Cmpxchg16b } else { Op::Cmpxchg8b };
+                    insn.op_size = if rex_w { 16 } else { 8 };
+                    insn.src_size = insn.op_size;
+                    insn.dst = e_operand(rm, 8, &mut insn);
+                }
+                _ => return unsupported(code),
+            }
+        }
+        _ => return unsupported(u16::from(opcode)),
+    }
+    if !matches!(insn.op, Op::Movzx | Op::Movsx | Op::Cmpxchg8b | Op::Cmpxchg16b) {
+        insn.src_size = insn.op_size;
+    }
+    if lock && !lockable(&insn) {
+        return Err(DecodeError::Invalid);
+    }
+    // pos is at most MAX_INSN_LEN.
+    insn.len = c.pos as u8;
+    Ok(insn)
+}
+
+/// Whether LOCK is legal: the locked instructions, with a memory destination.
+fn lockable(insn: &Insn) -> bool {
+    insn.dst == Operand::Mem
+        && match insn.op {
+            Op::Alu(op) => op != AluOp::Cmp,
+            Op::Bit(op) => op != BitOp::Bt,
+            Op::Unary(_) | Op::Xchg | Op::Xadd | Op::Cmpxchg | Op::Cmpxchg8b | Op::Cmpxchg16b => {
+                true
+            }
+            _ => false,
+        }
+}
+
+// ---------------------------------------------------------------------------------------
+// Addresses
+// ---------------------------------------------------------------------------------------
+
+fn canonical(linear: u64, la57: bool) -> bool {
+    let shift = if la57 { 7 } else { 16 };
+    (((linear << shift) as i64) >> shift) as u64 == linear
+}
+
+/// Forms the linear address of `seg:offset` (offset already wrapped to the address size).
+fn linearize(mode: CodeSize, env: &Env, seg: Seg, offset: u64) -> Result<Addr, Exception> {
+    let base = env.seg_base.get(seg as usize).copied().unwrap_or(0);
+    let linear = match mode {
+        CodeSize::Bits64 => {
+            let l = if matches!(seg, Seg::Fs | Seg::Gs) {
+                base.wrapping_add(offset)
+            } else {
+                offset
+            };
+            if !canonical(l, env.la57) {
+                return Err(if seg == Seg::Ss {
+                    Exception::Ss(0)
+                } else {
+                    Exception::Gp(0)
+                });
+            }
+            l
+        }
+        _ => base.wrapping_add(offset) & 0xffff_ffff,
+    };
+    Ok(Addr {
+        seg,
+        offset,
+        linear,
+    })
+}
+
+/// Effective address of the ModRM / moffs operand, plus `extra` bytes (bit strings).
+fn effective(insn: &Insn, regs: &Regs, extra: u64) -> u64 {
+    let m = &insn.mem;
+    let mut ea = (m.disp as u64).wrapping_add(extra);
+    if let Some(b) = m.base {
+        ea = ea.wrapping_add(regs.gpr[usize::from(b & 15)]);
+    }
+    if let Some(i) = m.index {
+        ea = ea.wrapping_add(regs.gpr[usize::from(i & 15)].wrapping_mul(u64::from(m.scale)));
+    }
+    if m.rip_relative {
+        ea = ea
+            .wrapping_add(regs.rip)
+            .wrapping_add(u64::from(insn.len));
+    }
+    ea & mask(insn.addr_size)
+}
+
+/// Bit-string displacement for BT* with a register offset and a memory operand: the
+/// signed offset selects an operand-sized unit relative to the address.
+/// Returns `(byte displacement, bit within the unit)`.
+fn bit_string(insn: &Insn, regs: &Regs) -> (u64, u32) {
+    let size = insn.op_size;
+    let bits_log2 = match size {
+        2 => 4,
+        4 => 5,
+        _ => 6,
+    };
+    match insn.src {
+        Operand::Imm(v) => (0, (v as u32) & ((1 << bits_log2) - 1)),
+        Operand::Reg(n) => {
+            let off = sext(regs.gpr[usize::from(n & 15)], size) as i64;
+            let bit = (off as u32) & ((1 << bits_log2) - 1);
+            if insn.dst == Operand::Mem {
+                let units = off >> bits_log2;
+                ((units as u64).wrapping_mul(u64::from(size)), bit)
+            } else {
+                (0, bit)
+            }
+        }
+        _ => (0, 0),
+    }
+}
+
+fn operand_addr(insn: &Insn, regs: &Regs, env: &Env) -> Result<Addr, Exception> {
+    let extra = match insn.op {
+        Op::Bit(_) => bit_string(insn, regs).0,
+        _ => 0,
+    };
+    linearize(insn.mode, env, insn.mem.seg, effective(insn, regs, extra))
+}
+
+fn string_addr(insn: &Insn, regs: &Regs, env: &Env, seg: Seg, reg: usize) -> Result<Addr, Exception> {
+    let off = regs.gpr[reg & 15] & mask(insn.addr_size);
+    linearize(insn.mode, env, seg, off)
+}
+
+// ---------------------------------------------------------------------------------------
+// Registers and flags
+// ---------------------------------------------------------------------------------------
+
+/// Writes the low `size` bytes of `val` to register `n` as the CPU does: 32-bit writes
+/// zero-extend, 8- and 16-bit writes keep the rest.
+fn set_gpr(regs: &mut Regs, n: usize, size: u8, val: u64) {
+    let slot = &mut regs.gpr[n & 15];
+    *slot = match size {
+        1 | 2 => (*slot & !mask(size)) | (val & mask(size)),
+        4 => val & 0xffff_ffff,
+        _ => val,
+    };
+}
+
+fn get_reg(regs: &Regs, o: Operand, size: u8) -> u64 {
+    match o {
+        Operand::Reg(n) => regs.gpr[usize::from(n & 15)] & mask(size),
+        Operand::RegHigh8(n) => (regs.gpr[usize::from(n & 3)] >> 8) & 0xff,
+        Operand::Imm(v) => v & mask(size),
+        Operand::None | Operand::Mem => 0,
+    }
+}
+
+fn set_reg(regs: &mut Regs, o: Operand, size: u8, val: u64) {
+    match o {
+        Operand::Reg(n) => set_gpr(regs, usize::from(n), size, val),
+        Operand::RegHigh8(n) => {
+            let slot = &mut regs.gpr[usize::from(n & 3)];
+            *slot = (*slot & !0xff00) | ((val & 0xff) << 8);
+        }
+        _ => {}
+    }
+}
+
+/// ZF, SF, PF of a result.
+fn szp(res: u64, size: u8) -> u64 {
+    let res = res & mask(size);
+    let mut f = 0;
+    if res == 0 {
+        f |= flags::ZF;
+    }
+    if res & sign_bit(size) != 0 {
+        f |= flags::SF;
+    }
+    if (res as u8).count_ones() % 2 == 0 {
+        f |= flags::PF;
+    }
+    f
+}
+
+/// `a + b + carry` at `size`: (result, CF|PF|AF|ZF|SF|OF).
+fn add_flags(a: u64, b: u64, carry: bool, size: u8) -> (u64, u64) {
+    let m = mask(size);
+    let (a, b) = (a & m, b & m);
+    let (s1, c1) = a.overflowing_add(b);
+    let (s2, c2) = s1.overflowing_add(u64::from(carry));
+    let cf = if size >= 8 { c1 || c2 } else { s2 > m };
+    let res = s2 & m;
+    let mut f = szp(res, size);
+    if cf {
+        f |= flags::CF;
+    }
+    if (a ^ b ^ res) & 0x10 != 0 {
+        f |= flags::AF;
+    }
+    if (a ^ res) & (b ^ res) & sign_bit(size) != 0 {
+        f |= flags::OF;
+    }
+    (res, f)
+}
+
+/// `a - b - borrow` at `size`: (result, CF|PF|AF|ZF|SF|OF).
+fn sub_flags(a: u64, b: u64, borrow: bool, size: u8) -> (u64, u64) {
+    let m = mask(size);
+    let (a, b) = (a & m, b & m);
+    let (d1, b1) = a.overflowing_sub(b);
+    let (d2, b2) = d1.overflowing_sub(u64::from(borrow));
+    let res = d2 & m;
+    let mut f = szp(res, size);
+    if b1 || b2 {
+        f |= flags::CF;
+    }
+    if (a ^ b ^ res) & 0x10 != 0 {
+        f |= flags::AF;
+    }
+    if (a ^ b) & (a ^ res) & sign_bit(size) != 0 {
+        f |= flags::OF;
+    }
+    (res, f)
+}
+
+/// Result and flags of an ALU operation; `cf` is the incoming carry.
+fn alu(op: AluOp, a: u64, b: u64, cf: bool, size: u8) -> (u64, u64) {
+    match op {
+        AluOp::Add => add_flags(a, b, false, size),
+        AluOp::Adc => add_flags(a, b, cf, size),
+        AluOp::Sub | AluOp::Cmp => sub_flags(a, b, false, size),
+        AluOp::Sbb => sub_flags(a, b, cf, size),
+        AluOp::And => logic(a & b, size),
+        AluOp::Or => logic(a | b, size),
+        AluOp::Xor => logic(a ^ b, size),
+    }
+}
+
+/// AND/OR/XOR/TEST: CF=OF=0, AF=0 (undefined; Intel clears it).
+fn logic(res: u64, size: u8) -> (u64, u64) {
+    let res = res & mask(size);
+    (res, szp(res, size))
+}
+
+fn set_flags(regs: &mut Regs, affected: u64, value: u64) {
+    regs.rflags = (regs.rflags & !affected) | (value & affected);
+}
+
+fn to_le(v: u64) -> [u8; 8] {
+    v.to_le_bytes()
+}
+
+fn from_le(b: &[u8]) -> u64 {
+    let mut v = [0u8; 8];
+    for (d, s) in v.iter_mut().zip(b) {
+        *d = *s;
+    }
+    u64::from_le_bytes(v)
+}
+
+// ---------------------------------------------------------------------------------------
+// Execution
+// ---------------------------------------------------------------------------------------
+
+/// Why a step stopped without committing.
+enum Stop {
+    Out(Outcome),
+    Err(EmuError),
+}
+
+impl From<Exception> for Stop {
+    fn from(e: Exception) -> Self {
+        Stop::Out(Outcome::Exception(e))
+    }
+}
+
+fn mem_fault(f: MemFault, addr: &Addr, size: usize, reading: bool) -> Stop {
+    match f {
+        MemFault::Exception(e) => Stop::Out(Outcome::Exception(e)),
+        MemFault::Mmio if reading => Stop::Out(Outcome::MmioRead(MmioRequest {
+            addr: *addr,
+            // size <= 16
+            size: size as u8,
+        })),
+        MemFault::Mmio => Stop::Err(EmuError::MmioWrite),
+        MemFault::Host => Stop::Err(EmuError::Memory),
+    }
+}
+
+/// Guest memory plus the MMIO data for this step's read, if any.
+struct Bus<'a, M: EmuMemory + ?Sized> {
+    mem: &'a mut M,
+    mmio: Option<&'a MmioData>,
+}
+
+impl<M: EmuMemory + ?Sized> Bus<'_, M> {
+    fn read(&mut self, addr: &Addr, buf: &mut [u8]) -> Result<(), Stop> {
+        if let Some(d) = self.mmio {
+            if d.linear != addr.linear || usize::from(d.len) != buf.len() {
+                return Err(Stop::Err(EmuError::MmioMismatch));
+            }
+            let src = d.data.get(..buf.len()).ok_or(Stop::Err(EmuError::MmioMismatch))?;
+            buf.copy_from_slice(src);
+            return Ok(());
+        }
+        self.mem
+            .read(addr, buf)
+            .map_err(|f| mem_fault(f, addr, buf.len(), true))
+    }
+
+    fn read_val(&mut self, addr: &Addr, size: u8) -> Result<u64, Stop> {
+        let mut b = [0u8; 8];
+        let buf = b
+            .get_mut(..usize::from(size))
+            .ok_or(Stop::Err(EmuError::Memory))?;
+        self.read(addr, buf)?;
+        Ok(from_le(buf))
+    }
+
+    fn write(&mut self, addr: &Addr, data: &[u8]) -> Result<(), Stop> {
+        self.mem
+            .write(addr, data)
+            .map_err(|f| mem_fault(f, addr, data.len(), false))
+    }
+
+    fn cmpxchg(&mut self, addr: &Addr, old: &[u8], new: &[u8]) -> Result<bool, Stop> {
+        self.mem
+            .cmpxchg(addr, old, new)
+            .map_err(|f| mem_fault(f, addr, old.len(), false))
+    }
+
+    /// Stores `new` to a memory operand that held `old`: atomically if `atomic`.
+    /// Returns false if an atomic store lost a race.
+    fn store(&mut self, addr: &Addr, size: u8, old: u64, new: u64, atomic: bool) -> Result<bool, Stop> {
+        let n = usize::from(size.min(8));
+        let (o, w) = (to_le(old), to_le(new));
+        let (o, w) = (o.get(..n).unwrap_or(&[]), w.get(..n).unwrap_or(&[]));
+        if atomic {
+            self.cmpxchg(addr, o, w)
+        } else {
+            self.write(addr, w).map(|()| true)
+        }
+    }
+}
+
+/// Finishes an instruction: RIP past it (wrapping to 32 bits outside 64-bit mode), RF clear.
+fn retire(insn: &Insn, regs: &mut Regs) {
+    let next = regs.rip.wrapping_add(u64::from(insn.len));
+    regs.rip = if insn.mode == CodeSize::Bits64 {
+        next
+    } else {
+        next & 0xffff_ffff
+    };
+    regs.rflags &= !flags::RF;
+}
+
+/// Executes `insn` (decoded at `regs.rip`) against guest memory. See the module
+/// documentation for the protocol. `mmio` carries the value of an MMIO read that a
+/// previous call reported as [`Outcome::MmioRead`]; pass `None` otherwise.
+///
+/// REP string instructions do one iteration per call.
+pub fn execute<M: EmuMemory + ?Sized>(
+    insn: &Insn,
+    regs: &mut Regs,
+    env: &Env,
+    mem: &mut M,
+    mmio: Option<&MmioData>,
+) -> Result<Outcome, EmuError> {
+    let mut bus = Bus { mem, mmio };
+    let mut attempts = 0;
+    loop {
+        let mut r = *regs;
+        let res = match insn.op {
+            Op::Stos | Op::Movs => string_step(insn, &mut r, env, &mut bus),
+            _ => step(insn, &mut r, env, &mut bus).map(|done| {
+                if done {
+                    retire(insn, &mut r);
+                    Outcome::Done
+                } else {
+                    Outcome::Retry
+                }
+            }),
+        };
+        match res {
+            Ok(Outcome::Retry) => {
+                attempts += 1;
+                if attempts >= LOCK_RETRIES {
+                    return Ok(Outcome::Retry);
+                }
+            }
+            Ok(o) => {
+                *regs = r;
+                return Ok(o);
+            }
+            Err(Stop::Out(o)) => return Ok(o),
+            Err(Stop::Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// Like [`execute`], but runs up to `max_iterations` (at least one) iterations of a REP
+/// string instruction. Iterations commit one by one, so on an exception or MMIO exit the
+/// ones before it stay done, as on hardware. `mmio` is used for the first iteration only.
+pub fn execute_rep<M: EmuMemory + ?Sized>(
+    insn: &Insn,
+    regs: &mut Regs,
+    env: &Env,
+    mem: &mut M,
+    mmio: Option<&MmioData>,
+    max_iterations: u32,
+) -> Result<Outcome, EmuError> {
+    let mut out = execute(insn, regs, env, mem, mmio)?;
+    let mut n = 1;
+    while out == Outcome::RepContinue && n < max_iterations {
+        out = execute(insn, regs, env, mem, None)?;
+        n += 1;
+    }
+    Ok(out)
+}
+
+/// One non-string instruction on the working copy `r`. Ok(false): lost a race.
+fn step<M: EmuMemory + ?Sized>(
+    insn: &Insn,
+    r: &mut Regs,
+    env: &Env,
+    bus: &mut Bus<'_, M>,
+) -> Result<bool, Stop> {
+    let size = insn.op_size;
+    let addr = if insn.dst == Operand::Mem || insn.src == Operand::Mem {
+        Some(operand_addr(insn, r, env)?)
+    } else {
+        None
+    };
+    let atomic = insn.lock && insn.dst == Operand::Mem;
+
+    // Operand access helpers over the one memory operand.
+    macro_rules! load {
+        ($o:expr, $size:expr) => {
+            match ($o, addr.as_ref()) {
+                (Operand::Mem, Some(a)) => bus.read_val(a, $size)?,
+                (o, _) => get_reg(r, o, $size),
+            }
+        };
+    }
+    // Stores to the destination; evaluates to false if an atomic store lost a race.
+    macro_rules! store_dst {
+        ($old:expr, $new:expr, $atomic:expr) => {
+            match (insn.dst, addr.as_ref()) {
+                (Operand::Mem, Some(a)) => bus.store(a, size, $old, $new, $atomic)?,
+                (o, _) => {
+                    set_reg(r, o, size, $new);
+                    true
+                }
+            }
+        };
+    }
+
+    match insn.op {
+        Op::Mov | Op::Movnti => {
+            let v = load!(insn.src, size);
+            if let (Operand::Mem, Some(a)) = (insn.dst, addr.as_ref()) {
+                let b = to_le(v);
+                bus.write(a, b.get(..usize::from(size)).unwrap_or(&[]))?;
+            } else {
+                set_reg(r, insn.dst, size, v);
+            }
+            Ok(true)
+        }
+        Op::Movzx | Op::Movsx => {
+            let v = load!(insn.src, insn.src_size);
+            let v = if insn.op == Op::Movsx {
+                sext(v, insn.src_size)
+            } else {
+                v
+            };
+            set_reg(r, insn.dst, size, v);
+            Ok(true)
+        }
+        Op::Alu(op) => {
+            let a = load!(insn.dst, size);
+            let b = load!(insn.src, size);
+            let (res, f) = alu(op, a, b, r.rflags & flags::CF != 0, size);
+            if op != AluOp::Cmp && !store_dst!(a, res, atomic) {
+                return Ok(false);
+            }
+            set_flags(r, flags::ARITH, f);
+            Ok(true)
+        }
+        Op::Test => {
+            let a = load!(insn.dst, size);
+            let b = load!(insn.src, size);
+            set_flags(r, flags::ARITH, logic(a & b, size).1);
+            Ok(true)
+        }
+        Op::Unary(op) => {
+            let a = load!(insn.dst, size);
+            let (res, affected, f) = match op {
+                UnaryOp::Inc => {
+                    let (v, f) = add_flags(a, 1, false, size);
+                    (v, flags::ARITH & !flags::CF, f)
+                }
+                UnaryOp::Dec => {
+                    let (v, f) = sub_flags(a, 1, false, size);
+                    (v, flags::ARITH & !flags::CF, f)
+                }
+                UnaryOp::Not => (!a & mask(size), 0, 0),
+                UnaryOp::Neg => {
+                    let (v, f) = sub_flags(0, a, false, size);
+                    (v, flags::ARITH, f)
+                }
+            };
+            if !store_dst!(a, res, atomic) {
+                return Ok(false);
+            }
+            set_flags(r, affected, f);
+            Ok(true)
+        }
+        Op::Xchg => {
+            let a = load!(insn.dst, size);
+            let b = load!(insn.src, size);
+            // XCHG with memory is always locked.
+            if !store_dst!(a, b, insn.dst == Operand::Mem) {
+                return Ok(false);
+            }
+            if insn.dst == Operand::Mem {
+                set_reg(r, insn.src, size, a);
+            } else {
+                // Register form: dst already holds b; src gets a.
+                set_reg(r, insn.src, size, a);
+                set_reg(r, insn.dst, size, b);
+            }
+            Ok(true)
+        }
+        Op::Xadd => {
+            let a = load!(insn.dst, size);
+            let b = load!(insn.src, size);
+            let (sum, f) = add_flags(a, b, false, size);
+            // SRC <- DEST, then DEST <- SUM (DEST wins if they are the same register).
+            set_reg(r, insn.src, size, a);
+            if !store_dst!(a, sum, atomic) {
+                return Ok(false);
+            }
+            set_flags(r, flags::ARITH, f);
+            Ok(true)
+        }
+        Op::Cmpxchg => {
+            let acc = r.gpr[gpr::RAX] & mask(size);
+            let d = load!(insn.dst, size);
+            let s = load!(insn.src, size);
+            let (_, f) = sub_flags(acc, d, false, size);
+            // Always through cmpxchg for memory, so a failed compare cannot overwrite a
+            // concurrent update when it writes the old value back.
+            let mem_dst = insn.dst == Operand::Mem;
+            if acc == d {
+                if !store_dst!(d, s, mem_dst) {
+                    return Ok(false);
+                }
+            } else {
+                if !store_dst!(d, d, mem_dst) {
+                    return Ok(false);
+                }
+                set_gpr(r, gpr::RAX, size, d);
+            }
+            set_flags(r, flags::ARITH, f);
+            Ok(true)
+        }
+        Op::Cmpxchg8b | Op::Cmpxchg16b => {
+            let Some(a) = addr else {
+                return Err(Exception::Ud.into());
+            };
+            let half: u8 = if insn.op == Op::Cmpxchg16b { 8 } else { 4 };
+            if half == 8 && a.linear & 15 != 0 {
+                return Err(Exception::Gp(0).into());
+            }
+            let n = usize::from(half) * 2;
+            let mut cur = [0u8; 16];
+            let cur = cur.get_mut(..n).ok_or(Stop::Err(EmuError::Memory))?;
+            bus.read(&a, cur)?;
+            let m = mask(half);
+            let h = u32::from(half) * 8;
+            let expect = (u128::from(r.gpr[gpr::RDX] & m) << h) | u128::from(r.gpr[gpr::RAX] & m);
+            let new = (u128::from(r.gpr[gpr::RCX] & m) << h) | u128::from(r.gpr[gpr::RBX] & m);
+            let mut wide = [0u8; 16];
+            for (d, s) in wide.iter_mut().zip(cur.iter()) {
+                *d = *s;
+            }
+            let old = u128::from_le_bytes(wide);
+            let equal = old == expect;
+            let new_bytes = new.to_le_bytes();
+            let new_bytes = new_bytes.get(..n).unwrap_or(&[]);
+            if !bus.cmpxchg(&a, cur, if equal { new_bytes } else { cur })? {
+                return Ok(false);
+            }
+            if equal {
+                set_flags(r, flags::ZF, flags::ZF);
+            } else {
+                set_gpr(r, gpr::RAX, half, old as u64);
+                set_gpr(r, gpr::RDX, half, (old >> h) as u64);
+                set_flags(r, flags::ZF, 0);
+            }
+            Ok(true)
+        }
+        Op::Bit(op) => {
+            let bit = bit_string(insn, r).1;
+            let a = load!(insn.dst, size);
+            let m = 1u64.checked_shl(bit).unwrap_or(0);
+            let new = match op {
+                BitOp::Bt => a,
+                BitOp::Bts => a | m,
+                BitOp::Btr => a & !m,
+                BitOp::Btc => a ^ m,
+            };
+            if op != BitOp::Bt && !store_dst!(a, new, atomic) {
+                return Ok(false);
+            }
+            set_flags(r, flags::CF, if a & m != 0 { flags::CF } else { 0 });
+            Ok(true)
+        }
+        Op::Stos | Op::Movs => Ok(true),
+    }
+}
+
+/// One iteration of STOS/MOVS (or none, for REP with a zero count) on the working copy.
+fn string_step<M: EmuMemory + ?Sized>(
+    insn: &Insn,
+    r: &mut Regs,
+    env: &Env,
+    bus: &mut Bus<'_, M>,
+) -> Result<Outcome, Stop> {
+    let asz = insn.addr_size;
+    let size = insn.op_size;
+    let count = r.gpr[gpr::RCX] & mask(asz);
+    if insn.rep && count == 0 {
+        retire(insn, r);
+        return Ok(Outcome::Done);
+    }
+    let dst = string_addr(insn, r, env, Seg::Es, gpr::RDI)?;
+    let n = usize::from(size.min(8));
+    let value = if insn.op == Op::Movs {
+        let src = string_addr(insn, r, env, insn.mem.seg, gpr::RSI)?;
+        bus.read_val(&src, size)?
+    } else {
+        r.gpr[gpr::RAX] & mask(size)
+    };
+    let b = to_le(value);
+    bus.write(&dst, b.get(..n).unwrap_or(&[]))?;
+    let delta = if r.rflags & flags::DF != 0 {
+        0u64.wrapping_sub(u64::from(size))
+    } else {
+        u64::from(size)
+    };
+    let rdi = r.gpr[gpr::RDI].wrapping_add(delta);
+    set_gpr(r, gpr::RDI, asz, rdi);
+    if insn.op == Op::Movs {
+        let rsi = r.gpr[gpr::RSI].wrapping_add(delta);
+        set_gpr(r, gpr::RSI, asz, rsi);
+    }
+    if insn.rep {
+        let left = count.wrapping_sub(1);
+        set_gpr(r, gpr::RCX, asz, left);
+        if left != 0 {
+            return Ok(Outcome::RepContinue);
+        }
+    }
+    retire(insn, r);
+    Ok(Outcome::Done)
+}
