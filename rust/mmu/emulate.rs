@@ -1171,7 +1171,7 @@ fn szp(res: u64, size: u8) -> u64 {
     if res & sign_bit(size) != 0 {
         f |= flags::SF;
     }
-    if (res as u8).count_ones() % 2 == 0 {
+    if (res as u8).count_ones() & 1 == 0 {
         f |= flags::PF;
     }
     f
@@ -1659,4 +1659,313 @@ fn string_step<M: EmuMemory + ?Sized>(
     }
     retire(insn, r);
     Ok(Outcome::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::arch::asm;
+    use std::vec;
+    use std::vec::Vec;
+
+    // -----------------------------------------------------------------------------------
+    // Test memory
+    // -----------------------------------------------------------------------------------
+
+    /// Flat RAM at `base`, an MMIO window, #PF everywhere else.
+    struct TestMem {
+        base: u64,
+        data: Vec<u8>,
+        mmio_base: u64,
+        mmio_len: u64,
+        mmio_writes: Vec<(u64, Vec<u8>)>,
+        /// Writes to [ro_base, ro_base+ro_len) fault with a protection #PF.
+        ro_base: u64,
+        ro_len: u64,
+        /// cmpxchg calls that lose a race: another "CPU" increments the first byte.
+        races: u32,
+        cmpxchg_calls: u32,
+        writes: u32,
+    }
+
+    const RAM: u64 = 0x10_0000;
+    const MMIO: u64 = 0xfee0_0000;
+
+    impl TestMem {
+        fn new() -> Self {
+            TestMem {
+                base: RAM,
+                data: vec![0; 0x2000],
+                mmio_base: MMIO,
+                mmio_len: 0x1000,
+                mmio_writes: Vec::new(),
+                ro_base: 0,
+                ro_len: 0,
+                races: 0,
+                cmpxchg_calls: 0,
+                writes: 0,
+            }
+        }
+        fn range(&self, a: u64, n: usize) -> Option<core::ops::Range<usize>> {
+            let off = a.checked_sub(self.base)?;
+            let end = off.checked_add(n as u64)?;
+            if end > self.data.len() as u64 {
+                return None;
+            }
+            Some(off as usize..end as usize)
+        }
+        fn in_mmio(&self, a: u64) -> bool {
+            a >= self.mmio_base && a < self.mmio_base + self.mmio_len
+        }
+        fn get(&self, a: u64, n: usize) -> u64 {
+            from_le(&self.data[self.range(a, n).unwrap()])
+        }
+        fn put(&mut self, a: u64, n: usize, v: u64) {
+            let r = self.range(a, n).unwrap();
+            self.data[r].copy_from_slice(&v.to_le_bytes()[..n]);
+        }
+    }
+
+    impl EmuMemory for TestMem {
+        fn read(&mut self, addr: &Addr, buf: &mut [u8]) -> Result<(), MemFault> {
+            if self.in_mmio(addr.linear) {
+                return Err(MemFault::Mmio);
+            }
+            let r = self.range(addr.linear, buf.len()).ok_or(MemFault::Exception(Exception::Pf {
+                addr: addr.linear,
+                error_code: 0,
+            }))?;
+            buf.copy_from_slice(&self.data[r]);
+            Ok(())
+        }
+        fn write(&mut self, addr: &Addr, data: &[u8]) -> Result<(), MemFault> {
+            if self.in_mmio(addr.linear) {
+                self.mmio_writes.push((addr.linear, data.to_vec()));
+                return Ok(());
+            }
+            if addr.linear >= self.ro_base && addr.linear < self.ro_base + self.ro_len {
+                return Err(MemFault::Exception(Exception::Pf {
+                    addr: addr.linear,
+                    error_code: 3,
+                }));
+            }
+            let r = self.range(addr.linear, data.len()).ok_or(MemFault::Exception(Exception::Pf {
+                addr: addr.linear,
+                error_code: 2,
+            }))?;
+            self.data[r].copy_from_slice(data);
+            self.writes += 1;
+            Ok(())
+        }
+        fn cmpxchg(&mut self, addr: &Addr, old: &[u8], new: &[u8]) -> Result<bool, MemFault> {
+            self.cmpxchg_calls += 1;
+            if self.in_mmio(addr.linear) {
+                return self.write(addr, new).map(|()| true);
+            }
+            let r = self.range(addr.linear, old.len()).ok_or(MemFault::Exception(Exception::Pf {
+                addr: addr.linear,
+                error_code: 2,
+            }))?;
+            if self.races > 0 {
+                self.races -= 1;
+                let s = r.start;
+                self.data[s] = self.data[s].wrapping_add(1);
+                return Ok(false);
+            }
+            if self.data[r.clone()] != *old {
+                return Ok(false);
+            }
+            self.data[r].copy_from_slice(new);
+            self.writes += 1;
+            Ok(true)
+        }
+    }
+
+    /// Accepts any address: reads give pseudo-random bytes or MMIO or faults, writes and
+    /// cmpxchg succeed or fail at random. For the no-panic fuzzer.
+    struct ChaosMem {
+        rng: Rng,
+    }
+
+    impl EmuMemory for ChaosMem {
+        fn read(&mut self, _addr: &Addr, buf: &mut [u8]) -> Result<(), MemFault> {
+            match self.rng.next() % 8 {
+                0 => Err(MemFault::Mmio),
+                1 => Err(MemFault::Exception(Exception::Pf { addr: 0, error_code: 0 })),
+                2 => Err(MemFault::Host),
+                _ => {
+                    for b in buf.iter_mut() {
+                        *b = self.rng.next() as u8;
+                    }
+                    Ok(())
+                }
+            }
+        }
+        fn write(&mut self, _addr: &Addr, _data: &[u8]) -> Result<(), MemFault> {
+            match self.rng.next() % 8 {
+                0 => Err(MemFault::Mmio),
+                1 => Err(MemFault::Exception(Exception::Pf { addr: 0, error_code: 2 })),
+                _ => Ok(()),
+            }
+        }
+        fn cmpxchg(&mut self, _addr: &Addr, _old: &[u8], _new: &[u8]) -> Result<bool, MemFault> {
+            match self.rng.next() % 4 {
+                0 => Ok(false),
+                1 => Err(MemFault::Exception(Exception::Pf { addr: 0, error_code: 2 })),
+                _ => Ok(true),
+            }
+        }
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            // xorshift64*
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        /// Random value biased towards edge cases.
+        fn val(&mut self) -> u64 {
+            const EDGES: [u64; 12] = [
+                0, 1, 2, 0x7f, 0x80, 0xff, 0x7fff, 0x8000, 0xffff, 0x7fff_ffff, 0x8000_0000,
+                0xffff_ffff,
+            ];
+            match self.next() % 4 {
+                0 => EDGES[(self.next() % 12) as usize],
+                1 => u64::MAX - EDGES[(self.next() % 12) as usize],
+                2 => 0x8000_0000_0000_0000 ^ EDGES[(self.next() % 12) as usize],
+                _ => self.next(),
+            }
+        }
+    }
+
+    const MODES: [CodeSize; 3] = [CodeSize::Bits16, CodeSize::Bits32, CodeSize::Bits64];
+
+    fn regs() -> Regs {
+        Regs {
+            gpr: [0; 16],
+            rip: 0x40_0000,
+            rflags: 0x2,
+        }
+    }
+
+    fn dec(mode: CodeSize, b: &[u8]) -> Insn {
+        decode(b, mode).unwrap_or_else(|e| panic!("decode {b:02x?}: {e:?}"))
+    }
+
+    fn run(mode: CodeSize, b: &[u8], r: &mut Regs, m: &mut TestMem) -> Outcome {
+        let i = dec(mode, b);
+        execute(&i, r, &Env::default(), m, None).unwrap()
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Decoder
+    // -----------------------------------------------------------------------------------
+
+    /// Encodings produced by GNU as (`.intel_syntax noprefix`, `.code16/32/64`).
+    #[rustfmt::skip]
+    const TABLE: &[(CodeSize, &[u8], Op)] = &[
+        (CodeSize::Bits64, &[0x89, 0x03], Op::Mov), // mov [rbx], eax
+        (CodeSize::Bits64, &[0x48, 0x89, 0x0d, 0x34, 0x12, 0x00, 0x00], Op::Mov), // mov qword ptr [rip+0x1234], rcx
+        (CodeSize::Bits64, &[0x43, 0x88, 0x74, 0xac, 0x10], Op::Mov), // mov byte ptr [r12+r13*4+0x10], sil
+        (CodeSize::Bits64, &[0x8a, 0x20], Op::Mov), // mov ah, byte ptr [rax]
+        (CodeSize::Bits64, &[0x64, 0x66, 0x45, 0x8b, 0x48, 0xf8], Op::Mov), // mov r9w, word ptr fs:[r8-8]
+        (CodeSize::Bits64, &[0xc7, 0x44, 0x24, 0x08, 0x78, 0x56, 0x34, 0x12], Op::Mov), // mov dword ptr [rsp+8], 0x12345678
+        (CodeSize::Bits64, &[0x48, 0xc7, 0x45, 0x00, 0xfb, 0xff, 0xff, 0xff], Op::Mov), // mov qword ptr [rbp], -5
+        (CodeSize::Bits64, &[0x65, 0xc6, 0x04, 0x25, 0x10, 0x00, 0x00, 0x00, 0x7f], Op::Mov), // mov byte ptr gs:[0x10], 0x7f
+        (CodeSize::Bits64, &[0xa1, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11], Op::Mov), // movabs eax, ds:0x1122334455667788
+        (CodeSize::Bits64, &[0x48, 0xa3, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11], Op::Mov), // movabs ds:0x1122334455667788, rax
+        (CodeSize::Bits64, &[0xa0, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11], Op::Mov), // movabs al, ds:0x1122334455667788
+        (CodeSize::Bits64, &[0x0f, 0xb6, 0x07], Op::Movzx), // movzx eax, byte ptr [rdi]
+        (CodeSize::Bits64, &[0x4c, 0x0f, 0xb7, 0x14, 0x77], Op::Movzx), // movzx r10, word ptr [rdi+rsi*2]
+        (CodeSize::Bits64, &[0x49, 0x0f, 0xbe, 0x45, 0x00], Op::Movsx), // movsx rax, byte ptr [r13]
+        (CodeSize::Bits64, &[0x41, 0x0f, 0xbf, 0x8d, 0x00, 0x01, 0x00, 0x00], Op::Movsx), // movsx ecx, word ptr [r13+0x100]
+        (CodeSize::Bits64, &[0x48, 0x87, 0x02], Op::Xchg), // xchg [rdx], rax
+        (CodeSize::Bits64, &[0x86, 0x3a], Op::Xchg), // xchg byte ptr [rdx], bh
+        (CodeSize::Bits64, &[0xf0, 0x48, 0x0f, 0xb1, 0x37], Op::Cmpxchg), // lock cmpxchg [rdi], rsi
+        (CodeSize::Bits64, &[0x0f, 0xb0, 0x17], Op::Cmpxchg), // cmpxchg byte ptr [rdi], dl
+        (CodeSize::Bits64, &[0xf0, 0x0f, 0xc7, 0x0f], Op::Cmpxchg8b), // lock cmpxchg8b qword ptr [rdi]
+        (CodeSize::Bits64, &[0xf0, 0x4a, 0x0f, 0xc7, 0x0c, 0x07], Op::Cmpxchg16b), // lock cmpxchg16b xmmword ptr [rdi+r8]
+        (CodeSize::Bits64, &[0xf0, 0x0f, 0xc1, 0x08], Op::Xadd), // lock xadd [rax], ecx
+        (CodeSize::Bits64, &[0x0f, 0xc0, 0x08], Op::Xadd), // xadd byte ptr [rax], cl
+        (CodeSize::Bits64, &[0x01, 0x08], Op::Alu(AluOp::Add)), // add [rax], ecx
+        (CodeSize::Bits64, &[0xf0, 0x48, 0x83, 0x08, 0x40], Op::Alu(AluOp::Or)), // lock or qword ptr [rax], 0x40
+        (CodeSize::Bits64, &[0x80, 0x10, 0x80], Op::Alu(AluOp::Adc)), // adc byte ptr [rax], 0x80
+        (CodeSize::Bits64, &[0x48, 0x1b, 0x03], Op::Alu(AluOp::Sbb)), // sbb rax, [rbx]
+        (CodeSize::Bits64, &[0xf0, 0x49, 0x83, 0x27, 0xfe], Op::Alu(AluOp::And)), // lock and qword ptr [r15], -2
+        (CodeSize::Bits64, &[0x81, 0x28, 0x78, 0x56, 0x34, 0x12], Op::Alu(AluOp::Sub)), // sub dword ptr [rax], 0x12345678
+        (CodeSize::Bits64, &[0x32, 0x08], Op::Alu(AluOp::Xor)), // xor cl, byte ptr [rax]
+        (CodeSize::Bits64, &[0x48, 0x81, 0x38, 0xff, 0xff, 0xff, 0x7f], Op::Alu(AluOp::Cmp)), // cmp qword ptr [rax], 0x7fffffff
+        (CodeSize::Bits64, &[0x66, 0x44, 0x3b, 0x00], Op::Alu(AluOp::Cmp)), // cmp r8w, word ptr [rax]
+        (CodeSize::Bits64, &[0xf0, 0x48, 0xff, 0x00], Op::Unary(UnaryOp::Inc)), // lock inc qword ptr [rax]
+        (CodeSize::Bits64, &[0xfe, 0x08], Op::Unary(UnaryOp::Dec)), // dec byte ptr [rax]
+        (CodeSize::Bits64, &[0x66, 0xf7, 0x10], Op::Unary(UnaryOp::Not)), // not word ptr [rax]
+        (CodeSize::Bits64, &[0xf0, 0xf7, 0x18], Op::Unary(UnaryOp::Neg)), // lock neg dword ptr [rax]
+        (CodeSize::Bits64, &[0xf0, 0x48, 0x0f, 0xab, 0x08], Op::Bit(BitOp::Bts)), // lock bts [rax], rcx
+        (CodeSize::Bits64, &[0x0f, 0xba, 0x30, 0x1f], Op::Bit(BitOp::Btr)), // btr dword ptr [rax], 31
+        (CodeSize::Bits64, &[0x66, 0x0f, 0xbb, 0x10], Op::Bit(BitOp::Btc)), // btc word ptr [rax], dx
+        (CodeSize::Bits64, &[0x48, 0x0f, 0xba, 0x20, 0x3f], Op::Bit(BitOp::Bt)), // bt qword ptr [rax], 63
+        (CodeSize::Bits64, &[0x85, 0x10], Op::Test), // test [rax], edx
+        (CodeSize::Bits64, &[0xf6, 0x00, 0x01], Op::Test), // test byte ptr [rax], 1
+        (CodeSize::Bits64, &[0x48, 0xf7, 0x00, 0xff, 0xff, 0xff, 0xff], Op::Test), // test qword ptr [rax], -1
+        (CodeSize::Bits64, &[0xf3, 0x48, 0xab], Op::Stos), // rep stosq
+        (CodeSize::Bits64, &[0xaa], Op::Stos), // stosb
+        (CodeSize::Bits64, &[0xf3, 0xa5], Op::Movs), // rep movsd
+        (CodeSize::Bits64, &[0x66, 0xa5], Op::Movs), // movsw
+        (CodeSize::Bits64, &[0x48, 0x0f, 0xc3, 0x08], Op::Movnti), // movnti [rax], rcx
+        (CodeSize::Bits64, &[0x44, 0x0f, 0xc3, 0x8c, 0xd8, 0x00, 0x10, 0x00, 0x00], Op::Movnti), // movnti [rax+rbx*8+0x1000], r9d
+        (CodeSize::Bits64, &[0x67, 0x8b, 0x00], Op::Mov), // mov eax, [eax]
+        (CodeSize::Bits64, &[0x67, 0x8b, 0x05, 0x10, 0x00, 0x00, 0x00], Op::Mov), // mov eax, [eip+0x10]
+        (CodeSize::Bits64, &[0x48, 0x8b, 0x04, 0x25, 0x00, 0x10, 0x00, 0x00], Op::Mov), // mov rax, [0x1000]
+        (CodeSize::Bits64, &[0x49, 0x8b, 0x04, 0x24], Op::Mov), // mov rax, [r12]
+        (CodeSize::Bits64, &[0x49, 0x8b, 0x45, 0x00], Op::Mov), // mov rax, [r13]
+        (CodeSize::Bits64, &[0x4a, 0x8b, 0x04, 0x24], Op::Mov), // mov rax, [rsp+r12*1]
+        (CodeSize::Bits32, &[0x89, 0x08], Op::Mov), // mov [eax], ecx
+        (CodeSize::Bits32, &[0xf0, 0x0f, 0xc7, 0x08], Op::Cmpxchg8b), // lock cmpxchg8b qword ptr [eax]
+        (CodeSize::Bits32, &[0xf0, 0x0f, 0xc7, 0x8c, 0xce, 0x78, 0x56, 0x34, 0x12], Op::Cmpxchg8b), // lock cmpxchg8b qword ptr [esi+ecx*8+0x12345678]
+        (CodeSize::Bits32, &[0xc7, 0x05, 0x00, 0x10, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00], Op::Mov), // mov dword ptr [0x1000], 5
+        (CodeSize::Bits32, &[0x66, 0x89, 0x45, 0xfc], Op::Mov), // mov word ptr [ebp-4], ax
+        (CodeSize::Bits32, &[0x67, 0x66, 0x8b, 0x00], Op::Mov), // mov ax, [bx+si]
+        (CodeSize::Bits32, &[0xa1, 0x78, 0x56, 0x34, 0x12], Op::Mov), // mov eax, ds:0x12345678
+        (CodeSize::Bits32, &[0xf3, 0xab], Op::Stos), // rep stosd
+        (CodeSize::Bits32, &[0xf3, 0xa4], Op::Movs), // rep movsb
+        (CodeSize::Bits32, &[0xf0, 0x83, 0x20, 0xfe], Op::Alu(AluOp::And)), // lock and dword ptr [eax], 0xfffffffe
+        (CodeSize::Bits32, &[0xf0, 0x0f, 0xb3, 0x01], Op::Bit(BitOp::Btr)), // lock btr dword ptr [ecx], eax
+        (CodeSize::Bits32, &[0x87, 0x03], Op::Xchg), // xchg [ebx], eax
+        (CodeSize::Bits32, &[0x80, 0x04, 0x24, 0x01], Op::Alu(AluOp::Add)), // add byte ptr [esp], 1
+        (CodeSize::Bits32, &[0x26, 0x8b, 0x03], Op::Mov), // mov eax, es:[ebx]
+        (CodeSize::Bits16, &[0x89, 0x00], Op::Mov), // mov [bx+si], ax
+        (CodeSize::Bits16, &[0x88, 0x43, 0x10], Op::Mov), // mov [bp+di+0x10], al
+        (CodeSize::Bits16, &[0x89, 0x46, 0x00], Op::Mov), // mov [bp], ax
+        (CodeSize::Bits16, &[0xc7, 0x06, 0x34, 0x12, 0x78, 0x56], Op::Mov), // mov word ptr [0x1234], 0x5678
+        (CodeSize::Bits16, &[0x66, 0x8b, 0x87, 0x34, 0x12], Op::Mov), // mov eax, [bx+0x1234]
+        (CodeSize::Bits16, &[0x67, 0x66, 0x8b, 0x04, 0x8b], Op::Mov), // mov eax, [ebx+ecx*4]
+        (CodeSize::Bits16, &[0xa1, 0x34, 0x12], Op::Mov), // mov ax, ds:0x1234
+        (CodeSize::Bits16, &[0xf3, 0xab], Op::Stos), // rep stosw
+        (CodeSize::Bits16, &[0x66, 0xf3, 0xab], Op::Stos), // rep stosd
+        (CodeSize::Bits16, &[0xf0, 0x0f, 0xc7, 0x0d], Op::Cmpxchg8b), // lock cmpxchg8b qword ptr [di]
+        (CodeSize::Bits16, &[0x81, 0x04, 0x34, 0x12], Op::Alu(AluOp::Add)), // add word ptr [si], 0x1234
+        (CodeSize::Bits16, &[0x83, 0x2c, 0xfd], Op::Alu(AluOp::Sub)), // sub word ptr [si], -3
+        (CodeSize::Bits16, &[0x2e, 0xc6, 0x07, 0x01], Op::Mov), // mov byte ptr cs:[bx], 1
+    ];
+
+    #[test]
+    fn decode_gnu_as_table() {
+        for &(mode, bytes, op) in TABLE {
+            let i = dec(mode, bytes);
+            assert_eq!(i.len(), bytes.len(), "{bytes:02x?}");
+            assert_eq!(i.op(), op, "{bytes:02x?}");
+            // Every truncation asks for more bytes.
+            for n in 0..bytes.len() {
+                assert_eq!(decode(&bytes[..n], mode), Err(DecodeError::NeedMoreBytes), "{bytes:02x?}");
+            }
+            // Trailing bytes are not consumed.
+            let mut long = bytes.to_vec();
+            long.extend_from_slice(&[0x90; 8]);
+            assert_eq!(decode(&long, mode).unwrap().len(), bytes.len());
+        }
+    }
 }
