@@ -1,0 +1,31 @@
+# shadowvm: top-level entry points.
+#   make            build shadowvm.ko (against KDIR, or the cached test kernel built on demand)
+#   make check      everything: host tests, QEMU tier, Bochs (VMX) tier; one summary line
+#   make demo       boot Bochs, load the module, show what it found
+#   make setup      install host packages and tools only
+# KDIR=/path/to/linux-7.2/build builds against your own kernel; logs go to out/.
+# (Kbuild reads the file named Kbuild, so this Makefile only drives the scripts.)
+
+SHELL := /bin/bash
+S := scripts
+
+.PHONY: all module setup kernel check demo clean
+all: module
+
+setup:
+	@$(S)/setup-host.sh
+
+kernel: setup
+	@$(S)/build-kernel.sh >/dev/null
+
+module: $(if $(KDIR),,setup)
+	@$(S)/build-module.sh
+
+check:
+	@$(S)/check.sh
+
+demo:
+	@$(S)/demo.sh
+
+clean:
+	rm -rf out target samples/guests/build

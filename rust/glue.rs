@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Safe Rust faces of the helpers in `glue.c` (static-inline kernel functions Rust cannot
+//! call through `bindings`).
+
+use core::ffi::c_void;
+use core::marker::PhantomData;
+use kernel::{bindings, page::Page, prelude::*};
+
+extern "C" {
+    fn shadowvm_irq_save() -> usize;
+    fn shadowvm_irq_restore(flags: usize);
+    fn shadowvm_preempt_disable();
+    fn shadowvm_preempt_enable();
+    fn shadowvm_rdmsr_safe(msr: u32, val: *mut u64) -> i32;
+    fn shadowvm_page_to_phys(page: *mut bindings::page) -> u64;
+    fn shadowvm_page_address(page: *mut bindings::page) -> *mut c_void;
+    fn shadowvm_on_each_cpu(func: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
+    fn shadowvm_num_online_cpus() -> u32;
+}
+
+/// Local interrupts are disabled on this CPU while this value lives.
+///
+/// Code that must not be interrupted (the VMX window) takes a `&IrqsOff` as proof.
+///
+/// # Invariants
+///
+/// Local interrupts are off for the lifetime of the value. `flags`, when present, holds
+/// the interrupt state saved when the value was created; it is restored when the value is
+/// dropped, on the same CPU (the type is neither `Send` nor `Sync`, and with interrupts off
+/// the task cannot migrate). `None` means the context (a cross-CPU call) disabled them and
+/// will restore them itself.
+pub(crate) struct IrqsOff {
+    flags: Option<usize>,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl IrqsOff {
+    /// Disables local interrupts, remembering whether they were on.
+    pub(crate) fn save() -> Self {
+        // SAFETY: local_irq_save has no preconditions.
+        let flags = unsafe { shadowvm_irq_save() };
+        // INVARIANT: interrupts are now off and `flags` is the state just saved.
+        Self { flags: Some(flags), _not_send: PhantomData }
+    }
+
+    /// The CPU this code runs on (stable while interrupts are off).
+    pub(crate) fn cpu(&self) -> u32 {
+        // SAFETY: raw_smp_processor_id has no preconditions; with interrupts off the value is
+        // stable for the lifetime of `self`.
+        unsafe { bindings::raw_smp_processor_id() }
+    }
+}
+
+impl Drop for IrqsOff {
+    fn drop(&mut self) {
+        if let Some(flags) = self.flags {
+            // SAFETY: By the type invariant, `flags` was saved on this CPU by `save`.
+            unsafe { shadowvm_irq_restore(flags) };
+        }
+    }
+}
+
+/// Preemption is disabled while this value lives.
+///
+/// # Invariants
+///
+/// Created by disabling preemption once; dropping re-enables it once, on the same CPU.
+pub(crate) struct NoPreempt(PhantomData<*mut ()>);
+
+impl NoPreempt {
+    pub(crate) fn new() -> Self {
+        // SAFETY: preempt_disable has no preconditions.
+        unsafe { shadowvm_preempt_disable() };
+        Self(PhantomData)
+    }
+}
+
+impl Drop for NoPreempt {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant, preemption was disabled once by `new`.
+        unsafe { shadowvm_preempt_enable() };
+    }
+}
+
+/// Reads an MSR, returning `None` if the CPU does not implement it (the #GP is caught).
+pub(crate) fn rdmsr(msr: u32) -> Option<u64> {
+    let mut v = 0u64;
+    // SAFETY: `v` is a valid location for the result; rdmsrq_safe catches the #GP of a
+    // missing MSR through the exception table.
+    let rc = unsafe { shadowvm_rdmsr_safe(msr, &mut v) };
+    (rc == 0).then_some(v)
+}
+
+/// The host-physical address of a page.
+pub(crate) fn page_phys(page: &Page) -> u64 {
+    // SAFETY: `page.as_ptr()` is a valid `struct page` for the lifetime of `page`.
+    unsafe { shadowvm_page_to_phys(page.as_ptr()) }
+}
+
+/// The kernel-virtual address of a page (the pages used here are never highmem on x86-64).
+pub(crate) fn page_virt(page: &Page) -> *mut u8 {
+    // SAFETY: `page.as_ptr()` is a valid `struct page` for the lifetime of `page`.
+    unsafe { shadowvm_page_address(page.as_ptr()).cast() }
+}
+
+/// Number of online CPUs.
+pub(crate) fn num_online_cpus() -> u32 {
+    // SAFETY: No preconditions.
+    unsafe { shadowvm_num_online_cpus() }
+}
+
+/// Runs `f(data)` on every online CPU with interrupts disabled and waits for all of them.
+///
+/// `f` runs in interrupt context on the other CPUs, so it must not sleep; `T: Sync` because
+/// all CPUs see `data` at once.
+pub(crate) fn on_each_cpu<T: Sync>(data: &T, f: fn(&T, &IrqsOff)) {
+    struct Call<'a, T> {
+        data: &'a T,
+        f: fn(&T, &IrqsOff),
+    }
+    unsafe extern "C" fn trampoline<T>(info: *mut c_void) {
+        // SAFETY: `info` is the `Call` below, alive until on_each_cpu returns (it waits).
+        let call = unsafe { &*info.cast::<Call<'_, T>>() };
+        // INVARIANT: on_each_cpu runs its callback with interrupts disabled and restores
+        // them itself.
+        let irqs = IrqsOff { flags: None, _not_send: PhantomData };
+        (call.f)(call.data, &irqs);
+    }
+    let call = Call { data, f };
+    // SAFETY: `trampoline::<T>` matches `call`'s type; with wait=1 the call completes on all
+    // CPUs before `call` goes out of scope.
+    unsafe { shadowvm_on_each_cpu(trampoline::<T>, (&call as *const Call<'_, T>).cast_mut().cast()) };
+}
+
+/// Allocates a zeroed page.
+pub(crate) fn zeroed_page() -> Result<Page> {
+    Ok(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?)
+}

@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! shadowvm: a minimal hypervisor over Intel VMX with shadow page tables instead of EPT.
+//!
+//! Module root: load-time VMX checks and per-CPU probe, the `/dev/shadowvm` misc device and
+//! its ioctl dispatch, and the debugfs view (`/sys/kernel/debug/shadowvm/`).
+//!
+//! VMX operation happens only inside interrupts-off windows ("local mode", see
+//! [`vmx::window`]); between windows the CPU is not in VMX operation, so other hypervisors
+//! (kvm-intel) can load and unload freely, and a window that finds VMX taken fails with
+//! `EBUSY`.
+
+use core::fmt;
+use kernel::{
+    debugfs::{Dir, File as DebugFsFile},
+    fs::File,
+    miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
+    new_mutex,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Mutex, SetOnce,
+    },
+    uaccess::UserSliceReader,
+};
+
+mod glue;
+#[path = "uapi/mod.rs"]
+#[allow(dead_code)]
+mod uapi;
+mod vmx;
+
+use glue::IrqsOff;
+use vmx::caps::VmxCaps;
+use vmx::window::{self, VmxRegion, WindowError, WindowReport};
+
+module! {
+    type: ShadowVm,
+    name: "shadowvm",
+    authors: ["The shadowvm developers"],
+    description: "Minimal VMX hypervisor with shadow page tables",
+    license: "GPL",
+}
+
+/// The VMX capabilities read at load; immutable afterwards.
+static CAPS: SetOnce<VmxCaps> = SetOnce::new();
+
+fn caps() -> Result<&'static VmxCaps> {
+    CAPS.as_ref().ok_or(ENODEV)
+}
+
+/// Outcome of the load-time probe on one CPU.
+const PROBE_NOT_RUN: i32 = 0;
+const PROBE_OK: i32 = 1;
+const PROBE_BUSY: i32 = 2;
+const PROBE_FAILED: i32 = 3;
+
+/// What the load-time probe saw on every CPU (shown in debugfs).
+struct ProbeSummary {
+    results: KVec<i32>,
+}
+
+impl ProbeSummary {
+    fn count(&self, what: i32) -> usize {
+        self.results.iter().filter(|&&r| r == what).count()
+    }
+}
+
+impl fmt::Display for ProbeSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (cpu, r) in self.results.iter().enumerate() {
+            let s = match *r {
+                PROBE_OK => "ok",
+                PROBE_BUSY => "busy (another hypervisor holds VMX)",
+                PROBE_FAILED => "failed",
+                _ => continue, // offline at load
+            };
+            writeln!(f, "cpu{cpu}: vmxon/vmxoff {s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Does VMXON/VMXOFF once on every online CPU, in an interrupts-off cross-CPU call.
+fn probe_all_cpus(caps: &VmxCaps) -> Result<ProbeSummary> {
+    struct Probe {
+        regions: KVec<VmxRegion>,
+        results: KVec<Atomic<i32>>,
+    }
+    // SAFETY: the bindings variable is written only during boot and CPU hotplug setup.
+    let nr = unsafe { kernel::bindings::nr_cpu_ids } as usize;
+    let mut probe = Probe { regions: KVec::with_capacity(nr, GFP_KERNEL)?, results: KVec::with_capacity(nr, GFP_KERNEL)? };
+    for _ in 0..nr {
+        probe.regions.push(VmxRegion::new(caps)?, GFP_KERNEL)?;
+        probe.results.push(Atomic::new(PROBE_NOT_RUN), GFP_KERNEL)?;
+    }
+    glue::on_each_cpu(&probe, |p, irqs| {
+        let cpu = irqs.cpu() as usize;
+        let (Some(region), Some(result)) = (p.regions.get(cpu), p.results.get(cpu)) else {
+            return;
+        };
+        let report = window::probe(irqs, region, None);
+        let code = match report.result {
+            Some(Ok(())) if report.cr4_restored() => PROBE_OK,
+            Some(Err(WindowError::Busy)) => PROBE_BUSY,
+            _ => PROBE_FAILED,
+        };
+        result.store(code, Relaxed);
+    });
+    let mut results = KVec::with_capacity(nr, GFP_KERNEL)?;
+    for r in probe.results.iter() {
+        results.push(r.load(Relaxed), GFP_KERNEL)?;
+    }
+    Ok(ProbeSummary { results })
+}
+
+/// Read-only debugfs data: capabilities and the load-time probe.
+struct VmxInfo {
+    caps: VmxCaps,
+    probe: ProbeSummary,
+}
+
+#[pin_data]
+struct ShadowVm {
+    #[pin]
+    _misc: MiscDeviceRegistration<VmFile>,
+    #[pin]
+    _vmx_info: DebugFsFile<VmxInfo>,
+    #[pin]
+    _window: DebugFsFile<Mutex<WindowReport>>,
+    _debugfs: Dir,
+}
+
+impl kernel::InPlaceModule for ShadowVm {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        try_pin_init!(&this in Self {
+            _debugfs: Dir::new(c"shadowvm"),
+            _vmx_info <- {
+                let caps = VmxCaps::read().map_err(|e| {
+                    pr_err!("not loading: {e}\n");
+                    e.errno()
+                })?;
+                let probe = probe_all_cpus(&caps)?;
+                let (ok, busy, failed) = (probe.count(PROBE_OK), probe.count(PROBE_BUSY), probe.count(PROBE_FAILED));
+                if failed > 0 {
+                    pr_err!("not loading: VMXON/VMXOFF probe failed on {failed} CPU(s)\n");
+                    return Err(EIO);
+                }
+                pr_info!(
+                    "VMX revision {:#x}, VMCS {} bytes, EPT {}, unrestricted guest {} (neither used); VMXON/VMXOFF probed on {} CPU(s){}\n",
+                    caps.revision_id(), caps.vmcs_size(),
+                    if caps.has_ept() { "present" } else { "absent" },
+                    if caps.has_unrestricted_guest() { "present" } else { "absent" },
+                    ok,
+                    if busy > 0 { ", busy on some (another hypervisor holds VMX there)" } else { "" },
+                );
+                CAPS.populate(caps);
+                // SAFETY: `this` is the module being initialised; `_debugfs` is initialised
+                // above it in this initializer and lives as long as the module.
+                let dir = unsafe { &(*this.as_ptr())._debugfs };
+                dir.read_callback_file(c"vmx", VmxInfo { caps, probe }, &|i: &VmxInfo, f: &mut fmt::Formatter<'_>| {
+                    write!(f, "{}{}", i.caps, i.probe)
+                })
+            },
+            _window <- {
+                // SAFETY: As above.
+                let dir = unsafe { &(*this.as_ptr())._debugfs };
+                dir.read_write_callback_file(c"window", new_mutex!(WindowReport::default()), &show_window, &open_window)
+            },
+            _misc <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"shadowvm" }),
+        })
+    }
+}
+
+/// debugfs `window` read: the last window opened through it.
+fn show_window(report: &Mutex<WindowReport>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let r = *report.lock();
+    match r.result {
+        None => writeln!(f, "no window opened yet; write 1 to open one"),
+        Some(res) => {
+            let res = match res {
+                Ok(()) => "ok",
+                Err(WindowError::Busy) => "busy",
+                Err(_) => "failed",
+            };
+            writeln!(f, "result: {res}\ncpu: {}\ncr4_before: {:#x}\ncr4_after: {:#x}\ncr4_restored: {}",
+                r.cpu, r.cr4_before, r.cr4_after, if r.cr4_restored() { "yes" } else { "no" })
+        }
+    }
+}
+
+/// debugfs `window` write: opens one VMX window on the current CPU (VMXON, VMCLEAR and
+/// VMPTRLD of a fresh VMCS, VMCLEAR, VMXOFF); the write fails with the window's errno.
+fn open_window(report: &Mutex<WindowReport>, _input: &mut UserSliceReader) -> Result {
+    let caps = caps()?;
+    let (vmxon, vmcs) = (VmxRegion::new(caps)?, VmxRegion::new(caps)?);
+    let r = {
+        let irqs = IrqsOff::save();
+        window::probe(&irqs, &vmxon, Some(&vmcs))
+    };
+    *report.lock() = r;
+    match r.result {
+        Some(Err(e)) => {
+            pr_warn!("VMX window on cpu{} refused: {e}\n", r.cpu);
+            Err(e.errno())
+        }
+        _ if !r.cr4_restored() => {
+            pr_err!("VMX window on cpu{} left CR4 {:#x} -> {:#x}\n", r.cpu, r.cr4_before, r.cr4_after);
+            Err(EIO)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// One open of `/dev/shadowvm`: one VM.
+struct VmFile;
+
+#[vtable]
+impl MiscDevice for VmFile {
+    type Ptr = KBox<Self>;
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
+        caps()?;
+        Ok(KBox::new(VmFile, GFP_KERNEL)?)
+    }
+
+    fn ioctl(_me: &VmFile, _file: &File, cmd: u32, _arg: usize) -> Result<isize> {
+        match cmd {
+            uapi::SHADOWVM_GET_API_VERSION => Ok(uapi::SHADOWVM_API_VERSION as isize),
+            _ => Err(ENOTTY),
+        }
+    }
+}

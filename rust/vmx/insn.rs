@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Raw VMX and control-register instructions.
+//!
+//! Thin wrappers, one instruction each. VMX instructions report failure through RFLAGS
+//! (CF = VMfailInvalid, ZF = VMfailValid); both are folded into [`VmFail`]. The callers in
+//! [`super::window`] establish the preconditions (interrupts off, CR4.VMXE set, a valid
+//! region) that make these instructions fault-free.
+
+use core::arch::asm;
+
+/// A VMX instruction failed (VMfailInvalid or VMfailValid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct VmFail;
+
+/// CR4.VMXE: VMX operation enabled.
+pub(crate) const CR4_VMXE: u64 = 1 << 13;
+
+/// Folds the "below or equal" condition (CF or ZF) after a VMX instruction into a result.
+fn vm_result(failed: u8) -> Result<(), VmFail> {
+    if failed != 0 {
+        Err(VmFail)
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads CR4 from the hardware (not the kernel's per-CPU shadow).
+pub(crate) fn read_cr4() -> u64 {
+    let v: u64;
+    // SAFETY: Reading CR4 has no side effects and is allowed at CPL0.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes CR4.
+///
+/// # Safety
+///
+/// Interrupts must be disabled, and the caller must restore the kernel's value before they
+/// are enabled again: the kernel keeps a per-CPU shadow of CR4 that must match the hardware
+/// whenever kernel code that may rewrite CR4 can run. `v` must differ from the current value
+/// only in CR4.VMXE.
+pub(crate) unsafe fn write_cr4(v: u64) {
+    // SAFETY: The caller guarantees that only VMXE changes and that the shadow is restored.
+    unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Reads CR0.
+pub(crate) fn read_cr0() -> u64 {
+    let v: u64;
+    // SAFETY: Reading CR0 has no side effects and is allowed at CPL0.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Enters VMX root operation with the VMXON region at physical address `pa`.
+///
+/// # Safety
+///
+/// Interrupts are disabled, CR4.VMXE is set, IA32_FEATURE_CONTROL allows VMX outside SMX,
+/// CR0/CR4 satisfy the VMX fixed bits, and `pa` is a 4 KiB-aligned page holding the VMCS
+/// revision identifier that stays allocated until VMXOFF.
+pub(crate) unsafe fn vmxon(pa: u64) -> Result<(), VmFail> {
+    let failed: u8;
+    // SAFETY: The caller guarantees the preconditions above; the operand is a memory
+    // location holding the region's physical address.
+    unsafe {
+        asm!("vmxon [{pa}]", "setbe {f}", pa = in(reg) &pa, f = out(reg_byte) failed,
+             options(nostack))
+    };
+    vm_result(failed)
+}
+
+/// Leaves VMX root operation.
+///
+/// # Safety
+///
+/// The CPU is in VMX root operation entered by [`vmxon`], with interrupts disabled.
+pub(crate) unsafe fn vmxoff() {
+    // SAFETY: The caller guarantees VMX root operation; VMXOFF has no memory operand.
+    unsafe { asm!("vmxoff", options(nostack)) };
+}
+
+/// Clears the VMCS at `pa`: writes its cached state to memory and marks it inactive.
+///
+/// # Safety
+///
+/// VMX root operation; `pa` is a page holding a VMCS with the right revision identifier.
+pub(crate) unsafe fn vmclear(pa: u64) -> Result<(), VmFail> {
+    let failed: u8;
+    // SAFETY: See the function's safety requirements.
+    unsafe {
+        asm!("vmclear [{pa}]", "setbe {f}", pa = in(reg) &pa, f = out(reg_byte) failed,
+             options(nostack))
+    };
+    vm_result(failed)
+}
+
+/// Makes the VMCS at `pa` current on this CPU.
+///
+/// # Safety
+///
+/// VMX root operation; `pa` is a cleared or previously loaded VMCS page with the right
+/// revision identifier, not current on any other CPU.
+pub(crate) unsafe fn vmptrld(pa: u64) -> Result<(), VmFail> {
+    let failed: u8;
+    // SAFETY: See the function's safety requirements.
+    unsafe {
+        asm!("vmptrld [{pa}]", "setbe {f}", pa = in(reg) &pa, f = out(reg_byte) failed,
+             options(nostack))
+    };
+    vm_result(failed)
+}
+
+/// Reads a field of the current VMCS.
+///
+/// # Safety
+///
+/// VMX root operation with a current VMCS.
+pub(crate) unsafe fn vmread(field: u32) -> Result<u64, VmFail> {
+    let failed: u8;
+    let v: u64;
+    // SAFETY: See the function's safety requirements.
+    unsafe {
+        asm!("vmread {v}, {f}", "setbe {fl}", f = in(reg) field as u64, v = out(reg) v,
+             fl = out(reg_byte) failed, options(nostack))
+    };
+    vm_result(failed).map(|()| v)
+}
+
+/// Writes a field of the current VMCS.
+///
+/// # Safety
+///
+/// VMX root operation with a current VMCS; the value must be acceptable for the field in
+/// the sense that it cannot make the host unsafe (host-state fields are written only by
+/// the vCPU setup code).
+pub(crate) unsafe fn vmwrite(field: u32, value: u64) -> Result<(), VmFail> {
+    let failed: u8;
+    // SAFETY: See the function's safety requirements.
+    unsafe {
+        asm!("vmwrite {f}, {v}", "setbe {fl}", f = in(reg) field as u64, v = in(reg) value,
+             fl = out(reg_byte) failed, options(nostack))
+    };
+    vm_result(failed)
+}

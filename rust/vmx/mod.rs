@@ -1,0 +1,7 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Intel VMX: capability checks, local-mode windows, raw instructions.
+
+pub(crate) mod caps;
+pub(crate) mod insn;
+pub(crate) mod window;

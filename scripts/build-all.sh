@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds everything a boot needs: kernel (cached), module, selftests, launcher, guest images,
+# and the initramfs. Prints "<bzImage> <initramfs>" on stdout.
+source "$(dirname "$0")/lib.sh"
+
+kbuild=$("$SHADOWVM_TOP/scripts/build-kernel.sh")
+ko=$(KDIR=$kbuild "$SHADOWVM_TOP/scripts/build-module.sh")
+step "Building selftests"
+logged "$SHADOWVM_OUT/logs/selftests-build.log" make -C "$SHADOWVM_TOP/selftests" O="$SHADOWVM_OUT/tests"
+if [ -f "$SHADOWVM_TOP/samples/launcher/Cargo.toml" ]; then
+	step "Building the launcher (static)"
+	logged "$SHADOWVM_OUT/logs/launcher-build.log" cargo build --release --quiet -p shadowvm-launcher \
+		--manifest-path "$SHADOWVM_TOP/Cargo.toml"
+	mkdir -p "$SHADOWVM_OUT/bin"
+	cp "$SHADOWVM_TOP/target/release/shadowvm-run" "$SHADOWVM_OUT/bin/"
+fi
+if [ -f "$SHADOWVM_TOP/samples/guests/Makefile" ]; then
+	step "Building guest images"
+	logged "$SHADOWVM_OUT/logs/guests-build.log" make -C "$SHADOWVM_TOP/samples/guests" O="$SHADOWVM_OUT/guests"
+fi
+step "Packing the initramfs"
+"$SHADOWVM_TOP/scripts/build-initramfs.sh" "$kbuild" "$ko" "$SHADOWVM_OUT/initramfs.cpio.gz"
+echo "$kbuild/arch/x86/boot/bzImage $SHADOWVM_OUT/initramfs.cpio.gz"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Packs the test initramfs: busybox, /init, the module, kvm modules for the comparison
+# tests, selftests, the launcher and guest images (when built).
+# Usage: build-initramfs.sh <kernel build dir> <shadowvm.ko> <output.cpio.gz>
+source "$(dirname "$0")/lib.sh"
+
+kbuild=$1 ko=$2 out=$3
+root=$(mktemp -d "$SHADOWVM_OUT/initramfs.XXXXXX")
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,lib/modules,tests,guests}
+cp /bin/busybox "$root/bin/busybox"
+file -L /bin/busybox | grep -q 'statically linked' || die "/bin/busybox is not static: install busybox-static"
+install -m 0755 "$SHADOWVM_TOP/scripts/initramfs/init" "$root/init"
+cp "$ko" "$root/lib/modules/shadowvm.ko"
+for m in virt/lib/irqbypass.ko arch/x86/kvm/kvm.ko arch/x86/kvm/kvm-intel.ko; do
+	[ -f "$kbuild/$m" ] && cp "$kbuild/$m" "$root/lib/modules/"
+done
+cp -r "$SHADOWVM_OUT/tests/." "$root/tests/"
+[ -d "$SHADOWVM_OUT/guests" ] && cp -r "$SHADOWVM_OUT/guests/." "$root/guests/"
+[ -x "$SHADOWVM_OUT/bin/shadowvm-run" ] && cp "$SHADOWVM_OUT/bin/shadowvm-run" "$root/bin/"
+(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) > "$out"

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# make check: every test of every tier, then one summary line "N passed, N failed, N skipped".
+#   1. host:  cargo test (MMU engine against its reference model, uapi layout, launcher)
+#   2. qemu:  TCG boot, no VMX: the module refuses to load cleanly
+#   3. bochs: one boot with VMX: the whole in-guest suite
+# Exits non-zero if anything failed or a tier did not run. Logs: out/ (paths printed).
+source "$(dirname "$0")/lib.sh"
+set +e
+
+LOGS=$SHADOWVM_OUT/logs
+COUNTS=$SHADOWVM_OUT/counts
+mkdir -p "$LOGS"
+: > "$COUNTS"
+start=$(date +%s)
+# A tier that could not run counts as one failure of its own.
+tier_broken() { echo "$1 0 1 0" >> "$COUNTS"; echo "  FAIL $1: $2" >&2; }
+
+QEMU_SUITES=noload
+BOCHS_SUITES=module,api
+
+step "[1/5] Host setup (packages, bindgen)"
+"$SHADOWVM_TOP/scripts/setup-host.sh" || { tier_broken setup "host setup failed"; }
+
+step "[2/5] Host tests: cargo test --workspace (log: $LOGS/cargo-test.log)"
+(cd "$SHADOWVM_TOP" && cargo test --workspace --release 2>&1) > "$LOGS/cargo-test.log"
+cargo_rc=$?
+read -r p f i < <(awk '/^test result:/ { p += $4; f += $6; i += $8 } END { print p+0, f+0, i+0 }' "$LOGS/cargo-test.log")
+if [ "$cargo_rc" != 0 ] && [ "$f" = 0 ]; then
+	tier_broken host "cargo test failed to build or run (see $LOGS/cargo-test.log)"
+	tail -n 20 "$LOGS/cargo-test.log" >&2
+else
+	grep -E '^test .* FAILED$' "$LOGS/cargo-test.log" | sed 's/^/  FAIL host: /'
+	echo "host $p $f $i" >> "$COUNTS"
+	note "host: $p passed, $f failed, $i ignored"
+fi
+
+step "[3/5] Building kernel, module, tests and initramfs"
+if images=$("$SHADOWVM_TOP/scripts/build-all.sh"); then
+	read -r bzimage initrd <<< "$images"
+
+	step "[4/5] QEMU tier (TCG, no VMX): suites $QEMU_SUITES"
+	"$SHADOWVM_TOP/scripts/run-qemu.sh" "$bzimage" "$initrd" "$QEMU_SUITES" "$LOGS/qemu-serial.log" 300
+	python3 "$SHADOWVM_TOP/scripts/tap-summary.py" qemu "$LOGS/qemu-serial.log" "$QEMU_SUITES" "$COUNTS"
+
+	step "[5/5] Bochs tier (emulated VMX, a few minutes): suites $BOCHS_SUITES"
+	"$SHADOWVM_TOP/scripts/run-bochs.sh" "$bzimage" "$initrd" "$BOCHS_SUITES" "$LOGS/bochs-serial.log" 2400
+	python3 "$SHADOWVM_TOP/scripts/tap-summary.py" bochs "$LOGS/bochs-serial.log" "$BOCHS_SUITES" "$COUNTS"
+else
+	tier_broken qemu "not run: the build failed"
+	tier_broken bochs "not run: the build failed"
+fi
+
+read -r P F S < <(awk '{ p += $2; f += $3; s += $4 } END { print p+0, f+0, s+0 }' "$COUNTS")
+echo
+echo "make check: $(( $(date +%s) - start )) s; per tier:"
+awk '{ printf "  %-6s %4d passed, %d failed, %d skipped\n", $1, $2, $3, $4 }' "$COUNTS"
+echo "Logs: $LOGS"
+[ "$F" = 0 ] || echo "Something failed: the FAIL lines above name it; the logs hold the details."
+echo "$P passed, $F failed, $S skipped"
+[ "$F" = 0 ]

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Boots the test kernel in Bochs (which emulates VMX) from an isolinux ISO and runs the
+# named in-guest suites; the serial log is the result. Bochs' own log goes beside it.
+# Usage: run-bochs.sh <bzImage> <initrd> <suites,comma,separated> <serial log> [timeout s]
+source "$(dirname "$0")/lib.sh"
+
+kernel=$1 initrd=$2 suites=$3 log=$4 timeout=${5:-1800}
+work=$(mktemp -d "$SHADOWVM_OUT/bochs.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/iso/isolinux"
+cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$work/iso/isolinux/"
+cp "$kernel" "$work/iso/bzImage"
+cp "$initrd" "$work/iso/initrd.gz"
+cat > "$work/iso/isolinux/isolinux.cfg" <<CFG
+DEFAULT linux
+PROMPT 0
+TIMEOUT 0
+LABEL linux
+  KERNEL /bzImage
+  APPEND initrd=/initrd.gz console=ttyS0 quiet panic=-1 oops=panic shadowvm.suites=$suites
+CFG
+genisoimage -quiet -o "$work/boot.iso" -b isolinux/isolinux.bin -c isolinux/boot.cat \
+	-no-emul-boot -boot-load-size 4 -boot-info-table -R "$work/iso"
+rm -f "$log"
+cat > "$work/bochsrc" <<RC
+megs: 512
+cpu: model=corei7_haswell_4770, count=1, ips=200000000, ignore_bad_msrs=1
+romimage: file=/usr/share/bochs/BIOS-bochs-latest
+vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest
+ata0-master: type=cdrom, path=$work/boot.iso, status=inserted
+boot: cdrom
+com1: enabled=1, mode=file, dev=$log
+clock: sync=none, time0=local
+display_library: rfb, options="timeout=0"
+log: $log.bochs
+RC
+echo c > "$work/cmds"
+# Guest poweroff ends Bochs with a "soft power off" panic: expected.
+timeout --foreground "$timeout" bochs -q -f "$work/bochsrc" -rc "$work/cmds" </dev/null >"$log.bochs-stdout" 2>&1 || true
