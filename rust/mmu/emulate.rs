@@ -1968,4 +1968,566 @@ mod tests {
             assert_eq!(decode(&long, mode).unwrap().len(), bytes.len());
         }
     }
+
+    #[test]
+    fn decode_operands() {
+        use CodeSize::*;
+        // mov byte ptr [r12+r13*4+0x10], sil: REX.X/B, SIL needs REX.
+        let i = dec(Bits64, &[0x43, 0x88, 0x74, 0xac, 0x10]);
+        assert_eq!((i.dst(), i.src(), i.op_size()), (Operand::Mem, Operand::Reg(6), 1));
+        let m = i.mem();
+        assert_eq!((m.base, m.index, m.scale, m.disp, m.seg), (Some(12), Some(13), 4, 0x10, Seg::Ds));
+        // mov ah, [rax]: no REX, so reg 4 is AH.
+        let i = dec(Bits64, &[0x8a, 0x20]);
+        assert_eq!(i.dst(), Operand::RegHigh8(0));
+        // RIP-relative.
+        let i = dec(Bits64, &[0x48, 0x89, 0x0d, 0x34, 0x12, 0x00, 0x00]);
+        assert!(i.mem().rip_relative);
+        assert_eq!((i.mem().disp, i.op_size(), i.src()), (0x1234, 8, Operand::Reg(1)));
+        // Same bytes in 32-bit mode: absolute disp32, and 0x48 is DEC EAX (unsupported).
+        assert_eq!(decode(&[0x48, 0x89, 0x0d, 0x34, 0x12, 0x00, 0x00], Bits32), Err(DecodeError::Unsupported { opcode: 0x48 }));
+        let i = dec(Bits32, &[0x89, 0x0d, 0x34, 0x12, 0x00, 0x00]);
+        assert!(!i.mem().rip_relative);
+        assert_eq!((i.mem().base, i.mem().disp), (None, 0x1234));
+        // fs: override, 16-bit operand, REX.R/B.
+        let i = dec(Bits64, &[0x64, 0x66, 0x45, 0x8b, 0x48, 0xf8]);
+        assert_eq!((i.dst(), i.op_size(), i.mem().seg, i.mem().base, i.mem().disp), (Operand::Reg(9), 2, Seg::Fs, Some(8), -8));
+        // ds override ignored in 64-bit mode; [rsp+8] defaults to SS.
+        let i = dec(Bits64, &[0x3e, 0xc7, 0x44, 0x24, 0x08, 0x78, 0x56, 0x34, 0x12]);
+        assert_eq!((i.mem().seg, i.src(), i.len()), (Seg::Ss, Operand::Imm(0x1234_5678), 9));
+        // mov qword ptr [rbp], -5: imm32 sign-extended to 64; [rbp] is mod=01 disp8 0.
+        let i = dec(Bits64, &[0x48, 0xc7, 0x45, 0x00, 0xfb, 0xff, 0xff, 0xff]);
+        assert_eq!((i.src(), i.mem().seg, i.mem().base), (Operand::Imm(u64::MAX - 4), Seg::Ss, Some(5)));
+        // [r13] is also mod=01 but defaults to DS; [r12] needs a SIB.
+        assert_eq!(dec(Bits64, &[0x49, 0x8b, 0x45, 0x00]).mem().seg, Seg::Ds);
+        assert_eq!(dec(Bits64, &[0x49, 0x8b, 0x04, 0x24]).mem().base, Some(12));
+        // SIB with index 100 + REX.X is R12, not "no index".
+        let i = dec(Bits64, &[0x4a, 0x8b, 0x04, 0x24]);
+        assert_eq!((i.mem().base, i.mem().index), (Some(4), Some(12)));
+        // SIB base 101 with mod=00: disp32, no base.
+        let i = dec(Bits64, &[0x8b, 0x04, 0x8d, 0x00, 0x10, 0x00, 0x00]);
+        assert_eq!((i.mem().base, i.mem().index, i.mem().scale, i.mem().disp), (None, Some(1), 4, 0x1000));
+        // moffs: 8-byte offset in 64-bit mode, 4 with 67.
+        let i = dec(Bits64, &[0x48, 0xa3, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]);
+        assert_eq!((i.dst(), i.src(), i.mem().disp, i.op_size()), (Operand::Mem, Operand::Reg(0), 0x1122_3344_5566_7788, 8));
+        let i = dec(Bits64, &[0x67, 0xa1, 0x44, 0x33, 0x22, 0x11]);
+        assert_eq!((i.len(), i.addr_size(), i.mem().disp), (6, 4, 0x1122_3344));
+        // 16-bit moffs.
+        assert_eq!(dec(Bits16, &[0xa1, 0x34, 0x12]).mem().disp, 0x1234);
+        // 16-bit addressing: [bp+di+0x10] uses SS; [bp] is mod=01; [0x1234] is disp16.
+        let i = dec(Bits16, &[0x88, 0x43, 0x10]);
+        assert_eq!((i.mem().base, i.mem().index, i.mem().disp, i.mem().seg), (Some(5), Some(7), 0x10, Seg::Ss));
+        let i = dec(Bits16, &[0x89, 0x46, 0x00]);
+        assert_eq!((i.mem().base, i.mem().seg), (Some(5), Seg::Ss));
+        let i = dec(Bits16, &[0xc7, 0x06, 0x34, 0x12, 0x78, 0x56]);
+        assert_eq!((i.mem().base, i.mem().disp, i.src(), i.op_size()), (None, 0x1234, Operand::Imm(0x5678), 2));
+        // disp16 is sign-extended (and wrapped to 16 bits at execution).
+        assert_eq!(dec(Bits16, &[0x8b, 0x87, 0xfe, 0xff]).mem().disp, -2);
+        // 66 67 in 16-bit code: 32-bit operand and addressing with SIB.
+        let i = dec(Bits16, &[0x67, 0x66, 0x8b, 0x04, 0x8b]);
+        assert_eq!((i.op_size(), i.addr_size(), i.mem().base, i.mem().index, i.mem().scale), (4, 4, Some(3), Some(1), 4));
+        // 83 /0 sign-extends imm8 to the operand size.
+        let i = dec(Bits16, &[0x83, 0x2c, 0xfd]);
+        assert_eq!((i.op(), i.src()), (Op::Alu(AluOp::Sub), Operand::Imm(0xfffd)));
+        // cs: override honoured outside 64-bit mode.
+        assert_eq!(dec(Bits16, &[0x2e, 0xc6, 0x07, 0x01]).mem().seg, Seg::Cs);
+        assert_eq!(dec(Bits32, &[0x26, 0x8b, 0x03]).mem().seg, Seg::Es);
+        // MOVZX/MOVSX sizes.
+        let i = dec(Bits64, &[0x4c, 0x0f, 0xb7, 0x14, 0x77]);
+        assert_eq!((i.op_size(), i.src_size(), i.dst()), (8, 2, Operand::Reg(10)));
+        let i = dec(Bits64, &[0x48, 0x0f, 0xbe, 0x45, 0x00]);
+        assert_eq!((i.op_size(), i.src_size()), (8, 1));
+        // CMPXCHG8B/16B, lock.
+        let i = dec(Bits32, &[0xf0, 0x0f, 0xc7, 0x08]);
+        assert_eq!((i.op(), i.lock(), i.op_size()), (Op::Cmpxchg8b, true, 8));
+        let i = dec(Bits64, &[0xf0, 0x49, 0x0f, 0xc7, 0x0c, 0x38]);
+        assert_eq!((i.op(), i.op_size()), (Op::Cmpxchg16b, 16));
+        // Bit ops: immediate and register offsets.
+        let i = dec(Bits64, &[0x0f, 0xba, 0x30, 0x1f]);
+        assert_eq!((i.op(), i.src(), i.op_size()), (Op::Bit(BitOp::Btr), Operand::Imm(31), 4));
+        let i = dec(Bits64, &[0x66, 0x0f, 0xbb, 0x10]);
+        assert_eq!((i.op(), i.src(), i.op_size()), (Op::Bit(BitOp::Btc), Operand::Reg(2), 2));
+        // String ops: REP, sizes; F2 acts as REP for STOS/MOVS.
+        let i = dec(Bits64, &[0xf3, 0x48, 0xab]);
+        assert_eq!((i.op(), i.rep(), i.op_size(), i.addr_size()), (Op::Stos, true, 8, 8));
+        let i = dec(Bits64, &[0xf2, 0x67, 0xa4]);
+        assert_eq!((i.op(), i.rep(), i.op_size(), i.addr_size()), (Op::Movs, true, 1, 4));
+        assert!(!dec(Bits32, &[0xa5]).rep());
+        // MOVS takes a source segment override.
+        assert_eq!(dec(Bits64, &[0x65, 0xa5]).mem().seg, Seg::Gs);
+        // MOVNTI is 32-bit even in 16-bit code.
+        assert_eq!(dec(Bits16, &[0x0f, 0xc3, 0x07]).op_size(), 4);
+        // Group aliases: F6 /1 is TEST.
+        assert_eq!(dec(Bits64, &[0xf6, 0x08, 0x01]).op(), Op::Test);
+        // 82 is 80 outside 64-bit mode.
+        assert_eq!(dec(Bits32, &[0x82, 0x00, 0x01]).op(), Op::Alu(AluOp::Add));
+        assert!(dec(Bits64, &[0x8b, 0x03]).writes_memory() == false);
+        assert!(dec(Bits64, &[0x0f, 0xab, 0x03]).writes_memory());
+        assert!(!dec(Bits64, &[0x0f, 0xa3, 0x03]).writes_memory());
+    }
+
+    #[test]
+    fn decode_prefix_rules() {
+        use CodeSize::*;
+        // REX must come last: a legacy prefix after it cancels it.
+        let i = dec(Bits64, &[0x48, 0x66, 0x89, 0x03]);
+        assert_eq!(i.op_size(), 2);
+        let i = dec(Bits64, &[0x66, 0x48, 0x89, 0x03]);
+        assert_eq!(i.op_size(), 8);
+        // Two REX: the last one counts.
+        let i = dec(Bits64, &[0x48, 0x41, 0x89, 0x03]);
+        assert_eq!((i.op_size(), i.mem().base), (4, Some(11)));
+        // In 16/32-bit mode, 0x40-0x4F are INC/DEC.
+        assert_eq!(decode(&[0x41, 0x89, 0x03], Bits32), Err(DecodeError::Unsupported { opcode: 0x41 }));
+        // Byte registers: REX makes 4..7 SPL..DIL.
+        assert_eq!(dec(Bits64, &[0x40, 0x88, 0x20]).src(), Operand::Reg(4));
+        assert_eq!(dec(Bits64, &[0x88, 0x20]).src(), Operand::RegHigh8(0));
+        assert_eq!(dec(Bits64, &[0x88, 0x38]).src(), Operand::RegHigh8(3));
+        // The last segment override wins.
+        assert_eq!(dec(Bits32, &[0x64, 0x65, 0x8b, 0x03]).mem().seg, Seg::Gs);
+    }
+
+    #[test]
+    fn decode_length_limit() {
+        // 13 prefixes + 2 = 15 bytes: fine. 14 + 2 = 16: #GP.
+        let mut b = vec![0x3e; 13];
+        b.extend_from_slice(&[0x89, 0x03]);
+        assert_eq!(dec(CodeSize::Bits32, &b).len(), 15);
+        let mut b = vec![0x3e; 14];
+        b.extend_from_slice(&[0x89, 0x03]);
+        assert_eq!(decode(&b, CodeSize::Bits32), Err(DecodeError::TooLong));
+        assert_eq!(DecodeError::TooLong.exception(), Some(Exception::Gp(0)));
+        // Immediates past byte 15: #GP even if the caller only gave 15 bytes.
+        let mut b = vec![0x66; 8];
+        b.extend_from_slice(&[0x48, 0xc7, 0x84, 0x88, 0, 0, 0, 0, 1, 2, 3, 4]);
+        assert_eq!(decode(&b[..15], CodeSize::Bits64), Err(DecodeError::TooLong));
+        assert_eq!(decode(&b[..12], CodeSize::Bits64), Err(DecodeError::NeedMoreBytes));
+        assert_eq!(decode(&[], CodeSize::Bits64), Err(DecodeError::NeedMoreBytes));
+        // All prefixes, never an opcode.
+        assert_eq!(decode(&[0xf0; 40], CodeSize::Bits64), Err(DecodeError::TooLong));
+    }
+
+    #[test]
+    fn decode_invalid_and_unsupported() {
+        use CodeSize::*;
+        let ud = Err(DecodeError::Invalid);
+        assert_eq!(decode(&[0xf0, 0x89, 0x03], Bits64), ud, "lock mov");
+        assert_eq!(decode(&[0xf0, 0x01, 0xc8], Bits64), ud, "lock add reg,reg");
+        assert_eq!(decode(&[0xf0, 0x03, 0x03], Bits64), ud, "lock add reg,mem");
+        assert_eq!(decode(&[0xf0, 0x39, 0x03], Bits64), ud, "lock cmp");
+        assert_eq!(decode(&[0xf0, 0x85, 0x03], Bits64), ud, "lock test");
+        assert_eq!(decode(&[0xf0, 0x0f, 0xa3, 0x03], Bits64), ud, "lock bt");
+        assert_eq!(decode(&[0xf0, 0xab], Bits64), ud, "lock stos");
+        assert_eq!(decode(&[0x0f, 0xc7, 0xc8], Bits64), ud, "cmpxchg8b reg");
+        assert_eq!(decode(&[0x0f, 0xc3, 0xc0], Bits64), ud, "movnti reg");
+        assert_eq!(decode(&[0x66, 0x0f, 0xc3, 0x00], Bits64), ud, "66 movnti");
+        assert_eq!(decode(&[0x82, 0x00, 0x01], Bits64), ud);
+        assert_eq!(decode(&[0xfe, 0x10], Bits64), ud);
+        assert_eq!(decode(&[0xc6, 0x08, 0x00], Bits64), ud);
+        assert_eq!(decode(&[0x0f, 0xba, 0x00, 0x01], Bits64), ud);
+        assert_eq!(DecodeError::Invalid.exception(), Some(Exception::Ud));
+        let un = |o| Err(DecodeError::Unsupported { opcode: o });
+        assert_eq!(decode(&[0x90], Bits64), un(0x90));
+        assert_eq!(decode(&[0xff, 0x30], Bits64), un(0xff), "push [rax]");
+        assert_eq!(decode(&[0xf7, 0x20], Bits64), un(0xf7), "mul [rax]");
+        assert_eq!(decode(&[0x0f, 0x05], Bits64), un(0x0f05));
+        assert_eq!(decode(&[0xa6], Bits64), un(0xa6), "cmpsb");
+        assert_eq!(decode(&[0x0f, 0xc7, 0xf0], Bits64), un(0x0fc7), "rdrand");
+        assert_eq!(DecodeError::Unsupported { opcode: 0 }.exception(), None);
+        // XCHG is implicitly locked; an explicit LOCK is legal.
+        assert!(decode(&[0xf0, 0x87, 0x03], Bits64).is_ok());
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Native oracle: run the instruction on this CPU.
+    // -----------------------------------------------------------------------------------
+
+    macro_rules! native2 {
+        ($mn:literal, $size:expr, $a:expr, $b:expr, $f:expr) => {{
+            let (mut a, b, mut f): (u64, u64, u64) = ($a, $b, $f);
+            // SAFETY: register-only arithmetic between a balanced push/pop of RFLAGS; the
+            // block uses the stack, so `nostack` is not given.
+            unsafe {
+                match $size {
+                    1 => asm!("push {f}", "popfq", concat!($mn, " {a:l}, {b:l}"), "pushfq", "pop {f}",
+                        a = inout(reg) a, b = in(reg) b, f = inout(reg) f),
+                    2 => asm!("push {f}", "popfq", concat!($mn, " {a:x}, {b:x}"), "pushfq", "pop {f}",
+                        a = inout(reg) a, b = in(reg) b, f = inout(reg) f),
+                    4 => asm!("push {f}", "popfq", concat!($mn, " {a:e}, {b:e}"), "pushfq", "pop {f}",
+                        a = inout(reg) a, b = in(reg) b, f = inout(reg) f),
+                    _ => asm!("push {f}", "popfq", concat!($mn, " {a:r}, {b:r}"), "pushfq", "pop {f}",
+                        a = inout(reg) a, b = in(reg) b, f = inout(reg) f),
+                }
+            }
+            (a, f)
+        }};
+    }
+
+    /// Like `native2`, for instructions without a byte form.
+    macro_rules! native2w {
+        ($mn:literal, $size:expr, $a:expr, $b:expr, $f:expr) => {{
+            let (mut a, b, mut f): (u64, u64, u64) = ($a, $b, $f);
+            // SAFETY: as in native2.
+            unsafe {
+                match $size {
+                    2 => asm!("push {f}", "popfq", concat!($mn, " {a:x}, {b:x}"), "pushfq", "pop {f}",
+                        a = inout(reg) a, b = in(reg) b, f = inout(reg) f),
+                    4 => asm!("push {f}", "popfq", concat!($mn, " {a:e}, {b:e}"), "pushfq", "pop {f}",
+                        a = inout(reg) a, b = in(reg) b, f = inout(reg) f),
+                    _ => asm!("push {f}", "popfq", concat!($mn, " {a:r}, {b:r}"), "pushfq", "pop {f}",
+                        a = inout(reg) a, b = in(reg) b, f = inout(reg) f),
+                }
+            }
+            (a, f)
+        }};
+    }
+
+    macro_rules! native1 {
+        ($mn:literal, $size:expr, $a:expr, $f:expr) => {{
+            let (mut a, mut f): (u64, u64) = ($a, $f);
+            // SAFETY: as in native2.
+            unsafe {
+                match $size {
+                    1 => asm!("push {f}", "popfq", concat!($mn, " {a:l}"), "pushfq", "pop {f}",
+                        a = inout(reg) a, f = inout(reg) f),
+                    2 => asm!("push {f}", "popfq", concat!($mn, " {a:x}"), "pushfq", "pop {f}",
+                        a = inout(reg) a, f = inout(reg) f),
+                    4 => asm!("push {f}", "popfq", concat!($mn, " {a:e}"), "pushfq", "pop {f}",
+                        a = inout(reg) a, f = inout(reg) f),
+                    _ => asm!("push {f}", "popfq", concat!($mn, " {a:r}"), "pushfq", "pop {f}",
+                        a = inout(reg) a, f = inout(reg) f),
+                }
+            }
+            (a, f)
+        }};
+    }
+
+    fn native_alu(op: u8, size: u8, a: u64, b: u64, f: u64) -> (u64, u64) {
+        match op {
+            0 => native2!("add", size, a, b, f),
+            1 => native2!("or", size, a, b, f),
+            2 => native2!("adc", size, a, b, f),
+            3 => native2!("sbb", size, a, b, f),
+            4 => native2!("and", size, a, b, f),
+            5 => native2!("sub", size, a, b, f),
+            6 => native2!("xor", size, a, b, f),
+            _ => native2!("cmp", size, a, b, f),
+        }
+    }
+
+    /// Operand-size prefix bytes for a 64-bit-mode instruction.
+    fn size_prefix(size: u8) -> Vec<u8> {
+        match size {
+            2 => vec![0x66],
+            8 => vec![0x48],
+            _ => vec![],
+        }
+    }
+
+    /// Runs `prefix(size) ++ body` in 64-bit mode with [rbx] = `mem_val` at RAM and the
+    /// given registers; returns (memory value, registers after).
+    fn emu64(size: u8, body: &[u8], mem_val: u64, mut r: Regs) -> (u64, Regs) {
+        // Legacy prefixes (LOCK) first: REX must be last before the opcode.
+        let (lock, body) = match body.split_first() {
+            Some((&0xf0, rest)) => (&[0xf0u8][..], rest),
+            _ => (&[][..], body),
+        };
+        let mut b = lock.to_vec();
+        b.extend_from_slice(&size_prefix(size));
+        b.extend_from_slice(body);
+        let mut m = TestMem::new();
+        m.put(RAM, 8, mem_val);
+        r.gpr[gpr::RBX] = RAM;
+        assert_eq!(run(CodeSize::Bits64, &b, &mut r, &mut m), Outcome::Done, "{b:02x?}");
+        assert_eq!(r.rip, 0x40_0000 + b.len() as u64);
+        (m.get(RAM, 8), r)
+    }
+
+    const SIZES: [u8; 4] = [1, 2, 4, 8];
+
+    #[test]
+    fn alu_flags_match_cpu() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        for op in 0..8u8 {
+            for size in SIZES {
+                let w = u8::from(size != 1);
+                let msk = mask(size);
+                for _ in 0..400 {
+                    let (a, b) = (rng.val(), rng.val());
+                    let fin = 0x2 | (rng.next() & flags::ARITH);
+                    let (na, nf) = native_alu(op, size, a, b, fin);
+                    let want = (na & msk, nf & flags::ARITH);
+                    let mut r = regs();
+                    r.rflags = fin;
+                    // op [rbx], rcx
+                    r.gpr[gpr::RCX] = b;
+                    let (mv, r1) = emu64(size, &[op * 8 + w, 0x0b], a, r);
+                    assert_eq!((mv & msk, r1.rflags & flags::ARITH), want, "op {op} size {size} {a:#x} {b:#x} f {fin:#x}");
+                    assert_eq!(mv & !msk, a & !msk, "bytes beyond the operand untouched");
+                    // op rcx, [rbx]
+                    r.gpr[gpr::RCX] = a;
+                    let (_, r2) = emu64(size, &[op * 8 + w + 2, 0x0b], b, r);
+                    assert_eq!((r2.gpr[gpr::RCX] & msk, r2.rflags & flags::ARITH), want);
+                    // Register write semantics: 32-bit zero-extends, 8/16 merge.
+                    let expect_rcx = match (size, op) {
+                        (_, 7) => a,
+                        (4, _) => na & 0xffff_ffff,
+                        (8, _) => na,
+                        _ => (a & !msk) | (na & msk),
+                    };
+                    assert_eq!(r2.gpr[gpr::RCX], expect_rcx);
+                    // group 1 with immediate: 80/81 (imm32 sign-extended for 64-bit), 83.
+                    let imm = if size == 8 { sext(b, 4) } else { b & msk };
+                    let (na, nf) = native_alu(op, size, a, imm, fin);
+                    let mut body = vec![if size == 1 { 0x80 } else { 0x81 }, (op << 3) | 3];
+                    body.extend_from_slice(&imm.to_le_bytes()[..usize::from(size.min(4))]);
+                    let (mv, r3) = emu64(size, &body, a, r);
+                    assert_eq!((mv & msk, r3.rflags & flags::ARITH), (na & msk, nf & flags::ARITH));
+                    if size != 1 {
+                        let imm8 = sext(b, 1) & msk;
+                        let (na, nf) = native_alu(op, size, a, imm8, fin);
+                        let (mv, r4) = emu64(size, &[0x83, (op << 3) | 3, b as u8], a, r);
+                        assert_eq!((mv & msk, r4.rflags & flags::ARITH), (na & msk, nf & flags::ARITH));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unary_test_xadd_flags_match_cpu() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for size in SIZES {
+            let w = u8::from(size != 1);
+            let msk = mask(size);
+            for _ in 0..500 {
+                let (a, b) = (rng.val(), rng.val());
+                let fin = 0x2 | (rng.next() & flags::ARITH);
+                let mut r = regs();
+                r.rflags = fin;
+                let cases: [((u64, u64), &[u8]); 4] = [
+                    (native1!("inc", size, a, fin), &[0xfe | w, 0x03]),
+                    (native1!("dec", size, a, fin), &[0xfe | w, 0x0b]),
+                    (native1!("not", size, a, fin), &[0xf6 | w, 0x13]),
+                    (native1!("neg", size, a, fin), &[0xf6 | w, 0x1b]),
+                ];
+                for ((na, nf), body) in cases {
+                    let (mv, r1) = emu64(size, body, a, r);
+                    assert_eq!((mv & msk, r1.rflags), (na & msk, (nf & flags::ARITH) | (fin & !flags::ARITH)), "{body:02x?} size {size} {a:#x} f {fin:#x}");
+                }
+                // test [rbx], rcx and test [rbx], imm
+                r.gpr[gpr::RCX] = b;
+                let (_, nf) = native2!("test", size, a, b, fin);
+                let (mv, r1) = emu64(size, &[0x84 | w, 0x0b], a, r);
+                assert_eq!((mv, r1.rflags), (a, (nf & flags::ARITH) | 2), "test size {size}");
+                let imm = if size == 8 { sext(b, 4) } else { b & msk };
+                let (_, nf) = native2!("test", size, a, imm, fin);
+                let mut body = vec![0xf6 | w, 0x03];
+                body.extend_from_slice(&imm.to_le_bytes()[..usize::from(size.min(4))]);
+                let (_, r1) = emu64(size, &body, a, r);
+                assert_eq!(r1.rflags, (nf & flags::ARITH) | 2);
+                // lock xadd [rbx], rcx
+                let (mut na, mut nb, mut nf) = (a, b, fin);
+                // SAFETY: register-only XADD between a balanced push/pop of RFLAGS.
+                unsafe {
+                    match size {
+                        1 => asm!("push {f}", "popfq", "xadd {a:l}, {b:l}", "pushfq", "pop {f}", a = inout(reg) na, b = inout(reg) nb, f = inout(reg) nf),
+                        2 => asm!("push {f}", "popfq", "xadd {a:x}, {b:x}", "pushfq", "pop {f}", a = inout(reg) na, b = inout(reg) nb, f = inout(reg) nf),
+                        4 => asm!("push {f}", "popfq", "xadd {a:e}, {b:e}", "pushfq", "pop {f}", a = inout(reg) na, b = inout(reg) nb, f = inout(reg) nf),
+                        _ => asm!("push {f}", "popfq", "xadd {a}, {b}", "pushfq", "pop {f}", a = inout(reg) na, b = inout(reg) nb, f = inout(reg) nf),
+                    }
+                }
+                let (mv, r1) = emu64(size, &[0xf0, 0x0f, 0xc0 | w, 0x0b], a, r);
+                let _ = &mut na;
+                assert_eq!((mv & msk, r1.gpr[gpr::RCX], r1.rflags), (na & msk, nb, (nf & flags::ARITH) | 2), "xadd size {size} {a:#x} {b:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn cmpxchg_matches_cpu() {
+        let mut rng = Rng(0xdead_beef_cafe_f00d);
+        for size in SIZES {
+            let w = u8::from(size != 1);
+            let msk = mask(size);
+            for i in 0..500 {
+                let (d, s) = (rng.val(), rng.val());
+                // Half the time the accumulator matches the destination.
+                let acc = if i % 2 == 0 { (rng.val() & !msk) | (d & msk) } else { rng.val() };
+                let fin = 0x2 | (rng.next() & flags::ARITH);
+                let (mut nd, mut nacc, mut nf) = (d, acc, fin);
+                // SAFETY: register-only CMPXCHG between a balanced push/pop of RFLAGS.
+                unsafe {
+                    match size {
+                        1 => asm!("push {f}", "popfq", "cmpxchg {d:l}, {s:l}", "pushfq", "pop {f}", d = inout(reg) nd, s = in(reg) s, f = inout(reg) nf, inout("rax") nacc),
+                        2 => asm!("push {f}", "popfq", "cmpxchg {d:x}, {s:x}", "pushfq", "pop {f}", d = inout(reg) nd, s = in(reg) s, f = inout(reg) nf, inout("rax") nacc),
+                        4 => asm!("push {f}", "popfq", "cmpxchg {d:e}, {s:e}", "pushfq", "pop {f}", d = inout(reg) nd, s = in(reg) s, f = inout(reg) nf, inout("rax") nacc),
+                        _ => asm!("push {f}", "popfq", "cmpxchg {d}, {s}", "pushfq", "pop {f}", d = inout(reg) nd, s = in(reg) s, f = inout(reg) nf, inout("rax") nacc),
+                    }
+                }
+                let mut r = regs();
+                r.rflags = fin;
+                r.gpr[gpr::RAX] = acc;
+                r.gpr[gpr::RCX] = s;
+                let (mv, r1) = emu64(size, &[0xf0, 0x0f, 0xb0 | w, 0x0b], d, r);
+                // RAX in full: the upper half of RAX is kept on success, zeroed on a
+                // failed 32-bit compare.
+                assert_eq!((mv & msk, r1.gpr[gpr::RAX], r1.rflags), (nd & msk, nacc, (nf & flags::ARITH) | 2), "cmpxchg size {size} d {d:#x} s {s:#x} acc {acc:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn bit_ops_match_cpu() {
+        let mut rng = Rng(0x0bad_5eed_1234_4321);
+        for size in [2u8, 4, 8] {
+            let msk = mask(size);
+            let bits = u64::from(size) * 8;
+            for _ in 0..300 {
+                let a = rng.val();
+                let bit = rng.next() % bits;
+                let fin = 0x2 | (rng.next() & flags::ARITH);
+                let natives = [
+                    native2w!("bt", size, a, bit, fin),
+                    native2w!("bts", size, a, bit, fin),
+                    native2w!("btr", size, a, bit, fin),
+                    native2w!("btc", size, a, bit, fin),
+                ];
+                for (k, (na, nf)) in natives.into_iter().enumerate() {
+                    let k = k as u8;
+                    let mut r = regs();
+                    r.rflags = fin;
+                    r.gpr[gpr::RCX] = bit;
+                    // bt* [rbx], rcx (register offset within the operand)
+                    let (mv, r1) = emu64(size, &[0x0f, 0xa3 | (k << 3), 0x0b], a, r);
+                    assert_eq!(mv & msk, na & msk);
+                    // CF and ZF as the CPU; OF/SF/AF/PF (undefined) are left unchanged.
+                    let cz = flags::CF | flags::ZF;
+                    assert_eq!(r1.rflags & cz, nf & cz, "bt{k} size {size} {a:#x} bit {bit}");
+                    assert_eq!(r1.rflags & !flags::CF, fin & !flags::CF);
+                    // bt* [rbx], imm8 (0F BA /4../7); the immediate is taken modulo the size.
+                    let imm = (bit + bits * (rng.next() % 4)) as u8;
+                    let (mv, r2) = emu64(size, &[0x0f, 0xba, ((4 + k) << 3) | 3, imm], a, r);
+                    assert_eq!((mv & msk, r2.rflags & cz), (na & msk, nf & cz));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bit_string_addressing() {
+        // bts dword [rbx], rcx with a bit offset beyond the operand: 100 = 3*32 + 4.
+        let mut m = TestMem::new();
+        let mut r = regs();
+        r.gpr[gpr::RBX] = RAM + 0x100;
+        r.gpr[gpr::RCX] = 100;
+        assert_eq!(run(CodeSize::Bits64, &[0x0f, 0xab, 0x0b], &mut r, &mut m), Outcome::Done);
+        assert_eq!(m.get(RAM + 0x100 + 12, 4), 1 << 4);
+        // Negative offset: -1 is bit 31 of the dword before.
+        r.gpr[gpr::RCX] = u64::MAX;
+        run(CodeSize::Bits64, &[0x0f, 0xab, 0x0b], &mut r, &mut m);
+        assert_eq!(m.get(RAM + 0x100 - 4, 4), 1 << 31);
+        // 64-bit: -65 is bit 63 of the qword two before.
+        r.gpr[gpr::RCX] = (-65i64) as u64;
+        run(CodeSize::Bits64, &[0x48, 0x0f, 0xab, 0x0b], &mut r, &mut m);
+        assert_eq!(m.get(RAM + 0x100 - 16, 8), 1 << 63);
+        // 16-bit operand: the offset register is taken as a signed 16-bit value.
+        r.gpr[gpr::RCX] = 0xffff_0000_0000_0011; // cx = 17
+        run(CodeSize::Bits64, &[0x66, 0x0f, 0xab, 0x0b], &mut r, &mut m);
+        assert_eq!(m.get(RAM + 0x102, 2), 1 << 1);
+        r.gpr[gpr::RCX] = 0x0000_ffff_ffff_fff0; // cx = -16: the word before, bit 0
+        run(CodeSize::Bits64, &[0x66, 0x0f, 0xab, 0x0b], &mut r, &mut m);
+        assert_eq!(m.get(RAM + 0x100 - 2, 2) & 1, 1);
+        // 32-bit offset register, sign-extended from 32 bits: ecx = -33.
+        r.gpr[gpr::RCX] = 0x1234_5678_ffff_ffdf;
+        run(CodeSize::Bits64, &[0x0f, 0xb3, 0x0b], &mut r, &mut m); // btr
+        // -33 = -2*32 + 31: dword at -8, bit 31 (was clear): CF=0.
+        assert_eq!(r.rflags & flags::CF, 0);
+        // BT reads through the same address and sets CF.
+        r.gpr[gpr::RCX] = 100;
+        run(CodeSize::Bits64, &[0x0f, 0xa3, 0x0b], &mut r, &mut m);
+        assert_eq!(r.rflags & flags::CF, flags::CF);
+        // The address is reported, too.
+        let i = dec(CodeSize::Bits64, &[0x0f, 0xab, 0x0b]);
+        assert_eq!(i.mem_addr(&r, &Env::default()).unwrap().unwrap().linear, RAM + 0x100 + 12);
+        // Immediate offsets never move the address.
+        r.gpr[gpr::RBX] = RAM + 0x200;
+        run(CodeSize::Bits64, &[0x0f, 0xba, 0x2b, 100], &mut r, &mut m); // bts [rbx], 100 -> bit 4
+        assert_eq!(m.get(RAM + 0x200, 4), 1 << 4);
+    }
+
+    #[test]
+    fn cmpxchg8b_16b_match_cpu() {
+        #[repr(align(16))]
+        struct A16([u64; 2]);
+        let mut rng = Rng(77);
+        for i in 0..400 {
+            let mem = [rng.val(), rng.val()];
+            let eq = i % 2 == 0;
+            let (rax, rdx) = if eq {
+                (rng.val() & !0xffff_ffff | (mem[0] & 0xffff_ffff), rng.val() & !0xffff_ffff | (mem[0] >> 32))
+            } else {
+                (rng.val(), rng.val())
+            };
+            let (rbx, rcx) = (rng.val(), rng.val());
+            let fin = 0x2 | (rng.next() & flags::ARITH);
+            // 8B.
+            let mut m8 = mem[0];
+            let (mut nax, mut ndx, mut nf) = (rax, rdx, fin);
+            // SAFETY: `p` points to a live u64; RBX is saved and restored around the use.
+            unsafe {
+                asm!("xchg rbx, {nb}", "push {f}", "popfq", "lock cmpxchg8b [{p}]", "pushfq", "pop {f}", "xchg rbx, {nb}",
+                    p = in(reg) &mut m8 as *mut u64, nb = inout(reg) rbx => _, f = inout(reg) nf,
+                    inout("rax") nax, inout("rdx") ndx, in("rcx") rcx);
+            }
+            let mut r = regs();
+            r.rflags = fin;
+            r.gpr[gpr::RAX] = rax;
+            r.gpr[gpr::RDX] = rdx;
+            r.gpr[gpr::RCX] = rcx;
+            r.gpr[gpr::RDI] = rbx;
+            let mut m = TestMem::new();
+            m.put(RAM, 8, mem[0]);
+            let mut rr = r;
+            rr.gpr[gpr::RBX] = rbx;
+            rr.gpr[gpr::RSI] = RAM;
+            assert_eq!(run(CodeSize::Bits64, &[0xf0, 0x0f, 0xc7, 0x0e], &mut rr, &mut m), Outcome::Done);
+            assert_eq!((m.get(RAM, 8), rr.gpr[gpr::RAX], rr.gpr[gpr::RDX], rr.rflags), (m8, nax, ndx, (nf & flags::ARITH) | 2), "cmpxchg8b {i}");
+            // Same in 32-bit mode.
+            let mut m = TestMem::new();
+            m.put(RAM, 8, mem[0]);
+            let mut r32 = rr;
+            r32.gpr = [0; 16];
+            for (k, v) in [(0, rax), (2, rdx), (1, rcx), (3, rbx)] {
+                r32.gpr[k] = v & 0xffff_ffff;
+            }
+            r32.gpr[gpr::RSI] = RAM;
+            r32.rip = 0x1000;
+            r32.rflags = fin;
+            assert_eq!(run(CodeSize::Bits32, &[0xf0, 0x0f, 0xc7, 0x0e], &mut r32, &mut m), Outcome::Done);
+            assert_eq!((m.get(RAM, 8), r32.gpr[0], r32.gpr[2]), (m8, nax & 0xffff_ffff, ndx & 0xffff_ffff));
+            // 16B.
+            let mut m16 = A16(mem);
+            let (rax, rdx) = if eq { (mem[0], mem[1]) } else { (rax, rdx) };
+            let (mut nax, mut ndx, mut nf) = (rax, rdx, fin);
+            // SAFETY: `p` points to a live 16-byte-aligned [u64; 2]; RBX saved and restored.
+            unsafe {
+                asm!("xchg rbx, {nb}", "push {f}", "popfq", "lock cmpxchg16b [{p}]", "pushfq", "pop {f}", "xchg rbx, {nb}",
+                    p = in(reg) m16.0.as_mut_ptr(), nb = inout(reg) rbx => _, f = inout(reg) nf,
+                    inout("rax") nax, inout("rdx") ndx, in("rcx") rcx);
+            }
+            let mut m = TestMem::new();
+            m.put(RAM, 8, mem[0]);
+            m.put(RAM + 8, 8, mem[1]);
+            let mut rr = regs();
+            rr.rflags = fin;
+            rr.gpr[gpr::RAX] = rax;
+            rr.gpr[gpr::RDX] = rdx;
+            rr.gpr[gpr::RCX] = rcx;
+            rr.gpr[gpr::RBX] = rbx;
+            rr.gpr[gpr::RSI] = RAM;
+            assert_eq!(run(CodeSize::Bits64, &[0xf0, 0x48, 0x0f, 0xc7, 0x0e], &mut rr, &mut m), Outcome::Done);
+            assert_eq!((m.get(RAM, 8), m.get(RAM + 8, 8), rr.gpr[gpr::RAX], rr.gpr[gpr::RDX], rr.rflags), (m16.0[0], m16.0[1], nax, ndx, (nf & flags::ARITH) | 2), "cmpxchg16b {i}");
+        }
+    }
 }
