@@ -588,8 +588,7 @@ impl Cursor<'_> {
             return Err(DecodeError::TooLong);
         }
         let b = *self.bytes.get(self.pos).ok_or(DecodeError::NeedMoreBytes)?;
-        // No overflow: pos < MAX_INSN_LEN here.
-        self.pos += 1;
+        self.pos = self.pos.saturating_add(1);
         Ok(b)
     }
 
@@ -635,7 +634,7 @@ fn sext(v: u64, size: u8) -> u64 {
 fn reg_operand(n: u8, size: u8, rex: bool) -> Operand {
     let n = n & 15;
     if size == 1 && !rex && (4..8).contains(&n) {
-        Operand::RegHigh8(n - 4)
+        Operand::RegHigh8(n & 3)
     } else {
         Operand::Reg(n)
     }
@@ -1008,7 +1007,10 @@ pub fn decode(bytes: &[u8], mode: CodeSize) -> Result<Insn, DecodeError> {
         }
         _ => return unsupported(u16::from(opcode)),
     }
-    if !matches!(insn.op, Op::Movzx | Op::Movsx | Op::Cmpxchg8b | Op::Cmpxchg16b) {
+    if !matches!(
+        insn.op,
+        Op::Movzx | Op::Movsx | Op::Cmpxchg8b | Op::Cmpxchg16b
+    ) {
         insn.src_size = insn.op_size;
     }
     if lock && !lockable(&insn) {
@@ -1074,15 +1076,13 @@ fn effective(insn: &Insn, regs: &Regs, extra: u64) -> u64 {
     let m = &insn.mem;
     let mut ea = (m.disp as u64).wrapping_add(extra);
     if let Some(b) = m.base {
-        ea = ea.wrapping_add(regs.gpr[usize::from(b & 15)]);
+        ea = ea.wrapping_add(gpr_get(regs, usize::from(b)));
     }
     if let Some(i) = m.index {
-        ea = ea.wrapping_add(regs.gpr[usize::from(i & 15)].wrapping_mul(u64::from(m.scale)));
+        ea = ea.wrapping_add(gpr_get(regs, usize::from(i)).wrapping_mul(u64::from(m.scale)));
     }
     if m.rip_relative {
-        ea = ea
-            .wrapping_add(regs.rip)
-            .wrapping_add(u64::from(insn.len));
+        ea = ea.wrapping_add(regs.rip).wrapping_add(u64::from(insn.len));
     }
     ea & mask(insn.addr_size)
 }
@@ -1092,16 +1092,16 @@ fn effective(insn: &Insn, regs: &Regs, extra: u64) -> u64 {
 /// Returns `(byte displacement, bit within the unit)`.
 fn bit_string(insn: &Insn, regs: &Regs) -> (u64, u32) {
     let size = insn.op_size;
-    let bits_log2 = match size {
-        2 => 4,
-        4 => 5,
-        _ => 6,
+    let (bits_log2, bit_mask) = match size {
+        2 => (4, 15u32),
+        4 => (5, 31),
+        _ => (6, 63),
     };
     match insn.src {
-        Operand::Imm(v) => (0, (v as u32) & ((1 << bits_log2) - 1)),
+        Operand::Imm(v) => (0, (v as u32) & bit_mask),
         Operand::Reg(n) => {
-            let off = sext(regs.gpr[usize::from(n & 15)], size) as i64;
-            let bit = (off as u32) & ((1 << bits_log2) - 1);
+            let off = sext(gpr_get(regs, usize::from(n)), size) as i64;
+            let bit = (off as u32) & bit_mask;
             if insn.dst == Operand::Mem {
                 let units = off >> bits_log2;
                 ((units as u64).wrapping_mul(u64::from(size)), bit)
@@ -1121,8 +1121,14 @@ fn operand_addr(insn: &Insn, regs: &Regs, env: &Env) -> Result<Addr, Exception> 
     linearize(insn.mode, env, insn.mem.seg, effective(insn, regs, extra))
 }
 
-fn string_addr(insn: &Insn, regs: &Regs, env: &Env, seg: Seg, reg: usize) -> Result<Addr, Exception> {
-    let off = regs.gpr[reg & 15] & mask(insn.addr_size);
+fn string_addr(
+    insn: &Insn,
+    regs: &Regs,
+    env: &Env,
+    seg: Seg,
+    reg: usize,
+) -> Result<Addr, Exception> {
+    let off = gpr_get(regs, reg) & mask(insn.addr_size);
     linearize(insn.mode, env, seg, off)
 }
 
@@ -1130,21 +1136,27 @@ fn string_addr(insn: &Insn, regs: &Regs, env: &Env, seg: Seg, reg: usize) -> Res
 // Registers and flags
 // ---------------------------------------------------------------------------------------
 
+/// Register `n` (taken modulo 16).
+fn gpr_get(regs: &Regs, n: usize) -> u64 {
+    regs.gpr.get(n & 15).copied().unwrap_or(0)
+}
+
 /// Writes the low `size` bytes of `val` to register `n` as the CPU does: 32-bit writes
 /// zero-extend, 8- and 16-bit writes keep the rest.
 fn set_gpr(regs: &mut Regs, n: usize, size: u8, val: u64) {
-    let slot = &mut regs.gpr[n & 15];
-    *slot = match size {
-        1 | 2 => (*slot & !mask(size)) | (val & mask(size)),
-        4 => val & 0xffff_ffff,
-        _ => val,
-    };
+    if let Some(slot) = regs.gpr.get_mut(n & 15) {
+        *slot = match size {
+            1 | 2 => (*slot & !mask(size)) | (val & mask(size)),
+            4 => val & 0xffff_ffff,
+            _ => val,
+        };
+    }
 }
 
 fn get_reg(regs: &Regs, o: Operand, size: u8) -> u64 {
     match o {
-        Operand::Reg(n) => regs.gpr[usize::from(n & 15)] & mask(size),
-        Operand::RegHigh8(n) => (regs.gpr[usize::from(n & 3)] >> 8) & 0xff,
+        Operand::Reg(n) => gpr_get(regs, usize::from(n)) & mask(size),
+        Operand::RegHigh8(n) => (gpr_get(regs, usize::from(n & 3)) >> 8) & 0xff,
         Operand::Imm(v) => v & mask(size),
         Operand::None | Operand::Mem => 0,
     }
@@ -1154,8 +1166,9 @@ fn set_reg(regs: &mut Regs, o: Operand, size: u8, val: u64) {
     match o {
         Operand::Reg(n) => set_gpr(regs, usize::from(n), size, val),
         Operand::RegHigh8(n) => {
-            let slot = &mut regs.gpr[usize::from(n & 3)];
-            *slot = (*slot & !0xff00) | ((val & 0xff) << 8);
+            if let Some(slot) = regs.gpr.get_mut(usize::from(n & 3)) {
+                *slot = (*slot & !0xff00) | ((val & 0xff) << 8);
+            }
         }
         _ => {}
     }
@@ -1294,7 +1307,10 @@ impl<M: EmuMemory + ?Sized> Bus<'_, M> {
             if d.linear != addr.linear || usize::from(d.len) != buf.len() {
                 return Err(Stop::Err(EmuError::MmioMismatch));
             }
-            let src = d.data.get(..buf.len()).ok_or(Stop::Err(EmuError::MmioMismatch))?;
+            let src = d
+                .data
+                .get(..buf.len())
+                .ok_or(Stop::Err(EmuError::MmioMismatch))?;
             buf.copy_from_slice(src);
             return Ok(());
         }
@@ -1326,7 +1342,14 @@ impl<M: EmuMemory + ?Sized> Bus<'_, M> {
 
     /// Stores `new` to a memory operand that held `old`: atomically if `atomic`.
     /// Returns false if an atomic store lost a race.
-    fn store(&mut self, addr: &Addr, size: u8, old: u64, new: u64, atomic: bool) -> Result<bool, Stop> {
+    fn store(
+        &mut self,
+        addr: &Addr,
+        size: u8,
+        old: u64,
+        new: u64,
+        atomic: bool,
+    ) -> Result<bool, Stop> {
         let n = usize::from(size.min(8));
         let (o, w) = (to_le(old), to_le(new));
         let (o, w) = (o.get(..n).unwrap_or(&[]), w.get(..n).unwrap_or(&[]));
@@ -1362,7 +1385,7 @@ pub fn execute<M: EmuMemory + ?Sized>(
     mmio: Option<&MmioData>,
 ) -> Result<Outcome, EmuError> {
     let mut bus = Bus { mem, mmio };
-    let mut attempts = 0;
+    let mut attempts = 0u32;
     loop {
         let mut r = *regs;
         let res = match insn.op {
@@ -1378,7 +1401,7 @@ pub fn execute<M: EmuMemory + ?Sized>(
         };
         match res {
             Ok(Outcome::Retry) => {
-                attempts += 1;
+                attempts = attempts.saturating_add(1);
                 if attempts >= LOCK_RETRIES {
                     return Ok(Outcome::Retry);
                 }
@@ -1405,10 +1428,10 @@ pub fn execute_rep<M: EmuMemory + ?Sized>(
     max_iterations: u32,
 ) -> Result<Outcome, EmuError> {
     let mut out = execute(insn, regs, env, mem, mmio)?;
-    let mut n = 1;
+    let mut n = 1u32;
     while out == Outcome::RepContinue && n < max_iterations {
         out = execute(insn, regs, env, mem, None)?;
-        n += 1;
+        n = n.saturating_add(1);
     }
     Ok(out)
 }
@@ -1732,10 +1755,12 @@ mod tests {
             if self.in_mmio(addr.linear) {
                 return Err(MemFault::Mmio);
             }
-            let r = self.range(addr.linear, buf.len()).ok_or(MemFault::Exception(Exception::Pf {
-                addr: addr.linear,
-                error_code: 0,
-            }))?;
+            let r = self
+                .range(addr.linear, buf.len())
+                .ok_or(MemFault::Exception(Exception::Pf {
+                    addr: addr.linear,
+                    error_code: 0,
+                }))?;
             buf.copy_from_slice(&self.data[r]);
             Ok(())
         }
@@ -1750,10 +1775,12 @@ mod tests {
                     error_code: 3,
                 }));
             }
-            let r = self.range(addr.linear, data.len()).ok_or(MemFault::Exception(Exception::Pf {
-                addr: addr.linear,
-                error_code: 2,
-            }))?;
+            let r = self
+                .range(addr.linear, data.len())
+                .ok_or(MemFault::Exception(Exception::Pf {
+                    addr: addr.linear,
+                    error_code: 2,
+                }))?;
             self.data[r].copy_from_slice(data);
             self.writes += 1;
             Ok(())
@@ -1763,10 +1790,18 @@ mod tests {
             if self.in_mmio(addr.linear) {
                 return self.write(addr, new).map(|()| true);
             }
-            let r = self.range(addr.linear, old.len()).ok_or(MemFault::Exception(Exception::Pf {
-                addr: addr.linear,
-                error_code: 2,
-            }))?;
+            if addr.linear >= self.ro_base && addr.linear < self.ro_base + self.ro_len {
+                return Err(MemFault::Exception(Exception::Pf {
+                    addr: addr.linear,
+                    error_code: 3,
+                }));
+            }
+            let r = self
+                .range(addr.linear, old.len())
+                .ok_or(MemFault::Exception(Exception::Pf {
+                    addr: addr.linear,
+                    error_code: 2,
+                }))?;
             if self.races > 0 {
                 self.races -= 1;
                 let s = r.start;
@@ -1792,7 +1827,10 @@ mod tests {
         fn read(&mut self, _addr: &Addr, buf: &mut [u8]) -> Result<(), MemFault> {
             match self.rng.next() % 8 {
                 0 => Err(MemFault::Mmio),
-                1 => Err(MemFault::Exception(Exception::Pf { addr: 0, error_code: 0 })),
+                1 => Err(MemFault::Exception(Exception::Pf {
+                    addr: 0,
+                    error_code: 0,
+                })),
                 2 => Err(MemFault::Host),
                 _ => {
                     for b in buf.iter_mut() {
@@ -1805,14 +1843,20 @@ mod tests {
         fn write(&mut self, _addr: &Addr, _data: &[u8]) -> Result<(), MemFault> {
             match self.rng.next() % 8 {
                 0 => Err(MemFault::Mmio),
-                1 => Err(MemFault::Exception(Exception::Pf { addr: 0, error_code: 2 })),
+                1 => Err(MemFault::Exception(Exception::Pf {
+                    addr: 0,
+                    error_code: 2,
+                })),
                 _ => Ok(()),
             }
         }
         fn cmpxchg(&mut self, _addr: &Addr, _old: &[u8], _new: &[u8]) -> Result<bool, MemFault> {
             match self.rng.next() % 4 {
                 0 => Ok(false),
-                1 => Err(MemFault::Exception(Exception::Pf { addr: 0, error_code: 2 })),
+                1 => Err(MemFault::Exception(Exception::Pf {
+                    addr: 0,
+                    error_code: 2,
+                })),
                 _ => Ok(true),
             }
         }
@@ -1830,7 +1874,17 @@ mod tests {
         /// Random value biased towards edge cases.
         fn val(&mut self) -> u64 {
             const EDGES: [u64; 12] = [
-                0, 1, 2, 0x7f, 0x80, 0xff, 0x7fff, 0x8000, 0xffff, 0x7fff_ffff, 0x8000_0000,
+                0,
+                1,
+                2,
+                0x7f,
+                0x80,
+                0xff,
+                0x7fff,
+                0x8000,
+                0xffff,
+                0x7fff_ffff,
+                0x8000_0000,
                 0xffff_ffff,
             ];
             match self.next() % 4 {
@@ -1960,7 +2014,11 @@ mod tests {
             assert_eq!(i.op(), op, "{bytes:02x?}");
             // Every truncation asks for more bytes.
             for n in 0..bytes.len() {
-                assert_eq!(decode(&bytes[..n], mode), Err(DecodeError::NeedMoreBytes), "{bytes:02x?}");
+                assert_eq!(
+                    decode(&bytes[..n], mode),
+                    Err(DecodeError::NeedMoreBytes),
+                    "{bytes:02x?}"
+                );
             }
             // Trailing bytes are not consumed.
             let mut long = bytes.to_vec();
@@ -1974,30 +2032,60 @@ mod tests {
         use CodeSize::*;
         // mov byte ptr [r12+r13*4+0x10], sil: REX.X/B, SIL needs REX.
         let i = dec(Bits64, &[0x43, 0x88, 0x74, 0xac, 0x10]);
-        assert_eq!((i.dst(), i.src(), i.op_size()), (Operand::Mem, Operand::Reg(6), 1));
+        assert_eq!(
+            (i.dst(), i.src(), i.op_size()),
+            (Operand::Mem, Operand::Reg(6), 1)
+        );
         let m = i.mem();
-        assert_eq!((m.base, m.index, m.scale, m.disp, m.seg), (Some(12), Some(13), 4, 0x10, Seg::Ds));
+        assert_eq!(
+            (m.base, m.index, m.scale, m.disp, m.seg),
+            (Some(12), Some(13), 4, 0x10, Seg::Ds)
+        );
         // mov ah, [rax]: no REX, so reg 4 is AH.
         let i = dec(Bits64, &[0x8a, 0x20]);
         assert_eq!(i.dst(), Operand::RegHigh8(0));
         // RIP-relative.
         let i = dec(Bits64, &[0x48, 0x89, 0x0d, 0x34, 0x12, 0x00, 0x00]);
         assert!(i.mem().rip_relative);
-        assert_eq!((i.mem().disp, i.op_size(), i.src()), (0x1234, 8, Operand::Reg(1)));
+        assert_eq!(
+            (i.mem().disp, i.op_size(), i.src()),
+            (0x1234, 8, Operand::Reg(1))
+        );
         // Same bytes in 32-bit mode: absolute disp32, and 0x48 is DEC EAX (unsupported).
-        assert_eq!(decode(&[0x48, 0x89, 0x0d, 0x34, 0x12, 0x00, 0x00], Bits32), Err(DecodeError::Unsupported { opcode: 0x48 }));
+        assert_eq!(
+            decode(&[0x48, 0x89, 0x0d, 0x34, 0x12, 0x00, 0x00], Bits32),
+            Err(DecodeError::Unsupported { opcode: 0x48 })
+        );
         let i = dec(Bits32, &[0x89, 0x0d, 0x34, 0x12, 0x00, 0x00]);
         assert!(!i.mem().rip_relative);
         assert_eq!((i.mem().base, i.mem().disp), (None, 0x1234));
         // fs: override, 16-bit operand, REX.R/B.
         let i = dec(Bits64, &[0x64, 0x66, 0x45, 0x8b, 0x48, 0xf8]);
-        assert_eq!((i.dst(), i.op_size(), i.mem().seg, i.mem().base, i.mem().disp), (Operand::Reg(9), 2, Seg::Fs, Some(8), -8));
+        assert_eq!(
+            (
+                i.dst(),
+                i.op_size(),
+                i.mem().seg,
+                i.mem().base,
+                i.mem().disp
+            ),
+            (Operand::Reg(9), 2, Seg::Fs, Some(8), -8)
+        );
         // ds override ignored in 64-bit mode; [rsp+8] defaults to SS.
-        let i = dec(Bits64, &[0x3e, 0xc7, 0x44, 0x24, 0x08, 0x78, 0x56, 0x34, 0x12]);
-        assert_eq!((i.mem().seg, i.src(), i.len()), (Seg::Ss, Operand::Imm(0x1234_5678), 9));
+        let i = dec(
+            Bits64,
+            &[0x3e, 0xc7, 0x44, 0x24, 0x08, 0x78, 0x56, 0x34, 0x12],
+        );
+        assert_eq!(
+            (i.mem().seg, i.src(), i.len()),
+            (Seg::Ss, Operand::Imm(0x1234_5678), 9)
+        );
         // mov qword ptr [rbp], -5: imm32 sign-extended to 64; [rbp] is mod=01 disp8 0.
         let i = dec(Bits64, &[0x48, 0xc7, 0x45, 0x00, 0xfb, 0xff, 0xff, 0xff]);
-        assert_eq!((i.src(), i.mem().seg, i.mem().base), (Operand::Imm(u64::MAX - 4), Seg::Ss, Some(5)));
+        assert_eq!(
+            (i.src(), i.mem().seg, i.mem().base),
+            (Operand::Imm(u64::MAX - 4), Seg::Ss, Some(5))
+        );
         // [r13] is also mod=01 but defaults to DS; [r12] needs a SIB.
         assert_eq!(dec(Bits64, &[0x49, 0x8b, 0x45, 0x00]).mem().seg, Seg::Ds);
         assert_eq!(dec(Bits64, &[0x49, 0x8b, 0x04, 0x24]).mem().base, Some(12));
@@ -2006,35 +2094,65 @@ mod tests {
         assert_eq!((i.mem().base, i.mem().index), (Some(4), Some(12)));
         // SIB base 101 with mod=00: disp32, no base.
         let i = dec(Bits64, &[0x8b, 0x04, 0x8d, 0x00, 0x10, 0x00, 0x00]);
-        assert_eq!((i.mem().base, i.mem().index, i.mem().scale, i.mem().disp), (None, Some(1), 4, 0x1000));
+        assert_eq!(
+            (i.mem().base, i.mem().index, i.mem().scale, i.mem().disp),
+            (None, Some(1), 4, 0x1000)
+        );
         // moffs: 8-byte offset in 64-bit mode, 4 with 67.
-        let i = dec(Bits64, &[0x48, 0xa3, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]);
-        assert_eq!((i.dst(), i.src(), i.mem().disp, i.op_size()), (Operand::Mem, Operand::Reg(0), 0x1122_3344_5566_7788, 8));
+        let i = dec(
+            Bits64,
+            &[0x48, 0xa3, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11],
+        );
+        assert_eq!(
+            (i.dst(), i.src(), i.mem().disp, i.op_size()),
+            (Operand::Mem, Operand::Reg(0), 0x1122_3344_5566_7788, 8)
+        );
         let i = dec(Bits64, &[0x67, 0xa1, 0x44, 0x33, 0x22, 0x11]);
         assert_eq!((i.len(), i.addr_size(), i.mem().disp), (6, 4, 0x1122_3344));
         // 16-bit moffs.
         assert_eq!(dec(Bits16, &[0xa1, 0x34, 0x12]).mem().disp, 0x1234);
         // 16-bit addressing: [bp+di+0x10] uses SS; [bp] is mod=01; [0x1234] is disp16.
         let i = dec(Bits16, &[0x88, 0x43, 0x10]);
-        assert_eq!((i.mem().base, i.mem().index, i.mem().disp, i.mem().seg), (Some(5), Some(7), 0x10, Seg::Ss));
+        assert_eq!(
+            (i.mem().base, i.mem().index, i.mem().disp, i.mem().seg),
+            (Some(5), Some(7), 0x10, Seg::Ss)
+        );
         let i = dec(Bits16, &[0x89, 0x46, 0x00]);
         assert_eq!((i.mem().base, i.mem().seg), (Some(5), Seg::Ss));
         let i = dec(Bits16, &[0xc7, 0x06, 0x34, 0x12, 0x78, 0x56]);
-        assert_eq!((i.mem().base, i.mem().disp, i.src(), i.op_size()), (None, 0x1234, Operand::Imm(0x5678), 2));
+        assert_eq!(
+            (i.mem().base, i.mem().disp, i.src(), i.op_size()),
+            (None, 0x1234, Operand::Imm(0x5678), 2)
+        );
         // disp16 is sign-extended (and wrapped to 16 bits at execution).
         assert_eq!(dec(Bits16, &[0x8b, 0x87, 0xfe, 0xff]).mem().disp, -2);
         // 66 67 in 16-bit code: 32-bit operand and addressing with SIB.
         let i = dec(Bits16, &[0x67, 0x66, 0x8b, 0x04, 0x8b]);
-        assert_eq!((i.op_size(), i.addr_size(), i.mem().base, i.mem().index, i.mem().scale), (4, 4, Some(3), Some(1), 4));
+        assert_eq!(
+            (
+                i.op_size(),
+                i.addr_size(),
+                i.mem().base,
+                i.mem().index,
+                i.mem().scale
+            ),
+            (4, 4, Some(3), Some(1), 4)
+        );
         // 83 /0 sign-extends imm8 to the operand size.
         let i = dec(Bits16, &[0x83, 0x2c, 0xfd]);
-        assert_eq!((i.op(), i.src()), (Op::Alu(AluOp::Sub), Operand::Imm(0xfffd)));
+        assert_eq!(
+            (i.op(), i.src()),
+            (Op::Alu(AluOp::Sub), Operand::Imm(0xfffd))
+        );
         // cs: override honoured outside 64-bit mode.
         assert_eq!(dec(Bits16, &[0x2e, 0xc6, 0x07, 0x01]).mem().seg, Seg::Cs);
         assert_eq!(dec(Bits32, &[0x26, 0x8b, 0x03]).mem().seg, Seg::Es);
         // MOVZX/MOVSX sizes.
         let i = dec(Bits64, &[0x4c, 0x0f, 0xb7, 0x14, 0x77]);
-        assert_eq!((i.op_size(), i.src_size(), i.dst()), (8, 2, Operand::Reg(10)));
+        assert_eq!(
+            (i.op_size(), i.src_size(), i.dst()),
+            (8, 2, Operand::Reg(10))
+        );
         let i = dec(Bits64, &[0x48, 0x0f, 0xbe, 0x45, 0x00]);
         assert_eq!((i.op_size(), i.src_size()), (8, 1));
         // CMPXCHG8B/16B, lock.
@@ -2044,14 +2162,26 @@ mod tests {
         assert_eq!((i.op(), i.op_size()), (Op::Cmpxchg16b, 16));
         // Bit ops: immediate and register offsets.
         let i = dec(Bits64, &[0x0f, 0xba, 0x30, 0x1f]);
-        assert_eq!((i.op(), i.src(), i.op_size()), (Op::Bit(BitOp::Btr), Operand::Imm(31), 4));
+        assert_eq!(
+            (i.op(), i.src(), i.op_size()),
+            (Op::Bit(BitOp::Btr), Operand::Imm(31), 4)
+        );
         let i = dec(Bits64, &[0x66, 0x0f, 0xbb, 0x10]);
-        assert_eq!((i.op(), i.src(), i.op_size()), (Op::Bit(BitOp::Btc), Operand::Reg(2), 2));
+        assert_eq!(
+            (i.op(), i.src(), i.op_size()),
+            (Op::Bit(BitOp::Btc), Operand::Reg(2), 2)
+        );
         // String ops: REP, sizes; F2 acts as REP for STOS/MOVS.
         let i = dec(Bits64, &[0xf3, 0x48, 0xab]);
-        assert_eq!((i.op(), i.rep(), i.op_size(), i.addr_size()), (Op::Stos, true, 8, 8));
+        assert_eq!(
+            (i.op(), i.rep(), i.op_size(), i.addr_size()),
+            (Op::Stos, true, 8, 8)
+        );
         let i = dec(Bits64, &[0xf2, 0x67, 0xa4]);
-        assert_eq!((i.op(), i.rep(), i.op_size(), i.addr_size()), (Op::Movs, true, 1, 4));
+        assert_eq!(
+            (i.op(), i.rep(), i.op_size(), i.addr_size()),
+            (Op::Movs, true, 1, 4)
+        );
         assert!(!dec(Bits32, &[0xa5]).rep());
         // MOVS takes a source segment override.
         assert_eq!(dec(Bits64, &[0x65, 0xa5]).mem().seg, Seg::Gs);
@@ -2061,7 +2191,7 @@ mod tests {
         assert_eq!(dec(Bits64, &[0xf6, 0x08, 0x01]).op(), Op::Test);
         // 82 is 80 outside 64-bit mode.
         assert_eq!(dec(Bits32, &[0x82, 0x00, 0x01]).op(), Op::Alu(AluOp::Add));
-        assert!(dec(Bits64, &[0x8b, 0x03]).writes_memory() == false);
+        assert!(!dec(Bits64, &[0x8b, 0x03]).writes_memory());
         assert!(dec(Bits64, &[0x0f, 0xab, 0x03]).writes_memory());
         assert!(!dec(Bits64, &[0x0f, 0xa3, 0x03]).writes_memory());
     }
@@ -2078,7 +2208,10 @@ mod tests {
         let i = dec(Bits64, &[0x48, 0x41, 0x89, 0x03]);
         assert_eq!((i.op_size(), i.mem().base), (4, Some(11)));
         // In 16/32-bit mode, 0x40-0x4F are INC/DEC.
-        assert_eq!(decode(&[0x41, 0x89, 0x03], Bits32), Err(DecodeError::Unsupported { opcode: 0x41 }));
+        assert_eq!(
+            decode(&[0x41, 0x89, 0x03], Bits32),
+            Err(DecodeError::Unsupported { opcode: 0x41 })
+        );
         // Byte registers: REX makes 4..7 SPL..DIL.
         assert_eq!(dec(Bits64, &[0x40, 0x88, 0x20]).src(), Operand::Reg(4));
         assert_eq!(dec(Bits64, &[0x88, 0x20]).src(), Operand::RegHigh8(0));
@@ -2100,11 +2233,23 @@ mod tests {
         // Immediates past byte 15: #GP even if the caller only gave 15 bytes.
         let mut b = vec![0x66; 8];
         b.extend_from_slice(&[0x48, 0xc7, 0x84, 0x88, 0, 0, 0, 0, 1, 2, 3, 4]);
-        assert_eq!(decode(&b[..15], CodeSize::Bits64), Err(DecodeError::TooLong));
-        assert_eq!(decode(&b[..12], CodeSize::Bits64), Err(DecodeError::NeedMoreBytes));
-        assert_eq!(decode(&[], CodeSize::Bits64), Err(DecodeError::NeedMoreBytes));
+        assert_eq!(
+            decode(&b[..15], CodeSize::Bits64),
+            Err(DecodeError::TooLong)
+        );
+        assert_eq!(
+            decode(&b[..12], CodeSize::Bits64),
+            Err(DecodeError::NeedMoreBytes)
+        );
+        assert_eq!(
+            decode(&[], CodeSize::Bits64),
+            Err(DecodeError::NeedMoreBytes)
+        );
         // All prefixes, never an opcode.
-        assert_eq!(decode(&[0xf0; 40], CodeSize::Bits64), Err(DecodeError::TooLong));
+        assert_eq!(
+            decode(&[0xf0; 40], CodeSize::Bits64),
+            Err(DecodeError::TooLong)
+        );
     }
 
     #[test]
@@ -2238,7 +2383,11 @@ mod tests {
         let mut m = TestMem::new();
         m.put(RAM, 8, mem_val);
         r.gpr[gpr::RBX] = RAM;
-        assert_eq!(run(CodeSize::Bits64, &b, &mut r, &mut m), Outcome::Done, "{b:02x?}");
+        assert_eq!(
+            run(CodeSize::Bits64, &b, &mut r, &mut m),
+            Outcome::Done,
+            "{b:02x?}"
+        );
         assert_eq!(r.rip, 0x40_0000 + b.len() as u64);
         (m.get(RAM, 8), r)
     }
@@ -2262,7 +2411,11 @@ mod tests {
                     // op [rbx], rcx
                     r.gpr[gpr::RCX] = b;
                     let (mv, r1) = emu64(size, &[op * 8 + w, 0x0b], a, r);
-                    assert_eq!((mv & msk, r1.rflags & flags::ARITH), want, "op {op} size {size} {a:#x} {b:#x} f {fin:#x}");
+                    assert_eq!(
+                        (mv & msk, r1.rflags & flags::ARITH),
+                        want,
+                        "op {op} size {size} {a:#x} {b:#x} f {fin:#x}"
+                    );
                     assert_eq!(mv & !msk, a & !msk, "bytes beyond the operand untouched");
                     // op rcx, [rbx]
                     r.gpr[gpr::RCX] = a;
@@ -2282,12 +2435,18 @@ mod tests {
                     let mut body = vec![if size == 1 { 0x80 } else { 0x81 }, (op << 3) | 3];
                     body.extend_from_slice(&imm.to_le_bytes()[..usize::from(size.min(4))]);
                     let (mv, r3) = emu64(size, &body, a, r);
-                    assert_eq!((mv & msk, r3.rflags & flags::ARITH), (na & msk, nf & flags::ARITH));
+                    assert_eq!(
+                        (mv & msk, r3.rflags & flags::ARITH),
+                        (na & msk, nf & flags::ARITH)
+                    );
                     if size != 1 {
                         let imm8 = sext(b, 1) & msk;
                         let (na, nf) = native_alu(op, size, a, imm8, fin);
                         let (mv, r4) = emu64(size, &[0x83, (op << 3) | 3, b as u8], a, r);
-                        assert_eq!((mv & msk, r4.rflags & flags::ARITH), (na & msk, nf & flags::ARITH));
+                        assert_eq!(
+                            (mv & msk, r4.rflags & flags::ARITH),
+                            (na & msk, nf & flags::ARITH)
+                        );
                     }
                 }
             }
@@ -2313,13 +2472,21 @@ mod tests {
                 ];
                 for ((na, nf), body) in cases {
                     let (mv, r1) = emu64(size, body, a, r);
-                    assert_eq!((mv & msk, r1.rflags), (na & msk, (nf & flags::ARITH) | (fin & !flags::ARITH)), "{body:02x?} size {size} {a:#x} f {fin:#x}");
+                    assert_eq!(
+                        (mv & msk, r1.rflags),
+                        (na & msk, (nf & flags::ARITH) | (fin & !flags::ARITH)),
+                        "{body:02x?} size {size} {a:#x} f {fin:#x}"
+                    );
                 }
                 // test [rbx], rcx and test [rbx], imm
                 r.gpr[gpr::RCX] = b;
                 let (_, nf) = native2!("test", size, a, b, fin);
                 let (mv, r1) = emu64(size, &[0x84 | w, 0x0b], a, r);
-                assert_eq!((mv, r1.rflags), (a, (nf & flags::ARITH) | 2), "test size {size}");
+                assert_eq!(
+                    (mv, r1.rflags),
+                    (a, (nf & flags::ARITH) | 2),
+                    "test size {size}"
+                );
                 let imm = if size == 8 { sext(b, 4) } else { b & msk };
                 let (_, nf) = native2!("test", size, a, imm, fin);
                 let mut body = vec![0xf6 | w, 0x03];
@@ -2331,15 +2498,27 @@ mod tests {
                 // SAFETY: register-only XADD between a balanced push/pop of RFLAGS.
                 unsafe {
                     match size {
-                        1 => asm!("push {f}", "popfq", "xadd {a:l}, {b:l}", "pushfq", "pop {f}", a = inout(reg) na, b = inout(reg) nb, f = inout(reg) nf),
-                        2 => asm!("push {f}", "popfq", "xadd {a:x}, {b:x}", "pushfq", "pop {f}", a = inout(reg) na, b = inout(reg) nb, f = inout(reg) nf),
-                        4 => asm!("push {f}", "popfq", "xadd {a:e}, {b:e}", "pushfq", "pop {f}", a = inout(reg) na, b = inout(reg) nb, f = inout(reg) nf),
-                        _ => asm!("push {f}", "popfq", "xadd {a}, {b}", "pushfq", "pop {f}", a = inout(reg) na, b = inout(reg) nb, f = inout(reg) nf),
+                        1 => {
+                            asm!("push {f}", "popfq", "xadd {a:l}, {b:l}", "pushfq", "pop {f}", a = inout(reg) na, b = inout(reg) nb, f = inout(reg) nf)
+                        }
+                        2 => {
+                            asm!("push {f}", "popfq", "xadd {a:x}, {b:x}", "pushfq", "pop {f}", a = inout(reg) na, b = inout(reg) nb, f = inout(reg) nf)
+                        }
+                        4 => {
+                            asm!("push {f}", "popfq", "xadd {a:e}, {b:e}", "pushfq", "pop {f}", a = inout(reg) na, b = inout(reg) nb, f = inout(reg) nf)
+                        }
+                        _ => {
+                            asm!("push {f}", "popfq", "xadd {a}, {b}", "pushfq", "pop {f}", a = inout(reg) na, b = inout(reg) nb, f = inout(reg) nf)
+                        }
                     }
                 }
                 let (mv, r1) = emu64(size, &[0xf0, 0x0f, 0xc0 | w, 0x0b], a, r);
                 let _ = &mut na;
-                assert_eq!((mv & msk, r1.gpr[gpr::RCX], r1.rflags), (na & msk, nb, (nf & flags::ARITH) | 2), "xadd size {size} {a:#x} {b:#x}");
+                assert_eq!(
+                    (mv & msk, r1.gpr[gpr::RCX], r1.rflags),
+                    (na & msk, nb, (nf & flags::ARITH) | 2),
+                    "xadd size {size} {a:#x} {b:#x}"
+                );
             }
         }
     }
@@ -2353,16 +2532,28 @@ mod tests {
             for i in 0..500 {
                 let (d, s) = (rng.val(), rng.val());
                 // Half the time the accumulator matches the destination.
-                let acc = if i % 2 == 0 { (rng.val() & !msk) | (d & msk) } else { rng.val() };
+                let acc = if i % 2 == 0 {
+                    (rng.val() & !msk) | (d & msk)
+                } else {
+                    rng.val()
+                };
                 let fin = 0x2 | (rng.next() & flags::ARITH);
                 let (mut nd, mut nacc, mut nf) = (d, acc, fin);
                 // SAFETY: register-only CMPXCHG between a balanced push/pop of RFLAGS.
                 unsafe {
                     match size {
-                        1 => asm!("push {f}", "popfq", "cmpxchg {d:l}, {s:l}", "pushfq", "pop {f}", d = inout(reg) nd, s = in(reg) s, f = inout(reg) nf, inout("rax") nacc),
-                        2 => asm!("push {f}", "popfq", "cmpxchg {d:x}, {s:x}", "pushfq", "pop {f}", d = inout(reg) nd, s = in(reg) s, f = inout(reg) nf, inout("rax") nacc),
-                        4 => asm!("push {f}", "popfq", "cmpxchg {d:e}, {s:e}", "pushfq", "pop {f}", d = inout(reg) nd, s = in(reg) s, f = inout(reg) nf, inout("rax") nacc),
-                        _ => asm!("push {f}", "popfq", "cmpxchg {d}, {s}", "pushfq", "pop {f}", d = inout(reg) nd, s = in(reg) s, f = inout(reg) nf, inout("rax") nacc),
+                        1 => {
+                            asm!("push {f}", "popfq", "cmpxchg {d:l}, {s:l}", "pushfq", "pop {f}", d = inout(reg) nd, s = in(reg) s, f = inout(reg) nf, inout("rax") nacc)
+                        }
+                        2 => {
+                            asm!("push {f}", "popfq", "cmpxchg {d:x}, {s:x}", "pushfq", "pop {f}", d = inout(reg) nd, s = in(reg) s, f = inout(reg) nf, inout("rax") nacc)
+                        }
+                        4 => {
+                            asm!("push {f}", "popfq", "cmpxchg {d:e}, {s:e}", "pushfq", "pop {f}", d = inout(reg) nd, s = in(reg) s, f = inout(reg) nf, inout("rax") nacc)
+                        }
+                        _ => {
+                            asm!("push {f}", "popfq", "cmpxchg {d}, {s}", "pushfq", "pop {f}", d = inout(reg) nd, s = in(reg) s, f = inout(reg) nf, inout("rax") nacc)
+                        }
                     }
                 }
                 let mut r = regs();
@@ -2372,7 +2563,11 @@ mod tests {
                 let (mv, r1) = emu64(size, &[0xf0, 0x0f, 0xb0 | w, 0x0b], d, r);
                 // RAX in full: the upper half of RAX is kept on success, zeroed on a
                 // failed 32-bit compare.
-                assert_eq!((mv & msk, r1.gpr[gpr::RAX], r1.rflags), (nd & msk, nacc, (nf & flags::ARITH) | 2), "cmpxchg size {size} d {d:#x} s {s:#x} acc {acc:#x}");
+                assert_eq!(
+                    (mv & msk, r1.gpr[gpr::RAX], r1.rflags),
+                    (nd & msk, nacc, (nf & flags::ARITH) | 2),
+                    "cmpxchg size {size} d {d:#x} s {s:#x} acc {acc:#x}"
+                );
             }
         }
     }
@@ -2403,7 +2598,11 @@ mod tests {
                     assert_eq!(mv & msk, na & msk);
                     // CF and ZF as the CPU; OF/SF/AF/PF (undefined) are left unchanged.
                     let cz = flags::CF | flags::ZF;
-                    assert_eq!(r1.rflags & cz, nf & cz, "bt{k} size {size} {a:#x} bit {bit}");
+                    assert_eq!(
+                        r1.rflags & cz,
+                        nf & cz,
+                        "bt{k} size {size} {a:#x} bit {bit}"
+                    );
                     assert_eq!(r1.rflags & !flags::CF, fin & !flags::CF);
                     // bt* [rbx], imm8 (0F BA /4../7); the immediate is taken modulo the size.
                     let imm = (bit + bits * (rng.next() % 4)) as u8;
@@ -2421,7 +2620,10 @@ mod tests {
         let mut r = regs();
         r.gpr[gpr::RBX] = RAM + 0x100;
         r.gpr[gpr::RCX] = 100;
-        assert_eq!(run(CodeSize::Bits64, &[0x0f, 0xab, 0x0b], &mut r, &mut m), Outcome::Done);
+        assert_eq!(
+            run(CodeSize::Bits64, &[0x0f, 0xab, 0x0b], &mut r, &mut m),
+            Outcome::Done
+        );
         assert_eq!(m.get(RAM + 0x100 + 12, 4), 1 << 4);
         // Negative offset: -1 is bit 31 of the dword before.
         r.gpr[gpr::RCX] = u64::MAX;
@@ -2441,7 +2643,7 @@ mod tests {
         // 32-bit offset register, sign-extended from 32 bits: ecx = -33.
         r.gpr[gpr::RCX] = 0x1234_5678_ffff_ffdf;
         run(CodeSize::Bits64, &[0x0f, 0xb3, 0x0b], &mut r, &mut m); // btr
-        // -33 = -2*32 + 31: dword at -8, bit 31 (was clear): CF=0.
+                                                                    // -33 = -2*32 + 31: dword at -8, bit 31 (was clear): CF=0.
         assert_eq!(r.rflags & flags::CF, 0);
         // BT reads through the same address and sets CF.
         r.gpr[gpr::RCX] = 100;
@@ -2449,7 +2651,10 @@ mod tests {
         assert_eq!(r.rflags & flags::CF, flags::CF);
         // The address is reported, too.
         let i = dec(CodeSize::Bits64, &[0x0f, 0xab, 0x0b]);
-        assert_eq!(i.mem_addr(&r, &Env::default()).unwrap().unwrap().linear, RAM + 0x100 + 12);
+        assert_eq!(
+            i.mem_addr(&r, &Env::default()).unwrap().unwrap().linear,
+            RAM + 0x100 + 12
+        );
         // Immediate offsets never move the address.
         r.gpr[gpr::RBX] = RAM + 0x200;
         run(CodeSize::Bits64, &[0x0f, 0xba, 0x2b, 100], &mut r, &mut m); // bts [rbx], 100 -> bit 4
@@ -2465,7 +2670,10 @@ mod tests {
             let mem = [rng.val(), rng.val()];
             let eq = i % 2 == 0;
             let (rax, rdx) = if eq {
-                (rng.val() & !0xffff_ffff | (mem[0] & 0xffff_ffff), rng.val() & !0xffff_ffff | (mem[0] >> 32))
+                (
+                    rng.val() & !0xffff_ffff | (mem[0] & 0xffff_ffff),
+                    rng.val() & !0xffff_ffff | (mem[0] >> 32),
+                )
             } else {
                 (rng.val(), rng.val())
             };
@@ -2491,8 +2699,15 @@ mod tests {
             let mut rr = r;
             rr.gpr[gpr::RBX] = rbx;
             rr.gpr[gpr::RSI] = RAM;
-            assert_eq!(run(CodeSize::Bits64, &[0xf0, 0x0f, 0xc7, 0x0e], &mut rr, &mut m), Outcome::Done);
-            assert_eq!((m.get(RAM, 8), rr.gpr[gpr::RAX], rr.gpr[gpr::RDX], rr.rflags), (m8, nax, ndx, (nf & flags::ARITH) | 2), "cmpxchg8b {i}");
+            assert_eq!(
+                run(CodeSize::Bits64, &[0xf0, 0x0f, 0xc7, 0x0e], &mut rr, &mut m),
+                Outcome::Done
+            );
+            assert_eq!(
+                (m.get(RAM, 8), rr.gpr[gpr::RAX], rr.gpr[gpr::RDX], rr.rflags),
+                (m8, nax, ndx, (nf & flags::ARITH) | 2),
+                "cmpxchg8b {i}"
+            );
             // Same in 32-bit mode.
             let mut m = TestMem::new();
             m.put(RAM, 8, mem[0]);
@@ -2504,8 +2719,19 @@ mod tests {
             r32.gpr[gpr::RSI] = RAM;
             r32.rip = 0x1000;
             r32.rflags = fin;
-            assert_eq!(run(CodeSize::Bits32, &[0xf0, 0x0f, 0xc7, 0x0e], &mut r32, &mut m), Outcome::Done);
-            assert_eq!((m.get(RAM, 8), r32.gpr[0], r32.gpr[2]), (m8, nax & 0xffff_ffff, ndx & 0xffff_ffff));
+            assert_eq!(
+                run(
+                    CodeSize::Bits32,
+                    &[0xf0, 0x0f, 0xc7, 0x0e],
+                    &mut r32,
+                    &mut m
+                ),
+                Outcome::Done
+            );
+            assert_eq!(
+                (m.get(RAM, 8), r32.gpr[0], r32.gpr[2]),
+                (m8, nax & 0xffff_ffff, ndx & 0xffff_ffff)
+            );
             // 16B.
             let mut m16 = A16(mem);
             let (rax, rdx) = if eq { (mem[0], mem[1]) } else { (rax, rdx) };
@@ -2526,8 +2752,728 @@ mod tests {
             rr.gpr[gpr::RCX] = rcx;
             rr.gpr[gpr::RBX] = rbx;
             rr.gpr[gpr::RSI] = RAM;
-            assert_eq!(run(CodeSize::Bits64, &[0xf0, 0x48, 0x0f, 0xc7, 0x0e], &mut rr, &mut m), Outcome::Done);
-            assert_eq!((m.get(RAM, 8), m.get(RAM + 8, 8), rr.gpr[gpr::RAX], rr.gpr[gpr::RDX], rr.rflags), (m16.0[0], m16.0[1], nax, ndx, (nf & flags::ARITH) | 2), "cmpxchg16b {i}");
+            assert_eq!(
+                run(
+                    CodeSize::Bits64,
+                    &[0xf0, 0x48, 0x0f, 0xc7, 0x0e],
+                    &mut rr,
+                    &mut m
+                ),
+                Outcome::Done
+            );
+            assert_eq!(
+                (
+                    m.get(RAM, 8),
+                    m.get(RAM + 8, 8),
+                    rr.gpr[gpr::RAX],
+                    rr.gpr[gpr::RDX],
+                    rr.rflags
+                ),
+                (m16.0[0], m16.0[1], nax, ndx, (nf & flags::ARITH) | 2),
+                "cmpxchg16b {i}"
+            );
         }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Addressing
+    // -----------------------------------------------------------------------------------
+
+    #[test]
+    fn rip_relative() {
+        // mov [rip+0x10], eax at rip = RAM: writes at RAM + 6 + 0x10.
+        let mut m = TestMem::new();
+        let mut r = regs();
+        r.rip = RAM;
+        r.gpr[gpr::RAX] = 0xdead_beef;
+        assert_eq!(
+            run(
+                CodeSize::Bits64,
+                &[0x89, 0x05, 0x10, 0, 0, 0],
+                &mut r,
+                &mut m
+            ),
+            Outcome::Done
+        );
+        assert_eq!(m.get(RAM + 0x16, 4), 0xdead_beef);
+        assert_eq!(r.rip, RAM + 6);
+        // With an immediate after the displacement, the end of the whole instruction counts:
+        // mov dword [rip+0x20], 5 is 10 bytes.
+        r.rip = RAM;
+        run(
+            CodeSize::Bits64,
+            &[0xc7, 0x05, 0x20, 0, 0, 0, 5, 0, 0, 0],
+            &mut r,
+            &mut m,
+        );
+        assert_eq!(m.get(RAM + 10 + 0x20, 4), 5);
+        // Negative displacement.
+        r.rip = RAM + 0x100;
+        run(
+            CodeSize::Bits64,
+            &[0x89, 0x05, 0xf0, 0xff, 0xff, 0xff],
+            &mut r,
+            &mut m,
+        );
+        assert_eq!(m.get(RAM + 0x106 - 0x10, 4), 0xdead_beef);
+        // 67: EIP-relative, wraps at 4 GiB.
+        let i = dec(CodeSize::Bits64, &[0x67, 0x89, 0x05, 0x10, 0, 0, 0]);
+        let mut r2 = regs();
+        r2.rip = 0x1_ffff_fff0;
+        let a = i.mem_addr(&r2, &Env::default()).unwrap().unwrap();
+        assert_eq!(a.linear, (0x1_ffff_fff0u64 + 7 + 0x10) & 0xffff_ffff);
+    }
+
+    #[test]
+    fn addressing_16bit() {
+        let env = Env {
+            seg_base: [0x1000, 0x2000, 0x3000, 0x4000, 0, 0],
+            la57: false,
+        };
+        let mut r = regs();
+        // [bx+si] with wraparound at 64 KiB.
+        r.gpr[gpr::RBX] = 0xffff;
+        r.gpr[gpr::RSI] = 0x0002;
+        let i = dec(CodeSize::Bits16, &[0x89, 0x00]);
+        let a = i.mem_addr(&r, &env).unwrap().unwrap();
+        assert_eq!((a.seg, a.offset, a.linear), (Seg::Ds, 1, 0x4001));
+        // [bp+di-2] uses SS.
+        r.gpr[gpr::RBP] = 0x0001;
+        r.gpr[gpr::RDI] = 0x0000;
+        let i = dec(CodeSize::Bits16, &[0x89, 0x43, 0xfe]);
+        let a = i.mem_addr(&r, &env).unwrap().unwrap();
+        assert_eq!(
+            (a.seg, a.offset, a.linear),
+            (Seg::Ss, 0xffff, 0x3000 + 0xffff)
+        );
+        // Upper register bits are ignored by 16-bit addressing.
+        r.gpr[gpr::RBX] = 0xdead_0000_0010;
+        let i = dec(CodeSize::Bits16, &[0x8b, 0x07]);
+        assert_eq!(i.mem_addr(&r, &env).unwrap().unwrap().offset, 0x10);
+        // ES override; execute a real-mode store: mov es:[di], ax.
+        let env = Env {
+            seg_base: [RAM, 0, 0, 0, 0, 0],
+            la57: false,
+        };
+        let mut m = TestMem::new();
+        r.gpr[gpr::RDI] = 0x20;
+        r.gpr[gpr::RAX] = 0xffff_1234;
+        r.rip = 0xfffe;
+        let i = dec(CodeSize::Bits16, &[0x26, 0x89, 0x05]);
+        assert_eq!(execute(&i, &mut r, &env, &mut m, None), Ok(Outcome::Done));
+        assert_eq!(m.get(RAM + 0x20, 4), 0x1234);
+        assert_eq!(r.rip, 0x1_0001);
+    }
+
+    #[test]
+    fn addressing_32bit_and_segments() {
+        // 32-bit: base + index*scale + disp wraps at 4 GiB; so does base+segment.
+        let env = Env {
+            seg_base: [0, 0, 0, 0x10, 0, 0],
+            la57: false,
+        };
+        let mut r = regs();
+        r.gpr[gpr::RAX] = 0xffff_fff0;
+        r.gpr[gpr::RCX] = 0x8;
+        let i = dec(CodeSize::Bits32, &[0x89, 0x54, 0x88, 0x04]); // mov [eax+ecx*4+4], edx
+        let a = i.mem_addr(&r, &env).unwrap().unwrap();
+        assert_eq!((a.offset, a.linear), (0x14, 0x24));
+        // 64-bit: DS base ignored, FS base used, 64-bit wrap.
+        let env = Env {
+            seg_base: [0x111, 0x222, 0x333, 0x444, 0xffff_8000_0000_0000, 0x7000],
+            la57: false,
+        };
+        r.gpr[gpr::RAX] = 0x1000;
+        let i = dec(CodeSize::Bits64, &[0x89, 0x10]);
+        assert_eq!(i.mem_addr(&r, &env).unwrap().unwrap().linear, 0x1000);
+        let i = dec(CodeSize::Bits64, &[0x64, 0x89, 0x10]);
+        let a = i.mem_addr(&r, &env).unwrap().unwrap();
+        assert_eq!(
+            (a.seg, a.offset, a.linear),
+            (Seg::Fs, 0x1000, 0xffff_8000_0000_1000)
+        );
+        // 67 in 64-bit mode: 32-bit effective address, then FS base in 64 bits.
+        r.gpr[gpr::RAX] = 0x1_0000_0010;
+        let i = dec(CodeSize::Bits64, &[0x65, 0x67, 0x89, 0x10]);
+        assert_eq!(i.mem_addr(&r, &env).unwrap().unwrap().linear, 0x7010);
+        // Non-canonical: #GP(0), or #SS(0) through SS.
+        r.gpr[gpr::RAX] = 0x0000_8000_0000_0000;
+        let mut m = TestMem::new();
+        let before = r;
+        let i = dec(CodeSize::Bits64, &[0x89, 0x10]);
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut m, None),
+            Ok(Outcome::Exception(Exception::Gp(0)))
+        );
+        r.gpr[gpr::RBP] = 0x0000_8000_0000_0000;
+        let i = dec(CodeSize::Bits64, &[0x89, 0x55, 0x00]);
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut m, None),
+            Ok(Outcome::Exception(Exception::Ss(0)))
+        );
+        r.gpr[gpr::RBP] = 0;
+        assert_eq!(r.gpr, before.gpr);
+        assert_eq!(r.rip, before.rip);
+        // LA57 makes it canonical.
+        let env57 = Env { la57: true, ..env };
+        let i = dec(CodeSize::Bits64, &[0x89, 0x10]);
+        assert!(i.mem_addr(&r, &env57).unwrap().is_ok());
+        // 32-bit mode RIP wraps at 4 GiB.
+        let mut m = TestMem::new();
+        let mut r = regs();
+        r.rip = 0xffff_fffe;
+        r.gpr[gpr::RAX] = RAM;
+        assert_eq!(
+            run(CodeSize::Bits32, &[0x89, 0x08], &mut r, &mut m),
+            Outcome::Done
+        );
+        assert_eq!(r.rip, 0);
+    }
+
+    #[test]
+    fn moves_and_extensions() {
+        let mut m = TestMem::new();
+        m.put(RAM, 8, 0x8899_aabb_ccdd_eeff);
+        let mut r = regs();
+        r.gpr[gpr::RSI] = RAM;
+        r.gpr[gpr::RAX] = u64::MAX;
+        // movzx eax, byte [rsi]: zero-extends to 64.
+        run(CodeSize::Bits64, &[0x0f, 0xb6, 0x06], &mut r, &mut m);
+        assert_eq!(r.gpr[gpr::RAX], 0xff);
+        // movsx rax, word [rsi]
+        run(CodeSize::Bits64, &[0x48, 0x0f, 0xbf, 0x06], &mut r, &mut m);
+        assert_eq!(r.gpr[gpr::RAX], 0xffff_ffff_ffff_eeff);
+        // movsx ax, byte [rsi]: only AX changes.
+        r.gpr[gpr::RAX] = 0x1111_2222_3333_4444;
+        run(CodeSize::Bits64, &[0x66, 0x0f, 0xbe, 0x06], &mut r, &mut m);
+        assert_eq!(r.gpr[gpr::RAX], 0x1111_2222_3333_ffff);
+        // mov ah, [rsi] / mov bh -> mem / mov r9b, [rsi]
+        run(CodeSize::Bits64, &[0x8a, 0x26], &mut r, &mut m);
+        assert_eq!(r.gpr[gpr::RAX], 0x1111_2222_3333_ffff);
+        r.gpr[gpr::RAX] = 0;
+        run(CodeSize::Bits64, &[0x8a, 0x26], &mut r, &mut m);
+        assert_eq!(r.gpr[gpr::RAX], 0xff00);
+        r.gpr[gpr::RBX] = 0x4200;
+        run(CodeSize::Bits64, &[0x88, 0x7e, 0x01], &mut r, &mut m); // mov [rsi+1], bh
+        assert_eq!(m.get(RAM, 2), 0x42ff);
+        r.gpr[9] = u64::MAX;
+        run(CodeSize::Bits64, &[0x44, 0x8a, 0x0e], &mut r, &mut m); // mov r9b, [rsi]
+        assert_eq!(r.gpr[9], 0xffff_ffff_ffff_ffff);
+        // mov qword [rsi], imm32 sign-extended
+        run(
+            CodeSize::Bits64,
+            &[0x48, 0xc7, 0x06, 0xfe, 0xff, 0xff, 0xff],
+            &mut r,
+            &mut m,
+        );
+        assert_eq!(m.get(RAM, 8), (-2i64) as u64);
+        // moffs: mov eax, [RAM] (32-bit mode).
+        let mut r32 = regs();
+        r32.rip = 0x1000;
+        let b = [0xa1, 0, 0, 0x10, 0];
+        run(CodeSize::Bits32, &b, &mut r32, &mut m);
+        assert_eq!(r32.gpr[gpr::RAX], 0xffff_fffe);
+        // movnti [rsi+8], rcx
+        r.gpr[gpr::RCX] = 0x0123_4567_89ab_cdef;
+        run(
+            CodeSize::Bits64,
+            &[0x48, 0x0f, 0xc3, 0x4e, 0x08],
+            &mut r,
+            &mut m,
+        );
+        assert_eq!(m.get(RAM + 8, 8), 0x0123_4567_89ab_cdef);
+        // xchg [rsi], ecx: memory gets ecx, rcx gets the old dword (zero-extended).
+        m.put(RAM, 8, 0x5555_5555_7777_7777);
+        run(CodeSize::Bits64, &[0x87, 0x0e], &mut r, &mut m);
+        assert_eq!(
+            (m.get(RAM, 8), r.gpr[gpr::RCX]),
+            (0x5555_5555_89ab_cdef, 0x7777_7777)
+        );
+        assert_eq!(m.cmpxchg_calls, 1, "xchg with memory is atomic");
+        // RF is cleared on completion; other flags untouched by MOV.
+        r.rflags = 0x2 | flags::RF | flags::CF | flags::DF;
+        run(CodeSize::Bits64, &[0x89, 0x0e], &mut r, &mut m);
+        assert_eq!(r.rflags, 0x2 | flags::CF | flags::DF);
+    }
+
+    // -----------------------------------------------------------------------------------
+    // String instructions
+    // -----------------------------------------------------------------------------------
+
+    #[test]
+    fn rep_stos_stepping() {
+        let env = Env::default();
+        let mut m = TestMem::new();
+        let mut r = regs();
+        // rep stosq with RCX = 0: nothing written, RIP advanced.
+        let i = dec(CodeSize::Bits64, &[0xf3, 0x48, 0xab]);
+        r.gpr[gpr::RDI] = RAM;
+        r.gpr[gpr::RAX] = 0x1111_2222_3333_4444;
+        r.rflags = 0x2 | flags::RF;
+        assert_eq!(execute(&i, &mut r, &env, &mut m, None), Ok(Outcome::Done));
+        assert_eq!((r.rip, r.gpr[gpr::RDI], m.writes), (0x40_0003, RAM, 0));
+        // RCX = 0 counts with the address size: 67 rep stosq with ecx = 0, rcx != 0.
+        let i67 = dec(CodeSize::Bits64, &[0x67, 0xf3, 0x48, 0xab]);
+        r.rip = 0x40_0000;
+        r.gpr[gpr::RCX] = 0x1_0000_0000;
+        assert_eq!(execute(&i67, &mut r, &env, &mut m, None), Ok(Outcome::Done));
+        assert_eq!((r.gpr[gpr::RCX], m.writes), (0x1_0000_0000, 0));
+        // RCX = 3: one iteration per call.
+        r.rip = 0x40_0000;
+        r.gpr[gpr::RCX] = 3;
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut m, None),
+            Ok(Outcome::RepContinue)
+        );
+        assert_eq!(
+            (r.rip, r.gpr[gpr::RCX], r.gpr[gpr::RDI]),
+            (0x40_0000, 2, RAM + 8)
+        );
+        assert_eq!(m.get(RAM, 8), 0x1111_2222_3333_4444);
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut m, None),
+            Ok(Outcome::RepContinue)
+        );
+        assert_eq!(execute(&i, &mut r, &env, &mut m, None), Ok(Outcome::Done));
+        assert_eq!(
+            (r.rip, r.gpr[gpr::RCX], r.gpr[gpr::RDI], m.writes),
+            (0x40_0003, 0, RAM + 24, 3)
+        );
+        // A fault in the middle keeps the iterations already done.
+        m.ro_base = RAM + 0x100 + 16;
+        m.ro_len = 8;
+        r.rip = 0x40_0000;
+        r.gpr[gpr::RCX] = 4;
+        r.gpr[gpr::RDI] = RAM + 0x100;
+        let out = execute_rep(&i, &mut r, &env, &mut m, None, 100);
+        assert_eq!(
+            out,
+            Ok(Outcome::Exception(Exception::Pf {
+                addr: RAM + 0x110,
+                error_code: 3
+            }))
+        );
+        assert_eq!(
+            (r.rip, r.gpr[gpr::RCX], r.gpr[gpr::RDI]),
+            (0x40_0000, 2, RAM + 0x110)
+        );
+        // Bounded chunks.
+        m.ro_len = 0;
+        r.gpr[gpr::RCX] = 10;
+        assert_eq!(
+            execute_rep(&i, &mut r, &env, &mut m, None, 4),
+            Ok(Outcome::RepContinue)
+        );
+        assert_eq!(r.gpr[gpr::RCX], 6);
+        assert_eq!(
+            execute_rep(&i, &mut r, &env, &mut m, None, 100),
+            Ok(Outcome::Done)
+        );
+        assert_eq!((r.gpr[gpr::RCX], r.rip), (0, 0x40_0003));
+        // DF=1: downwards; stosb without REP: one store, RCX untouched.
+        let i = dec(CodeSize::Bits64, &[0xaa]);
+        r.rip = 0x40_0000;
+        r.rflags |= flags::DF;
+        r.gpr[gpr::RDI] = RAM + 0x300;
+        r.gpr[gpr::RCX] = 7;
+        assert_eq!(execute(&i, &mut r, &env, &mut m, None), Ok(Outcome::Done));
+        assert_eq!(
+            (r.gpr[gpr::RDI], r.gpr[gpr::RCX], m.get(RAM + 0x300, 1)),
+            (RAM + 0x2ff, 7, 0x44)
+        );
+        // 16-bit: rep stosw with DI wrapping at 64 KiB, ES base added; upper RDI bits kept.
+        let env16 = Env {
+            seg_base: [RAM, 0, 0, 0, 0, 0],
+            la57: false,
+        };
+        let i = dec(CodeSize::Bits16, &[0xf3, 0xab]);
+        let mut r = regs();
+        r.rip = 0x100;
+        r.gpr[gpr::RDI] = 0xabcd_0000;
+        r.gpr[gpr::RCX] = 0xffff_0001;
+        r.gpr[gpr::RAX] = 0x7777;
+        r.rflags = 0x2 | flags::DF;
+        assert_eq!(execute(&i, &mut r, &env16, &mut m, None), Ok(Outcome::Done));
+        assert_eq!(
+            (r.gpr[gpr::RDI], r.gpr[gpr::RCX], m.get(RAM, 2)),
+            (0xabcd_fffe, 0xffff_0000, 0x7777)
+        );
+        // 32-bit address size in 64-bit mode zero-extends RDI/RCX writes.
+        let i = dec(CodeSize::Bits64, &[0x67, 0xf3, 0xaa]);
+        let mut r = regs();
+        r.gpr[gpr::RDI] = 0xffff_ffff_0000_0000 | RAM;
+        r.gpr[gpr::RCX] = 0xffff_ffff_0000_0002;
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut m, None),
+            Ok(Outcome::RepContinue)
+        );
+        assert_eq!((r.gpr[gpr::RDI], r.gpr[gpr::RCX]), (RAM + 1, 1));
+    }
+
+    #[test]
+    fn movs_and_mmio_source() {
+        let env = Env::default();
+        let mut m = TestMem::new();
+        m.put(RAM, 8, 0x0807_0605_0403_0201);
+        let mut r = regs();
+        // rep movsd from RAM to RAM+0x100, 2 dwords.
+        let i = dec(CodeSize::Bits64, &[0xf3, 0xa5]);
+        r.gpr[gpr::RSI] = RAM;
+        r.gpr[gpr::RDI] = RAM + 0x100;
+        r.gpr[gpr::RCX] = 2;
+        assert_eq!(
+            execute_rep(&i, &mut r, &env, &mut m, None, 16),
+            Ok(Outcome::Done)
+        );
+        assert_eq!(m.get(RAM + 0x100, 8), 0x0807_0605_0403_0201);
+        assert_eq!((r.gpr[gpr::RSI], r.gpr[gpr::RDI]), (RAM + 8, RAM + 0x108));
+        // movsd from MMIO: two-phase.
+        let i = dec(CodeSize::Bits64, &[0xa5]);
+        r.rip = 0x40_0000;
+        r.gpr[gpr::RSI] = MMIO + 0x30;
+        let before = r;
+        let out = execute(&i, &mut r, &env, &mut m, None).unwrap();
+        let Outcome::MmioRead(req) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (req.addr.linear, req.addr.seg, req.size),
+            (MMIO + 0x30, Seg::Ds, 4)
+        );
+        assert_eq!(r, before);
+        let mut data = MmioData {
+            linear: req.addr.linear,
+            len: req.size,
+            data: [0; 16],
+        };
+        data.data[..4].copy_from_slice(&0xcafe_f00du32.to_le_bytes());
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut m, Some(&data)),
+            Ok(Outcome::Done)
+        );
+        assert_eq!(m.get(RAM + 0x108, 4), 0xcafe_f00d);
+        assert_eq!(
+            (r.gpr[gpr::RSI], r.gpr[gpr::RDI], r.rip),
+            (MMIO + 0x34, RAM + 0x10c, 0x40_0001)
+        );
+        // movsb to MMIO: the write goes to the caller's MMIO queue in one phase.
+        let i = dec(CodeSize::Bits64, &[0xa4]);
+        r.gpr[gpr::RSI] = RAM;
+        r.gpr[gpr::RDI] = MMIO;
+        assert_eq!(execute(&i, &mut r, &env, &mut m, None), Ok(Outcome::Done));
+        assert_eq!(m.mmio_writes, vec![(MMIO, vec![0x01])]);
+    }
+
+    // -----------------------------------------------------------------------------------
+    // MMIO, faults, atomicity
+    // -----------------------------------------------------------------------------------
+
+    #[test]
+    fn mmio_read_two_phase() {
+        let env = Env::default();
+        let mut m = TestMem::new();
+        let mut r = regs();
+        r.gpr[gpr::RBX] = MMIO + 0x20;
+        r.gpr[gpr::RCX] = 5;
+        r.rflags = 0x2;
+        // add [rbx], ecx: read from MMIO first, then write the sum to MMIO.
+        let i = dec(CodeSize::Bits64, &[0x01, 0x0b]);
+        let before = r;
+        let out = execute(&i, &mut r, &env, &mut m, None).unwrap();
+        let Outcome::MmioRead(req) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!((req.addr.linear, req.size), (MMIO + 0x20, 4));
+        assert_eq!(r, before);
+        assert!(m.mmio_writes.is_empty());
+        // Wrong data: rejected, nothing changes.
+        let bad = MmioData {
+            linear: MMIO,
+            len: 4,
+            data: [0; 16],
+        };
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut m, Some(&bad)),
+            Err(EmuError::MmioMismatch)
+        );
+        let bad = MmioData {
+            linear: MMIO + 0x20,
+            len: 2,
+            data: [0; 16],
+        };
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut m, Some(&bad)),
+            Err(EmuError::MmioMismatch)
+        );
+        assert_eq!(r, before);
+        let mut d = MmioData {
+            linear: MMIO + 0x20,
+            len: 4,
+            data: [0; 16],
+        };
+        d.data[..4].copy_from_slice(&0xffff_fffbu32.to_le_bytes());
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut m, Some(&d)),
+            Ok(Outcome::Done)
+        );
+        assert_eq!(m.mmio_writes, vec![(MMIO + 0x20, vec![0, 0, 0, 0])]);
+        assert_eq!(
+            r.rflags & flags::ARITH,
+            flags::ZF | flags::CF | flags::PF | flags::AF
+        );
+        assert_eq!(r.rip, before.rip + 2);
+        // mov rax, [rbx] from MMIO; cmp does not write.
+        let i = dec(CodeSize::Bits64, &[0x48, 0x8b, 0x03]);
+        let Ok(Outcome::MmioRead(req)) = execute(&i, &mut r, &env, &mut m, None) else {
+            panic!()
+        };
+        assert_eq!(req.size, 8);
+        let d = MmioData {
+            linear: req.addr.linear,
+            len: 8,
+            data: [0x11; 16],
+        };
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut m, Some(&d)),
+            Ok(Outcome::Done)
+        );
+        assert_eq!(r.gpr[gpr::RAX], 0x1111_1111_1111_1111);
+        // lock cmpxchg8b on MMIO: the read is two-phase, the write goes through cmpxchg.
+        let i = dec(CodeSize::Bits64, &[0xf0, 0x0f, 0xc7, 0x0b]);
+        let Ok(Outcome::MmioRead(req)) = execute(&i, &mut r, &env, &mut m, None) else {
+            panic!()
+        };
+        assert_eq!(req.size, 8);
+        r.gpr[gpr::RAX] = 0x1111_1111;
+        r.gpr[gpr::RDX] = 0x1111_1111;
+        r.gpr[gpr::RBX] = MMIO + 0x20;
+        r.gpr[gpr::RCX] = 0x2222_2222;
+        let d = MmioData {
+            linear: req.addr.linear,
+            len: 8,
+            data: [0x11; 16],
+        };
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut m, Some(&d)),
+            Ok(Outcome::Done)
+        );
+        assert_eq!(r.rflags & flags::ZF, flags::ZF);
+    }
+
+    #[test]
+    fn faults_change_nothing() {
+        let env = Env::default();
+        let mut m = TestMem::new();
+        m.put(RAM, 8, 0x1234);
+        m.ro_base = RAM;
+        m.ro_len = 0x10;
+        let mut r = regs();
+        r.gpr[gpr::RBX] = RAM;
+        r.gpr[gpr::RCX] = 0x10;
+        r.rflags = 0x2 | flags::RF;
+        let before = r;
+        for b in [
+            &[0x48, 0x01, 0x0b][..],         // add [rbx], rcx
+            &[0xf0, 0x48, 0x0f, 0xc1, 0x0b], // lock xadd: RCX would change
+            &[0x87, 0x0b],                   // xchg: RCX would change
+            &[0xf0, 0x0f, 0xb1, 0x0b],       // lock cmpxchg (compare fails: RAX would change)
+            &[0xf0, 0x0f, 0xc7, 0x0b],       // lock cmpxchg8b (fails: EDX:EAX would change)
+            &[0x48, 0xab],                   // stosq via rdi? (rdi = 0: not mapped)
+            &[0xfe, 0x0b],                   // dec byte [rbx]
+        ] {
+            let i = dec(CodeSize::Bits64, b);
+            let out = execute(&i, &mut r, &env, &mut m, None).unwrap();
+            assert!(
+                matches!(out, Outcome::Exception(Exception::Pf { .. })),
+                "{b:02x?}: {out:?}"
+            );
+            assert_eq!(r, before, "{b:02x?}");
+            assert_eq!(m.get(RAM, 8), 0x1234);
+        }
+        // A read that faults: the error code from the caller is passed through.
+        r.gpr[gpr::RBX] = 0x5000;
+        let i = dec(CodeSize::Bits64, &[0x8b, 0x03]);
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut m, None),
+            Ok(Outcome::Exception(Exception::Pf {
+                addr: 0x5000,
+                error_code: 0
+            }))
+        );
+        // CMPXCHG16B needs 16-byte alignment: #GP(0).
+        r.gpr[gpr::RBX] = RAM + 8;
+        m.ro_len = 0;
+        let i = dec(CodeSize::Bits64, &[0xf0, 0x48, 0x0f, 0xc7, 0x0b]);
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut m, None),
+            Ok(Outcome::Exception(Exception::Gp(0)))
+        );
+        // Host failures and MMIO writes refused by the caller are errors.
+        struct Broken(MemFault);
+        impl EmuMemory for Broken {
+            fn read(&mut self, _: &Addr, _: &mut [u8]) -> Result<(), MemFault> {
+                Err(self.0)
+            }
+            fn write(&mut self, _: &Addr, _: &[u8]) -> Result<(), MemFault> {
+                Err(self.0)
+            }
+        }
+        let i = dec(CodeSize::Bits64, &[0x89, 0x03]);
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut Broken(MemFault::Host), None),
+            Err(EmuError::Memory)
+        );
+        assert_eq!(
+            execute(&i, &mut r, &env, &mut Broken(MemFault::Mmio), None),
+            Err(EmuError::MmioWrite)
+        );
+    }
+
+    #[test]
+    fn locked_ops_retry_on_races() {
+        let env = Env::default();
+        let mut m = TestMem::new();
+        m.put(RAM, 8, 0x10);
+        let mut r = regs();
+        r.gpr[gpr::RBX] = RAM;
+        r.gpr[gpr::RCX] = 0x1;
+        // lock or [rbx], ecx: the first attempt loses (the other CPU bumps byte 0 to 0x11),
+        // the second sees the new value.
+        m.races = 1;
+        let i = dec(CodeSize::Bits64, &[0xf0, 0x09, 0x0b]);
+        assert_eq!(execute(&i, &mut r, &env, &mut m, None), Ok(Outcome::Done));
+        assert_eq!(m.get(RAM, 4), 0x11);
+        assert_eq!(m.cmpxchg_calls, 2);
+        // Always losing: Retry with nothing changed.
+        m.races = 1000;
+        let before = r;
+        assert_eq!(execute(&i, &mut r, &env, &mut m, None), Ok(Outcome::Retry));
+        assert_eq!(r, before);
+        // Without LOCK, plain writes.
+        m.races = 0;
+        let calls = m.cmpxchg_calls;
+        let i = dec(CodeSize::Bits64, &[0x09, 0x0b]);
+        assert_eq!(execute(&i, &mut r, &env, &mut m, None), Ok(Outcome::Done));
+        assert_eq!(m.cmpxchg_calls, calls);
+        // The default cmpxchg (read + write) works for single-CPU callers.
+        struct Flat([u8; 16]);
+        impl EmuMemory for Flat {
+            fn read(&mut self, a: &Addr, b: &mut [u8]) -> Result<(), MemFault> {
+                let o = a.linear as usize;
+                b.copy_from_slice(&self.0[o..o + b.len()]);
+                Ok(())
+            }
+            fn write(&mut self, a: &Addr, d: &[u8]) -> Result<(), MemFault> {
+                let o = a.linear as usize;
+                self.0[o..o + d.len()].copy_from_slice(d);
+                Ok(())
+            }
+        }
+        let mut f = Flat([0; 16]);
+        let mut r = regs();
+        r.gpr[gpr::RAX] = 0;
+        r.gpr[gpr::RCX] = 0xab;
+        let i = dec(CodeSize::Bits64, &[0xf0, 0x0f, 0xb0, 0x0b]); // lock cmpxchg [rbx], cl
+        assert_eq!(execute(&i, &mut r, &env, &mut f, None), Ok(Outcome::Done));
+        assert_eq!((f.0[0], r.rflags & flags::ZF), (0xab, flags::ZF));
+        assert_eq!(execute(&i, &mut r, &env, &mut f, None), Ok(Outcome::Done));
+        assert_eq!((r.gpr[gpr::RAX], r.rflags & flags::ZF), (0xab, 0));
+    }
+
+    #[test]
+    fn pae_pte_update_32bit() {
+        // What a 32-bit PAE guest does to write a PTE: lock cmpxchg8b [esi].
+        let env = Env {
+            seg_base: [0; 6],
+            la57: false,
+        };
+        let mut m = TestMem::new();
+        m.put(RAM + 0x18, 8, 0x8000_0000_1234_5063);
+        let mut r = regs();
+        r.rip = 0xc010_0000;
+        r.gpr[gpr::RSI] = RAM + 0x18;
+        r.gpr[gpr::RAX] = 0x1234_5063;
+        r.gpr[gpr::RDX] = 0x8000_0000;
+        r.gpr[gpr::RBX] = 0x5678_9067;
+        r.gpr[gpr::RCX] = 0x0000_0001;
+        let i = dec(CodeSize::Bits32, &[0xf0, 0x0f, 0xc7, 0x0e]);
+        assert_eq!(i.len(), 4);
+        assert_eq!(execute(&i, &mut r, &env, &mut m, None), Ok(Outcome::Done));
+        assert_eq!(m.get(RAM + 0x18, 8), 0x0000_0001_5678_9067);
+        assert_eq!((r.rip, r.rflags & flags::ZF), (0xc010_0004, flags::ZF));
+        // And a failing compare loads EDX:EAX.
+        r.rip = 0xc010_0000;
+        assert_eq!(execute(&i, &mut r, &env, &mut m, None), Ok(Outcome::Done));
+        assert_eq!(
+            (r.gpr[gpr::RAX], r.gpr[gpr::RDX], r.rflags & flags::ZF),
+            (0x5678_9067, 1, 0)
+        );
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Robustness
+    // -----------------------------------------------------------------------------------
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = Rng(0x5eed_0000_0000_0001);
+        let mut mem = ChaosMem { rng: Rng(42) };
+        // Bias towards bytes the decoder cares about.
+        const INTERESTING: [u8; 24] = [
+            0x66, 0x67, 0xf0, 0xf2, 0xf3, 0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x48, 0x4f, 0x0f,
+            0xc7, 0xba, 0xab, 0x89, 0x81, 0xf7, 0xfe, 0xa5, 0x04, 0x05,
+        ];
+        let mut decoded = 0u32;
+        for n in 0..300_000u32 {
+            let len = (rng.next() % 18) as usize;
+            let mut b = [0u8; 18];
+            for x in b.iter_mut().take(len) {
+                *x = if rng.next().is_multiple_of(3) {
+                    INTERESTING[(rng.next() % 24) as usize]
+                } else {
+                    rng.next() as u8
+                };
+            }
+            let mode = MODES[(n % 3) as usize];
+            let Ok(i) = decode(&b[..len], mode) else {
+                continue;
+            };
+            decoded += 1;
+            assert!(!i.is_empty() && i.len() <= MAX_INSN_LEN && i.len() <= len);
+            let mut r = Regs {
+                gpr: [0; 16],
+                rip: rng.val(),
+                rflags: rng.next(),
+            };
+            for g in r.gpr.iter_mut() {
+                *g = rng.val();
+            }
+            let env = Env {
+                seg_base: [
+                    rng.val(),
+                    rng.val(),
+                    rng.val(),
+                    rng.val(),
+                    rng.val(),
+                    rng.val(),
+                ],
+                la57: rng.next().is_multiple_of(2),
+            };
+            let mmio = MmioData {
+                linear: rng.val(),
+                len: (rng.next() % 20) as u8,
+                data: [0xa5; 16],
+            };
+            let _ = i.mem_addr(&r, &env);
+            let _ = execute(
+                &i,
+                &mut r,
+                &env,
+                &mut mem,
+                if n % 5 == 0 { Some(&mmio) } else { None },
+            );
+            let _ = execute_rep(&i, &mut r, &env, &mut mem, None, 3);
+        }
+        assert!(decoded > 10_000, "{decoded}");
     }
 }
