@@ -1686,7 +1686,6 @@ fn string_step<M: EmuMemory + ?Sized>(
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
     use super::*;
     use core::arch::asm;
     use std::vec;
@@ -2685,7 +2684,7 @@ mod tests {
             // SAFETY: `p` points to a live u64; RBX is saved and restored around the use.
             unsafe {
                 asm!("xchg rbx, {nb}", "push {f}", "popfq", "lock cmpxchg8b [{p}]", "pushfq", "pop {f}", "xchg rbx, {nb}",
-                    p = in(reg) &mut m8 as *mut u64, nb = inout(reg) rbx => _, f = inout(reg) nf,
+                    p = in(reg) core::ptr::from_mut(&mut m8), nb = inout(reg) rbx => _, f = inout(reg) nf,
                     inout("rax") nax, inout("rdx") ndx, in("rcx") rcx);
             }
             let mut r = regs();
