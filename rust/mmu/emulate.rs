@@ -2681,10 +2681,13 @@ mod tests {
             // 8B.
             let mut m8 = mem[0];
             let (mut nax, mut ndx, mut nf) = (rax, rdx, fin);
-            // SAFETY: `p` points to a live u64; RBX is saved and restored around the use.
+            // SAFETY: RDI points to a live u64; RBX is swapped with RSI and back, so it is
+            // restored; RFLAGS push/pop is balanced.
             unsafe {
-                asm!("xchg rbx, {nb}", "push {f}", "popfq", "lock cmpxchg8b [{p}]", "pushfq", "pop {f}", "xchg rbx, {nb}",
-                    p = in(reg) core::ptr::from_mut(&mut m8), nb = inout(reg) rbx => _, f = inout(reg) nf,
+                // Every operand in a fixed register: LLVM may otherwise hand out RBX,
+                // which this block swaps.
+                asm!("xchg rbx, rsi", "push r8", "popfq", "lock cmpxchg8b [rdi]", "pushfq", "pop r8", "xchg rbx, rsi",
+                    in("rdi") core::ptr::from_mut(&mut m8), inout("rsi") rbx => _, inout("r8") nf,
                     inout("rax") nax, inout("rdx") ndx, in("rcx") rcx);
             }
             let mut r = regs();
@@ -2735,10 +2738,13 @@ mod tests {
             let mut m16 = A16(mem);
             let (rax, rdx) = if eq { (mem[0], mem[1]) } else { (rax, rdx) };
             let (mut nax, mut ndx, mut nf) = (rax, rdx, fin);
-            // SAFETY: `p` points to a live 16-byte-aligned [u64; 2]; RBX saved and restored.
+            // SAFETY: RDI points to a live 16-byte-aligned [u64; 2]; RBX is swapped with RSI and
+            // back; RFLAGS push/pop is balanced.
             unsafe {
-                asm!("xchg rbx, {nb}", "push {f}", "popfq", "lock cmpxchg16b [{p}]", "pushfq", "pop {f}", "xchg rbx, {nb}",
-                    p = in(reg) m16.0.as_mut_ptr(), nb = inout(reg) rbx => _, f = inout(reg) nf,
+                // Every operand in a fixed register: LLVM may otherwise hand out RBX,
+                // which this block swaps.
+                asm!("xchg rbx, rsi", "push r8", "popfq", "lock cmpxchg16b [rdi]", "pushfq", "pop r8", "xchg rbx, rsi",
+                    in("rdi") m16.0.as_mut_ptr(), inout("rsi") rbx => _, inout("r8") nf,
                     inout("rax") nax, inout("rdx") ndx, in("rcx") rcx);
             }
             let mut m = TestMem::new();
