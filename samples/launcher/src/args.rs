@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Command-line parsing, hand-written to keep the static binary small.
+
+use crate::boot::StartMode;
+use crate::error::{Error, Result};
+use crate::loader::Format;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const USAGE: &str = "\
+Usage: shadowvm-run [OPTIONS] IMAGE
+
+Runs a guest image (ELF32/ELF64 or flat binary) on /dev/shadowvm or /dev/kvm, with a
+serial port at 0x3f8 and an exit port at 0xf4, then prints VM exit and MMU statistics.
+
+Options:
+  --backend shadowvm|kvm   hypervisor to use (default shadowvm)
+  --start protected|long   32-bit protected mode, paging off (default), or 64-bit long
+                           mode on identity page tables for the first 4 GiB
+  --format auto|elf|flat   image format (default auto: ELF if it has the ELF magic)
+  --load-addr ADDR         load address of a flat image (default 0x100000)
+  --entry ADDR             entry point (default: ELF header, or the flat load address)
+  --memory SIZE            guest memory, K/M/G suffix allowed (default 64M)
+  --timeout SECONDS        stop the guest after this long (fractions allowed)
+  --json                   print the statistics as JSON on stdout; serial output then
+                           goes to stderr unless --serial-log is given
+  --serial-log FILE        write serial output to FILE instead of the terminal
+  --quiet                  no statistics table and no launcher notes
+  -h, --help               show this help
+  -V, --version            show the version
+
+Exit status: the guest's exit-port status (0 = pass; 63 for 63 and above), 64-74 for
+launcher errors, 80-88 for guests that ended another way (see Documentation/uapi.md).
+";
+
+/// Which hypervisor runs the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    Shadowvm,
+    Kvm,
+}
+
+/// Everything the command line selects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    pub image: PathBuf,
+    pub backend: BackendKind,
+    pub start: StartMode,
+    pub format: Format,
+    pub load_addr: u64,
+    pub entry: Option<u64>,
+    pub memory: u64,
+    pub timeout: Option<Duration>,
+    pub json: bool,
+    pub serial_log: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+/// Default guest memory: 64 MiB, above the 32 MiB the boot protocol promises.
+pub const DEFAULT_MEMORY: u64 = 64 << 20;
+/// Default load address of flat images: 1 MiB, as for multiboot kernels.
+pub const DEFAULT_LOAD_ADDR: u64 = 0x10_0000;
+/// Smallest guest memory the launcher accepts: the boot structures plus a 1 MiB image base.
+pub const MIN_MEMORY: u64 = 2 << 20;
+
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Run(Box<Options>),
+    Help,
+    Version,
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command> {
+    let mut image = None;
+    let mut o = Options {
+        image: PathBuf::new(),
+        backend: BackendKind::Shadowvm,
+        start: StartMode::Protected,
+        format: Format::Auto,
+        load_addr: DEFAULT_LOAD_ADDR,
+        entry: None,
+        memory: DEFAULT_MEMORY,
+        timeout: None,
+        json: false,
+        serial_log: None,
+        quiet: false,
+    };
+    let mut args = args.into_iter();
+    let mut only_positional = false;
+    while let Some(arg) = args.next() {
+        if only_positional || !arg.starts_with('-') || arg == "-" {
+            if image.replace(PathBuf::from(&arg)).is_some() {
+                return Err(Error::usage(format!(
+                    "more than one guest image given ({arg}); pass exactly one IMAGE"
+                )));
+            }
+            continue;
+        }
+        if arg == "--" {
+            only_positional = true;
+            continue;
+        }
+        // `--name=value` or `--name value`.
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |what: &str| -> Result<String> {
+            match inline.clone().or_else(|| args.next()) {
+                Some(v) => Ok(v),
+                None => Err(Error::usage(format!("{name} needs a value: {name} {what}"))),
+            }
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--backend" => {
+                o.backend = match value("shadowvm|kvm")?.as_str() {
+                    "shadowvm" => BackendKind::Shadowvm,
+                    "kvm" => BackendKind::Kvm,
+                    v => return Err(Error::usage(format!("unknown backend '{v}': use shadowvm or kvm"))),
+                }
+            }
+            "--start" => {
+                o.start = match value("protected|long")?.as_str() {
+                    "protected" => StartMode::Protected,
+                    "long" => StartMode::Long,
+                    v => {
+                        return Err(Error::usage(format!(
+                            "unknown start mode '{v}': use protected or long"
+                        )))
+                    }
+                }
+            }
+            "--format" => {
+                o.format = match value("auto|elf|flat")?.as_str() {
+                    "auto" => Format::Auto,
+                    "elf" => Format::Elf,
+                    "flat" => Format::Flat,
+                    v => return Err(Error::usage(format!("unknown format '{v}': use auto, elf or flat"))),
+                }
+            }
+            "--load-addr" => o.load_addr = parse_u64("--load-addr", &value("ADDR")?)?,
+            "--entry" => o.entry = Some(parse_u64("--entry", &value("ADDR")?)?),
+            "--memory" => o.memory = parse_size(&value("SIZE")?)?,
+            "--timeout" => o.timeout = Some(parse_timeout(&value("SECONDS")?)?),
+            "--serial-log" => o.serial_log = Some(PathBuf::from(value("FILE")?)),
+            "--json" | "--quiet" if inline.is_some() => {
+                return Err(Error::usage(format!("{name} takes no value")));
+            }
+            "--json" => o.json = true,
+            "--quiet" => o.quiet = true,
+            _ => return Err(Error::usage(format!("unknown option '{arg}'; see --help"))),
+        }
+    }
+    o.image = image.ok_or_else(|| Error::usage("no guest image given; usage: shadowvm-run [OPTIONS] IMAGE"))?;
+    validate(&o)?;
+    Ok(Command::Run(Box::new(o)))
+}
+
+fn validate(o: &Options) -> Result<()> {
+    if o.memory < MIN_MEMORY || o.memory > shadowvm_uapi::SHADOWVM_MEMORY_MAX {
+        return Err(Error::usage(format!(
+            "--memory {} is out of range: use 2M to 4G",
+            o.memory
+        )));
+    }
+    if !o.memory.is_multiple_of(shadowvm_uapi::SHADOWVM_PAGE_SIZE) {
+        return Err(Error::usage(format!(
+            "--memory {} is not a multiple of 4 KiB: round it (e.g. 64M)",
+            o.memory
+        )));
+    }
+    if o.load_addr >= o.memory {
+        return Err(Error::usage(format!(
+            "--load-addr {:#x} is outside guest memory ({:#x} bytes): lower it or raise --memory",
+            o.load_addr, o.memory
+        )));
+    }
+    if o.format == Format::Elf && o.load_addr != DEFAULT_LOAD_ADDR {
+        return Err(Error::usage("--load-addr applies to flat images only; ELF segments load at their p_paddr"));
+    }
+    Ok(())
+}
+
+/// Decimal or 0x-prefixed hexadecimal number (underscores allowed).
+pub fn parse_u64(opt: &str, s: &str) -> Result<u64> {
+    let t = s.replace('_', "");
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => t.parse(),
+    };
+    r.map_err(|_| Error::usage(format!("{opt} '{s}' is not a number: use decimal or 0x hex")))
+}
+
+/// Size with optional K/M/G suffix (binary units, optional trailing B or iB).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let err = || Error::usage(format!("--memory '{s}' is not a size: use e.g. 64M, 1G or 0x4000000"));
+    let upper = s.trim().to_ascii_uppercase();
+    let t = upper.trim_end_matches("IB").trim_end_matches('B');
+    let (digits, shift) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    if digits.is_empty() {
+        return Err(err());
+    }
+    let n = parse_u64("--memory", &digits.to_ascii_lowercase()).map_err(|_| err())?;
+    n.checked_mul(1 << shift).ok_or_else(err)
+}
+
+fn parse_timeout(s: &str) -> Result<Duration> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| Error::usage(format!("--timeout '{s}' is not a number of seconds")))?;
+    if !(secs > 0.0 && secs <= 1e6) {
+        return Err(Error::usage(format!("--timeout '{s}' must be between 0 and 1000000 seconds")));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Options> {
+        match parse(args.iter().map(|s| s.to_string()))? {
+            Command::Run(o) => Ok(*o),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let o = run(&["guest.elf"]).unwrap();
+        assert_eq!(o.image, PathBuf::from("guest.elf"));
+        assert_eq!(o.backend, BackendKind::Shadowvm);
+        assert_eq!(o.start, StartMode::Protected);
+        assert_eq!(o.memory, 64 << 20);
+        assert_eq!(o.load_addr, 0x10_0000);
+        assert_eq!(o.entry, None);
+        assert!(!o.json && !o.quiet && o.timeout.is_none());
+    }
+
+    #[test]
+    fn all_options() {
+        let o = run(&[
+            "--backend=kvm", "--start", "long", "--format", "flat", "--load-addr", "0x200000",
+            "--entry=0x200010", "--memory", "128M", "--timeout", "2.5", "--json", "--quiet",
+            "--serial-log", "/tmp/s.log", "img.bin",
+        ])
+        .unwrap();
+        assert_eq!(o.backend, BackendKind::Kvm);
+        assert_eq!(o.start, StartMode::Long);
+        assert_eq!(o.format, Format::Flat);
+        assert_eq!(o.load_addr, 0x20_0000);
+        assert_eq!(o.entry, Some(0x20_0010));
+        assert_eq!(o.memory, 128 << 20);
+        assert_eq!(o.timeout, Some(Duration::from_millis(2500)));
+        assert!(o.json && o.quiet);
+        assert_eq!(o.serial_log, Some(PathBuf::from("/tmp/s.log")));
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(parse(["--help".to_string()]), Ok(Command::Help));
+        assert_eq!(parse(["-V".to_string()]), Ok(Command::Version));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("512KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_size("0x4000000").unwrap(), 64 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn errors_are_usage_errors_with_a_hint() {
+        for bad in [
+            &["--backend", "xen", "g"][..],
+            &["--start", "real", "g"],
+            &["--memory", "1M", "g"],
+            &["--memory", "8G", "g"],
+            &["--memory", "4097", "g"],
+            &["--timeout", "-1", "g"],
+            &["--timeout", "soon", "g"],
+            &["--entry", "0xzz", "g"],
+            &["--load-addr", "0x8000000", "g"],
+            &["--format", "elf", "--load-addr", "0x200000", "g"],
+            &["--bogus", "g"],
+            &["--json=1", "g"],
+            &["a", "b"],
+            &[],
+            &["g", "--memory"],
+        ] {
+            let e = run(bad).expect_err(&format!("{bad:?} must fail"));
+            assert_eq!(e.kind, crate::error::Kind::Usage, "{bad:?}");
+            assert!(!e.msg.contains('\n'), "one line: {}", e.msg);
+        }
+    }
+
+    #[test]
+    fn double_dash_allows_dash_images() {
+        assert_eq!(run(&["--", "-weird"]).unwrap().image, PathBuf::from("-weird"));
+    }
+}

@@ -1,0 +1,328 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `/dev/kvm` backend on rust-vmm's `kvm-ioctls`, for comparing shadowvm with KVM's own
+//! shadow MMU (kvm-intel ept=0) and with EPT.
+
+use super::mmap::Mmap;
+use super::{Backend, Exit};
+use crate::error::{Error, Kind, Result};
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use shadowvm_uapi::{Regs, Segment, Sregs};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd};
+
+/// Without unrestricted guest, VMX needs a real-mode TSS (three pages) and an identity-map
+/// page table for paging-off guests; both sit just below the 4 GiB BIOS area, so guest
+/// memory must end below them.
+const IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
+const TSS_ADDR: usize = 0xfffb_d000;
+
+/// KVM_GET_STATS_FD = _IO(KVMIO, 0xce).
+const KVM_GET_STATS_FD: libc::c_ulong = 0xae_ce;
+
+pub struct KvmBackend {
+    // Field order: vCPU and VM close before the memory they use is unmapped.
+    vcpu: VcpuFd,
+    vm: VmFd,
+    _kvm: Kvm,
+    mem: Mmap,
+    /// Where the last IN wants its data: offset in kvm_run, element size and count.
+    pending_in: Option<(usize, u8, u32)>,
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(Kind::Unavailable, format!("/dev/kvm: {what} failed: {e}"))
+}
+
+fn to_kvm_segment(s: &Segment) -> kvm_segment {
+    kvm_segment {
+        base: s.base,
+        limit: s.limit,
+        selector: s.selector,
+        type_: s.type_,
+        present: s.present,
+        dpl: s.dpl,
+        db: s.db,
+        s: s.s,
+        l: s.l,
+        g: s.g,
+        avl: s.avl,
+        unusable: s.unusable,
+        padding: 0,
+    }
+}
+
+impl KvmBackend {
+    pub fn open(mem_size: u64) -> Result<Self> {
+        if mem_size > IDENTITY_MAP_ADDR {
+            return Err(Error::usage(format!(
+                "--memory {mem_size:#x} is too large for the KVM backend: it must end below {IDENTITY_MAP_ADDR:#x}"
+            )));
+        }
+        let kvm = Kvm::new().map_err(|e| {
+            Error::new(Kind::Unavailable, format!("cannot open /dev/kvm: {e} (is kvm-intel loaded?)"))
+        })?;
+        let vm = kvm.create_vm().map_err(|e| unavailable("KVM_CREATE_VM", e))?;
+        vm.set_identity_map_address(IDENTITY_MAP_ADDR).map_err(|e| unavailable("KVM_SET_IDENTITY_MAP_ADDR", e))?;
+        vm.set_tss_address(TSS_ADDR).map_err(|e| unavailable("KVM_SET_TSS_ADDR", e))?;
+        let len = usize::try_from(mem_size).map_err(|_| Error::usage("--memory does not fit in the address space"))?;
+        let mem = Mmap::anonymous(len).map_err(|e| unavailable("mmap of guest memory", e))?;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: mem_size,
+            userspace_addr: mem.as_ptr() as u64,
+        };
+        // SAFETY: the region is our own mapping of `mem_size` bytes, which outlives the VM
+        // (field order in `KvmBackend`).
+        unsafe { vm.set_user_memory_region(region) }.map_err(|e| unavailable("KVM_SET_USER_MEMORY_REGION", e))?;
+        let vcpu = vm.create_vcpu(0).map_err(|e| unavailable("KVM_CREATE_VCPU", e))?;
+        // KVM rejects EFER.LME in SET_SREGS until the vCPU has CPUID with long mode.
+        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| unavailable("KVM_GET_SUPPORTED_CPUID", e))?;
+        vcpu.set_cpuid2(&cpuid).map_err(|e| unavailable("KVM_SET_CPUID2", e))?;
+        Ok(Self { vcpu, vm, _kvm: kvm, mem, pending_in: None })
+    }
+
+    fn kvm_run_base(&mut self) -> *mut u8 {
+        (self.vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run).cast()
+    }
+}
+
+impl Backend for KvmBackend {
+    fn name(&self) -> &'static str {
+        "kvm"
+    }
+
+    fn memory(&mut self) -> &mut [u8] {
+        self.mem.as_mut_slice()
+    }
+
+    fn set_state(&mut self, regs: &Regs, sregs: &Sregs) -> Result<()> {
+        let mut s = self.vcpu.get_sregs().map_err(|e| Error::os(format!("KVM_GET_SREGS failed: {e}")))?;
+        s.cs = to_kvm_segment(&sregs.cs);
+        s.ds = to_kvm_segment(&sregs.ds);
+        s.es = to_kvm_segment(&sregs.es);
+        s.fs = to_kvm_segment(&sregs.fs);
+        s.gs = to_kvm_segment(&sregs.gs);
+        s.ss = to_kvm_segment(&sregs.ss);
+        s.tr = to_kvm_segment(&sregs.tr);
+        s.ldt = to_kvm_segment(&sregs.ldt);
+        s.gdt.base = sregs.gdt.base;
+        s.gdt.limit = sregs.gdt.limit;
+        s.idt.base = sregs.idt.base;
+        s.idt.limit = sregs.idt.limit;
+        s.cr0 = sregs.cr0;
+        s.cr2 = sregs.cr2;
+        s.cr3 = sregs.cr3;
+        s.cr4 = sregs.cr4;
+        s.efer = sregs.efer;
+        self.vcpu.set_sregs(&s).map_err(|e| Error::os(format!("KVM_SET_SREGS failed: {e}")))?;
+        let r = kvm_regs {
+            rax: regs.rax,
+            rbx: regs.rbx,
+            rcx: regs.rcx,
+            rdx: regs.rdx,
+            rsi: regs.rsi,
+            rdi: regs.rdi,
+            rsp: regs.rsp,
+            rbp: regs.rbp,
+            r8: regs.r8,
+            r9: regs.r9,
+            r10: regs.r10,
+            r11: regs.r11,
+            r12: regs.r12,
+            r13: regs.r13,
+            r14: regs.r14,
+            r15: regs.r15,
+            rip: regs.rip,
+            rflags: regs.rflags,
+        };
+        self.vcpu.set_regs(&r).map_err(|e| Error::os(format!("KVM_SET_REGS failed: {e}")))
+    }
+
+    fn regs(&mut self) -> Result<Regs> {
+        let r = self.vcpu.get_regs().map_err(|e| Error::os(format!("KVM_GET_REGS failed: {e}")))?;
+        Ok(Regs {
+            rax: r.rax,
+            rcx: r.rcx,
+            rdx: r.rdx,
+            rbx: r.rbx,
+            rsp: r.rsp,
+            rbp: r.rbp,
+            rsi: r.rsi,
+            rdi: r.rdi,
+            r8: r.r8,
+            r9: r.r9,
+            r10: r.r10,
+            r11: r.r11,
+            r12: r.r12,
+            r13: r.r13,
+            r14: r.r14,
+            r15: r.r15,
+            rip: r.rip,
+            rflags: r.rflags,
+        })
+    }
+
+    fn run(&mut self) -> Result<Exit> {
+        self.pending_in = None;
+        // The borrowed exit is turned into owned data; I/O details come from kvm_run itself
+        // because VcpuExit does not carry the access size.
+        let exit = match self.vcpu.run() {
+            Ok(VcpuExit::IoIn(..)) | Ok(VcpuExit::IoOut(..)) => None,
+            Ok(VcpuExit::MmioRead(gpa, data)) => Some(Exit::MmioRead { gpa, len: data.len() as u32 }),
+            Ok(VcpuExit::MmioWrite(gpa, data)) => {
+                let mut d = [0u8; 8];
+                let n = data.len().min(8);
+                d[..n].copy_from_slice(&data[..n]);
+                Some(Exit::MmioWrite { gpa, len: data.len() as u32, data: d })
+            }
+            Ok(VcpuExit::Hlt) => Some(Exit::Hlt),
+            Ok(VcpuExit::Hypercall(h)) => Some(Exit::Hypercall { nr: h.nr, args: h.args }),
+            Ok(VcpuExit::Shutdown) => Some(Exit::Shutdown),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(Exit::FailEntry { reason, qualification: 0, cpu }),
+            Ok(VcpuExit::InternalError) => {
+                // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the live member.
+                let i = unsafe { self.vcpu.get_kvm_run().__bindgen_anon_1.internal };
+                let n = (i.ndata as usize).min(i.data.len());
+                Some(Exit::InternalError { suberror: i.suberror, vmx_exit_reason: 0, qualification: 0, data: i.data[..n].to_vec() })
+            }
+            Ok(VcpuExit::Intr) => Some(Exit::Intr),
+            Ok(other) => Some(Exit::Other(format!("KVM exit {other:?}"))),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Some(Exit::Intr),
+            Err(e) => return Err(Error::os(format!("KVM_RUN failed: {e}"))),
+        };
+        if let Some(exit) = exit {
+            return Ok(exit);
+        }
+        // SAFETY: exit_reason is KVM_EXIT_IO, so `io` is the live member.
+        let io = unsafe { self.vcpu.get_kvm_run().__bindgen_anon_1.io };
+        let (size, count, off) = (io.size, io.count, io.data_offset as usize);
+        if io.direction == kvm_bindings::KVM_EXIT_IO_IN as u8 {
+            self.pending_in = Some((off, size, count));
+            return Ok(Exit::IoIn { port: io.port, size, count });
+        }
+        let base = self.kvm_run_base();
+        let values = (0..count as usize)
+            .map(|i| {
+                let mut b = [0u8; 8];
+                let n = usize::from(size).min(8);
+                // SAFETY: KVM puts count * size data bytes at data_offset inside the kvm_run
+                // mapping.
+                unsafe { std::ptr::copy_nonoverlapping(base.add(off + i * n), b.as_mut_ptr(), n) };
+                u64::from_le_bytes(b)
+            })
+            .collect();
+        Ok(Exit::IoOut { port: io.port, size, values })
+    }
+
+    fn complete_io_in(&mut self, values: &[u64]) {
+        let Some((off, size, count)) = self.pending_in.take() else { return };
+        let base = self.kvm_run_base();
+        let n = usize::from(size).min(8);
+        for (i, v) in values.iter().take(count as usize).enumerate() {
+            // SAFETY: as in `run`: the data area for this IN is count * size bytes.
+            unsafe { std::ptr::copy_nonoverlapping(v.to_le_bytes().as_ptr(), base.add(off + i * n), n) };
+        }
+    }
+
+    fn complete_hypercall(&mut self, ret: u64) {
+        // Called right after a KVM_EXIT_HYPERCALL, whose member is `hypercall`.
+        self.vcpu.get_kvm_run().__bindgen_anon_1.hypercall.ret = ret;
+    }
+
+    fn immediate_exit_ptr(&mut self) -> *mut u8 {
+        std::ptr::addr_of_mut!(self.vcpu.get_kvm_run().immediate_exit)
+    }
+
+    fn stats(&mut self) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for (prefix, fd) in [("kvm.vm.", self.vm.as_raw_fd()), ("kvm.vcpu.", self.vcpu.as_raw_fd())] {
+            // Binary stats need Linux 5.14+; older kernels just give no KVM counters.
+            if let Ok(data) = read_stats_fd(fd) {
+                out.extend(parse_binary_stats(&data).into_iter().map(|(n, v)| (format!("{prefix}{n}"), v)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_stats_fd(fd: i32) -> std::io::Result<Vec<u8>> {
+    // SAFETY: KVM_GET_STATS_FD takes no argument and returns a new fd or -1.
+    let sfd = unsafe { libc::ioctl(fd, KVM_GET_STATS_FD, 0) };
+    if sfd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `sfd` is a fresh fd that nothing else owns.
+    let mut f = unsafe { File::from_raw_fd(sfd) };
+    let mut data = Vec::new();
+    f.read_to_end(&mut data)?;
+    Ok(data)
+}
+
+/// Parses KVM's binary statistics file (Documentation/virt/kvm/api.rst, KVM_GET_STATS_FD):
+/// a header, descriptors each followed by a name of `name_size` bytes, and u64 data. Only
+/// single-value statistics are kept (histograms are skipped). Malformed data gives what
+/// could be read.
+pub fn parse_binary_stats(data: &[u8]) -> Vec<(String, u64)> {
+    let u32_at = |o: usize| data.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
+    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes(b.try_into().unwrap_or_default()));
+    let u64_at = |o: usize| data.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+    let mut out = Vec::new();
+    let (Some(name_size), Some(num_desc), Some(desc_offset), Some(data_offset)) =
+        (u32_at(4), u32_at(8), u32_at(16), u32_at(20))
+    else {
+        return out;
+    };
+    let (name_size, desc_offset, data_offset) = (name_size as usize, desc_offset as usize, data_offset as usize);
+    let desc_size = 16 + name_size;
+    for i in 0..num_desc as usize {
+        let d = desc_offset + i * desc_size;
+        let (Some(size), Some(offset)) = (u16_at(d + 6), u32_at(d + 8)) else { break };
+        let Some(name) = data.get(d + 16..d + 16 + name_size) else { break };
+        let name = String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or_default()).into_owned();
+        if size != 1 {
+            continue;
+        }
+        if let Some(v) = u64_at(data_offset + offset as usize) {
+            out.push((name, v));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_stats_parse() {
+        let name_size = 48usize;
+        let descs = [("pf_fixed", 1u16, 0u32), ("halt_wait_hist", 32, 8), ("exits", 1, 8 + 32 * 8)];
+        let desc_offset = 24 + 16; // header, then a 16-byte id string
+        let data_offset = desc_offset + descs.len() * (16 + name_size);
+        let mut f = vec![0u8; data_offset + (8 + 32 * 8 + 8)];
+        f[4..8].copy_from_slice(&(name_size as u32).to_le_bytes());
+        f[8..12].copy_from_slice(&(descs.len() as u32).to_le_bytes());
+        f[12..16].copy_from_slice(&24u32.to_le_bytes());
+        f[16..20].copy_from_slice(&(desc_offset as u32).to_le_bytes());
+        f[20..24].copy_from_slice(&(data_offset as u32).to_le_bytes());
+        for (i, (name, size, off)) in descs.iter().enumerate() {
+            let d = desc_offset + i * (16 + name_size);
+            f[d + 6..d + 8].copy_from_slice(&size.to_le_bytes());
+            f[d + 8..d + 12].copy_from_slice(&off.to_le_bytes());
+            f[d + 16..d + 16 + name.len()].copy_from_slice(name.as_bytes());
+        }
+        f[data_offset..data_offset + 8].copy_from_slice(&42u64.to_le_bytes());
+        let e = data_offset + 8 + 32 * 8;
+        f[e..e + 8].copy_from_slice(&7u64.to_le_bytes());
+        assert_eq!(parse_binary_stats(&f), vec![("pf_fixed".to_string(), 42), ("exits".to_string(), 7)]);
+        // Truncated input yields a prefix, never a panic.
+        for cut in 0..f.len() {
+            let _ = parse_binary_stats(&f[..cut]);
+        }
+    }
+}

@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The end-of-run report: a readable table or JSON.
+
+use crate::devices::IoCounts;
+use crate::runloop::{LoopStats, Outcome, EXIT_REASONS};
+use std::fmt::Write as _;
+
+/// Everything reported about one run.
+pub struct Report<'a> {
+    pub backend: &'a str,
+    pub image: &'a str,
+    pub image_kind: &'a str,
+    pub start: &'a str,
+    pub memory: u64,
+    pub entry: u64,
+    pub outcome: &'a Outcome,
+    pub loop_stats: &'a LoopStats,
+    pub io: IoCounts,
+    /// Backend statistics, in the backend's order.
+    pub backend_stats: &'a [(String, u64)],
+    /// Why backend statistics are missing, if they are.
+    pub stats_error: Option<String>,
+}
+
+impl Report<'_> {
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let ls = self.loop_stats;
+        let _ = writeln!(s, "== shadowvm-run: {} ==", self.outcome.describe());
+        let _ = writeln!(
+            s,
+            "backend {}, image {} ({}, entry {:#x}), start {}, memory {} MiB",
+            self.backend,
+            self.image,
+            self.image_kind,
+            self.entry,
+            self.start,
+            self.memory >> 20
+        );
+        let _ = writeln!(s, "{:<40} {:>16}", "VM exits seen by the launcher", "count");
+        for (name, n) in EXIT_REASONS.iter().zip(ls.exits) {
+            if n != 0 {
+                let _ = writeln!(s, "  {name:<38} {n:>16}");
+            }
+        }
+        for (name, n) in [("io.serial", self.io.serial), ("io.exit_port", self.io.exit_port), ("io.other", self.io.other)] {
+            if n != 0 {
+                let _ = writeln!(s, "    {name:<36} {n:>16}");
+            }
+        }
+        let _ = writeln!(s, "  {:<38} {:>16}", "total", ls.total_exits());
+        let _ = writeln!(s, "{:<40} {:>16}", format!("{} statistics", self.backend), "value");
+        if let Some(e) = &self.stats_error {
+            let _ = writeln!(s, "  (unavailable: {e})");
+        } else if self.backend_stats.is_empty() {
+            let _ = writeln!(s, "  (none reported)");
+        }
+        for (name, v) in self.backend_stats {
+            let _ = writeln!(s, "  {name:<38} {v:>16}");
+        }
+        let _ = writeln!(s, "{:<40} {:>16.6}", "time in RUN (s)", ls.in_guest.as_secs_f64());
+        let _ = writeln!(s, "{:<40} {:>16.6}", "wall time (s)", ls.wall.as_secs_f64());
+        s
+    }
+
+    pub fn json(&self) -> String {
+        let ls = self.loop_stats;
+        let mut s = String::from("{");
+        let _ = write!(
+            s,
+            "\"backend\":{},\"image\":{},\"image_kind\":{},\"start\":{},\"memory\":{},\"entry\":{},",
+            q(self.backend),
+            q(self.image),
+            q(self.image_kind),
+            q(self.start),
+            self.memory,
+            self.entry
+        );
+        let status = match self.outcome {
+            Outcome::Exited(c) => c.to_string(),
+            _ => "null".into(),
+        };
+        let _ = write!(
+            s,
+            "\"outcome\":{{\"kind\":{},\"guest_status\":{},\"exit_status\":{},\"message\":{}}},",
+            q(self.outcome.kind()),
+            status,
+            self.outcome.exit_status(),
+            q(&self.outcome.describe())
+        );
+        let exits: Vec<String> = EXIT_REASONS.iter().zip(ls.exits).map(|(n, v)| format!("{}:{v}", q(n))).collect();
+        let _ = write!(s, "\"exits\":{{{},\"total\":{}}},", exits.join(","), ls.total_exits());
+        let _ = write!(
+            s,
+            "\"io\":{{\"serial\":{},\"exit_port\":{},\"other\":{}}},",
+            self.io.serial, self.io.exit_port, self.io.other
+        );
+        let stats: Vec<String> = self.backend_stats.iter().map(|(n, v)| format!("{}:{v}", q(n))).collect();
+        let _ = write!(s, "\"stats\":{{{}}},", stats.join(","));
+        let _ = write!(s, "\"stats_error\":{},", self.stats_error.as_deref().map_or("null".into(), q));
+        let _ = write!(s, "\"time_in_run_ns\":{},\"wall_time_ns\":{}}}", ls.in_guest.as_nanos(), ls.wall.as_nanos());
+        s
+    }
+}
+
+/// JSON string literal.
+fn q(text: &str) -> String {
+    let mut s = String::with_capacity(text.len() + 2);
+    s.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn report<'a>(outcome: &'a Outcome, ls: &'a LoopStats, stats: &'a [(String, u64)]) -> Report<'a> {
+        Report {
+            backend: "shadowvm",
+            image: "g\"uest.elf",
+            image_kind: "elf32",
+            start: "protected",
+            memory: 64 << 20,
+            entry: 0x10_0000,
+            outcome,
+            loop_stats: ls,
+            io: IoCounts { serial: 10, exit_port: 1, other: 0 },
+            backend_stats: stats,
+            stats_error: None,
+        }
+    }
+
+    #[test]
+    fn json_shape() {
+        let mut ls = LoopStats { in_guest: Duration::from_millis(5), wall: Duration::from_millis(6), ..Default::default() };
+        ls.exits[0] = 11;
+        let stats = vec![("mmu.pf_fixed".to_string(), 9), ("exits.cr_access".to_string(), 2)];
+        let j = report(&Outcome::Exited(0), &ls, &stats).json();
+        assert!(j.starts_with('{') && j.ends_with('}'));
+        assert!(j.contains("\"image\":\"g\\\"uest.elf\""));
+        assert!(j.contains("\"outcome\":{\"kind\":\"exit\",\"guest_status\":0,\"exit_status\":0,"));
+        assert!(j.contains("\"exits\":{\"io\":11,\"mmio\":0,"));
+        assert!(j.contains("\"total\":11}"));
+        assert!(j.contains("\"stats\":{\"mmu.pf_fixed\":9,\"exits.cr_access\":2}"));
+        assert!(j.contains("\"time_in_run_ns\":5000000"));
+        // Balanced braces and quotes: a cheap well-formedness check without a JSON parser.
+        assert_eq!(j.matches('{').count(), j.matches('}').count());
+        let j2 = report(&Outcome::Timeout, &ls, &[]).json();
+        assert!(j2.contains("\"guest_status\":null,\"exit_status\":85"));
+    }
+
+    #[test]
+    fn table_lists_counters() {
+        let mut ls = LoopStats::default();
+        ls.exits[2] = 1;
+        let stats = vec![("mmu.pf_fixed".to_string(), 9)];
+        let t = report(&Outcome::Halted { rip: Some(0x10_0005), interrupts_enabled: false }, &ls, &stats).table();
+        assert!(t.contains("halted with interrupts disabled at rip 0x100005"));
+        assert!(t.contains("hlt"));
+        assert!(t.contains("mmu.pf_fixed"));
+        assert!(t.contains("io.serial"));
+        assert!(!t.contains("mmio"), "zero counts are left out");
+    }
+
+    #[test]
+    fn json_escapes_control_characters() {
+        assert_eq!(q("a\u{1}b\n"), "\"a\\u0001b\\n\"");
+    }
+}
