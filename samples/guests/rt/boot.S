@@ -72,8 +72,7 @@ _start:
 	inc	%ecx
 	cmp	$(GUEST_MEM_USED >> 21), %ecx
 	jb	2b
-	mov	%cr4, %eax
-	or	$0x20, %eax			/* CR4.PAE */
+	mov	$0x20, %eax			/* CR4 = PAE only, whatever the loader left */
 	mov	%eax, %cr4
 	mov	$boot_pml4, %eax
 	mov	%eax, %cr3

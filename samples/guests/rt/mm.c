@@ -103,7 +103,7 @@ void mm_init(void)
 	write_cr3(kernel_cr3);	/* leave the boot tables; paging is already on */
 #else
 	/* The guest turns paging on itself, from the paging-off start state. */
-	write_cr4(read_cr4() | (PT_LEVELS == 2 ? CR4_PSE : CR4_PAE));
+	write_cr4(PT_LEVELS == 2 ? CR4_PSE : CR4_PAE);	/* nothing else: no PGE, PCIDE... */
 	write_cr3(kernel_cr3);
 	write_cr0(read_cr0() | CR0_PG | CR0_WP);
 #endif
