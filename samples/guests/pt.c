@@ -25,7 +25,7 @@ static uintptr_t space(void)
 	return cr3;
 }
 
-/* A frame whose first word (and word at `off`) holds a known value. */
+/* A zeroed-then-filled frame: word i holds v + i, so every offset has a known value. */
 static uintptr_t frame_with(uint32_t v)
 {
 	uintptr_t pa = frame_alloc();
@@ -452,7 +452,6 @@ static void t_large_pages(void)
 	const unsigned n = LARGE_SIZE / PAGE_SIZE;
 	const uintptr_t area2 = LARGE_AREA + LARGE_SIZE;
 	uintptr_t cr3 = space();
-	uint32_t v;
 
 	for (unsigned k = 0; k < n; k++) {
 		wr32(LARGE_AREA + PG(k) + 4 * (k % 16), 0x5a000000 | k);	/* identity map */
@@ -485,7 +484,6 @@ static void t_large_pages(void)
 	expect_fault("write to read-only large page", probe_write(VA_LARGE + PG(3) + 8, 1),
 		     PF_P | PF_W, VA_LARGE + PG(3) + 8);
 	expect_read("read of read-only large page", VA_LARGE + PG(3) + 12, 0x6b000003);
-	(void)v;
 }
 
 /* 1 GiB pages: long mode only, and only when CPUID says so. */
