@@ -30,8 +30,10 @@ Options:
   -h, --help               show this help
   -V, --version            show the version
 
-Exit status: the guest's exit-port status (0 = pass; 63 for 63 and above), 64-74 for
-launcher errors, 80-88 for guests that ended another way (see Documentation/uapi.md).
+Exit status: the guest's exit-port status 0-127 (0 = pass; 128 for larger ones),
+160-165 for launcher errors, 170-177 for guests that ended another way: 170 halted,
+171 triple fault, 172 VM-entry failure, 173 internal error, 174 unhandled MMIO,
+175 timeout, 176 interrupted, 177 unhandled exit (see Documentation/uapi.md).
 ";
 
 /// Which hypervisor runs the guest.

@@ -4,22 +4,23 @@
 
 use std::fmt;
 
-/// Exit statuses of launcher errors, from sysexits.h so they are recognisable and stay clear
-/// of the guest's own status codes (0..=63) and of the guest outcome codes (80..).
+/// Exit statuses of launcher errors. Guests own 0..=128 (their exit-port status) and shells
+/// use 128 + signal number up to 159, so launcher errors are 160..=165 and guest outcomes
+/// other than an exit-port status are 170..=177 (`runloop::Outcome::exit_status`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// Bad command line (EX_USAGE).
-    Usage = 64,
-    /// The guest image is malformed or does not fit (EX_DATAERR).
-    Image = 65,
-    /// The guest image cannot be read (EX_NOINPUT).
-    NoInput = 66,
-    /// The backend device is missing or refused the VM (EX_UNAVAILABLE).
-    Unavailable = 69,
-    /// A backend call failed while running (EX_OSERR).
-    Os = 71,
-    /// Output could not be written (EX_IOERR).
-    Output = 74,
+    /// Bad command line.
+    Usage = 160,
+    /// The guest image is malformed or does not fit.
+    Image = 161,
+    /// The guest image cannot be read.
+    NoInput = 162,
+    /// The backend device is missing or refused the VM.
+    Unavailable = 163,
+    /// A backend call failed while running.
+    Os = 164,
+    /// Output could not be written.
+    Output = 165,
 }
 
 /// An error with the message shown to the user.

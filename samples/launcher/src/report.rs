@@ -162,7 +162,7 @@ mod tests {
         // Balanced braces and quotes: a cheap well-formedness check without a JSON parser.
         assert_eq!(j.matches('{').count(), j.matches('}').count());
         let j2 = report(&Outcome::Timeout, &ls, &[]).json();
-        assert!(j2.contains("\"guest_status\":null,\"exit_status\":85"));
+        assert!(j2.contains("\"guest_status\":null,\"exit_status\":175"));
     }
 
     #[test]

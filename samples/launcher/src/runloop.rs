@@ -39,15 +39,17 @@ impl Outcome {
     /// Process exit status (see the usage text and Documentation/uapi.md).
     pub fn exit_status(&self) -> u8 {
         match self {
-            Self::Exited(s) => (*s).min(63) as u8,
-            Self::Halted { .. } => 80,
-            Self::Shutdown { .. } => 81,
-            Self::FailEntry { .. } => 82,
-            Self::InternalError { .. } => 83,
-            Self::UnhandledMmio { .. } => 84,
-            Self::Timeout => 85,
-            Self::Interrupted => 86,
-            Self::UnknownExit(_) => 87,
+            // Guest statuses 0..=127 pass through unchanged; larger ones become 128 (the full
+            // value is in the message and the JSON).
+            Self::Exited(s) => (*s).min(128) as u8,
+            Self::Halted { .. } => 170,
+            Self::Shutdown { .. } => 171,
+            Self::FailEntry { .. } => 172,
+            Self::InternalError { .. } => 173,
+            Self::UnhandledMmio { .. } => 174,
+            Self::Timeout => 175,
+            Self::Interrupted => 176,
+            Self::UnknownExit(_) => 177,
         }
     }
 
@@ -294,7 +296,8 @@ pub(crate) mod tests {
     #[test]
     fn exit_status_is_capped_below_launcher_codes() {
         assert_eq!(Outcome::Exited(5).exit_status(), 5);
-        assert_eq!(Outcome::Exited(1000).exit_status(), 63);
+        assert_eq!(Outcome::Exited(0x7f).exit_status(), 0x7f);
+        assert_eq!(Outcome::Exited(1000).exit_status(), 128);
     }
 
     #[test]
@@ -302,7 +305,7 @@ pub(crate) mod tests {
         let (r, ..) = go(vec![Ok(Exit::Hlt)]);
         let o = r.unwrap().0;
         assert_eq!(o, Outcome::Halted { rip: Some(0), interrupts_enabled: false });
-        assert_eq!(o.exit_status(), 80);
+        assert_eq!(o.exit_status(), 170);
         assert!(o.describe().contains("interrupts disabled"));
     }
 
@@ -311,7 +314,7 @@ pub(crate) mod tests {
         let (r, fake, _) = go(vec![Ok(Exit::MmioWrite { gpa: 0xfee0_0000, len: 4, data: [0; 8] }), out(0xf4, 4, 0)]);
         let o = r.unwrap().0;
         assert_eq!(o, Outcome::UnhandledMmio { gpa: 0xfee0_0000, len: 4, write: true, rip: Some(0) });
-        assert_eq!(o.exit_status(), 84);
+        assert_eq!(o.exit_status(), 174);
         assert!(o.describe().contains("0xfee00000"));
         assert_eq!(fake.runs, 1);
     }
@@ -332,10 +335,10 @@ pub(crate) mod tests {
     #[test]
     fn failures_map_to_distinct_statuses() {
         let cases = [
-            (Exit::Shutdown, 81),
-            (Exit::FailEntry { reason: (1 << 31) | 33, qualification: 0, cpu: 1 }, 82),
-            (Exit::InternalError { suberror: 2, vmx_exit_reason: 52, qualification: 0, data: vec![0x1000] }, 83),
-            (Exit::Other("x".into()), 87),
+            (Exit::Shutdown, 171),
+            (Exit::FailEntry { reason: (1 << 31) | 33, qualification: 0, cpu: 1 }, 172),
+            (Exit::InternalError { suberror: 2, vmx_exit_reason: 52, qualification: 0, data: vec![0x1000] }, 173),
+            (Exit::Other("x".into()), 177),
         ];
         for (exit, status) in cases {
             let (r, ..) = go(vec![Ok(exit)]);
@@ -363,7 +366,7 @@ pub(crate) mod tests {
         };
         let (o, stats) = run(&mut fake, &mut dev, &stop).unwrap();
         assert_eq!(o, Outcome::Timeout);
-        assert_eq!(o.exit_status(), 85);
+        assert_eq!(o.exit_status(), 175);
         assert_eq!(fake.runs, 2);
         assert_eq!(stats.exits[7], 2);
     }
