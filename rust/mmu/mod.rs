@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! shadowvm's shadow MMU engine: pure `core` Rust, shared by the kernel module (included
+//! with `#[path = "mmu/mod.rs"] mod mmu;`) and the host tests (`rust/mmu/lib.rs`).
+//!
+//! The engine keeps shadow page tables (guest-virtual -> host-physical, in the format the
+//! CPU really walks: 4-level for a guest in IA-32e mode, PAE otherwise) consistent with the
+//! guest's own page tables. See `Documentation/shadow-paging.md` for the design and the
+//! control flow; the entry points are the methods of [`Mmu`].
+//!
+//! # Calling convention
+//!
+//! Every event takes the caller's [`PageSource`] and [`GuestMemory`]. An event that
+//! returns [`MmuError::NeedMemory`] changed nothing visible: refill the page cache and
+//! call it again with the same arguments.
+//!
+//! # Hardware contract
+//!
+//! While the guest runs, program the CPU as [`Mmu::hw_state`] says: GUEST_CR3 = the
+//! shadow root, CR0.PG=CR0.WP=1, CR4.PAE=1, CR4.PSE/PGE/PCIDE/PKE/LA57=0, CR4.SMEP/SMAP =
+//! the guest's while guest paging is on (0 when off), EFER.NXE=1, EFER.LME/LMA = the
+//! guest's LMA; VPID off (every VM entry flushes the TLB), #PF intercepted, CR3 loads,
+//! INVLPG, INVPCID and the CR0/CR4 paging bits intercepted.
+
+pub mod bits;
+pub mod emulate;
+pub mod mem;
+mod root;
+mod shadow;
+pub mod stats;
+pub mod walk;
+
+pub use mem::{GuestFrame, GuestMemory, HostPage, PageSource};
+pub use stats::{Counter, Stats, COUNTER_NAMES, NUM_COUNTERS};
+pub use walk::{Access, GuestMode, PageFault, PagingCtx};
+
+use bits::*;
+use mem::{PageList, Pool};
+
+/// Largest root cache the engine supports.
+pub const MAX_ROOT_CACHE: usize = 32;
+
+/// Engine configuration (per VM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The guest's MAXPHYADDR (what its CPUID reports), 32..=52. Bits at and above it in
+    /// guest paging entries are reserved (#PF with RSVD).
+    pub maxphyaddr: u8,
+    /// Whether the guest has 1 GiB pages (CPUID.80000001H:EDX.Page1GB).
+    pub gb_pages: bool,
+    /// Recent address spaces whose shadow roots are kept (1..=[`MAX_ROOT_CACHE`]).
+    pub root_cache_size: usize,
+    /// Maximum number of shadow pages (each is one table page plus one side page);
+    /// beyond it the least recently used ones are zapped. At least 64.
+    pub max_shadow_pages: usize,
+    /// Emulated writes to one shadowed frame, without the frame being used for a
+    /// translation in between, after which the frame is unshadowed.
+    pub flood_threshold: u8,
+    /// Let leaf page tables go out of sync instead of emulating every write to them.
+    pub unsync: bool,
+}
+
+impl Config {
+    /// Defaults: MAXPHYADDR 46, 1 GiB pages, 8 cached roots, 4096 shadow pages.
+    pub const DEFAULT: Config = Config {
+        maxphyaddr: 46,
+        gb_pages: true,
+        root_cache_size: 8,
+        max_shadow_pages: 4096,
+        flood_threshold: 3,
+        unsync: true,
+    };
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Why an event could not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmuError {
+    /// The [`PageSource`] ran dry. Nothing changed: refill and retry the same event.
+    NeedMemory,
+}
+
+/// What the vCPU must do after a #PF VM exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PfOutcome {
+    /// The shadow now maps the access (or already did): re-enter the guest.
+    Fixed,
+    /// The fault is the guest's: inject #PF with this error code and CR2.
+    Inject(PageFault),
+    /// The access targets unbacked guest-physical memory: emulate it as MMIO.
+    Mmio {
+        /// Guest-physical address accessed.
+        gpa: u64,
+    },
+    /// A write the engine cannot let through (a write-protected guest page table, or a
+    /// CR0.WP=0 supervisor write to a read-only user page under SMAP): emulate the
+    /// instruction (translate with [`Mmu::translate`]), store into guest memory, then
+    /// call [`Mmu::guest_wrote`] for each store. If the instruction cannot be emulated,
+    /// call [`Mmu::unprotect`] and re-enter instead.
+    EmulateWrite {
+        /// Guest-physical address of the faulting access.
+        gpa: u64,
+    },
+}
+
+/// Result of an event that may raise #GP in the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtlOutcome {
+    /// Done; program the new [`Mmu::hw_state`].
+    Ok,
+    /// Inject #GP(0); nothing changed (bad PAE PDPTE, reserved CR3 bits, bad INVPCID).
+    Gp,
+}
+
+/// INVPCID types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvpcidKind {
+    /// Type 0: one address in one PCID.
+    Address,
+    /// Type 1: one PCID.
+    Single,
+    /// Type 2: everything, global translations included.
+    AllIncludingGlobal,
+    /// Type 3: everything but global translations.
+    AllExceptGlobal,
+}
+
+/// The paging state the CPU must run the guest with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HwPaging {
+    /// GUEST_CR3: host-physical address of the shadow root (a PML4 page, or a PAE PDPT
+    /// in a page below 4 GiB). 0 before the first [`Mmu::set_mode`].
+    pub cr3: u64,
+    /// Bits to set in the real CR0 on top of the guest's (PG, WP).
+    pub cr0_set: u64,
+    /// CR4 bits the engine owns; the real CR4 has `cr4` in them, the guest's elsewhere.
+    pub cr4_mask: u64,
+    /// Values of the owned CR4 bits.
+    pub cr4: u64,
+    /// EFER bits the engine owns.
+    pub efer_mask: u64,
+    /// Values of the owned EFER bits.
+    pub efer: u64,
+}
+
+/// One VM's shadow MMU.
+///
+/// # Invariants
+///
+/// * Every shadow page (record `sp`) is on the LRU list, on the chain of its guest frame
+///   record, and owns two pages (table and side) from the page source; `nsp` counts them.
+/// * A present non-leaf shadow entry at (`sp`, `slot`) points to the table page of the
+///   shadow page whose index is stored in `sp`'s side page at `slot`, and that page's
+///   parent list holds the reference (`sp`, `slot`). A present leaf entry maps the host
+///   frame of the guest frame stored in the side page, and that frame's reverse map holds
+///   the reference.
+/// * For every guest frame, either all its indirect shadow pages are in sync and no
+///   present leaf shadow entry maps the frame writable, or all are out of sync and the
+///   frame is on the unsync list.
+/// * Shadow pages pinned by a cached root (`root_count > 0`) are never freed.
+/// * `cur_root` is 0 or one of `roots[..nroots]`; `root_hpa` is its table address.
+pub struct Mmu {
+    cfg: Config,
+    ctx: PagingCtx,
+    cr0: u64,
+    cr4: u64,
+    efer: u64,
+    pool: Pool,
+    spare: PageList,
+    spare_low: PageList,
+    buckets: HostPage,
+    roots: [u32; MAX_ROOT_CACHE],
+    nroots: usize,
+    cur_root: u32,
+    root_hpa: u64,
+    lru_head: u32,
+    lru_tail: u32,
+    nsp: usize,
+    unsync_head: u32,
+    stats: Stats,
+}
+
+impl Mmu {
+    /// A new engine with paging off and nothing allocated. Call [`Mmu::set_mode`] (with the
+    /// guest's reset CR0/CR4/EFER) before the first VM entry to build the first root.
+    pub const fn new(cfg: Config) -> Self {
+        let mut cfg = cfg;
+        if cfg.maxphyaddr < 32 {
+            cfg.maxphyaddr = 32;
+        }
+        if cfg.maxphyaddr > 52 {
+            cfg.maxphyaddr = 52;
+        }
+        if cfg.root_cache_size == 0 {
+            cfg.root_cache_size = 1;
+        }
+        if cfg.root_cache_size > MAX_ROOT_CACHE {
+            cfg.root_cache_size = MAX_ROOT_CACHE;
+        }
+        if cfg.max_shadow_pages < 64 {
+            cfg.max_shadow_pages = 64;
+        }
+        if cfg.flood_threshold == 0 {
+            cfg.flood_threshold = 1;
+        }
+        let mut ctx = PagingCtx::off(cfg.maxphyaddr);
+        ctx.gb_pages = cfg.gb_pages;
+        Mmu {
+            cfg,
+            ctx,
+            cr0: 0,
+            cr4: 0,
+            efer: 0,
+            pool: Pool::new(),
+            spare: PageList::new(),
+            spare_low: PageList::new(),
+            buckets: HostPage::NULL,
+            roots: [0; MAX_ROOT_CACHE],
+            nroots: 0,
+            cur_root: 0,
+            root_hpa: 0,
+            lru_head: 0,
+            lru_tail: 0,
+            nsp: 0,
+            unsync_head: 0,
+            stats: Stats::new(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.cfg
+    }
+
+    /// The guest paging state the engine believes in.
+    pub fn paging(&self) -> PagingCtx {
+        self.ctx
+    }
+
+    /// Host-physical address of the current shadow root (GUEST_CR3), 0 if none yet.
+    pub fn root_hpa(&self) -> u64 {
+        self.root_hpa
+    }
+
+    /// The paging state the CPU must run the guest with (see the module docs).
+    pub fn hw_state(&self) -> HwPaging {
+        let paging = self.ctx.mode != GuestMode::Off;
+        let mut cr4 = CR4_PAE;
+        if paging && self.ctx.smep {
+            cr4 |= CR4_SMEP;
+        }
+        if paging && self.ctx.smap {
+            cr4 |= CR4_SMAP;
+        }
+        let mut efer = EFER_NXE;
+        if self.ctx.mode == GuestMode::Long4 {
+            efer |= EFER_LME | EFER_LMA;
+        }
+        HwPaging {
+            cr3: self.root_hpa,
+            cr0_set: CR0_PG | CR0_WP,
+            cr4_mask: CR4_PSE | CR4_PAE | CR4_PGE | CR4_PCIDE | CR4_SMEP | CR4_SMAP | CR4_PKE | CR4_LA57 | CR4_CET,
+            cr4,
+            efer_mask: EFER_LME | EFER_LMA | EFER_NXE,
+            efer,
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The counters as (name, value) pairs in a fixed order, for userspace.
+    pub fn counters(&self) -> [(&'static str, u64); NUM_COUNTERS] {
+        self.stats.list()
+    }
+
+    /// Number of shadow pages in existence.
+    pub fn shadow_pages(&self) -> usize {
+        self.nsp
+    }
+
+    /// Number of cached roots.
+    pub fn cached_roots(&self) -> usize {
+        self.nroots
+    }
+
+    /// Guest-virtual to guest-physical translation for the instruction emulator, with the
+    /// guest's permission checks and A/D updates for `access` (SDM rules).
+    pub fn translate<G: GuestMemory + ?Sized>(&self, mem: &G, gva: u64, access: Access) -> Result<u64, PageFault> {
+        walk::walk(&self.ctx, mem, gva, access, true).map(|w| w.gpa)
+    }
+}

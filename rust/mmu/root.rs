@@ -1,0 +1,452 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Shadow roots and the root cache, and the events that switch or flush them: CR3 writes
+//! (PCID aware), paging-mode changes (CR0/CR4/EFER), INVLPG, INVPCID, full flushes and
+//! teardown.
+
+use super::bits::*;
+use super::mem::{page_get, page_set, read_gpte, GuestMemory, HostPage, PageSource, Record};
+use super::shadow::{sidx, Role, SP_UNSYNC};
+use super::stats::Counter;
+use super::walk::{GuestMode, PagingCtx, ACC_ALL};
+use super::{CtlOutcome, InvpcidKind, Mmu, MmuError, MAX_ROOT_CACHE};
+
+/// Pages building a root may need: 4 shadow pages (table + side each).
+pub(super) const ROOT_PAGES: usize = 8;
+/// Records building a root may need: the root record, 4 shadow-page and 4 frame records.
+pub(super) const ROOT_RECS: u32 = 12;
+
+/// Slot of the PAE root page where the pinned shadow pages' record indices are kept.
+const PAE_SPS: usize = 256;
+/// Slot of the PAE root page where the guest PDPTEs the root was built from are kept.
+const PAE_GUEST: usize = 260;
+
+/// A cached shadow root.
+///
+/// # Invariants
+///
+/// For a 4-level root, `sp` is a pinned shadow page and `hpa` its table. Otherwise
+/// `pae_ptr`/`pae_hpa` is an engine-owned page below 4 GiB whose first 4 entries are the
+/// PAE PDPTEs the CPU loads, whose slots 256..260 hold the pinned level-2 shadow pages
+/// (0 = none) and 260..264 the guest PDPTEs it was built from; `hpa == pae_hpa`.
+#[repr(C)]
+pub(super) struct RootRec {
+    pub key: u64,
+    pub hpa: u64,
+    pub pae_ptr: usize,
+    pub pae_hpa: u64,
+    pub role: u32,
+    pub sp: u32,
+}
+// SAFETY: repr(C), 40 bytes, align 8, integers only.
+unsafe impl Record for RootRec {}
+
+impl Mmu {
+    pub(super) fn root_rec(&self, r: u32) -> &RootRec {
+        self.pool.get::<RootRec>(r)
+    }
+
+    fn pcide(&self) -> bool {
+        self.ctx.mode == GuestMode::Long4 && self.cr4 & CR4_PCIDE != 0
+    }
+
+    /// The cache key of the current address space: (CR3 incl. PCID, base role).
+    fn root_key(&self) -> (u64, u32) {
+        let key = match self.ctx.mode {
+            GuestMode::Off => 0,
+            GuestMode::Bits32 => self.ctx.cr3 & 0xffff_f000,
+            GuestMode::Pae => self.ctx.cr3 & 0xffff_ffe0,
+            GuestMode::Long4 => {
+                if self.pcide() {
+                    self.ctx.cr3 & (bits(51, 12) | 0xfff)
+                } else {
+                    self.ctx.cr3 & bits(51, 12)
+                }
+            }
+        };
+        (key, Role::base(&self.ctx).0)
+    }
+
+    fn root_matches(&self, r: u32, key: u64, role: u32) -> bool {
+        let rec = self.root_rec(r);
+        if rec.key != key || rec.role != role {
+            return false;
+        }
+        if self.ctx.mode == GuestMode::Pae {
+            let p = rec.pae_ptr as *mut u8;
+            return (0..4).all(|i| page_get(p, PAE_GUEST + i) == self.ctx.pdptes[i]);
+        }
+        true
+    }
+
+    /// Makes the current address space's root current, from the cache or built anew.
+    /// Needs the reserves of `topup(ROOT_PAGES, ROOT_RECS, 1)` (low page unless 4-level).
+    pub(super) fn switch_root<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(&mut self, src: &mut P, mem: &G) {
+        let (key, role) = self.root_key();
+        let n = self.nroots.min(MAX_ROOT_CACHE);
+        if let Some(pos) = (0..n).find(|&i| self.root_matches(self.roots[i], key, role)) {
+            let r = self.roots[pos];
+            self.roots.copy_within(0..pos, 1);
+            self.roots[0] = r;
+            self.cur_root = r;
+            self.root_hpa = self.root_rec(r).hpa;
+            self.stats.inc(Counter::RootCacheHits);
+            return;
+        }
+        self.stats.inc(Counter::RootCacheMisses);
+        let r = self.build_root(mem, key, role);
+        if r == 0 {
+            // Unreachable after top-up; leave no root (the next #PF retries).
+            self.cur_root = 0;
+            self.root_hpa = 0;
+            return;
+        }
+        if self.nroots >= self.cfg.root_cache_size.min(MAX_ROOT_CACHE) {
+            let last = self.roots[self.nroots - 1];
+            self.nroots -= 1;
+            self.free_root(src, last);
+        }
+        let n = self.nroots;
+        self.roots.copy_within(0..n, 1);
+        self.roots[0] = r;
+        self.nroots += 1;
+        self.cur_root = r;
+        self.root_hpa = self.root_rec(r).hpa;
+    }
+
+    fn pin(&mut self, sp: u32) {
+        let c = self.sp(sp).root_count.saturating_add(1);
+        self.sp_mut(sp).root_count = c;
+    }
+
+    fn unpin(&mut self, sp: u32) {
+        let c = self.sp(sp).root_count.saturating_sub(1);
+        self.sp_mut(sp).root_count = c;
+    }
+
+    fn build_root<G: GuestMemory + ?Sized>(&mut self, mem: &G, key: u64, role: u32) -> u32 {
+        let base = Role(role);
+        let r = self.pool.alloc();
+        if r == 0 {
+            return 0;
+        }
+        if self.ctx.mode == GuestMode::Long4 {
+            let gfn = (key & bits(51, 12)) >> 12;
+            let sp = self.sp_get(mem, gfn, base.with(4, false, 0, ACC_ALL));
+            if sp == 0 {
+                self.pool.free(r);
+                return 0;
+            }
+            self.pin(sp);
+            let hpa = self.sp(sp).spt_hpa;
+            let rec = self.pool.get_mut::<RootRec>(r);
+            rec.key = key;
+            rec.role = role;
+            rec.sp = sp;
+            rec.hpa = hpa;
+            return r;
+        }
+        let Some(pae) = self.spare_low.pop() else {
+            self.pool.free(r);
+            return 0;
+        };
+        for i in 0..4usize {
+            let (gfn, role_i, present) = match self.ctx.mode {
+                GuestMode::Off => ((i as u64) << 18, base.with(2, true, 0, ACC_ALL), true),
+                GuestMode::Bits32 => ((key & 0xffff_f000) >> 12, base.with(2, false, i as u32, ACC_ALL), true),
+                _ => {
+                    let p = self.ctx.pdptes[i];
+                    page_set(pae.ptr, PAE_GUEST + i, p);
+                    ((p & bits(51, 12)) >> 12, base.with(2, false, 0, ACC_ALL), p & PTE_P != 0)
+                }
+            };
+            if !present {
+                continue;
+            }
+            let sp = self.sp_get(mem, gfn, role_i);
+            if sp == 0 {
+                continue;
+            }
+            self.pin(sp);
+            let hpa = self.sp(sp).spt_hpa;
+            page_set(pae.ptr, i, (hpa & bits(51, 12)) | PTE_P);
+            page_set(pae.ptr, PAE_SPS + i, sp as u64);
+        }
+        let rec = self.pool.get_mut::<RootRec>(r);
+        rec.key = key;
+        rec.role = role;
+        rec.pae_ptr = pae.ptr as usize;
+        rec.pae_hpa = pae.hpa;
+        rec.hpa = pae.hpa;
+        r
+    }
+
+    fn free_root<P: PageSource + ?Sized>(&mut self, src: &mut P, r: u32) {
+        let (sp, pae) = {
+            let rec = self.root_rec(r);
+            (rec.sp, HostPage { ptr: rec.pae_ptr as *mut u8, hpa: rec.pae_hpa })
+        };
+        if sp != 0 {
+            self.unpin(sp);
+        }
+        if !pae.is_null() {
+            for i in 0..4 {
+                let s = page_get(pae.ptr, PAE_SPS + i) as u32;
+                if s != 0 {
+                    self.unpin(s);
+                }
+            }
+            self.put_low_page(src, pae);
+        }
+        if self.cur_root == r {
+            self.cur_root = 0;
+            self.root_hpa = 0;
+        }
+        self.pool.free(r);
+    }
+
+    /// Loads the 4 PAE PDPTEs at `cr3`; `None` if one has reserved bits set (#GP).
+    fn load_pdptes<G: GuestMemory + ?Sized>(&self, mem: &G, cr3: u64) -> Option<[u64; 4]> {
+        let base = cr3 & 0xffff_ffe0;
+        let mut p = [0u64; 4];
+        let ctx = self.ctx;
+        for (i, e) in p.iter_mut().enumerate() {
+            let v = read_gpte(mem, base + 8 * i as u64, 8);
+            if v & PTE_P != 0 && v & ctx.pdpte_rsvd() != 0 {
+                return None;
+            }
+            *e = v;
+        }
+        Some(p)
+    }
+
+    fn low_needed(&self, mode: GuestMode) -> usize {
+        if mode == GuestMode::Long4 {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// A guest TLB flush: everything out of sync is resynchronised.
+    fn tlb_flush<G: GuestMemory + ?Sized>(&mut self, mem: &G) {
+        self.resync_all(mem);
+        self.stats.inc(Counter::TlbFlushes);
+    }
+
+    /// The guest wrote CR3 (MOV to CR3, or a task switch). With CR4.PCIDE=1, bit 63 is the
+    /// no-flush bit and bits 11:0 the PCID. In PAE mode the PDPTEs are loaded here, as the
+    /// CPU does; a bad one gives [`CtlOutcome::Gp`]. Switching back to a cached address
+    /// space builds nothing.
+    pub fn set_cr3<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
+        &mut self,
+        src: &mut P,
+        mem: &G,
+        cr3: u64,
+    ) -> Result<CtlOutcome, MmuError> {
+        let pcide = self.pcide();
+        let noflush = pcide && cr3 & (1 << 63) != 0;
+        let val = if pcide { cr3 & !(1u64 << 63) } else { cr3 };
+        let mut pdptes = self.ctx.pdptes;
+        match self.ctx.mode {
+            GuestMode::Long4 => {
+                if val & bits(63, self.cfg.maxphyaddr as u32) != 0 {
+                    return Ok(CtlOutcome::Gp);
+                }
+            }
+            GuestMode::Pae => match self.load_pdptes(mem, val) {
+                Some(p) => pdptes = p,
+                None => return Ok(CtlOutcome::Gp),
+            },
+            _ => {}
+        }
+        let val = if self.ctx.mode == GuestMode::Long4 { val } else { val & 0xffff_ffff };
+        self.topup(src, ROOT_PAGES, ROOT_RECS, self.low_needed(self.ctx.mode))?;
+        self.stats.inc(Counter::Cr3Writes);
+        self.ctx.cr3 = val;
+        self.ctx.pdptes = pdptes;
+        if self.ctx.mode == GuestMode::Off {
+            return Ok(CtlOutcome::Ok);
+        }
+        if !noflush {
+            self.tlb_flush(mem);
+        }
+        self.switch_root(src, mem);
+        Ok(CtlOutcome::Ok)
+    }
+
+    /// The guest's CR0, CR4 or EFER changed (pass all three; EFER.LMA decides IA-32e
+    /// mode, so update it first as the CPU does when CR0.PG is set with EFER.LME). Loads
+    /// the PAE PDPTEs when the SDM says MOV to CR0/CR4 does ([`CtlOutcome::Gp`] if bad).
+    /// Also call it once at vCPU reset to build the first root.
+    pub fn set_mode<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
+        &mut self,
+        src: &mut P,
+        mem: &G,
+        cr0: u64,
+        cr4: u64,
+        efer: u64,
+    ) -> Result<CtlOutcome, MmuError> {
+        let mode = if cr0 & CR0_PG == 0 {
+            GuestMode::Off
+        } else if efer & EFER_LMA != 0 {
+            GuestMode::Long4
+        } else if cr4 & CR4_PAE != 0 {
+            GuestMode::Pae
+        } else {
+            GuestMode::Bits32
+        };
+        let mut ctx: PagingCtx = self.ctx;
+        ctx.mode = mode;
+        ctx.wp = cr0 & CR0_WP != 0;
+        ctx.nxe = efer & EFER_NXE != 0;
+        ctx.smep = cr4 & CR4_SMEP != 0;
+        ctx.smap = cr4 & CR4_SMAP != 0;
+        ctx.pse = cr4 & CR4_PSE != 0;
+        if mode == GuestMode::Pae {
+            let reload = self.ctx.mode != GuestMode::Pae
+                || (self.cr0 ^ cr0) & (CR0_CD | CR0_NW | CR0_PG) != 0
+                || (self.cr4 ^ cr4) & (CR4_PAE | CR4_PGE | CR4_PSE | CR4_SMEP) != 0;
+            if reload {
+                let save = self.ctx;
+                self.ctx = ctx;
+                let p = self.load_pdptes(mem, ctx.cr3);
+                self.ctx = save;
+                match p {
+                    Some(p) => ctx.pdptes = p,
+                    None => return Ok(CtlOutcome::Gp),
+                }
+            }
+        }
+        if mode != GuestMode::Long4 {
+            ctx.cr3 &= 0xffff_ffff;
+        }
+        self.topup(src, ROOT_PAGES, ROOT_RECS, self.low_needed(mode))?;
+        const CR0_BITS: u64 = CR0_PG | CR0_WP;
+        const CR4_BITS: u64 = CR4_PAE | CR4_PSE | CR4_PGE | CR4_PCIDE | CR4_SMEP | CR4_SMAP;
+        let changed = self.ctx.mode != mode
+            || (self.cr0 ^ cr0) & CR0_BITS != 0
+            || (self.cr4 ^ cr4) & CR4_BITS != 0
+            || (self.efer ^ efer) & (EFER_NXE | EFER_LMA) != 0;
+        self.cr0 = cr0;
+        self.cr4 = cr4;
+        self.efer = efer;
+        self.ctx = ctx;
+        if changed {
+            self.stats.inc(Counter::ModeChanges);
+            self.tlb_flush(mem);
+        }
+        if changed || self.cur_root == 0 {
+            self.switch_root(src, mem);
+        }
+        Ok(CtlOutcome::Ok)
+    }
+
+    /// INVLPG: drops the shadow's cached translation of `gva` (resyncs the entry of an
+    /// out-of-sync leaf table, drops a split large page entirely). Needs no memory.
+    pub fn invlpg<G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {
+        self.stats.inc(Counter::Invlpg);
+        self.invlpg_inner(mem, gva);
+    }
+
+    fn invlpg_inner<G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {
+        if self.ctx.mode == GuestMode::Off {
+            return;
+        }
+        let gva = self.ctx.canon(gva);
+        let Some((mut sp, mut level)) = self.path_start(gva) else {
+            return;
+        };
+        loop {
+            let slot = sidx(gva, level);
+            if page_get(self.spt(sp), slot) & PTE_P == 0 {
+                return;
+            }
+            if level == 1 {
+                if self.sp(sp).flags & SP_UNSYNC != 0 {
+                    self.sync_entry(mem, sp, slot);
+                    self.stats.inc(Counter::InvlpgResync);
+                }
+                return;
+            }
+            let child = page_get(self.side(sp), slot) as u32;
+            if self.role(child).direct() {
+                self.drop_spte(sp, slot);
+                if self.ctx.mode == GuestMode::Bits32 && level == 2 {
+                    let buddy = slot ^ 1;
+                    if page_get(self.spt(sp), buddy) & PTE_P != 0 {
+                        let b = page_get(self.side(sp), buddy) as u32;
+                        if self.role(b).direct() {
+                            self.drop_spte(sp, buddy);
+                        }
+                    }
+                }
+                return;
+            }
+            sp = child;
+            level -= 1;
+        }
+    }
+
+    /// INVPCID of `kind` for `pcid` (and `gva` for [`InvpcidKind::Address`]). Gives
+    /// [`CtlOutcome::Gp`] for a PCID above 4095, or a nonzero PCID with CR4.PCIDE=0 for
+    /// types 0 and 1. Invalidations of other PCIDs flush more than asked (allowed).
+    pub fn invpcid<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        kind: InvpcidKind,
+        pcid: u64,
+        gva: u64,
+    ) -> CtlOutcome {
+        if pcid > 0xfff {
+            return CtlOutcome::Gp;
+        }
+        let pcide = self.pcide();
+        if matches!(kind, InvpcidKind::Address | InvpcidKind::Single) && !pcide && pcid != 0 {
+            return CtlOutcome::Gp;
+        }
+        self.stats.inc(Counter::Invpcid);
+        let cur = if pcide { self.ctx.cr3 & 0xfff } else { 0 };
+        match kind {
+            InvpcidKind::Address if pcid == cur => self.invlpg_inner(mem, gva),
+            _ => self.tlb_flush(mem),
+        }
+        CtlOutcome::Ok
+    }
+
+    /// A full guest TLB flush (e.g. the vCPU lost track of what the guest did).
+    pub fn flush<G: GuestMemory + ?Sized>(&mut self, mem: &G) {
+        self.tlb_flush(mem);
+    }
+
+    /// Gives every page back to `src`. The engine is empty afterwards (paging off, no
+    /// root) and can be reused after [`Mmu::set_mode`].
+    pub fn teardown<P: PageSource + ?Sized>(&mut self, src: &mut P) {
+        for i in 0..self.nroots.min(MAX_ROOT_CACHE) {
+            let r = self.roots[i];
+            let rec = self.root_rec(r);
+            let pae = HostPage { ptr: rec.pae_ptr as *mut u8, hpa: rec.pae_hpa };
+            if !pae.is_null() {
+                src.free_page(pae);
+            }
+        }
+        self.nroots = 0;
+        self.cur_root = 0;
+        self.root_hpa = 0;
+        self.free_all_sps(src);
+        self.pool.release(src);
+        while let Some(p) = self.spare.pop() {
+            src.free_page(p);
+        }
+        while let Some(p) = self.spare_low.pop() {
+            src.free_page(p);
+        }
+        if !self.buckets.is_null() {
+            src.free_page(self.buckets);
+            self.buckets = HostPage::NULL;
+        }
+        let stats = self.stats;
+        *self = Mmu::new(self.cfg);
+        self.stats = stats;
+    }
+}

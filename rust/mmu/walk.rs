@@ -1,0 +1,540 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The guest page-table walker: one generic walk over the guest paging formats
+//! (32-bit, PAE, 4-level), like KVM's `paging_tmpl.h`, with the x86 rules of SDM vol. 3A
+//! chapter 4: present, reserved bits (incl. PSE-36 and MAXPHYADDR), R/W with CR0.WP, U/S,
+//! NX with EFER.NXE, SMEP, SMAP with EFLAGS.AC and implicit supervisor accesses, the #PF
+//! error code, and accessed/dirty updates with locked compare-exchange.
+//!
+//! A/D rule (same as KVM's walker): the A bits of every entry used and, for a write, the
+//! D bit of the leaf are set only when the access is allowed; a faulting access leaves
+//! the guest tables unchanged.
+
+use super::bits::*;
+use super::mem::{cmpxchg_gpte, read_gpte, GuestMemory};
+
+/// The guest's paging mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestMode {
+    /// CR0.PG=0: linear = physical.
+    Off,
+    /// 32-bit 2-level paging (4-byte entries, 4 MiB pages with CR4.PSE).
+    Bits32,
+    /// PAE paging (PDPTE registers, 8-byte entries, 2 MiB pages).
+    Pae,
+    /// 4-level paging (IA-32e mode).
+    Long4,
+}
+
+impl GuestMode {
+    /// Numeric code used in shadow-page roles.
+    pub const fn code(self) -> u32 {
+        match self {
+            GuestMode::Off => 0,
+            GuestMode::Bits32 => 1,
+            GuestMode::Pae => 2,
+            GuestMode::Long4 => 3,
+        }
+    }
+}
+
+/// One guest memory access, as the permission rules see it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// A write (for a locked read-modify-write, pass a write).
+    pub write: bool,
+    /// An instruction fetch.
+    pub fetch: bool,
+    /// A user-mode access: an explicit access at CPL 3.
+    pub user: bool,
+    /// An implicit supervisor-mode access (descriptor tables, TSS, ...), at any CPL.
+    pub implicit: bool,
+    /// EFLAGS.AC (matters for explicit supervisor data accesses under SMAP).
+    pub ac: bool,
+}
+
+impl Access {
+    /// The access a hardware #PF error code describes (U set means CPL 3, explicit).
+    /// A fault with U clear at CPL 3 was an implicit supervisor access.
+    pub fn from_error_code(error_code: u32, cpl: u8, ac: bool) -> Access {
+        let user = error_code & PFERR_U != 0;
+        Access {
+            write: error_code & PFERR_W != 0,
+            fetch: error_code & PFERR_ID != 0,
+            user,
+            implicit: !user && cpl == 3,
+            ac,
+        }
+    }
+}
+
+/// A page fault that belongs to the guest: inject #PF with this error code, CR2 = `cr2`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageFault {
+    /// The #PF error code (P, W, U, RSVD, I/D).
+    pub error_code: u32,
+    /// The faulting linear address.
+    pub cr2: u64,
+}
+
+/// Permission bit: writable.
+pub const ACC_W: u8 = 1;
+/// Permission bit: user-accessible.
+pub const ACC_U: u8 = 2;
+/// Permission bit: executable.
+pub const ACC_X: u8 = 4;
+/// All permissions.
+pub const ACC_ALL: u8 = ACC_W | ACC_U | ACC_X;
+
+/// The guest state a walk depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PagingCtx {
+    /// Paging mode.
+    pub mode: GuestMode,
+    /// Guest CR3.
+    pub cr3: u64,
+    /// PAE PDPTE registers (loaded at CR3 write / PAE paging enable).
+    pub pdptes: [u64; 4],
+    /// CR0.WP.
+    pub wp: bool,
+    /// EFER.NXE.
+    pub nxe: bool,
+    /// CR4.SMEP.
+    pub smep: bool,
+    /// CR4.SMAP.
+    pub smap: bool,
+    /// CR4.PSE.
+    pub pse: bool,
+    /// Guest MAXPHYADDR (CPUID 0x80000008 EAX[7:0]), 32..=52.
+    pub maxphyaddr: u8,
+    /// 1 GiB pages supported (CPUID 0x80000001 EDX[26]).
+    pub gb_pages: bool,
+}
+
+impl PagingCtx {
+    /// A context with paging off.
+    pub const fn off(maxphyaddr: u8) -> Self {
+        PagingCtx {
+            mode: GuestMode::Off,
+            cr3: 0,
+            pdptes: [0; 4],
+            wp: false,
+            nxe: false,
+            smep: false,
+            smap: false,
+            pse: false,
+            maxphyaddr,
+            gb_pages: true,
+        }
+    }
+
+    fn m(&self) -> u32 {
+        (self.maxphyaddr as u32).clamp(32, 52)
+    }
+
+    /// Reserved bits above MAXPHYADDR in 8-byte entries of 4-level paging (bits 51:M).
+    fn high_rsvd_long(&self) -> u64 {
+        bits(51, self.m())
+    }
+
+    /// Reserved bits above MAXPHYADDR in PAE entries (bits 62:M).
+    fn high_rsvd_pae(&self) -> u64 {
+        bits(62, self.m())
+    }
+
+    fn nx_rsvd(&self) -> u64 {
+        if self.nxe {
+            0
+        } else {
+            PTE_NX
+        }
+    }
+
+    /// Reserved bits of a PAE PDPTE (checked when the PDPTEs are loaded).
+    pub fn pdpte_rsvd(&self) -> u64 {
+        bits(2, 1) | bits(8, 5) | bits(63, self.m())
+    }
+
+    /// Whether a translation fault sets the I/D bit for fetches.
+    fn id_reported(&self) -> bool {
+        self.smep || (self.mode != GuestMode::Bits32 && self.nxe)
+    }
+
+    /// The #PF error code for `access`.
+    pub fn error_code(&self, access: Access, present: bool, rsvd: bool) -> u32 {
+        let mut e = 0;
+        if present || rsvd {
+            e |= PFERR_P;
+        }
+        if rsvd {
+            e |= PFERR_RSVD;
+        }
+        if access.write && !access.fetch {
+            e |= PFERR_W;
+        }
+        if access.user {
+            e |= PFERR_U;
+        }
+        if access.fetch && self.id_reported() {
+            e |= PFERR_ID;
+        }
+        e
+    }
+
+    /// Whether the effective permissions `perm` allow `access` (SDM 4.6).
+    pub fn allows(&self, perm: u8, access: Access) -> bool {
+        let user_page = perm & ACC_U != 0;
+        let w = perm & ACC_W != 0;
+        let x = perm & ACC_X != 0;
+        let smap_blocks = user_page && self.smap && (access.implicit || !access.ac);
+        if access.fetch {
+            if access.user {
+                user_page && x
+            } else {
+                x && !(self.smep && user_page)
+            }
+        } else if access.write {
+            if access.user {
+                user_page && w
+            } else {
+                !smap_blocks && (w || !self.wp)
+            }
+        } else if access.user {
+            user_page
+        } else {
+            !smap_blocks
+        }
+    }
+
+    /// Linear address bits the mode uses.
+    pub fn canon(&self, gva: u64) -> u64 {
+        match self.mode {
+            GuestMode::Long4 => gva & bits(47, 0),
+            _ => gva & 0xffff_ffff,
+        }
+    }
+}
+
+/// Everything a successful walk learned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Walk {
+    /// Guest-physical address of the accessed byte.
+    pub gpa: u64,
+    /// Leaf level: 1 = 4 KiB, 2 = 2/4 MiB, 3 = 1 GiB.
+    pub level: u8,
+    /// Effective permissions (AND over all levels).
+    pub perm: u8,
+    /// Leaf D bit after the walk's own update.
+    pub dirty: bool,
+    /// Guest table frame read at each level (index = level; PAE level 3 is the register).
+    pub table_gfn: [u64; 5],
+    /// AND of the permissions of the entries above each level (index = level).
+    pub acc_above: [u8; 5],
+    /// Entry value read at each level.
+    pub pte: [u64; 5],
+    /// Guest-physical address of the entry at each level.
+    pub pte_gpa: [u64; 5],
+}
+
+/// A guest paging format (KVM's `paging_tmpl.h` as a trait).
+pub trait Format {
+    /// Bytes per entry.
+    const PTE_BYTES: u64;
+    /// Level of the first table read from memory.
+    const TOP: u8;
+    /// Index of `gva` in a table of `level`.
+    fn index(gva: u64, level: u8) -> u64;
+    /// Reserved bits set in a present entry.
+    fn rsvd(ctx: &PagingCtx, pte: u64, level: u8) -> bool;
+    /// Whether a present entry at `level` maps a page (level 1 always does).
+    fn leaf(ctx: &PagingCtx, pte: u64, level: u8) -> bool;
+    /// Guest-physical address of the table an entry points to.
+    fn next_table(pte: u64) -> u64;
+    /// Guest-physical address of `gva` through leaf `pte` at `level`.
+    fn page_gpa(pte: u64, level: u8, gva: u64) -> u64;
+    /// Permissions one entry grants.
+    fn perm(ctx: &PagingCtx, pte: u64) -> u8 {
+        let mut p = ACC_X;
+        if pte & PTE_W != 0 {
+            p |= ACC_W;
+        }
+        if pte & PTE_U != 0 {
+            p |= ACC_U;
+        }
+        if ctx.nxe && pte & PTE_NX != 0 {
+            p &= !ACC_X;
+        }
+        p
+    }
+}
+
+/// 4-level paging.
+pub struct Long4;
+/// PAE paging (below the PDPTE registers).
+pub struct Pae;
+/// 32-bit paging.
+pub struct Bits32;
+
+impl Format for Long4 {
+    const PTE_BYTES: u64 = 8;
+    const TOP: u8 = 4;
+    fn index(gva: u64, level: u8) -> u64 {
+        (gva >> (12 + 9 * (level.saturating_sub(1) as u32 & 3))) & 511
+    }
+    fn rsvd(ctx: &PagingCtx, pte: u64, level: u8) -> bool {
+        let base = ctx.high_rsvd_long() | ctx.nx_rsvd();
+        let ps = pte & PTE_PS != 0;
+        let m = match level {
+            4 => base | PTE_PS,
+            3 if ps => {
+                if !ctx.gb_pages {
+                    return true;
+                }
+                base | bits(29, 13)
+            }
+            2 if ps => base | bits(20, 13),
+            _ => base,
+        };
+        pte & m != 0
+    }
+    fn leaf(_ctx: &PagingCtx, pte: u64, level: u8) -> bool {
+        level == 1 || ((level == 2 || level == 3) && pte & PTE_PS != 0)
+    }
+    fn next_table(pte: u64) -> u64 {
+        pte & bits(51, 12)
+    }
+    fn page_gpa(pte: u64, level: u8, gva: u64) -> u64 {
+        match level {
+            3 => (pte & bits(51, 30)) | (gva & bits(29, 0)),
+            2 => (pte & bits(51, 21)) | (gva & bits(20, 0)),
+            _ => (pte & bits(51, 12)) | (gva & 0xfff),
+        }
+    }
+}
+
+impl Format for Pae {
+    const PTE_BYTES: u64 = 8;
+    const TOP: u8 = 2;
+    fn index(gva: u64, level: u8) -> u64 {
+        if level == 2 {
+            (gva >> 21) & 511
+        } else {
+            (gva >> 12) & 511
+        }
+    }
+    fn rsvd(ctx: &PagingCtx, pte: u64, level: u8) -> bool {
+        let mut m = ctx.high_rsvd_pae() | ctx.nx_rsvd();
+        if level == 2 && pte & PTE_PS != 0 {
+            m |= bits(20, 13);
+        }
+        pte & m != 0
+    }
+    fn leaf(_ctx: &PagingCtx, pte: u64, level: u8) -> bool {
+        level == 1 || (level == 2 && pte & PTE_PS != 0)
+    }
+    fn next_table(pte: u64) -> u64 {
+        pte & bits(51, 12)
+    }
+    fn page_gpa(pte: u64, level: u8, gva: u64) -> u64 {
+        if level == 2 {
+            (pte & bits(51, 21)) | (gva & bits(20, 0))
+        } else {
+            (pte & bits(51, 12)) | (gva & 0xfff)
+        }
+    }
+}
+
+impl Format for Bits32 {
+    const PTE_BYTES: u64 = 4;
+    const TOP: u8 = 2;
+    fn index(gva: u64, level: u8) -> u64 {
+        if level == 2 {
+            (gva >> 22) & 1023
+        } else {
+            (gva >> 12) & 1023
+        }
+    }
+    fn rsvd(ctx: &PagingCtx, pte: u64, level: u8) -> bool {
+        if level != 2 || !ctx.pse || pte & PTE_PS == 0 {
+            return false;
+        }
+        // 4 MiB page: bit 21 reserved; PDE bits 20:13 hold physical bits 39:32 (PSE-36),
+        // those at or above MAXPHYADDR (capped at 40) are reserved.
+        let m = ctx.m().min(40);
+        let mut r = 1u64 << 21;
+        if m < 40 {
+            r |= bits(20, 13 + (m - 32));
+        }
+        pte & r != 0
+    }
+    fn leaf(ctx: &PagingCtx, pte: u64, level: u8) -> bool {
+        level == 1 || (level == 2 && ctx.pse && pte & PTE_PS != 0)
+    }
+    fn next_table(pte: u64) -> u64 {
+        pte & 0xffff_f000
+    }
+    fn page_gpa(pte: u64, level: u8, gva: u64) -> u64 {
+        if level == 2 {
+            (pte & 0xffc0_0000) | (((pte >> 13) & 0xff) << 32) | (gva & 0x3f_ffff)
+        } else {
+            (pte & 0xffff_f000) | (gva & 0xfff)
+        }
+    }
+    fn perm(_ctx: &PagingCtx, pte: u64) -> u8 {
+        let mut p = ACC_X;
+        if pte & PTE_W != 0 {
+            p |= ACC_W;
+        }
+        if pte & PTE_U != 0 {
+            p |= ACC_U;
+        }
+        p
+    }
+}
+
+/// Walks the guest tables for `gva`. With `set_ad`, sets A/D bits like the CPU on success.
+pub fn walk<G: GuestMemory + ?Sized>(
+    ctx: &PagingCtx,
+    mem: &G,
+    gva: u64,
+    access: Access,
+    set_ad: bool,
+) -> Result<Walk, PageFault> {
+    let gva = ctx.canon(gva);
+    match ctx.mode {
+        GuestMode::Off => Ok(Walk {
+            gpa: gva,
+            level: 1,
+            perm: ACC_ALL,
+            dirty: true,
+            ..Walk::default()
+        }),
+        GuestMode::Bits32 => walk_fmt::<Bits32, G>(ctx, mem, gva, access, set_ad),
+        GuestMode::Pae => walk_fmt::<Pae, G>(ctx, mem, gva, access, set_ad),
+        GuestMode::Long4 => walk_fmt::<Long4, G>(ctx, mem, gva, access, set_ad),
+    }
+}
+
+fn walk_fmt<F: Format, G: GuestMemory + ?Sized>(
+    ctx: &PagingCtx,
+    mem: &G,
+    gva: u64,
+    access: Access,
+    set_ad: bool,
+) -> Result<Walk, PageFault> {
+    // A failed compare-exchange means an entry changed under us: walk again. Each retry
+    // observes at least one more A/D bit set, so a handful is plenty without races.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut w = walk_once::<F, G>(ctx, mem, gva, access)?;
+        if !set_ad || apply_ad_fmt::<F, G>(mem, &mut w, access) || tries >= 16 {
+            return Ok(w);
+        }
+    }
+}
+
+/// Sets the A bits of every entry a successful walk used and, for a write, the leaf's D
+/// bit, with locked compare-exchange. False if an entry changed since the walk read it
+/// (the caller walks again or lets the access fault again).
+pub fn apply_ad<G: GuestMemory + ?Sized>(ctx: &PagingCtx, mem: &G, w: &mut Walk, access: Access) -> bool {
+    match ctx.mode {
+        GuestMode::Off => true,
+        GuestMode::Bits32 => apply_ad_fmt::<Bits32, G>(mem, w, access),
+        GuestMode::Pae => apply_ad_fmt::<Pae, G>(mem, w, access),
+        GuestMode::Long4 => apply_ad_fmt::<Long4, G>(mem, w, access),
+    }
+}
+
+fn apply_ad_fmt<F: Format, G: GuestMemory + ?Sized>(mem: &G, w: &mut Walk, access: Access) -> bool {
+    let leaf = w.level.max(1);
+    let write = access.write && !access.fetch;
+    let mut l = F::TOP;
+    while l >= leaf {
+        let li = l as usize & 7;
+        let old = w.pte.get(li).copied().unwrap_or(0);
+        let gpa = w.pte_gpa.get(li).copied().unwrap_or(0);
+        let mut new = old | PTE_A;
+        if l == leaf && write {
+            new |= PTE_D;
+        }
+        if new != old {
+            if !cmpxchg_gpte(mem, gpa, F::PTE_BYTES, old, new) {
+                return false;
+            }
+            if let Some(p) = w.pte.get_mut(li) {
+                *p = new;
+            }
+        }
+        l -= 1;
+    }
+    if write {
+        w.dirty = true;
+    }
+    true
+}
+
+fn walk_once<F: Format, G: GuestMemory + ?Sized>(
+    ctx: &PagingCtx,
+    mem: &G,
+    gva: u64,
+    access: Access,
+) -> Result<Walk, PageFault> {
+    let fault = |present: bool, rsvd: bool| PageFault { error_code: ctx.error_code(access, present, rsvd), cr2: gva };
+    let mut w = Walk::default();
+    let mut table = match ctx.mode {
+        GuestMode::Pae => {
+            let pdpte = ctx.pdptes[((gva >> 30) & 3) as usize];
+            w.pte[3] = pdpte;
+            w.acc_above[3] = ACC_ALL;
+            if pdpte & PTE_P == 0 {
+                return Err(fault(false, false));
+            }
+            pdpte & bits(51, 12)
+        }
+        GuestMode::Bits32 => ctx.cr3 & 0xffff_f000,
+        _ => ctx.cr3 & bits(51, 12) & !ctx.high_rsvd_long(),
+    };
+    let mut acc = ACC_ALL;
+    let mut level = F::TOP;
+    loop {
+        let li = level as usize & 7;
+        let pte_gpa = table.wrapping_add(F::index(gva, level).wrapping_mul(F::PTE_BYTES));
+        let pte = read_gpte(mem, pte_gpa, F::PTE_BYTES);
+        if let (Some(a), Some(b), Some(c), Some(d)) = (
+            w.pte.get_mut(li),
+            w.pte_gpa.get_mut(li),
+            w.table_gfn.get_mut(li),
+            w.acc_above.get_mut(li),
+        ) {
+            *a = pte;
+            *b = pte_gpa;
+            *c = table >> 12;
+            *d = acc;
+        }
+        if pte & PTE_P == 0 {
+            return Err(fault(false, false));
+        }
+        if F::rsvd(ctx, pte, level) {
+            return Err(fault(true, true));
+        }
+        acc &= F::perm(ctx, pte);
+        if F::leaf(ctx, pte, level) {
+            w.gpa = F::page_gpa(pte, level, gva);
+            w.level = level;
+            break;
+        }
+        table = F::next_table(pte);
+        if level <= 1 {
+            // Unreachable: level 1 entries are always leaves.
+            return Err(fault(false, false));
+        }
+        level -= 1;
+    }
+    w.perm = acc;
+    if !ctx.allows(acc, access) {
+        return Err(fault(true, false));
+    }
+    w.dirty = w.pte.get(w.level as usize).copied().unwrap_or(0) & PTE_D != 0;
+    Ok(w)
+}
