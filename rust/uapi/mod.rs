@@ -322,14 +322,20 @@ pub struct StatEntry {
 
 impl Default for StatEntry {
     fn default() -> Self {
-        Self { name: [0; SHADOWVM_STAT_NAME_LEN], value: 0 }
+        Self {
+            name: [0; SHADOWVM_STAT_NAME_LEN],
+            value: 0,
+        }
     }
 }
 
 impl StatEntry {
     /// Entry with `name` (truncated to `SHADOWVM_STAT_NAME_LEN - 1` bytes) and `value`.
     pub fn new(name: &str, value: u64) -> Self {
-        let mut e = Self { name: [0; SHADOWVM_STAT_NAME_LEN], value };
+        let mut e = Self {
+            name: [0; SHADOWVM_STAT_NAME_LEN],
+            value,
+        };
         let len = core::cmp::min(name.len(), SHADOWVM_STAT_NAME_LEN - 1);
         e.name[..len].copy_from_slice(&name.as_bytes()[..len]);
         e
@@ -489,7 +495,9 @@ pub struct ExitArea {
 
 impl Default for ExitArea {
     fn default() -> Self {
-        Self { bytes: [0; SHADOWVM_EXIT_AREA_SIZE] }
+        Self {
+            bytes: [0; SHADOWVM_EXIT_AREA_SIZE],
+        }
     }
 }
 
@@ -510,7 +518,14 @@ macro_rules! exit_details {
         const _: () = assert!(core::mem::align_of::<$t>() <= 8);
     )*};
 }
-exit_details!(ExitIo, ExitMmio, ExitHypercall, ExitFailEntry, ExitInternalError, ExitIntr);
+exit_details!(
+    ExitIo,
+    ExitMmio,
+    ExitHypercall,
+    ExitFailEntry,
+    ExitInternalError,
+    ExitIntr
+);
 
 impl ExitArea {
     /// The area viewed as `T`.

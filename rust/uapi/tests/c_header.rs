@@ -34,8 +34,10 @@ impl Expect {
              printf(\"sizeof {c_struct}.{c_field} %zu\\n\", sizeof(((struct {c_struct} *)0)->{c_field}));"
         )
         .unwrap();
-        self.rust.insert(format!("offsetof {c_struct}.{c_field}"), offset as u64);
-        self.rust.insert(format!("sizeof {c_struct}.{c_field}"), size as u64);
+        self.rust
+            .insert(format!("offsetof {c_struct}.{c_field}"), offset as u64);
+        self.rust
+            .insert(format!("sizeof {c_struct}.{c_field}"), size as u64);
     }
 
     fn constant(&mut self, name: &str, value: u64) {
@@ -75,7 +77,10 @@ macro_rules! constants {
 }
 
 fn expectations() -> Expect {
-    let mut e = Expect { c_body: String::new(), rust: BTreeMap::new() };
+    let mut e = Expect {
+        c_body: String::new(),
+        rust: BTreeMap::new(),
+    };
     layout!(e, Memory, "shadowvm_memory" { size, flags });
     layout!(e, Regs, "shadowvm_regs" {
         rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15, rip, rflags
@@ -152,8 +157,21 @@ fn expectations() -> Expect {
     e.constant("SHADOWVM_HYPERCALL_ARGS", SHADOWVM_HYPERCALL_ARGS as u64);
     e.constant("SHADOWVM_EXIT_AREA_SIZE", SHADOWVM_EXIT_AREA_SIZE as u64);
     // The union members sit at the start of `exit`.
-    for m in ["io", "mmio", "hypercall", "fail_entry", "internal_error", "intr", "bytes"] {
-        e.field("shadowvm_run", &format!("exit.{m}"), offset_of!(Run, exit), 0);
+    for m in [
+        "io",
+        "mmio",
+        "hypercall",
+        "fail_entry",
+        "internal_error",
+        "intr",
+        "bytes",
+    ] {
+        e.field(
+            "shadowvm_run",
+            &format!("exit.{m}"),
+            offset_of!(Run, exit),
+            0,
+        );
     }
     e
 }
@@ -172,7 +190,8 @@ fn c_header_matches_rust() {
         ("bytes", SHADOWVM_EXIT_AREA_SIZE),
     ];
     for (m, size) in union_sizes {
-        e.rust.insert(format!("sizeof shadowvm_run.exit.{m}"), size as u64);
+        e.rust
+            .insert(format!("sizeof shadowvm_run.exit.{m}"), size as u64);
     }
 
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("uapi-c-header");
@@ -214,6 +233,10 @@ fn c_header_matches_rust() {
             other => mismatches.push(format!("{key}: rust {rust:#x}, C {other:x?}")),
         }
     }
-    assert!(mismatches.is_empty(), "shadowvm.h drifted from mod.rs:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "shadowvm.h drifted from mod.rs:\n{}",
+        mismatches.join("\n")
+    );
     assert_eq!(c.len(), e.rust.len());
 }

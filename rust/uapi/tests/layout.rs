@@ -64,7 +64,11 @@ fn memory_validation() {
     assert!(!ok(0));
     assert!(!ok(4097));
     assert!(!ok(SHADOWVM_MEMORY_MAX + 4096));
-    assert!(!Memory { size: 4096, flags: 1 }.is_valid());
+    assert!(!Memory {
+        size: 4096,
+        flags: 1
+    }
+    .is_valid());
 }
 
 #[test]
@@ -80,12 +84,21 @@ fn rflags_masks() {
 #[test]
 fn exit_area_views_share_storage() {
     let mut run = Run::default();
-    run.exit.set(ExitIo { direction: SHADOWVM_IO_OUT, size: 1, port: 0x3f8, count: 1, data: 0x41 });
+    run.exit.set(ExitIo {
+        direction: SHADOWVM_IO_OUT,
+        size: 1,
+        port: 0x3f8,
+        count: 1,
+        data: 0x41,
+    });
     assert_eq!(run.io().port, 0x3f8);
     assert_eq!(&run.exit.bytes[..4], &[SHADOWVM_IO_OUT, 1, 0xf8, 0x03]);
     run.io_mut().data = 0x1234;
     assert_eq!(run.exit.bytes[8], 0x34);
-    run.exit.set(ExitIntr { cause: SHADOWVM_INTR_SIGNAL, padding: 0 });
+    run.exit.set(ExitIntr {
+        cause: SHADOWVM_INTR_SIGNAL,
+        padding: 0,
+    });
     assert_eq!(run.intr().cause, SHADOWVM_INTR_SIGNAL);
     // `set` clears what the previous exit left.
     assert_eq!(run.exit.bytes[8], 0);
@@ -114,7 +127,10 @@ fn stat_entry_names() {
     let long = "x".repeat(100);
     let e = StatEntry::new(&long, 1);
     assert_eq!(e.name_str().map(str::len), Some(SHADOWVM_STAT_NAME_LEN - 1));
-    let bad = StatEntry { name: [b'a'; SHADOWVM_STAT_NAME_LEN], value: 0 };
+    let bad = StatEntry {
+        name: [b'a'; SHADOWVM_STAT_NAME_LEN],
+        value: 0,
+    };
     assert_eq!(bad.name_str(), None);
 }
 

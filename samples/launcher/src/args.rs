@@ -122,7 +122,11 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command> {
                 o.backend = match value("shadowvm|kvm")?.as_str() {
                     "shadowvm" => BackendKind::Shadowvm,
                     "kvm" => BackendKind::Kvm,
-                    v => return Err(Error::usage(format!("unknown backend '{v}': use shadowvm or kvm"))),
+                    v => {
+                        return Err(Error::usage(format!(
+                            "unknown backend '{v}': use shadowvm or kvm"
+                        )))
+                    }
                 }
             }
             "--start" => {
@@ -141,7 +145,11 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command> {
                     "auto" => Format::Auto,
                     "elf" => Format::Elf,
                     "flat" => Format::Flat,
-                    v => return Err(Error::usage(format!("unknown format '{v}': use auto, elf or flat"))),
+                    v => {
+                        return Err(Error::usage(format!(
+                            "unknown format '{v}': use auto, elf or flat"
+                        )))
+                    }
                 }
             }
             "--load-addr" => o.load_addr = parse_u64("--load-addr", &value("ADDR")?)?,
@@ -157,7 +165,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command> {
             _ => return Err(Error::usage(format!("unknown option '{arg}'; see --help"))),
         }
     }
-    o.image = image.ok_or_else(|| Error::usage("no guest image given; usage: shadowvm-run [OPTIONS] IMAGE"))?;
+    o.image = image
+        .ok_or_else(|| Error::usage("no guest image given; usage: shadowvm-run [OPTIONS] IMAGE"))?;
     validate(&o)?;
     Ok(Command::Run(Box::new(o)))
 }
@@ -182,7 +191,9 @@ fn validate(o: &Options) -> Result<()> {
         )));
     }
     if o.format == Format::Elf && o.load_addr != DEFAULT_LOAD_ADDR {
-        return Err(Error::usage("--load-addr applies to flat images only; ELF segments load at their p_paddr"));
+        return Err(Error::usage(
+            "--load-addr applies to flat images only; ELF segments load at their p_paddr",
+        ));
     }
     Ok(())
 }
@@ -194,12 +205,20 @@ pub fn parse_u64(opt: &str, s: &str) -> Result<u64> {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => t.parse(),
     };
-    r.map_err(|_| Error::usage(format!("{opt} '{s}' is not a number: use decimal or 0x hex")))
+    r.map_err(|_| {
+        Error::usage(format!(
+            "{opt} '{s}' is not a number: use decimal or 0x hex"
+        ))
+    })
 }
 
 /// Size with optional K/M/G suffix (binary units, optional trailing B or iB).
 pub fn parse_size(s: &str) -> Result<u64> {
-    let err = || Error::usage(format!("--memory '{s}' is not a size: use e.g. 64M, 1G or 0x4000000"));
+    let err = || {
+        Error::usage(format!(
+            "--memory '{s}' is not a size: use e.g. 64M, 1G or 0x4000000"
+        ))
+    };
     let upper = s.trim().to_ascii_uppercase();
     let t = upper.trim_end_matches("IB").trim_end_matches('B');
     let (digits, shift) = match t.chars().last() {
@@ -220,7 +239,9 @@ fn parse_timeout(s: &str) -> Result<Duration> {
         .parse()
         .map_err(|_| Error::usage(format!("--timeout '{s}' is not a number of seconds")))?;
     if !(secs > 0.0 && secs <= 1e6) {
-        return Err(Error::usage(format!("--timeout '{s}' must be between 0 and 1000000 seconds")));
+        return Err(Error::usage(format!(
+            "--timeout '{s}' must be between 0 and 1000000 seconds"
+        )));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -251,9 +272,23 @@ mod tests {
     #[test]
     fn all_options() {
         let o = run(&[
-            "--backend=kvm", "--start", "long", "--format", "flat", "--load-addr", "0x200000",
-            "--entry=0x200010", "--memory", "128M", "--timeout", "2.5", "--json", "--quiet",
-            "--serial-log", "/tmp/s.log", "img.bin",
+            "--backend=kvm",
+            "--start",
+            "long",
+            "--format",
+            "flat",
+            "--load-addr",
+            "0x200000",
+            "--entry=0x200010",
+            "--memory",
+            "128M",
+            "--timeout",
+            "2.5",
+            "--json",
+            "--quiet",
+            "--serial-log",
+            "/tmp/s.log",
+            "img.bin",
         ])
         .unwrap();
         assert_eq!(o.backend, BackendKind::Kvm);
@@ -312,6 +347,9 @@ mod tests {
 
     #[test]
     fn double_dash_allows_dash_images() {
-        assert_eq!(run(&["--", "-weird"]).unwrap().image, PathBuf::from("-weird"));
+        assert_eq!(
+            run(&["--", "-weird"]).unwrap().image,
+            PathBuf::from("-weird")
+        );
     }
 }

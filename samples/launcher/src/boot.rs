@@ -93,7 +93,11 @@ fn tss_descriptor(base: u64, limit: u32) -> (u64, u64) {
 fn write_u64(mem: &mut [u8], addr: u64, value: u64) -> Result<()> {
     let a = addr as usize;
     mem.get_mut(a..a + 8)
-        .ok_or_else(|| Error::image(format!("boot structure at {addr:#x} is outside guest memory")))?
+        .ok_or_else(|| {
+            Error::image(format!(
+                "boot structure at {addr:#x} is outside guest memory"
+            ))
+        })?
         .copy_from_slice(&value.to_le_bytes());
     Ok(())
 }
@@ -113,7 +117,9 @@ pub fn write_gdt(mem: &mut [u8]) -> Result<()> {
         write_u64(mem, GDT_ADDR + 8 * i as u64, *d)?;
     }
     let tss = TSS_ADDR as usize..TSS_ADDR as usize + TSS_LIMIT as usize + 1;
-    mem.get_mut(tss).ok_or_else(|| Error::image("TSS is outside guest memory"))?.fill(0);
+    mem.get_mut(tss)
+        .ok_or_else(|| Error::image("TSS is outside guest memory"))?
+        .fill(0);
     Ok(())
 }
 
@@ -129,7 +135,11 @@ pub fn write_page_tables(mem: &mut [u8]) -> Result<()> {
         write_u64(mem, PDPT_ADDR + gib * 8, pd | PTE_P | PTE_RW | PTE_A)?;
         for i in 0..512u64 {
             let phys = (gib << 30) | (i << 21);
-            write_u64(mem, pd + i * 8, phys | PTE_P | PTE_RW | PTE_PS | PTE_A | PTE_D)?;
+            write_u64(
+                mem,
+                pd + i * 8,
+                phys | PTE_P | PTE_RW | PTE_PS | PTE_A | PTE_D,
+            )?;
         }
     }
     Ok(())
@@ -155,13 +165,25 @@ fn code_segment(mode: StartMode) -> Segment {
 }
 
 fn data_segment() -> Segment {
-    Segment { base: 0, limit: 0xffff_ffff, selector: SEL_DATA, type_: 0x3, present: 1, db: 1, s: 1, g: 1, ..Default::default() }
+    Segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: SEL_DATA,
+        type_: 0x3,
+        present: 1,
+        db: 1,
+        s: 1,
+        g: 1,
+        ..Default::default()
+    }
 }
 
 /// Writes the boot structures for `mode` and returns the initial registers.
 pub fn setup(mem: &mut [u8], mode: StartMode, entry: u64) -> Result<(Regs, Sregs)> {
     if mode == StartMode::Protected && entry > u64::from(u32::MAX) {
-        return Err(Error::image(format!("entry point {entry:#x} is not reachable from 32-bit protected mode")));
+        return Err(Error::image(format!(
+            "entry point {entry:#x} is not reachable from 32-bit protected mode"
+        )));
     }
     write_gdt(mem)?;
     let data = data_segment();
@@ -172,9 +194,24 @@ pub fn setup(mem: &mut [u8], mode: StartMode, entry: u64) -> Result<(Regs, Sregs
         fs: data,
         gs: data,
         ss: data,
-        tr: Segment { base: TSS_ADDR, limit: TSS_LIMIT, selector: SEL_TSS, type_: 0xb, present: 1, ..Default::default() },
-        ldt: Segment { type_: 0x2, unusable: 1, ..Default::default() },
-        gdt: Dtable { base: GDT_ADDR, limit: (GDT_ENTRIES * 8 - 1) as u16, padding: [0; 3] },
+        tr: Segment {
+            base: TSS_ADDR,
+            limit: TSS_LIMIT,
+            selector: SEL_TSS,
+            type_: 0xb,
+            present: 1,
+            ..Default::default()
+        },
+        ldt: Segment {
+            type_: 0x2,
+            unusable: 1,
+            ..Default::default()
+        },
+        gdt: Dtable {
+            base: GDT_ADDR,
+            limit: (GDT_ENTRIES * 8 - 1) as u16,
+            padding: [0; 3],
+        },
         idt: Dtable::default(),
         cr0: CR0_PE | CR0_ET,
         ..Default::default()
@@ -228,14 +265,29 @@ mod tests {
         let mut mem = vec![0u8; 2 << 20];
         let (regs, sregs) = setup(&mut mem, StartMode::Long, 0x10_0000).unwrap();
         assert_eq!(sregs.cr3, PML4_ADDR);
-        for va in [0u64, 0x1234, 0x10_0000, 0x3fff_ffff, 0x4000_0000, 0xbeef_f00d, 0xffff_ffff] {
+        for va in [
+            0u64,
+            0x1234,
+            0x10_0000,
+            0x3fff_ffff,
+            0x4000_0000,
+            0xbeef_f00d,
+            0xffff_ffff,
+        ] {
             assert_eq!(translate(&mem, sregs.cr3, va), Some(va), "{va:#x}");
         }
-        assert_eq!(translate(&mem, sregs.cr3, 1 << 32), None, "nothing above 4 GiB");
+        assert_eq!(
+            translate(&mem, sregs.cr3, 1 << 32),
+            None,
+            "nothing above 4 GiB"
+        );
         assert_eq!(regs.rip, 0x10_0000);
         assert_eq!(sregs.efer, EFER_LME | EFER_LMA);
         assert!(sregs.cr0 & CR0_PG != 0 && sregs.cr4 & CR4_PAE != 0);
-        assert_eq!((sregs.cs.l, sregs.cs.db, sregs.cs.selector), (1, 0, SEL_CODE64));
+        assert_eq!(
+            (sregs.cs.l, sregs.cs.db, sregs.cs.selector),
+            (1, 0, SEL_CODE64)
+        );
     }
 
     #[test]
@@ -245,7 +297,12 @@ mod tests {
             let (_, s) = setup(&mut mem, mode, 0x10_0000).unwrap();
             for seg in [s.cs, s.ds, s.ss] {
                 let d = rd(&mem, s.gdt.base + u64::from(seg.selector));
-                assert_eq!((d >> 40) & 0xf, u64::from(seg.type_), "type of {:#x}", seg.selector);
+                assert_eq!(
+                    (d >> 40) & 0xf,
+                    u64::from(seg.type_),
+                    "type of {:#x}",
+                    seg.selector
+                );
                 assert_eq!((d >> 47) & 1, u64::from(seg.present));
                 assert_eq!((d >> 44) & 1, u64::from(seg.s));
                 assert_eq!((d >> 53) & 1, u64::from(seg.l));
@@ -269,7 +326,10 @@ mod tests {
         assert_eq!(regs.rflags, 0x2);
         assert_eq!(s.cr0, CR0_PE | CR0_ET);
         assert_eq!((s.cr3, s.cr4, s.efer), (0, 0, 0));
-        assert_eq!((s.cs.db, s.cs.l, s.cs.selector, s.cs.limit), (1, 0, SEL_CODE32, 0xffff_ffff));
+        assert_eq!(
+            (s.cs.db, s.cs.l, s.cs.selector, s.cs.limit),
+            (1, 0, SEL_CODE32, 0xffff_ffff)
+        );
         assert_eq!(rd(&mem, PML4_ADDR), 0, "no page tables in protected mode");
         assert!(setup(&mut mem, StartMode::Protected, 1 << 33).is_err());
     }

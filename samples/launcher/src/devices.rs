@@ -54,7 +54,14 @@ fn mask(size: u8) -> u64 {
 
 impl Devices {
     pub fn new(serial_out: Box<dyn Write>, quiet: bool) -> Self {
-        Self { serial_out, lcr: 0, warned: BTreeSet::new(), quiet, counts: IoCounts::default(), output_error: None }
+        Self {
+            serial_out,
+            lcr: 0,
+            warned: BTreeSet::new(),
+            quiet,
+            counts: IoCounts::default(),
+            output_error: None,
+        }
     }
 
     fn is_serial(port: u16) -> bool {
@@ -91,7 +98,11 @@ impl Devices {
         }
         if Self::is_serial(port) {
             self.counts.serial += 1;
-            return if port - SERIAL_BASE == UART_LSR { u64::from(LSR_IDLE) } else { 0 };
+            return if port - SERIAL_BASE == UART_LSR {
+                u64::from(LSR_IDLE)
+            } else {
+                0
+            };
         }
         self.counts.other += 1;
         self.warn_once(port, "IN");

@@ -32,7 +32,10 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: Kind, msg: impl Into<String>) -> Self {
-        Self { kind, msg: msg.into() }
+        Self {
+            kind,
+            msg: msg.into(),
+        }
     }
     pub fn usage(msg: impl Into<String>) -> Self {
         Self::new(Kind::Usage, msg)

@@ -50,7 +50,9 @@ pub fn load(image: &[u8], mem: &mut [u8], opts: &LoadOptions) -> Result<Loaded> 
     let is_elf = image.starts_with(ELF_MAGIC);
     let loaded = match opts.format {
         Format::Elf if !is_elf => {
-            return Err(Error::image("image is not ELF (no \\x7fELF magic); use --format flat for raw binaries"))
+            return Err(Error::image(
+                "image is not ELF (no \\x7fELF magic); use --format flat for raw binaries",
+            ))
         }
         Format::Elf => load_elf(image, mem, opts)?,
         Format::Auto if is_elf => load_elf(image, mem, opts)?,
@@ -80,7 +82,11 @@ fn load_flat(image: &[u8], mem: &mut [u8], opts: &LoadOptions) -> Result<Loaded>
     })?;
     check_reserved(&range, &opts.reserved, "flat image")?;
     mem[range.start as usize..range.end as usize].copy_from_slice(image);
-    Ok(Loaded { entry: opts.entry.unwrap_or(opts.load_addr), segments: vec![range], kind: "flat" })
+    Ok(Loaded {
+        entry: opts.entry.unwrap_or(opts.load_addr),
+        segments: vec![range],
+        kind: "flat",
+    })
 }
 
 /// `start..start+len` if it lies within `0..limit`.
@@ -110,7 +116,11 @@ impl Reader<'_> {
         start
             .and_then(|s| self.data.get(s..s.checked_add(N)?))
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| Error::image(format!("ELF file is truncated: needs bytes at offset {off:#x}")))
+            .ok_or_else(|| {
+                Error::image(format!(
+                    "ELF file is truncated: needs bytes at offset {off:#x}"
+                ))
+            })
     }
     fn u16(&self, off: u64) -> Result<u16> {
         self.bytes(off).map(u16::from_le_bytes)
@@ -138,15 +148,23 @@ fn load_elf(image: &[u8], mem: &mut [u8], opts: &LoadOptions) -> Result<Loaded> 
     let is64 = match ident[4] {
         1 => false,
         2 => true,
-        c => return Err(Error::image(format!("ELF class {c} is not supported: build an ELF32 or ELF64 image"))),
+        c => {
+            return Err(Error::image(format!(
+                "ELF class {c} is not supported: build an ELF32 or ELF64 image"
+            )))
+        }
     };
     if ident[5] != 1 {
-        return Err(Error::image("ELF file is big-endian: build a little-endian x86 image"));
+        return Err(Error::image(
+            "ELF file is big-endian: build a little-endian x86 image",
+        ));
     }
     let e_type = r.u16(16)?;
     let machine = r.u16(18)?;
     if machine != EM_386 && machine != EM_X86_64 {
-        return Err(Error::image(format!("ELF machine {machine} is not x86 (3) or x86-64 (62)")));
+        return Err(Error::image(format!(
+            "ELF machine {machine} is not x86 (3) or x86-64 (62)"
+        )));
     }
     if e_type != ET_EXEC {
         return Err(Error::image(format!(
@@ -156,11 +174,18 @@ fn load_elf(image: &[u8], mem: &mut [u8], opts: &LoadOptions) -> Result<Loaded> 
     let (entry, phoff, phentsize, phnum) = if is64 {
         (r.u64(24)?, r.u64(32)?, r.u16(54)?, r.u16(56)?)
     } else {
-        (u64::from(r.u32(24)?), u64::from(r.u32(28)?), r.u16(42)?, r.u16(44)?)
+        (
+            u64::from(r.u32(24)?),
+            u64::from(r.u32(28)?),
+            r.u16(42)?,
+            r.u16(44)?,
+        )
     };
     let min_phent = if is64 { 56 } else { 32 };
     if phnum > 0 && phentsize < min_phent {
-        return Err(Error::image(format!("ELF program header size {phentsize} is too small")));
+        return Err(Error::image(format!(
+            "ELF program header size {phentsize} is too small"
+        )));
     }
 
     let mut segments = Vec::new();
@@ -214,10 +239,13 @@ fn load_elf(image: &[u8], mem: &mut [u8], opts: &LoadOptions) -> Result<Loaded> 
             ))
         })?;
         check_reserved(&range, &opts.reserved, &format!("ELF segment {i}"))?;
-        if let Some((j, _)) = segments
-            .iter()
-            .enumerate()
-            .find(|(_, (_, other)): &(usize, &(Segment, Range<u64>))| other.start < range.end && range.start < other.end)
+        if let Some((j, _)) =
+            segments
+                .iter()
+                .enumerate()
+                .find(|(_, (_, other)): &(usize, &(Segment, Range<u64>))| {
+                    other.start < range.end && range.start < other.end
+                })
         {
             return Err(Error::image(format!(
                 "ELF segment {i} at {:#x}..{:#x} overlaps another PT_LOAD segment ({j} of the loadable ones)",
@@ -259,7 +287,12 @@ pub(crate) mod tests {
     const RESERVED: Range<u64> = 0x1000..0x8000;
 
     fn opts() -> LoadOptions {
-        LoadOptions { format: Format::Auto, load_addr: 0x10_0000, entry: None, reserved: RESERVED }
+        LoadOptions {
+            format: Format::Auto,
+            load_addr: 0x10_0000,
+            entry: None,
+            reserved: RESERVED,
+        }
     }
 
     /// (paddr, vaddr, file bytes, memsz) per segment.
@@ -322,14 +355,24 @@ pub(crate) mod tests {
     #[test]
     fn elf32_and_elf64_load_by_paddr_and_zero_bss() {
         for is64 in [false, true] {
-            let img = elf(is64, 0x10_0000, &[(0x10_0000, 0x10_0000, b"\xf4\x90", 0x10), (0x20_0000, 0x20_0000, b"AB", 2)]);
+            let img = elf(
+                is64,
+                0x10_0000,
+                &[
+                    (0x10_0000, 0x10_0000, b"\xf4\x90", 0x10),
+                    (0x20_0000, 0x20_0000, b"AB", 2),
+                ],
+            );
             let mut mem = vec![0xaau8; 4 << 20];
             let l = load(&img, &mut mem, &opts()).unwrap();
             assert_eq!(l.entry, 0x10_0000);
             assert_eq!(l.kind, if is64 { "elf64" } else { "elf32" });
             assert_eq!(l.segments, vec![0x10_0000..0x10_0010, 0x20_0000..0x20_0002]);
             assert_eq!(&mem[0x10_0000..0x10_0002], b"\xf4\x90");
-            assert!(mem[0x10_0002..0x10_0010].iter().all(|&b| b == 0), "bss zeroed");
+            assert!(
+                mem[0x10_0002..0x10_0010].iter().all(|&b| b == 0),
+                "bss zeroed"
+            );
             assert_eq!(mem[0x10_0010], 0xaa, "nothing past memsz");
             assert_eq!(&mem[0x20_0000..0x20_0002], b"AB");
         }
@@ -337,7 +380,11 @@ pub(crate) mod tests {
 
     #[test]
     fn higher_half_entry_is_translated_to_physical() {
-        let img = elf(true, 0xffff_ffff_8010_0004, &[(0x10_0000, 0xffff_ffff_8010_0000, b"abcdefgh", 8)]);
+        let img = elf(
+            true,
+            0xffff_ffff_8010_0004,
+            &[(0x10_0000, 0xffff_ffff_8010_0000, b"abcdefgh", 8)],
+        );
         let mut mem = vec![0u8; 4 << 20];
         assert_eq!(load(&img, &mut mem, &opts()).unwrap().entry, 0x10_0004);
         let mut o = opts();
@@ -371,7 +418,14 @@ pub(crate) mod tests {
 
     #[test]
     fn overlapping_segments() {
-        let img = elf(true, 0x10_0000, &[(0x10_0000, 0x10_0000, b"a", 0x1000), (0x10_0800, 0x10_0800, b"b", 0x10)]);
+        let img = elf(
+            true,
+            0x10_0000,
+            &[
+                (0x10_0000, 0x10_0000, b"a", 0x1000),
+                (0x10_0800, 0x10_0800, b"b", 0x10),
+            ],
+        );
         assert!(err(&img, 4 << 20).msg.contains("overlaps another PT_LOAD"));
     }
 
@@ -431,13 +485,25 @@ pub(crate) mod tests {
         assert_eq!(l.entry, 0x20_0010);
         assert_eq!(&mem[0x20_0000..0x20_0008], b"\x7fELF-ish");
 
-        assert!(load(b"", &mut mem, &opts()).unwrap_err().msg.contains("empty"));
+        assert!(load(b"", &mut mem, &opts())
+            .unwrap_err()
+            .msg
+            .contains("empty"));
         o.load_addr = (4 << 20) - 1;
         o.entry = None;
-        assert!(load(b"ab", &mut mem, &o).unwrap_err().msg.contains("does not fit"));
+        assert!(load(b"ab", &mut mem, &o)
+            .unwrap_err()
+            .msg
+            .contains("does not fit"));
         o.load_addr = 0x7000;
-        assert!(load(b"ab", &mut mem, &o).unwrap_err().msg.contains("boot area"));
+        assert!(load(b"ab", &mut mem, &o)
+            .unwrap_err()
+            .msg
+            .contains("boot area"));
         o.format = Format::Elf;
-        assert!(load(b"ab", &mut mem, &o).unwrap_err().msg.contains("not ELF"));
+        assert!(load(b"ab", &mut mem, &o)
+            .unwrap_err()
+            .msg
+            .contains("not ELF"));
     }
 }

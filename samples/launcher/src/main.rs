@@ -38,17 +38,27 @@ fn real_main() -> Result<u8> {
             return Ok(0);
         }
         Command::Version => {
-            println!("shadowvm-run {} (shadowvm API {})", env!("CARGO_PKG_VERSION"), shadowvm_uapi::SHADOWVM_API_VERSION);
+            println!(
+                "shadowvm-run {} (shadowvm API {})",
+                env!("CARGO_PKG_VERSION"),
+                shadowvm_uapi::SHADOWVM_API_VERSION
+            );
             return Ok(0);
         }
         Command::Run(o) => *o,
     };
     let image = std::fs::read(&opts.image).map_err(|e| {
-        Error::new(Kind::NoInput, format!("cannot read guest image {}: {e}", opts.image.display()))
+        Error::new(
+            Kind::NoInput,
+            format!("cannot read guest image {}: {e}", opts.image.display()),
+        )
     })?;
     let serial: Box<dyn Write> = match &opts.serial_log {
         Some(path) => Box::new(BufWriter::new(File::create(path).map_err(|e| {
-            Error::new(Kind::Output, format!("cannot create --serial-log {}: {e}", path.display()))
+            Error::new(
+                Kind::Output,
+                format!("cannot create --serial-log {}: {e}", path.display()),
+            )
         })?)),
         // With --json, stdout carries only the JSON document.
         None if opts.json => Box::new(io::stderr()),
@@ -63,7 +73,12 @@ fn real_main() -> Result<u8> {
 }
 
 /// Loads, boots and runs the guest, then prints the report; returns the exit status.
-fn run_guest(opts: &Options, image: &[u8], backend: &mut dyn Backend, serial: Box<dyn Write>) -> Result<u8> {
+fn run_guest(
+    opts: &Options,
+    image: &[u8],
+    backend: &mut dyn Backend,
+    serial: Box<dyn Write>,
+) -> Result<u8> {
     let load_opts = loader::LoadOptions {
         format: opts.format,
         load_addr: opts.load_addr,
@@ -131,13 +146,30 @@ mod tests {
     #[test]
     fn end_to_end_with_fake_backend() {
         let img = loader::tests::elf(false, 0x10_0000, &[(0x10_0000, 0x10_0000, b"\xf4", 1)]);
-        let mut fake = Fake { mem: vec![0; 4 << 20], ..Default::default() };
+        let mut fake = Fake {
+            mem: vec![0; 4 << 20],
+            ..Default::default()
+        };
         fake.script = vec![
-            Ok(Exit::IoOut { port: 0x3f8, size: 1, values: vec![b'P'.into()] }),
-            Ok(Exit::IoOut { port: 0xf4, size: 4, values: vec![0] }),
+            Ok(Exit::IoOut {
+                port: 0x3f8,
+                size: 1,
+                values: vec![b'P'.into()],
+            }),
+            Ok(Exit::IoOut {
+                port: 0xf4,
+                size: 4,
+                values: vec![0],
+            }),
         ]
         .into();
-        let opts = match args::parse(["--quiet".to_string(), "g.elf".to_string(), "--memory=4M".to_string()]).unwrap() {
+        let opts = match args::parse([
+            "--quiet".to_string(),
+            "g.elf".to_string(),
+            "--memory=4M".to_string(),
+        ])
+        .unwrap()
+        {
             Command::Run(o) => *o,
             _ => unreachable!(),
         };
@@ -152,13 +184,26 @@ mod tests {
 
     #[test]
     fn bad_image_names_the_file() {
-        let mut fake = Fake { mem: vec![0; 4 << 20], ..Default::default() };
+        let mut fake = Fake {
+            mem: vec![0; 4 << 20],
+            ..Default::default()
+        };
         let opts = match args::parse(["--quiet".to_string(), "bad.elf".to_string()]).unwrap() {
             Command::Run(o) => *o,
             _ => unreachable!(),
         };
-        let e = run_guest(&opts, b"\x7fELF\x02", &mut fake, Box::new(Capture::default())).unwrap_err();
+        let e = run_guest(
+            &opts,
+            b"\x7fELF\x02",
+            &mut fake,
+            Box::new(Capture::default()),
+        )
+        .unwrap_err();
         assert_eq!(e.kind, Kind::Image);
-        assert!(e.msg.starts_with("bad.elf: ELF file is truncated"), "{}", e.msg);
+        assert!(
+            e.msg.starts_with("bad.elf: ELF file is truncated"),
+            "{}",
+            e.msg
+        );
     }
 }

@@ -44,13 +44,22 @@ impl Report<'_> {
                 let _ = writeln!(s, "  {name:<38} {n:>16}");
             }
         }
-        for (name, n) in [("io.serial", self.io.serial), ("io.exit_port", self.io.exit_port), ("io.other", self.io.other)] {
+        for (name, n) in [
+            ("io.serial", self.io.serial),
+            ("io.exit_port", self.io.exit_port),
+            ("io.other", self.io.other),
+        ] {
             if n != 0 {
                 let _ = writeln!(s, "    {name:<36} {n:>16}");
             }
         }
         let _ = writeln!(s, "  {:<38} {:>16}", "total", ls.total_exits());
-        let _ = writeln!(s, "{:<40} {:>16}", format!("{} statistics", self.backend), "value");
+        let _ = writeln!(
+            s,
+            "{:<40} {:>16}",
+            format!("{} statistics", self.backend),
+            "value"
+        );
         if let Some(e) = &self.stats_error {
             let _ = writeln!(s, "  (unavailable: {e})");
         } else if self.backend_stats.is_empty() {
@@ -59,7 +68,12 @@ impl Report<'_> {
         for (name, v) in self.backend_stats {
             let _ = writeln!(s, "  {name:<38} {v:>16}");
         }
-        let _ = writeln!(s, "{:<40} {:>16.6}", "time in RUN (s)", ls.in_guest.as_secs_f64());
+        let _ = writeln!(
+            s,
+            "{:<40} {:>16.6}",
+            "time in RUN (s)",
+            ls.in_guest.as_secs_f64()
+        );
         let _ = writeln!(s, "{:<40} {:>16.6}", "wall time (s)", ls.wall.as_secs_f64());
         s
     }
@@ -89,17 +103,39 @@ impl Report<'_> {
             self.outcome.exit_status(),
             q(&self.outcome.describe())
         );
-        let exits: Vec<String> = EXIT_REASONS.iter().zip(ls.exits).map(|(n, v)| format!("{}:{v}", q(n))).collect();
-        let _ = write!(s, "\"exits\":{{{},\"total\":{}}},", exits.join(","), ls.total_exits());
+        let exits: Vec<String> = EXIT_REASONS
+            .iter()
+            .zip(ls.exits)
+            .map(|(n, v)| format!("{}:{v}", q(n)))
+            .collect();
+        let _ = write!(
+            s,
+            "\"exits\":{{{},\"total\":{}}},",
+            exits.join(","),
+            ls.total_exits()
+        );
         let _ = write!(
             s,
             "\"io\":{{\"serial\":{},\"exit_port\":{},\"other\":{}}},",
             self.io.serial, self.io.exit_port, self.io.other
         );
-        let stats: Vec<String> = self.backend_stats.iter().map(|(n, v)| format!("{}:{v}", q(n))).collect();
+        let stats: Vec<String> = self
+            .backend_stats
+            .iter()
+            .map(|(n, v)| format!("{}:{v}", q(n)))
+            .collect();
         let _ = write!(s, "\"stats\":{{{}}},", stats.join(","));
-        let _ = write!(s, "\"stats_error\":{},", self.stats_error.as_deref().map_or("null".into(), q));
-        let _ = write!(s, "\"time_in_run_ns\":{},\"wall_time_ns\":{}}}", ls.in_guest.as_nanos(), ls.wall.as_nanos());
+        let _ = write!(
+            s,
+            "\"stats_error\":{},",
+            self.stats_error.as_deref().map_or("null".into(), q)
+        );
+        let _ = write!(
+            s,
+            "\"time_in_run_ns\":{},\"wall_time_ns\":{}}}",
+            ls.in_guest.as_nanos(),
+            ls.wall.as_nanos()
+        );
         s
     }
 }
@@ -130,7 +166,11 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn report<'a>(outcome: &'a Outcome, ls: &'a LoopStats, stats: &'a [(String, u64)]) -> Report<'a> {
+    fn report<'a>(
+        outcome: &'a Outcome,
+        ls: &'a LoopStats,
+        stats: &'a [(String, u64)],
+    ) -> Report<'a> {
         Report {
             backend: "shadowvm",
             image: "g\"uest.elf",
@@ -140,7 +180,11 @@ mod tests {
             entry: 0x10_0000,
             outcome,
             loop_stats: ls,
-            io: IoCounts { serial: 10, exit_port: 1, other: 0 },
+            io: IoCounts {
+                serial: 10,
+                exit_port: 1,
+                other: 0,
+            },
             backend_stats: stats,
             stats_error: None,
         }
@@ -148,9 +192,16 @@ mod tests {
 
     #[test]
     fn json_shape() {
-        let mut ls = LoopStats { in_guest: Duration::from_millis(5), wall: Duration::from_millis(6), ..Default::default() };
+        let mut ls = LoopStats {
+            in_guest: Duration::from_millis(5),
+            wall: Duration::from_millis(6),
+            ..Default::default()
+        };
         ls.exits[0] = 11;
-        let stats = vec![("mmu.pf_fixed".to_string(), 9), ("exits.cr_access".to_string(), 2)];
+        let stats = vec![
+            ("mmu.pf_fixed".to_string(), 9),
+            ("exits.cr_access".to_string(), 2),
+        ];
         let j = report(&Outcome::Exited(0), &ls, &stats).json();
         assert!(j.starts_with('{') && j.ends_with('}'));
         assert!(j.contains("\"image\":\"g\\\"uest.elf\""));
@@ -170,7 +221,15 @@ mod tests {
         let mut ls = LoopStats::default();
         ls.exits[2] = 1;
         let stats = vec![("mmu.pf_fixed".to_string(), 9)];
-        let t = report(&Outcome::Halted { rip: Some(0x10_0005), interrupts_enabled: false }, &ls, &stats).table();
+        let t = report(
+            &Outcome::Halted {
+                rip: Some(0x10_0005),
+                interrupts_enabled: false,
+            },
+            &ls,
+            &stats,
+        )
+        .table();
         assert!(t.contains("halted with interrupts disabled at rip 0x100005"));
         assert!(t.contains("hlt"));
         assert!(t.contains("mmu.pf_fixed"));

@@ -25,11 +25,30 @@ pub enum Outcome {
     /// Status written to the exit port (or the exit hypercall).
     Exited(u32),
     /// HLT; with IF=0 nothing can wake it, and the launcher injects no interrupts either.
-    Halted { rip: Option<u64>, interrupts_enabled: bool },
-    Shutdown { rip: Option<u64> },
-    FailEntry { reason: u64, qualification: u64, cpu: u32 },
-    InternalError { suberror: u32, vmx_exit_reason: u32, qualification: u64, data: Vec<u64> },
-    UnhandledMmio { gpa: u64, len: u32, write: bool, rip: Option<u64> },
+    Halted {
+        rip: Option<u64>,
+        interrupts_enabled: bool,
+    },
+    Shutdown {
+        rip: Option<u64>,
+    },
+    FailEntry {
+        reason: u64,
+        qualification: u64,
+        cpu: u32,
+    },
+    InternalError {
+        suberror: u32,
+        vmx_exit_reason: u32,
+        qualification: u64,
+        data: Vec<u64>,
+    },
+    UnhandledMmio {
+        gpa: u64,
+        len: u32,
+        write: bool,
+        rip: Option<u64>,
+    },
     Timeout,
     Interrupted,
     UnknownExit(String),
@@ -107,8 +126,17 @@ impl Outcome {
 }
 
 /// Fixed order of the exit reasons in reports.
-pub const EXIT_REASONS: [&str; 9] =
-    ["io", "mmio", "hlt", "hypercall", "shutdown", "fail_entry", "internal_error", "intr", "other"];
+pub const EXIT_REASONS: [&str; 9] = [
+    "io",
+    "mmio",
+    "hlt",
+    "hypercall",
+    "shutdown",
+    "fail_entry",
+    "internal_error",
+    "intr",
+    "other",
+];
 
 /// What the loop measured.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -152,10 +180,14 @@ pub fn run(
         stats.count(exit.reason());
         match exit {
             Exit::IoOut { port, size, values } => {
-                if let Some(status) = values.iter().find_map(|v| match devices.io_out(port, size, *v) {
-                    OutEffect::Exit(s) => Some(s),
-                    OutEffect::Continue => None,
-                }) {
+                if let Some(status) =
+                    values
+                        .iter()
+                        .find_map(|v| match devices.io_out(port, size, *v) {
+                            OutEffect::Exit(s) => Some(s),
+                            OutEffect::Continue => None,
+                        })
+                {
                     break Outcome::Exited(status);
                 }
             }
@@ -164,10 +196,20 @@ pub fn run(
                 backend.complete_io_in(&values);
             }
             Exit::MmioRead { gpa, len } => {
-                break Outcome::UnhandledMmio { gpa, len, write: false, rip: backend.regs().ok().map(|r| r.rip) }
+                break Outcome::UnhandledMmio {
+                    gpa,
+                    len,
+                    write: false,
+                    rip: backend.regs().ok().map(|r| r.rip),
+                }
             }
             Exit::MmioWrite { gpa, len, .. } => {
-                break Outcome::UnhandledMmio { gpa, len, write: true, rip: backend.regs().ok().map(|r| r.rip) }
+                break Outcome::UnhandledMmio {
+                    gpa,
+                    len,
+                    write: true,
+                    rip: backend.regs().ok().map(|r| r.rip),
+                }
             }
             Exit::Hlt => {
                 let regs = backend.regs().ok();
@@ -185,10 +227,34 @@ pub fn run(
                 }
                 _ => backend.complete_hypercall(HC_UNKNOWN),
             },
-            Exit::Shutdown => break Outcome::Shutdown { rip: backend.regs().ok().map(|r| r.rip) },
-            Exit::FailEntry { reason, qualification, cpu } => break Outcome::FailEntry { reason, qualification, cpu },
-            Exit::InternalError { suberror, vmx_exit_reason, qualification, data } => {
-                break Outcome::InternalError { suberror, vmx_exit_reason, qualification, data }
+            Exit::Shutdown => {
+                break Outcome::Shutdown {
+                    rip: backend.regs().ok().map(|r| r.rip),
+                }
+            }
+            Exit::FailEntry {
+                reason,
+                qualification,
+                cpu,
+            } => {
+                break Outcome::FailEntry {
+                    reason,
+                    qualification,
+                    cpu,
+                }
+            }
+            Exit::InternalError {
+                suberror,
+                vmx_exit_reason,
+                qualification,
+                data,
+            } => {
+                break Outcome::InternalError {
+                    suberror,
+                    vmx_exit_reason,
+                    qualification,
+                    data,
+                }
             }
             Exit::Intr => {}
             Exit::Other(what) => break Outcome::UnknownExit(what),
@@ -236,7 +302,9 @@ pub(crate) mod tests {
         }
         fn run(&mut self) -> Result<Exit> {
             self.runs += 1;
-            self.script.pop_front().unwrap_or(Ok(Exit::Other("script ended".into())))
+            self.script
+                .pop_front()
+                .unwrap_or(Ok(Exit::Other("script ended".into())))
         }
         fn complete_io_in(&mut self, values: &[u64]) {
             self.io_in.push(values.to_vec());
@@ -253,11 +321,18 @@ pub(crate) mod tests {
     }
 
     fn out(port: u16, size: u8, v: u64) -> Result<Exit> {
-        Ok(Exit::IoOut { port, size, values: vec![v] })
+        Ok(Exit::IoOut {
+            port,
+            size,
+            values: vec![v],
+        })
     }
 
     fn go(script: Vec<Result<Exit>>) -> (Result<(Outcome, LoopStats)>, Fake, Vec<u8>) {
-        let mut fake = Fake { script: script.into(), ..Default::default() };
+        let mut fake = Fake {
+            script: script.into(),
+            ..Default::default()
+        };
         let cap = Capture::default();
         let mut dev = Devices::new(Box::new(cap.clone()), true);
         let r = run(&mut fake, &mut dev, &|| None);
@@ -269,7 +344,11 @@ pub(crate) mod tests {
     fn serial_then_exit_port() {
         let (r, fake, text) = go(vec![
             out(0x3f8, 1, b'o'.into()),
-            Ok(Exit::IoIn { port: 0x3fd, size: 1, count: 1 }),
+            Ok(Exit::IoIn {
+                port: 0x3fd,
+                size: 1,
+                count: 1,
+            }),
             out(0x3f8, 1, b'k'.into()),
             Ok(Exit::Intr),
             out(0xf4, 4, 0),
@@ -288,7 +367,14 @@ pub(crate) mod tests {
 
     #[test]
     fn string_out_stops_at_exit_status() {
-        let (r, _, text) = go(vec![Ok(Exit::IoOut { port: 0x3f8, size: 1, values: vec![b'a'.into(), b'b'.into()] }), out(0xf4, 4, 7)]);
+        let (r, _, text) = go(vec![
+            Ok(Exit::IoOut {
+                port: 0x3f8,
+                size: 1,
+                values: vec![b'a'.into(), b'b'.into()],
+            }),
+            out(0xf4, 4, 7),
+        ]);
         assert_eq!(r.unwrap().0, Outcome::Exited(7));
         assert_eq!(text, b"ab");
     }
@@ -304,16 +390,37 @@ pub(crate) mod tests {
     fn hlt_reports_interrupt_flag() {
         let (r, ..) = go(vec![Ok(Exit::Hlt)]);
         let o = r.unwrap().0;
-        assert_eq!(o, Outcome::Halted { rip: Some(0), interrupts_enabled: false });
+        assert_eq!(
+            o,
+            Outcome::Halted {
+                rip: Some(0),
+                interrupts_enabled: false
+            }
+        );
         assert_eq!(o.exit_status(), 170);
         assert!(o.describe().contains("interrupts disabled"));
     }
 
     #[test]
     fn mmio_is_reported_and_stops() {
-        let (r, fake, _) = go(vec![Ok(Exit::MmioWrite { gpa: 0xfee0_0000, len: 4, data: [0; 8] }), out(0xf4, 4, 0)]);
+        let (r, fake, _) = go(vec![
+            Ok(Exit::MmioWrite {
+                gpa: 0xfee0_0000,
+                len: 4,
+                data: [0; 8],
+            }),
+            out(0xf4, 4, 0),
+        ]);
         let o = r.unwrap().0;
-        assert_eq!(o, Outcome::UnhandledMmio { gpa: 0xfee0_0000, len: 4, write: true, rip: Some(0) });
+        assert_eq!(
+            o,
+            Outcome::UnhandledMmio {
+                gpa: 0xfee0_0000,
+                len: 4,
+                write: true,
+                rip: Some(0)
+            }
+        );
         assert_eq!(o.exit_status(), 174);
         assert!(o.describe().contains("0xfee00000"));
         assert_eq!(fake.runs, 1);
@@ -322,10 +429,22 @@ pub(crate) mod tests {
     #[test]
     fn hypercalls() {
         let (r, fake, text) = go(vec![
-            Ok(Exit::Hypercall { nr: HC_PING, args: [0; 6] }),
-            Ok(Exit::Hypercall { nr: HC_PUTCHAR, args: [u64::from(b'z'), 0, 0, 0, 0, 0] }),
-            Ok(Exit::Hypercall { nr: 99, args: [0; 6] }),
-            Ok(Exit::Hypercall { nr: HC_EXIT, args: [3, 0, 0, 0, 0, 0] }),
+            Ok(Exit::Hypercall {
+                nr: HC_PING,
+                args: [0; 6],
+            }),
+            Ok(Exit::Hypercall {
+                nr: HC_PUTCHAR,
+                args: [u64::from(b'z'), 0, 0, 0, 0, 0],
+            }),
+            Ok(Exit::Hypercall {
+                nr: 99,
+                args: [0; 6],
+            }),
+            Ok(Exit::Hypercall {
+                nr: HC_EXIT,
+                args: [3, 0, 0, 0, 0, 0],
+            }),
         ]);
         assert_eq!(r.unwrap().0, Outcome::Exited(3));
         assert_eq!(fake.hypercall_ret, vec![0, 0, HC_UNKNOWN]);
@@ -336,8 +455,23 @@ pub(crate) mod tests {
     fn failures_map_to_distinct_statuses() {
         let cases = [
             (Exit::Shutdown, 171),
-            (Exit::FailEntry { reason: (1 << 31) | 33, qualification: 0, cpu: 1 }, 172),
-            (Exit::InternalError { suberror: 2, vmx_exit_reason: 52, qualification: 0, data: vec![0x1000] }, 173),
+            (
+                Exit::FailEntry {
+                    reason: (1 << 31) | 33,
+                    qualification: 0,
+                    cpu: 1,
+                },
+                172,
+            ),
+            (
+                Exit::InternalError {
+                    suberror: 2,
+                    vmx_exit_reason: 52,
+                    qualification: 0,
+                    data: vec![0x1000],
+                },
+                173,
+            ),
             (Exit::Other("x".into()), 177),
         ];
         for (exit, status) in cases {
@@ -345,7 +479,12 @@ pub(crate) mod tests {
             let o = r.unwrap().0;
             assert_eq!(o.exit_status(), status, "{o:?}");
         }
-        let d = Outcome::FailEntry { reason: (1 << 31) | 33, qualification: 0, cpu: 1 }.describe();
+        let d = Outcome::FailEntry {
+            reason: (1 << 31) | 33,
+            qualification: 0,
+            cpu: 1,
+        }
+        .describe();
         assert!(d.contains("exit reason 33"), "{d}");
     }
 
@@ -357,7 +496,10 @@ pub(crate) mod tests {
 
     #[test]
     fn stop_is_checked_between_runs() {
-        let mut fake = Fake { script: vec![Ok(Exit::Intr), Ok(Exit::Intr), Ok(Exit::Intr)].into(), ..Default::default() };
+        let mut fake = Fake {
+            script: vec![Ok(Exit::Intr), Ok(Exit::Intr), Ok(Exit::Intr)].into(),
+            ..Default::default()
+        };
         let mut dev = Devices::new(Box::new(Capture::default()), true);
         let polls = Cell::new(0);
         let stop = || {

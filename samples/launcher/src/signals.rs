@@ -49,10 +49,26 @@ pub fn arm(immediate_exit: *mut u8, timeout: Option<Duration>) -> io::Result<()>
 }
 
 fn set_timer(t: Duration) -> io::Result<()> {
-    let tv = libc::timeval { tv_sec: t.as_secs() as libc::time_t, tv_usec: t.subsec_micros() as libc::suseconds_t };
+    let tv = libc::timeval {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_usec: t.subsec_micros() as libc::suseconds_t,
+    };
     // Never zero, which would disarm instead.
-    let tv = if tv.tv_sec == 0 && tv.tv_usec == 0 { libc::timeval { tv_sec: 0, tv_usec: 1 } } else { tv };
-    let it = libc::itimerval { it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 }, it_value: tv };
+    let tv = if tv.tv_sec == 0 && tv.tv_usec == 0 {
+        libc::timeval {
+            tv_sec: 0,
+            tv_usec: 1,
+        }
+    } else {
+        tv
+    };
+    let it = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_value: tv,
+    };
     // SAFETY: plain syscall with valid pointers.
     if unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) } != 0 {
         return Err(io::Error::last_os_error());
@@ -67,8 +83,14 @@ pub fn disarm() {
 }
 
 fn set_timer_off() -> io::Result<()> {
-    let zero = libc::timeval { tv_sec: 0, tv_usec: 0 };
-    let it = libc::itimerval { it_interval: zero, it_value: zero };
+    let zero = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let it = libc::itimerval {
+        it_interval: zero,
+        it_value: zero,
+    };
     // SAFETY: as in `set_timer`.
     if unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) } != 0 {
         return Err(io::Error::last_os_error());

@@ -62,12 +62,20 @@ impl KvmBackend {
             )));
         }
         let kvm = Kvm::new().map_err(|e| {
-            Error::new(Kind::Unavailable, format!("cannot open /dev/kvm: {e} (is kvm-intel loaded?)"))
+            Error::new(
+                Kind::Unavailable,
+                format!("cannot open /dev/kvm: {e} (is kvm-intel loaded?)"),
+            )
         })?;
-        let vm = kvm.create_vm().map_err(|e| unavailable("KVM_CREATE_VM", e))?;
-        vm.set_identity_map_address(IDENTITY_MAP_ADDR).map_err(|e| unavailable("KVM_SET_IDENTITY_MAP_ADDR", e))?;
-        vm.set_tss_address(TSS_ADDR).map_err(|e| unavailable("KVM_SET_TSS_ADDR", e))?;
-        let len = usize::try_from(mem_size).map_err(|_| Error::usage("--memory does not fit in the address space"))?;
+        let vm = kvm
+            .create_vm()
+            .map_err(|e| unavailable("KVM_CREATE_VM", e))?;
+        vm.set_identity_map_address(IDENTITY_MAP_ADDR)
+            .map_err(|e| unavailable("KVM_SET_IDENTITY_MAP_ADDR", e))?;
+        vm.set_tss_address(TSS_ADDR)
+            .map_err(|e| unavailable("KVM_SET_TSS_ADDR", e))?;
+        let len = usize::try_from(mem_size)
+            .map_err(|_| Error::usage("--memory does not fit in the address space"))?;
         let mem = Mmap::anonymous(len).map_err(|e| unavailable("mmap of guest memory", e))?;
         let region = kvm_userspace_memory_region {
             slot: 0,
@@ -78,12 +86,24 @@ impl KvmBackend {
         };
         // SAFETY: the region is our own mapping of `mem_size` bytes, which outlives the VM
         // (field order in `KvmBackend`).
-        unsafe { vm.set_user_memory_region(region) }.map_err(|e| unavailable("KVM_SET_USER_MEMORY_REGION", e))?;
-        let vcpu = vm.create_vcpu(0).map_err(|e| unavailable("KVM_CREATE_VCPU", e))?;
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(|e| unavailable("KVM_SET_USER_MEMORY_REGION", e))?;
+        let vcpu = vm
+            .create_vcpu(0)
+            .map_err(|e| unavailable("KVM_CREATE_VCPU", e))?;
         // KVM rejects EFER.LME in SET_SREGS until the vCPU has CPUID with long mode.
-        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| unavailable("KVM_GET_SUPPORTED_CPUID", e))?;
-        vcpu.set_cpuid2(&cpuid).map_err(|e| unavailable("KVM_SET_CPUID2", e))?;
-        Ok(Self { vcpu, vm, _kvm: kvm, mem, pending_in: None })
+        let cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| unavailable("KVM_GET_SUPPORTED_CPUID", e))?;
+        vcpu.set_cpuid2(&cpuid)
+            .map_err(|e| unavailable("KVM_SET_CPUID2", e))?;
+        Ok(Self {
+            vcpu,
+            vm,
+            _kvm: kvm,
+            mem,
+            pending_in: None,
+        })
     }
 
     fn kvm_run_base(&mut self) -> *mut u8 {
@@ -101,7 +121,10 @@ impl Backend for KvmBackend {
     }
 
     fn set_state(&mut self, regs: &Regs, sregs: &Sregs) -> Result<()> {
-        let mut s = self.vcpu.get_sregs().map_err(|e| Error::os(format!("KVM_GET_SREGS failed: {e}")))?;
+        let mut s = self
+            .vcpu
+            .get_sregs()
+            .map_err(|e| Error::os(format!("KVM_GET_SREGS failed: {e}")))?;
         s.cs = to_kvm_segment(&sregs.cs);
         s.ds = to_kvm_segment(&sregs.ds);
         s.es = to_kvm_segment(&sregs.es);
@@ -119,7 +142,9 @@ impl Backend for KvmBackend {
         s.cr3 = sregs.cr3;
         s.cr4 = sregs.cr4;
         s.efer = sregs.efer;
-        self.vcpu.set_sregs(&s).map_err(|e| Error::os(format!("KVM_SET_SREGS failed: {e}")))?;
+        self.vcpu
+            .set_sregs(&s)
+            .map_err(|e| Error::os(format!("KVM_SET_SREGS failed: {e}")))?;
         let r = kvm_regs {
             rax: regs.rax,
             rbx: regs.rbx,
@@ -140,11 +165,16 @@ impl Backend for KvmBackend {
             rip: regs.rip,
             rflags: regs.rflags,
         };
-        self.vcpu.set_regs(&r).map_err(|e| Error::os(format!("KVM_SET_REGS failed: {e}")))
+        self.vcpu
+            .set_regs(&r)
+            .map_err(|e| Error::os(format!("KVM_SET_REGS failed: {e}")))
     }
 
     fn regs(&mut self) -> Result<Regs> {
-        let r = self.vcpu.get_regs().map_err(|e| Error::os(format!("KVM_GET_REGS failed: {e}")))?;
+        let r = self
+            .vcpu
+            .get_regs()
+            .map_err(|e| Error::os(format!("KVM_GET_REGS failed: {e}")))?;
         Ok(Regs {
             rax: r.rax,
             rcx: r.rcx,
@@ -173,22 +203,41 @@ impl Backend for KvmBackend {
         // because VcpuExit does not carry the access size.
         let exit = match self.vcpu.run() {
             Ok(VcpuExit::IoIn(..)) | Ok(VcpuExit::IoOut(..)) => None,
-            Ok(VcpuExit::MmioRead(gpa, data)) => Some(Exit::MmioRead { gpa, len: data.len() as u32 }),
+            Ok(VcpuExit::MmioRead(gpa, data)) => Some(Exit::MmioRead {
+                gpa,
+                len: data.len() as u32,
+            }),
             Ok(VcpuExit::MmioWrite(gpa, data)) => {
                 let mut d = [0u8; 8];
                 let n = data.len().min(8);
                 d[..n].copy_from_slice(&data[..n]);
-                Some(Exit::MmioWrite { gpa, len: data.len() as u32, data: d })
+                Some(Exit::MmioWrite {
+                    gpa,
+                    len: data.len() as u32,
+                    data: d,
+                })
             }
             Ok(VcpuExit::Hlt) => Some(Exit::Hlt),
-            Ok(VcpuExit::Hypercall(h)) => Some(Exit::Hypercall { nr: h.nr, args: h.args }),
+            Ok(VcpuExit::Hypercall(h)) => Some(Exit::Hypercall {
+                nr: h.nr,
+                args: h.args,
+            }),
             Ok(VcpuExit::Shutdown) => Some(Exit::Shutdown),
-            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(Exit::FailEntry { reason, qualification: 0, cpu }),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(Exit::FailEntry {
+                reason,
+                qualification: 0,
+                cpu,
+            }),
             Ok(VcpuExit::InternalError) => {
                 // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the live member.
                 let i = unsafe { self.vcpu.get_kvm_run().__bindgen_anon_1.internal };
                 let n = (i.ndata as usize).min(i.data.len());
-                Some(Exit::InternalError { suberror: i.suberror, vmx_exit_reason: 0, qualification: 0, data: i.data[..n].to_vec() })
+                Some(Exit::InternalError {
+                    suberror: i.suberror,
+                    vmx_exit_reason: 0,
+                    qualification: 0,
+                    data: i.data[..n].to_vec(),
+                })
             }
             Ok(VcpuExit::Intr) => Some(Exit::Intr),
             Ok(other) => Some(Exit::Other(format!("KVM exit {other:?}"))),
@@ -203,7 +252,11 @@ impl Backend for KvmBackend {
         let (size, count, off) = (io.size, io.count, io.data_offset as usize);
         if io.direction == kvm_bindings::KVM_EXIT_IO_IN as u8 {
             self.pending_in = Some((off, size, count));
-            return Ok(Exit::IoIn { port: io.port, size, count });
+            return Ok(Exit::IoIn {
+                port: io.port,
+                size,
+                count,
+            });
         }
         let base = self.kvm_run_base();
         let values = (0..count as usize)
@@ -216,16 +269,24 @@ impl Backend for KvmBackend {
                 u64::from_le_bytes(b)
             })
             .collect();
-        Ok(Exit::IoOut { port: io.port, size, values })
+        Ok(Exit::IoOut {
+            port: io.port,
+            size,
+            values,
+        })
     }
 
     fn complete_io_in(&mut self, values: &[u64]) {
-        let Some((off, size, count)) = self.pending_in.take() else { return };
+        let Some((off, size, count)) = self.pending_in.take() else {
+            return;
+        };
         let base = self.kvm_run_base();
         let n = usize::from(size).min(8);
         for (i, v) in values.iter().take(count as usize).enumerate() {
             // SAFETY: as in `run`: the data area for this IN is count * size bytes.
-            unsafe { std::ptr::copy_nonoverlapping(v.to_le_bytes().as_ptr(), base.add(off + i * n), n) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(v.to_le_bytes().as_ptr(), base.add(off + i * n), n)
+            };
         }
     }
 
@@ -240,10 +301,17 @@ impl Backend for KvmBackend {
 
     fn stats(&mut self) -> Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
-        for (prefix, fd) in [("kvm.vm.", self.vm.as_raw_fd()), ("kvm.vcpu.", self.vcpu.as_raw_fd())] {
+        for (prefix, fd) in [
+            ("kvm.vm.", self.vm.as_raw_fd()),
+            ("kvm.vcpu.", self.vcpu.as_raw_fd()),
+        ] {
             // Binary stats need Linux 5.14+; older kernels just give no KVM counters.
             if let Ok(data) = read_stats_fd(fd) {
-                out.extend(parse_binary_stats(&data).into_iter().map(|(n, v)| (format!("{prefix}{n}"), v)));
+                out.extend(
+                    parse_binary_stats(&data)
+                        .into_iter()
+                        .map(|(n, v)| (format!("{prefix}{n}"), v)),
+                );
             }
         }
         Ok(out)
@@ -268,22 +336,40 @@ fn read_stats_fd(fd: i32) -> std::io::Result<Vec<u8>> {
 /// single-value statistics are kept (histograms are skipped). Malformed data gives what
 /// could be read.
 pub fn parse_binary_stats(data: &[u8]) -> Vec<(String, u64)> {
-    let u32_at = |o: usize| data.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
-    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes(b.try_into().unwrap_or_default()));
-    let u64_at = |o: usize| data.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+    let u32_at = |o: usize| {
+        data.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
+    };
+    let u16_at = |o: usize| {
+        data.get(o..o + 2)
+            .map(|b| u16::from_le_bytes(b.try_into().unwrap_or_default()))
+    };
+    let u64_at = |o: usize| {
+        data.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    };
     let mut out = Vec::new();
     let (Some(name_size), Some(num_desc), Some(desc_offset), Some(data_offset)) =
         (u32_at(4), u32_at(8), u32_at(16), u32_at(20))
     else {
         return out;
     };
-    let (name_size, desc_offset, data_offset) = (name_size as usize, desc_offset as usize, data_offset as usize);
+    let (name_size, desc_offset, data_offset) = (
+        name_size as usize,
+        desc_offset as usize,
+        data_offset as usize,
+    );
     let desc_size = 16 + name_size;
     for i in 0..num_desc as usize {
         let d = desc_offset + i * desc_size;
-        let (Some(size), Some(offset)) = (u16_at(d + 6), u32_at(d + 8)) else { break };
-        let Some(name) = data.get(d + 16..d + 16 + name_size) else { break };
-        let name = String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or_default()).into_owned();
+        let (Some(size), Some(offset)) = (u16_at(d + 6), u32_at(d + 8)) else {
+            break;
+        };
+        let Some(name) = data.get(d + 16..d + 16 + name_size) else {
+            break;
+        };
+        let name = String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or_default())
+            .into_owned();
         if size != 1 {
             continue;
         }
@@ -301,7 +387,11 @@ mod tests {
     #[test]
     fn binary_stats_parse() {
         let name_size = 48usize;
-        let descs = [("pf_fixed", 1u16, 0u32), ("halt_wait_hist", 32, 8), ("exits", 1, 8 + 32 * 8)];
+        let descs = [
+            ("pf_fixed", 1u16, 0u32),
+            ("halt_wait_hist", 32, 8),
+            ("exits", 1, 8 + 32 * 8),
+        ];
         let desc_offset = 24 + 16; // header, then a 16-byte id string
         let data_offset = desc_offset + descs.len() * (16 + name_size);
         let mut f = vec![0u8; data_offset + (8 + 32 * 8 + 8)];
@@ -319,7 +409,10 @@ mod tests {
         f[data_offset..data_offset + 8].copy_from_slice(&42u64.to_le_bytes());
         let e = data_offset + 8 + 32 * 8;
         f[e..e + 8].copy_from_slice(&7u64.to_le_bytes());
-        assert_eq!(parse_binary_stats(&f), vec![("pf_fixed".to_string(), 42), ("exits".to_string(), 7)]);
+        assert_eq!(
+            parse_binary_stats(&f),
+            vec![("pf_fixed".to_string(), 42), ("exits".to_string(), 7)]
+        );
         // Truncated input yields a prefix, never a panic.
         for cut in 0..f.len() {
             let _ = parse_binary_stats(&f[..cut]);

@@ -13,22 +13,40 @@ pub struct Mmap {
 impl Mmap {
     /// Maps `len` bytes of `fd` at `offset` (MAP_SHARED, read/write).
     pub fn file(fd: BorrowedFd<'_>, len: usize, offset: u64) -> io::Result<Self> {
-        let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         Self::map(len, libc::MAP_SHARED, fd.as_raw_fd(), offset)
     }
 
     /// Anonymous shared memory of `len` bytes, not reserved up front (guest RAM for KVM).
     pub fn anonymous(len: usize) -> io::Result<Self> {
-        Self::map(len, libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
+        Self::map(
+            len,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
     }
 
     fn map(len: usize, flags: i32, fd: i32, offset: libc::off_t) -> io::Result<Self> {
         // SAFETY: a fresh mapping chosen by the kernel; it aliases nothing we own.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, offset) };
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                offset,
+            )
+        };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Self { ptr: ptr.cast(), len })
+        Ok(Self {
+            ptr: ptr.cast(),
+            len,
+        })
     }
 
     pub fn as_ptr(&self) -> *mut u8 {

@@ -14,17 +14,44 @@ pub mod shadowvm;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Exit {
     /// OUT: one value per element (string I/O gives several).
-    IoOut { port: u16, size: u8, values: Vec<u64> },
+    IoOut {
+        port: u16,
+        size: u8,
+        values: Vec<u64>,
+    },
     /// IN: answer with `Backend::complete_io_in` before the next run.
-    IoIn { port: u16, size: u8, count: u32 },
-    MmioRead { gpa: u64, len: u32 },
-    MmioWrite { gpa: u64, len: u32, data: [u8; 8] },
+    IoIn {
+        port: u16,
+        size: u8,
+        count: u32,
+    },
+    MmioRead {
+        gpa: u64,
+        len: u32,
+    },
+    MmioWrite {
+        gpa: u64,
+        len: u32,
+        data: [u8; 8],
+    },
     Hlt,
     /// Answer with `Backend::complete_hypercall` before the next run.
-    Hypercall { nr: u64, args: [u64; 6] },
+    Hypercall {
+        nr: u64,
+        args: [u64; 6],
+    },
     Shutdown,
-    FailEntry { reason: u64, qualification: u64, cpu: u32 },
-    InternalError { suberror: u32, vmx_exit_reason: u32, qualification: u64, data: Vec<u64> },
+    FailEntry {
+        reason: u64,
+        qualification: u64,
+        cpu: u32,
+    },
+    InternalError {
+        suberror: u32,
+        vmx_exit_reason: u32,
+        qualification: u64,
+        data: Vec<u64>,
+    },
     /// RUN returned early (signal, immediate exit, time slice); nothing to do.
     Intr,
     /// A backend-specific exit the launcher does not handle.

@@ -58,18 +58,28 @@ impl ShadowVm {
                 ),
             ));
         }
-        let mut m = uapi::Memory { size: mem_size, flags: 0 };
-        ioctl(&fd, uapi::SHADOWVM_SET_MEMORY, &mut m).map_err(|e| unavailable("SHADOWVM_SET_MEMORY", e))?;
-        let len = usize::try_from(mem_size).map_err(|_| Error::usage("--memory does not fit in the address space"))?;
+        let mut m = uapi::Memory {
+            size: mem_size,
+            flags: 0,
+        };
+        ioctl(&fd, uapi::SHADOWVM_SET_MEMORY, &mut m)
+            .map_err(|e| unavailable("SHADOWVM_SET_MEMORY", e))?;
+        let len = usize::try_from(mem_size)
+            .map_err(|_| Error::usage("--memory does not fit in the address space"))?;
         let mem = Mmap::file(fd.as_fd(), len, uapi::SHADOWVM_MEMORY_MMAP_OFFSET)
             .map_err(|e| unavailable("mmap of guest memory", e))?;
         ioctl::<u8>(&fd, uapi::SHADOWVM_CREATE_VCPU, ptr::null_mut())
             .map_err(|e| unavailable("SHADOWVM_CREATE_VCPU", e))?;
-        let run = Mmap::file(fd.as_fd(), uapi::SHADOWVM_RUN_MMAP_SIZE as usize, uapi::SHADOWVM_RUN_MMAP_OFFSET)
-            .map_err(|e| unavailable("mmap of the run structure", e))?;
+        let run = Mmap::file(
+            fd.as_fd(),
+            uapi::SHADOWVM_RUN_MMAP_SIZE as usize,
+            uapi::SHADOWVM_RUN_MMAP_OFFSET,
+        )
+        .map_err(|e| unavailable("mmap of the run structure", e))?;
         let vm = Self { mem, run, fd };
         let header = vm.snapshot();
-        if header.version != uapi::SHADOWVM_RUN_VERSION || (header.size as usize) < size_of::<Run>() {
+        if header.version != uapi::SHADOWVM_RUN_VERSION || (header.size as usize) < size_of::<Run>()
+        {
             return Err(Error::new(
                 Kind::Unavailable,
                 format!(
@@ -113,8 +123,11 @@ impl Backend for ShadowVm {
 
     fn set_state(&mut self, regs: &Regs, sregs: &Sregs) -> Result<()> {
         let (mut r, mut s) = (*regs, *sregs);
-        ioctl(&self.fd, uapi::SHADOWVM_SET_SREGS, &mut s)
-            .map_err(|e| Error::os(format!("SHADOWVM_SET_SREGS failed: {e} (the module rejected the boot state)")))?;
+        ioctl(&self.fd, uapi::SHADOWVM_SET_SREGS, &mut s).map_err(|e| {
+            Error::os(format!(
+                "SHADOWVM_SET_SREGS failed: {e} (the module rejected the boot state)"
+            ))
+        })?;
         ioctl(&self.fd, uapi::SHADOWVM_SET_REGS, &mut r)
             .map_err(|e| Error::os(format!("SHADOWVM_SET_REGS failed: {e}")))?;
         Ok(())
@@ -122,7 +135,8 @@ impl Backend for ShadowVm {
 
     fn regs(&mut self) -> Result<Regs> {
         let mut r = Regs::default();
-        ioctl(&self.fd, uapi::SHADOWVM_GET_REGS, &mut r).map_err(|e| Error::os(format!("SHADOWVM_GET_REGS failed: {e}")))?;
+        ioctl(&self.fd, uapi::SHADOWVM_GET_REGS, &mut r)
+            .map_err(|e| Error::os(format!("SHADOWVM_GET_REGS failed: {e}")))?;
         Ok(r)
     }
 
@@ -137,25 +151,47 @@ impl Backend for ShadowVm {
             uapi::SHADOWVM_EXIT_IO => {
                 let io = run.io();
                 if io.direction == uapi::SHADOWVM_IO_OUT {
-                    Exit::IoOut { port: io.port, size: io.size, values: vec![io.data] }
+                    Exit::IoOut {
+                        port: io.port,
+                        size: io.size,
+                        values: vec![io.data],
+                    }
                 } else {
-                    Exit::IoIn { port: io.port, size: io.size, count: io.count.max(1) }
+                    Exit::IoIn {
+                        port: io.port,
+                        size: io.size,
+                        count: io.count.max(1),
+                    }
                 }
             }
             uapi::SHADOWVM_EXIT_MMIO => {
                 let m = run.mmio();
                 if m.is_write != 0 {
-                    Exit::MmioWrite { gpa: m.gpa, len: m.len, data: m.data }
+                    Exit::MmioWrite {
+                        gpa: m.gpa,
+                        len: m.len,
+                        data: m.data,
+                    }
                 } else {
-                    Exit::MmioRead { gpa: m.gpa, len: m.len }
+                    Exit::MmioRead {
+                        gpa: m.gpa,
+                        len: m.len,
+                    }
                 }
             }
             uapi::SHADOWVM_EXIT_HLT => Exit::Hlt,
-            uapi::SHADOWVM_EXIT_HYPERCALL => Exit::Hypercall { nr: run.hypercall().nr, args: run.hypercall().args },
+            uapi::SHADOWVM_EXIT_HYPERCALL => Exit::Hypercall {
+                nr: run.hypercall().nr,
+                args: run.hypercall().args,
+            },
             uapi::SHADOWVM_EXIT_SHUTDOWN => Exit::Shutdown,
             uapi::SHADOWVM_EXIT_FAIL_ENTRY => {
                 let f = run.fail_entry();
-                Exit::FailEntry { reason: f.hardware_entry_failure_reason, qualification: f.exit_qualification, cpu: f.cpu }
+                Exit::FailEntry {
+                    reason: f.hardware_entry_failure_reason,
+                    qualification: f.exit_qualification,
+                    cpu: f.cpu,
+                }
             }
             uapi::SHADOWVM_EXIT_INTERNAL_ERROR => {
                 let i = run.internal_error();
@@ -192,7 +228,11 @@ impl Backend for ShadowVm {
         // Ask for the count, then fetch; retry if the set grew in between.
         let mut entries: Vec<uapi::StatEntry> = Vec::new();
         for _ in 0..4 {
-            let mut s = uapi::Stats { count: entries.len() as u32, flags: 0, entries: entries.as_mut_ptr() as u64 };
+            let mut s = uapi::Stats {
+                count: entries.len() as u32,
+                flags: 0,
+                entries: entries.as_mut_ptr() as u64,
+            };
             match ioctl(&self.fd, uapi::SHADOWVM_GET_STATS, &mut s) {
                 Ok(_) => {
                     entries.truncate(s.count as usize);
@@ -208,6 +248,8 @@ impl Backend for ShadowVm {
                 Err(e) => return Err(Error::os(format!("SHADOWVM_GET_STATS failed: {e}"))),
             }
         }
-        Err(Error::os("SHADOWVM_GET_STATS kept reporting more statistics than it returned"))
+        Err(Error::os(
+            "SHADOWVM_GET_STATS kept reporting more statistics than it returned",
+        ))
     }
 }
