@@ -9,6 +9,7 @@
 #include <linux/mm.h>
 #include <linux/sched/signal.h>
 #include <asm/msr.h>
+#include "glue.h"
 
 unsigned long shadowvm_irq_save(void)
 {
@@ -23,16 +24,6 @@ void shadowvm_irq_restore(unsigned long flags)
 	local_irq_restore(flags);
 }
 
-void shadowvm_preempt_disable(void)
-{
-	preempt_disable();
-}
-
-void shadowvm_preempt_enable(void)
-{
-	preempt_enable();
-}
-
 /* Returns 0 on success, -EIO if the MSR does not exist (the #GP is caught). */
 int shadowvm_rdmsr_safe(u32 msr, u64 *val)
 {
@@ -44,18 +35,8 @@ u64 shadowvm_page_to_phys(struct page *page)
 	return page_to_phys(page);
 }
 
-void *shadowvm_page_address(struct page *page)
-{
-	return page_address(page);
-}
-
 /* Runs func(info) on every online CPU with interrupts disabled, and waits. */
 void shadowvm_on_each_cpu(smp_call_func_t func, void *info)
 {
 	on_each_cpu(func, info, 1);
-}
-
-unsigned int shadowvm_num_online_cpus(void)
-{
-	return num_online_cpus();
 }

@@ -10,13 +10,10 @@ use kernel::{bindings, page::Page, prelude::*};
 extern "C" {
     fn shadowvm_irq_save() -> usize;
     fn shadowvm_irq_restore(flags: usize);
-    fn shadowvm_preempt_disable();
-    fn shadowvm_preempt_enable();
     fn shadowvm_rdmsr_safe(msr: u32, val: *mut u64) -> i32;
-    fn shadowvm_page_to_phys(page: *mut bindings::page) -> u64;
-    fn shadowvm_page_address(page: *mut bindings::page) -> *mut c_void;
+    // `struct page` is opaque here (its Rust binding is not FFI-safe by value).
+    fn shadowvm_page_to_phys(page: *mut c_void) -> u64;
     fn shadowvm_on_each_cpu(func: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
-    fn shadowvm_num_online_cpus() -> u32;
 }
 
 /// Local interrupts are disabled on this CPU while this value lives.
@@ -61,28 +58,6 @@ impl Drop for IrqsOff {
     }
 }
 
-/// Preemption is disabled while this value lives.
-///
-/// # Invariants
-///
-/// Created by disabling preemption once; dropping re-enables it once, on the same CPU.
-pub(crate) struct NoPreempt(PhantomData<*mut ()>);
-
-impl NoPreempt {
-    pub(crate) fn new() -> Self {
-        // SAFETY: preempt_disable has no preconditions.
-        unsafe { shadowvm_preempt_disable() };
-        Self(PhantomData)
-    }
-}
-
-impl Drop for NoPreempt {
-    fn drop(&mut self) {
-        // SAFETY: By the type invariant, preemption was disabled once by `new`.
-        unsafe { shadowvm_preempt_enable() };
-    }
-}
-
 /// Reads an MSR, returning `None` if the CPU does not implement it (the #GP is caught).
 pub(crate) fn rdmsr(msr: u32) -> Option<u64> {
     let mut v = 0u64;
@@ -95,19 +70,7 @@ pub(crate) fn rdmsr(msr: u32) -> Option<u64> {
 /// The host-physical address of a page.
 pub(crate) fn page_phys(page: &Page) -> u64 {
     // SAFETY: `page.as_ptr()` is a valid `struct page` for the lifetime of `page`.
-    unsafe { shadowvm_page_to_phys(page.as_ptr()) }
-}
-
-/// The kernel-virtual address of a page (the pages used here are never highmem on x86-64).
-pub(crate) fn page_virt(page: &Page) -> *mut u8 {
-    // SAFETY: `page.as_ptr()` is a valid `struct page` for the lifetime of `page`.
-    unsafe { shadowvm_page_address(page.as_ptr()).cast() }
-}
-
-/// Number of online CPUs.
-pub(crate) fn num_online_cpus() -> u32 {
-    // SAFETY: No preconditions.
-    unsafe { shadowvm_num_online_cpus() }
+    unsafe { shadowvm_page_to_phys(page.as_ptr().cast()) }
 }
 
 /// Runs `f(data)` on every online CPU with interrupts disabled and waits for all of them.

@@ -25,8 +25,9 @@ use kernel::{
 };
 
 mod glue;
+// The ABI crate is shared with userspace, so it is all `pub` and not all used here.
 #[path = "uapi/mod.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub)]
 mod uapi;
 mod vmx;
 

@@ -61,11 +61,6 @@ impl Allowed {
         Self { must_be_one: v as u32, may_be_one: (v >> 32) as u32 }
     }
 
-    /// The control word for the `wanted` bits: forced bits added, unsupported ones dropped.
-    pub(crate) fn adjust(&self, wanted: u32) -> u32 {
-        (wanted | self.must_be_one) & self.may_be_one
-    }
-
     pub(crate) fn supports(&self, bit: u32) -> bool {
         self.may_be_one & (1 << bit) != 0
     }
@@ -86,12 +81,12 @@ impl CapError {
     pub(crate) fn errno(&self) -> Error {
         match self {
             CapError::NoVmx => ENODEV,
-            _ => EOPNOTSUPP,
+            _ => Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32)),
         }
     }
 }
 
-impl fmt::Display for CapError {
+impl kernel::fmt::Display for CapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CapError::NoVmx => write!(f, "CPU does not support VMX (CPUID.1:ECX.VMX = 0)"),
@@ -135,8 +130,7 @@ fn msr(m: u32) -> Result<u64, CapError> {
 }
 
 fn cpuid_ecx(leaf: u32) -> u32 {
-    // SAFETY: CPUID is always available on x86-64.
-    unsafe { core::arch::x86_64::__cpuid(leaf) }.ecx
+    core::arch::x86_64::__cpuid(leaf).ecx
 }
 
 fn check(word: &'static str, allowed: &Allowed, bits: &[(u32, &'static str)]) -> Result<(), CapError> {

@@ -46,14 +46,6 @@ pub(crate) unsafe fn write_cr4(v: u64) {
     unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack, preserves_flags)) };
 }
 
-/// Reads CR0.
-pub(crate) fn read_cr0() -> u64 {
-    let v: u64;
-    // SAFETY: Reading CR0 has no side effects and is allowed at CPL0.
-    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
-}
-
 /// Enters VMX root operation with the VMXON region at physical address `pa`.
 ///
 /// # Safety
@@ -109,39 +101,6 @@ pub(crate) unsafe fn vmptrld(pa: u64) -> Result<(), VmFail> {
     unsafe {
         asm!("vmptrld [{pa}]", "setbe {f}", pa = in(reg) &pa, f = out(reg_byte) failed,
              options(nostack))
-    };
-    vm_result(failed)
-}
-
-/// Reads a field of the current VMCS.
-///
-/// # Safety
-///
-/// VMX root operation with a current VMCS.
-pub(crate) unsafe fn vmread(field: u32) -> Result<u64, VmFail> {
-    let failed: u8;
-    let v: u64;
-    // SAFETY: See the function's safety requirements.
-    unsafe {
-        asm!("vmread {v}, {f}", "setbe {fl}", f = in(reg) field as u64, v = out(reg) v,
-             fl = out(reg_byte) failed, options(nostack))
-    };
-    vm_result(failed).map(|()| v)
-}
-
-/// Writes a field of the current VMCS.
-///
-/// # Safety
-///
-/// VMX root operation with a current VMCS; the value must be acceptable for the field in
-/// the sense that it cannot make the host unsafe (host-state fields are written only by
-/// the vCPU setup code).
-pub(crate) unsafe fn vmwrite(field: u32, value: u64) -> Result<(), VmFail> {
-    let failed: u8;
-    // SAFETY: See the function's safety requirements.
-    unsafe {
-        asm!("vmwrite {f}, {v}", "setbe {fl}", f = in(reg) field as u64, v = in(reg) value,
-             fl = out(reg_byte) failed, options(nostack))
     };
     vm_result(failed)
 }

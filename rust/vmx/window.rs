@@ -39,7 +39,7 @@ impl WindowError {
     }
 }
 
-impl fmt::Display for WindowError {
+impl kernel::fmt::Display for WindowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             WindowError::Busy => "CR4.VMXE already set: another hypervisor (kvm-intel?) holds VMX on this CPU",
@@ -56,7 +56,8 @@ impl fmt::Display for WindowError {
 /// `pa` is the physical address of `page`, whose first 4 bytes hold the revision identifier
 /// of the CPU's VMCS layout (from IA32_VMX_BASIC) and whose other bytes start zeroed.
 pub(crate) struct VmxRegion {
-    page: Page,
+    // Owned so the page stays allocated while `pa` is handed to the CPU.
+    _page: Page,
     pa: u64,
 }
 
@@ -68,16 +69,11 @@ impl VmxRegion {
         unsafe { page.write_raw(rev.as_ptr(), 0, rev.len())? };
         let pa = glue::page_phys(&page);
         // INVARIANT: `pa` is the page's physical address and the revision id is written.
-        Ok(Self { page, pa })
+        Ok(Self { _page: page, pa })
     }
 
     pub(crate) fn pa(&self) -> u64 {
         self.pa
-    }
-
-    /// Kernel-virtual address of the region (for the VMCS abort indicator and debugging).
-    pub(crate) fn virt(&self) -> *mut u8 {
-        glue::page_virt(&self.page)
     }
 }
 
@@ -145,13 +141,6 @@ impl Drop for VmxRoot<'_> {
 pub(crate) struct CurrentVmcs<'w> {
     pa: u64,
     _root: PhantomData<&'w VmxRoot<'w>>,
-}
-
-impl CurrentVmcs<'_> {
-    pub(crate) fn read(&self, field: u32) -> Result<u64, VmFail> {
-        // SAFETY: A VMCS is current (type invariant).
-        unsafe { insn::vmread(field) }
-    }
 }
 
 impl Drop for CurrentVmcs<'_> {
