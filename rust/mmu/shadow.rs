@@ -26,7 +26,8 @@ pub(super) const SPTE_ADDR: u64 = bits(51, 12);
 /// A shadow page's role: everything besides the guest frame that changes its contents.
 ///
 /// Bits: 0-2 level, 3-4 guest mode, 5 direct, 6-7 quadrant, 8-10 inherited access
-/// (W, U, X), 11 CR0.WP, 12 CR4.SMEP && !CR0.WP, 13 EFER.NXE, 14 CR4.PSE.
+/// (W, U, X), 11 CR0.WP, 12 CR4.SMEP && !CR0.WP, 13 EFER.NXE, 14 CR4.PSE,
+/// 15 CR4.SMAP && !CR0.WP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Role(pub u32);
 
@@ -44,6 +45,11 @@ impl Role {
         }
         if ctx.pse && ctx.mode == GuestMode::Bits32 {
             r |= 1 << 14;
+        }
+        // Shadows built under CR0.WP=0 may hold supervisor-writable copies of read-only
+        // user pages; SMAP must not see those (KVM's smap_andnot_wp).
+        if ctx.smap && !ctx.wp {
+            r |= 1 << 15;
         }
         Role(r)
     }

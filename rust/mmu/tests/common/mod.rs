@@ -1,0 +1,585 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Test harness: a host page source, guest memory, an independent reference model of x86
+//! paging, and a software CPU that walks the shadow tables in their hardware format.
+#![allow(dead_code)]
+
+use shadowvm_mmu::bits::*;
+use shadowvm_mmu::*;
+use std::collections::{HashMap, HashSet};
+
+// ------------------------------------------------------------------ host pages
+
+/// Host memory: pages with made-up host-physical addresses.
+pub struct Host {
+    pages: HashMap<u64, *mut u64>,
+    next: u64,
+    next_low: u64,
+    pub allocs: u64,
+    pub frees: u64,
+    /// Fail the allocation with this number (1-based), once.
+    pub fail_at: Option<u64>,
+    /// Fail every allocation.
+    pub dry: bool,
+}
+
+pub const GUEST_HPA_BASE: u64 = 0x80_0000_0000;
+
+impl Host {
+    pub fn new() -> Self {
+        Host {
+            pages: HashMap::new(),
+            next: 0x1_0000_0000,
+            next_low: 0x1000_0000,
+            allocs: 0,
+            frees: 0,
+            fail_at: None,
+            dry: false,
+        }
+    }
+    pub fn live(&self) -> usize {
+        self.pages.len()
+    }
+    /// Reads a u64 of a host page (shadow tables).
+    pub fn read(&self, hpa: u64) -> u64 {
+        let base = hpa & !0xfff;
+        let p = *self.pages.get(&base).unwrap_or_else(|| panic!("shadow entry points to unknown host page {base:#x}"));
+        unsafe { p.add(((hpa & 0xfff) / 8) as usize).read_volatile() }
+    }
+    pub fn has(&self, hpa: u64) -> bool {
+        self.pages.contains_key(&(hpa & !0xfff))
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        for (_, p) in self.pages.drain() {
+            unsafe { drop(Box::from_raw(p as *mut [u64; 512])) };
+        }
+    }
+}
+
+impl PageSource for Host {
+    fn alloc_page(&mut self, low: bool) -> Option<HostPage> {
+        if self.dry {
+            return None;
+        }
+        let n = self.allocs + 1;
+        if self.fail_at == Some(n) {
+            self.fail_at = None;
+            return None;
+        }
+        self.allocs = n;
+        let b: Box<[u64; 512]> = Box::new([0; 512]);
+        let p = Box::into_raw(b) as *mut u64;
+        let hpa = if low {
+            self.next_low += 4096;
+            assert!(self.next_low < 1 << 32);
+            self.next_low
+        } else {
+            self.next += 4096;
+            self.next
+        };
+        self.pages.insert(hpa, p);
+        Some(HostPage { ptr: p as *mut u8, hpa })
+    }
+    fn free_page(&mut self, page: HostPage) {
+        let p = self.pages.remove(&page.hpa).unwrap_or_else(|| panic!("double free / unknown page {:#x}", page.hpa));
+        assert_eq!(p as *mut u8, page.ptr, "free_page: pointer/hpa mismatch");
+        unsafe { drop(Box::from_raw(p as *mut [u64; 512])) };
+        self.frees += 1;
+    }
+}
+
+// ------------------------------------------------------------------ guest memory
+
+pub struct GMem {
+    frames: Vec<Option<*mut u64>>,
+}
+
+impl GMem {
+    /// `n` frames, those in `holes` unbacked.
+    pub fn new(n: usize, holes: &[u64]) -> Self {
+        let frames = (0..n as u64)
+            .map(|g| if holes.contains(&g) { None } else { Some(Box::into_raw(Box::new([0u64; 512])) as *mut u64) })
+            .collect();
+        GMem { frames }
+    }
+    pub fn backed(&self, gfn: u64) -> bool {
+        matches!(self.frames.get(gfn as usize), Some(Some(_)))
+    }
+    pub fn hpa_of(&self, gpa: u64) -> u64 {
+        GUEST_HPA_BASE + gpa
+    }
+    pub fn read(&self, gpa: u64, size: u32) -> u64 {
+        let Some(Some(p)) = self.frames.get((gpa >> 12) as usize) else { return 0 };
+        let off = (gpa & 0xfff) as usize;
+        unsafe {
+            if size == 4 {
+                (*p as *mut u8).add(off & !3).cast::<u32>().read_volatile() as u64
+            } else {
+                p.add(off / 8).read_volatile()
+            }
+        }
+    }
+    pub fn write(&self, gpa: u64, size: u32, v: u64) {
+        let Some(Some(p)) = self.frames.get((gpa >> 12) as usize) else { return };
+        let off = (gpa & 0xfff) as usize;
+        unsafe {
+            if size == 4 {
+                (*p as *mut u8).add(off & !3).cast::<u32>().write_volatile(v as u32)
+            } else {
+                p.add(off / 8).write_volatile(v)
+            }
+        }
+    }
+    pub fn frame_copy(&self, gfn: u64) -> [u64; 512] {
+        let mut out = [0u64; 512];
+        if let Some(Some(p)) = self.frames.get(gfn as usize) {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = unsafe { p.add(i).read_volatile() };
+            }
+        }
+        out
+    }
+}
+
+impl Drop for GMem {
+    fn drop(&mut self) {
+        for p in self.frames.drain(..).flatten() {
+            unsafe { drop(Box::from_raw(p as *mut [u64; 512])) };
+        }
+    }
+}
+
+unsafe impl GuestMemory for GMem {
+    fn frame(&self, gfn: u64) -> Option<GuestFrame> {
+        match self.frames.get(usize::try_from(gfn).ok()?) {
+            Some(Some(p)) => Some(GuestFrame { ptr: *p as *mut u8, hpa: GUEST_HPA_BASE + (gfn << 12) }),
+            _ => None,
+        }
+    }
+}
+
+// ------------------------------------------------------------------ reference model
+
+/// The architectural state the reference model needs.
+#[derive(Clone, Copy, Debug)]
+pub struct RefState {
+    /// 0 off, 1 32-bit, 2 PAE, 3 4-level.
+    pub mode: u8,
+    pub cr3: u64,
+    pub pdptes: [u64; 4],
+    pub wp: bool,
+    pub nxe: bool,
+    pub smep: bool,
+    pub smap: bool,
+    pub pse: bool,
+    pub m: u32,
+    pub gb: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acc {
+    pub write: bool,
+    pub fetch: bool,
+    pub user: bool,
+    pub implicit: bool,
+    pub ac: bool,
+    pub cpl: u8,
+}
+
+impl Acc {
+    pub fn to_engine(self) -> Access {
+        Access { write: self.write, fetch: self.fetch, user: self.user, implicit: self.implicit, ac: self.ac }
+    }
+    pub fn hw_error_code(self) -> u32 {
+        let mut e = 0;
+        if self.write {
+            e |= PFERR_W;
+        }
+        if self.user {
+            e |= PFERR_U;
+        }
+        if self.fetch {
+            e |= PFERR_ID;
+        }
+        e
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefResult {
+    Ok { gpa: u64, page_size: u64, entries: Vec<(u64, u32)>, leaf: (u64, u32) },
+    Fault(u32),
+}
+
+fn m_bits(hi: u32, lo: u32) -> u64 {
+    if hi < lo {
+        0
+    } else {
+        (((1u128 << (hi - lo + 1)) - 1) as u64) << lo
+    }
+}
+
+impl RefState {
+    fn err(&self, a: Acc, p: bool, rsvd: bool) -> u32 {
+        let mut e = 0;
+        if p || rsvd {
+            e |= 1;
+        }
+        if rsvd {
+            e |= 8;
+        }
+        if a.write {
+            e |= 2;
+        }
+        if a.user {
+            e |= 4;
+        }
+        if a.fetch && (self.smep || (self.mode >= 2 && self.nxe)) {
+            e |= 16;
+        }
+        e
+    }
+
+    fn perm_ok(&self, a: Acc, user_all: bool, write_all: bool, nx: bool) -> bool {
+        if a.fetch {
+            if nx {
+                return false;
+            }
+            if a.user {
+                return user_all;
+            }
+            return !(self.smep && user_all);
+        }
+        if a.user {
+            return user_all && (!a.write || write_all);
+        }
+        if user_all && self.smap && (a.implicit || !a.ac) {
+            return false;
+        }
+        if a.write && self.wp && !write_all {
+            return false;
+        }
+        true
+    }
+
+    /// Walks guest tables through `read(gpa, size)`.
+    pub fn walk(&self, read: &dyn Fn(u64, u32) -> u64, gva: u64, a: Acc) -> RefResult {
+        let mut entries = Vec::new();
+        let mut user_all = true;
+        let mut write_all = true;
+        let mut nx = false;
+        let (gpa, size);
+        match self.mode {
+            0 => {
+                let la = gva & 0xffff_ffff;
+                return RefResult::Ok { gpa: la, page_size: 4096, entries, leaf: (0, 0) };
+            }
+            1 => {
+                let la = gva & 0xffff_ffff;
+                let pde_a = (self.cr3 & 0xffff_f000) + ((la >> 22) & 1023) * 4;
+                let pde = read(pde_a, 4);
+                entries.push((pde_a, 4));
+                if pde & 1 == 0 {
+                    return RefResult::Fault(self.err(a, false, false));
+                }
+                user_all &= pde & 4 != 0;
+                write_all &= pde & 2 != 0;
+                if self.pse && pde & 0x80 != 0 {
+                    let mm = self.m.min(40);
+                    let mut rs = 1u64 << 21;
+                    if mm < 40 {
+                        rs |= m_bits(20, 13 + mm - 32);
+                    }
+                    if pde & rs != 0 {
+                        return RefResult::Fault(self.err(a, true, true));
+                    }
+                    gpa = (pde & 0xffc0_0000) + (((pde >> 13) & 0xff) << 32) + (la & 0x3f_ffff);
+                    size = 4 << 20;
+                } else {
+                    let pte_a = (pde & 0xffff_f000) + ((la >> 12) & 1023) * 4;
+                    let pte = read(pte_a, 4);
+                    entries.push((pte_a, 4));
+                    if pte & 1 == 0 {
+                        return RefResult::Fault(self.err(a, false, false));
+                    }
+                    user_all &= pte & 4 != 0;
+                    write_all &= pte & 2 != 0;
+                    gpa = (pte & 0xffff_f000) + (la & 0xfff);
+                    size = 4096;
+                }
+            }
+            2 => {
+                let la = gva & 0xffff_ffff;
+                let pdpte = self.pdptes[(la >> 30) as usize & 3];
+                if pdpte & 1 == 0 {
+                    return RefResult::Fault(self.err(a, false, false));
+                }
+                let hi = m_bits(62, self.m) | if self.nxe { 0 } else { 1 << 63 };
+                let pde_a = (pdpte & m_bits(51, 12)) + ((la >> 21) & 511) * 8;
+                let pde = read(pde_a, 8);
+                entries.push((pde_a, 8));
+                if pde & 1 == 0 {
+                    return RefResult::Fault(self.err(a, false, false));
+                }
+                let big = pde & 0x80 != 0;
+                if pde & (hi | if big { m_bits(20, 13) } else { 0 }) != 0 {
+                    return RefResult::Fault(self.err(a, true, true));
+                }
+                user_all &= pde & 4 != 0;
+                write_all &= pde & 2 != 0;
+                nx |= self.nxe && pde >> 63 != 0;
+                if big {
+                    gpa = (pde & m_bits(51, 21)) + (la & 0x1f_ffff);
+                    size = 2 << 20;
+                } else {
+                    let pte_a = (pde & m_bits(51, 12)) + ((la >> 12) & 511) * 8;
+                    let pte = read(pte_a, 8);
+                    entries.push((pte_a, 8));
+                    if pte & 1 == 0 {
+                        return RefResult::Fault(self.err(a, false, false));
+                    }
+                    if pte & hi != 0 {
+                        return RefResult::Fault(self.err(a, true, true));
+                    }
+                    user_all &= pte & 4 != 0;
+                    write_all &= pte & 2 != 0;
+                    nx |= self.nxe && pte >> 63 != 0;
+                    gpa = (pte & m_bits(51, 12)) + (la & 0xfff);
+                    size = 4096;
+                }
+            }
+            _ => {
+                let la = gva & 0xffff_ffff_ffff;
+                let hi = m_bits(51, self.m) | if self.nxe { 0 } else { 1 << 63 };
+                let mut table = self.cr3 & m_bits(51, 12) & !m_bits(51, self.m);
+                let mut shift = 39;
+                loop {
+                    let ea = table + ((la >> shift) & 511) * 8;
+                    let e = read(ea, 8);
+                    entries.push((ea, 8));
+                    if e & 1 == 0 {
+                        return RefResult::Fault(self.err(a, false, false));
+                    }
+                    let ps = e & 0x80 != 0;
+                    let extra = match shift {
+                        39 => 0x80,
+                        30 if ps => {
+                            if !self.gb {
+                                return RefResult::Fault(self.err(a, true, true));
+                            }
+                            m_bits(29, 13)
+                        }
+                        21 if ps => m_bits(20, 13),
+                        _ => 0,
+                    };
+                    if e & (hi | extra) != 0 {
+                        return RefResult::Fault(self.err(a, true, true));
+                    }
+                    user_all &= e & 4 != 0;
+                    write_all &= e & 2 != 0;
+                    nx |= self.nxe && e >> 63 != 0;
+                    if shift == 12 || (ps && (shift == 21 || shift == 30)) {
+                        gpa = (e & m_bits(51, shift)) + (la & ((1 << shift) - 1));
+                        size = 1u64 << shift;
+                        break;
+                    }
+                    table = e & m_bits(51, 12);
+                    shift -= 9;
+                }
+            }
+        }
+        if !self.perm_ok(a, user_all, write_all, nx) {
+            return RefResult::Fault(self.err(a, true, false));
+        }
+        let leaf = *entries.last().unwrap();
+        RefResult::Ok { gpa, page_size: size, entries, leaf }
+    }
+
+    /// Applies the A/D updates of a successful walk to a copy of memory values.
+    pub fn ad_updates(&self, read: &dyn Fn(u64, u32) -> u64, r: &RefResult, a: Acc) -> Vec<(u64, u32, u64)> {
+        let RefResult::Ok { entries, leaf, .. } = r else { return vec![] };
+        let mut vals: Vec<(u64, u32, u64)> = Vec::new();
+        for (i, &(ea, sz)) in entries.iter().enumerate() {
+            let cur = vals.iter().find(|v| v.0 == ea).map(|v| v.2).unwrap_or_else(|| read(ea, sz));
+            let mut new = cur | 0x20;
+            if i == entries.len() - 1 && (ea, sz) == *leaf && a.write {
+                new |= 0x40;
+            }
+            if let Some(v) = vals.iter_mut().find(|v| v.0 == ea) {
+                v.2 = new;
+            } else {
+                vals.push((ea, sz, new));
+            }
+        }
+        vals
+    }
+
+    /// Loads PAE PDPTEs; None if one has reserved bits (#GP).
+    pub fn load_pdptes(&self, mem: &GMem, cr3: u64) -> Option<[u64; 4]> {
+        let base = cr3 & 0xffff_ffe0;
+        let mut p = [0; 4];
+        for (i, e) in p.iter_mut().enumerate() {
+            let v = mem.read(base + 8 * i as u64, 8);
+            let rsvd = m_bits(2, 1) | m_bits(8, 5) | m_bits(63, self.m);
+            if v & 1 != 0 && v & rsvd != 0 {
+                return None;
+            }
+            *e = v;
+        }
+        Some(p)
+    }
+
+    pub fn cr0(&self) -> u64 {
+        let mut c = CR0_PE | (1 << 4);
+        if self.mode != 0 {
+            c |= CR0_PG;
+        }
+        if self.wp {
+            c |= CR0_WP;
+        }
+        c
+    }
+}
+
+// ------------------------------------------------------------------ software CPU
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuResult {
+    /// The access completed at this host-physical address.
+    Ok(u64),
+    /// #PF delivered to the guest.
+    Fault(u32),
+    /// MMIO exit.
+    Mmio(u64),
+    /// Emulated write at this gpa.
+    Emulated(u64),
+}
+
+/// Walks the shadow tables exactly as the CPU would (real CR0.WP=1, EFER.NXE=1, real
+/// SMEP/SMAP from the engine's hardware state). Returns Ok(hpa) or the hardware #PF code.
+pub fn hw_walk(mmu: &Mmu, host: &Host, gva: u64, a: Acc) -> Result<u64, u32> {
+    let hw = mmu.hw_state();
+    assert_eq!(hw.cr0_set & (CR0_PG | CR0_WP), CR0_PG | CR0_WP);
+    assert!(hw.efer & EFER_NXE != 0);
+    assert!(hw.cr4 & CR4_PAE != 0);
+    let long = hw.efer & EFER_LMA != 0;
+    let smep = hw.cr4 & CR4_SMEP != 0;
+    let smap = hw.cr4 & CR4_SMAP != 0;
+    let err = |p: bool| -> u32 {
+        let mut e = if p { 1 } else { 0 };
+        if a.write {
+            e |= 2;
+        }
+        if a.user {
+            e |= 4;
+        }
+        if a.fetch {
+            e |= 16;
+        }
+        e
+    };
+    let root = mmu.root_hpa();
+    assert!(root != 0, "no shadow root");
+    let (mut table, mut shift, la) = if long {
+        (root, 39u32, gva & 0xffff_ffff_ffff)
+    } else {
+        assert!(root < 1 << 32, "PAE root above 4 GiB");
+        assert_eq!(root & 31, 0);
+        let la = gva & 0xffff_ffff;
+        let pdpte = host.read(root + ((la >> 30) & 3) * 8);
+        if pdpte & 1 == 0 {
+            return Err(err(false));
+        }
+        assert_eq!(pdpte & (m_bits(2, 1) | m_bits(8, 5) | m_bits(63, 52)), 0, "reserved bits in shadow PDPTE {pdpte:#x}");
+        (pdpte & m_bits(51, 12), 21u32, la)
+    };
+    let (mut u, mut w, mut x) = (true, true, true);
+    loop {
+        let e = host.read(table + ((la >> shift) & 511) * 8);
+        if e & 1 == 0 {
+            return Err(err(false));
+        }
+        assert_eq!(e & 0x80, 0, "shadow uses a large page");
+        if !long {
+            assert_eq!(e & m_bits(62, 52), 0, "reserved bits in PAE shadow entry");
+        }
+        u &= e & 4 != 0;
+        w &= e & 2 != 0;
+        x &= e >> 63 == 0;
+        if shift == 12 {
+            let hpa = (e & m_bits(51, 12)) + (la & 0xfff);
+            // Permission check with WP=1.
+            let ok = if a.fetch {
+                x && if a.user { u } else { !(smep && u) }
+            } else if a.user {
+                u && (!a.write || w)
+            } else {
+                !(u && smap && (a.implicit || !a.ac)) && (!a.write || w)
+            };
+            return if ok { Ok(hpa) } else { Err(err(true)) };
+        }
+        table = e & m_bits(51, 12);
+        assert!(host.has(table), "shadow non-leaf entry to unknown page");
+        shift -= 9;
+    }
+}
+
+/// One guest access on the software CPU, with the engine handling every #PF exit like the
+/// vCPU would. `store` is written to guest memory if the access is a write (page-table
+/// updates done by guest code).
+pub fn cpu_access(mmu: &mut Mmu, host: &mut Host, mem: &GMem, gva: u64, a: Acc, store: Option<(u64, u32)>) -> CpuResult {
+    for _ in 0..8 {
+        match hw_walk(mmu, host, gva, a) {
+            Ok(hpa) => {
+                if let Some((v, sz)) = store {
+                    assert!(hpa >= GUEST_HPA_BASE, "write through shadow to a non-guest page");
+                    mem.write(hpa - GUEST_HPA_BASE, sz, v);
+                }
+                return CpuResult::Ok(hpa);
+            }
+            Err(ec) => {
+                let out = mmu.page_fault(host, mem, gva, ec, a.cpl, a.ac).expect("engine ran out of memory");
+                match out {
+                    PfOutcome::Fixed => continue,
+                    PfOutcome::Inject(pf) => {
+                        let canon = if mmu.paging().mode == GuestMode::Long4 { gva & 0xffff_ffff_ffff } else { gva & 0xffff_ffff };
+                        assert_eq!(pf.cr2, canon, "CR2");
+                        return CpuResult::Fault(pf.error_code);
+                    }
+                    PfOutcome::Mmio { gpa } => {
+                        // The emulator translates with the access it decoded (it knows an
+                        // implicit access is one), as the vCPU would.
+                        return match mmu.translate(mem, gva, a.to_engine()) {
+                            Ok(t) => {
+                                assert_eq!(t, gpa, "translate disagrees with the MMIO fault");
+                                CpuResult::Mmio(gpa)
+                            }
+                            Err(pf) => CpuResult::Fault(pf.error_code),
+                        };
+                    }
+                    PfOutcome::EmulateWrite { gpa } => {
+                        assert!(a.write, "EmulateWrite for a non-write");
+                        let t = match mmu.translate(mem, gva, a.to_engine()) {
+                            Ok(t) => t,
+                            Err(pf) => return CpuResult::Fault(pf.error_code),
+                        };
+                        assert_eq!(t, gpa, "translate disagrees with the fault");
+                        if let Some((v, sz)) = store {
+                            mem.write(gpa, sz, v);
+                        }
+                        mmu.guest_wrote(host, gpa, if let Some((_, sz)) = store { sz as usize } else { 8 });
+                        return CpuResult::Emulated(gpa);
+                    }
+                }
+            }
+        }
+    }
+    panic!("access to {gva:#x} {a:?} keeps faulting after the engine said Fixed");
+}
+
+/// A set of frames (test helper).
+pub fn set(v: &[u64]) -> HashSet<u64> {
+    v.iter().copied().collect()
+}

@@ -1,0 +1,640 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Model-based property tests (issue 3 item 8): after any sequence of guest operations,
+//! every access through the software CPU walking the SHADOW tables (retrying after each
+//! hidden fault the engine fixes) agrees with the reference walker over the guest tables:
+//! same host page, same #PF error code, same A/D bits, except where x86 lets a TLB keep a
+//! stale translation (a present entry changed without INVLPG / flush): then a result from
+//! an earlier state of the tables (since the last flush, not invalidated for that page)
+//! is accepted too. Not-present -> present needs no flush.
+//!
+//! Cases per mode: `SHADOWVM_CASES` (default 300); e.g. `SHADOWVM_CASES=5000 cargo test
+//! --release -p shadowvm-mmu --test model`.
+
+mod common;
+use common::*;
+use proptest::prelude::*;
+use shadowvm_mmu::bits::*;
+use shadowvm_mmu::*;
+
+const NFRAMES: usize = 28;
+const HOLES: [u64; 4] = [24, 25, 26, 27];
+const DM_PT: u64 = 0;
+const DM_PD: u64 = 1;
+const DM_PDPT: u64 = 2;
+const ROOT_A: u64 = 3;
+const ROOT_B: u64 = 4;
+const POOL: [u64; 8] = [5, 6, 7, 8, 9, 10, 11, 12];
+const DATA0: u64 = 13;
+const CHECKED: std::ops::Range<u64> = 3..24;
+
+type Op = (u8, u32, u32, u32);
+
+struct World {
+    mmu: Mmu,
+    host: Host,
+    mem: GMem,
+    st: RefState,
+    pcide: bool,
+    /// Undo log of page-table writes since the last flush: (gpa, size, old value).
+    undo: Vec<(u64, u32, u64)>,
+    /// INVLPGs since the last flush: (undo length at the time, gva).
+    invl: Vec<(usize, u64)>,
+    esz: u32,
+    dm_base: u64,
+}
+
+impl World {
+    fn new(mode: u8, cfg: Config, pcide: bool, smep: bool, smap: bool) -> World {
+        let mem = GMem::new(NFRAMES, &HOLES);
+        let esz = if mode == 1 { 4 } else { 8 };
+        let w = |gfn: u64, idx: u64, v: u64| mem.write((gfn << 12) + idx * esz as u64, esz, v);
+        let pwu = PTE_P | PTE_W | PTE_U;
+        let dm_base;
+        match mode {
+            3 => {
+                for root in [ROOT_A, ROOT_B] {
+                    w(root, 256, (DM_PDPT << 12) | PTE_P | PTE_W);
+                }
+                w(DM_PDPT, 0, (DM_PD << 12) | PTE_P | PTE_W);
+                w(DM_PD, 0, (DM_PT << 12) | PTE_P | PTE_W);
+                for i in 0..NFRAMES as u64 {
+                    w(DM_PT, i, (i << 12) | PTE_P | PTE_W);
+                }
+                dm_base = 0xffff_8000_0000_0000;
+                w(ROOT_A, 0, (POOL[0] << 12) | pwu);
+                w(ROOT_B, 0, (POOL[0] << 12) | pwu);
+                w(ROOT_B, 1, (POOL[3] << 12) | pwu);
+                w(POOL[0], 0, (POOL[1] << 12) | pwu);
+                w(POOL[1], 0, (POOL[2] << 12) | pwu);
+                w(POOL[2], 0, (DATA0 << 12) | pwu);
+                w(POOL[2], 1, ((DATA0 + 1) << 12) | PTE_P | PTE_U);
+            }
+            2 => {
+                for root in [ROOT_A, ROOT_B] {
+                    w(root, 3, (DM_PD << 12) | PTE_P);
+                }
+                w(DM_PD, 0, (DM_PT << 12) | PTE_P | PTE_W);
+                for i in 0..NFRAMES as u64 {
+                    w(DM_PT, i, (i << 12) | PTE_P | PTE_W);
+                }
+                dm_base = 0xc000_0000;
+                w(ROOT_A, 0, (POOL[0] << 12) | PTE_P);
+                w(ROOT_B, 0, (POOL[0] << 12) | PTE_P);
+                w(ROOT_B, 1, (POOL[1] << 12) | PTE_P);
+                w(POOL[0], 0, (POOL[2] << 12) | pwu);
+                w(POOL[2], 0, (DATA0 << 12) | pwu);
+                w(POOL[2], 1, ((DATA0 + 1) << 12) | PTE_P | PTE_U);
+            }
+            1 => {
+                for root in [ROOT_A, ROOT_B] {
+                    w(root, 768, (DM_PT << 12) | PTE_P | PTE_W);
+                }
+                for i in 0..NFRAMES as u64 {
+                    w(DM_PT, i, (i << 12) | PTE_P | PTE_W);
+                }
+                dm_base = 0xc000_0000;
+                w(ROOT_A, 0, (POOL[0] << 12) | pwu);
+                w(ROOT_B, 0, (POOL[0] << 12) | pwu);
+                w(ROOT_B, 256, (POOL[1] << 12) | pwu);
+                w(POOL[0], 0, (DATA0 << 12) | pwu);
+                w(POOL[0], 512, ((DATA0 + 1) << 12) | PTE_P | PTE_U);
+            }
+            _ => dm_base = 0,
+        }
+        let st = RefState {
+            mode,
+            cr3: ROOT_A << 12,
+            pdptes: [0; 4],
+            wp: true,
+            nxe: mode >= 2,
+            smep,
+            smap,
+            pse: mode == 1,
+            m: cfg.maxphyaddr as u32,
+            gb: cfg.gb_pages,
+        };
+        let mut wd = World {
+            mmu: Mmu::new(cfg),
+            host: Host::new(),
+            mem,
+            st,
+            pcide: pcide && mode == 3,
+            undo: vec![],
+            invl: vec![],
+            esz,
+            dm_base,
+        };
+        let r = wd.mmu.set_cr3(&mut wd.host, &wd.mem, ROOT_A << 12).unwrap();
+        assert_eq!(r, CtlOutcome::Ok);
+        if mode == 2 {
+            wd.st.pdptes = wd.st.load_pdptes(&wd.mem, ROOT_A << 12).unwrap();
+        }
+        let (cr0, cr4, efer) = wd.regs();
+        assert_eq!(wd.mmu.set_mode(&mut wd.host, &wd.mem, cr0, cr4, efer).unwrap(), CtlOutcome::Ok);
+        wd
+    }
+
+    fn regs(&self) -> (u64, u64, u64) {
+        let st = &self.st;
+        let cr0 = st.cr0();
+        let mut cr4 = 0;
+        let mut efer = 0;
+        if st.smep {
+            cr4 |= CR4_SMEP;
+        }
+        if st.smap {
+            cr4 |= CR4_SMAP;
+        }
+        if st.pse {
+            cr4 |= CR4_PSE;
+        }
+        if st.nxe {
+            efer |= EFER_NXE;
+        }
+        match st.mode {
+            3 => {
+                cr4 |= CR4_PAE;
+                efer |= EFER_LME | EFER_LMA;
+                if self.pcide {
+                    cr4 |= CR4_PCIDE;
+                }
+            }
+            2 => cr4 |= CR4_PAE,
+            _ => {}
+        }
+        (cr0, cr4, efer)
+    }
+
+    fn flushed(&mut self) {
+        self.undo.clear();
+        self.invl.clear();
+    }
+
+    fn gva(&self, sel: u32) -> u64 {
+        let s = sel as u64;
+        let off = if s & 1 != 0 { 0x7f8 } else { 0 };
+        let pick = |set: &[u64], x: u64| set[(x as usize) % set.len()];
+        if (s >> 28) % 8 == 0 {
+            // Through the direct map.
+            let gfn = (s >> 8) % NFRAMES as u64;
+            return self.dm_base + (gfn << 12) + off;
+        }
+        let pt = pick(&[0, 1, 2, 5, 13], s >> 1);
+        match self.st.mode {
+            3 => {
+                let pml4 = pick(&[0, 1], s >> 4);
+                let pdpt = pick(&[0, 1], s >> 5);
+                let pd = pick(&[0, 1, 2], s >> 6);
+                (pml4 << 39) | (pdpt << 30) | (pd << 21) | (pt << 12) | off
+            }
+            2 => {
+                let pdpt = pick(&[0, 1], s >> 4);
+                let pd = pick(&[0, 1, 2], s >> 6);
+                (pdpt << 30) | (pd << 21) | (pt << 12) | off
+            }
+            1 => {
+                let pd = pick(&[0, 1, 256], s >> 4);
+                let pt = pick(&[0, 1, 2, 5, 13, 512], s >> 1);
+                (pd << 22) | (pt << 12) | off
+            }
+            _ => {
+                let gfn = (s >> 4) % (NFRAMES as u64 + 2);
+                (gfn << 12) | off | if (s >> 20) & 7 == 0 { 0x1_0000_0000 } else { 0 }
+            }
+        }
+    }
+
+    /// A guest store of a paging entry, through the direct map (or identity when paging is
+    /// off), as guest code would do it.
+    fn store(&mut self, gpa: u64, v: u64) {
+        let old = self.mem.read(gpa, self.esz);
+        let gva = if self.st.mode == 0 { gpa } else { self.dm_base + gpa };
+        let a = Acc { write: true, fetch: false, user: false, implicit: false, ac: false, cpl: 0 };
+        let r = cpu_access(&mut self.mmu, &mut self.host, &self.mem, gva, a, Some((v, self.esz)));
+        assert!(matches!(r, CpuResult::Ok(_) | CpuResult::Emulated(_)), "store through direct map failed: {r:?}");
+        assert_eq!(self.mem.read(gpa, self.esz), v, "store lost");
+        self.undo.push((gpa, self.esz, old));
+    }
+
+    fn pte_value(&self, a: u32, b: u32) -> u64 {
+        let targets: Vec<u64> = {
+            let mut t = vec![ROOT_A, ROOT_B, 0, 24, 26];
+            t.extend_from_slice(&POOL);
+            t.extend(DATA0..DATA0 + 6);
+            t
+        };
+        let mut gfn = targets[(a as usize) % targets.len()];
+        let mut flags = 0u64;
+        if (b & 7) != 0 {
+            flags |= PTE_P;
+        }
+        if (b >> 3) & 3 != 0 {
+            flags |= PTE_W;
+        }
+        if (b >> 5) & 3 != 0 {
+            flags |= PTE_U;
+        }
+        if (b >> 7) & 1 != 0 {
+            flags |= PTE_A;
+        }
+        if (b >> 8) & 1 != 0 {
+            flags |= PTE_D;
+        }
+        if (b >> 9) & 3 == 0 {
+            flags |= PTE_PS;
+        }
+        if (b >> 11) & 1 != 0 {
+            flags |= PTE_G;
+        }
+        if (b >> 12) & 7 == 0 && self.esz == 8 {
+            flags |= PTE_NX;
+        }
+        if (b >> 15) & 15 == 0 {
+            // Something reserved or out of range.
+            match (b >> 19) % 4 {
+                0 => gfn |= 1 << (self.st.m.min(51) - 12),
+                1 => flags |= 1 << 13,
+                2 => flags |= 1 << 21,
+                _ => flags |= if self.esz == 8 { 1 << 51 } else { 0xff << 13 },
+            }
+        }
+        let v = (gfn << 12) | flags;
+        if self.esz == 4 {
+            v & 0xffff_ffff | (((gfn >> 20) & 0xff) << 13)
+        } else {
+            v
+        }
+    }
+
+    fn write_op(&mut self, a: u32, b: u32, c: u32) {
+        let (frame, idx) = match self.st.mode {
+            0 => return,
+            2 => {
+                let frames: Vec<u64> = [ROOT_A, ROOT_B].iter().chain(POOL.iter()).copied().collect();
+                let f = frames[(a as usize) % frames.len()];
+                if f == ROOT_A || f == ROOT_B {
+                    (f, [0u64, 1][(a as usize >> 8) % 2])
+                } else {
+                    (f, [0u64, 1, 2, 5, 13][(a as usize >> 8) % 5])
+                }
+            }
+            m => {
+                let frames: Vec<u64> = [ROOT_A, ROOT_B].iter().chain(POOL.iter()).chain([DATA0, DATA0 + 1].iter()).copied().collect();
+                let f = frames[(a as usize) % frames.len()];
+                let idxs: &[u64] = if m == 1 { &[0, 1, 2, 5, 13, 256, 512] } else { &[0, 1, 2, 5, 13] };
+                (f, idxs[(a as usize >> 8) % idxs.len()])
+            }
+        };
+        let v = self.pte_value(b, c);
+        self.store((frame << 12) + idx * self.esz as u64, v);
+    }
+
+    fn read_cur(&self) -> impl Fn(u64, u32) -> u64 + '_ {
+        move |gpa, sz| self.mem.read(gpa, sz)
+    }
+
+    fn snapshot(&self) -> Vec<[u64; 512]> {
+        CHECKED.map(|g| self.mem.frame_copy(g)).collect()
+    }
+
+    fn access(&mut self, sel: u32, kind: u32) {
+        let gva = self.gva(sel);
+        let user = kind & 1 != 0;
+        let implicit = !user && (kind >> 1) & 3 == 0;
+        let cpl = if user || (implicit && (kind >> 3) & 1 != 0) { 3 } else { 0 };
+        let ac = (kind >> 4) & 1 != 0;
+        let k = (kind >> 5) % 3;
+        let a = Acc { write: k == 1, fetch: k == 2 && !implicit, user, implicit, ac, cpl };
+        let pre = self.snapshot();
+        let cur = self.st.walk(&self.read_cur(), gva, a);
+        let res = cpu_access(&mut self.mmu, &mut self.host, &self.mem, gva, a, None);
+        let post = self.snapshot();
+        let matches_cur = match (&cur, res) {
+            (RefResult::Ok { gpa, .. }, CpuResult::Ok(hpa)) => self.mem.backed(gpa >> 12) && hpa == self.mem.hpa_of(*gpa),
+            (RefResult::Ok { gpa, .. }, CpuResult::Mmio(g)) => !self.mem.backed(gpa >> 12) && g == *gpa,
+            (RefResult::Ok { gpa, .. }, CpuResult::Emulated(g)) => a.write && g == *gpa,
+            (RefResult::Fault(e), CpuResult::Fault(e2)) => *e == e2,
+            _ => false,
+        };
+        let ctx = || format!("mode {} gva {gva:#x} {a:?}: model {cur:?}, engine {res:?}, undo {:?}, invl {:?}, st {:?}", self.st.mode, self.undo, self.invl, self.st);
+        if matches_cur {
+            // A/D bits: exactly the model's when no entry of the walk changed since the
+            // last flush; otherwise (possibly a stale TLB hit) only A/D bits may be set.
+            let mut expect = pre.clone();
+            let ups = self.st.ad_updates(&|g, s| self.mem_read_in(&pre, g, s), &cur, a);
+            for (g, s, v) in &ups {
+                Self::mem_write_in(&mut expect, *g, *s, *v);
+            }
+            let touched_changed = match &cur {
+                RefResult::Ok { entries, .. } => entries.iter().any(|e| self.undo.iter().any(|u| u.0 == e.0)),
+                _ => false,
+            };
+            // An implicit supervisor access at CPL 0 with EFLAGS.AC=1 looks like an explicit
+            // one in the #PF exit: the engine may fix the shadow (setting A/D like a
+            // speculative walk) before the CPU's SMAP check faults. Documented deviation.
+            let ambiguous = a.implicit && a.cpl == 0 && a.ac;
+            if !touched_changed && !ambiguous {
+                if let Some((i, j)) = Self::first_diff(&expect, &post) {
+                    panic!("A/D mismatch at gfn {} idx {j}: expected {:#x}, got {:#x}; {}", CHECKED.start + i as u64, expect[i][j], post[i][j], ctx());
+                }
+            } else {
+                self.check_only_ad(&pre, &post, &ctx);
+            }
+            return;
+        }
+        // Stale translation?
+        let CpuResult::Ok(hpa) = res else {
+            panic!("disagreement: {}", ctx());
+        };
+        let mut found = false;
+        for k in 0..self.undo.len() {
+            let view = |g: u64, s: u32| -> u64 {
+                for u in &self.undo[k..] {
+                    if u.0 == g && u.1 == s {
+                        return u.2;
+                    }
+                }
+                self.mem.read(g, s)
+            };
+            if let RefResult::Ok { gpa, page_size, .. } = self.st.walk(&view, gva, a) {
+                let canon = if self.st.mode == 3 { gva & 0xffff_ffff_ffff } else { gva & 0xffff_ffff };
+                let base = canon & !(page_size - 1);
+                let invalidated = self.invl.iter().any(|&(t, x)| {
+                    let x = if self.st.mode == 3 { x & 0xffff_ffff_ffff } else { x & 0xffff_ffff };
+                    t >= k && x & !(page_size - 1) == base
+                });
+                if !invalidated && self.mem.backed(gpa >> 12) && self.mem.hpa_of(gpa) == hpa {
+                    found = true;
+                    break;
+                }
+            }
+        }
+        assert!(found, "stale result not allowed: {}", ctx());
+        self.check_only_ad(&pre, &post, &ctx);
+    }
+
+    fn mem_read_in(&self, snap: &[[u64; 512]], gpa: u64, sz: u32) -> u64 {
+        let gfn = gpa >> 12;
+        if CHECKED.contains(&gfn) {
+            let w = snap[(gfn - CHECKED.start) as usize][((gpa & 0xfff) / 8) as usize];
+            if sz == 4 {
+                if gpa & 4 != 0 {
+                    w >> 32
+                } else {
+                    w & 0xffff_ffff
+                }
+            } else {
+                w
+            }
+        } else {
+            self.mem.read(gpa, sz)
+        }
+    }
+
+    fn mem_write_in(snap: &mut [[u64; 512]], gpa: u64, sz: u32, v: u64) {
+        let gfn = gpa >> 12;
+        if !CHECKED.contains(&gfn) {
+            return;
+        }
+        let w = &mut snap[(gfn - CHECKED.start) as usize][((gpa & 0xfff) / 8) as usize];
+        if sz == 4 {
+            if gpa & 4 != 0 {
+                *w = (*w & 0xffff_ffff) | (v << 32);
+            } else {
+                *w = (*w & !0xffff_ffff) | (v & 0xffff_ffff);
+            }
+        } else {
+            *w = v;
+        }
+    }
+
+    fn first_diff(a: &[[u64; 512]], b: &[[u64; 512]]) -> Option<(usize, usize)> {
+        for i in 0..a.len() {
+            for j in 0..512 {
+                if a[i][j] != b[i][j] {
+                    return Some((i, j));
+                }
+            }
+        }
+        None
+    }
+
+    fn check_only_ad(&self, pre: &[[u64; 512]], post: &[[u64; 512]], ctx: &dyn Fn() -> String) {
+        let ad: u64 = 0x60 | (0x60 << 32);
+        for i in 0..pre.len() {
+            for j in 0..512 {
+                let (o, n) = (pre[i][j], post[i][j]);
+                if o != n {
+                    assert!(o & !ad == n & !ad && n & o == o, "non-A/D change in gfn {} idx {j}: {o:#x} -> {n:#x}; {}", CHECKED.start + i as u64, ctx());
+                }
+            }
+        }
+    }
+
+    fn switch_cr3(&mut self, a: u32) {
+        if self.st.mode == 0 {
+            return;
+        }
+        let root = if a & 1 != 0 { ROOT_B } else { ROOT_A };
+        let mut cr3 = root << 12;
+        let mut noflush = false;
+        if self.pcide {
+            cr3 |= (a as u64 >> 1) % 3;
+            noflush = (a >> 3) & 1 != 0;
+            if noflush {
+                cr3 |= 1 << 63;
+            }
+        }
+        let expect_gp = if self.st.mode == 2 { self.st.load_pdptes(&self.mem, cr3) } else { Some([0; 4]) };
+        let r = self.mmu.set_cr3(&mut self.host, &self.mem, cr3).unwrap();
+        match expect_gp {
+            None => assert_eq!(r, CtlOutcome::Gp, "bad PDPTE must #GP"),
+            Some(p) => {
+                assert_eq!(r, CtlOutcome::Ok);
+                self.st.cr3 = cr3 & !(1 << 63);
+                if self.st.mode == 2 {
+                    self.st.pdptes = p;
+                }
+                if !noflush {
+                    self.flushed();
+                }
+            }
+        }
+    }
+
+    fn toggle(&mut self, a: u32) {
+        let old = self.st;
+        match a % 6 {
+            0 => self.st.wp = !self.st.wp,
+            1 => self.st.smep = !self.st.smep,
+            2 => self.st.smap = !self.st.smap,
+            3 => {
+                if self.st.mode >= 2 {
+                    self.st.nxe = !self.st.nxe
+                } else {
+                    return;
+                }
+            }
+            4 => {
+                if self.st.mode == 1 {
+                    self.st.pse = !self.st.pse
+                } else {
+                    return;
+                }
+            }
+            _ => return self.toggle_paging(),
+        }
+        let (cr0, cr4, efer) = self.regs();
+        let r = self.mmu.set_mode(&mut self.host, &self.mem, cr0, cr4, efer).unwrap();
+        let expect = if self.st.mode == 2 && (old.smep != self.st.smep) { self.st.load_pdptes(&self.mem, self.st.cr3) } else { Some(self.st.pdptes) };
+        match expect {
+            None => {
+                assert_eq!(r, CtlOutcome::Gp);
+                self.st = old;
+            }
+            Some(p) => {
+                assert_eq!(r, CtlOutcome::Ok);
+                self.st.pdptes = p;
+                self.flushed();
+            }
+        }
+    }
+
+    /// Paging off and back on (the mode the test started in).
+    fn toggle_paging(&mut self) {
+        // Stored in `pse`-independent way: mode 0 <-> saved mode.
+        if self.st.mode == 0 {
+            return;
+        }
+        let saved = self.st;
+        self.st.mode = 0;
+        let (cr0, cr4, efer) = self.regs();
+        let efer = efer & !EFER_LMA;
+        let cr4 = if saved.mode == 3 { cr4 | CR4_PAE } else { cr4 };
+        assert_eq!(self.mmu.set_mode(&mut self.host, &self.mem, cr0, cr4 & !CR4_PCIDE, efer | if saved.mode == 3 { EFER_LME } else { 0 }).unwrap(), CtlOutcome::Ok);
+        self.flushed();
+        // A few accesses with paging off.
+        for s in [0x10u32, 0x35, 0x1_0000] {
+            self.access(s, 0x20);
+        }
+        self.st = saved;
+        let (cr0, cr4, efer) = self.regs();
+        let r = self.mmu.set_mode(&mut self.host, &self.mem, cr0, cr4, efer).unwrap();
+        if saved.mode == 2 {
+            match self.st.load_pdptes(&self.mem, self.st.cr3) {
+                None => {
+                    assert_eq!(r, CtlOutcome::Gp);
+                    // Stay with paging off: re-sync the model and engine by re-entering with
+                    // good PDPTEs is not possible; just leave paging off.
+                    self.st.mode = 0;
+                    self.flushed();
+                    return;
+                }
+                Some(p) => self.st.pdptes = p,
+            }
+        }
+        assert_eq!(r, CtlOutcome::Ok);
+        self.flushed();
+    }
+
+    fn run(&mut self, ops: &[Op]) {
+        for &(k, a, b, c) in ops {
+            match k {
+                0..=5 => self.access(a, b),
+                6..=8 => self.write_op(a, b, c),
+                9 => self.switch_cr3(a),
+                10 => {
+                    let gva = self.gva(a);
+                    self.mmu.invlpg(&self.mem, gva);
+                    self.invl.push((self.undo.len(), gva));
+                }
+                11 => self.invpcid(a, b),
+                12 => {
+                    self.mmu.flush(&self.mem);
+                    self.flushed();
+                }
+                _ => self.toggle(a),
+            }
+        }
+        // Everything still agrees after a final flush.
+        self.mmu.flush(&self.mem);
+        self.flushed();
+        for s in 0..64u32 {
+            self.access(s.wrapping_mul(0x9e37_79b9), s.wrapping_mul(7));
+        }
+        self.mmu.teardown(&mut self.host);
+        assert_eq!(self.host.live(), 0, "pages leaked");
+    }
+
+    fn invpcid(&mut self, a: u32, b: u32) {
+        let kind = match a % 4 {
+            0 => InvpcidKind::Address,
+            1 => InvpcidKind::Single,
+            2 => InvpcidKind::AllIncludingGlobal,
+            _ => InvpcidKind::AllExceptGlobal,
+        };
+        let pcid = if (a >> 2) % 4 == 0 { 1 } else { 0 } + if self.pcide { (a as u64 >> 4) % 2 } else { 0 };
+        let gva = self.gva(b);
+        let r = self.mmu.invpcid(&self.mem, kind, pcid, gva);
+        let cur = if self.pcide { self.st.cr3 & 0xfff } else { 0 };
+        if !self.pcide && pcid != 0 && matches!(kind, InvpcidKind::Address | InvpcidKind::Single) {
+            assert_eq!(r, CtlOutcome::Gp);
+            return;
+        }
+        assert_eq!(r, CtlOutcome::Ok);
+        match kind {
+            InvpcidKind::Address => self.invl.push((self.undo.len(), gva)),
+            InvpcidKind::Single => {
+                if pcid == cur {
+                    self.flushed()
+                }
+            }
+            _ => self.flushed(),
+        }
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("SHADOWVM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec((0u8..14, any::<u32>(), any::<u32>(), any::<u32>()), 1..70)
+}
+
+fn cfg_strategy() -> impl Strategy<Value = (Config, bool, bool, bool)> {
+    (0usize..4, 1usize..10, prop::bool::ANY, 1u8..5, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY).prop_map(
+        |(m, roots, small, flood, unsync, gb, pcide, smep, smap)| {
+            let cfg = Config {
+                maxphyaddr: [36, 40, 46, 52][m],
+                gb_pages: gb,
+                root_cache_size: roots,
+                max_shadow_pages: if small { 64 } else { 4096 },
+                flood_threshold: flood,
+                unsync,
+            };
+            (cfg, pcide, smep, smap)
+        },
+    )
+}
+
+fn run_mode(mode: u8, (cfg, pcide, smep, smap): (Config, bool, bool, bool), ops: Vec<Op>) {
+    let mut w = World::new(mode, cfg, pcide, smep, smap);
+    w.run(&ops);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn model_long4(c in cfg_strategy(), ops in ops()) { run_mode(3, c, ops); }
+
+    #[test]
+    fn model_pae(c in cfg_strategy(), ops in ops()) { run_mode(2, c, ops); }
+
+    #[test]
+    fn model_bits32(c in cfg_strategy(), ops in ops()) { run_mode(1, c, ops); }
+
+    #[test]
+    fn model_paging_off(c in cfg_strategy(), ops in ops()) { run_mode(0, c, ops); }
+}
