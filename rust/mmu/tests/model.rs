@@ -124,13 +124,13 @@ impl World {
             esz,
             dm_base,
         };
-        let r = wd.mmu.set_cr3(&mut wd.host, &wd.mem, ROOT_A << 12).unwrap();
+        let r = retry_oom(&mut wd.host, |h| wd.mmu.set_cr3(h, &wd.mem, ROOT_A << 12));
         assert_eq!(r, CtlOutcome::Ok);
         if mode == 2 {
             wd.st.pdptes = wd.st.load_pdptes(&wd.mem, ROOT_A << 12).unwrap();
         }
         let (cr0, cr4, efer) = wd.regs();
-        assert_eq!(wd.mmu.set_mode(&mut wd.host, &wd.mem, cr0, cr4, efer).unwrap(), CtlOutcome::Ok);
+        assert_eq!(retry_oom(&mut wd.host, |h| wd.mmu.set_mode(h, &wd.mem, cr0, cr4, efer)), CtlOutcome::Ok);
         wd
     }
 
@@ -446,7 +446,7 @@ impl World {
             }
         }
         let expect_gp = if self.st.mode == 2 { self.st.load_pdptes(&self.mem, cr3) } else { Some([0; 4]) };
-        let r = self.mmu.set_cr3(&mut self.host, &self.mem, cr3).unwrap();
+        let r = retry_oom(&mut self.host, |h| self.mmu.set_cr3(h, &self.mem, cr3));
         match expect_gp {
             None => assert_eq!(r, CtlOutcome::Gp, "bad PDPTE must #GP"),
             Some(p) => {
@@ -485,7 +485,7 @@ impl World {
             _ => return self.toggle_paging(),
         }
         let (cr0, cr4, efer) = self.regs();
-        let r = self.mmu.set_mode(&mut self.host, &self.mem, cr0, cr4, efer).unwrap();
+        let r = retry_oom(&mut self.host, |h| self.mmu.set_mode(h, &self.mem, cr0, cr4, efer));
         let expect = if self.st.mode == 2 && (old.smep != self.st.smep) { self.st.load_pdptes(&self.mem, self.st.cr3) } else { Some(self.st.pdptes) };
         match expect {
             None => {
@@ -511,7 +511,8 @@ impl World {
         let (cr0, cr4, efer) = self.regs();
         let efer = efer & !EFER_LMA;
         let cr4 = if saved.mode == 3 { cr4 | CR4_PAE } else { cr4 };
-        assert_eq!(self.mmu.set_mode(&mut self.host, &self.mem, cr0, cr4 & !CR4_PCIDE, efer | if saved.mode == 3 { EFER_LME } else { 0 }).unwrap(), CtlOutcome::Ok);
+        let efer = efer | if saved.mode == 3 { EFER_LME } else { 0 };
+        assert_eq!(retry_oom(&mut self.host, |h| self.mmu.set_mode(h, &self.mem, cr0, cr4 & !CR4_PCIDE, efer)), CtlOutcome::Ok);
         self.flushed();
         // A few accesses with paging off.
         for s in [0x10u32, 0x35, 0x1_0000] {
@@ -519,7 +520,7 @@ impl World {
         }
         self.st = saved;
         let (cr0, cr4, efer) = self.regs();
-        let r = self.mmu.set_mode(&mut self.host, &self.mem, cr0, cr4, efer).unwrap();
+        let r = retry_oom(&mut self.host, |h| self.mmu.set_mode(h, &self.mem, cr0, cr4, efer));
         if saved.mode == 2 {
             match self.st.load_pdptes(&self.mem, self.st.cr3) {
                 None => {
@@ -537,8 +538,13 @@ impl World {
         self.flushed();
     }
 
-    fn run(&mut self, ops: &[Op]) {
+    fn run(&mut self, ops: &[Op], fail: Option<u8>) {
         for &(k, a, b, c) in ops {
+            if let Some(f) = fail {
+                // Make one of the next few allocations fail: every event must report
+                // NeedMemory cleanly and succeed when retried.
+                self.host.fail_at = Some(self.host.allocs + 1 + (c as u64 % (f as u64 + 1)));
+            }
             match k {
                 0..=5 => self.access(a, b),
                 6..=8 => self.write_op(a, b, c),
@@ -556,11 +562,16 @@ impl World {
                 _ => self.toggle(a),
             }
         }
+        self.host.fail_at = None;
         // Everything still agrees after a final flush.
         self.mmu.flush(&self.mem);
         self.flushed();
         for s in 0..64u32 {
             self.access(s.wrapping_mul(0x9e37_79b9), s.wrapping_mul(7));
+        }
+        if std::env::var("SHADOWVM_STATS").is_ok() {
+            let v: Vec<String> = self.mmu.counters().iter().filter(|c| c.1 != 0).map(|c| format!("{}={}", c.0, c.1)).collect();
+            eprintln!("mode {}: {}", self.st.mode, v.join(" "));
         }
         self.mmu.teardown(&mut self.host);
         assert_eq!(self.host.live(), 0, "pages leaked");
@@ -602,6 +613,11 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec((0u8..14, any::<u32>(), any::<u32>(), any::<u32>()), 1..70)
 }
 
+/// Half the cases inject allocation failures.
+fn fail() -> impl Strategy<Value = Option<u8>> {
+    prop::option::of(0u8..12)
+}
+
 fn cfg_strategy() -> impl Strategy<Value = (Config, bool, bool, bool)> {
     (0usize..4, 1usize..10, prop::bool::ANY, 1u8..5, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY).prop_map(
         |(m, roots, small, flood, unsync, gb, pcide, smep, smap)| {
@@ -618,23 +634,23 @@ fn cfg_strategy() -> impl Strategy<Value = (Config, bool, bool, bool)> {
     )
 }
 
-fn run_mode(mode: u8, (cfg, pcide, smep, smap): (Config, bool, bool, bool), ops: Vec<Op>) {
+fn run_mode(mode: u8, (cfg, pcide, smep, smap): (Config, bool, bool, bool), ops: Vec<Op>, fail: Option<u8>) {
     let mut w = World::new(mode, cfg, pcide, smep, smap);
-    w.run(&ops);
+    w.run(&ops, fail);
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn model_long4(c in cfg_strategy(), ops in ops()) { run_mode(3, c, ops); }
+    fn model_long4(c in cfg_strategy(), ops in ops(), f in fail()) { run_mode(3, c, ops, f); }
 
     #[test]
-    fn model_pae(c in cfg_strategy(), ops in ops()) { run_mode(2, c, ops); }
+    fn model_pae(c in cfg_strategy(), ops in ops(), f in fail()) { run_mode(2, c, ops, f); }
 
     #[test]
-    fn model_bits32(c in cfg_strategy(), ops in ops()) { run_mode(1, c, ops); }
+    fn model_bits32(c in cfg_strategy(), ops in ops(), f in fail()) { run_mode(1, c, ops, f); }
 
     #[test]
-    fn model_paging_off(c in cfg_strategy(), ops in ops()) { run_mode(0, c, ops); }
+    fn model_paging_off(c in cfg_strategy(), ops in ops(), f in fail()) { run_mode(0, c, ops, f); }
 }

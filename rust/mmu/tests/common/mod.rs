@@ -20,6 +20,8 @@ pub struct Host {
     pub fail_at: Option<u64>,
     /// Fail every allocation.
     pub dry: bool,
+    /// NeedMemory results seen (and retried).
+    pub oom_events: u64,
 }
 
 pub const GUEST_HPA_BASE: u64 = 0x80_0000_0000;
@@ -34,6 +36,7 @@ impl Host {
             frees: 0,
             fail_at: None,
             dry: false,
+            oom_events: 0,
         }
     }
     pub fn live(&self) -> usize {
@@ -540,7 +543,7 @@ pub fn cpu_access(mmu: &mut Mmu, host: &mut Host, mem: &GMem, gva: u64, a: Acc, 
                 return CpuResult::Ok(hpa);
             }
             Err(ec) => {
-                let out = mmu.page_fault(host, mem, gva, ec, a.cpl, a.ac).expect("engine ran out of memory");
+                let out = retry_oom(host, |h| mmu.page_fault(h, mem, gva, ec, a.cpl, a.ac));
                 match out {
                     PfOutcome::Fixed => continue,
                     PfOutcome::Inject(pf) => {
@@ -577,6 +580,22 @@ pub fn cpu_access(mmu: &mut Mmu, host: &mut Host, mem: &GMem, gva: u64, a: Acc, 
         }
     }
     panic!("access to {gva:#x} {a:?} keeps faulting after the engine said Fixed");
+}
+
+/// Runs an engine event; on `NeedMemory` (an injected allocation failure) checks that the
+/// failure was the injected one and retries the same event with the same arguments.
+pub fn retry_oom<T>(host: &mut Host, mut f: impl FnMut(&mut Host) -> Result<T, MmuError>) -> T {
+    for _ in 0..100 {
+        match f(host) {
+            Ok(v) => return v,
+            Err(MmuError::NeedMemory) => {
+                assert!(!host.dry, "NeedMemory while dry");
+                assert!(host.fail_at.is_none(), "NeedMemory without an injected failure");
+                host.oom_events += 1;
+            }
+        }
+    }
+    panic!("event keeps failing with NeedMemory");
 }
 
 /// A set of frames (test helper).
