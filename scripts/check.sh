@@ -16,7 +16,10 @@ start=$(date +%s)
 tier_broken() { echo "$1 0 1 0" >> "$COUNTS"; echo "  FAIL $1: $2" >&2; }
 
 QEMU_SUITES=noload
-BOCHS_SUITES=module,api
+BOCHS_SUITES=module,api,guests-kvm,bench-check
+# Backends of the short benchmark comparison (suite bench-check). shadowvm joins the list
+# when its vCPU can run guests: BENCH_CHECK_BACKENDS="shadowvm kvm-ept0 kvm-ept1".
+BENCH_CHECK_BACKENDS="kvm-ept0 kvm-ept1"
 
 step "[1/5] Host setup (packages, bindgen)"
 "$SHADOWVM_TOP/scripts/setup-host.sh" || { tier_broken setup "host setup failed"; }
@@ -35,6 +38,8 @@ else
 fi
 
 step "[3/5] Building kernel, module, tests and initramfs"
+mkdir -p "$SHADOWVM_OUT/tests"
+echo "BENCH_CHECK_BACKENDS=\"$BENCH_CHECK_BACKENDS\"" > "$SHADOWVM_OUT/tests/bench-check.conf"
 if images=$("$SHADOWVM_TOP/scripts/build-all.sh"); then
 	read -r bzimage initrd <<< "$images"
 

@@ -1,0 +1,73 @@
+# shellcheck shell=sh
+# Running guest images under the launcher's backends, for the in-guest suites guests-kvm,
+# bench and bench-check (busybox sh; source after lib.sh).
+#
+# Backend names: shadowvm (/dev/shadowvm), kvm-ept0 and kvm-ept1 (kvm-intel with ept=0 or
+# ept=1). shadowvm and kvm-intel cannot both hold VMX, so backend_use unloads whichever
+# hypervisor the backend does not need before loading its own.
+RUN=/bin/shadowvm-run
+GUESTS=/guests
+# The workloads every benchmark image reports, one BENCH line each (workload and param).
+BENCH_EXPECTED="compute:loops first_touch:pages cr3_pingpong:spaces=2 cr3_pingpong:spaces=4
+cr3_pingpong:spaces=8 cr3_pingpong:spaces=16 invlpg:pages pt_storm:pages cow_fork:pages
+random_access:pages"
+
+BACKEND_ERR=
+unload_kvm() {
+	for m in kvm_intel kvm irqbypass; do
+		if lsmod | grep -q "^$m "; then rmmod "$m" || return 1; fi
+	done
+}
+unload_shadowvm() { if lsmod | grep -q '^shadowvm '; then rmmod shadowvm; fi; }
+
+# backend_use <backend>: makes it usable; on failure returns 1 with BACKEND_ERR set.
+backend_use() {
+	BACKEND_ERR=
+	case $1 in
+	shadowvm)
+		out=$( { unload_kvm && load_shadowvm; } 2>&1) || { BACKEND_ERR="loading shadowvm: $out"; return 1; }
+		;;
+	kvm-ept0 | kvm-ept1)
+		ept=${1#kvm-ept}
+		out=$( { unload_shadowvm && unload_kvm && insmod $MOD/irqbypass.ko && insmod $MOD/kvm.ko &&
+			insmod $MOD/kvm-intel.ko ept=$ept; } 2>&1) || { BACKEND_ERR="loading kvm-intel ept=$ept: $out"; return 1; }
+		want=N; [ "$ept" = 1 ] && want=Y
+		seen=$(cat /sys/module/kvm_intel/parameters/ept 2>&1)
+		[ "$seen" = "$want" ] || { BACKEND_ERR="kvm-intel ept is '$seen', wanted $want"; return 1; }
+		;;
+	*) BACKEND_ERR="unknown backend $1"; return 1 ;;
+	esac
+}
+# The launcher's --backend for a backend name.
+launcher_backend() { case $1 in kvm-*) echo kvm ;; *) echo "$1" ;; esac; }
+backend_done() { unload_kvm; unload_shadowvm; }
+
+# guest_run <backend> <image> <timeout s> <serial file> <json file>: runs the image with
+# --json; returns the launcher's exit status. Launcher messages go to <json file>.err.
+guest_run() {
+	$RUN --backend "$(launcher_backend "$1")" --json --timeout "$3" --serial-log "$4" \
+		"$GUESTS/$2.elf" > "$5" 2> "$5.err"
+}
+
+# One line of the launcher's JSON without the zero-valued backend statistics (the names
+# with a dot): they are most of its length, and the serial port is slow in Bochs.
+json_compact() { sed -e 's/"[a-z0-9_]*\.[a-z0-9_.]*":0,//g' -e 's/,"[a-z0-9_]*\.[a-z0-9_.]*":0}/}/g' "$1" | tr -d '\n'; }
+
+# bench_run <backend> <image> <run number> <timeout>: one benchmark run, printed as
+#   BENCHRUN-BEGIN backend=B image=I run=N
+#   BENCH ... (the guest's lines)
+#   BENCHRUN-JSON {...launcher statistics...}
+#   BENCHRUN-END backend=B image=I run=N rc=<launcher status>
+# (plus "BENCHRUN-ERROR <text>" lines when the launcher complained). Returns the status.
+bench_run() {
+	s=/tmp/bench.serial j=/tmp/bench.json
+	rm -f $s $j $j.err
+	guest_run "$1" "$2" "$4" $s $j
+	rc=$?
+	echo "BENCHRUN-BEGIN backend=$1 image=$2 run=$3"
+	grep '^BENCH ' $s 2>/dev/null
+	[ -s $j ] && echo "BENCHRUN-JSON $(json_compact $j)"
+	[ "$rc" != 0 ] && [ -s $j.err ] && head -n 3 $j.err | sed 's/^/BENCHRUN-ERROR /'
+	echo "BENCHRUN-END backend=$1 image=$2 run=$3 rc=$rc"
+	return "$rc"
+}
