@@ -2,6 +2,7 @@
 #   make            build shadowvm.ko (against KDIR, or the cached test kernel built on demand)
 #   make check      everything: host tests, QEMU tier, Bochs (VMX) tier; one summary line
 #   make demo       boot Bochs, load the module, show what it found
+#   make bench      benchmark guests under shadowvm, KVM ept=0 and ept=1: out/bench/results.md
 #   make setup      install host packages and tools only
 # KDIR=/path/to/linux-7.2/build builds against your own kernel; logs go to out/.
 # (Kbuild reads the file named Kbuild, so this Makefile only drives the scripts.)
@@ -9,7 +10,7 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all module setup kernel check demo clean
+.PHONY: all module setup kernel check demo bench clean
 all: module
 
 setup:
@@ -26,6 +27,9 @@ check:
 
 demo:
 	@$(S)/demo.sh
+
+bench: setup
+	@$(S)/bench.sh
 
 clean:
 	rm -rf out target samples/guests/build
