@@ -244,10 +244,13 @@ def markdown(res, meta):
                 r = e["ratios"].get(f"{a}/{b}")
                 cells.append(f"{fmt_r(r['cycles'])} ({fmt_r(r.get('modelled'))})" if r else "missing")
             L.append("| " + " | ".join(cells) + " |")
-        L += ["", "VM exits per workload by reason, and MMU counters (largest first):", "",
+        gone = [b for b in bk if not any(b in e["backends"] for e in rows.values())]
+        L += ["", "VM exits per workload by reason, and MMU counters (largest first)"
+              + (f"; no results from {', '.join(gone)}" if gone else "") + ":", "",
               "| workload | backend | exits | by reason | MMU counters |", "| --- | --- | --- | --- | --- |"]
+        have = [b for b in bk if any(b in e["backends"] for e in rows.values())]
         for key, e in rows.items():
-            for b in bk:
+            for b in have:
                 x = e["backends"].get(b)
                 if not x:
                     L.append(f"| `{key}` | {b} | missing | | |")
@@ -280,7 +283,7 @@ def svg(res, meta):
     bar, gap, left, width = 9, 8, 230, 520
     lo, hi = 0.1, 10000.0
     X = lambda v: left + width * (math.log10(min(max(v, lo), hi)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
-    y = 70
+    y = 74
     body = []
     for image in images:
         body.append(f'<text x="10" y="{y}" font-weight="bold">{image}</text>')
@@ -291,6 +294,7 @@ def svg(res, meta):
                 r = e["ratios"].get(pair)
                 if r:
                     body.append(f'<rect x="{X(lo):.1f}" y="{y}" width="{X(r["cycles"]) - X(lo):.1f}" height="{bar - 1}" fill="{c}"><title>{image} {key} {pair}: {r["cycles"]:.3g} (modelled {r.get("modelled", float("nan")):.3g})</title></rect>')
+                    body.append(f'<text x="{X(r["cycles"]) + 4:.1f}" y="{y + bar - 2}" font-size="8">{fmt_r(r["cycles"])}</text>')
                     if "modelled" in r:
                         mx = X(r["modelled"])
                         body.append(f'<line x1="{mx:.1f}" x2="{mx:.1f}" y1="{y - 1}" y2="{y + bar}" stroke="black" stroke-width="2"/>')
@@ -303,21 +307,22 @@ def svg(res, meta):
     grid = []
     for v in (0.1, 1, 10, 100, 1000, 10000):
         gx = X(v)
-        grid.append(f'<line x1="{gx:.1f}" x2="{gx:.1f}" y1="60" y2="{y}" stroke="#{"888" if v == 1 else "ddd"}"/>')
+        grid.append(f'<line x1="{gx:.1f}" x2="{gx:.1f}" y1="62" y2="{y}" stroke="#{"888" if v == 1 else "ddd"}"/>')
         grid.append(f'<text x="{gx:.1f}" y="{y + 14}" text-anchor="middle">{v:g}</text>')
     legend = []
     lx = 10
     for pair, c in colors.items():
-        legend.append(f'<rect x="{lx}" y="36" width="12" height="10" fill="{c}"/><text x="{lx + 16}" y="45">{pair}</text>')
+        legend.append(f'<rect x="{lx}" y="40" width="12" height="10" fill="{c}"/><text x="{lx + 16}" y="49">{pair}</text>')
         lx += 190
-    legend.append(f'<line x1="{lx}" x2="{lx}" y1="34" y2="48" stroke="black" stroke-width="2"/><text x="{lx + 6}" y="45">modelled ({meta["exit_cycles"]} cycles/exit)</text>')
+    legend.append(f'<line x1="{lx}" x2="{lx}" y1="38" y2="52" stroke="black" stroke-width="2"/><text x="{lx + 6}" y="49">modelled ({meta["exit_cycles"]} cycles/exit)</text>')
     h = y + 30
-    title = (f"Cycle ratios between backends (log scale, 1 = same; bar = measured, tick = modelled) — "
-             f"{meta['platform']}, {meta['date']}")
+    title = "Cycle ratios between backends (log scale; 1 = same; bar = measured, tick = modelled)"
+    sub = f"make bench, {meta['platform']}, {meta['date']}, commit {meta['commit']}"
     return "\n".join([
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 40}" height="{h}" font-family="sans-serif" font-size="11">',
         f'<rect width="100%" height="100%" fill="white"/>',
-        f'<text x="10" y="20" font-size="13" font-weight="bold">{title}</text>',
+        f'<text x="10" y="18" font-size="13" font-weight="bold">{title}</text>',
+        f'<text x="10" y="31" font-size="10">{sub}</text>',
         *legend, *grid, *body,
         f'<text x="{left + width / 2}" y="{h - 4}" text-anchor="middle">ratio (first backend / second)</text>',
         "</svg>", ""])
