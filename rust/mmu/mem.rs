@@ -112,7 +112,7 @@ pub fn cmpxchg_gpte<G: GuestMemory + ?Sized>(mem: &G, gpa: u64, size: u64, old: 
 }
 
 /// Reads entry `i & 511` of a page of 64-bit entries (a shadow table or a side page).
-pub fn page_get(page: *mut u8, i: usize) -> u64 {
+pub(super) fn page_get(page: *mut u8, i: usize) -> u64 {
     if page.is_null() {
         return 0;
     }
@@ -123,7 +123,7 @@ pub fn page_get(page: *mut u8, i: usize) -> u64 {
 }
 
 /// Writes entry `i & 511` of a page of 64-bit entries.
-pub fn page_set(page: *mut u8, i: usize, v: u64) {
+pub(super) fn page_set(page: *mut u8, i: usize, v: u64) {
     if page.is_null() {
         return;
     }
@@ -132,7 +132,7 @@ pub fn page_set(page: *mut u8, i: usize, v: u64) {
 }
 
 /// Zero-fills a page.
-pub fn page_zero(page: *mut u8) {
+pub(super) fn page_zero(page: *mut u8) {
     if page.is_null() {
         return;
     }

@@ -157,7 +157,7 @@ pub(super) fn sref_slot(r: u32) -> usize {
 /// Index of `gva` in a shadow table of `level` (same for PAE and 4-level shadows; the PAE
 /// root uses bits 31:30).
 pub(super) fn sidx(gva: u64, level: u8) -> usize {
-    ((gva >> (12 + 9 * (level.saturating_sub(1) as u32 & 7))) & 511) as usize
+    ((gva >> (12 + 9 * (level.saturating_sub(1) as u32 & 3))) & 511) as usize
 }
 
 impl Mmu {
@@ -383,7 +383,7 @@ impl Mmu {
 
     fn bucket_get(&self, b: usize) -> u32 {
         let v = page_get(self.buckets.ptr, b / 2);
-        if b % 2 == 0 {
+        if b & 1 == 0 {
             v as u32
         } else {
             (v >> 32) as u32
@@ -392,7 +392,7 @@ impl Mmu {
 
     fn bucket_set(&mut self, b: usize, x: u32) {
         let v = page_get(self.buckets.ptr, b / 2);
-        let v = if b % 2 == 0 {
+        let v = if b & 1 == 0 {
             (v & !0xffff_ffff) | x as u64
         } else {
             (v & 0xffff_ffff) | ((x as u64) << 32)

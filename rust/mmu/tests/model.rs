@@ -174,7 +174,7 @@ impl World {
         let s = sel as u64;
         let off = if s & 1 != 0 { 0x7f8 } else { 0 };
         let pick = |set: &[u64], x: u64| set[(x as usize) % set.len()];
-        if (s >> 28) % 8 == 0 {
+        if (s >> 28) & 7 == 0 {
             // Through the direct map.
             let gfn = (s >> 8) % NFRAMES as u64;
             return self.dm_base + (gfn << 12) + off;
@@ -584,7 +584,7 @@ impl World {
             2 => InvpcidKind::AllIncludingGlobal,
             _ => InvpcidKind::AllExceptGlobal,
         };
-        let pcid = if (a >> 2) % 4 == 0 { 1 } else { 0 } + if self.pcide { (a as u64 >> 4) % 2 } else { 0 };
+        let pcid = if (a >> 2) & 3 == 0 { 1 } else { 0 } + if self.pcide { (a as u64 >> 4) % 2 } else { 0 };
         let gva = self.gva(b);
         let r = self.mmu.invpcid(&self.mem, kind, pcid, gva);
         let cur = if self.pcide { self.st.cr3 & 0xfff } else { 0 };
