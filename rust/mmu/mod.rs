@@ -185,6 +185,11 @@ pub struct Mmu {
     stats: Stats,
 }
 
+// SAFETY: an `Mmu` exclusively owns every page and record its raw pointers refer to (they
+// come from the caller's `PageSource` and go back to it); nothing in it is tied to a thread,
+// so it may move between CPUs. It is not `Sync`: callers serialise access (a VM lock).
+unsafe impl Send for Mmu {}
+
 impl Mmu {
     /// A new engine with paging off and nothing allocated. Call [`Mmu::set_mode`] (with the
     /// guest's reset CR0/CR4/EFER) before the first VM entry to build the first root.
