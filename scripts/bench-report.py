@@ -296,7 +296,8 @@ def svg(res, meta):
                 r = e["ratios"].get(pair)
                 if r:
                     body.append(f'<rect x="{X(lo):.1f}" y="{y}" width="{X(r["cycles"]) - X(lo):.1f}" height="{bar - 1}" fill="{c}"><title>{image} {key} {pair}: {r["cycles"]:.3g} (modelled {r.get("modelled", float("nan")):.3g})</title></rect>')
-                    body.append(f'<text x="{X(r["cycles"]) + 4:.1f}" y="{y + bar - 2}" font-size="8">{fmt_r(r["cycles"])}</text>')
+                    lx = max(X(r["cycles"]), X(r.get("modelled", r["cycles"]))) + 4
+                    body.append(f'<text x="{lx:.1f}" y="{y + bar - 2}" font-size="8">{fmt_r(r["cycles"])}</text>')
                     if "modelled" in r:
                         mx = X(r["modelled"])
                         body.append(f'<line x1="{mx:.1f}" x2="{mx:.1f}" y1="{y - 1}" y2="{y + bar}" stroke="black" stroke-width="2"/>')
