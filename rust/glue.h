@@ -11,4 +11,14 @@ void shadowvm_irq_restore(unsigned long flags);
 int shadowvm_rdmsr_safe(u32 msr, u64 *val);
 u64 shadowvm_page_to_phys(struct page *page);
 void shadowvm_on_each_cpu(smp_call_func_t func, void *info);
+void *shadowvm_alloc_table_page(bool low);
+void shadowvm_free_table_page(void *virt);
+u64 shadowvm_virt_to_phys(void *virt);
+void *shadowvm_page_address(struct page *page);
+void shadowvm_fpu_begin(void);
+void shadowvm_fpu_end(void);
+void shadowvm_restore_host_descriptors(void);
+bool shadowvm_need_resched(void);
+void shadowvm_cond_resched(void);
+unsigned long shadowvm_jiffies(void);
 #endif

@@ -13,6 +13,16 @@ extern "C" {
     fn shadowvm_rdmsr_safe(msr: u32, val: *mut u64) -> i32;
     // `struct page` is opaque here (its Rust binding is not FFI-safe by value).
     fn shadowvm_page_to_phys(page: *mut c_void) -> u64;
+    fn shadowvm_alloc_table_page(low: bool) -> *mut c_void;
+    fn shadowvm_free_table_page(virt: *mut c_void);
+    fn shadowvm_virt_to_phys(virt: *mut c_void) -> u64;
+    fn shadowvm_page_address(page: *mut c_void) -> *mut c_void;
+    fn shadowvm_fpu_begin();
+    fn shadowvm_fpu_end();
+    fn shadowvm_restore_host_descriptors();
+    fn shadowvm_need_resched() -> bool;
+    fn shadowvm_cond_resched();
+    fn shadowvm_jiffies() -> usize;
     fn shadowvm_on_each_cpu(func: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
 }
 
@@ -99,4 +109,76 @@ pub(crate) fn on_each_cpu<T: Sync>(data: &T, f: fn(&T, &IrqsOff)) {
 /// Allocates a zeroed page.
 pub(crate) fn zeroed_page() -> Result<Page> {
     Ok(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?)
+}
+
+/// The kernel-virtual address of a page (never highmem on x86-64).
+pub(crate) fn page_virt(page: &Page) -> *mut u8 {
+    // SAFETY: `page.as_ptr()` is a valid `struct page` for the lifetime of `page`.
+    unsafe { shadowvm_page_address(page.as_ptr().cast()).cast() }
+}
+
+/// A zeroed page for the MMU engine, outside any `Page` wrapper (the engine hands pages
+/// back by address). `low` asks for one below 4 GiB. Sleeps; `None` when memory is short.
+pub(crate) fn alloc_table_page(low: bool) -> Option<(*mut u8, u64)> {
+    // SAFETY: No preconditions; may sleep, and callers run in process context.
+    let virt = unsafe { shadowvm_alloc_table_page(low) };
+    if virt.is_null() {
+        return None;
+    }
+    // SAFETY: `virt` is a directly mapped kernel address just allocated.
+    Some((virt.cast(), unsafe { shadowvm_virt_to_phys(virt) }))
+}
+
+/// Frees a page from [`alloc_table_page`]. Safe with interrupts off.
+///
+/// # Safety
+///
+/// `virt` came from [`alloc_table_page`] and is not used afterwards.
+pub(crate) unsafe fn free_table_page(virt: *mut u8) {
+    // SAFETY: The caller guarantees `virt` is a page of ours no longer in use.
+    unsafe { shadowvm_free_table_page(virt.cast()) }
+}
+
+/// The task may use the FPU registers for the guest while this value lives (the kernel
+/// saved the task's own state); preemption is off.
+///
+/// # Invariants
+///
+/// Created by one kernel_fpu_begin(); dropped by one kernel_fpu_end() on the same CPU.
+pub(crate) struct FpuOwned(PhantomData<*mut ()>);
+
+impl FpuOwned {
+    pub(crate) fn begin() -> Self {
+        // SAFETY: Process context; balanced by `drop`.
+        unsafe { shadowvm_fpu_begin() };
+        Self(PhantomData)
+    }
+}
+
+impl Drop for FpuOwned {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant, kernel_fpu_begin() was called once.
+        unsafe { shadowvm_fpu_end() };
+    }
+}
+
+/// Reloads the GDT limit and invalidates the cached TSS limit after VM exits.
+pub(crate) fn restore_host_descriptors(_irqs: &IrqsOff) {
+    // SAFETY: Interrupts (hence preemption) are off, as both helpers require.
+    unsafe { shadowvm_restore_host_descriptors() }
+}
+
+pub(crate) fn need_resched() -> bool {
+    // SAFETY: No preconditions.
+    unsafe { shadowvm_need_resched() }
+}
+
+pub(crate) fn cond_resched() {
+    // SAFETY: Process context with no locks that forbid sleeping (callers ensure).
+    unsafe { shadowvm_cond_resched() }
+}
+
+pub(crate) fn jiffies() -> usize {
+    // SAFETY: No preconditions.
+    unsafe { shadowvm_jiffies() }
 }

@@ -13,8 +13,7 @@
 use core::fmt;
 use kernel::{
     debugfs::{Dir, File as DebugFsFile},
-    fs::File,
-    miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
+    miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
     new_mutex,
     prelude::*,
     sync::{
@@ -25,10 +24,16 @@ use kernel::{
 };
 
 mod glue;
-// The ABI crate is shared with userspace, so it is all `pub` and not all used here.
+// The engine and the ABI are shared with host crates, so they are all `pub` and not all
+// used here.
+#[path = "mmu/mod.rs"]
+#[allow(dead_code, unreachable_pub, missing_docs, unused_imports)]
+mod mmu;
 #[path = "uapi/mod.rs"]
-#[allow(dead_code, unreachable_pub)]
+#[allow(dead_code, unreachable_pub, missing_docs)]
 mod uapi;
+mod vcpu;
+mod vm;
 mod vmx;
 
 use glue::IrqsOff;
@@ -41,12 +46,46 @@ module! {
     authors: ["The shadowvm developers"],
     description: "Minimal VMX hypervisor with shadow page tables",
     license: "GPL",
+    params: {
+        max_memory_mb: u64 {
+            default: 1024,
+            description: "Largest guest memory of one VM, in MiB (SET_MEMORY beyond it: E2BIG)",
+        },
+        max_shadow_pages: u64 {
+            default: 4096,
+            description: "Shadow pages per VM before the least recently used are reclaimed",
+        },
+        root_cache: u64 {
+            default: 8,
+            description: "Recent address spaces (CR3 values) whose shadow roots each VM keeps",
+        },
+        run_slice_ms: u64 {
+            default: 100,
+            description: "RUN returns to userspace (exit reason INTR) after this long in the guest",
+        },
+    },
+}
+
+pub(crate) fn max_memory_bytes() -> u64 {
+    module_parameters::max_memory_mb.value().saturating_mul(1 << 20)
+}
+
+pub(crate) fn run_slice_ms() -> u32 {
+    (*module_parameters::run_slice_ms.value()).clamp(1, 10_000) as u32
+}
+
+/// The MMU engine configuration for a new VM, from the module parameters.
+pub(crate) fn mmu_config() -> mmu::Config {
+    let mut cfg = mmu::Config::DEFAULT;
+    cfg.max_shadow_pages = (*module_parameters::max_shadow_pages.value()).clamp(64, 1 << 20) as usize;
+    cfg.root_cache_size = (*module_parameters::root_cache.value()).clamp(1, mmu::MAX_ROOT_CACHE as u64) as usize;
+    cfg
 }
 
 /// The VMX capabilities read at load; immutable afterwards.
 static CAPS: SetOnce<VmxCaps> = SetOnce::new();
 
-fn caps() -> Result<&'static VmxCaps> {
+pub(crate) fn caps() -> Result<&'static VmxCaps> {
     CAPS.as_ref().ok_or(ENODEV)
 }
 
@@ -124,7 +163,7 @@ struct VmxInfo {
 #[pin_data]
 struct ShadowVm {
     #[pin]
-    _misc: MiscDeviceRegistration<VmFile>,
+    _misc: MiscDeviceRegistration<vm::VmFile>,
     #[pin]
     _vmx_info: DebugFsFile<VmxInfo>,
     #[pin]
@@ -210,25 +249,5 @@ fn open_window(report: &Mutex<WindowReport>, _input: &mut UserSliceReader) -> Re
             Err(EIO)
         }
         _ => Ok(()),
-    }
-}
-
-/// One open of `/dev/shadowvm`: one VM.
-struct VmFile;
-
-#[vtable]
-impl MiscDevice for VmFile {
-    type Ptr = KBox<Self>;
-
-    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
-        caps()?;
-        Ok(KBox::new(VmFile, GFP_KERNEL)?)
-    }
-
-    fn ioctl(_me: &VmFile, _file: &File, cmd: u32, _arg: usize) -> Result<isize> {
-        match cmd {
-            uapi::SHADOWVM_GET_API_VERSION => Ok(uapi::SHADOWVM_API_VERSION as isize),
-            _ => Err(ENOTTY),
-        }
     }
 }

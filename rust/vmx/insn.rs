@@ -104,3 +104,35 @@ pub(crate) unsafe fn vmptrld(pa: u64) -> Result<(), VmFail> {
     };
     vm_result(failed)
 }
+
+/// Reads a field of the current VMCS.
+///
+/// # Safety
+///
+/// VMX root operation with a current VMCS.
+pub(crate) unsafe fn vmread(field: u32) -> Result<u64, VmFail> {
+    let failed: u8;
+    let v: u64;
+    // SAFETY: See the function's safety requirements.
+    unsafe {
+        asm!("vmread {v}, {f}", "setbe {fl}", f = in(reg) field as u64, v = out(reg) v,
+             fl = out(reg_byte) failed, options(nostack))
+    };
+    vm_result(failed).map(|()| v)
+}
+
+/// Writes a field of the current VMCS.
+///
+/// # Safety
+///
+/// VMX root operation with a current VMCS. Host-state fields must describe this CPU's
+/// real state (they are loaded at every VM exit).
+pub(crate) unsafe fn vmwrite(field: u32, value: u64) -> Result<(), VmFail> {
+    let failed: u8;
+    // SAFETY: See the function's safety requirements.
+    unsafe {
+        asm!("vmwrite {f}, {v}", "setbe {fl}", f = in(reg) field as u64, v = in(reg) value,
+             fl = out(reg_byte) failed, options(nostack))
+    };
+    vm_result(failed)
+}

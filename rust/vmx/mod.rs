@@ -4,4 +4,5 @@
 
 pub(crate) mod caps;
 pub(crate) mod insn;
+pub(crate) mod vmcs;
 pub(crate) mod window;

@@ -118,3 +118,83 @@ pub(crate) const HOST_IA32_SYSENTER_ESP: u32 = 0x00006c10;
 pub(crate) const HOST_IA32_SYSENTER_EIP: u32 = 0x00006c12;
 pub(crate) const HOST_RSP: u32 = 0x00006c14;
 pub(crate) const HOST_RIP: u32 = 0x00006c16;
+
+// Control bits (SDM Vol. 3, chapter 25.6-25.8).
+pub(crate) const PIN_EXT_INTR_EXITING: u32 = 1 << 0;
+pub(crate) const PIN_NMI_EXITING: u32 = 1 << 3;
+pub(crate) const PROC_HLT_EXITING: u32 = 1 << 7;
+pub(crate) const PROC_INVLPG_EXITING: u32 = 1 << 9;
+pub(crate) const PROC_MWAIT_EXITING: u32 = 1 << 10;
+pub(crate) const PROC_RDPMC_EXITING: u32 = 1 << 11;
+pub(crate) const PROC_CR3_LOAD_EXITING: u32 = 1 << 15;
+pub(crate) const PROC_CR3_STORE_EXITING: u32 = 1 << 16;
+pub(crate) const PROC_CR8_LOAD_EXITING: u32 = 1 << 19;
+pub(crate) const PROC_CR8_STORE_EXITING: u32 = 1 << 20;
+pub(crate) const PROC_MOV_DR_EXITING: u32 = 1 << 23;
+pub(crate) const PROC_UNCOND_IO_EXITING: u32 = 1 << 24;
+pub(crate) const PROC_MONITOR_EXITING: u32 = 1 << 29;
+pub(crate) const PROC_SECONDARY: u32 = 1 << 31;
+pub(crate) const PROC2_ENABLE_INVPCID: u32 = 1 << 12;
+pub(crate) const EXIT_HOST_ADDR_SPACE_SIZE: u32 = 1 << 9;
+pub(crate) const EXIT_SAVE_EFER: u32 = 1 << 20;
+pub(crate) const EXIT_LOAD_EFER: u32 = 1 << 21;
+pub(crate) const ENTRY_IA32E_MODE: u32 = 1 << 9;
+pub(crate) const ENTRY_LOAD_EFER: u32 = 1 << 15;
+
+// Basic exit reasons (SDM Vol. 3, Appendix C).
+pub(crate) const EXIT_EXCEPTION_NMI: u32 = 0;
+pub(crate) const EXIT_EXTERNAL_INTERRUPT: u32 = 1;
+pub(crate) const EXIT_TRIPLE_FAULT: u32 = 2;
+pub(crate) const EXIT_TASK_SWITCH: u32 = 9;
+pub(crate) const EXIT_CPUID: u32 = 10;
+pub(crate) const EXIT_GETSEC: u32 = 11;
+pub(crate) const EXIT_HLT: u32 = 12;
+pub(crate) const EXIT_INVD: u32 = 13;
+pub(crate) const EXIT_INVLPG: u32 = 14;
+pub(crate) const EXIT_RDPMC: u32 = 15;
+pub(crate) const EXIT_VMCALL: u32 = 18;
+pub(crate) const EXIT_VMCLEAR: u32 = 19;
+pub(crate) const EXIT_VMXON: u32 = 27;
+pub(crate) const EXIT_CR_ACCESS: u32 = 28;
+pub(crate) const EXIT_DR_ACCESS: u32 = 29;
+pub(crate) const EXIT_IO: u32 = 30;
+pub(crate) const EXIT_RDMSR: u32 = 31;
+pub(crate) const EXIT_WRMSR: u32 = 32;
+pub(crate) const EXIT_INVALID_GUEST_STATE: u32 = 33;
+pub(crate) const EXIT_MSR_LOADING: u32 = 34;
+pub(crate) const EXIT_MWAIT: u32 = 36;
+pub(crate) const EXIT_MONITOR: u32 = 39;
+pub(crate) const EXIT_MCE_DURING_ENTRY: u32 = 41;
+pub(crate) const EXIT_INVEPT: u32 = 50;
+pub(crate) const EXIT_INVVPID: u32 = 53;
+pub(crate) const EXIT_XSETBV: u32 = 55;
+pub(crate) const EXIT_INVPCID: u32 = 58;
+/// Number of basic exit reasons counted in the statistics (0..=EXIT_REASONS-1).
+pub(crate) const EXIT_REASONS: usize = 70;
+
+/// Names of the basic exit reasons, for the statistics (`exits.<name>`).
+pub(crate) fn exit_reason_name(reason: usize) -> &'static str {
+    const NAMES: [&str; EXIT_REASONS] = [
+        "exception_nmi", "external_interrupt", "triple_fault", "init", "sipi", "io_smi",
+        "other_smi", "interrupt_window", "nmi_window", "task_switch", "cpuid", "getsec", "hlt",
+        "invd", "invlpg", "rdpmc", "rdtsc", "rsm", "vmcall", "vmclear", "vmlaunch", "vmptrld",
+        "vmptrst", "vmread", "vmresume", "vmwrite", "vmxoff", "vmxon", "cr_access", "dr_access",
+        "io", "rdmsr", "wrmsr", "invalid_guest_state", "msr_loading", "reason_35", "mwait",
+        "mtf", "reason_38", "monitor", "pause", "mce_during_entry", "reason_42",
+        "tpr_below_threshold", "apic_access", "virtualized_eoi", "gdtr_idtr", "ldtr_tr",
+        "ept_violation", "ept_misconfig", "invept", "rdtscp", "preemption_timer", "invvpid",
+        "wbinvd", "xsetbv", "apic_write", "rdrand", "invpcid", "vmfunc", "encls", "rdseed",
+        "pml_full", "xsaves", "xrstors", "reason_65", "spp", "umwait", "tpause", "loadiwkey",
+    ];
+    NAMES.get(reason).copied().unwrap_or("other")
+}
+
+// Event injection / exit interruption information (SDM 25.8.3, 27.2.2).
+pub(crate) const INTR_INFO_VALID: u32 = 1 << 31;
+pub(crate) const INTR_INFO_ERROR_CODE: u32 = 1 << 11;
+pub(crate) const INTR_TYPE_EXT_INTR: u32 = 0;
+pub(crate) const INTR_TYPE_NMI: u32 = 2;
+pub(crate) const INTR_TYPE_HW_EXCEPTION: u32 = 3;
+pub(crate) const INTR_TYPE_SW_INTR: u32 = 4;
+pub(crate) const INTR_TYPE_PRIV_SW_EXCEPTION: u32 = 5;
+pub(crate) const INTR_TYPE_SW_EXCEPTION: u32 = 6;

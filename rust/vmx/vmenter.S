@@ -4,8 +4,9 @@
  * general-purpose register. Modelled on KVM's arch/x86/kvm/vmx/vmenter.S.
  *
  * int shadowvm_vmx_run(u64 *regs, u64 launched)
- *   regs:     16 guest GPRs in encoding order (rax rcx rdx rbx rsp rbp rsi rdi r8..r15);
- *             regs[4] (rsp) is unused here: the guest RSP lives in the VMCS.
+ *   regs:     16 guest GPRs in encoding order (rax rcx rdx rbx rsp rbp rsi rdi r8..r15),
+ *             then the guest CR2 (regs[16]), which VMX does not switch. regs[4] (rsp) is
+ *             unused here: the guest RSP lives in the VMCS.
  *   launched: 0 -> VMLAUNCH, 1 -> VMRESUME.
  * Returns 0 after a VM exit (guest GPRs saved into regs), 1 if the entry failed
  * (VMfailValid/VMfailInvalid; the VMCS instruction-error field says why).
@@ -36,6 +37,8 @@ SYM_FUNC_START(shadowvm_vmx_run)
 	vmwrite %rsp, %rax
 	jbe .Lfail_early
 
+	mov R(16), %rax
+	mov %rax, %cr2
 	mov R(0), %rax
 	mov R(1), %rcx
 	mov R(2), %rdx
@@ -82,6 +85,8 @@ SYM_INNER_LABEL_ALIGN(shadowvm_vmx_exit, SYM_L_GLOBAL)
 	mov %r14, R(14)
 	mov %r15, R(15)
 	pop R(7)
+	mov %cr2, %rax
+	mov %rax, R(16)
 	xor %ebx, %ebx
 
 .Lclear_regs:

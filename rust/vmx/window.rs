@@ -14,6 +14,7 @@
 use super::caps::VmxCaps;
 use super::insn::{self, VmFail, CR4_VMXE};
 use crate::glue::{self, IrqsOff};
+use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
 use kernel::{page::Page, prelude::*};
@@ -119,7 +120,7 @@ impl<'irq> VmxRoot<'irq> {
         // SAFETY: As above; the VMCS was just cleared so it is current nowhere else.
         unsafe { insn::vmptrld(vmcs.pa()) }.map_err(|_| WindowError::VmcsFailed)?;
         // INVARIANT: `vmcs` is now current.
-        Ok(CurrentVmcs { pa: vmcs.pa(), _root: PhantomData })
+        Ok(CurrentVmcs { pa: vmcs.pa(), failed: Cell::new(false), _root: PhantomData })
     }
 }
 
@@ -140,7 +141,36 @@ impl Drop for VmxRoot<'_> {
 /// The VMCS at `pa` was made current by VMPTRLD inside the borrowed [`VmxRoot`].
 pub(crate) struct CurrentVmcs<'w> {
     pa: u64,
+    failed: Cell<bool>,
     _root: PhantomData<&'w VmxRoot<'w>>,
+}
+
+impl CurrentVmcs<'_> {
+    /// Reads a field. Field encodings are constants of [`super::vmcs`], valid on every CPU
+    /// with VMX, so a failure is a bug: it reads as 0 and is remembered (see [`Self::failed`]).
+    pub(crate) fn read(&self, field: u32) -> u64 {
+        // SAFETY: A VMCS is current (type invariant).
+        unsafe { insn::vmread(field) }.unwrap_or_else(|_| {
+            self.failed.set(true);
+            0
+        })
+    }
+
+    /// Writes a field; a failure is remembered as for [`Self::read`].
+    ///
+    /// Host-state fields are written only by the vCPU's host-state setup, from this CPU's
+    /// real registers.
+    pub(crate) fn write(&self, field: u32, value: u64) {
+        // SAFETY: A VMCS is current (type invariant); see above for host-state fields.
+        if unsafe { insn::vmwrite(field, value) }.is_err() {
+            self.failed.set(true);
+        }
+    }
+
+    /// Whether a VMREAD or VMWRITE failed since the VMCS was loaded.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.get()
+    }
 }
 
 impl Drop for CurrentVmcs<'_> {

@@ -1,0 +1,785 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! VM-exit handling: what each exit reason means for the guest, inside the window.
+//!
+//! Handlers run with interrupts off and must not sleep. They change [`super::GuestState`]
+//! (advance RIP, write registers), queue an exception for the next entry, call the MMU
+//! engine, or end the window with an exit for userspace described in the run page.
+
+use super::state::{self, CS};
+use super::{Completion, VcpuCore, WindowEnd};
+use crate::mmu::emulate::{self, CodeSize, EmuMemory, MemFault, MmioData};
+use crate::mmu::{self, Access, GuestMemory, PfOutcome};
+use crate::uapi;
+use crate::vm::GuestRam;
+use crate::vmx::vmcs::*;
+use crate::vmx::window::CurrentVmcs;
+
+pub(crate) const UD: u8 = 6;
+pub(crate) const DF: u8 = 8;
+pub(crate) const GP: u8 = 13;
+pub(crate) const PF: u8 = 14;
+
+/// What a handler decided.
+pub(crate) enum Handled {
+    /// Re-enter the guest.
+    Resume,
+    /// Re-enter the guest, delivering the exception just queued (the instruction did
+    /// not complete: RIP stays).
+    Raised,
+    /// Close the window.
+    End(WindowEnd),
+    /// The MMU's page cache ran dry; nothing changed. Retry the same exit after a refill.
+    NeedMemory,
+}
+
+/// Exit information, copied out of the VMCS right after the exit (so an exit can be
+/// handled again in a later window).
+#[derive(Clone, Copy)]
+pub(crate) struct ExitInfo {
+    reason: u32,
+    qualification: u64,
+    intr_info: u32,
+    intr_error: u32,
+    vectoring_info: u32,
+    vectoring_error: u32,
+    instruction_len: u32,
+    instruction_info: u32,
+}
+
+impl ExitInfo {
+    pub(crate) fn read(vmcs: &CurrentVmcs<'_>) -> Self {
+        Self {
+            reason: vmcs.read(VM_EXIT_REASON) as u32,
+            qualification: vmcs.read(EXIT_QUALIFICATION),
+            intr_info: vmcs.read(VM_EXIT_INTR_INFO) as u32,
+            intr_error: vmcs.read(VM_EXIT_INTR_ERROR_CODE) as u32,
+            vectoring_info: vmcs.read(IDT_VECTORING_INFO_FIELD) as u32,
+            vectoring_error: vmcs.read(IDT_VECTORING_ERROR_CODE) as u32,
+            instruction_len: vmcs.read(VM_EXIT_INSTRUCTION_LEN) as u32,
+            instruction_info: vmcs.read(VMX_INSTRUCTION_INFO) as u32,
+        }
+    }
+
+    pub(crate) fn basic_reason(&self) -> u32 {
+        self.reason & 0xffff
+    }
+
+    /// An NMI (meant for the host) caused the exit.
+    pub(crate) fn is_nmi(&self) -> bool {
+        self.basic_reason() == EXIT_EXCEPTION_NMI
+            && self.intr_info & INTR_INFO_VALID != 0
+            && (self.intr_info >> 8) & 7 == INTR_TYPE_NMI
+    }
+}
+
+/// An event to inject at VM entry, in the VM-entry interruption-information format.
+#[derive(Clone, Copy)]
+pub(crate) struct Event {
+    pub(crate) info: u32,
+    pub(crate) error_code: u32,
+    pub(crate) instruction_len: u32,
+    /// The guest CR2 to set with a #PF.
+    pub(crate) cr2: Option<u64>,
+}
+
+impl Event {
+    pub(crate) fn exception(vector: u8, error_code: Option<u32>, cr2: Option<u64>) -> Self {
+        let ec = if error_code.is_some() { INTR_INFO_ERROR_CODE } else { 0 };
+        Self {
+            info: INTR_INFO_VALID | (INTR_TYPE_HW_EXCEPTION << 8) | ec | vector as u32,
+            error_code: error_code.unwrap_or(0),
+            instruction_len: 0,
+            cr2,
+        }
+    }
+
+    fn vector(&self) -> u8 {
+        self.info as u8
+    }
+
+    fn is_hw_exception(&self) -> bool {
+        (self.info >> 8) & 7 == INTR_TYPE_HW_EXCEPTION
+    }
+}
+
+/// Exception classes for the double-fault rules (SDM 6.15, table 6-5).
+#[derive(PartialEq, Eq)]
+enum Class {
+    Benign,
+    Contributory,
+    PageFault,
+}
+
+fn class(vector: u8) -> Class {
+    match vector {
+        0 | 10 | 11 | 12 | 13 => Class::Contributory,
+        14 => Class::PageFault,
+        _ => Class::Benign,
+    }
+}
+
+/// `new` was raised while `old` was being delivered. Returns the event to deliver, or
+/// `None` for a triple fault (a fault while delivering a double fault).
+pub(crate) fn merge_events(old: Event, new: Event) -> Option<Event> {
+    if !old.is_hw_exception() {
+        // Interrupts and software interrupts: the exception is delivered; a software
+        // interrupt re-executes after the handler returns, as on hardware.
+        return Some(new);
+    }
+    if old.vector() == DF {
+        return None;
+    }
+    let (o, n) = (class(old.vector()), class(new.vector()));
+    let double = (o == Class::Contributory && n == Class::Contributory)
+        || (o == Class::PageFault && n != Class::Benign);
+    Some(if double { Event::exception(DF, Some(0), None) } else { new })
+}
+
+pub(crate) fn set_intr(run: &mut uapi::Run, cause: u32) {
+    run.exit_reason = uapi::SHADOWVM_EXIT_INTR;
+    run.exit.set(uapi::ExitIntr { cause, padding: 0 });
+}
+
+pub(crate) fn set_fail_entry(run: &mut uapi::Run, reason: u64, qualification: u64) {
+    run.exit_reason = uapi::SHADOWVM_EXIT_FAIL_ENTRY;
+    run.exit.set(uapi::ExitFailEntry {
+        hardware_entry_failure_reason: reason,
+        exit_qualification: qualification,
+        // SAFETY: No preconditions.
+        cpu: unsafe { kernel::bindings::raw_smp_processor_id() },
+        padding: 0,
+    });
+}
+
+pub(crate) fn set_internal_error(run: &mut uapi::Run, suberror: u32, reason: u32, qualification: u64, data: [u64; 4]) {
+    run.exit_reason = uapi::SHADOWVM_EXIT_INTERNAL_ERROR;
+    run.exit.set(uapi::ExitInternalError { suberror, vmx_exit_reason: reason, exit_qualification: qualification, data });
+}
+
+fn user(run: &mut uapi::Run, reason: u32) -> Handled {
+    run.exit_reason = reason;
+    Handled::End(WindowEnd::User)
+}
+
+/// Guest memory through the guest's page tables, for the instruction emulator.
+struct GuestAccess<'a> {
+    vcpu_mmu: &'a mut mmu::Mmu,
+    cache: &'a mut super::PageCache,
+    ram: &'a GuestRam,
+    user: bool,
+    ac: bool,
+    /// One MMIO write the instruction made, for userspace.
+    mmio_write: Option<(u64, [u8; 8], u32)>,
+    pt_writes: u64,
+}
+
+impl GuestAccess<'_> {
+    /// Runs `f(gpa, offset in buf, len)` for each page-sized piece of an access.
+    fn pieces(&mut self, linear: u64, len: usize, write: bool, mut f: impl FnMut(&mut Self, u64, usize, usize) -> Result<(), MemFault>) -> Result<(), MemFault> {
+        let mut done = 0;
+        while done < len {
+            let la = linear.wrapping_add(done as u64);
+            let n = core::cmp::min(len - done, 4096 - (la & 0xfff) as usize);
+            let access = Access { write, fetch: false, user: self.user, implicit: false, ac: self.ac };
+            let gpa = self.vcpu_mmu.translate(self.ram, la, access).map_err(|pf| {
+                MemFault::Exception(emulate::Exception::Pf { addr: pf.cr2, error_code: pf.error_code })
+            })?;
+            f(self, gpa, done, n)?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl EmuMemory for GuestAccess<'_> {
+    fn read(&mut self, addr: &emulate::Addr, buf: &mut [u8]) -> Result<(), MemFault> {
+        let len = buf.len();
+        self.pieces(addr.linear, len, false, |me, gpa, off, n| {
+            let dst = buf.get_mut(off..off + n).ok_or(MemFault::Host)?;
+            if me.ram.read(gpa, dst) { Ok(()) } else { Err(MemFault::Mmio) }
+        })
+    }
+
+    fn write(&mut self, addr: &emulate::Addr, data: &[u8]) -> Result<(), MemFault> {
+        self.pieces(addr.linear, data.len(), true, |me, gpa, off, n| {
+            let src = data.get(off..off + n).ok_or(MemFault::Host)?;
+            if me.ram.write(gpa, src) {
+                if me.vcpu_mmu.is_shadowed(gpa >> 12) {
+                    me.pt_writes += 1;
+                }
+                me.vcpu_mmu.guest_wrote(me.cache, gpa, n);
+                return Ok(());
+            }
+            // MMIO: one write of up to 8 bytes per instruction goes to userspace.
+            if me.mmio_write.is_some() || n > 8 {
+                return Err(MemFault::Host);
+            }
+            let mut bytes = [0u8; 8];
+            bytes.get_mut(..n).ok_or(MemFault::Host)?.copy_from_slice(src);
+            me.mmio_write = Some((gpa, bytes, n as u32));
+            Ok(())
+        })
+    }
+}
+
+impl VcpuCore {
+    /// Dispatches one exit.
+    pub(super) fn handle(&mut self, vmcs: &CurrentVmcs<'_>, ram: &GuestRam, run: &mut uapi::Run, info: ExitInfo) -> Handled {
+        let _ = vmcs;
+        if info.reason & (1 << 31) != 0 {
+            set_fail_entry(run, info.reason as u64, info.qualification);
+            return Handled::End(WindowEnd::User);
+        }
+        // An event whose delivery the exit interrupted is delivered again, unless the
+        // handler raises something that merges with it.
+        if info.vectoring_info & INTR_INFO_VALID != 0 {
+            let kind = (info.vectoring_info >> 8) & 7;
+            let len = match kind {
+                INTR_TYPE_SW_INTR | INTR_TYPE_PRIV_SW_EXCEPTION | INTR_TYPE_SW_EXCEPTION => info.instruction_len,
+                _ => 0,
+            };
+            self.event = Some(Event {
+                info: info.vectoring_info & !(1 << 12),
+                error_code: info.vectoring_error,
+                instruction_len: len,
+                cr2: None,
+            });
+        }
+        let handled = match info.basic_reason() {
+            EXIT_EXCEPTION_NMI => self.exception(ram, run, &info),
+            EXIT_EXTERNAL_INTERRUPT => Handled::End(WindowEnd::Interrupted),
+            EXIT_TRIPLE_FAULT => {
+                self.event = None;
+                user(run, uapi::SHADOWVM_EXIT_SHUTDOWN)
+            }
+            EXIT_CPUID => {
+                let (a, b, c, d) = super::cpuid::guest_cpuid(self.state.gpr[0] as u32, self.state.gpr[1] as u32);
+                self.state.gpr[0] = a as u64;
+                self.state.gpr[3] = b as u64;
+                self.state.gpr[1] = c as u64;
+                self.state.gpr[2] = d as u64;
+                self.skip(&info)
+            }
+            EXIT_HLT => {
+                self.skip(&info);
+                user(run, uapi::SHADOWVM_EXIT_HLT)
+            }
+            EXIT_INVD => self.skip(&info),
+            EXIT_INVLPG => {
+                self.mmu.invlpg(ram, info.qualification);
+                self.skip(&info)
+            }
+            EXIT_INVPCID => self.invpcid(ram, &info),
+            EXIT_RDPMC => self.raise(GP, Some(0), None),
+            EXIT_VMCALL => {
+                let g = &self.state.gpr;
+                let hc = uapi::ExitHypercall { nr: g[0], args: [g[3], g[1], g[2], g[6], g[7], g[8]], ret: 0 };
+                run.exit.set(hc);
+                self.completion = Completion::Hypercall;
+                self.skip(&info);
+                user(run, uapi::SHADOWVM_EXIT_HYPERCALL)
+            }
+            // No nested VMX, no SMX, no MONITOR/MWAIT, no XSAVE: #UD, as on a CPU without them.
+            EXIT_GETSEC | EXIT_VMCLEAR..=EXIT_VMXON | EXIT_INVEPT | EXIT_INVVPID | EXIT_MWAIT | EXIT_MONITOR | EXIT_XSETBV => {
+                self.raise(UD, None, None)
+            }
+            EXIT_CR_ACCESS => self.cr_access(ram, &info),
+            EXIT_DR_ACCESS => self.dr_access(&info),
+            EXIT_IO => self.io(run, &info),
+            EXIT_RDMSR => self.rdmsr(&info),
+            EXIT_WRMSR => self.wrmsr(ram, &info),
+            EXIT_INVALID_GUEST_STATE | EXIT_MSR_LOADING | EXIT_MCE_DURING_ENTRY => {
+                set_fail_entry(run, info.reason as u64, info.qualification);
+                Handled::End(WindowEnd::User)
+            }
+            EXIT_TASK_SWITCH => {
+                set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_UNHANDLED_EXIT, info.reason, info.qualification, [self.state.rip, 0, 0, 0]);
+                Handled::End(WindowEnd::User)
+            }
+            _ => {
+                set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_UNHANDLED_EXIT, info.reason, info.qualification, [self.state.rip, 0, 0, 0]);
+                Handled::End(WindowEnd::User)
+            }
+        };
+        if self.triple_fault {
+            // A fault while delivering a double fault: the CPU would shut down.
+            self.triple_fault = false;
+            self.event = None;
+            return user(run, uapi::SHADOWVM_EXIT_SHUTDOWN);
+        }
+        handled
+    }
+
+    /// Advances RIP past the exiting instruction; an instruction that completes ends any
+    /// STI/MOV SS interrupt shadow.
+    fn skip(&mut self, info: &ExitInfo) -> Handled {
+        self.state.rip = self.state.rip.wrapping_add(info.instruction_len as u64);
+        if !self.state.code64() {
+            self.state.rip &= 0xffff_ffff;
+        }
+        self.state.interruptibility &= !3;
+        Handled::Resume
+    }
+
+    fn raise(&mut self, vector: u8, error_code: Option<u32>, cr2: Option<u64>) -> Handled {
+        self.queue_exception(vector, error_code, cr2);
+        Handled::Raised
+    }
+
+    /// GPR `n` as an instruction operand (32 bits outside 64-bit mode).
+    fn gpr_operand(&self, n: usize) -> u64 {
+        let v = self.state.gpr.get(n & 15).copied().unwrap_or(0);
+        if self.state.code64() { v } else { v & 0xffff_ffff }
+    }
+
+    fn set_gpr(&mut self, n: usize, v: u64) {
+        let v = if self.state.code64() { v } else { v & 0xffff_ffff };
+        if let Some(r) = self.state.gpr.get_mut(n & 15) {
+            *r = v;
+        }
+    }
+
+    /// Exception or NMI exit: with only #PF intercepted, this is a #PF.
+    fn exception(&mut self, ram: &GuestRam, run: &mut uapi::Run, info: &ExitInfo) -> Handled {
+        let vector = info.intr_info as u8;
+        if vector != PF {
+            set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_UNHANDLED_EXIT, info.reason, info.intr_info as u64, [self.state.rip, 0, 0, 0]);
+            return Handled::End(WindowEnd::User);
+        }
+        let ac = self.state.rflags & state::RFLAGS_AC != 0;
+        let gva = info.qualification;
+        match self.mmu.page_fault(&mut self.cache, ram, gva, info.intr_error, self.state.cpl(), ac) {
+            Err(mmu::MmuError::NeedMemory) => Handled::NeedMemory,
+            Ok(PfOutcome::Fixed) => Handled::Resume,
+            Ok(PfOutcome::Inject(pf)) => self.raise(PF, Some(pf.error_code), Some(pf.cr2)),
+            Ok(PfOutcome::EmulateWrite { gpa }) => self.emulate(ram, run, Some(gpa), None),
+            Ok(PfOutcome::Mmio { .. }) => self.emulate(ram, run, None, None),
+        }
+    }
+
+    /// Emulates the instruction at RIP: a write to a write-protected page table
+    /// (`pt_gpa`), or an MMIO access. `mmio` completes an MMIO read userspace answered.
+    pub(super) fn emulate(&mut self, ram: &GuestRam, run: &mut uapi::Run, pt_gpa: Option<u64>, mmio: Option<MmioData>) -> Handled {
+        let s = &self.state;
+        let cpl3 = s.cpl() == 3;
+        let ac = s.rflags & state::RFLAGS_AC != 0;
+        let cs = &s.seg[CS];
+        let mode = CodeSize::from_cpu(s.long_mode(), cs.l != 0, cs.db != 0, false);
+        let rip_linear = if s.code64() { s.rip } else { cs.base.wrapping_add(s.rip) & 0xffff_ffff };
+        // Fetch up to 15 bytes, page by page, through the guest's tables.
+        let mut bytes = [0u8; 15];
+        let mut got = 0usize;
+        while got < bytes.len() {
+            let la = rip_linear.wrapping_add(got as u64);
+            let n = core::cmp::min(bytes.len() - got, 4096 - (la & 0xfff) as usize);
+            let access = Access { write: false, fetch: true, user: cpl3, implicit: false, ac };
+            let Ok(gpa) = self.mmu.translate(ram, la, access) else { break };
+            let Some(dst) = bytes.get_mut(got..got + n) else { break };
+            if !ram.read(gpa, dst) {
+                break;
+            }
+            got += n;
+        }
+        let insn = match emulate::decode(bytes.get(..got).unwrap_or(&[]), mode) {
+            Ok(insn) => insn,
+            Err(e) => {
+                if let (Some(gpa), emulate::DecodeError::Unsupported { .. }) = (pt_gpa, e) {
+                    // The engine's fallback: stop shadowing the frame and let the write through.
+                    self.mmu.unprotect(&mut self.cache, gpa);
+                    return Handled::Resume;
+                }
+                if let Some(ex) = e.exception() {
+                    return self.raise_emulated(ex);
+                }
+                set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_EMULATION, EXIT_EXCEPTION_NMI, 0, [self.state.rip, got as u64, u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]]), 0]);
+                return Handled::End(WindowEnd::User);
+            }
+        };
+        let mut regs = emulate::Regs { gpr: [0; 16], rip: s.rip, rflags: s.rflags };
+        regs.gpr.copy_from_slice(&s.gpr[..16]);
+        let mut env = emulate::Env { seg_base: [0; 6], la57: false };
+        for (i, b) in env.seg_base.iter_mut().enumerate() {
+            *b = s.seg[i].base;
+        }
+        let mut mem = GuestAccess { vcpu_mmu: &mut self.mmu, cache: &mut self.cache, ram, user: cpl3, ac, mmio_write: None, pt_writes: 0 };
+        let outcome = emulate::execute(&insn, &mut regs, &env, &mut mem, mmio.as_ref());
+        let (mmio_write, pt_writes) = (mem.mmio_write, mem.pt_writes);
+        self.stats.emulated_pt_writes += pt_writes;
+        match outcome {
+            Ok(emulate::Outcome::Done | emulate::Outcome::RepContinue) => {
+                self.state.gpr[..16].copy_from_slice(&regs.gpr);
+                self.state.rip = regs.rip;
+                self.state.rflags = regs.rflags;
+                self.state.interruptibility &= !3;
+                if let Some((gpa, data, len)) = mmio_write {
+                    run.exit.set(uapi::ExitMmio { gpa, data, len, is_write: 1, padding: [0; 3] });
+                    return user(run, uapi::SHADOWVM_EXIT_MMIO);
+                }
+                Handled::Resume
+            }
+            Ok(emulate::Outcome::MmioRead(req)) => {
+                let access = Access { write: false, fetch: false, user: cpl3, implicit: false, ac };
+                let Ok(gpa) = self.mmu.translate(ram, req.addr.linear, access) else {
+                    return Handled::Resume;
+                };
+                if req.size > 8 {
+                    set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_EMULATION, EXIT_EXCEPTION_NMI, 0, [self.state.rip, req.size as u64, 0, 0]);
+                    return Handled::End(WindowEnd::User);
+                }
+                run.exit.set(uapi::ExitMmio { gpa, data: [0; 8], len: req.size as u32, is_write: 0, padding: [0; 3] });
+                self.completion = Completion::MmioRead { linear: req.addr.linear, len: req.size };
+                user(run, uapi::SHADOWVM_EXIT_MMIO)
+            }
+            Ok(emulate::Outcome::Exception(ex)) => self.raise_emulated(ex),
+            Ok(emulate::Outcome::Retry) => Handled::Resume,
+            Err(_) => {
+                set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_EMULATION, EXIT_EXCEPTION_NMI, 0, [self.state.rip, 0, 0, 0]);
+                Handled::End(WindowEnd::User)
+            }
+        }
+    }
+
+    fn raise_emulated(&mut self, ex: emulate::Exception) -> Handled {
+        match ex {
+            emulate::Exception::Ud => self.raise(UD, None, None),
+            emulate::Exception::Gp(e) => self.raise(GP, Some(e), None),
+            emulate::Exception::Ss(e) => self.raise(12, Some(e), None),
+            emulate::Exception::Pf { addr, error_code } => self.raise(PF, Some(error_code), Some(addr)),
+        }
+    }
+
+    fn io(&mut self, run: &mut uapi::Run, info: &ExitInfo) -> Handled {
+        let q = info.qualification;
+        let size = ((q & 7) + 1) as u8;
+        let input = q & 8 != 0;
+        let port = (q >> 16) as u16;
+        if q & 0x10 != 0 {
+            // INS/OUTS: not emulated; say so rather than guess.
+            set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_EMULATION, info.reason, q, [self.state.rip, 0, 0, 0]);
+            return Handled::End(WindowEnd::User);
+        }
+        let mask = match size {
+            1 => 0xff,
+            2 => 0xffff,
+            _ => 0xffff_ffff,
+        };
+        let data = if input { 0 } else { self.state.gpr[0] & mask };
+        run.exit.set(uapi::ExitIo {
+            direction: if input { uapi::SHADOWVM_IO_IN } else { uapi::SHADOWVM_IO_OUT },
+            size,
+            port,
+            count: 1,
+            data,
+        });
+        if input {
+            self.completion = Completion::In(size);
+        }
+        self.skip(info);
+        user(run, uapi::SHADOWVM_EXIT_IO)
+    }
+
+    /// MOV to/from CR0/CR3/CR4/CR8, CLTS, LMSW (SDM table 28-3).
+    fn cr_access(&mut self, ram: &GuestRam, info: &ExitInfo) -> Handled {
+        let q = info.qualification;
+        let cr = q & 0xf;
+        let reg = ((q >> 8) & 0xf) as usize;
+        let r = match (q >> 4) & 3 {
+            0 => {
+                let v = self.gpr_operand(reg);
+                match cr {
+                    0 => self.set_cr0(ram, v),
+                    3 => self.set_cr3(ram, v),
+                    4 => self.set_cr4(ram, v),
+                    8 if v >> 4 != 0 => self.raise(GP, Some(0), None),
+                    8 => {
+                        self.state.cr8 = v;
+                        Handled::Resume
+                    }
+                    _ => self.raise(UD, None, None),
+                }
+            }
+            1 => {
+                let v = match cr {
+                    3 => self.state.cr3,
+                    8 => self.state.cr8,
+                    _ => return self.raise(UD, None, None),
+                };
+                self.set_gpr(reg, v);
+                Handled::Resume
+            }
+            2 => self.set_cr0(ram, self.state.cr0 & !state::CR0_TS),
+            _ => {
+                // LMSW loads CR0[3:0] but cannot clear PE.
+                let src = (q >> 16) & 0xf;
+                let v = (self.state.cr0 & !0xe) | src;
+                self.set_cr0(ram, v)
+            }
+        };
+        match r {
+            Handled::Resume => self.skip(info),
+            other => other,
+        }
+    }
+
+    fn set_cr0(&mut self, ram: &GuestRam, v: u64) -> Handled {
+        let v = v | state::CR0_ET;
+        let s = &self.state;
+        let (old, mut efer) = (s.cr0, s.efer);
+        let pg = v & state::CR0_PG != 0;
+        if v & !state::CR0_VALID != 0
+            || (pg && v & state::CR0_PE == 0)
+            || (v & state::CR0_NW != 0 && v & state::CR0_CD == 0)
+        {
+            return self.raise(GP, Some(0), None);
+        }
+        if v & state::CR0_PE == 0 {
+            // Back to real mode: shadowvm has no real-mode support (no unrestricted guest).
+            return self.raise(GP, Some(0), None);
+        }
+        if pg && old & state::CR0_PG == 0 && efer & state::EFER_LME != 0 {
+            if s.cr4 & state::CR4_PAE == 0 || s.seg[CS].l != 0 {
+                return self.raise(GP, Some(0), None);
+            }
+            efer |= state::EFER_LMA;
+        }
+        if !pg && old & state::CR0_PG != 0 && efer & state::EFER_LMA != 0 {
+            if s.code64() {
+                return self.raise(GP, Some(0), None);
+            }
+            efer &= !state::EFER_LMA;
+        }
+        self.commit_mode(ram, v, s.cr4, efer)
+    }
+
+    fn set_cr4(&mut self, ram: &GuestRam, v: u64) -> Handled {
+        let s = &self.state;
+        let pcide_on = v & state::CR4_PCIDE != 0 && s.cr4 & state::CR4_PCIDE == 0;
+        if v & !super::cpuid::cr4_allowed() != 0
+            || (s.long_mode() && v & state::CR4_PAE == 0)
+            || (pcide_on && (!s.long_mode() || s.cr3 & 0xfff != 0))
+        {
+            return self.raise(GP, Some(0), None);
+        }
+        self.commit_mode(ram, s.cr0, v, s.efer)
+    }
+
+    /// Hands a CR0/CR4/EFER change to the MMU; commits it only if the MMU accepts it.
+    fn commit_mode(&mut self, ram: &GuestRam, cr0: u64, cr4: u64, efer: u64) -> Handled {
+        match self.mmu.set_mode(&mut self.cache, ram, cr0, cr4, efer) {
+            Err(mmu::MmuError::NeedMemory) => Handled::NeedMemory,
+            Ok(mmu::CtlOutcome::Gp) => self.raise(GP, Some(0), None),
+            Ok(mmu::CtlOutcome::Ok) => {
+                self.state.cr0 = cr0;
+                self.state.cr4 = cr4;
+                self.state.efer = efer;
+                Handled::Resume
+            }
+        }
+    }
+
+    fn set_cr3(&mut self, ram: &GuestRam, v: u64) -> Handled {
+        match self.mmu.set_cr3(&mut self.cache, ram, v) {
+            Err(mmu::MmuError::NeedMemory) => Handled::NeedMemory,
+            Ok(mmu::CtlOutcome::Gp) => self.raise(GP, Some(0), None),
+            Ok(mmu::CtlOutcome::Ok) => {
+                // Bit 63 (no-flush with PCIDs) is not part of CR3.
+                self.state.cr3 = if self.state.cr4 & state::CR4_PCIDE != 0 { v & !(1 << 63) } else { v };
+                Handled::Resume
+            }
+        }
+    }
+
+    /// MOV to/from DR0-DR7: the guest's values are kept here, not in the hardware.
+    fn dr_access(&mut self, info: &ExitInfo) -> Handled {
+        let q = info.qualification;
+        let mut dr = (q & 7) as usize;
+        let reg = ((q >> 8) & 0xf) as usize;
+        if dr == 4 || dr == 5 {
+            if self.state.cr4 & (1 << 3) != 0 {
+                return self.raise(UD, None, None);
+            }
+            dr += 2;
+        }
+        if q & 0x10 != 0 {
+            let v = match dr {
+                0..=3 => self.state.dr[dr],
+                6 => self.state.dr6,
+                _ => self.state.dr7,
+            };
+            self.set_gpr(reg, v);
+        } else {
+            let v = self.gpr_operand(reg);
+            if dr >= 6 && v >> 32 != 0 {
+                return self.raise(GP, Some(0), None);
+            }
+            match dr {
+                0..=3 => self.state.dr[dr] = v,
+                6 => self.state.dr6 = (v & 0xf00f) | 0xffff_0ff0,
+                _ => self.state.dr7 = (v & 0xffff_2bff) | 0x400,
+            }
+        }
+        self.skip(info)
+    }
+
+    /// INVPCID: type in a register, descriptor (PCID, address) in memory.
+    fn invpcid(&mut self, ram: &GuestRam, info: &ExitInfo) -> Handled {
+        let ii = info.instruction_info;
+        let kind = self.gpr_operand(((ii >> 28) & 0xf) as usize);
+        let mut addr = info.qualification;
+        if ii & (1 << 27) == 0 {
+            addr = addr.wrapping_add(self.state.gpr[((ii >> 23) & 0xf) as usize]);
+        }
+        if ii & (1 << 22) == 0 {
+            addr = addr.wrapping_add(self.state.gpr[((ii >> 18) & 0xf) as usize] << (ii & 3));
+        }
+        let seg = ((ii >> 15) & 7) as usize;
+        if !self.state.code64() {
+            addr = addr & 0xffff_ffff;
+        }
+        addr = addr.wrapping_add(self.state.seg.get(seg).map_or(0, |s| if self.state.code64() && seg < 4 { 0 } else { s.base }));
+        let mut desc = [0u8; 16];
+        let access = Access { write: false, fetch: false, user: false, implicit: false, ac: true };
+        for half in 0..2 {
+            let la = addr.wrapping_add(8 * half as u64);
+            let gpa = match self.mmu.translate(ram, la, access) {
+                Ok(gpa) => gpa,
+                Err(pf) => return self.raise(PF, Some(pf.error_code), Some(pf.cr2)),
+            };
+            if !ram.read(gpa, &mut desc[8 * half..8 * half + 8]) {
+                return self.raise(GP, Some(0), None);
+            }
+        }
+        let pcid = u64::from_le_bytes([desc[0], desc[1], desc[2], desc[3], desc[4], desc[5], desc[6], desc[7]]);
+        let gva = u64::from_le_bytes([desc[8], desc[9], desc[10], desc[11], desc[12], desc[13], desc[14], desc[15]]);
+        let kind = match kind {
+            0 => mmu::InvpcidKind::Address,
+            1 => mmu::InvpcidKind::Single,
+            2 => mmu::InvpcidKind::AllIncludingGlobal,
+            3 => mmu::InvpcidKind::AllExceptGlobal,
+            _ => return self.raise(GP, Some(0), None),
+        };
+        match self.mmu.invpcid(ram, kind, pcid, gva) {
+            mmu::CtlOutcome::Gp => self.raise(GP, Some(0), None),
+            mmu::CtlOutcome::Ok => self.skip(info),
+        }
+    }
+
+    fn rdmsr(&mut self, info: &ExitInfo) -> Handled {
+        let s = &self.state;
+        let v = match s.gpr[1] as u32 {
+            super::MSR_EFER => s.efer,
+            super::MSR_STAR => s.star,
+            super::MSR_LSTAR => s.lstar,
+            super::MSR_CSTAR => s.cstar,
+            super::MSR_SFMASK => s.sfmask,
+            super::MSR_KERNEL_GS_BASE => s.kernel_gs_base,
+            super::MSR_FS_BASE => s.seg[state::FS].base,
+            super::MSR_GS_BASE => s.seg[state::GS].base,
+            super::MSR_SYSENTER_CS => s.sysenter_cs,
+            super::MSR_SYSENTER_ESP => s.sysenter_esp,
+            super::MSR_SYSENTER_EIP => s.sysenter_eip,
+            MSR_PAT => s.pat,
+            MSR_TSC => {
+                let (lo, hi): (u32, u32);
+                // SAFETY: RDTSC has no side effects.
+                unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+                ((hi as u64) << 32) | lo as u64
+            }
+            MSR_MTRRCAP | MSR_MTRR_DEF_TYPE => 0,
+            MSR_MISC_ENABLE => 1, // fast strings
+            _ => return self.raise(GP, Some(0), None),
+        };
+        self.state.gpr[0] = v & 0xffff_ffff;
+        self.state.gpr[2] = v >> 32;
+        self.skip(info)
+    }
+
+    fn wrmsr(&mut self, ram: &GuestRam, info: &ExitInfo) -> Handled {
+        let v = (self.state.gpr[0] & 0xffff_ffff) | (self.state.gpr[2] << 32);
+        let canonical = ((v as i64) << 16 >> 16) as u64 == v;
+        let s = &mut self.state;
+        match s.gpr[1] as u32 {
+            super::MSR_EFER => {
+                if v & !(state::EFER_SCE | state::EFER_LME | state::EFER_LMA | state::EFER_NXE) != 0
+                    || (s.cr0 & state::CR0_PG != 0 && (v ^ s.efer) & state::EFER_LME != 0)
+                    || (v & state::EFER_NXE != 0 && !super::cpuid::has_nx())
+                {
+                    return self.raise(GP, Some(0), None);
+                }
+                // LMA is read-only: the CPU keeps its own value.
+                let efer = (v & !state::EFER_LMA) | (s.efer & state::EFER_LMA);
+                let (cr0, cr4) = (s.cr0, s.cr4);
+                return match self.commit_mode(ram, cr0, cr4, efer) {
+                    Handled::Resume => self.skip(info),
+                    other => other,
+                };
+            }
+            super::MSR_STAR => s.star = v,
+            super::MSR_LSTAR | super::MSR_CSTAR | super::MSR_KERNEL_GS_BASE | super::MSR_FS_BASE | super::MSR_GS_BASE
+            | super::MSR_SYSENTER_ESP | super::MSR_SYSENTER_EIP
+                if !canonical =>
+            {
+                return self.raise(GP, Some(0), None);
+            }
+            super::MSR_LSTAR => s.lstar = v,
+            super::MSR_CSTAR => s.cstar = v,
+            super::MSR_SFMASK => s.sfmask = v & 0xffff_ffff,
+            super::MSR_KERNEL_GS_BASE => s.kernel_gs_base = v,
+            super::MSR_FS_BASE => s.seg[state::FS].base = v,
+            super::MSR_GS_BASE => s.seg[state::GS].base = v,
+            super::MSR_SYSENTER_CS => s.sysenter_cs = v & 0xffff,
+            super::MSR_SYSENTER_ESP => s.sysenter_esp = v,
+            super::MSR_SYSENTER_EIP => s.sysenter_eip = v,
+            MSR_PAT => s.pat = v,
+            // Guest TSC writes are ignored: the guest sees the host TSC.
+            MSR_TSC | MSR_MISC_ENABLE => {}
+            _ => return self.raise(GP, Some(0), None),
+        }
+        self.skip(info)
+    }
+
+    /// Completes an MMIO read userspace answered (outside a window).
+    pub(super) fn complete_mmio(&mut self, ram: &GuestRam, run: &mut uapi::Run, linear: u64, len: u8) {
+        let m = run.mmio();
+        let mut data = [0u8; 16];
+        data[..8].copy_from_slice(&m.data);
+        let mmio = MmioData { linear, len, data };
+        // The instruction is re-decoded and executed with the value; it cannot need
+        // userspace again, so whatever it reports is dropped here (an exception is queued).
+        let _ = self.emulate(ram, run, None, Some(mmio));
+    }
+}
+
+const MSR_TSC: u32 = 0x10;
+const MSR_MTRRCAP: u32 = 0xfe;
+const MSR_MISC_ENABLE: u32 = 0x1a0;
+const MSR_PAT: u32 = 0x277;
+const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
+
+impl GuestRam {
+    /// Copies guest-physical memory out; false if any byte is not RAM.
+    pub(crate) fn read(&self, gpa: u64, dst: &mut [u8]) -> bool {
+        let off = (gpa & 0xfff) as usize;
+        if off + dst.len() > 4096 {
+            return false;
+        }
+        let Some(f) = self.frame(gpa >> 12) else { return false };
+        // SAFETY: `f.ptr` is a 4 KiB frame of guest RAM (GuestMemory contract); the range
+        // is inside it. Guest memory may change concurrently (userspace mapping): bytes.
+        unsafe { core::ptr::copy_nonoverlapping(f.ptr.add(off), dst.as_mut_ptr(), dst.len()) };
+        true
+    }
+
+    /// Copies into guest-physical memory; false if any byte is not RAM.
+    pub(crate) fn write(&self, gpa: u64, src: &[u8]) -> bool {
+        let off = (gpa & 0xfff) as usize;
+        if off + src.len() > 4096 {
+            return false;
+        }
+        let Some(f) = self.frame(gpa >> 12) else { return false };
+        // SAFETY: As in `read`.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), f.ptr.add(off), src.len()) };
+        true
+    }
+}

@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The guest's architectural state as shadowvm keeps it between VMX windows, its checks
+//! (what `SET_SREGS`/`SET_REGS` accept), and its transfer to and from the VMCS.
+//!
+//! Between windows this struct is the truth (GET/SET_REGS work without VMX); inside a
+//! window the VMCS is, and [`GuestState::save`] brings the struct up to date on the way out.
+
+use crate::uapi::{self, Dtable, Segment};
+use crate::vmx::vmcs::*;
+use crate::vmx::window::CurrentVmcs;
+
+pub(crate) const CR0_PE: u64 = 1 << 0;
+pub(crate) const CR0_MP: u64 = 1 << 1;
+pub(crate) const CR0_EM: u64 = 1 << 2;
+pub(crate) const CR0_TS: u64 = 1 << 3;
+pub(crate) const CR0_ET: u64 = 1 << 4;
+pub(crate) const CR0_NE: u64 = 1 << 5;
+pub(crate) const CR0_WP: u64 = 1 << 16;
+pub(crate) const CR0_AM: u64 = 1 << 18;
+pub(crate) const CR0_NW: u64 = 1 << 29;
+pub(crate) const CR0_CD: u64 = 1 << 30;
+pub(crate) const CR0_PG: u64 = 1 << 31;
+/// CR0 bits a guest may set (the rest are reserved: #GP).
+pub(crate) const CR0_VALID: u64 =
+    CR0_PE | CR0_MP | CR0_EM | CR0_TS | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_NW | CR0_CD | CR0_PG;
+
+pub(crate) const CR4_PAE: u64 = 1 << 5;
+pub(crate) const CR4_PCIDE: u64 = 1 << 17;
+/// CR4 bits a guest may set: VME PVI TSD DE PSE PAE MCE PGE PCE OSFXSR OSXMMEXCPT, FSGSBASE,
+/// PCIDE, SMEP, SMAP. Not VMXE (no nested VMX), OSXSAVE (XSAVE is hidden), LA57, PKE, CET.
+pub(crate) const CR4_VALID: u64 = 0x7ff | (1 << 16) | CR4_PCIDE | (1 << 20) | (1 << 21);
+
+pub(crate) const EFER_SCE: u64 = 1 << 0;
+pub(crate) const EFER_LME: u64 = 1 << 8;
+pub(crate) const EFER_LMA: u64 = 1 << 10;
+pub(crate) const EFER_NXE: u64 = 1 << 11;
+pub(crate) const EFER_VALID: u64 = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
+
+pub(crate) const RFLAGS_AC: u64 = 1 << 18;
+
+/// Segment registers in VMCS order (the encodings of ES..GS, LDTR, TR step by 2).
+pub(crate) const ES: usize = 0;
+pub(crate) const CS: usize = 1;
+pub(crate) const SS: usize = 2;
+pub(crate) const DS: usize = 3;
+pub(crate) const FS: usize = 4;
+pub(crate) const GS: usize = 5;
+pub(crate) const LDTR: usize = 6;
+pub(crate) const TR: usize = 7;
+
+/// The guest's registers.
+///
+/// # Invariants
+///
+/// The values satisfy [`GuestState::check`] whenever a window is entered: everything
+/// userspace sets is checked on the way in, and the guest can only change them through
+/// instructions the CPU or the exit handlers check.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct GuestState {
+    /// RAX..R15 in encoding order, then CR2: the layout `shadowvm_vmx_run` expects.
+    /// `gpr[4]` (RSP) is kept here between windows and in the VMCS inside one.
+    pub(crate) gpr: [u64; 17],
+    pub(crate) rip: u64,
+    pub(crate) rflags: u64,
+    pub(crate) seg: [Segment; 8],
+    pub(crate) gdt: Dtable,
+    pub(crate) idt: Dtable,
+    /// CR0, CR3, CR4 and EFER as the guest sees them.
+    pub(crate) cr0: u64,
+    pub(crate) cr3: u64,
+    pub(crate) cr4: u64,
+    pub(crate) efer: u64,
+    pub(crate) cr8: u64,
+    pub(crate) dr: [u64; 4],
+    pub(crate) dr6: u64,
+    pub(crate) dr7: u64,
+    pub(crate) sysenter_cs: u64,
+    pub(crate) sysenter_esp: u64,
+    pub(crate) sysenter_eip: u64,
+    /// MSRs the CPU uses but VMX does not switch: loaded for the window, saved after it.
+    pub(crate) kernel_gs_base: u64,
+    pub(crate) star: u64,
+    pub(crate) lstar: u64,
+    pub(crate) cstar: u64,
+    pub(crate) sfmask: u64,
+    pub(crate) pat: u64,
+    pub(crate) interruptibility: u64,
+}
+
+pub(crate) const CR2: usize = 16;
+pub(crate) const RSP: usize = 4;
+
+/// Access-rights bytes of a segment in the VMCS format (SDM 25.4.1, table 25-2).
+fn ar_bytes(s: &Segment) -> u64 {
+    if s.unusable != 0 {
+        return 1 << 16;
+    }
+    (s.type_ as u64 & 0xf)
+        | ((s.s as u64 & 1) << 4)
+        | ((s.dpl as u64 & 3) << 5)
+        | ((s.present as u64 & 1) << 7)
+        | ((s.avl as u64 & 1) << 12)
+        | ((s.l as u64 & 1) << 13)
+        | ((s.db as u64 & 1) << 14)
+        | ((s.g as u64 & 1) << 15)
+}
+
+fn from_ar_bytes(ar: u64, base: u64, limit: u32, selector: u16) -> Segment {
+    Segment {
+        base,
+        limit,
+        selector,
+        type_: (ar & 0xf) as u8,
+        s: ((ar >> 4) & 1) as u8,
+        dpl: ((ar >> 5) & 3) as u8,
+        present: ((ar >> 7) & 1) as u8,
+        avl: ((ar >> 12) & 1) as u8,
+        l: ((ar >> 13) & 1) as u8,
+        db: ((ar >> 14) & 1) as u8,
+        g: ((ar >> 15) & 1) as u8,
+        unusable: ((ar >> 16) & 1) as u8,
+        padding: 0,
+    }
+}
+
+impl GuestState {
+    /// The state of a freshly created vCPU: 32-bit protected mode, paging off, flat
+    /// segments, no GDT/IDT. Userspace sets its own before the first RUN.
+    pub(crate) fn reset() -> Self {
+        let flat = |type_: u8, selector: u16| Segment {
+            base: 0, limit: 0xffff_ffff, selector, type_, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1,
+            avl: 0, unusable: 0, padding: 0,
+        };
+        let mut seg = [flat(3, 0x10); 8];
+        seg[CS] = flat(11, 0x08);
+        seg[LDTR] = Segment { unusable: 1, ..Segment::default() };
+        seg[TR] = Segment { type_: 11, present: 1, limit: 0x67, ..Segment::default() };
+        Self {
+            rflags: 2,
+            seg,
+            cr0: CR0_PE | CR0_ET | CR0_NE,
+            dr6: 0xffff_0ff0,
+            dr7: 0x400,
+            pat: 0x0007_0406_0007_0406,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn long_mode(&self) -> bool {
+        self.efer & EFER_LMA != 0
+    }
+
+    /// 64-bit mode: IA-32e mode with CS.L = 1.
+    pub(crate) fn code64(&self) -> bool {
+        self.long_mode() && self.seg[CS].l != 0
+    }
+
+    pub(crate) fn cpl(&self) -> u8 {
+        self.seg[SS].dpl & 3
+    }
+
+    pub(crate) fn regs(&self) -> uapi::Regs {
+        let g = &self.gpr;
+        uapi::Regs {
+            rax: g[0], rcx: g[1], rdx: g[2], rbx: g[3], rsp: g[4], rbp: g[5], rsi: g[6], rdi: g[7],
+            r8: g[8], r9: g[9], r10: g[10], r11: g[11], r12: g[12], r13: g[13], r14: g[14], r15: g[15],
+            rip: self.rip,
+            rflags: self.rflags,
+        }
+    }
+
+    /// SET_REGS: RFLAGS must have its fixed bit set, no reserved bit, and no VM (virtual-8086
+    /// mode needs real-mode support shadowvm does not have).
+    pub(crate) fn set_regs(&mut self, r: &uapi::Regs) -> bool {
+        if r.rflags & uapi::SHADOWVM_RFLAGS_RESERVED != 0
+            || r.rflags & uapi::SHADOWVM_RFLAGS_FIXED1 == 0
+            || r.rflags & uapi::SHADOWVM_RFLAGS_VM != 0
+            || (!self.code64() && (r.rip >> 32) != 0)
+        {
+            return false;
+        }
+        for i in 0..16 {
+            self.gpr[i] = r.gpr(i).unwrap_or(0);
+        }
+        self.rip = r.rip;
+        self.rflags = r.rflags;
+        true
+    }
+
+    pub(crate) fn sregs(&self) -> uapi::Sregs {
+        uapi::Sregs {
+            cs: self.seg[CS], ds: self.seg[DS], es: self.seg[ES], fs: self.seg[FS], gs: self.seg[GS],
+            ss: self.seg[SS], tr: self.seg[TR], ldt: self.seg[LDTR],
+            gdt: self.gdt, idt: self.idt,
+            cr0: self.cr0, cr2: self.gpr[CR2], cr3: self.cr3, cr4: self.cr4, efer: self.efer,
+            apic_base: 0,
+        }
+    }
+
+    /// SET_SREGS, after [`check_sregs`] accepted the values.
+    pub(crate) fn set_sregs(&mut self, s: &uapi::Sregs) {
+        self.seg[CS] = s.cs;
+        self.seg[DS] = s.ds;
+        self.seg[ES] = s.es;
+        self.seg[FS] = s.fs;
+        self.seg[GS] = s.gs;
+        self.seg[SS] = s.ss;
+        self.seg[TR] = s.tr;
+        self.seg[LDTR] = s.ldt;
+        self.gdt = s.gdt;
+        self.idt = s.idt;
+        self.cr0 = s.cr0 | CR0_ET;
+        self.gpr[CR2] = s.cr2;
+        self.cr3 = s.cr3;
+        self.cr4 = s.cr4;
+        self.efer = s.efer;
+    }
+
+    /// Writes the guest-state area of the VMCS (except what the MMU decides: GUEST_CR0/3/4,
+    /// EFER and the read shadows, see `Vcpu::sync_paging`).
+    pub(crate) fn load(&self, vmcs: &CurrentVmcs<'_>) {
+        for (i, s) in self.seg.iter().enumerate() {
+            let step = 2 * i as u32;
+            vmcs.write(GUEST_ES_SELECTOR + step, s.selector as u64);
+            vmcs.write(GUEST_ES_LIMIT + step, s.limit as u64);
+            vmcs.write(GUEST_ES_AR_BYTES + step, ar_bytes(s));
+            vmcs.write(GUEST_ES_BASE + step, s.base);
+        }
+        vmcs.write(GUEST_GDTR_BASE, self.gdt.base);
+        vmcs.write(GUEST_GDTR_LIMIT, self.gdt.limit as u64);
+        vmcs.write(GUEST_IDTR_BASE, self.idt.base);
+        vmcs.write(GUEST_IDTR_LIMIT, self.idt.limit as u64);
+        vmcs.write(GUEST_RSP, self.gpr[RSP]);
+        vmcs.write(GUEST_RIP, self.rip);
+        vmcs.write(GUEST_RFLAGS, self.rflags);
+        // Guest breakpoints are not loaded into the hardware debug registers (MOV DR
+        // exits keep the guest's values here), so the hardware DR7 stays disabled.
+        vmcs.write(GUEST_DR7, 0x400);
+        vmcs.write(GUEST_SYSENTER_CS, self.sysenter_cs);
+        vmcs.write(GUEST_SYSENTER_ESP, self.sysenter_esp);
+        vmcs.write(GUEST_SYSENTER_EIP, self.sysenter_eip);
+        vmcs.write(GUEST_INTERRUPTIBILITY_INFO, self.interruptibility);
+        vmcs.write(GUEST_ACTIVITY_STATE, 0);
+        vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, 0);
+        vmcs.write(GUEST_IA32_DEBUGCTL, 0);
+        vmcs.write(VMCS_LINK_POINTER, u64::MAX);
+    }
+
+    /// Reads back what the guest can change without a VM exit. RIP, RSP, RFLAGS and the
+    /// interruptibility state are already here: [`Self::save_volatile`] ran at each exit
+    /// and the handlers may have changed them since (an instruction they completed).
+    pub(crate) fn save(&mut self, vmcs: &CurrentVmcs<'_>) {
+        for i in 0..self.seg.len() {
+            let step = 2 * i as u32;
+            self.seg[i] = from_ar_bytes(
+                vmcs.read(GUEST_ES_AR_BYTES + step),
+                vmcs.read(GUEST_ES_BASE + step),
+                vmcs.read(GUEST_ES_LIMIT + step) as u32,
+                vmcs.read(GUEST_ES_SELECTOR + step) as u16,
+            );
+        }
+        self.gdt.base = vmcs.read(GUEST_GDTR_BASE);
+        self.gdt.limit = vmcs.read(GUEST_GDTR_LIMIT) as u16;
+        self.idt.base = vmcs.read(GUEST_IDTR_BASE);
+        self.idt.limit = vmcs.read(GUEST_IDTR_LIMIT) as u16;
+        self.sysenter_cs = vmcs.read(GUEST_SYSENTER_CS);
+        self.sysenter_esp = vmcs.read(GUEST_SYSENTER_ESP);
+        self.sysenter_eip = vmcs.read(GUEST_SYSENTER_EIP);
+    }
+
+    /// The registers every exit handler may need and change.
+    pub(crate) fn save_volatile(&mut self, vmcs: &CurrentVmcs<'_>) {
+        self.gpr[RSP] = vmcs.read(GUEST_RSP);
+        self.rip = vmcs.read(GUEST_RIP);
+        self.rflags = vmcs.read(GUEST_RFLAGS);
+        self.interruptibility = vmcs.read(GUEST_INTERRUPTIBILITY_INFO);
+        self.seg[CS].l = ((vmcs.read(GUEST_CS_AR_BYTES) >> 13) & 1) as u8;
+        self.seg[SS].dpl = ((vmcs.read(GUEST_SS_AR_BYTES) >> 5) & 3) as u8;
+    }
+
+    /// Writes back what [`Self::save_volatile`] read (the handlers may have changed it).
+    pub(crate) fn load_volatile(&self, vmcs: &CurrentVmcs<'_>) {
+        vmcs.write(GUEST_RSP, self.gpr[RSP]);
+        vmcs.write(GUEST_RIP, self.rip);
+        vmcs.write(GUEST_RFLAGS, self.rflags);
+        vmcs.write(GUEST_INTERRUPTIBILITY_INFO, self.interruptibility);
+    }
+}
+
+fn seg_ok(s: &Segment, code: bool) -> bool {
+    if s.unusable != 0 {
+        return !code;
+    }
+    let limit_ok = if s.g != 0 { s.limit & 0xfff == 0xfff } else { s.limit >> 20 == 0 };
+    s.present != 0 && s.s != 0 && limit_ok && s.type_ & 1 != 0 && (s.type_ & 8 != 0) == code
+}
+
+/// Checks SET_SREGS values against what VM entry requires (SDM 26.3.1) and what shadowvm
+/// supports, so that a bad value gets EINVAL instead of a VM-entry failure.
+pub(crate) fn check_sregs(s: &uapi::Sregs) -> bool {
+    let cr0 = s.cr0 | CR0_ET;
+    let lma = s.efer & EFER_LMA != 0;
+    let paging = cr0 & CR0_PG != 0;
+    let selectors_ok = [&s.ds, &s.es, &s.fs, &s.gs].iter().all(|d| seg_ok(d, false) || d.unusable != 0);
+    s.apic_base == 0
+        && cr0 & !CR0_VALID == 0
+        // Protected mode only: real mode would need unrestricted guest or vm86 emulation.
+        && cr0 & CR0_PE != 0
+        && !(cr0 & CR0_NW != 0 && cr0 & CR0_CD == 0)
+        && s.cr4 & !CR4_VALID == 0
+        && s.efer & !EFER_VALID == 0
+        && lma == (paging && s.efer & EFER_LME != 0)
+        && (!lma || s.cr4 & CR4_PAE != 0)
+        && (s.cr4 & CR4_PCIDE == 0 || (lma && s.cr3 & 0xfff == 0))
+        && (lma || s.cr3 >> 32 == 0)
+        && seg_ok(&s.cs, true)
+        && !(s.cs.l != 0 && (s.cs.db != 0 || !lma))
+        && (s.ss.unusable != 0 || (seg_ok(&s.ss, false) && s.ss.type_ & 2 != 0))
+        && (s.ss.unusable != 0 || s.ss.dpl == s.cs.dpl || s.cs.type_ & 4 != 0)
+        && s.ss.selector & 3 == s.ss.dpl as u16
+        && selectors_ok
+        && s.tr.unusable == 0 && s.tr.present != 0 && s.tr.s == 0
+        && (s.tr.type_ == 11 || (!lma && s.tr.type_ == 3))
+        && s.tr.selector & 4 == 0
+        && (s.ldt.unusable != 0 || (s.ldt.type_ == 2 && s.ldt.present != 0 && s.ldt.s == 0))
+        && s.gdt.padding == [0; 3]
+        && s.idt.padding == [0; 3]
+        && [&s.cs, &s.ds, &s.es, &s.fs, &s.gs, &s.ss, &s.tr, &s.ldt].iter().all(|x| x.padding == 0)
+        && (lma || [&s.cs, &s.ds, &s.es, &s.ss].iter().all(|x| x.base >> 32 == 0))
+}

@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A VM: one open of `/dev/shadowvm`. Guest memory, the run page, the vCPU, the ioctl
+//! interface (see `Documentation/uapi.md`) and the statistics.
+
+use crate::mmu::{GuestFrame, GuestMemory};
+use crate::uapi;
+use crate::vcpu::Vcpu;
+use crate::vmx::vmcs::{exit_reason_name, EXIT_REASONS};
+use core::sync::atomic::{AtomicU8, Ordering};
+use kernel::{
+    fs::File,
+    miscdevice::{MiscDevice, MiscDeviceRegistration},
+    mm::virt::VmaNew,
+    new_mutex,
+    page::Page,
+    prelude::*,
+    sync::Mutex,
+    uaccess::{UserPtr, UserSlice},
+};
+
+/// Guest-physical memory: `size` bytes from address 0, page by page.
+///
+/// # Invariants
+///
+/// `frames[i]` is the kernel address and physical address of `pages[i]`; the pages live
+/// (and stay mapped in the kernel) as long as `self`.
+pub(crate) struct GuestRam {
+    pages: KVVec<Page>,
+    frames: KVVec<GuestFrame>,
+}
+
+// SAFETY: The raw pointers in `frames` point into `pages`, which are owned and `Send`.
+unsafe impl Send for GuestRam {}
+// SAFETY: Shared access only reads the tables; guest memory itself is accessed with
+// atomic or byte copies that tolerate concurrent writers (userspace has it mapped too).
+unsafe impl Sync for GuestRam {}
+
+impl GuestRam {
+    fn new(size: u64) -> Result<Self> {
+        let n = (size / uapi::SHADOWVM_PAGE_SIZE) as usize;
+        let mut pages = KVVec::with_capacity(n, GFP_KERNEL)?;
+        let mut frames = KVVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
+            frames.push(GuestFrame { ptr: crate::glue::page_virt(&page), hpa: crate::glue::page_phys(&page) }, GFP_KERNEL)?;
+            pages.push(page, GFP_KERNEL)?;
+            // Allocating a large guest must not hog the CPU.
+            crate::glue::cond_resched();
+            if kernel::current!().signal_pending() {
+                return Err(EINTR);
+            }
+        }
+        // INVARIANT: frames[i] describes pages[i].
+        Ok(Self { pages, frames })
+    }
+
+    fn size(&self) -> u64 {
+        self.pages.len() as u64 * uapi::SHADOWVM_PAGE_SIZE
+    }
+}
+
+// SAFETY: `frames` entries point to 4 KiB kernel pages owned by `self` (type invariant),
+// mapped for as long as the engine call that got them (the VM lock is held across it).
+unsafe impl GuestMemory for GuestRam {
+    fn frame(&self, gfn: u64) -> Option<GuestFrame> {
+        self.frames.get(usize::try_from(gfn).ok()?).copied()
+    }
+}
+
+/// The one-page structure shared with userspace through mmap.
+///
+/// # Invariants
+///
+/// `page` is zero-initialised and then holds a `uapi::Run` at offset 0; userspace may
+/// change it at any time, so it is copied in and out whole, never referenced.
+struct RunPage {
+    page: Page,
+}
+
+impl RunPage {
+    fn new() -> Result<Self> {
+        let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
+        let me = Self { page };
+        let mut run = uapi::Run::default();
+        run.version = uapi::SHADOWVM_RUN_VERSION;
+        run.size = core::mem::size_of::<uapi::Run>() as u32;
+        me.store(&run);
+        Ok(me)
+    }
+
+    fn load(&self) -> uapi::Run {
+        let p = crate::glue::page_virt(&self.page).cast::<uapi::Run>();
+        // SAFETY: The page holds a `Run` (any bit pattern is valid: plain integers) and is
+        // 4 KiB aligned; a volatile copy tolerates userspace writing concurrently.
+        unsafe { p.read_volatile() }
+    }
+
+    fn store(&self, run: &uapi::Run) {
+        let p = crate::glue::page_virt(&self.page).cast::<uapi::Run>();
+        // SAFETY: As in `load`.
+        unsafe { p.write_volatile(*run) };
+    }
+}
+
+/// Counters of one VM, for GET_STATS.
+fn stat_entries(vcpu: Option<&Vcpu>) -> Result<KVec<uapi::StatEntry>> {
+    let mut out = KVec::new();
+    let mut push = |name: &str, value: u64| -> Result {
+        let mut e = uapi::StatEntry { name: [0; uapi::SHADOWVM_STAT_NAME_LEN], value };
+        let n = core::cmp::min(name.len(), uapi::SHADOWVM_STAT_NAME_LEN - 1);
+        e.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+        out.push(e, GFP_KERNEL)?;
+        Ok(())
+    };
+    let Some(v) = vcpu else { return Ok(KVec::new()) };
+    let mut name = [0u8; uapi::SHADOWVM_STAT_NAME_LEN];
+    for i in 0..EXIT_REASONS {
+        let count = v.stats.exits[i];
+        if count == 0 {
+            continue;
+        }
+        let n = join(&mut name, "exits.", exit_reason_name(i));
+        push(n, count)?;
+    }
+    for (k, value) in v.mmu.counters() {
+        let n = join(&mut name, "mmu.", k);
+        push(n, value)?;
+    }
+    push("mmu.shadow_pages_now", v.mmu.shadow_pages() as u64)?;
+    push("mmu.cached_roots_now", v.mmu.cached_roots() as u64)?;
+    push("run.windows", v.stats.windows)?;
+    push("run.entries", v.stats.entries)?;
+    push("run.cache_refills", v.stats.cache_refills)?;
+    push("run.injected_exceptions", v.stats.injected_exceptions)?;
+    push("run.emulated_pt_writes", v.stats.emulated_pt_writes)?;
+    Ok(out)
+}
+
+/// `prefix` + `name` in `buf`, as a str (both are ASCII; cut to fit).
+fn join<'a>(buf: &'a mut [u8; uapi::SHADOWVM_STAT_NAME_LEN], prefix: &str, name: &str) -> &'a str {
+    let mut n = 0;
+    for b in Iterator::chain(prefix.bytes(), name.bytes()).take(buf.len() - 1) {
+        buf[n] = b;
+        n += 1;
+    }
+    core::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
+// SAFETY: The uapi structures are `repr(C)` plain integers with explicit padding fields
+// (checked by the layout tests in rust/uapi), so every byte pattern is a valid value and
+// no byte is uninitialised padding.
+macro_rules! plain_data {
+    ($($t:ty),*) => {$(
+        unsafe impl kernel::transmute::FromBytes for $t {}
+        unsafe impl kernel::transmute::AsBytes for $t {}
+    )*};
+}
+plain_data!(uapi::Memory, uapi::Regs, uapi::Sregs, uapi::Stats, uapi::StatEntry);
+
+/// Everything of a VM behind its lock.
+struct Vm {
+    ram: Option<GuestRam>,
+    vcpu: Option<KBox<Vcpu>>,
+}
+
+/// One open of `/dev/shadowvm`: one VM.
+#[pin_data]
+pub(crate) struct VmFile {
+    #[pin]
+    vm: Mutex<Vm>,
+    run: RunPage,
+    /// Set while a thread is in RUN, so a second one gets EBUSY instead of waiting.
+    running: AtomicU8,
+}
+
+fn user_copy_in<T: kernel::transmute::FromBytes>(arg: usize) -> Result<T> {
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).reader().read::<T>()
+}
+
+fn user_copy_out<T: kernel::transmute::AsBytes>(arg: usize, v: &T) -> Result {
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).writer().write::<T>(v)
+}
+
+impl VmFile {
+    fn set_memory(&self, arg: usize) -> Result<isize> {
+        let m: uapi::Memory = user_copy_in(arg)?;
+        if !m.is_valid() {
+            return Err(EINVAL);
+        }
+        if m.size > crate::max_memory_bytes() {
+            return Err(E2BIG);
+        }
+        let mut vm = self.vm.lock();
+        if vm.ram.is_some() {
+            return Err(EEXIST);
+        }
+        vm.ram = Some(GuestRam::new(m.size)?);
+        Ok(0)
+    }
+
+    fn create_vcpu(&self) -> Result<isize> {
+        let mut vm = self.vm.lock();
+        if vm.vcpu.is_some() {
+            return Err(EEXIST);
+        }
+        if vm.ram.is_none() {
+            return Err(EINVAL);
+        }
+        vm.vcpu = Some(Vcpu::new(crate::caps()?, crate::mmu_config())?);
+        Ok(0)
+    }
+
+    fn get_stats(&self, arg: usize) -> Result<isize> {
+        let hdr: uapi::Stats = user_copy_in(arg)?;
+        if hdr.flags != 0 {
+            return Err(EINVAL);
+        }
+        let entries = {
+            let vm = self.vm.lock();
+            stat_entries(vm.vcpu.as_deref())?
+        };
+        let count = entries.len() as u32;
+        let out = uapi::Stats { count, ..hdr };
+        user_copy_out(arg, &out)?;
+        if hdr.count < count {
+            return Err(E2BIG);
+        }
+        let bytes = entries.len() * core::mem::size_of::<uapi::StatEntry>();
+        let mut w = UserSlice::new(UserPtr::from_addr(hdr.entries as usize), bytes).writer();
+        for e in entries.iter() {
+            w.write(e)?;
+        }
+        Ok(0)
+    }
+
+    fn run(&self) -> Result<isize> {
+        if self.running.swap(1, Ordering::Acquire) != 0 {
+            return Err(EBUSY);
+        }
+        let r = (|| {
+            let mut guard = self.vm.lock();
+            let vm = &mut *guard;
+            let (Some(ram), Some(vcpu)) = (vm.ram.as_ref(), vm.vcpu.as_mut()) else {
+                return Err(EINVAL);
+            };
+            let mut run = self.run.load();
+            let r = vcpu.run(ram, &mut run);
+            run.version = uapi::SHADOWVM_RUN_VERSION;
+            run.size = core::mem::size_of::<uapi::Run>() as u32;
+            self.run.store(&run);
+            r.map(|()| 0)
+        })();
+        self.running.store(0, Ordering::Release);
+        r
+    }
+
+    fn with_vcpu<R>(&self, f: impl FnOnce(&mut Vcpu) -> Result<R>) -> Result<R> {
+        let mut vm = self.vm.lock();
+        let vcpu = vm.vcpu.as_mut().ok_or(EINVAL)?;
+        f(vcpu)
+    }
+}
+
+#[vtable]
+impl MiscDevice for VmFile {
+    type Ptr = Pin<KBox<Self>>;
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
+        crate::caps()?;
+        KBox::try_pin_init(
+            try_pin_init!(VmFile {
+                vm <- new_mutex!(Vm { ram: None, vcpu: None }),
+                run: RunPage::new()?,
+                running: AtomicU8::new(0),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    fn ioctl(me: Pin<&VmFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            uapi::SHADOWVM_GET_API_VERSION => Ok(uapi::SHADOWVM_API_VERSION as isize),
+            uapi::SHADOWVM_SET_MEMORY => me.set_memory(arg),
+            uapi::SHADOWVM_CREATE_VCPU => me.create_vcpu(),
+            uapi::SHADOWVM_GET_REGS => {
+                let r = me.with_vcpu(|v| Ok(v.state.regs()))?;
+                user_copy_out(arg, &r).map(|()| 0)
+            }
+            uapi::SHADOWVM_SET_REGS => {
+                let r: uapi::Regs = user_copy_in(arg)?;
+                me.with_vcpu(|v| if v.state.set_regs(&r) { Ok(0) } else { Err(EINVAL) })
+            }
+            uapi::SHADOWVM_GET_SREGS => {
+                let s = me.with_vcpu(|v| Ok(v.state.sregs()))?;
+                user_copy_out(arg, &s).map(|()| 0)
+            }
+            uapi::SHADOWVM_SET_SREGS => {
+                let s: uapi::Sregs = user_copy_in(arg)?;
+                if !crate::vcpu::state::check_sregs(&s) {
+                    return Err(EINVAL);
+                }
+                me.with_vcpu(|v| {
+                    v.state.set_sregs(&s);
+                    v.state_changed();
+                    Ok(0)
+                })
+            }
+            uapi::SHADOWVM_RUN => me.run(),
+            uapi::SHADOWVM_GET_STATS => me.get_stats(arg),
+            _ => Err(ENOTTY),
+        }
+    }
+
+    fn mmap(me: Pin<&VmFile>, _file: &File, vma: &VmaNew) -> Result {
+        // SAFETY: The VMA is being set up by mmap and is valid for this call.
+        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as u64;
+        let offset = pgoff.checked_mul(uapi::SHADOWVM_PAGE_SIZE).ok_or(EINVAL)?;
+        let len = (vma.end() - vma.start()) as u64;
+        if vma.flags() & kernel::bindings::VM_SHARED as usize == 0 {
+            // A private mapping would copy on write and hide the guest's memory.
+            return Err(EINVAL);
+        }
+        vma.set_dontexpand();
+        let mixed = vma.set_mixedmap();
+        if offset == uapi::SHADOWVM_RUN_MMAP_OFFSET {
+            if len != uapi::SHADOWVM_RUN_MMAP_SIZE {
+                return Err(EINVAL);
+            }
+            return mixed.vm_insert_page(vma.start(), &me.run.page);
+        }
+        let vm = me.vm.lock();
+        let ram = vm.ram.as_ref().ok_or(EINVAL)?;
+        let end = offset.checked_add(len).ok_or(EINVAL)?;
+        if end > ram.size() {
+            return Err(EINVAL);
+        }
+        let first = (offset / uapi::SHADOWVM_PAGE_SIZE) as usize;
+        for (i, page) in ram.pages.iter().skip(first).take((len / uapi::SHADOWVM_PAGE_SIZE) as usize).enumerate() {
+            mixed.vm_insert_page(vma.start() + i * uapi::SHADOWVM_PAGE_SIZE as usize, page)?;
+        }
+        Ok(())
+    }
+}
