@@ -16,10 +16,9 @@ start=$(date +%s)
 tier_broken() { echo "$1 0 1 0" >> "$COUNTS"; echo "  FAIL $1: $2" >&2; }
 
 QEMU_SUITES=noload
-BOCHS_SUITES=module,api,guests-kvm,bench-check
-# Backends of the short benchmark comparison (suite bench-check). shadowvm joins the list
-# when its vCPU can run guests: BENCH_CHECK_BACKENDS="shadowvm kvm-ept0 kvm-ept1".
-BENCH_CHECK_BACKENDS="kvm-ept0 kvm-ept1"
+BOCHS_SUITES=module,api,guests,bench-check
+# Backends of the short benchmark comparison (suite bench-check).
+BENCH_CHECK_BACKENDS="shadowvm kvm-ept0 kvm-ept1"
 
 step "[1/5] Host setup (packages, bindgen)"
 "$SHADOWVM_TOP/scripts/setup-host.sh" || { tier_broken setup "host setup failed"; }
