@@ -279,17 +279,19 @@ impl MiscDevice for VmFile {
     }
 
     fn ioctl(me: Pin<&VmFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        // Commands without an argument structure take no argument.
+        let no_arg = || if arg == 0 { Ok(()) } else { Err(EINVAL) };
         match cmd {
-            uapi::SHADOWVM_GET_API_VERSION => Ok(uapi::SHADOWVM_API_VERSION as isize),
+            uapi::SHADOWVM_GET_API_VERSION => no_arg().map(|()| uapi::SHADOWVM_API_VERSION as isize),
             uapi::SHADOWVM_SET_MEMORY => me.set_memory(arg),
-            uapi::SHADOWVM_CREATE_VCPU => me.create_vcpu(),
+            uapi::SHADOWVM_CREATE_VCPU => no_arg().and_then(|()| me.create_vcpu()),
             uapi::SHADOWVM_GET_REGS => {
                 let r = me.with_vcpu(|v| Ok(v.state.regs()))?;
                 user_copy_out(arg, &r).map(|()| 0)
             }
             uapi::SHADOWVM_SET_REGS => {
                 let r: uapi::Regs = user_copy_in(arg)?;
-                me.with_vcpu(|v| if v.state.set_regs(&r) { Ok(0) } else { Err(EINVAL) })
+                me.with_vcpu(|v| if v.set_regs(&r) { Ok(0) } else { Err(EINVAL) })
             }
             uapi::SHADOWVM_GET_SREGS => {
                 let s = me.with_vcpu(|v| Ok(v.state.sregs()))?;
@@ -301,12 +303,11 @@ impl MiscDevice for VmFile {
                     return Err(EINVAL);
                 }
                 me.with_vcpu(|v| {
-                    v.state.set_sregs(&s);
-                    v.state_changed();
+                    v.set_sregs(&s);
                     Ok(0)
                 })
             }
-            uapi::SHADOWVM_RUN => me.run(),
+            uapi::SHADOWVM_RUN => no_arg().and_then(|()| me.run()),
             uapi::SHADOWVM_GET_STATS => me.get_stats(arg),
             _ => Err(ENOTTY),
         }
@@ -324,7 +325,7 @@ impl MiscDevice for VmFile {
         vma.set_dontexpand();
         let mixed = vma.set_mixedmap();
         if offset == uapi::SHADOWVM_RUN_MMAP_OFFSET {
-            if len != uapi::SHADOWVM_RUN_MMAP_SIZE {
+            if len != uapi::SHADOWVM_RUN_MMAP_SIZE || me.vm.lock().vcpu.is_none() {
                 return Err(EINVAL);
             }
             return mixed.vm_insert_page(vma.start(), &me.run.page);

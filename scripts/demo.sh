@@ -9,7 +9,7 @@ read -r bzimage initrd <<< "$images"
 log=$SHADOWVM_OUT/logs/demo-serial.log
 mkdir -p "$(dirname "$log")"
 : > "$log"
-step "Booting Linux in Bochs (emulated VT-x; about a minute to the demo output)"
+step "Booting Linux in Bochs (emulated VT-x; about a minute to the demo output, then the guest)"
 "$SHADOWVM_TOP/scripts/run-bochs.sh" "$bzimage" "$initrd" demo "$log" 900 &
 bochs=$!
 # Show the demo's own output as it arrives (not the markers around it).

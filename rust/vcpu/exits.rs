@@ -248,7 +248,8 @@ impl VcpuCore {
         }
         let handled = match info.basic_reason() {
             EXIT_EXCEPTION_NMI => self.exception(ram, run, &info),
-            EXIT_EXTERNAL_INTERRUPT => Handled::End(WindowEnd::Interrupted),
+            // The host gets the CPU back: a pending interrupt is taken when the window closes.
+            EXIT_EXTERNAL_INTERRUPT | EXIT_PREEMPTION_TIMER => Handled::End(WindowEnd::Interrupted),
             EXIT_TRIPLE_FAULT => {
                 self.event = None;
                 user(run, uapi::SHADOWVM_EXIT_SHUTDOWN)

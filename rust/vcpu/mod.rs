@@ -160,11 +160,23 @@ pub(crate) struct VcpuCore {
     triple_fault: bool,
     /// A refused window was logged already.
     busy_logged: bool,
+    /// VMX-preemption timer value for one entry: about 1 ms of guest time.
+    preemption_ticks: u64,
     pub(crate) stats: VcpuStats,
 }
 
 #[repr(C, align(16))]
 struct FxArea([u8; 512]);
+
+/// The VMX-preemption timer value for about 1 ms. The timer bounds how long one entry can
+/// keep the CPU even if an external interrupt does not cause a VM exit (Bochs 2.7 delivers
+/// none while the guest has RFLAGS.IF=0, unlike the SDM); on hardware it is a backstop.
+fn preemption_ticks(caps: &VmxCaps) -> u64 {
+    // SAFETY: `tsc_khz` is written once during boot calibration and only read afterwards.
+    let khz = unsafe { kernel::bindings::tsc_khz } as u64;
+    let ticks_per_ms = if khz == 0 { 1 << 21 } else { khz };
+    core::cmp::max(ticks_per_ms >> caps.preemption_timer_rate(), 1)
+}
 
 /// Bits of the guest's MAXPHYADDR the engine uses: what CPUID reports to the guest.
 fn guest_maxphyaddr() -> u8 {
@@ -215,6 +227,7 @@ impl Vcpu {
                 paging_dirty: true,
                 triple_fault: false,
                 busy_logged: false,
+                preemption_ticks: preemption_ticks(caps),
                 stats: VcpuStats {
                     exits: [0; EXIT_REASONS],
                     windows: 0,
@@ -305,9 +318,20 @@ impl Vcpu {
 }
 
 impl VcpuCore {
-    /// SET_SREGS changed the paging registers: the MMU rebuilds at the next entry, and
-    /// anything queued for the old state is dropped.
-    pub(crate) fn state_changed(&mut self) {
+    /// SET_REGS: checked values replace the registers; a pending completion (IN, MMIO
+    /// read, hypercall) is dropped, as the ABI says.
+    pub(crate) fn set_regs(&mut self, r: &uapi::Regs) -> bool {
+        let ok = self.state.set_regs(r);
+        if ok {
+            self.completion = Completion::None;
+        }
+        ok
+    }
+
+    /// SET_SREGS (values already checked): the MMU rebuilds at the next entry, and anything
+    /// queued for the old state is dropped.
+    pub(crate) fn set_sregs(&mut self, s: &uapi::Sregs) {
+        self.state.set_sregs(s);
         self.paging_dirty = true;
         self.pending_exit = None;
         self.event = None;
@@ -379,6 +403,9 @@ impl VcpuCore {
             }
             self.inject_event(vmcs);
             self.state.load_volatile(vmcs);
+            if self.caps.has_preemption_timer() {
+                vmcs.write(VMX_PREEMPTION_TIMER_VALUE, self.preemption_ticks);
+            }
             self.stats.entries += 1;
             // SAFETY: The VMCS is current with complete host, control and guest state;
             // HOST_RIP points at shadowvm_vmx_exit; `gpr` has the 17 slots the routine uses.
@@ -453,7 +480,10 @@ impl VcpuCore {
 
     fn write_controls(&self, vmcs: &CurrentVmcs<'_>) {
         let c = self.caps;
-        let pin = PIN_EXT_INTR_EXITING | PIN_NMI_EXITING;
+        let mut pin = PIN_EXT_INTR_EXITING | PIN_NMI_EXITING;
+        if c.has_preemption_timer() {
+            pin |= PIN_PREEMPTION_TIMER;
+        }
         let mut proc = PROC_HLT_EXITING | PROC_INVLPG_EXITING | PROC_MWAIT_EXITING | PROC_RDPMC_EXITING
             | PROC_CR3_LOAD_EXITING | PROC_CR3_STORE_EXITING | PROC_CR8_LOAD_EXITING
             | PROC_CR8_STORE_EXITING | PROC_MOV_DR_EXITING | PROC_UNCOND_IO_EXITING | PROC_MONITOR_EXITING;

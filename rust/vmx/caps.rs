@@ -213,6 +213,15 @@ impl VmxCaps {
         self.proc2.supports(5)
     }
 
+    pub(crate) fn has_preemption_timer(&self) -> bool {
+        self.pin.supports(6)
+    }
+
+    /// The VMX-preemption timer counts down once every 2^rate TSC ticks (IA32_VMX_MISC[4:0]).
+    pub(crate) fn preemption_timer_rate(&self) -> u32 {
+        (self.misc & 0x1f) as u32
+    }
+
     pub(crate) fn has_invpcid(&self) -> bool {
         self.proc2.supports(12)
     }
