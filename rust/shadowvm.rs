@@ -59,6 +59,10 @@ module! {
             default: 8,
             description: "Recent address spaces (CR3 values) whose shadow roots each VM keeps",
         },
+        max_vms: u64 {
+            default: 64,
+            description: "VMs (open /dev/shadowvm files) at once, all users together (more: EMFILE)",
+        },
         run_slice_ms: u64 {
             default: 100,
             description: "RUN returns to userspace (exit reason INTR) after this long in the guest",
@@ -68,6 +72,10 @@ module! {
 
 pub(crate) fn max_memory_bytes() -> u64 {
     module_parameters::max_memory_mb.value().saturating_mul(1 << 20)
+}
+
+pub(crate) fn max_vms() -> u64 {
+    *module_parameters::max_vms.value()
 }
 
 pub(crate) fn run_slice_ms() -> u32 {

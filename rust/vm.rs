@@ -7,7 +7,7 @@ use crate::mmu::{GuestFrame, GuestMemory};
 use crate::uapi;
 use crate::vcpu::Vcpu;
 use crate::vmx::vmcs::{exit_reason_name, EXIT_REASONS};
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use kernel::{
     fs::File,
     miscdevice::{MiscDevice, MiscDeviceRegistration},
@@ -158,6 +158,32 @@ macro_rules! plain_data {
 }
 plain_data!(uapi::Memory, uapi::Regs, uapi::Sregs, uapi::Stats, uapi::StatEntry);
 
+/// Open VMs, against the `max_vms` module parameter.
+static OPEN_VMS: AtomicU64 = AtomicU64::new(0);
+
+/// One counted VM; the count drops with it.
+///
+/// # Invariants
+///
+/// Each value accounts for exactly one increment of [`OPEN_VMS`].
+struct VmSlot(());
+
+impl VmSlot {
+    fn take() -> Result<Self> {
+        OPEN_VMS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < crate::max_vms()).then_some(n + 1))
+            .map_err(|_| EMFILE)?;
+        // INVARIANT: the increment above is ours.
+        Ok(Self(()))
+    }
+}
+
+impl Drop for VmSlot {
+    fn drop(&mut self) {
+        OPEN_VMS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Everything of a VM behind its lock.
 struct Vm {
     ram: Option<GuestRam>,
@@ -172,6 +198,7 @@ pub(crate) struct VmFile {
     run: RunPage,
     /// Set while a thread is in RUN, so a second one gets EBUSY instead of waiting.
     running: AtomicU8,
+    _slot: VmSlot,
 }
 
 fn user_copy_in<T: kernel::transmute::FromBytes>(arg: usize) -> Result<T> {
@@ -268,11 +295,13 @@ impl MiscDevice for VmFile {
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
         crate::caps()?;
+        let slot = VmSlot::take()?;
         KBox::try_pin_init(
             try_pin_init!(VmFile {
                 vm <- new_mutex!(Vm { ram: None, vcpu: None }),
                 run: RunPage::new()?,
                 running: AtomicU8::new(0),
+                _slot: slot,
             }),
             GFP_KERNEL,
         )

@@ -61,6 +61,28 @@ static int vm_run(struct vm *vm)
 	return -ETIMEDOUT;
 }
 
+/* Opens VMs until the module's max_vms limit (default 64) refuses one with EMFILE. */
+static void test_vm_limit(void)
+{
+	int fds[256], n = 0, err = 0;
+
+	while (n < 256) {
+		fds[n] = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
+		if (fds[n] < 0) {
+			err = errno;
+			break;
+		}
+		n++;
+	}
+	tap_result(n == 64 && err == EMFILE, "the 65th VM at once fails with EMFILE (max_vms=64)",
+		   "opened %d, then errno %d (%s)", n, err, strerror(err));
+	while (n > 0)
+		close(fds[--n]);
+	n = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
+	tap_result(n >= 0, "closing them frees the slots", "open: %s", strerror(errno));
+	close(n);
+}
+
 static void test_misuse(void)
 {
 	struct shadowvm_memory m = { 0 };
@@ -100,6 +122,7 @@ static void test_misuse(void)
 	tap_result(ioctl(fd, SHADOWVM_CREATE_VCPU, 0) == 0, "CREATE_VCPU", "errno %s", strerror(errno));
 	TAP_ERRNO("a second CREATE_VCPU fails with EEXIST", ioctl(fd, SHADOWVM_CREATE_VCPU, 0), EEXIST);
 	close(fd);
+	test_vm_limit();
 }
 
 static void test_bad_state(void)
@@ -265,7 +288,7 @@ static void test_concurrency(void)
 
 int main(void)
 {
-	tap_plan(34);
+	tap_plan(36);
 	/* Runs after suites that unload the module. */
 	if (access("/dev/shadowvm", F_OK) && system("insmod /lib/modules/shadowvm.ko"))
 		printf("# insmod shadowvm.ko failed\n");
