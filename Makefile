@@ -1,7 +1,7 @@
 # shadowvm: top-level entry points.
 #   make            build shadowvm.ko (against KDIR, or the cached test kernel built on demand)
 #   make check      everything: host tests, QEMU tier, Bochs (VMX) tier; one summary line
-#   make demo       boot Bochs, load the module, show what it found
+#   make demo       boot Bochs, load the module, show what it found, run a guest on it
 #   make bench      benchmark guests under shadowvm, KVM ept=0 and ept=1: out/bench/results.md
 #   make setup      install host packages and tools only
 # KDIR=/path/to/linux-7.2/build builds against your own kernel; logs go to out/.

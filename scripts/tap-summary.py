@@ -12,7 +12,7 @@ import sys
 SPLAT = re.compile(r"\b(BUG:|WARNING:|Oops|general protection fault|Kernel panic|kernel BUG|"
                    r"Call Trace:|UBSAN:|KASAN:|refcount_t:|INFO: task .* blocked|"
                    r"watchdog: BUG|unreferenced object)")
-RESULT = re.compile(r"^(not ok|ok)\s+(\d+)\s*(?:-\s*)?([^#]*?)\s*(#\s*(SKIP|TODO)\b.*)?$", re.I)
+RESULT = re.compile(r"^(not ok|ok)\s+(\d+)\s*(?:-\s*)?(.*?)\s*(#\s*(SKIP|TODO)\b.*)?$", re.I)
 
 
 def main():

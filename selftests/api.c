@@ -217,7 +217,7 @@ static void test_guests(void)
 	r = ioctl(vm.fd, SHADOWVM_SET_SREGS, &sregs) || ioctl(vm.fd, SHADOWVM_SET_REGS, &regs);
 	if (r == 0)
 		r = vm_run(&vm);
-	tap_result(r == SHADOWVM_EXIT_SHUTDOWN, "faults while delivering #UD, #PF, #DF end in a triple fault (SHUTDOWN)",
+	tap_result(r == SHADOWVM_EXIT_SHUTDOWN, "faults while delivering UD, PF and DF end in a triple fault (SHUTDOWN)",
 		   "exit %d errno %s", r, strerror(errno));
 
 	errno = 0;
