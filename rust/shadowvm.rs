@@ -55,9 +55,11 @@ module! {
             default: 4096,
             description: "Shadow pages per VM before the least recently used are reclaimed",
         },
+        // 16, not KVM's 4 (current + 3 previous): switching among more address spaces than
+        // cached rebuilds a root every time (see Documentation/benchmarks.md, cr3_pingpong).
         root_cache: u64 {
-            default: 8,
-            description: "Recent address spaces (CR3 values) whose shadow roots each VM keeps",
+            default: 16,
+            description: "Recent address spaces (CR3 values) whose shadow roots each VM keeps (1-32)",
         },
         max_vms: u64 {
             default: 64,
