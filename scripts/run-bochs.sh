@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Boots the test kernel in Bochs (which emulates VMX) from an isolinux ISO and runs the
 # named in-guest suites; the serial log is the result. Bochs' own log goes beside it.
-# Usage: run-bochs.sh <bzImage> <initrd> <suites,comma,separated> <serial log> [timeout s]
+# Usage: run-bochs.sh <bzImage> <initrd> <suites,comma,separated> <serial log> [timeout s] [cpus]
+# CPU count: the sixth argument or SHADOWVM_BOCHS_CPUS (default 1; Debian's Bochs 2.7 is
+# built with SMP support).
 source "$(dirname "$0")/lib.sh"
 
-kernel=$1 initrd=$2 suites=$3 log=$4 timeout=${5:-1800}
+kernel=$1 initrd=$2 suites=$3 log=$4 timeout=${5:-1800} cpus=${6:-${SHADOWVM_BOCHS_CPUS:-1}}
 work=$(mktemp -d "$SHADOWVM_OUT/bochs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/iso/isolinux"
@@ -24,7 +26,7 @@ genisoimage -quiet -o "$work/boot.iso" -b isolinux/isolinux.bin -c isolinux/boot
 rm -f "$log"
 cat > "$work/bochsrc" <<RC
 megs: 512
-cpu: model=corei7_haswell_4770, count=1, ips=200000000, ignore_bad_msrs=1
+cpu: model=corei7_haswell_4770, count=$cpus, ips=200000000, ignore_bad_msrs=1
 romimage: file=/usr/share/bochs/BIOS-bochs-latest
 vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest
 ata0-master: type=cdrom, path=$work/boot.iso, status=inserted

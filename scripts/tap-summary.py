@@ -11,7 +11,10 @@ import sys
 
 SPLAT = re.compile(r"\b(BUG:|WARNING:|Oops|general protection fault|Kernel panic|kernel BUG|"
                    r"Call Trace:|UBSAN:|KASAN:|refcount_t:|INFO: task .* blocked|"
-                   r"watchdog: BUG|unreferenced object)")
+                   r"watchdog: BUG|unreferenced object|"
+                   # SLUB debugging ("BUG kmalloc-64 (Not tainted): Redzone overwritten"),
+                   # kmemleak giving up (then it would find nothing).
+                   r"BUG [\w.-]+ \(|kmemleak: .*(?:disabled|[Cc]annot))")
 RESULT = re.compile(r"^(not ok|ok)\s+(\d+)\s*(?:-\s*)?(.*?)\s*(#\s*(SKIP|TODO)\b.*)?$", re.I)
 
 
