@@ -205,6 +205,34 @@ impl Mmu {
         self.pool.free(r);
     }
 
+    /// Whether root `r` pins shadow page `sp` (as its root table or one of its PAE roots).
+    fn root_pins(&self, r: u32, sp: u32) -> bool {
+        let rec = self.root_rec(r);
+        if rec.sp == sp {
+            return true;
+        }
+        let p = rec.pae_ptr as *mut u8;
+        !p.is_null() && (0..4).any(|i| page_get(p, PAE_SPS + i) as u32 == sp)
+    }
+
+    /// Drops from the root cache every root but the current one that pins `sp`. Called
+    /// when the guest floods the frame behind `sp` with writes: it reuses the old table as
+    /// data, and keeping the old address space cached would make each store to the frame
+    /// an emulated exit. Needs no memory.
+    pub(super) fn uncache_roots_pinning<P: PageSource + ?Sized>(&mut self, src: &mut P, sp: u32) {
+        let mut i = 0;
+        while i < self.nroots {
+            let r = self.roots[i];
+            if r != self.cur_root && self.root_pins(r, sp) {
+                self.roots.copy_within(i + 1..self.nroots, i);
+                self.nroots -= 1;
+                self.free_root(src, r);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Loads the 4 PAE PDPTEs at `cr3`; `None` if one has reserved bits set (#GP).
     fn load_pdptes<G: GuestMemory + ?Sized>(&self, mem: &G, cr3: u64) -> Option<[u64; 4]> {
         let base = cr3 & 0xffff_ffe0;

@@ -1003,6 +1003,11 @@ impl Mmu {
             }
             let wc = self.sp(sp).write_count.saturating_add(1);
             self.sp_mut(sp).write_count = wc;
+            if wc >= self.cfg.flood_threshold && self.sp(sp).root_count > 0 {
+                // A table of a cached (not current) address space being overwritten:
+                // forget that address space so the table can go.
+                self.uncache_roots_pinning(src, sp);
+            }
             if wc >= self.cfg.flood_threshold && self.sp(sp).root_count == 0 {
                 self.zap_sp(src, sp);
                 flooded = true;

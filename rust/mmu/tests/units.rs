@@ -167,6 +167,32 @@ fn upper_level_write_is_emulated_then_flood_unshadows() {
 }
 
 #[test]
+fn flooding_a_cached_roots_table_drops_that_root() {
+    let mem = long_guest();
+    let mut host = Host::new();
+    let mut mmu = long_mmu(Config::DEFAULT, &mem, &mut host);
+    retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, PML4_B << 12));
+    retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, PML4 << 12));
+    let cached = mmu.cached_roots();
+    assert!(mmu.is_shadowed(PML4_B));
+    // The guest reuses the old PML4 frame as data (a freed address space): stores to it
+    // are emulated and reported; flooding must free it although a cached root pinned it.
+    for i in 0..3u64 {
+        w8(&mem, PML4_B, 10 + i, 0);
+        mmu.guest_wrote(&mut host, (PML4_B << 12) + 8 * (10 + i), 8);
+    }
+    assert!(!mmu.is_shadowed(PML4_B), "flooded table of a cached root stays write-protected");
+    assert_eq!(mmu.cached_roots(), cached - 1);
+    assert_eq!(mmu.stats().get(Counter::FloodUnshadows), 1);
+    // The current root is never dropped, and switching to the old space rebuilds it.
+    let misses = mmu.stats().get(Counter::RootCacheMisses);
+    retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, PML4_B << 12));
+    assert_eq!(mmu.stats().get(Counter::RootCacheMisses), misses + 1);
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+#[test]
 fn unprotect_fallback_lets_the_write_through() {
     let mem = long_guest();
     let mut host = Host::new();
