@@ -15,6 +15,9 @@ use crate::vm::GuestRam;
 use crate::vmx::vmcs::*;
 use crate::vmx::window::CurrentVmcs;
 
+/// REP iterations emulated per exit: bounded so interrupts stay off only briefly.
+const REP_CHUNK: u32 = 1024;
+
 pub(crate) const UD: u8 = 6;
 pub(crate) const DF: u8 = 8;
 pub(crate) const GP: u8 = 13;
@@ -225,8 +228,7 @@ impl EmuMemory for GuestAccess<'_> {
 
 impl VcpuCore {
     /// Dispatches one exit.
-    pub(super) fn handle(&mut self, vmcs: &CurrentVmcs<'_>, ram: &GuestRam, run: &mut uapi::Run, info: ExitInfo) -> Handled {
-        let _ = vmcs;
+    pub(super) fn handle(&mut self, ram: &GuestRam, run: &mut uapi::Run, info: ExitInfo) -> Handled {
         if info.reason & (1 << 31) != 0 {
             set_fail_entry(run, info.reason as u64, info.qualification);
             return Handled::End(WindowEnd::User);
@@ -404,7 +406,13 @@ impl VcpuCore {
             *b = s.seg[i].base;
         }
         let mut mem = GuestAccess { vcpu_mmu: &mut self.mmu, cache: &mut self.cache, ram, user: cpl3, ac, mmio_write: None, pt_writes: 0 };
-        let outcome = emulate::execute(&insn, &mut regs, &env, &mut mem, mmio.as_ref());
+        // A REP string store over a page table (a guest clearing a frame it reuses) would
+        // exit once per iteration; run a bounded chunk of iterations per exit instead.
+        let outcome = if insn.rep() {
+            emulate::execute_rep(&insn, &mut regs, &env, &mut mem, mmio.as_ref(), REP_CHUNK)
+        } else {
+            emulate::execute(&insn, &mut regs, &env, &mut mem, mmio.as_ref())
+        };
         let (mmio_write, pt_writes) = (mem.mmio_write, mem.pt_writes);
         self.stats.emulated_pt_writes += pt_writes;
         match outcome {

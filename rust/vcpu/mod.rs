@@ -384,7 +384,7 @@ impl VcpuCore {
             }
             self.sync_paging(vmcs);
             if let Some(info) = self.pending_exit.take() {
-                match self.handle(vmcs, ram, run, info) {
+                match self.handle(ram, run, info) {
                     Handled::Resume | Handled::Raised => {}
                     Handled::End(end) => break Ok((end, false)),
                     Handled::NeedMemory => {
@@ -425,7 +425,7 @@ impl VcpuCore {
             if info.is_nmi() {
                 break Ok((WindowEnd::Interrupted, true));
             }
-            match self.handle(vmcs, ram, run, info) {
+            match self.handle(ram, run, info) {
                 Handled::Resume | Handled::Raised => {}
                 Handled::End(end) => break Ok((end, false)),
                 Handled::NeedMemory => {
