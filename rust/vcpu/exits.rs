@@ -740,6 +740,10 @@ impl VcpuCore {
             super::MSR_SYSENTER_CS => s.sysenter_cs = v & 0xffff,
             super::MSR_SYSENTER_ESP => s.sysenter_esp = v,
             super::MSR_SYSENTER_EIP => s.sysenter_eip = v,
+            // Each byte must be a defined memory type (0, 1, 4, 5, 6, 7), else #GP (SDM 13.12.2).
+            MSR_PAT if !(0..8).all(|i| matches!((v >> (8 * i)) & 0xff, 0 | 1 | 4 | 5 | 6 | 7)) => {
+                return self.raise(GP, Some(0), None);
+            }
             MSR_PAT => s.pat = v,
             // Guest TSC writes are ignored: the guest sees the host TSC.
             MSR_TSC | MSR_MISC_ENABLE => {}
