@@ -2,7 +2,7 @@
 /*
  * Hostile guest (hostile-<mode>.elf): does to its page tables and CPU what no sane OS does,
  * and checks that it gets what hardware gives it. Needs 64 MiB of guest memory (the
- * launcher's default): the random tables point only into a scratch area at 32..48 MiB, so
+ * launcher's default): the random tables point only into a scratch area at 32..36 MiB, so
  * no access can reach memory the guest does not own or MMIO.
  *
  *  - random page-table entries (reserved bits, large pages, random flags, tables used at
@@ -31,8 +31,8 @@
 #define END_MMIO	3
 #define END_HLT		4
 
-#define SCRATCH_PA	0x02000000UL	/* 16 MiB the random entries may point into */
-#define SCRATCH_SIZE	0x01000000UL
+#define SCRATCH_PA	0x02000000UL	/* 4 MiB the random entries may point into */
+#define SCRATCH_SIZE	0x00400000UL
 #define SCRATCH_VA	0x20000000UL	/* where this guest sees it (large pages) */
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
@@ -53,7 +53,7 @@ static pte_t gen_entry(void)
 {
 #ifdef MODE_32
 	/* 4 MiB pages take PA bits 32+ from bits 13..20 (PSE-36): keep those clear. */
-	pte_t e = (pte_t)(SCRATCH_PA + below(4) * 0x400000UL + below(2) * PAGE_SIZE);
+	pte_t e = (pte_t)(SCRATCH_PA + below(2) * PAGE_SIZE);
 	e |= (pte_t)(rnd() & 0xfff);
 #else
 	pte_t e = (pte_t)(SCRATCH_PA + below(SCRATCH_SIZE / PAGE_SIZE) * PAGE_SIZE);
@@ -515,7 +515,7 @@ static void t_privileged(void)
 		int r = hx_try(insns[i].fn);
 		unsigned got = r ? V(r - 1) : OK;
 		if (!(got & insns[i].allowed))
-			check_fail("%s: %s%d", insns[i].name, r ? "exception " : "no exception", r ? r - 1 : 0);
+			check_fail("%s: %s (vector + 1 = %d)", insns[i].name, r ? "unexpected exception" : "no exception", r);
 		else if (insns[i].fn == s_dr7_rt && (hx_vec & 0xffff) != 0x401)
 			check_fail("DR7 read back 0x%x, want 0x401", hx_vec);
 		else if (insns[i].fn == s_dr0_rt && hx_vec != 0x12345678)
