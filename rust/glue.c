@@ -13,6 +13,10 @@
 #include <asm/desc.h>
 #include <asm/fpu/api.h>
 #include <asm/msr.h>
+#include <asm/mce.h>
+#include <asm/segment.h>
+#include <asm/gsseg.h>
+#include <asm/cpufeature.h>
 #include "glue.h"
 
 unsigned long shadowvm_irq_save(void)
@@ -101,4 +105,60 @@ void shadowvm_cond_resched(void)
 unsigned long shadowvm_jiffies(void)
 {
 	return jiffies;
+}
+
+/* FRED hosts take NMIs through a different entry than an INT 2 can reach. */
+bool shadowvm_fred_enabled(void)
+{
+	return cpu_feature_enabled(X86_FEATURE_FRED);
+}
+
+/* The VM whose guest last ran on this CPU (a number, never reused), for the IBPB below. */
+static DEFINE_PER_CPU(u64, shadowvm_last_vm);
+
+/*
+ * Before a guest of another VM runs here: an indirect branch prediction barrier, so one
+ * guest cannot steer the next one's predictions (KVM does it when it switches VMCS).
+ */
+void shadowvm_barrier_on_vm_switch(u64 vm)
+{
+	if (this_cpu_read(shadowvm_last_vm) == vm)
+		return;
+	this_cpu_write(shadowvm_last_vm, vm);
+	if (cpu_feature_enabled(X86_FEATURE_IBPB))
+		wrmsrq(MSR_IA32_PRED_CMD, PRED_CMD_IBPB);
+}
+
+/* An NMI that caused a VM exit, taken by the host's handler (non-FRED hosts only). */
+void shadowvm_raise_nmi(void)
+{
+	asm volatile("int $2");
+}
+
+/* A machine check that caused a VM exit, handed to the host as KVM does. */
+void shadowvm_machine_check(void)
+{
+#ifdef CONFIG_X86_MCE
+	struct pt_regs regs = {
+		.cs = 3, /* fake ring 3: the guest, whatever its CPL, is not the kernel */
+		.flags = X86_EFLAGS_IF,
+	};
+
+	do_machine_check(&regs);
+#endif
+}
+
+/*
+ * The FS and GS selectors of the task, which a VM exit replaced with null ones. GS goes
+ * through load_gs_index(), which keeps the kernel's GS base; reloading FS changes the FS
+ * base, so the saved one is written back.
+ */
+void shadowvm_load_user_segments(u16 fs, u16 gs, u64 fs_base)
+{
+	if (gs)
+		load_gs_index(gs);
+	if (fs) {
+		loadsegment(fs, fs);
+		wrmsrq(MSR_FS_BASE, fs_base);
+	}
 }

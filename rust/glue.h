@@ -21,4 +21,9 @@ void shadowvm_restore_host_descriptors(void);
 bool shadowvm_need_resched(void);
 void shadowvm_cond_resched(void);
 unsigned long shadowvm_jiffies(void);
+bool shadowvm_fred_enabled(void);
+void shadowvm_barrier_on_vm_switch(u64 vm);
+void shadowvm_raise_nmi(void);
+void shadowvm_machine_check(void);
+void shadowvm_load_user_segments(u16 fs, u16 gs, u64 fs_base);
 #endif

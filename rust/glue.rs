@@ -24,6 +24,11 @@ extern "C" {
     fn shadowvm_cond_resched();
     fn shadowvm_jiffies() -> usize;
     fn shadowvm_on_each_cpu(func: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
+    fn shadowvm_fred_enabled() -> bool;
+    fn shadowvm_barrier_on_vm_switch(vm: u64);
+    fn shadowvm_raise_nmi();
+    fn shadowvm_machine_check();
+    fn shadowvm_load_user_segments(fs: u16, gs: u16, fs_base: u64);
 }
 
 /// Local interrupts are disabled on this CPU while this value lives.
@@ -106,9 +111,9 @@ pub(crate) fn on_each_cpu<T: Sync>(data: &T, f: fn(&T, &IrqsOff)) {
     unsafe { shadowvm_on_each_cpu(trampoline::<T>, (&call as *const Call<'_, T>).cast_mut().cast()) };
 }
 
-/// Allocates a zeroed page.
+/// Allocates a zeroed page, charged to the caller's memory cgroup.
 pub(crate) fn zeroed_page() -> Result<Page> {
-    Ok(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?)
+    Ok(Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?)
 }
 
 /// The kernel-virtual address of a page (never highmem on x86-64).
@@ -181,4 +186,43 @@ pub(crate) fn cond_resched() {
 pub(crate) fn jiffies() -> usize {
     // SAFETY: No preconditions.
     unsafe { shadowvm_jiffies() }
+}
+
+/// Whether the host delivers events through FRED (then an NMI cannot be re-raised with
+/// `INT 2`).
+pub(crate) fn fred_enabled() -> bool {
+    // SAFETY: No preconditions.
+    unsafe { shadowvm_fred_enabled() }
+}
+
+/// Issues an indirect branch prediction barrier if the guest about to run on this CPU
+/// belongs to another VM than the last one (`vm` is a number never reused).
+pub(crate) fn barrier_on_vm_switch(_irqs: &IrqsOff, vm: u64) {
+    // SAFETY: Interrupts are off, so the per-CPU variable is this CPU's throughout.
+    unsafe { shadowvm_barrier_on_vm_switch(vm) }
+}
+
+/// Hands an NMI that caused a VM exit to the host's NMI handler.
+///
+/// Only on non-FRED hosts: the module refuses to load on FRED hosts.
+pub(crate) fn raise_nmi(_irqs: &IrqsOff) {
+    // SAFETY: Interrupts are off, the host's state (descriptor tables, GS, CR4) is back,
+    // and the host does not use FRED (checked at load), so INT 2 enters the NMI handler
+    // through the IDT, which copes with that entry.
+    unsafe { shadowvm_raise_nmi() }
+}
+
+/// Hands a machine check that caused a VM exit to the host's handler.
+pub(crate) fn machine_check(_irqs: &IrqsOff) {
+    // SAFETY: Interrupts are off and the host's state is back, as do_machine_check
+    // expects when called right after a VM exit (KVM does the same).
+    unsafe { shadowvm_machine_check() }
+}
+
+/// Reloads the task's FS and GS selectors (nonzero ones) after a VM exit nulled them;
+/// `fs_base` is the FS base to keep.
+pub(crate) fn load_user_segments(_irqs: &IrqsOff, fs: u16, gs: u16, fs_base: u64) {
+    // SAFETY: Interrupts are off; the selectors are the ones the CPU held before the
+    // window (the kernel's loaders catch a selector that became invalid).
+    unsafe { shadowvm_load_user_segments(fs, gs, fs_base) }
 }

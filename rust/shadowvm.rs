@@ -62,8 +62,16 @@ module! {
             description: "Recent address spaces (CR3 values) whose shadow roots each VM keeps (1-32)",
         },
         max_vms: u64 {
-            default: 64,
+            default: 256,
             description: "VMs (open /dev/shadowvm files) at once, all users together (more: EMFILE)",
+        },
+        max_vms_per_user: u64 {
+            default: 64,
+            description: "VMs at once per user (effective uid at open; more: EMFILE)",
+        },
+        window_us: u64 {
+            default: 1000,
+            description: "Longest time a vCPU holds its CPU with interrupts off, in microseconds (10-100000)",
         },
         run_slice_ms: u64 {
             default: 100,
@@ -78,6 +86,14 @@ pub(crate) fn max_memory_bytes() -> u64 {
 
 pub(crate) fn max_vms() -> u64 {
     *module_parameters::max_vms.value()
+}
+
+pub(crate) fn max_vms_per_user() -> u64 {
+    *module_parameters::max_vms_per_user.value()
+}
+
+pub(crate) fn window_us() -> u64 {
+    (*module_parameters::window_us.value()).clamp(10, 100_000)
 }
 
 pub(crate) fn run_slice_ms() -> u32 {
@@ -186,6 +202,14 @@ impl kernel::InPlaceModule for ShadowVm {
         try_pin_init!(&this in Self {
             _debugfs: Dir::new(c"shadowvm"),
             _vmx_info <- {
+                if glue::fred_enabled() {
+                    // An NMI that arrives in the guest is re-raised with INT 2, which a FRED
+                    // host cannot take.
+                    pr_err!("not loading: the host uses FRED, which shadowvm does not support (boot with fred=off)\n");
+                    return Err(Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32)));
+                }
+                // SAFETY: Called once, before the device that uses the counts is registered.
+                unsafe { vm::VM_COUNTS.init() };
                 let caps = VmxCaps::read().map_err(|e| {
                     pr_err!("not loading: {e}\n");
                     e.errno()

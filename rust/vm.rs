@@ -7,7 +7,7 @@ use crate::mmu::{GuestFrame, GuestMemory};
 use crate::uapi;
 use crate::vcpu::Vcpu;
 use crate::vmx::vmcs::{exit_reason_name, EXIT_REASONS};
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 use kernel::{
     fs::File,
     miscdevice::{MiscDevice, MiscDeviceRegistration},
@@ -16,6 +16,7 @@ use kernel::{
     page::Page,
     prelude::*,
     sync::Mutex,
+    task::Kuid,
     uaccess::{UserPtr, UserSlice},
 };
 
@@ -39,12 +40,14 @@ unsafe impl Sync for GuestRam {}
 impl GuestRam {
     fn new(size: u64) -> Result<Self> {
         let n = (size / uapi::SHADOWVM_PAGE_SIZE) as usize;
-        let mut pages = KVVec::with_capacity(n, GFP_KERNEL)?;
-        let mut frames = KVVec::with_capacity(n, GFP_KERNEL)?;
+        // Everything a VM allocates is charged to its opener's memory cgroup, as KVM does.
+        let mut pages = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
+        let mut frames = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..n {
             let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
-            frames.push(GuestFrame { ptr: crate::glue::page_virt(&page), hpa: crate::glue::page_phys(&page) }, GFP_KERNEL)?;
-            pages.push(page, GFP_KERNEL)?;
+            let frame = GuestFrame { ptr: crate::glue::page_virt(&page), hpa: crate::glue::page_phys(&page) };
+            frames.push(frame, GFP_KERNEL_ACCOUNT)?;
+            pages.push(page, GFP_KERNEL_ACCOUNT)?;
             // Allocating a large guest must not hog the CPU.
             crate::glue::cond_resched();
             if kernel::current!().signal_pending() {
@@ -100,6 +103,20 @@ impl RunPage {
         let p = crate::glue::page_virt(&self.page).cast::<uapi::Run>();
         // SAFETY: As in `load`.
         unsafe { p.write_volatile(*run) };
+    }
+
+    /// Writes back what the module owns after RUN: the exit. `immediate_exit` is
+    /// userspace's alone; another thread may set it while RUN runs, and writing back the
+    /// copy taken at entry would lose that.
+    fn store_exit(&self, run: &uapi::Run) {
+        let p = crate::glue::page_virt(&self.page).cast::<uapi::Run>();
+        // SAFETY: As in `load`; the fields are in bounds of the page, written one by one.
+        unsafe {
+            core::ptr::addr_of_mut!((*p).version).write_volatile(uapi::SHADOWVM_RUN_VERSION);
+            core::ptr::addr_of_mut!((*p).size).write_volatile(core::mem::size_of::<uapi::Run>() as u32);
+            core::ptr::addr_of_mut!((*p).exit_reason).write_volatile(run.exit_reason);
+            core::ptr::addr_of_mut!((*p).exit).write_volatile(run.exit);
+        }
     }
 }
 
@@ -158,29 +175,59 @@ macro_rules! plain_data {
 }
 plain_data!(uapi::Memory, uapi::Regs, uapi::Sregs, uapi::Stats, uapi::StatEntry);
 
-/// Open VMs, against the `max_vms` module parameter.
-static OPEN_VMS: AtomicU64 = AtomicU64::new(0);
+/// Open VMs, all users together and per user (by effective uid at open).
+pub(crate) struct VmCounts {
+    total: u64,
+    users: KVec<(Kuid, u64)>,
+}
 
-/// One counted VM; the count drops with it.
+kernel::sync::global_lock! {
+    // SAFETY: Initialised in the module initialiser, before the device is registered.
+    pub(crate) unsafe(uninit) static VM_COUNTS: Mutex<VmCounts> =
+        VmCounts { total: 0, users: KVec::new() };
+}
+
+/// One counted VM; the counts drop with it.
 ///
 /// # Invariants
 ///
-/// Each value accounts for exactly one increment of [`OPEN_VMS`].
-struct VmSlot(());
+/// Each value accounts for exactly one VM in [`VM_COUNTS`]: one in `total` and one in the
+/// entry of `uid`.
+struct VmSlot {
+    uid: Kuid,
+}
 
 impl VmSlot {
-    fn take() -> Result<Self> {
-        OPEN_VMS
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < crate::max_vms()).then_some(n + 1))
-            .map_err(|_| EMFILE)?;
-        // INVARIANT: the increment above is ours.
-        Ok(Self(()))
+    /// Counts a VM for `uid`: `EMFILE` beyond `max_vms` in all or `max_vms_per_user` for
+    /// this user.
+    fn take(uid: Kuid) -> Result<Self> {
+        let mut counts = VM_COUNTS.lock();
+        if counts.total >= crate::max_vms() {
+            return Err(EMFILE);
+        }
+        match counts.users.iter_mut().find(|(u, _)| *u == uid) {
+            Some((_, n)) if *n >= crate::max_vms_per_user() => return Err(EMFILE),
+            Some((_, n)) => *n += 1,
+            None => counts.users.push((uid, 1), GFP_KERNEL_ACCOUNT)?,
+        }
+        counts.total += 1;
+        // INVARIANT: both counts above are ours.
+        Ok(Self { uid })
     }
 }
 
 impl Drop for VmSlot {
     fn drop(&mut self) {
-        OPEN_VMS.fetch_sub(1, Ordering::AcqRel);
+        let mut counts = VM_COUNTS.lock();
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(i) = counts.users.iter().position(|(u, _)| *u == self.uid) {
+            if let Some((_, n)) = counts.users.get_mut(i) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    let _ = counts.users.remove(i);
+                }
+            }
+        }
     }
 }
 
@@ -273,9 +320,7 @@ impl VmFile {
             };
             let mut run = self.run.load();
             let r = vcpu.run(ram, &mut run);
-            run.version = uapi::SHADOWVM_RUN_VERSION;
-            run.size = core::mem::size_of::<uapi::Run>() as u32;
-            self.run.store(&run);
+            self.run.store_exit(&run);
             r.map(|()| 0)
         })();
         self.running.store(0, Ordering::Release);
@@ -293,9 +338,9 @@ impl VmFile {
 impl MiscDevice for VmFile {
     type Ptr = Pin<KBox<Self>>;
 
-    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
+    fn open(file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
         crate::caps()?;
-        let slot = VmSlot::take()?;
+        let slot = VmSlot::take(file.cred().euid())?;
         KBox::try_pin_init(
             try_pin_init!(VmFile {
                 vm <- new_mutex!(Vm { ram: None, vcpu: None }),
@@ -303,7 +348,7 @@ impl MiscDevice for VmFile {
                 running: AtomicU8::new(0),
                 _slot: slot,
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
     }
 
@@ -331,10 +376,15 @@ impl MiscDevice for VmFile {
                 if !crate::vcpu::state::check_sregs(&s) {
                     return Err(EINVAL);
                 }
-                me.with_vcpu(|v| {
-                    v.set_sregs(&s);
-                    Ok(0)
-                })
+                let mut vm = me.vm.lock();
+                let Vm { ram: Some(ram), vcpu: Some(v) } = &mut *vm else { return Err(EINVAL) };
+                // PAE paging loads the PDPTEs with the registers, as MOV to CR3 does: a
+                // state whose PDPTEs have reserved bits set cannot be entered.
+                if crate::vcpu::state::pae_paging(&s) && !v.mmu.pae_pdptes_valid(ram, s.cr3) {
+                    return Err(EINVAL);
+                }
+                v.set_sregs(ram, &s);
+                Ok(0)
             }
             uapi::SHADOWVM_RUN => no_arg().and_then(|()| me.run()),
             uapi::SHADOWVM_GET_STATS => me.get_stats(arg),

@@ -4,6 +4,7 @@
  * guests run (I/O, HLT, triple fault), RUN can be interrupted, and a VM can be closed while
  * another thread is inside RUN.
  */
+#define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -11,6 +12,9 @@
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include "shadowvm.h"
@@ -61,21 +65,62 @@ static int vm_run(struct vm *vm)
 	return -ETIMEDOUT;
 }
 
-/* Opens VMs until the module's max_vms limit (default 64) refuses one with EMFILE. */
-static void test_vm_limit(void)
+/* Opens VMs until refused; returns how many, with the errno of the refusal in *err. */
+static int open_all(int *fds, int max, int *err)
 {
-	int fds[256], n = 0, err = 0;
+	int n = 0;
 
-	while (n < 256) {
+	*err = 0;
+	while (n < max) {
 		fds[n] = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
 		if (fds[n] < 0) {
-			err = errno;
+			*err = errno;
 			break;
 		}
 		n++;
 	}
-	tap_result(n == 64 && err == EMFILE, "the 65th VM at once fails with EMFILE (max_vms=64)",
+	return n;
+}
+
+/*
+ * max_vms_per_user (default 64) refuses a user's 65th VM with EMFILE; another user can
+ * still open its own while the first holds all of its share (max_vms, 256, is for all
+ * users together).
+ */
+static void test_vm_limit(void)
+{
+	int fds[256], n, err, pipefd[2];
+
+	n = open_all(fds, 256, &err);
+	tap_result(n == 64 && err == EMFILE, "a user's 65th VM at once fails with EMFILE (max_vms_per_user=64)",
 		   "opened %d, then errno %d (%s)", n, err, strerror(err));
+	chmod("/dev/shadowvm", 0666);
+	if (pipe(pipefd) == 0) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			int mine[256], e, got;
+			if (setgid(65534) || setuid(65534))
+				_exit(1);
+			got = open_all(mine, 256, &e);
+			int report[2] = { got, e };
+			if (write(pipefd[1], report, sizeof(report)) != sizeof(report))
+				_exit(1);
+			_exit(0);
+		}
+		int report[2] = { -1, 0 };
+		if (read(pipefd[0], report, sizeof(report)) != sizeof(report))
+			report[0] = -1;
+		waitpid(pid, NULL, 0);
+		close(pipefd[0]);
+		close(pipefd[1]);
+		tap_result(report[0] == 64 && report[1] == EMFILE,
+			   "meanwhile another user opens its own 64 VMs, then gets EMFILE",
+			   "uid 65534 opened %d, then errno %d (%s)", report[0], report[1], strerror(report[1]));
+	} else {
+		tap_result(0, "meanwhile another user opens its own 64 VMs, then gets EMFILE", "pipe: %s",
+			   strerror(errno));
+	}
+	chmod("/dev/shadowvm", 0600);
 	while (n > 0)
 		close(fds[--n]);
 	n = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
@@ -286,9 +331,210 @@ static void test_concurrency(void)
 	vm_destroy(&vm2);
 }
 
+/*
+ * PAE paging loads the four PDPTEs with CR3 (here: with SET_SREGS). Reserved bits in one
+ * refuse the state; once loaded, changing them in memory changes nothing until CR3 is
+ * written again, so the guest runs on what was loaded and never without a shadow root.
+ */
+static void test_pae_pdptes(void)
+{
+	static const uint8_t hlt[] = { 0xf4 };
+	struct shadowvm_sregs sregs;
+	struct shadowvm_regs regs;
+	struct vm vm;
+	uint64_t *pdpt, *pd;
+	int r;
+
+	if (vm_create(&vm)) {
+		tap_result(0, "VM for the PDPTE tests", "setup: %s", strerror(errno));
+		tap_result(0, "PDPTEs are loaded with the registers", "no VM");
+		return;
+	}
+	pdpt = (uint64_t *)(vm.mem + 0x3000);
+	pd = (uint64_t *)(vm.mem + 0x4000);
+	pd[0] = 0x83;			/* 2 MiB page at 0, present, writable */
+	memcpy(vm.mem + CODE, hlt, sizeof(hlt));
+	ioctl(vm.fd, SHADOWVM_GET_SREGS, &sregs);
+	sregs.cr4 |= 1 << 5;		/* PAE */
+	sregs.cr0 |= 1u << 31;		/* PG */
+	sregs.cr3 = 0x3000;
+	pdpt[0] = 0x4001 | 1 << 1;	/* bit 1 is reserved in a PDPTE */
+	TAP_ERRNO("SET_SREGS with PAE paging and a reserved bit in a PDPTE fails with EINVAL",
+		  ioctl(vm.fd, SHADOWVM_SET_SREGS, &sregs), EINVAL);
+	pdpt[0] = 0x4001;
+	r = ioctl(vm.fd, SHADOWVM_SET_SREGS, &sregs);
+	pdpt[0] = 0x4001 | 1 << 1;	/* changed after loading: no effect before a CR3 write */
+	ioctl(vm.fd, SHADOWVM_GET_REGS, &regs);
+	regs.rip = CODE;
+	if (r == 0)
+		r = ioctl(vm.fd, SHADOWVM_SET_REGS, &regs);
+	if (r == 0)
+		r = vm_run(&vm);
+	tap_result(r == SHADOWVM_EXIT_HLT, "PDPTEs are loaded with the registers: changing them in memory afterwards does not matter",
+		   "exit %d (fail_entry reason %#llx qual %llu) errno %s", r,
+		   (unsigned long long)vm.run->exit.fail_entry.hardware_entry_failure_reason,
+		   (unsigned long long)vm.run->exit.fail_entry.exit_qualification, strerror(errno));
+	vm_destroy(&vm);
+}
+
+static void *run_until_eintr(void *arg)
+{
+	struct vm *vm = arg;
+
+	while (ioctl(vm->fd, SHADOWVM_RUN, 0) == 0)
+		;
+	return (void *)(intptr_t)(errno == EINTR ? (int)vm->run->exit.intr.cause : -1);
+}
+
+/*
+ * immediate_exit is userspace's: a thread sets it while another is in RUN (a guest that
+ * never exits on its own), and the RUN that follows must see it, not a stale copy that
+ * the module wrote back.
+ */
+static void test_immediate_exit_race(void)
+{
+	static const uint8_t loop[] = { 0xeb, 0xfe }; /* jmp . */
+	struct vm vm;
+	pthread_t th;
+	void *ret = (void *)-1;
+	int done = 0;
+
+	if (vm_create(&vm)) {
+		tap_result(0, "immediate_exit set during RUN", "setup: %s", strerror(errno));
+		return;
+	}
+	signal(SIGUSR1, on_signal);
+	memcpy(vm.mem + CODE, loop, sizeof(loop));
+	pthread_create(&th, NULL, run_until_eintr, &vm);
+	usleep(250 * 1000);
+	vm.run->immediate_exit = 1;
+	for (int i = 0; i < 30 && !done; i++) {
+		usleep(100 * 1000);
+		done = pthread_tryjoin_np(th, &ret) == 0;
+	}
+	if (!done) {
+		/* The flag was lost: end the thread with signals. */
+		while (pthread_tryjoin_np(th, &ret)) {
+			pthread_kill(th, SIGUSR1);
+			usleep(50 * 1000);
+		}
+	}
+	tap_result(done && (intptr_t)ret == SHADOWVM_INTR_IMMEDIATE_EXIT && vm.run->immediate_exit == 1,
+		   "immediate_exit set by another thread during RUN stops the next RUN (not overwritten)",
+		   "stopped by itself: %s, cause %ld, immediate_exit now %u", done ? "yes" : "no",
+		   (long)(intptr_t)ret, vm.run->immediate_exit);
+	vm_destroy(&vm);
+}
+
+/*
+ * A VM exit loads null FS/GS selectors; the task's own must be back when RUN returns
+ * (a 32-bit task keeps its TLS in one).
+ */
+static void test_host_selectors(void)
+{
+	static const uint8_t hlt[] = { 0xf4 };
+	const uint16_t user_ds = 0x2b;	/* __USER_DS: a valid GS value for any task */
+	uint16_t gs = 0;
+	struct vm vm;
+	int r;
+
+	if (vm_create(&vm)) {
+		tap_result(0, "GS selector kept across RUN", "setup: %s", strerror(errno));
+		return;
+	}
+	memcpy(vm.mem + CODE, hlt, sizeof(hlt));
+	__asm__ volatile("mov %0, %%gs" :: "r"(user_ds));
+	r = vm_run(&vm);
+	__asm__ volatile("mov %%gs, %0" : "=r"(gs));
+	__asm__ volatile("mov %0, %%gs" :: "r"((uint16_t)0));
+	tap_result(r == SHADOWVM_EXIT_HLT && gs == user_ds, "the task's GS selector is the same after RUN",
+		   "exit %d, GS %#x (want %#x)", r, gs, user_ds);
+	vm_destroy(&vm);
+}
+
+static int write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC), ok;
+
+	if (fd < 0)
+		return -1;
+	ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+	close(fd);
+	return ok ? 0 : -1;
+}
+
+static long read_long(const char *path)
+{
+	char buf[64] = { 0 };
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+
+	if (fd >= 0)
+		close(fd);
+	return n > 0 ? atol(buf) : -1;
+}
+
+/*
+ * Guest memory and the module's bookkeeping are charged to the opener's memory cgroup:
+ * a VM shows in memory.current, and a cgroup limit stops SET_MEMORY beyond it (ENOMEM,
+ * or the cgroup's OOM killer ends the process).
+ */
+static void test_memcg(void)
+{
+	const char *cg = "/sys/fs/cgroup/shadowvm-api";
+	char path[128];
+	int pipefd[2];
+
+	mkdir("/sys/fs/cgroup", 0755);
+	mount("none", "/sys/fs/cgroup", "cgroup2", 0, NULL);
+	if (write_file("/sys/fs/cgroup/cgroup.subtree_control", "+memory") || (mkdir(cg, 0755) && errno != EEXIST)) {
+		tap_result(0, "VM memory is charged to the opener's memory cgroup", "cgroup2 memory controller: %s",
+			   strerror(errno));
+		tap_result(0, "a memory cgroup limit bounds guest memory", "no cgroup");
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/memory.max", cg);
+	write_file(path, "100M");
+	if (pipe(pipefd))
+		return;
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct shadowvm_memory m = { .size = 32u << 20 }, big = { .size = 256u << 20 };
+		long r[3] = { 0, 0, 0 };
+		char cur[128];
+		snprintf(path, sizeof(path), "%s/cgroup.procs", cg);
+		snprintf(cur, sizeof(cur), "%s/memory.current", cg);
+		write_file(path, "0");
+		r[0] = read_long(cur);
+		int fd = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
+		if (fd < 0 || ioctl(fd, SHADOWVM_SET_MEMORY, &m) || ioctl(fd, SHADOWVM_CREATE_VCPU, 0))
+			_exit(2);
+		r[1] = read_long(cur);
+		int fd2 = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
+		r[2] = ioctl(fd2, SHADOWVM_SET_MEMORY, &big) ? errno : 0;
+		if (write(pipefd[1], r, sizeof(r)) != sizeof(r))
+			_exit(3);
+		_exit(0);
+	}
+	long r[3] = { -1, -1, -1 };
+	ssize_t got = read(pipefd[0], r, sizeof(r));
+	int status = 0;
+	waitpid(pid, &status, 0);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	long delta = r[1] - r[0];
+	tap_result(got == sizeof(r) && delta >= (32l << 20), "VM memory is charged to the opener's memory cgroup",
+		   "memory.current %ld -> %ld after a 32 MiB VM (child status %#x)", r[0], r[1], status);
+	int killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+	tap_result((got == sizeof(r) && r[2] == ENOMEM) || killed,
+		   "a memory cgroup limit (100M) bounds guest memory: SET_MEMORY 256 MiB fails (ENOMEM or OOM kill)",
+		   "second SET_MEMORY errno %ld, child status %#x", r[2], status);
+	rmdir(cg);
+}
+
 int main(void)
 {
-	tap_plan(36);
+	tap_plan(43);
 	/* Runs after suites that unload the module. */
 	if (access("/dev/shadowvm", F_OK) && system("insmod /lib/modules/shadowvm.ko"))
 		printf("# insmod shadowvm.ko failed\n");
@@ -296,5 +542,9 @@ int main(void)
 	test_bad_state();
 	test_guests();
 	test_concurrency();
+	test_pae_pdptes();
+	test_immediate_exit_race();
+	test_host_selectors();
+	test_memcg();
 	return tap_exit();
 }

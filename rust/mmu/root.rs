@@ -368,6 +368,29 @@ impl Mmu {
         Ok(CtlOutcome::Ok)
     }
 
+    /// Builds the current address space's root if there is none (KVM's
+    /// `kvm_mmu_reload`): every VM entry needs one, and zapping or reclaim may have
+    /// dropped it. Afterwards [`Mmu::hw_state`] names a root the engine owns.
+    pub fn ensure_root<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
+        &mut self,
+        src: &mut P,
+        mem: &G,
+    ) -> Result<(), MmuError> {
+        if self.cur_root != 0 {
+            return Ok(());
+        }
+        self.topup(src, ROOT_PAGES, ROOT_RECS, self.low_needed(self.ctx.mode))?;
+        self.switch_root(src, mem);
+        Ok(())
+    }
+
+    /// Whether the four PAE PDPTEs at `cr3` can be loaded (no reserved bit set in a
+    /// present one): what MOV to CR3 checks in PAE mode, for callers that set CR3
+    /// from outside the guest.
+    pub fn pae_pdptes_valid<G: GuestMemory + ?Sized>(&self, mem: &G, cr3: u64) -> bool {
+        self.load_pdptes(mem, cr3).is_some()
+    }
+
     /// INVLPG: drops the shadow's cached translation of `gva` (resyncs the entry of an
     /// out-of-sync leaf table, drops a split large page entirely). Needs no memory.
     pub fn invlpg<G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {

@@ -18,10 +18,26 @@ use crate::vmx::window::CurrentVmcs;
 /// REP iterations emulated per exit: bounded so interrupts stay off only briefly.
 const REP_CHUNK: u32 = 1024;
 
+pub(crate) const DB: u8 = 1;
 pub(crate) const UD: u8 = 6;
 pub(crate) const DF: u8 = 8;
 pub(crate) const GP: u8 = 13;
 pub(crate) const PF: u8 = 14;
+pub(crate) const AC: u8 = 17;
+pub(crate) const MC: u8 = 18;
+
+/// DR6 bits that read as 1 unless a debug exception reports them (and the fixed ones).
+const DR6_ACTIVE_LOW: u64 = 0xffff_0ff0;
+/// DR6.B0-B3: which breakpoint matched.
+const DR6_TRAP_BITS: u64 = 0xf;
+/// DR6.BD: the next instruction would access a debug register (DR7.GD was set).
+const DR6_BD: u64 = 1 << 13;
+/// DR6.BS: single step.
+const DR6_BS: u64 = 1 << 14;
+const DR7_GD: u64 = 1 << 13;
+const RFLAGS_TF: u64 = 1 << 8;
+/// Interruptibility: blocking by STI and by MOV SS.
+const BLOCKING_STI_MOVSS: u64 = 3;
 
 /// What a handler decided.
 pub(crate) enum Handled {
@@ -40,8 +56,8 @@ pub(crate) enum Handled {
 /// handled again in a later window).
 #[derive(Clone, Copy)]
 pub(crate) struct ExitInfo {
-    reason: u32,
-    qualification: u64,
+    pub(crate) reason: u32,
+    pub(crate) qualification: u64,
     intr_info: u32,
     intr_error: u32,
     vectoring_info: u32,
@@ -73,6 +89,16 @@ impl ExitInfo {
         self.basic_reason() == EXIT_EXCEPTION_NMI
             && self.intr_info & INTR_INFO_VALID != 0
             && (self.intr_info >> 8) & 7 == INTR_TYPE_NMI
+    }
+
+    /// A machine check (meant for the host) caused the exit, in the guest or during VM
+    /// entry.
+    pub(crate) fn is_machine_check(&self) -> bool {
+        self.basic_reason() == EXIT_MCE_DURING_ENTRY
+            || (self.basic_reason() == EXIT_EXCEPTION_NMI
+                && self.intr_info & INTR_INFO_VALID != 0
+                && (self.intr_info >> 8) & 7 == INTR_TYPE_HW_EXCEPTION
+                && self.intr_info as u8 == MC)
     }
 }
 
@@ -233,21 +259,6 @@ impl VcpuCore {
             set_fail_entry(run, info.reason as u64, info.qualification);
             return Handled::End(WindowEnd::User);
         }
-        // An event whose delivery the exit interrupted is delivered again, unless the
-        // handler raises something that merges with it.
-        if info.vectoring_info & INTR_INFO_VALID != 0 {
-            let kind = (info.vectoring_info >> 8) & 7;
-            let len = match kind {
-                INTR_TYPE_SW_INTR | INTR_TYPE_PRIV_SW_EXCEPTION | INTR_TYPE_SW_EXCEPTION => info.instruction_len,
-                _ => 0,
-            };
-            self.event = Some(Event {
-                info: info.vectoring_info & !(1 << 12),
-                error_code: info.vectoring_error,
-                instruction_len: len,
-                cr2: None,
-            });
-        }
         let handled = match info.basic_reason() {
             EXIT_EXCEPTION_NMI => self.exception(ram, run, &info),
             // The host gets the CPU back: a pending interrupt is taken when the window closes.
@@ -314,6 +325,26 @@ impl VcpuCore {
         handled
     }
 
+    /// An event whose delivery the exit interrupted is delivered again, unless the handler
+    /// raises something that merges with it. Called for every exit, including those the
+    /// host takes (NMI, machine check), so no event of the guest is lost.
+    pub(super) fn note_vectoring(&mut self, info: &ExitInfo) {
+        if info.vectoring_info & INTR_INFO_VALID == 0 {
+            return;
+        }
+        let kind = (info.vectoring_info >> 8) & 7;
+        let len = match kind {
+            INTR_TYPE_SW_INTR | INTR_TYPE_PRIV_SW_EXCEPTION | INTR_TYPE_SW_EXCEPTION => info.instruction_len,
+            _ => 0,
+        };
+        self.event = Some(Event {
+            info: info.vectoring_info & !(1 << 12),
+            error_code: info.vectoring_error,
+            instruction_len: len,
+            cr2: None,
+        });
+    }
+
     /// Advances RIP past the exiting instruction; an instruction that completes ends any
     /// STI/MOV SS interrupt shadow.
     fn skip(&mut self, info: &ExitInfo) -> Handled {
@@ -343,12 +374,19 @@ impl VcpuCore {
         }
     }
 
-    /// Exception or NMI exit: with only #PF intercepted, this is a #PF.
+    /// Exception exit: #PF for the shadow MMU; #DB and #AC reflected into the guest as
+    /// the CPU would have delivered them. (NMIs and #MC are the host's: the run loop
+    /// takes them before this.)
     fn exception(&mut self, ram: &GuestRam, run: &mut uapi::Run, info: &ExitInfo) -> Handled {
         let vector = info.intr_info as u8;
-        if vector != PF {
-            set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_UNHANDLED_EXIT, info.reason, info.intr_info as u64, [self.state.rip, 0, 0, 0]);
-            return Handled::End(WindowEnd::User);
+        match vector {
+            PF => {}
+            DB => return self.reflect_debug(info),
+            AC => return self.raise(AC, Some(0), None),
+            _ => {
+                set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_UNHANDLED_EXIT, info.reason, info.intr_info as u64, [self.state.rip, 0, 0, 0]);
+                return Handled::End(WindowEnd::User);
+            }
         }
         let ac = self.state.rflags & state::RFLAGS_AC != 0;
         let gva = info.qualification;
@@ -359,6 +397,28 @@ impl VcpuCore {
             Ok(PfOutcome::EmulateWrite { gpa }) => self.emulate(ram, run, Some(gpa), None),
             Ok(PfOutcome::Mmio { .. }) => self.emulate(ram, run, None, None),
         }
+    }
+
+    /// A #DB the guest caused: report it in the guest's DR6 as the CPU would and deliver
+    /// it (KVM's `handle_exception_nmi` and `kvm_deliver_exception_payload`). ICEBP (INT1)
+    /// exits before it completes: it is skipped, then the #DB is a trap after it.
+    fn reflect_debug(&mut self, info: &ExitInfo) -> Handled {
+        if (info.intr_info >> 8) & 7 == INTR_TYPE_PRIV_SW_EXCEPTION {
+            self.skip(info);
+        } else if self.state.rflags & RFLAGS_TF != 0 && self.state.interruptibility & BLOCKING_STI_MOVSS != 0 {
+            // The CPU does not record the pending single step when #DB exits; VM entry
+            // requires it with TF=1 and STI/MOV SS blocking (SDM 26.3.1.5).
+            self.state.pending_dbg |= DR6_BS;
+        }
+        self.set_dr6_from(info.qualification);
+        self.raise(DB, None, None)
+    }
+
+    /// Updates the guest's DR6 for a #DB reported as `payload` (exit-qualification format:
+    /// every bit active high).
+    fn set_dr6_from(&mut self, payload: u64) {
+        let dr6 = (self.state.dr6 & !DR6_TRAP_BITS) | DR6_ACTIVE_LOW | payload;
+        self.state.dr6 = (dr6 ^ (payload & DR6_ACTIVE_LOW)) & !(1 << 12);
     }
 
     /// Emulates the instruction at RIP: a write to a write-protected page table
@@ -599,7 +659,8 @@ impl VcpuCore {
         }
     }
 
-    /// MOV to/from DR0-DR7: the guest's values are kept here, not in the hardware.
+    /// MOV to/from DR0-DR7: the guest's values live here and are loaded into the hardware
+    /// for each window, so a write ends the window (the next one loads the new values).
     fn dr_access(&mut self, info: &ExitInfo) -> Handled {
         let q = info.qualification;
         let mut dr = (q & 7) as usize;
@@ -610,11 +671,22 @@ impl VcpuCore {
             }
             dr += 2;
         }
+        // The VM exit comes before these checks of the instruction (SDM 25.1.3).
+        if self.state.cpl() != 0 {
+            return self.raise(GP, Some(0), None);
+        }
+        if self.state.dr7 & DR7_GD != 0 {
+            // General detect: a fault before the access; the CPU clears GD to let the
+            // handler use the debug registers.
+            self.state.dr7 &= !DR7_GD;
+            self.set_dr6_from(DR6_BD);
+            return self.raise(DB, None, None);
+        }
         if q & 0x10 != 0 {
-            let v = match dr {
-                0..=3 => self.state.dr[dr],
-                6 => self.state.dr6,
-                _ => self.state.dr7,
+            let v = match self.state.dr.get(dr) {
+                Some(&v) => v,
+                None if dr == 6 => self.state.dr6,
+                None => self.state.dr7,
             };
             self.set_gpr(reg, v);
         } else {
@@ -622,11 +694,13 @@ impl VcpuCore {
             if dr >= 6 && v >> 32 != 0 {
                 return self.raise(GP, Some(0), None);
             }
-            match dr {
-                0..=3 => self.state.dr[dr] = v,
-                6 => self.state.dr6 = (v & 0xf00f) | 0xffff_0ff0,
-                _ => self.state.dr7 = (v & 0xffff_2bff) | 0x400,
+            match self.state.dr.get_mut(dr) {
+                Some(slot) => *slot = v,
+                None if dr == 6 => self.state.dr6 = (v & 0xf00f) | 0xffff_0ff0,
+                None => self.state.dr7 = (v & 0xffff_2bff) | 0x400,
             }
+            self.skip(info);
+            return Handled::End(WindowEnd::Interrupted);
         }
         self.skip(info)
     }

@@ -22,6 +22,7 @@ use crate::vmx::insn;
 use crate::vmx::vmcs::*;
 use crate::vmx::window::{CurrentVmcs, VmxRegion, VmxRoot};
 use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering};
 use exits::{Event, ExitInfo, Handled};
 use kernel::prelude::*;
 use state::GuestState;
@@ -51,8 +52,8 @@ const CACHE_LOW_PAGES: usize = 2;
 impl PageCache {
     fn new() -> Result<Self> {
         Ok(Self {
-            pages: KVec::with_capacity(CACHE_PAGES, GFP_KERNEL)?,
-            low: KVec::with_capacity(CACHE_LOW_PAGES, GFP_KERNEL)?,
+            pages: KVec::with_capacity(CACHE_PAGES, GFP_KERNEL_ACCOUNT)?,
+            low: KVec::with_capacity(CACHE_LOW_PAGES, GFP_KERNEL_ACCOUNT)?,
         })
     }
 
@@ -61,7 +62,7 @@ impl PageCache {
             while list.len() < want {
                 let (ptr, hpa) = glue::alloc_table_page(low).ok_or(ENOMEM)?;
                 // INVARIANT: a fresh zeroed page; capacity was reserved in `new`.
-                if let Err(e) = list.push(HostPage { ptr, hpa }, GFP_KERNEL) {
+                if let Err(e) = list.push(HostPage { ptr, hpa }, GFP_KERNEL_ACCOUNT) {
                     // SAFETY: The page was just allocated and is not referenced anywhere.
                     unsafe { glue::free_table_page(ptr) };
                     return Err(e.into());
@@ -160,22 +161,29 @@ pub(crate) struct VcpuCore {
     triple_fault: bool,
     /// A refused window was logged already.
     busy_logged: bool,
-    /// VMX-preemption timer value for one entry: about 1 ms of guest time.
-    preemption_ticks: u64,
+    /// This vCPU's number, never reused (for the branch-prediction barrier between VMs).
+    id: u64,
+    /// Longest interrupts-off window, in TSC ticks (module parameter `window_us`).
+    window_ticks: u64,
     pub(crate) stats: VcpuStats,
 }
 
 #[repr(C, align(16))]
 struct FxArea([u8; 512]);
 
-/// The VMX-preemption timer value for about 1 ms. The timer bounds how long one entry can
-/// keep the CPU even if an external interrupt does not cause a VM exit (Bochs 2.7 delivers
-/// none while the guest has RFLAGS.IF=0, unlike the SDM); on hardware it is a backstop.
-fn preemption_ticks(caps: &VmxCaps) -> u64 {
+/// Numbers for [`VcpuCore::id`]; 0 is never handed out (the per-CPU "last VM" starts at 0).
+static NEXT_VCPU_ID: AtomicU64 = AtomicU64::new(1);
+
+/// TSC ticks of one interrupts-off window (`window_us`). Every window ends by this
+/// deadline whatever the guest does: the VMX-preemption timer is armed with the time left
+/// at each entry, and the exit path checks it before re-entering. On hardware an external
+/// interrupt also ends a window; Bochs 2.7 gives no interrupt exit while the guest has
+/// RFLAGS.IF=0, so there the deadline is all that returns the CPU.
+fn window_ticks() -> u64 {
     // SAFETY: `tsc_khz` is written once during boot calibration and only read afterwards.
     let khz = unsafe { kernel::bindings::tsc_khz } as u64;
     let ticks_per_ms = if khz == 0 { 1 << 21 } else { khz };
-    core::cmp::max(ticks_per_ms >> caps.preemption_timer_rate(), 1)
+    core::cmp::max(ticks_per_ms.saturating_mul(crate::window_us()) / 1000, 1)
 }
 
 /// Bits of the guest's MAXPHYADDR the engine uses: what CPUID reports to the guest.
@@ -206,7 +214,8 @@ impl Vcpu {
         let mut cfg = cfg;
         cfg.maxphyaddr = guest_maxphyaddr();
         cfg.gb_pages = cpuid::has_gb_pages();
-        let mut fpu = KBox::new(FxArea([0; 512]), GFP_KERNEL)?;
+        // A vCPU's memory is charged to the VM's opener, as KVM does (GFP_KERNEL_ACCOUNT).
+        let mut fpu = KBox::new(FxArea([0; 512]), GFP_KERNEL_ACCOUNT)?;
         // FXSAVE image of a CPU after reset: FCW 0x37f, MXCSR 0x1f80.
         fpu.0[0] = 0x7f;
         fpu.0[1] = 0x03;
@@ -218,7 +227,7 @@ impl Vcpu {
                 cpu: VcpuCore {
                 state: GuestState::reset(),
                 fpu,
-                mmu: KBox::new(Mmu::new(cfg), GFP_KERNEL)?,
+                mmu: KBox::new(Mmu::new(cfg), GFP_KERNEL_ACCOUNT)?,
                 cache: PageCache::new()?,
                 caps,
                 event: None,
@@ -227,7 +236,8 @@ impl Vcpu {
                 paging_dirty: true,
                 triple_fault: false,
                 busy_logged: false,
-                preemption_ticks: preemption_ticks(caps),
+                id: NEXT_VCPU_ID.fetch_add(1, Ordering::Relaxed),
+                window_ticks: window_ticks(),
                 stats: VcpuStats {
                     exits: [0; EXIT_REASONS],
                     windows: 0,
@@ -238,7 +248,7 @@ impl Vcpu {
                 },
                 },
             },
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?)
     }
 
@@ -278,7 +288,11 @@ impl Vcpu {
         cpu.stats.windows += 1;
         let _fpu = FpuOwned::begin();
         let irqs = IrqsOff::save();
-        let host = HostSegments::save();
+        // Everything of the host that a VM exit does not restore, put back on drop
+        // (after VMXOFF, before interrupts come back on).
+        let host = HostState::save(&irqs, &cpu.state);
+        // A guest must not steer the branch predictions of the next VM on this CPU.
+        glue::barrier_on_vm_switch(&irqs, cpu.id);
         let root = match VmxRoot::enter(&irqs, &self.vmxon) {
             Ok(root) => root,
             Err(e) => {
@@ -292,7 +306,8 @@ impl Vcpu {
         };
         let end = match root.load(&self.vmcs) {
             Ok(vmcs) => {
-                let end = cpu.in_window(&vmcs, ram, run);
+                let deadline = insn::rdtsc().saturating_add(cpu.window_ticks);
+                let end = cpu.in_window(&vmcs, ram, run, deadline);
                 drop(vmcs);
                 end
             }
@@ -302,19 +317,26 @@ impl Vcpu {
             }
         };
         drop(root);
-        host.restore(&irqs);
-        let nmi = matches!(end, Ok((_, true)));
-        if nmi {
-            // An NMI arrived while the guest ran and caused the exit: deliver it to the host
-            // through its own handler, as KVM did before it called the handler directly.
-            // SAFETY: Interrupts are off, we are out of VMX operation with the host's
-            // descriptor tables loaded; the NMI handler copes with an INT 2 entry.
-            unsafe { asm!("int 2") };
+        drop(host);
+        match end {
+            Ok((_, HostEvent::Nmi)) => glue::raise_nmi(&irqs),
+            Ok((_, HostEvent::MachineCheck)) => glue::machine_check(&irqs),
+            _ => {}
         }
         drop(irqs);
         end.map(|(e, _)| e)
     }
+}
 
+/// An event the guest's exit handed to the host: delivered once the host's state is
+/// back, before interrupts come on (as KVM does right after the exit).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HostEvent {
+    None,
+    /// An NMI arrived while the guest ran.
+    Nmi,
+    /// A machine check arrived while the guest ran or during VM entry.
+    MachineCheck,
 }
 
 impl VcpuCore {
@@ -328,14 +350,28 @@ impl VcpuCore {
         ok
     }
 
-    /// SET_SREGS (values already checked): the MMU rebuilds at the next entry, and anything
-    /// queued for the old state is dropped.
-    pub(crate) fn set_sregs(&mut self, s: &uapi::Sregs) {
+    /// SET_SREGS (values already checked, PAE PDPTEs included): anything queued for the
+    /// old state is dropped, and the MMU takes the new paging state at once, as MOV to
+    /// CR3 would: PAE PDPTEs are loaded now, so later changes to them in memory have no
+    /// effect until the guest writes CR3. If that cannot finish here (memory short, or the
+    /// PDPTEs changed since they were checked), the next RUN does it.
+    pub(crate) fn set_sregs(&mut self, ram: &GuestRam, s: &uapi::Sregs) {
         self.state.set_sregs(s);
         self.paging_dirty = true;
         self.pending_exit = None;
         self.event = None;
         self.completion = Completion::None;
+        for _ in 0..3 {
+            if self.cache.refill().is_err() {
+                return;
+            }
+            match self.load_paging(ram) {
+                Err(mmu::MmuError::NeedMemory) => continue,
+                Ok(mmu::CtlOutcome::Ok) => self.paging_dirty = false,
+                Ok(mmu::CtlOutcome::Gp) => {}
+            }
+            return;
+        }
     }
 
     /// Frees the shadow tables (the VM is going away).
@@ -363,58 +399,75 @@ impl VcpuCore {
         }
     }
 
-    /// Inside the window: VMCS setup, then enter/exit/handle until the window must close.
-    /// Returns how it ended and whether an NMI must be re-raised for the host.
-    fn in_window(&mut self, vmcs: &CurrentVmcs<'_>, ram: &GuestRam, run: &mut uapi::Run) -> Result<(WindowEnd, bool)> {
+    /// Inside the window: VMCS setup, then enter/exit/handle until the window must close
+    /// or `deadline` (TSC) passes. Returns how it ended and what the host must take over.
+    fn in_window(
+        &mut self,
+        vmcs: &CurrentVmcs<'_>,
+        ram: &GuestRam,
+        run: &mut uapi::Run,
+        deadline: u64,
+    ) -> Result<(WindowEnd, HostEvent)> {
         self.write_controls(vmcs);
         self.write_host_state(vmcs);
         self.state.load(vmcs);
-        let msrs = SwappedMsrs::enter(&self.state);
+        load_syscall_msrs(&self.state);
         // SAFETY: The FPU is ours (FpuOwned held by the caller); the area is a valid,
         // 16-aligned FXSAVE image (from reset or a previous FXSAVE).
         unsafe { asm!("fxrstor64 [{}]", in(reg) self.fpu.0.as_ptr(), options(nostack, readonly)) };
 
         let mut launched = false;
+        let mut exit = self.pending_exit.take();
         let result = loop {
             if self.paging_dirty {
-                match self.rebuild_paging(ram) {
+                match self.rebuild_paging(ram, run) {
                     Ok(()) => self.paging_dirty = false,
-                    Err(e) => break Ok((e, false)),
+                    Err(end) => break (end, HostEvent::None),
                 }
             }
-            self.sync_paging(vmcs);
-            if let Some(info) = self.pending_exit.take() {
-                match self.handle(ram, run, info) {
-                    Handled::Resume | Handled::Raised => {}
-                    Handled::End(end) => break Ok((end, false)),
-                    Handled::NeedMemory => {
-                        self.pending_exit = Some(info);
-                        break Ok((WindowEnd::NeedMemory, false));
-                    }
+            if let Some(info) = exit.take() {
+                if let Some(end) = self.dispatch(ram, run, info) {
+                    break (end, HostEvent::None);
                 }
-                self.sync_paging(vmcs);
             }
-            if glue::need_resched() {
-                break Ok((WindowEnd::Interrupted, false));
+            // Never enter without a shadow root this VM owns: zapping or reclaim may have
+            // dropped the current one.
+            if self.mmu.ensure_root(&mut self.cache, ram).is_err() {
+                break (WindowEnd::NeedMemory, HostEvent::None);
             }
-            if vmcs.failed() {
-                exits::set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_UNHANDLED_EXIT, 0, 0, [self.state.rip, 0, 0, 0]);
-                break Ok((WindowEnd::User, false));
+            let hw = self.mmu.hw_state();
+            if hw.cr3 == 0 || vmcs.failed() {
+                let suberror = if hw.cr3 == 0 {
+                    uapi::SHADOWVM_INTERNAL_ERROR_MMU
+                } else {
+                    uapi::SHADOWVM_INTERNAL_ERROR_UNHANDLED_EXIT
+                };
+                exits::set_internal_error(run, suberror, 0, 0, [self.state.rip, 0, 0, 0]);
+                break (WindowEnd::User, HostEvent::None);
             }
+            let now = insn::rdtsc();
+            if glue::need_resched() || now >= deadline {
+                break (WindowEnd::Interrupted, HostEvent::None);
+            }
+            self.sync_paging(vmcs, &hw);
             self.inject_event(vmcs);
             self.state.load_volatile(vmcs);
             if self.caps.has_preemption_timer() {
-                vmcs.write(VMX_PREEMPTION_TIMER_VALUE, self.preemption_ticks);
+                // The time left in the window, not a fresh slice per entry: a guest that
+                // exits in a tight loop cannot extend the window.
+                let ticks = (deadline - now) >> self.caps.preemption_timer_rate();
+                vmcs.write(VMX_PREEMPTION_TIMER_VALUE, ticks.clamp(1, u32::MAX as u64));
             }
             self.stats.entries += 1;
             // SAFETY: The VMCS is current with complete host, control and guest state;
-            // HOST_RIP points at shadowvm_vmx_exit; `gpr` has the 17 slots the routine uses.
+            // HOST_RIP points at shadowvm_vmx_exit; `gpr` has the 17 slots the routine
+            // uses; GUEST_CR3 is the MMU's current root (checked above).
             let failed = unsafe { shadowvm_vmx_run(self.state.gpr.as_mut_ptr(), launched as u64) };
             launched = true;
             if failed != 0 {
                 let err = vmcs.read(VM_INSTRUCTION_ERROR);
                 exits::set_fail_entry(run, err, 0);
-                break Ok((WindowEnd::User, false));
+                break (WindowEnd::User, HostEvent::None);
             }
             self.state.save_volatile(vmcs);
             let info = ExitInfo::read(vmcs);
@@ -422,51 +475,75 @@ impl VcpuCore {
             if let Some(reason) = self.stats.exits.get_mut(info.basic_reason() as usize) {
                 *reason += 1;
             }
+            // An event whose delivery the exit interrupted is delivered again (also after
+            // an NMI or machine-check exit, which the host takes first).
+            self.note_vectoring(&info);
             if info.is_nmi() {
-                break Ok((WindowEnd::Interrupted, true));
+                break (WindowEnd::Interrupted, HostEvent::Nmi);
             }
-            match self.handle(ram, run, info) {
-                Handled::Resume | Handled::Raised => {}
-                Handled::End(end) => break Ok((end, false)),
-                Handled::NeedMemory => {
-                    self.pending_exit = Some(info);
-                    break Ok((WindowEnd::NeedMemory, false));
+            if info.is_machine_check() {
+                // The host's machine check: its handler runs once the host state is back.
+                // An #MC during VM entry fails the entry, as on hardware.
+                if info.basic_reason() == EXIT_MCE_DURING_ENTRY {
+                    exits::set_fail_entry(run, info.reason as u64, info.qualification);
+                    break (WindowEnd::User, HostEvent::MachineCheck);
                 }
+                break (WindowEnd::Interrupted, HostEvent::MachineCheck);
             }
+            exit = Some(info);
         };
         // SAFETY: As for FXRSTOR above; the area is writable and 16-aligned.
         unsafe { asm!("fxsave64 [{}]", in(reg) self.fpu.0.as_mut_ptr(), options(nostack)) };
-        msrs.leave(&mut self.state);
+        save_syscall_msrs(&mut self.state);
         self.state.save(vmcs);
-        result
+        Ok(result)
     }
 
-    /// Builds the MMU state for the current guest registers (first entry, SET_SREGS).
-    fn rebuild_paging(&mut self, ram: &GuestRam) -> core::result::Result<(), WindowEnd> {
-        let s = &self.state;
-        match self.mmu.set_mode(&mut self.cache, ram, s.cr0, s.cr4, s.efer) {
-            Err(mmu::MmuError::NeedMemory) => return Err(WindowEnd::NeedMemory),
-            Ok(mmu::CtlOutcome::Gp) => self.queue_exception(exits::GP, Some(0), None),
-            Ok(mmu::CtlOutcome::Ok) => {}
+    /// Handles one exit; `Some` when the window must close. An exit that ran out of
+    /// page-cache memory is kept and handled again in the next window.
+    fn dispatch(&mut self, ram: &GuestRam, run: &mut uapi::Run, info: ExitInfo) -> Option<WindowEnd> {
+        match self.handle(ram, run, info) {
+            Handled::Resume | Handled::Raised => None,
+            Handled::End(end) => Some(end),
+            Handled::NeedMemory => {
+                self.pending_exit = Some(info);
+                Some(WindowEnd::NeedMemory)
+            }
         }
-        match self.mmu.set_cr3(&mut self.cache, ram, self.state.cr3) {
+    }
+
+    /// Hands the guest's paging registers to the MMU (vCPU reset, SET_SREGS).
+    fn load_paging(&mut self, ram: &GuestRam) -> core::result::Result<mmu::CtlOutcome, mmu::MmuError> {
+        let s = &self.state;
+        let (cr0, cr4, efer, cr3) = (s.cr0, s.cr4, s.efer, s.cr3);
+        match self.mmu.set_mode(&mut self.cache, ram, cr0, cr4, efer)? {
+            mmu::CtlOutcome::Ok => self.mmu.set_cr3(&mut self.cache, ram, cr3),
+            gp => Ok(gp),
+        }
+    }
+
+    /// [`Self::load_paging`] at the first entry after a reset or a SET_SREGS that could
+    /// not finish it. PDPTEs that cannot be loaded fail the entry as on hardware (SDM
+    /// 26.3.1.6: exit reason 33 with bit 31, qualification 2); the next RUN tries again.
+    fn rebuild_paging(&mut self, ram: &GuestRam, run: &mut uapi::Run) -> core::result::Result<(), WindowEnd> {
+        match self.load_paging(ram) {
             Err(mmu::MmuError::NeedMemory) => Err(WindowEnd::NeedMemory),
             Ok(mmu::CtlOutcome::Gp) => {
-                self.queue_exception(exits::GP, Some(0), None);
-                Ok(())
+                let reason = EXIT_INVALID_GUEST_STATE as u64 | 1 << 31;
+                exits::set_fail_entry(run, reason, ENTRY_FAIL_PDPTE);
+                Err(WindowEnd::User)
             }
             Ok(mmu::CtlOutcome::Ok) => Ok(()),
         }
     }
 
-    /// Programs what the MMU decides: the shadow root, the real CR0/CR4/EFER, IA-32e mode,
-    /// and the read shadows that show the guest its own CR0/CR4.
-    fn sync_paging(&self, vmcs: &CurrentVmcs<'_>) {
-        let hw = self.mmu.hw_state();
+    /// The hardware CR4.MCE stays set whatever the guest's: with it clear, a machine check
+    /// in guest mode would shut the whole machine down instead of reaching the host.
+    fn sync_paging(&self, vmcs: &CurrentVmcs<'_>, hw: &mmu::HwPaging) {
         let s = &self.state;
         let caps = self.caps;
         let cr0 = ((s.cr0 | hw.cr0_set | caps.cr0_fixed0) & caps.cr0_fixed1) & !(state::CR0_NW | state::CR0_CD);
-        let cr4 = (((s.cr4 & !hw.cr4_mask) | hw.cr4) | caps.cr4_fixed0) & caps.cr4_fixed1;
+        let cr4 = (((s.cr4 & !hw.cr4_mask) | hw.cr4 | state::CR4_MCE) | caps.cr4_fixed0) & caps.cr4_fixed1;
         let efer = (s.efer & !hw.efer_mask) | hw.efer;
         vmcs.write(GUEST_CR0, cr0);
         vmcs.write(GUEST_CR4, cr4);
@@ -474,7 +551,8 @@ impl VcpuCore {
         vmcs.write(GUEST_IA32_EFER, efer);
         vmcs.write(CR0_READ_SHADOW, s.cr0);
         vmcs.write(CR4_READ_SHADOW, s.cr4);
-        let entry = self.caps.entry.must_be_one | ENTRY_LOAD_EFER | if efer & state::EFER_LMA != 0 { ENTRY_IA32E_MODE } else { 0 };
+        let ia32e = if efer & state::EFER_LMA != 0 { ENTRY_IA32E_MODE } else { 0 };
+        let entry = self.caps.entry.must_be_one | ENTRY_LOAD_EFER | ENTRY_LOAD_DEBUG_CONTROLS | ia32e;
         vmcs.write(VM_ENTRY_CONTROLS, (entry & self.caps.entry.may_be_one) as u64);
     }
 
@@ -496,10 +574,13 @@ impl VcpuCore {
         if proc2 != 0 {
             vmcs.write(SECONDARY_VM_EXEC_CONTROL, ((proc2 | c.proc2.must_be_one) & c.proc2.may_be_one) as u64);
         }
-        let exit = EXIT_HOST_ADDR_SPACE_SIZE | EXIT_SAVE_EFER | EXIT_LOAD_EFER;
+        let exit = EXIT_HOST_ADDR_SPACE_SIZE | EXIT_SAVE_EFER | EXIT_LOAD_EFER | EXIT_SAVE_DEBUG_CONTROLS;
         vmcs.write(VM_EXIT_CONTROLS, ((exit | c.exit.must_be_one) & c.exit.may_be_one) as u64);
-        // Only #PF is intercepted, and all of them (mask = match = 0).
-        vmcs.write(EXCEPTION_BITMAP, 1 << exits::PF);
+        // #PF for the shadow MMU (all of them: mask = match = 0); #MC for the host; #DB and
+        // #AC because their delivery can fault again with the same vector, which the CPU
+        // would repeat forever in microcode with no exit (CVE-2015-8104, CVE-2015-5307).
+        let intercepted = [exits::DB, exits::AC, exits::MC, exits::PF];
+        vmcs.write(EXCEPTION_BITMAP, intercepted.iter().fold(0, |m, v| m | 1 << v));
         vmcs.write(PAGE_FAULT_ERROR_CODE_MASK, 0);
         vmcs.write(PAGE_FAULT_ERROR_CODE_MATCH, 0);
         vmcs.write(CR3_TARGET_COUNT, 0);
@@ -618,29 +699,106 @@ fn tss_base(gdt: u64, tr: u16) -> u64 {
     ((lo >> 16) & 0xff_ffff) | (((lo >> 56) & 0xff) << 24) | ((hi & 0xffff_ffff) << 32)
 }
 
-/// Host selectors and LDT that a VM exit does not restore (it loads null or the host
-/// fields), saved before the window and reloaded after it, with the GDT and TSS limits.
-struct HostSegments {
-    ds: u16,
-    es: u16,
-    ldt: u16,
+/// MSRs the guest's instructions use directly but VMX does not switch (SWAPGS, SYSCALL):
+/// the guest's values are in the CPU only while the window is open ([`HostState`] puts
+/// the host's back).
+const SYSCALL_MSRS: [u32; 5] = [MSR_KERNEL_GS_BASE, MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SFMASK];
+
+fn load_syscall_msrs(s: &GuestState) {
+    for (msr, v) in SYSCALL_MSRS.into_iter().zip([s.kernel_gs_base, s.star, s.lstar, s.cstar, s.sfmask]) {
+        wrmsr(msr, v);
+    }
 }
 
-impl HostSegments {
-    fn save() -> Self {
-        let (ds, es, ldt): (u16, u16, u16);
+/// Saves what the guest can change without an exit (SWAPGS changes KERNEL_GS_BASE).
+fn save_syscall_msrs(s: &mut GuestState) {
+    s.kernel_gs_base = glue::rdmsr(MSR_KERNEL_GS_BASE).unwrap_or(0);
+}
+
+/// Debug-register bits that enable a breakpoint (DR7.L0-G3).
+const DR7_ENABLES: u64 = 0xff;
+/// DR7 as a VM exit leaves it.
+const DR7_RESET: u64 = 0x400;
+const MSR_IA32_DEBUGCTL: u32 = 0x1d9;
+
+/// The host state a VM exit does not restore, saved before a window and put back when
+/// dropped, in the order the dependencies need: LDT before the selectors that may point
+/// into it, GS before KERNEL_GS_BASE (loading GS through `load_gs_index` changes it),
+/// breakpoint addresses before DR7, and the GDT/TSS limits last (KVM:
+/// `vmx_prepare_switch_to_host`, `hw_breakpoint_restore`).
+///
+/// # Invariants
+///
+/// Interrupts are off for `'irq`; while the value lives the CPU may hold the guest's
+/// syscall MSRs and, when `guest_drs` is set, the guest's DR0-3.
+struct HostState<'irq> {
+    irqs: &'irq IrqsOff,
+    ds: u16,
+    es: u16,
+    fs: u16,
+    gs: u16,
+    ldt: u16,
+    /// FS base, when FS holds a selector whose reload would change it.
+    fs_base: u64,
+    msrs: [u64; SYSCALL_MSRS.len()],
+    dr7: u64,
+    debugctl: u64,
+    /// The host's DR0-3 and DR6, when the guest's breakpoints were loaded.
+    host_drs: Option<[u64; 5]>,
+}
+
+impl<'irq> HostState<'irq> {
+    /// Saves the host's state and loads the guest's breakpoint addresses if it has any
+    /// enabled (DR7 itself is loaded by VM entry).
+    fn save(irqs: &'irq IrqsOff, guest: &GuestState) -> Self {
+        let (ds, es, fs, gs, ldt): (u16, u16, u16, u16, u16);
         // SAFETY: Reading segment selectors and LDTR has no side effects.
         unsafe {
             asm!("mov {0:x}, ds", out(reg) ds, options(nomem, nostack, preserves_flags));
             asm!("mov {0:x}, es", out(reg) es, options(nomem, nostack, preserves_flags));
+            asm!("mov {0:x}, fs", out(reg) fs, options(nomem, nostack, preserves_flags));
+            asm!("mov {0:x}, gs", out(reg) gs, options(nomem, nostack, preserves_flags));
             asm!("sldt {0:x}", out(reg) ldt, options(nomem, nostack, preserves_flags));
         }
-        Self { ds, es, ldt }
+        let mut msrs = [0; SYSCALL_MSRS.len()];
+        for (v, msr) in msrs.iter_mut().zip(SYSCALL_MSRS) {
+            *v = glue::rdmsr(msr).unwrap_or(0);
+        }
+        let host_drs = (guest.dr7 & DR7_ENABLES != 0).then(|| {
+            let host = [insn::read_dr::<0>(), insn::read_dr::<1>(), insn::read_dr::<2>(), insn::read_dr::<3>(), insn::read_dr::<6>()];
+            // SAFETY: Interrupts are off and `drop` writes the host's values back; the
+            // host's DR7 stays as it is until VM entry replaces it with the guest's.
+            unsafe {
+                insn::write_dr::<0>(guest.dr[0]);
+                insn::write_dr::<1>(guest.dr[1]);
+                insn::write_dr::<2>(guest.dr[2]);
+                insn::write_dr::<3>(guest.dr[3]);
+            }
+            host
+        });
+        Self {
+            irqs,
+            ds,
+            es,
+            fs,
+            gs,
+            ldt,
+            fs_base: if fs != 0 { glue::rdmsr(MSR_FS_BASE).unwrap_or(0) } else { 0 },
+            msrs,
+            dr7: insn::read_dr::<7>(),
+            debugctl: glue::rdmsr(MSR_IA32_DEBUGCTL).unwrap_or(0),
+            host_drs,
+        }
     }
 
-    fn restore(&self, irqs: &IrqsOff) {
+}
+
+impl Drop for HostState<'_> {
+    fn drop(&mut self) {
         // SAFETY: These are the values the CPU held before the window, valid in the same
-        // GDT; interrupts are off so nothing observes the intermediate state.
+        // GDT/LDT; interrupts are off (type invariant) so nothing observes the
+        // intermediate state. GS goes through `load_gs_index`, which keeps the kernel's
+        // GS base.
         unsafe {
             asm!("mov ds, {0:x}", in(reg) self.ds, options(nostack, preserves_flags));
             asm!("mov es, {0:x}", in(reg) self.es, options(nostack, preserves_flags));
@@ -648,48 +806,40 @@ impl HostSegments {
                 asm!("lldt {0:x}", in(reg) self.ldt, options(nostack, preserves_flags));
             }
         }
-        glue::restore_host_descriptors(irqs);
-    }
-}
-
-/// MSRs the guest's instructions use directly but VMX does not switch (SWAPGS, SYSCALL):
-/// the guest's values are in the CPU only while the window is open.
-struct SwappedMsrs {
-    host: [(u32, u64); 5],
-}
-
-impl SwappedMsrs {
-    fn enter(s: &GuestState) -> Self {
-        let list = [
-            (MSR_KERNEL_GS_BASE, s.kernel_gs_base),
-            (MSR_STAR, s.star),
-            (MSR_LSTAR, s.lstar),
-            (MSR_CSTAR, s.cstar),
-            (MSR_SFMASK, s.sfmask),
-        ];
-        let mut host = [(0, 0); 5];
-        for (i, (msr, guest)) in list.into_iter().enumerate() {
-            host[i] = (msr, glue::rdmsr(msr).unwrap_or(0));
-            wrmsr(msr, guest);
-        }
-        Self { host }
-    }
-}
-
-impl SwappedMsrs {
-    /// Saves the guest's values (SWAPGS changes KERNEL_GS_BASE) and restores the host's.
-    fn leave(self, s: &mut GuestState) {
-        s.kernel_gs_base = glue::rdmsr(MSR_KERNEL_GS_BASE).unwrap_or(0);
-        for (msr, v) in self.host {
+        // A VM exit loads null FS/GS selectors (HOST_FS/GS_SELECTOR): a 32-bit task's TLS
+        // selectors would be gone when it returns to user mode.
+        glue::load_user_segments(self.irqs, self.fs, self.gs, self.fs_base);
+        for (msr, v) in SYSCALL_MSRS.into_iter().zip(self.msrs) {
             wrmsr(msr, v);
         }
+        if let Some([dr0, dr1, dr2, dr3, dr6]) = self.host_drs {
+            // SAFETY: The host's own values, saved in `save` with interrupts off.
+            unsafe {
+                insn::write_dr::<0>(dr0);
+                insn::write_dr::<1>(dr1);
+                insn::write_dr::<2>(dr2);
+                insn::write_dr::<3>(dr3);
+                insn::write_dr::<6>(dr6);
+            }
+        }
+        // A VM exit clears DR7 and IA32_DEBUGCTL: the host's breakpoints (ptrace, perf)
+        // and branch tracing would silently stop on this CPU.
+        if self.dr7 != DR7_RESET {
+            // SAFETY: The host's own DR7, its breakpoint addresses restored just above.
+            unsafe { insn::write_dr::<7>(self.dr7) };
+        }
+        if self.debugctl != 0 {
+            wrmsr(MSR_IA32_DEBUGCTL, self.debugctl);
+        }
+        glue::restore_host_descriptors(self.irqs);
     }
 }
 
-/// Writes an MSR from the fixed list above (all exist on every x86-64 CPU with VMX).
+/// Writes an MSR of this file's fixed set (the syscall MSRs, exist on every x86-64 CPU
+/// with VMX; DEBUGCTL and SPEC_CTRL with the host's own value, read from the CPU).
 fn wrmsr(msr: u32, v: u64) {
-    // SAFETY: Called with interrupts off inside a window for the syscall/swapgs MSRs only;
-    // the values are canonical (checked at WRMSR emulation) or the host's own.
+    // SAFETY: Called with interrupts off around a window; the values are the host's own or
+    // the guest's, checked canonical at WRMSR emulation.
     unsafe {
         asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack))
     };

@@ -26,6 +26,7 @@ pub(crate) const CR0_VALID: u64 =
     CR0_PE | CR0_MP | CR0_EM | CR0_TS | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_NW | CR0_CD | CR0_PG;
 
 pub(crate) const CR4_PAE: u64 = 1 << 5;
+pub(crate) const CR4_MCE: u64 = 1 << 6;
 pub(crate) const CR4_PCIDE: u64 = 1 << 17;
 /// CR4 bits a guest may set: VME PVI TSD DE PSE PAE MCE PGE PCE OSFXSR OSXMMEXCPT, FSGSBASE,
 /// PCIDE, SMEP, SMAP. Not VMXE (no nested VMX), OSXSAVE (XSAVE is hidden), LA57, PKE, CET.
@@ -86,6 +87,9 @@ pub(crate) struct GuestState {
     pub(crate) sfmask: u64,
     pub(crate) pat: u64,
     pub(crate) interruptibility: u64,
+    /// Debug exceptions the CPU had pending at the last exit (VMCS format, SDM 25.4.2):
+    /// a single-step trap after STI or MOV SS must survive the window boundary.
+    pub(crate) pending_dbg: u64,
 }
 
 pub(crate) const CR2: usize = 16;
@@ -234,15 +238,16 @@ impl GuestState {
         vmcs.write(GUEST_RSP, self.gpr[RSP]);
         vmcs.write(GUEST_RIP, self.rip);
         vmcs.write(GUEST_RFLAGS, self.rflags);
-        // Guest breakpoints are not loaded into the hardware debug registers (MOV DR
-        // exits keep the guest's values here), so the hardware DR7 stays disabled.
-        vmcs.write(GUEST_DR7, 0x400);
+        // The guest's breakpoints are armed for real: DR0-3 are loaded for the window
+        // (`vcpu::HostState`), DR7 by the "load debug controls" entry control. #DB is
+        // intercepted, so a breakpoint loop always comes back through VM exits.
+        vmcs.write(GUEST_DR7, self.dr7);
         vmcs.write(GUEST_SYSENTER_CS, self.sysenter_cs);
         vmcs.write(GUEST_SYSENTER_ESP, self.sysenter_esp);
         vmcs.write(GUEST_SYSENTER_EIP, self.sysenter_eip);
         vmcs.write(GUEST_INTERRUPTIBILITY_INFO, self.interruptibility);
         vmcs.write(GUEST_ACTIVITY_STATE, 0);
-        vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, 0);
+        vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, self.pending_dbg);
         vmcs.write(GUEST_IA32_DEBUGCTL, 0);
         vmcs.write(VMCS_LINK_POINTER, u64::MAX);
     }
@@ -267,6 +272,7 @@ impl GuestState {
         self.sysenter_cs = vmcs.read(GUEST_SYSENTER_CS);
         self.sysenter_esp = vmcs.read(GUEST_SYSENTER_ESP);
         self.sysenter_eip = vmcs.read(GUEST_SYSENTER_EIP);
+        self.pending_dbg = vmcs.read(GUEST_PENDING_DBG_EXCEPTIONS);
     }
 
     /// The registers every exit handler may need and change.
@@ -286,6 +292,12 @@ impl GuestState {
         vmcs.write(GUEST_RFLAGS, self.rflags);
         vmcs.write(GUEST_INTERRUPTIBILITY_INFO, self.interruptibility);
     }
+}
+
+/// Whether `s` turns on PAE paging (CR0.PG, CR4.PAE, not IA-32e mode): the mode in which
+/// the CPU loads four PDPTEs together with CR3.
+pub(crate) fn pae_paging(s: &uapi::Sregs) -> bool {
+    s.cr0 & CR0_PG != 0 && s.cr4 & CR4_PAE != 0 && s.efer & EFER_LMA == 0
 }
 
 fn seg_ok(s: &Segment, code: bool) -> bool {

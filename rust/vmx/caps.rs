@@ -41,11 +41,13 @@ pub(crate) mod required {
         (24, "unconditional I/O exiting"),
     ];
     pub(crate) const EXIT: &[(u32, &str)] = &[
+        (2, "save debug controls"),
         (9, "host address-space size"),
         (20, "save IA32_EFER"),
         (21, "load IA32_EFER"),
     ];
-    pub(crate) const ENTRY: &[(u32, &str)] = &[(9, "IA-32e mode guest"), (15, "load IA32_EFER")];
+    pub(crate) const ENTRY: &[(u32, &str)] =
+        &[(2, "load debug controls"), (9, "IA-32e mode guest"), (15, "load IA32_EFER")];
 }
 
 /// Allowed settings of one VMX control word, from its capability MSR: bits that must be 1

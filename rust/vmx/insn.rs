@@ -33,6 +33,34 @@ pub(crate) fn read_cr4() -> u64 {
     v
 }
 
+/// Reads the time-stamp counter.
+pub(crate) fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC has no side effects (CR4.TSD only matters at CPL3).
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    ((hi as u64) << 32) | lo as u64
+}
+
+/// Reads debug register `N` (0-3, 6 or 7).
+pub(crate) fn read_dr<const N: u8>() -> u64 {
+    let v: u64;
+    // SAFETY: Reading a debug register has no side effects at CPL0.
+    unsafe { asm!("mov {0}, dr{n}", out(reg) v, n = const N, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes debug register `N` (0-3, 6 or 7).
+///
+/// # Safety
+///
+/// Interrupts are off and the host's value is written back before they come on (the
+/// kernel's breakpoint code owns these registers), or `v` is the host's own value. For
+/// DR7, no breakpoint may be enabled on an address the host uses in between.
+pub(crate) unsafe fn write_dr<const N: u8>(v: u64) {
+    // SAFETY: The caller guarantees the preconditions above.
+    unsafe { asm!("mov dr{n}, {0}", in(reg) v, n = const N, options(nomem, nostack, preserves_flags)) };
+}
+
 /// Writes CR4.
 ///
 /// # Safety

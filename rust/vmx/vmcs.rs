@@ -137,9 +137,11 @@ pub(crate) const PROC_UNCOND_IO_EXITING: u32 = 1 << 24;
 pub(crate) const PROC_MONITOR_EXITING: u32 = 1 << 29;
 pub(crate) const PROC_SECONDARY: u32 = 1 << 31;
 pub(crate) const PROC2_ENABLE_INVPCID: u32 = 1 << 12;
+pub(crate) const EXIT_SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
 pub(crate) const EXIT_HOST_ADDR_SPACE_SIZE: u32 = 1 << 9;
 pub(crate) const EXIT_SAVE_EFER: u32 = 1 << 20;
 pub(crate) const EXIT_LOAD_EFER: u32 = 1 << 21;
+pub(crate) const ENTRY_LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
 pub(crate) const ENTRY_IA32E_MODE: u32 = 1 << 9;
 pub(crate) const ENTRY_LOAD_EFER: u32 = 1 << 15;
 
@@ -191,6 +193,9 @@ pub(crate) fn exit_reason_name(reason: usize) -> &'static str {
     ];
     NAMES.get(reason).copied().unwrap_or("other")
 }
+
+/// Exit qualification of a VM-entry failure: the PDPTEs could not be loaded (SDM 27.8).
+pub(crate) const ENTRY_FAIL_PDPTE: u64 = 2;
 
 // Event injection / exit interruption information (SDM 25.8.3, 27.2.2).
 pub(crate) const INTR_INFO_VALID: u32 = 1 << 31;

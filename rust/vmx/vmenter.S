@@ -13,9 +13,15 @@
  * Called with interrupts off and the vCPU's VMCS current (HOST_RIP = shadowvm_vmx_exit).
  */
 #include <linux/linkage.h>
+#include <linux/objtool.h>
 #include <asm/asm.h>
 #include <asm/nospec-branch.h>
 #include <asm/unwind_hints.h>
+#include <asm/cpufeatures.h>
+#include <asm/alternative.h>
+#include <asm/msr-index.h>
+#include <asm/percpu.h>
+#include <asm/segment.h>
 
 #define VMCS_HOST_RSP	0x6c14
 #define R(n)		(n * 8)(%rdi)
@@ -54,6 +60,13 @@ SYM_FUNC_START(shadowvm_vmx_run)
 	mov R(14), %r14
 	mov R(15), %r15
 	mov R(7), %rdi		/* last: this kills the regs pointer */
+
+	/*
+	 * Clear the CPU buffers the host filled (MDS, TAA, MMIO stale data, RFDS) where the
+	 * kernel says this CPU needs it: KVM's VM_CLEAR_CPU_BUFFERS, with a selector of our
+	 * own (x86_verw_sel is exported to KVM only). No memory access may follow it.
+	 */
+	ALTERNATIVE "", "verw shadowvm_verw_sel(%rip)", X86_FEATURE_CLEAR_CPU_BUF_VM
 
 	testq $1, (%rsp)
 	jz .Lvmlaunch
@@ -109,6 +122,22 @@ SYM_INNER_LABEL_ALIGN(shadowvm_vmx_exit, SYM_L_GLOBAL)
 	/* The guest may have filled the return stack buffer with its own targets. */
 	FILL_RETURN_BUFFER %rcx, RSB_CLEAR_LOOPS, X86_FEATURE_RSB_VMEXIT, X86_FEATURE_RSB_VMEXIT_LITE
 
+	/*
+	 * Legacy IBRS (not eIBRS) must be written again after running less privileged code,
+	 * before the first unbalanced RET. The guest cannot change IA32_SPEC_CTRL (WRMSR
+	 * exits and is refused), so the host's value is the current one.
+	 */
+	ALTERNATIVE "jmp .Lspec_ctrl_done", "", X86_FEATURE_KERNEL_IBRS
+	mov $MSR_IA32_SPEC_CTRL, %ecx
+	movl PER_CPU_VAR(x86_spec_ctrl_current), %eax
+	movl PER_CPU_VAR(x86_spec_ctrl_current + 4), %edx
+	wrmsr
+	lfence
+.Lspec_ctrl_done:
+
+	/* The guest may have trained the branch history (BHI): KVM's CLEAR_BRANCH_HISTORY_VMEXIT. */
+	ALTERNATIVE "", "call shadowvm_clear_bhb_loop", X86_FEATURE_CLEAR_BHB_VMEXIT
+
 	mov %rbx, %rax
 	pop %rbx		/* launched */
 	pop %rbx		/* regs */
@@ -128,3 +157,42 @@ SYM_INNER_LABEL_ALIGN(shadowvm_vmx_exit, SYM_L_GLOBAL)
 	mov $1, %ebx
 	jmp .Lclear_regs
 SYM_FUNC_END(shadowvm_vmx_run)
+
+/*
+ * The kernel's clear_bhb_loop (arch/x86/entry/entry_64.S), which 7.2 exports to KVM only:
+ * enough taken branches, in calls whose RET sits in the upper half of a cache line, to
+ * displace whatever branch history the guest left.
+ */
+SYM_FUNC_START(shadowvm_clear_bhb_loop)
+	ANNOTATE_NOENDBR
+	push	%rbp
+	mov	%rsp, %rbp
+	movl	$5, %ecx
+	ANNOTATE_INTRA_FUNCTION_CALL
+	call	1f
+	jmp	5f
+	.align 64, 0xcc
+	.skip 32 - (.Lbhb_ret1 - 1f), 0xcc
+	ANNOTATE_INTRA_FUNCTION_CALL
+1:	call	2f
+.Lbhb_ret1:	RET
+	.align 64, 0xcc
+	.skip 32 - 18, 0xcc
+2:	movl	$5, %eax
+3:	jmp	4f
+	nop
+4:	sub	$1, %eax
+	jnz	3b
+	sub	$1, %ecx
+	jnz	1b
+	RET
+5:	lfence
+	pop	%rbp
+	RET
+SYM_FUNC_END(shadowvm_clear_bhb_loop)
+STACK_FRAME_NON_STANDARD(shadowvm_clear_bhb_loop)
+
+.pushsection .data
+/* Any writable data selector makes VERW clear the buffers (KVM uses x86_verw_sel). */
+SYM_DATA(shadowvm_verw_sel, .word __KERNEL_DS)
+.popsection

@@ -224,18 +224,43 @@ static struct idt_gate idt[256];
 /* Ring 0 stack for traps from ring 3 (the TSS points here). */
 static uint8_t trap_stack[8192] __attribute__((aligned(16)));
 
-static void set_gate(int vec, uintptr_t handler, int dpl)
+void idt_set_gate(int vec, uintptr_t handler, uint16_t sel, int dpl, int ist)
 {
-	struct idt_gate *g = &idt[vec];
+	struct idt_gate *g = &idt[vec & 0xff];
 	g->off_lo = (uint16_t)handler;
-	g->sel = SEL_KCODE;
+	g->sel = sel;
 	g->type = (uint8_t)(0x8e | (dpl << 5));	/* present interrupt gate: IF stays 0 */
 #ifdef MODE_LM
+	g->ist = (uint8_t)(ist & 7);
 	g->off_mid = (uint16_t)(handler >> 16);
 	g->off_hi = (uint32_t)(handler >> 32);
 #else
+	(void)ist;
 	g->off_hi = (uint16_t)(handler >> 16);
 #endif
+}
+
+uintptr_t idt_gate_addr(int vec)
+{
+	return (uintptr_t)&idt[vec & 0xff];
+}
+
+void idt_restore_gate(int vec)
+{
+	idt_set_gate(vec, isr_table[vec & 31], SEL_KCODE, 0, 0);
+}
+
+#ifdef MODE_LM
+void tss_set_ist(int n, uintptr_t top)
+{
+	if (n >= 1 && n <= 7)
+		tss.ist[n - 1] = top;
+}
+#endif
+
+static void set_gate(int vec, uintptr_t handler, int dpl)
+{
+	idt_set_gate(vec, handler, SEL_KCODE, dpl, 0);
 }
 
 static void tables_init(void)
@@ -267,6 +292,7 @@ static void tables_init(void)
 
 /* ---------------------------------------------------------------- exceptions */
 static volatile int user_faulted;
+exc_hook_t exc_hook;
 
 void pf_reset(void)
 {
@@ -278,6 +304,8 @@ void exc_dispatch(struct frame *f)
 {
 	int from_user = (f->cs & 3) == 3;
 
+	if (f->vector != 14 && f->vector != 0x80 && exc_hook && exc_hook(f))
+		return;
 	if (f->vector == 14) {
 		uintptr_t cr2 = read_cr2();
 		last_pf.cr2 = cr2;

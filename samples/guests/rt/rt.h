@@ -118,6 +118,21 @@ struct frame {
 typedef int (*pf_hook_t)(struct frame *f, uintptr_t cr2, uintptr_t err);
 extern pf_hook_t pf_hook;
 
+/*
+ * Any other exception (not #PF, not the ring-3 return through int $0x80): a hook that
+ * returns nonzero handled it, and the (possibly changed) frame is returned to.
+ */
+typedef int (*exc_hook_t)(struct frame *f);
+extern exc_hook_t exc_hook;
+
+/* IDT entries: a present interrupt gate to handler through selector sel. */
+void idt_set_gate(int vec, uintptr_t handler, uint16_t sel, int dpl, int ist);
+void idt_restore_gate(int vec);		/* back to the runtime's own entry */
+uintptr_t idt_gate_addr(int vec);
+#ifdef MODE_LM
+void tss_set_ist(int n, uintptr_t top);	/* interrupt stack table entry n (1..7) */
+#endif
+
 /* Every #PF (handled or not) is recorded here before anything else looks at it. */
 struct pf_record {
 	uintptr_t cr2, err, ip;

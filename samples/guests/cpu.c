@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * CPU-level guest (cpu-<mode>.elf): the exceptions a hypervisor must intercept to stay in
+ * control of the CPU (#DB, #AC), checked for what the guest sees, and variants that try to
+ * keep the host CPU forever.
+ *
+ * TAP tests (the same results on shadowvm, KVM ept=0 and ept=1):
+ *  - a data breakpoint (DR0/DR7) fires once per write, with DR6.B0;
+ *  - single-step (EFLAGS.TF) traps after one instruction, with DR6.BS;
+ *  - ICEBP (INT1) is a #DB trap after the instruction;
+ *  - DR7.GD makes the next MOV DR a #DB fault with DR6.BD, and clears GD;
+ *  - an alignment check at CPL3 (CR0.AM, EFLAGS.AC) is an #AC with error code 0.
+ *
+ * Variants (-DCPU_END=...) never end on their own: the launcher's --timeout ends them, and
+ * the host must keep answering meanwhile (selftests/cpu measures it):
+ *   exitloop  CPUID in a tight loop with IF=0: a VM exit per iteration;
+ *   pfloop    a #PF its handler retries forever, IF=0;
+ *   dbloop    (long mode) a data breakpoint on the IST slot the #DB frame is pushed to:
+ *             each delivery raises the next #DB (CVE-2015-8104's kind of loop);
+ *   acloop    (32-bit paging, PAE) #AC delivered to a ring-3 handler on a misaligned
+ *             stack: each delivery raises the next #AC (CVE-2015-5307).
+ * Without #DB/#AC interception both loops run inside the CPU with no VM exit at all.
+ */
+#include "rt.h"
+
+#ifndef CPU_END
+#define CPU_END 0
+#endif
+#define END_EXITLOOP	1
+#define END_PFLOOP	2
+#define END_DBLOOP	3
+#define END_ACLOOP	4
+
+#define VA_USER		0x70000000UL
+#define RFLAGS_TF	(1UL << 8)
+#define CR0_AM		(1UL << 18)
+#define DR6_RESET	0xffff0ff0UL
+#define DR6_BD		(1UL << 13)
+#define DR6_BS		(1UL << 14)
+#define DR7_RESET	0x400UL
+#define DR7_GD		(1UL << 13)
+/* DR7 for breakpoint 0: enabled (L0), on writes (R/W0 = 01), 4 bytes (LEN0 = 11). */
+#define DR7_BP0_WRITE4	(DR7_RESET | 1UL | (1UL << 16) | (3UL << 18))
+
+/* The stack pointer in basic asm (SP) and in extended asm (SPX). */
+#ifdef MODE_LM
+#define SP "%rsp"
+#define SPX "%%rsp"
+#else
+#define SP "%esp"
+#define SPX "%%esp"
+#endif
+
+#define DEFINE_DR(n)								\
+static inline uintptr_t read_dr##n(void)					\
+{ uintptr_t v; __asm__ volatile("mov %%dr" #n ", %0" : "=r"(v)); return v; }	\
+static inline void write_dr##n(uintptr_t v)					\
+{ __asm__ volatile("mov %0, %%dr" #n :: "r"(v) : "memory"); }
+DEFINE_DR(0)
+DEFINE_DR(6)
+DEFINE_DR(7)
+#undef DEFINE_DR
+
+__noreturn void user_return(uintptr_t value);
+
+/* What the last #DB or #AC looked like. */
+static volatile struct {
+	unsigned count;
+	uintptr_t vector, err, ip, dr6, dr7;
+} seen;
+
+static void seen_reset(void)
+{
+	seen.count = 0;
+	seen.vector = seen.err = seen.ip = seen.dr6 = seen.dr7 = 0;
+}
+
+static int hook(struct frame *f)
+{
+	if (f->vector != 1 && f->vector != 17)
+		return 0;
+	seen.count++;
+	seen.vector = f->vector;
+	seen.err = f->err;
+	seen.ip = f->ip;
+	if (f->vector == 1) {
+		seen.dr6 = read_dr6();
+		seen.dr7 = read_dr7();
+		write_dr6(DR6_RESET);	/* the CPU never clears DR6 itself */
+		f->flags &= ~RFLAGS_TF;
+		return 1;
+	}
+	if ((f->cs & 3) == 3)
+		user_return(0xac);
+	return 0;
+}
+
+/* Ring-3 code (its own page, mapped at VA_USER with the U bit). */
+void cpu_ac_user(void);
+void cpu_ac_handler(void);
+__asm__(".section .usertext, \"ax\"\n"
+	"cpu_ac_user:\n"			/* EFLAGS.AC = 1, then a misaligned load */
+	"	pushf\n"
+	"	orl $0x40000, (" SP ")\n"
+	"	popf\n"
+	"	mov 1(" SP "), %eax\n"
+	"	int $0x80\n"
+	"cpu_ac_handler:\n"			/* reached only if #AC delivery succeeds */
+	"	mov $0xacac, %eax\n"
+	"	int $0x80\n"
+	".text\n");
+
+static uintptr_t user_va(void (*fn)(void))
+{
+	return VA_USER + ((uintptr_t)fn - (uintptr_t)__user_start);
+}
+
+/* An address space with the ring-3 code page and a stack page; returns the stack top. */
+static uintptr_t user_space(void)
+{
+	uintptr_t cr3 = aspace_new();
+	map_page(cr3, VA_USER, (uintptr_t)__user_start, PTE_P | PTE_U);
+	map_page(cr3, VA_USER + PAGE_SIZE, frame_alloc(), PTE_P | PTE_W | PTE_U);
+	write_cr3(cr3);
+	return VA_USER + 2 * PAGE_SIZE;
+}
+
+static volatile uint32_t watched;
+
+static void t_data_breakpoint(void)
+{
+	seen_reset();
+	write_dr0((uintptr_t)&watched);
+	write_dr7(DR7_BP0_WRITE4);
+	watched = 0x1234;
+	unsigned after_first = seen.count;
+	watched = 0x5678;
+	write_dr7(DR7_RESET);
+	watched = 1;
+	CHECK_EQ("#DB after the first write", 1, after_first);
+	CHECK_EQ("#DB after two writes and one with DR7 off", 2, seen.count);
+	CHECK_EQ("vector", 1, seen.vector);
+	CHECK_EQ("DR6 trap bits", 1, seen.dr6 & 0xf);
+	CHECK("DR6.BS clear", !(seen.dr6 & DR6_BS));
+}
+
+extern char cpu_ss_target[], cpu_icebp_after[];
+
+static __attribute__((noinline)) void t_single_step(void)
+{
+	seen_reset();
+	/* TF set by POPF traps after the instruction that follows it. */
+	__asm__ volatile("pushf\n"
+			 "	orl $0x100, (" SPX ")\n"
+			 "	popf\n"
+			 "	nop\n"
+			 "cpu_ss_target:\n"
+			 "	nop\n" ::: "memory", "cc");
+	CHECK_EQ("#DB count", 1, seen.count);
+	CHECK_EQ("trap address", (uintptr_t)cpu_ss_target, seen.ip);
+	CHECK("DR6.BS set", seen.dr6 & DR6_BS);
+}
+
+static __attribute__((noinline)) void t_icebp(void)
+{
+	seen_reset();
+	__asm__ volatile(".byte 0xf1\n"
+			 "cpu_icebp_after:\n" ::: "memory");
+	CHECK_EQ("#DB count", 1, seen.count);
+	CHECK_EQ("trap address (after ICEBP)", (uintptr_t)cpu_icebp_after, seen.ip);
+	CHECK_EQ("DR6 trap, BD and BS bits", 0, seen.dr6 & (0xf | DR6_BD | DR6_BS));
+}
+
+static void t_general_detect(void)
+{
+	seen_reset();
+	write_dr0(0x1000);
+	write_dr7(DR7_RESET | DR7_GD);
+	uintptr_t dr0 = read_dr0();	/* #DB fault; retried once the CPU cleared GD */
+	CHECK_EQ("#DB count", 1, seen.count);
+	CHECK("DR6.BD set", seen.dr6 & DR6_BD);
+	CHECK("DR7.GD clear in the handler", !(seen.dr7 & DR7_GD));
+	CHECK_EQ("DR0 read after the fault", 0x1000, dr0);
+	write_dr7(DR7_RESET);
+}
+
+static void t_alignment_check(void)
+{
+	uintptr_t top = user_space();
+	int faulted;
+
+	seen_reset();
+	write_cr0(read_cr0() | CR0_AM);
+	uint32_t r = user_call(user_va(cpu_ac_user), top - 16, 0, 0, 0, &faulted);
+	write_cr0(read_cr0() & ~CR0_AM);
+	write_cr3(kernel_cr3);
+	CHECK_EQ("ring-3 call ended by #AC", 0xac, r);
+	CHECK_EQ("vector", 17, seen.vector);
+	CHECK_EQ("error code", 0, seen.err);
+	CHECK_EQ("exceptions", 1, seen.count);
+}
+
+static const struct test tests[] = {
+	{ "data breakpoint: #DB once per write, DR6.B0", t_data_breakpoint },
+	{ "single step: #DB after one instruction, DR6.BS", t_single_step },
+	{ "ICEBP: #DB trap after the instruction", t_icebp },
+	{ "DR7.GD: MOV DR faults with DR6.BD and clears GD", t_general_detect },
+	{ "CR0.AM + EFLAGS.AC at CPL3: #AC(0)", t_alignment_check },
+};
+
+static int retry_forever(struct frame *f, uintptr_t cr2, uintptr_t err)
+{
+	(void)f, (void)cr2, (void)err;
+	return 1;
+}
+
+#ifdef MODE_LM
+static uint8_t db_ist[4096] __attribute__((aligned(16)));
+void cpu_db_iret(void);
+__asm__(".text\ncpu_db_iret: iretq\n");
+#endif
+
+static void end_variant(void)
+{
+	if (CPU_END == END_EXITLOOP) {
+		printf("# cpu: CPUID in a loop with IF=0\n");
+		__asm__ volatile("cli");
+		for (;;) {
+			uint32_t r[4];
+			cpuid(0, 0, r);
+		}
+	} else if (CPU_END == END_PFLOOP) {
+		printf("# cpu: a #PF retried forever with IF=0\n");
+		__asm__ volatile("cli");
+		pf_hook = retry_forever;
+		(void)rd32(0x7ff00000UL);	/* not mapped */
+	} else if (CPU_END == END_DBLOOP) {
+#ifdef MODE_LM
+		uintptr_t top = (uintptr_t)db_ist + sizeof(db_ist);
+		printf("# cpu: #DB whose delivery hits a data breakpoint, forever\n");
+		tss_set_ist(1, top);
+		idt_set_gate(1, (uintptr_t)cpu_db_iret, SEL_KCODE, 0, 1);
+		write_dr0(top - 8);	/* where the CPU pushes SS of the #DB frame */
+		write_dr7(DR7_BP0_WRITE4);
+		__asm__ volatile(".byte 0xf1" ::: "memory");
+#endif
+	} else if (CPU_END == END_ACLOOP) {
+		uintptr_t top = user_space();
+		int faulted;
+		printf("# cpu: #AC delivered to ring 3 on a misaligned stack, forever\n");
+		idt_set_gate(17, user_va(cpu_ac_handler), SEL_UCODE, 3, 0);
+		write_cr0(read_cr0() | CR0_AM);
+		user_call(user_va(cpu_ac_user), top - 2, 0, 0, 0, &faulted);
+	}
+	printf("# cpu: the endless variant ended\n");
+	guest_exit(EXIT_PANIC);
+}
+
+void guest_main(void)
+{
+	exc_hook = hook;
+	if (CPU_END)
+		end_variant();
+	tap_run(tests, ARRAY_SIZE(tests));
+}
