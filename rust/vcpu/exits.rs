@@ -13,6 +13,7 @@ use crate::mmu::{self, Access, GuestMemory, PfOutcome};
 use crate::uapi;
 use crate::vm::GuestRam;
 use crate::vmx::vmcs::*;
+use crate::glue;
 use crate::vmx::window::CurrentVmcs;
 
 /// REP iterations emulated per exit: bounded so interrupts stay off only briefly.
@@ -254,13 +255,13 @@ impl EmuMemory for GuestAccess<'_> {
 
 impl VcpuCore {
     /// Dispatches one exit.
-    pub(super) fn handle(&mut self, ram: &GuestRam, run: &mut uapi::Run, info: ExitInfo) -> Handled {
+    pub(super) fn handle(&mut self, vmcs: &CurrentVmcs<'_>, ram: &GuestRam, run: &mut uapi::Run, info: ExitInfo) -> Handled {
         if info.reason & (1 << 31) != 0 {
             set_fail_entry(run, info.reason as u64, info.qualification);
             return Handled::End(WindowEnd::User);
         }
         let handled = match info.basic_reason() {
-            EXIT_EXCEPTION_NMI => self.exception(ram, run, &info),
+            EXIT_EXCEPTION_NMI => self.exception(vmcs, ram, run, &info),
             // The host gets the CPU back: a pending interrupt is taken when the window closes.
             EXIT_EXTERNAL_INTERRUPT | EXIT_PREEMPTION_TIMER => Handled::End(WindowEnd::Interrupted),
             EXIT_TRIPLE_FAULT => {
@@ -284,7 +285,7 @@ impl VcpuCore {
                 self.mmu.invlpg(ram, info.qualification);
                 self.skip(&info)
             }
-            EXIT_INVPCID => self.invpcid(ram, &info),
+            EXIT_INVPCID => self.invpcid(vmcs, ram, &info),
             EXIT_RDPMC => self.raise(GP, Some(0), None),
             EXIT_VMCALL => {
                 let g = &self.state.gpr;
@@ -301,8 +302,8 @@ impl VcpuCore {
             EXIT_CR_ACCESS => self.cr_access(ram, &info),
             EXIT_DR_ACCESS => self.dr_access(&info),
             EXIT_IO => self.io(run, &info),
-            EXIT_RDMSR => self.rdmsr(&info),
-            EXIT_WRMSR => self.wrmsr(ram, &info),
+            EXIT_RDMSR => self.rdmsr(vmcs, &info),
+            EXIT_WRMSR => self.wrmsr(vmcs, ram, &info),
             EXIT_INVALID_GUEST_STATE | EXIT_MSR_LOADING | EXIT_MCE_DURING_ENTRY => {
                 set_fail_entry(run, info.reason as u64, info.qualification);
                 Handled::End(WindowEnd::User)
@@ -377,7 +378,7 @@ impl VcpuCore {
     /// Exception exit: #PF for the shadow MMU; #DB and #AC reflected into the guest as
     /// the CPU would have delivered them. (NMIs and #MC are the host's: the run loop
     /// takes them before this.)
-    fn exception(&mut self, ram: &GuestRam, run: &mut uapi::Run, info: &ExitInfo) -> Handled {
+    fn exception(&mut self, vmcs: &CurrentVmcs<'_>, ram: &GuestRam, run: &mut uapi::Run, info: &ExitInfo) -> Handled {
         let vector = info.intr_info as u8;
         match vector {
             PF => {}
@@ -394,8 +395,8 @@ impl VcpuCore {
             Err(mmu::MmuError::NeedMemory) => Handled::NeedMemory,
             Ok(PfOutcome::Fixed) => Handled::Resume,
             Ok(PfOutcome::Inject(pf)) => self.raise(PF, Some(pf.error_code), Some(pf.cr2)),
-            Ok(PfOutcome::EmulateWrite { gpa }) => self.emulate(ram, run, Some(gpa), None),
-            Ok(PfOutcome::Mmio { .. }) => self.emulate(ram, run, None, None),
+            Ok(PfOutcome::EmulateWrite { gpa }) => self.emulate(Some(vmcs), ram, run, Some(gpa), None),
+            Ok(PfOutcome::Mmio { .. }) => self.emulate(Some(vmcs), ram, run, None, None),
         }
     }
 
@@ -423,7 +424,19 @@ impl VcpuCore {
 
     /// Emulates the instruction at RIP: a write to a write-protected page table
     /// (`pt_gpa`), or an MMIO access. `mmio` completes an MMIO read userspace answered.
-    pub(super) fn emulate(&mut self, ram: &GuestRam, run: &mut uapi::Run, pt_gpa: Option<u64>, mmio: Option<MmioData>) -> Handled {
+    /// Inside a window (`vmcs`), the segments are read from the VMCS first: the guest can
+    /// change them without an exit (MOV Sreg, SWAPGS, WRFSBASE).
+    pub(super) fn emulate(
+        &mut self,
+        vmcs: Option<&CurrentVmcs<'_>>,
+        ram: &GuestRam,
+        run: &mut uapi::Run,
+        pt_gpa: Option<u64>,
+        mmio: Option<MmioData>,
+    ) -> Handled {
+        if let Some(vmcs) = vmcs {
+            self.state.save_segments(vmcs);
+        }
         let s = &self.state;
         let cpl3 = s.cpl() == 3;
         let ac = s.rflags & state::RFLAGS_AC != 0;
@@ -706,7 +719,8 @@ impl VcpuCore {
     }
 
     /// INVPCID: type in a register, descriptor (PCID, address) in memory.
-    fn invpcid(&mut self, ram: &GuestRam, info: &ExitInfo) -> Handled {
+    fn invpcid(&mut self, vmcs: &CurrentVmcs<'_>, ram: &GuestRam, info: &ExitInfo) -> Handled {
+        self.state.save_segments(vmcs);
         let ii = info.instruction_info;
         let kind = self.gpr_operand(((ii >> 28) & 0xf) as usize);
         let mut addr = info.qualification;
@@ -748,17 +762,20 @@ impl VcpuCore {
         }
     }
 
-    fn rdmsr(&mut self, info: &ExitInfo) -> Handled {
+    /// RDMSR. FS/GS base and KERNEL_GS_BASE are read where they live during the window
+    /// (the VMCS, the CPU): the guest changes them without exits (MOV to FS/GS, WRFSBASE,
+    /// SWAPGS).
+    fn rdmsr(&mut self, vmcs: &CurrentVmcs<'_>, info: &ExitInfo) -> Handled {
         let s = &self.state;
         let v = match s.gpr[1] as u32 {
+            super::MSR_KERNEL_GS_BASE => glue::rdmsr(super::MSR_KERNEL_GS_BASE).unwrap_or(0),
+            super::MSR_FS_BASE => vmcs.read(GUEST_FS_BASE),
+            super::MSR_GS_BASE => vmcs.read(GUEST_GS_BASE),
             super::MSR_EFER => s.efer,
             super::MSR_STAR => s.star,
             super::MSR_LSTAR => s.lstar,
             super::MSR_CSTAR => s.cstar,
             super::MSR_SFMASK => s.sfmask,
-            super::MSR_KERNEL_GS_BASE => s.kernel_gs_base,
-            super::MSR_FS_BASE => s.seg[state::FS].base,
-            super::MSR_GS_BASE => s.seg[state::GS].base,
             super::MSR_SYSENTER_CS => s.sysenter_cs,
             super::MSR_SYSENTER_ESP => s.sysenter_esp,
             super::MSR_SYSENTER_EIP => s.sysenter_eip,
@@ -778,7 +795,9 @@ impl VcpuCore {
         self.skip(info)
     }
 
-    fn wrmsr(&mut self, ram: &GuestRam, info: &ExitInfo) -> Handled {
+    /// WRMSR. Every write takes effect at once, where the value lives during the window:
+    /// the VMCS for FS/GS base and SYSENTER, the CPU for the syscall MSRs.
+    fn wrmsr(&mut self, vmcs: &CurrentVmcs<'_>, ram: &GuestRam, info: &ExitInfo) -> Handled {
         let v = (self.state.gpr[0] & 0xffff_ffff) | (self.state.gpr[2] << 32);
         let canonical = ((v as i64) << 16 >> 16) as u64 == v;
         let s = &mut self.state;
@@ -798,22 +817,45 @@ impl VcpuCore {
                     other => other,
                 };
             }
-            super::MSR_STAR => s.star = v,
             super::MSR_LSTAR | super::MSR_CSTAR | super::MSR_KERNEL_GS_BASE | super::MSR_FS_BASE | super::MSR_GS_BASE
             | super::MSR_SYSENTER_ESP | super::MSR_SYSENTER_EIP
                 if !canonical =>
             {
                 return self.raise(GP, Some(0), None);
             }
-            super::MSR_LSTAR => s.lstar = v,
-            super::MSR_CSTAR => s.cstar = v,
-            super::MSR_SFMASK => s.sfmask = v & 0xffff_ffff,
-            super::MSR_KERNEL_GS_BASE => s.kernel_gs_base = v,
-            super::MSR_FS_BASE => s.seg[state::FS].base = v,
-            super::MSR_GS_BASE => s.seg[state::GS].base = v,
-            super::MSR_SYSENTER_CS => s.sysenter_cs = v & 0xffff,
-            super::MSR_SYSENTER_ESP => s.sysenter_esp = v,
-            super::MSR_SYSENTER_EIP => s.sysenter_eip = v,
+            super::MSR_STAR | super::MSR_LSTAR | super::MSR_CSTAR | super::MSR_SFMASK | super::MSR_KERNEL_GS_BASE => {
+                let msr = s.gpr[1] as u32;
+                let v = if msr == super::MSR_SFMASK { v & 0xffff_ffff } else { v };
+                match msr {
+                    super::MSR_STAR => s.star = v,
+                    super::MSR_LSTAR => s.lstar = v,
+                    super::MSR_CSTAR => s.cstar = v,
+                    super::MSR_SFMASK => s.sfmask = v,
+                    _ => s.kernel_gs_base = v,
+                }
+                // The guest's value is in the CPU for the window (SYSCALL, SWAPGS use it).
+                super::wrmsr(msr, v);
+            }
+            super::MSR_FS_BASE => {
+                s.seg[state::FS].base = v;
+                vmcs.write(GUEST_FS_BASE, v);
+            }
+            super::MSR_GS_BASE => {
+                s.seg[state::GS].base = v;
+                vmcs.write(GUEST_GS_BASE, v);
+            }
+            super::MSR_SYSENTER_CS => {
+                s.sysenter_cs = v & 0xffff;
+                vmcs.write(GUEST_SYSENTER_CS, v & 0xffff);
+            }
+            super::MSR_SYSENTER_ESP => {
+                s.sysenter_esp = v;
+                vmcs.write(GUEST_SYSENTER_ESP, v);
+            }
+            super::MSR_SYSENTER_EIP => {
+                s.sysenter_eip = v;
+                vmcs.write(GUEST_SYSENTER_EIP, v);
+            }
             // Each byte must be a defined memory type (0, 1, 4, 5, 6, 7), else #GP (SDM 13.12.2).
             MSR_PAT if !(0..8).all(|i| matches!((v >> (8 * i)) & 0xff, 0 | 1 | 4 | 5 | 6 | 7)) => {
                 return self.raise(GP, Some(0), None);
@@ -834,7 +876,7 @@ impl VcpuCore {
         let mmio = MmioData { linear, len, data };
         // The instruction is re-decoded and executed with the value; it cannot need
         // userspace again, so whatever it reports is dropped here (an exception is queued).
-        let _ = self.emulate(ram, run, None, Some(mmio));
+        let _ = self.emulate(None, ram, run, None, Some(mmio));
     }
 }
 

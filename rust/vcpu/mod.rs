@@ -426,7 +426,7 @@ impl VcpuCore {
                 }
             }
             if let Some(info) = exit.take() {
-                if let Some(end) = self.dispatch(ram, run, info) {
+                if let Some(end) = self.dispatch(vmcs, ram, run, info) {
                     break (end, HostEvent::None);
                 }
             }
@@ -501,8 +501,8 @@ impl VcpuCore {
 
     /// Handles one exit; `Some` when the window must close. An exit that ran out of
     /// page-cache memory is kept and handled again in the next window.
-    fn dispatch(&mut self, ram: &GuestRam, run: &mut uapi::Run, info: ExitInfo) -> Option<WindowEnd> {
-        match self.handle(ram, run, info) {
+    fn dispatch(&mut self, vmcs: &CurrentVmcs<'_>, ram: &GuestRam, run: &mut uapi::Run, info: ExitInfo) -> Option<WindowEnd> {
+        match self.handle(vmcs, ram, run, info) {
             Handled::Resume | Handled::Raised => None,
             Handled::End(end) => Some(end),
             Handled::NeedMemory => {
@@ -837,7 +837,7 @@ impl Drop for HostState<'_> {
 
 /// Writes an MSR of this file's fixed set (the syscall MSRs, exist on every x86-64 CPU
 /// with VMX; DEBUGCTL and SPEC_CTRL with the host's own value, read from the CPU).
-fn wrmsr(msr: u32, v: u64) {
+pub(super) fn wrmsr(msr: u32, v: u64) {
     // SAFETY: Called with interrupts off around a window; the values are the host's own or
     // the guest's, checked canonical at WRMSR emulation.
     unsafe {

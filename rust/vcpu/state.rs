@@ -256,6 +256,19 @@ impl GuestState {
     /// interruptibility state are already here: [`Self::save_volatile`] ran at each exit
     /// and the handlers may have changed them since (an instruction they completed).
     pub(crate) fn save(&mut self, vmcs: &CurrentVmcs<'_>) {
+        self.save_segments(vmcs);
+        self.gdt.base = vmcs.read(GUEST_GDTR_BASE);
+        self.gdt.limit = vmcs.read(GUEST_GDTR_LIMIT) as u16;
+        self.idt.base = vmcs.read(GUEST_IDTR_BASE);
+        self.idt.limit = vmcs.read(GUEST_IDTR_LIMIT) as u16;
+        self.sysenter_cs = vmcs.read(GUEST_SYSENTER_CS);
+        self.sysenter_esp = vmcs.read(GUEST_SYSENTER_ESP);
+        self.sysenter_eip = vmcs.read(GUEST_SYSENTER_EIP);
+        self.pending_dbg = vmcs.read(GUEST_PENDING_DBG_EXCEPTIONS);
+    }
+
+    /// Reads the segment registers back: the guest loads them without exits.
+    pub(crate) fn save_segments(&mut self, vmcs: &CurrentVmcs<'_>) {
         for i in 0..self.seg.len() {
             let step = 2 * i as u32;
             self.seg[i] = from_ar_bytes(
@@ -265,14 +278,6 @@ impl GuestState {
                 vmcs.read(GUEST_ES_SELECTOR + step) as u16,
             );
         }
-        self.gdt.base = vmcs.read(GUEST_GDTR_BASE);
-        self.gdt.limit = vmcs.read(GUEST_GDTR_LIMIT) as u16;
-        self.idt.base = vmcs.read(GUEST_IDTR_BASE);
-        self.idt.limit = vmcs.read(GUEST_IDTR_LIMIT) as u16;
-        self.sysenter_cs = vmcs.read(GUEST_SYSENTER_CS);
-        self.sysenter_esp = vmcs.read(GUEST_SYSENTER_ESP);
-        self.sysenter_eip = vmcs.read(GUEST_SYSENTER_EIP);
-        self.pending_dbg = vmcs.read(GUEST_PENDING_DBG_EXCEPTIONS);
     }
 
     /// The registers every exit handler may need and change.

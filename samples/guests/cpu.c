@@ -9,7 +9,11 @@
  *  - single-step (EFLAGS.TF) traps after one instruction, with DR6.BS;
  *  - ICEBP (INT1) is a #DB trap after the instruction;
  *  - DR7.GD makes the next MOV DR a #DB fault with DR6.BD, and clears GD;
- *  - an alignment check at CPL3 (CR0.AM, EFLAGS.AC) is an #AC with error code 0.
+ *  - an alignment check at CPL3 (CR0.AM, EFLAGS.AC) is an #AC with error code 0;
+ *  - MSR writes take effect at once and read back after the hypervisor had to stop the
+ *    guest (an I/O exit to userspace): SYSENTER, and in long mode FS/GS/KERNEL_GS base;
+ *  - a segment loaded without an exit (MOV FS) is the one an emulated instruction uses
+ *    (a store through FS into a page directory, which every hypervisor here emulates).
  *
  * Variants (-DCPU_END=...) never end on their own: the launcher's --timeout ends them, and
  * the host must keep answering meanwhile (selftests/cpu measures it):
@@ -200,12 +204,96 @@ static void t_alignment_check(void)
 	CHECK_EQ("exceptions", 1, seen.count);
 }
 
+/* An OUT to an unused port: every hypervisor hands it to its userspace. */
+static void exit_to_userspace(void)
+{
+	outb(0x80, 0);
+}
+
+static void t_msr_write_read_back(void)
+{
+	const uint64_t eip = 0x12345678, esp = 0x23456780, cs = 0x60;
+
+	wrmsr(0x174, cs);
+	wrmsr(0x175, esp);
+	wrmsr(0x176, eip);
+	exit_to_userspace();
+	CHECK_EQ("SYSENTER_CS", cs, rdmsr(0x174));
+	CHECK_EQ("SYSENTER_ESP", esp, rdmsr(0x175));
+	CHECK_EQ("SYSENTER_EIP", eip, rdmsr(0x176));
+	wrmsr(0x174, 0);
+	wrmsr(0x175, 0);
+	wrmsr(0x176, 0);
+#ifdef MODE_LM
+	static volatile uint32_t fs_area[4] = { 0xf5f5f5f5, 0, 0, 0 };
+	const uint64_t kgs = 0xffff800012345000ULL;
+	uint32_t via_fs;
+
+	wrmsr(0xc0000100, (uintptr_t)fs_area);
+	__asm__ volatile("movl %%fs:0, %0" : "=r"(via_fs) :: "memory");
+	CHECK_EQ("a load through FS right after WRMSR FS_BASE", 0xf5f5f5f5, via_fs);
+	exit_to_userspace();
+	CHECK_EQ("FS_BASE after an exit to userspace", (uintptr_t)fs_area, rdmsr(0xc0000100));
+	wrmsr(0xc0000100, 0);
+	wrmsr(0xc0000102, kgs);
+	exit_to_userspace();
+	CHECK_EQ("KERNEL_GS_BASE after an exit to userspace", kgs, rdmsr(0xc0000102));
+	__asm__ volatile("swapgs" ::: "memory");
+	uint64_t gs = rdmsr(0xc0000101), kgs_after = rdmsr(0xc0000102);
+	__asm__ volatile("swapgs" ::: "memory");
+	CHECK_EQ("GS_BASE after SWAPGS", kgs, gs);
+	CHECK_EQ("KERNEL_GS_BASE after SWAPGS", 0, kgs_after);
+	wrmsr(0xc0000102, 0);
+#endif
+}
+
+extern uint64_t gdt_spare;
+
+static void t_segment_without_exit(void)
+{
+	const uintptr_t va = 0x50000000UL;
+	uintptr_t cr3 = aspace_new();
+	const unsigned idx = PAGE_SIZE / sizeof(pte_t) - 1;
+	const pte_t value = (pte_t)0x12345000;	/* not present: harmless in the table */
+	volatile uint8_t *low = (volatile uint8_t *)0x1000;
+	static uint8_t low_before[PAGE_SIZE];
+
+	map_page(cr3, va, frame_alloc(), PTE_P | PTE_W);
+	write_cr3(cr3);
+	(void)rd32(va);		/* the shadow of this walk write-protects the directory */
+	uintptr_t dir = (uintptr_t)pt_entry(cr3, va, 2, 0) & ~(uintptr_t)(PAGE_SIZE - 1);
+	for (unsigned i = 0; i < sizeof(low_before); i++)
+		low_before[i] = low[i];
+	/* FS: a flat data segment whose base is the directory page minus 0x1000. */
+	uint32_t base = (uint32_t)(dir - 0x1000);
+	gdt_spare = 0x00cf92000000ffffULL | ((uint64_t)(base & 0xffffff) << 16) |
+		    ((uint64_t)(base >> 24) << 56);
+	uint32_t off = 0x1000 + idx * sizeof(pte_t);
+	__asm__ volatile("mov %w0, %%fs" :: "r"(SEL_SPARE) : "memory");
+#ifdef MODE_32
+	__asm__ volatile("movl %0, %%fs:(%1)" :: "r"((uint32_t)value), "r"(off) : "memory");
+#else
+	__asm__ volatile("movl %0, %%fs:(%1)\n\tmovl $0, %%fs:4(%1)" :: "r"((uint32_t)value), "r"(off) : "memory");
+#endif
+	__asm__ volatile("mov %w0, %%fs" :: "r"(SEL_KDATA) : "memory");
+	pte_t seen_entry = ((volatile pte_t *)dir)[idx];
+	((volatile pte_t *)dir)[idx] = 0;
+	write_cr3(kernel_cr3);
+	CHECK_EQ("directory entry written through FS", value, seen_entry);
+	unsigned changed = 0;
+	for (unsigned i = 0; i < sizeof(low_before); i++)
+		changed += low[i] != low_before[i];
+	CHECK_EQ("bytes changed where a stale FS base (0) would have put the store", 0, changed);
+}
+
 static const struct test tests[] = {
 	{ "data breakpoint: #DB once per write, DR6.B0", t_data_breakpoint },
 	{ "single step: #DB after one instruction, DR6.BS", t_single_step },
 	{ "ICEBP: #DB trap after the instruction", t_icebp },
 	{ "DR7.GD: MOV DR faults with DR6.BD and clears GD", t_general_detect },
 	{ "CR0.AM + EFLAGS.AC at CPL3: #AC(0)", t_alignment_check },
+	{ "MSR writes take effect at once and survive an exit to userspace", t_msr_write_read_back },
+	{ "MOV FS without an exit, then an emulated store through FS", t_segment_without_exit },
 };
 
 static int retry_forever(struct frame *f, uintptr_t cr2, uintptr_t err)

@@ -110,6 +110,9 @@ gdt:
 	.quad	0x00cff2000000ffff		/* 0x28 ring-3 data */
 gdt_tss:
 	.quad	0, 0				/* 0x30 TSS, filled in by rt.c */
+	.globl gdt_spare
+gdt_spare:
+	.quad	0				/* 0x40 free for tests (SEL_SPARE) */
 gdt_end:
 	.align 4
 gdt_ptr:

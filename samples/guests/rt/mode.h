@@ -19,6 +19,7 @@
 #define SEL_UCODE	0x23	/* ring-3 code, 64-bit in long mode, 32-bit otherwise */
 #define SEL_UDATA	0x2b	/* ring-3 data */
 #define SEL_TSS		0x30	/* TSS (two slots in long mode) */
+#define SEL_SPARE	0x40	/* a descriptor tests may write (gdt_spare) */
 
 #ifdef MODE_LM
 #define SEL_KCODE	SEL_KCODE64
