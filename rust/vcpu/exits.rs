@@ -391,10 +391,27 @@ impl VcpuCore {
         }
         let ac = self.state.rflags & state::RFLAGS_AC != 0;
         let gva = info.qualification;
+        // The fault came from the CPU delivering an event (pushing its frame, reading the
+        // IDT or GDT), not from the instruction at RIP: emulating that instruction would be
+        // wrong. Stop protecting the frame and deliver the event again (KVM's
+        // kvm_mmu_unprotect_page_virt when an event needs reinjection).
+        let delivering = info.vectoring_info & INTR_INFO_VALID != 0;
         match self.mmu.page_fault(&mut self.cache, ram, gva, info.intr_error, self.state.cpl(), ac) {
             Err(mmu::MmuError::NeedMemory) => Handled::NeedMemory,
             Ok(PfOutcome::Fixed) => Handled::Resume,
             Ok(PfOutcome::Inject(pf)) => self.raise(PF, Some(pf.error_code), Some(pf.cr2)),
+            Ok(PfOutcome::EmulateWrite { gpa }) if delivering => {
+                if self.mmu.unprotect(&mut self.cache, gpa) {
+                    return Handled::Resume;
+                }
+                set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_DELIVERY_EV, info.reason, gva, [self.state.rip, info.vectoring_info as u64, gpa, 0]);
+                Handled::End(WindowEnd::User)
+            }
+            Ok(PfOutcome::Mmio { gpa }) if delivering => {
+                // An event frame or descriptor table in MMIO: no device can take that.
+                set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_DELIVERY_EV, info.reason, gva, [self.state.rip, info.vectoring_info as u64, gpa, 0]);
+                Handled::End(WindowEnd::User)
+            }
             Ok(PfOutcome::EmulateWrite { gpa }) => self.emulate(Some(vmcs), ram, run, Some(gpa), None),
             Ok(PfOutcome::Mmio { .. }) => self.emulate(Some(vmcs), ram, run, None, None),
         }

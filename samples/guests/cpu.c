@@ -13,7 +13,10 @@
  *  - MSR writes take effect at once and read back after the hypervisor had to stop the
  *    guest (an I/O exit to userspace): SYSENTER, and in long mode FS/GS/KERNEL_GS base;
  *  - a segment loaded without an exit (MOV FS) is the one an emulated instruction uses
- *    (a store through FS into a page directory, which every hypervisor here emulates).
+ *    (a store through FS into a page directory, which every hypervisor here emulates);
+ *  - a #PF whose delivery pushes its frame onto a page directory (the stack pointer in a
+ *    page-table page) is delivered once, with the faulting address: the hypervisor's
+ *    write-protection of the directory must not turn it into a #DF.
  *
  * Variants (-DCPU_END=...) never end on their own: the launcher's --timeout ends them, and
  * the host must keep answering meanwhile (selftests/cpu measures it):
@@ -286,6 +289,65 @@ static void t_segment_without_exit(void)
 	CHECK_EQ("bytes changed where a stale FS base (0) would have put the store", 0, changed);
 }
 
+/*
+ * cpu_fault_on_stack(top, addr): switches to the stack at top and loads from addr, with
+ * no push before the load. A #PF handler resumes at cpu_fault_resume.
+ */
+void cpu_fault_on_stack(uintptr_t top, uintptr_t addr);
+extern char cpu_fault_resume[];
+#ifdef MODE_LM
+__asm__(".text\n"
+	"cpu_fault_on_stack:\n"
+	"	mov %rsp, cpu_saved_sp\n"
+	"	mov %rdi, %rsp\n"
+	"	mov (%rsi), %eax\n"
+	"cpu_fault_resume:\n"
+	"	mov cpu_saved_sp, %rsp\n"
+	"	ret\n");
+#else
+__asm__(".text\n"
+	"cpu_fault_on_stack:\n"
+	"	mov 8(%esp), %edx\n"
+	"	mov 4(%esp), %eax\n"
+	"	mov %esp, cpu_saved_sp\n"
+	"	mov %eax, %esp\n"
+	"	mov (%edx), %eax\n"
+	"cpu_fault_resume:\n"
+	"	mov cpu_saved_sp, %esp\n"
+	"	ret\n");
+#endif
+uintptr_t cpu_saved_sp;
+
+static int resume_after_fault(struct frame *f, uintptr_t cr2, uintptr_t err)
+{
+	(void)cr2, (void)err;
+	f->ip = (uintptr_t)cpu_fault_resume;
+	return 1;
+}
+
+static void t_fault_delivery_on_pt_stack(void)
+{
+	const uintptr_t va = 0x50000000UL, alias = 0x58000000UL, absent = 0x60000000UL;
+	uintptr_t cr3 = aspace_new();
+
+	map_page(cr3, va, frame_alloc(), PTE_P | PTE_W);
+	write_cr3(cr3);
+	(void)rd32(va);		/* the shadow of this walk write-protects the directory */
+	uintptr_t dir = (uintptr_t)pt_entry(cr3, va, 2, 0) & ~(uintptr_t)(PAGE_SIZE - 1);
+	map_page(cr3, alias, dir, PTE_P | PTE_W);	/* the directory, also as data */
+	pf_reset();
+	pf_hook = resume_after_fault;
+	/* The frame lands in the directory's last entries (VAs this test never uses). */
+	cpu_fault_on_stack(alias + PAGE_SIZE - 64, absent);
+	pf_hook = 0;
+	for (uintptr_t p = dir + PAGE_SIZE - 128; p < dir + PAGE_SIZE; p += sizeof(pte_t))
+		*(volatile pte_t *)p = 0;
+	write_cr3(kernel_cr3);
+	CHECK_EQ("#PF count", 1, last_pf.count);
+	CHECK_EQ("#PF address", absent, last_pf.cr2);
+	CHECK_EQ("#PF error code (read of a non-present page)", 0, last_pf.err);
+}
+
 static const struct test tests[] = {
 	{ "data breakpoint: #DB once per write, DR6.B0", t_data_breakpoint },
 	{ "single step: #DB after one instruction, DR6.BS", t_single_step },
@@ -294,6 +356,7 @@ static const struct test tests[] = {
 	{ "CR0.AM + EFLAGS.AC at CPL3: #AC(0)", t_alignment_check },
 	{ "MSR writes take effect at once and survive an exit to userspace", t_msr_write_read_back },
 	{ "MOV FS without an exit, then an emulated store through FS", t_segment_without_exit },
+	{ "#PF delivered onto a stack inside a page directory", t_fault_delivery_on_pt_stack },
 };
 
 static int retry_forever(struct frame *f, uintptr_t cr2, uintptr_t err)
