@@ -232,6 +232,9 @@ impl EmuMemory for GuestAccess<'_> {
     }
 
     fn write(&mut self, addr: &emulate::Addr, data: &[u8]) -> Result<(), MemFault> {
+        // A store that crosses a page is all or nothing: the second page's #PF must come
+        // before anything is written to the first.
+        self.pieces(addr.linear, data.len(), true, |_, _, _, _| Ok(()))?;
         self.pieces(addr.linear, data.len(), true, |me, gpa, off, n| {
             let src = data.get(off..off + n).ok_or(MemFault::Host)?;
             if me.ram.write(gpa, src) {
@@ -463,11 +466,18 @@ impl VcpuCore {
         // Fetch up to 15 bytes, page by page, through the guest's tables.
         let mut bytes = [0u8; 15];
         let mut got = 0usize;
+        let mut fetch_fault = None;
         while got < bytes.len() {
             let la = rip_linear.wrapping_add(got as u64);
             let n = core::cmp::min(bytes.len() - got, 4096 - (la & 0xfff) as usize);
             let access = Access { write: false, fetch: true, user: cpl3, implicit: false, ac };
-            let Ok(gpa) = self.mmu.translate(ram, la, access) else { break };
+            let gpa = match self.mmu.translate(ram, la, access) {
+                Ok(gpa) => gpa,
+                Err(pf) => {
+                    fetch_fault = Some(pf);
+                    break;
+                }
+            };
             let Some(dst) = bytes.get_mut(got..got + n) else { break };
             if !ram.read(gpa, dst) {
                 break;
@@ -476,6 +486,12 @@ impl VcpuCore {
         }
         let insn = match emulate::decode(bytes.get(..got).unwrap_or(&[]), mode) {
             Ok(insn) => insn,
+            // The instruction runs into a page the guest cannot fetch: that #PF is what the
+            // CPU would raise (the guest changed its tables since the exit).
+            Err(emulate::DecodeError::NeedMoreBytes) if fetch_fault.is_some() => {
+                let pf = fetch_fault.unwrap_or(mmu::PageFault { cr2: rip_linear, error_code: 0x10 });
+                return self.raise(PF, Some(pf.error_code), Some(pf.cr2));
+            }
             Err(e) => {
                 if let (Some(gpa), emulate::DecodeError::Unsupported { .. }) = (pt_gpa, e) {
                     // The engine's fallback: stop shadowing the frame and let the write through.
@@ -747,26 +763,43 @@ impl VcpuCore {
         if ii & (1 << 22) == 0 {
             addr = addr.wrapping_add(self.state.gpr[((ii >> 18) & 0xf) as usize] << (ii & 3));
         }
+        // The instruction's address size (instruction information bits 9:7).
+        addr &= match (ii >> 7) & 7 {
+            0 => 0xffff,
+            1 => 0xffff_ffff,
+            _ => u64::MAX,
+        };
         let seg = ((ii >> 15) & 7) as usize;
-        if !self.state.code64() {
-            addr = addr & 0xffff_ffff;
+        let code64 = self.state.code64();
+        let base = self.state.seg.get(seg).map_or(0, |s| if code64 && seg < 4 { 0 } else { s.base });
+        addr = addr.wrapping_add(base);
+        if !code64 {
+            addr &= 0xffff_ffff;
         }
-        addr = addr.wrapping_add(self.state.seg.get(seg).map_or(0, |s| if self.state.code64() && seg < 4 { 0 } else { s.base }));
+        // A supervisor data read: SMAP applies unless EFLAGS.AC is set; it may cross a page.
+        let ac = self.state.rflags & state::RFLAGS_AC != 0;
+        let access = Access { write: false, fetch: false, user: false, implicit: false, ac };
         let mut desc = [0u8; 16];
-        let access = Access { write: false, fetch: false, user: false, implicit: false, ac: true };
-        for half in 0..2 {
-            let la = addr.wrapping_add(8 * half as u64);
+        let mut done = 0;
+        while done < desc.len() {
+            let la = addr.wrapping_add(done as u64);
+            let n = core::cmp::min(desc.len() - done, 4096 - (la & 0xfff) as usize);
             let gpa = match self.mmu.translate(ram, la, access) {
                 Ok(gpa) => gpa,
                 Err(pf) => return self.raise(PF, Some(pf.error_code), Some(pf.cr2)),
             };
-            if !ram.read(gpa, &mut desc[8 * half..8 * half + 8]) {
+            let Some(dst) = desc.get_mut(done..done + n) else { break };
+            if !ram.read(gpa, dst) {
                 return self.raise(GP, Some(0), None);
             }
+            done += n;
         }
-        let pcid = u64::from_le_bytes([desc[0], desc[1], desc[2], desc[3], desc[4], desc[5], desc[6], desc[7]]);
-        let gva = u64::from_le_bytes([desc[8], desc[9], desc[10], desc[11], desc[12], desc[13], desc[14], desc[15]]);
+        let [p0, p1, p2, p3, p4, p5, p6, p7, g0, g1, g2, g3, g4, g5, g6, g7] = desc;
+        let pcid = u64::from_le_bytes([p0, p1, p2, p3, p4, p5, p6, p7]);
+        let gva = u64::from_le_bytes([g0, g1, g2, g3, g4, g5, g6, g7]);
+        let canonical = ((gva as i64) << 16 >> 16) as u64 == gva;
         let kind = match kind {
+            0 if !canonical => return self.raise(GP, Some(0), None),
             0 => mmu::InvpcidKind::Address,
             1 => mmu::InvpcidKind::Single,
             2 => mmu::InvpcidKind::AllIncludingGlobal,

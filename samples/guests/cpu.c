@@ -16,7 +16,9 @@
  *    (a store through FS into a page directory, which every hypervisor here emulates);
  *  - a #PF whose delivery pushes its frame onto a page directory (the stack pointer in a
  *    page-table page) is delivered once, with the faulting address: the hypervisor's
- *    write-protection of the directory must not turn it into a #DF.
+ *    write-protection of the directory must not turn it into a #DF;
+ *  - (long mode) INVPCID: a descriptor that crosses a page is read, a non-canonical address
+ *    with type 0 and a type above 3 are #GP(0).
  *
  * Variants (-DCPU_END=...) never end on their own: the launcher's --timeout ends them, and
  * the host must keep answering meanwhile (selftests/cpu measures it):
@@ -82,8 +84,18 @@ static void seen_reset(void)
 	seen.vector = seen.err = seen.ip = seen.dr6 = seen.dr7 = 0;
 }
 
+/* Set around an instruction that may raise #GP: the handler records it and skips this many bytes. */
+static volatile unsigned gp_skip;
+
 static int hook(struct frame *f)
 {
+	if (f->vector == 13 && gp_skip) {
+		seen.count++;
+		seen.vector = 13;
+		seen.err = f->err;
+		f->ip += gp_skip;
+		return 1;
+	}
 	if (f->vector != 1 && f->vector != 17)
 		return 0;
 	seen.count++;
@@ -348,6 +360,40 @@ static void t_fault_delivery_on_pt_stack(void)
 	CHECK_EQ("#PF error code (read of a non-present page)", 0, last_pf.err);
 }
 
+#ifdef MODE_LM
+/* INVPCID type, [desc]: returns the vector raised (0 for none). Encoding: 66 0f 38 82 08. */
+static unsigned invpcid_try(uint64_t type, const void *desc)
+{
+	seen_reset();
+	gp_skip = 5;
+	__asm__ volatile(".byte 0x66, 0x0f, 0x38, 0x82, 0x08" :: "a"(desc), "c"(type) : "memory");
+	gp_skip = 0;
+	return seen.count ? (unsigned)seen.vector : 0;
+}
+
+static void t_invpcid(void)
+{
+	static uint8_t buf[2 * PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
+	uint32_t r[4];
+
+	cpuid(7, 0, r);
+	if (!((r[1] >> 10) & 1)) {
+		test_skip("no INVPCID in CPUID");
+		return;
+	}
+	uint64_t *crossing = (uint64_t *)(buf + PAGE_SIZE - 8);	/* PCID here, address on the next page */
+	crossing[0] = 0;
+	crossing[1] = 0x400000;
+	CHECK_EQ("type 0, descriptor crossing a page: no exception", 0, invpcid_try(0, crossing));
+	uint64_t noncanonical[2] = { 0, 0x0000800000000000ULL };
+	CHECK_EQ("type 0, non-canonical address: #GP", 13, invpcid_try(0, noncanonical));
+	CHECK_EQ("error code", 0, seen.err);
+	uint64_t ok[2] = { 0, 0x400000 };
+	CHECK_EQ("type 4: #GP", 13, invpcid_try(4, ok));
+	CHECK_EQ("type 2: no exception", 0, invpcid_try(2, ok));
+}
+#endif
+
 static const struct test tests[] = {
 	{ "data breakpoint: #DB once per write, DR6.B0", t_data_breakpoint },
 	{ "single step: #DB after one instruction, DR6.BS", t_single_step },
@@ -357,6 +403,9 @@ static const struct test tests[] = {
 	{ "MSR writes take effect at once and survive an exit to userspace", t_msr_write_read_back },
 	{ "MOV FS without an exit, then an emulated store through FS", t_segment_without_exit },
 	{ "#PF delivered onto a stack inside a page directory", t_fault_delivery_on_pt_stack },
+#ifdef MODE_LM
+	{ "INVPCID: page-crossing descriptor, non-canonical address, bad type", t_invpcid },
+#endif
 };
 
 static int retry_forever(struct frame *f, uintptr_t cr2, uintptr_t err)
