@@ -7,6 +7,8 @@ source "$(dirname "$0")/lib.sh"
 kbuild=$1 ko=$2 out=$3
 root=$(mktemp -d "$SHADOWVM_OUT/initramfs.XXXXXX")
 trap 'rm -rf "$root"' EXIT
+# mktemp makes it 0700, and it becomes the guest's /: other users could not reach /dev.
+chmod 0755 "$root"
 mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,lib/modules,tests,guests}
 cp /bin/busybox "$root/bin/busybox"
 file -L /bin/busybox | grep -q 'statically linked' || die "/bin/busybox is not static: install busybox-static"

@@ -94,7 +94,9 @@ static void test_vm_limit(void)
 	n = open_all(fds, 256, &err);
 	tap_result(n == 64 && err == EMFILE, "a user's 65th VM at once fails with EMFILE (max_vms_per_user=64)",
 		   "opened %d, then errno %d (%s)", n, err, strerror(err));
-	chmod("/dev/shadowvm", 0666);
+	struct stat st;
+	int chmod_rc = chmod("/dev/shadowvm", 0666), chmod_err = errno;
+	stat("/dev/shadowvm", &st);
 	if (pipe(pipefd) == 0) {
 		pid_t pid = fork();
 		if (pid == 0) {
@@ -115,7 +117,8 @@ static void test_vm_limit(void)
 		close(pipefd[1]);
 		tap_result(report[0] == 64 && report[1] == EMFILE,
 			   "meanwhile another user opens its own 64 VMs, then gets EMFILE",
-			   "uid 65534 opened %d, then errno %d (%s)", report[0], report[1], strerror(report[1]));
+			   "uid 65534 opened %d, then errno %d (%s); chmod 0666: rc %d errno %d, mode now %o",
+			   report[0], report[1], strerror(report[1]), chmod_rc, chmod_err, st.st_mode & 07777);
 	} else {
 		tap_result(0, "meanwhile another user opens its own 64 VMs, then gets EMFILE", "pipe: %s",
 			   strerror(errno));
