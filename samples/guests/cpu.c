@@ -27,7 +27,11 @@
  *   dbloop    (long mode) a data breakpoint on the IST slot the #DB frame is pushed to:
  *             each delivery raises the next #DB (CVE-2015-8104's kind of loop);
  *   acloop    (32-bit paging, PAE) #AC delivered to a ring-3 handler on a misaligned
- *             stack: each delivery raises the next #AC (CVE-2015-5307).
+ *             stack: each delivery raises the next #AC (CVE-2015-5307);
+ *   rmaploop  one frame mapped at 16384 addresses, all touched, then the address space
+ *             dropped by switching through more address spaces than any root cache holds:
+ *             a hypervisor that tracks every mapping of a frame in one list and scans it
+ *             to remove each does 16384 x 16384 steps in one CR3 write.
  * Without #DB/#AC interception both loops run inside the CPU with no VM exit at all.
  */
 #include "rt.h"
@@ -39,6 +43,7 @@
 #define END_PFLOOP	2
 #define END_DBLOOP	3
 #define END_ACLOOP	4
+#define END_RMAPLOOP	5
 
 #define VA_USER		0x70000000UL
 #define RFLAGS_TF	(1UL << 8)
@@ -451,6 +456,23 @@ static void end_variant(void)
 		idt_set_gate(17, user_va(cpu_ac_handler), SEL_UCODE, 3, 0);
 		write_cr0(read_cr0() | CR0_AM);
 		user_call(user_va(cpu_ac_user), top - 2, 0, 0, 0, &faulted);
+	} else if (CPU_END == END_RMAPLOOP) {
+		enum { ALIASES = 16384, SPACES = 40 };
+		const uintptr_t base = 0x40000000UL;
+		uintptr_t frame = frame_alloc(), big = aspace_new(), others[SPACES];
+		printf("# cpu: one frame mapped %u times, dropped and rebuilt forever\n", ALIASES);
+		for (unsigned i = 0; i < ALIASES; i++)
+			map_page(big, base + i * PAGE_SIZE, frame, PTE_P | PTE_W);
+		for (unsigned i = 0; i < SPACES; i++)
+			others[i] = aspace_new();
+		__asm__ volatile("cli");
+		for (;;) {
+			write_cr3(big);
+			for (unsigned i = 0; i < ALIASES; i++)
+				(void)rd32(base + i * PAGE_SIZE);
+			for (unsigned i = 0; i < SPACES; i++)
+				write_cr3(others[i]);
+		}
 	}
 	printf("# cpu: the endless variant ended\n");
 	guest_exit(EXIT_PANIC);
