@@ -764,11 +764,14 @@ impl<'irq> HostState<'irq> {
         for (v, msr) in msrs.iter_mut().zip(SYSCALL_MSRS) {
             *v = glue::rdmsr(msr).unwrap_or(0);
         }
+        let dr7 = insn::read_dr::<7>();
         let host_drs = (guest.dr7 & DR7_ENABLES != 0).then(|| {
             let host = [insn::read_dr::<0>(), insn::read_dr::<1>(), insn::read_dr::<2>(), insn::read_dr::<3>(), insn::read_dr::<6>()];
-            // SAFETY: Interrupts are off and `drop` writes the host's values back; the
-            // host's DR7 stays as it is until VM entry replaces it with the guest's.
+            // SAFETY: Interrupts are off and `drop` writes the host's values back. The
+            // host's breakpoints are disabled first (as KVM does), so none fires on a guest
+            // address before VM entry loads the guest's DR7.
             unsafe {
+                insn::write_dr::<7>(DR7_RESET);
                 insn::write_dr::<0>(guest.dr[0]);
                 insn::write_dr::<1>(guest.dr[1]);
                 insn::write_dr::<2>(guest.dr[2]);
@@ -785,7 +788,7 @@ impl<'irq> HostState<'irq> {
             ldt,
             fs_base: if fs != 0 { glue::rdmsr(MSR_FS_BASE).unwrap_or(0) } else { 0 },
             msrs,
-            dr7: insn::read_dr::<7>(),
+            dr7,
             debugctl: glue::rdmsr(MSR_IA32_DEBUGCTL).unwrap_or(0),
             host_drs,
         }
