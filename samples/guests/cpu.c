@@ -18,7 +18,8 @@
  *    page-table page) is delivered once, with the faulting address: the hypervisor's
  *    write-protection of the directory must not turn it into a #DF;
  *  - (long mode) INVPCID: a descriptor that crosses a page is read, a non-canonical address
- *    with type 0 and a type above 3 are #GP(0).
+ *    with type 0 and a type above 3 are #GP(0);
+ *  - (long mode) a #PF at a kernel-half address reports all 64 bits in CR2.
  *
  * Variants (-DCPU_END=...) never end on their own: the launcher's --timeout ends them, and
  * the host must keep answering meanwhile (selftests/cpu measures it):
@@ -366,6 +367,18 @@ static void t_fault_delivery_on_pt_stack(void)
 }
 
 #ifdef MODE_LM
+static void t_cr2_kernel_half(void)
+{
+	const uintptr_t addrs[] = { 0xffff888000001000UL, 0xffffffff81000ff8UL, 0x00007ffffffff000UL };
+	uint32_t v;
+
+	for (unsigned i = 0; i < ARRAY_SIZE(addrs); i++) {
+		pf_reset();
+		CHECK("the read faults", probe_read(addrs[i], &v));
+		CHECK_EQ("CR2", addrs[i], last_pf.cr2);
+	}
+}
+
 /* INVPCID type, [desc]: returns the vector raised (0 for none). Encoding: 66 0f 38 82 08. */
 static unsigned invpcid_try(uint64_t type, const void *desc)
 {
@@ -410,6 +423,7 @@ static const struct test tests[] = {
 	{ "#PF delivered onto a stack inside a page directory", t_fault_delivery_on_pt_stack },
 #ifdef MODE_LM
 	{ "INVPCID: page-crossing descriptor, non-canonical address, bad type", t_invpcid },
+	{ "#PF at kernel-half addresses: CR2 holds all 64 bits", t_cr2_kernel_half },
 #endif
 };
 
