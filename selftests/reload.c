@@ -69,9 +69,11 @@ static struct check c_load = { .what = "insmod succeeds and /dev/shadowvm appear
 		    c_run = { .what = "a VM with memory and a vCPU runs a guest to HLT" },
 		    c_ref = { .what = "/sys/module/shadowvm/refcnt counts the open VM files" },
 		    c_busy = { .what = "rmmod is refused with EWOULDBLOCK while a VM file is open" },
-		    c_unload = { .what = "rmmod succeeds at once after the last VM file is released; node and sysfs gone" };
+		    c_unload = { .what = "rmmod succeeds at once after the last VM file is released; "
+					 "node and sysfs gone" };
 
-static void __attribute__((format(printf, 3, 4))) fail(struct check *c, int cycle, const char *fmt, ...)
+static void __attribute__((format(printf, 3, 4)))
+fail(struct check *c, int cycle, const char *fmt, ...)
 {
 	va_list ap;
 	int n = snprintf(c->last, sizeof(c->last), "cycle %d: ", cycle);
@@ -218,8 +220,8 @@ int main(int argc, char **argv)
 	ko_fd = open(KO, O_RDONLY | O_CLOEXEC);
 	/* An earlier suite may have left the module loaded, with no VM open. */
 	int pre = loaded() ? unload() : 0;
-	tap_result(ko_fd >= 0 && pre == 0 && !loaded(), "start with the module unloaded", "open %s: %s; rmmod: %d %s", KO,
-		   ko_fd < 0 ? "failed" : "ok", pre, strerror(errno));
+	tap_result(ko_fd >= 0 && pre == 0 && !loaded(), "start with the module unloaded",
+		   "open %s: %s; rmmod: %d %s", KO, ko_fd < 0 ? "failed" : "ok", pre, strerror(errno));
 	for (; done < cycles && ko_fd >= 0; done++)
 		if (one_cycle(done))
 			break;
@@ -227,12 +229,13 @@ int main(int argc, char **argv)
 	for (unsigned k = 0; k < sizeof(all) / sizeof(all[0]); k++) {
 		char desc[200];
 		snprintf(desc, sizeof(desc), "%d cycles: %s", done, all[k]->what);
-		tap_result(done == cycles && all[k]->bad == 0, desc, "%d failures; last: %s", all[k]->bad, all[k]->last);
+		tap_result(done == cycles && all[k]->bad == 0, desc, "%d failures; last: %s",
+			   all[k]->bad, all[k]->last);
 	}
 	errno = 0;
-	tap_result(load() == 0 && access("/dev/shadowvm", F_OK) == 0, "the module is loaded again for the next suite",
-		   "%s", strerror(errno));
-	printf("# RELOAD-TOTAL cycles=%d vms=%lu runs=%lu busy_rmmods=%lu seconds=%.1f (%.0f ms per cycle)\n", done, vms,
-	       runs, busy_tries, secs, done ? 1000 * secs / done : 0);
+	tap_result(load() == 0 && access("/dev/shadowvm", F_OK) == 0,
+		   "the module is loaded again for the next suite", "%s", strerror(errno));
+	printf("# RELOAD-TOTAL cycles=%d vms=%lu runs=%lu busy_rmmods=%lu seconds=%.1f (%.0f ms per cycle)\n",
+	       done, vms, runs, busy_tries, secs, done ? 1000 * secs / done : 0);
 	return tap_exit();
 }
