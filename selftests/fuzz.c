@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
+#include <regex.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -112,26 +113,29 @@ static void kmsg_skip(void)
 
 static void kmsg_scan(void)
 {
-	static const char *const pats[] = {
-		"BUG", "WARNING:", "Oops", "general protection", "Call Trace", "Kernel panic",
-		"INFO: ", "LOCKUP", "csd: ", "unchecked MSR", "corruption", "unreferenced object",
-		"refcount_t", "UBSAN", "kmemleak: Cannot",
-	};
+	/* POSIX ERE of the SPLAT pattern in scripts/tap-summary.py (\\b spelled out). */
+	static const char ere[] =
+		"(^|[^A-Za-z0-9_])(BUG:|WARNING:|Oops|general protection fault|Kernel panic|kernel BUG|"
+		"Call Trace:|UBSAN:|KASAN:|refcount_t:|INFO: task .* blocked|watchdog: BUG|hard LOCKUP|"
+		"unreferenced object|list_(add|del) corruption|"
+		"INFO: rcu_[A-Za-z0-9_]+ (self-)?detected (expedited )?stall|unchecked MSR access error|"
+		"csd: .*CSD lock \\(#|BUG [A-Za-z0-9_.-]+ \\(|kmemleak: .*(disabled|[Cc]annot))";
+	static regex_t re;
+	static int compiled;
 	char rec[1024];
 	ssize_t n;
 
+	if (!compiled && regcomp(&re, ere, REG_EXTENDED | REG_NOSUB) == 0)
+		compiled = 1;
 	while (kmsg_fd >= 0 && ((n = read(kmsg_fd, rec, sizeof(rec) - 1)) > 0 || (n < 0 && errno == EPIPE))) {
 		if (n <= 0)
 			continue;	/* EPIPE: records overwritten, read on */
 		rec[n] = 0;
 		char *msg = strchr(rec, ';');
 		msg = msg ? msg + 1 : rec;
-		for (unsigned i = 0; i < ARRAY_SIZE(pats); i++)
-			if (strstr(msg, pats[i])) {
-				if (kmsg_splats++ == 0)
-					snprintf(kmsg_first, sizeof(kmsg_first), "%.*s", (int)strcspn(msg, "\n"), msg);
-				break;
-			}
+		msg[strcspn(msg, "\n")] = 0;
+		if (compiled && regexec(&re, msg, 0, NULL, 0) == 0 && kmsg_splats++ == 0)
+			snprintf(kmsg_first, sizeof(kmsg_first), "%s", msg);
 	}
 }
 
