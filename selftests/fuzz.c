@@ -135,7 +135,7 @@ static void kmsg_scan(void)
 		msg = msg ? msg + 1 : rec;
 		msg[strcspn(msg, "\n")] = 0;
 		if (compiled && regexec(&re, msg, 0, NULL, 0) == 0 && kmsg_splats++ == 0)
-			snprintf(kmsg_first, sizeof(kmsg_first), "%s", msg);
+			snprintf(kmsg_first, sizeof(kmsg_first), "%.190s", msg);
 	}
 }
 
