@@ -19,7 +19,7 @@ tier_broken() { echo "$1 0 1 0" >> "$COUNTS"; echo "  FAIL $1: $2" >&2; }
 
 QEMU_SUITES=noload
 BOCHS_SUITES=module,api,guests,bench-check
-DEBUG_SUITES=hostile,fuzz,lifecycle,leakcheck
+DEBUG_SUITES=hostile,fuzz,lifecycle,reload,leakcheck
 DEBUG_CPUS=2
 # Backends of the short benchmark comparison (suite bench-check).
 BENCH_CHECK_BACKENDS="shadowvm kvm-ept0 kvm-ept1"

@@ -1,22 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * ioctl/mmap fuzzer for /dev/shadowvm. Thousands of random and structured-invalid calls
- * against fresh VMs, VMs with memory, VMs with a vCPU and VMs that have run a guest: every
- * command number in every direction and many sizes, random command numbers in and near
- * the 0xB7 space, NULL/unmapped/unaligned/kernel/read-only pointers, huge GET_STATS counts,
- * wrong order, repeated creation, mmap with odd offsets/lengths/flags, and RUN with
- * randomized register and segment state that passed the module's validation.
+ * ioctl/mmap fuzzer for /dev/shadowvm. Random and structured-invalid calls against fresh
+ * VMs, VMs with memory, VMs with a vCPU and VMs that have run a guest: every command number
+ * in every direction and many sizes, random command numbers in and near the 0xB7 space,
+ * NULL/unmapped/unaligned/kernel/read-only pointers, huge GET_STATS counts, wrong order,
+ * repeated creation, mmap with odd offsets/lengths/flags, RUN with randomized register and
+ * segment state that passed the module's validation, two threads hammering one VM (RUN,
+ * SET_REGS, GET/SET_SREGS, GET_STATS, mmap/munmap of RAM and run page, and close of the fd
+ * while the other thread is inside a call), and allocation failures injected into every
+ * allocation the module's calls make (fail-nth, then failslab/fail_page_alloc at random,
+ * only in this process and only during shadowvm calls) where the kernel has them.
  *
  * Every call must succeed or fail with an errno of the documented set
- * (Documentation/uapi.md "Errors"). One TAP result per phase; the first offending calls
- * are printed. Reproducible: usage fuzz [seed [seconds]], the seed is printed; the time
+ * (Documentation/uapi.md "Errors"), and no phase may leave a kernel splat in /dev/kmsg.
+ * One TAP result per phase; the first offending calls are printed. Reproducible (but for
+ * the thread interleaving): usage fuzz [seed [seconds]], the seed is printed; the time
  * budget bounds every phase (default 40 s in total).
  *
  * Guests only ever run with an IDT the CPU cannot read without a #PF that shadowvm
- * intercepts (Bochs turns a triple fault taken inside the CPU into a machine shutdown).
+ * intercepts (see vmlib.h).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <pthread.h>
+#include <regex.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -27,12 +34,13 @@
 #include <unistd.h>
 #include "shadowvm.h"
 #include "tap.h"
+#include "vmlib.h"
 
 #define MEM_SIZE (4u << 20)
 #define NBAD_SHOWN 12
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
-static uint64_t rng;
+static __thread uint64_t rng;	/* per thread: the two-thread phase draws from both */
 static uint64_t rnd(void)
 {
 	rng ^= rng >> 12;
@@ -43,49 +51,114 @@ static uint64_t rnd(void)
 static uint64_t below(uint64_t n) { return n ? rnd() % n : 0; }
 
 static double deadline;
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec + t.tv_nsec / 1e9;
-}
 
-/* Counters of one phase and of the whole run. */
-static unsigned long calls, total_calls, runs, total_runs, nbad;
+/* Counters of one phase (per thread, summed by the phase) and of the whole run. */
+static __thread unsigned long calls, runs;
+static unsigned long total_calls, total_runs, nbad;
 static char bad_log[NBAD_SHOWN][160];
 
 static const int ioctl_ok[] = { ENOTTY, EINVAL, EFAULT, EEXIST, EBUSY, ENOMEM, E2BIG, EINTR, 0 };
 static const int open_ok[] = { EMFILE, ENOMEM, 0 };
 static const int mmap_ok[] = { EINVAL, ENOMEM, EOVERFLOW, 0 };
 static const int mmap_exec_ok[] = { EINVAL, ENOMEM, EOVERFLOW, EPERM, 0 };
+/* An allocation that fails can only make a call fail with ENOMEM. */
+static const int nomem_ok[] = { ENOMEM, 0 };
+
+static void bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void bad(const char *fmt, ...)
+{
+	unsigned long n = __atomic_fetch_add(&nbad, 1, __ATOMIC_RELAXED);
+	va_list ap;
+
+	if (n < NBAD_SHOWN) {
+		va_start(ap, fmt);
+		vsnprintf(bad_log[n], sizeof(bad_log[0]), fmt, ap);
+		va_end(ap);
+	}
+}
+
+static int allowed_errno(int e, const int *allowed)
+{
+	for (const int *a = allowed; *a; a++)
+		if (e == *a)
+			return 1;
+	return 0;
+}
 
 static void verdict(const char *what, unsigned long cmd, long rc, int e, const int *allowed)
 {
 	calls++;
-	if (rc >= 0 || (rc == -1 && e == 0 && allowed == NULL))
+	if (rc >= 0 || allowed_errno(e, allowed))
 		return;
-	for (const int *a = allowed; *a; a++)
-		if (e == *a)
-			return;
-	if (nbad < NBAD_SHOWN)
-		snprintf(bad_log[nbad], sizeof(bad_log[0]), "%s cmd %#lx: rc %ld errno %d (%s)", what, cmd, rc, e,
-			 strerror(e));
-	nbad++;
+	bad("%s cmd %#lx: rc %ld errno %d (%s)", what, cmd, rc, e, strerror(e));
+}
+
+/*
+ * Kernel log lines that are splats (the same classes scripts/tap-summary.py fails a boot
+ * on), read from /dev/kmsg so each phase answers for what happened during it.
+ */
+static int kmsg_fd = -1;
+static char kmsg_first[200];
+static unsigned long kmsg_splats;
+
+static void kmsg_skip(void)
+{
+	if (kmsg_fd < 0)
+		kmsg_fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (kmsg_fd >= 0)
+		lseek(kmsg_fd, 0, SEEK_END);
+	kmsg_splats = 0;
+	kmsg_first[0] = 0;
+}
+
+static void kmsg_scan(void)
+{
+	/* POSIX ERE of the SPLAT pattern in scripts/tap-summary.py (\\b spelled out). */
+	static const char ere[] =
+		"(^|[^A-Za-z0-9_])(BUG:|WARNING:|Oops|general protection fault|Kernel panic|kernel BUG|"
+		"Call Trace:|UBSAN:|KASAN:|refcount_t:|INFO: task .* blocked|watchdog: BUG|hard LOCKUP|"
+		"unreferenced object|list_(add|del) corruption|"
+		"INFO: rcu_[A-Za-z0-9_]+ (self-)?detected (expedited )?stall|unchecked MSR access error|"
+		"csd: .*CSD lock \\(#|BUG [A-Za-z0-9_.-]+ \\(|kmemleak: .*(disabled|[Cc]annot))";
+	static regex_t re;
+	static int compiled;
+	char rec[1024];
+	ssize_t n;
+
+	if (!compiled && regcomp(&re, ere, REG_EXTENDED | REG_NOSUB) == 0)
+		compiled = 1;
+	while (kmsg_fd >= 0 && ((n = read(kmsg_fd, rec, sizeof(rec) - 1)) > 0 || (n < 0 && errno == EPIPE))) {
+		if (n <= 0)
+			continue;	/* EPIPE: records overwritten, read on */
+		rec[n] = 0;
+		char *msg = strchr(rec, ';');
+		msg = msg ? msg + 1 : rec;
+		msg[strcspn(msg, "\n")] = 0;
+		if (compiled && regexec(&re, msg, 0, NULL, 0) == 0 && kmsg_splats++ == 0)
+			snprintf(kmsg_first, sizeof(kmsg_first), "%.190s", msg);
+	}
 }
 
 static void phase_begin(void)
 {
 	calls = runs = nbad = 0;
+	kmsg_skip();
 }
 
 static void phase_end(const char *name)
 {
-	char desc[200];
+	char desc[240];
 
+	kmsg_scan();
 	total_calls += calls;
 	total_runs += runs;
-	snprintf(desc, sizeof(desc), "%s: %lu calls (%lu guest runs), each succeeded or gave a documented errno", name,
-		 calls, runs);
+	snprintf(desc, sizeof(desc), "%s: %lu calls (%lu guest runs), each succeeded or gave a documented errno",
+		 name, calls, runs);
+	if (kmsg_splats) {
+		tap_result(0, desc, "%lu kernel log line(s) of a splat during this phase; first: %s", kmsg_splats,
+			   kmsg_first);
+		return;
+	}
 	tap_result(nbad == 0 && calls > 0, desc, "%lu calls out of the documented set; first ones:", nbad);
 	for (unsigned long i = 0; i < nbad && i < NBAD_SHOWN; i++)
 		printf("#   %s\n", bad_log[i]);
@@ -136,40 +209,45 @@ static const unsigned long known_cmds[] = {
 };
 
 /* ---- VMs ---- */
-struct vm {
+struct fvm {
 	int fd;
 	int has_mem, has_vcpu;
+	size_t mem_size;	/* of the mapping at mem */
 	uint8_t *mem;
 	struct shadowvm_run *run;
 };
 
-static int vm_open(struct vm *vm)
+static int vm_open(struct fvm *vm)
 {
 	memset(vm, 0, sizeof(*vm));
 	vm->fd = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
 	return vm->fd < 0 ? -1 : 0;
 }
 
-static int vm_setup(struct vm *vm)
+static int vm_setup(struct fvm *vm)
 {
 	struct shadowvm_memory m = { .size = MEM_SIZE };
 
 	if (vm_open(vm) || ioctl(vm->fd, SHADOWVM_SET_MEMORY, &m) || ioctl(vm->fd, SHADOWVM_CREATE_VCPU, 0))
 		return -1;
 	vm->has_mem = vm->has_vcpu = 1;
+	vm->mem_size = MEM_SIZE;
 	vm->mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd, 0);
 	vm->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd,
 		       SHADOWVM_RUN_MMAP_OFFSET);
 	return vm->mem == MAP_FAILED || vm->run == MAP_FAILED ? -1 : 0;
 }
 
-static void vm_close(struct vm *vm)
+static void vm_close(struct fvm *vm)
 {
 	if (vm->mem && vm->mem != MAP_FAILED)
-		munmap(vm->mem, MEM_SIZE);
+		munmap(vm->mem, vm->mem_size);
 	if (vm->run && vm->run != MAP_FAILED)
 		munmap(vm->run, SHADOWVM_RUN_MMAP_SIZE);
-	close(vm->fd);
+	if (vm->fd >= 0)
+		close(vm->fd);
+	memset(vm, 0, sizeof(*vm));
+	vm->fd = -1;
 }
 
 /*
@@ -205,30 +283,51 @@ static const struct {
 	{ "mov-dr7", { 0x0f, 0x23, 0xf8, 0xf4 }, 4 },				/* mov %eax, %dr7 */
 };
 
-static int safe_state(struct vm *vm, int prog)
-{
-	struct shadowvm_sregs s;
-	struct shadowvm_regs r = { .rip = 0x1000, .rflags = 2, .rsp = 0x80000 };
+/*
+ * The vCPU reset state with the paging and IDT of vmlib.h, taken from a pristine VM at the
+ * start. Every run starts from it, whatever an earlier SET_SREGS or guest left behind.
+ */
+static struct shadowvm_sregs safe_sregs;
 
-	memset(vm->mem, 0, 0x3000);
-	memcpy(vm->mem + 0x1000, progs[prog].code, progs[prog].len);
-	*(uint32_t *)(vm->mem + 0x2000) = 0x83;	/* PDE 0: 4 MiB page, present, writable */
-	if (ioctl(vm->fd, SHADOWVM_GET_SREGS, &s))
-		return -1;
-	s.cr4 |= 1 << 4;
-	s.cr0 |= 1u << 31;
-	s.cr3 = 0x2000;
-	s.idt.base = 0x00800000;
-	s.idt.limit = 0x7ff;
-	r.rax = below(2) ? rnd() : below(MEM_SIZE);
-	r.rcx = below(2) ? (uint32_t)rnd() : 0xc0000000u + below(0x200);
-	r.rdx = rnd();
-	r.rbx = rnd();
-	return ioctl(vm->fd, SHADOWVM_SET_SREGS, &s) || ioctl(vm->fd, SHADOWVM_SET_REGS, &r) ? -1 : 0;
+static void load_prog(uint8_t *mem, int prog)
+{
+	memset(mem, 0, 0x3000);
+	/* HLTs after the program: a RUN after the HLT exit stops at once again. */
+	memset(mem + GUEST_CODE, 0xf4, 0x1000);
+	memcpy(mem + GUEST_CODE, progs[prog].code, progs[prog].len);
+	*(uint32_t *)(mem + GUEST_PD) = 0x83;	/* PDE 0: 4 MiB page, present, writable */
 }
 
+static void random_regs(struct shadowvm_regs *r, uint64_t mem_size)
+{
+	memset(r, 0, sizeof(*r));
+	r->rip = GUEST_CODE;
+	r->rflags = 2;
+	r->rsp = GUEST_STACK;
+	r->rax = below(2) ? rnd() : below(mem_size);
+	r->rcx = below(2) ? (uint32_t)rnd() : 0xc0000000u + below(0x200);
+	r->rdx = rnd();
+	r->rbx = rnd();
+}
+
+static int safe_state(struct fvm *vm, int prog)
+{
+	struct shadowvm_regs r;
+
+	load_prog(vm->mem, prog);
+	random_regs(&r, MEM_SIZE);
+	/* A state SET_SREGS accepted once must be accepted again, from any state. */
+	errno = 0;
+	long rc = ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs);
+	verdict("SET_SREGS of the saved safe state", SHADOWVM_SET_SREGS, rc, errno, (const int[]){ 0 });
+	return rc || ioctl(vm->fd, SHADOWVM_SET_REGS, &r) ? -1 : 0;
+}
+
+/* Exit reasons of the RUNs of run_some() (the last slot: anything else). */
+static unsigned long exits[SHADOWVM_EXIT_INTR + 2];
+
 /* RUN a few times (answering I/O and MMIO with random data); every errno checked. */
-static void run_some(struct vm *vm, int rounds)
+static void run_some(struct fvm *vm, int rounds)
 {
 	for (int i = 0; i < rounds; i++) {
 		errno = 0;
@@ -237,6 +336,7 @@ static void run_some(struct vm *vm, int rounds)
 		runs++;
 		if (rc)
 			return;
+		exits[vm->run->exit_reason <= SHADOWVM_EXIT_INTR ? vm->run->exit_reason : SHADOWVM_EXIT_INTR + 1]++;
 		switch (vm->run->exit_reason) {
 		case SHADOWVM_EXIT_IO:
 			vm->run->exit.io.data = rnd();
@@ -256,7 +356,7 @@ static void run_some(struct vm *vm, int rounds)
 }
 
 /* One random ioctl against vm; RUN only from a safe state. */
-static void random_ioctl(struct vm *vm, unsigned long cmd, unsigned long arg)
+static void random_ioctl(struct fvm *vm, unsigned long cmd, unsigned long arg)
 {
 	if (cmd == SHADOWVM_RUN && arg == 0) {
 		if (vm->has_vcpu && vm->run && vm->run != MAP_FAILED && vm->mem && vm->mem != MAP_FAILED &&
@@ -275,7 +375,7 @@ static void random_ioctl(struct vm *vm, unsigned long cmd, unsigned long arg)
 }
 
 /* Phase 1: every nr 0..0x1f in every direction with many sizes, random arguments. */
-static void phase_enumerate(struct vm *vm)
+static void phase_enumerate(struct fvm *vm)
 {
 	static const unsigned sizes[] = { 0, 1, 4, 8, 15, 16, 17, 56, 143, 144, 145, 271, 272, 273, 4096, 0x3fff };
 
@@ -292,7 +392,7 @@ static void phase_enumerate(struct vm *vm)
 }
 
 /* Phase 2: random command numbers: fully random, other types near 0xB7, random nr. */
-static void phase_random_cmds(struct vm *vm, int n)
+static void phase_random_cmds(struct fvm *vm, int n)
 {
 	for (int i = 0; i < n && now() < deadline; i++) {
 		unsigned long cmd;
@@ -311,7 +411,7 @@ static void phase_random_cmds(struct vm *vm, int n)
 static void phase_setup_order(int n)
 {
 	for (int i = 0; i < n && now() < deadline; i++) {
-		struct vm vm;
+		struct fvm vm;
 		if (vm_open(&vm)) {
 			verdict("open", 0, -1, errno, open_ok);
 			continue;
@@ -342,7 +442,7 @@ static void phase_setup_order(int n)
 }
 
 /* Phase 4: GET_STATS with huge and odd counts, flags and entry pointers. */
-static void phase_stats(struct vm *vm, int n)
+static void phase_stats(struct fvm *vm, int n)
 {
 	for (int i = 0; i < n && now() < deadline; i++) {
 		struct shadowvm_stats st;
@@ -378,7 +478,7 @@ static __attribute__((noinline)) void touch(uint8_t *p, unsigned long len, int p
 	}
 }
 
-static void phase_mmap(struct vm *vm, int n)
+static void phase_mmap(struct fvm *vm, int n)
 {
 	static const unsigned long offs[] = { 0, 4096, MEM_SIZE - 4096, MEM_SIZE, SHADOWVM_RUN_MMAP_OFFSET,
 					      SHADOWVM_RUN_MMAP_OFFSET + 4096, SHADOWVM_RUN_MMAP_OFFSET - 4096,
@@ -430,17 +530,29 @@ static void mutate_seg(struct shadowvm_segment *s)
 	}
 }
 
-static void phase_run_states(struct vm *vm)
+static void phase_run_states(struct fvm *vm)
 {
-	unsigned long accepted = 0;
+	static const char *const names[] = { "none", "io", "mmio", "hlt", "hypercall", "shutdown",
+					     "fail_entry", "internal_error", "intr" };
+	unsigned long accepted = 0, fresh = 0;
 
+	memset(exits, 0, sizeof(exits));
 	while (now() < deadline) {
 		struct shadowvm_sregs s;
 		struct shadowvm_regs r;
 		int prog = below(ARRAY_SIZE(progs));
 
-		if (safe_state(vm, prog) || ioctl(vm->fd, SHADOWVM_GET_SREGS, &s) || ioctl(vm->fd, SHADOWVM_GET_REGS, &r))
-			break;
+		/* Back to the saved safe state; a VM that cannot take it any more is replaced. */
+		if (safe_state(vm, prog) || ioctl(vm->fd, SHADOWVM_GET_SREGS, &s) ||
+		    ioctl(vm->fd, SHADOWVM_GET_REGS, &r)) {
+			vm_close(vm);
+			fresh++;
+			if (vm_setup(vm) || safe_state(vm, prog) || ioctl(vm->fd, SHADOWVM_GET_SREGS, &s) ||
+			    ioctl(vm->fd, SHADOWVM_GET_REGS, &r)) {
+				bad("RUN phase: a fresh VM does not take the safe state: %s", strerror(errno));
+				break;
+			}
+		}
 		for (int k = 1 + below(3); k > 0; k--) {
 			switch (below(10)) {
 			case 0: s.cr0 ^= 1ull << below(32); break;
@@ -454,13 +566,14 @@ static void phase_run_states(struct vm *vm)
 				/* registers: anything SET_REGS takes */
 				uint64_t *g = (uint64_t *)&r;
 				g[below(16)] = rnd();
-				r.rflags = (r.rflags | 2) ^ ((1ull << below(22)) & ~((1ull << 3) | (1ull << 5) | (1ull << 15) | (1ull << 17)));
+				r.rflags = (r.rflags | 2) ^ ((1ull << below(22)) &
+					   ~((1ull << 3) | (1ull << 5) | (1ull << 15) | (1ull << 17)));
 				break;
 			}
 			}
 		}
-		/* The IDT stays where only a #PF can reach it (see the top of this file). */
-		s.idt.base = 0x00800000;
+		/* The IDT stays where only a #PF can reach it (see vmlib.h). */
+		s.idt.base = GUEST_IDT;
 		s.idt.limit = 0x7ff;
 		errno = 0;
 		long rc = ioctl(vm->fd, SHADOWVM_SET_SREGS, &s);
@@ -472,27 +585,515 @@ static void phase_run_states(struct vm *vm)
 		verdict("SET_REGS", SHADOWVM_SET_REGS, rc, errno, ioctl_ok);
 		accepted++;
 		run_some(vm, 3);
-		/* Back to a safe paging setup for the next round (SET_SREGS may have moved it). */
 	}
-	printf("# %lu randomized states accepted and run\n", accepted);
+	printf("# %lu randomized states accepted and run (%lu fresh VMs); exits:", accepted, fresh);
+	for (unsigned i = 0; i < ARRAY_SIZE(exits); i++)
+		if (exits[i])
+			printf(" %s %lu", i < ARRAY_SIZE(names) ? names[i] : "other", exits[i]);
+	printf("\n");
 }
+
+/* ---- Phase 8: two threads on one VM ---- */
+
+/*
+ * Thread 0 owns the VM: its mappings, the guest code, and now and then it closes the fd
+ * (while thread 1 is likely inside a call) and publishes a fresh VM. hm_gen is odd while it
+ * does; a call of thread 1 that overlapped a replacement may also fail with EBADF.
+ */
+static struct fvm hm_vm;
+static int hm_fd = -1;
+static unsigned hm_gen;
+static volatile int hm_in_call;		/* thread 1: 0 outside a call, 1 in one, 2 in RUN */
+static unsigned long hm_closes, hm_closes_mid, hm_closes_mid_run, hm_setup_fail;
+
+struct hammer {
+	pthread_t th;
+	int id;
+	uint64_t seed;
+	unsigned long calls, runs;
+};
+
+static int short_prog(void)
+{
+	for (;;) {
+		int p = below(ARRAY_SIZE(progs));
+		if (strcmp(progs[p].name, "loop"))	/* a RUN that spins holds the VM for a slice */
+			return p;
+	}
+}
+
+static void hm_replace(void)
+{
+	struct shadowvm_regs r;
+	int mid = hm_in_call;
+
+	__atomic_add_fetch(&hm_gen, 1, __ATOMIC_SEQ_CST);
+	hm_closes++;
+	hm_closes_mid += mid != 0;
+	hm_closes_mid_run += mid == 2;
+	vm_close(&hm_vm);
+	random_regs(&r, MEM_SIZE);
+	if (vm_setup(&hm_vm) || (load_prog(hm_vm.mem, short_prog()), 0) ||
+	    ioctl(hm_vm.fd, SHADOWVM_SET_SREGS, &safe_sregs) || ioctl(hm_vm.fd, SHADOWVM_SET_REGS, &r))
+		hm_setup_fail++;
+	__atomic_store_n(&hm_fd, hm_vm.fd, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&hm_gen, 1, __ATOMIC_SEQ_CST);
+}
+
+static void *hammer(void *arg)
+{
+	struct hammer *h = arg;
+	struct shadowvm_stat_entry *st_buf = calloc(SHADOWVM_STATS_MAX, sizeof(*st_buf));
+
+	rng = h->seed;
+	calls = runs = 0;
+	while (now() < deadline) {
+		if (h->id == 0 && below(48) == 0) {
+			hm_replace();
+			continue;
+		}
+		if (h->id == 0 && below(16) == 0 && hm_vm.mem && hm_vm.mem != MAP_FAILED)
+			load_prog(hm_vm.mem, short_prog());	/* new code under a running guest */
+
+		unsigned g0 = __atomic_load_n(&hm_gen, __ATOMIC_SEQ_CST), op = below(100);
+		int fd = __atomic_load_n(&hm_fd, __ATOMIC_SEQ_CST);
+		const int *allowed = ioctl_ok;
+		const char *what;
+		unsigned long cmd = 0;
+		long rc;
+		struct shadowvm_regs r;
+		struct shadowvm_sregs sr;
+
+		if (h->id)
+			hm_in_call = op < 35 ? 2 : 1;
+		errno = 0;
+		if (op < 35) {
+			what = "RUN", cmd = SHADOWVM_RUN;
+			rc = ioctl(fd, SHADOWVM_RUN, 0);
+			runs++;
+		} else if (op < 50) {
+			what = "SET_REGS", cmd = SHADOWVM_SET_REGS;
+			random_regs(&r, MEM_SIZE);
+			rc = ioctl(fd, SHADOWVM_SET_REGS, &r);
+		} else if (op < 55) {
+			what = "GET_REGS", cmd = SHADOWVM_GET_REGS;
+			rc = ioctl(fd, SHADOWVM_GET_REGS, &r);
+		} else if (op < 65) {
+			/* The saved safe state, or a round trip of whatever the VM has now. */
+			what = "GET_SREGS/SET_SREGS", cmd = SHADOWVM_SET_SREGS;
+			rc = ioctl(fd, SHADOWVM_GET_SREGS, &sr);
+			if (rc == 0)
+				rc = ioctl(fd, SHADOWVM_SET_SREGS, below(3) ? &safe_sregs : &sr);
+		} else if (op < 75) {
+			struct shadowvm_stats st = { .count = SHADOWVM_STATS_MAX, .entries = (uintptr_t)st_buf };
+			what = "GET_STATS", cmd = SHADOWVM_GET_STATS;
+			rc = st_buf ? ioctl(fd, SHADOWVM_GET_STATS, &st) : 0;
+		} else {
+			/* A part of RAM, or the run page: mapped, read, unmapped. */
+			int ram = op < 90;
+			size_t len = ram ? (1 + below(16)) << 12 : SHADOWVM_RUN_MMAP_SIZE;
+			off_t off = ram ? below(MEM_SIZE / 4096 - 16) << 12 : (off_t)SHADOWVM_RUN_MMAP_OFFSET;
+			what = ram ? "mmap RAM" : "mmap run page", allowed = mmap_ok;
+			volatile uint8_t *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, off);
+			rc = p == MAP_FAILED ? -1 : 0;
+			if (rc == 0) {
+				(void)p[0];
+				munmap((void *)p, len);
+			}
+		}
+		int e = errno;
+		if (h->id)
+			hm_in_call = 0;
+		unsigned g1 = __atomic_load_n(&hm_gen, __ATOMIC_SEQ_CST);
+		if (rc < 0 && e == EBADF && (g0 != g1 || (g0 & 1)))
+			calls++;	/* the fd was closed under this call */
+		else
+			verdict(what, cmd, rc, e, allowed);
+	}
+	free(st_buf);
+	h->calls = calls;
+	h->runs = runs;
+	return NULL;
+}
+
+static void phase_two_threads(void)
+{
+	struct hammer h[2];
+
+	hm_closes = hm_closes_mid = hm_closes_mid_run = hm_setup_fail = 0;
+	hm_vm.fd = -1;
+	hm_replace();
+	for (int i = 0; i < 2; i++) {
+		h[i] = (struct hammer){ .id = i, .seed = rnd() | 1 };
+		pthread_create(&h[i].th, NULL, hammer, &h[i]);
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_join(h[i].th, NULL);
+		calls += h[i].calls;
+		runs += h[i].runs;
+	}
+	vm_close(&hm_vm);
+	printf("# two threads: %lu+%lu calls; %lu closes of the VM's fd, %lu of them while the other thread "
+	       "was inside a call (%lu inside RUN)\n", h[0].calls, h[1].calls, hm_closes, hm_closes_mid,
+	       hm_closes_mid_run);
+	if (hm_setup_fail)
+		bad("two threads: %lu fresh VMs could not be set up", hm_setup_fail);
+	if (hm_closes_mid == 0)
+		bad("two threads: no close happened while the other thread was inside a call");
+}
+
+/* ---- Phases 9 and 10: allocation failures ---- */
+
+#define FI_DIR "/sys/kernel/debug/"
+#define FI_MEM (64u << 10)
+static int nth_fd = -1, mif_fd = -1, prob_fd[2] = { -1, -1 };
+
+static int put(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	int ok = fd >= 0 && write(fd, val, strlen(val)) == (ssize_t)strlen(val);
+
+	if (fd >= 0)
+		close(fd);
+	return ok ? 0 : -1;
+}
+
+static void fi_probability(unsigned p)
+{
+	char b[16];
+	int n = snprintf(b, sizeof(b), "%u", p);
+
+	for (int i = 0; i < 2; i++)
+		if (pwrite(prob_fd[i], b, n, 0) != n)
+			bad("fault injection: cannot set the probability");
+}
+
+static void make_it_fail(int on)
+{
+	if (pwrite(mif_fd, on ? "1" : "0", 1, 0) != 1)
+		bad("fault injection: cannot write make-it-fail");
+}
+
+/*
+ * Both failure points set so that, while nothing is asked for, nothing fails: probability 0;
+ * when asked, only tasks with make-it-fail (this one, around a shadowvm call), GFP_KERNEL
+ * allocations too (ignore-gfp-wait off), single pages too (min-order 0), silently (a dump of
+ * every injected failure would be a splat in the log).
+ */
+static int fi_setup(void)
+{
+	static const char *const attrs[] = { "failslab", "fail_page_alloc" };
+	static const char *const kv[][2] = { { "probability", "0" }, { "interval", "1" }, { "times", "-1" },
+					     { "space", "0" }, { "verbose", "0" }, { "task-filter", "Y" },
+					     { "ignore-gfp-wait", "N" } };
+	char path[128];
+	int err = 0;
+
+	for (int i = 0; i < 2; i++) {
+		for (unsigned k = 0; k < ARRAY_SIZE(kv); k++) {
+			snprintf(path, sizeof(path), FI_DIR "%s/%s", attrs[i], kv[k][0]);
+			err |= put(path, kv[k][1]);
+		}
+		snprintf(path, sizeof(path), FI_DIR "%s/probability", attrs[i]);
+		prob_fd[i] = open(path, O_WRONLY | O_CLOEXEC);
+	}
+	err |= put(FI_DIR "fail_page_alloc/min-order", "0");
+	nth_fd = open("/proc/thread-self/fail-nth", O_RDWR | O_CLOEXEC);
+	mif_fd = open("/proc/thread-self/make-it-fail", O_RDWR | O_CLOEXEC);
+	return err || nth_fd < 0 || mif_fd < 0 || prob_fd[0] < 0 || prob_fd[1] < 0 ? -1 : 0;
+}
+
+enum { S_OPEN, S_MEMORY, S_VCPU, S_MAP_RAM, S_MAP_RUN, S_RUN, S_STATS, S_N };
+static const char *const step_names[] = { "open", "SET_MEMORY", "CREATE_VCPU", "mmap RAM", "mmap run page",
+					  "RUN", "GET_STATS" };
+static struct shadowvm_stat_entry stat_buf[SHADOWVM_STATS_MAX];
+
+/* One step of a VM's life on FI_MEM of memory; -1 with errno on failure. */
+static long fi_step(struct fvm *vm, int step)
+{
+	struct shadowvm_memory m = { .size = FI_MEM };
+	struct shadowvm_stats st = { .count = SHADOWVM_STATS_MAX, .entries = (uintptr_t)stat_buf };
+	void *p;
+
+	switch (step) {
+	case S_OPEN:
+		vm->fd = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
+		return vm->fd < 0 ? -1 : 0;
+	case S_MEMORY:
+		return ioctl(vm->fd, SHADOWVM_SET_MEMORY, &m);
+	case S_VCPU:
+		return ioctl(vm->fd, SHADOWVM_CREATE_VCPU, 0);
+	case S_MAP_RAM:
+	case S_MAP_RUN:
+		p = mmap(NULL, step == S_MAP_RAM ? FI_MEM : SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE,
+			 MAP_SHARED, vm->fd, step == S_MAP_RAM ? 0 : SHADOWVM_RUN_MMAP_OFFSET);
+		if (p == MAP_FAILED)
+			return -1;
+		if (step == S_MAP_RAM)
+			vm->mem = p, vm->mem_size = FI_MEM;
+		else
+			vm->run = p;
+		return 0;
+	case S_RUN:
+		runs++;
+		return ioctl(vm->fd, SHADOWVM_RUN, 0);
+	default:
+		return ioctl(vm->fd, SHADOWVM_GET_STATS, &st);
+	}
+}
+
+/* What follows a step that succeeded: a safe guest state once the run page is mapped; HLT. */
+static int fi_after(struct fvm *vm, int step)
+{
+	struct shadowvm_regs r = { .rip = GUEST_CODE, .rflags = 2, .rsp = GUEST_STACK };
+
+	if (step == S_MAP_RUN) {
+		load_prog(vm->mem, 0);	/* hlt */
+		if (ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs) || ioctl(vm->fd, SHADOWVM_SET_REGS, &r))
+			return -1;
+	}
+	if (step == S_RUN && vm->run->exit_reason != SHADOWVM_EXIT_HLT) {
+		errno = EPROTO;	/* stands for "ran, but not to HLT" */
+		return -1;
+	}
+	return 0;
+}
+
+/* A step without injection. */
+static int fi_step_plain(struct fvm *vm, int step)
+{
+	return fi_step(vm, step) || fi_after(vm, step) ? -1 : 0;
+}
+
+static unsigned long fi_sites, fi_failed, fi_random_calls, fi_random_enomem;
+static int fi_steps_done;
+
+/*
+ * Phase 9: the n-th allocation check of one step of a VM's life fails (fail-nth), for
+ * n = 1, 2, ... until the step makes fewer than n: every allocation of every step fails
+ * once. The step must fail with ENOMEM or succeed (kmemleak's own allocations fall back to
+ * a pool), and the VM must recover: the step again, the rest of its life, RUN to HLT.
+ */
+static void phase_fail_nth(void)
+{
+	for (int step = 0; step < S_N && now() < deadline; step++) {
+		for (unsigned n = 1; n < 2000 && now() < deadline; n++) {
+			struct fvm vm = { .fd = -1 };
+			int k, ok = 1;
+			char b[16], left[16] = "";
+
+			for (k = 0; k < step && ok; k++)
+				ok = fi_step_plain(&vm, k) == 0;
+			if (!ok) {
+				bad("fail-nth: %s without injection: %s", step_names[k - 1], strerror(errno));
+				vm_close(&vm);
+				return;
+			}
+			int len = snprintf(b, sizeof(b), "%u", n);
+			if (pwrite(nth_fd, b, len, 0) != len) {
+				bad("fail-nth: cannot write /proc/thread-self/fail-nth");
+				return;
+			}
+			errno = 0;
+			long rc = fi_step(&vm, step);
+			int e = errno;
+			if (pread(nth_fd, left, sizeof(left) - 1, 0) <= 0 || pwrite(nth_fd, "0", 1, 0) != 1)
+				bad("fail-nth: cannot read /proc/thread-self/fail-nth");
+			calls++;
+			if (atoi(left) != 0) {
+				/* Fewer than n checks: every allocation of this step has failed once. */
+				if (rc)
+					bad("fail-nth: %s failed without an injected failure: %s", step_names[step],
+					    strerror(e));
+				vm_close(&vm);
+				break;
+			}
+			fi_sites++;
+			if (rc) {
+				fi_failed++;
+				if (!allowed_errno(e, nomem_ok))
+					bad("fail-nth %u in %s: errno %d (%s)", n, step_names[step], e, strerror(e));
+			}
+			if (rc == 0 && fi_after(&vm, step))
+				ok = 0;	/* reported below as a failure of this step */
+			for (k = rc ? step : step + 1; k < S_N && ok; k++)
+				ok = fi_step_plain(&vm, k) == 0;
+			if (!ok)
+				bad("after failure %u in %s (%s) the VM does not recover: %s: %s", n, step_names[step],
+				    rc ? strerror(e) : "call succeeded", step_names[k - 1], strerror(errno));
+			vm_close(&vm);
+		}
+		if (now() < deadline)
+			fi_steps_done++;
+	}
+}
+
+/*
+ * Phase 10: random calls on a few VMs while failslab and fail_page_alloc fail allocations
+ * at random (0-50 %) during each shadowvm call; afterwards probability 0, and each VM
+ * completes its setup and runs a guest to HLT.
+ */
+static void phase_fail_random(void)
+{
+	static const unsigned probs[] = { 0, 2, 10, 50 };
+	struct fvm pool[4];
+	unsigned cur = ~0u;
+
+	for (int i = 0; i < 4; i++)
+		memset(&pool[i], 0, sizeof(pool[i])), pool[i].fd = -1;
+	while (now() < deadline) {
+		struct fvm *vm = &pool[below(4)];
+		unsigned op = vm->fd < 0 ? 0 : below(12), p = probs[below(ARRAY_SIZE(probs))];
+		const int *allowed = ioctl_ok;
+		const char *what = "ioctl";
+		unsigned long cmd = 0;
+		long rc = 0;
+
+		if (op == 6 || op == 7) {
+			/* RUN needs mapped memory and a vCPU, and a safe state set without failures. */
+			struct shadowvm_regs r;
+			if (!vm->has_vcpu || !vm->mem || vm->mem == MAP_FAILED || !vm->run || vm->run == MAP_FAILED)
+				continue;
+			load_prog(vm->mem, short_prog());
+			random_regs(&r, vm->mem_size);
+			if (ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs) || ioctl(vm->fd, SHADOWVM_SET_REGS, &r))
+				bad("fail-random: setting the safe state: %s", strerror(errno));
+		}
+		if (op == 0 && vm->fd >= 0) {
+			vm_close(vm);
+			continue;
+		}
+		if (p != cur)
+			fi_probability(cur = p);
+		make_it_fail(1);
+		errno = 0;
+		switch (op) {
+		case 0:
+			what = "open", allowed = open_ok;
+			rc = vm_open(vm);
+			break;
+		case 1: case 2: {
+			struct shadowvm_memory m = { .size = (9 + below(248)) << 12 };
+			what = "SET_MEMORY", cmd = SHADOWVM_SET_MEMORY;
+			rc = ioctl(vm->fd, SHADOWVM_SET_MEMORY, &m);
+			if (rc == 0)
+				vm->has_mem = 1, vm->mem_size = m.size;
+			break;
+		}
+		case 3:
+			what = "CREATE_VCPU", cmd = SHADOWVM_CREATE_VCPU;
+			rc = ioctl(vm->fd, SHADOWVM_CREATE_VCPU, 0);
+			vm->has_vcpu |= rc == 0;
+			break;
+		case 4:
+			if (vm->mem)
+				break;
+			what = "mmap RAM", allowed = mmap_ok;
+			vm->mem = mmap(NULL, vm->mem_size ? vm->mem_size : 4096, PROT_READ | PROT_WRITE, MAP_SHARED,
+				       vm->fd, 0);
+			rc = vm->mem == MAP_FAILED ? -1 : 0;
+			if (rc)
+				vm->mem = NULL;
+			break;
+		case 5:
+			if (vm->run)
+				break;
+			what = "mmap run page", allowed = mmap_ok;
+			vm->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd,
+				       SHADOWVM_RUN_MMAP_OFFSET);
+			rc = vm->run == MAP_FAILED ? -1 : 0;
+			if (rc)
+				vm->run = NULL;
+			break;
+		case 6: case 7:
+			what = "RUN", cmd = SHADOWVM_RUN;
+			rc = ioctl(vm->fd, SHADOWVM_RUN, 0);
+			runs++;
+			break;
+		case 8: case 9: {
+			struct shadowvm_stats st = { .count = SHADOWVM_STATS_MAX, .entries = (uintptr_t)stat_buf };
+			what = "GET_STATS", cmd = SHADOWVM_GET_STATS;
+			rc = ioctl(vm->fd, SHADOWVM_GET_STATS, &st);
+			break;
+		}
+		default: {
+			struct shadowvm_sregs sr;
+			what = "GET_SREGS", cmd = SHADOWVM_GET_SREGS;
+			rc = ioctl(vm->fd, SHADOWVM_GET_SREGS, &sr);
+			break;
+		}
+		}
+		int e = errno;
+		make_it_fail(0);
+		verdict(what, cmd, rc, e, allowed);
+		fi_random_calls++;
+		fi_random_enomem += rc < 0 && e == ENOMEM;
+	}
+	fi_probability(0);
+	/* Every VM left completes its life without failures: no call left it half-done. */
+	for (int i = 0; i < 4; i++) {
+		struct fvm *vm = &pool[i];
+		struct shadowvm_memory m = { .size = FI_MEM };
+		struct shadowvm_regs r = { .rip = GUEST_CODE, .rflags = 2, .rsp = GUEST_STACK };
+
+		if (vm->fd < 0)
+			continue;
+		errno = 0;
+		int ok = 1;
+		if (!vm->has_mem) {
+			ok = ioctl(vm->fd, SHADOWVM_SET_MEMORY, &m) == 0;
+			vm->mem_size = FI_MEM;
+		}
+		if (ok && !vm->has_vcpu)
+			ok = ioctl(vm->fd, SHADOWVM_CREATE_VCPU, 0) == 0;
+		if (ok && !vm->mem) {
+			vm->mem = mmap(NULL, vm->mem_size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd, 0);
+			ok = vm->mem != MAP_FAILED;
+		}
+		if (ok && !vm->run) {
+			vm->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd,
+				       SHADOWVM_RUN_MMAP_OFFSET);
+			ok = vm->run != MAP_FAILED;
+		}
+		if (ok) {
+			load_prog(vm->mem, 0);
+			ok = ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs) == 0 &&
+			     ioctl(vm->fd, SHADOWVM_SET_REGS, &r) == 0 && ioctl(vm->fd, SHADOWVM_RUN, 0) == 0 &&
+			     vm->run->exit_reason == SHADOWVM_EXIT_HLT;
+		}
+		if (!ok)
+			bad("fail-random: VM %d does not complete its setup and run to HLT afterwards: %s", i,
+			    strerror(errno));
+		if (vm->mem == MAP_FAILED)
+			vm->mem = NULL;
+		if (vm->run == MAP_FAILED)
+			vm->run = NULL;
+		vm_close(vm);
+	}
+}
+
+/* The rate the debug Bochs machine must reach (calls per second of the budget). */
+#define MIN_CALLS_PER_S 2500
 
 int main(int argc, char **argv)
 {
 	uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
 	double budget = argc > 2 ? atof(argv[2]) : 40, start = now();
-	struct vm fresh, ran;
+	struct fvm fresh, ran, pristine;
 
 	rng = seed ? seed : 1;
-	tap_plan(9);
+	tap_plan(12);
 	printf("# seed %llu, budget %.0f s (reproduce: fuzz %llu %.0f)\n", (unsigned long long)seed, budget,
 	       (unsigned long long)seed, budget);
 	if (access("/dev/shadowvm", F_OK) && system("insmod /lib/modules/shadowvm.ko"))
 		printf("# insmod shadowvm.ko failed\n");
 	pointers_init();
+	if (vm_setup(&pristine) || vm_safe_sregs(pristine.fd, &safe_sregs))
+		printf("# cannot set up a VM: %s\n", strerror(errno));
+	vm_close(&pristine);
 
 	/* Phases get slices of the budget so each one runs even on a slow machine. */
-	deadline = start + budget * 0.15;
+	deadline = start + budget * 0.08;
 	phase_begin();
 	if (vm_open(&fresh) == 0) {
 		phase_enumerate(&fresh);
@@ -500,7 +1101,7 @@ int main(int argc, char **argv)
 	}
 	phase_end("every command number x direction x size, random pointers, fresh VM");
 
-	deadline = start + budget * 0.30;
+	deadline = start + budget * 0.16;
 	phase_begin();
 	if (vm_setup(&ran) == 0 && safe_state(&ran, 1) == 0) {
 		run_some(&ran, 3);		/* a VM that has run a guest */
@@ -508,51 +1109,87 @@ int main(int argc, char **argv)
 	}
 	phase_end("every command number x direction x size, random pointers, VM that ran a guest");
 
-	deadline = start + budget * 0.40;
+	deadline = start + budget * 0.24;
 	phase_begin();
-	phase_random_cmds(&ran, 20000);
+	phase_random_cmds(&ran, 40000);
 	if (vm_open(&fresh) == 0) {
-		phase_random_cmds(&fresh, 5000);
+		phase_random_cmds(&fresh, 10000);
 		close(fresh.fd);
 	}
 	phase_end("random command numbers in and near the 0xB7 space");
 
-	deadline = start + budget * 0.50;
+	deadline = start + budget * 0.30;
 	phase_begin();
 	phase_setup_order(400);
 	phase_end("SET_MEMORY/CREATE_VCPU in every order, sizes and flags, repeated creation");
 
-	deadline = start + budget * 0.55;
+	deadline = start + budget * 0.34;
 	phase_begin();
-	phase_stats(&ran, 3000);
+	phase_stats(&ran, 6000);
 	phase_end("GET_STATS with huge counts, flags and odd entry pointers");
 
-	deadline = start + budget * 0.65;
+	deadline = start + budget * 0.42;
 	phase_begin();
-	phase_mmap(&ran, 1500);
+	phase_mmap(&ran, 3000);
 	if (vm_open(&fresh) == 0) {
-		phase_mmap(&fresh, 300);
+		phase_mmap(&fresh, 600);
 		close(fresh.fd);
 	}
 	phase_end("mmap with odd offsets, lengths, flags and protections");
 
-	deadline = start + budget * 0.95;
+	deadline = start + budget * 0.60;
 	phase_begin();
 	phase_run_states(&ran);
 	phase_end("RUN from random register/segment states that passed validation");
 	vm_close(&ran);
 
+	deadline = start + budget * 0.76;
+	phase_begin();
+	phase_two_threads();
+	phase_end("two threads on one VM: RUN, SET_REGS, GET/SET_SREGS, GET_STATS, mmap/munmap, close mid-call");
+
+	int fi = access(FI_DIR "failslab", F_OK) == 0 && access(FI_DIR "fail_page_alloc", F_OK) == 0 &&
+		 access("/proc/self/fail-nth", F_OK) == 0;
+	if (fi && fi_setup()) {
+		tap_result(0, "allocation failures in turn", "fault injection is there but cannot be set up: %s",
+			   strerror(errno));
+		tap_result(0, "random allocation failures", "not run");
+	} else if (fi) {
+		deadline = start + budget * 0.88;
+		phase_begin();
+		phase_fail_nth();
+		printf("# fail-nth: %lu allocations failed in turn over %d of %d steps of a VM's life, %lu calls "
+		       "failed (ENOMEM)\n", fi_sites, fi_steps_done, S_N, fi_failed);
+		phase_end("every allocation of open/SET_MEMORY/CREATE_VCPU/mmap/RUN/GET_STATS fails once in turn: "
+			  "ENOMEM or success, and the VM recovers");
+
+		deadline = start + budget * 0.97;
+		phase_begin();
+		phase_fail_random();
+		printf("# random failures: %lu calls, %lu failed with ENOMEM\n", fi_random_calls, fi_random_enomem);
+		phase_end("failslab/fail_page_alloc at 0-50 % during random calls on 4 VMs, which recover afterwards");
+		fi_probability(0);
+	} else {
+		tap_result(1, "allocation failures in turn # SKIP no fault injection (debugfs failslab, "
+			      "fail_page_alloc, /proc/thread-self/fail-nth) in this kernel", "");
+		tap_result(1, "random allocation failures # SKIP no fault injection in this kernel", "");
+	}
+
 	/* Whatever the fuzzing did, a clean VM still runs a guest. */
 	{
-		struct vm vm;
+		struct fvm vm;
 		int ok = vm_setup(&vm) == 0 && safe_state(&vm, 0) == 0 && ioctl(vm.fd, SHADOWVM_RUN, 0) == 0 &&
 			 vm.run->exit_reason == SHADOWVM_EXIT_HLT;
 		tap_result(ok, "a fresh VM still runs a guest to HLT afterwards", "errno %s exit %u", strerror(errno),
 			   vm.run && vm.run != MAP_FAILED ? vm.run->exit_reason : 0);
 		vm_close(&vm);
 	}
-	tap_result(1, "fuzz totals", "");
+	double secs = now() - start;
+	char desc[160];
+	snprintf(desc, sizeof(desc), "fuzz totals: %lu calls in %.0f s (at least %d per second of the budget)",
+		 total_calls, secs, MIN_CALLS_PER_S);
+	tap_result(total_calls >= MIN_CALLS_PER_S * budget, desc, "only %lu calls", total_calls);
 	printf("# FUZZ-TOTAL calls=%lu runs=%lu seed=%llu seconds=%.0f\n", total_calls, total_runs,
-	       (unsigned long long)seed, now() - start);
+	       (unsigned long long)seed, secs);
 	return tap_exit();
 }

@@ -20,61 +20,9 @@
 #include <unistd.h>
 #include "shadowvm.h"
 #include "tap.h"
+#include "vmlib.h"
 
 #define MEM_SIZE (2u << 20)
-
-struct vm {
-	int fd;
-	uint8_t *mem;
-	struct shadowvm_run *run;
-};
-
-/* A VM whose guest runs `code` at 0x1000 with paging on and an IDT only a #PF reaches. */
-static int vm_create(struct vm *vm, const void *code, size_t len)
-{
-	struct shadowvm_memory m = { .size = MEM_SIZE };
-	struct shadowvm_regs regs = { .rip = 0x1000, .rflags = 2 };
-	struct shadowvm_sregs s;
-
-	vm->mem = MAP_FAILED;
-	vm->run = MAP_FAILED;
-	vm->fd = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
-	if (vm->fd < 0 || ioctl(vm->fd, SHADOWVM_SET_MEMORY, &m) || ioctl(vm->fd, SHADOWVM_CREATE_VCPU, 0))
-		return -1;
-	vm->mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd, 0);
-	vm->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd,
-		       SHADOWVM_RUN_MMAP_OFFSET);
-	if (vm->mem == MAP_FAILED || vm->run == MAP_FAILED)
-		return -1;
-	memcpy(vm->mem + 0x1000, code, len);
-	*(uint32_t *)(vm->mem + 0x2000) = 0x83;
-	if (ioctl(vm->fd, SHADOWVM_GET_SREGS, &s))
-		return -1;
-	s.cr4 |= 1 << 4;
-	s.cr0 |= 1u << 31;
-	s.cr3 = 0x2000;
-	s.idt.base = 0x00800000;
-	s.idt.limit = 0x7ff;
-	return ioctl(vm->fd, SHADOWVM_SET_SREGS, &s) || ioctl(vm->fd, SHADOWVM_SET_REGS, &regs) ? -1 : 0;
-}
-
-static void vm_destroy(struct vm *vm)
-{
-	if (vm->mem != MAP_FAILED)
-		munmap(vm->mem, MEM_SIZE);
-	if (vm->run != MAP_FAILED)
-		munmap(vm->run, SHADOWVM_RUN_MMAP_SIZE);
-	close(vm->fd);
-}
-
-static const uint8_t hlt[] = { 0xf4 }, loop[] = { 0xeb, 0xfe };
-
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec + t.tv_nsec / 1e9;
-}
 
 static void test_open_close(int n)
 {
@@ -93,7 +41,7 @@ static void test_open_close(int n)
 			close(fd);
 			continue;
 		}
-		if (vm_create(&vm, hlt, 1)) {
+		if (vm_create(&vm, MEM_SIZE, guest_hlt, 1)) {
 			fails++;
 			snprintf(err, sizeof(err), "VM %d setup: %s", i, strerror(errno));
 		} else if (i % 40 == 0) {
@@ -134,7 +82,8 @@ static void test_close_while_run(int rounds)
 		pthread_t th;
 		void *ret;
 
-		if (vm_create(&vm, loop, 2)) {
+		if (vm_create(&vm, MEM_SIZE, guest_loop, 2)) {
+			vm_destroy(&vm);
 			bad++;
 			continue;
 		}
@@ -160,7 +109,7 @@ static void test_kill9(int rounds)
 		pid_t pid = fork();
 		if (pid == 0) {
 			struct vm vm;
-			if (vm_create(&vm, loop, 2))
+			if (vm_create(&vm, MEM_SIZE, guest_loop, 2))
 				_exit(2);
 			for (;;)
 				ioctl(vm.fd, SHADOWVM_RUN, 0);
@@ -214,7 +163,7 @@ static void test_concurrent_migrating(double seconds)
 
 	memset(r, 0, sizeof(r));
 	for (int i = 0; i < 2; i++)
-		setup &= vm_create(&r[i].vm, loop, 2) == 0;
+		setup &= vm_create(&r[i].vm, MEM_SIZE, guest_loop, 2) == 0;
 	if (!setup) {
 		tap_result(0, "two VMs run concurrently while migrating", "setup: %s", strerror(errno));
 		return;
