@@ -305,6 +305,7 @@ impl VcpuCore {
                 Handled::End(WindowEnd::User)
             }
         };
+        self.report_mmu_failure(run);
         if self.triple_fault {
             // A fault while delivering a double fault: the CPU would shut down.
             self.triple_fault = false;
@@ -312,6 +313,21 @@ impl VcpuCore {
             return user(run, uapi::SHADOWVM_EXIT_SHUTDOWN);
         }
         handled
+    }
+
+    /// An MMU event failed for good (`max_shadow_pages` reached with nothing to free):
+    /// the run ends; `report_mmu_failure` tells userspace.
+    fn mmu_failed(&mut self, e: mmu::MmuError) -> Handled {
+        self.mmu_failed = Some(e);
+        Handled::End(WindowEnd::User)
+    }
+
+    /// Fills in the internal error (suberror MMU, data: RIP, engine error code) for an
+    /// MMU failure recorded by `mmu_failed`.
+    pub(super) fn report_mmu_failure(&mut self, run: &mut uapi::Run) {
+        if let Some(e) = self.mmu_failed.take() {
+            set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_MMU, 0, e.code(), [self.state.rip, e.code(), 0, 0]);
+        }
     }
 
     /// Advances RIP past the exiting instruction; an instruction that completes ends any
@@ -354,6 +370,7 @@ impl VcpuCore {
         let gva = info.qualification;
         match self.mmu.page_fault(&mut self.cache, ram, gva, info.intr_error, self.state.cpl(), ac) {
             Err(mmu::MmuError::NeedMemory) => Handled::NeedMemory,
+            Err(e @ mmu::MmuError::LimitReached) => self.mmu_failed(e),
             Ok(PfOutcome::Fixed) => Handled::Resume,
             Ok(PfOutcome::Inject(pf)) => self.raise(PF, Some(pf.error_code), Some(pf.cr2)),
             Ok(PfOutcome::EmulateWrite { gpa }) => self.emulate(ram, run, Some(gpa), None),
@@ -388,9 +405,12 @@ impl VcpuCore {
             Ok(insn) => insn,
             Err(e) => {
                 if let (Some(gpa), emulate::DecodeError::Unsupported { .. }) = (pt_gpa, e) {
-                    // The engine's fallback: stop shadowing the frame and let the write through.
-                    self.mmu.unprotect(&mut self.cache, gpa);
-                    return Handled::Resume;
+                    // The engine's fallback: stop shadowing the frame and let the write
+                    // through, unless re-entering cannot make progress (then the internal
+                    // error below, with the instruction bytes: never a loop).
+                    if self.mmu.unprotect(&mut self.cache, ram, self.state.rip, gpa) {
+                        return Handled::Resume;
+                    }
                 }
                 if let Some(ex) = e.exception() {
                     return self.raise_emulated(ex);
@@ -577,6 +597,7 @@ impl VcpuCore {
     fn commit_mode(&mut self, ram: &GuestRam, cr0: u64, cr4: u64, efer: u64) -> Handled {
         match self.mmu.set_mode(&mut self.cache, ram, cr0, cr4, efer) {
             Err(mmu::MmuError::NeedMemory) => Handled::NeedMemory,
+            Err(e @ mmu::MmuError::LimitReached) => self.mmu_failed(e),
             Ok(mmu::CtlOutcome::Gp) => self.raise(GP, Some(0), None),
             Ok(mmu::CtlOutcome::Ok) => {
                 self.state.cr0 = cr0;
@@ -590,6 +611,7 @@ impl VcpuCore {
     fn set_cr3(&mut self, ram: &GuestRam, v: u64) -> Handled {
         match self.mmu.set_cr3(&mut self.cache, ram, v) {
             Err(mmu::MmuError::NeedMemory) => Handled::NeedMemory,
+            Err(e @ mmu::MmuError::LimitReached) => self.mmu_failed(e),
             Ok(mmu::CtlOutcome::Gp) => self.raise(GP, Some(0), None),
             Ok(mmu::CtlOutcome::Ok) => {
                 // Bit 63 (no-flush with PCIDs) is not part of CR3.

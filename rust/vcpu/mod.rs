@@ -158,6 +158,9 @@ pub(crate) struct VcpuCore {
     paging_dirty: bool,
     /// An exception arrived while a double fault was being delivered.
     triple_fault: bool,
+    /// An MMU event failed for good ([`mmu::MmuError::LimitReached`]): reported to
+    /// userspace as an internal error (`report_mmu_failure`).
+    mmu_failed: Option<mmu::MmuError>,
     /// A refused window was logged already.
     busy_logged: bool,
     /// VMX-preemption timer value for one entry: about 1 ms of guest time.
@@ -226,6 +229,7 @@ impl Vcpu {
                 completion: Completion::None,
                 paging_dirty: true,
                 triple_fault: false,
+                mmu_failed: None,
                 busy_logged: false,
                 preemption_ticks: preemption_ticks(caps),
                 stats: VcpuStats {
@@ -379,7 +383,10 @@ impl VcpuCore {
             if self.paging_dirty {
                 match self.rebuild_paging(ram) {
                     Ok(()) => self.paging_dirty = false,
-                    Err(e) => break Ok((e, false)),
+                    Err(e) => {
+                        self.report_mmu_failure(run);
+                        break Ok((e, false));
+                    }
                 }
             }
             self.sync_paging(vmcs);
@@ -446,11 +453,19 @@ impl VcpuCore {
         let s = &self.state;
         match self.mmu.set_mode(&mut self.cache, ram, s.cr0, s.cr4, s.efer) {
             Err(mmu::MmuError::NeedMemory) => return Err(WindowEnd::NeedMemory),
+            Err(e @ mmu::MmuError::LimitReached) => {
+                self.mmu_failed = Some(e);
+                return Err(WindowEnd::User);
+            }
             Ok(mmu::CtlOutcome::Gp) => self.queue_exception(exits::GP, Some(0), None),
             Ok(mmu::CtlOutcome::Ok) => {}
         }
         match self.mmu.set_cr3(&mut self.cache, ram, self.state.cr3) {
             Err(mmu::MmuError::NeedMemory) => Err(WindowEnd::NeedMemory),
+            Err(e @ mmu::MmuError::LimitReached) => {
+                self.mmu_failed = Some(e);
+                Err(WindowEnd::User)
+            }
             Ok(mmu::CtlOutcome::Gp) => {
                 self.queue_exception(exits::GP, Some(0), None);
                 Ok(())

@@ -547,8 +547,9 @@ pub fn cpu_access(mmu: &mut Mmu, host: &mut Host, mem: &GMem, gva: u64, a: Acc, 
                 match out {
                     PfOutcome::Fixed => continue,
                     PfOutcome::Inject(pf) => {
-                        let canon = if mmu.paging().mode == GuestMode::Long4 { gva & 0xffff_ffff_ffff } else { gva & 0xffff_ffff };
-                        assert_eq!(pf.cr2, canon, "CR2");
+                        // CR2 is the whole linear address (64 bits in IA-32e mode).
+                        let la = if mmu.paging().mode == GuestMode::Long4 { gva } else { gva & 0xffff_ffff };
+                        assert_eq!(pf.cr2, la, "CR2");
                         return CpuResult::Fault(pf.error_code);
                     }
                     PfOutcome::Mmio { gpa } => {
@@ -588,6 +589,7 @@ pub fn retry_oom<T>(host: &mut Host, mut f: impl FnMut(&mut Host) -> Result<T, M
     for _ in 0..100 {
         match f(host) {
             Ok(v) => return v,
+            Err(MmuError::LimitReached) => panic!("LimitReached"),
             Err(MmuError::NeedMemory) => {
                 assert!(!host.dry, "NeedMemory while dry");
                 assert!(host.fail_at.is_none(), "NeedMemory without an injected failure");
