@@ -22,6 +22,7 @@
 //! guest's LMA; VPID off (every VM entry flushes the TLB), #PF intercepted, CR3 loads,
 //! INVLPG, INVPCID and the CR0/CR4 paging bits intercepted.
 
+pub mod access;
 pub mod bits;
 pub mod emulate;
 pub mod mem;

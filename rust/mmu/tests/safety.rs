@@ -472,3 +472,40 @@ fn unemulatable_write_under_wp0_smap_never_loops() {
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
+
+// ------------------------------------------------------------------ issue 10 item 8
+
+/// An emulated store that crosses into a page that faults changes nothing: not the bytes
+/// on the first page, not its A/D bits; CR2 is the address on the second page.
+#[test]
+fn page_crossing_emulated_write_is_all_or_nothing() {
+    use shadowvm_mmu::emulate::{self, gpr, CodeSize, Env, Outcome, Regs};
+    let mem = GMem::new(16, &[]);
+    let mut b = Builder { mode: 3, next: 1 };
+    let ra = b.root();
+    let data = b.alloc();
+    b.map(&mem, ra, 0x1000, data);
+    let pt = {
+        let l4 = mem.read(ra, 8) >> 12 & 0xf_ffff;
+        let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
+        mem.read(l3 << 12, 8) >> 12 & 0xf_ffff
+    };
+    // 0x2000: present but read-only.
+    w8(&mem, pt, 2, (data << 12) | PTE_P | PTE_U);
+    let mut host = Host::new();
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
+    let before = (mem.frame_copy(data), mem.frame_copy(pt));
+    let insn = emulate::decode(&[0x48, 0x89, 0x07], CodeSize::Bits64).unwrap();
+    let mut regs = Regs { gpr: [0; 16], rip: 0x5000, rflags: 2 };
+    regs.gpr[gpr::RDI] = 0x1ffc;
+    regs.gpr[gpr::RAX] = 0x1122_3344_5566_7788;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    let out = emulate::execute(&insn, &mut regs, &Env::default(), &mut m, None).unwrap();
+    assert_eq!(out, Outcome::Exception(emulate::Exception::Pf { addr: 0x2000, error_code: PFERR_P | PFERR_W }));
+    assert_eq!(m.last_store, None);
+    assert!(before.0 == mem.frame_copy(data), "first page written by a faulting store");
+    assert!(before.1 == mem.frame_copy(pt), "A/D bits set by a faulting store");
+    assert_eq!(regs.rip, 0x5000);
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
