@@ -91,6 +91,7 @@ impl Mmu {
             self.cur_root = r;
             self.root_hpa = self.root_rec(r).hpa;
             self.stats.inc(Counter::RootCacheHits);
+            self.root_flood_reset(r);
             return;
         }
         self.stats.inc(Counter::RootCacheMisses);
@@ -155,6 +156,24 @@ impl Mmu {
             return;
         }
         let p = self.root_rec(self.cur_root).pae_ptr as *mut u8;
+        for i in 0..4 {
+            let q = page_get(p, PAE_SPS + i) as u32;
+            if q != 0 {
+                self.sp_mut(q).write_count = 0;
+            }
+        }
+    }
+
+    /// Root `r` becomes current: its root-level tables are in use (KVM clears their flood
+    /// counts in `kvm_mmu_new_pgd`).
+    fn root_flood_reset(&mut self, r: u32) {
+        let (sp, p) = {
+            let rec = self.root_rec(r);
+            (rec.sp, rec.pae_ptr as *mut u8)
+        };
+        if sp != 0 {
+            self.sp_mut(sp).write_count = 0;
+        }
         for i in 0..4 {
             let q = page_get(p, PAE_SPS + i) as u32;
             if q != 0 {
