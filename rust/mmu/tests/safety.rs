@@ -120,6 +120,10 @@ fn start(mode: u8, cfg: Config, mem: &GMem, host: &mut Host, cr3: u64) -> Mmu {
     mmu
 }
 
+/// Most engine steps one #PF may take here (a reclaim zaps at most a few tables of 512
+/// entries each).
+const FAULT_STEPS: u64 = 4 * 1024;
+
 /// One guest instruction on the software CPU: all of `accesses` must succeed in one pass
 /// (as the CPU retires an instruction only when none of its accesses faults); after each
 /// #PF exit the engine handles it and the instruction starts again. Returns the number of
@@ -129,7 +133,8 @@ fn run_insn(mmu: &mut Mmu, host: &mut Host, mem: &GMem, accesses: &[(u64, Acc)],
         let mut faulted = false;
         for &(gva, a) in accesses {
             if let Err(ec) = hw_walk(mmu, host, gva, a) {
-                let out = retry_oom(host, |h| mmu.page_fault(h, mem, gva, ec, a.cpl, a.ac));
+                let (out, n) = steps(mmu, |m| retry_oom(host, |h| m.page_fault(h, mem, gva, ec, a.cpl, a.ac)));
+                assert!(n <= FAULT_STEPS, "one #PF took {n} engine steps");
                 assert_eq!(out, PfOutcome::Fixed, "access {gva:#x} {a:?}");
                 faulted = true;
                 break;
@@ -288,7 +293,9 @@ fn progress_under_pressure(mode: u8) {
     let mut worst = 0;
     for round in 0..3 {
         for (k, &cr3) in roots.iter().enumerate() {
-            assert_eq!(retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, cr3)), CtlOutcome::Ok);
+            let (r, n) = steps(&mut mmu, |m| retry_oom(&mut host, |h| m.set_cr3(h, &mem, cr3)));
+            assert_eq!(r, CtlOutcome::Ok);
+            assert!(n <= 8 * 1024, "a CR3 write took {n} engine steps");
             assert!(mmu.shadow_pages() <= 64, "limit exceeded after CR3 write: {}", mmu.shadow_pages());
             let passes = run_insn(&mut mmu, &mut host, &mem, &insn, 40);
             worst = worst.max(passes);
