@@ -236,6 +236,8 @@ fn cr3_write_resyncs_at_most_the_cap() {
         let r = cpu_access(&mut mmu, &mut host, &mem, (1 << 30) | (t << 12), WR, Some((v, 8)));
         assert!(matches!(r, CpuResult::Ok(_) | CpuResult::Emulated(_)), "{r:?}");
     }
+    let unsync = mmu.unsync_frames();
+    assert!(unsync <= 64, "{unsync} frames out of sync");
     let resync = mmu.stats().get(Counter::Resync);
     let (_, n) = steps(&mut mmu, |m| retry_oom(&mut host, |h| m.set_cr3(h, &mem, pml4 << 12)));
     let done = mmu.stats().get(Counter::Resync) - resync;
