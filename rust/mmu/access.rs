@@ -74,12 +74,23 @@ impl<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> EngineAccess<'a, P, G>
     }
 
     fn access(&self, write: bool) -> Access {
-        Access { write, fetch: false, user: self.user, implicit: self.implicit, ac: self.ac }
+        Access {
+            write,
+            fetch: false,
+            user: self.user,
+            implicit: self.implicit,
+            ac: self.ac,
+        }
     }
 
     /// Splits `len` bytes at `linear` into pieces and translates them all: first without
     /// side effects (so a fault anywhere changes nothing), then with A/D updates.
-    fn translate(&mut self, linear: u64, len: usize, write: bool) -> Result<([Piece; MAX_PIECES], usize), MemFault> {
+    fn translate(
+        &mut self,
+        linear: u64,
+        len: usize,
+        write: bool,
+    ) -> Result<([Piece; MAX_PIECES], usize), MemFault> {
         let access = self.access(write);
         let mut pieces = [Piece::default(); MAX_PIECES];
         let mut n = 0;
@@ -88,13 +99,20 @@ impl<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> EngineAccess<'a, P, G>
             let la = linear.wrapping_add(done as u64);
             let l = core::cmp::min(len - done, 4096 - (la & 0xfff) as usize);
             let p = pieces.get_mut(n).ok_or(MemFault::Host)?;
-            *p = Piece { off: done, len: l, gpa: 0 };
+            *p = Piece {
+                off: done,
+                len: l,
+                gpa: 0,
+            };
             walk::walk(&self.mmu.paging(), self.mem, la, access, false).map_err(pf)?;
             n += 1;
             done += l;
         }
         for p in pieces.iter_mut().take(n) {
-            p.gpa = self.mmu.translate(self.mem, linear.wrapping_add(p.off as u64), access).map_err(pf)?;
+            p.gpa = self
+                .mmu
+                .translate(self.mem, linear.wrapping_add(p.off as u64), access)
+                .map_err(pf)?;
         }
         Ok((pieces, n))
     }
@@ -113,7 +131,10 @@ impl<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> EngineAccess<'a, P, G>
 }
 
 fn pf(p: walk::PageFault) -> MemFault {
-    MemFault::Exception(emulate::Exception::Pf { addr: p.cr2, error_code: p.error_code })
+    MemFault::Exception(emulate::Exception::Pf {
+        addr: p.cr2,
+        error_code: p.error_code,
+    })
 }
 
 /// Copies bytes out of guest RAM with atomic byte loads (other vCPUs may write it).
@@ -186,7 +207,10 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
         if let Some(p) = mmio {
             let src = data.get(p.off..p.off + p.len).ok_or(MemFault::Host)?;
             let mut bytes = [0u8; 8];
-            bytes.get_mut(..p.len).ok_or(MemFault::Host)?.copy_from_slice(src);
+            bytes
+                .get_mut(..p.len)
+                .ok_or(MemFault::Host)?
+                .copy_from_slice(src);
             self.mmio_write = Some((p.gpa, bytes, p.len as u32));
         }
         Ok(())
@@ -194,7 +218,8 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
 
     fn cmpxchg(&mut self, addr: &Addr, old: &[u8], new: &[u8]) -> Result<bool, MemFault> {
         let len = old.len();
-        let aligned = matches!(len, 1 | 2 | 4 | 8) && addr.linear % len as u64 == 0 && new.len() == len;
+        let aligned =
+            matches!(len, 1 | 2 | 4 | 8) && addr.linear & (len as u64 - 1) == 0 && new.len() == len;
         if aligned {
             let (pieces, n) = self.translate(addr.linear, len, true)?;
             if let (1, Some(p)) = (n, pieces.first()) {
@@ -204,10 +229,33 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
                     // `len` (the linear address is, and frames are 4 KiB aligned).
                     let ok = unsafe {
                         match len {
-                            1 => AtomicU8::from_ptr(ptr).compare_exchange(o as u8, w as u8, Ordering::SeqCst, Ordering::SeqCst).is_ok(),
-                            2 => AtomicU16::from_ptr(ptr.cast()).compare_exchange(o as u16, w as u16, Ordering::SeqCst, Ordering::SeqCst).is_ok(),
-                            4 => AtomicU32::from_ptr(ptr.cast()).compare_exchange(o as u32, w as u32, Ordering::SeqCst, Ordering::SeqCst).is_ok(),
-                            _ => AtomicU64::from_ptr(ptr.cast()).compare_exchange(o, w, Ordering::SeqCst, Ordering::SeqCst).is_ok(),
+                            1 => AtomicU8::from_ptr(ptr)
+                                .compare_exchange(
+                                    o as u8,
+                                    w as u8,
+                                    Ordering::SeqCst,
+                                    Ordering::SeqCst,
+                                )
+                                .is_ok(),
+                            2 => AtomicU16::from_ptr(ptr.cast())
+                                .compare_exchange(
+                                    o as u16,
+                                    w as u16,
+                                    Ordering::SeqCst,
+                                    Ordering::SeqCst,
+                                )
+                                .is_ok(),
+                            4 => AtomicU32::from_ptr(ptr.cast())
+                                .compare_exchange(
+                                    o as u32,
+                                    w as u32,
+                                    Ordering::SeqCst,
+                                    Ordering::SeqCst,
+                                )
+                                .is_ok(),
+                            _ => AtomicU64::from_ptr(ptr.cast())
+                                .compare_exchange(o, w, Ordering::SeqCst, Ordering::SeqCst)
+                                .is_ok(),
                         }
                     };
                     if ok {

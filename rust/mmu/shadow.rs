@@ -908,7 +908,11 @@ impl Mmu {
     /// spaces can never squeeze out the working set of the one that runs. Only when
     /// neither frees anything is the limit reported ([`MmuError::LimitReached`]); with the
     /// limit at least 64 and at most 4 pages pinned by the current root that cannot happen.
-    pub(super) fn make_room<P: PageSource + ?Sized>(&mut self, src: &mut P, need: usize) -> Result<(), MmuError> {
+    pub(super) fn make_room<P: PageSource + ?Sized>(
+        &mut self,
+        src: &mut P,
+        need: usize,
+    ) -> Result<(), MmuError> {
         while self.nsp + need > self.cfg.max_shadow_pages {
             let unpinned = self.nsp.saturating_sub(self.npinned);
             if unpinned > MIN_UNPINNED && self.reclaim_one(src) {

@@ -55,7 +55,8 @@ pub struct Access {
 
 impl Access {
     /// A supervisor read (no flags).
-    pub const NONE: Access = Access { write: false, fetch: false, user: false, implicit: false, ac: false };
+    pub const NONE: Access =
+        Access { write: false, fetch: false, user: false, implicit: false, ac: false };
 
     /// The access a hardware #PF error code describes (U set means CPL 3, explicit).
     /// A fault with U clear at CPL 3 was an implicit supervisor access.

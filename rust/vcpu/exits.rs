@@ -326,7 +326,8 @@ impl VcpuCore {
     /// MMU failure recorded by `mmu_failed`.
     pub(super) fn report_mmu_failure(&mut self, run: &mut uapi::Run) {
         if let Some(e) = self.mmu_failed.take() {
-            set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_MMU, 0, e.code(), [self.state.rip, e.code(), 0, 0]);
+            let data = [self.state.rip, e.code(), 0, 0];
+            set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_MMU, 0, e.code(), data);
         }
     }
 

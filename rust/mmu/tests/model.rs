@@ -624,7 +624,9 @@ fn fail() -> impl Strategy<Value = Option<u8>> {
 }
 
 fn cfg_strategy() -> impl Strategy<Value = (Config, bool, bool, bool)> {
-    (0usize..4, prop_oneof![1usize..10, Just(MAX_ROOT_CACHE)], prop::bool::ANY, 1u8..5, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY).prop_map(
+    let roots = prop_oneof![1usize..10, Just(MAX_ROOT_CACHE)];
+    let b = prop::bool::ANY;
+    (0usize..4, roots, b, 1u8..5, b, b, b, b, b).prop_map(
         |(m, roots, small, flood, unsync, gb, pcide, smep, smap)| {
             let cfg = Config {
                 maxphyaddr: [36, 40, 46, 52][m],

@@ -17,9 +17,30 @@ fn w8(mem: &GMem, gfn: u64, idx: u64, v: u64) {
     mem.write((gfn << 12) + idx * 8, 8, v);
 }
 
-const RD: Acc = Acc { write: false, fetch: false, user: false, implicit: false, ac: false, cpl: 0 };
-const WR: Acc = Acc { write: true, fetch: false, user: false, implicit: false, ac: false, cpl: 0 };
-const FETCH: Acc = Acc { write: false, fetch: true, user: false, implicit: false, ac: false, cpl: 0 };
+const RD: Acc = Acc {
+    write: false,
+    fetch: false,
+    user: false,
+    implicit: false,
+    ac: false,
+    cpl: 0,
+};
+const WR: Acc = Acc {
+    write: true,
+    fetch: false,
+    user: false,
+    implicit: false,
+    ac: false,
+    cpl: 0,
+};
+const FETCH: Acc = Acc {
+    write: false,
+    fetch: true,
+    user: false,
+    implicit: false,
+    ac: false,
+    cpl: 0,
+};
 
 fn hpa(gfn: u64) -> u64 {
     GUEST_HPA_BASE + (gfn << 12)
@@ -114,9 +135,15 @@ fn mode_regs(mode: u8) -> (u64, u64, u64) {
 
 fn start(mode: u8, cfg: Config, mem: &GMem, host: &mut Host, cr3: u64) -> Mmu {
     let mut mmu = Mmu::new(cfg);
-    assert_eq!(retry_oom(host, |h| mmu.set_cr3(h, mem, cr3)), CtlOutcome::Ok);
+    assert_eq!(
+        retry_oom(host, |h| mmu.set_cr3(h, mem, cr3)),
+        CtlOutcome::Ok
+    );
     let (cr0, cr4, efer) = mode_regs(mode);
-    assert_eq!(retry_oom(host, |h| mmu.set_mode(h, mem, cr0, cr4, efer)), CtlOutcome::Ok);
+    assert_eq!(
+        retry_oom(host, |h| mmu.set_mode(h, mem, cr0, cr4, efer)),
+        CtlOutcome::Ok
+    );
     mmu
 }
 
@@ -128,12 +155,20 @@ const FAULT_STEPS: u64 = 4 * 1024;
 /// (as the CPU retires an instruction only when none of its accesses faults); after each
 /// #PF exit the engine handles it and the instruction starts again. Returns the number of
 /// passes; panics when the instruction does not complete within `max_passes`.
-fn run_insn(mmu: &mut Mmu, host: &mut Host, mem: &GMem, accesses: &[(u64, Acc)], max_passes: usize) -> usize {
+fn run_insn(
+    mmu: &mut Mmu,
+    host: &mut Host,
+    mem: &GMem,
+    accesses: &[(u64, Acc)],
+    max_passes: usize,
+) -> usize {
     for pass in 1..=max_passes {
         let mut faulted = false;
         for &(gva, a) in accesses {
             if let Err(ec) = hw_walk(mmu, host, gva, a) {
-                let (out, n) = steps(mmu, |m| retry_oom(host, |h| m.page_fault(h, mem, gva, ec, a.cpl, a.ac)));
+                let (out, n) = steps(mmu, |m| {
+                    retry_oom(host, |h| m.page_fault(h, mem, gva, ec, a.cpl, a.ac))
+                });
                 assert!(n <= FAULT_STEPS, "one #PF took {n} engine steps");
                 assert_eq!(out, PfOutcome::Fixed, "access {gva:#x} {a:?}");
                 faulted = true;
@@ -167,7 +202,10 @@ fn huge_rmap_chain_stays_bounded() {
         }
     }
     let mut host = Host::new();
-    let cfg = Config { flood_threshold: 1, ..Config::DEFAULT };
+    let cfg = Config {
+        flood_threshold: 1,
+        ..Config::DEFAULT
+    };
     let mut mmu = start(3, cfg, &mem, &mut host, pml4 << 12);
     let mut worst = 0;
     for t in 0..NPT {
@@ -184,7 +222,9 @@ fn huge_rmap_chain_stays_bounded() {
     // The frame becomes a page table: write-protecting it walks its reverse map once.
     w8(&mem, TARGET, 0, (120 << 12) | PWU);
     w8(&mem, pd, 50, (TARGET << 12) | PWU);
-    let (r, n) = steps(&mut mmu, |m| cpu_access(m, &mut host, &mem, 50 << 21, RD, None));
+    let (r, n) = steps(&mut mmu, |m| {
+        cpu_access(m, &mut host, &mem, 50 << 21, RD, None)
+    });
     assert!(matches!(r, CpuResult::Ok(_)), "{r:?}");
     assert!(n <= 2_000, "write-protecting a frame took {n} engine steps");
     // Zapping a page table whose 512 entries all sit in that chain: O(1) per entry.
@@ -195,7 +235,10 @@ fn huge_rmap_chain_stays_bounded() {
     }
     // Everything still translates.
     for t in 0..NPT {
-        assert_eq!(cpu_access(&mut mmu, &mut host, &mem, (t << 21) | 0x5000, RD, None), CpuResult::Ok(hpa(TARGET)));
+        assert_eq!(
+            cpu_access(&mut mmu, &mut host, &mem, (t << 21) | 0x5000, RD, None),
+            CpuResult::Ok(hpa(TARGET))
+        );
     }
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
@@ -228,24 +271,43 @@ fn cr3_write_resyncs_at_most_the_cap() {
     let mut host = Host::new();
     let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, pml4 << 12);
     for t in 0..N {
-        assert_eq!(cpu_access(&mut mmu, &mut host, &mem, t << 21, RD, None), CpuResult::Ok(hpa(DATA)));
+        assert_eq!(
+            cpu_access(&mut mmu, &mut host, &mem, t << 21, RD, None),
+            CpuResult::Ok(hpa(DATA))
+        );
     }
     // The guest rewrites entry 0 of every leaf table through the alias.
     for t in 0..N {
         let v = ((DATA + 1 + t) << 12) | PWU;
-        let r = cpu_access(&mut mmu, &mut host, &mem, (1 << 30) | (t << 12), WR, Some((v, 8)));
-        assert!(matches!(r, CpuResult::Ok(_) | CpuResult::Emulated(_)), "{r:?}");
+        let r = cpu_access(
+            &mut mmu,
+            &mut host,
+            &mem,
+            (1 << 30) | (t << 12),
+            WR,
+            Some((v, 8)),
+        );
+        assert!(
+            matches!(r, CpuResult::Ok(_) | CpuResult::Emulated(_)),
+            "{r:?}"
+        );
     }
     let unsync = mmu.unsync_frames();
     assert!(unsync <= 64, "{unsync} frames out of sync");
     let resync = mmu.stats().get(Counter::Resync);
-    let (_, n) = steps(&mut mmu, |m| retry_oom(&mut host, |h| m.set_cr3(h, &mem, pml4 << 12)));
+    let (_, n) = steps(&mut mmu, |m| {
+        retry_oom(&mut host, |h| m.set_cr3(h, &mem, pml4 << 12))
+    });
     let done = mmu.stats().get(Counter::Resync) - resync;
     assert!(done <= 64, "one CR3 write resynced {done} frames (cap 64)");
     assert!(n <= 64 * 2_000, "one CR3 write took {n} engine steps");
     // After MOV CR3 the guest sees its current tables.
     for t in 0..N {
-        assert_eq!(cpu_access(&mut mmu, &mut host, &mem, t << 21, RD, None), CpuResult::Ok(hpa(DATA + 1 + t)), "table {t}");
+        assert_eq!(
+            cpu_access(&mut mmu, &mut host, &mem, t << 21, RD, None),
+            CpuResult::Ok(hpa(DATA + 1 + t)),
+            "table {t}"
+        );
     }
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
@@ -269,7 +331,14 @@ fn progress_under_pressure(mode: u8) {
     // Page-crossing fetch at 0x40_0ff8 (code 0x40_0000 and 0x40_1000), data across a
     // page-table boundary (0x7f_fff8 .. 0x80_0008: two page tables in every mode),
     // stack across a page at 0xc0_1000.
-    let pages = [0x40_0000u64, 0x40_1000, 0x7f_f000, 0x80_0000, 0xc0_0000, 0xc0_1000];
+    let pages = [
+        0x40_0000u64,
+        0x40_1000,
+        0x7f_f000,
+        0x80_0000,
+        0xc0_0000,
+        0xc0_1000,
+    ];
     for &cr3 in &roots {
         for &p in &pages {
             let f = b.alloc();
@@ -290,34 +359,60 @@ fn progress_under_pressure(mode: u8) {
         (0xc0_1000, WR),
     ];
     let mut host = Host::new();
-    let cfg = Config { root_cache_size: MAX_ROOT_CACHE, max_shadow_pages: 64, ..Config::DEFAULT };
+    let cfg = Config {
+        root_cache_size: MAX_ROOT_CACHE,
+        max_shadow_pages: 64,
+        ..Config::DEFAULT
+    };
     let mut mmu = start(mode, cfg, &mem, &mut host, roots[0]);
     let mut worst = 0;
     for round in 0..3 {
         for (k, &cr3) in roots.iter().enumerate() {
-            let (r, n) = steps(&mut mmu, |m| retry_oom(&mut host, |h| m.set_cr3(h, &mem, cr3)));
+            let (r, n) = steps(&mut mmu, |m| {
+                retry_oom(&mut host, |h| m.set_cr3(h, &mem, cr3))
+            });
             assert_eq!(r, CtlOutcome::Ok);
             assert!(n <= 8 * 1024, "a CR3 write took {n} engine steps");
-            assert!(mmu.shadow_pages() <= 64, "limit exceeded after CR3 write: {}", mmu.shadow_pages());
+            assert!(
+                mmu.shadow_pages() <= 64,
+                "limit exceeded after CR3 write: {}",
+                mmu.shadow_pages()
+            );
             let passes = run_insn(&mut mmu, &mut host, &mem, &insn, 40);
             worst = worst.max(passes);
-            assert!(mmu.shadow_pages() <= 64, "limit exceeded: {}", mmu.shadow_pages());
+            assert!(
+                mmu.shadow_pages() <= 64,
+                "limit exceeded: {}",
+                mmu.shadow_pages()
+            );
             for j in 0..4u64 {
                 let gva = 0x100_0000 + (((j + k as u64 + round) % 4) << 22);
                 let want = if mode == 0 { hpa(gva >> 12) } else { hpa(data) };
-                assert_eq!(cpu_access(&mut mmu, &mut host, &mem, gva, RD, None), CpuResult::Ok(want));
+                assert_eq!(
+                    cpu_access(&mut mmu, &mut host, &mem, gva, RD, None),
+                    CpuResult::Ok(want)
+                );
             }
         }
     }
     // Bounded: at most one fault per page-table level per access, plus the instruction.
-    assert!(worst <= 1 + insn.len() * 4, "mode {mode}: an instruction took {worst} passes");
+    assert!(
+        worst <= 1 + insn.len() * 4,
+        "mode {mode}: an instruction took {worst} passes"
+    );
     // Paging off needs only the identity root's direct pages: nothing to reclaim.
     if mode != 0 {
-        assert!(mmu.stats().get(Counter::ShadowPagesReclaimed) > 0, "no reclaim under a 64-page limit");
+        assert!(
+            mmu.stats().get(Counter::ShadowPagesReclaimed) > 0,
+            "no reclaim under a 64-page limit"
+        );
     }
     if mode == 1 {
         // 40 spaces of 4 pinned pages each would be 160: cached roots were dropped.
-        assert!(mmu.stats().get(Counter::RootsEvicted) > 0, "no cached root evicted");
+        assert!(
+            mmu.stats().get(Counter::RootsEvicted) > 0,
+            "no cached root evicted"
+        );
     }
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
@@ -353,8 +448,20 @@ fn cr2_keeps_the_upper_bits() {
     let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, 1 << 12);
     let gva = 0xffff_8880_0000_1000u64;
     let out = retry_oom(&mut host, |h| mmu.page_fault(h, &mem, gva, 0, 0, false));
-    assert_eq!(out, PfOutcome::Inject(PageFault { error_code: 0, cr2: gva }));
-    assert_eq!(mmu.translate(&mem, gva + 5, RD.to_engine()), Err(PageFault { error_code: 0, cr2: gva + 5 }));
+    assert_eq!(
+        out,
+        PfOutcome::Inject(PageFault {
+            error_code: 0,
+            cr2: gva
+        })
+    );
+    assert_eq!(
+        mmu.translate(&mem, gva + 5, RD.to_engine()),
+        Err(PageFault {
+            error_code: 0,
+            cr2: gva + 5
+        })
+    );
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
@@ -378,7 +485,10 @@ fn root_level_flood_count_resets_on_use() {
         let mut host = Host::new();
         let mut mmu = start(mode, Config::DEFAULT, &mem, &mut host, ra);
         retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, rb));
-        assert_eq!(cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None), CpuResult::Ok(hpa(data)));
+        assert_eq!(
+            cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+            CpuResult::Ok(hpa(data))
+        );
         retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, ra));
         let misses = mmu.stats().get(Counter::RootCacheMisses);
         let esz = b.esz();
@@ -387,14 +497,28 @@ fn root_level_flood_count_resets_on_use() {
             let gva_b = (8 + i) << if mode == 1 { 22 } else { 39 };
             let idx = 8 + i;
             let pte = b.read(&mem, rb >> 12, 0);
-            let r = cpu_access(&mut mmu, &mut host, &mem, 0x20_0000 + idx * esz, WR, Some((pte, esz as u32)));
+            let r = cpu_access(
+                &mut mmu,
+                &mut host,
+                &mem,
+                0x20_0000 + idx * esz,
+                WR,
+                Some((pte, esz as u32)),
+            );
             assert!(matches!(r, CpuResult::Emulated(_)), "mode {mode}: {r:?}");
             // Switch to B and use the new entry: a fault through B's root table.
             retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, rb));
-            assert_eq!(cpu_access(&mut mmu, &mut host, &mem, gva_b | 0x1000, RD, None), CpuResult::Ok(hpa(data)));
+            assert_eq!(
+                cpu_access(&mut mmu, &mut host, &mem, gva_b | 0x1000, RD, None),
+                CpuResult::Ok(hpa(data))
+            );
             retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, ra));
         }
-        assert_eq!(mmu.stats().get(Counter::RootCacheMisses), misses, "mode {mode}: a used root table was taken for a flood");
+        assert_eq!(
+            mmu.stats().get(Counter::RootCacheMisses),
+            misses,
+            "mode {mode}: a used root table was taken for a flood"
+        );
         assert_eq!(mmu.stats().get(Counter::FloodUnshadows), 0);
         mmu.teardown(&mut host);
         assert_eq!(host.live(), 0);
@@ -406,7 +530,14 @@ fn root_level_flood_count_resets_on_use() {
 /// The vCPU's fallback for a write the emulator cannot do: unprotect and re-enter. It
 /// must end (the write goes through, or the engine says it cannot and the vCPU reports
 /// an internal error) in a bounded number of steps.
-fn fallback(mmu: &mut Mmu, host: &mut Host, mem: &GMem, rip: u64, gva: u64, a: Acc) -> Result<u64, &'static str> {
+fn fallback(
+    mmu: &mut Mmu,
+    host: &mut Host,
+    mem: &GMem,
+    rip: u64,
+    gva: u64,
+    a: Acc,
+) -> Result<u64, &'static str> {
     for _ in 0..20 {
         match hw_walk(mmu, host, gva, a) {
             Ok(h) => return Ok(h),
@@ -441,17 +572,29 @@ fn unemulatable_write_never_loops() {
     let pt1 = b.read(&mem, ra >> 12, 1) >> 12;
     b.map(&mem, ra, 0x40_2000, pt1);
     let mut host = Host::new();
-    let cfg = Config { unsync: false, ..Config::DEFAULT };
+    let cfg = Config {
+        unsync: false,
+        ..Config::DEFAULT
+    };
     let mut mmu = start(1, cfg, &mem, &mut host, rb);
     retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, ra));
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None), CpuResult::Ok(hpa(data)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(data))
+    );
     // The current root's own page directory: cannot be unprotected.
-    assert_eq!(fallback(&mut mmu, &mut host, &mem, 0x100, 0x40_0010, WR), Err("internal error"));
+    assert_eq!(
+        fallback(&mut mmu, &mut host, &mem, 0x100, 0x40_0010, WR),
+        Err("internal error")
+    );
     // A cached root's page directory: the cached root goes, the write goes through.
     assert!(fallback(&mut mmu, &mut host, &mem, 0x100, 0x40_1010, WR).is_ok());
     assert!(!mmu.is_shadowed(rb >> 12));
     // The page table on the store's own translation path.
-    assert_eq!(fallback(&mut mmu, &mut host, &mem, 0x100, 0x40_2020, WR), Err("internal error"));
+    assert_eq!(
+        fallback(&mut mmu, &mut host, &mem, 0x100, 0x40_2020, WR),
+        Err("internal error")
+    );
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
@@ -475,9 +618,14 @@ fn unemulatable_write_under_wp0_smap_never_loops() {
     };
     w8(&mem, pt, 1, (data << 12) | PTE_P | PTE_U | PTE_A | PTE_D);
     let (_, cr4, efer) = mode_regs(3);
-    retry_oom(&mut host, |h| mmu.set_mode(h, &mem, CR0_PE | CR0_PG, cr4 | CR4_SMAP, efer));
+    retry_oom(&mut host, |h| {
+        mmu.set_mode(h, &mem, CR0_PE | CR0_PG, cr4 | CR4_SMAP, efer)
+    });
     let a = Acc { ac: true, ..WR };
-    assert_eq!(fallback(&mut mmu, &mut host, &mem, 0x100, 0x1000, a), Err("internal error"));
+    assert_eq!(
+        fallback(&mut mmu, &mut host, &mem, 0x100, 0x1000, a),
+        Err("internal error")
+    );
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
@@ -505,15 +653,31 @@ fn page_crossing_emulated_write_is_all_or_nothing() {
     let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
     let before = (mem.frame_copy(data), mem.frame_copy(pt));
     let insn = emulate::decode(&[0x48, 0x89, 0x07], CodeSize::Bits64).unwrap();
-    let mut regs = Regs { gpr: [0; 16], rip: 0x5000, rflags: 2 };
+    let mut regs = Regs {
+        gpr: [0; 16],
+        rip: 0x5000,
+        rflags: 2,
+    };
     regs.gpr[gpr::RDI] = 0x1ffc;
     regs.gpr[gpr::RAX] = 0x1122_3344_5566_7788;
     let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
     let out = emulate::execute(&insn, &mut regs, &Env::default(), &mut m, None).unwrap();
-    assert_eq!(out, Outcome::Exception(emulate::Exception::Pf { addr: 0x2000, error_code: PFERR_P | PFERR_W }));
+    assert_eq!(
+        out,
+        Outcome::Exception(emulate::Exception::Pf {
+            addr: 0x2000,
+            error_code: PFERR_P | PFERR_W
+        })
+    );
     assert_eq!(m.last_store, None);
-    assert!(before.0 == mem.frame_copy(data), "first page written by a faulting store");
-    assert!(before.1 == mem.frame_copy(pt), "A/D bits set by a faulting store");
+    assert!(
+        before.0 == mem.frame_copy(data),
+        "first page written by a faulting store"
+    );
+    assert!(
+        before.1 == mem.frame_copy(pt),
+        "A/D bits set by a faulting store"
+    );
     assert_eq!(regs.rip, 0x5000);
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);

@@ -548,7 +548,8 @@ pub fn cpu_access(mmu: &mut Mmu, host: &mut Host, mem: &GMem, gva: u64, a: Acc, 
                     PfOutcome::Fixed => continue,
                     PfOutcome::Inject(pf) => {
                         // CR2 is the whole linear address (64 bits in IA-32e mode).
-                        let la = if mmu.paging().mode == GuestMode::Long4 { gva } else { gva & 0xffff_ffff };
+                        let long = mmu.paging().mode == GuestMode::Long4;
+                        let la = if long { gva } else { gva & 0xffff_ffff };
                         assert_eq!(pf.cr2, la, "CR2");
                         return CpuResult::Fault(pf.error_code);
                     }
@@ -580,10 +581,19 @@ pub fn cpu_access(mmu: &mut Mmu, host: &mut Host, mem: &GMem, gva: u64, a: Acc, 
 /// `store` (a page-table update by guest code), or what memory holds (a plain write
 /// access): `mov [rdi], rax` in 64-bit code, `mov [edi], eax` or, for 8-byte entries,
 /// `lock cmpxchg8b [edi]` in 32-bit code.
-pub fn emulate_store(mmu: &mut Mmu, host: &mut Host, mem: &GMem, gva: u64, gpa: u64, a: Acc, store: Option<(u64, u32)>) -> CpuResult {
+pub fn emulate_store(
+    mmu: &mut Mmu,
+    host: &mut Host,
+    mem: &GMem,
+    gva: u64,
+    gpa: u64,
+    a: Acc,
+    store: Option<(u64, u32)>,
+) -> CpuResult {
     use shadowvm_mmu::emulate::{self, gpr, CodeSize, Env, Outcome, Regs};
     let long = mmu.paging().mode == GuestMode::Long4;
-    let (v, sz) = store.unwrap_or_else(|| (mem.read(gpa, if long { 8 } else { 4 }), if long { 8 } else { 4 }));
+    let width = if long { 8 } else { 4 };
+    let (v, sz) = store.unwrap_or_else(|| (mem.read(gpa, width), width));
     let mut regs = Regs { gpr: [0; 16], rip: 0x1000, rflags: 2 | if a.ac { 1 << 18 } else { 0 } };
     regs.gpr[gpr::RDI] = gva;
     let (bytes, mode): (&[u8], CodeSize) = match (long, sz) {
