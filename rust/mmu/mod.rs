@@ -22,6 +22,7 @@
 //! guest's LMA; VPID off (every VM entry flushes the TLB), #PF intercepted, CR3 loads,
 //! INVLPG, INVPCID and the CR0/CR4 paging bits intercepted.
 
+pub mod access;
 pub mod bits;
 pub mod emulate;
 pub mod mem;
@@ -83,6 +84,30 @@ impl Default for Config {
 pub enum MmuError {
     /// The [`PageSource`] ran dry. Nothing changed: refill and retry the same event.
     NeedMemory,
+    /// `max_shadow_pages` (or the bookkeeping limit) is reached and nothing can be freed:
+    /// retrying cannot help. The vCPU ends the run with `SHADOWVM_EXIT_INTERNAL_ERROR`,
+    /// suberror `SHADOWVM_INTERNAL_ERROR_MMU`, data[0] = [`MmuError::code`].
+    LimitReached,
+}
+
+impl MmuError {
+    /// A number for userspace (internal-error data): 1 `NeedMemory`, 2 `LimitReached`.
+    pub fn code(self) -> u64 {
+        match self {
+            MmuError::NeedMemory => 1,
+            MmuError::LimitReached => 2,
+        }
+    }
+}
+
+/// Where the last [`PfOutcome::EmulateWrite`] came from (for [`Mmu::unprotect`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EmuSite {
+    pub gva: u64,
+    pub gpa: u64,
+    pub access: Access,
+    /// The write hit a write-protected page table (not the CR0.WP=0 + SMAP case).
+    pub page_table: bool,
 }
 
 /// What the vCPU must do after a #PF VM exit.
@@ -101,7 +126,8 @@ pub enum PfOutcome {
     /// CR0.WP=0 supervisor write to a read-only user page under SMAP): emulate the
     /// instruction (translate with [`Mmu::translate`]), store into guest memory, then
     /// call [`Mmu::guest_wrote`] for each store. If the instruction cannot be emulated,
-    /// call [`Mmu::unprotect`] and re-enter instead.
+    /// call [`Mmu::unprotect`]: re-enter if it returns true, otherwise end the run with an
+    /// internal error carrying the instruction bytes (re-entering would loop).
     EmulateWrite {
         /// Guest-physical address of the faulting access.
         gpa: u64,
@@ -182,7 +208,20 @@ pub struct Mmu {
     lru_tail: u32,
     nsp: usize,
     unsync_head: u32,
+    /// Oldest out-of-sync frame (the list is newest first) and the list's length.
+    unsync_tail: u32,
+    nunsync: usize,
+    /// Shadow pages pinned by cached roots (`root_count > 0`).
+    npinned: usize,
+    /// The last [`PfOutcome::EmulateWrite`]: where, and whether it was for a page table.
+    emu_site: EmuSite,
+    /// The last (RIP, gpa) pairs `unprotect` let through, newest first: the same pair
+    /// again means re-entering made no progress.
+    retried: [(u64, u64); 2],
     stats: Stats,
+    /// Engine steps done (list entries visited, shadow entries synced or dropped): a
+    /// deterministic measure of how much work events cost, for the tests.
+    work: u64,
 }
 
 // SAFETY: an `Mmu` exclusively owns every page and record its raw pointers refer to (they
@@ -233,7 +272,13 @@ impl Mmu {
             lru_tail: 0,
             nsp: 0,
             unsync_head: 0,
+            unsync_tail: 0,
+            nunsync: 0,
+            npinned: 0,
+            emu_site: EmuSite { gva: 0, gpa: u64::MAX, access: Access::NONE, page_table: false },
+            retried: [(0, u64::MAX); 2],
             stats: Stats::new(),
+            work: 0,
         }
     }
 
@@ -294,6 +339,12 @@ impl Mmu {
     /// Number of cached roots.
     pub fn cached_roots(&self) -> usize {
         self.nroots
+    }
+
+    /// Engine steps done so far (list entries visited, shadow entries synced or dropped):
+    /// tests bound the cost of events with it.
+    pub fn work_steps(&self) -> u64 {
+        self.work
     }
 
     /// Guest-virtual to guest-physical translation for the instruction emulator, with the

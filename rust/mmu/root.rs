@@ -6,7 +6,7 @@
 
 use super::bits::*;
 use super::mem::{page_get, page_set, read_gpte, GuestMemory, HostPage, PageSource, Record};
-use super::shadow::{sidx, Role, SP_UNSYNC};
+use super::shadow::{sidx, Role, SIDE_INFO, SP_UNSYNC};
 use super::stats::Counter;
 use super::walk::{GuestMode, PagingCtx, ACC_ALL};
 use super::{CtlOutcome, InvpcidKind, Mmu, MmuError, MAX_ROOT_CACHE};
@@ -91,6 +91,7 @@ impl Mmu {
             self.cur_root = r;
             self.root_hpa = self.root_rec(r).hpa;
             self.stats.inc(Counter::RootCacheHits);
+            self.root_flood_reset(r);
             return;
         }
         self.stats.inc(Counter::RootCacheMisses);
@@ -115,13 +116,75 @@ impl Mmu {
     }
 
     fn pin(&mut self, sp: u32) {
-        let c = self.sp(sp).root_count.saturating_add(1);
-        self.sp_mut(sp).root_count = c;
+        let c = self.sp(sp).root_count;
+        if c == 0 {
+            self.npinned = self.npinned.saturating_add(1);
+        }
+        self.sp_mut(sp).root_count = c.saturating_add(1);
     }
 
     fn unpin(&mut self, sp: u32) {
-        let c = self.sp(sp).root_count.saturating_sub(1);
-        self.sp_mut(sp).root_count = c;
+        let c = self.sp(sp).root_count;
+        if c == 1 {
+            self.npinned = self.npinned.saturating_sub(1);
+        }
+        self.sp_mut(sp).root_count = c.saturating_sub(1);
+    }
+
+    /// Drops the least recently used cached root that is not the current one (its pages
+    /// become unpinned and reclaimable). False if there is none.
+    pub(super) fn evict_cached_root<P: PageSource + ?Sized>(&mut self, src: &mut P) -> bool {
+        let n = self.nroots.min(MAX_ROOT_CACHE);
+        let Some(i) = (0..n).rev().find(|&i| self.roots[i] != self.cur_root) else {
+            return false;
+        };
+        let r = self.roots[i];
+        self.roots.copy_within(i + 1..n, i);
+        self.nroots = n - 1;
+        self.free_root(src, r);
+        self.stats.inc(Counter::RootsEvicted);
+        true
+    }
+
+    /// A translation went through root-level shadow page `sp`: the table is in use, so
+    /// its flood count restarts (KVM clears it from the root down on every shadow walk).
+    /// A 32-bit guest's page directory is the 4 quadrant pages of the current root.
+    pub(super) fn root_table_used(&mut self, sp: u32) {
+        self.sp_mut(sp).write_count = 0;
+        self.lru_touch(sp);
+        if self.ctx.mode != GuestMode::Bits32 || self.cur_root == 0 {
+            return;
+        }
+        let p = self.root_rec(self.cur_root).pae_ptr as *mut u8;
+        for i in 0..4 {
+            let q = page_get(p, PAE_SPS + i) as u32;
+            if q != 0 {
+                self.sp_mut(q).write_count = 0;
+            }
+        }
+    }
+
+    /// Root `r` becomes current: its root-level tables are in use (KVM clears their flood
+    /// counts in `kvm_mmu_new_pgd`).
+    fn root_flood_reset(&mut self, r: u32) {
+        let (sp, p) = {
+            let rec = self.root_rec(r);
+            (rec.sp, rec.pae_ptr as *mut u8)
+        };
+        if sp != 0 {
+            self.sp_mut(sp).write_count = 0;
+        }
+        for i in 0..4 {
+            let q = page_get(p, PAE_SPS + i) as u32;
+            if q != 0 {
+                self.sp_mut(q).write_count = 0;
+            }
+        }
+    }
+
+    /// Whether shadow page `sp` is pinned by the current root.
+    pub(super) fn pinned_by_current(&self, sp: u32) -> bool {
+        self.cur_root != 0 && self.root_pins(self.cur_root, sp)
     }
 
     fn build_root<G: GuestMemory + ?Sized>(&mut self, mem: &G, key: u64, role: u32) -> u32 {
@@ -298,6 +361,7 @@ impl Mmu {
             self.tlb_flush(mem);
         }
         self.switch_root(src, mem);
+        self.make_room(src, 0)?;
         Ok(CtlOutcome::Ok)
     }
 
@@ -364,6 +428,7 @@ impl Mmu {
         }
         if changed || self.cur_root == 0 {
             self.switch_root(src, mem);
+            self.make_room(src, 0)?;
         }
         Ok(CtlOutcome::Ok)
     }
@@ -418,13 +483,13 @@ impl Mmu {
                 }
                 return;
             }
-            let child = page_get(self.side(sp), slot) as u32;
+            let child = (page_get(self.side(sp), slot) & SIDE_INFO) as u32;
             if self.role(child).direct() {
                 self.drop_spte(sp, slot);
                 if self.ctx.mode == GuestMode::Bits32 && level == 2 {
                     let buddy = slot ^ 1;
                     if page_get(self.spt(sp), buddy) & PTE_P != 0 {
-                        let b = page_get(self.side(sp), buddy) as u32;
+                        let b = (page_get(self.side(sp), buddy) & SIDE_INFO) as u32;
                         if self.role(b).direct() {
                             self.drop_spte(sp, buddy);
                         }
@@ -482,6 +547,7 @@ impl Mmu {
         self.nroots = 0;
         self.cur_root = 0;
         self.root_hpa = 0;
+        self.npinned = 0;
         self.free_all_sps(src);
         self.pool.release(src);
         while let Some(p) = self.spare.pop() {

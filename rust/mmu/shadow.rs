@@ -17,6 +17,13 @@ pub(super) const FAULT_PAGES: usize = 8;
 pub(super) const FAULT_RECS: u32 = 16;
 /// Spare pages kept instead of being given back.
 const SPARE_MAX: usize = 16;
+/// Unpinned shadow pages reclaim keeps before it drops cached roots: the working set of
+/// one guest instruction (up to 10 linear pages, 3 shadow pages each below the root).
+pub(super) const MIN_UNPINNED: usize = 32;
+/// Most guest frames out of sync at once: a guest TLB flush (CR3 write) resyncs them
+/// all with interrupts off, so their number bounds its cost. Beyond it the oldest one is
+/// resynced before another goes out of sync.
+pub(super) const MAX_UNSYNC: usize = 64;
 
 /// Shadow-entry bits the engine writes.
 pub(super) const SPTE_NONLEAF: u64 = PTE_P | PTE_W | PTE_U | PTE_A;
@@ -127,8 +134,9 @@ pub(super) struct GfnRec {
     pub unsync_prev: u32,
     pub unsync_next: u32,
     pub unsync: u32,
+    pub rmap_len: u32,
 }
-// SAFETY: repr(C), 36 bytes, align 8, integers only.
+// SAFETY: repr(C), 40 bytes, align 8, integers only.
 unsafe impl Record for GfnRec {}
 
 /// A block of a reference list (parent lists, reverse maps): 15 references and a link.
@@ -142,6 +150,21 @@ unsafe impl Record for Desc {}
 
 /// Tag of a list head that holds one reference directly.
 const SINGLE: u32 = 1 << 31;
+
+/// Side-page entry: the low bits hold the information (guest frame of a leaf entry,
+/// child record of a non-leaf entry), the high bits the entry's position in its list.
+pub(super) const SIDE_INFO: u64 = (1 << 40) - 1;
+const SIDE_POS_SHIFT: u32 = 40;
+
+/// List position of slot `i` of block `d` (block indices fit 20 bits: the pool holds at
+/// most 2^20 records; 0 means "held in the head").
+fn pos_of(d: u32, i: usize) -> u64 {
+    ((d as u64) << 4) | (i as u64 & 15)
+}
+
+/// Longest reverse map: one more mapping of the frame first drops all of them (KVM's
+/// RMAP_RECYCLE_THRESHOLD), so walking a frame's mappings has a bounded cost.
+pub(super) const RMAP_MAX: u32 = 1000;
 
 /// Reference to a shadow entry: (shadow page record, slot).
 pub(super) fn sref(sp: u32, slot: usize) -> u32 {
@@ -177,8 +200,9 @@ impl Mmu {
         }
         while self.pool.available() < recs {
             if !self.pool.can_grow() {
-                if !self.reclaim_one(src) {
-                    return Err(MmuError::NeedMemory);
+                // Bookkeeping at its limit: free shadow pages (and their records) instead.
+                if !self.reclaim_one(src) && !self.evict_cached_root(src) {
+                    return Err(MmuError::LimitReached);
                 }
                 continue;
             }
@@ -251,33 +275,50 @@ impl Mmu {
     }
 
     // ---------------------------------------------------------------- reference lists
+    //
+    // Every reference (`sp`, `slot`) is on exactly one list (the reverse map of the frame
+    // a leaf entry maps, or the parent list of the child a non-leaf entry points to), and
+    // the side page at (`sp`, `slot`) records where in that list it sits (`SIDE_POS`), so
+    // removal is O(1) instead of a scan of the whole list.
 
+    /// Records that reference `r` now sits at list position `pos` (0: in the head itself).
+    fn set_pos(&mut self, r: u32, pos: u64) {
+        let side = self.side(sref_sp(r));
+        let slot = sref_slot(r);
+        let v = page_get(side, slot);
+        page_set(side, slot, (v & SIDE_INFO) | (pos << SIDE_POS_SHIFT));
+    }
+
+    /// Adds `r` to the list at `head`; returns the new head. The caller reserved records
+    /// (top-up), so the block allocation cannot fail.
     fn list_add(&mut self, head: u32, r: u32) -> u32 {
         if head == 0 {
+            self.set_pos(r, 0);
             return r | SINGLE;
         }
         if head & SINGLE != 0 {
             let d = self.pool.alloc();
             if d == 0 {
-                // Cannot happen after top-up; keep the old reference (the new one is lost,
-                // which only costs a later refault... but lists must be exact: the callers
-                // reserve records, so this path is unreachable).
+                // Unreachable after top-up: keep the list exact by not linking `r`; the
+                // caller's entry is then cleared (see `list_add_or_clear`).
                 return head;
             }
+            let old = head & !SINGLE;
             let desc = self.pool.get_mut::<Desc>(d);
-            desc.refs[0] = head & !SINGLE;
+            desc.refs[0] = old;
             desc.refs[1] = r;
+            self.set_pos(old, pos_of(d, 0));
+            self.set_pos(r, pos_of(d, 1));
             return d;
         }
-        // Room in the first block?
-        {
-            let desc = self.pool.get_mut::<Desc>(head);
-            for x in desc.refs.iter_mut() {
-                if *x == 0 {
-                    *x = r;
-                    return head;
-                }
+        // The head block keeps its references as a prefix; later blocks are full.
+        let free = self.pool.get::<Desc>(head).refs.iter().position(|&x| x == 0);
+        if let Some(i) = free {
+            if let Some(x) = self.pool.get_mut::<Desc>(head).refs.get_mut(i) {
+                *x = r;
             }
+            self.set_pos(r, pos_of(head, i));
+            return head;
         }
         let d = self.pool.alloc();
         if d == 0 {
@@ -286,60 +327,55 @@ impl Mmu {
         let desc = self.pool.get_mut::<Desc>(d);
         desc.refs[0] = r;
         desc.next = head;
+        self.set_pos(r, pos_of(d, 0));
         d
     }
 
-    fn list_remove(&mut self, head: u32, r: u32) -> u32 {
+    /// Removes `r`, which sits at position `pos`, from the list at `head`; returns the new
+    /// head and whether `r` was found. O(1): the last reference of the head block fills
+    /// the hole.
+    fn list_remove(&mut self, head: u32, r: u32, pos: u64) -> (u32, bool) {
         if head == 0 {
-            return 0;
+            return (0, false);
         }
         if head & SINGLE != 0 {
-            return if head & !SINGLE == r { 0 } else { head };
+            return if head & !SINGLE == r { (0, true) } else { (head, false) };
         }
-        // Find r, replace it with the last used entry of the first block.
-        let mut d = head;
-        let mut found: Option<(u32, usize)> = None;
-        while d != 0 {
-            let desc = self.pool.get::<Desc>(d);
-            if let Some(i) = desc.refs.iter().position(|&x| x == r) {
-                found = Some((d, i));
-                break;
-            }
-            d = desc.next;
+        let (fd, fi) = ((pos >> 4) as u32, (pos & 15) as usize);
+        if fd == 0 || self.pool.get::<Desc>(fd).refs.get(fi).copied() != Some(r) {
+            // Not expected (positions are exact); leave the list alone.
+            return (head, false);
         }
-        let Some((fd, fi)) = found else {
-            return head;
-        };
-        let (last_i, last_v) = {
+        self.work = self.work.wrapping_add(1);
+        let (li, lv) = {
             let desc = self.pool.get::<Desc>(head);
-            let mut li = 0;
-            for (i, &x) in desc.refs.iter().enumerate() {
-                if x != 0 {
-                    li = i;
-                }
-            }
-            (li, desc.refs[li % 15])
+            let n = desc.refs.iter().position(|&x| x == 0).unwrap_or(15);
+            let li = n.saturating_sub(1);
+            (li, desc.refs.get(li).copied().unwrap_or(0))
         };
         if let Some(x) = self.pool.get_mut::<Desc>(fd).refs.get_mut(fi) {
-            *x = last_v;
+            *x = lv;
         }
-        if let Some(x) = self.pool.get_mut::<Desc>(head).refs.get_mut(last_i) {
+        if lv != r {
+            self.set_pos(lv, pos_of(fd, fi));
+        }
+        if let Some(x) = self.pool.get_mut::<Desc>(head).refs.get_mut(li) {
             *x = 0;
         }
-        let (empty, next, only) = {
+        let (n, next, first) = {
             let desc = self.pool.get::<Desc>(head);
-            let n = desc.refs.iter().filter(|&&x| x != 0).count();
-            (n == 0, desc.next, if n == 1 && desc.next == 0 { desc.refs[0] } else { 0 })
+            (li, desc.next, desc.refs[0])
         };
-        if empty {
+        if n == 0 {
             self.pool.free(head);
-            return next;
+            return (next, true);
         }
-        if only != 0 {
+        if n == 1 && next == 0 {
             self.pool.free(head);
-            return only | SINGLE;
+            self.set_pos(first, 0);
+            return (first | SINGLE, true);
         }
-        head
+        (head, true)
     }
 
     /// First reference of a list (0 if empty).
@@ -365,6 +401,7 @@ impl Mmu {
         }
         let mut d = head;
         while d != 0 {
+            self.work = self.work.wrapping_add(15);
             for i in 0..15 {
                 let r = self.pool.get::<Desc>(d).refs[i];
                 if r != 0 {
@@ -469,6 +506,29 @@ impl Mmu {
         g != 0 && self.gr(g).n_indirect > 0 && self.gr(g).unsync == 0
     }
 
+    /// Number of leaf shadow entries mapping `gfn` (test and debugging aid).
+    pub fn rmap_len(&mut self, gfn: u64) -> usize {
+        let g = self.gfn_lookup(gfn);
+        if g == 0 {
+            return 0;
+        }
+        let mut n = 0;
+        let head = self.gr(g).rmap;
+        self.list_for_each(head, |_, _| n += 1);
+        n
+    }
+
+    /// Number of out-of-sync guest frames (test and debugging aid).
+    pub fn unsync_frames(&self) -> usize {
+        let mut n = 0;
+        let mut g = self.unsync_head;
+        while g != 0 && n < 1 << 20 {
+            n += 1;
+            g = self.gr(g).unsync_next;
+        }
+        n
+    }
+
     /// Whether `gfn` has any indirect shadow page (test and debugging aid).
     pub fn is_shadowed(&self, gfn: u64) -> bool {
         let g = self.gfn_lookup(gfn);
@@ -482,19 +542,53 @@ impl Mmu {
         if g == 0 {
             return;
         }
+        let g = if self.gr(g).rmap_len >= RMAP_MAX {
+            self.rmap_drop_all(gfn);
+            // Dropping the last mapping may have freed the record: get it again (the
+            // record freed is reused, so this cannot fail after top-up).
+            self.gfn_get(gfn)
+        } else {
+            g
+        };
+        if g == 0 {
+            return;
+        }
         let head = self.gr(g).rmap;
         let nh = self.list_add(head, r);
-        self.gr_mut(g).rmap = nh;
+        let gr = self.gr_mut(g);
+        gr.rmap = nh;
+        gr.rmap_len = gr.rmap_len.saturating_add(1);
     }
 
-    fn rmap_remove(&mut self, gfn: u64, r: u32) {
+    /// Drops every leaf shadow entry mapping `gfn` (they refault one by one). Bounded by
+    /// [`RMAP_MAX`].
+    fn rmap_drop_all(&mut self, gfn: u64) {
+        self.stats.inc(Counter::RmapRecycles);
+        for _ in 0..=RMAP_MAX {
+            let g = self.gfn_lookup(gfn);
+            if g == 0 {
+                return;
+            }
+            let r = self.list_first(self.gr(g).rmap);
+            if r == 0 {
+                return;
+            }
+            self.drop_spte(sref_sp(r), sref_slot(r));
+        }
+    }
+
+    fn rmap_remove(&mut self, gfn: u64, r: u32, pos: u64) {
         let g = self.gfn_lookup(gfn);
         if g == 0 {
             return;
         }
         let head = self.gr(g).rmap;
-        let nh = self.list_remove(head, r);
-        self.gr_mut(g).rmap = nh;
+        let (nh, found) = self.list_remove(head, r, pos);
+        let gr = self.gr_mut(g);
+        if found {
+            gr.rmap_len = gr.rmap_len.saturating_sub(1);
+        }
+        gr.rmap = nh;
         self.gfn_maybe_free(gfn);
     }
 
@@ -569,8 +663,11 @@ impl Mmu {
         }
         if h != 0 {
             self.gr_mut(h).unsync_prev = g;
+        } else {
+            self.unsync_tail = g;
         }
         self.unsync_head = g;
+        self.nunsync = self.nunsync.saturating_add(1);
     }
 
     fn unsync_unlink(&mut self, g: u32) {
@@ -582,6 +679,11 @@ impl Mmu {
         }
         if n != 0 {
             self.gr_mut(n).unsync_prev = p;
+        } else if self.unsync_tail == g {
+            self.unsync_tail = p;
+        }
+        if self.gr(g).unsync != 0 {
+            self.nunsync = self.nunsync.saturating_sub(1);
         }
         let r = self.gr_mut(g);
         r.unsync = 0;
@@ -675,6 +777,7 @@ impl Mmu {
 
     /// Clears shadow entry (`sp`, `slot`), keeping the reverse map and parent lists right.
     pub(super) fn drop_spte(&mut self, sp: u32, slot: usize) {
+        self.work = self.work.wrapping_add(1);
         let spt = self.spt(sp);
         let v = page_get(spt, slot);
         if v & PTE_P == 0 {
@@ -682,16 +785,17 @@ impl Mmu {
         }
         page_set(spt, slot, 0);
         let side = self.side(sp);
-        let info = page_get(side, slot);
-        page_set(side, slot, 0);
+        let v = page_get(side, slot);
+        let (info, pos) = (v & SIDE_INFO, v >> SIDE_POS_SHIFT);
         if self.role(sp).level() == 1 {
-            self.rmap_remove(info, sref(sp, slot));
+            self.rmap_remove(info, sref(sp, slot), pos);
         } else {
             let child = info as u32;
             let head = self.sp(child).parents;
-            let nh = self.list_remove(head, sref(sp, slot));
+            let (nh, _) = self.list_remove(head, sref(sp, slot), pos);
             self.sp_mut(child).parents = nh;
         }
+        page_set(side, slot, 0);
     }
 
     /// Installs leaf entry (`sp`, `slot`) mapping guest frame `gfn` as `spte`.
@@ -699,7 +803,7 @@ impl Mmu {
         let spt = self.spt(sp);
         let side = self.side(sp);
         let old = page_get(spt, slot);
-        if old & PTE_P != 0 && page_get(side, slot) == gfn {
+        if old & PTE_P != 0 && page_get(side, slot) & SIDE_INFO == gfn {
             page_set(spt, slot, spte);
             return;
         }
@@ -726,12 +830,16 @@ impl Mmu {
                 break;
             }
             let (p, slot) = (sref_sp(r), sref_slot(r));
-            if page_get(self.side(p), slot) as u32 == sp && page_get(self.spt(p), slot) & PTE_P != 0 {
+            let v = page_get(self.side(p), slot);
+            if (v & SIDE_INFO) as u32 == sp && page_get(self.spt(p), slot) & PTE_P != 0 {
                 self.drop_spte(p, slot);
             } else {
                 // Not expected (lists are exact); drop the stale reference anyway.
-                let nh = self.list_remove(head, r);
-                self.sp_mut(sp).parents = nh;
+                let (nh, found) = self.list_remove(head, r, v >> SIDE_POS_SHIFT);
+                self.sp_mut(sp).parents = if found { nh } else { 0 };
+                if !found {
+                    break;
+                }
             }
         }
         let gfn = self.sp(sp).gfn;
@@ -780,7 +888,9 @@ impl Mmu {
     /// Zaps the least recently used unpinned shadow page. False if there is none.
     pub(super) fn reclaim_one<P: PageSource + ?Sized>(&mut self, src: &mut P) -> bool {
         let mut sp = self.lru_tail;
+        // Pinned pages are few (at most 4 per cached root): the scan is bounded.
         while sp != 0 && self.sp(sp).root_count > 0 {
+            self.work = self.work.wrapping_add(1);
             sp = self.sp(sp).lru_prev;
         }
         if sp == 0 {
@@ -791,13 +901,31 @@ impl Mmu {
         true
     }
 
-    /// Keeps room for a #PF's new shadow pages under the limit.
-    pub(super) fn make_room<P: PageSource + ?Sized>(&mut self, src: &mut P, need: usize) {
+    /// Keeps room for `need` new shadow pages under `max_shadow_pages` while guaranteeing
+    /// forward progress: the least recently used unpinned pages go first, but never below
+    /// [`MIN_UNPINNED`] of them; below that, cached roots other than the current one are
+    /// dropped first (their pages become unpinned and reclaimable), so cached address
+    /// spaces can never squeeze out the working set of the one that runs. Only when
+    /// neither frees anything is the limit reported ([`MmuError::LimitReached`]); with the
+    /// limit at least 64 and at most 4 pages pinned by the current root that cannot happen.
+    pub(super) fn make_room<P: PageSource + ?Sized>(
+        &mut self,
+        src: &mut P,
+        need: usize,
+    ) -> Result<(), MmuError> {
         while self.nsp + need > self.cfg.max_shadow_pages {
+            let unpinned = self.nsp.saturating_sub(self.npinned);
+            if unpinned > MIN_UNPINNED && self.reclaim_one(src) {
+                continue;
+            }
+            if self.evict_cached_root(src) {
+                continue;
+            }
             if !self.reclaim_one(src) {
-                break;
+                return Err(MmuError::LimitReached);
             }
         }
+        Ok(())
     }
 
     /// Frees every shadow page (teardown).
@@ -816,6 +944,8 @@ impl Mmu {
         self.lru_tail = 0;
         self.nsp = 0;
         self.unsync_head = 0;
+        self.unsync_tail = 0;
+        self.nunsync = 0;
     }
 
     // ---------------------------------------------------------------- sync
@@ -861,6 +991,7 @@ impl Mmu {
     /// Re-derives leaf entry (`sp`, `slot`) of an indirect level-1 page from the guest
     /// entry: same frame -> new permissions, anything else -> dropped (refaults later).
     pub(super) fn sync_entry<G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: u32, slot: usize) {
+        self.work = self.work.wrapping_add(1);
         let spt = self.spt(sp);
         let old = page_get(spt, slot);
         if old & PTE_P == 0 {
@@ -877,7 +1008,7 @@ impl Mmu {
             _ => walk::Long4::rsvd(&ctx, gpte, 1),
         };
         let gfn = if size == 4 { (gpte & 0xffff_f000) >> 12 } else { (gpte & bits(51, 12)) >> 12 };
-        if !ok_present || rsvd || page_get(self.side(sp), slot) != gfn {
+        if !ok_present || rsvd || page_get(self.side(sp), slot) & SIDE_INFO != gfn {
             self.drop_spte(sp, slot);
             return;
         }
@@ -926,7 +1057,7 @@ impl Mmu {
         self.stats.inc(Counter::Resync);
     }
 
-    /// Resyncs every out-of-sync frame (a guest TLB flush).
+    /// Resyncs every out-of-sync frame (a guest TLB flush): at most [`MAX_UNSYNC`].
     pub(super) fn resync_all<G: GuestMemory + ?Sized>(&mut self, mem: &G) {
         while self.unsync_head != 0 {
             let g = self.unsync_head;
@@ -960,7 +1091,21 @@ impl Mmu {
         true
     }
 
-    fn mark_unsync(&mut self, gfn: u64) {
+    fn mark_unsync<G: GuestMemory + ?Sized>(&mut self, mem: &G, gfn: u64) {
+        // Keep the number of out-of-sync frames bounded (see MAX_UNSYNC): resync the
+        // oldest. A resync is what a TLB refill does, so it is allowed at any time.
+        while self.nunsync >= MAX_UNSYNC && self.unsync_tail != 0 {
+            let t = self.unsync_tail;
+            let tgfn = self.gr(t).gfn;
+            if tgfn == gfn {
+                break;
+            }
+            self.resync_gfn(mem, tgfn);
+            if self.unsync_tail == t {
+                self.unsync_unlink(t);
+            }
+            self.stats.inc(Counter::UnsyncEvictions);
+        }
         let g = self.gfn_lookup(gfn);
         if g == 0 || self.gr(g).unsync != 0 {
             return;
@@ -984,6 +1129,8 @@ impl Mmu {
     /// are unshadowed. Writes must not cross a 4 KiB boundary (split them). Needs no
     /// memory.
     pub fn guest_wrote<P: PageSource + ?Sized>(&mut self, src: &mut P, gpa: u64, len: usize) {
+        // An instruction was emulated: the next unprotect starts a new history.
+        self.retried = [(0, u64::MAX); 2];
         let gfn = gpa >> 12;
         let g = self.gfn_lookup(gfn);
         if g == 0 || self.gr(g).n_indirect == 0 || len == 0 {
@@ -1040,25 +1187,97 @@ impl Mmu {
         }
     }
 
-    /// Stops shadowing the frame at `gpa` (zaps its shadow pages, unpinned ones freed):
-    /// the fallback when a write to a page table cannot be emulated. Re-entering the guest
-    /// then lets the write through. Returns whether anything was shadowed.
-    pub fn unprotect<P: PageSource + ?Sized>(&mut self, src: &mut P, gpa: u64) -> bool {
+    /// The fallback for a [`PfOutcome::EmulateWrite`] whose instruction (at `rip`) cannot
+    /// be emulated: stops shadowing the page table at `gpa` so that re-entering the guest
+    /// lets the write through. Returns true when it did and re-entering makes progress;
+    /// false when re-entering would only fault the same way again, and the vCPU must end
+    /// the run with an internal error (with the instruction bytes) instead:
+    ///
+    /// * the write was not to a page table (CR0.WP=0 with SMAP: the engine must see every
+    ///   such write) or the frame is not shadowed;
+    /// * the frame is a root-level table of the current root (it stays pinned);
+    /// * the frame is a table on the store's own translation path (the retry would
+    ///   shadow it again);
+    /// * the same (`rip`, `gpa`) was let through by one of the last two calls without an
+    ///   emulated write in between: the retry did not help (another access of the same
+    ///   instruction shadows the frame again), as KVM's `last_retry_eip/addr`.
+    ///
+    /// Cached roots other than the current one that pin the frame are dropped. Needs no
+    /// memory.
+    pub fn unprotect<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
+        &mut self,
+        src: &mut P,
+        mem: &G,
+        rip: u64,
+        gpa: u64,
+    ) -> bool {
+        let ok = self.unprotect_inner(src, mem, rip, gpa);
+        if !ok {
+            self.retried = [(0, u64::MAX); 2];
+            self.stats.inc(Counter::UnprotectRefused);
+        }
+        ok
+    }
+
+    fn unprotect_inner<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
+        &mut self,
+        src: &mut P,
+        mem: &G,
+        rip: u64,
+        gpa: u64,
+    ) -> bool {
         let gfn = gpa >> 12;
+        if self.retried.contains(&(rip, gpa)) {
+            return false;
+        }
+        let site = self.emu_site;
+        if site.gpa >> 12 == gfn && !site.page_table {
+            return false;
+        }
         let g = self.gfn_lookup(gfn);
         if g == 0 || self.gr(g).n_indirect == 0 {
             return false;
         }
+        // Pinned by the current root?
+        let mut sp = self.gr(g).sps;
+        while sp != 0 {
+            self.work = self.work.wrapping_add(1);
+            if !self.role(sp).direct() && self.pinned_by_current(sp) {
+                return false;
+            }
+            sp = self.sp(sp).gfn_next;
+        }
+        // On the store's own translation path?
+        if site.gpa >> 12 == gfn {
+            if let Ok(w) = walk::walk(&self.ctx, mem, site.gva, site.access, false) {
+                let top = match self.ctx.mode {
+                    GuestMode::Long4 => 4,
+                    GuestMode::Off => 0,
+                    _ => 2,
+                };
+                let mut l = top;
+                while l >= w.level.max(1) && l > 0 {
+                    if w.table_gfn.get(l as usize).copied() == Some(gfn) {
+                        return false;
+                    }
+                    l -= 1;
+                }
+            }
+        }
+        self.retried = [(rip, gpa), self.retried[0]];
         let mut sp = self.gr(g).sps;
         while sp != 0 {
             let next = self.sp(sp).gfn_next;
             if !self.role(sp).direct() {
+                if self.sp(sp).root_count > 0 {
+                    self.uncache_roots_pinning(src, sp);
+                }
                 self.zap_sp(src, sp);
             }
             sp = next;
         }
         self.stats.inc(Counter::Unprotects);
-        true
+        !self.is_shadowed(gfn)
     }
 
     // ---------------------------------------------------------------- #PF
@@ -1079,7 +1298,7 @@ impl Mmu {
             self.topup(src, super::root::ROOT_PAGES, super::root::ROOT_RECS, 1)?;
             self.switch_root(src, mem);
         }
-        self.make_room(src, 4);
+        self.make_room(src, 4)?;
         let ctx = self.ctx;
         let gva = ctx.canon(gva);
         let access = Access::from_error_code(error_code, cpl, ac);
@@ -1114,6 +1333,7 @@ impl Mmu {
                     return Ok(PfOutcome::Fixed);
                 }
                 self.stats.inc(Counter::PtWriteEmulations);
+                self.emu_site = super::EmuSite { gva, gpa: w.gpa, access, page_table: false };
                 return Ok(PfOutcome::EmulateWrite { gpa: w.gpa });
             }
             writable = true;
@@ -1128,6 +1348,7 @@ impl Mmu {
             Some(x) => x,
             None => return Ok(PfOutcome::Fixed),
         };
+        self.root_table_used(sp);
         let base = Role::base(&ctx);
         let mut changed = false;
         while level > 1 {
@@ -1147,7 +1368,7 @@ impl Mmu {
             let cur = page_get(spt, slot);
             let mut child = 0;
             if cur & PTE_P != 0 {
-                let c = page_get(self.side(sp), slot) as u32;
+                let c = (page_get(self.side(sp), slot) & SIDE_INFO) as u32;
                 if self.sp(c).gfn == cgfn && self.sp(c).role == crole.0 {
                     child = c;
                 } else {
@@ -1204,11 +1425,12 @@ impl Mmu {
             return Ok(PfOutcome::Fixed);
         }
         if unsync {
-            self.mark_unsync(gfn);
+            self.mark_unsync(mem, gfn);
         }
         self.set_leaf(sp, slot, gfn, spte);
         if emulate {
             self.stats.inc(Counter::PtWriteEmulations);
+            self.emu_site = super::EmuSite { gva, gpa: w.gpa, access, page_table: true };
             return Ok(PfOutcome::EmulateWrite { gpa: w.gpa });
         }
         self.stats.inc(Counter::HiddenFaultsFixed);

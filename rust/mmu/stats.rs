@@ -50,10 +50,18 @@ pub enum Counter {
     FloodUnshadows,
     /// Frames unshadowed on request (`unprotect`).
     Unprotects,
+    /// Reverse maps that reached their cap: all mappings of the frame were dropped.
+    RmapRecycles,
+    /// Out-of-sync frames resynchronised early because too many were out of sync.
+    UnsyncEvictions,
+    /// Cached roots dropped to keep room for the working set under `max_shadow_pages`.
+    RootsEvicted,
+    /// `unprotect` calls that refused (re-entering could not make progress).
+    UnprotectRefused,
 }
 
 /// Number of counters.
-pub const NUM_COUNTERS: usize = 22;
+pub const NUM_COUNTERS: usize = 26;
 
 /// Counter names, in [`Counter`] order (stable: userspace sees them).
 pub const COUNTER_NAMES: [&str; NUM_COUNTERS] = [
@@ -79,6 +87,10 @@ pub const COUNTER_NAMES: [&str; NUM_COUNTERS] = [
     "tlb_flushes",
     "flood_unshadows",
     "unprotects",
+    "rmap_recycles",
+    "unsync_evictions",
+    "roots_evicted",
+    "unprotect_refused",
 ];
 
 /// The counters.

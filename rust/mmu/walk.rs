@@ -54,6 +54,10 @@ pub struct Access {
 }
 
 impl Access {
+    /// A supervisor read (no flags).
+    pub const NONE: Access =
+        Access { write: false, fetch: false, user: false, implicit: false, ac: false };
+
     /// The access a hardware #PF error code describes (U set means CPL 3, explicit).
     /// A fault with U clear at CPL 3 was an implicit supervisor access.
     pub fn from_error_code(error_code: u32, cpl: u8, ac: bool) -> Access {
@@ -206,10 +210,11 @@ impl PagingCtx {
         }
     }
 
-    /// Linear address bits the mode uses.
+    /// The linear address as the mode forms it: 32 bits outside IA-32e mode, all 64 bits
+    /// in it (the walk uses bits 47:0; a #PF reports the whole address in CR2).
     pub fn canon(&self, gva: u64) -> u64 {
         match self.mode {
-            GuestMode::Long4 => gva & bits(47, 0),
+            GuestMode::Long4 => gva,
             _ => gva & 0xffff_ffff,
         }
     }

@@ -8,7 +8,8 @@
 
 use super::state::{self, CS};
 use super::{Completion, VcpuCore, WindowEnd};
-use crate::mmu::emulate::{self, CodeSize, EmuMemory, MemFault, MmioData};
+use crate::mmu::access::EngineAccess;
+use crate::mmu::emulate::{self, CodeSize, MmioData};
 use crate::mmu::{self, Access, GuestMemory, PfOutcome};
 use crate::uapi;
 use crate::vm::GuestRam;
@@ -192,70 +193,6 @@ fn user(run: &mut uapi::Run, reason: u32) -> Handled {
     Handled::End(WindowEnd::User)
 }
 
-/// Guest memory through the guest's page tables, for the instruction emulator.
-struct GuestAccess<'a> {
-    vcpu_mmu: &'a mut mmu::Mmu,
-    cache: &'a mut super::PageCache,
-    ram: &'a GuestRam,
-    user: bool,
-    ac: bool,
-    /// One MMIO write the instruction made, for userspace.
-    mmio_write: Option<(u64, [u8; 8], u32)>,
-    pt_writes: u64,
-}
-
-impl GuestAccess<'_> {
-    /// Runs `f(gpa, offset in buf, len)` for each page-sized piece of an access.
-    fn pieces(&mut self, linear: u64, len: usize, write: bool, mut f: impl FnMut(&mut Self, u64, usize, usize) -> Result<(), MemFault>) -> Result<(), MemFault> {
-        let mut done = 0;
-        while done < len {
-            let la = linear.wrapping_add(done as u64);
-            let n = core::cmp::min(len - done, 4096 - (la & 0xfff) as usize);
-            let access = Access { write, fetch: false, user: self.user, implicit: false, ac: self.ac };
-            let gpa = self.vcpu_mmu.translate(self.ram, la, access).map_err(|pf| {
-                MemFault::Exception(emulate::Exception::Pf { addr: pf.cr2, error_code: pf.error_code })
-            })?;
-            f(self, gpa, done, n)?;
-            done += n;
-        }
-        Ok(())
-    }
-}
-
-impl EmuMemory for GuestAccess<'_> {
-    fn read(&mut self, addr: &emulate::Addr, buf: &mut [u8]) -> Result<(), MemFault> {
-        let len = buf.len();
-        self.pieces(addr.linear, len, false, |me, gpa, off, n| {
-            let dst = buf.get_mut(off..off + n).ok_or(MemFault::Host)?;
-            if me.ram.read(gpa, dst) { Ok(()) } else { Err(MemFault::Mmio) }
-        })
-    }
-
-    fn write(&mut self, addr: &emulate::Addr, data: &[u8]) -> Result<(), MemFault> {
-        // A store that crosses a page is all or nothing: the second page's #PF must come
-        // before anything is written to the first.
-        self.pieces(addr.linear, data.len(), true, |_, _, _, _| Ok(()))?;
-        self.pieces(addr.linear, data.len(), true, |me, gpa, off, n| {
-            let src = data.get(off..off + n).ok_or(MemFault::Host)?;
-            if me.ram.write(gpa, src) {
-                if me.vcpu_mmu.is_shadowed(gpa >> 12) {
-                    me.pt_writes += 1;
-                }
-                me.vcpu_mmu.guest_wrote(me.cache, gpa, n);
-                return Ok(());
-            }
-            // MMIO: one write of up to 8 bytes per instruction goes to userspace.
-            if me.mmio_write.is_some() || n > 8 {
-                return Err(MemFault::Host);
-            }
-            let mut bytes = [0u8; 8];
-            bytes.get_mut(..n).ok_or(MemFault::Host)?.copy_from_slice(src);
-            me.mmio_write = Some((gpa, bytes, n as u32));
-            Ok(())
-        })
-    }
-}
-
 impl VcpuCore {
     /// Dispatches one exit.
     pub(super) fn handle(&mut self, vmcs: &CurrentVmcs<'_>, ram: &GuestRam, run: &mut uapi::Run, info: ExitInfo) -> Handled {
@@ -320,6 +257,7 @@ impl VcpuCore {
                 Handled::End(WindowEnd::User)
             }
         };
+        self.report_mmu_failure(run);
         if self.triple_fault {
             // A fault while delivering a double fault: the CPU would shut down.
             self.triple_fault = false;
@@ -347,6 +285,22 @@ impl VcpuCore {
             instruction_len: len,
             cr2: None,
         });
+    }
+
+    /// An MMU event failed for good (`max_shadow_pages` reached with nothing to free):
+    /// the run ends; `report_mmu_failure` tells userspace.
+    fn mmu_failed(&mut self, e: mmu::MmuError) -> Handled {
+        self.mmu_failed = Some(e);
+        Handled::End(WindowEnd::User)
+    }
+
+    /// Fills in the internal error (suberror MMU, data: RIP, engine error code) for an
+    /// MMU failure recorded by `mmu_failed`.
+    pub(super) fn report_mmu_failure(&mut self, run: &mut uapi::Run) {
+        if let Some(e) = self.mmu_failed.take() {
+            let data = [self.state.rip, e.code(), 0, 0];
+            set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_MMU, 0, e.code(), data);
+        }
     }
 
     /// Advances RIP past the exiting instruction; an instruction that completes ends any
@@ -401,10 +355,11 @@ impl VcpuCore {
         let delivering = info.vectoring_info & INTR_INFO_VALID != 0;
         match self.mmu.page_fault(&mut self.cache, ram, gva, info.intr_error, self.state.cpl(), ac) {
             Err(mmu::MmuError::NeedMemory) => Handled::NeedMemory,
+            Err(e @ mmu::MmuError::LimitReached) => self.mmu_failed(e),
             Ok(PfOutcome::Fixed) => Handled::Resume,
             Ok(PfOutcome::Inject(pf)) => self.raise(PF, Some(pf.error_code), Some(pf.cr2)),
             Ok(PfOutcome::EmulateWrite { gpa }) if delivering => {
-                if self.mmu.unprotect(&mut self.cache, gpa) {
+                if self.mmu.unprotect(&mut self.cache, ram, self.state.rip, gpa) {
                     return Handled::Resume;
                 }
                 set_internal_error(run, uapi::SHADOWVM_INTERNAL_ERROR_DELIVERY_EV, info.reason, gva, [self.state.rip, info.vectoring_info as u64, gpa, 0]);
@@ -494,9 +449,12 @@ impl VcpuCore {
             }
             Err(e) => {
                 if let (Some(gpa), emulate::DecodeError::Unsupported { .. }) = (pt_gpa, e) {
-                    // The engine's fallback: stop shadowing the frame and let the write through.
-                    self.mmu.unprotect(&mut self.cache, gpa);
-                    return Handled::Resume;
+                    // The engine's fallback: stop shadowing the frame and let the write
+                    // through, unless re-entering cannot make progress (then the internal
+                    // error below, with the instruction bytes: never a loop).
+                    if self.mmu.unprotect(&mut self.cache, ram, self.state.rip, gpa) {
+                        return Handled::Resume;
+                    }
                 }
                 if let Some(ex) = e.exception() {
                     return self.raise_emulated(ex);
@@ -511,7 +469,7 @@ impl VcpuCore {
         for (i, b) in env.seg_base.iter_mut().enumerate() {
             *b = s.seg[i].base;
         }
-        let mut mem = GuestAccess { vcpu_mmu: &mut self.mmu, cache: &mut self.cache, ram, user: cpl3, ac, mmio_write: None, pt_writes: 0 };
+        let mut mem = EngineAccess::new(&mut self.mmu, &mut self.cache, ram, s.cpl(), ac);
         // A REP string store over a page table (a guest clearing a frame it reuses) would
         // exit once per iteration; run a bounded chunk of iterations per exit instead.
         let outcome = if insn.rep() {
@@ -683,6 +641,7 @@ impl VcpuCore {
     fn commit_mode(&mut self, ram: &GuestRam, cr0: u64, cr4: u64, efer: u64) -> Handled {
         match self.mmu.set_mode(&mut self.cache, ram, cr0, cr4, efer) {
             Err(mmu::MmuError::NeedMemory) => Handled::NeedMemory,
+            Err(e @ mmu::MmuError::LimitReached) => self.mmu_failed(e),
             Ok(mmu::CtlOutcome::Gp) => self.raise(GP, Some(0), None),
             Ok(mmu::CtlOutcome::Ok) => {
                 self.state.cr0 = cr0;
@@ -696,6 +655,7 @@ impl VcpuCore {
     fn set_cr3(&mut self, ram: &GuestRam, v: u64) -> Handled {
         match self.mmu.set_cr3(&mut self.cache, ram, v) {
             Err(mmu::MmuError::NeedMemory) => Handled::NeedMemory,
+            Err(e @ mmu::MmuError::LimitReached) => self.mmu_failed(e),
             Ok(mmu::CtlOutcome::Gp) => self.raise(GP, Some(0), None),
             Ok(mmu::CtlOutcome::Ok) => {
                 // Bit 63 (no-flush with PCIDs) is not part of CR3.
@@ -947,18 +907,6 @@ impl GuestRam {
         // SAFETY: `f.ptr` is a 4 KiB frame of guest RAM (GuestMemory contract); the range
         // is inside it. Guest memory may change concurrently (userspace mapping): bytes.
         unsafe { core::ptr::copy_nonoverlapping(f.ptr.add(off), dst.as_mut_ptr(), dst.len()) };
-        true
-    }
-
-    /// Copies into guest-physical memory; false if any byte is not RAM.
-    pub(crate) fn write(&self, gpa: u64, src: &[u8]) -> bool {
-        let off = (gpa & 0xfff) as usize;
-        if off + src.len() > 4096 {
-            return false;
-        }
-        let Some(f) = self.frame(gpa >> 12) else { return false };
-        // SAFETY: As in `read`.
-        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), f.ptr.add(off), src.len()) };
         true
     }
 }

@@ -159,6 +159,9 @@ pub(crate) struct VcpuCore {
     paging_dirty: bool,
     /// An exception arrived while a double fault was being delivered.
     triple_fault: bool,
+    /// An MMU event failed for good ([`mmu::MmuError::LimitReached`]): reported to
+    /// userspace as an internal error (`report_mmu_failure`).
+    mmu_failed: Option<mmu::MmuError>,
     /// A refused window was logged already.
     busy_logged: bool,
     /// This vCPU's number, never reused (for the branch-prediction barrier between VMs).
@@ -235,6 +238,7 @@ impl Vcpu {
                 completion: Completion::None,
                 paging_dirty: true,
                 triple_fault: false,
+                mmu_failed: None,
                 busy_logged: false,
                 id: NEXT_VCPU_ID.fetch_add(1, Ordering::Relaxed),
                 window_ticks: window_ticks(),
@@ -368,7 +372,8 @@ impl VcpuCore {
             match self.load_paging(ram) {
                 Err(mmu::MmuError::NeedMemory) => continue,
                 Ok(mmu::CtlOutcome::Ok) => self.paging_dirty = false,
-                Ok(mmu::CtlOutcome::Gp) => {}
+                // The next RUN reports what went wrong.
+                Ok(mmu::CtlOutcome::Gp) | Err(mmu::MmuError::LimitReached) => {}
             }
             return;
         }
@@ -422,7 +427,10 @@ impl VcpuCore {
             if self.paging_dirty {
                 match self.rebuild_paging(ram, run) {
                     Ok(()) => self.paging_dirty = false,
-                    Err(end) => break (end, HostEvent::None),
+                    Err(end) => {
+                        self.report_mmu_failure(run);
+                        break (end, HostEvent::None);
+                    }
                 }
             }
             if let Some(info) = exit.take() {
@@ -432,8 +440,14 @@ impl VcpuCore {
             }
             // Never enter without a shadow root this VM owns: zapping or reclaim may have
             // dropped the current one.
-            if self.mmu.ensure_root(&mut self.cache, ram).is_err() {
-                break (WindowEnd::NeedMemory, HostEvent::None);
+            match self.mmu.ensure_root(&mut self.cache, ram) {
+                Ok(()) => {}
+                Err(mmu::MmuError::NeedMemory) => break (WindowEnd::NeedMemory, HostEvent::None),
+                Err(e @ mmu::MmuError::LimitReached) => {
+                    self.mmu_failed = Some(e);
+                    self.report_mmu_failure(run);
+                    break (WindowEnd::User, HostEvent::None);
+                }
             }
             let hw = self.mmu.hw_state();
             if hw.cr3 == 0 || vmcs.failed() {
@@ -528,6 +542,10 @@ impl VcpuCore {
     fn rebuild_paging(&mut self, ram: &GuestRam, run: &mut uapi::Run) -> core::result::Result<(), WindowEnd> {
         match self.load_paging(ram) {
             Err(mmu::MmuError::NeedMemory) => Err(WindowEnd::NeedMemory),
+            Err(e @ mmu::MmuError::LimitReached) => {
+                self.mmu_failed = Some(e);
+                Err(WindowEnd::User)
+            }
             Ok(mmu::CtlOutcome::Gp) => {
                 let reason = EXIT_INVALID_GUEST_STATE as u64 | 1 << 31;
                 exits::set_fail_entry(run, reason, ENTRY_FAIL_PDPTE);

@@ -351,8 +351,14 @@ static void t_fault_delivery_on_pt_stack(void)
 	map_page(cr3, va, frame_alloc(), PTE_P | PTE_W);
 	write_cr3(cr3);
 	(void)rd32(va);		/* the shadow of this walk write-protects the directory */
-	uintptr_t dir = (uintptr_t)pt_entry(cr3, va, 2, 0) & ~(uintptr_t)(PAGE_SIZE - 1);
-	map_page(cr3, alias, dir, PTE_P | PTE_W);	/* the directory, also as data */
+	/*
+	 * The directory (not the root: a root stays write-protected while it is current, so
+	 * a frame pushed onto it can only be emulated); with 32-bit paging that is the root,
+	 * so the leaf table is used there (which a hypervisor may let go out of sync).
+	 */
+	const int level = PT_LEVELS > 2 ? 2 : 1;
+	uintptr_t dir = (uintptr_t)pt_entry(cr3, va, level, 0) & ~(uintptr_t)(PAGE_SIZE - 1);
+	map_page(cr3, alias, dir, PTE_P | PTE_W);	/* the table, also as data */
 	pf_reset();
 	pf_hook = resume_after_fault;
 	/* The frame lands in the directory's last entries (VAs this test never uses). */

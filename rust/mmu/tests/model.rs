@@ -7,6 +7,11 @@
 //! an earlier state of the tables (since the last flush, not invalidated for that page)
 //! is accepted too. Not-present -> present needs no flush.
 //!
+//! Emulated writes (`PfOutcome::EmulateWrite`) run the real instruction emulator over the
+//! engine's `access::EngineAccess`, as the vCPU does (`common::emulate_store`); every
+//! access must complete within 8 engine events (`cpu_access`), with the root cache up to
+//! its maximum and the shadow-page limit at its minimum in some cases.
+//!
 //! Cases per mode: `SHADOWVM_CASES` (default 300); e.g. `SHADOWVM_CASES=5000 cargo test
 //! --release -p shadowvm-mmu --test model`.
 
@@ -619,7 +624,9 @@ fn fail() -> impl Strategy<Value = Option<u8>> {
 }
 
 fn cfg_strategy() -> impl Strategy<Value = (Config, bool, bool, bool)> {
-    (0usize..4, 1usize..10, prop::bool::ANY, 1u8..5, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY).prop_map(
+    let roots = prop_oneof![1usize..10, Just(MAX_ROOT_CACHE)];
+    let b = prop::bool::ANY;
+    (0usize..4, roots, b, 1u8..5, b, b, b, b, b).prop_map(
         |(m, roots, small, flood, unsync, gb, pcide, smep, smap)| {
             let cfg = Config {
                 maxphyaddr: [36, 40, 46, 52][m],

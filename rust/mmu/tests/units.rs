@@ -206,7 +206,7 @@ fn unprotect_fallback_lets_the_write_through() {
     w8(&mem, PT, 102, (PD_B << 12) | PWU);
     let out = retry_oom(&mut host, |h| mmu.page_fault(h, &mem, 102 << 12, PFERR_W, 0, false));
     assert_eq!(out, PfOutcome::EmulateWrite { gpa: PD_B << 12 });
-    assert!(mmu.unprotect(&mut host, PD_B << 12));
+    assert!(mmu.unprotect(&mut host, &mem, 0x1234, PD_B << 12));
     assert!(!mmu.is_shadowed(PD_B));
     assert!(matches!(cpu_access(&mut mmu, &mut host, &mem, 102 << 12, WR, None), CpuResult::Ok(_)));
     mmu.teardown(&mut host);

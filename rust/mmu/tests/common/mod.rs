@@ -547,8 +547,10 @@ pub fn cpu_access(mmu: &mut Mmu, host: &mut Host, mem: &GMem, gva: u64, a: Acc, 
                 match out {
                     PfOutcome::Fixed => continue,
                     PfOutcome::Inject(pf) => {
-                        let canon = if mmu.paging().mode == GuestMode::Long4 { gva & 0xffff_ffff_ffff } else { gva & 0xffff_ffff };
-                        assert_eq!(pf.cr2, canon, "CR2");
+                        // CR2 is the whole linear address (64 bits in IA-32e mode).
+                        let long = mmu.paging().mode == GuestMode::Long4;
+                        let la = if long { gva } else { gva & 0xffff_ffff };
+                        assert_eq!(pf.cr2, la, "CR2");
                         return CpuResult::Fault(pf.error_code);
                     }
                     PfOutcome::Mmio { gpa } => {
@@ -564,16 +566,7 @@ pub fn cpu_access(mmu: &mut Mmu, host: &mut Host, mem: &GMem, gva: u64, a: Acc, 
                     }
                     PfOutcome::EmulateWrite { gpa } => {
                         assert!(a.write, "EmulateWrite for a non-write");
-                        let t = match mmu.translate(mem, gva, a.to_engine()) {
-                            Ok(t) => t,
-                            Err(pf) => return CpuResult::Fault(pf.error_code),
-                        };
-                        assert_eq!(t, gpa, "translate disagrees with the fault");
-                        if let Some((v, sz)) = store {
-                            mem.write(gpa, sz, v);
-                        }
-                        mmu.guest_wrote(host, gpa, if let Some((_, sz)) = store { sz as usize } else { 8 });
-                        return CpuResult::Emulated(gpa);
+                        return emulate_store(mmu, host, mem, gva, gpa, a, store);
                     }
                 }
             }
@@ -582,12 +575,75 @@ pub fn cpu_access(mmu: &mut Mmu, host: &mut Host, mem: &GMem, gva: u64, a: Acc, 
     panic!("access to {gva:#x} {a:?} keeps faulting after the engine said Fixed");
 }
 
+/// The vCPU's side of [`PfOutcome::EmulateWrite`]: decodes the guest's store instruction
+/// and runs the real emulator over the engine's [`access::EngineAccess`] (translation with
+/// the guest's permissions and A/D, the store, `guest_wrote`). The store is the value of
+/// `store` (a page-table update by guest code), or what memory holds (a plain write
+/// access): `mov [rdi], rax` in 64-bit code, `mov [edi], eax` or, for 8-byte entries,
+/// `lock cmpxchg8b [edi]` in 32-bit code.
+pub fn emulate_store(
+    mmu: &mut Mmu,
+    host: &mut Host,
+    mem: &GMem,
+    gva: u64,
+    gpa: u64,
+    a: Acc,
+    store: Option<(u64, u32)>,
+) -> CpuResult {
+    use shadowvm_mmu::emulate::{self, gpr, CodeSize, Env, Outcome, Regs};
+    let long = mmu.paging().mode == GuestMode::Long4;
+    let width = if long { 8 } else { 4 };
+    let (v, sz) = store.unwrap_or_else(|| (mem.read(gpa, width), width));
+    let mut regs = Regs { gpr: [0; 16], rip: 0x1000, rflags: 2 | if a.ac { 1 << 18 } else { 0 } };
+    regs.gpr[gpr::RDI] = gva;
+    let (bytes, mode): (&[u8], CodeSize) = match (long, sz) {
+        (true, _) => {
+            regs.gpr[gpr::RAX] = v;
+            (&[0x48, 0x89, 0x07], CodeSize::Bits64)
+        }
+        (false, 8) => {
+            let old = mem.read(gpa, 8);
+            regs.gpr[gpr::RAX] = old & 0xffff_ffff;
+            regs.gpr[gpr::RDX] = old >> 32;
+            regs.gpr[gpr::RBX] = v & 0xffff_ffff;
+            regs.gpr[gpr::RCX] = v >> 32;
+            (&[0xf0, 0x0f, 0xc7, 0x0f], CodeSize::Bits32)
+        }
+        _ => {
+            regs.gpr[gpr::RAX] = v & 0xffff_ffff;
+            (&[0x89, 0x07], CodeSize::Bits32)
+        }
+    };
+    let insn = emulate::decode(bytes, mode).expect("decode");
+    let env = Env::default();
+    let mut m = access::EngineAccess::new(mmu, host, mem, a.cpl, a.ac);
+    m.user = a.user;
+    m.implicit = a.implicit;
+    let out = emulate::execute(&insn, &mut regs, &env, &mut m, None).expect("emulator error");
+    let last = m.last_store;
+    assert!(m.mmio_write.is_none(), "page-table store went to MMIO");
+    match out {
+        Outcome::Done => {
+            assert_eq!(last, Some(gpa), "the emulator stored elsewhere than the fault said");
+            assert_eq!(regs.rip, 0x1000 + bytes.len() as u64);
+            CpuResult::Emulated(gpa)
+        }
+        Outcome::Exception(emulate::Exception::Pf { addr, error_code }) => {
+            let la = if long { gva } else { gva & 0xffff_ffff };
+            assert_eq!(addr, la, "CR2 from the emulator");
+            CpuResult::Fault(error_code)
+        }
+        o => panic!("emulated store: {o:?}"),
+    }
+}
+
 /// Runs an engine event; on `NeedMemory` (an injected allocation failure) checks that the
 /// failure was the injected one and retries the same event with the same arguments.
 pub fn retry_oom<T>(host: &mut Host, mut f: impl FnMut(&mut Host) -> Result<T, MmuError>) -> T {
     for _ in 0..100 {
         match f(host) {
             Ok(v) => return v,
+            Err(MmuError::LimitReached) => panic!("LimitReached"),
             Err(MmuError::NeedMemory) => {
                 assert!(!host.dry, "NeedMemory while dry");
                 assert!(host.fail_at.is_none(), "NeedMemory without an injected failure");

@@ -1,0 +1,284 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Guest memory for the instruction emulator, through the guest's page tables and the
+//! shadow engine: the [`EmuMemory`] the vCPU hands to [`emulate::execute`] after a
+//! [`super::PfOutcome::EmulateWrite`] or an MMIO fault. Pure `core` code, so the host
+//! tests drive the real emulator through exactly what the vCPU uses.
+//!
+//! * Linear addresses are translated with the guest's permission checks for the
+//!   instruction's privilege ([`Mmu::translate`]: A/D set as the CPU sets them).
+//! * An access that crosses a page is **all or nothing**: every piece is checked first
+//!   (a #PF on the second page leaves the first untouched, A/D bits included), then
+//!   every piece is performed.
+//! * Every store into RAM is reported with [`Mmu::guest_wrote`] (one call per page).
+//! * Reads of unbacked memory are [`MemFault::Mmio`]; one MMIO store of up to 8 bytes per
+//!   instruction is queued in [`EngineAccess::mmio_write`] for userspace.
+//! * Aligned locked operations of 1, 2, 4 or 8 bytes within a page of RAM are real
+//!   atomic compare-exchanges (another vCPU may write the location).
+
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use super::emulate::{self, Addr, EmuMemory, MemFault};
+use super::mem::{GuestMemory, PageSource};
+use super::walk::{self, Access};
+use super::Mmu;
+
+/// Most pieces an access can have (16 bytes cross at most one page boundary).
+const MAX_PIECES: usize = 2;
+
+/// One page-sized piece of an access: linear address, offset in the buffer, length, and
+/// guest-physical address once translated.
+#[derive(Clone, Copy, Default)]
+struct Piece {
+    off: usize,
+    len: usize,
+    gpa: u64,
+}
+
+/// The emulator's view of guest memory (see the module docs).
+pub struct EngineAccess<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> {
+    /// The engine (translations, and `guest_wrote` for stores).
+    pub mmu: &'a mut Mmu,
+    /// Pages for the engine (`guest_wrote` needs none; kept for its signature).
+    pub src: &'a mut P,
+    /// Guest RAM.
+    pub mem: &'a G,
+    /// Accesses are user-mode (CPL 3).
+    pub user: bool,
+    /// Accesses are implicit supervisor accesses (descriptor tables).
+    pub implicit: bool,
+    /// EFLAGS.AC.
+    pub ac: bool,
+    /// The MMIO store the instruction made, for userspace: (gpa, data, length).
+    pub mmio_write: Option<(u64, [u8; 8], u32)>,
+    /// Stores that hit shadowed page tables.
+    pub pt_writes: u64,
+    /// Guest-physical address of the last RAM store (tests).
+    pub last_store: Option<u64>,
+}
+
+impl<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> EngineAccess<'a, P, G> {
+    /// Memory for an instruction at privilege `cpl` with EFLAGS.AC = `ac`.
+    pub fn new(mmu: &'a mut Mmu, src: &'a mut P, mem: &'a G, cpl: u8, ac: bool) -> Self {
+        EngineAccess {
+            mmu,
+            src,
+            mem,
+            user: cpl == 3,
+            implicit: false,
+            ac,
+            mmio_write: None,
+            pt_writes: 0,
+            last_store: None,
+        }
+    }
+
+    fn access(&self, write: bool) -> Access {
+        Access {
+            write,
+            fetch: false,
+            user: self.user,
+            implicit: self.implicit,
+            ac: self.ac,
+        }
+    }
+
+    /// Splits `len` bytes at `linear` into pieces and translates them all: first without
+    /// side effects (so a fault anywhere changes nothing), then with A/D updates.
+    fn translate(
+        &mut self,
+        linear: u64,
+        len: usize,
+        write: bool,
+    ) -> Result<([Piece; MAX_PIECES], usize), MemFault> {
+        let access = self.access(write);
+        let mut pieces = [Piece::default(); MAX_PIECES];
+        let mut n = 0;
+        let mut done = 0;
+        while done < len {
+            let la = linear.wrapping_add(done as u64);
+            let l = core::cmp::min(len - done, 4096 - (la & 0xfff) as usize);
+            let p = pieces.get_mut(n).ok_or(MemFault::Host)?;
+            *p = Piece {
+                off: done,
+                len: l,
+                gpa: 0,
+            };
+            walk::walk(&self.mmu.paging(), self.mem, la, access, false).map_err(pf)?;
+            n += 1;
+            done += l;
+        }
+        for p in pieces.iter_mut().take(n) {
+            p.gpa = self
+                .mmu
+                .translate(self.mem, linear.wrapping_add(p.off as u64), access)
+                .map_err(pf)?;
+        }
+        Ok((pieces, n))
+    }
+
+    /// Host pointer to `len` bytes of RAM at `gpa` (within one frame), if backed.
+    fn ram(&self, gpa: u64, len: usize) -> Option<*mut u8> {
+        let off = (gpa & 0xfff) as usize;
+        if off + len > 4096 {
+            return None;
+        }
+        let f = self.mem.frame(gpa >> 12)?;
+        // SAFETY: `f.ptr` points to the 4096 bytes of the frame (GuestMemory contract) and
+        // `off < 4096`.
+        Some(unsafe { f.ptr.add(off) })
+    }
+}
+
+fn pf(p: walk::PageFault) -> MemFault {
+    MemFault::Exception(emulate::Exception::Pf {
+        addr: p.cr2,
+        error_code: p.error_code,
+    })
+}
+
+/// Copies bytes out of guest RAM with atomic byte loads (other vCPUs may write it).
+///
+/// # Safety
+///
+/// `src` points to `dst.len()` bytes of a guest frame (valid for atomic access).
+unsafe fn load_bytes(src: *mut u8, dst: &mut [u8]) {
+    for (i, d) in dst.iter_mut().enumerate() {
+        // SAFETY: `src + i` is inside the range the caller vouches for.
+        *d = unsafe { AtomicU8::from_ptr(src.add(i)) }.load(Ordering::Relaxed);
+    }
+}
+
+/// Copies bytes into guest RAM with atomic byte stores.
+///
+/// # Safety
+///
+/// As for [`load_bytes`].
+unsafe fn store_bytes(dst: *mut u8, src: &[u8]) {
+    for (i, s) in src.iter().enumerate() {
+        // SAFETY: `dst + i` is inside the range the caller vouches for.
+        unsafe { AtomicU8::from_ptr(dst.add(i)) }.store(*s, Ordering::Relaxed);
+    }
+}
+
+fn le(b: &[u8]) -> u64 {
+    b.iter().rev().fold(0u64, |v, &x| (v << 8) | x as u64)
+}
+
+impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess<'_, P, G> {
+    fn read(&mut self, addr: &Addr, buf: &mut [u8]) -> Result<(), MemFault> {
+        let (pieces, n) = self.translate(addr.linear, buf.len(), false)?;
+        for p in pieces.iter().take(n) {
+            let dst = buf.get_mut(p.off..p.off + p.len).ok_or(MemFault::Host)?;
+            let Some(src) = self.ram(p.gpa, p.len) else {
+                return Err(MemFault::Mmio);
+            };
+            // SAFETY: `ram` returned a pointer to `p.len` bytes of one guest frame.
+            unsafe { load_bytes(src, dst) };
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, addr: &Addr, data: &[u8]) -> Result<(), MemFault> {
+        let (pieces, n) = self.translate(addr.linear, data.len(), true)?;
+        // All or nothing: find the MMIO piece (at most one, at most 8 bytes, one per
+        // instruction) before storing anything.
+        let mut mmio = None;
+        for p in pieces.iter().take(n) {
+            if self.ram(p.gpa, p.len).is_none() {
+                if mmio.is_some() || self.mmio_write.is_some() || p.len > 8 {
+                    return Err(MemFault::Host);
+                }
+                mmio = Some(*p);
+            }
+        }
+        for p in pieces.iter().take(n) {
+            let src = data.get(p.off..p.off + p.len).ok_or(MemFault::Host)?;
+            if let Some(dst) = self.ram(p.gpa, p.len) {
+                // SAFETY: `ram` returned a pointer to `p.len` bytes of one guest frame.
+                unsafe { store_bytes(dst, src) };
+                if self.mmu.is_shadowed(p.gpa >> 12) {
+                    self.pt_writes += 1;
+                }
+                self.mmu.guest_wrote(self.src, p.gpa, p.len);
+                self.last_store = Some(p.gpa);
+            }
+        }
+        if let Some(p) = mmio {
+            let src = data.get(p.off..p.off + p.len).ok_or(MemFault::Host)?;
+            let mut bytes = [0u8; 8];
+            bytes
+                .get_mut(..p.len)
+                .ok_or(MemFault::Host)?
+                .copy_from_slice(src);
+            self.mmio_write = Some((p.gpa, bytes, p.len as u32));
+        }
+        Ok(())
+    }
+
+    fn cmpxchg(&mut self, addr: &Addr, old: &[u8], new: &[u8]) -> Result<bool, MemFault> {
+        let len = old.len();
+        let aligned =
+            matches!(len, 1 | 2 | 4 | 8) && addr.linear & (len as u64 - 1) == 0 && new.len() == len;
+        if aligned {
+            let (pieces, n) = self.translate(addr.linear, len, true)?;
+            if let (1, Some(p)) = (n, pieces.first()) {
+                if let Some(ptr) = self.ram(p.gpa, len) {
+                    let (o, w) = (le(old), le(new));
+                    // SAFETY: `ptr` points to `len` bytes of a guest frame, aligned to
+                    // `len` (the linear address is, and frames are 4 KiB aligned).
+                    let ok = unsafe {
+                        match len {
+                            1 => AtomicU8::from_ptr(ptr)
+                                .compare_exchange(
+                                    o as u8,
+                                    w as u8,
+                                    Ordering::SeqCst,
+                                    Ordering::SeqCst,
+                                )
+                                .is_ok(),
+                            2 => AtomicU16::from_ptr(ptr.cast())
+                                .compare_exchange(
+                                    o as u16,
+                                    w as u16,
+                                    Ordering::SeqCst,
+                                    Ordering::SeqCst,
+                                )
+                                .is_ok(),
+                            4 => AtomicU32::from_ptr(ptr.cast())
+                                .compare_exchange(
+                                    o as u32,
+                                    w as u32,
+                                    Ordering::SeqCst,
+                                    Ordering::SeqCst,
+                                )
+                                .is_ok(),
+                            _ => AtomicU64::from_ptr(ptr.cast())
+                                .compare_exchange(o, w, Ordering::SeqCst, Ordering::SeqCst)
+                                .is_ok(),
+                        }
+                    };
+                    if ok {
+                        if self.mmu.is_shadowed(p.gpa >> 12) {
+                            self.pt_writes += 1;
+                        }
+                        self.mmu.guest_wrote(self.src, p.gpa, len);
+                        self.last_store = Some(p.gpa);
+                    }
+                    return Ok(ok);
+                }
+            }
+        }
+        // Crossing, unaligned or MMIO: read, compare, write (the write access is checked
+        // even when the comparison fails, as the CPU does).
+        let mut cur = [0u8; 16];
+        let cur = cur.get_mut(..len).ok_or(MemFault::Host)?;
+        self.read(addr, cur)?;
+        if cur != old {
+            self.write(addr, cur)?;
+            return Ok(false);
+        }
+        self.write(addr, new)?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,684 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Host safety and exact-semantics tests (issues 9 and 10): every engine event has a
+//! bounded cost (reverse-map chains, resync at CR3 writes), `max_shadow_pages` never
+//! livelocks a guest (every instruction completes in a bounded number of engine steps
+//! under root-cache and shadow-page pressure, in every paging mode), CR2 is the full
+//! linear address, root-level flood counters reset on use, and the fallback for writes
+//! the emulator cannot do never loops.
+
+mod common;
+use common::*;
+use shadowvm_mmu::bits::*;
+use shadowvm_mmu::*;
+
+const PWU: u64 = PTE_P | PTE_W | PTE_U;
+
+fn w8(mem: &GMem, gfn: u64, idx: u64, v: u64) {
+    mem.write((gfn << 12) + idx * 8, 8, v);
+}
+
+const RD: Acc = Acc {
+    write: false,
+    fetch: false,
+    user: false,
+    implicit: false,
+    ac: false,
+    cpl: 0,
+};
+const WR: Acc = Acc {
+    write: true,
+    fetch: false,
+    user: false,
+    implicit: false,
+    ac: false,
+    cpl: 0,
+};
+const FETCH: Acc = Acc {
+    write: false,
+    fetch: true,
+    user: false,
+    implicit: false,
+    ac: false,
+    cpl: 0,
+};
+
+fn hpa(gfn: u64) -> u64 {
+    GUEST_HPA_BASE + (gfn << 12)
+}
+
+/// Runs one engine event and returns its result and the engine steps it took.
+fn steps<T>(mmu: &mut Mmu, f: impl FnOnce(&mut Mmu) -> T) -> (T, u64) {
+    let before = mmu.work_steps();
+    let r = f(mmu);
+    (r, mmu.work_steps() - before)
+}
+
+// ------------------------------------------------------------------ guest builder
+
+/// Builds guest page tables in any paging mode (0 off, 1 32-bit, 2 PAE, 3 4-level), one
+/// set of tables per address space, taking frames from `next` upwards.
+struct Builder {
+    mode: u8,
+    next: u64,
+}
+
+impl Builder {
+    fn alloc(&mut self) -> u64 {
+        let f = self.next;
+        self.next += 1;
+        f
+    }
+
+    fn esz(&self) -> u64 {
+        if self.mode == 1 {
+            4
+        } else {
+            8
+        }
+    }
+
+    fn read(&self, mem: &GMem, gfn: u64, idx: u64) -> u64 {
+        mem.read((gfn << 12) + idx * self.esz(), self.esz() as u32)
+    }
+
+    fn write(&self, mem: &GMem, gfn: u64, idx: u64, v: u64) {
+        mem.write((gfn << 12) + idx * self.esz(), self.esz() as u32, v);
+    }
+
+    /// A new address space; returns its CR3.
+    fn root(&mut self) -> u64 {
+        self.alloc() << 12
+    }
+
+    /// Maps `gva` to `gfn` (4 KiB, writable, user) in the address space `cr3`.
+    fn map(&mut self, mem: &GMem, cr3: u64, gva: u64, gfn: u64) {
+        let (mut table, levels): (u64, &[u32]) = match self.mode {
+            1 => (cr3 >> 12, &[22, 12]),
+            2 => {
+                // The PDPT is in the CR3 frame (32-byte aligned at offset 0).
+                let pdpt = cr3 >> 12;
+                let i = (gva >> 30) & 3;
+                let mut e = self.read(mem, pdpt, i);
+                if e & PTE_P == 0 {
+                    e = (self.alloc() << 12) | PTE_P;
+                    self.write(mem, pdpt, i, e);
+                }
+                (e >> 12 & ((1 << 40) - 1), &[21, 12])
+            }
+            _ => (cr3 >> 12, &[39, 30, 21, 12]),
+        };
+        let bits = if self.mode == 1 { 10 } else { 9 };
+        for (n, &shift) in levels.iter().enumerate() {
+            let idx = (gva >> shift) & ((1 << bits) - 1);
+            if n + 1 == levels.len() {
+                self.write(mem, table, idx, (gfn << 12) | PWU);
+                return;
+            }
+            let mut e = self.read(mem, table, idx);
+            if e & PTE_P == 0 {
+                e = (self.alloc() << 12) | PWU;
+                self.write(mem, table, idx, e);
+            }
+            table = (e >> 12) & ((1 << 40) - 1);
+        }
+    }
+}
+
+fn mode_regs(mode: u8) -> (u64, u64, u64) {
+    let cr0 = CR0_PE | CR0_WP | if mode == 0 { 0 } else { CR0_PG };
+    match mode {
+        3 => (cr0, CR4_PAE, EFER_LME | EFER_LMA | EFER_NXE),
+        2 => (cr0, CR4_PAE, EFER_NXE),
+        _ => (cr0, 0, 0),
+    }
+}
+
+fn start(mode: u8, cfg: Config, mem: &GMem, host: &mut Host, cr3: u64) -> Mmu {
+    let mut mmu = Mmu::new(cfg);
+    assert_eq!(
+        retry_oom(host, |h| mmu.set_cr3(h, mem, cr3)),
+        CtlOutcome::Ok
+    );
+    let (cr0, cr4, efer) = mode_regs(mode);
+    assert_eq!(
+        retry_oom(host, |h| mmu.set_mode(h, mem, cr0, cr4, efer)),
+        CtlOutcome::Ok
+    );
+    mmu
+}
+
+/// Most engine steps one #PF may take here (a reclaim zaps at most a few tables of 512
+/// entries each).
+const FAULT_STEPS: u64 = 4 * 1024;
+
+/// One guest instruction on the software CPU: all of `accesses` must succeed in one pass
+/// (as the CPU retires an instruction only when none of its accesses faults); after each
+/// #PF exit the engine handles it and the instruction starts again. Returns the number of
+/// passes; panics when the instruction does not complete within `max_passes`.
+fn run_insn(
+    mmu: &mut Mmu,
+    host: &mut Host,
+    mem: &GMem,
+    accesses: &[(u64, Acc)],
+    max_passes: usize,
+) -> usize {
+    for pass in 1..=max_passes {
+        let mut faulted = false;
+        for &(gva, a) in accesses {
+            if let Err(ec) = hw_walk(mmu, host, gva, a) {
+                let (out, n) = steps(mmu, |m| {
+                    retry_oom(host, |h| m.page_fault(h, mem, gva, ec, a.cpl, a.ac))
+                });
+                assert!(n <= FAULT_STEPS, "one #PF took {n} engine steps");
+                assert_eq!(out, PfOutcome::Fixed, "access {gva:#x} {a:?}");
+                faulted = true;
+                break;
+            }
+        }
+        if !faulted {
+            return pass;
+        }
+    }
+    panic!("instruction {accesses:x?} did not complete in {max_passes} passes: livelock");
+}
+
+// ------------------------------------------------------------------ issue 9 (a)
+
+/// One guest frame mapped by 6144 PTEs (12 page tables full of it): the reverse map stays
+/// capped, and neither write-protecting the frame nor zapping a page table full of
+/// entries mapping it costs more than a bounded number of engine steps.
+#[test]
+fn huge_rmap_chain_stays_bounded() {
+    const NPT: u64 = 12;
+    const TARGET: u64 = 100;
+    let mem = GMem::new(128, &[]);
+    let (pml4, pdpt, pd) = (1u64, 2u64, 3u64);
+    w8(&mem, pml4, 0, (pdpt << 12) | PWU);
+    w8(&mem, pdpt, 0, (pd << 12) | PWU);
+    for t in 0..NPT {
+        w8(&mem, pd, t, ((10 + t) << 12) | PWU);
+        for i in 0..512 {
+            w8(&mem, 10 + t, i, (TARGET << 12) | PWU);
+        }
+    }
+    let mut host = Host::new();
+    let cfg = Config {
+        flood_threshold: 1,
+        ..Config::DEFAULT
+    };
+    let mut mmu = start(3, cfg, &mem, &mut host, pml4 << 12);
+    let mut worst = 0;
+    for t in 0..NPT {
+        for i in 0..512 {
+            let gva = (t << 21) | (i << 12);
+            let (r, n) = steps(&mut mmu, |m| cpu_access(m, &mut host, &mem, gva, RD, None));
+            assert_eq!(r, CpuResult::Ok(hpa(TARGET)));
+            worst = worst.max(n);
+        }
+    }
+    let len = mmu.rmap_len(TARGET);
+    assert!(len <= 1000, "reverse-map chain of {len} entries (cap 1000)");
+    assert!(worst <= 2_000, "one fault took {worst} engine steps");
+    // The frame becomes a page table: write-protecting it walks its reverse map once.
+    w8(&mem, TARGET, 0, (120 << 12) | PWU);
+    w8(&mem, pd, 50, (TARGET << 12) | PWU);
+    let (r, n) = steps(&mut mmu, |m| {
+        cpu_access(m, &mut host, &mem, 50 << 21, RD, None)
+    });
+    assert!(matches!(r, CpuResult::Ok(_)), "{r:?}");
+    assert!(n <= 2_000, "write-protecting a frame took {n} engine steps");
+    // Zapping a page table whose 512 entries all sit in that chain: O(1) per entry.
+    for t in 0..NPT {
+        let (_, n) = steps(&mut mmu, |m| m.guest_wrote(&mut host, (10 + t) << 12, 8));
+        assert!(n <= 512 * 8, "zapping a page table took {n} engine steps");
+        assert!(!mmu.is_shadowed(10 + t));
+    }
+    // Everything still translates.
+    for t in 0..NPT {
+        assert_eq!(
+            cpu_access(&mut mmu, &mut host, &mem, (t << 21) | 0x5000, RD, None),
+            CpuResult::Ok(hpa(TARGET))
+        );
+    }
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+// ------------------------------------------------------------------ issue 9 (b)
+
+/// 200 leaf tables go out of sync; a CR3 write then resyncs at most the cap in one event,
+/// and the guest still sees its current page tables (exact MOV CR3 semantics).
+#[test]
+fn cr3_write_resyncs_at_most_the_cap() {
+    const N: u64 = 200;
+    const PT0: u64 = 10; // PT0..PT0+N: leaf tables; 2 MiB each at gva t << 21
+    const DATA: u64 = 300;
+    const ALIAS: u64 = 600; // PD entries 256.. map the leaf tables at gva 512M + ...
+    let mem = GMem::new(700, &[]);
+    let (pml4, pdpt, pd, pd2) = (1u64, 2u64, 3u64, 4u64);
+    w8(&mem, pml4, 0, (pdpt << 12) | PWU);
+    w8(&mem, pdpt, 0, (pd << 12) | PWU);
+    w8(&mem, pdpt, 1, (pd2 << 12) | PWU);
+    for t in 0..N {
+        w8(&mem, pd, t, ((PT0 + t) << 12) | PWU);
+        w8(&mem, PT0 + t, 0, (DATA << 12) | PWU);
+    }
+    // Alias: gva 1G + (t << 12) maps leaf table t (through one PT per 512).
+    w8(&mem, pd2, 0, (ALIAS << 12) | PWU);
+    for t in 0..N {
+        w8(&mem, ALIAS, t, ((PT0 + t) << 12) | PWU);
+    }
+    let mut host = Host::new();
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, pml4 << 12);
+    for t in 0..N {
+        assert_eq!(
+            cpu_access(&mut mmu, &mut host, &mem, t << 21, RD, None),
+            CpuResult::Ok(hpa(DATA))
+        );
+    }
+    // The guest rewrites entry 0 of every leaf table through the alias.
+    for t in 0..N {
+        let v = ((DATA + 1 + t) << 12) | PWU;
+        let r = cpu_access(
+            &mut mmu,
+            &mut host,
+            &mem,
+            (1 << 30) | (t << 12),
+            WR,
+            Some((v, 8)),
+        );
+        assert!(
+            matches!(r, CpuResult::Ok(_) | CpuResult::Emulated(_)),
+            "{r:?}"
+        );
+    }
+    let unsync = mmu.unsync_frames();
+    assert!(unsync <= 64, "{unsync} frames out of sync");
+    let resync = mmu.stats().get(Counter::Resync);
+    let (_, n) = steps(&mut mmu, |m| {
+        retry_oom(&mut host, |h| m.set_cr3(h, &mem, pml4 << 12))
+    });
+    let done = mmu.stats().get(Counter::Resync) - resync;
+    assert!(done <= 64, "one CR3 write resynced {done} frames (cap 64)");
+    assert!(n <= 64 * 2_000, "one CR3 write took {n} engine steps");
+    // After MOV CR3 the guest sees its current tables.
+    for t in 0..N {
+        assert_eq!(
+            cpu_access(&mut mmu, &mut host, &mem, t << 21, RD, None),
+            CpuResult::Ok(hpa(DATA + 1 + t)),
+            "table {t}"
+        );
+    }
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+// ------------------------------------------------------------------ issue 9 (c), issue 10
+
+/// Forward progress under pressure, in every paging mode: the root cache at its maximum,
+/// the shadow-page limit at its minimum, many guest address spaces with their own tables.
+/// Each "instruction" fetches across a page boundary, reads data across a page-table
+/// boundary, and pushes onto a stack across a page boundary; it must complete within a
+/// bounded number of passes (the 32-bit hostile guest with max_shadow_pages=64 and 16
+/// cached roots never did: every fault reclaimed the page the previous one built).
+fn progress_under_pressure(mode: u8) {
+    const SPACES: u64 = 40;
+    // With paging off the accesses below are guest-physical: back them all.
+    let mem = GMem::new(if mode == 0 { 8192 } else { 1200 }, &[]);
+    let mut b = Builder { mode, next: 1 };
+    let data = b.alloc();
+    let roots: Vec<u64> = (0..SPACES).map(|_| b.root()).collect();
+    // Page-crossing fetch at 0x40_0ff8 (code 0x40_0000 and 0x40_1000), data across a
+    // page-table boundary (0x7f_fff8 .. 0x80_0008: two page tables in every mode),
+    // stack across a page at 0xc0_1000.
+    let pages = [
+        0x40_0000u64,
+        0x40_1000,
+        0x7f_f000,
+        0x80_0000,
+        0xc0_0000,
+        0xc0_1000,
+    ];
+    for &cr3 in &roots {
+        for &p in &pages {
+            let f = b.alloc();
+            b.map(&mem, cr3, p, f);
+        }
+        // Some more pages so each space has a working set beyond the instruction.
+        for k in 0..4u64 {
+            b.map(&mem, cr3, 0x100_0000 + (k << 22), data);
+        }
+    }
+    assert!(b.next < 1200);
+    let insn = [
+        (0x40_0ff8u64, FETCH),
+        (0x40_1000, FETCH),
+        (0x7f_fff8, RD),
+        (0x80_0000, RD),
+        (0xc0_0ffc, WR),
+        (0xc0_1000, WR),
+    ];
+    let mut host = Host::new();
+    let cfg = Config {
+        root_cache_size: MAX_ROOT_CACHE,
+        max_shadow_pages: 64,
+        ..Config::DEFAULT
+    };
+    let mut mmu = start(mode, cfg, &mem, &mut host, roots[0]);
+    let mut worst = 0;
+    for round in 0..3 {
+        for (k, &cr3) in roots.iter().enumerate() {
+            let (r, n) = steps(&mut mmu, |m| {
+                retry_oom(&mut host, |h| m.set_cr3(h, &mem, cr3))
+            });
+            assert_eq!(r, CtlOutcome::Ok);
+            assert!(n <= 8 * 1024, "a CR3 write took {n} engine steps");
+            assert!(
+                mmu.shadow_pages() <= 64,
+                "limit exceeded after CR3 write: {}",
+                mmu.shadow_pages()
+            );
+            let passes = run_insn(&mut mmu, &mut host, &mem, &insn, 40);
+            worst = worst.max(passes);
+            assert!(
+                mmu.shadow_pages() <= 64,
+                "limit exceeded: {}",
+                mmu.shadow_pages()
+            );
+            for j in 0..4u64 {
+                let gva = 0x100_0000 + (((j + k as u64 + round) % 4) << 22);
+                let want = if mode == 0 { hpa(gva >> 12) } else { hpa(data) };
+                assert_eq!(
+                    cpu_access(&mut mmu, &mut host, &mem, gva, RD, None),
+                    CpuResult::Ok(want)
+                );
+            }
+        }
+    }
+    // Bounded: at most one fault per page-table level per access, plus the instruction.
+    assert!(
+        worst <= 1 + insn.len() * 4,
+        "mode {mode}: an instruction took {worst} passes"
+    );
+    // Paging off needs only the identity root's direct pages: nothing to reclaim.
+    if mode != 0 {
+        assert!(
+            mmu.stats().get(Counter::ShadowPagesReclaimed) > 0,
+            "no reclaim under a 64-page limit"
+        );
+    }
+    if mode == 1 {
+        // 40 spaces of 4 pinned pages each would be 160: cached roots were dropped.
+        assert!(
+            mmu.stats().get(Counter::RootsEvicted) > 0,
+            "no cached root evicted"
+        );
+    }
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+#[test]
+fn progress_under_pressure_bits32() {
+    progress_under_pressure(1);
+}
+
+#[test]
+fn progress_under_pressure_pae() {
+    progress_under_pressure(2);
+}
+
+#[test]
+fn progress_under_pressure_long4() {
+    progress_under_pressure(3);
+}
+
+#[test]
+fn progress_under_pressure_paging_off() {
+    progress_under_pressure(0);
+}
+
+// ------------------------------------------------------------------ issue 10 item 1
+
+/// CR2 is the full 64-bit linear address, bits 63:48 included.
+#[test]
+fn cr2_keeps_the_upper_bits() {
+    let mem = GMem::new(16, &[]);
+    let mut host = Host::new();
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, 1 << 12);
+    let gva = 0xffff_8880_0000_1000u64;
+    let out = retry_oom(&mut host, |h| mmu.page_fault(h, &mem, gva, 0, 0, false));
+    assert_eq!(
+        out,
+        PfOutcome::Inject(PageFault {
+            error_code: 0,
+            cr2: gva
+        })
+    );
+    assert_eq!(
+        mmu.translate(&mem, gva + 5, RD.to_engine()),
+        Err(PageFault {
+            error_code: 0,
+            cr2: gva + 5
+        })
+    );
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+// ------------------------------------------------------------------ issue 10 item 7
+
+/// Writes to a root-level table that is used in between (a 32-bit page directory, a
+/// KPTI-style user PGD switched to and used) must not count as flooding: the count
+/// resets on use from the root level down, so the cached root survives.
+#[test]
+fn root_level_flood_count_resets_on_use() {
+    for mode in [1u8, 3] {
+        let mem = GMem::new(64, &[]);
+        let mut b = Builder { mode, next: 1 };
+        let (ra, rb) = (b.root(), b.root());
+        let data = b.alloc();
+        b.map(&mem, ra, 0x1000, data);
+        b.map(&mem, rb, 0x1000, data);
+        // A maps B's root-level table at 0x200000 (to write it).
+        b.map(&mem, ra, 0x20_0000, rb >> 12);
+        let mut host = Host::new();
+        let mut mmu = start(mode, Config::DEFAULT, &mem, &mut host, ra);
+        retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, rb));
+        assert_eq!(
+            cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+            CpuResult::Ok(hpa(data))
+        );
+        retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, ra));
+        let misses = mmu.stats().get(Counter::RootCacheMisses);
+        let esz = b.esz();
+        for i in 0..6u64 {
+            // In A: write an entry of B's root table (emulated: it is shadowed and pinned).
+            let gva_b = (8 + i) << if mode == 1 { 22 } else { 39 };
+            let idx = 8 + i;
+            let pte = b.read(&mem, rb >> 12, 0);
+            let r = cpu_access(
+                &mut mmu,
+                &mut host,
+                &mem,
+                0x20_0000 + idx * esz,
+                WR,
+                Some((pte, esz as u32)),
+            );
+            assert!(matches!(r, CpuResult::Emulated(_)), "mode {mode}: {r:?}");
+            // Switch to B and use the new entry: a fault through B's root table.
+            retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, rb));
+            assert_eq!(
+                cpu_access(&mut mmu, &mut host, &mem, gva_b | 0x1000, RD, None),
+                CpuResult::Ok(hpa(data))
+            );
+            retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, ra));
+        }
+        assert_eq!(
+            mmu.stats().get(Counter::RootCacheMisses),
+            misses,
+            "mode {mode}: a used root table was taken for a flood"
+        );
+        assert_eq!(mmu.stats().get(Counter::FloodUnshadows), 0);
+        mmu.teardown(&mut host);
+        assert_eq!(host.live(), 0);
+    }
+}
+
+// ------------------------------------------------------------------ issue 10 item 6
+
+/// The vCPU's fallback for a write the emulator cannot do: unprotect and re-enter. It
+/// must end (the write goes through, or the engine says it cannot and the vCPU reports
+/// an internal error) in a bounded number of steps.
+fn fallback(
+    mmu: &mut Mmu,
+    host: &mut Host,
+    mem: &GMem,
+    rip: u64,
+    gva: u64,
+    a: Acc,
+) -> Result<u64, &'static str> {
+    for _ in 0..20 {
+        match hw_walk(mmu, host, gva, a) {
+            Ok(h) => return Ok(h),
+            Err(ec) => match retry_oom(host, |h| mmu.page_fault(h, mem, gva, ec, a.cpl, a.ac)) {
+                PfOutcome::Fixed => {}
+                PfOutcome::EmulateWrite { gpa } => {
+                    if !mmu.unprotect(host, mem, rip, gpa) {
+                        return Err("internal error");
+                    }
+                }
+                o => panic!("unexpected {o:?}"),
+            },
+        }
+    }
+    panic!("unprotect-and-retry loops");
+}
+
+#[test]
+fn unemulatable_write_never_loops() {
+    // 32-bit guest, every page-table write emulated (no unsync): A's page directory
+    // (pinned by the current root) is mapped at 0x400000, B's (pinned by a cached root)
+    // at 0x401000, and the page table of 0x400000.. maps itself at 0x402000.
+    let mem = GMem::new(32, &[]);
+    let mut b = Builder { mode: 1, next: 1 };
+    let ra = b.root();
+    let rb = b.root();
+    let data = b.alloc();
+    b.map(&mem, ra, 0x1000, data);
+    b.map(&mem, rb, 0x1000, data);
+    b.map(&mem, ra, 0x40_0000, ra >> 12);
+    b.map(&mem, ra, 0x40_1000, rb >> 12);
+    let pt1 = b.read(&mem, ra >> 12, 1) >> 12;
+    b.map(&mem, ra, 0x40_2000, pt1);
+    let mut host = Host::new();
+    let cfg = Config {
+        unsync: false,
+        ..Config::DEFAULT
+    };
+    let mut mmu = start(1, cfg, &mem, &mut host, rb);
+    retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, ra));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(data))
+    );
+    // The current root's own page directory: cannot be unprotected.
+    assert_eq!(
+        fallback(&mut mmu, &mut host, &mem, 0x100, 0x40_0010, WR),
+        Err("internal error")
+    );
+    // A cached root's page directory: the cached root goes, the write goes through.
+    assert!(fallback(&mut mmu, &mut host, &mem, 0x100, 0x40_1010, WR).is_ok());
+    assert!(!mmu.is_shadowed(rb >> 12));
+    // The page table on the store's own translation path.
+    assert_eq!(
+        fallback(&mut mmu, &mut host, &mem, 0x100, 0x40_2020, WR),
+        Err("internal error")
+    );
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+#[test]
+fn unemulatable_write_under_wp0_smap_never_loops() {
+    // CR0.WP=0 + SMAP: a supervisor write to a read-only user page is emulated; the
+    // fallback cannot help (no page table involved).
+    let mem = GMem::new(16, &[]);
+    let mut b = Builder { mode: 3, next: 1 };
+    let ra = b.root();
+    let data = b.alloc();
+    b.map(&mem, ra, 0x1000, data);
+    let mut host = Host::new();
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
+    // Make the leaf read-only user, WP=0, SMAP on.
+    let pt = {
+        let l4 = mem.read(ra, 8) >> 12 & 0xf_ffff;
+        let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
+        mem.read(l3 << 12, 8) >> 12 & 0xf_ffff
+    };
+    w8(&mem, pt, 1, (data << 12) | PTE_P | PTE_U | PTE_A | PTE_D);
+    let (_, cr4, efer) = mode_regs(3);
+    retry_oom(&mut host, |h| {
+        mmu.set_mode(h, &mem, CR0_PE | CR0_PG, cr4 | CR4_SMAP, efer)
+    });
+    let a = Acc { ac: true, ..WR };
+    assert_eq!(
+        fallback(&mut mmu, &mut host, &mem, 0x100, 0x1000, a),
+        Err("internal error")
+    );
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+// ------------------------------------------------------------------ issue 10 item 8
+
+/// An emulated store that crosses into a page that faults changes nothing: not the bytes
+/// on the first page, not its A/D bits; CR2 is the address on the second page.
+#[test]
+fn page_crossing_emulated_write_is_all_or_nothing() {
+    use shadowvm_mmu::emulate::{self, gpr, CodeSize, Env, Outcome, Regs};
+    let mem = GMem::new(16, &[]);
+    let mut b = Builder { mode: 3, next: 1 };
+    let ra = b.root();
+    let data = b.alloc();
+    b.map(&mem, ra, 0x1000, data);
+    let pt = {
+        let l4 = mem.read(ra, 8) >> 12 & 0xf_ffff;
+        let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
+        mem.read(l3 << 12, 8) >> 12 & 0xf_ffff
+    };
+    // 0x2000: present but read-only.
+    w8(&mem, pt, 2, (data << 12) | PTE_P | PTE_U);
+    let mut host = Host::new();
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
+    let before = (mem.frame_copy(data), mem.frame_copy(pt));
+    let insn = emulate::decode(&[0x48, 0x89, 0x07], CodeSize::Bits64).unwrap();
+    let mut regs = Regs {
+        gpr: [0; 16],
+        rip: 0x5000,
+        rflags: 2,
+    };
+    regs.gpr[gpr::RDI] = 0x1ffc;
+    regs.gpr[gpr::RAX] = 0x1122_3344_5566_7788;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    let out = emulate::execute(&insn, &mut regs, &Env::default(), &mut m, None).unwrap();
+    assert_eq!(
+        out,
+        Outcome::Exception(emulate::Exception::Pf {
+            addr: 0x2000,
+            error_code: PFERR_P | PFERR_W
+        })
+    );
+    assert_eq!(m.last_store, None);
+    assert!(
+        before.0 == mem.frame_copy(data),
+        "first page written by a faulting store"
+    );
+    assert!(
+        before.1 == mem.frame_copy(pt),
+        "A/D bits set by a faulting store"
+    );
+    assert_eq!(regs.rip, 0x5000);
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
