@@ -17,6 +17,10 @@ BINDGEN=$SHADOWVM_CACHE/bindgen-$BINDGEN_VERSION/bin/bindgen
 KMAKE=(make -C "$src" O="$build" LLVM=-$LLVM_VERSION RUSTC=/usr/bin/rustc BINDGEN="$BINDGEN"
 	RUST_LIB_SRC=/usr/lib/rustlib/src/rust/library -j"$(nproc)")
 
+mkdir -p "$SHADOWVM_CACHE/build"
+# One build per key at a time (several checkouts share the cache): wait for the other.
+exec 9>"$build.lock"
+flock 9
 if [ -f "$build/.shadowvm-done" ]; then
 	echo "$build"
 	exit 0

@@ -27,7 +27,7 @@ rm -f "$log"
 cat > "$work/bochsrc" <<RC
 megs: 512
 cpu: model=corei7_haswell_4770, count=$cpus, ips=200000000, ignore_bad_msrs=1
-romimage: file=/usr/share/bochs/BIOS-bochs-latest
+romimage: file=/usr/share/bochs/BIOS-bochs-latest, options=fastboot
 vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest
 ata0-master: type=cdrom, path=$work/boot.iso, status=inserted
 boot: cdrom
