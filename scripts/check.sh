@@ -107,8 +107,8 @@ job_debug_initramfs() {
 	rm -rf "$DBG/tests" "$DBG/guests" "$DBG/bin"
 	cp -r "$SHADOWVM_OUT/tests" "$SHADOWVM_OUT/guests" "$SHADOWVM_OUT/bin" "$DBG/" &&
 		SHADOWVM_OUT=$DBG "$SHADOWVM_TOP/scripts/build-initramfs.sh" "$kdbg" "$(cat "$JOBS/debug.ko")" \
-			"$DBG/initramfs.cpio.gz" &&
-		echo "$kdbg/arch/x86/boot/bzImage $DBG/initramfs.cpio.gz" > "$JOBS/images.debug"
+			"$DBG/initramfs.cpio" &&
+		echo "$kdbg/arch/x86/boot/bzImage $DBG/initramfs.cpio" > "$JOBS/images.debug"
 }
 
 # summarize <tier> <serial log> <suites>: judges the log, prints FAIL lines, writes the result.
