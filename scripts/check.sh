@@ -52,8 +52,11 @@ rm -rf "$JOBS"
 mkdir -p "$JOBS"
 : > "$COUNTS"
 start=$(date +%s)
-TTY=0
-[ -t 2 ] && TTY=1
+TTY=0 COLS=100
+if [ -t 2 ]; then
+	TTY=1
+	COLS=$(tput cols 2>/dev/null || echo 100)
+fi
 
 # Job bodies. Each runs in the background with its output in $LOGS/<job>.log. Exit status
 # 0: the job ran (its tests may have failed; their counts are in $COUNTS); non-zero: it
@@ -211,7 +214,14 @@ status() {
 		fi
 		s+="  $n ${t}s${cur:+ [$cur]}"
 	done
-	printf '\r\033[K[%ds]%s' $(($(date +%s) - start)) "${s:0:$((${COLUMNS:-100} - 8))}" >&2
+	printf '\r\033[K[%ds]%s' $(($(date +%s) - start)) "${s:0:$((COLS - 8))}" >&2
+}
+
+# cpu_s <job>: the CPU seconds of a finished job (from the output of the shell's times).
+cpu_s() {
+	[ -f "$JOBS/$1.cpu" ] || return 0
+	awk '{ for (i = 1; i <= NF; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } }
+		END { printf "%d", t + 0.5 }' "$JOBS/$1.cpu"
 }
 
 tier_broken() { echo "$1 0 1 0" >> "$COUNTS"; say "  FAIL $1: $2"; }
@@ -225,7 +235,7 @@ finish() {
 	[ -f "$JOBS/$n.split" ] && res+=" ($(cat "$JOBS/$n.split"))"
 	if [ "$rc" = 0 ]; then
 		STATE[$n]=done
-		say "done  $n in ${secs}s$res"
+		say "done  $n in ${secs}s (CPU $(cpu_s "$n")s)$res"
 		grep -h -E '^  FAIL|^    (FUZZ|HOSTILE|LIFECYCLE)-TOTAL' "$LOGS/$n.log" >&2
 	else
 		STATE[$n]=failed
@@ -242,8 +252,11 @@ launch() {
 	STATE[$n]=running
 	say "start $n: ${DESC[$n]}"
 	# shellcheck disable=SC2086 # BODY is a function name and its arguments
-	# The status file is written however the body ends (also on an unset variable).
-	( trap 'echo $? > "$JOBS/$n.rc"' EXIT; ${BODY[$n]} ) > "$LOGS/$n.log" 2>&1 < /dev/null &
+	# The status file is written however the body ends (also on an unset variable), with
+	# the CPU time the job used (user + system of its processes): on a shared machine
+	# that says more about a job's cost than its wall time.
+	( trap 'rc=$?; times | tail -n 1 > "$JOBS/$n.cpu"; echo $rc > "$JOBS/$n.rc"' EXIT
+		${BODY[$n]} ) > "$LOGS/$n.log" 2>&1 < /dev/null &
 	PID[$n]=$!
 }
 
@@ -293,11 +306,12 @@ total=$(($(date +%s) - start))
 read -r P F S < <(awk '{ p += $2; f += $3; s += $4 } END { print p+0, f+0, s+0 }' "$COUNTS")
 echo
 echo "make check$( ((QUICK)) && echo -quick): $total s wall time; per job (jobs overlap):"
+printf '  %-16s %6s %6s  %s\n' job wall CPU result
 for n in "${ORDER[@]}"; do
-	t="-"
-	[ -n "${T1[$n]:-}" ] && t="$((T1[$n] - T0[$n])) s"
+	t="-" c="-"
+	[ -n "${T1[$n]:-}" ] && t="$((T1[$n] - T0[$n]))s" c="$(cpu_s "$n")s"
 	res=$(awk -v n="$n" '$1 == n { printf "%d passed, %d failed, %d skipped", $2, $3, $4 }' "$COUNTS")
-	printf '  %-16s %7s  %s\n' "$n" "$t" "${res:-${STATE[$n]}}"
+	printf '  %-16s %6s %6s  %s\n' "$n" "$t" "$c" "${res:-${STATE[$n]}}"
 done
 echo "Logs: $LOGS"
 [ "$F" = 0 ] || echo "Something failed: the FAIL lines above name it; the logs hold the details."
