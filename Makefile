@@ -1,6 +1,7 @@
 # shadowvm: top-level entry points.
 #   make            build shadowvm.ko (against KDIR, or the cached test kernel built on demand)
-#   make check      everything: host tests, QEMU tier, Bochs (VMX) tier; one summary line
+#   make check      everything: host tests, QEMU tier, Bochs (VMX) tiers; one summary line
+#   make check-quick  the development loop: host tests, build, one Bochs boot (module, api, guests)
 #   make demo       boot Bochs, load the module, show what it found, run a guest on it
 #   make bench      benchmark guests under shadowvm, KVM ept=0 and ept=1: out/bench/results.md
 #   make setup      install host packages and tools only
@@ -10,7 +11,7 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all module setup kernel check demo bench clean
+.PHONY: all module setup kernel check check-quick demo bench clean
 all: module
 
 setup:
@@ -24,6 +25,9 @@ module: $(if $(KDIR),,setup)
 
 check:
 	@$(S)/check.sh
+
+check-quick:
+	@$(S)/check.sh --quick
 
 demo:
 	@$(S)/demo.sh

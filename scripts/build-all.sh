@@ -19,5 +19,5 @@ if [ -f "$SHADOWVM_TOP/samples/guests/Makefile" ]; then
 	logged "$SHADOWVM_OUT/logs/guests-build.log" make -C "$SHADOWVM_TOP/samples/guests" O="$SHADOWVM_OUT/guests"
 fi
 step "Packing the initramfs"
-"$SHADOWVM_TOP/scripts/build-initramfs.sh" "$kbuild" "$ko" "$SHADOWVM_OUT/initramfs.cpio.gz"
-echo "$kbuild/arch/x86/boot/bzImage $SHADOWVM_OUT/initramfs.cpio.gz"
+"$SHADOWVM_TOP/scripts/build-initramfs.sh" "$kbuild" "$ko" "$SHADOWVM_OUT/initramfs.cpio"
+echo "$kbuild/arch/x86/boot/bzImage $SHADOWVM_OUT/initramfs.cpio"
