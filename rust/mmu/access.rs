@@ -212,10 +212,11 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
         if let Some(p) = mmio {
             let src = data.get(p.off..p.off.saturating_add(p.len)).ok_or(MemFault::Host)?;
             let mut bytes = [0u8; 8];
-            bytes
-                .get_mut(..p.len)
-                .ok_or(MemFault::Host)?
-                .copy_from_slice(src);
+            let dst = bytes.get_mut(..p.len).ok_or(MemFault::Host)?;
+            // Same length (both p.len); a zip has no length-mismatch panic path.
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s;
+            }
             self.mmio_write = Some((p.gpa, bytes, p.len as u32));
         }
         Ok(())

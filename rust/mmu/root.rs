@@ -123,8 +123,10 @@ impl Mmu {
     /// Needs the reserves of `topup(ROOT_PAGES, ROOT_RECS, 1)` (low page unless 4-level).
     pub(super) fn switch_root<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(&mut self, src: &mut P, mem: &G) {
         let (key, role) = self.root_key();
-        let mut cached = self.cached_roots_list().iter().copied().enumerate();
-        if let Some((pos, r)) = cached.find(|&(_, r)| self.root_matches(r, key, role)) {
+        // (`position` on a slice iterator has no overflow check; `enumerate` has one.)
+        let list = self.cached_roots_list();
+        let hit = list.iter().position(|&r| self.root_matches(r, key, role));
+        if let Some((pos, &r)) = hit.and_then(|pos| Some((pos, list.get(pos)?))) {
             // Slot pos holds r: move it to the front (pos < nroots <= MAX_ROOT_CACHE).
             self.roots_shift_in(r, pos.saturating_add(1));
             self.cur_root = r;
@@ -254,7 +256,8 @@ impl Mmu {
             return 0;
         };
         let pdptes = self.ctx.pdptes;
-        for (i, p) in pdptes.into_iter().enumerate() {
+        // (Not `enumerate`: its counter carries an overflow check in the kernel build.)
+        for (i, p) in (0..4usize).zip(pdptes) {
             let (gfn, role_i, present) = match self.ctx.mode {
                 GuestMode::Off => ((i as u64) << 18, base.with(2, true, 0, ACC_ALL), true),
                 GuestMode::Bits32 => ((key & 0xffff_f000) >> 12, base.with(2, false, i as u32, ACC_ALL), true),
