@@ -1,6 +1,7 @@
 # shadowvm: top-level entry points.
 #   make            build shadowvm.ko (against KDIR, or the cached test kernel built on demand)
 #   make check      everything: host tests, QEMU tier, Bochs (VMX) tier; one summary line
+#   make lint       cargo clippy --workspace --release (fails on a panicking form in rust/mmu)
 #   make demo       boot Bochs, load the module, show what it found, run a guest on it
 #   make bench      benchmark guests under shadowvm, KVM ept=0 and ept=1: out/bench/results.md
 #   make setup      install host packages and tools only
@@ -10,7 +11,7 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all module setup kernel check demo bench clean
+.PHONY: all module setup kernel check lint demo bench clean
 all: module
 
 setup:
@@ -24,6 +25,9 @@ module: $(if $(KDIR),,setup)
 
 check:
 	@$(S)/check.sh
+
+lint:
+	cargo clippy --workspace --release
 
 demo:
 	@$(S)/demo.sh
