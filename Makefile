@@ -2,6 +2,7 @@
 #   make            build shadowvm.ko (against KDIR, or the cached test kernel built on demand)
 #   make check      everything: host tests, QEMU tier, Bochs (VMX) tiers; one summary line
 #   make check-quick  the development loop: host tests, build, one Bochs boot (module, api, guests)
+#   make lint       cargo clippy --workspace --release (fails on a panicking form in rust/mmu)
 #   make demo       boot Bochs, load the module, show what it found, run a guest on it
 #   make bench      benchmark guests under shadowvm, KVM ept=0 and ept=1: out/bench/results.md
 #   make setup      install host packages and tools only
@@ -11,7 +12,7 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all module setup kernel check check-quick demo bench clean
+.PHONY: all module setup kernel check check-quick lint demo bench clean
 all: module
 
 setup:
@@ -28,6 +29,9 @@ check:
 
 check-quick:
 	@$(S)/check.sh --quick
+
+lint:
+	cargo clippy --workspace --release
 
 demo:
 	@$(S)/demo.sh

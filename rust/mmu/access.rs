@@ -97,7 +97,9 @@ impl<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> EngineAccess<'a, P, G>
         let mut done = 0;
         while done < len {
             let la = linear.wrapping_add(done as u64);
-            let l = core::cmp::min(len - done, 4096 - (la & 0xfff) as usize);
+            // done < len and (la & 0xfff) < 4096: neither subtraction saturates, and l >= 1.
+            let in_page = 4096usize.saturating_sub((la & 0xfff) as usize);
+            let l = core::cmp::min(len.saturating_sub(done), in_page);
             let p = pieces.get_mut(n).ok_or(MemFault::Host)?;
             *p = Piece {
                 off: done,
@@ -105,8 +107,9 @@ impl<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> EngineAccess<'a, P, G>
                 gpa: 0,
             };
             walk::walk(&self.mmu.paging(), self.mem, la, access, false).map_err(pf)?;
-            n += 1;
-            done += l;
+            // n < MAX_PIECES (the piece exists) and done + l <= len.
+            n = n.saturating_add(1);
+            done = done.saturating_add(l);
         }
         for p in pieces.iter_mut().take(n) {
             p.gpa = self
@@ -120,7 +123,8 @@ impl<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> EngineAccess<'a, P, G>
     /// Host pointer to `len` bytes of RAM at `gpa` (within one frame), if backed.
     fn ram(&self, gpa: u64, len: usize) -> Option<*mut u8> {
         let off = (gpa & 0xfff) as usize;
-        if off + len > 4096 {
+        // Saturates (and fails the check) only for an absurd len.
+        if off.saturating_add(len) > 4096 {
             return None;
         }
         let f = self.mem.frame(gpa >> 12)?;
@@ -169,7 +173,8 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
     fn read(&mut self, addr: &Addr, buf: &mut [u8]) -> Result<(), MemFault> {
         let (pieces, n) = self.translate(addr.linear, buf.len(), false)?;
         for p in pieces.iter().take(n) {
-            let dst = buf.get_mut(p.off..p.off + p.len).ok_or(MemFault::Host)?;
+            // p.off + p.len <= buf.len() (translate's pieces); `get_mut` checks it anyway.
+            let dst = buf.get_mut(p.off..p.off.saturating_add(p.len)).ok_or(MemFault::Host)?;
             let Some(src) = self.ram(p.gpa, p.len) else {
                 return Err(MemFault::Mmio);
             };
@@ -193,24 +198,25 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
             }
         }
         for p in pieces.iter().take(n) {
-            let src = data.get(p.off..p.off + p.len).ok_or(MemFault::Host)?;
+            let src = data.get(p.off..p.off.saturating_add(p.len)).ok_or(MemFault::Host)?;
             if let Some(dst) = self.ram(p.gpa, p.len) {
                 // SAFETY: `ram` returned a pointer to `p.len` bytes of one guest frame.
                 unsafe { store_bytes(dst, src) };
                 if self.mmu.is_shadowed(p.gpa >> 12) {
-                    self.pt_writes += 1;
+                    self.pt_writes = self.pt_writes.wrapping_add(1);
                 }
                 self.mmu.guest_wrote(self.src, p.gpa, p.len);
                 self.last_store = Some(p.gpa);
             }
         }
         if let Some(p) = mmio {
-            let src = data.get(p.off..p.off + p.len).ok_or(MemFault::Host)?;
+            let src = data.get(p.off..p.off.saturating_add(p.len)).ok_or(MemFault::Host)?;
             let mut bytes = [0u8; 8];
-            bytes
-                .get_mut(..p.len)
-                .ok_or(MemFault::Host)?
-                .copy_from_slice(src);
+            let dst = bytes.get_mut(..p.len).ok_or(MemFault::Host)?;
+            // Same length (both p.len); a zip has no length-mismatch panic path.
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s;
+            }
             self.mmio_write = Some((p.gpa, bytes, p.len as u32));
         }
         Ok(())
@@ -218,8 +224,10 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
 
     fn cmpxchg(&mut self, addr: &Addr, old: &[u8], new: &[u8]) -> Result<bool, MemFault> {
         let len = old.len();
-        let aligned =
-            matches!(len, 1 | 2 | 4 | 8) && addr.linear & (len as u64 - 1) == 0 && new.len() == len;
+        // `len >= 1` where the mask is computed (matches! short-circuits).
+        let aligned = matches!(len, 1 | 2 | 4 | 8)
+            && addr.linear & (len as u64).saturating_sub(1) == 0
+            && new.len() == len;
         if aligned {
             let (pieces, n) = self.translate(addr.linear, len, true)?;
             if let (1, Some(p)) = (n, pieces.first()) {
@@ -260,7 +268,7 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
                     };
                     if ok {
                         if self.mmu.is_shadowed(p.gpa >> 12) {
-                            self.pt_writes += 1;
+                            self.pt_writes = self.pt_writes.wrapping_add(1);
                         }
                         self.mmu.guest_wrote(self.src, p.gpa, len);
                         self.last_store = Some(p.gpa);

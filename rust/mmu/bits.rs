@@ -76,10 +76,6 @@ pub const fn bits(hi: u32, lo: u32) -> u64 {
     if hi < lo || hi > 63 {
         return 0;
     }
-    let width = hi - lo + 1;
-    if width >= 64 {
-        u64::MAX
-    } else {
-        ((1u64 << width) - 1) << lo
-    }
+    // lo <= hi <= 63: both shift amounts are below 64.
+    u64::MAX.wrapping_shr(63u32.saturating_sub(hi)) & u64::MAX.wrapping_shl(lo)
 }

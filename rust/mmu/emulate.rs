@@ -1311,7 +1311,10 @@ impl<M: EmuMemory + ?Sized> Bus<'_, M> {
                 .data
                 .get(..buf.len())
                 .ok_or(Stop::Err(EmuError::MmioMismatch))?;
-            buf.copy_from_slice(src);
+            // Same length; a zip has no length-mismatch panic path.
+            for (b, s) in buf.iter_mut().zip(src) {
+                *b = *s;
+            }
             return Ok(());
         }
         self.mem

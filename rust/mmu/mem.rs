@@ -176,7 +176,8 @@ impl PageList {
         page_set(p.ptr, 0, self.head.ptr as usize as u64);
         page_set(p.ptr, 1, self.head.hpa);
         self.head = p;
-        self.count += 1;
+        // Bounded by the pages in existence, far below usize::MAX.
+        self.count = self.count.saturating_add(1);
     }
 
     /// Takes a page, zero-filled.
@@ -188,7 +189,8 @@ impl PageList {
         let next_ptr = page_get(p.ptr, 0) as usize as *mut u8;
         let next_hpa = page_get(p.ptr, 1);
         self.head = HostPage { ptr: next_ptr, hpa: next_hpa };
-        self.count -= 1;
+        // A non-null head means count >= 1 (invariant).
+        self.count = self.count.saturating_sub(1);
         page_zero(p.ptr);
         Some(p)
     }
@@ -256,12 +258,15 @@ impl Pool {
 
     /// Records that can be allocated without new pages.
     pub fn available(&self) -> u32 {
-        self.nfree + (self.npages * RECS_PER_PAGE).saturating_sub(self.next)
+        // npages <= MAX_DIRS * PAGES_PER_DIR, so none of this comes near u32::MAX.
+        let cap = self.npages.saturating_mul(RECS_PER_PAGE);
+        self.nfree.saturating_add(cap.saturating_sub(self.next))
     }
 
     /// Whether the next page added needs a new directory page first.
     pub fn needs_dir(&self) -> bool {
-        self.npages >= (self.ndirs as u32) * PAGES_PER_DIR
+        // ndirs <= MAX_DIRS: the product is at most 16384.
+        self.npages >= (self.ndirs as u32).saturating_mul(PAGES_PER_DIR)
     }
 
     /// Whether the pool can grow at all.
@@ -271,11 +276,15 @@ impl Pool {
 
     /// Adds a directory page. Returns the page back if none is needed or there is no room.
     pub fn add_dir(&mut self, p: HostPage) -> Result<(), HostPage> {
-        if !self.needs_dir() || self.ndirs >= MAX_DIRS {
+        if !self.needs_dir() {
             return Err(p);
         }
-        self.dirs[self.ndirs] = p;
-        self.ndirs += 1;
+        let Some(slot) = self.dirs.get_mut(self.ndirs) else {
+            return Err(p);
+        };
+        *slot = p;
+        // ndirs < MAX_DIRS here (the slot exists).
+        self.ndirs = self.ndirs.saturating_add(1);
         Ok(())
     }
 
@@ -289,9 +298,12 @@ impl Pool {
         let Some(dir) = self.dirs.get(d) else {
             return Err(p);
         };
-        page_set(dir.ptr, 2 * i, p.ptr as usize as u64);
-        page_set(dir.ptr, 2 * i + 1, p.hpa);
-        self.npages += 1;
+        // i < PAGES_PER_DIR (256): entries 2i and 2i+1 are inside the directory page.
+        let e = i.saturating_mul(2);
+        page_set(dir.ptr, e, p.ptr as usize as u64);
+        page_set(dir.ptr, e | 1, p.hpa);
+        // needs_dir() was false: npages < ndirs * PAGES_PER_DIR <= 16384.
+        self.npages = self.npages.saturating_add(1);
         Ok(())
     }
 
@@ -303,12 +315,14 @@ impl Pool {
         let pg = ((idx % RECS_PER_DIR) / RECS_PER_PAGE) as usize;
         let r = (idx % RECS_PER_PAGE) as usize;
         let dir = self.dirs.get(d)?;
-        let page = page_get(dir.ptr, 2 * pg) as usize as *mut u8;
+        // pg < PAGES_PER_DIR (256), so 2 * pg < 512.
+        let page = page_get(dir.ptr, pg.saturating_mul(2)) as usize as *mut u8;
         if page.is_null() {
             return None;
         }
-        // SAFETY: `r < 64`, so the record lies inside the 4096-byte record page.
-        Some(unsafe { page.add(r * REC_SIZE) })
+        // SAFETY: `r < 64`, so the record lies inside the 4096-byte record page (and the
+        // product cannot saturate).
+        Some(unsafe { page.add(r.saturating_mul(REC_SIZE)) })
     }
 
     /// Allocates a zeroed record, or returns 0 when the pool is empty.
@@ -316,11 +330,13 @@ impl Pool {
         let idx = if self.free_head != 0 {
             let idx = self.free_head;
             self.free_head = *self.get::<u32>(idx);
-            self.nfree -= 1;
+            // A non-zero free_head means nfree >= 1 (invariant).
+            self.nfree = self.nfree.saturating_sub(1);
             idx
-        } else if self.next < self.npages * RECS_PER_PAGE {
+        } else if self.next < self.npages.saturating_mul(RECS_PER_PAGE) {
             let idx = self.next;
-            self.next += 1;
+            // next < npages * RECS_PER_PAGE <= 2^20.
+            self.next = self.next.saturating_add(1);
             idx
         } else {
             return 0;
@@ -340,7 +356,8 @@ impl Pool {
         let head = self.free_head;
         *self.get_mut::<u32>(idx) = head;
         self.free_head = idx;
-        self.nfree += 1;
+        // nfree < next <= 2^20.
+        self.nfree = self.nfree.saturating_add(1);
     }
 
     /// Shared view of a record.
@@ -371,8 +388,10 @@ impl Pool {
             let d = (n / PAGES_PER_DIR) as usize;
             let i = (n % PAGES_PER_DIR) as usize;
             if let Some(dir) = self.dirs.get(d) {
-                let ptr = page_get(dir.ptr, 2 * i) as usize as *mut u8;
-                let hpa = page_get(dir.ptr, 2 * i + 1);
+                // i < PAGES_PER_DIR (256), as in `add_page`.
+                let e = i.saturating_mul(2);
+                let ptr = page_get(dir.ptr, e) as usize as *mut u8;
+                let hpa = page_get(dir.ptr, e | 1);
                 if !ptr.is_null() {
                     src.free_page(HostPage { ptr, hpa });
                 }

@@ -1,5 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
 
+// The engine runs with interrupts off in VMX operation, where a panic is a kernel BUG with
+// the CPU in VMX operation: no indexing that can go out of bounds, no arithmetic that can
+// overflow (the kernel builds with overflow checks), no unwrap/expect/panic!/unreachable!.
+// Tests may use them. See Documentation/shadow-paging.md, "No panics with interrupts off".
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
+
 //! shadowvm's shadow MMU engine: pure `core` Rust, shared by the kernel module (included
 //! with `#[path = "mmu/mod.rs"] mod mmu;`) and the host tests (`rust/mmu/lib.rs`).
 //!

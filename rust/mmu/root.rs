@@ -17,9 +17,15 @@ pub(super) const ROOT_PAGES: usize = 8;
 pub(super) const ROOT_RECS: u32 = 12;
 
 /// Slot of the PAE root page where the pinned shadow pages' record indices are kept.
-const PAE_SPS: usize = 256;
+pub(super) const PAE_SPS: usize = 256;
 /// Slot of the PAE root page where the guest PDPTEs the root was built from are kept.
 const PAE_GUEST: usize = 260;
+
+/// Entry of the PAE root page holding item `i` (0..4) of the 4-entry table at `base`
+/// (`PAE_SPS` or `PAE_GUEST`, both multiples of 4, so `|` adds without overflow).
+pub(super) const fn pae_slot(base: usize, i: usize) -> usize {
+    base | (i & 3)
+}
 
 /// A cached shadow root.
 ///
@@ -44,6 +50,39 @@ unsafe impl Record for RootRec {}
 impl Mmu {
     pub(super) fn root_rec(&self, r: u32) -> &RootRec {
         self.pool.get::<RootRec>(r)
+    }
+
+    /// The cached roots, most recently used first.
+    fn cached_roots_list(&self) -> &[u32] {
+        self.roots.get(..self.nroots.min(MAX_ROOT_CACHE)).unwrap_or(&[])
+    }
+
+    /// Puts `r` in cache slot 0 and moves the entries of slots `0..len - 1` one slot down:
+    /// inserts at the front (`len = nroots + 1`), or moves slot `len - 1`, which holds
+    /// `r`, to the front. Returns what fell off slot `len - 1`. Slots past the array are
+    /// left alone, so the shift cannot go out of bounds.
+    fn roots_shift_in(&mut self, r: u32, len: usize) -> u32 {
+        let mut carry = r;
+        for slot in self.roots.iter_mut().take(len) {
+            core::mem::swap(slot, &mut carry);
+        }
+        carry
+    }
+
+    /// Removes cache entry `i`, moving the later ones up. `None` if there is no entry `i`.
+    fn roots_remove(&mut self, i: usize) -> Option<u32> {
+        let n = self.nroots.min(MAX_ROOT_CACHE);
+        let tail = self.roots.get_mut(i..n)?;
+        if tail.is_empty() {
+            return None;
+        }
+        let mut carry = 0;
+        for slot in tail.iter_mut().rev() {
+            core::mem::swap(slot, &mut carry);
+        }
+        // Entry i existed, so n >= 1.
+        self.nroots = n.saturating_sub(1);
+        Some(carry)
     }
 
     fn pcide(&self) -> bool {
@@ -74,7 +113,8 @@ impl Mmu {
         }
         if self.ctx.mode == GuestMode::Pae {
             let p = rec.pae_ptr as *mut u8;
-            return (0..4).all(|i| page_get(p, PAE_GUEST + i) == self.ctx.pdptes[i]);
+            let mut pdptes = self.ctx.pdptes.iter().enumerate();
+            return pdptes.all(|(i, &e)| page_get(p, pae_slot(PAE_GUEST, i)) == e);
         }
         true
     }
@@ -83,11 +123,12 @@ impl Mmu {
     /// Needs the reserves of `topup(ROOT_PAGES, ROOT_RECS, 1)` (low page unless 4-level).
     pub(super) fn switch_root<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(&mut self, src: &mut P, mem: &G) {
         let (key, role) = self.root_key();
-        let n = self.nroots.min(MAX_ROOT_CACHE);
-        if let Some(pos) = (0..n).find(|&i| self.root_matches(self.roots[i], key, role)) {
-            let r = self.roots[pos];
-            self.roots.copy_within(0..pos, 1);
-            self.roots[0] = r;
+        // (`position` on a slice iterator has no overflow check; `enumerate` has one.)
+        let list = self.cached_roots_list();
+        let hit = list.iter().position(|&r| self.root_matches(r, key, role));
+        if let Some((pos, &r)) = hit.and_then(|pos| Some((pos, list.get(pos)?))) {
+            // Slot pos holds r: move it to the front (pos < nroots <= MAX_ROOT_CACHE).
+            self.roots_shift_in(r, pos.saturating_add(1));
             self.cur_root = r;
             self.root_hpa = self.root_rec(r).hpa;
             self.stats.inc(Counter::RootCacheHits);
@@ -103,14 +144,15 @@ impl Mmu {
             return;
         }
         if self.nroots >= self.cfg.root_cache_size.min(MAX_ROOT_CACHE) {
-            let last = self.roots[self.nroots - 1];
-            self.nroots -= 1;
-            self.free_root(src, last);
+            // root_cache_size >= 1 (Mmu::new), so the cache is not empty here.
+            if let Some(last) = self.roots_remove(self.nroots.saturating_sub(1)) {
+                self.free_root(src, last);
+            }
         }
-        let n = self.nroots;
-        self.roots.copy_within(0..n, 1);
-        self.roots[0] = r;
-        self.nroots += 1;
+        // Now nroots < root_cache_size <= MAX_ROOT_CACHE: nothing falls off the end.
+        let n = self.nroots.min(MAX_ROOT_CACHE);
+        self.roots_shift_in(r, n.saturating_add(1));
+        self.nroots = n.saturating_add(1).min(MAX_ROOT_CACHE);
         self.cur_root = r;
         self.root_hpa = self.root_rec(r).hpa;
     }
@@ -134,13 +176,13 @@ impl Mmu {
     /// Drops the least recently used cached root that is not the current one (its pages
     /// become unpinned and reclaimable). False if there is none.
     pub(super) fn evict_cached_root<P: PageSource + ?Sized>(&mut self, src: &mut P) -> bool {
-        let n = self.nroots.min(MAX_ROOT_CACHE);
-        let Some(i) = (0..n).rev().find(|&i| self.roots[i] != self.cur_root) else {
+        let cur = self.cur_root;
+        let Some(i) = self.cached_roots_list().iter().rposition(|&r| r != cur) else {
             return false;
         };
-        let r = self.roots[i];
-        self.roots.copy_within(i + 1..n, i);
-        self.nroots = n - 1;
+        let Some(r) = self.roots_remove(i) else {
+            return false;
+        };
         self.free_root(src, r);
         self.stats.inc(Counter::RootsEvicted);
         true
@@ -157,7 +199,7 @@ impl Mmu {
         }
         let p = self.root_rec(self.cur_root).pae_ptr as *mut u8;
         for i in 0..4 {
-            let q = page_get(p, PAE_SPS + i) as u32;
+            let q = page_get(p, pae_slot(PAE_SPS, i)) as u32;
             if q != 0 {
                 self.sp_mut(q).write_count = 0;
             }
@@ -175,7 +217,7 @@ impl Mmu {
             self.sp_mut(sp).write_count = 0;
         }
         for i in 0..4 {
-            let q = page_get(p, PAE_SPS + i) as u32;
+            let q = page_get(p, pae_slot(PAE_SPS, i)) as u32;
             if q != 0 {
                 self.sp_mut(q).write_count = 0;
             }
@@ -213,13 +255,14 @@ impl Mmu {
             self.pool.free(r);
             return 0;
         };
-        for i in 0..4usize {
+        let pdptes = self.ctx.pdptes;
+        // (Not `enumerate`: its counter carries an overflow check in the kernel build.)
+        for (i, p) in (0..4usize).zip(pdptes) {
             let (gfn, role_i, present) = match self.ctx.mode {
                 GuestMode::Off => ((i as u64) << 18, base.with(2, true, 0, ACC_ALL), true),
                 GuestMode::Bits32 => ((key & 0xffff_f000) >> 12, base.with(2, false, i as u32, ACC_ALL), true),
                 _ => {
-                    let p = self.ctx.pdptes[i];
-                    page_set(pae.ptr, PAE_GUEST + i, p);
+                    page_set(pae.ptr, pae_slot(PAE_GUEST, i), p);
                     ((p & bits(51, 12)) >> 12, base.with(2, false, 0, ACC_ALL), p & PTE_P != 0)
                 }
             };
@@ -233,7 +276,7 @@ impl Mmu {
             self.pin(sp);
             let hpa = self.sp(sp).spt_hpa;
             page_set(pae.ptr, i, (hpa & bits(51, 12)) | PTE_P);
-            page_set(pae.ptr, PAE_SPS + i, sp as u64);
+            page_set(pae.ptr, pae_slot(PAE_SPS, i), sp as u64);
         }
         let rec = self.pool.get_mut::<RootRec>(r);
         rec.key = key;
@@ -254,7 +297,7 @@ impl Mmu {
         }
         if !pae.is_null() {
             for i in 0..4 {
-                let s = page_get(pae.ptr, PAE_SPS + i) as u32;
+                let s = page_get(pae.ptr, pae_slot(PAE_SPS, i)) as u32;
                 if s != 0 {
                     self.unpin(s);
                 }
@@ -275,7 +318,7 @@ impl Mmu {
             return true;
         }
         let p = rec.pae_ptr as *mut u8;
-        !p.is_null() && (0..4).any(|i| page_get(p, PAE_SPS + i) as u32 == sp)
+        !p.is_null() && (0..4).any(|i| page_get(p, pae_slot(PAE_SPS, i)) as u32 == sp)
     }
 
     /// Drops from the root cache every root but the current one that pins `sp`. Called
@@ -284,14 +327,14 @@ impl Mmu {
     /// an emulated exit. Needs no memory.
     pub(super) fn uncache_roots_pinning<P: PageSource + ?Sized>(&mut self, src: &mut P, sp: u32) {
         let mut i = 0;
-        while i < self.nroots {
-            let r = self.roots[i];
+        while let Some(&r) = self.cached_roots_list().get(i) {
             if r != self.cur_root && self.root_pins(r, sp) {
-                self.roots.copy_within(i + 1..self.nroots, i);
-                self.nroots -= 1;
-                self.free_root(src, r);
+                if let Some(r) = self.roots_remove(i) {
+                    self.free_root(src, r);
+                }
             } else {
-                i += 1;
+                // i < nroots <= MAX_ROOT_CACHE.
+                i = i.saturating_add(1);
             }
         }
     }
@@ -302,7 +345,8 @@ impl Mmu {
         let mut p = [0u64; 4];
         let ctx = self.ctx;
         for (i, e) in p.iter_mut().enumerate() {
-            let v = read_gpte(mem, base + 8 * i as u64, 8);
+            // base is 32-byte aligned and i < 4: PDPTE i is at base | 8i.
+            let v = read_gpte(mem, base | (i as u64) << 3, 8);
             if v & PTE_P != 0 && v & ctx.pdpte_rsvd() != 0 {
                 return None;
             }
@@ -498,7 +542,8 @@ impl Mmu {
                 return;
             }
             sp = child;
-            level -= 1;
+            // level > 1 here (level 1 returned above).
+            level = level.saturating_sub(1);
         }
     }
 
@@ -536,8 +581,7 @@ impl Mmu {
     /// Gives every page back to `src`. The engine is empty afterwards (paging off, no
     /// root) and can be reused after [`Mmu::set_mode`].
     pub fn teardown<P: PageSource + ?Sized>(&mut self, src: &mut P) {
-        for i in 0..self.nroots.min(MAX_ROOT_CACHE) {
-            let r = self.roots[i];
+        for &r in self.cached_roots_list() {
             let rec = self.root_rec(r);
             let pae = HostPage { ptr: rec.pae_ptr as *mut u8, hpa: rec.pae_hpa };
             if !pae.is_null() {

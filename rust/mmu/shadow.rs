@@ -6,6 +6,7 @@
 
 use super::bits::*;
 use super::mem::{page_get, page_set, GuestMemory, HostPage, PageSource, Record};
+use super::root::{pae_slot, PAE_SPS};
 use super::stats::Counter;
 use super::walk::{self, Access, Format, GuestMode, PagingCtx, Walk, ACC_ALL, ACC_U, ACC_W, ACC_X};
 use super::{Mmu, MmuError, PfOutcome};
@@ -180,7 +181,9 @@ pub(super) fn sref_slot(r: u32) -> usize {
 /// Index of `gva` in a shadow table of `level` (same for PAE and 4-level shadows; the PAE
 /// root uses bits 31:30).
 pub(super) fn sidx(gva: u64, level: u8) -> usize {
-    ((gva >> (12 + 9 * (level.saturating_sub(1) as u32 & 3))) & 511) as usize
+    // level - 1 is masked to 0..=3, so the shift is at most 39.
+    let shift = 12u32.saturating_add(9u32.saturating_mul(level.saturating_sub(1) as u32 & 3));
+    ((gva >> shift) & 511) as usize
 }
 
 impl Mmu {
@@ -403,7 +406,8 @@ impl Mmu {
         while d != 0 {
             self.work = self.work.wrapping_add(15);
             for i in 0..15 {
-                let r = self.pool.get::<Desc>(d).refs[i];
+                // Read afresh each time: `f` may change the descriptor.
+                let r = self.pool.get::<Desc>(d).refs.get(i).copied().unwrap_or(0);
                 if r != 0 {
                     f(self, r);
                 }
@@ -512,18 +516,19 @@ impl Mmu {
         if g == 0 {
             return 0;
         }
-        let mut n = 0;
+        let mut n = 0usize;
         let head = self.gr(g).rmap;
-        self.list_for_each(head, |_, _| n += 1);
+        // At most one entry per shadow entry in existence: far below usize::MAX.
+        self.list_for_each(head, |_, _| n = n.saturating_add(1));
         n
     }
 
     /// Number of out-of-sync guest frames (test and debugging aid).
     pub fn unsync_frames(&self) -> usize {
-        let mut n = 0;
+        let mut n = 0usize;
         let mut g = self.unsync_head;
         while g != 0 && n < 1 << 20 {
-            n += 1;
+            n = n.saturating_add(1);
             g = self.gr(g).unsync_next;
         }
         n
@@ -752,11 +757,13 @@ impl Mmu {
         }
         self.gr_mut(g).sps = sp;
         self.lru_push_front(sp);
-        self.nsp += 1;
+        // Both counts are bounded by the shadow pages in existence (<= max_shadow_pages
+        // plus a root's worth, and by the pool's 2^20 records).
+        self.nsp = self.nsp.saturating_add(1);
         self.stats.inc(Counter::ShadowPagesCreated);
         if !role.direct() {
             let n = self.gr(g).n_indirect;
-            self.gr_mut(g).n_indirect = n + 1;
+            self.gr_mut(g).n_indirect = n.saturating_add(1);
             if n == 0 {
                 self.write_protect_gfn(gfn);
                 self.stats.inc(Counter::FramesWriteProtected);
@@ -913,7 +920,8 @@ impl Mmu {
         src: &mut P,
         need: usize,
     ) -> Result<(), MmuError> {
-        while self.nsp + need > self.cfg.max_shadow_pages {
+        // `need` is a handful of pages: the sum does not come near usize::MAX.
+        while self.nsp.saturating_add(need) > self.cfg.max_shadow_pages {
             let unpinned = self.nsp.saturating_sub(self.npinned);
             if unpinned > MIN_UNPINNED && self.reclaim_one(src) {
                 continue;
@@ -966,10 +974,12 @@ impl Mmu {
         let role = self.role(sp);
         let base = self.sp(sp).gfn << 12;
         if role.gpte4() {
-            let gi = role.quadrant() as u64 * 512 + slot as u64;
-            (base + gi * 4, 4)
+            // gfn < 2^40 and the offsets are below 8 KiB: nothing wraps; wrapping keeps
+            // the guest-physical arithmetic total.
+            let gi = (role.quadrant() as u64).wrapping_mul(512).wrapping_add(slot as u64);
+            (base.wrapping_add(gi.wrapping_mul(4)), 4)
         } else {
-            (base + slot as u64 * 8, 8)
+            (base.wrapping_add((slot as u64).wrapping_mul(8)), 8)
         }
     }
 
@@ -1161,9 +1171,10 @@ impl Mmu {
                 sp = next;
                 continue;
             }
-            let size = if role.gpte4() { 4 } else { 8 };
-            let first = off / size;
-            let last = (end - 1) / size;
+            // Entries are 4 or 8 bytes; end > off since len > 0.
+            let size_log2 = if role.gpte4() { 2 } else { 3 };
+            let first = off >> size_log2;
+            let last = end.saturating_sub(1) >> size_log2;
             for gi in first..=last {
                 if role.gpte4() {
                     let q = role.quadrant() as u64;
@@ -1172,9 +1183,10 @@ impl Mmu {
                             self.drop_spte(sp, (gi % 512) as usize);
                         }
                     } else if gi / 256 == q {
-                        let s = ((gi % 256) * 2) as usize;
+                        // A 4 MiB guest entry is the two shadow entries 2i and 2i+1.
+                        let s = ((gi % 256) << 1) as usize;
                         self.drop_spte(sp, s);
-                        self.drop_spte(sp, s + 1);
+                        self.drop_spte(sp, s | 1);
                     }
                 } else {
                     self.drop_spte(sp, gi as usize);
@@ -1260,7 +1272,8 @@ impl Mmu {
                     if w.table_gfn.get(l as usize).copied() == Some(gfn) {
                         return false;
                     }
-                    l -= 1;
+                    // l > 0 (loop condition).
+                    l = l.saturating_sub(1);
                 }
             }
         }
@@ -1353,11 +1366,13 @@ impl Mmu {
         let mut changed = false;
         while level > 1 {
             let slot = sidx(gva, level);
-            let cl = level - 1;
+            // level is 2..=4 here: cl is 1..=3 and span at most 2^27.
+            let cl = level.saturating_sub(1);
             let (cgfn, crole) = if glevel >= level {
-                let span = 1u64 << (9 * (cl as u32));
+                let span = 1u64 << (9u32.saturating_mul(cl as u32) & 63);
                 let leaf_acc = if dirty_after { w.perm } else { w.perm & !ACC_W };
-                ((w.gpa >> 12) & !(span - 1), base.with(cl, true, 0, leaf_acc))
+                let cgfn = (w.gpa >> 12) & !span.saturating_sub(1);
+                (cgfn, base.with(cl, true, 0, leaf_acc))
             } else {
                 let q = if ctx.mode == GuestMode::Bits32 && cl == 1 { ((gva >> 21) & 1) as u32 } else { 0 };
                 let acc = w.acc_above.get(cl as usize).copied().unwrap_or(ACC_ALL);
@@ -1452,7 +1467,7 @@ impl Mmu {
             Some((sp, 4))
         } else {
             let i = ((gva >> 30) & 3) as usize;
-            let sp = page_get(rec.pae_ptr as *mut u8, 256 + i) as u32;
+            let sp = page_get(rec.pae_ptr as *mut u8, pae_slot(PAE_SPS, i)) as u32;
             if sp == 0 {
                 return None;
             }

@@ -120,8 +120,8 @@ impl Stats {
     /// All counters as (name, value), in a fixed order.
     pub fn list(&self) -> [(&'static str, u64); NUM_COUNTERS] {
         let mut out = [("", 0u64); NUM_COUNTERS];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = (COUNTER_NAMES[i % NUM_COUNTERS], self.v[i % NUM_COUNTERS]);
+        for ((o, name), v) in out.iter_mut().zip(COUNTER_NAMES.iter()).zip(self.v.iter()) {
+            *o = (*name, *v);
         }
         out
     }

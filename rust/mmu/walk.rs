@@ -132,6 +132,17 @@ impl PagingCtx {
         }
     }
 
+    /// The PAE PDPTE that maps `gva` (selected by bits 31:30).
+    pub fn pdpte_for(&self, gva: u64) -> u64 {
+        let [p0, p1, p2, p3] = self.pdptes;
+        match (gva >> 30) & 3 {
+            0 => p0,
+            1 => p1,
+            2 => p2,
+            _ => p3,
+        }
+    }
+
     fn m(&self) -> u32 {
         (self.maxphyaddr as u32).clamp(32, 52)
     }
@@ -284,7 +295,9 @@ impl Format for Long4 {
     const PTE_BYTES: u64 = 8;
     const TOP: u8 = 4;
     fn index(gva: u64, level: u8) -> u64 {
-        (gva >> (12 + 9 * (level.saturating_sub(1) as u32 & 3))) & 511
+        // level - 1 is masked to 0..=3, so the shift is at most 39.
+        (gva >> 12u32.saturating_add(9u32.saturating_mul(level.saturating_sub(1) as u32 & 3)))
+            & 511
     }
     fn rsvd(ctx: &PagingCtx, pte: u64, level: u8) -> bool {
         let base = ctx.high_rsvd_long() | ctx.nx_rsvd();
@@ -368,7 +381,8 @@ impl Format for Bits32 {
         let m = ctx.m().min(40);
         let mut r = 1u64 << 21;
         if m < 40 {
-            r |= bits(20, 13 + (m - 32));
+            // m is 32..40 here (`m()` clamps to at least 32).
+            r |= bits(20, 13u32.saturating_add(m.saturating_sub(32)));
         }
         pte & r != 0
     }
@@ -429,9 +443,10 @@ fn walk_fmt<F: Format, G: GuestMemory + ?Sized>(
 ) -> Result<Walk, PageFault> {
     // A failed compare-exchange means an entry changed under us: walk again. Each retry
     // observes at least one more A/D bit set, so a handful is plenty without races.
-    let mut tries = 0;
+    let mut tries = 0u32;
     loop {
-        tries += 1;
+        // At most 16 (the loop ends there).
+        tries = tries.saturating_add(1);
         let mut w = walk_once::<F, G>(ctx, mem, gva, access)?;
         if !set_ad || apply_ad_fmt::<F, G>(mem, &mut w, access) || tries >= 16 {
             return Ok(w);
@@ -471,7 +486,8 @@ fn apply_ad_fmt<F: Format, G: GuestMemory + ?Sized>(mem: &G, w: &mut Walk, acces
                 *p = new;
             }
         }
-        l -= 1;
+        // l >= leaf >= 1.
+        l = l.saturating_sub(1);
     }
     if write {
         w.dirty = true;
@@ -489,7 +505,7 @@ fn walk_once<F: Format, G: GuestMemory + ?Sized>(
     let mut w = Walk::default();
     let mut table = match ctx.mode {
         GuestMode::Pae => {
-            let pdpte = ctx.pdptes[((gva >> 30) & 3) as usize];
+            let pdpte = ctx.pdpte_for(gva);
             w.pte[3] = pdpte;
             w.acc_above[3] = ACC_ALL;
             if pdpte & PTE_P == 0 {
@@ -534,7 +550,8 @@ fn walk_once<F: Format, G: GuestMemory + ?Sized>(
             // Unreachable: level 1 entries are always leaves.
             return Err(fault(false, false));
         }
-        level -= 1;
+        // level > 1 (checked above).
+        level = level.saturating_sub(1);
     }
     w.perm = acc;
     if !ctx.allows(acc, access) {
