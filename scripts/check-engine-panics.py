@@ -10,8 +10,10 @@ where a Rust panic is a kernel BUG. Clippy denies the panicking source forms in 
 catches what clippy does not see (copy_from_slice length checks, iterator counters with
 overflow checks, slice methods that bounds-check internally).
 
-An engine function is one whose demangled name starts with `shadowvm::mmu::` or
-`<shadowvm::mmu::`, or a `core::` generic instantiated with an engine closure. It fails
+A checked function is one whose demangled name starts with `shadowvm::mmu::`,
+`shadowvm::vcpu::` or `shadowvm::vmx::` (with or without a leading `<`): the engine, the
+vCPU's run loop and exit handlers, and the VMX layer, all of which run with interrupts off;
+or a `core::` generic instantiated with one of their closures. It fails
 if it calls a panic entry point (core::panicking::*, *_fail, copy_from_slice_impl),
 directly or through `core::` functions. Calls to other module code (the PageSource and
 GuestMemory callbacks) are not followed: that code is not the engine.
@@ -20,6 +22,11 @@ Exit status: 0 clean, 1 panics found (listed on stderr), 2 usage or tool error.
 import re
 import subprocess
 import sys
+
+# What runs with interrupts off in VMX operation: the engine, the vCPU (the run loop, the
+# exit handlers and the instruction emulation around the engine) and the VMX layer.
+CHECKED = tuple(p + m for m in ("shadowvm::mmu::", "shadowvm::vcpu::", "shadowvm::vmx::")
+                for p in ("", "<"))
 
 PANIC = re.compile(r"core::panicking::|_fail\b|unwrap_failed|expect_failed|"
                    r"copy_from_slice_impl|len_mismatch|panic_bounds_check")
@@ -65,10 +72,10 @@ def main():
 
     def is_engine(sym):
         d = dem.get(sym, sym)
-        if d.startswith(("shadowvm::mmu::", "<shadowvm::mmu::")):
+        if d.startswith(CHECKED):
             return True
         return d.lstrip("<").startswith("core::") and re.search(
-            r"shadowvm::mmu::\S*\{closure", d) is not None
+            r"shadowvm::(?:mmu|vcpu|vmx)::\S*\{closure", d) is not None
 
     def is_core(sym):
         return dem.get(sym, sym).lstrip("<").startswith("core::")

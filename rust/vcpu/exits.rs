@@ -478,7 +478,7 @@ impl VcpuCore {
             emulate::execute(&insn, &mut regs, &env, &mut mem, mmio.as_ref())
         };
         let (mmio_write, pt_writes) = (mem.mmio_write, mem.pt_writes);
-        self.stats.emulated_pt_writes += pt_writes;
+        self.stats.emulated_pt_writes = self.stats.emulated_pt_writes.wrapping_add(pt_writes);
         match outcome {
             Ok(emulate::Outcome::Done | emulate::Outcome::RepContinue) => {
                 self.state.gpr[..16].copy_from_slice(&regs.gpr);

@@ -277,7 +277,7 @@ impl Vcpu {
                 return Ok(());
             }
             self.cpu.cache.refill()?;
-            self.cpu.stats.cache_refills += 1;
+            self.cpu.stats.cache_refills = self.cpu.stats.cache_refills.wrapping_add(1);
             glue::cond_resched();
             match self.window(ram, run)? {
                 WindowEnd::Interrupted | WindowEnd::NeedMemory => continue,
@@ -289,7 +289,7 @@ impl Vcpu {
     /// One interrupts-off window.
     fn window(&mut self, ram: &GuestRam, run: &mut uapi::Run) -> Result<WindowEnd> {
         let cpu = &mut self.cpu;
-        cpu.stats.windows += 1;
+        cpu.stats.windows = cpu.stats.windows.wrapping_add(1);
         let _fpu = FpuOwned::begin();
         let irqs = IrqsOff::save();
         // Everything of the host that a VM exit does not restore, put back on drop
@@ -469,10 +469,10 @@ impl VcpuCore {
             if self.caps.has_preemption_timer() {
                 // The time left in the window, not a fresh slice per entry: a guest that
                 // exits in a tight loop cannot extend the window.
-                let ticks = (deadline - now) >> self.caps.preemption_timer_rate();
+                let ticks = (deadline - now).wrapping_shr(self.caps.preemption_timer_rate());
                 vmcs.write(VMX_PREEMPTION_TIMER_VALUE, ticks.clamp(1, u32::MAX as u64));
             }
-            self.stats.entries += 1;
+            self.stats.entries = self.stats.entries.wrapping_add(1);
             // SAFETY: The VMCS is current with complete host, control and guest state;
             // HOST_RIP points at shadowvm_vmx_exit; `gpr` has the 17 slots the routine
             // uses; GUEST_CR3 is the MMU's current root (checked above).
@@ -487,7 +487,7 @@ impl VcpuCore {
             let info = ExitInfo::read(vmcs);
             self.event = None;
             if let Some(reason) = self.stats.exits.get_mut(info.basic_reason() as usize) {
-                *reason += 1;
+                *reason = reason.wrapping_add(1);
             }
             // An event whose delivery the exit interrupted is delivered again (also after
             // an NMI or machine-check exit, which the host takes first).
@@ -598,7 +598,7 @@ impl VcpuCore {
         // #AC because their delivery can fault again with the same vector, which the CPU
         // would repeat forever in microcode with no exit (CVE-2015-8104, CVE-2015-5307).
         let intercepted = [exits::DB, exits::AC, exits::MC, exits::PF];
-        vmcs.write(EXCEPTION_BITMAP, intercepted.iter().fold(0, |m, v| m | 1 << v));
+        vmcs.write(EXCEPTION_BITMAP, intercepted.iter().fold(0u64, |m, &v| m | 1u64.wrapping_shl(v.into())));
         vmcs.write(PAGE_FAULT_ERROR_CODE_MASK, 0);
         vmcs.write(PAGE_FAULT_ERROR_CODE_MATCH, 0);
         vmcs.write(CR3_TARGET_COUNT, 0);
@@ -647,7 +647,7 @@ impl VcpuCore {
     /// Queues an exception for the next entry, merging it with an event that was being
     /// delivered when the exit happened (SDM 6.15, "double fault" rules).
     pub(crate) fn queue_exception(&mut self, vector: u8, error_code: Option<u32>, cr2: Option<u64>) {
-        self.stats.injected_exceptions += 1;
+        self.stats.injected_exceptions = self.stats.injected_exceptions.wrapping_add(1);
         let new = Event::exception(vector, error_code, cr2);
         self.event = match self.event {
             None => Some(new),
@@ -711,7 +711,7 @@ fn descriptor_tables() -> (u64, u64, u16) {
 
 /// Base of the 64-bit TSS descriptor `tr` in the GDT at `gdt`.
 fn tss_base(gdt: u64, tr: u16) -> u64 {
-    let desc = (gdt + (tr & !7) as u64) as *const u64;
+    let desc = gdt.wrapping_add((tr & !7) as u64) as *const u64;
     // SAFETY: The kernel's GDT is mapped and TR indexes its 16-byte TSS descriptor.
     let (lo, hi) = unsafe { (desc.read_unaligned(), desc.add(1).read_unaligned()) };
     ((lo >> 16) & 0xff_ffff) | (((lo >> 56) & 0xff) << 24) | ((hi & 0xffff_ffff) << 32)

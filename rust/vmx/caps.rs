@@ -64,7 +64,7 @@ impl Allowed {
     }
 
     pub(crate) fn supports(&self, bit: u32) -> bool {
-        self.may_be_one & (1 << bit) != 0
+        self.may_be_one & 1u32.wrapping_shl(bit) != 0 && bit < 32
     }
 }
 
