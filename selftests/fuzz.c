@@ -61,6 +61,8 @@ static const int ioctl_ok[] = { ENOTTY, EINVAL, EFAULT, EEXIST, EBUSY, ENOMEM, E
 static const int open_ok[] = { EMFILE, ENOMEM, 0 };
 static const int mmap_ok[] = { EINVAL, ENOMEM, EOVERFLOW, 0 };
 static const int mmap_exec_ok[] = { EINVAL, ENOMEM, EOVERFLOW, EPERM, 0 };
+/* Calls that cannot fail (a state the module accepted before, a read of the state). */
+static const int must_work[] = { 0 };
 /* An allocation that fails can only make a call fail with ENOMEM. */
 static const int nomem_ok[] = { ENOMEM, 0 };
 
@@ -143,10 +145,13 @@ static void kmsg_scan(void)
 	}
 }
 
+static double phase_start;
+
 static void phase_begin(void)
 {
 	calls = runs = nbad = 0;
 	kmsg_skip();
+	phase_start = now();
 }
 
 static void phase_end(const char *name)
@@ -157,8 +162,9 @@ static void phase_end(const char *name)
 	total_calls += calls;
 	total_runs += runs;
 	snprintf(desc, sizeof(desc),
-		 "%s: %lu calls (%lu guest runs), each succeeded or gave a documented errno",
-		 name, calls, runs);
+		 "%s: %lu calls (%lu guest runs) in %.1f s, each succeeded or gave a documented "
+		 "errno",
+		 name, calls, runs, now() - phase_start);
 	if (kmsg_splats) {
 		tap_result(0, desc, "%lu kernel log line(s) of a splat in this phase; first: %s",
 			   kmsg_splats, kmsg_first);
@@ -324,9 +330,13 @@ static int safe_state(struct fvm *vm, int prog)
 	/* A state SET_SREGS accepted once must be accepted again, from any state. */
 	errno = 0;
 	long rc = ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs);
-	verdict("SET_SREGS of the saved safe state", SHADOWVM_SET_SREGS, rc, errno,
-		(const int[]){ 0 });
-	return rc || ioctl(vm->fd, SHADOWVM_SET_REGS, &r) ? -1 : 0;
+	verdict("SET_SREGS of the saved safe state", SHADOWVM_SET_SREGS, rc, errno, must_work);
+	if (rc)
+		return -1;
+	errno = 0;
+	rc = ioctl(vm->fd, SHADOWVM_SET_REGS, &r);
+	verdict("SET_REGS of a safe state", SHADOWVM_SET_REGS, rc, errno, must_work);
+	return rc ? -1 : 0;
 }
 
 /* Exit reasons of the RUNs of run_some() (the last slot: anything else). */
@@ -537,6 +547,19 @@ static void mutate_seg(struct shadowvm_segment *s)
 	}
 }
 
+/* GET_SREGS and GET_REGS of a VM with a vCPU: both must work. */
+static int get_state(struct fvm *vm, struct shadowvm_sregs *s, struct shadowvm_regs *r)
+{
+	errno = 0;
+	long rc = ioctl(vm->fd, SHADOWVM_GET_SREGS, s);
+	verdict("GET_SREGS", SHADOWVM_GET_SREGS, rc, errno, must_work);
+	if (rc)
+		return -1;
+	rc = ioctl(vm->fd, SHADOWVM_GET_REGS, r);
+	verdict("GET_REGS", SHADOWVM_GET_REGS, rc, errno, must_work);
+	return rc ? -1 : 0;
+}
+
 static void phase_run_states(struct fvm *vm)
 {
 	static const char *const names[] = { "none", "io", "mmio", "hlt", "hypercall", "shutdown",
@@ -550,13 +573,10 @@ static void phase_run_states(struct fvm *vm)
 		int prog = below(ARRAY_SIZE(progs));
 
 		/* Back to the saved safe state; a VM that cannot take it any more is replaced. */
-		if (safe_state(vm, prog) || ioctl(vm->fd, SHADOWVM_GET_SREGS, &s) ||
-		    ioctl(vm->fd, SHADOWVM_GET_REGS, &r)) {
+		if (safe_state(vm, prog) || get_state(vm, &s, &r)) {
 			vm_close(vm);
 			fresh++;
-			if (vm_setup(vm) || safe_state(vm, prog) ||
-			    ioctl(vm->fd, SHADOWVM_GET_SREGS, &s) ||
-			    ioctl(vm->fd, SHADOWVM_GET_REGS, &r)) {
+			if (vm_setup(vm) || safe_state(vm, prog) || get_state(vm, &s, &r)) {
 				bad("RUN phase: a fresh VM does not take the safe state: %s",
 				    strerror(errno));
 				break;
@@ -776,9 +796,10 @@ static void fi_probability(unsigned p)
 	char b[16];
 	int n = snprintf(b, sizeof(b), "%u", p);
 
+	/* write(), not pwrite(): debugfs attribute files are not seekable (ESPIPE). */
 	for (int i = 0; i < 2; i++)
-		if (pwrite(prob_fd[i], b, n, 0) != n)
-			bad("fault injection: cannot set the probability");
+		if (write(prob_fd[i], b, n) != n)
+			bad("fault injection: cannot set the probability: %s", strerror(errno));
 }
 
 static void make_it_fail(int on)
@@ -829,6 +850,7 @@ static long fi_step(struct fvm *vm, int step)
 	struct shadowvm_stats st = { .count = SHADOWVM_STATS_MAX, .entries = (uintptr_t)stat_buf };
 	void *p;
 
+	calls++;
 	switch (step) {
 	case S_OPEN:
 		vm->fd = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
@@ -917,7 +939,6 @@ static void phase_fail_nth(void)
 			if (pread(nth_fd, left, sizeof(left) - 1, 0) <= 0 ||
 			    pwrite(nth_fd, "0", 1, 0) != 1)
 				bad("fail-nth: cannot read /proc/thread-self/fail-nth");
-			calls++;
 			if (atoi(left) != 0) {
 				/* Fewer than n checks: each allocation of the step failed once. */
 				if (rc)
@@ -976,9 +997,14 @@ static void phase_fail_random(void)
 				continue;
 			load_prog(vm->mem, short_prog());
 			random_regs(&r, vm->mem_size);
-			if (ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs) ||
-			    ioctl(vm->fd, SHADOWVM_SET_REGS, &r))
-				bad("fail-random: setting the safe state: %s", strerror(errno));
+			errno = 0;
+			rc = ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs);
+			verdict("SET_SREGS of the safe state", SHADOWVM_SET_SREGS, rc, errno,
+				must_work);
+			errno = 0;
+			rc = ioctl(vm->fd, SHADOWVM_SET_REGS, &r);
+			verdict("SET_REGS of a safe state", SHADOWVM_SET_REGS, rc, errno,
+				must_work);
 		}
 		if (op == 0 && vm->fd >= 0) {
 			vm_close(vm);
@@ -1135,9 +1161,9 @@ int main(int argc, char **argv)
 
 	deadline = start + budget * 0.24;
 	phase_begin();
-	phase_random_cmds(&ran, 40000);
+	phase_random_cmds(&ran, 80000);
 	if (vm_open(&fresh) == 0) {
-		phase_random_cmds(&fresh, 10000);
+		phase_random_cmds(&fresh, 20000);
 		close(fresh.fd);
 	}
 	phase_end("random command numbers in and near the 0xB7 space");
