@@ -17,6 +17,9 @@
 #include <asm/segment.h>
 #include <asm/gsseg.h>
 #include <asm/cpufeature.h>
+#include <linux/miscdevice.h>
+#include <linux/fs.h>
+#include <linux/module.h>
 #include "glue.h"
 
 unsigned long shadowvm_irq_save(void)
@@ -161,4 +164,24 @@ void shadowvm_load_user_segments(u16 fs, u16 gs, u64 fs_base)
 		loadsegment(fs, fs);
 		wrmsrq(MSR_FS_BASE, fs_base);
 	}
+}
+
+/*
+ * The kernel crate's miscdevice leaves file_operations.owner NULL, so an open file would
+ * not pin the module and rmmod could free code the file still runs. The device gets a copy
+ * of its operations with the owner set (misc_open() takes a module reference through it).
+ */
+static struct file_operations shadowvm_fops;
+
+void shadowvm_misc_set_owner(struct miscdevice *misc)
+{
+	shadowvm_fops = *misc->fops;
+	shadowvm_fops.owner = THIS_MODULE;
+	WRITE_ONCE(misc->fops, &shadowvm_fops);
+}
+
+/* Whether the open file holds a reference on this module (see above). */
+bool shadowvm_file_pins_module(struct file *file)
+{
+	return file->f_op && file->f_op->owner == THIS_MODULE;
 }

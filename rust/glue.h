@@ -6,6 +6,8 @@
 #include <linux/smp.h>
 
 struct page;
+struct miscdevice;
+struct file;
 unsigned long shadowvm_irq_save(void);
 void shadowvm_irq_restore(unsigned long flags);
 int shadowvm_rdmsr_safe(u32 msr, u64 *val);
@@ -26,4 +28,6 @@ void shadowvm_barrier_on_vm_switch(u64 vm);
 void shadowvm_raise_nmi(void);
 void shadowvm_machine_check(void);
 void shadowvm_load_user_segments(u16 fs, u16 gs, u64 fs_base);
+void shadowvm_misc_set_owner(struct miscdevice *misc);
+bool shadowvm_file_pins_module(struct file *file);
 #endif

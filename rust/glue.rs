@@ -29,6 +29,9 @@ extern "C" {
     fn shadowvm_raise_nmi();
     fn shadowvm_machine_check();
     fn shadowvm_load_user_segments(fs: u16, gs: u16, fs_base: u64);
+    // `struct miscdevice` and `struct file` are opaque here (not FFI-safe by value).
+    fn shadowvm_misc_set_owner(misc: *mut c_void);
+    fn shadowvm_file_pins_module(file: *mut c_void) -> bool;
 }
 
 /// Local interrupts are disabled on this CPU while this value lives.
@@ -225,4 +228,22 @@ pub(crate) fn load_user_segments(_irqs: &IrqsOff, fs: u16, gs: u16, fs_base: u64
     // SAFETY: Interrupts are off; the selectors are the ones the CPU held before the
     // window (the kernel's loaders catch a selector that became invalid).
     unsafe { shadowvm_load_user_segments(fs, gs, fs_base) }
+}
+
+/// Makes the registered device's open files hold a reference on this module (the kernel
+/// crate's miscdevice leaves `file_operations.owner` unset).
+///
+/// # Safety
+///
+/// `misc` is a registered miscdevice of this module, not yet opened by anyone who relies on
+/// its old operations, and it stays registered while the module lives.
+pub(crate) unsafe fn misc_set_owner(misc: *mut bindings::miscdevice) {
+    // SAFETY: The caller guarantees `misc` is a live, registered miscdevice of this module.
+    unsafe { shadowvm_misc_set_owner(misc.cast()) }
+}
+
+/// Whether the open `file` holds a reference on this module.
+pub(crate) fn file_pins_module(file: &kernel::fs::File) -> bool {
+    // SAFETY: `file.as_ptr()` is a valid `struct file` for the duration of the call.
+    unsafe { shadowvm_file_pins_module(file.as_ptr().cast()) }
 }

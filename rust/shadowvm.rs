@@ -242,6 +242,11 @@ impl kernel::InPlaceModule for ShadowVm {
                 dir.read_write_callback_file(c"window", new_mutex!(WindowReport::default()), &show_window, &open_window)
             },
             _misc <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"shadowvm" }),
+            _: {
+                // SAFETY: `_misc` was initialised just above and lives as long as the module;
+                // an open that ran before this sees no owner and fails (`VmFile::open`).
+                unsafe { glue::misc_set_owner((*this.as_ptr())._misc.as_raw()) };
+            },
         })
     }
 }

@@ -339,6 +339,11 @@ impl MiscDevice for VmFile {
     type Ptr = Pin<KBox<Self>>;
 
     fn open(file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
+        // An open that raced module initialisation holds no module reference: refuse it,
+        // or rmmod could free the code this file runs.
+        if !crate::glue::file_pins_module(file) {
+            return Err(EAGAIN);
+        }
         crate::caps()?;
         let slot = VmSlot::take(file.cred().euid())?;
         KBox::try_pin_init(

@@ -61,6 +61,8 @@ static const int ioctl_ok[] = { ENOTTY, EINVAL, EFAULT, EEXIST, EBUSY, ENOMEM, E
 static const int open_ok[] = { EMFILE, ENOMEM, 0 };
 static const int mmap_ok[] = { EINVAL, ENOMEM, EOVERFLOW, 0 };
 static const int mmap_exec_ok[] = { EINVAL, ENOMEM, EOVERFLOW, EPERM, 0 };
+/* Calls that cannot fail (a state the module accepted before, a read of the state). */
+static const int must_work[] = { 0 };
 /* An allocation that fails can only make a call fail with ENOMEM. */
 static const int nomem_ok[] = { ENOMEM, 0 };
 
@@ -115,11 +117,12 @@ static void kmsg_scan(void)
 {
 	/* POSIX ERE of the SPLAT pattern in scripts/tap-summary.py (\\b spelled out). */
 	static const char ere[] =
-		"(^|[^A-Za-z0-9_])(BUG:|WARNING:|Oops|general protection fault|Kernel panic|kernel BUG|"
-		"Call Trace:|UBSAN:|KASAN:|refcount_t:|INFO: task .* blocked|watchdog: BUG|hard LOCKUP|"
-		"unreferenced object|list_(add|del) corruption|"
-		"INFO: rcu_[A-Za-z0-9_]+ (self-)?detected (expedited )?stall|unchecked MSR access error|"
-		"csd: .*CSD lock \\(#|BUG [A-Za-z0-9_.-]+ \\(|kmemleak: .*(disabled|[Cc]annot))";
+		"(^|[^A-Za-z0-9_])(BUG:|WARNING:|Oops|general protection fault|Kernel panic|"
+		"kernel BUG|Call Trace:|UBSAN:|KASAN:|refcount_t:|INFO: task .* blocked|"
+		"watchdog: BUG|hard LOCKUP|unreferenced object|list_(add|del) corruption|"
+		"INFO: rcu_[A-Za-z0-9_]+ (self-)?detected (expedited )?stall|"
+		"unchecked MSR access error|csd: .*CSD lock \\(#|BUG [A-Za-z0-9_.-]+ \\(|"
+		"kmemleak: .*(disabled|[Cc]annot))";
 	static regex_t re;
 	static int compiled;
 	char rec[1024];
@@ -127,9 +130,12 @@ static void kmsg_scan(void)
 
 	if (!compiled && regcomp(&re, ere, REG_EXTENDED | REG_NOSUB) == 0)
 		compiled = 1;
-	while (kmsg_fd >= 0 && ((n = read(kmsg_fd, rec, sizeof(rec) - 1)) > 0 || (n < 0 && errno == EPIPE))) {
+	while (kmsg_fd >= 0) {
+		n = read(kmsg_fd, rec, sizeof(rec) - 1);
+		if (n < 0 && errno == EPIPE)
+			continue;	/* records overwritten: read on */
 		if (n <= 0)
-			continue;	/* EPIPE: records overwritten, read on */
+			break;
 		rec[n] = 0;
 		char *msg = strchr(rec, ';');
 		msg = msg ? msg + 1 : rec;
@@ -139,10 +145,13 @@ static void kmsg_scan(void)
 	}
 }
 
+static double phase_start;
+
 static void phase_begin(void)
 {
 	calls = runs = nbad = 0;
 	kmsg_skip();
+	phase_start = now();
 }
 
 static void phase_end(const char *name)
@@ -152,11 +161,13 @@ static void phase_end(const char *name)
 	kmsg_scan();
 	total_calls += calls;
 	total_runs += runs;
-	snprintf(desc, sizeof(desc), "%s: %lu calls (%lu guest runs), each succeeded or gave a documented errno",
-		 name, calls, runs);
+	snprintf(desc, sizeof(desc),
+		 "%s: %lu calls (%lu guest runs) in %.1f s, each succeeded or gave a documented "
+		 "errno",
+		 name, calls, runs, now() - phase_start);
 	if (kmsg_splats) {
-		tap_result(0, desc, "%lu kernel log line(s) of a splat during this phase; first: %s", kmsg_splats,
-			   kmsg_first);
+		tap_result(0, desc, "%lu kernel log line(s) of a splat in this phase; first: %s",
+			   kmsg_splats, kmsg_first);
 		return;
 	}
 	tap_result(nbad == 0 && calls > 0, desc, "%lu calls out of the documented set; first ones:", nbad);
@@ -319,8 +330,13 @@ static int safe_state(struct fvm *vm, int prog)
 	/* A state SET_SREGS accepted once must be accepted again, from any state. */
 	errno = 0;
 	long rc = ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs);
-	verdict("SET_SREGS of the saved safe state", SHADOWVM_SET_SREGS, rc, errno, (const int[]){ 0 });
-	return rc || ioctl(vm->fd, SHADOWVM_SET_REGS, &r) ? -1 : 0;
+	verdict("SET_SREGS of the saved safe state", SHADOWVM_SET_SREGS, rc, errno, must_work);
+	if (rc)
+		return -1;
+	errno = 0;
+	rc = ioctl(vm->fd, SHADOWVM_SET_REGS, &r);
+	verdict("SET_REGS of a safe state", SHADOWVM_SET_REGS, rc, errno, must_work);
+	return rc ? -1 : 0;
 }
 
 /* Exit reasons of the RUNs of run_some() (the last slot: anything else). */
@@ -336,7 +352,8 @@ static void run_some(struct fvm *vm, int rounds)
 		runs++;
 		if (rc)
 			return;
-		exits[vm->run->exit_reason <= SHADOWVM_EXIT_INTR ? vm->run->exit_reason : SHADOWVM_EXIT_INTR + 1]++;
+		exits[vm->run->exit_reason <= SHADOWVM_EXIT_INTR ? vm->run->exit_reason
+								  : SHADOWVM_EXIT_INTR + 1]++;
 		switch (vm->run->exit_reason) {
 		case SHADOWVM_EXIT_IO:
 			vm->run->exit.io.data = rnd();
@@ -530,6 +547,19 @@ static void mutate_seg(struct shadowvm_segment *s)
 	}
 }
 
+/* GET_SREGS and GET_REGS of a VM with a vCPU: both must work. */
+static int get_state(struct fvm *vm, struct shadowvm_sregs *s, struct shadowvm_regs *r)
+{
+	errno = 0;
+	long rc = ioctl(vm->fd, SHADOWVM_GET_SREGS, s);
+	verdict("GET_SREGS", SHADOWVM_GET_SREGS, rc, errno, must_work);
+	if (rc)
+		return -1;
+	rc = ioctl(vm->fd, SHADOWVM_GET_REGS, r);
+	verdict("GET_REGS", SHADOWVM_GET_REGS, rc, errno, must_work);
+	return rc ? -1 : 0;
+}
+
 static void phase_run_states(struct fvm *vm)
 {
 	static const char *const names[] = { "none", "io", "mmio", "hlt", "hypercall", "shutdown",
@@ -543,13 +573,12 @@ static void phase_run_states(struct fvm *vm)
 		int prog = below(ARRAY_SIZE(progs));
 
 		/* Back to the saved safe state; a VM that cannot take it any more is replaced. */
-		if (safe_state(vm, prog) || ioctl(vm->fd, SHADOWVM_GET_SREGS, &s) ||
-		    ioctl(vm->fd, SHADOWVM_GET_REGS, &r)) {
+		if (safe_state(vm, prog) || get_state(vm, &s, &r)) {
 			vm_close(vm);
 			fresh++;
-			if (vm_setup(vm) || safe_state(vm, prog) || ioctl(vm->fd, SHADOWVM_GET_SREGS, &s) ||
-			    ioctl(vm->fd, SHADOWVM_GET_REGS, &r)) {
-				bad("RUN phase: a fresh VM does not take the safe state: %s", strerror(errno));
+			if (vm_setup(vm) || safe_state(vm, prog) || get_state(vm, &s, &r)) {
+				bad("RUN phase: a fresh VM does not take the safe state: %s",
+				    strerror(errno));
 				break;
 			}
 		}
@@ -566,8 +595,8 @@ static void phase_run_states(struct fvm *vm)
 				/* registers: anything SET_REGS takes */
 				uint64_t *g = (uint64_t *)&r;
 				g[below(16)] = rnd();
-				r.rflags = (r.rflags | 2) ^ ((1ull << below(22)) &
-					   ~((1ull << 3) | (1ull << 5) | (1ull << 15) | (1ull << 17)));
+				uint64_t fixed = 1ull << 3 | 1ull << 5 | 1ull << 15 | 1ull << 17;
+				r.rflags = (r.rflags | 2) ^ ((1ull << below(22)) & ~fixed);
 				break;
 			}
 			}
@@ -617,7 +646,8 @@ static int short_prog(void)
 {
 	for (;;) {
 		int p = below(ARRAY_SIZE(progs));
-		if (strcmp(progs[p].name, "loop"))	/* a RUN that spins holds the VM for a slice */
+		/* Not the loop: a RUN that spins holds the VM for a whole time slice. */
+		if (strcmp(progs[p].name, "loop"))
 			return p;
 	}
 }
@@ -634,7 +664,8 @@ static void hm_replace(void)
 	vm_close(&hm_vm);
 	random_regs(&r, MEM_SIZE);
 	if (vm_setup(&hm_vm) || (load_prog(hm_vm.mem, short_prog()), 0) ||
-	    ioctl(hm_vm.fd, SHADOWVM_SET_SREGS, &safe_sregs) || ioctl(hm_vm.fd, SHADOWVM_SET_REGS, &r))
+	    ioctl(hm_vm.fd, SHADOWVM_SET_SREGS, &safe_sregs) ||
+	    ioctl(hm_vm.fd, SHADOWVM_SET_REGS, &r))
 		hm_setup_fail++;
 	__atomic_store_n(&hm_fd, hm_vm.fd, __ATOMIC_SEQ_CST);
 	__atomic_add_fetch(&hm_gen, 1, __ATOMIC_SEQ_CST);
@@ -685,14 +716,16 @@ static void *hammer(void *arg)
 			if (rc == 0)
 				rc = ioctl(fd, SHADOWVM_SET_SREGS, below(3) ? &safe_sregs : &sr);
 		} else if (op < 75) {
-			struct shadowvm_stats st = { .count = SHADOWVM_STATS_MAX, .entries = (uintptr_t)st_buf };
+			struct shadowvm_stats st = { .count = SHADOWVM_STATS_MAX,
+						     .entries = (uintptr_t)st_buf };
 			what = "GET_STATS", cmd = SHADOWVM_GET_STATS;
 			rc = st_buf ? ioctl(fd, SHADOWVM_GET_STATS, &st) : 0;
 		} else {
 			/* A part of RAM, or the run page: mapped, read, unmapped. */
 			int ram = op < 90;
 			size_t len = ram ? (1 + below(16)) << 12 : SHADOWVM_RUN_MMAP_SIZE;
-			off_t off = ram ? below(MEM_SIZE / 4096 - 16) << 12 : (off_t)SHADOWVM_RUN_MMAP_OFFSET;
+			off_t off = ram ? below(MEM_SIZE / 4096 - 16) << 12
+					: (off_t)SHADOWVM_RUN_MMAP_OFFSET;
 			what = ram ? "mmap RAM" : "mmap run page", allowed = mmap_ok;
 			volatile uint8_t *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, off);
 			rc = p == MAP_FAILED ? -1 : 0;
@@ -733,9 +766,9 @@ static void phase_two_threads(void)
 		runs += h[i].runs;
 	}
 	vm_close(&hm_vm);
-	printf("# two threads: %lu+%lu calls; %lu closes of the VM's fd, %lu of them while the other thread "
-	       "was inside a call (%lu inside RUN)\n", h[0].calls, h[1].calls, hm_closes, hm_closes_mid,
-	       hm_closes_mid_run);
+	printf("# two threads: %lu+%lu calls; %lu closes of the VM's fd, %lu of them while the "
+	       "other thread was inside a call (%lu inside RUN)\n", h[0].calls, h[1].calls,
+	       hm_closes, hm_closes_mid, hm_closes_mid_run);
 	if (hm_setup_fail)
 		bad("two threads: %lu fresh VMs could not be set up", hm_setup_fail);
 	if (hm_closes_mid == 0)
@@ -763,9 +796,10 @@ static void fi_probability(unsigned p)
 	char b[16];
 	int n = snprintf(b, sizeof(b), "%u", p);
 
+	/* write(), not pwrite(): debugfs attribute files are not seekable (ESPIPE). */
 	for (int i = 0; i < 2; i++)
-		if (pwrite(prob_fd[i], b, n, 0) != n)
-			bad("fault injection: cannot set the probability");
+		if (write(prob_fd[i], b, n) != n)
+			bad("fault injection: cannot set the probability: %s", strerror(errno));
 }
 
 static void make_it_fail(int on)
@@ -783,9 +817,10 @@ static void make_it_fail(int on)
 static int fi_setup(void)
 {
 	static const char *const attrs[] = { "failslab", "fail_page_alloc" };
-	static const char *const kv[][2] = { { "probability", "0" }, { "interval", "1" }, { "times", "-1" },
-					     { "space", "0" }, { "verbose", "0" }, { "task-filter", "Y" },
-					     { "ignore-gfp-wait", "N" } };
+	static const char *const kv[][2] = {
+		{ "probability", "0" }, { "interval", "1" }, { "times", "-1" }, { "space", "0" },
+		{ "verbose", "0" }, { "task-filter", "Y" }, { "ignore-gfp-wait", "N" },
+	};
 	char path[128];
 	int err = 0;
 
@@ -804,8 +839,8 @@ static int fi_setup(void)
 }
 
 enum { S_OPEN, S_MEMORY, S_VCPU, S_MAP_RAM, S_MAP_RUN, S_RUN, S_STATS, S_N };
-static const char *const step_names[] = { "open", "SET_MEMORY", "CREATE_VCPU", "mmap RAM", "mmap run page",
-					  "RUN", "GET_STATS" };
+static const char *const step_names[] = { "open", "SET_MEMORY", "CREATE_VCPU", "mmap RAM",
+					  "mmap run page", "RUN", "GET_STATS" };
 static struct shadowvm_stat_entry stat_buf[SHADOWVM_STATS_MAX];
 
 /* One step of a VM's life on FI_MEM of memory; -1 with errno on failure. */
@@ -815,6 +850,7 @@ static long fi_step(struct fvm *vm, int step)
 	struct shadowvm_stats st = { .count = SHADOWVM_STATS_MAX, .entries = (uintptr_t)stat_buf };
 	void *p;
 
+	calls++;
 	switch (step) {
 	case S_OPEN:
 		vm->fd = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
@@ -825,8 +861,9 @@ static long fi_step(struct fvm *vm, int step)
 		return ioctl(vm->fd, SHADOWVM_CREATE_VCPU, 0);
 	case S_MAP_RAM:
 	case S_MAP_RUN:
-		p = mmap(NULL, step == S_MAP_RAM ? FI_MEM : SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE,
-			 MAP_SHARED, vm->fd, step == S_MAP_RAM ? 0 : SHADOWVM_RUN_MMAP_OFFSET);
+		p = mmap(NULL, step == S_MAP_RAM ? FI_MEM : SHADOWVM_RUN_MMAP_SIZE,
+			 PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd,
+			 step == S_MAP_RAM ? 0 : SHADOWVM_RUN_MMAP_OFFSET);
 		if (p == MAP_FAILED)
 			return -1;
 		if (step == S_MAP_RAM)
@@ -849,7 +886,8 @@ static int fi_after(struct fvm *vm, int step)
 
 	if (step == S_MAP_RUN) {
 		load_prog(vm->mem, 0);	/* hlt */
-		if (ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs) || ioctl(vm->fd, SHADOWVM_SET_REGS, &r))
+		if (ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs) ||
+		    ioctl(vm->fd, SHADOWVM_SET_REGS, &r))
 			return -1;
 	}
 	if (step == S_RUN && vm->run->exit_reason != SHADOWVM_EXIT_HLT) {
@@ -885,7 +923,8 @@ static void phase_fail_nth(void)
 			for (k = 0; k < step && ok; k++)
 				ok = fi_step_plain(&vm, k) == 0;
 			if (!ok) {
-				bad("fail-nth: %s without injection: %s", step_names[k - 1], strerror(errno));
+				bad("fail-nth: %s without injection: %s", step_names[k - 1],
+				    strerror(errno));
 				vm_close(&vm);
 				return;
 			}
@@ -897,14 +936,14 @@ static void phase_fail_nth(void)
 			errno = 0;
 			long rc = fi_step(&vm, step);
 			int e = errno;
-			if (pread(nth_fd, left, sizeof(left) - 1, 0) <= 0 || pwrite(nth_fd, "0", 1, 0) != 1)
+			if (pread(nth_fd, left, sizeof(left) - 1, 0) <= 0 ||
+			    pwrite(nth_fd, "0", 1, 0) != 1)
 				bad("fail-nth: cannot read /proc/thread-self/fail-nth");
-			calls++;
 			if (atoi(left) != 0) {
-				/* Fewer than n checks: every allocation of this step has failed once. */
+				/* Fewer than n checks: each allocation of the step failed once. */
 				if (rc)
-					bad("fail-nth: %s failed without an injected failure: %s", step_names[step],
-					    strerror(e));
+					bad("fail-nth: %s failed without an injected failure: %s",
+					    step_names[step], strerror(e));
 				vm_close(&vm);
 				break;
 			}
@@ -912,15 +951,17 @@ static void phase_fail_nth(void)
 			if (rc) {
 				fi_failed++;
 				if (!allowed_errno(e, nomem_ok))
-					bad("fail-nth %u in %s: errno %d (%s)", n, step_names[step], e, strerror(e));
+					bad("fail-nth %u in %s: errno %d (%s)", n, step_names[step],
+					    e, strerror(e));
 			}
 			if (rc == 0 && fi_after(&vm, step))
 				ok = 0;	/* reported below as a failure of this step */
 			for (k = rc ? step : step + 1; k < S_N && ok; k++)
 				ok = fi_step_plain(&vm, k) == 0;
 			if (!ok)
-				bad("after failure %u in %s (%s) the VM does not recover: %s: %s", n, step_names[step],
-				    rc ? strerror(e) : "call succeeded", step_names[k - 1], strerror(errno));
+				bad("after failure %u in %s (%s) the VM does not recover: %s: %s",
+				    n, step_names[step], rc ? strerror(e) : "call succeeded",
+				    step_names[k - 1], strerror(errno));
 			vm_close(&vm);
 		}
 		if (now() < deadline)
@@ -950,14 +991,20 @@ static void phase_fail_random(void)
 		long rc = 0;
 
 		if (op == 6 || op == 7) {
-			/* RUN needs mapped memory and a vCPU, and a safe state set without failures. */
+			/* RUN needs mapped memory, a vCPU and a safe state set without failures. */
 			struct shadowvm_regs r;
-			if (!vm->has_vcpu || !vm->mem || vm->mem == MAP_FAILED || !vm->run || vm->run == MAP_FAILED)
+			if (!vm->has_vcpu || !vm->mem || !vm->run)
 				continue;
 			load_prog(vm->mem, short_prog());
 			random_regs(&r, vm->mem_size);
-			if (ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs) || ioctl(vm->fd, SHADOWVM_SET_REGS, &r))
-				bad("fail-random: setting the safe state: %s", strerror(errno));
+			errno = 0;
+			rc = ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs);
+			verdict("SET_SREGS of the safe state", SHADOWVM_SET_SREGS, rc, errno,
+				must_work);
+			errno = 0;
+			rc = ioctl(vm->fd, SHADOWVM_SET_REGS, &r);
+			verdict("SET_REGS of a safe state", SHADOWVM_SET_REGS, rc, errno,
+				must_work);
 		}
 		if (op == 0 && vm->fd >= 0) {
 			vm_close(vm);
@@ -989,8 +1036,8 @@ static void phase_fail_random(void)
 			if (vm->mem)
 				break;
 			what = "mmap RAM", allowed = mmap_ok;
-			vm->mem = mmap(NULL, vm->mem_size ? vm->mem_size : 4096, PROT_READ | PROT_WRITE, MAP_SHARED,
-				       vm->fd, 0);
+			vm->mem = mmap(NULL, vm->mem_size ? vm->mem_size : 4096,
+				       PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd, 0);
 			rc = vm->mem == MAP_FAILED ? -1 : 0;
 			if (rc)
 				vm->mem = NULL;
@@ -999,8 +1046,8 @@ static void phase_fail_random(void)
 			if (vm->run)
 				break;
 			what = "mmap run page", allowed = mmap_ok;
-			vm->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd,
-				       SHADOWVM_RUN_MMAP_OFFSET);
+			vm->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE,
+				       MAP_SHARED, vm->fd, SHADOWVM_RUN_MMAP_OFFSET);
 			rc = vm->run == MAP_FAILED ? -1 : 0;
 			if (rc)
 				vm->run = NULL;
@@ -1011,7 +1058,8 @@ static void phase_fail_random(void)
 			runs++;
 			break;
 		case 8: case 9: {
-			struct shadowvm_stats st = { .count = SHADOWVM_STATS_MAX, .entries = (uintptr_t)stat_buf };
+			struct shadowvm_stats st = { .count = SHADOWVM_STATS_MAX,
+						     .entries = (uintptr_t)stat_buf };
 			what = "GET_STATS", cmd = SHADOWVM_GET_STATS;
 			rc = ioctl(vm->fd, SHADOWVM_GET_STATS, &st);
 			break;
@@ -1047,23 +1095,25 @@ static void phase_fail_random(void)
 		if (ok && !vm->has_vcpu)
 			ok = ioctl(vm->fd, SHADOWVM_CREATE_VCPU, 0) == 0;
 		if (ok && !vm->mem) {
-			vm->mem = mmap(NULL, vm->mem_size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd, 0);
+			vm->mem = mmap(NULL, vm->mem_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+				       vm->fd, 0);
 			ok = vm->mem != MAP_FAILED;
 		}
 		if (ok && !vm->run) {
-			vm->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd,
-				       SHADOWVM_RUN_MMAP_OFFSET);
+			vm->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE,
+				       MAP_SHARED, vm->fd, SHADOWVM_RUN_MMAP_OFFSET);
 			ok = vm->run != MAP_FAILED;
 		}
 		if (ok) {
 			load_prog(vm->mem, 0);
 			ok = ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs) == 0 &&
-			     ioctl(vm->fd, SHADOWVM_SET_REGS, &r) == 0 && ioctl(vm->fd, SHADOWVM_RUN, 0) == 0 &&
+			     ioctl(vm->fd, SHADOWVM_SET_REGS, &r) == 0 &&
+			     ioctl(vm->fd, SHADOWVM_RUN, 0) == 0 &&
 			     vm->run->exit_reason == SHADOWVM_EXIT_HLT;
 		}
 		if (!ok)
-			bad("fail-random: VM %d does not complete its setup and run to HLT afterwards: %s", i,
-			    strerror(errno));
+			bad("fail-random: VM %d does not complete its setup and a run to HLT: %s",
+			    i, strerror(errno));
 		if (vm->mem == MAP_FAILED)
 			vm->mem = NULL;
 		if (vm->run == MAP_FAILED)
@@ -1111,9 +1161,9 @@ int main(int argc, char **argv)
 
 	deadline = start + budget * 0.24;
 	phase_begin();
-	phase_random_cmds(&ran, 40000);
+	phase_random_cmds(&ran, 80000);
 	if (vm_open(&fresh) == 0) {
-		phase_random_cmds(&fresh, 10000);
+		phase_random_cmds(&fresh, 20000);
 		close(fresh.fd);
 	}
 	phase_end("random command numbers in and near the 0xB7 space");
@@ -1146,33 +1196,40 @@ int main(int argc, char **argv)
 	deadline = start + budget * 0.76;
 	phase_begin();
 	phase_two_threads();
-	phase_end("two threads on one VM: RUN, SET_REGS, GET/SET_SREGS, GET_STATS, mmap/munmap, close mid-call");
+	phase_end("two threads on one VM: RUN, SET_REGS, GET/SET_SREGS, GET_STATS, mmap/munmap, "
+		  "close mid-call");
 
-	int fi = access(FI_DIR "failslab", F_OK) == 0 && access(FI_DIR "fail_page_alloc", F_OK) == 0 &&
+	int fi = access(FI_DIR "failslab", F_OK) == 0 &&
+		 access(FI_DIR "fail_page_alloc", F_OK) == 0 &&
 		 access("/proc/self/fail-nth", F_OK) == 0;
 	if (fi && fi_setup()) {
-		tap_result(0, "allocation failures in turn", "fault injection is there but cannot be set up: %s",
-			   strerror(errno));
+		tap_result(0, "allocation failures in turn",
+			   "fault injection is there but cannot be set up: %s", strerror(errno));
 		tap_result(0, "random allocation failures", "not run");
 	} else if (fi) {
 		deadline = start + budget * 0.88;
 		phase_begin();
 		phase_fail_nth();
-		printf("# fail-nth: %lu allocations failed in turn over %d of %d steps of a VM's life, %lu calls "
-		       "failed (ENOMEM)\n", fi_sites, fi_steps_done, S_N, fi_failed);
-		phase_end("every allocation of open/SET_MEMORY/CREATE_VCPU/mmap/RUN/GET_STATS fails once in turn: "
-			  "ENOMEM or success, and the VM recovers");
+		printf("# fail-nth: %lu allocations failed in turn over %d of %d steps of a VM's "
+		       "life, %lu calls failed (ENOMEM)\n", fi_sites, fi_steps_done, S_N,
+		       fi_failed);
+		phase_end("every allocation of open/SET_MEMORY/CREATE_VCPU/mmap/RUN/GET_STATS "
+			  "fails once in turn: ENOMEM or success, and the VM recovers");
 
 		deadline = start + budget * 0.97;
 		phase_begin();
 		phase_fail_random();
-		printf("# random failures: %lu calls, %lu failed with ENOMEM\n", fi_random_calls, fi_random_enomem);
-		phase_end("failslab/fail_page_alloc at 0-50 % during random calls on 4 VMs, which recover afterwards");
+		printf("# random failures: %lu calls, %lu failed with ENOMEM\n", fi_random_calls,
+		       fi_random_enomem);
+		phase_end("failslab/fail_page_alloc at 0-50 % during random calls on 4 VMs, which "
+			  "recover afterwards");
 		fi_probability(0);
 	} else {
-		tap_result(1, "allocation failures in turn # SKIP no fault injection (debugfs failslab, "
-			      "fail_page_alloc, /proc/thread-self/fail-nth) in this kernel", "");
-		tap_result(1, "random allocation failures # SKIP no fault injection in this kernel", "");
+		tap_result(1, "allocation failures in turn # SKIP no fault injection (debugfs "
+			      "failslab, fail_page_alloc, /proc/thread-self/fail-nth) in this "
+			      "kernel", "");
+		tap_result(1, "random allocation failures # SKIP no fault injection in this kernel",
+			   "");
 	}
 
 	/* Whatever the fuzzing did, a clean VM still runs a guest. */
@@ -1186,7 +1243,8 @@ int main(int argc, char **argv)
 	}
 	double secs = now() - start;
 	char desc[160];
-	snprintf(desc, sizeof(desc), "fuzz totals: %lu calls in %.0f s (at least %d per second of the budget)",
+	snprintf(desc, sizeof(desc),
+		 "fuzz totals: %lu calls in %.0f s (at least %d per second of the budget)",
 		 total_calls, secs, MIN_CALLS_PER_S);
 	tap_result(total_calls >= MIN_CALLS_PER_S * budget, desc, "only %lu calls", total_calls);
 	printf("# FUZZ-TOTAL calls=%lu runs=%lu seed=%llu seconds=%.0f\n", total_calls, total_runs,

@@ -26,6 +26,8 @@
 
 #define KO "/lib/modules/shadowvm.ko"
 #define MEM_SIZE (1u << 20)
+/* Free memory that may stay missing after one VM is closed: slab pages kept partly used. */
+#define BACK_SLACK_KB 128
 
 static int ko_fd = -1;
 
@@ -93,9 +95,10 @@ struct check {
 static struct check c_load = { .what = "insmod succeeds and /dev/shadowvm appears" },
 		    c_run = { .what = "a VM with memory and a vCPU runs a guest to HLT" },
 		    c_ref = { .what = "/sys/module/shadowvm/refcnt counts the open VM files" },
-		    c_busy = { .what = "rmmod is refused with EWOULDBLOCK while a VM file is open" },
-		    c_unload = { .what = "rmmod succeeds at once after the last VM file is released; "
-					 "node and sysfs gone" };
+		    c_busy = { .what = "rmmod is refused with EWOULDBLOCK while a VM file is "
+				       "open" },
+		    c_unload = { .what = "rmmod succeeds at once after the last VM file is "
+					 "released; node and sysfs gone" };
 
 static void __attribute__((format(printf, 3, 4)))
 fail(struct check *c, int cycle, const char *fmt, ...)
@@ -119,7 +122,8 @@ static void expect_held(int cycle, int holders, const char *how)
 	if (n != holders)
 		fail(&c_ref, cycle, "%s: refcnt %d, want %d", how, n, holders);
 	if (n <= 0) {
-		fail(&c_busy, cycle, "%s: not tried, refcnt %d would let rmmod free code in use", how, n);
+		fail(&c_busy, cycle, "%s: not tried, refcnt %d would let rmmod free code in use",
+		     how, n);
 		return;
 	}
 	busy_tries++;
@@ -140,11 +144,13 @@ static void expect_unload(int cycle)
 		int e = errno, tries = 1;
 		while (unload() != 0 && tries < 200)
 			tries++, usleep(10000);
-		fail(&c_unload, cycle, "rmmod: %s (refcnt %d); %d more tries", strerror(e), refcnt(), tries);
+		fail(&c_unload, cycle, "rmmod: %s (refcnt %d); %d more tries", strerror(e),
+		     refcnt(), tries);
 	}
 	if (access("/dev/shadowvm", F_OK) == 0 || loaded())
 		fail(&c_unload, cycle, "after rmmod: /dev/shadowvm %s, /sys/module/shadowvm %s",
-		     access("/dev/shadowvm", F_OK) ? "gone" : "still there", loaded() ? "still there" : "gone");
+		     access("/dev/shadowvm", F_OK) ? "gone" : "still there",
+		     loaded() ? "still there" : "gone");
 }
 
 static void on_signal(int sig)
@@ -226,7 +232,8 @@ static int one_cycle(int i)
 		pthread_join(th, &ret);
 		runs++;
 		if ((intptr_t)ret != EBADF)
-			fail(&c_run, i, "RUN after close ended with errno %ld, want EBADF", (long)(intptr_t)ret);
+			fail(&c_run, i, "RUN after close ended with errno %ld, want EBADF",
+			     (long)(intptr_t)ret);
 		break;
 	}
 	}
@@ -246,7 +253,8 @@ int main(int argc, char **argv)
 	/* An earlier suite may have left the module loaded, with no VM open. */
 	int pre = loaded() ? unload() : 0;
 	tap_result(ko_fd >= 0 && pre == 0 && !loaded(), "start with the module unloaded",
-		   "open %s: %s; rmmod: %d %s", KO, ko_fd < 0 ? "failed" : "ok", pre, strerror(errno));
+		   "open %s: %s; rmmod: %d %s", KO, ko_fd < 0 ? "failed" : "ok", pre,
+		   strerror(errno));
 	for (; done < cycles && ko_fd >= 0; done++)
 		if (one_cycle(done))
 			break;
@@ -270,7 +278,8 @@ int main(int argc, char **argv)
 	 */
 	struct vm v = { .fd = -1, .mem = MAP_FAILED, .run = MAP_FAILED };
 	long f0 = free_kb(), f1 = -1, f2;
-	int ok = vm_create(&v, 2u << 20, guest_hlt, sizeof(guest_hlt)) == 0 && vm_run(&v) == SHADOWVM_EXIT_HLT;
+	int ok = vm_create(&v, 2u << 20, guest_hlt, sizeof(guest_hlt)) == 0 &&
+		 vm_run(&v) == SHADOWVM_EXIT_HLT;
 	if (ok)
 		f1 = free_kb();
 	vm_destroy(&v);
@@ -282,11 +291,13 @@ int main(int argc, char **argv)
 	else if (bk)
 		fclose(bk);
 	char desc[200];
-	snprintf(desc, sizeof(desc), "one VM's bookkeeping (2 MiB RAM, vCPU, ran to HLT): %ld kB besides its RAM; "
-		 "after close %ld kB of it not back (at most %d)", book, back, 128);
-	tap_result(ok && f0 > 0 && book > 0 && back <= 128, desc, "free %ld -> %ld -> %ld kB, VM %s", f0, f1, f2,
-		   ok ? "ran" : strerror(errno));
-	printf("# RELOAD-TOTAL cycles=%d vms=%lu runs=%lu busy_rmmods=%lu seconds=%.1f (%.0f ms per cycle)\n",
-	       done, vms, runs, busy_tries, secs, done ? 1000 * secs / done : 0);
+	snprintf(desc, sizeof(desc), "one VM's bookkeeping (2 MiB RAM, vCPU, ran to HLT): %ld kB "
+		 "besides its RAM; after close %ld kB of it not back (at most %d)", book, back,
+		 BACK_SLACK_KB);
+	tap_result(ok && f0 > 0 && book > 0 && back <= BACK_SLACK_KB, desc,
+		   "free %ld -> %ld -> %ld kB, VM %s", f0, f1, f2, ok ? "ran" : strerror(errno));
+	printf("# RELOAD-TOTAL cycles=%d vms=%lu runs=%lu busy_rmmods=%lu seconds=%.1f "
+	       "(%.0f ms per cycle)\n", done, vms, runs, busy_tries, secs,
+	       done ? 1000 * secs / done : 0);
 	return tap_exit();
 }

@@ -75,7 +75,8 @@ static inline int vm_create(struct vm *vm, size_t mem_size, const void *code, si
 	vm->mem = MAP_FAILED;
 	vm->run = MAP_FAILED;
 	vm->fd = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
-	if (vm->fd < 0 || ioctl(vm->fd, SHADOWVM_SET_MEMORY, &m) || ioctl(vm->fd, SHADOWVM_CREATE_VCPU, 0))
+	if (vm->fd < 0 || ioctl(vm->fd, SHADOWVM_SET_MEMORY, &m) ||
+	    ioctl(vm->fd, SHADOWVM_CREATE_VCPU, 0))
 		return -1;
 	vm->mem = mmap(NULL, mem_size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd, 0);
 	vm->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd,
