@@ -17,6 +17,8 @@
 # Logs: out/logs/ (<job>.log for each job, <boot>-serial.log and <boot>.times for each boot).
 source "$(dirname "$0")/lib.sh"
 set +e
+# Read whole before it runs: editing this file during a make check does not disturb it.
+{
 
 QUICK=0
 [ "${1:-}" = --quick ] && QUICK=1
@@ -337,3 +339,5 @@ echo "Logs: $LOGS"
 [ "$F" = 0 ] || echo "Something failed: the FAIL lines above name it; the logs hold the details."
 echo "$P passed, $F failed, $S skipped"
 [ "$F" = 0 ]
+exit
+}
