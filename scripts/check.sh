@@ -17,6 +17,8 @@
 # Logs: out/logs/ (<job>.log for each job, <boot>-serial.log and <boot>.times for each boot).
 source "$(dirname "$0")/lib.sh"
 set +e
+# Read whole before it runs: editing this file during a make check does not disturb it.
+{
 
 QUICK=0
 [ "${1:-}" = --quick ] && QUICK=1
@@ -237,10 +239,11 @@ status() {
 	printf '\r\033[K[%ds]%s' $(($(date +%s) - start)) "${s:0:$((COLS - 8))}" >&2
 }
 
-# cpu_s <job>: the CPU seconds of a finished job (from the output of the shell's times).
+# cpu_s <job>: the CPU seconds of a finished job: the shell's times, whose second line is
+# what the job's processes used.
 cpu_s() {
 	[ -f "$JOBS/$1.cpu" ] || return 0
-	awk '{ for (i = 1; i <= NF; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } }
+	awk 'NR == 2 { for (i = 1; i <= NF; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } }
 		END { printf "%d", t + 0.5 }' "$JOBS/$1.cpu"
 }
 
@@ -275,7 +278,7 @@ launch() {
 	# The status file is written however the body ends (also on an unset variable), with
 	# the CPU time the job used (user + system of its processes): on a shared machine
 	# that says more about a job's cost than its wall time.
-	( trap 'rc=$?; times | tail -n 1 > "$JOBS/$n.cpu"; echo $rc > "$JOBS/$n.rc"' EXIT
+	( trap 'rc=$?; times > "$JOBS/$n.cpu"; echo $rc > "$JOBS/$n.rc"' EXIT
 		${BODY[$n]} ) > "$LOGS/$n.log" 2>&1 < /dev/null &
 	PID[$n]=$!
 }
@@ -337,3 +340,5 @@ echo "Logs: $LOGS"
 [ "$F" = 0 ] || echo "Something failed: the FAIL lines above name it; the logs hold the details."
 echo "$P passed, $F failed, $S skipped"
 [ "$F" = 0 ]
+exit
+}
