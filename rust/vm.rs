@@ -175,16 +175,20 @@ macro_rules! plain_data {
 }
 plain_data!(uapi::Memory, uapi::Regs, uapi::Sregs, uapi::Stats, uapi::StatEntry);
 
-/// Open VMs, all users together and per user (by effective uid at open).
+/// Users with VMs open at once that the per-user count can track (more: `EMFILE`).
+const USER_SLOTS: usize = 256;
+
+/// Open VMs, all users together and per user (by effective uid at open). Fixed-size: a
+/// static is never dropped, so a heap buffer here would outlive the module.
 pub(crate) struct VmCounts {
     total: u64,
-    users: KVec<(Kuid, u64)>,
+    users: [Option<(Kuid, u64)>; USER_SLOTS],
 }
 
 kernel::sync::global_lock! {
     // SAFETY: Initialised in the module initialiser, before the device is registered.
     pub(crate) unsafe(uninit) static VM_COUNTS: Mutex<VmCounts> =
-        VmCounts { total: 0, users: KVec::new() };
+        VmCounts { total: 0, users: [None; USER_SLOTS] };
 }
 
 /// One counted VM; the counts drop with it.
@@ -192,25 +196,29 @@ kernel::sync::global_lock! {
 /// # Invariants
 ///
 /// Each value accounts for exactly one VM in [`VM_COUNTS`]: one in `total` and one in the
-/// entry of `uid`.
+/// slot of `uid`.
 struct VmSlot {
     uid: Kuid,
 }
 
 impl VmSlot {
     /// Counts a VM for `uid`: `EMFILE` beyond `max_vms` in all or `max_vms_per_user` for
-    /// this user.
+    /// this user (or with `USER_SLOTS` other users holding VMs).
     fn take(uid: Kuid) -> Result<Self> {
-        let mut counts = VM_COUNTS.lock();
+        let mut guard = VM_COUNTS.lock();
+        let counts = &mut *guard;
         if counts.total >= crate::max_vms() {
             return Err(EMFILE);
         }
-        match counts.users.iter_mut().find(|(u, _)| *u == uid) {
+        match counts.users.iter_mut().flatten().find(|(u, _)| *u == uid) {
             Some((_, n)) if *n >= crate::max_vms_per_user() => return Err(EMFILE),
-            Some((_, n)) => *n += 1,
-            None => counts.users.push((uid, 1), GFP_KERNEL_ACCOUNT)?,
+            Some((_, n)) => *n = n.saturating_add(1),
+            None => {
+                let free = counts.users.iter_mut().find(|s| s.is_none()).ok_or(EMFILE)?;
+                *free = Some((uid, 1));
+            }
         }
-        counts.total += 1;
+        counts.total = counts.total.saturating_add(1);
         // INVARIANT: both counts above are ours.
         Ok(Self { uid })
     }
@@ -218,14 +226,13 @@ impl VmSlot {
 
 impl Drop for VmSlot {
     fn drop(&mut self) {
-        let mut counts = VM_COUNTS.lock();
+        let mut guard = VM_COUNTS.lock();
+        let counts = &mut *guard;
         counts.total = counts.total.saturating_sub(1);
-        if let Some(i) = counts.users.iter().position(|(u, _)| *u == self.uid) {
-            if let Some((_, n)) = counts.users.get_mut(i) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    let _ = counts.users.remove(i);
-                }
+        if let Some(slot) = counts.users.iter_mut().find(|s| matches!(s, Some((u, _)) if *u == self.uid)) {
+            match slot {
+                Some((_, n)) if *n > 1 => *n -= 1,
+                _ => *slot = None,
             }
         }
     }

@@ -15,7 +15,7 @@
  * (Documentation/uapi.md "Errors"), and no phase may leave a kernel splat in /dev/kmsg.
  * One TAP result per phase; the first offending calls are printed. Reproducible (but for
  * the thread interleaving): usage fuzz [seed [seconds]], the seed is printed; the time
- * budget bounds every phase (default 40 s in total).
+ * budget bounds every phase (default 50 s in total).
  *
  * Guests only ever run with an IDT the CPU cannot read without a #PF that shadowvm
  * intercepts (see vmlib.h).
@@ -1122,13 +1122,17 @@ static void phase_fail_random(void)
 	}
 }
 
-/* The rate the debug Bochs machine must reach (calls per second of the budget). */
-#define MIN_CALLS_PER_S 2500
+/*
+ * The rate the debug Bochs machine must reach (calls per second of the budget): with the
+ * default 50 s budget, 100,000 calls a run. (Seen: about 2350 per second in the 1-CPU
+ * debug boot, each RUN window also saving and restoring the host's debug state.)
+ */
+#define MIN_CALLS_PER_S 2000
 
 int main(int argc, char **argv)
 {
 	uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
-	double budget = argc > 2 ? atof(argv[2]) : 40, start = now();
+	double budget = argc > 2 ? atof(argv[2]) : 50, start = now();
 	struct fvm fresh, ran, pristine;
 
 	rng = seed ? seed : 1;
