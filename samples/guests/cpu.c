@@ -357,11 +357,14 @@ static void t_fault_delivery_on_pt_stack(void)
 	write_cr3(cr3);
 	(void)rd32(va);		/* the shadow of this walk write-protects the directory */
 	/*
-	 * The directory (not the root: a root stays write-protected while it is current, so
-	 * a frame pushed onto it can only be emulated); with 32-bit paging that is the root,
-	 * so the leaf table is used there (which a hypervisor may let go out of sync).
+	 * A directory in long mode. Not a table the root holds: a root stays write-protected
+	 * while it is current, so a frame pushed onto it could only be emulated (KVM with
+	 * ept=0 then stops with an internal error, seen in Bochs, and so does shadowvm). With
+	 * 32-bit paging the directory is the root, and with PAE the four directories the
+	 * PDPTEs name are held by the root: there the leaf table is used (which a hypervisor
+	 * may let go out of sync).
 	 */
-	const int level = PT_LEVELS > 2 ? 2 : 1;
+	const int level = PT_LEVELS > 3 ? 2 : 1;
 	uintptr_t dir = (uintptr_t)pt_entry(cr3, va, level, 0) & ~(uintptr_t)(PAGE_SIZE - 1);
 	map_page(cr3, alias, dir, PTE_P | PTE_W);	/* the table, also as data */
 	pf_reset();
