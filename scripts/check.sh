@@ -171,7 +171,7 @@ job_boot() {
 	n=$(boot_markers "$log" "$times" "$n")
 	echo "$(date +%s) END" >> "$times"
 	summarize "$name" "$log" "$suites"
-	grep -h -E '^# (FUZZ|HOSTILE|LIFECYCLE)-TOTAL' "$log" | sed 's/^# /    /'
+	grep -h -E '^# (FUZZ|HOSTILE|LIFECYCLE|RELOAD)-TOTAL' "$log" | sed 's/^# /    /'
 	# Where the time went: boot, then each suite.
 	awk 'NR == 1 { t0 = $1; last = t0 }
 		$2 == "SHADOWVM-BOOTED" { printf "boot %ds", $1 - t0; last = $1 }
@@ -261,7 +261,7 @@ finish() {
 	if [ "$rc" = 0 ]; then
 		STATE[$n]=done
 		say "done  $n in ${secs}s (CPU $(cpu_s "$n")s)$res"
-		grep -h -E '^  FAIL|^    (FUZZ|HOSTILE|LIFECYCLE)-TOTAL' "$LOGS/$n.log" >&2
+		grep -h -E '^  FAIL|^    (FUZZ|HOSTILE|LIFECYCLE|RELOAD)-TOTAL' "$LOGS/$n.log" >&2
 	else
 		STATE[$n]=failed
 		say "FAIL  $n in ${secs}s (exit status $rc; log: $LOGS/$n.log)"
