@@ -66,15 +66,6 @@
 #define SPX "%%esp"
 #endif
 
-#define DEFINE_DR(n)								\
-static inline uintptr_t read_dr##n(void)					\
-{ uintptr_t v; __asm__ volatile("mov %%dr" #n ", %0" : "=r"(v)); return v; }	\
-static inline void write_dr##n(uintptr_t v)					\
-{ __asm__ volatile("mov %0, %%dr" #n :: "r"(v) : "memory"); }
-DEFINE_DR(0)
-DEFINE_DR(6)
-DEFINE_DR(7)
-#undef DEFINE_DR
 
 __noreturn void user_return(uintptr_t value);
 

@@ -24,16 +24,20 @@ static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %
 static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" :: "a"(v), "Nd"(port)); }
 static inline uint8_t inb(uint16_t port) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
 
-#define DEFINE_CR(n)								\
-static inline uintptr_t read_cr##n(void)					\
-{ uintptr_t v; __asm__ volatile("mov %%cr" #n ", %0" : "=r"(v)); return v; }	\
-static inline void write_cr##n(uintptr_t v)					\
-{ __asm__ volatile("mov %0, %%cr" #n :: "r"(v) : "memory"); }
-DEFINE_CR(0)
-DEFINE_CR(2)
-DEFINE_CR(3)
-DEFINE_CR(4)
-#undef DEFINE_CR
+/* read_crN/write_crN and read_drN/write_drN: control and debug registers. */
+#define DEFINE_REG(kind, n)							\
+static inline uintptr_t read_##kind##n(void)					\
+{ uintptr_t v; __asm__ volatile("mov %%" #kind #n ", %0" : "=r"(v)); return v; }	\
+static inline void write_##kind##n(uintptr_t v)				\
+{ __asm__ volatile("mov %0, %%" #kind #n :: "r"(v) : "memory"); }
+DEFINE_REG(cr, 0)
+DEFINE_REG(cr, 2)
+DEFINE_REG(cr, 3)
+DEFINE_REG(cr, 4)
+DEFINE_REG(dr, 0)
+DEFINE_REG(dr, 6)
+DEFINE_REG(dr, 7)
+#undef DEFINE_REG
 
 #define CR0_PE		(1UL << 0)
 #define CR0_WP		(1UL << 16)
