@@ -12,7 +12,8 @@
 //!   every piece is performed.
 //! * Every store into RAM is reported with [`Mmu::guest_wrote`] (one call per page).
 //! * Reads of unbacked memory are [`MemFault::Mmio`]; one MMIO store of up to 8 bytes per
-//!   instruction is queued in [`EngineAccess::mmio_write`] for userspace.
+//!   instruction (per iteration of a string instruction) is queued in
+//!   [`EngineAccess::mmio_write`] for userspace. A locked store to MMIO is a plain store.
 //! * Aligned locked operations of 1, 2, 4 or 8 bytes within a page of RAM are real
 //!   atomic compare-exchanges (another vCPU may write the location).
 
@@ -281,6 +282,12 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
         // even when the comparison fails, as the CPU does).
         let mut cur = [0u8; 16];
         let cur = cur.get_mut(..len).ok_or(MemFault::Host)?;
+        if let Err(MemFault::Mmio) = self.read(addr, cur) {
+            // The emulator has the device's value already (an MMIO exit); the store goes
+            // to the device as a plain write, as in KVM (a device has no atomics).
+            self.write(addr, new)?;
+            return Ok(true);
+        }
         self.read(addr, cur)?;
         if cur != old {
             self.write(addr, cur)?;
@@ -288,5 +295,9 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
         }
         self.write(addr, new)?;
         Ok(true)
+    }
+
+    fn mmio_queued(&self) -> bool {
+        self.mmio_write.is_some()
     }
 }

@@ -33,8 +33,9 @@
 //!   is what hardware commits between interrupts. [`Outcome::RepContinue`] means the
 //!   iteration (memory, RCX/RSI/RDI) has been committed and RIP still points at the
 //!   instruction. The caller either calls `execute` again (or [`execute_rep`], which does up
-//!   to N iterations) or re-enters the guest, which carries on natively. `REP` with a zero
-//!   count just advances RIP.
+//!   to N iterations and stops after one that accessed MMIO) or re-enters the guest, which
+//!   carries on natively (and exits again at the next MMIO access: one per exit, as in
+//!   KVM). `REP` with a zero count just advances RIP.
 //! * **Exceptions** to inject come back as [`Outcome::Exception`]. They can come from
 //!   `EmuMemory` (#PF with its error code, or #GP/#SS from a limit check by the caller), or
 //!   from the emulator: #GP(0)/#SS(0) for a non-canonical address in 64-bit mode, and
@@ -58,10 +59,14 @@
 //! single-step trap (TF) after the instruction and the interrupt shadow are left to the
 //! caller.
 //!
+//! # Segments
+//! Outside 64-bit mode every access passes the limit and type checks of its segment
+//! ([`Env::seg_check`], as KVM's `__linearize`); a read-modify-write destination is checked
+//! for the write before it is read.
+//!
 //! # Not covered
-//! Segment limit and type checks: the caller gets the segment and offset of every access
-//! in [`Addr`] and can check them itself. Also not covered: alignment checks (#AC),
-//! protection keys, and accesses that cross a page, which the caller's `EmuMemory` splits.
+//! Alignment checks (#AC), protection keys, and accesses that cross a page, which the
+//! caller's `EmuMemory` splits.
 //! Other instructions (PUSH/POP, string compares and scans, LODS, shifts, MUL/DIV, SSE, ...)
 //! give [`DecodeError::Unsupported`].
 
@@ -176,12 +181,70 @@ pub struct Env {
     /// Segment bases indexed by [`Seg`] (ES, CS, SS, DS, FS, GS). In 64-bit mode only FS
     /// and GS bases are used, as in hardware. Outside it, linear addresses wrap at 4 GiB.
     pub seg_base: [u64; 6],
+    /// The limit and type checks of each segment, indexed like `seg_base`.
+    pub seg_check: [SegCheck; 6],
     /// CR4.LA57: canonical addresses have 57 bits instead of 48 (64-bit mode only).
     pub la57: bool,
 }
 
+/// What the CPU checks on an access through a segment outside 64-bit mode (SDM Vol. 3A,
+/// 5.3 and 5.4); a failed check is #GP(0), or #SS(0) through SS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SegCheck {
+    /// Nothing: 64-bit mode, where only the canonical check applies.
+    #[default]
+    None,
+    /// The segment register is unusable (a null selector): every access faults.
+    Unusable,
+    /// A code or data segment. In real and virtual-8086 mode the caller passes a
+    /// read/write data type (no type checks there, only the limit).
+    Desc {
+        /// Byte-granular limit.
+        limit: u32,
+        /// Descriptor type (bit 3 code, bit 2 expand-down or conforming, bit 1 writable
+        /// or readable).
+        type_: u8,
+        /// D/B: an expand-down segment ends at 4 GiB instead of 64 KiB.
+        big: bool,
+    },
+}
+
+impl SegCheck {
+    /// Checks `size` bytes at `addr` for a read or a write (KVM's `__linearize`).
+    fn check(self, addr: &Addr, size: usize, write: bool) -> Result<(), Exception> {
+        let fault = if addr.seg == Seg::Ss {
+            Exception::Ss(0)
+        } else {
+            Exception::Gp(0)
+        };
+        let (limit, type_, big) = match self {
+            SegCheck::None => return Ok(()),
+            SegCheck::Unusable => return Err(fault),
+            SegCheck::Desc { limit, type_, big } => (u64::from(limit), type_, big),
+        };
+        let code = type_ & 8 != 0;
+        let allowed = if code {
+            !write && type_ & 2 != 0
+        } else {
+            !write || type_ & 2 != 0
+        };
+        let last = addr.offset.saturating_add((size as u64).saturating_sub(1));
+        let within = if !code && type_ & 4 != 0 {
+            let top = if big { 0xffff_ffff } else { 0xffff };
+            addr.offset > limit && last <= top
+        } else {
+            last <= limit
+        };
+        if allowed && within {
+            Ok(())
+        } else {
+            Err(fault)
+        }
+    }
+}
+
 /// One memory access: the segment and offset (effective address) the instruction used,
-/// and the linear address they make. The caller may check segment limits with them.
+/// and the linear address they make. The segment checks use them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Addr {
     /// Segment the access goes through.
@@ -251,6 +314,13 @@ pub trait EmuMemory {
         }
         self.write(addr, new)?;
         Ok(true)
+    }
+
+    /// Whether a store of this instruction went to MMIO and waits for the caller (who
+    /// hands it to userspace). [`execute_rep`] stops after such an iteration: one MMIO
+    /// access per exit, as KVM does.
+    fn mmio_queued(&self) -> bool {
+        false
     }
 }
 
@@ -1295,14 +1365,27 @@ fn mem_fault(f: MemFault, addr: &Addr, size: usize, reading: bool) -> Stop {
     }
 }
 
-/// Guest memory plus the MMIO data for this step's read, if any.
+/// Guest memory plus the MMIO data for this step's read, if any. Every access passes the
+/// segment checks of `env` first.
 struct Bus<'a, M: EmuMemory + ?Sized> {
     mem: &'a mut M,
     mmio: Option<&'a MmioData>,
+    env: &'a Env,
 }
 
 impl<M: EmuMemory + ?Sized> Bus<'_, M> {
+    fn check(&self, addr: &Addr, size: usize, write: bool) -> Result<(), Stop> {
+        let c = self
+            .env
+            .seg_check
+            .get(addr.seg as usize)
+            .copied()
+            .unwrap_or_default();
+        c.check(addr, size, write).map_err(Stop::from)
+    }
+
     fn read(&mut self, addr: &Addr, buf: &mut [u8]) -> Result<(), Stop> {
+        self.check(addr, buf.len(), false)?;
         if let Some(d) = self.mmio {
             if d.linear != addr.linear || usize::from(d.len) != buf.len() {
                 return Err(Stop::Err(EmuError::MmioMismatch));
@@ -1332,12 +1415,14 @@ impl<M: EmuMemory + ?Sized> Bus<'_, M> {
     }
 
     fn write(&mut self, addr: &Addr, data: &[u8]) -> Result<(), Stop> {
+        self.check(addr, data.len(), true)?;
         self.mem
             .write(addr, data)
             .map_err(|f| mem_fault(f, addr, data.len(), false))
     }
 
     fn cmpxchg(&mut self, addr: &Addr, old: &[u8], new: &[u8]) -> Result<bool, Stop> {
+        self.check(addr, old.len(), true)?;
         self.mem
             .cmpxchg(addr, old, new)
             .map_err(|f| mem_fault(f, addr, old.len(), false))
@@ -1387,7 +1472,7 @@ pub fn execute<M: EmuMemory + ?Sized>(
     mem: &mut M,
     mmio: Option<&MmioData>,
 ) -> Result<Outcome, EmuError> {
-    let mut bus = Bus { mem, mmio };
+    let mut bus = Bus { mem, mmio, env };
     let mut attempts = 0u32;
     loop {
         let mut r = *regs;
@@ -1420,8 +1505,11 @@ pub fn execute<M: EmuMemory + ?Sized>(
 }
 
 /// Like [`execute`], but runs up to `max_iterations` (at least one) iterations of a REP
-/// string instruction. Iterations commit one by one, so on an exception or MMIO exit the
-/// ones before it stay done, as on hardware. `mmio` is used for the first iteration only.
+/// string instruction. Iterations commit one by one into `regs`, so whatever the outcome
+/// (an exception, an MMIO read) the ones before it stay done, as on hardware: the caller
+/// keeps `regs` in every case. `mmio` is used for the first iteration only. An iteration
+/// that used MMIO (the `mmio` data, or a store [`EmuMemory::mmio_queued`]) is the last:
+/// one MMIO access per exit, so a device sees each access once and in order.
 pub fn execute_rep<M: EmuMemory + ?Sized>(
     insn: &Insn,
     regs: &mut Regs,
@@ -1431,8 +1519,11 @@ pub fn execute_rep<M: EmuMemory + ?Sized>(
     max_iterations: u32,
 ) -> Result<Outcome, EmuError> {
     let mut out = execute(insn, regs, env, mem, mmio)?;
+    if mmio.is_some() {
+        return Ok(out);
+    }
     let mut n = 1u32;
-    while out == Outcome::RepContinue && n < max_iterations {
+    while out == Outcome::RepContinue && n < max_iterations && !mem.mmio_queued() {
         out = execute(insn, regs, env, mem, None)?;
         n = n.saturating_add(1);
     }
@@ -1453,6 +1544,19 @@ fn step<M: EmuMemory + ?Sized>(
         None
     };
     let atomic = insn.lock && insn.dst == Operand::Mem;
+    // A destination that is read first is checked for the write before the read, so an
+    // access the segment forbids reaches no device.
+    if let (true, Some(a)) = (
+        insn.dst == Operand::Mem && insn.writes_memory(),
+        addr.as_ref(),
+    ) {
+        let n = match insn.op {
+            Op::Cmpxchg8b => 8,
+            Op::Cmpxchg16b => 16,
+            _ => usize::from(size),
+        };
+        bus.check(a, n, true)?;
+    }
 
     // Operand access helpers over the one memory operand.
     macro_rules! load {
@@ -1786,6 +1890,10 @@ mod tests {
             self.data[r].copy_from_slice(data);
             self.writes += 1;
             Ok(())
+        }
+        /// The caller hands each store to "userspace" and clears the list.
+        fn mmio_queued(&self) -> bool {
+            !self.mmio_writes.is_empty()
         }
         fn cmpxchg(&mut self, addr: &Addr, old: &[u8], new: &[u8]) -> Result<bool, MemFault> {
             self.cmpxchg_calls += 1;
@@ -2837,6 +2945,7 @@ mod tests {
         let env = Env {
             seg_base: [0x1000, 0x2000, 0x3000, 0x4000, 0, 0],
             la57: false,
+            ..Env::default()
         };
         let mut r = regs();
         // [bx+si] with wraparound at 64 KiB.
@@ -2862,6 +2971,7 @@ mod tests {
         let env = Env {
             seg_base: [RAM, 0, 0, 0, 0, 0],
             la57: false,
+            ..Env::default()
         };
         let mut m = TestMem::new();
         r.gpr[gpr::RDI] = 0x20;
@@ -2879,6 +2989,7 @@ mod tests {
         let env = Env {
             seg_base: [0, 0, 0, 0x10, 0, 0],
             la57: false,
+            ..Env::default()
         };
         let mut r = regs();
         r.gpr[gpr::RAX] = 0xffff_fff0;
@@ -2890,6 +3001,7 @@ mod tests {
         let env = Env {
             seg_base: [0x111, 0x222, 0x333, 0x444, 0xffff_8000_0000_0000, 0x7000],
             la57: false,
+            ..Env::default()
         };
         r.gpr[gpr::RAX] = 0x1000;
         let i = dec(CodeSize::Bits64, &[0x89, 0x10]);
@@ -3093,6 +3205,7 @@ mod tests {
         let env16 = Env {
             seg_base: [RAM, 0, 0, 0, 0, 0],
             la57: false,
+            ..Env::default()
         };
         let i = dec(CodeSize::Bits16, &[0xf3, 0xab]);
         let mut r = regs();
@@ -3175,6 +3288,237 @@ mod tests {
     // -----------------------------------------------------------------------------------
     // MMIO, faults, atomicity
     // -----------------------------------------------------------------------------------
+
+    /// Issue 10 item 5: REP string instructions make one MMIO access per exit, and keep
+    /// the iterations they committed whatever stops them.
+    #[test]
+    fn rep_string_mmio_one_access_per_exit() {
+        let env = Env::default();
+        let mut m = TestMem::new();
+        // rep stosd to MMIO, 3 iterations: one store per call, RCX/RDI committed each time.
+        let i = dec(CodeSize::Bits64, &[0xf3, 0xab]);
+        let mut r = regs();
+        r.gpr[gpr::RDI] = MMIO + 0x10;
+        r.gpr[gpr::RCX] = 3;
+        r.gpr[gpr::RAX] = 0xaabb_ccdd;
+        for left in [2u64, 1] {
+            assert_eq!(
+                execute_rep(&i, &mut r, &env, &mut m, None, 1024),
+                Ok(Outcome::RepContinue)
+            );
+            assert_eq!(m.mmio_writes.len(), 1, "one MMIO store per exit");
+            assert_eq!((r.gpr[gpr::RCX], r.rip), (left, 0x40_0000));
+            m.mmio_writes.clear();
+        }
+        assert_eq!(
+            execute_rep(&i, &mut r, &env, &mut m, None, 1024),
+            Ok(Outcome::Done)
+        );
+        assert_eq!(
+            m.mmio_writes,
+            vec![(MMIO + 0x18, vec![0xdd, 0xcc, 0xbb, 0xaa])]
+        );
+        assert_eq!(
+            (r.gpr[gpr::RCX], r.gpr[gpr::RDI], r.rip),
+            (0, MMIO + 0x1c, 0x40_0002)
+        );
+        // rep movsb from MMIO to RAM: the read's data serves one iteration, then the
+        // instruction stops (the next device read is the next exit's).
+        m.mmio_writes.clear();
+        let i = dec(CodeSize::Bits64, &[0xf3, 0xa4]);
+        let mut r = regs();
+        r.gpr[gpr::RSI] = MMIO;
+        r.gpr[gpr::RDI] = RAM + 0x100;
+        r.gpr[gpr::RCX] = 3;
+        for k in 0..3u64 {
+            let out = execute_rep(&i, &mut r, &env, &mut m, None, 1024);
+            let Ok(Outcome::MmioRead(req)) = out else {
+                panic!("{out:?}")
+            };
+            assert_eq!((req.addr.linear, req.size), (MMIO + k, 1));
+            let mut d = MmioData {
+                linear: MMIO + k,
+                len: 1,
+                data: [0; 16],
+            };
+            d.data[0] = 0x50 + k as u8;
+            let want = if k < 2 {
+                Outcome::RepContinue
+            } else {
+                Outcome::Done
+            };
+            assert_eq!(
+                execute_rep(&i, &mut r, &env, &mut m, Some(&d), 1024),
+                Ok(want)
+            );
+            assert_eq!((r.gpr[gpr::RCX], r.gpr[gpr::RSI]), (2 - k, MMIO + k + 1));
+        }
+        assert_eq!(m.get(RAM + 0x100, 3), 0x52_5150);
+        // rep stosd over RAM into a page that faults: the iterations before the fault are
+        // committed in the registers the caller gets back with the exception.
+        let i = dec(CodeSize::Bits64, &[0xf3, 0xab]);
+        let mut r = regs();
+        let end = RAM + m.data.len() as u64;
+        r.gpr[gpr::RDI] = end - 8;
+        r.gpr[gpr::RCX] = 4;
+        let out = execute_rep(&i, &mut r, &env, &mut m, None, 1024);
+        assert_eq!(
+            out,
+            Ok(Outcome::Exception(Exception::Pf {
+                addr: end,
+                error_code: 2
+            }))
+        );
+        assert_eq!(
+            (r.gpr[gpr::RCX], r.gpr[gpr::RDI], r.rip),
+            (2, end, 0x40_0000)
+        );
+    }
+
+    /// Issue 10 item 8: outside 64-bit mode every access passes its segment's limit and
+    /// type checks (SDM Vol. 3A 5.3, 5.4), with #SS(0) through SS and #GP(0) otherwise.
+    #[test]
+    fn segment_limit_and_type_checks() {
+        let data_rw = SegCheck::Desc {
+            limit: 0xfff,
+            type_: 3,
+            big: true,
+        };
+        let mut env = Env {
+            seg_check: [data_rw; 6],
+            ..Env::default()
+        };
+        env.seg_base[Seg::Ds as usize] = RAM;
+        env.seg_base[Seg::Ss as usize] = RAM;
+        let mut m = TestMem::new();
+        let mut r = regs();
+        r.rip = 0x1000;
+        // mov [eax], ecx: the last byte at the limit passes, one byte further faults.
+        let store = dec(CodeSize::Bits32, &[0x89, 0x08]);
+        r.gpr[gpr::RAX] = 0xffc;
+        assert_eq!(
+            execute(&store, &mut r, &env, &mut m, None),
+            Ok(Outcome::Done)
+        );
+        r.rip = 0x1000;
+        r.gpr[gpr::RAX] = 0xffd;
+        assert_eq!(
+            execute(&store, &mut r, &env, &mut m, None),
+            Ok(Outcome::Exception(Exception::Gp(0)))
+        );
+        // Through SS ([ebp]): #SS(0).
+        let via_ss = dec(CodeSize::Bits32, &[0x89, 0x4d, 0x00]);
+        r.gpr[gpr::RBP] = 0x1000;
+        assert_eq!(
+            execute(&via_ss, &mut r, &env, &mut m, None),
+            Ok(Outcome::Exception(Exception::Ss(0)))
+        );
+        // Read-only data: loads pass, stores and read-modify-writes fault before any read
+        // (no MMIO read for an access the segment forbids).
+        env.seg_check[Seg::Ds as usize] = SegCheck::Desc {
+            limit: 0xffff_ffff,
+            type_: 1,
+            big: true,
+        };
+        r.gpr[gpr::RAX] = 0x10;
+        let load = dec(CodeSize::Bits32, &[0x8b, 0x08]);
+        assert_eq!(
+            execute(&load, &mut r, &env, &mut m, None),
+            Ok(Outcome::Done)
+        );
+        r.rip = 0x1000;
+        assert_eq!(
+            execute(&store, &mut r, &env, &mut m, None),
+            Ok(Outcome::Exception(Exception::Gp(0)))
+        );
+        env.seg_base[Seg::Ds as usize] = 0;
+        r.gpr[gpr::RAX] = MMIO as u32 as u64;
+        let add = dec(CodeSize::Bits32, &[0x01, 0x08]);
+        assert_eq!(
+            execute(&add, &mut r, &env, &mut m, None),
+            Ok(Outcome::Exception(Exception::Gp(0)))
+        );
+        // Code segments: never written; read only if readable.
+        env.seg_base[Seg::Ds as usize] = RAM;
+        r.gpr[gpr::RAX] = 0x10;
+        env.seg_check[Seg::Ds as usize] = SegCheck::Desc {
+            limit: 0xffff_ffff,
+            type_: 0xb,
+            big: true,
+        };
+        assert_eq!(
+            execute(&load, &mut r, &env, &mut m, None),
+            Ok(Outcome::Done)
+        );
+        r.rip = 0x1000;
+        assert_eq!(
+            execute(&store, &mut r, &env, &mut m, None),
+            Ok(Outcome::Exception(Exception::Gp(0)))
+        );
+        env.seg_check[Seg::Ds as usize] = SegCheck::Desc {
+            limit: 0xffff_ffff,
+            type_: 0x9,
+            big: true,
+        };
+        assert_eq!(
+            execute(&load, &mut r, &env, &mut m, None),
+            Ok(Outcome::Exception(Exception::Gp(0)))
+        );
+        // Expand-down: valid offsets lie above the limit, up to 64 KiB (B=0) or 4 GiB.
+        env.seg_check[Seg::Ds as usize] = SegCheck::Desc {
+            limit: 0xfff,
+            type_: 7,
+            big: false,
+        };
+        r.gpr[gpr::RAX] = 0xffc;
+        assert_eq!(
+            execute(&load, &mut r, &env, &mut m, None),
+            Ok(Outcome::Exception(Exception::Gp(0)))
+        );
+        r.gpr[gpr::RAX] = 0x1000;
+        assert_eq!(
+            execute(&load, &mut r, &env, &mut m, None),
+            Ok(Outcome::Done)
+        );
+        r.rip = 0x1000;
+        r.gpr[gpr::RAX] = 0xfffe;
+        assert_eq!(
+            execute(&load, &mut r, &env, &mut m, None),
+            Ok(Outcome::Exception(Exception::Gp(0)))
+        );
+        // An unusable (null) segment: every access faults.
+        env.seg_check[Seg::Es as usize] = SegCheck::Unusable;
+        let stos = dec(CodeSize::Bits32, &[0xab]);
+        assert_eq!(
+            execute(&stos, &mut r, &env, &mut m, None),
+            Ok(Outcome::Exception(Exception::Gp(0)))
+        );
+        // A REP string store stops at the limit with the iterations before it done.
+        env.seg_check[Seg::Es as usize] = SegCheck::Desc {
+            limit: 0x107,
+            type_: 3,
+            big: true,
+        };
+        env.seg_base[Seg::Es as usize] = RAM;
+        let rep = dec(CodeSize::Bits32, &[0xf3, 0xab]);
+        r.gpr[gpr::RDI] = 0x100;
+        r.gpr[gpr::RCX] = 5;
+        let out = execute_rep(&rep, &mut r, &env, &mut m, None, 1024);
+        assert_eq!(out, Ok(Outcome::Exception(Exception::Gp(0))));
+        assert_eq!((r.gpr[gpr::RCX], r.gpr[gpr::RDI]), (3, 0x108));
+        // 64-bit mode: no limit checks.
+        let env64 = Env {
+            seg_check: [SegCheck::None; 6],
+            ..Env::default()
+        };
+        let mut r = regs();
+        r.gpr[gpr::RAX] = RAM + 0x1000;
+        assert_eq!(
+            run(CodeSize::Bits64, &[0x89, 0x08], &mut r, &mut m),
+            Outcome::Done
+        );
+        let _ = env64;
+    }
 
     #[test]
     fn mmio_read_two_phase() {
@@ -3394,6 +3738,7 @@ mod tests {
         let env = Env {
             seg_base: [0; 6],
             la57: false,
+            ..Env::default()
         };
         let mut m = TestMem::new();
         m.put(RAM + 0x18, 8, 0x8000_0000_1234_5063);
@@ -3465,6 +3810,16 @@ mod tests {
                     rng.val(),
                     rng.val(),
                 ],
+                // Random limits and types: no check may panic either.
+                seg_check: core::array::from_fn(|_| match rng.next() % 3 {
+                    0 => SegCheck::None,
+                    1 => SegCheck::Unusable,
+                    _ => SegCheck::Desc {
+                        limit: rng.val() as u32,
+                        type_: (rng.next() & 0xf) as u8,
+                        big: rng.next().is_multiple_of(2),
+                    },
+                }),
                 la57: rng.next().is_multiple_of(2),
             };
             let mmio = MmioData {

@@ -465,9 +465,20 @@ impl VcpuCore {
         };
         let mut regs = emulate::Regs { gpr: [0; 16], rip: s.rip, rflags: s.rflags };
         regs.gpr.copy_from_slice(&s.gpr[..16]);
-        let mut env = emulate::Env { seg_base: [0; 6], la57: false };
-        for (i, b) in env.seg_base.iter_mut().enumerate() {
-            *b = s.seg[i].base;
+        let mut env = emulate::Env::default();
+        // Outside 64-bit mode each access passes its segment's limit and type checks; real
+        // and virtual-8086 mode check only the limit (any segment may be written there).
+        let typed = s.cr0 & state::CR0_PE != 0 && s.rflags & uapi::SHADOWVM_RFLAGS_VM == 0;
+        for ((b, c), seg) in env.seg_base.iter_mut().zip(env.seg_check.iter_mut()).zip(s.seg.iter()) {
+            *b = seg.base;
+            *c = if s.code64() {
+                emulate::SegCheck::None
+            } else if seg.unusable != 0 {
+                emulate::SegCheck::Unusable
+            } else {
+                let type_ = if typed { seg.type_ } else { 3 };
+                emulate::SegCheck::Desc { limit: seg.limit, type_, big: seg.db != 0 }
+            };
         }
         let mut mem = EngineAccess::new(&mut self.mmu, &mut self.cache, ram, s.cpl(), ac);
         // A REP string store over a page table (a guest clearing a frame it reuses) would
@@ -479,11 +490,15 @@ impl VcpuCore {
         };
         let (mmio_write, pt_writes) = (mem.mmio_write, mem.pt_writes);
         self.stats.emulated_pt_writes = self.stats.emulated_pt_writes.wrapping_add(pt_writes);
+        // `regs` holds what committed: the whole instruction, or the REP iterations done
+        // before an exception or an MMIO read (RIP still at the instruction then).
+        if outcome.is_ok() {
+            self.state.gpr[..16].copy_from_slice(&regs.gpr);
+            self.state.rip = regs.rip;
+            self.state.rflags = regs.rflags;
+        }
         match outcome {
             Ok(emulate::Outcome::Done | emulate::Outcome::RepContinue) => {
-                self.state.gpr[..16].copy_from_slice(&regs.gpr);
-                self.state.rip = regs.rip;
-                self.state.rflags = regs.rflags;
                 self.state.interruptibility &= !3;
                 if let Some((gpa, data, len)) = mmio_write {
                     run.exit.set(uapi::ExitMmio { gpa, data, len, is_write: 1, padding: [0; 3] });
@@ -878,15 +893,16 @@ impl VcpuCore {
         self.skip(info)
     }
 
-    /// Completes an MMIO read userspace answered (outside a window).
-    pub(super) fn complete_mmio(&mut self, ram: &GuestRam, run: &mut uapi::Run, linear: u64, len: u8) {
+    /// Completes an MMIO read userspace answered (outside a window): the instruction is
+    /// decoded again and executed with the value. It may still need userspace (the store
+    /// of a read-modify-write or of MOVS to MMIO, or an internal error): then `run` holds
+    /// that exit and the result is true. An exception it raises is queued.
+    pub(super) fn complete_mmio(&mut self, ram: &GuestRam, run: &mut uapi::Run, linear: u64, len: u8) -> bool {
         let m = run.mmio();
         let mut data = [0u8; 16];
         data[..8].copy_from_slice(&m.data);
         let mmio = MmioData { linear, len, data };
-        // The instruction is re-decoded and executed with the value; it cannot need
-        // userspace again, so whatever it reports is dropped here (an exception is queued).
-        let _ = self.emulate(None, ram, run, None, Some(mmio));
+        matches!(self.emulate(None, ram, run, None, Some(mmio)), Handled::End(_))
     }
 }
 

@@ -259,7 +259,9 @@ impl Vcpu {
     /// RUN: runs the guest until an exit for userspace (`Ok`, run page filled in), a
     /// signal (`EINTR`), or the end of the time slice (`Ok`, exit reason INTR).
     pub(crate) fn run(&mut self, ram: &GuestRam, run: &mut uapi::Run) -> Result {
-        self.cpu.complete(ram, run);
+        if self.cpu.complete(ram, run) {
+            return Ok(());
+        }
         let signal = || kernel::current!().signal_pending();
         if run.immediate_exit != 0 || signal() {
             let cause = if run.immediate_exit != 0 { uapi::SHADOWVM_INTR_IMMEDIATE_EXIT } else { uapi::SHADOWVM_INTR_SIGNAL };
@@ -385,8 +387,8 @@ impl VcpuCore {
     }
 
     /// Finishes what userspace completed: the data of an IN or an MMIO read, the result
-    /// of a hypercall.
-    fn complete(&mut self, ram: &GuestRam, run: &mut uapi::Run) {
+    /// of a hypercall. True if that produced an exit for userspace (`run` holds it).
+    fn complete(&mut self, ram: &GuestRam, run: &mut uapi::Run) -> bool {
         match core::mem::replace(&mut self.completion, Completion::None) {
             Completion::None => {}
             Completion::In(size) => {
@@ -400,8 +402,9 @@ impl VcpuCore {
                 };
             }
             Completion::Hypercall => self.state.gpr[0] = run.hypercall().ret,
-            Completion::MmioRead { linear, len } => self.complete_mmio(ram, run, linear, len),
+            Completion::MmioRead { linear, len } => return self.complete_mmio(ram, run, linear, len),
         }
+        false
     }
 
     /// Inside the window: VMCS setup, then enter/exit/handle until the window must close

@@ -682,3 +682,56 @@ fn page_crossing_emulated_write_is_all_or_nothing() {
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
+
+// ------------------------------------------------------------------ issue 10 item 5
+
+/// MMIO through the vCPU's memory ([`access::EngineAccess`]): a locked read-modify-write
+/// completes (the read is an MMIO exit, the store a plain MMIO write), and a REP store
+/// makes one MMIO store per exit with RCX/RDI committed each time (a second store in the
+/// same instruction used to be a host error: an internal error for the guest).
+#[test]
+fn locked_and_rep_string_mmio_complete() {
+    use shadowvm_mmu::emulate::{self, gpr, CodeSize, Env, MmioData, Outcome, Regs};
+    let mem = GMem::new(16, &[]);
+    let mut b = Builder { mode: 3, next: 1 };
+    let ra = b.root();
+    // gfn 0x100 is beyond the 16 frames of RAM: MMIO.
+    b.map(&mem, ra, 0x7000, 0x100);
+    let mut host = Host::new();
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
+    let regs = || Regs { gpr: [0; 16], rip: 0x5000, rflags: 2 };
+
+    // lock xadd [rdi], eax
+    let insn = emulate::decode(&[0xf0, 0x0f, 0xc1, 0x07], CodeSize::Bits64).unwrap();
+    let mut r = regs();
+    r.gpr[gpr::RDI] = 0x7010;
+    r.gpr[gpr::RAX] = 5;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    let out = emulate::execute(&insn, &mut r, &Env::default(), &mut m, None);
+    let Ok(Outcome::MmioRead(req)) = out else { panic!("{out:?}") };
+    assert_eq!((req.addr.linear, req.size), (0x7010, 4));
+    let mut d = MmioData { linear: 0x7010, len: 4, data: [0; 16] };
+    d.data[0] = 37;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    assert_eq!(emulate::execute(&insn, &mut r, &Env::default(), &mut m, Some(&d)), Ok(Outcome::Done));
+    assert_eq!(m.mmio_write, Some((0x100_010, [42, 0, 0, 0, 0, 0, 0, 0], 4)));
+    assert_eq!((r.gpr[gpr::RAX], r.rip), (37, 0x5004));
+
+    // rep stosw, 3 iterations, into MMIO.
+    let insn = emulate::decode(&[0x66, 0xf3, 0xab], CodeSize::Bits64).unwrap();
+    let mut r = regs();
+    r.gpr[gpr::RDI] = 0x7100;
+    r.gpr[gpr::RCX] = 3;
+    r.gpr[gpr::RAX] = 0xbeef;
+    for k in 0..3u64 {
+        let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+        let out = emulate::execute_rep(&insn, &mut r, &Env::default(), &mut m, None, 1024);
+        let want = if k < 2 { Outcome::RepContinue } else { Outcome::Done };
+        assert_eq!(out, Ok(want));
+        assert_eq!(m.mmio_write, Some((0x100_100 + 2 * k, [0xef, 0xbe, 0, 0, 0, 0, 0, 0], 2)));
+        assert_eq!((r.gpr[gpr::RCX], r.gpr[gpr::RDI]), (2 - k, 0x7102 + 2 * k));
+    }
+    assert_eq!(r.rip, 0x5003);
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
