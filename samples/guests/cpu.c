@@ -70,16 +70,16 @@
 
 __noreturn void user_return(uintptr_t value);
 
-/* What the last #DB or #AC looked like. */
+/* What the last #DB, #AC or skipped #GP looked like. */
 static volatile struct {
 	unsigned count;
-	uintptr_t vector, err, ip, dr6, dr7;
+	uintptr_t vector, err, ip, dr6, dr7, cx, di;
 } seen;
 
 static void seen_reset(void)
 {
 	seen.count = 0;
-	seen.vector = seen.err = seen.ip = seen.dr6 = seen.dr7 = 0;
+	seen.vector = seen.err = seen.ip = seen.dr6 = seen.dr7 = seen.cx = seen.di = 0;
 }
 
 /* Set around an instruction that may raise #GP: the handler records it and skips this many bytes. */
@@ -91,6 +91,8 @@ static int hook(struct frame *f)
 		seen.count++;
 		seen.vector = 13;
 		seen.err = f->err;
+		seen.cx = f->cx;
+		seen.di = f->di;
 		f->ip += gp_skip;
 		return 1;
 	}
@@ -299,6 +301,48 @@ static void t_segment_without_exit(void)
 	CHECK_EQ("bytes changed where a stale FS base (0) would have put the store", 0, changed);
 }
 
+#ifndef MODE_LM
+/*
+ * A REP STOSD whose first store hits a page directory (shadow paging write-protects it, so
+ * the hypervisor emulates the stores) runs into the ES limit: #GP(0) at the limit, with
+ * the iterations before it done (ECX, EDI), exactly as the CPU does it natively. Zeros go
+ * into entries that are zero, within the page, so a missing limit check changes nothing
+ * but the registers.
+ */
+static void t_segment_limit_emulated(void)
+{
+	const uintptr_t va = 0x50000000UL;
+	uintptr_t cr3 = aspace_new();
+	unsigned zero = 1;
+
+	map_page(cr3, va, frame_alloc(), PTE_P | PTE_W);
+	write_cr3(cr3);
+	(void)rd32(va);		/* the shadow of this walk write-protects the directory */
+	uintptr_t dir = (uintptr_t)pt_entry(cr3, va, 2, 0) & ~(uintptr_t)(PAGE_SIZE - 1);
+	for (unsigned off = 0xfc0; off < PAGE_SIZE; off += 4)
+		zero &= *(volatile uint32_t *)(dir + off) == 0;
+	/* ES: base = the directory, byte-granular limit 0xfdf, 32-bit, writable. */
+	gdt_spare = 0x0040920000000fdfULL | ((uint64_t)(dir & 0xffffff) << 16) |
+		    ((uint64_t)(dir >> 24) << 56);
+	uint32_t cx = 16, di = 0xfc0;
+	seen_reset();
+	gp_skip = 2;
+	__asm__ volatile("mov %w2, %%es\n"
+			 "	rep stosl"
+			 : "+c"(cx), "+D"(di)
+			 : "r"(SEL_SPARE), "a"(0)
+			 : "memory");
+	__asm__ volatile("mov %w0, %%es" :: "r"(SEL_KDATA) : "memory");
+	gp_skip = 0;
+	write_cr3(kernel_cr3);
+	CHECK("the entries stored to were zero", zero);
+	CHECK_EQ("#GP count", 1, seen.count);
+	CHECK_EQ("#GP error code", 0, seen.err);
+	CHECK_EQ("ECX at the #GP: 8 of 16 iterations done", 8, seen.cx);
+	CHECK_EQ("EDI at the #GP: the limit + 1", 0xfe0, seen.di);
+}
+#endif
+
 /*
  * cpu_fault_on_stack(top, addr): switches to the stack at top and loads from addr, with
  * no push before the load. A #PF handler resumes at cpu_fault_resume.
@@ -427,6 +471,9 @@ static const struct test tests[] = {
 	{ "MSR writes take effect at once and survive an exit to userspace", t_msr_write_read_back },
 	{ "MOV FS without an exit, then an emulated store through FS", t_segment_without_exit },
 	{ "#PF delivered onto a stack inside a page directory", t_fault_delivery_on_pt_stack },
+#ifndef MODE_LM
+	{ "emulated REP STOSD stops at the ES limit with #GP(0)", t_segment_limit_emulated },
+#endif
 #ifdef MODE_LM
 	{ "INVPCID: page-crossing descriptor, non-canonical address, bad type", t_invpcid },
 	{ "#PF at kernel-half addresses: CR2 holds all 64 bits", t_cr2_kernel_half },
