@@ -24,8 +24,11 @@ use kernel::{
 };
 
 mod glue;
-// The engine and the ABI are shared with host crates, so they are all `pub` and not all
-// used here.
+// The emulator, the engine and the ABI are shared with host crates, so they are all `pub`
+// and not all used here.
+#[path = "emulate/mod.rs"]
+#[allow(dead_code, unreachable_pub, unused_imports)]
+mod emulate;
 #[path = "mmu/mod.rs"]
 #[allow(dead_code, unreachable_pub, missing_docs, unused_imports)]
 mod mmu;

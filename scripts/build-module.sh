@@ -23,10 +23,11 @@ if grep -E '^(warning|error)(\[|:)' "$mo/build.log" >/dev/null; then
 	grep -E -A8 '^(warning|error)(\[|:)' "$mo/build.log" | head -n 60 >&2
 	die "the module build printed warnings (full log: $mo/build.log)"
 fi
-# No panic reachable from the MMU engine, which runs with interrupts off in VMX operation
-# (clippy denies the source forms; this checks what was compiled).
+# No panic reachable from the MMU engine, the emulator or the rest of what runs with
+# interrupts off in VMX operation (clippy denies the source forms; this checks what was
+# compiled).
 if command -v "llvm-objdump-$LLVM_VERSION" >/dev/null; then
 	python3 "$SHADOWVM_TOP/scripts/check-engine-panics.py" "$mo/shadowvm.o" "$LLVM_VERSION" \
-		|| die "a panic is reachable from the MMU engine in $mo/shadowvm.o (see above)"
+		|| die "a panic is reachable from the MMU engine or the emulator in $mo/shadowvm.o (see above)"
 fi
 echo "$mo/shadowvm.ko"

@@ -1,21 +1,23 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
-"""Checks the built module object for panics reachable from the shadow MMU engine.
+"""Checks the built module object for panics reachable from the shadow MMU engine, the
+instruction emulator and the rest of the code that runs with interrupts off.
 
 Usage: check-engine-panics.py <shadowvm.o> [llvm-version]
 
-The engine (rust/mmu, module `shadowvm::mmu`) runs with interrupts off in VMX operation,
-where a Rust panic is a kernel BUG. Clippy denies the panicking source forms in the engine
-(see rust/mmu/mod.rs); this is the check on what the compiler really emitted, which also
+The engine (rust/mmu, module `shadowvm::mmu`) and the emulator (rust/emulate, module
+`shadowvm::emulate`) run with interrupts off in VMX operation, where a Rust panic is a
+kernel BUG. Clippy denies the panicking source forms in both (see rust/mmu/mod.rs and
+rust/emulate/mod.rs); this is the check on what the compiler really emitted, which also
 catches what clippy does not see (copy_from_slice length checks, iterator counters with
 overflow checks, slice methods that bounds-check internally).
 
-A checked function is one whose demangled name starts with `shadowvm::mmu::`,
-`shadowvm::vcpu::` or `shadowvm::vmx::` (with or without a leading `<`): the engine, the
-vCPU's run loop and exit handlers, and the VMX layer, all of which run with interrupts off;
-or a `core::` generic instantiated with one of their closures. It fails
-if it calls a panic entry point (core::panicking::*, *_fail, copy_from_slice_impl),
-directly or through `core::` functions. Calls to other module code (the PageSource and
+A checked function is one whose demangled name starts with `shadowvm::emulate::`,
+`shadowvm::mmu::`, `shadowvm::vcpu::` or `shadowvm::vmx::` (with or without a leading
+`<`): the emulator, the engine, the vCPU's run loop and exit handlers, and the VMX layer,
+all of which run with interrupts off; or a `core::` generic instantiated with one of their
+closures. It fails if it calls a panic entry point (core::panicking::*, *_fail,
+copy_from_slice_impl), directly or through `core::` functions. Calls to other module code (the PageSource and
 GuestMemory callbacks) are not followed: that code is not the engine.
 Exit status: 0 clean, 1 panics found (listed on stderr), 2 usage or tool error.
 """
@@ -23,9 +25,12 @@ import re
 import subprocess
 import sys
 
-# What runs with interrupts off in VMX operation: the engine, the vCPU (the run loop, the
-# exit handlers and the instruction emulation around the engine) and the VMX layer.
-CHECKED = tuple(p + m for m in ("shadowvm::mmu::", "shadowvm::vcpu::", "shadowvm::vmx::")
+# What runs with interrupts off in VMX operation: the instruction emulator, the engine, the
+# vCPU (the run loop, the exit handlers and the instruction emulation around the engine) and
+# the VMX layer.
+CHECKED = tuple(p + m
+                for m in ("shadowvm::emulate::", "shadowvm::mmu::", "shadowvm::vcpu::",
+                          "shadowvm::vmx::")
                 for p in ("", "<"))
 
 PANIC = re.compile(r"core::panicking::|_fail\b|unwrap_failed|expect_failed|"
@@ -75,7 +80,7 @@ def main():
         if d.startswith(CHECKED):
             return True
         return d.lstrip("<").startswith("core::") and re.search(
-            r"shadowvm::(?:mmu|vcpu|vmx)::\S*\{closure", d) is not None
+            r"shadowvm::(?:emulate|mmu|vcpu|vmx)::\S*\{closure", d) is not None
 
     def is_core(sym):
         return dem.get(sym, sym).lstrip("<").startswith("core::")

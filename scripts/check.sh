@@ -4,7 +4,8 @@
 # Bochs boot of the suites touched most often (QUICK_BOOTS).
 #
 # Tiers:
-#   host:  cargo test (MMU engine against its reference model, uapi layout, launcher)
+#   host:  cargo test (MMU engine against its reference model, emulator against the host
+#          CPU, uapi layout, launcher)
 #   qemu:  TCG boot, no VMX: the module refuses to load cleanly
 #   bochs*: the Bochs boots (emulated VMX) of BOOTS below: the regular test kernel, and the
 #      debug kernel (kernel-config/debug.config: lockdep, KMEMLEAK, SLUB/page-alloc
@@ -93,8 +94,9 @@ job_host() {
 	fi
 	grep -E '^test .* FAILED$' "$LOGS/cargo-test.log" | sed 's/^/  FAIL host: /'
 	echo "host $p $f $i" >> "$COUNTS"
-	# The lint entry point (also `make lint`): the engine's deny list (rust/mmu/mod.rs)
-	# makes a panicking form an error, so this fails on a new one.
+	# The lint entry point (also `make lint`): the deny lists of the engine and the emulator
+	# (rust/mmu/mod.rs, rust/emulate/mod.rs) make a panicking form an error, so this fails
+	# on a new one.
 	local lint="lint skipped (cargo clippy is not installed)"
 	if cargo clippy --version >/dev/null 2>&1; then
 		if (cd "$SHADOWVM_TOP" && cargo clippy --workspace --release 2>&1) > "$LOGS/clippy.log"; then

@@ -19,10 +19,10 @@
 
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-use super::emulate::{self, Addr, EmuMemory, MemFault};
 use super::mem::{GuestMemory, PageSource};
 use super::walk::{self, Access};
 use super::Mmu;
+use crate::emulate::{self, Addr, EmuMemory, MemFault};
 
 /// Most pieces an access can have (16 bytes cross at most one page boundary).
 const MAX_PIECES: usize = 2;

@@ -40,7 +40,6 @@
 
 pub mod access;
 pub mod bits;
-pub mod emulate;
 pub mod mem;
 mod root;
 mod shadow;

@@ -8,8 +8,8 @@
 
 use super::state::{self, CS};
 use super::{Completion, VcpuCore, WindowEnd};
+use crate::emulate::{self, CodeSize, MmioData};
 use crate::mmu::access::EngineAccess;
-use crate::mmu::emulate::{self, CodeSize, MmioData};
 use crate::mmu::{self, Access, GuestMemory, PfOutcome};
 use crate::uapi;
 use crate::vm::GuestRam;

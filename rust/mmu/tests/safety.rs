@@ -636,7 +636,7 @@ fn unemulatable_write_under_wp0_smap_never_loops() {
 /// on the first page, not its A/D bits; CR2 is the address on the second page.
 #[test]
 fn page_crossing_emulated_write_is_all_or_nothing() {
-    use shadowvm_mmu::emulate::{self, gpr, CodeSize, Env, Outcome, Regs};
+    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome, Regs};
     let mem = GMem::new(16, &[]);
     let mut b = Builder { mode: 3, next: 1 };
     let ra = b.root();
@@ -691,7 +691,7 @@ fn page_crossing_emulated_write_is_all_or_nothing() {
 /// same instruction used to be a host error: an internal error for the guest).
 #[test]
 fn locked_and_rep_string_mmio_complete() {
-    use shadowvm_mmu::emulate::{self, gpr, CodeSize, Env, MmioData, Outcome, Regs};
+    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, MmioData, Outcome, Regs};
     let mem = GMem::new(16, &[]);
     let mut b = Builder { mode: 3, next: 1 };
     let ra = b.root();

@@ -590,7 +590,7 @@ pub fn emulate_store(
     a: Acc,
     store: Option<(u64, u32)>,
 ) -> CpuResult {
-    use shadowvm_mmu::emulate::{self, gpr, CodeSize, Env, Outcome, Regs};
+    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome, Regs};
     let long = mmu.paging().mode == GuestMode::Long4;
     let width = if long { 8 } else { 4 };
     let (v, sz) = store.unwrap_or_else(|| (mem.read(gpa, width), width));
