@@ -40,18 +40,31 @@
 
 pub mod access;
 pub mod bits;
+mod control;
+mod fault;
+mod frames;
+mod lists;
 pub mod mem;
-mod root;
-mod shadow;
+mod page;
+mod pool;
+mod roles;
+mod roots;
+mod sp;
 pub mod stats;
+mod sync;
 pub mod walk;
+mod write;
 
 pub use mem::{GuestFrame, GuestMemory, HostPage, PageSource};
 pub use stats::{Counter, Stats, COUNTER_NAMES, NUM_COUNTERS};
 pub use walk::{Access, GuestMode, PageFault, PagingCtx};
 
 use bits::*;
-use mem::{PageList, Pool};
+use frames::Frames;
+use page::PageList;
+use pool::Pool;
+use roots::RootCache;
+use sp::Lru;
 
 /// Largest root cache the engine supports.
 pub const MAX_ROOT_CACHE: usize = 32;
@@ -189,14 +202,18 @@ pub struct HwPaging {
     pub efer: u64,
 }
 
-/// One VM's shadow MMU.
+/// One VM's shadow MMU, made of parts that each keep their own invariants: the record
+/// [`Pool`], the spare pages, the guest [`Frames`] (hash and out-of-sync list), the
+/// shadow pages' [`Lru`] list and the [`RootCache`].
 ///
 /// # Invariants
 ///
+/// Across the parts:
+///
 /// * Every shadow page (record `sp`) is on the LRU list, on the chain of its guest frame
-///   record, and owns two pages (table and side) from the page source; `nsp` counts them.
+///   record, and owns two pages (table and side) from the page source.
 /// * A present non-leaf shadow entry at (`sp`, `slot`) points to the table page of the
-///   shadow page whose index is stored in `sp`'s side page at `slot`, and that page's
+///   shadow page whose id is stored in `sp`'s side page at `slot`, and that page's
 ///   parent list holds the reference (`sp`, `slot`). A present leaf entry maps the host
 ///   frame of the guest frame stored in the side page, and that frame's reverse map holds
 ///   the reference.
@@ -204,7 +221,6 @@ pub struct HwPaging {
 ///   present leaf shadow entry maps the frame writable, or all are out of sync and the
 ///   frame is on the unsync list.
 /// * Shadow pages pinned by a cached root (`root_count > 0`) are never freed.
-/// * `cur_root` is 0 or one of `roots[..nroots]`; `root_hpa` is its table address.
 pub struct Mmu {
     cfg: Config,
     ctx: PagingCtx,
@@ -214,20 +230,9 @@ pub struct Mmu {
     pool: Pool,
     spare: PageList,
     spare_low: PageList,
-    buckets: HostPage,
-    roots: [u32; MAX_ROOT_CACHE],
-    nroots: usize,
-    cur_root: u32,
-    root_hpa: u64,
-    lru_head: u32,
-    lru_tail: u32,
-    nsp: usize,
-    unsync_head: u32,
-    /// Oldest out-of-sync frame (the list is newest first) and the list's length.
-    unsync_tail: u32,
-    nunsync: usize,
-    /// Shadow pages pinned by cached roots (`root_count > 0`).
-    npinned: usize,
+    frames: Frames,
+    roots: RootCache,
+    lru: Lru,
     /// The last [`PfOutcome::EmulateWrite`]: where, and whether it was for a page table.
     emu_site: EmuSite,
     /// The last (RIP, gpa) pairs `unprotect` let through, newest first: the same pair
@@ -278,19 +283,15 @@ impl Mmu {
             pool: Pool::new(),
             spare: PageList::new(),
             spare_low: PageList::new(),
-            buckets: HostPage::NULL,
-            roots: [0; MAX_ROOT_CACHE],
-            nroots: 0,
-            cur_root: 0,
-            root_hpa: 0,
-            lru_head: 0,
-            lru_tail: 0,
-            nsp: 0,
-            unsync_head: 0,
-            unsync_tail: 0,
-            nunsync: 0,
-            npinned: 0,
-            emu_site: EmuSite { gva: 0, gpa: u64::MAX, access: Access::NONE, page_table: false },
+            frames: Frames::new(),
+            roots: RootCache::new(),
+            lru: Lru::new(),
+            emu_site: EmuSite {
+                gva: 0,
+                gpa: u64::MAX,
+                access: Access::NONE,
+                page_table: false,
+            },
             retried: [(0, u64::MAX); 2],
             stats: Stats::new(),
             work: 0,
@@ -309,7 +310,7 @@ impl Mmu {
 
     /// Host-physical address of the current shadow root (GUEST_CR3), 0 if none yet.
     pub fn root_hpa(&self) -> u64 {
-        self.root_hpa
+        self.roots.hpa()
     }
 
     /// The paging state the CPU must run the guest with (see the module docs).
@@ -327,9 +328,17 @@ impl Mmu {
             efer |= EFER_LME | EFER_LMA;
         }
         HwPaging {
-            cr3: self.root_hpa,
+            cr3: self.roots.hpa(),
             cr0_set: CR0_PG | CR0_WP,
-            cr4_mask: CR4_PSE | CR4_PAE | CR4_PGE | CR4_PCIDE | CR4_SMEP | CR4_SMAP | CR4_PKE | CR4_LA57 | CR4_CET,
+            cr4_mask: CR4_PSE
+                | CR4_PAE
+                | CR4_PGE
+                | CR4_PCIDE
+                | CR4_SMEP
+                | CR4_SMAP
+                | CR4_PKE
+                | CR4_LA57
+                | CR4_CET,
             cr4,
             efer_mask: EFER_LME | EFER_LMA | EFER_NXE,
             efer,
@@ -348,12 +357,12 @@ impl Mmu {
 
     /// Number of shadow pages in existence.
     pub fn shadow_pages(&self) -> usize {
-        self.nsp
+        self.lru.len()
     }
 
     /// Number of cached roots.
     pub fn cached_roots(&self) -> usize {
-        self.nroots
+        self.roots.len()
     }
 
     /// Engine steps done so far (list entries visited, shadow entries synced or dropped):
@@ -364,7 +373,12 @@ impl Mmu {
 
     /// Guest-virtual to guest-physical translation for the instruction emulator, with the
     /// guest's permission checks and A/D updates for `access` (SDM rules).
-    pub fn translate<G: GuestMemory + ?Sized>(&self, mem: &G, gva: u64, access: Access) -> Result<u64, PageFault> {
+    pub fn translate<G: GuestMemory + ?Sized>(
+        &self,
+        mem: &G,
+        gva: u64,
+        access: Access,
+    ) -> Result<u64, PageFault> {
         walk::walk(&self.ctx, mem, gva, access, true).map(|w| w.gpa)
     }
 }

@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The control events: CR3 writes (PCID aware), paging-mode changes (CR0/CR4/EFER),
+//! INVLPG, INVPCID, full flushes and teardown.
+
+use super::bits::*;
+use super::mem::{read_gpte, GuestMemory, PageSource};
+use super::roots::{sidx, ROOT_PAGES, ROOT_RECS};
+use super::sp::SP_UNSYNC;
+use super::stats::Counter;
+use super::walk::{GuestMode, PagingCtx};
+use super::{CtlOutcome, InvpcidKind, Mmu, MmuError};
+
+impl Mmu {
+    /// Loads the 4 PAE PDPTEs at `cr3`; `None` if one has reserved bits set (#GP).
+    fn load_pdptes<G: GuestMemory + ?Sized>(&self, mem: &G, cr3: u64) -> Option<[u64; 4]> {
+        let base = cr3 & 0xffff_ffe0;
+        let mut p = [0u64; 4];
+        let ctx = self.ctx;
+        for (i, e) in p.iter_mut().enumerate() {
+            // base is 32-byte aligned and i < 4: PDPTE i is at base | 8i.
+            let v = read_gpte(mem, base | (i as u64) << 3, 8);
+            if v & PTE_P != 0 && v & ctx.pdpte_rsvd() != 0 {
+                return None;
+            }
+            *e = v;
+        }
+        Some(p)
+    }
+
+    fn low_needed(&self, mode: GuestMode) -> usize {
+        if mode == GuestMode::Long4 {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// A guest TLB flush: everything out of sync is resynchronised.
+    fn tlb_flush<G: GuestMemory + ?Sized>(&mut self, mem: &G) {
+        self.resync_all(mem);
+        self.stats.inc(Counter::TlbFlushes);
+    }
+
+    /// The guest wrote CR3 (MOV to CR3, or a task switch). With CR4.PCIDE=1, bit 63 is the
+    /// no-flush bit and bits 11:0 the PCID. In PAE mode the PDPTEs are loaded here, as the
+    /// CPU does; a bad one gives [`CtlOutcome::Gp`]. Switching back to a cached address
+    /// space builds nothing.
+    pub fn set_cr3<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
+        &mut self,
+        src: &mut P,
+        mem: &G,
+        cr3: u64,
+    ) -> Result<CtlOutcome, MmuError> {
+        let pcide = self.pcide();
+        let noflush = pcide && cr3 & (1 << 63) != 0;
+        let val = if pcide { cr3 & !(1u64 << 63) } else { cr3 };
+        let mut pdptes = self.ctx.pdptes;
+        match self.ctx.mode {
+            GuestMode::Long4 if val & bits(63, self.cfg.maxphyaddr as u32) != 0 => {
+                return Ok(CtlOutcome::Gp);
+            }
+            GuestMode::Pae => match self.load_pdptes(mem, val) {
+                Some(p) => pdptes = p,
+                None => return Ok(CtlOutcome::Gp),
+            },
+            _ => {}
+        }
+        let val = if self.ctx.mode == GuestMode::Long4 {
+            val
+        } else {
+            val & 0xffff_ffff
+        };
+        self.topup(src, ROOT_PAGES, ROOT_RECS, self.low_needed(self.ctx.mode))?;
+        self.stats.inc(Counter::Cr3Writes);
+        self.ctx.cr3 = val;
+        self.ctx.pdptes = pdptes;
+        if self.ctx.mode == GuestMode::Off {
+            return Ok(CtlOutcome::Ok);
+        }
+        if !noflush {
+            self.tlb_flush(mem);
+        }
+        self.switch_root(src, mem);
+        self.make_room(src, 0)?;
+        Ok(CtlOutcome::Ok)
+    }
+
+    /// The guest's CR0, CR4 or EFER changed (pass all three; EFER.LMA decides IA-32e
+    /// mode, so update it first as the CPU does when CR0.PG is set with EFER.LME). Loads
+    /// the PAE PDPTEs when the SDM says MOV to CR0/CR4 does ([`CtlOutcome::Gp`] if bad).
+    /// Also call it once at vCPU reset to build the first root.
+    pub fn set_mode<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
+        &mut self,
+        src: &mut P,
+        mem: &G,
+        cr0: u64,
+        cr4: u64,
+        efer: u64,
+    ) -> Result<CtlOutcome, MmuError> {
+        let mode = if cr0 & CR0_PG == 0 {
+            GuestMode::Off
+        } else if efer & EFER_LMA != 0 {
+            GuestMode::Long4
+        } else if cr4 & CR4_PAE != 0 {
+            GuestMode::Pae
+        } else {
+            GuestMode::Bits32
+        };
+        let mut ctx: PagingCtx = self.ctx;
+        ctx.mode = mode;
+        ctx.wp = cr0 & CR0_WP != 0;
+        ctx.nxe = efer & EFER_NXE != 0;
+        ctx.smep = cr4 & CR4_SMEP != 0;
+        ctx.smap = cr4 & CR4_SMAP != 0;
+        ctx.pse = cr4 & CR4_PSE != 0;
+        if mode == GuestMode::Pae {
+            let reload = self.ctx.mode != GuestMode::Pae
+                || (self.cr0 ^ cr0) & (CR0_CD | CR0_NW | CR0_PG) != 0
+                || (self.cr4 ^ cr4) & (CR4_PAE | CR4_PGE | CR4_PSE | CR4_SMEP) != 0;
+            if reload {
+                let save = self.ctx;
+                self.ctx = ctx;
+                let p = self.load_pdptes(mem, ctx.cr3);
+                self.ctx = save;
+                match p {
+                    Some(p) => ctx.pdptes = p,
+                    None => return Ok(CtlOutcome::Gp),
+                }
+            }
+        }
+        if mode != GuestMode::Long4 {
+            ctx.cr3 &= 0xffff_ffff;
+        }
+        self.topup(src, ROOT_PAGES, ROOT_RECS, self.low_needed(mode))?;
+        const CR0_BITS: u64 = CR0_PG | CR0_WP;
+        const CR4_BITS: u64 = CR4_PAE | CR4_PSE | CR4_PGE | CR4_PCIDE | CR4_SMEP | CR4_SMAP;
+        let changed = self.ctx.mode != mode
+            || (self.cr0 ^ cr0) & CR0_BITS != 0
+            || (self.cr4 ^ cr4) & CR4_BITS != 0
+            || (self.efer ^ efer) & (EFER_NXE | EFER_LMA) != 0;
+        self.cr0 = cr0;
+        self.cr4 = cr4;
+        self.efer = efer;
+        self.ctx = ctx;
+        if changed {
+            self.stats.inc(Counter::ModeChanges);
+            self.tlb_flush(mem);
+        }
+        if changed || self.roots.current().is_none() {
+            self.switch_root(src, mem);
+            self.make_room(src, 0)?;
+        }
+        Ok(CtlOutcome::Ok)
+    }
+
+    /// Builds the current address space's root if there is none (KVM's
+    /// `kvm_mmu_reload`): every VM entry needs one, and zapping or reclaim may have
+    /// dropped it. Afterwards [`Mmu::hw_state`] names a root the engine owns.
+    pub fn ensure_root<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
+        &mut self,
+        src: &mut P,
+        mem: &G,
+    ) -> Result<(), MmuError> {
+        if self.roots.current().is_some() {
+            return Ok(());
+        }
+        self.topup(src, ROOT_PAGES, ROOT_RECS, self.low_needed(self.ctx.mode))?;
+        self.switch_root(src, mem);
+        Ok(())
+    }
+
+    /// Whether the four PAE PDPTEs at `cr3` can be loaded (no reserved bit set in a
+    /// present one): what MOV to CR3 checks in PAE mode, for callers that set CR3
+    /// from outside the guest.
+    pub fn pae_pdptes_valid<G: GuestMemory + ?Sized>(&self, mem: &G, cr3: u64) -> bool {
+        self.load_pdptes(mem, cr3).is_some()
+    }
+
+    /// INVLPG: drops the shadow's cached translation of `gva` (resyncs the entry of an
+    /// out-of-sync leaf table, drops a split large page entirely). Needs no memory.
+    pub fn invlpg<G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {
+        self.stats.inc(Counter::Invlpg);
+        self.invlpg_inner(mem, gva);
+    }
+
+    fn invlpg_inner<G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {
+        if self.ctx.mode == GuestMode::Off {
+            return;
+        }
+        let gva = self.ctx.canon(gva);
+        let Some((mut sp, mut level)) = self.path_start(gva) else {
+            return;
+        };
+        loop {
+            let slot = sidx(gva, level);
+            if self.spt_get(sp, slot) & PTE_P == 0 {
+                return;
+            }
+            if level == 1 {
+                if self.sp(sp).flags & SP_UNSYNC != 0 {
+                    self.sync_entry(mem, sp, slot);
+                    self.stats.inc(Counter::InvlpgResync);
+                }
+                return;
+            }
+            let Some(child) = self.child(sp, slot) else {
+                return;
+            };
+            if self.role(child).direct() {
+                self.drop_spte(sp, slot);
+                if self.ctx.mode == GuestMode::Bits32 && level == 2 {
+                    let buddy = slot ^ 1;
+                    if self.spt_get(sp, buddy) & PTE_P != 0 {
+                        let b = self.child(sp, buddy);
+                        if b.is_some_and(|b| self.role(b).direct()) {
+                            self.drop_spte(sp, buddy);
+                        }
+                    }
+                }
+                return;
+            }
+            sp = child;
+            // level > 1 here (level 1 returned above).
+            level = level.saturating_sub(1);
+        }
+    }
+
+    /// INVPCID of `kind` for `pcid` (and `gva` for [`InvpcidKind::Address`]). Gives
+    /// [`CtlOutcome::Gp`] for a PCID above 4095, or a nonzero PCID with CR4.PCIDE=0 for
+    /// types 0 and 1. Invalidations of other PCIDs flush more than asked (allowed).
+    pub fn invpcid<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        kind: InvpcidKind,
+        pcid: u64,
+        gva: u64,
+    ) -> CtlOutcome {
+        if pcid > 0xfff {
+            return CtlOutcome::Gp;
+        }
+        let pcide = self.pcide();
+        if matches!(kind, InvpcidKind::Address | InvpcidKind::Single) && !pcide && pcid != 0 {
+            return CtlOutcome::Gp;
+        }
+        self.stats.inc(Counter::Invpcid);
+        let cur = if pcide { self.ctx.cr3 & 0xfff } else { 0 };
+        match kind {
+            InvpcidKind::Address if pcid == cur => self.invlpg_inner(mem, gva),
+            _ => self.tlb_flush(mem),
+        }
+        CtlOutcome::Ok
+    }
+
+    /// A full guest TLB flush (e.g. the vCPU lost track of what the guest did).
+    pub fn flush<G: GuestMemory + ?Sized>(&mut self, mem: &G) {
+        self.tlb_flush(mem);
+    }
+
+    /// Gives every page back to `src`. The engine is empty afterwards (paging off, no
+    /// root) and can be reused after [`Mmu::set_mode`].
+    pub fn teardown<P: PageSource + ?Sized>(&mut self, src: &mut P) {
+        self.release_roots(src);
+        self.free_all_sps(src);
+        self.pool.release(src);
+        while let Some(p) = self.spare.pop() {
+            src.free_page(p);
+        }
+        while let Some(p) = self.spare_low.pop() {
+            src.free_page(p);
+        }
+        let buckets = self.frames.take_table();
+        if !buckets.is_null() {
+            src.free_page(buckets);
+        }
+        let stats = self.stats;
+        *self = Mmu::new(self.cfg);
+        self.stats = stats;
+    }
+}

@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The #PF path: walk the guest's tables, build the shadow path down to the leaf, and
+//! decide between fixing the fault, injecting it, MMIO and emulating the write.
+
+use super::bits::{PTE_A, PTE_D, PTE_P};
+use super::mem::{GuestMemory, PageSource};
+use super::roles::Role;
+use super::roots::{sidx, ROOT_PAGES, ROOT_RECS};
+use super::stats::Counter;
+use super::sync::make_spte;
+use super::walk::{self, Access, GuestMode, PageFault, Walk, ACC_ALL, ACC_U, ACC_W, ACC_X};
+use super::{EmuSite, Mmu, MmuError, PfOutcome};
+
+/// Pages a #PF may need: up to 3 new shadow pages (table + side page each).
+pub(super) const FAULT_PAGES: usize = 8;
+/// Records a #PF may need: per new shadow page its record, a frame record and a parent
+/// list block; plus a frame record and a reverse-map block for the leaf.
+pub(super) const FAULT_RECS: u32 = 16;
+
+impl Mmu {
+    /// Handles a #PF VM exit: `gva` (exit qualification), the hardware error code, the
+    /// guest's CPL and EFLAGS.AC at the fault.
+    pub fn page_fault<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
+        &mut self,
+        src: &mut P,
+        mem: &G,
+        gva: u64,
+        error_code: u32,
+        cpl: u8,
+        ac: bool,
+    ) -> Result<PfOutcome, MmuError> {
+        self.topup(src, FAULT_PAGES, FAULT_RECS, 0)?;
+        if self.roots.current().is_none() {
+            self.topup(src, ROOT_PAGES, ROOT_RECS, 1)?;
+            self.switch_root(src, mem);
+        }
+        self.make_room(src, 4)?;
+        let ctx = self.ctx;
+        let gva = ctx.canon(gva);
+        let access = Access::from_error_code(error_code, cpl, ac);
+        let mut w = match walk::walk(&ctx, mem, gva, access, false) {
+            Ok(w) => w,
+            Err(pf) => {
+                self.stats.inc(Counter::GuestFaultsInjected);
+                return Ok(PfOutcome::Inject(pf));
+            }
+        };
+        let gfn = w.gpa >> 12;
+        let Some(frame) = mem.frame(gfn) else {
+            if !walk::apply_ad(&ctx, mem, &mut w, access) {
+                return Ok(PfOutcome::Fixed);
+            }
+            self.stats.inc(Counter::MmioFaults);
+            return Ok(PfOutcome::Mmio { gpa: w.gpa });
+        };
+        let write = access.write && !access.fetch;
+        let dirty_after = w.dirty || write;
+        let glevel = if ctx.mode == GuestMode::Off {
+            5
+        } else {
+            w.level
+        };
+
+        // Leaf permissions.
+        let mut perm = w.perm;
+        let mut writable = perm & ACC_W != 0 && dirty_after;
+        if write && !access.user && !ctx.wp && perm & ACC_W == 0 {
+            // CR0.WP=0 lets a supervisor write through a read-only entry; the CPU runs with
+            // WP=1, so map it writable and supervisor-only (KVM's trick). Under SMAP that
+            // would hide later SMAP faults on the page: emulate instead.
+            if perm & ACC_U != 0 && ctx.smap {
+                if !walk::apply_ad(&ctx, mem, &mut w, access) {
+                    return Ok(PfOutcome::Fixed);
+                }
+                self.stats.inc(Counter::PtWriteEmulations);
+                self.emu_site = EmuSite {
+                    gva,
+                    gpa: w.gpa,
+                    access,
+                    page_table: false,
+                };
+                return Ok(PfOutcome::EmulateWrite { gpa: w.gpa });
+            }
+            writable = true;
+            perm &= !ACC_U;
+            if ctx.smep {
+                perm &= !ACC_X;
+            }
+        }
+
+        // Walk/build the shadow path down to the level-1 shadow page.
+        let (mut sp, mut level) = match self.path_start(gva) {
+            Some(x) => x,
+            None => return Ok(PfOutcome::Fixed),
+        };
+        self.root_table_used(sp);
+        let base = Role::base(&ctx);
+        let mut changed = false;
+        while level > 1 {
+            let slot = sidx(gva, level);
+            // level is 2..=4 here: cl is 1..=3 and span at most 2^27.
+            let cl = level.saturating_sub(1);
+            let (cgfn, crole) = if glevel >= level {
+                let span = 1u64 << (9u32.saturating_mul(cl as u32) & 63);
+                let leaf_acc = if dirty_after { w.perm } else { w.perm & !ACC_W };
+                let cgfn = (w.gpa >> 12) & !span.saturating_sub(1);
+                (cgfn, base.with(cl, true, 0, leaf_acc))
+            } else {
+                let q = if ctx.mode == GuestMode::Bits32 && cl == 1 {
+                    ((gva >> 21) & 1) as u32
+                } else {
+                    0
+                };
+                let acc = w.acc_above.get(cl as usize).copied().unwrap_or(ACC_ALL);
+                let tg = w.table_gfn.get(cl as usize).copied().unwrap_or(0);
+                (tg, base.with(cl, false, q, acc))
+            };
+            let cur = self.spt_get(sp, slot);
+            let mut child = None;
+            if cur & PTE_P != 0 {
+                let c = self.child(sp, slot);
+                if c.is_some_and(|c| self.sp(c).gfn == cgfn && self.sp(c).role == crole) {
+                    child = c;
+                } else {
+                    self.drop_spte(sp, slot);
+                }
+            }
+            let child = match child {
+                Some(c) => c,
+                None => {
+                    let Some(c) = self.sp_get(mem, cgfn, crole) else {
+                        return Err(MmuError::NeedMemory);
+                    };
+                    self.link(sp, slot, c);
+                    changed = true;
+                    c
+                }
+            };
+            self.sp_mut(child).write_count = 0;
+            self.lru_touch(child);
+            sp = child;
+            level = cl;
+        }
+
+        // The leaf.
+        let tracked = self.gfn_tracked(gfn);
+        let mut emulate = false;
+        let mut unsync = false;
+        if writable && tracked {
+            if write {
+                if self.can_unsync(gfn) {
+                    unsync = true;
+                } else {
+                    writable = false;
+                    emulate = true;
+                }
+            } else {
+                writable = false;
+            }
+        }
+        let spte = make_spte(frame.hpa, perm, writable);
+        let slot = sidx(gva, 1);
+        let old = self.spt_get(sp, slot);
+        let same = old & PTE_P != 0 && (old & !(PTE_A | PTE_D)) == (spte & !(PTE_A | PTE_D));
+        if !changed && same && !emulate && !unsync {
+            // The shadow already allowed this access, so the CPU faulted for a reason it
+            // knows and we do not: an implicit supervisor access under SMAP (at CPL < 3
+            // with EFLAGS.AC=1). Anything else is a stale fault.
+            if !access.user
+                && !access.fetch
+                && ctx.smap
+                && w.perm & ACC_U != 0
+                && ctx.mode != GuestMode::Off
+            {
+                let pf = PageFault {
+                    error_code: ctx.error_code(access, true, false),
+                    cr2: gva,
+                };
+                self.stats.inc(Counter::GuestFaultsInjected);
+                return Ok(PfOutcome::Inject(pf));
+            }
+            self.stats.inc(Counter::SpuriousFaults);
+            return Ok(PfOutcome::Fixed);
+        }
+        if !walk::apply_ad(&ctx, mem, &mut w, access) {
+            return Ok(PfOutcome::Fixed);
+        }
+        if unsync {
+            self.mark_unsync(mem, gfn);
+        }
+        self.set_leaf(sp, slot, gfn, spte);
+        if emulate {
+            self.stats.inc(Counter::PtWriteEmulations);
+            self.emu_site = EmuSite {
+                gva,
+                gpa: w.gpa,
+                access,
+                page_table: true,
+            };
+            return Ok(PfOutcome::EmulateWrite { gpa: w.gpa });
+        }
+        self.stats.inc(Counter::HiddenFaultsFixed);
+        Ok(PfOutcome::Fixed)
+    }
+
+    /// The guest's translation of `gva` without side effects (tests, debugging).
+    pub fn debug_walk<G: GuestMemory + ?Sized>(
+        &self,
+        mem: &G,
+        gva: u64,
+        access: Access,
+    ) -> Result<Walk, PageFault> {
+        walk::walk(&self.ctx, mem, gva, access, false)
+    }
+}

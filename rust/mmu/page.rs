@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Engine-owned pages seen as tables of 512 64-bit entries ([`TablePage`]: shadow tables,
+//! side pages, PAE root pages, the frame hash, pool directories), and the stack of spare
+//! pages ([`PageList`]).
+//!
+//! The only unsafe step is turning a raw address into a [`TablePage`]; reading and
+//! writing entries through the handle is safe.
+
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::mem::{HostPage, PAGE_SIZE};
+
+/// Entries in a table page.
+pub const ENTRIES: usize = PAGE_SIZE / 8;
+
+/// A handle to an engine-owned page of [`ENTRIES`] 64-bit entries.
+///
+/// # Invariants
+///
+/// `ptr` points to 4096 bytes, 8-aligned, that the engine owns (they came from its
+/// [`super::PageSource`] and have not gone back) for as long as the handle is used.
+/// Entries are accessed atomically: the CPU may set A/D bits in shadow entries while the
+/// engine reads them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TablePage {
+    ptr: NonNull<u64>,
+}
+
+impl TablePage {
+    /// The page at kernel-virtual address `addr`, `None` for 0.
+    ///
+    /// # Safety
+    ///
+    /// `addr` is 0 or the address of a 4096-byte, 8-aligned page the engine owns, and
+    /// the page stays owned by the engine while the returned handle (or a copy) is used.
+    pub unsafe fn from_addr(addr: usize) -> Option<TablePage> {
+        NonNull::new(addr as *mut u64).map(|ptr| TablePage { ptr })
+    }
+
+    /// The table view of `page`, `None` for [`HostPage::NULL`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`TablePage::from_addr`] with `page.ptr`: `page` came from the engine's
+    /// page source and stays the engine's while the handle is used.
+    pub unsafe fn from_host(page: HostPage) -> Option<TablePage> {
+        // SAFETY: the caller's contract is the same.
+        unsafe { Self::from_addr(page.ptr as usize) }
+    }
+
+    /// The page's kernel-virtual address (kept in records and pages as a number).
+    pub fn addr(self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    /// Where entry `i & 511` is (inside the page).
+    fn slot(self, i: usize) -> *mut u64 {
+        self.ptr.as_ptr().wrapping_add(i & (ENTRIES - 1))
+    }
+
+    /// Entry `i & 511`.
+    pub fn get(self, i: usize) -> u64 {
+        // SAFETY: the slot is an 8-aligned u64 inside a page the engine owns (type
+        // invariant); every access to engine pages is atomic.
+        unsafe { AtomicU64::from_ptr(self.slot(i)) }.load(Ordering::Relaxed)
+    }
+
+    /// Writes entry `i & 511`.
+    pub fn set(self, i: usize, v: u64) {
+        // SAFETY: as in `get`.
+        unsafe { AtomicU64::from_ptr(self.slot(i)) }.store(v, Ordering::Relaxed)
+    }
+
+    /// Zero-fills the page.
+    pub fn zero(self) {
+        // SAFETY: 4096 writable bytes owned by the engine (type invariant).
+        unsafe { ptr::write_bytes(self.ptr.as_ptr().cast::<u8>(), 0, PAGE_SIZE) }
+    }
+}
+
+/// A stack of spare pages, linked through the pages themselves (entry 0: next page's
+/// address, entry 1: its hpa).
+///
+/// # Invariants
+///
+/// Every page on the list is an engine-owned [`HostPage`] not used for anything else;
+/// `count` is the number of pages on the list.
+pub struct PageList {
+    head: HostPage,
+    count: usize,
+}
+
+impl PageList {
+    /// An empty list.
+    pub const fn new() -> Self {
+        PageList {
+            head: HostPage::NULL,
+            count: 0,
+        }
+    }
+
+    /// Number of pages held.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Adds a page.
+    ///
+    /// # Safety
+    ///
+    /// `p` is [`HostPage::NULL`] (ignored) or a page from the engine's page source that
+    /// nothing else uses while it is on the list.
+    pub unsafe fn push(&mut self, p: HostPage) {
+        // SAFETY: the caller's contract.
+        let Some(t) = (unsafe { TablePage::from_host(p) }) else {
+            return;
+        };
+        t.set(0, self.head.ptr as usize as u64);
+        t.set(1, self.head.hpa);
+        self.head = p;
+        // Bounded by the pages in existence, far below usize::MAX.
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// Takes a page, zero-filled.
+    pub fn pop(&mut self) -> Option<HostPage> {
+        let p = self.head;
+        // SAFETY: the head is a page on the list (type invariant) or NULL.
+        let t = unsafe { TablePage::from_host(p) }?;
+        let next_ptr = t.get(0) as usize as *mut u8;
+        let next_hpa = t.get(1);
+        self.head = HostPage {
+            ptr: next_ptr,
+            hpa: next_hpa,
+        };
+        // A non-null head means count >= 1 (invariant).
+        self.count = self.count.saturating_sub(1);
+        t.zero();
+        Some(p)
+    }
+}
+
+impl Default for PageList {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,501 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Shadow roots and the root cache: building, finding, pinning and dropping the roots of
+//! recent address spaces, and where a shadow walk starts.
+
+use super::bits::{bits, CR4_PCIDE, PTE_P};
+use super::mem::{GuestMemory, HostPage, PageSource};
+use super::page::TablePage;
+use super::pool::{raw_of, Id, Record};
+use super::roles::Role;
+use super::sp::SpId;
+use super::stats::Counter;
+use super::walk::{GuestMode, ACC_ALL};
+use super::{Mmu, MAX_ROOT_CACHE};
+
+/// Pages building a root may need: 4 shadow pages (table + side each).
+pub(super) const ROOT_PAGES: usize = 8;
+/// Records building a root may need: the root record, 4 shadow-page and 4 frame records.
+pub(super) const ROOT_RECS: u32 = 12;
+
+/// Slot of the PAE root page where the pinned shadow pages' ids are kept.
+const PAE_SPS: usize = 256;
+/// Slot of the PAE root page where the guest PDPTEs the root was built from are kept.
+const PAE_GUEST: usize = 260;
+
+/// Entry of the PAE root page holding item `i` (0..4) of the 4-entry table at `base`
+/// (`PAE_SPS` or `PAE_GUEST`, both multiples of 4, so `|` adds without overflow).
+const fn pae_slot(base: usize, i: usize) -> usize {
+    base | (i & 3)
+}
+
+/// Index of `gva` in a shadow table of `level` (same for PAE and 4-level shadows; the PAE
+/// root uses bits 31:30).
+pub(super) fn sidx(gva: u64, level: u8) -> usize {
+    // level - 1 is masked to 0..=3, so the shift is at most 39.
+    let shift = 12u32.saturating_add(9u32.saturating_mul(level.saturating_sub(1) as u32 & 3));
+    ((gva >> shift) & 511) as usize
+}
+
+/// A cached shadow root.
+///
+/// # Invariants
+///
+/// For a 4-level root, `sp` is a pinned shadow page and `hpa` its table. Otherwise `pae`/
+/// `pae_hpa` is an engine-owned page below 4 GiB whose first 4 entries are the PAE PDPTEs
+/// the CPU loads, whose slots 256..260 hold the pinned level-2 shadow pages (0 = none)
+/// and 260..264 the guest PDPTEs it was built from; `hpa == pae_hpa`.
+#[repr(C)]
+pub(super) struct RootRec {
+    pub key: u64,
+    pub hpa: u64,
+    pub pae: usize,
+    pub pae_hpa: u64,
+    pub role: Role,
+    pub sp: Option<SpId>,
+}
+const _: () = assert!(core::mem::size_of::<RootRec>() == 40);
+// SAFETY: repr(C), 40 bytes (asserted above), align 8, integers and `Option<Id>`s only:
+// any bit pattern is valid.
+unsafe impl Record for RootRec {}
+
+/// Id of a cached root.
+pub(super) type RootId = Id<RootRec>;
+
+/// The root cache.
+///
+/// # Invariants
+///
+/// `ids[..len]` are the cached roots, most recently used first, `len <=`
+/// [`MAX_ROOT_CACHE`]; `cur` is `None` or one of them, and `hpa` its table address (0
+/// without one). `npinned` counts the shadow pages with `root_count > 0`.
+pub(super) struct RootCache {
+    ids: [Option<RootId>; MAX_ROOT_CACHE],
+    len: usize,
+    cur: Option<RootId>,
+    hpa: u64,
+    npinned: usize,
+}
+
+impl RootCache {
+    pub(super) const fn new() -> Self {
+        RootCache {
+            ids: [None; MAX_ROOT_CACHE],
+            len: 0,
+            cur: None,
+            hpa: 0,
+            npinned: 0,
+        }
+    }
+
+    /// The current root.
+    pub(super) fn current(&self) -> Option<RootId> {
+        self.cur
+    }
+
+    /// Host-physical address of the current root's table (GUEST_CR3), 0 if none.
+    pub(super) fn hpa(&self) -> u64 {
+        self.hpa
+    }
+
+    /// Number of cached roots.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Shadow pages pinned by cached roots.
+    pub(super) fn npinned(&self) -> usize {
+        self.npinned
+    }
+
+    /// Makes `r` (with table `hpa`) current, or none.
+    fn set_current(&mut self, r: Option<RootId>, hpa: u64) {
+        self.cur = r;
+        self.hpa = hpa;
+    }
+
+    /// The cached root in cache slot `i`.
+    fn get(&self, i: usize) -> Option<RootId> {
+        self.ids
+            .get(..self.len.min(MAX_ROOT_CACHE))?
+            .get(i)
+            .copied()
+            .flatten()
+    }
+
+    /// Cache slot of the first cached root `f` accepts.
+    fn position(&self, f: impl FnMut(RootId) -> bool) -> Option<usize> {
+        let mut f = f;
+        let list = self.ids.get(..self.len.min(MAX_ROOT_CACHE)).unwrap_or(&[]);
+        // (`position` on a slice iterator has no overflow check; `enumerate` has one.)
+        list.iter().position(|r| r.is_some_and(&mut f))
+    }
+
+    /// Cache slot of the last cached root `f` accepts.
+    fn rposition(&self, f: impl FnMut(RootId) -> bool) -> Option<usize> {
+        let mut f = f;
+        // (A countdown, not `rposition`: its index carries an overflow check once
+        // instantiated in the kernel build.)
+        let mut i = self.len.min(MAX_ROOT_CACHE);
+        while i > 0 {
+            i = i.saturating_sub(1);
+            if self.get(i).is_some_and(&mut f) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Puts `r` in cache slot 0 and moves the entries of slots `0..len - 1` one slot down:
+    /// inserts at the front (`len = self.len + 1`), or moves slot `len - 1`, which holds
+    /// `r`, to the front. Slots past the array are left alone, so the shift cannot go out
+    /// of bounds.
+    fn shift_in(&mut self, r: RootId, len: usize) {
+        let mut carry = Some(r);
+        for slot in self.ids.iter_mut().take(len) {
+            core::mem::swap(slot, &mut carry);
+        }
+    }
+
+    /// Moves cache slot `pos` to the front.
+    fn move_to_front(&mut self, pos: usize, r: RootId) {
+        // pos < len <= MAX_ROOT_CACHE.
+        self.shift_in(r, pos.saturating_add(1));
+    }
+
+    /// Adds `r` at the front; the caller made room (`len < MAX_ROOT_CACHE`).
+    fn push_front(&mut self, r: RootId) {
+        let n = self.len.min(MAX_ROOT_CACHE);
+        self.shift_in(r, n.saturating_add(1));
+        self.len = n.saturating_add(1).min(MAX_ROOT_CACHE);
+    }
+
+    /// Removes cache entry `i`, moving the later ones up. `None` if there is no entry `i`.
+    fn remove(&mut self, i: usize) -> Option<RootId> {
+        let n = self.len.min(MAX_ROOT_CACHE);
+        let tail = self.ids.get_mut(i..n)?;
+        if tail.is_empty() {
+            return None;
+        }
+        let mut carry = None;
+        for slot in tail.iter_mut().rev() {
+            core::mem::swap(slot, &mut carry);
+        }
+        // Entry i existed, so n >= 1.
+        self.len = n.saturating_sub(1);
+        carry
+    }
+
+    /// Forgets every root (teardown frees the records with the pool).
+    pub(super) fn clear(&mut self) {
+        *self = RootCache::new();
+    }
+}
+
+impl Mmu {
+    fn root_rec(&self, r: RootId) -> &RootRec {
+        self.pool.get(r)
+    }
+
+    /// The PAE root page of `r`, if it has one.
+    fn pae_page(&self, r: RootId) -> Option<TablePage> {
+        // SAFETY: a live root's PAE page is engine-owned until `free_root` or teardown
+        // (RootRec invariant); an id naming no live record reads as zeros, i.e. no page.
+        unsafe { TablePage::from_addr(self.root_rec(r).pae) }
+    }
+
+    /// The level-2 shadow page pinned by PAE root `r` for quarter `i` of the address space.
+    fn pae_sp(&self, r: RootId, i: usize) -> Option<SpId> {
+        let v = self.pae_page(r).map_or(0, |p| p.get(pae_slot(PAE_SPS, i)));
+        Id::from_raw(v as u32)
+    }
+
+    pub(super) fn pcide(&self) -> bool {
+        self.ctx.mode == GuestMode::Long4 && self.cr4 & CR4_PCIDE != 0
+    }
+
+    /// The cache key of the current address space: (CR3 incl. PCID, base role).
+    fn root_key(&self) -> (u64, Role) {
+        let key = match self.ctx.mode {
+            GuestMode::Off => 0,
+            GuestMode::Bits32 => self.ctx.cr3 & 0xffff_f000,
+            GuestMode::Pae => self.ctx.cr3 & 0xffff_ffe0,
+            GuestMode::Long4 => {
+                if self.pcide() {
+                    self.ctx.cr3 & (bits(51, 12) | 0xfff)
+                } else {
+                    self.ctx.cr3 & bits(51, 12)
+                }
+            }
+        };
+        (key, Role::base(&self.ctx))
+    }
+
+    fn root_matches(&self, r: RootId, key: u64, role: Role) -> bool {
+        let rec = self.root_rec(r);
+        if rec.key != key || rec.role != role {
+            return false;
+        }
+        if self.ctx.mode == GuestMode::Pae {
+            let p = self.pae_page(r);
+            let mut pdptes = self.ctx.pdptes.iter().enumerate();
+            return pdptes.all(|(i, &e)| p.map_or(0, |p| p.get(pae_slot(PAE_GUEST, i))) == e);
+        }
+        true
+    }
+
+    /// Makes the current address space's root current, from the cache or built anew.
+    /// Needs the reserves of `topup(ROOT_PAGES, ROOT_RECS, 1)` (low page unless 4-level).
+    pub(super) fn switch_root<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
+        &mut self,
+        src: &mut P,
+        mem: &G,
+    ) {
+        let (key, role) = self.root_key();
+        let hit = self.roots.position(|r| self.root_matches(r, key, role));
+        if let Some((pos, r)) = hit.and_then(|pos| Some((pos, self.roots.get(pos)?))) {
+            self.roots.move_to_front(pos, r);
+            self.roots.set_current(Some(r), self.root_rec(r).hpa);
+            self.stats.inc(Counter::RootCacheHits);
+            self.root_flood_reset(r);
+            return;
+        }
+        self.stats.inc(Counter::RootCacheMisses);
+        let Some(r) = self.build_root(mem, key, role) else {
+            // Unreachable after top-up; leave no root (the next #PF retries).
+            self.roots.set_current(None, 0);
+            return;
+        };
+        if self.roots.len() >= self.cfg.root_cache_size.min(MAX_ROOT_CACHE) {
+            // root_cache_size >= 1 (Mmu::new), so the cache is not empty here.
+            if let Some(last) = self.roots.remove(self.roots.len().saturating_sub(1)) {
+                self.free_root(src, last);
+            }
+        }
+        // Now len < root_cache_size <= MAX_ROOT_CACHE: nothing falls off the end.
+        self.roots.push_front(r);
+        self.roots.set_current(Some(r), self.root_rec(r).hpa);
+    }
+
+    fn pin(&mut self, sp: SpId) {
+        let c = self.sp(sp).root_count;
+        if c == 0 {
+            self.roots.npinned = self.roots.npinned.saturating_add(1);
+        }
+        self.sp_mut(sp).root_count = c.saturating_add(1);
+    }
+
+    fn unpin(&mut self, sp: SpId) {
+        let c = self.sp(sp).root_count;
+        if c == 1 {
+            self.roots.npinned = self.roots.npinned.saturating_sub(1);
+        }
+        self.sp_mut(sp).root_count = c.saturating_sub(1);
+    }
+
+    /// Drops the least recently used cached root that is not the current one (its pages
+    /// become unpinned and reclaimable). False if there is none.
+    pub(super) fn evict_cached_root<P: PageSource + ?Sized>(&mut self, src: &mut P) -> bool {
+        let cur = self.roots.current();
+        let Some(i) = self.roots.rposition(|r| Some(r) != cur) else {
+            return false;
+        };
+        let Some(r) = self.roots.remove(i) else {
+            return false;
+        };
+        self.free_root(src, r);
+        self.stats.inc(Counter::RootsEvicted);
+        true
+    }
+
+    /// A translation went through root-level shadow page `sp`: the table is in use, so
+    /// its flood count restarts (KVM clears it from the root down on every shadow walk).
+    /// A 32-bit guest's page directory is the 4 quadrant pages of the current root.
+    pub(super) fn root_table_used(&mut self, sp: SpId) {
+        self.sp_mut(sp).write_count = 0;
+        self.lru_touch(sp);
+        if self.ctx.mode != GuestMode::Bits32 {
+            return;
+        }
+        let Some(cur) = self.roots.current() else {
+            return;
+        };
+        for i in 0..4 {
+            if let Some(q) = self.pae_sp(cur, i) {
+                self.sp_mut(q).write_count = 0;
+            }
+        }
+    }
+
+    /// Root `r` becomes current: its root-level tables are in use (KVM clears their flood
+    /// counts in `kvm_mmu_new_pgd`).
+    fn root_flood_reset(&mut self, r: RootId) {
+        if let Some(sp) = self.root_rec(r).sp {
+            self.sp_mut(sp).write_count = 0;
+        }
+        for i in 0..4 {
+            if let Some(q) = self.pae_sp(r, i) {
+                self.sp_mut(q).write_count = 0;
+            }
+        }
+    }
+
+    /// Whether shadow page `sp` is pinned by the current root.
+    pub(super) fn pinned_by_current(&self, sp: SpId) -> bool {
+        self.roots.current().is_some_and(|r| self.root_pins(r, sp))
+    }
+
+    fn build_root<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        key: u64,
+        base: Role,
+    ) -> Option<RootId> {
+        let r = self.pool.alloc::<RootRec>()?;
+        if self.ctx.mode == GuestMode::Long4 {
+            let gfn = (key & bits(51, 12)) >> 12;
+            let Some(sp) = self.sp_get(mem, gfn, base.with(4, false, 0, ACC_ALL)) else {
+                self.pool.free(r);
+                return None;
+            };
+            self.pin(sp);
+            let hpa = self.sp(sp).spt_hpa;
+            let rec = self.pool.get_mut(r);
+            rec.key = key;
+            rec.role = base;
+            rec.sp = Some(sp);
+            rec.hpa = hpa;
+            return Some(r);
+        }
+        let Some(pae) = self.spare_low.pop() else {
+            self.pool.free(r);
+            return None;
+        };
+        // SAFETY: a page off the low spare list, the engine's until `free_root` gives it
+        // back; the root record keeps it.
+        let Some(pt) = (unsafe { TablePage::from_host(pae) }) else {
+            self.pool.free(r);
+            return None;
+        };
+        let pdptes = self.ctx.pdptes;
+        // (Not `enumerate`: its counter carries an overflow check in the kernel build.)
+        for (i, p) in (0..4usize).zip(pdptes) {
+            let (gfn, role_i, present) = match self.ctx.mode {
+                GuestMode::Off => ((i as u64) << 18, base.with(2, true, 0, ACC_ALL), true),
+                GuestMode::Bits32 => (
+                    (key & 0xffff_f000) >> 12,
+                    base.with(2, false, i as u32, ACC_ALL),
+                    true,
+                ),
+                _ => {
+                    pt.set(pae_slot(PAE_GUEST, i), p);
+                    (
+                        (p & bits(51, 12)) >> 12,
+                        base.with(2, false, 0, ACC_ALL),
+                        p & PTE_P != 0,
+                    )
+                }
+            };
+            if !present {
+                continue;
+            }
+            let Some(sp) = self.sp_get(mem, gfn, role_i) else {
+                continue;
+            };
+            self.pin(sp);
+            let hpa = self.sp(sp).spt_hpa;
+            pt.set(i, (hpa & bits(51, 12)) | PTE_P);
+            pt.set(pae_slot(PAE_SPS, i), raw_of(Some(sp)) as u64);
+        }
+        let rec = self.pool.get_mut(r);
+        rec.key = key;
+        rec.role = base;
+        rec.pae = pt.addr();
+        rec.pae_hpa = pae.hpa;
+        rec.hpa = pae.hpa;
+        Some(r)
+    }
+
+    fn free_root<P: PageSource + ?Sized>(&mut self, src: &mut P, r: RootId) {
+        if let Some(sp) = self.root_rec(r).sp {
+            self.unpin(sp);
+        }
+        let pae = {
+            let rec = self.root_rec(r);
+            HostPage {
+                ptr: rec.pae as *mut u8,
+                hpa: rec.pae_hpa,
+            }
+        };
+        if !pae.is_null() {
+            for i in 0..4 {
+                if let Some(s) = self.pae_sp(r, i) {
+                    self.unpin(s);
+                }
+            }
+            // SAFETY: the root's PAE page (RootRec invariant), below 4 GiB; the root is
+            // leaving the cache and its record is freed below.
+            unsafe { self.put_low_page(src, pae) };
+        }
+        if self.roots.current() == Some(r) {
+            self.roots.set_current(None, 0);
+        }
+        self.pool.free(r);
+    }
+
+    /// Whether root `r` pins shadow page `sp` (as its root table or one of its PAE roots).
+    fn root_pins(&self, r: RootId, sp: SpId) -> bool {
+        if self.root_rec(r).sp == Some(sp) {
+            return true;
+        }
+        self.pae_page(r).is_some() && (0..4).any(|i| self.pae_sp(r, i) == Some(sp))
+    }
+
+    /// Drops from the root cache every root but the current one that pins `sp`. Called
+    /// when the guest floods the frame behind `sp` with writes: it reuses the old table as
+    /// data, and keeping the old address space cached would make each store to the frame
+    /// an emulated exit. Needs no memory.
+    pub(super) fn uncache_roots_pinning<P: PageSource + ?Sized>(&mut self, src: &mut P, sp: SpId) {
+        let mut i = 0;
+        while let Some(r) = self.roots.get(i) {
+            if Some(r) != self.roots.current() && self.root_pins(r, sp) {
+                if let Some(r) = self.roots.remove(i) {
+                    self.free_root(src, r);
+                }
+            } else {
+                // i < len <= MAX_ROOT_CACHE.
+                i = i.saturating_add(1);
+            }
+        }
+    }
+
+    /// The shadow page and level where a walk for `gva` starts (below the PAE root).
+    pub(super) fn path_start(&self, gva: u64) -> Option<(SpId, u8)> {
+        let r = self.roots.current()?;
+        if self.ctx.mode == GuestMode::Long4 {
+            Some((self.root_rec(r).sp?, 4))
+        } else {
+            let i = ((gva >> 30) & 3) as usize;
+            Some((self.pae_sp(r, i)?, 2))
+        }
+    }
+
+    /// Gives the cached roots' PAE pages back and forgets the roots (teardown: the
+    /// shadow pages and records go separately).
+    pub(super) fn release_roots<P: PageSource + ?Sized>(&mut self, src: &mut P) {
+        let mut i = 0;
+        while let Some(r) = self.roots.get(i) {
+            let rec = self.root_rec(r);
+            let pae = HostPage {
+                ptr: rec.pae as *mut u8,
+                hpa: rec.pae_hpa,
+            };
+            if !pae.is_null() {
+                src.free_page(pae);
+            }
+            // i < len <= MAX_ROOT_CACHE.
+            i = i.saturating_add(1);
+        }
+        self.roots.clear();
+    }
+}

@@ -1,0 +1,610 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Shadow pages: their records and side pages, the LRU list, the page and record
+//! reserves, and getting, linking, zapping and reclaiming them.
+
+use super::bits::{bits, PTE_A, PTE_P, PTE_U, PTE_W};
+use super::lists::{ListHead, SRef};
+use super::mem::{GuestMemory, HostPage, PageSource};
+use super::page::TablePage;
+use super::pool::{Id, Pool, Record};
+use super::roles::Role;
+use super::stats::Counter;
+use super::{Mmu, MmuError};
+
+/// Spare pages kept instead of being given back.
+const SPARE_MAX: usize = 16;
+/// Unpinned shadow pages reclaim keeps before it drops cached roots: the working set of
+/// one guest instruction (up to 10 linear pages, 3 shadow pages each below the root).
+pub(super) const MIN_UNPINNED: usize = 32;
+
+/// Shadow-entry bits the engine writes in a non-leaf entry.
+pub(super) const SPTE_NONLEAF: u64 = PTE_P | PTE_W | PTE_U | PTE_A;
+/// Address bits of a shadow entry.
+pub(super) const SPTE_ADDR: u64 = bits(51, 12);
+
+/// [`SpRec::flags`]: the page is out of sync with its guest table.
+pub(super) const SP_UNSYNC: u8 = 1;
+
+/// A shadow page's record.
+///
+/// # Invariants
+///
+/// `spt`/`spt_hpa` and `side`/`side_hpa` are the addresses of two engine-owned pages
+/// (the shadow table the CPU walks, and the side page holding a [`Side`] per slot) for
+/// as long as the record is live.
+#[repr(C)]
+pub(super) struct SpRec {
+    pub gfn: u64,
+    pub spt: usize,
+    pub spt_hpa: u64,
+    pub side: usize,
+    pub side_hpa: u64,
+    pub role: Role,
+    /// The non-leaf entries pointing to this page.
+    pub parents: ListHead,
+    /// Next shadow page of the same guest frame.
+    pub gfn_next: Option<SpId>,
+    pub lru_prev: Option<SpId>,
+    pub lru_next: Option<SpId>,
+    /// Cached roots pinning the page.
+    pub root_count: u16,
+    /// Emulated writes to the guest table since it was last used for a translation.
+    pub write_count: u8,
+    pub flags: u8,
+}
+const _: () = assert!(core::mem::size_of::<SpRec>() == 64);
+// SAFETY: repr(C), 64 bytes (asserted above), align 8, integers and `Option<Id>`s only:
+// any bit pattern is valid.
+unsafe impl Record for SpRec {}
+
+/// Id of a shadow page.
+pub(super) type SpId = Id<SpRec>;
+
+/// A side-page entry: the low 40 bits hold the information (guest frame of a leaf
+/// entry, child shadow page of a non-leaf entry), the high bits the entry's position in
+/// the reference list it is on (see `lists.rs`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct Side(u64);
+
+const SIDE_INFO: u64 = (1 << 40) - 1;
+const SIDE_POS_SHIFT: u32 = 40;
+
+impl Side {
+    /// An unused slot.
+    pub(super) const EMPTY: Side = Side(0);
+
+    /// A leaf entry mapping guest frame `gfn`.
+    pub(super) fn leaf(gfn: u64) -> Side {
+        Side(gfn & SIDE_INFO)
+    }
+
+    /// The guest frame of a leaf entry.
+    pub(super) fn gfn(self) -> u64 {
+        self.0 & SIDE_INFO
+    }
+
+    /// The child of a non-leaf entry.
+    pub(super) fn child(self) -> Option<SpId> {
+        Id::from_raw((self.0 & SIDE_INFO) as u32)
+    }
+
+    /// A non-leaf entry pointing to `child`.
+    pub(super) fn of_child(child: SpId) -> Side {
+        Side(child.raw() as u64)
+    }
+
+    /// The entry's position in its reference list.
+    pub(super) fn pos(self) -> u64 {
+        self.0 >> SIDE_POS_SHIFT
+    }
+
+    /// This entry at list position `pos`.
+    pub(super) fn with_pos(self, pos: u64) -> Side {
+        Side((self.0 & SIDE_INFO) | (pos << SIDE_POS_SHIFT))
+    }
+}
+
+/// The shadow pages in least-recently-used order.
+///
+/// # Invariants
+///
+/// The list runs from `head` (most recent) to `tail` through the records' `lru_prev`/
+/// `lru_next` and holds every live shadow page, `count` of them.
+pub(super) struct Lru {
+    head: Option<SpId>,
+    tail: Option<SpId>,
+    count: usize,
+}
+
+impl Lru {
+    pub(super) const fn new() -> Self {
+        Lru {
+            head: None,
+            tail: None,
+            count: 0,
+        }
+    }
+
+    /// Number of shadow pages.
+    pub(super) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// The most recently used page.
+    pub(super) fn head(&self) -> Option<SpId> {
+        self.head
+    }
+
+    /// The least recently used page.
+    pub(super) fn tail(&self) -> Option<SpId> {
+        self.tail
+    }
+
+    fn unlink(&mut self, pool: &mut Pool, sp: SpId) {
+        let (p, n) = (pool.get(sp).lru_prev, pool.get(sp).lru_next);
+        match p {
+            Some(p) => pool.get_mut(p).lru_next = n,
+            None if self.head == Some(sp) => self.head = n,
+            None => {}
+        }
+        match n {
+            Some(n) => pool.get_mut(n).lru_prev = p,
+            None if self.tail == Some(sp) => self.tail = p,
+            None => {}
+        }
+        let s = pool.get_mut(sp);
+        s.lru_prev = None;
+        s.lru_next = None;
+    }
+
+    fn push_front(&mut self, pool: &mut Pool, sp: SpId) {
+        let h = self.head;
+        let s = pool.get_mut(sp);
+        s.lru_prev = None;
+        s.lru_next = h;
+        if let Some(h) = h {
+            pool.get_mut(h).lru_prev = Some(sp);
+        }
+        self.head = Some(sp);
+        if self.tail.is_none() {
+            self.tail = Some(sp);
+        }
+    }
+
+    /// Adds a new page (most recently used).
+    fn insert(&mut self, pool: &mut Pool, sp: SpId) {
+        self.push_front(pool, sp);
+        // Bounded by the shadow pages in existence (<= max_shadow_pages plus a root's
+        // worth, and by the pool's 2^20 records).
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// Takes a page off for good.
+    fn remove(&mut self, pool: &mut Pool, sp: SpId) {
+        self.unlink(pool, sp);
+        self.count = self.count.saturating_sub(1);
+    }
+
+    /// `sp` was used: it becomes the most recent.
+    pub(super) fn touch(&mut self, pool: &mut Pool, sp: SpId) {
+        if self.head != Some(sp) {
+            self.unlink(pool, sp);
+            self.push_front(pool, sp);
+        }
+    }
+
+    /// Forgets every page (teardown frees the records with the pool).
+    fn clear(&mut self) {
+        *self = Lru::new();
+    }
+}
+
+impl Mmu {
+    // ---------------------------------------------------------------- reserves
+
+    /// Makes sure `pages` spare pages, `low` spare low pages and `recs` free records are
+    /// available, so that the event that follows cannot run out. Changes nothing visible.
+    pub(super) fn topup<P: PageSource + ?Sized>(
+        &mut self,
+        src: &mut P,
+        pages: usize,
+        recs: u32,
+        low: usize,
+    ) -> Result<(), MmuError> {
+        if !self.frames.has_table() {
+            let p = src.alloc_page(false).ok_or(MmuError::NeedMemory)?;
+            // SAFETY: a zeroed page from the page source, now the engine's.
+            unsafe { self.frames.set_table(p) };
+        }
+        while self.pool.available() < recs {
+            if !self.pool.can_grow() {
+                // Bookkeeping at its limit: free shadow pages (and their records) instead.
+                if !self.reclaim_one(src) && !self.evict_cached_root(src) {
+                    return Err(MmuError::LimitReached);
+                }
+                continue;
+            }
+            if self.pool.needs_dir() {
+                let p = src.alloc_page(false).ok_or(MmuError::NeedMemory)?;
+                // SAFETY: a page from the page source, now the engine's.
+                if let Err(p) = unsafe { self.pool.add_dir(p) } {
+                    src.free_page(p);
+                }
+            }
+            let p = src.alloc_page(false).ok_or(MmuError::NeedMemory)?;
+            // SAFETY: as above.
+            if let Err(p) = unsafe { self.pool.add_page(p) } {
+                src.free_page(p);
+            }
+        }
+        while self.spare.len() < pages {
+            let p = src.alloc_page(false).ok_or(MmuError::NeedMemory)?;
+            // SAFETY: as above.
+            unsafe { self.spare.push(p) };
+        }
+        while self.spare_low.len() < low {
+            let p = src.alloc_page(true).ok_or(MmuError::NeedMemory)?;
+            // SAFETY: as above.
+            unsafe { self.spare_low.push(p) };
+        }
+        Ok(())
+    }
+
+    /// Gives back a page the engine no longer uses (kept as a spare if there is room).
+    ///
+    /// # Safety
+    ///
+    /// `p` is NULL or an engine-owned page that nothing refers to any more.
+    pub(super) unsafe fn put_page<P: PageSource + ?Sized>(&mut self, src: &mut P, p: HostPage) {
+        if p.is_null() {
+            return;
+        }
+        if self.spare.len() < SPARE_MAX {
+            // SAFETY: the caller's contract.
+            unsafe { self.spare.push(p) };
+        } else {
+            src.free_page(p);
+        }
+    }
+
+    /// As [`Mmu::put_page`] for a page below 4 GiB.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Mmu::put_page`], and `p` is below 4 GiB.
+    pub(super) unsafe fn put_low_page<P: PageSource + ?Sized>(&mut self, src: &mut P, p: HostPage) {
+        if p.is_null() {
+            return;
+        }
+        if self.spare_low.len() < 2 {
+            // SAFETY: the caller's contract.
+            unsafe { self.spare_low.push(p) };
+        } else {
+            src.free_page(p);
+        }
+    }
+
+    // ---------------------------------------------------------------- records and pages
+
+    pub(super) fn sp(&self, sp: SpId) -> &SpRec {
+        self.pool.get(sp)
+    }
+
+    pub(super) fn sp_mut(&mut self, sp: SpId) -> &mut SpRec {
+        self.pool.get_mut(sp)
+    }
+
+    pub(super) fn role(&self, sp: SpId) -> Role {
+        self.sp(sp).role
+    }
+
+    /// The shadow table of `sp`.
+    fn spt(&self, sp: SpId) -> Option<TablePage> {
+        // SAFETY: a live record's table is engine-owned (SpRec invariant); an id naming
+        // no live record reads as zeros, i.e. no page.
+        unsafe { TablePage::from_addr(self.sp(sp).spt) }
+    }
+
+    /// The side page of `sp`.
+    fn side(&self, sp: SpId) -> Option<TablePage> {
+        // SAFETY: as in `spt`.
+        unsafe { TablePage::from_addr(self.sp(sp).side) }
+    }
+
+    /// Shadow entry `slot` of `sp` (0 if there is no such page).
+    pub(super) fn spt_get(&self, sp: SpId, slot: usize) -> u64 {
+        self.spt(sp).map_or(0, |t| t.get(slot))
+    }
+
+    /// Writes shadow entry `slot` of `sp`.
+    pub(super) fn spt_set(&self, sp: SpId, slot: usize, v: u64) {
+        if let Some(t) = self.spt(sp) {
+            t.set(slot, v);
+        }
+    }
+
+    /// Side entry `slot` of `sp`.
+    pub(super) fn side_get(&self, sp: SpId, slot: usize) -> Side {
+        Side(self.side(sp).map_or(0, |t| t.get(slot)))
+    }
+
+    /// Writes side entry `slot` of `sp`.
+    pub(super) fn side_set(&self, sp: SpId, slot: usize, v: Side) {
+        if let Some(t) = self.side(sp) {
+            t.set(slot, v.0);
+        }
+    }
+
+    /// The child shadow page of present non-leaf entry (`sp`, `slot`).
+    pub(super) fn child(&self, sp: SpId, slot: usize) -> Option<SpId> {
+        self.side_get(sp, slot).child()
+    }
+
+    /// The two pages of `sp`, to give back.
+    fn sp_pages(&self, sp: SpId) -> (HostPage, HostPage) {
+        let s = self.sp(sp);
+        (
+            HostPage {
+                ptr: s.spt as *mut u8,
+                hpa: s.spt_hpa,
+            },
+            HostPage {
+                ptr: s.side as *mut u8,
+                hpa: s.side_hpa,
+            },
+        )
+    }
+
+    // ---------------------------------------------------------------- get, link, drop
+
+    /// Finds the shadow page for (gfn, role).
+    fn sp_find(&self, gfn: u64, role: Role) -> Option<SpId> {
+        let g = self.gfn_lookup(gfn)?;
+        let mut sp = self.gr(g).sps;
+        while let Some(id) = sp {
+            if self.sp(id).role == role {
+                return Some(id);
+            }
+            sp = self.sp(id).gfn_next;
+        }
+        None
+    }
+
+    /// Finds or creates the shadow page for (gfn, role). Needs the reserves of a top-up
+    /// (2 pages, 3 records). An out-of-sync page that is found is refreshed from the
+    /// guest table (its stale entries must not leak into a new place it is linked from).
+    pub(super) fn sp_get<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        gfn: u64,
+        role: Role,
+    ) -> Option<SpId> {
+        if let Some(sp) = self.sp_find(gfn, role) {
+            if self.sp(sp).flags & SP_UNSYNC != 0 {
+                self.sync_sp_entries(mem, sp);
+            }
+            return Some(sp);
+        }
+        if !role.direct() {
+            if let Some(g) = self.gfn_lookup(gfn) {
+                if self.gr(g).unsync != 0 {
+                    self.resync_gfn(mem, gfn);
+                }
+            }
+        }
+        let g = self.gfn_get(gfn)?;
+        let (Some(spt), Some(side)) = (self.spare.pop(), self.spare.pop()) else {
+            return None;
+        };
+        let Some(sp) = self.pool.alloc::<SpRec>() else {
+            // SAFETY: both came off the spare list and are still the engine's.
+            unsafe {
+                self.spare.push(spt);
+                self.spare.push(side);
+            }
+            return None;
+        };
+        let chain = self.gr(g).sps;
+        let s = self.sp_mut(sp);
+        s.gfn = gfn;
+        s.role = role;
+        s.spt = spt.ptr as usize;
+        s.spt_hpa = spt.hpa;
+        s.side = side.ptr as usize;
+        s.side_hpa = side.hpa;
+        s.gfn_next = chain;
+        self.gr_mut(g).sps = Some(sp);
+        self.lru.insert(&mut self.pool, sp);
+        self.stats.inc(Counter::ShadowPagesCreated);
+        if !role.direct() {
+            let n = self.gr(g).n_indirect;
+            self.gr_mut(g).n_indirect = n.saturating_add(1);
+            if n == 0 {
+                self.write_protect_gfn(gfn);
+                self.stats.inc(Counter::FramesWriteProtected);
+            }
+        }
+        Some(sp)
+    }
+
+    /// Points non-leaf entry (`parent`, `slot`) at `child`.
+    pub(super) fn link(&mut self, parent: SpId, slot: usize, child: SpId) {
+        let hpa = self.sp(child).spt_hpa;
+        self.side_set(parent, slot, Side::of_child(child));
+        self.spt_set(parent, slot, (hpa & SPTE_ADDR) | SPTE_NONLEAF);
+        let head = self.sp(child).parents;
+        let nh = self.list_add(head, SRef::new(parent, slot));
+        self.sp_mut(child).parents = nh;
+    }
+
+    /// Clears shadow entry (`sp`, `slot`), keeping the reverse map and parent lists right.
+    pub(super) fn drop_spte(&mut self, sp: SpId, slot: usize) {
+        self.work = self.work.wrapping_add(1);
+        if self.spt_get(sp, slot) & PTE_P == 0 {
+            return;
+        }
+        self.spt_set(sp, slot, 0);
+        let v = self.side_get(sp, slot);
+        if self.role(sp).level() == 1 {
+            self.rmap_remove(v.gfn(), SRef::new(sp, slot), v.pos());
+        } else if let Some(child) = v.child() {
+            let head = self.sp(child).parents;
+            let (nh, _) = self.list_remove(head, SRef::new(sp, slot), v.pos());
+            self.sp_mut(child).parents = nh;
+        }
+        self.side_set(sp, slot, Side::EMPTY);
+    }
+
+    /// Installs leaf entry (`sp`, `slot`) mapping guest frame `gfn` as `spte`.
+    pub(super) fn set_leaf(&mut self, sp: SpId, slot: usize, gfn: u64, spte: u64) {
+        let old = self.spt_get(sp, slot);
+        if old & PTE_P != 0 && self.side_get(sp, slot).gfn() == gfn {
+            self.spt_set(sp, slot, spte);
+            return;
+        }
+        self.drop_spte(sp, slot);
+        self.side_set(sp, slot, Side::leaf(gfn));
+        self.spt_set(sp, slot, spte);
+        self.rmap_add(gfn, SRef::new(sp, slot));
+    }
+
+    // ---------------------------------------------------------------- zap and reclaim
+
+    /// Zaps a shadow page: clears its entries, unlinks it from its parents and frees it.
+    /// A page pinned by a root is only emptied.
+    pub(super) fn zap_sp<P: PageSource + ?Sized>(&mut self, src: &mut P, sp: SpId) {
+        for slot in 0..512 {
+            self.drop_spte(sp, slot);
+        }
+        self.sp_mut(sp).write_count = 0;
+        if self.sp(sp).root_count > 0 {
+            return;
+        }
+        loop {
+            let head = self.sp(sp).parents;
+            let Some(r) = self.list_first(head) else {
+                break;
+            };
+            let (p, slot) = (r.sp(), r.slot());
+            let v = p.map_or(Side::EMPTY, |p| self.side_get(p, slot));
+            let linked = p.is_some_and(|p| self.spt_get(p, slot) & PTE_P != 0);
+            match p {
+                Some(p) if v.child() == Some(sp) && linked => self.drop_spte(p, slot),
+                _ => {
+                    // Not expected (lists are exact); drop the stale reference anyway.
+                    let (nh, found) = self.list_remove(head, r, v.pos());
+                    self.sp_mut(sp).parents = if found { nh } else { ListHead::EMPTY };
+                    if !found {
+                        break;
+                    }
+                }
+            }
+        }
+        let gfn = self.sp(sp).gfn;
+        let role = self.role(sp);
+        if let Some(g) = self.gfn_lookup(gfn) {
+            // Unchain.
+            let mut prev = None;
+            let mut cur = self.gr(g).sps;
+            while let Some(c) = cur {
+                if c == sp {
+                    break;
+                }
+                prev = Some(c);
+                cur = self.sp(c).gfn_next;
+            }
+            if cur == Some(sp) {
+                let next = self.sp(sp).gfn_next;
+                match prev {
+                    None => self.gr_mut(g).sps = next,
+                    Some(p) => self.sp_mut(p).gfn_next = next,
+                }
+            }
+            if !role.direct() {
+                let n = self.gr(g).n_indirect.saturating_sub(1);
+                self.gr_mut(g).n_indirect = n;
+                if n == 0 && self.gr(g).unsync != 0 {
+                    self.frames.unsync_unlink(&mut self.pool, g);
+                }
+            }
+        }
+        self.gfn_maybe_free(gfn);
+        self.lru.remove(&mut self.pool, sp);
+        let (spt, side) = self.sp_pages(sp);
+        // SAFETY: the pages were the shadow page's, and nothing refers to it any more
+        // (its entries and its parents' entries are cleared, it is off every list).
+        unsafe {
+            self.put_page(src, spt);
+            self.put_page(src, side);
+        }
+        self.pool.free(sp);
+        self.stats.inc(Counter::ShadowPagesZapped);
+    }
+
+    /// Zaps the least recently used unpinned shadow page. False if there is none.
+    pub(super) fn reclaim_one<P: PageSource + ?Sized>(&mut self, src: &mut P) -> bool {
+        let mut sp = self.lru.tail();
+        // Pinned pages are few (at most 4 per cached root): the scan is bounded.
+        while let Some(id) = sp {
+            if self.sp(id).root_count == 0 {
+                break;
+            }
+            self.work = self.work.wrapping_add(1);
+            sp = self.sp(id).lru_prev;
+        }
+        let Some(sp) = sp else {
+            return false;
+        };
+        self.zap_sp(src, sp);
+        self.stats.inc(Counter::ShadowPagesReclaimed);
+        true
+    }
+
+    /// Keeps room for `need` new shadow pages under `max_shadow_pages` while guaranteeing
+    /// forward progress: the least recently used unpinned pages go first, but never below
+    /// [`MIN_UNPINNED`] of them; below that, cached roots other than the current one are
+    /// dropped first (their pages become unpinned and reclaimable), so cached address
+    /// spaces can never squeeze out the working set of the one that runs. Only when
+    /// neither frees anything is the limit reported ([`MmuError::LimitReached`]); with the
+    /// limit at least 64 and at most 4 pages pinned by the current root that cannot happen.
+    pub(super) fn make_room<P: PageSource + ?Sized>(
+        &mut self,
+        src: &mut P,
+        need: usize,
+    ) -> Result<(), MmuError> {
+        // `need` is a handful of pages: the sum does not come near usize::MAX.
+        while self.lru.len().saturating_add(need) > self.cfg.max_shadow_pages {
+            let unpinned = self.lru.len().saturating_sub(self.roots.npinned());
+            if unpinned > MIN_UNPINNED && self.reclaim_one(src) {
+                continue;
+            }
+            if self.evict_cached_root(src) {
+                continue;
+            }
+            if !self.reclaim_one(src) {
+                return Err(MmuError::LimitReached);
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees every shadow page (teardown).
+    pub(super) fn free_all_sps<P: PageSource + ?Sized>(&mut self, src: &mut P) {
+        let mut sp = self.lru.head();
+        while let Some(id) = sp {
+            let next = self.sp(id).lru_next;
+            let (spt, side) = self.sp_pages(id);
+            src.free_page(spt);
+            src.free_page(side);
+            sp = next;
+        }
+        self.lru.clear();
+        self.frames.clear_unsync();
+    }
+
+    /// `sp` was used for a translation.
+    pub(super) fn lru_touch(&mut self, sp: SpId) {
+        self.lru.touch(&mut self.pool, sp);
+    }
+}

@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Guest writes to shadowed page tables: the writes the caller emulated after
+//! [`super::PfOutcome::EmulateWrite`], flood detection, and the unprotect fallback for an
+//! instruction that cannot be emulated.
+
+use super::mem::{GuestMemory, PageSource};
+use super::stats::Counter;
+use super::walk::{self, GuestMode};
+use super::Mmu;
+
+impl Mmu {
+    /// Tells the engine that the guest stored `len` bytes at `gpa` (the caller emulated the
+    /// write after [`super::PfOutcome::EmulateWrite`]). Shadow entries derived from the bytes
+    /// written are dropped; frames written too often without being used as page tables
+    /// are unshadowed. Writes must not cross a 4 KiB boundary (split them). Needs no
+    /// memory.
+    pub fn guest_wrote<P: PageSource + ?Sized>(&mut self, src: &mut P, gpa: u64, len: usize) {
+        // An instruction was emulated: the next unprotect starts a new history.
+        self.retried = [(0, u64::MAX); 2];
+        let gfn = gpa >> 12;
+        let Some(g) = self.gfn_lookup(gfn) else {
+            return;
+        };
+        if self.gr(g).n_indirect == 0 || len == 0 {
+            return;
+        }
+        self.stats.inc(Counter::PtWritesHandled);
+        let off = gpa & 0xfff;
+        let end = off.saturating_add(len as u64).min(4096);
+        let mut flooded = false;
+        let mut sp = self.gr(g).sps;
+        while let Some(id) = sp {
+            let next = self.sp(id).gfn_next;
+            let role = self.role(id);
+            if role.direct() {
+                sp = next;
+                continue;
+            }
+            let wc = self.sp(id).write_count.saturating_add(1);
+            self.sp_mut(id).write_count = wc;
+            if wc >= self.cfg.flood_threshold && self.sp(id).root_count > 0 {
+                // A table of a cached (not current) address space being overwritten:
+                // forget that address space so the table can go.
+                self.uncache_roots_pinning(src, id);
+            }
+            if wc >= self.cfg.flood_threshold && self.sp(id).root_count == 0 {
+                self.zap_sp(src, id);
+                flooded = true;
+                sp = next;
+                continue;
+            }
+            // Entries are 4 or 8 bytes; end > off since len > 0.
+            let size_log2 = if role.gpte4() { 2 } else { 3 };
+            let first = off >> size_log2;
+            let last = end.saturating_sub(1) >> size_log2;
+            for gi in first..=last {
+                if role.gpte4() {
+                    let q = role.quadrant() as u64;
+                    if role.level() == 1 {
+                        if gi / 512 == q {
+                            self.drop_spte(id, (gi % 512) as usize);
+                        }
+                    } else if gi / 256 == q {
+                        // A 4 MiB guest entry is the two shadow entries 2i and 2i+1.
+                        let s = ((gi % 256) << 1) as usize;
+                        self.drop_spte(id, s);
+                        self.drop_spte(id, s | 1);
+                    }
+                } else {
+                    self.drop_spte(id, gi as usize);
+                }
+            }
+            sp = next;
+        }
+        if flooded && !self.is_shadowed(gfn) {
+            self.stats.inc(Counter::FloodUnshadows);
+        }
+    }
+
+    /// The fallback for a [`super::PfOutcome::EmulateWrite`] whose instruction (at `rip`) cannot
+    /// be emulated: stops shadowing the page table at `gpa` so that re-entering the guest
+    /// lets the write through. Returns true when it did and re-entering makes progress;
+    /// false when re-entering would only fault the same way again, and the vCPU must end
+    /// the run with an internal error (with the instruction bytes) instead:
+    ///
+    /// * the write was not to a page table (CR0.WP=0 with SMAP: the engine must see every
+    ///   such write) or the frame is not shadowed;
+    /// * the frame is a root-level table of the current root (it stays pinned);
+    /// * the frame is a table on the store's own translation path (the retry would
+    ///   shadow it again);
+    /// * the same (`rip`, `gpa`) was let through by one of the last two calls without an
+    ///   emulated write in between: the retry did not help (another access of the same
+    ///   instruction shadows the frame again), as KVM's `last_retry_eip/addr`.
+    ///
+    /// Cached roots other than the current one that pin the frame are dropped. Needs no
+    /// memory.
+    pub fn unprotect<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
+        &mut self,
+        src: &mut P,
+        mem: &G,
+        rip: u64,
+        gpa: u64,
+    ) -> bool {
+        let ok = self.unprotect_inner(src, mem, rip, gpa);
+        if !ok {
+            self.retried = [(0, u64::MAX); 2];
+            self.stats.inc(Counter::UnprotectRefused);
+        }
+        ok
+    }
+
+    fn unprotect_inner<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
+        &mut self,
+        src: &mut P,
+        mem: &G,
+        rip: u64,
+        gpa: u64,
+    ) -> bool {
+        let gfn = gpa >> 12;
+        if self.retried.contains(&(rip, gpa)) {
+            return false;
+        }
+        let site = self.emu_site;
+        if site.gpa >> 12 == gfn && !site.page_table {
+            return false;
+        }
+        let Some(g) = self.gfn_lookup(gfn) else {
+            return false;
+        };
+        if self.gr(g).n_indirect == 0 {
+            return false;
+        }
+        // Pinned by the current root?
+        let mut sp = self.gr(g).sps;
+        while let Some(id) = sp {
+            self.work = self.work.wrapping_add(1);
+            if !self.role(id).direct() && self.pinned_by_current(id) {
+                return false;
+            }
+            sp = self.sp(id).gfn_next;
+        }
+        // On the store's own translation path?
+        if site.gpa >> 12 == gfn {
+            if let Ok(w) = walk::walk(&self.ctx, mem, site.gva, site.access, false) {
+                let top = match self.ctx.mode {
+                    GuestMode::Long4 => 4,
+                    GuestMode::Off => 0,
+                    _ => 2,
+                };
+                let mut l = top;
+                while l >= w.level.max(1) && l > 0 {
+                    if w.table_gfn.get(l as usize).copied() == Some(gfn) {
+                        return false;
+                    }
+                    // l > 0 (loop condition).
+                    l = l.saturating_sub(1);
+                }
+            }
+        }
+        self.retried = [(rip, gpa), self.retried[0]];
+        let mut sp = self.gr(g).sps;
+        while let Some(id) = sp {
+            let next = self.sp(id).gfn_next;
+            if !self.role(id).direct() {
+                if self.sp(id).root_count > 0 {
+                    self.uncache_roots_pinning(src, id);
+                }
+                self.zap_sp(src, id);
+            }
+            sp = next;
+        }
+        self.stats.inc(Counter::Unprotects);
+        !self.is_shadowed(gfn)
+    }
+}
