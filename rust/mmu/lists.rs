@@ -4,7 +4,7 @@
 //! it) and the reverse map of a guest frame (the leaf entries mapping it).
 //!
 //! Every reference (`sp`, `slot`) is on exactly one list, and the side page at (`sp`,
-//! `slot`) records where in that list it sits ([`Side::pos`]), so removal is O(1)
+//! `slot`) records where in that list it sits ([`super::sp::Side::pos`]), so removal is O(1)
 //! instead of a scan of the whole list.
 
 use core::num::NonZeroU32;

@@ -203,8 +203,8 @@ pub struct HwPaging {
 }
 
 /// One VM's shadow MMU, made of parts that each keep their own invariants: the record
-/// [`Pool`], the spare pages, the guest [`Frames`] (hash and out-of-sync list), the
-/// shadow pages' [`Lru`] list and the [`RootCache`].
+/// pool (`pool.rs`), the spare pages (`page.rs`), the guest frames (`frames.rs`: hash and
+/// out-of-sync list), the shadow pages' LRU list (`sp.rs`) and the root cache (`roots.rs`).
 ///
 /// # Invariants
 ///
