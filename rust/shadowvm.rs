@@ -35,9 +35,11 @@ mod mmu;
 #[path = "uapi/mod.rs"]
 #[allow(dead_code, unreachable_pub, missing_docs)]
 mod uapi;
+mod ram;
 mod vcpu;
 mod vm;
 mod vmx;
+mod x86;
 
 use glue::IrqsOff;
 use vmx::caps::VmxCaps;
@@ -156,8 +158,7 @@ fn probe_all_cpus(caps: &VmxCaps) -> Result<ProbeSummary> {
         regions: KVec<VmxRegion>,
         results: KVec<Atomic<i32>>,
     }
-    // SAFETY: the bindings variable is written only during boot and CPU hotplug setup.
-    let nr = unsafe { kernel::bindings::nr_cpu_ids } as usize;
+    let nr = kernel::cpu::nr_cpu_ids() as usize;
     let mut probe = Probe { regions: KVec::with_capacity(nr, GFP_KERNEL)?, results: KVec::with_capacity(nr, GFP_KERNEL)? };
     for _ in 0..nr {
         probe.regions.push(VmxRegion::new(caps)?, GFP_KERNEL)?;

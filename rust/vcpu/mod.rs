@@ -15,12 +15,13 @@ pub(crate) mod state;
 
 use crate::glue::{self, FpuOwned, IrqsOff};
 use crate::mmu::{self, HostPage, Mmu, PageSource};
+use crate::ram::GuestRam;
 use crate::uapi;
-use crate::vm::GuestRam;
 use crate::vmx::caps::VmxCaps;
 use crate::vmx::insn;
 use crate::vmx::vmcs::*;
 use crate::vmx::window::{CurrentVmcs, VmxRegion, VmxRoot};
+use crate::x86::{self, msr, vector};
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use exits::{Event, ExitInfo, Handled};
@@ -58,7 +59,10 @@ impl PageCache {
     }
 
     fn refill(&mut self) -> Result {
-        for (list, want, low) in [(&mut self.pages, CACHE_PAGES, false), (&mut self.low, CACHE_LOW_PAGES, true)] {
+        for (list, want, low) in [
+            (&mut self.pages, CACHE_PAGES, false),
+            (&mut self.low, CACHE_LOW_PAGES, true),
+        ] {
             while list.len() < want {
                 let (ptr, hpa) = glue::alloc_table_page(low).ok_or(ENOMEM)?;
                 // INVARIANT: a fresh zeroed page; capacity was reserved in `new`.
@@ -75,7 +79,11 @@ impl PageCache {
 
 impl PageSource for PageCache {
     fn alloc_page(&mut self, low: bool) -> Option<HostPage> {
-        if low { self.low.pop() } else { self.pages.pop() }
+        if low {
+            self.low.pop()
+        } else {
+            self.pages.pop()
+        }
     }
 
     fn free_page(&mut self, page: HostPage) {
@@ -123,7 +131,10 @@ enum Completion {
     /// A hypercall: its return value goes into RAX.
     Hypercall,
     /// An MMIO read: the instruction is executed again with the data.
-    MmioRead { linear: u64, len: u8 },
+    MmioRead {
+        linear: u64,
+        len: u8,
+    },
 }
 
 /// One vCPU: its VMX regions (borrowed by the window while it is open) and the rest.
@@ -199,20 +210,31 @@ fn guest_maxphyaddr() -> u8 {
     }
 }
 
-impl core::ops::Deref for Vcpu {
-    type Target = VcpuCore;
-    fn deref(&self) -> &VcpuCore {
-        &self.cpu
-    }
-}
-
-impl core::ops::DerefMut for Vcpu {
-    fn deref_mut(&mut self) -> &mut VcpuCore {
-        &mut self.cpu
-    }
-}
-
 impl Vcpu {
+    /// The guest's registers (GET_REGS, GET_SREGS).
+    pub(crate) fn state(&self) -> &GuestState {
+        &self.cpu.state
+    }
+
+    /// The MMU engine, for its statistics and the PDPTE check of SET_SREGS.
+    pub(crate) fn mmu(&self) -> &Mmu {
+        &self.cpu.mmu
+    }
+
+    pub(crate) fn stats(&self) -> &VcpuStats {
+        &self.cpu.stats
+    }
+
+    /// SET_REGS: false (nothing changed) if the values are invalid.
+    pub(crate) fn set_regs(&mut self, r: &uapi::Regs) -> bool {
+        self.cpu.set_regs(r)
+    }
+
+    /// SET_SREGS with values [`state::check_sregs`] and the PDPTE check accepted.
+    pub(crate) fn set_sregs(&mut self, ram: &GuestRam, s: &uapi::Sregs) {
+        self.cpu.set_sregs(ram, s)
+    }
+
     pub(crate) fn new(caps: &'static VmxCaps, cfg: mmu::Config) -> Result<KBox<Self>> {
         let mut cfg = cfg;
         cfg.maxphyaddr = guest_maxphyaddr();
@@ -228,28 +250,28 @@ impl Vcpu {
                 vmxon: VmxRegion::new(caps)?,
                 vmcs: VmxRegion::new(caps)?,
                 cpu: VcpuCore {
-                state: GuestState::reset(),
-                fpu,
-                mmu: KBox::new(Mmu::new(cfg), GFP_KERNEL_ACCOUNT)?,
-                cache: PageCache::new()?,
-                caps,
-                event: None,
-                pending_exit: None,
-                completion: Completion::None,
-                paging_dirty: true,
-                triple_fault: false,
-                mmu_failed: None,
-                busy_logged: false,
-                id: NEXT_VCPU_ID.fetch_add(1, Ordering::Relaxed),
-                window_ticks: window_ticks(),
-                stats: VcpuStats {
-                    exits: [0; EXIT_REASONS],
-                    windows: 0,
-                    entries: 0,
-                    cache_refills: 0,
-                    injected_exceptions: 0,
-                    emulated_pt_writes: 0,
-                },
+                    state: GuestState::reset(),
+                    fpu,
+                    mmu: KBox::new(Mmu::new(cfg), GFP_KERNEL_ACCOUNT)?,
+                    cache: PageCache::new()?,
+                    caps,
+                    event: None,
+                    pending_exit: None,
+                    completion: Completion::None,
+                    paging_dirty: true,
+                    triple_fault: false,
+                    mmu_failed: None,
+                    busy_logged: false,
+                    id: NEXT_VCPU_ID.fetch_add(1, Ordering::Relaxed),
+                    window_ticks: window_ticks(),
+                    stats: VcpuStats {
+                        exits: [0; EXIT_REASONS],
+                        windows: 0,
+                        entries: 0,
+                        cache_refills: 0,
+                        injected_exceptions: 0,
+                        emulated_pt_writes: 0,
+                    },
                 },
             },
             GFP_KERNEL_ACCOUNT,
@@ -264,11 +286,16 @@ impl Vcpu {
         }
         let signal = || kernel::current!().signal_pending();
         if run.immediate_exit != 0 || signal() {
-            let cause = if run.immediate_exit != 0 { uapi::SHADOWVM_INTR_IMMEDIATE_EXIT } else { uapi::SHADOWVM_INTR_SIGNAL };
+            let cause = if run.immediate_exit != 0 {
+                uapi::SHADOWVM_INTR_IMMEDIATE_EXIT
+            } else {
+                uapi::SHADOWVM_INTR_SIGNAL
+            };
             exits::set_intr(run, cause);
             return Err(EINTR);
         }
-        let slice_end = glue::jiffies().wrapping_add(kernel::time::msecs_to_jiffies(crate::run_slice_ms()) as usize);
+        let slice_end = glue::jiffies()
+            .wrapping_add(kernel::time::msecs_to_jiffies(crate::run_slice_ms()) as usize);
         loop {
             if signal() {
                 exits::set_intr(run, uapi::SHADOWVM_INTR_SIGNAL);
@@ -402,7 +429,9 @@ impl VcpuCore {
                 };
             }
             Completion::Hypercall => self.state.gpr[0] = run.hypercall().ret,
-            Completion::MmioRead { linear, len } => return self.complete_mmio(ram, run, linear, len),
+            Completion::MmioRead { linear, len } => {
+                return self.complete_mmio(ram, run, linear, len)
+            }
         }
         false
     }
@@ -459,8 +488,10 @@ impl VcpuCore {
                 } else {
                     uapi::SHADOWVM_INTERNAL_ERROR_UNHANDLED_EXIT
                 };
-                exits::set_internal_error(run, suberror, 0, 0, [self.state.rip, 0, 0, 0]);
-                break (WindowEnd::User, HostEvent::None);
+                break (
+                    self.internal_error(run, suberror, 0, 0, [0; 3]),
+                    HostEvent::None,
+                );
             }
             let now = insn::rdtsc();
             if glue::need_resched() || now >= deadline {
@@ -483,8 +514,7 @@ impl VcpuCore {
             launched = true;
             if failed != 0 {
                 let err = vmcs.read(VM_INSTRUCTION_ERROR);
-                exits::set_fail_entry(run, err, 0);
-                break (WindowEnd::User, HostEvent::None);
+                break (exits::entry_failed(run, err, 0), HostEvent::None);
             }
             self.state.save_volatile(vmcs);
             let info = ExitInfo::read(vmcs);
@@ -502,8 +532,8 @@ impl VcpuCore {
                 // The host's machine check: its handler runs once the host state is back.
                 // An #MC during VM entry fails the entry, as on hardware.
                 if info.basic_reason() == EXIT_MCE_DURING_ENTRY {
-                    exits::set_fail_entry(run, info.reason as u64, info.qualification);
-                    break (WindowEnd::User, HostEvent::MachineCheck);
+                    let end = exits::entry_failed(run, info.reason as u64, info.qualification);
+                    break (end, HostEvent::MachineCheck);
                 }
                 break (WindowEnd::Interrupted, HostEvent::MachineCheck);
             }
@@ -518,7 +548,13 @@ impl VcpuCore {
 
     /// Handles one exit; `Some` when the window must close. An exit that ran out of
     /// page-cache memory is kept and handled again in the next window.
-    fn dispatch(&mut self, vmcs: &CurrentVmcs<'_>, ram: &GuestRam, run: &mut uapi::Run, info: ExitInfo) -> Option<WindowEnd> {
+    fn dispatch(
+        &mut self,
+        vmcs: &CurrentVmcs<'_>,
+        ram: &GuestRam,
+        run: &mut uapi::Run,
+        info: ExitInfo,
+    ) -> Option<WindowEnd> {
         match self.handle(vmcs, ram, run, info) {
             Handled::Resume | Handled::Raised => None,
             Handled::End(end) => Some(end),
@@ -530,7 +566,10 @@ impl VcpuCore {
     }
 
     /// Hands the guest's paging registers to the MMU (vCPU reset, SET_SREGS).
-    fn load_paging(&mut self, ram: &GuestRam) -> core::result::Result<mmu::CtlOutcome, mmu::MmuError> {
+    fn load_paging(
+        &mut self,
+        ram: &GuestRam,
+    ) -> core::result::Result<mmu::CtlOutcome, mmu::MmuError> {
         let s = &self.state;
         let (cr0, cr4, efer, cr3) = (s.cr0, s.cr4, s.efer, s.cr3);
         match self.mmu.set_mode(&mut self.cache, ram, cr0, cr4, efer)? {
@@ -542,7 +581,11 @@ impl VcpuCore {
     /// [`Self::load_paging`] at the first entry after a reset or a SET_SREGS that could
     /// not finish it. PDPTEs that cannot be loaded fail the entry as on hardware (SDM
     /// 26.3.1.6: exit reason 33 with bit 31, qualification 2); the next RUN tries again.
-    fn rebuild_paging(&mut self, ram: &GuestRam, run: &mut uapi::Run) -> core::result::Result<(), WindowEnd> {
+    fn rebuild_paging(
+        &mut self,
+        ram: &GuestRam,
+        run: &mut uapi::Run,
+    ) -> core::result::Result<(), WindowEnd> {
         match self.load_paging(ram) {
             Err(mmu::MmuError::NeedMemory) => Err(WindowEnd::NeedMemory),
             Err(e @ mmu::MmuError::LimitReached) => {
@@ -551,8 +594,7 @@ impl VcpuCore {
             }
             Ok(mmu::CtlOutcome::Gp) => {
                 let reason = EXIT_INVALID_GUEST_STATE as u64 | 1 << 31;
-                exits::set_fail_entry(run, reason, ENTRY_FAIL_PDPTE);
-                Err(WindowEnd::User)
+                Err(exits::entry_failed(run, reason, ENTRY_FAIL_PDPTE))
             }
             Ok(mmu::CtlOutcome::Ok) => Ok(()),
         }
@@ -563,8 +605,10 @@ impl VcpuCore {
     fn sync_paging(&self, vmcs: &CurrentVmcs<'_>, hw: &mmu::HwPaging) {
         let s = &self.state;
         let caps = self.caps;
-        let cr0 = ((s.cr0 | hw.cr0_set | caps.cr0_fixed0) & caps.cr0_fixed1) & !(state::CR0_NW | state::CR0_CD);
-        let cr4 = (((s.cr4 & !hw.cr4_mask) | hw.cr4 | state::CR4_MCE) | caps.cr4_fixed0) & caps.cr4_fixed1;
+        let cr0 = ((s.cr0 | hw.cr0_set | caps.cr0_fixed0) & caps.cr0_fixed1)
+            & !(x86::CR0_NW | x86::CR0_CD);
+        let cr4 =
+            (((s.cr4 & !hw.cr4_mask) | hw.cr4 | x86::CR4_MCE) | caps.cr4_fixed0) & caps.cr4_fixed1;
         let efer = (s.efer & !hw.efer_mask) | hw.efer;
         vmcs.write(GUEST_CR0, cr0);
         vmcs.write(GUEST_CR4, cr4);
@@ -572,9 +616,17 @@ impl VcpuCore {
         vmcs.write(GUEST_IA32_EFER, efer);
         vmcs.write(CR0_READ_SHADOW, s.cr0);
         vmcs.write(CR4_READ_SHADOW, s.cr4);
-        let ia32e = if efer & state::EFER_LMA != 0 { ENTRY_IA32E_MODE } else { 0 };
-        let entry = self.caps.entry.must_be_one | ENTRY_LOAD_EFER | ENTRY_LOAD_DEBUG_CONTROLS | ia32e;
-        vmcs.write(VM_ENTRY_CONTROLS, (entry & self.caps.entry.may_be_one) as u64);
+        let ia32e = if efer & x86::EFER_LMA != 0 {
+            ENTRY_IA32E_MODE
+        } else {
+            0
+        };
+        let entry =
+            self.caps.entry.must_be_one | ENTRY_LOAD_EFER | ENTRY_LOAD_DEBUG_CONTROLS | ia32e;
+        vmcs.write(
+            VM_ENTRY_CONTROLS,
+            (entry & self.caps.entry.may_be_one) as u64,
+        );
     }
 
     fn write_controls(&self, vmcs: &CurrentVmcs<'_>) {
@@ -583,25 +635,55 @@ impl VcpuCore {
         if c.has_preemption_timer() {
             pin |= PIN_PREEMPTION_TIMER;
         }
-        let mut proc = PROC_HLT_EXITING | PROC_INVLPG_EXITING | PROC_MWAIT_EXITING | PROC_RDPMC_EXITING
-            | PROC_CR3_LOAD_EXITING | PROC_CR3_STORE_EXITING | PROC_CR8_LOAD_EXITING
-            | PROC_CR8_STORE_EXITING | PROC_MOV_DR_EXITING | PROC_UNCOND_IO_EXITING | PROC_MONITOR_EXITING;
-        let proc2 = if c.has_invpcid() { PROC2_ENABLE_INVPCID } else { 0 };
+        let mut proc = PROC_HLT_EXITING
+            | PROC_INVLPG_EXITING
+            | PROC_MWAIT_EXITING
+            | PROC_RDPMC_EXITING
+            | PROC_CR3_LOAD_EXITING
+            | PROC_CR3_STORE_EXITING
+            | PROC_CR8_LOAD_EXITING
+            | PROC_CR8_STORE_EXITING
+            | PROC_MOV_DR_EXITING
+            | PROC_UNCOND_IO_EXITING
+            | PROC_MONITOR_EXITING;
+        let proc2 = if c.has_invpcid() {
+            PROC2_ENABLE_INVPCID
+        } else {
+            0
+        };
         if proc2 != 0 {
             proc |= PROC_SECONDARY;
         }
-        vmcs.write(PIN_BASED_VM_EXEC_CONTROL, ((pin | c.pin.must_be_one) & c.pin.may_be_one) as u64);
-        vmcs.write(CPU_BASED_VM_EXEC_CONTROL, ((proc | c.proc.must_be_one) & c.proc.may_be_one) as u64);
+        vmcs.write(
+            PIN_BASED_VM_EXEC_CONTROL,
+            ((pin | c.pin.must_be_one) & c.pin.may_be_one) as u64,
+        );
+        vmcs.write(
+            CPU_BASED_VM_EXEC_CONTROL,
+            ((proc | c.proc.must_be_one) & c.proc.may_be_one) as u64,
+        );
         if proc2 != 0 {
-            vmcs.write(SECONDARY_VM_EXEC_CONTROL, ((proc2 | c.proc2.must_be_one) & c.proc2.may_be_one) as u64);
+            vmcs.write(
+                SECONDARY_VM_EXEC_CONTROL,
+                ((proc2 | c.proc2.must_be_one) & c.proc2.may_be_one) as u64,
+            );
         }
-        let exit = EXIT_HOST_ADDR_SPACE_SIZE | EXIT_SAVE_EFER | EXIT_LOAD_EFER | EXIT_SAVE_DEBUG_CONTROLS;
-        vmcs.write(VM_EXIT_CONTROLS, ((exit | c.exit.must_be_one) & c.exit.may_be_one) as u64);
+        let exit =
+            EXIT_HOST_ADDR_SPACE_SIZE | EXIT_SAVE_EFER | EXIT_LOAD_EFER | EXIT_SAVE_DEBUG_CONTROLS;
+        vmcs.write(
+            VM_EXIT_CONTROLS,
+            ((exit | c.exit.must_be_one) & c.exit.may_be_one) as u64,
+        );
         // #PF for the shadow MMU (all of them: mask = match = 0); #MC for the host; #DB and
         // #AC because their delivery can fault again with the same vector, which the CPU
         // would repeat forever in microcode with no exit (CVE-2015-8104, CVE-2015-5307).
-        let intercepted = [exits::DB, exits::AC, exits::MC, exits::PF];
-        vmcs.write(EXCEPTION_BITMAP, intercepted.iter().fold(0u64, |m, &v| m | 1u64.wrapping_shl(v.into())));
+        let intercepted = [vector::DB, vector::AC, vector::MC, vector::PF];
+        vmcs.write(
+            EXCEPTION_BITMAP,
+            intercepted
+                .iter()
+                .fold(0u64, |m, &v| m | 1u64.wrapping_shl(v.into())),
+        );
         vmcs.write(PAGE_FAULT_ERROR_CODE_MASK, 0);
         vmcs.write(PAGE_FAULT_ERROR_CODE_MATCH, 0);
         vmcs.write(CR3_TARGET_COUNT, 0);
@@ -630,46 +712,35 @@ impl VcpuCore {
         vmcs.write(HOST_CR4, insn::read_cr4());
         vmcs.write(HOST_CS_SELECTOR, KERNEL_CS);
         vmcs.write(HOST_SS_SELECTOR, KERNEL_DS);
-        for f in [HOST_DS_SELECTOR, HOST_ES_SELECTOR, HOST_FS_SELECTOR, HOST_GS_SELECTOR] {
+        for f in [
+            HOST_DS_SELECTOR,
+            HOST_ES_SELECTOR,
+            HOST_FS_SELECTOR,
+            HOST_GS_SELECTOR,
+        ] {
             vmcs.write(f, 0);
         }
         vmcs.write(HOST_TR_SELECTOR, tr as u64);
         vmcs.write(HOST_TR_BASE, tss_base(gdt_base, tr));
         vmcs.write(HOST_GDTR_BASE, gdt_base);
         vmcs.write(HOST_IDTR_BASE, idt_base);
-        vmcs.write(HOST_FS_BASE, glue::rdmsr(MSR_FS_BASE).unwrap_or(0));
-        vmcs.write(HOST_GS_BASE, glue::rdmsr(MSR_GS_BASE).unwrap_or(0));
-        vmcs.write(HOST_IA32_SYSENTER_CS, glue::rdmsr(MSR_SYSENTER_CS).unwrap_or(0));
-        vmcs.write(HOST_IA32_SYSENTER_ESP, glue::rdmsr(MSR_SYSENTER_ESP).unwrap_or(0));
-        vmcs.write(HOST_IA32_SYSENTER_EIP, glue::rdmsr(MSR_SYSENTER_EIP).unwrap_or(0));
-        vmcs.write(HOST_IA32_EFER, glue::rdmsr(MSR_EFER).unwrap_or(0));
+        vmcs.write(HOST_FS_BASE, glue::rdmsr(msr::FS_BASE).unwrap_or(0));
+        vmcs.write(HOST_GS_BASE, glue::rdmsr(msr::GS_BASE).unwrap_or(0));
+        vmcs.write(
+            HOST_IA32_SYSENTER_CS,
+            glue::rdmsr(msr::SYSENTER_CS).unwrap_or(0),
+        );
+        vmcs.write(
+            HOST_IA32_SYSENTER_ESP,
+            glue::rdmsr(msr::SYSENTER_ESP).unwrap_or(0),
+        );
+        vmcs.write(
+            HOST_IA32_SYSENTER_EIP,
+            glue::rdmsr(msr::SYSENTER_EIP).unwrap_or(0),
+        );
+        vmcs.write(HOST_IA32_EFER, glue::rdmsr(msr::EFER).unwrap_or(0));
         // SAFETY: Only the address of the exit label is taken.
         vmcs.write(HOST_RIP, core::ptr::addr_of!(shadowvm_vmx_exit) as u64);
-    }
-
-    /// Queues an exception for the next entry, merging it with an event that was being
-    /// delivered when the exit happened (SDM 6.15, "double fault" rules).
-    pub(crate) fn queue_exception(&mut self, vector: u8, error_code: Option<u32>, cr2: Option<u64>) {
-        self.stats.injected_exceptions = self.stats.injected_exceptions.wrapping_add(1);
-        let new = Event::exception(vector, error_code, cr2);
-        self.event = match self.event {
-            None => Some(new),
-            Some(old) => exits::merge_events(old, new),
-        };
-        self.triple_fault = self.event.is_none();
-    }
-
-    fn inject_event(&mut self, vmcs: &CurrentVmcs<'_>) {
-        let Some(ev) = self.event else {
-            vmcs.write(VM_ENTRY_INTR_INFO_FIELD, 0);
-            return;
-        };
-        if let Some(cr2) = ev.cr2 {
-            self.state.gpr[state::CR2] = cr2;
-        }
-        vmcs.write(VM_ENTRY_INTR_INFO_FIELD, ev.info as u64);
-        vmcs.write(VM_ENTRY_EXCEPTION_ERROR_CODE, ev.error_code as u64);
-        vmcs.write(VM_ENTRY_INSTRUCTION_LEN, ev.instruction_len as u64);
     }
 }
 
@@ -685,17 +756,6 @@ impl Drop for VcpuCore {
 
 const KERNEL_CS: u64 = 0x10;
 const KERNEL_DS: u64 = 0x18;
-pub(crate) const MSR_EFER: u32 = 0xc000_0080;
-pub(crate) const MSR_STAR: u32 = 0xc000_0081;
-pub(crate) const MSR_LSTAR: u32 = 0xc000_0082;
-pub(crate) const MSR_CSTAR: u32 = 0xc000_0083;
-pub(crate) const MSR_SFMASK: u32 = 0xc000_0084;
-pub(crate) const MSR_FS_BASE: u32 = 0xc000_0100;
-pub(crate) const MSR_GS_BASE: u32 = 0xc000_0101;
-pub(crate) const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
-pub(crate) const MSR_SYSENTER_CS: u32 = 0x174;
-pub(crate) const MSR_SYSENTER_ESP: u32 = 0x175;
-pub(crate) const MSR_SYSENTER_EIP: u32 = 0x176;
 
 /// GDT base, IDT base and TR selector of this CPU.
 fn descriptor_tables() -> (u64, u64, u16) {
@@ -723,24 +783,28 @@ fn tss_base(gdt: u64, tr: u16) -> u64 {
 /// MSRs the guest's instructions use directly but VMX does not switch (SWAPGS, SYSCALL):
 /// the guest's values are in the CPU only while the window is open ([`HostState`] puts
 /// the host's back).
-const SYSCALL_MSRS: [u32; 5] = [MSR_KERNEL_GS_BASE, MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SFMASK];
+const SYSCALL_MSRS: [u32; 5] = [
+    msr::KERNEL_GS_BASE,
+    msr::STAR,
+    msr::LSTAR,
+    msr::CSTAR,
+    msr::SFMASK,
+];
 
 fn load_syscall_msrs(s: &GuestState) {
-    for (msr, v) in SYSCALL_MSRS.into_iter().zip([s.kernel_gs_base, s.star, s.lstar, s.cstar, s.sfmask]) {
+    for (msr, v) in
+        SYSCALL_MSRS
+            .into_iter()
+            .zip([s.kernel_gs_base, s.star, s.lstar, s.cstar, s.sfmask])
+    {
         wrmsr(msr, v);
     }
 }
 
 /// Saves what the guest can change without an exit (SWAPGS changes KERNEL_GS_BASE).
 fn save_syscall_msrs(s: &mut GuestState) {
-    s.kernel_gs_base = glue::rdmsr(MSR_KERNEL_GS_BASE).unwrap_or(0);
+    s.kernel_gs_base = glue::rdmsr(msr::KERNEL_GS_BASE).unwrap_or(0);
 }
-
-/// Debug-register bits that enable a breakpoint (DR7.L0-G3).
-const DR7_ENABLES: u64 = 0xff;
-/// DR7 as a VM exit leaves it.
-const DR7_RESET: u64 = 0x400;
-const MSR_IA32_DEBUGCTL: u32 = 0x1d9;
 
 /// The host state a VM exit does not restore, saved before a window and put back when
 /// dropped, in the order the dependencies need: LDT before the selectors that may point
@@ -786,13 +850,19 @@ impl<'irq> HostState<'irq> {
             *v = glue::rdmsr(msr).unwrap_or(0);
         }
         let dr7 = insn::read_dr::<7>();
-        let host_drs = (guest.dr7 & DR7_ENABLES != 0).then(|| {
-            let host = [insn::read_dr::<0>(), insn::read_dr::<1>(), insn::read_dr::<2>(), insn::read_dr::<3>(), insn::read_dr::<6>()];
+        let host_drs = (guest.dr7 & x86::DR7_ENABLES != 0).then(|| {
+            let host = [
+                insn::read_dr::<0>(),
+                insn::read_dr::<1>(),
+                insn::read_dr::<2>(),
+                insn::read_dr::<3>(),
+                insn::read_dr::<6>(),
+            ];
             // SAFETY: Interrupts are off and `drop` writes the host's values back. The
             // host's breakpoints are disabled first (as KVM does), so none fires on a guest
             // address before VM entry loads the guest's DR7.
             unsafe {
-                insn::write_dr::<7>(DR7_RESET);
+                insn::write_dr::<7>(x86::DR7_RESET);
                 insn::write_dr::<0>(guest.dr[0]);
                 insn::write_dr::<1>(guest.dr[1]);
                 insn::write_dr::<2>(guest.dr[2]);
@@ -807,14 +877,17 @@ impl<'irq> HostState<'irq> {
             fs,
             gs,
             ldt,
-            fs_base: if fs != 0 { glue::rdmsr(MSR_FS_BASE).unwrap_or(0) } else { 0 },
+            fs_base: if fs != 0 {
+                glue::rdmsr(msr::FS_BASE).unwrap_or(0)
+            } else {
+                0
+            },
             msrs,
             dr7,
-            debugctl: glue::rdmsr(MSR_IA32_DEBUGCTL).unwrap_or(0),
+            debugctl: glue::rdmsr(msr::IA32_DEBUGCTL).unwrap_or(0),
             host_drs,
         }
     }
-
 }
 
 impl Drop for HostState<'_> {
@@ -848,23 +921,22 @@ impl Drop for HostState<'_> {
         }
         // A VM exit clears DR7 and IA32_DEBUGCTL: the host's breakpoints (ptrace, perf)
         // and branch tracing would silently stop on this CPU.
-        if self.dr7 != DR7_RESET {
+        if self.dr7 != x86::DR7_RESET {
             // SAFETY: The host's own DR7, its breakpoint addresses restored just above.
             unsafe { insn::write_dr::<7>(self.dr7) };
         }
         if self.debugctl != 0 {
-            wrmsr(MSR_IA32_DEBUGCTL, self.debugctl);
+            wrmsr(msr::IA32_DEBUGCTL, self.debugctl);
         }
         glue::restore_host_descriptors(self.irqs);
     }
 }
 
-/// Writes an MSR of this file's fixed set (the syscall MSRs, exist on every x86-64 CPU
-/// with VMX; DEBUGCTL and SPEC_CTRL with the host's own value, read from the CPU).
-pub(super) fn wrmsr(msr: u32, v: u64) {
+/// Writes an MSR of the vCPU's fixed set: the syscall MSRs (present on every x86-64 CPU
+/// with VMX), and DEBUGCTL with the host's own value, read from the CPU.
+fn wrmsr(index: u32, v: u64) {
+    let (lo, hi) = (v as u32, (v >> 32) as u32);
     // SAFETY: Called with interrupts off around a window; the values are the host's own or
     // the guest's, checked canonical at WRMSR emulation.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack))
-    };
+    unsafe { asm!("wrmsr", in("ecx") index, in("eax") lo, in("edx") hi, options(nostack)) };
 }

@@ -9,36 +9,19 @@
 use crate::uapi::{self, Dtable, Segment};
 use crate::vmx::vmcs::*;
 use crate::vmx::window::CurrentVmcs;
+use crate::x86::{
+    CR0_CD, CR0_DEFINED, CR0_ET, CR0_NE, CR0_NW, CR0_PE, CR0_PG, CR4_FSGSBASE, CR4_LOW11, CR4_PAE,
+    CR4_PCIDE, CR4_SMAP, CR4_SMEP, DR6_ACTIVE_LOW, DR7_RESET, EFER_LMA, EFER_LME, EFER_NXE,
+    EFER_SCE,
+};
 
-pub(crate) const CR0_PE: u64 = 1 << 0;
-pub(crate) const CR0_MP: u64 = 1 << 1;
-pub(crate) const CR0_EM: u64 = 1 << 2;
-pub(crate) const CR0_TS: u64 = 1 << 3;
-pub(crate) const CR0_ET: u64 = 1 << 4;
-pub(crate) const CR0_NE: u64 = 1 << 5;
-pub(crate) const CR0_WP: u64 = 1 << 16;
-pub(crate) const CR0_AM: u64 = 1 << 18;
-pub(crate) const CR0_NW: u64 = 1 << 29;
-pub(crate) const CR0_CD: u64 = 1 << 30;
-pub(crate) const CR0_PG: u64 = 1 << 31;
 /// CR0 bits a guest may set (the rest are reserved: #GP).
-pub(crate) const CR0_VALID: u64 =
-    CR0_PE | CR0_MP | CR0_EM | CR0_TS | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_NW | CR0_CD | CR0_PG;
-
-pub(crate) const CR4_PAE: u64 = 1 << 5;
-pub(crate) const CR4_MCE: u64 = 1 << 6;
-pub(crate) const CR4_PCIDE: u64 = 1 << 17;
+pub(crate) const CR0_VALID: u64 = CR0_DEFINED;
 /// CR4 bits a guest may set: VME PVI TSD DE PSE PAE MCE PGE PCE OSFXSR OSXMMEXCPT, FSGSBASE,
 /// PCIDE, SMEP, SMAP. Not VMXE (no nested VMX), OSXSAVE (XSAVE is hidden), LA57, PKE, CET.
-pub(crate) const CR4_VALID: u64 = 0x7ff | (1 << 16) | CR4_PCIDE | (1 << 20) | (1 << 21);
-
-pub(crate) const EFER_SCE: u64 = 1 << 0;
-pub(crate) const EFER_LME: u64 = 1 << 8;
-pub(crate) const EFER_LMA: u64 = 1 << 10;
-pub(crate) const EFER_NXE: u64 = 1 << 11;
+pub(crate) const CR4_VALID: u64 = CR4_LOW11 | CR4_FSGSBASE | CR4_PCIDE | CR4_SMEP | CR4_SMAP;
+/// EFER bits a guest may set.
 pub(crate) const EFER_VALID: u64 = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
-
-pub(crate) const RFLAGS_AC: u64 = 1 << 18;
 
 /// Segment registers in VMCS order (the encodings of ES..GS, LDTR, TR step by 2).
 pub(crate) const ES: usize = 0;
@@ -133,19 +116,38 @@ impl GuestState {
     /// segments, no GDT/IDT. Userspace sets its own before the first RUN.
     pub(crate) fn reset() -> Self {
         let flat = |type_: u8, selector: u16| Segment {
-            base: 0, limit: 0xffff_ffff, selector, type_, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1,
-            avl: 0, unusable: 0, padding: 0,
+            base: 0,
+            limit: 0xffff_ffff,
+            selector,
+            type_,
+            present: 1,
+            dpl: 0,
+            db: 1,
+            s: 1,
+            l: 0,
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
         };
         let mut seg = [flat(3, 0x10); 8];
         seg[CS] = flat(11, 0x08);
-        seg[LDTR] = Segment { unusable: 1, ..Segment::default() };
-        seg[TR] = Segment { type_: 11, present: 1, limit: 0x67, ..Segment::default() };
+        seg[LDTR] = Segment {
+            unusable: 1,
+            ..Segment::default()
+        };
+        seg[TR] = Segment {
+            type_: 11,
+            present: 1,
+            limit: 0x67,
+            ..Segment::default()
+        };
         Self {
             rflags: 2,
             seg,
             cr0: CR0_PE | CR0_ET | CR0_NE,
-            dr6: 0xffff_0ff0,
-            dr7: 0x400,
+            dr6: DR6_ACTIVE_LOW,
+            dr7: DR7_RESET,
             pat: 0x0007_0406_0007_0406,
             ..Self::default()
         }
@@ -167,8 +169,22 @@ impl GuestState {
     pub(crate) fn regs(&self) -> uapi::Regs {
         let g = &self.gpr;
         uapi::Regs {
-            rax: g[0], rcx: g[1], rdx: g[2], rbx: g[3], rsp: g[4], rbp: g[5], rsi: g[6], rdi: g[7],
-            r8: g[8], r9: g[9], r10: g[10], r11: g[11], r12: g[12], r13: g[13], r14: g[14], r15: g[15],
+            rax: g[0],
+            rcx: g[1],
+            rdx: g[2],
+            rbx: g[3],
+            rsp: g[4],
+            rbp: g[5],
+            rsi: g[6],
+            rdi: g[7],
+            r8: g[8],
+            r9: g[9],
+            r10: g[10],
+            r11: g[11],
+            r12: g[12],
+            r13: g[13],
+            r14: g[14],
+            r15: g[15],
             rip: self.rip,
             rflags: self.rflags,
         }
@@ -194,10 +210,21 @@ impl GuestState {
 
     pub(crate) fn sregs(&self) -> uapi::Sregs {
         uapi::Sregs {
-            cs: self.seg[CS], ds: self.seg[DS], es: self.seg[ES], fs: self.seg[FS], gs: self.seg[GS],
-            ss: self.seg[SS], tr: self.seg[TR], ldt: self.seg[LDTR],
-            gdt: self.gdt, idt: self.idt,
-            cr0: self.cr0, cr2: self.gpr[CR2], cr3: self.cr3, cr4: self.cr4, efer: self.efer,
+            cs: self.seg[CS],
+            ds: self.seg[DS],
+            es: self.seg[ES],
+            fs: self.seg[FS],
+            gs: self.seg[GS],
+            ss: self.seg[SS],
+            tr: self.seg[TR],
+            ldt: self.seg[LDTR],
+            gdt: self.gdt,
+            idt: self.idt,
+            cr0: self.cr0,
+            cr2: self.gpr[CR2],
+            cr3: self.cr3,
+            cr4: self.cr4,
+            efer: self.efer,
             apic_base: 0,
         }
     }
@@ -309,7 +336,11 @@ fn seg_ok(s: &Segment, code: bool) -> bool {
     if s.unusable != 0 {
         return !code;
     }
-    let limit_ok = if s.g != 0 { s.limit & 0xfff == 0xfff } else { s.limit >> 20 == 0 };
+    let limit_ok = if s.g != 0 {
+        s.limit & 0xfff == 0xfff
+    } else {
+        s.limit >> 20 == 0
+    };
     s.present != 0 && s.s != 0 && limit_ok && s.type_ & 1 != 0 && (s.type_ & 8 != 0) == code
 }
 
@@ -319,7 +350,9 @@ pub(crate) fn check_sregs(s: &uapi::Sregs) -> bool {
     let cr0 = s.cr0 | CR0_ET;
     let lma = s.efer & EFER_LMA != 0;
     let paging = cr0 & CR0_PG != 0;
-    let selectors_ok = [&s.ds, &s.es, &s.fs, &s.gs].iter().all(|d| seg_ok(d, false) || d.unusable != 0);
+    let selectors_ok = [&s.ds, &s.es, &s.fs, &s.gs]
+        .iter()
+        .all(|d| seg_ok(d, false) || d.unusable != 0);
     s.apic_base == 0
         && cr0 & !CR0_VALID == 0
         // Protected mode only: real mode would need unrestricted guest or vm86 emulation.

@@ -6,22 +6,9 @@
 //! VMX instructions cannot fail for a reason we could have known in advance.
 
 use crate::glue::rdmsr;
+use crate::x86::msr;
 use core::fmt;
 use kernel::prelude::*;
-
-// MSR numbers (Intel SDM Vol. 4 and Appendix A).
-const MSR_IA32_FEATURE_CONTROL: u32 = 0x3a;
-const MSR_IA32_VMX_BASIC: u32 = 0x480;
-const MSR_IA32_VMX_MISC: u32 = 0x485;
-const MSR_IA32_VMX_CR0_FIXED0: u32 = 0x486;
-const MSR_IA32_VMX_CR0_FIXED1: u32 = 0x487;
-const MSR_IA32_VMX_CR4_FIXED0: u32 = 0x488;
-const MSR_IA32_VMX_CR4_FIXED1: u32 = 0x489;
-const MSR_IA32_VMX_PROCBASED_CTLS2: u32 = 0x48b;
-const MSR_IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48d;
-const MSR_IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48e;
-const MSR_IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48f;
-const MSR_IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
 
 const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
 const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
@@ -150,11 +137,11 @@ impl VmxCaps {
         if cpuid_ecx(1) & (1 << 5) == 0 {
             return Err(CapError::NoVmx);
         }
-        let fc = msr(MSR_IA32_FEATURE_CONTROL)?;
+        let fc = msr(msr::IA32_FEATURE_CONTROL)?;
         if fc & FEATURE_CONTROL_LOCKED == 0 || fc & FEATURE_CONTROL_VMX_OUTSIDE_SMX == 0 {
             return Err(CapError::DisabledByFirmware(fc));
         }
-        let basic = msr(MSR_IA32_VMX_BASIC)?;
+        let basic = msr(msr::IA32_VMX_BASIC)?;
         if basic & BASIC_TRUE_CTLS == 0 {
             return Err(CapError::NoTrueControls);
         }
@@ -166,25 +153,25 @@ impl VmxCaps {
         {
             return Err(CapError::UnsupportedVmcs(basic));
         }
-        let proc = Allowed::from_msr(msr(MSR_IA32_VMX_TRUE_PROCBASED_CTLS)?);
+        let proc = Allowed::from_msr(msr(msr::IA32_VMX_TRUE_PROCBASED_CTLS)?);
         // Secondary controls are optional (used for INVPCID pass-through when present).
         let proc2 = if proc.supports(31) {
-            Allowed::from_msr(msr(MSR_IA32_VMX_PROCBASED_CTLS2)?)
+            Allowed::from_msr(msr(msr::IA32_VMX_PROCBASED_CTLS2)?)
         } else {
             Allowed::default()
         };
         let caps = Self {
             basic,
-            misc: msr(MSR_IA32_VMX_MISC)?,
-            pin: Allowed::from_msr(msr(MSR_IA32_VMX_TRUE_PINBASED_CTLS)?),
+            misc: msr(msr::IA32_VMX_MISC)?,
+            pin: Allowed::from_msr(msr(msr::IA32_VMX_TRUE_PINBASED_CTLS)?),
             proc,
             proc2,
-            exit: Allowed::from_msr(msr(MSR_IA32_VMX_TRUE_EXIT_CTLS)?),
-            entry: Allowed::from_msr(msr(MSR_IA32_VMX_TRUE_ENTRY_CTLS)?),
-            cr0_fixed0: msr(MSR_IA32_VMX_CR0_FIXED0)?,
-            cr0_fixed1: msr(MSR_IA32_VMX_CR0_FIXED1)?,
-            cr4_fixed0: msr(MSR_IA32_VMX_CR4_FIXED0)?,
-            cr4_fixed1: msr(MSR_IA32_VMX_CR4_FIXED1)?,
+            exit: Allowed::from_msr(msr(msr::IA32_VMX_TRUE_EXIT_CTLS)?),
+            entry: Allowed::from_msr(msr(msr::IA32_VMX_TRUE_ENTRY_CTLS)?),
+            cr0_fixed0: msr(msr::IA32_VMX_CR0_FIXED0)?,
+            cr0_fixed1: msr(msr::IA32_VMX_CR0_FIXED1)?,
+            cr4_fixed0: msr(msr::IA32_VMX_CR4_FIXED0)?,
+            cr4_fixed1: msr(msr::IA32_VMX_CR4_FIXED1)?,
         };
         check("pin-based", &caps.pin, required::PIN)?;
         check("processor-based", &caps.proc, required::PROC)?;

@@ -13,9 +13,6 @@ use core::arch::asm;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct VmFail;
 
-/// CR4.VMXE: VMX operation enabled.
-pub(crate) const CR4_VMXE: u64 = 1 << 13;
-
 /// Folds the "below or equal" condition (CF or ZF) after a VMX instruction into a result.
 fn vm_result(failed: u8) -> Result<(), VmFail> {
     if failed != 0 {

@@ -12,7 +12,8 @@
 //! (VMCLEAR, then VMXOFF + CR4 restore, then interrupts on) in that order.
 
 use super::caps::VmxCaps;
-use super::insn::{self, VmFail, CR4_VMXE};
+use super::insn::{self, VmFail};
+use crate::x86::CR4_VMXE;
 use crate::glue::{self, IrqsOff};
 use core::cell::Cell;
 use core::fmt;
