@@ -6,7 +6,7 @@
 use crate::ram::GuestRam;
 use crate::uapi;
 use crate::vcpu::Vcpu;
-use crate::vmx::vmcs::{exit_reason_name, EXIT_REASONS};
+use crate::vmx::exit::{exit_reason_name, EXIT_REASONS};
 use core::sync::atomic::{AtomicU8, Ordering};
 use kernel::{
     fs::File,

@@ -18,13 +18,14 @@ use crate::mmu::{self, HostPage, Mmu, PageSource};
 use crate::ram::GuestRam;
 use crate::uapi;
 use crate::vmx::caps::VmxCaps;
+use crate::vmx::exit::{ExitInfo, ExitReason, RawExitReason, ENTRY_FAIL_PDPTE, EXIT_REASONS};
 use crate::vmx::insn;
 use crate::vmx::vmcs::*;
 use crate::vmx::window::{CurrentVmcs, VmxRegion, VmxRoot};
 use crate::x86::{self, msr, vector};
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
-use exits::{Event, ExitInfo, Handled};
+use exits::{Event, Handled};
 use kernel::prelude::*;
 use state::GuestState;
 
@@ -504,7 +505,10 @@ impl VcpuCore {
                 // The time left in the window, not a fresh slice per entry: a guest that
                 // exits in a tight loop cannot extend the window.
                 let ticks = (deadline - now).wrapping_shr(self.caps.preemption_timer_rate());
-                vmcs.write(VMX_PREEMPTION_TIMER_VALUE, ticks.clamp(1, u32::MAX as u64));
+                vmcs.write(
+                    VMX_PREEMPTION_TIMER_VALUE,
+                    ticks.clamp(1, u32::MAX.into()) as u32,
+                );
             }
             self.stats.entries = self.stats.entries.wrapping_add(1);
             // SAFETY: The VMCS is current with complete host, control and guest state;
@@ -514,12 +518,12 @@ impl VcpuCore {
             launched = true;
             if failed != 0 {
                 let err = vmcs.read(VM_INSTRUCTION_ERROR);
-                break (exits::entry_failed(run, err, 0), HostEvent::None);
+                break (exits::entry_failed(run, err.into(), 0), HostEvent::None);
             }
             self.state.save_volatile(vmcs);
             let info = ExitInfo::read(vmcs);
             self.event = None;
-            if let Some(reason) = self.stats.exits.get_mut(info.basic_reason() as usize) {
+            if let Some(reason) = self.stats.exits.get_mut(usize::from(info.basic())) {
                 *reason = reason.wrapping_add(1);
             }
             // An event whose delivery the exit interrupted is delivered again (also after
@@ -531,8 +535,9 @@ impl VcpuCore {
             if info.is_machine_check() {
                 // The host's machine check: its handler runs once the host state is back.
                 // An #MC during VM entry fails the entry, as on hardware.
-                if info.basic_reason() == EXIT_MCE_DURING_ENTRY {
-                    let end = exits::entry_failed(run, info.reason as u64, info.qualification);
+                if info.basic_reason() == Some(ExitReason::MceDuringEntry) {
+                    let reason = info.reason.into_raw().into();
+                    let end = exits::entry_failed(run, reason, info.qualification);
                     break (end, HostEvent::MachineCheck);
                 }
                 break (WindowEnd::Interrupted, HostEvent::MachineCheck);
@@ -593,8 +598,12 @@ impl VcpuCore {
                 Err(WindowEnd::User)
             }
             Ok(mmu::CtlOutcome::Gp) => {
-                let reason = EXIT_INVALID_GUEST_STATE as u64 | 1 << 31;
-                Err(exits::entry_failed(run, reason, ENTRY_FAIL_PDPTE))
+                let reason = RawExitReason::entry_failure(ExitReason::InvalidGuestState);
+                Err(exits::entry_failed(
+                    run,
+                    reason.into_raw().into(),
+                    ENTRY_FAIL_PDPTE,
+                ))
             }
             Ok(mmu::CtlOutcome::Ok) => Ok(()),
         }
@@ -616,74 +625,53 @@ impl VcpuCore {
         vmcs.write(GUEST_IA32_EFER, efer);
         vmcs.write(CR0_READ_SHADOW, s.cr0);
         vmcs.write(CR4_READ_SHADOW, s.cr4);
-        let ia32e = if efer & x86::EFER_LMA != 0 {
-            ENTRY_IA32E_MODE
-        } else {
-            0
-        };
-        let entry =
-            self.caps.entry.must_be_one | ENTRY_LOAD_EFER | ENTRY_LOAD_DEBUG_CONTROLS | ia32e;
-        vmcs.write(
-            VM_ENTRY_CONTROLS,
-            (entry & self.caps.entry.may_be_one) as u64,
-        );
+        let entry = EntryControls::from_raw(0)
+            .with_load_efer(true)
+            .with_load_debug_controls(true)
+            .with_ia32e_mode(efer & x86::EFER_LMA != 0);
+        vmcs.write(VM_ENTRY_CONTROLS, caps.entry.adjust(entry.into_raw()));
     }
 
     fn write_controls(&self, vmcs: &CurrentVmcs<'_>) {
         let c = self.caps;
-        let mut pin = PIN_EXT_INTR_EXITING | PIN_NMI_EXITING;
-        if c.has_preemption_timer() {
-            pin |= PIN_PREEMPTION_TIMER;
+        let pin = PinControls::from_raw(0)
+            .with_ext_intr_exiting(true)
+            .with_nmi_exiting(true)
+            .with_preemption_timer(c.has_preemption_timer());
+        let proc2 = Proc2Controls::from_raw(0).with_enable_invpcid(c.has_invpcid());
+        let secondary = proc2.into_raw() != 0;
+        let proc = ProcControls::from_raw(0)
+            .with_hlt_exiting(true)
+            .with_invlpg_exiting(true)
+            .with_mwait_exiting(true)
+            .with_rdpmc_exiting(true)
+            .with_cr3_load_exiting(true)
+            .with_cr3_store_exiting(true)
+            .with_cr8_load_exiting(true)
+            .with_cr8_store_exiting(true)
+            .with_mov_dr_exiting(true)
+            .with_uncond_io_exiting(true)
+            .with_monitor_exiting(true)
+            .with_secondary(secondary);
+        vmcs.write(PIN_BASED_VM_EXEC_CONTROL, c.pin.adjust(pin.into_raw()));
+        vmcs.write(CPU_BASED_VM_EXEC_CONTROL, c.proc.adjust(proc.into_raw()));
+        if secondary {
+            vmcs.write(SECONDARY_VM_EXEC_CONTROL, c.proc2.adjust(proc2.into_raw()));
         }
-        let mut proc = PROC_HLT_EXITING
-            | PROC_INVLPG_EXITING
-            | PROC_MWAIT_EXITING
-            | PROC_RDPMC_EXITING
-            | PROC_CR3_LOAD_EXITING
-            | PROC_CR3_STORE_EXITING
-            | PROC_CR8_LOAD_EXITING
-            | PROC_CR8_STORE_EXITING
-            | PROC_MOV_DR_EXITING
-            | PROC_UNCOND_IO_EXITING
-            | PROC_MONITOR_EXITING;
-        let proc2 = if c.has_invpcid() {
-            PROC2_ENABLE_INVPCID
-        } else {
-            0
-        };
-        if proc2 != 0 {
-            proc |= PROC_SECONDARY;
-        }
-        vmcs.write(
-            PIN_BASED_VM_EXEC_CONTROL,
-            ((pin | c.pin.must_be_one) & c.pin.may_be_one) as u64,
-        );
-        vmcs.write(
-            CPU_BASED_VM_EXEC_CONTROL,
-            ((proc | c.proc.must_be_one) & c.proc.may_be_one) as u64,
-        );
-        if proc2 != 0 {
-            vmcs.write(
-                SECONDARY_VM_EXEC_CONTROL,
-                ((proc2 | c.proc2.must_be_one) & c.proc2.may_be_one) as u64,
-            );
-        }
-        let exit =
-            EXIT_HOST_ADDR_SPACE_SIZE | EXIT_SAVE_EFER | EXIT_LOAD_EFER | EXIT_SAVE_DEBUG_CONTROLS;
-        vmcs.write(
-            VM_EXIT_CONTROLS,
-            ((exit | c.exit.must_be_one) & c.exit.may_be_one) as u64,
-        );
+        let exit = ExitControls::from_raw(0)
+            .with_host_addr_space_size(true)
+            .with_save_efer(true)
+            .with_load_efer(true)
+            .with_save_debug_controls(true);
+        vmcs.write(VM_EXIT_CONTROLS, c.exit.adjust(exit.into_raw()));
         // #PF for the shadow MMU (all of them: mask = match = 0); #MC for the host; #DB and
         // #AC because their delivery can fault again with the same vector, which the CPU
         // would repeat forever in microcode with no exit (CVE-2015-8104, CVE-2015-5307).
         let intercepted = [vector::DB, vector::AC, vector::MC, vector::PF];
-        vmcs.write(
-            EXCEPTION_BITMAP,
-            intercepted
-                .iter()
-                .fold(0u64, |m, &v| m | 1u64.wrapping_shl(v.into())),
-        );
+        let bitmap = intercepted
+            .iter()
+            .fold(0u32, |m, &v| m | 1u32.wrapping_shl(v.into()));
+        vmcs.write(EXCEPTION_BITMAP, bitmap);
         vmcs.write(PAGE_FAULT_ERROR_CODE_MASK, 0);
         vmcs.write(PAGE_FAULT_ERROR_CODE_MATCH, 0);
         vmcs.write(CR3_TARGET_COUNT, 0);
@@ -720,15 +708,16 @@ impl VcpuCore {
         ] {
             vmcs.write(f, 0);
         }
-        vmcs.write(HOST_TR_SELECTOR, tr as u64);
+        vmcs.write(HOST_TR_SELECTOR, tr);
         vmcs.write(HOST_TR_BASE, tss_base(gdt_base, tr));
         vmcs.write(HOST_GDTR_BASE, gdt_base);
         vmcs.write(HOST_IDTR_BASE, idt_base);
         vmcs.write(HOST_FS_BASE, glue::rdmsr(msr::FS_BASE).unwrap_or(0));
         vmcs.write(HOST_GS_BASE, glue::rdmsr(msr::GS_BASE).unwrap_or(0));
+        // A 32-bit field: VMWRITE would ignore the upper half too.
         vmcs.write(
             HOST_IA32_SYSENTER_CS,
-            glue::rdmsr(msr::SYSENTER_CS).unwrap_or(0),
+            glue::rdmsr(msr::SYSENTER_CS).unwrap_or(0) as u32,
         );
         vmcs.write(
             HOST_IA32_SYSENTER_ESP,
@@ -754,8 +743,8 @@ impl Drop for VcpuCore {
     }
 }
 
-const KERNEL_CS: u64 = 0x10;
-const KERNEL_DS: u64 = 0x18;
+const KERNEL_CS: u16 = 0x10;
+const KERNEL_DS: u16 = 0x18;
 
 /// GDT base, IDT base and TR selector of this CPU.
 fn descriptor_tables() -> (u64, u64, u16) {

@@ -14,6 +14,7 @@ use crate::x86::{
     CR4_PCIDE, CR4_SMAP, CR4_SMEP, DR6_ACTIVE_LOW, DR7_RESET, EFER_LMA, EFER_LME, EFER_NXE,
     EFER_SCE,
 };
+use kernel::num::Bounded;
 
 /// CR0 bits a guest may set (the rest are reserved: #GP).
 pub(crate) const CR0_VALID: u64 = CR0_DEFINED;
@@ -78,35 +79,37 @@ pub(crate) struct GuestState {
 pub(crate) const CR2: usize = 16;
 pub(crate) const RSP: usize = 4;
 
-/// Access-rights bytes of a segment in the VMCS format (SDM 25.4.1, table 25-2).
-fn ar_bytes(s: &Segment) -> u64 {
+/// Access rights of a segment in the VMCS format.
+fn access_rights(s: &Segment) -> AccessRights {
     if s.unusable != 0 {
-        return 1 << 16;
+        return AccessRights::from_raw(0).with_unusable(true);
     }
-    (s.type_ as u64 & 0xf)
-        | ((s.s as u64 & 1) << 4)
-        | ((s.dpl as u64 & 3) << 5)
-        | ((s.present as u64 & 1) << 7)
-        | ((s.avl as u64 & 1) << 12)
-        | ((s.l as u64 & 1) << 13)
-        | ((s.db as u64 & 1) << 14)
-        | ((s.g as u64 & 1) << 15)
+    AccessRights::from_raw(0)
+        .with_seg_type(Bounded::from_expr(u32::from(s.type_) & 0xf))
+        .with_s(s.s & 1 != 0)
+        .with_dpl(Bounded::from_expr(u32::from(s.dpl) & 3))
+        .with_present(s.present & 1 != 0)
+        .with_avl(s.avl & 1 != 0)
+        .with_l(s.l & 1 != 0)
+        .with_db(s.db & 1 != 0)
+        .with_g(s.g & 1 != 0)
 }
 
-fn from_ar_bytes(ar: u64, base: u64, limit: u32, selector: u16) -> Segment {
+fn segment_from(ar: AccessRights, base: u64, limit: u32, selector: u16) -> Segment {
+    let bit = |b: Bounded<u32, 1>| u8::from(b.into_bool());
     Segment {
         base,
         limit,
         selector,
-        type_: (ar & 0xf) as u8,
-        s: ((ar >> 4) & 1) as u8,
-        dpl: ((ar >> 5) & 3) as u8,
-        present: ((ar >> 7) & 1) as u8,
-        avl: ((ar >> 12) & 1) as u8,
-        l: ((ar >> 13) & 1) as u8,
-        db: ((ar >> 14) & 1) as u8,
-        g: ((ar >> 15) & 1) as u8,
-        unusable: ((ar >> 16) & 1) as u8,
+        type_: ar.seg_type().get() as u8,
+        s: bit(ar.s()),
+        dpl: ar.dpl().get() as u8,
+        present: bit(ar.present()),
+        avl: bit(ar.avl()),
+        l: bit(ar.l()),
+        db: bit(ar.db()),
+        g: bit(ar.g()),
+        unusable: bit(ar.unusable()),
         padding: 0,
     }
 }
@@ -251,17 +254,16 @@ impl GuestState {
     /// Writes the guest-state area of the VMCS (except what the MMU decides: GUEST_CR0/3/4,
     /// EFER and the read shadows, see `Vcpu::sync_paging`).
     pub(crate) fn load(&self, vmcs: &CurrentVmcs<'_>) {
-        for (i, s) in self.seg.iter().enumerate() {
-            let step = 2 * i as u32;
-            vmcs.write(GUEST_ES_SELECTOR + step, s.selector as u64);
-            vmcs.write(GUEST_ES_LIMIT + step, s.limit as u64);
-            vmcs.write(GUEST_ES_AR_BYTES + step, ar_bytes(s));
-            vmcs.write(GUEST_ES_BASE + step, s.base);
+        for (s, f) in self.seg.iter().zip(GUEST_SEGMENTS) {
+            vmcs.write(f.selector, s.selector);
+            vmcs.write(f.limit, s.limit);
+            vmcs.write(f.access_rights, access_rights(s).into_raw());
+            vmcs.write(f.base, s.base);
         }
         vmcs.write(GUEST_GDTR_BASE, self.gdt.base);
-        vmcs.write(GUEST_GDTR_LIMIT, self.gdt.limit as u64);
+        vmcs.write(GUEST_GDTR_LIMIT, self.gdt.limit.into());
         vmcs.write(GUEST_IDTR_BASE, self.idt.base);
-        vmcs.write(GUEST_IDTR_LIMIT, self.idt.limit as u64);
+        vmcs.write(GUEST_IDTR_LIMIT, self.idt.limit.into());
         vmcs.write(GUEST_RSP, self.gpr[RSP]);
         vmcs.write(GUEST_RIP, self.rip);
         vmcs.write(GUEST_RFLAGS, self.rflags);
@@ -269,10 +271,11 @@ impl GuestState {
         // (`vcpu::HostState`), DR7 by the "load debug controls" entry control. #DB is
         // intercepted, so a breakpoint loop always comes back through VM exits.
         vmcs.write(GUEST_DR7, self.dr7);
-        vmcs.write(GUEST_SYSENTER_CS, self.sysenter_cs);
+        // A 32-bit field: VMWRITE would ignore the upper half too.
+        vmcs.write(GUEST_SYSENTER_CS, self.sysenter_cs as u32);
         vmcs.write(GUEST_SYSENTER_ESP, self.sysenter_esp);
         vmcs.write(GUEST_SYSENTER_EIP, self.sysenter_eip);
-        vmcs.write(GUEST_INTERRUPTIBILITY_INFO, self.interruptibility);
+        vmcs.write(GUEST_INTERRUPTIBILITY_INFO, self.interruptibility as u32);
         vmcs.write(GUEST_ACTIVITY_STATE, 0);
         vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, self.pending_dbg);
         vmcs.write(GUEST_IA32_DEBUGCTL, 0);
@@ -288,7 +291,7 @@ impl GuestState {
         self.gdt.limit = vmcs.read(GUEST_GDTR_LIMIT) as u16;
         self.idt.base = vmcs.read(GUEST_IDTR_BASE);
         self.idt.limit = vmcs.read(GUEST_IDTR_LIMIT) as u16;
-        self.sysenter_cs = vmcs.read(GUEST_SYSENTER_CS);
+        self.sysenter_cs = vmcs.read(GUEST_SYSENTER_CS).into();
         self.sysenter_esp = vmcs.read(GUEST_SYSENTER_ESP);
         self.sysenter_eip = vmcs.read(GUEST_SYSENTER_EIP);
         self.pending_dbg = vmcs.read(GUEST_PENDING_DBG_EXCEPTIONS);
@@ -296,13 +299,12 @@ impl GuestState {
 
     /// Reads the segment registers back: the guest loads them without exits.
     pub(crate) fn save_segments(&mut self, vmcs: &CurrentVmcs<'_>) {
-        for i in 0..self.seg.len() {
-            let step = 2 * i as u32;
-            self.seg[i] = from_ar_bytes(
-                vmcs.read(GUEST_ES_AR_BYTES + step),
-                vmcs.read(GUEST_ES_BASE + step),
-                vmcs.read(GUEST_ES_LIMIT + step) as u32,
-                vmcs.read(GUEST_ES_SELECTOR + step) as u16,
+        for (s, f) in self.seg.iter_mut().zip(GUEST_SEGMENTS) {
+            *s = segment_from(
+                AccessRights::from_raw(vmcs.read(f.access_rights)),
+                vmcs.read(f.base),
+                vmcs.read(f.limit),
+                vmcs.read(f.selector),
             );
         }
     }
@@ -312,9 +314,11 @@ impl GuestState {
         self.gpr[RSP] = vmcs.read(GUEST_RSP);
         self.rip = vmcs.read(GUEST_RIP);
         self.rflags = vmcs.read(GUEST_RFLAGS);
-        self.interruptibility = vmcs.read(GUEST_INTERRUPTIBILITY_INFO);
-        self.seg[CS].l = ((vmcs.read(GUEST_CS_AR_BYTES) >> 13) & 1) as u8;
-        self.seg[SS].dpl = ((vmcs.read(GUEST_SS_AR_BYTES) >> 5) & 3) as u8;
+        self.interruptibility = vmcs.read(GUEST_INTERRUPTIBILITY_INFO).into();
+        let cs = AccessRights::from_raw(vmcs.read(GUEST_CS_AR_BYTES));
+        let ss = AccessRights::from_raw(vmcs.read(GUEST_SS_AR_BYTES));
+        self.seg[CS].l = u8::from(cs.l().into_bool());
+        self.seg[SS].dpl = ss.dpl().get() as u8;
     }
 
     /// Writes back what [`Self::save_volatile`] read (the handlers may have changed it).
@@ -322,7 +326,7 @@ impl GuestState {
         vmcs.write(GUEST_RSP, self.gpr[RSP]);
         vmcs.write(GUEST_RIP, self.rip);
         vmcs.write(GUEST_RFLAGS, self.rflags);
-        vmcs.write(GUEST_INTERRUPTIBILITY_INFO, self.interruptibility);
+        vmcs.write(GUEST_INTERRUPTIBILITY_INFO, self.interruptibility as u32);
     }
 }
 

@@ -33,8 +33,11 @@ pub(crate) mod required {
         (20, "save IA32_EFER"),
         (21, "load IA32_EFER"),
     ];
-    pub(crate) const ENTRY: &[(u32, &str)] =
-        &[(2, "load debug controls"), (9, "IA-32e mode guest"), (15, "load IA32_EFER")];
+    pub(crate) const ENTRY: &[(u32, &str)] = &[
+        (2, "load debug controls"),
+        (9, "IA-32e mode guest"),
+        (15, "load IA32_EFER"),
+    ];
 }
 
 /// Allowed settings of one VMX control word, from its capability MSR: bits that must be 1
@@ -47,7 +50,16 @@ pub(crate) struct Allowed {
 
 impl Allowed {
     fn from_msr(v: u64) -> Self {
-        Self { must_be_one: v as u32, may_be_one: (v >> 32) as u32 }
+        Self {
+            must_be_one: v as u32,
+            may_be_one: (v >> 32) as u32,
+        }
+    }
+
+    /// The control word to write for the wanted bits `want`: with the bits that must be 1,
+    /// without those that may not be.
+    pub(crate) fn adjust(&self, want: u32) -> u32 {
+        (want | self.must_be_one) & self.may_be_one
     }
 
     pub(crate) fn supports(&self, bit: u32) -> bool {
@@ -81,14 +93,21 @@ impl kernel::fmt::Display for CapError {
             CapError::NoVmx => write!(f, "CPU does not support VMX (CPUID.1:ECX.VMX = 0)"),
             CapError::DisabledByFirmware(v) => write!(
                 f,
-                "VMX is disabled by firmware (IA32_FEATURE_CONTROL = {v:#x}); enable VT-x in the BIOS setup"
+                "VMX is disabled by firmware (IA32_FEATURE_CONTROL = {v:#x}); \
+                 enable VT-x in the BIOS setup"
             ),
             CapError::MissingMsr(m) => write!(f, "VMX capability MSR {m:#x} cannot be read"),
             CapError::NoTrueControls => {
-                write!(f, "VMX lacks the true-control capability MSRs (IA32_VMX_BASIC bit 55)")
+                write!(
+                    f,
+                    "VMX lacks the true-control capability MSRs (IA32_VMX_BASIC bit 55)"
+                )
             }
             CapError::UnsupportedVmcs(b) => {
-                write!(f, "unsupported VMCS layout or memory type (IA32_VMX_BASIC = {b:#x})")
+                write!(
+                    f,
+                    "unsupported VMCS layout or memory type (IA32_VMX_BASIC = {b:#x})"
+                )
             }
             CapError::MissingControl(word, name) => {
                 write!(f, "VMX lacks the required {word} control '{name}'")
@@ -122,7 +141,11 @@ fn cpuid_ecx(leaf: u32) -> u32 {
     core::arch::x86_64::__cpuid(leaf).ecx
 }
 
-fn check(word: &'static str, allowed: &Allowed, bits: &[(u32, &'static str)]) -> Result<(), CapError> {
+fn check(
+    word: &'static str,
+    allowed: &Allowed,
+    bits: &[(u32, &'static str)],
+) -> Result<(), CapError> {
     for &(bit, name) in bits {
         if !allowed.supports(bit) {
             return Err(CapError::MissingControl(word, name));
@@ -224,15 +247,47 @@ impl fmt::Display for VmxCaps {
         writeln!(f, "vmcs_size: {}", self.vmcs_size())?;
         writeln!(f, "vmx_basic: {:#x}", self.basic)?;
         writeln!(f, "vmx_misc: {:#x}", self.misc)?;
-        writeln!(f, "pinbased: must1={:#x} may1={:#x}", self.pin.must_be_one, self.pin.may_be_one)?;
-        writeln!(f, "procbased: must1={:#x} may1={:#x}", self.proc.must_be_one, self.proc.may_be_one)?;
-        writeln!(f, "procbased2: must1={:#x} may1={:#x}", self.proc2.must_be_one, self.proc2.may_be_one)?;
-        writeln!(f, "exit: must1={:#x} may1={:#x}", self.exit.must_be_one, self.exit.may_be_one)?;
-        writeln!(f, "entry: must1={:#x} may1={:#x}", self.entry.must_be_one, self.entry.may_be_one)?;
-        writeln!(f, "cr0_fixed: 0={:#x} 1={:#x}", self.cr0_fixed0, self.cr0_fixed1)?;
-        writeln!(f, "cr4_fixed: 0={:#x} 1={:#x}", self.cr4_fixed0, self.cr4_fixed1)?;
+        writeln!(
+            f,
+            "pinbased: must1={:#x} may1={:#x}",
+            self.pin.must_be_one, self.pin.may_be_one
+        )?;
+        writeln!(
+            f,
+            "procbased: must1={:#x} may1={:#x}",
+            self.proc.must_be_one, self.proc.may_be_one
+        )?;
+        writeln!(
+            f,
+            "procbased2: must1={:#x} may1={:#x}",
+            self.proc2.must_be_one, self.proc2.may_be_one
+        )?;
+        writeln!(
+            f,
+            "exit: must1={:#x} may1={:#x}",
+            self.exit.must_be_one, self.exit.may_be_one
+        )?;
+        writeln!(
+            f,
+            "entry: must1={:#x} may1={:#x}",
+            self.entry.must_be_one, self.entry.may_be_one
+        )?;
+        writeln!(
+            f,
+            "cr0_fixed: 0={:#x} 1={:#x}",
+            self.cr0_fixed0, self.cr0_fixed1
+        )?;
+        writeln!(
+            f,
+            "cr4_fixed: 0={:#x} 1={:#x}",
+            self.cr4_fixed0, self.cr4_fixed1
+        )?;
         writeln!(f, "ept: {} (not used)", yn(self.has_ept()))?;
-        writeln!(f, "unrestricted_guest: {} (not used)", yn(self.has_unrestricted_guest()))?;
+        writeln!(
+            f,
+            "unrestricted_guest: {} (not used)",
+            yn(self.has_unrestricted_guest())
+        )?;
         writeln!(f, "vpid: {} (not used)", yn(self.has_vpid()))?;
         writeln!(f, "invpcid: {}", yn(self.has_invpcid()))
     }

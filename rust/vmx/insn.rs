@@ -34,7 +34,9 @@ pub(crate) fn read_cr4() -> u64 {
 pub(crate) fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: RDTSC has no side effects (CR4.TSD only matters at CPL3).
-    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
     ((hi as u64) << 32) | lo as u64
 }
 
@@ -42,7 +44,9 @@ pub(crate) fn rdtsc() -> u64 {
 pub(crate) fn read_dr<const N: u8>() -> u64 {
     let v: u64;
     // SAFETY: Reading a debug register has no side effects at CPL0.
-    unsafe { asm!("mov {0}, dr{n}", out(reg) v, n = const N, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("mov {0}, dr{n}", out(reg) v, n = const N, options(nomem, nostack, preserves_flags))
+    };
     v
 }
 
@@ -55,7 +59,9 @@ pub(crate) fn read_dr<const N: u8>() -> u64 {
 /// DR7, no breakpoint may be enabled on an address the host uses in between.
 pub(crate) unsafe fn write_dr<const N: u8>(v: u64) {
     // SAFETY: The caller guarantees the preconditions above.
-    unsafe { asm!("mov dr{n}, {0}", in(reg) v, n = const N, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("mov dr{n}, {0}", in(reg) v, n = const N, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Writes CR4.

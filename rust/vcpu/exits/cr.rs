@@ -4,18 +4,19 @@
 //! MOV to/from DR0-DR7.
 
 use super::super::state::{self, CS};
-use super::{ExitInfo, Handled, VcpuCore, WindowEnd};
+use super::{Handled, VcpuCore, WindowEnd};
 use crate::mmu;
 use crate::ram::GuestRam;
+use crate::vmx::exit::ExitInfo;
 use crate::x86::{self, vector};
 
 impl VcpuCore {
     /// MOV to/from CR0/CR3/CR4/CR8, CLTS, LMSW (SDM table 28-3).
     pub(super) fn cr_access(&mut self, ram: &GuestRam, info: &ExitInfo) -> Handled {
-        let q = info.qualification;
-        let cr = q & 0xf;
-        let reg = ((q >> 8) & 0xf) as usize;
-        let r = match (q >> 4) & 3 {
+        let q = info.cr_access();
+        let cr = q.cr().get();
+        let reg = q.gpr().get() as usize;
+        let r = match q.access_type().get() {
             0 => {
                 let v = self.gpr_operand(reg);
                 match cr {
@@ -42,7 +43,7 @@ impl VcpuCore {
             2 => self.set_cr0(ram, self.state.cr0 & !x86::CR0_TS),
             _ => {
                 // LMSW loads CR0[3:0] but cannot clear PE.
-                let src = (q >> 16) & 0xf;
+                let src = q.lmsw_source().get();
                 let v = (self.state.cr0 & !0xe) | src;
                 self.set_cr0(ram, v)
             }
@@ -130,9 +131,9 @@ impl VcpuCore {
     /// MOV to/from DR0-DR7: the guest's values live here and are loaded into the hardware
     /// for each window, so a write ends the window (the next one loads the new values).
     pub(super) fn dr_access(&mut self, info: &ExitInfo) -> Handled {
-        let q = info.qualification;
-        let mut dr = (q & 7) as usize;
-        let reg = ((q >> 8) & 0xf) as usize;
+        let q = info.dr_access();
+        let mut dr = q.dr().get() as usize;
+        let reg = q.gpr().get() as usize;
         if dr == 4 || dr == 5 {
             if self.state.cr4 & x86::CR4_DE != 0 {
                 return self.raise(vector::UD, None, None);
@@ -150,7 +151,7 @@ impl VcpuCore {
             self.set_dr6_from(x86::DR6_BD);
             return self.raise(vector::DB, None, None);
         }
-        if q & 0x10 != 0 {
+        if q.read().into_bool() {
             let v = match self.state.dr.get(dr) {
                 Some(&v) => v,
                 None if dr == 6 => self.state.dr6,

@@ -3,18 +3,24 @@
 //! Exceptions and events: the exception exit, reflected #DB, events to inject and the
 //! double-fault rules (SDM 6.15).
 
-use super::{ExitInfo, Handled, VcpuCore};
+use super::{Handled, VcpuCore};
 use crate::emulate;
 use crate::ram::GuestRam;
 use crate::uapi;
-use crate::vmx::vmcs::*;
+use crate::vmx::exit::{
+    ExitInfo, InterruptionInfo, INTR_TYPE_HW_EXCEPTION, INTR_TYPE_PRIV_SW_EXCEPTION,
+    INTR_TYPE_SW_EXCEPTION, INTR_TYPE_SW_INTR,
+};
+use crate::vmx::vmcs::{
+    VM_ENTRY_EXCEPTION_ERROR_CODE, VM_ENTRY_INSTRUCTION_LEN, VM_ENTRY_INTR_INFO_FIELD,
+};
 use crate::vmx::window::CurrentVmcs;
 use crate::x86::{self, vector};
 
 /// An event to inject at VM entry, in the VM-entry interruption-information format.
 #[derive(Clone, Copy)]
 pub(crate) struct Event {
-    pub(crate) info: u32,
+    pub(crate) info: InterruptionInfo,
     pub(crate) error_code: u32,
     pub(crate) instruction_len: u32,
     /// The guest CR2 to set with a #PF.
@@ -23,13 +29,13 @@ pub(crate) struct Event {
 
 impl Event {
     pub(crate) fn exception(vector: u8, error_code: Option<u32>, cr2: Option<u64>) -> Self {
-        let ec = if error_code.is_some() {
-            INTR_INFO_ERROR_CODE
-        } else {
-            0
-        };
+        let info = InterruptionInfo::from_raw(0)
+            .with_valid(true)
+            .with_const_kind::<INTR_TYPE_HW_EXCEPTION>()
+            .with_has_error_code(error_code.is_some())
+            .with_vector(vector);
         Self {
-            info: INTR_INFO_VALID | (INTR_TYPE_HW_EXCEPTION << 8) | ec | vector as u32,
+            info,
             error_code: error_code.unwrap_or(0),
             instruction_len: 0,
             cr2,
@@ -37,11 +43,11 @@ impl Event {
     }
 
     fn vector(&self) -> u8 {
-        self.info as u8
+        self.info.vector_u8()
     }
 
     fn is_hw_exception(&self) -> bool {
-        (self.info >> 8) & 7 == INTR_TYPE_HW_EXCEPTION
+        self.info.kind().get() == INTR_TYPE_HW_EXCEPTION
     }
 }
 
@@ -93,14 +99,14 @@ impl VcpuCore {
         run: &mut uapi::Run,
         info: &ExitInfo,
     ) -> Handled {
-        match info.intr_info as u8 {
+        match info.intr_info.vector_u8() {
             vector::PF => self.page_fault(vmcs, ram, run, info),
             vector::DB => self.reflect_debug(info),
             vector::AC => self.raise(vector::AC, Some(0), None),
             _ => {
                 let suberror = uapi::SHADOWVM_INTERNAL_ERROR_UNHANDLED_EXIT;
-                let qualification = info.intr_info as u64;
-                self.internal_error(run, suberror, info.reason, qualification, [0; 3])
+                let (reason, qualification) = (info.reason.into_raw(), info.intr_info.into_raw());
+                self.internal_error(run, suberror, reason, qualification.into(), [0; 3])
                     .into()
             }
         }
@@ -110,18 +116,18 @@ impl VcpuCore {
     /// raises something that merges with it. Called for every exit, including those the
     /// host takes (NMI, machine check), so no event of the guest is lost.
     pub(in crate::vcpu) fn note_vectoring(&mut self, info: &ExitInfo) {
-        if info.vectoring_info & INTR_INFO_VALID == 0 {
+        let vectoring = info.vectoring_info;
+        if !vectoring.valid().into_bool() {
             return;
         }
-        let kind = (info.vectoring_info >> 8) & 7;
-        let len = match kind {
+        let len = match vectoring.kind().get() {
             INTR_TYPE_SW_INTR | INTR_TYPE_PRIV_SW_EXCEPTION | INTR_TYPE_SW_EXCEPTION => {
                 info.instruction_len
             }
             _ => 0,
         };
         self.event = Some(Event {
-            info: info.vectoring_info & !(1 << 12),
+            info: vectoring.with_bit12(false),
             error_code: info.vectoring_error,
             instruction_len: len,
             cr2: None,
@@ -132,7 +138,7 @@ impl VcpuCore {
     /// it (KVM's `handle_exception_nmi` and `kvm_deliver_exception_payload`). ICEBP (INT1)
     /// exits before it completes: it is skipped, then the #DB is a trap after it.
     pub(super) fn reflect_debug(&mut self, info: &ExitInfo) -> Handled {
-        if (info.intr_info >> 8) & 7 == INTR_TYPE_PRIV_SW_EXCEPTION {
+        if info.intr_info.kind().get() == INTR_TYPE_PRIV_SW_EXCEPTION {
             self.skip(info);
         } else if self.state.rflags & x86::RFLAGS_TF != 0
             && self.state.interruptibility & x86::BLOCKING_STI_MOVSS != 0
@@ -188,8 +194,8 @@ impl VcpuCore {
         if let Some(cr2) = ev.cr2 {
             self.state.gpr[super::super::state::CR2] = cr2;
         }
-        vmcs.write(VM_ENTRY_INTR_INFO_FIELD, ev.info as u64);
-        vmcs.write(VM_ENTRY_EXCEPTION_ERROR_CODE, ev.error_code as u64);
-        vmcs.write(VM_ENTRY_INSTRUCTION_LEN, ev.instruction_len as u64);
+        vmcs.write(VM_ENTRY_INTR_INFO_FIELD, ev.info.into_raw());
+        vmcs.write(VM_ENTRY_EXCEPTION_ERROR_CODE, ev.error_code);
+        vmcs.write(VM_ENTRY_INSTRUCTION_LEN, ev.instruction_len);
     }
 }

@@ -3,25 +3,22 @@
 //! I/O instruction exits: IN and OUT go to userspace.
 
 use super::super::Completion;
-use super::{user, ExitInfo, Handled, VcpuCore};
+use super::{user, Handled, VcpuCore};
 use crate::uapi;
+use crate::vmx::exit::ExitInfo;
 
 impl VcpuCore {
     pub(super) fn io(&mut self, run: &mut uapi::Run, info: &ExitInfo) -> Handled {
-        let q = info.qualification;
-        let size = ((q & 7) + 1) as u8;
-        let input = q & 8 != 0;
-        let port = (q >> 16) as u16;
-        if q & 0x10 != 0 {
+        let q = info.io();
+        let size = q.size_minus_1().get() as u8 + 1;
+        let input = q.input().into_bool();
+        let port = q.port().get() as u16;
+        if q.string().into_bool() {
             // INS/OUTS: not emulated; say so rather than guess.
+            let suberror = uapi::SHADOWVM_INTERNAL_ERROR_EMULATION;
+            let (reason, qualification) = (info.reason.into_raw(), info.qualification);
             return self
-                .internal_error(
-                    run,
-                    uapi::SHADOWVM_INTERNAL_ERROR_EMULATION,
-                    info.reason,
-                    q,
-                    [0, 0, 0],
-                )
+                .internal_error(run, suberror, reason, qualification, [0; 3])
                 .into();
         }
         let mask = match size {

@@ -5,13 +5,13 @@
 
 use super::super::state::CS;
 use super::super::Completion;
-use super::{user, ExitInfo, Handled, VcpuCore};
+use super::{user, Handled, VcpuCore};
 use crate::emulate::{self, CodeSize, MmioData};
 use crate::mmu::access::EngineAccess;
 use crate::mmu::{self, Access, PfOutcome};
 use crate::ram::GuestRam;
 use crate::uapi;
-use crate::vmx::vmcs::*;
+use crate::vmx::exit::{ExitInfo, ExitReason};
 use crate::vmx::window::CurrentVmcs;
 use crate::x86::{self, vector};
 
@@ -34,7 +34,7 @@ impl VcpuCore {
         // IDT or GDT), not from the instruction at RIP: emulating that instruction would be
         // wrong. Stop protecting the frame and deliver the event again (KVM's
         // kvm_mmu_unprotect_page_virt when an event needs reinjection).
-        let delivering = info.vectoring_info & INTR_INFO_VALID != 0;
+        let delivering = info.vectoring_info.valid().into_bool();
         match self.mmu.page_fault(
             &mut self.cache,
             ram,
@@ -54,26 +54,10 @@ impl VcpuCore {
                 {
                     return Handled::Resume;
                 }
-                self.internal_error(
-                    run,
-                    uapi::SHADOWVM_INTERNAL_ERROR_DELIVERY_EV,
-                    info.reason,
-                    gva,
-                    [info.vectoring_info as u64, gpa, 0],
-                )
-                .into()
+                self.delivery_error(run, info, gpa)
             }
-            Ok(PfOutcome::Mmio { gpa }) if delivering => {
-                // An event frame or descriptor table in MMIO: no device can take that.
-                self.internal_error(
-                    run,
-                    uapi::SHADOWVM_INTERNAL_ERROR_DELIVERY_EV,
-                    info.reason,
-                    gva,
-                    [info.vectoring_info as u64, gpa, 0],
-                )
-                .into()
-            }
+            // An event frame or descriptor table in MMIO: no device can take that.
+            Ok(PfOutcome::Mmio { gpa }) if delivering => self.delivery_error(run, info, gpa),
             Ok(PfOutcome::EmulateWrite { gpa }) => {
                 self.emulate(Some(vmcs), ram, run, Some(gpa), None)
             }
@@ -164,7 +148,7 @@ impl VcpuCore {
                 let [b0, b1, b2, b3, b4, b5, b6, b7, ..] = bytes;
                 let first8 = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
                 let suberror = uapi::SHADOWVM_INTERNAL_ERROR_EMULATION;
-                let reason = EXIT_EXCEPTION_NMI;
+                let reason = ExitReason::ExceptionNmi as u32;
                 return self
                     .internal_error(run, suberror, reason, 0, [got as u64, first8, 0])
                     .into();
@@ -244,15 +228,7 @@ impl VcpuCore {
                     return Handled::Resume;
                 };
                 if req.size > 8 {
-                    return self
-                        .internal_error(
-                            run,
-                            uapi::SHADOWVM_INTERNAL_ERROR_EMULATION,
-                            EXIT_EXCEPTION_NMI,
-                            0,
-                            [req.size as u64, 0, 0],
-                        )
-                        .into();
+                    return self.emulation_error(run, [req.size as u64, 0, 0]);
                 }
                 run.exit.set(uapi::ExitMmio {
                     gpa,
@@ -269,16 +245,26 @@ impl VcpuCore {
             }
             Ok(emulate::Outcome::Exception(ex)) => self.raise_emulated(ex),
             Ok(emulate::Outcome::Retry) => Handled::Resume,
-            Err(_) => self
-                .internal_error(
-                    run,
-                    uapi::SHADOWVM_INTERNAL_ERROR_EMULATION,
-                    EXIT_EXCEPTION_NMI,
-                    0,
-                    [0, 0, 0],
-                )
-                .into(),
+            Err(_) => self.emulation_error(run, [0; 3]),
         }
+    }
+
+    /// The emulator could not complete the instruction: an internal error for userspace
+    /// (exit reason 0, qualification 0, data: RIP then `more`).
+    fn emulation_error(&self, run: &mut uapi::Run, more: [u64; 3]) -> Handled {
+        let suberror = uapi::SHADOWVM_INTERNAL_ERROR_EMULATION;
+        let reason = ExitReason::ExceptionNmi as u32;
+        self.internal_error(run, suberror, reason, 0, more).into()
+    }
+
+    /// A #PF while the CPU delivered an event, on a frame that cannot be fixed: an internal
+    /// error for userspace (data: RIP, the event, the frame's guest-physical address).
+    fn delivery_error(&self, run: &mut uapi::Run, info: &ExitInfo, gpa: u64) -> Handled {
+        let suberror = uapi::SHADOWVM_INTERNAL_ERROR_DELIVERY_EV;
+        let (reason, gva) = (info.reason.into_raw(), info.qualification);
+        let event = info.vectoring_info.into_raw().into();
+        self.internal_error(run, suberror, reason, gva, [event, gpa, 0])
+            .into()
     }
 
     /// INVPCID: type in a register, descriptor (PCID, address) in memory.
@@ -289,22 +275,22 @@ impl VcpuCore {
         info: &ExitInfo,
     ) -> Handled {
         self.state.save_segments(vmcs);
-        let ii = info.instruction_info;
-        let kind = self.gpr_operand(((ii >> 28) & 0xf) as usize);
+        let ii = info.inv_info();
+        let kind = self.gpr_operand(ii.reg2().get() as usize);
         let mut addr = info.qualification;
-        if ii & (1 << 27) == 0 {
-            addr = addr.wrapping_add(self.state.gpr[((ii >> 23) & 0xf) as usize]);
+        if !ii.base_invalid().into_bool() {
+            addr = addr.wrapping_add(self.gpr(ii.base().get() as usize));
         }
-        if ii & (1 << 22) == 0 {
-            addr = addr.wrapping_add(self.state.gpr[((ii >> 18) & 0xf) as usize] << (ii & 3));
+        if !ii.index_invalid().into_bool() {
+            addr = addr.wrapping_add(self.gpr(ii.index().get() as usize) << ii.scale().get());
         }
-        // The instruction's address size (instruction information bits 9:7).
-        addr &= match (ii >> 7) & 7 {
+        // The instruction's address size.
+        addr &= match ii.address_size().get() {
             0 => 0xffff,
             1 => 0xffff_ffff,
             _ => u64::MAX,
         };
-        let seg = ((ii >> 15) & 7) as usize;
+        let seg = ii.segment().get() as usize;
         let code64 = self.state.code64();
         let base = self
             .state

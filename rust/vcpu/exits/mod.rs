@@ -22,7 +22,7 @@ use super::{Completion, VcpuCore, WindowEnd};
 use crate::mmu;
 use crate::ram::GuestRam;
 use crate::uapi;
-use crate::vmx::vmcs::*;
+use crate::vmx::exit::{ExitInfo, ExitReason};
 use crate::vmx::window::CurrentVmcs;
 use crate::x86::vector;
 use kernel::cpu::CpuId;
@@ -43,56 +43,6 @@ pub(crate) enum Handled {
 impl From<WindowEnd> for Handled {
     fn from(end: WindowEnd) -> Self {
         Handled::End(end)
-    }
-}
-
-/// Exit information, copied out of the VMCS right after the exit (so an exit can be
-/// handled again in a later window).
-#[derive(Clone, Copy)]
-pub(crate) struct ExitInfo {
-    pub(crate) reason: u32,
-    pub(crate) qualification: u64,
-    intr_info: u32,
-    intr_error: u32,
-    vectoring_info: u32,
-    vectoring_error: u32,
-    instruction_len: u32,
-    instruction_info: u32,
-}
-
-impl ExitInfo {
-    pub(crate) fn read(vmcs: &CurrentVmcs<'_>) -> Self {
-        Self {
-            reason: vmcs.read(VM_EXIT_REASON) as u32,
-            qualification: vmcs.read(EXIT_QUALIFICATION),
-            intr_info: vmcs.read(VM_EXIT_INTR_INFO) as u32,
-            intr_error: vmcs.read(VM_EXIT_INTR_ERROR_CODE) as u32,
-            vectoring_info: vmcs.read(IDT_VECTORING_INFO_FIELD) as u32,
-            vectoring_error: vmcs.read(IDT_VECTORING_ERROR_CODE) as u32,
-            instruction_len: vmcs.read(VM_EXIT_INSTRUCTION_LEN) as u32,
-            instruction_info: vmcs.read(VMX_INSTRUCTION_INFO) as u32,
-        }
-    }
-
-    pub(crate) fn basic_reason(&self) -> u32 {
-        self.reason & 0xffff
-    }
-
-    /// An NMI (meant for the host) caused the exit.
-    pub(crate) fn is_nmi(&self) -> bool {
-        self.basic_reason() == EXIT_EXCEPTION_NMI
-            && self.intr_info & INTR_INFO_VALID != 0
-            && (self.intr_info >> 8) & 7 == INTR_TYPE_NMI
-    }
-
-    /// A machine check (meant for the host) caused the exit, in the guest or during VM
-    /// entry.
-    pub(crate) fn is_machine_check(&self) -> bool {
-        self.basic_reason() == EXIT_MCE_DURING_ENTRY
-            || (self.basic_reason() == EXIT_EXCEPTION_NMI
-                && self.intr_info & INTR_INFO_VALID != 0
-                && (self.intr_info >> 8) & 7 == INTR_TYPE_HW_EXCEPTION
-                && self.intr_info as u8 == vector::MC)
     }
 }
 
@@ -132,75 +82,12 @@ impl VcpuCore {
         run: &mut uapi::Run,
         info: ExitInfo,
     ) -> Handled {
-        if info.reason & (1 << 31) != 0 {
-            return entry_failed(run, info.reason as u64, info.qualification).into();
+        if info.entry_failed() {
+            return entry_failed(run, info.reason.into_raw().into(), info.qualification).into();
         }
         let handled = match info.basic_reason() {
-            EXIT_EXCEPTION_NMI => self.exception(vmcs, ram, run, &info),
-            // The host gets the CPU back: a pending interrupt is taken when the window closes.
-            EXIT_EXTERNAL_INTERRUPT | EXIT_PREEMPTION_TIMER => Handled::End(WindowEnd::Interrupted),
-            EXIT_TRIPLE_FAULT => {
-                self.event = None;
-                user(run, uapi::SHADOWVM_EXIT_SHUTDOWN)
-            }
-            EXIT_CPUID => {
-                let (a, b, c, d) =
-                    super::cpuid::guest_cpuid(self.state.gpr[0] as u32, self.state.gpr[1] as u32);
-                self.state.gpr[0] = a as u64;
-                self.state.gpr[3] = b as u64;
-                self.state.gpr[1] = c as u64;
-                self.state.gpr[2] = d as u64;
-                self.skip(&info)
-            }
-            EXIT_HLT => {
-                self.skip(&info);
-                user(run, uapi::SHADOWVM_EXIT_HLT)
-            }
-            EXIT_INVD => self.skip(&info),
-            EXIT_INVLPG => {
-                self.mmu.invlpg(ram, info.qualification);
-                self.skip(&info)
-            }
-            EXIT_INVPCID => self.invpcid(vmcs, ram, &info),
-            EXIT_RDPMC => self.raise(vector::GP, Some(0), None),
-            EXIT_VMCALL => {
-                let g = &self.state.gpr;
-                let hc = uapi::ExitHypercall {
-                    nr: g[0],
-                    args: [g[3], g[1], g[2], g[6], g[7], g[8]],
-                    ret: 0,
-                };
-                run.exit.set(hc);
-                self.completion = Completion::Hypercall;
-                self.skip(&info);
-                user(run, uapi::SHADOWVM_EXIT_HYPERCALL)
-            }
-            // No nested VMX, no SMX, no MONITOR/MWAIT, no XSAVE: #UD, as on a CPU without them.
-            EXIT_GETSEC
-            | EXIT_VMCLEAR..=EXIT_VMXON
-            | EXIT_INVEPT
-            | EXIT_INVVPID
-            | EXIT_MWAIT
-            | EXIT_MONITOR
-            | EXIT_XSETBV => self.raise(vector::UD, None, None),
-            EXIT_CR_ACCESS => self.cr_access(ram, &info),
-            EXIT_DR_ACCESS => self.dr_access(&info),
-            EXIT_IO => self.io(run, &info),
-            EXIT_RDMSR => self.rdmsr(vmcs, &info),
-            EXIT_WRMSR => self.wrmsr(vmcs, ram, &info),
-            EXIT_INVALID_GUEST_STATE | EXIT_MSR_LOADING | EXIT_MCE_DURING_ENTRY => {
-                entry_failed(run, info.reason as u64, info.qualification).into()
-            }
-            // Task switches and everything not enabled above.
-            _ => self
-                .internal_error(
-                    run,
-                    uapi::SHADOWVM_INTERNAL_ERROR_UNHANDLED_EXIT,
-                    info.reason,
-                    info.qualification,
-                    [0, 0, 0],
-                )
-                .into(),
+            Some(reason) => self.handle_reason(reason, vmcs, ram, run, &info),
+            None => self.unhandled(run, &info),
         };
         self.report_mmu_failure(run);
         if self.triple_fault {
@@ -210,6 +97,94 @@ impl VcpuCore {
             return user(run, uapi::SHADOWVM_EXIT_SHUTDOWN);
         }
         handled
+    }
+
+    /// The handler of each exit reason.
+    fn handle_reason(
+        &mut self,
+        reason: ExitReason,
+        vmcs: &CurrentVmcs<'_>,
+        ram: &GuestRam,
+        run: &mut uapi::Run,
+        info: &ExitInfo,
+    ) -> Handled {
+        match reason {
+            ExitReason::ExceptionNmi => self.exception(vmcs, ram, run, info),
+            // The host gets the CPU back: a pending interrupt is taken when the window closes.
+            ExitReason::ExternalInterrupt | ExitReason::PreemptionTimer => {
+                Handled::End(WindowEnd::Interrupted)
+            }
+            ExitReason::TripleFault => {
+                self.event = None;
+                user(run, uapi::SHADOWVM_EXIT_SHUTDOWN)
+            }
+            ExitReason::Cpuid => {
+                let (a, b, c, d) =
+                    super::cpuid::guest_cpuid(self.state.gpr[0] as u32, self.state.gpr[1] as u32);
+                self.state.gpr[0] = a as u64;
+                self.state.gpr[3] = b as u64;
+                self.state.gpr[1] = c as u64;
+                self.state.gpr[2] = d as u64;
+                self.skip(info)
+            }
+            ExitReason::Hlt => {
+                self.skip(info);
+                user(run, uapi::SHADOWVM_EXIT_HLT)
+            }
+            ExitReason::Invd => self.skip(info),
+            ExitReason::Invlpg => {
+                self.mmu.invlpg(ram, info.qualification);
+                self.skip(info)
+            }
+            ExitReason::Invpcid => self.invpcid(vmcs, ram, info),
+            ExitReason::Rdpmc => self.raise(vector::GP, Some(0), None),
+            ExitReason::Vmcall => {
+                let g = &self.state.gpr;
+                let hc = uapi::ExitHypercall {
+                    nr: g[0],
+                    args: [g[3], g[1], g[2], g[6], g[7], g[8]],
+                    ret: 0,
+                };
+                run.exit.set(hc);
+                self.completion = Completion::Hypercall;
+                self.skip(info);
+                user(run, uapi::SHADOWVM_EXIT_HYPERCALL)
+            }
+            // No nested VMX, no SMX, no MONITOR/MWAIT, no XSAVE: #UD, as on a CPU without them.
+            ExitReason::Getsec
+            | ExitReason::Vmclear
+            | ExitReason::Vmlaunch
+            | ExitReason::Vmptrld
+            | ExitReason::Vmptrst
+            | ExitReason::Vmread
+            | ExitReason::Vmresume
+            | ExitReason::Vmwrite
+            | ExitReason::Vmxoff
+            | ExitReason::Vmxon
+            | ExitReason::Invept
+            | ExitReason::Invvpid
+            | ExitReason::Mwait
+            | ExitReason::Monitor
+            | ExitReason::Xsetbv => self.raise(vector::UD, None, None),
+            ExitReason::CrAccess => self.cr_access(ram, info),
+            ExitReason::DrAccess => self.dr_access(info),
+            ExitReason::Io => self.io(run, info),
+            ExitReason::Rdmsr => self.rdmsr(vmcs, info),
+            ExitReason::Wrmsr => self.wrmsr(vmcs, ram, info),
+            ExitReason::InvalidGuestState | ExitReason::MsrLoading | ExitReason::MceDuringEntry => {
+                entry_failed(run, info.reason.into_raw().into(), info.qualification).into()
+            }
+            // Task switches and everything not enabled above.
+            _ => self.unhandled(run, info),
+        }
+    }
+
+    /// An exit shadowvm does not handle: an internal error for userspace.
+    fn unhandled(&self, run: &mut uapi::Run, info: &ExitInfo) -> Handled {
+        let suberror = uapi::SHADOWVM_INTERNAL_ERROR_UNHANDLED_EXIT;
+        let (reason, qualification) = (info.reason.into_raw(), info.qualification);
+        self.internal_error(run, suberror, reason, qualification, [0; 3])
+            .into()
     }
 
     /// Ends the window with an internal error for userspace. The data words are the guest's
@@ -268,6 +243,11 @@ impl VcpuCore {
     fn raise(&mut self, vector: u8, error_code: Option<u32>, cr2: Option<u64>) -> Handled {
         self.queue_exception(vector, error_code, cr2);
         Handled::Raised
+    }
+
+    /// GPR `n` (0-15), all 64 bits.
+    fn gpr(&self, n: usize) -> u64 {
+        self.state.gpr.get(n & 15).copied().unwrap_or(0)
     }
 
     /// GPR `n` as an instruction operand (32 bits outside 64-bit mode).

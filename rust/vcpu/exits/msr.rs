@@ -3,10 +3,14 @@
 //! RDMSR and WRMSR exits: the MSRs a guest may use and where each one lives.
 
 use super::super::state;
-use super::{ExitInfo, Handled, VcpuCore};
+use super::{Handled, VcpuCore};
 use crate::glue;
 use crate::ram::GuestRam;
-use crate::vmx::vmcs::*;
+use crate::vmx::exit::ExitInfo;
+use crate::vmx::insn;
+use crate::vmx::vmcs::{
+    GUEST_FS_BASE, GUEST_GS_BASE, GUEST_SYSENTER_CS, GUEST_SYSENTER_EIP, GUEST_SYSENTER_ESP,
+};
 use crate::vmx::window::CurrentVmcs;
 use crate::x86::{self, msr, vector};
 
@@ -29,14 +33,7 @@ impl VcpuCore {
             msr::SYSENTER_ESP => s.sysenter_esp,
             msr::SYSENTER_EIP => s.sysenter_eip,
             msr::PAT => s.pat,
-            msr::TSC => {
-                let (lo, hi): (u32, u32);
-                // SAFETY: RDTSC has no side effects.
-                unsafe {
-                    core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack))
-                };
-                ((hi as u64) << 32) | lo as u64
-            }
+            msr::TSC => insn::rdtsc(),
             msr::MTRRCAP | msr::MTRR_DEF_TYPE => 0,
             msr::MISC_ENABLE => 1, // fast strings
             _ => return self.raise(vector::GP, Some(0), None),
@@ -110,7 +107,7 @@ impl VcpuCore {
             }
             msr::SYSENTER_CS => {
                 s.sysenter_cs = v & 0xffff;
-                vmcs.write(GUEST_SYSENTER_CS, v & 0xffff);
+                vmcs.write(GUEST_SYSENTER_CS, (v & 0xffff) as u32);
             }
             msr::SYSENTER_ESP => {
                 s.sysenter_esp = v;
