@@ -24,6 +24,7 @@ use crate::vmx::vmcs::*;
 use crate::vmx::window::{CurrentVmcs, VmxRegion, VmxRoot};
 use crate::x86::{self, msr, vector};
 use core::arch::asm;
+use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU64, Ordering};
 use exits::{Event, Handled};
 use kernel::prelude::*;
@@ -138,7 +139,8 @@ enum Completion {
     },
 }
 
-/// One vCPU: its VMX regions (borrowed by the window while it is open) and the rest.
+/// One vCPU: what the window borrows while it is open (the VMX regions, the guest's FPU
+/// state) and the rest.
 ///
 /// # Invariants
 ///
@@ -147,18 +149,18 @@ enum Completion {
 pub(crate) struct Vcpu {
     vmxon: VmxRegion,
     vmcs: VmxRegion,
+    /// The guest's x87/SSE state between windows.
+    fpu: KBox<FxArea>,
     cpu: VcpuCore,
 }
 
-/// Everything of a vCPU but its VMX regions: guest state, MMU, pending events.
+/// Everything of a vCPU but what the window borrows: guest state, MMU, pending events.
 ///
 /// # Invariants
 ///
 /// `state` holds the guest state between windows (see [`GuestState`]).
 pub(crate) struct VcpuCore {
     pub(crate) state: GuestState,
-    /// The guest's x87/SSE state (FXSAVE image) between windows.
-    fpu: KBox<FxArea>,
     pub(crate) mmu: KBox<Mmu>,
     cache: PageCache,
     caps: &'static VmxCaps,
@@ -183,8 +185,60 @@ pub(crate) struct VcpuCore {
     pub(crate) stats: VcpuStats,
 }
 
+/// An FXSAVE image.
+///
+/// # Invariants
+///
+/// The bytes are a valid FXSAVE image (FXRSTOR does not fault on them): the reset image
+/// of [`FxArea::RESET`] or what an FXSAVE stored.
 #[repr(C, align(16))]
 struct FxArea([u8; 512]);
+
+impl FxArea {
+    /// The image of a CPU after reset: FCW 0x37f, MXCSR 0x1f80, the rest 0.
+    const RESET: Self = {
+        let mut a = [0u8; 512];
+        a[0] = 0x7f;
+        a[1] = 0x03;
+        a[24] = 0x80;
+        a[25] = 0x1f;
+        // INVARIANT: the reset image.
+        Self(a)
+    };
+}
+
+/// The guest's x87/SSE registers are in the CPU while this value lives; dropping it stores
+/// them back into the area.
+///
+/// # Invariants
+///
+/// FXRSTOR loaded `area` on this CPU while the task owns the FPU (`'f` borrows the
+/// [`FpuOwned`], so the kernel's own FPU state comes back only after the drop).
+struct GuestFpu<'f> {
+    area: &'f mut FxArea,
+    _owned: PhantomData<&'f FpuOwned>,
+}
+
+impl<'f> GuestFpu<'f> {
+    fn load(_owned: &'f FpuOwned, area: &'f mut FxArea) -> Self {
+        // SAFETY: The FPU is ours (`_owned`); the area is 16-aligned and holds a valid
+        // FXSAVE image (`FxArea` invariant), so FXRSTOR does not fault.
+        unsafe { asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack, readonly)) };
+        // INVARIANT: loaded just above, with the FPU owned for `'f`.
+        Self {
+            area,
+            _owned: PhantomData,
+        }
+    }
+}
+
+impl Drop for GuestFpu<'_> {
+    fn drop(&mut self) {
+        // SAFETY: The FPU is still ours (type invariant); the area is writable, 16-aligned
+        // and 512 bytes. INVARIANT: FXSAVE stores a valid image.
+        unsafe { asm!("fxsave64 [{}]", in(reg) self.area.0.as_mut_ptr(), options(nostack)) };
+    }
+}
 
 /// Numbers for [`VcpuCore::id`]; 0 is never handed out (the per-CPU "last VM" starts at 0).
 static NEXT_VCPU_ID: AtomicU64 = AtomicU64::new(1);
@@ -241,18 +295,14 @@ impl Vcpu {
         cfg.maxphyaddr = guest_maxphyaddr();
         cfg.gb_pages = cpuid::has_gb_pages();
         // A vCPU's memory is charged to the VM's opener, as KVM does (GFP_KERNEL_ACCOUNT).
-        let mut fpu = KBox::new(FxArea([0; 512]), GFP_KERNEL_ACCOUNT)?;
-        // FXSAVE image of a CPU after reset: FCW 0x37f, MXCSR 0x1f80.
-        fpu.0[0] = 0x7f;
-        fpu.0[1] = 0x03;
-        fpu.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        let fpu = KBox::new(FxArea::RESET, GFP_KERNEL_ACCOUNT)?;
         Ok(KBox::new(
             Self {
                 vmxon: VmxRegion::new(caps)?,
                 vmcs: VmxRegion::new(caps)?,
+                fpu,
                 cpu: VcpuCore {
                     state: GuestState::reset(),
-                    fpu,
                     mmu: KBox::new(Mmu::new(cfg), GFP_KERNEL_ACCOUNT)?,
                     cache: PageCache::new()?,
                     caps,
@@ -320,7 +370,7 @@ impl Vcpu {
     fn window(&mut self, ram: &GuestRam, run: &mut uapi::Run) -> Result<WindowEnd> {
         let cpu = &mut self.cpu;
         cpu.stats.windows = cpu.stats.windows.wrapping_add(1);
-        let _fpu = FpuOwned::begin();
+        let fpu = FpuOwned::begin();
         let irqs = IrqsOff::save();
         // Everything of the host that a VM exit does not restore, put back on drop
         // (after VMXOFF, before interrupts come back on).
@@ -341,7 +391,9 @@ impl Vcpu {
         let end = match root.load(&self.vmcs) {
             Ok(vmcs) => {
                 let deadline = insn::rdtsc().saturating_add(cpu.window_ticks);
+                let guest_fpu = GuestFpu::load(&fpu, &mut self.fpu);
                 let end = cpu.in_window(&vmcs, ram, run, deadline);
+                drop(guest_fpu);
                 drop(vmcs);
                 end
             }
@@ -437,8 +489,9 @@ impl VcpuCore {
         false
     }
 
-    /// Inside the window: VMCS setup, then enter/exit/handle until the window must close
-    /// or `deadline` (TSC) passes. Returns how it ended and what the host must take over.
+    /// Inside the window (the guest's FPU registers already loaded, see [`GuestFpu`]): VMCS
+    /// setup, then enter/exit/handle until the window must close or `deadline` (TSC)
+    /// passes. Returns how it ended and what the host must take over.
     fn in_window(
         &mut self,
         vmcs: &CurrentVmcs<'_>,
@@ -450,9 +503,6 @@ impl VcpuCore {
         self.write_host_state(vmcs);
         self.state.load(vmcs);
         load_syscall_msrs(&self.state);
-        // SAFETY: The FPU is ours (FpuOwned held by the caller); the area is a valid,
-        // 16-aligned FXSAVE image (from reset or a previous FXSAVE).
-        unsafe { asm!("fxrstor64 [{}]", in(reg) self.fpu.0.as_ptr(), options(nostack, readonly)) };
 
         let mut launched = false;
         let mut exit = self.pending_exit.take();
@@ -544,8 +594,6 @@ impl VcpuCore {
             }
             exit = Some(info);
         };
-        // SAFETY: As for FXRSTOR above; the area is writable and 16-aligned.
-        unsafe { asm!("fxsave64 [{}]", in(reg) self.fpu.0.as_mut_ptr(), options(nostack)) };
         save_syscall_msrs(&mut self.state);
         self.state.save(vmcs);
         Ok(result)

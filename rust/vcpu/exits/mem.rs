@@ -159,7 +159,10 @@ impl VcpuCore {
             rip: s.rip,
             rflags: s.rflags,
         };
-        regs.gpr.copy_from_slice(&s.gpr[..16]);
+        // RAX..R15; the zip copies the 16 of them without a length check that could panic.
+        for (d, v) in regs.gpr.iter_mut().zip(s.gpr) {
+            *d = v;
+        }
         let mut env = emulate::Env::default();
         // Outside 64-bit mode each access passes its segment's limit and type checks; real
         // and virtual-8086 mode check only the limit (any segment may be written there).
@@ -197,7 +200,9 @@ impl VcpuCore {
         // `regs` holds what committed: the whole instruction, or the REP iterations done
         // before an exception or an MMIO read (RIP still at the instruction then).
         if outcome.is_ok() {
-            self.state.gpr[..16].copy_from_slice(&regs.gpr);
+            for (d, v) in self.state.gpr.iter_mut().zip(regs.gpr) {
+                *d = v;
+            }
             self.state.rip = regs.rip;
             self.state.rflags = regs.rflags;
         }
