@@ -38,7 +38,7 @@ pub(crate) const TR: usize = 7;
 ///
 /// # Invariants
 ///
-/// The values satisfy [`GuestState::check`] whenever a window is entered: everything
+/// The values satisfy [`check_sregs`] whenever a window is entered: everything
 /// userspace sets is checked on the way in, and the guest can only change them through
 /// instructions the CPU or the exit handlers check.
 #[derive(Clone, Copy, Default)]
@@ -252,7 +252,7 @@ impl GuestState {
     }
 
     /// Writes the guest-state area of the VMCS (except what the MMU decides: GUEST_CR0/3/4,
-    /// EFER and the read shadows, see `Vcpu::sync_paging`).
+    /// EFER and the read shadows, see `VcpuCore::sync_paging`).
     pub(crate) fn load(&self, vmcs: &CurrentVmcs<'_>) {
         for (s, f) in self.seg.iter().zip(GUEST_SEGMENTS) {
             vmcs.write(f.selector, s.selector);
