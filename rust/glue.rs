@@ -78,6 +78,11 @@ impl Drop for IrqsOff {
     }
 }
 
+/// `EOPNOTSUPP`, which the 7.2 kernel crate does not name.
+pub(crate) fn eopnotsupp() -> Error {
+    Error::from_errno(-(bindings::EOPNOTSUPP as i32))
+}
+
 /// Reads an MSR, returning `None` if the CPU does not implement it (the #GP is caught).
 pub(crate) fn rdmsr(msr: u32) -> Option<u64> {
     let mut v = 0u64;

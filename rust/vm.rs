@@ -390,7 +390,7 @@ impl MiscDevice for VmFile {
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as u64;
         let offset = pgoff.checked_mul(uapi::SHADOWVM_PAGE_SIZE).ok_or(EINVAL)?;
         let len = (vma.end() - vma.start()) as u64;
-        if vma.flags() & kernel::bindings::VM_SHARED as usize == 0 {
+        if vma.flags() & kernel::mm::virt::flags::SHARED == 0 {
             // A private mapping would copy on write and hide the guest's memory.
             return Err(EINVAL);
         }

@@ -82,7 +82,7 @@ impl CapError {
     pub(crate) fn errno(&self) -> Error {
         match self {
             CapError::NoVmx => ENODEV,
-            _ => Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32)),
+            _ => crate::glue::eopnotsupp(),
         }
     }
 }
