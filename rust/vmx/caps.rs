@@ -6,6 +6,7 @@
 //! VMX instructions cannot fail for a reason we could have known in advance.
 
 use crate::glue::rdmsr;
+use crate::vmx::vmcs::{PinControls, Proc2Controls, ProcControls};
 use crate::x86::msr;
 use core::fmt;
 use kernel::prelude::*;
@@ -19,24 +20,44 @@ const BASIC_MEMTYPE_WB: u64 = 6;
 
 /// Controls shadowvm cannot work without, by control word: (bit, name).
 pub(crate) mod required {
-    pub(crate) const PIN: &[(u32, &str)] = &[(0, "external-interrupt exiting"), (3, "NMI exiting")];
+    use crate::vmx::vmcs::{EntryControls, ExitControls, PinControls, ProcControls};
+
+    pub(crate) const PIN: &[(u32, &str)] = &[
+        (
+            PinControls::EXT_INTR_EXITING_SHIFT,
+            "external-interrupt exiting",
+        ),
+        (PinControls::NMI_EXITING_SHIFT, "NMI exiting"),
+    ];
     pub(crate) const PROC: &[(u32, &str)] = &[
-        (7, "HLT exiting"),
-        (9, "INVLPG exiting"),
-        (15, "CR3-load exiting"),
-        (16, "CR3-store exiting"),
-        (24, "unconditional I/O exiting"),
+        (ProcControls::HLT_EXITING_SHIFT, "HLT exiting"),
+        (ProcControls::INVLPG_EXITING_SHIFT, "INVLPG exiting"),
+        (ProcControls::CR3_LOAD_EXITING_SHIFT, "CR3-load exiting"),
+        (ProcControls::CR3_STORE_EXITING_SHIFT, "CR3-store exiting"),
+        (
+            ProcControls::UNCOND_IO_EXITING_SHIFT,
+            "unconditional I/O exiting",
+        ),
     ];
     pub(crate) const EXIT: &[(u32, &str)] = &[
-        (2, "save debug controls"),
-        (9, "host address-space size"),
-        (20, "save IA32_EFER"),
-        (21, "load IA32_EFER"),
+        (
+            ExitControls::SAVE_DEBUG_CONTROLS_SHIFT,
+            "save debug controls",
+        ),
+        (
+            ExitControls::HOST_ADDR_SPACE_SIZE_SHIFT,
+            "host address-space size",
+        ),
+        (ExitControls::SAVE_EFER_SHIFT, "save IA32_EFER"),
+        (ExitControls::LOAD_EFER_SHIFT, "load IA32_EFER"),
     ];
     pub(crate) const ENTRY: &[(u32, &str)] = &[
-        (2, "load debug controls"),
-        (9, "IA-32e mode guest"),
-        (15, "load IA32_EFER"),
+        (
+            EntryControls::LOAD_DEBUG_CONTROLS_SHIFT,
+            "load debug controls",
+        ),
+        (EntryControls::IA32E_MODE_SHIFT, "IA-32e mode guest"),
+        (EntryControls::LOAD_EFER_SHIFT, "load IA32_EFER"),
     ];
 }
 
@@ -178,7 +199,7 @@ impl VmxCaps {
         }
         let proc = Allowed::from_msr(msr(msr::IA32_VMX_TRUE_PROCBASED_CTLS)?);
         // Secondary controls are optional (used for INVPCID pass-through when present).
-        let proc2 = if proc.supports(31) {
+        let proc2 = if proc.supports(ProcControls::SECONDARY_SHIFT) {
             Allowed::from_msr(msr(msr::IA32_VMX_PROCBASED_CTLS2)?)
         } else {
             Allowed::default()
@@ -214,19 +235,19 @@ impl VmxCaps {
     }
 
     pub(crate) fn has_ept(&self) -> bool {
-        self.proc2.supports(1)
+        self.proc2.supports(Proc2Controls::ENABLE_EPT_SHIFT)
     }
 
     pub(crate) fn has_unrestricted_guest(&self) -> bool {
-        self.proc2.supports(7)
+        self.proc2.supports(Proc2Controls::UNRESTRICTED_GUEST_SHIFT)
     }
 
     pub(crate) fn has_vpid(&self) -> bool {
-        self.proc2.supports(5)
+        self.proc2.supports(Proc2Controls::ENABLE_VPID_SHIFT)
     }
 
     pub(crate) fn has_preemption_timer(&self) -> bool {
-        self.pin.supports(6)
+        self.pin.supports(PinControls::PREEMPTION_TIMER_SHIFT)
     }
 
     /// The VMX-preemption timer counts down once every 2^rate TSC ticks (IA32_VMX_MISC[4:0]).
@@ -235,7 +256,7 @@ impl VmxCaps {
     }
 
     pub(crate) fn has_invpcid(&self) -> bool {
-        self.proc2.supports(12)
+        self.proc2.supports(Proc2Controls::ENABLE_INVPCID_SHIFT)
     }
 }
 
