@@ -115,7 +115,7 @@ pub(crate) struct VcpuStats {
 }
 
 /// How a window ended.
-pub(crate) enum WindowEnd {
+enum WindowEnd {
     /// A host interrupt, `need_resched` or an NMI: go round again.
     Interrupted,
     /// The MMU's page cache ran dry: refill and retry the pending exit.
@@ -159,9 +159,9 @@ pub(crate) struct Vcpu {
 /// # Invariants
 ///
 /// `state` holds the guest state between windows (see [`GuestState`]).
-pub(crate) struct VcpuCore {
-    pub(crate) state: GuestState,
-    pub(crate) mmu: KBox<Mmu>,
+struct VcpuCore {
+    state: GuestState,
+    mmu: KBox<Mmu>,
     cache: PageCache,
     caps: &'static VmxCaps,
     /// An event to deliver at the next VM entry.
@@ -182,7 +182,7 @@ pub(crate) struct VcpuCore {
     id: u64,
     /// Longest interrupts-off window, in TSC ticks (module parameter `window_us`).
     window_ticks: u64,
-    pub(crate) stats: VcpuStats,
+    stats: VcpuStats,
 }
 
 /// An FXSAVE image.
@@ -428,7 +428,7 @@ enum HostEvent {
 impl VcpuCore {
     /// SET_REGS: checked values replace the registers; a pending completion (IN, MMIO
     /// read, hypercall) is dropped, as the ABI says.
-    pub(crate) fn set_regs(&mut self, r: &uapi::Regs) -> bool {
+    fn set_regs(&mut self, r: &uapi::Regs) -> bool {
         let ok = self.state.set_regs(r);
         if ok {
             self.completion = Completion::None;
@@ -441,7 +441,7 @@ impl VcpuCore {
     /// CR3 would: PAE PDPTEs are loaded now, so later changes to them in memory have no
     /// effect until the guest writes CR3. If that cannot finish here (memory short, or the
     /// PDPTEs changed since they were checked), the next RUN does it.
-    pub(crate) fn set_sregs(&mut self, ram: &GuestRam, s: &uapi::Sregs) {
+    fn set_sregs(&mut self, ram: &GuestRam, s: &uapi::Sregs) {
         self.state.set_sregs(s);
         self.paging_dirty = true;
         self.pending_exit = None;
@@ -462,7 +462,7 @@ impl VcpuCore {
     }
 
     /// Frees the shadow tables (the VM is going away).
-    pub(crate) fn teardown(&mut self) {
+    fn teardown(&mut self) {
         self.mmu.teardown(&mut self.cache);
     }
 

@@ -19,16 +19,16 @@ use crate::x86::{self, vector};
 
 /// An event to inject at VM entry, in the VM-entry interruption-information format.
 #[derive(Clone, Copy)]
-pub(crate) struct Event {
-    pub(crate) info: InterruptionInfo,
-    pub(crate) error_code: u32,
-    pub(crate) instruction_len: u32,
+pub(in crate::vcpu) struct Event {
+    info: InterruptionInfo,
+    error_code: u32,
+    instruction_len: u32,
     /// The guest CR2 to set with a #PF.
-    pub(crate) cr2: Option<u64>,
+    cr2: Option<u64>,
 }
 
 impl Event {
-    pub(crate) fn exception(vector: u8, error_code: Option<u32>, cr2: Option<u64>) -> Self {
+    fn exception(vector: u8, error_code: Option<u32>, cr2: Option<u64>) -> Self {
         let info = InterruptionInfo::from_raw(0)
             .with_valid(true)
             .with_const_kind::<INTR_TYPE_HW_EXCEPTION>()

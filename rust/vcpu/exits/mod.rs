@@ -28,7 +28,7 @@ use crate::x86::vector;
 use kernel::cpu::CpuId;
 
 /// What a handler decided.
-pub(crate) enum Handled {
+pub(super) enum Handled {
     /// Re-enter the guest.
     Resume,
     /// Re-enter the guest, delivering the exception just queued (the instruction did
@@ -47,14 +47,14 @@ impl From<WindowEnd> for Handled {
 }
 
 /// Fills in an INTR exit (`cause`: why RUN returned without a guest exit).
-pub(crate) fn set_intr(run: &mut uapi::Run, cause: u32) {
+pub(super) fn set_intr(run: &mut uapi::Run, cause: u32) {
     run.exit_reason = uapi::SHADOWVM_EXIT_INTR;
     run.exit.set(uapi::ExitIntr { cause, padding: 0 });
 }
 
 /// Ends the window with a VM-entry failure for userspace: the exit reason (bit 31 set) or
 /// the VM-instruction error, and the exit qualification.
-pub(crate) fn entry_failed(run: &mut uapi::Run, reason: u64, qualification: u64) -> WindowEnd {
+pub(super) fn entry_failed(run: &mut uapi::Run, reason: u64, qualification: u64) -> WindowEnd {
     run.exit_reason = uapi::SHADOWVM_EXIT_FAIL_ENTRY;
     run.exit.set(uapi::ExitFailEntry {
         hardware_entry_failure_reason: reason,
