@@ -95,7 +95,7 @@ impl VcpuCore {
                     _ => s.kernel_gs_base = v,
                 }
                 // The guest's value is in the CPU for the window (SYSCALL, SWAPGS use it).
-                super::super::wrmsr(msr, v);
+                super::super::host::wrmsr(msr, v);
             }
             msr::FS_BASE => {
                 s.seg[state::FS].base = v;
