@@ -56,14 +56,16 @@ impl IrqsOff {
         // SAFETY: local_irq_save has no preconditions.
         let flags = unsafe { shadowvm_irq_save() };
         // INVARIANT: interrupts are now off and `flags` is the state just saved.
-        Self { flags: Some(flags), _not_send: PhantomData }
+        Self {
+            flags: Some(flags),
+            _not_send: PhantomData,
+        }
     }
 
     /// The CPU this code runs on (stable while interrupts are off).
     pub(crate) fn cpu(&self) -> u32 {
-        // SAFETY: raw_smp_processor_id has no preconditions; with interrupts off the value is
-        // stable for the lifetime of `self`.
-        unsafe { bindings::raw_smp_processor_id() }
+        // With interrupts off the task cannot migrate: the id is stable while `self` lives.
+        kernel::cpu::CpuId::current().as_u32()
     }
 }
 
@@ -74,6 +76,11 @@ impl Drop for IrqsOff {
             unsafe { shadowvm_irq_restore(flags) };
         }
     }
+}
+
+/// `EOPNOTSUPP`, which the 7.2 kernel crate does not name.
+pub(crate) fn eopnotsupp() -> Error {
+    Error::from_errno(-(bindings::EOPNOTSUPP as i32))
 }
 
 /// Reads an MSR, returning `None` if the CPU does not implement it (the #GP is caught).
@@ -105,13 +112,21 @@ pub(crate) fn on_each_cpu<T: Sync>(data: &T, f: fn(&T, &IrqsOff)) {
         let call = unsafe { &*info.cast::<Call<'_, T>>() };
         // INVARIANT: on_each_cpu runs its callback with interrupts disabled and restores
         // them itself.
-        let irqs = IrqsOff { flags: None, _not_send: PhantomData };
+        let irqs = IrqsOff {
+            flags: None,
+            _not_send: PhantomData,
+        };
         (call.f)(call.data, &irqs);
     }
     let call = Call { data, f };
     // SAFETY: `trampoline::<T>` matches `call`'s type; with wait=1 the call completes on all
     // CPUs before `call` goes out of scope.
-    unsafe { shadowvm_on_each_cpu(trampoline::<T>, (&call as *const Call<'_, T>).cast_mut().cast()) };
+    unsafe {
+        shadowvm_on_each_cpu(
+            trampoline::<T>,
+            (&call as *const Call<'_, T>).cast_mut().cast(),
+        )
+    };
 }
 
 /// Allocates a zeroed page, charged to the caller's memory cgroup.

@@ -32,12 +32,14 @@ mod emulate;
 #[path = "mmu/mod.rs"]
 #[allow(dead_code, unreachable_pub, missing_docs, unused_imports)]
 mod mmu;
+mod ram;
 #[path = "uapi/mod.rs"]
 #[allow(dead_code, unreachable_pub, missing_docs)]
 mod uapi;
 mod vcpu;
 mod vm;
 mod vmx;
+mod x86;
 
 use glue::IrqsOff;
 use vmx::caps::VmxCaps;
@@ -62,11 +64,13 @@ module! {
         // cached rebuilds a root every time (see Documentation/benchmarks.md, cr3_pingpong).
         root_cache: u64 {
             default: 16,
-            description: "Recent address spaces (CR3 values) whose shadow roots each VM keeps (1-32)",
+            description: "Recent address spaces (CR3 values) whose shadow roots each VM keeps \
+                (1-32)",
         },
         max_vms: u64 {
             default: 256,
-            description: "VMs (open /dev/shadowvm files) at once, all users together (more: EMFILE)",
+            description: "VMs (open /dev/shadowvm files) at once, all users together \
+                (more: EMFILE)",
         },
         max_vms_per_user: u64 {
             default: 64,
@@ -74,7 +78,8 @@ module! {
         },
         window_us: u64 {
             default: 1000,
-            description: "Longest time a vCPU holds its CPU with interrupts off, in microseconds (10-100000)",
+            description: "Longest time a vCPU holds its CPU with interrupts off, \
+                in microseconds (10-100000)",
         },
         run_slice_ms: u64 {
             default: 100,
@@ -84,7 +89,9 @@ module! {
 }
 
 pub(crate) fn max_memory_bytes() -> u64 {
-    module_parameters::max_memory_mb.value().saturating_mul(1 << 20)
+    module_parameters::max_memory_mb
+        .value()
+        .saturating_mul(1 << 20)
 }
 
 pub(crate) fn max_vms() -> u64 {
@@ -106,8 +113,10 @@ pub(crate) fn run_slice_ms() -> u32 {
 /// The MMU engine configuration for a new VM, from the module parameters.
 pub(crate) fn mmu_config() -> mmu::Config {
     let mut cfg = mmu::Config::DEFAULT;
-    cfg.max_shadow_pages = (*module_parameters::max_shadow_pages.value()).clamp(64, 1 << 20) as usize;
-    cfg.root_cache_size = (*module_parameters::root_cache.value()).clamp(1, mmu::MAX_ROOT_CACHE as u64) as usize;
+    cfg.max_shadow_pages =
+        (*module_parameters::max_shadow_pages.value()).clamp(64, 1 << 20) as usize;
+    cfg.root_cache_size =
+        (*module_parameters::root_cache.value()).clamp(1, mmu::MAX_ROOT_CACHE as u64) as usize;
     cfg
 }
 
@@ -156,9 +165,11 @@ fn probe_all_cpus(caps: &VmxCaps) -> Result<ProbeSummary> {
         regions: KVec<VmxRegion>,
         results: KVec<Atomic<i32>>,
     }
-    // SAFETY: the bindings variable is written only during boot and CPU hotplug setup.
-    let nr = unsafe { kernel::bindings::nr_cpu_ids } as usize;
-    let mut probe = Probe { regions: KVec::with_capacity(nr, GFP_KERNEL)?, results: KVec::with_capacity(nr, GFP_KERNEL)? };
+    let nr = kernel::cpu::nr_cpu_ids() as usize;
+    let mut probe = Probe {
+        regions: KVec::with_capacity(nr, GFP_KERNEL)?,
+        results: KVec::with_capacity(nr, GFP_KERNEL)?,
+    };
     for _ in 0..nr {
         probe.regions.push(VmxRegion::new(caps)?, GFP_KERNEL)?;
         probe.results.push(Atomic::new(PROBE_NOT_RUN), GFP_KERNEL)?;
@@ -208,8 +219,9 @@ impl kernel::InPlaceModule for ShadowVm {
                 if glue::fred_enabled() {
                     // An NMI that arrives in the guest is re-raised with INT 2, which a FRED
                     // host cannot take.
-                    pr_err!("not loading: the host uses FRED, which shadowvm does not support (boot with fred=off)\n");
-                    return Err(Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32)));
+                    pr_err!("not loading: the host uses FRED, which shadowvm does not support \
+                             (boot with fred=off)\n");
+                    return Err(glue::eopnotsupp());
                 }
                 // SAFETY: Called once, before the device that uses the counts is registered.
                 unsafe { vm::VM_COUNTS.init() };
@@ -218,31 +230,39 @@ impl kernel::InPlaceModule for ShadowVm {
                     e.errno()
                 })?;
                 let probe = probe_all_cpus(&caps)?;
-                let (ok, busy, failed) = (probe.count(PROBE_OK), probe.count(PROBE_BUSY), probe.count(PROBE_FAILED));
+                let (ok, busy) = (probe.count(PROBE_OK), probe.count(PROBE_BUSY));
+                let failed = probe.count(PROBE_FAILED);
                 if failed > 0 {
                     pr_err!("not loading: VMXON/VMXOFF probe failed on {failed} CPU(s)\n");
                     return Err(EIO);
                 }
                 pr_info!(
-                    "VMX revision {:#x}, VMCS {} bytes, EPT {}, unrestricted guest {} (neither used); VMXON/VMXOFF probed on {} CPU(s){}\n",
+                    "VMX revision {:#x}, VMCS {} bytes, EPT {}, unrestricted guest {} \
+                     (neither used); VMXON/VMXOFF probed on {} CPU(s){}\n",
                     caps.revision_id(), caps.vmcs_size(),
                     if caps.has_ept() { "present" } else { "absent" },
                     if caps.has_unrestricted_guest() { "present" } else { "absent" },
                     ok,
-                    if busy > 0 { ", busy on some (another hypervisor holds VMX there)" } else { "" },
+                    if busy > 0 {
+                        ", busy on some (another hypervisor holds VMX there)"
+                    } else {
+                        ""
+                    },
                 );
                 CAPS.populate(caps);
                 // SAFETY: `this` is the module being initialised; `_debugfs` is initialised
                 // above it in this initializer and lives as long as the module.
                 let dir = unsafe { &(*this.as_ptr())._debugfs };
-                dir.read_callback_file(c"vmx", VmxInfo { caps, probe }, &|i: &VmxInfo, f: &mut fmt::Formatter<'_>| {
+                let info = VmxInfo { caps, probe };
+                dir.read_callback_file(c"vmx", info, &|i: &VmxInfo, f: &mut fmt::Formatter<'_>| {
                     write!(f, "{}{}", i.caps, i.probe)
                 })
             },
             _window <- {
                 // SAFETY: As above.
                 let dir = unsafe { &(*this.as_ptr())._debugfs };
-                dir.read_write_callback_file(c"window", new_mutex!(WindowReport::default()), &show_window, &open_window)
+                let report = new_mutex!(WindowReport::default());
+                dir.read_write_callback_file(c"window", report, &show_window, &open_window)
             },
             _misc <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"shadowvm" }),
             _: {
@@ -265,8 +285,14 @@ fn show_window(report: &Mutex<WindowReport>, f: &mut fmt::Formatter<'_>) -> fmt:
                 Err(WindowError::Busy) => "busy",
                 Err(_) => "failed",
             };
-            writeln!(f, "result: {res}\ncpu: {}\ncr4_before: {:#x}\ncr4_after: {:#x}\ncr4_restored: {}",
-                r.cpu, r.cr4_before, r.cr4_after, if r.cr4_restored() { "yes" } else { "no" })
+            writeln!(
+                f,
+                "result: {res}\ncpu: {}\ncr4_before: {:#x}\ncr4_after: {:#x}\ncr4_restored: {}",
+                r.cpu,
+                r.cr4_before,
+                r.cr4_after,
+                if r.cr4_restored() { "yes" } else { "no" }
+            )
         }
     }
 }
@@ -287,7 +313,12 @@ fn open_window(report: &Mutex<WindowReport>, _input: &mut UserSliceReader) -> Re
             Err(e.errno())
         }
         _ if !r.cr4_restored() => {
-            pr_err!("VMX window on cpu{} left CR4 {:#x} -> {:#x}\n", r.cpu, r.cr4_before, r.cr4_after);
+            pr_err!(
+                "VMX window on cpu{} left CR4 {:#x} -> {:#x}\n",
+                r.cpu,
+                r.cr4_before,
+                r.cr4_after
+            );
             Err(EIO)
         }
         _ => Ok(()),

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A VM: one open of `/dev/shadowvm`. Guest memory, the run page, the vCPU, the ioctl
-//! interface (see `Documentation/uapi.md`) and the statistics.
+//! A VM: one open of `/dev/shadowvm`. Guest memory ([`GuestRam`]), the run page, the vCPU,
+//! the ioctl interface (see `Documentation/uapi.md`) and the statistics.
 
-use crate::mmu::{GuestFrame, GuestMemory};
+use crate::ram::GuestRam;
 use crate::uapi;
 use crate::vcpu::Vcpu;
-use crate::vmx::vmcs::{exit_reason_name, EXIT_REASONS};
+use crate::vmx::exit::{exit_reason_name, EXIT_REASONS};
 use core::sync::atomic::{AtomicU8, Ordering};
 use kernel::{
     fs::File,
@@ -19,57 +19,6 @@ use kernel::{
     task::Kuid,
     uaccess::{UserPtr, UserSlice},
 };
-
-/// Guest-physical memory: `size` bytes from address 0, page by page.
-///
-/// # Invariants
-///
-/// `frames[i]` is the kernel address and physical address of `pages[i]`; the pages live
-/// (and stay mapped in the kernel) as long as `self`.
-pub(crate) struct GuestRam {
-    pages: KVVec<Page>,
-    frames: KVVec<GuestFrame>,
-}
-
-// SAFETY: The raw pointers in `frames` point into `pages`, which are owned and `Send`.
-unsafe impl Send for GuestRam {}
-// SAFETY: Shared access only reads the tables; guest memory itself is accessed with
-// atomic or byte copies that tolerate concurrent writers (userspace has it mapped too).
-unsafe impl Sync for GuestRam {}
-
-impl GuestRam {
-    fn new(size: u64) -> Result<Self> {
-        let n = (size / uapi::SHADOWVM_PAGE_SIZE) as usize;
-        // Everything a VM allocates is charged to its opener's memory cgroup, as KVM does.
-        let mut pages = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
-        let mut frames = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
-        for _ in 0..n {
-            let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
-            let frame = GuestFrame { ptr: crate::glue::page_virt(&page), hpa: crate::glue::page_phys(&page) };
-            frames.push(frame, GFP_KERNEL_ACCOUNT)?;
-            pages.push(page, GFP_KERNEL_ACCOUNT)?;
-            // Allocating a large guest must not hog the CPU.
-            crate::glue::cond_resched();
-            if kernel::current!().signal_pending() {
-                return Err(EINTR);
-            }
-        }
-        // INVARIANT: frames[i] describes pages[i].
-        Ok(Self { pages, frames })
-    }
-
-    fn size(&self) -> u64 {
-        self.pages.len() as u64 * uapi::SHADOWVM_PAGE_SIZE
-    }
-}
-
-// SAFETY: `frames` entries point to 4 KiB kernel pages owned by `self` (type invariant),
-// mapped for as long as the engine call that got them (the VM lock is held across it).
-unsafe impl GuestMemory for GuestRam {
-    fn frame(&self, gfn: u64) -> Option<GuestFrame> {
-        self.frames.get(usize::try_from(gfn).ok()?).copied()
-    }
-}
 
 /// The one-page structure shared with userspace through mmap.
 ///
@@ -113,7 +62,8 @@ impl RunPage {
         // SAFETY: As in `load`; the fields are in bounds of the page, written one by one.
         unsafe {
             core::ptr::addr_of_mut!((*p).version).write_volatile(uapi::SHADOWVM_RUN_VERSION);
-            core::ptr::addr_of_mut!((*p).size).write_volatile(core::mem::size_of::<uapi::Run>() as u32);
+            core::ptr::addr_of_mut!((*p).size)
+                .write_volatile(core::mem::size_of::<uapi::Run>() as u32);
             core::ptr::addr_of_mut!((*p).exit_reason).write_volatile(run.exit_reason);
             core::ptr::addr_of_mut!((*p).exit).write_volatile(run.exit);
         }
@@ -124,33 +74,38 @@ impl RunPage {
 fn stat_entries(vcpu: Option<&Vcpu>) -> Result<KVec<uapi::StatEntry>> {
     let mut out = KVec::new();
     let mut push = |name: &str, value: u64| -> Result {
-        let mut e = uapi::StatEntry { name: [0; uapi::SHADOWVM_STAT_NAME_LEN], value };
+        let mut e = uapi::StatEntry {
+            name: [0; uapi::SHADOWVM_STAT_NAME_LEN],
+            value,
+        };
         let n = core::cmp::min(name.len(), uapi::SHADOWVM_STAT_NAME_LEN - 1);
         e.name[..n].copy_from_slice(&name.as_bytes()[..n]);
         out.push(e, GFP_KERNEL)?;
         Ok(())
     };
-    let Some(v) = vcpu else { return Ok(KVec::new()) };
+    let Some(v) = vcpu else {
+        return Ok(KVec::new());
+    };
     let mut name = [0u8; uapi::SHADOWVM_STAT_NAME_LEN];
     for i in 0..EXIT_REASONS {
-        let count = v.stats.exits[i];
+        let count = v.stats().exits[i];
         if count == 0 {
             continue;
         }
         let n = join(&mut name, "exits.", exit_reason_name(i));
         push(n, count)?;
     }
-    for (k, value) in v.mmu.counters() {
+    for (k, value) in v.mmu().counters() {
         let n = join(&mut name, "mmu.", k);
         push(n, value)?;
     }
-    push("mmu.shadow_pages_now", v.mmu.shadow_pages() as u64)?;
-    push("mmu.cached_roots_now", v.mmu.cached_roots() as u64)?;
-    push("run.windows", v.stats.windows)?;
-    push("run.entries", v.stats.entries)?;
-    push("run.cache_refills", v.stats.cache_refills)?;
-    push("run.injected_exceptions", v.stats.injected_exceptions)?;
-    push("run.emulated_pt_writes", v.stats.emulated_pt_writes)?;
+    push("mmu.shadow_pages_now", v.mmu().shadow_pages() as u64)?;
+    push("mmu.cached_roots_now", v.mmu().cached_roots() as u64)?;
+    push("run.windows", v.stats().windows)?;
+    push("run.entries", v.stats().entries)?;
+    push("run.cache_refills", v.stats().cache_refills)?;
+    push("run.injected_exceptions", v.stats().injected_exceptions)?;
+    push("run.emulated_pt_writes", v.stats().emulated_pt_writes)?;
     Ok(out)
 }
 
@@ -173,7 +128,13 @@ macro_rules! plain_data {
         unsafe impl kernel::transmute::AsBytes for $t {}
     )*};
 }
-plain_data!(uapi::Memory, uapi::Regs, uapi::Sregs, uapi::Stats, uapi::StatEntry);
+plain_data!(
+    uapi::Memory,
+    uapi::Regs,
+    uapi::Sregs,
+    uapi::Stats,
+    uapi::StatEntry
+);
 
 /// Users with VMs open at once that the per-user count can track (more: `EMFILE`).
 const USER_SLOTS: usize = 256;
@@ -214,7 +175,11 @@ impl VmSlot {
             Some((_, n)) if *n >= crate::max_vms_per_user() => return Err(EMFILE),
             Some((_, n)) => *n = n.saturating_add(1),
             None => {
-                let free = counts.users.iter_mut().find(|s| s.is_none()).ok_or(EMFILE)?;
+                let free = counts
+                    .users
+                    .iter_mut()
+                    .find(|s| s.is_none())
+                    .ok_or(EMFILE)?;
                 *free = Some((uid, 1));
             }
         }
@@ -229,7 +194,11 @@ impl Drop for VmSlot {
         let mut guard = VM_COUNTS.lock();
         let counts = &mut *guard;
         counts.total = counts.total.saturating_sub(1);
-        if let Some(slot) = counts.users.iter_mut().find(|s| matches!(s, Some((u, _)) if *u == self.uid)) {
+        if let Some(slot) = counts
+            .users
+            .iter_mut()
+            .find(|s| matches!(s, Some((u, _)) if *u == self.uid))
+        {
             match slot {
                 Some((_, n)) if *n > 1 => *n -= 1,
                 _ => *slot = None,
@@ -256,11 +225,15 @@ pub(crate) struct VmFile {
 }
 
 fn user_copy_in<T: kernel::transmute::FromBytes>(arg: usize) -> Result<T> {
-    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).reader().read::<T>()
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>())
+        .reader()
+        .read::<T>()
 }
 
 fn user_copy_out<T: kernel::transmute::AsBytes>(arg: usize, v: &T) -> Result {
-    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).writer().write::<T>(v)
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>())
+        .writer()
+        .write::<T>(v)
 }
 
 impl VmFile {
@@ -368,11 +341,13 @@ impl MiscDevice for VmFile {
         // Commands without an argument structure take no argument.
         let no_arg = || if arg == 0 { Ok(()) } else { Err(EINVAL) };
         match cmd {
-            uapi::SHADOWVM_GET_API_VERSION => no_arg().map(|()| uapi::SHADOWVM_API_VERSION as isize),
+            uapi::SHADOWVM_GET_API_VERSION => {
+                no_arg().map(|()| uapi::SHADOWVM_API_VERSION as isize)
+            }
             uapi::SHADOWVM_SET_MEMORY => me.set_memory(arg),
             uapi::SHADOWVM_CREATE_VCPU => no_arg().and_then(|()| me.create_vcpu()),
             uapi::SHADOWVM_GET_REGS => {
-                let r = me.with_vcpu(|v| Ok(v.state.regs()))?;
+                let r = me.with_vcpu(|v| Ok(v.state().regs()))?;
                 user_copy_out(arg, &r).map(|()| 0)
             }
             uapi::SHADOWVM_SET_REGS => {
@@ -380,7 +355,7 @@ impl MiscDevice for VmFile {
                 me.with_vcpu(|v| if v.set_regs(&r) { Ok(0) } else { Err(EINVAL) })
             }
             uapi::SHADOWVM_GET_SREGS => {
-                let s = me.with_vcpu(|v| Ok(v.state.sregs()))?;
+                let s = me.with_vcpu(|v| Ok(v.state().sregs()))?;
                 user_copy_out(arg, &s).map(|()| 0)
             }
             uapi::SHADOWVM_SET_SREGS => {
@@ -389,10 +364,16 @@ impl MiscDevice for VmFile {
                     return Err(EINVAL);
                 }
                 let mut vm = me.vm.lock();
-                let Vm { ram: Some(ram), vcpu: Some(v) } = &mut *vm else { return Err(EINVAL) };
+                let Vm {
+                    ram: Some(ram),
+                    vcpu: Some(v),
+                } = &mut *vm
+                else {
+                    return Err(EINVAL);
+                };
                 // PAE paging loads the PDPTEs with the registers, as MOV to CR3 does: a
                 // state whose PDPTEs have reserved bits set cannot be entered.
-                if crate::vcpu::state::pae_paging(&s) && !v.mmu.pae_pdptes_valid(ram, s.cr3) {
+                if crate::vcpu::state::pae_paging(&s) && !v.mmu().pae_pdptes_valid(ram, s.cr3) {
                     return Err(EINVAL);
                 }
                 v.set_sregs(ram, &s);
@@ -409,7 +390,7 @@ impl MiscDevice for VmFile {
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as u64;
         let offset = pgoff.checked_mul(uapi::SHADOWVM_PAGE_SIZE).ok_or(EINVAL)?;
         let len = (vma.end() - vma.start()) as u64;
-        if vma.flags() & kernel::bindings::VM_SHARED as usize == 0 {
+        if vma.flags() & kernel::mm::virt::flags::SHARED == 0 {
             // A private mapping would copy on write and hide the guest's memory.
             return Err(EINVAL);
         }
@@ -428,7 +409,8 @@ impl MiscDevice for VmFile {
             return Err(EINVAL);
         }
         let first = (offset / uapi::SHADOWVM_PAGE_SIZE) as usize;
-        for (i, page) in ram.pages.iter().skip(first).take((len / uapi::SHADOWVM_PAGE_SIZE) as usize).enumerate() {
+        let count = (len / uapi::SHADOWVM_PAGE_SIZE) as usize;
+        for (i, page) in ram.pages_from(first).take(count).enumerate() {
             mixed.vm_insert_page(vma.start() + i * uapi::SHADOWVM_PAGE_SIZE as usize, page)?;
         }
         Ok(())

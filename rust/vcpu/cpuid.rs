@@ -6,12 +6,17 @@
 //! VMX non-root operation as it is, or be emulated here. Everything else reads as absent.
 
 use super::state::CR4_VALID;
+use crate::x86::{CR4_FSGSBASE, CR4_PCIDE, CR4_SMAP, CR4_SMEP};
 use core::arch::x86_64::__cpuid_count;
 
 const MAX_BASIC_LEAF: u32 = 0xd;
 const MAX_EXT_LEAF: u32 = 0x8000_0008;
 /// "shadowvm" hypervisor signature at leaf 0x40000000 (EBX, ECX, EDX).
-const SIGNATURE: [u32; 3] = [u32::from_le_bytes(*b"shad"), u32::from_le_bytes(*b"owvm"), 0];
+const SIGNATURE: [u32; 3] = [
+    u32::from_le_bytes(*b"shad"),
+    u32::from_le_bytes(*b"owvm"),
+    0,
+];
 
 // Leaf 1 ECX / EDX, leaf 7 EBX, leaf 0x80000001 EDX bits shown to the guest.
 const L1_ECX: u32 = (1 << 0) // SSE3
@@ -82,16 +87,16 @@ pub(crate) fn cr4_allowed() -> u64 {
     let (_, ebx7, _, _) = host(7, 0);
     let mut v = CR4_VALID;
     if ebx7 & 1 == 0 {
-        v &= !(1 << 16); // FSGSBASE
+        v &= !CR4_FSGSBASE;
     }
     if ecx1 & (1 << 17) == 0 {
-        v &= !(1 << 17); // PCIDE
+        v &= !CR4_PCIDE;
     }
     if ebx7 & (1 << 7) == 0 {
-        v &= !(1 << 20); // SMEP
+        v &= !CR4_SMEP;
     }
     if ebx7 & (1 << 20) == 0 {
-        v &= !(1 << 21); // SMAP
+        v &= !CR4_SMAP;
     }
     v
 }
@@ -119,7 +124,9 @@ pub(crate) fn guest_cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
             }
             (0, ebx, 0, 0)
         }
-        2..=MAX_BASIC_LEAF if leaf <= max_basic && leaf != 7 && leaf != 0xd && leaf != 6 && leaf != 0xa => {
+        2..=MAX_BASIC_LEAF
+            if leaf <= max_basic && leaf != 7 && leaf != 0xd && leaf != 6 && leaf != 0xa =>
+        {
             // Cache and topology descriptors are harmless to pass through.
             host(leaf, sub)
         }

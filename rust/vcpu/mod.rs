@@ -11,25 +11,29 @@
 
 mod cpuid;
 mod exits;
+mod host;
 pub(crate) mod state;
 
 use crate::glue::{self, FpuOwned, IrqsOff};
 use crate::mmu::{self, HostPage, Mmu, PageSource};
+use crate::ram::GuestRam;
 use crate::uapi;
-use crate::vm::GuestRam;
 use crate::vmx::caps::VmxCaps;
+use crate::vmx::exit::{ExitInfo, ExitReason, RawExitReason, ENTRY_FAIL_PDPTE, EXIT_REASONS};
 use crate::vmx::insn;
 use crate::vmx::vmcs::*;
 use crate::vmx::window::{CurrentVmcs, VmxRegion, VmxRoot};
+use crate::x86::{self, vector};
 use core::arch::asm;
+use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU64, Ordering};
-use exits::{Event, ExitInfo, Handled};
+use exits::{Event, Handled};
+use host::{load_syscall_msrs, save_syscall_msrs, HostState};
 use kernel::prelude::*;
 use state::GuestState;
 
 extern "C" {
     fn shadowvm_vmx_run(regs: *mut u64, launched: u64) -> i32;
-    static shadowvm_vmx_exit: u8;
 }
 
 /// Pages kept ready for the MMU engine, which runs with interrupts off and cannot
@@ -58,7 +62,10 @@ impl PageCache {
     }
 
     fn refill(&mut self) -> Result {
-        for (list, want, low) in [(&mut self.pages, CACHE_PAGES, false), (&mut self.low, CACHE_LOW_PAGES, true)] {
+        for (list, want, low) in [
+            (&mut self.pages, CACHE_PAGES, false),
+            (&mut self.low, CACHE_LOW_PAGES, true),
+        ] {
             while list.len() < want {
                 let (ptr, hpa) = glue::alloc_table_page(low).ok_or(ENOMEM)?;
                 // INVARIANT: a fresh zeroed page; capacity was reserved in `new`.
@@ -75,7 +82,11 @@ impl PageCache {
 
 impl PageSource for PageCache {
     fn alloc_page(&mut self, low: bool) -> Option<HostPage> {
-        if low { self.low.pop() } else { self.pages.pop() }
+        if low {
+            self.low.pop()
+        } else {
+            self.pages.pop()
+        }
     }
 
     fn free_page(&mut self, page: HostPage) {
@@ -105,7 +116,7 @@ pub(crate) struct VcpuStats {
 }
 
 /// How a window ended.
-pub(crate) enum WindowEnd {
+enum WindowEnd {
     /// A host interrupt, `need_resched` or an NMI: go round again.
     Interrupted,
     /// The MMU's page cache ran dry: refill and retry the pending exit.
@@ -123,10 +134,14 @@ enum Completion {
     /// A hypercall: its return value goes into RAX.
     Hypercall,
     /// An MMIO read: the instruction is executed again with the data.
-    MmioRead { linear: u64, len: u8 },
+    MmioRead {
+        linear: u64,
+        len: u8,
+    },
 }
 
-/// One vCPU: its VMX regions (borrowed by the window while it is open) and the rest.
+/// One vCPU: what the window borrows while it is open (the VMX regions, the guest's FPU
+/// state) and the rest.
 ///
 /// # Invariants
 ///
@@ -135,19 +150,19 @@ enum Completion {
 pub(crate) struct Vcpu {
     vmxon: VmxRegion,
     vmcs: VmxRegion,
+    /// The guest's x87/SSE state between windows.
+    fpu: KBox<FxArea>,
     cpu: VcpuCore,
 }
 
-/// Everything of a vCPU but its VMX regions: guest state, MMU, pending events.
+/// Everything of a vCPU but what the window borrows: guest state, MMU, pending events.
 ///
 /// # Invariants
 ///
 /// `state` holds the guest state between windows (see [`GuestState`]).
-pub(crate) struct VcpuCore {
-    pub(crate) state: GuestState,
-    /// The guest's x87/SSE state (FXSAVE image) between windows.
-    fpu: KBox<FxArea>,
-    pub(crate) mmu: KBox<Mmu>,
+struct VcpuCore {
+    state: GuestState,
+    mmu: KBox<Mmu>,
     cache: PageCache,
     caps: &'static VmxCaps,
     /// An event to deliver at the next VM entry.
@@ -168,11 +183,63 @@ pub(crate) struct VcpuCore {
     id: u64,
     /// Longest interrupts-off window, in TSC ticks (module parameter `window_us`).
     window_ticks: u64,
-    pub(crate) stats: VcpuStats,
+    stats: VcpuStats,
 }
 
+/// An FXSAVE image.
+///
+/// # Invariants
+///
+/// The bytes are a valid FXSAVE image (FXRSTOR does not fault on them): the reset image
+/// of [`FxArea::RESET`] or what an FXSAVE stored.
 #[repr(C, align(16))]
 struct FxArea([u8; 512]);
+
+impl FxArea {
+    /// The image of a CPU after reset: FCW 0x37f, MXCSR 0x1f80, the rest 0.
+    const RESET: Self = {
+        let mut a = [0u8; 512];
+        a[0] = 0x7f;
+        a[1] = 0x03;
+        a[24] = 0x80;
+        a[25] = 0x1f;
+        // INVARIANT: the reset image.
+        Self(a)
+    };
+}
+
+/// The guest's x87/SSE registers are in the CPU while this value lives; dropping it stores
+/// them back into the area.
+///
+/// # Invariants
+///
+/// FXRSTOR loaded `area` on this CPU while the task owns the FPU (`'f` borrows the
+/// [`FpuOwned`], so the kernel's own FPU state comes back only after the drop).
+struct GuestFpu<'f> {
+    area: &'f mut FxArea,
+    _owned: PhantomData<&'f FpuOwned>,
+}
+
+impl<'f> GuestFpu<'f> {
+    fn load(_owned: &'f FpuOwned, area: &'f mut FxArea) -> Self {
+        // SAFETY: The FPU is ours (`_owned`); the area is 16-aligned and holds a valid
+        // FXSAVE image (`FxArea` invariant), so FXRSTOR does not fault.
+        unsafe { asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack, readonly)) };
+        // INVARIANT: loaded just above, with the FPU owned for `'f`.
+        Self {
+            area,
+            _owned: PhantomData,
+        }
+    }
+}
+
+impl Drop for GuestFpu<'_> {
+    fn drop(&mut self) {
+        // SAFETY: The FPU is still ours (type invariant); the area is writable, 16-aligned
+        // and 512 bytes. INVARIANT: FXSAVE stores a valid image.
+        unsafe { asm!("fxsave64 [{}]", in(reg) self.area.0.as_mut_ptr(), options(nostack)) };
+    }
+}
 
 /// Numbers for [`VcpuCore::id`]; 0 is never handed out (the per-CPU "last VM" starts at 0).
 static NEXT_VCPU_ID: AtomicU64 = AtomicU64::new(1);
@@ -199,57 +266,64 @@ fn guest_maxphyaddr() -> u8 {
     }
 }
 
-impl core::ops::Deref for Vcpu {
-    type Target = VcpuCore;
-    fn deref(&self) -> &VcpuCore {
-        &self.cpu
-    }
-}
-
-impl core::ops::DerefMut for Vcpu {
-    fn deref_mut(&mut self) -> &mut VcpuCore {
-        &mut self.cpu
-    }
-}
-
 impl Vcpu {
+    /// The guest's registers (GET_REGS, GET_SREGS).
+    pub(crate) fn state(&self) -> &GuestState {
+        &self.cpu.state
+    }
+
+    /// The MMU engine, for its statistics and the PDPTE check of SET_SREGS.
+    pub(crate) fn mmu(&self) -> &Mmu {
+        &self.cpu.mmu
+    }
+
+    pub(crate) fn stats(&self) -> &VcpuStats {
+        &self.cpu.stats
+    }
+
+    /// SET_REGS: false (nothing changed) if the values are invalid.
+    pub(crate) fn set_regs(&mut self, r: &uapi::Regs) -> bool {
+        self.cpu.set_regs(r)
+    }
+
+    /// SET_SREGS with values [`state::check_sregs`] and the PDPTE check accepted.
+    pub(crate) fn set_sregs(&mut self, ram: &GuestRam, s: &uapi::Sregs) {
+        self.cpu.set_sregs(ram, s)
+    }
+
     pub(crate) fn new(caps: &'static VmxCaps, cfg: mmu::Config) -> Result<KBox<Self>> {
         let mut cfg = cfg;
         cfg.maxphyaddr = guest_maxphyaddr();
         cfg.gb_pages = cpuid::has_gb_pages();
         // A vCPU's memory is charged to the VM's opener, as KVM does (GFP_KERNEL_ACCOUNT).
-        let mut fpu = KBox::new(FxArea([0; 512]), GFP_KERNEL_ACCOUNT)?;
-        // FXSAVE image of a CPU after reset: FCW 0x37f, MXCSR 0x1f80.
-        fpu.0[0] = 0x7f;
-        fpu.0[1] = 0x03;
-        fpu.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        let fpu = KBox::new(FxArea::RESET, GFP_KERNEL_ACCOUNT)?;
         Ok(KBox::new(
             Self {
                 vmxon: VmxRegion::new(caps)?,
                 vmcs: VmxRegion::new(caps)?,
-                cpu: VcpuCore {
-                state: GuestState::reset(),
                 fpu,
-                mmu: KBox::new(Mmu::new(cfg), GFP_KERNEL_ACCOUNT)?,
-                cache: PageCache::new()?,
-                caps,
-                event: None,
-                pending_exit: None,
-                completion: Completion::None,
-                paging_dirty: true,
-                triple_fault: false,
-                mmu_failed: None,
-                busy_logged: false,
-                id: NEXT_VCPU_ID.fetch_add(1, Ordering::Relaxed),
-                window_ticks: window_ticks(),
-                stats: VcpuStats {
-                    exits: [0; EXIT_REASONS],
-                    windows: 0,
-                    entries: 0,
-                    cache_refills: 0,
-                    injected_exceptions: 0,
-                    emulated_pt_writes: 0,
-                },
+                cpu: VcpuCore {
+                    state: GuestState::reset(),
+                    mmu: KBox::new(Mmu::new(cfg), GFP_KERNEL_ACCOUNT)?,
+                    cache: PageCache::new()?,
+                    caps,
+                    event: None,
+                    pending_exit: None,
+                    completion: Completion::None,
+                    paging_dirty: true,
+                    triple_fault: false,
+                    mmu_failed: None,
+                    busy_logged: false,
+                    id: NEXT_VCPU_ID.fetch_add(1, Ordering::Relaxed),
+                    window_ticks: window_ticks(),
+                    stats: VcpuStats {
+                        exits: [0; EXIT_REASONS],
+                        windows: 0,
+                        entries: 0,
+                        cache_refills: 0,
+                        injected_exceptions: 0,
+                        emulated_pt_writes: 0,
+                    },
                 },
             },
             GFP_KERNEL_ACCOUNT,
@@ -264,11 +338,16 @@ impl Vcpu {
         }
         let signal = || kernel::current!().signal_pending();
         if run.immediate_exit != 0 || signal() {
-            let cause = if run.immediate_exit != 0 { uapi::SHADOWVM_INTR_IMMEDIATE_EXIT } else { uapi::SHADOWVM_INTR_SIGNAL };
+            let cause = if run.immediate_exit != 0 {
+                uapi::SHADOWVM_INTR_IMMEDIATE_EXIT
+            } else {
+                uapi::SHADOWVM_INTR_SIGNAL
+            };
             exits::set_intr(run, cause);
             return Err(EINTR);
         }
-        let slice_end = glue::jiffies().wrapping_add(kernel::time::msecs_to_jiffies(crate::run_slice_ms()) as usize);
+        let slice_end = glue::jiffies()
+            .wrapping_add(kernel::time::msecs_to_jiffies(crate::run_slice_ms()) as usize);
         loop {
             if signal() {
                 exits::set_intr(run, uapi::SHADOWVM_INTR_SIGNAL);
@@ -292,7 +371,7 @@ impl Vcpu {
     fn window(&mut self, ram: &GuestRam, run: &mut uapi::Run) -> Result<WindowEnd> {
         let cpu = &mut self.cpu;
         cpu.stats.windows = cpu.stats.windows.wrapping_add(1);
-        let _fpu = FpuOwned::begin();
+        let fpu = FpuOwned::begin();
         let irqs = IrqsOff::save();
         // Everything of the host that a VM exit does not restore, put back on drop
         // (after VMXOFF, before interrupts come back on).
@@ -313,7 +392,9 @@ impl Vcpu {
         let end = match root.load(&self.vmcs) {
             Ok(vmcs) => {
                 let deadline = insn::rdtsc().saturating_add(cpu.window_ticks);
+                let guest_fpu = GuestFpu::load(&fpu, &mut self.fpu);
                 let end = cpu.in_window(&vmcs, ram, run, deadline);
+                drop(guest_fpu);
                 drop(vmcs);
                 end
             }
@@ -348,7 +429,7 @@ enum HostEvent {
 impl VcpuCore {
     /// SET_REGS: checked values replace the registers; a pending completion (IN, MMIO
     /// read, hypercall) is dropped, as the ABI says.
-    pub(crate) fn set_regs(&mut self, r: &uapi::Regs) -> bool {
+    fn set_regs(&mut self, r: &uapi::Regs) -> bool {
         let ok = self.state.set_regs(r);
         if ok {
             self.completion = Completion::None;
@@ -361,7 +442,7 @@ impl VcpuCore {
     /// CR3 would: PAE PDPTEs are loaded now, so later changes to them in memory have no
     /// effect until the guest writes CR3. If that cannot finish here (memory short, or the
     /// PDPTEs changed since they were checked), the next RUN does it.
-    pub(crate) fn set_sregs(&mut self, ram: &GuestRam, s: &uapi::Sregs) {
+    fn set_sregs(&mut self, ram: &GuestRam, s: &uapi::Sregs) {
         self.state.set_sregs(s);
         self.paging_dirty = true;
         self.pending_exit = None;
@@ -382,7 +463,7 @@ impl VcpuCore {
     }
 
     /// Frees the shadow tables (the VM is going away).
-    pub(crate) fn teardown(&mut self) {
+    fn teardown(&mut self) {
         self.mmu.teardown(&mut self.cache);
     }
 
@@ -402,13 +483,16 @@ impl VcpuCore {
                 };
             }
             Completion::Hypercall => self.state.gpr[0] = run.hypercall().ret,
-            Completion::MmioRead { linear, len } => return self.complete_mmio(ram, run, linear, len),
+            Completion::MmioRead { linear, len } => {
+                return self.complete_mmio(ram, run, linear, len)
+            }
         }
         false
     }
 
-    /// Inside the window: VMCS setup, then enter/exit/handle until the window must close
-    /// or `deadline` (TSC) passes. Returns how it ended and what the host must take over.
+    /// Inside the window (the guest's FPU registers already loaded, see [`GuestFpu`]): VMCS
+    /// setup, then enter/exit/handle until the window must close or `deadline` (TSC)
+    /// passes. Returns how it ended and what the host must take over.
     fn in_window(
         &mut self,
         vmcs: &CurrentVmcs<'_>,
@@ -417,12 +501,9 @@ impl VcpuCore {
         deadline: u64,
     ) -> Result<(WindowEnd, HostEvent)> {
         self.write_controls(vmcs);
-        self.write_host_state(vmcs);
+        host::write_vmcs_host_state(vmcs);
         self.state.load(vmcs);
         load_syscall_msrs(&self.state);
-        // SAFETY: The FPU is ours (FpuOwned held by the caller); the area is a valid,
-        // 16-aligned FXSAVE image (from reset or a previous FXSAVE).
-        unsafe { asm!("fxrstor64 [{}]", in(reg) self.fpu.0.as_ptr(), options(nostack, readonly)) };
 
         let mut launched = false;
         let mut exit = self.pending_exit.take();
@@ -459,8 +540,10 @@ impl VcpuCore {
                 } else {
                     uapi::SHADOWVM_INTERNAL_ERROR_UNHANDLED_EXIT
                 };
-                exits::set_internal_error(run, suberror, 0, 0, [self.state.rip, 0, 0, 0]);
-                break (WindowEnd::User, HostEvent::None);
+                break (
+                    self.internal_error(run, suberror, 0, 0, [0; 3]),
+                    HostEvent::None,
+                );
             }
             let now = insn::rdtsc();
             if glue::need_resched() || now >= deadline {
@@ -473,7 +556,10 @@ impl VcpuCore {
                 // The time left in the window, not a fresh slice per entry: a guest that
                 // exits in a tight loop cannot extend the window.
                 let ticks = (deadline - now).wrapping_shr(self.caps.preemption_timer_rate());
-                vmcs.write(VMX_PREEMPTION_TIMER_VALUE, ticks.clamp(1, u32::MAX as u64));
+                vmcs.write(
+                    VMX_PREEMPTION_TIMER_VALUE,
+                    ticks.clamp(1, u32::MAX.into()) as u32,
+                );
             }
             self.stats.entries = self.stats.entries.wrapping_add(1);
             // SAFETY: The VMCS is current with complete host, control and guest state;
@@ -483,13 +569,12 @@ impl VcpuCore {
             launched = true;
             if failed != 0 {
                 let err = vmcs.read(VM_INSTRUCTION_ERROR);
-                exits::set_fail_entry(run, err, 0);
-                break (WindowEnd::User, HostEvent::None);
+                break (exits::entry_failed(run, err.into(), 0), HostEvent::None);
             }
             self.state.save_volatile(vmcs);
             let info = ExitInfo::read(vmcs);
             self.event = None;
-            if let Some(reason) = self.stats.exits.get_mut(info.basic_reason() as usize) {
+            if let Some(reason) = self.stats.exits.get_mut(usize::from(info.basic())) {
                 *reason = reason.wrapping_add(1);
             }
             // An event whose delivery the exit interrupted is delivered again (also after
@@ -501,16 +586,15 @@ impl VcpuCore {
             if info.is_machine_check() {
                 // The host's machine check: its handler runs once the host state is back.
                 // An #MC during VM entry fails the entry, as on hardware.
-                if info.basic_reason() == EXIT_MCE_DURING_ENTRY {
-                    exits::set_fail_entry(run, info.reason as u64, info.qualification);
-                    break (WindowEnd::User, HostEvent::MachineCheck);
+                if info.basic_reason() == Some(ExitReason::MceDuringEntry) {
+                    let reason = info.reason.into_raw().into();
+                    let end = exits::entry_failed(run, reason, info.qualification);
+                    break (end, HostEvent::MachineCheck);
                 }
                 break (WindowEnd::Interrupted, HostEvent::MachineCheck);
             }
             exit = Some(info);
         };
-        // SAFETY: As for FXRSTOR above; the area is writable and 16-aligned.
-        unsafe { asm!("fxsave64 [{}]", in(reg) self.fpu.0.as_mut_ptr(), options(nostack)) };
         save_syscall_msrs(&mut self.state);
         self.state.save(vmcs);
         Ok(result)
@@ -518,7 +602,13 @@ impl VcpuCore {
 
     /// Handles one exit; `Some` when the window must close. An exit that ran out of
     /// page-cache memory is kept and handled again in the next window.
-    fn dispatch(&mut self, vmcs: &CurrentVmcs<'_>, ram: &GuestRam, run: &mut uapi::Run, info: ExitInfo) -> Option<WindowEnd> {
+    fn dispatch(
+        &mut self,
+        vmcs: &CurrentVmcs<'_>,
+        ram: &GuestRam,
+        run: &mut uapi::Run,
+        info: ExitInfo,
+    ) -> Option<WindowEnd> {
         match self.handle(vmcs, ram, run, info) {
             Handled::Resume | Handled::Raised => None,
             Handled::End(end) => Some(end),
@@ -530,7 +620,10 @@ impl VcpuCore {
     }
 
     /// Hands the guest's paging registers to the MMU (vCPU reset, SET_SREGS).
-    fn load_paging(&mut self, ram: &GuestRam) -> core::result::Result<mmu::CtlOutcome, mmu::MmuError> {
+    fn load_paging(
+        &mut self,
+        ram: &GuestRam,
+    ) -> core::result::Result<mmu::CtlOutcome, mmu::MmuError> {
         let s = &self.state;
         let (cr0, cr4, efer, cr3) = (s.cr0, s.cr4, s.efer, s.cr3);
         match self.mmu.set_mode(&mut self.cache, ram, cr0, cr4, efer)? {
@@ -542,7 +635,11 @@ impl VcpuCore {
     /// [`Self::load_paging`] at the first entry after a reset or a SET_SREGS that could
     /// not finish it. PDPTEs that cannot be loaded fail the entry as on hardware (SDM
     /// 26.3.1.6: exit reason 33 with bit 31, qualification 2); the next RUN tries again.
-    fn rebuild_paging(&mut self, ram: &GuestRam, run: &mut uapi::Run) -> core::result::Result<(), WindowEnd> {
+    fn rebuild_paging(
+        &mut self,
+        ram: &GuestRam,
+        run: &mut uapi::Run,
+    ) -> core::result::Result<(), WindowEnd> {
         match self.load_paging(ram) {
             Err(mmu::MmuError::NeedMemory) => Err(WindowEnd::NeedMemory),
             Err(e @ mmu::MmuError::LimitReached) => {
@@ -550,9 +647,12 @@ impl VcpuCore {
                 Err(WindowEnd::User)
             }
             Ok(mmu::CtlOutcome::Gp) => {
-                let reason = EXIT_INVALID_GUEST_STATE as u64 | 1 << 31;
-                exits::set_fail_entry(run, reason, ENTRY_FAIL_PDPTE);
-                Err(WindowEnd::User)
+                let reason = RawExitReason::entry_failure(ExitReason::InvalidGuestState);
+                Err(exits::entry_failed(
+                    run,
+                    reason.into_raw().into(),
+                    ENTRY_FAIL_PDPTE,
+                ))
             }
             Ok(mmu::CtlOutcome::Ok) => Ok(()),
         }
@@ -563,8 +663,10 @@ impl VcpuCore {
     fn sync_paging(&self, vmcs: &CurrentVmcs<'_>, hw: &mmu::HwPaging) {
         let s = &self.state;
         let caps = self.caps;
-        let cr0 = ((s.cr0 | hw.cr0_set | caps.cr0_fixed0) & caps.cr0_fixed1) & !(state::CR0_NW | state::CR0_CD);
-        let cr4 = (((s.cr4 & !hw.cr4_mask) | hw.cr4 | state::CR4_MCE) | caps.cr4_fixed0) & caps.cr4_fixed1;
+        let cr0 = ((s.cr0 | hw.cr0_set | caps.cr0_fixed0) & caps.cr0_fixed1)
+            & !(x86::CR0_NW | x86::CR0_CD);
+        let cr4 =
+            (((s.cr4 & !hw.cr4_mask) | hw.cr4 | x86::CR4_MCE) | caps.cr4_fixed0) & caps.cr4_fixed1;
         let efer = (s.efer & !hw.efer_mask) | hw.efer;
         vmcs.write(GUEST_CR0, cr0);
         vmcs.write(GUEST_CR4, cr4);
@@ -572,36 +674,53 @@ impl VcpuCore {
         vmcs.write(GUEST_IA32_EFER, efer);
         vmcs.write(CR0_READ_SHADOW, s.cr0);
         vmcs.write(CR4_READ_SHADOW, s.cr4);
-        let ia32e = if efer & state::EFER_LMA != 0 { ENTRY_IA32E_MODE } else { 0 };
-        let entry = self.caps.entry.must_be_one | ENTRY_LOAD_EFER | ENTRY_LOAD_DEBUG_CONTROLS | ia32e;
-        vmcs.write(VM_ENTRY_CONTROLS, (entry & self.caps.entry.may_be_one) as u64);
+        let entry = EntryControls::from_raw(0)
+            .with_load_efer(true)
+            .with_load_debug_controls(true)
+            .with_ia32e_mode(efer & x86::EFER_LMA != 0);
+        vmcs.write(VM_ENTRY_CONTROLS, caps.entry.adjust(entry.into_raw()));
     }
 
     fn write_controls(&self, vmcs: &CurrentVmcs<'_>) {
         let c = self.caps;
-        let mut pin = PIN_EXT_INTR_EXITING | PIN_NMI_EXITING;
-        if c.has_preemption_timer() {
-            pin |= PIN_PREEMPTION_TIMER;
+        let pin = PinControls::from_raw(0)
+            .with_ext_intr_exiting(true)
+            .with_nmi_exiting(true)
+            .with_preemption_timer(c.has_preemption_timer());
+        let proc2 = Proc2Controls::from_raw(0).with_enable_invpcid(c.has_invpcid());
+        let secondary = proc2.into_raw() != 0;
+        let proc = ProcControls::from_raw(0)
+            .with_hlt_exiting(true)
+            .with_invlpg_exiting(true)
+            .with_mwait_exiting(true)
+            .with_rdpmc_exiting(true)
+            .with_cr3_load_exiting(true)
+            .with_cr3_store_exiting(true)
+            .with_cr8_load_exiting(true)
+            .with_cr8_store_exiting(true)
+            .with_mov_dr_exiting(true)
+            .with_uncond_io_exiting(true)
+            .with_monitor_exiting(true)
+            .with_secondary(secondary);
+        vmcs.write(PIN_BASED_VM_EXEC_CONTROL, c.pin.adjust(pin.into_raw()));
+        vmcs.write(CPU_BASED_VM_EXEC_CONTROL, c.proc.adjust(proc.into_raw()));
+        if secondary {
+            vmcs.write(SECONDARY_VM_EXEC_CONTROL, c.proc2.adjust(proc2.into_raw()));
         }
-        let mut proc = PROC_HLT_EXITING | PROC_INVLPG_EXITING | PROC_MWAIT_EXITING | PROC_RDPMC_EXITING
-            | PROC_CR3_LOAD_EXITING | PROC_CR3_STORE_EXITING | PROC_CR8_LOAD_EXITING
-            | PROC_CR8_STORE_EXITING | PROC_MOV_DR_EXITING | PROC_UNCOND_IO_EXITING | PROC_MONITOR_EXITING;
-        let proc2 = if c.has_invpcid() { PROC2_ENABLE_INVPCID } else { 0 };
-        if proc2 != 0 {
-            proc |= PROC_SECONDARY;
-        }
-        vmcs.write(PIN_BASED_VM_EXEC_CONTROL, ((pin | c.pin.must_be_one) & c.pin.may_be_one) as u64);
-        vmcs.write(CPU_BASED_VM_EXEC_CONTROL, ((proc | c.proc.must_be_one) & c.proc.may_be_one) as u64);
-        if proc2 != 0 {
-            vmcs.write(SECONDARY_VM_EXEC_CONTROL, ((proc2 | c.proc2.must_be_one) & c.proc2.may_be_one) as u64);
-        }
-        let exit = EXIT_HOST_ADDR_SPACE_SIZE | EXIT_SAVE_EFER | EXIT_LOAD_EFER | EXIT_SAVE_DEBUG_CONTROLS;
-        vmcs.write(VM_EXIT_CONTROLS, ((exit | c.exit.must_be_one) & c.exit.may_be_one) as u64);
+        let exit = ExitControls::from_raw(0)
+            .with_host_addr_space_size(true)
+            .with_save_efer(true)
+            .with_load_efer(true)
+            .with_save_debug_controls(true);
+        vmcs.write(VM_EXIT_CONTROLS, c.exit.adjust(exit.into_raw()));
         // #PF for the shadow MMU (all of them: mask = match = 0); #MC for the host; #DB and
         // #AC because their delivery can fault again with the same vector, which the CPU
         // would repeat forever in microcode with no exit (CVE-2015-8104, CVE-2015-5307).
-        let intercepted = [exits::DB, exits::AC, exits::MC, exits::PF];
-        vmcs.write(EXCEPTION_BITMAP, intercepted.iter().fold(0u64, |m, &v| m | 1u64.wrapping_shl(v.into())));
+        let intercepted = [vector::DB, vector::AC, vector::MC, vector::PF];
+        let bitmap = intercepted
+            .iter()
+            .fold(0u32, |m, &v| m | 1u32.wrapping_shl(v.into()));
+        vmcs.write(EXCEPTION_BITMAP, bitmap);
         vmcs.write(PAGE_FAULT_ERROR_CODE_MASK, 0);
         vmcs.write(PAGE_FAULT_ERROR_CODE_MATCH, 0);
         vmcs.write(CR3_TARGET_COUNT, 0);
@@ -614,63 +733,6 @@ impl VcpuCore {
         vmcs.write(VM_ENTRY_INTR_INFO_FIELD, 0);
         vmcs.write(TSC_OFFSET, 0);
     }
-
-    /// Host state: this CPU's real registers, loaded by every VM exit.
-    fn write_host_state(&self, vmcs: &CurrentVmcs<'_>) {
-        let (gdt_base, idt_base, tr) = descriptor_tables();
-        let cr0: u64;
-        let cr3: u64;
-        // SAFETY: Reading control registers has no side effects.
-        unsafe {
-            asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack, preserves_flags));
-            asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags));
-        }
-        vmcs.write(HOST_CR0, cr0);
-        vmcs.write(HOST_CR3, cr3);
-        vmcs.write(HOST_CR4, insn::read_cr4());
-        vmcs.write(HOST_CS_SELECTOR, KERNEL_CS);
-        vmcs.write(HOST_SS_SELECTOR, KERNEL_DS);
-        for f in [HOST_DS_SELECTOR, HOST_ES_SELECTOR, HOST_FS_SELECTOR, HOST_GS_SELECTOR] {
-            vmcs.write(f, 0);
-        }
-        vmcs.write(HOST_TR_SELECTOR, tr as u64);
-        vmcs.write(HOST_TR_BASE, tss_base(gdt_base, tr));
-        vmcs.write(HOST_GDTR_BASE, gdt_base);
-        vmcs.write(HOST_IDTR_BASE, idt_base);
-        vmcs.write(HOST_FS_BASE, glue::rdmsr(MSR_FS_BASE).unwrap_or(0));
-        vmcs.write(HOST_GS_BASE, glue::rdmsr(MSR_GS_BASE).unwrap_or(0));
-        vmcs.write(HOST_IA32_SYSENTER_CS, glue::rdmsr(MSR_SYSENTER_CS).unwrap_or(0));
-        vmcs.write(HOST_IA32_SYSENTER_ESP, glue::rdmsr(MSR_SYSENTER_ESP).unwrap_or(0));
-        vmcs.write(HOST_IA32_SYSENTER_EIP, glue::rdmsr(MSR_SYSENTER_EIP).unwrap_or(0));
-        vmcs.write(HOST_IA32_EFER, glue::rdmsr(MSR_EFER).unwrap_or(0));
-        // SAFETY: Only the address of the exit label is taken.
-        vmcs.write(HOST_RIP, core::ptr::addr_of!(shadowvm_vmx_exit) as u64);
-    }
-
-    /// Queues an exception for the next entry, merging it with an event that was being
-    /// delivered when the exit happened (SDM 6.15, "double fault" rules).
-    pub(crate) fn queue_exception(&mut self, vector: u8, error_code: Option<u32>, cr2: Option<u64>) {
-        self.stats.injected_exceptions = self.stats.injected_exceptions.wrapping_add(1);
-        let new = Event::exception(vector, error_code, cr2);
-        self.event = match self.event {
-            None => Some(new),
-            Some(old) => exits::merge_events(old, new),
-        };
-        self.triple_fault = self.event.is_none();
-    }
-
-    fn inject_event(&mut self, vmcs: &CurrentVmcs<'_>) {
-        let Some(ev) = self.event else {
-            vmcs.write(VM_ENTRY_INTR_INFO_FIELD, 0);
-            return;
-        };
-        if let Some(cr2) = ev.cr2 {
-            self.state.gpr[state::CR2] = cr2;
-        }
-        vmcs.write(VM_ENTRY_INTR_INFO_FIELD, ev.info as u64);
-        vmcs.write(VM_ENTRY_EXCEPTION_ERROR_CODE, ev.error_code as u64);
-        vmcs.write(VM_ENTRY_INSTRUCTION_LEN, ev.instruction_len as u64);
-    }
 }
 
 // SAFETY: The raw pointers inside (MMU and page-cache pages) point to kernel pages owned
@@ -681,190 +743,4 @@ impl Drop for VcpuCore {
     fn drop(&mut self) {
         self.teardown();
     }
-}
-
-const KERNEL_CS: u64 = 0x10;
-const KERNEL_DS: u64 = 0x18;
-pub(crate) const MSR_EFER: u32 = 0xc000_0080;
-pub(crate) const MSR_STAR: u32 = 0xc000_0081;
-pub(crate) const MSR_LSTAR: u32 = 0xc000_0082;
-pub(crate) const MSR_CSTAR: u32 = 0xc000_0083;
-pub(crate) const MSR_SFMASK: u32 = 0xc000_0084;
-pub(crate) const MSR_FS_BASE: u32 = 0xc000_0100;
-pub(crate) const MSR_GS_BASE: u32 = 0xc000_0101;
-pub(crate) const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
-pub(crate) const MSR_SYSENTER_CS: u32 = 0x174;
-pub(crate) const MSR_SYSENTER_ESP: u32 = 0x175;
-pub(crate) const MSR_SYSENTER_EIP: u32 = 0x176;
-
-/// GDT base, IDT base and TR selector of this CPU.
-fn descriptor_tables() -> (u64, u64, u16) {
-    let mut gdt = [0u8; 10];
-    let mut idt = [0u8; 10];
-    let tr: u16;
-    // SAFETY: SGDT/SIDT store 10 bytes into the buffers; STR reads a register.
-    unsafe {
-        asm!("sgdt [{}]", in(reg) gdt.as_mut_ptr(), options(nostack));
-        asm!("sidt [{}]", in(reg) idt.as_mut_ptr(), options(nostack));
-        asm!("str {0:x}", out(reg) tr, options(nomem, nostack));
-    }
-    let base = |b: &[u8; 10]| u64::from_le_bytes([b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9]]);
-    (base(&gdt), base(&idt), tr)
-}
-
-/// Base of the 64-bit TSS descriptor `tr` in the GDT at `gdt`.
-fn tss_base(gdt: u64, tr: u16) -> u64 {
-    let desc = gdt.wrapping_add((tr & !7) as u64) as *const u64;
-    // SAFETY: The kernel's GDT is mapped and TR indexes its 16-byte TSS descriptor.
-    let (lo, hi) = unsafe { (desc.read_unaligned(), desc.add(1).read_unaligned()) };
-    ((lo >> 16) & 0xff_ffff) | (((lo >> 56) & 0xff) << 24) | ((hi & 0xffff_ffff) << 32)
-}
-
-/// MSRs the guest's instructions use directly but VMX does not switch (SWAPGS, SYSCALL):
-/// the guest's values are in the CPU only while the window is open ([`HostState`] puts
-/// the host's back).
-const SYSCALL_MSRS: [u32; 5] = [MSR_KERNEL_GS_BASE, MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SFMASK];
-
-fn load_syscall_msrs(s: &GuestState) {
-    for (msr, v) in SYSCALL_MSRS.into_iter().zip([s.kernel_gs_base, s.star, s.lstar, s.cstar, s.sfmask]) {
-        wrmsr(msr, v);
-    }
-}
-
-/// Saves what the guest can change without an exit (SWAPGS changes KERNEL_GS_BASE).
-fn save_syscall_msrs(s: &mut GuestState) {
-    s.kernel_gs_base = glue::rdmsr(MSR_KERNEL_GS_BASE).unwrap_or(0);
-}
-
-/// Debug-register bits that enable a breakpoint (DR7.L0-G3).
-const DR7_ENABLES: u64 = 0xff;
-/// DR7 as a VM exit leaves it.
-const DR7_RESET: u64 = 0x400;
-const MSR_IA32_DEBUGCTL: u32 = 0x1d9;
-
-/// The host state a VM exit does not restore, saved before a window and put back when
-/// dropped, in the order the dependencies need: LDT before the selectors that may point
-/// into it, GS before KERNEL_GS_BASE (loading GS through `load_gs_index` changes it),
-/// breakpoint addresses before DR7, and the GDT/TSS limits last (KVM:
-/// `vmx_prepare_switch_to_host`, `hw_breakpoint_restore`).
-///
-/// # Invariants
-///
-/// Interrupts are off for `'irq`; while the value lives the CPU may hold the guest's
-/// syscall MSRs and, when `guest_drs` is set, the guest's DR0-3.
-struct HostState<'irq> {
-    irqs: &'irq IrqsOff,
-    ds: u16,
-    es: u16,
-    fs: u16,
-    gs: u16,
-    ldt: u16,
-    /// FS base, when FS holds a selector whose reload would change it.
-    fs_base: u64,
-    msrs: [u64; SYSCALL_MSRS.len()],
-    dr7: u64,
-    debugctl: u64,
-    /// The host's DR0-3 and DR6, when the guest's breakpoints were loaded.
-    host_drs: Option<[u64; 5]>,
-}
-
-impl<'irq> HostState<'irq> {
-    /// Saves the host's state and loads the guest's breakpoint addresses if it has any
-    /// enabled (DR7 itself is loaded by VM entry).
-    fn save(irqs: &'irq IrqsOff, guest: &GuestState) -> Self {
-        let (ds, es, fs, gs, ldt): (u16, u16, u16, u16, u16);
-        // SAFETY: Reading segment selectors and LDTR has no side effects.
-        unsafe {
-            asm!("mov {0:x}, ds", out(reg) ds, options(nomem, nostack, preserves_flags));
-            asm!("mov {0:x}, es", out(reg) es, options(nomem, nostack, preserves_flags));
-            asm!("mov {0:x}, fs", out(reg) fs, options(nomem, nostack, preserves_flags));
-            asm!("mov {0:x}, gs", out(reg) gs, options(nomem, nostack, preserves_flags));
-            asm!("sldt {0:x}", out(reg) ldt, options(nomem, nostack, preserves_flags));
-        }
-        let mut msrs = [0; SYSCALL_MSRS.len()];
-        for (v, msr) in msrs.iter_mut().zip(SYSCALL_MSRS) {
-            *v = glue::rdmsr(msr).unwrap_or(0);
-        }
-        let dr7 = insn::read_dr::<7>();
-        let host_drs = (guest.dr7 & DR7_ENABLES != 0).then(|| {
-            let host = [insn::read_dr::<0>(), insn::read_dr::<1>(), insn::read_dr::<2>(), insn::read_dr::<3>(), insn::read_dr::<6>()];
-            // SAFETY: Interrupts are off and `drop` writes the host's values back. The
-            // host's breakpoints are disabled first (as KVM does), so none fires on a guest
-            // address before VM entry loads the guest's DR7.
-            unsafe {
-                insn::write_dr::<7>(DR7_RESET);
-                insn::write_dr::<0>(guest.dr[0]);
-                insn::write_dr::<1>(guest.dr[1]);
-                insn::write_dr::<2>(guest.dr[2]);
-                insn::write_dr::<3>(guest.dr[3]);
-            }
-            host
-        });
-        Self {
-            irqs,
-            ds,
-            es,
-            fs,
-            gs,
-            ldt,
-            fs_base: if fs != 0 { glue::rdmsr(MSR_FS_BASE).unwrap_or(0) } else { 0 },
-            msrs,
-            dr7,
-            debugctl: glue::rdmsr(MSR_IA32_DEBUGCTL).unwrap_or(0),
-            host_drs,
-        }
-    }
-
-}
-
-impl Drop for HostState<'_> {
-    fn drop(&mut self) {
-        // SAFETY: These are the values the CPU held before the window, valid in the same
-        // GDT/LDT; interrupts are off (type invariant) so nothing observes the
-        // intermediate state. GS goes through `load_gs_index`, which keeps the kernel's
-        // GS base.
-        unsafe {
-            asm!("mov ds, {0:x}", in(reg) self.ds, options(nostack, preserves_flags));
-            asm!("mov es, {0:x}", in(reg) self.es, options(nostack, preserves_flags));
-            if self.ldt != 0 {
-                asm!("lldt {0:x}", in(reg) self.ldt, options(nostack, preserves_flags));
-            }
-        }
-        // A VM exit loads null FS/GS selectors (HOST_FS/GS_SELECTOR): a 32-bit task's TLS
-        // selectors would be gone when it returns to user mode.
-        glue::load_user_segments(self.irqs, self.fs, self.gs, self.fs_base);
-        for (msr, v) in SYSCALL_MSRS.into_iter().zip(self.msrs) {
-            wrmsr(msr, v);
-        }
-        if let Some([dr0, dr1, dr2, dr3, dr6]) = self.host_drs {
-            // SAFETY: The host's own values, saved in `save` with interrupts off.
-            unsafe {
-                insn::write_dr::<0>(dr0);
-                insn::write_dr::<1>(dr1);
-                insn::write_dr::<2>(dr2);
-                insn::write_dr::<3>(dr3);
-                insn::write_dr::<6>(dr6);
-            }
-        }
-        // A VM exit clears DR7 and IA32_DEBUGCTL: the host's breakpoints (ptrace, perf)
-        // and branch tracing would silently stop on this CPU.
-        if self.dr7 != DR7_RESET {
-            // SAFETY: The host's own DR7, its breakpoint addresses restored just above.
-            unsafe { insn::write_dr::<7>(self.dr7) };
-        }
-        if self.debugctl != 0 {
-            wrmsr(MSR_IA32_DEBUGCTL, self.debugctl);
-        }
-        glue::restore_host_descriptors(self.irqs);
-    }
-}
-
-/// Writes an MSR of this file's fixed set (the syscall MSRs, exist on every x86-64 CPU
-/// with VMX; DEBUGCTL and SPEC_CTRL with the host's own value, read from the CPU).
-pub(super) fn wrmsr(msr: u32, v: u64) {
-    // SAFETY: Called with interrupts off around a window; the values are the host's own or
-    // the guest's, checked canonical at WRMSR emulation.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack))
-    };
 }

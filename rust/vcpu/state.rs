@@ -9,36 +9,20 @@
 use crate::uapi::{self, Dtable, Segment};
 use crate::vmx::vmcs::*;
 use crate::vmx::window::CurrentVmcs;
+use crate::x86::{
+    CR0_CD, CR0_DEFINED, CR0_ET, CR0_NE, CR0_NW, CR0_PE, CR0_PG, CR4_FSGSBASE, CR4_LOW11, CR4_PAE,
+    CR4_PCIDE, CR4_SMAP, CR4_SMEP, DR6_ACTIVE_LOW, DR7_RESET, EFER_LMA, EFER_LME, EFER_NXE,
+    EFER_SCE,
+};
+use kernel::num::Bounded;
 
-pub(crate) const CR0_PE: u64 = 1 << 0;
-pub(crate) const CR0_MP: u64 = 1 << 1;
-pub(crate) const CR0_EM: u64 = 1 << 2;
-pub(crate) const CR0_TS: u64 = 1 << 3;
-pub(crate) const CR0_ET: u64 = 1 << 4;
-pub(crate) const CR0_NE: u64 = 1 << 5;
-pub(crate) const CR0_WP: u64 = 1 << 16;
-pub(crate) const CR0_AM: u64 = 1 << 18;
-pub(crate) const CR0_NW: u64 = 1 << 29;
-pub(crate) const CR0_CD: u64 = 1 << 30;
-pub(crate) const CR0_PG: u64 = 1 << 31;
 /// CR0 bits a guest may set (the rest are reserved: #GP).
-pub(crate) const CR0_VALID: u64 =
-    CR0_PE | CR0_MP | CR0_EM | CR0_TS | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_NW | CR0_CD | CR0_PG;
-
-pub(crate) const CR4_PAE: u64 = 1 << 5;
-pub(crate) const CR4_MCE: u64 = 1 << 6;
-pub(crate) const CR4_PCIDE: u64 = 1 << 17;
+pub(crate) const CR0_VALID: u64 = CR0_DEFINED;
 /// CR4 bits a guest may set: VME PVI TSD DE PSE PAE MCE PGE PCE OSFXSR OSXMMEXCPT, FSGSBASE,
 /// PCIDE, SMEP, SMAP. Not VMXE (no nested VMX), OSXSAVE (XSAVE is hidden), LA57, PKE, CET.
-pub(crate) const CR4_VALID: u64 = 0x7ff | (1 << 16) | CR4_PCIDE | (1 << 20) | (1 << 21);
-
-pub(crate) const EFER_SCE: u64 = 1 << 0;
-pub(crate) const EFER_LME: u64 = 1 << 8;
-pub(crate) const EFER_LMA: u64 = 1 << 10;
-pub(crate) const EFER_NXE: u64 = 1 << 11;
+pub(crate) const CR4_VALID: u64 = CR4_LOW11 | CR4_FSGSBASE | CR4_PCIDE | CR4_SMEP | CR4_SMAP;
+/// EFER bits a guest may set.
 pub(crate) const EFER_VALID: u64 = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
-
-pub(crate) const RFLAGS_AC: u64 = 1 << 18;
 
 /// Segment registers in VMCS order (the encodings of ES..GS, LDTR, TR step by 2).
 pub(crate) const ES: usize = 0;
@@ -54,7 +38,7 @@ pub(crate) const TR: usize = 7;
 ///
 /// # Invariants
 ///
-/// The values satisfy [`GuestState::check`] whenever a window is entered: everything
+/// The values satisfy [`check_sregs`] whenever a window is entered: everything
 /// userspace sets is checked on the way in, and the guest can only change them through
 /// instructions the CPU or the exit handlers check.
 #[derive(Clone, Copy, Default)]
@@ -95,35 +79,37 @@ pub(crate) struct GuestState {
 pub(crate) const CR2: usize = 16;
 pub(crate) const RSP: usize = 4;
 
-/// Access-rights bytes of a segment in the VMCS format (SDM 25.4.1, table 25-2).
-fn ar_bytes(s: &Segment) -> u64 {
+/// Access rights of a segment in the VMCS format.
+fn access_rights(s: &Segment) -> AccessRights {
     if s.unusable != 0 {
-        return 1 << 16;
+        return AccessRights::from_raw(0).with_unusable(true);
     }
-    (s.type_ as u64 & 0xf)
-        | ((s.s as u64 & 1) << 4)
-        | ((s.dpl as u64 & 3) << 5)
-        | ((s.present as u64 & 1) << 7)
-        | ((s.avl as u64 & 1) << 12)
-        | ((s.l as u64 & 1) << 13)
-        | ((s.db as u64 & 1) << 14)
-        | ((s.g as u64 & 1) << 15)
+    AccessRights::from_raw(0)
+        .with_seg_type(Bounded::from_expr(u32::from(s.type_) & 0xf))
+        .with_s(s.s & 1 != 0)
+        .with_dpl(Bounded::from_expr(u32::from(s.dpl) & 3))
+        .with_present(s.present & 1 != 0)
+        .with_avl(s.avl & 1 != 0)
+        .with_l(s.l & 1 != 0)
+        .with_db(s.db & 1 != 0)
+        .with_g(s.g & 1 != 0)
 }
 
-fn from_ar_bytes(ar: u64, base: u64, limit: u32, selector: u16) -> Segment {
+fn segment_from(ar: AccessRights, base: u64, limit: u32, selector: u16) -> Segment {
+    let bit = |b: Bounded<u32, 1>| u8::from(b.into_bool());
     Segment {
         base,
         limit,
         selector,
-        type_: (ar & 0xf) as u8,
-        s: ((ar >> 4) & 1) as u8,
-        dpl: ((ar >> 5) & 3) as u8,
-        present: ((ar >> 7) & 1) as u8,
-        avl: ((ar >> 12) & 1) as u8,
-        l: ((ar >> 13) & 1) as u8,
-        db: ((ar >> 14) & 1) as u8,
-        g: ((ar >> 15) & 1) as u8,
-        unusable: ((ar >> 16) & 1) as u8,
+        type_: ar.seg_type().get() as u8,
+        s: bit(ar.s()),
+        dpl: ar.dpl().get() as u8,
+        present: bit(ar.present()),
+        avl: bit(ar.avl()),
+        l: bit(ar.l()),
+        db: bit(ar.db()),
+        g: bit(ar.g()),
+        unusable: bit(ar.unusable()),
         padding: 0,
     }
 }
@@ -133,19 +119,38 @@ impl GuestState {
     /// segments, no GDT/IDT. Userspace sets its own before the first RUN.
     pub(crate) fn reset() -> Self {
         let flat = |type_: u8, selector: u16| Segment {
-            base: 0, limit: 0xffff_ffff, selector, type_, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1,
-            avl: 0, unusable: 0, padding: 0,
+            base: 0,
+            limit: 0xffff_ffff,
+            selector,
+            type_,
+            present: 1,
+            dpl: 0,
+            db: 1,
+            s: 1,
+            l: 0,
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
         };
         let mut seg = [flat(3, 0x10); 8];
         seg[CS] = flat(11, 0x08);
-        seg[LDTR] = Segment { unusable: 1, ..Segment::default() };
-        seg[TR] = Segment { type_: 11, present: 1, limit: 0x67, ..Segment::default() };
+        seg[LDTR] = Segment {
+            unusable: 1,
+            ..Segment::default()
+        };
+        seg[TR] = Segment {
+            type_: 11,
+            present: 1,
+            limit: 0x67,
+            ..Segment::default()
+        };
         Self {
             rflags: 2,
             seg,
             cr0: CR0_PE | CR0_ET | CR0_NE,
-            dr6: 0xffff_0ff0,
-            dr7: 0x400,
+            dr6: DR6_ACTIVE_LOW,
+            dr7: DR7_RESET,
             pat: 0x0007_0406_0007_0406,
             ..Self::default()
         }
@@ -167,8 +172,22 @@ impl GuestState {
     pub(crate) fn regs(&self) -> uapi::Regs {
         let g = &self.gpr;
         uapi::Regs {
-            rax: g[0], rcx: g[1], rdx: g[2], rbx: g[3], rsp: g[4], rbp: g[5], rsi: g[6], rdi: g[7],
-            r8: g[8], r9: g[9], r10: g[10], r11: g[11], r12: g[12], r13: g[13], r14: g[14], r15: g[15],
+            rax: g[0],
+            rcx: g[1],
+            rdx: g[2],
+            rbx: g[3],
+            rsp: g[4],
+            rbp: g[5],
+            rsi: g[6],
+            rdi: g[7],
+            r8: g[8],
+            r9: g[9],
+            r10: g[10],
+            r11: g[11],
+            r12: g[12],
+            r13: g[13],
+            r14: g[14],
+            r15: g[15],
             rip: self.rip,
             rflags: self.rflags,
         }
@@ -194,10 +213,21 @@ impl GuestState {
 
     pub(crate) fn sregs(&self) -> uapi::Sregs {
         uapi::Sregs {
-            cs: self.seg[CS], ds: self.seg[DS], es: self.seg[ES], fs: self.seg[FS], gs: self.seg[GS],
-            ss: self.seg[SS], tr: self.seg[TR], ldt: self.seg[LDTR],
-            gdt: self.gdt, idt: self.idt,
-            cr0: self.cr0, cr2: self.gpr[CR2], cr3: self.cr3, cr4: self.cr4, efer: self.efer,
+            cs: self.seg[CS],
+            ds: self.seg[DS],
+            es: self.seg[ES],
+            fs: self.seg[FS],
+            gs: self.seg[GS],
+            ss: self.seg[SS],
+            tr: self.seg[TR],
+            ldt: self.seg[LDTR],
+            gdt: self.gdt,
+            idt: self.idt,
+            cr0: self.cr0,
+            cr2: self.gpr[CR2],
+            cr3: self.cr3,
+            cr4: self.cr4,
+            efer: self.efer,
             apic_base: 0,
         }
     }
@@ -222,19 +252,18 @@ impl GuestState {
     }
 
     /// Writes the guest-state area of the VMCS (except what the MMU decides: GUEST_CR0/3/4,
-    /// EFER and the read shadows, see `Vcpu::sync_paging`).
+    /// EFER and the read shadows, see `VcpuCore::sync_paging`).
     pub(crate) fn load(&self, vmcs: &CurrentVmcs<'_>) {
-        for (i, s) in self.seg.iter().enumerate() {
-            let step = 2 * i as u32;
-            vmcs.write(GUEST_ES_SELECTOR + step, s.selector as u64);
-            vmcs.write(GUEST_ES_LIMIT + step, s.limit as u64);
-            vmcs.write(GUEST_ES_AR_BYTES + step, ar_bytes(s));
-            vmcs.write(GUEST_ES_BASE + step, s.base);
+        for (s, f) in self.seg.iter().zip(GUEST_SEGMENTS) {
+            vmcs.write(f.selector, s.selector);
+            vmcs.write(f.limit, s.limit);
+            vmcs.write(f.access_rights, access_rights(s).into_raw());
+            vmcs.write(f.base, s.base);
         }
         vmcs.write(GUEST_GDTR_BASE, self.gdt.base);
-        vmcs.write(GUEST_GDTR_LIMIT, self.gdt.limit as u64);
+        vmcs.write(GUEST_GDTR_LIMIT, self.gdt.limit.into());
         vmcs.write(GUEST_IDTR_BASE, self.idt.base);
-        vmcs.write(GUEST_IDTR_LIMIT, self.idt.limit as u64);
+        vmcs.write(GUEST_IDTR_LIMIT, self.idt.limit.into());
         vmcs.write(GUEST_RSP, self.gpr[RSP]);
         vmcs.write(GUEST_RIP, self.rip);
         vmcs.write(GUEST_RFLAGS, self.rflags);
@@ -242,10 +271,11 @@ impl GuestState {
         // (`vcpu::HostState`), DR7 by the "load debug controls" entry control. #DB is
         // intercepted, so a breakpoint loop always comes back through VM exits.
         vmcs.write(GUEST_DR7, self.dr7);
-        vmcs.write(GUEST_SYSENTER_CS, self.sysenter_cs);
+        // A 32-bit field: VMWRITE would ignore the upper half too.
+        vmcs.write(GUEST_SYSENTER_CS, self.sysenter_cs as u32);
         vmcs.write(GUEST_SYSENTER_ESP, self.sysenter_esp);
         vmcs.write(GUEST_SYSENTER_EIP, self.sysenter_eip);
-        vmcs.write(GUEST_INTERRUPTIBILITY_INFO, self.interruptibility);
+        vmcs.write(GUEST_INTERRUPTIBILITY_INFO, self.interruptibility as u32);
         vmcs.write(GUEST_ACTIVITY_STATE, 0);
         vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, self.pending_dbg);
         vmcs.write(GUEST_IA32_DEBUGCTL, 0);
@@ -261,7 +291,7 @@ impl GuestState {
         self.gdt.limit = vmcs.read(GUEST_GDTR_LIMIT) as u16;
         self.idt.base = vmcs.read(GUEST_IDTR_BASE);
         self.idt.limit = vmcs.read(GUEST_IDTR_LIMIT) as u16;
-        self.sysenter_cs = vmcs.read(GUEST_SYSENTER_CS);
+        self.sysenter_cs = vmcs.read(GUEST_SYSENTER_CS).into();
         self.sysenter_esp = vmcs.read(GUEST_SYSENTER_ESP);
         self.sysenter_eip = vmcs.read(GUEST_SYSENTER_EIP);
         self.pending_dbg = vmcs.read(GUEST_PENDING_DBG_EXCEPTIONS);
@@ -269,13 +299,12 @@ impl GuestState {
 
     /// Reads the segment registers back: the guest loads them without exits.
     pub(crate) fn save_segments(&mut self, vmcs: &CurrentVmcs<'_>) {
-        for i in 0..self.seg.len() {
-            let step = 2 * i as u32;
-            self.seg[i] = from_ar_bytes(
-                vmcs.read(GUEST_ES_AR_BYTES + step),
-                vmcs.read(GUEST_ES_BASE + step),
-                vmcs.read(GUEST_ES_LIMIT + step) as u32,
-                vmcs.read(GUEST_ES_SELECTOR + step) as u16,
+        for (s, f) in self.seg.iter_mut().zip(GUEST_SEGMENTS) {
+            *s = segment_from(
+                AccessRights::from_raw(vmcs.read(f.access_rights)),
+                vmcs.read(f.base),
+                vmcs.read(f.limit),
+                vmcs.read(f.selector),
             );
         }
     }
@@ -285,9 +314,11 @@ impl GuestState {
         self.gpr[RSP] = vmcs.read(GUEST_RSP);
         self.rip = vmcs.read(GUEST_RIP);
         self.rflags = vmcs.read(GUEST_RFLAGS);
-        self.interruptibility = vmcs.read(GUEST_INTERRUPTIBILITY_INFO);
-        self.seg[CS].l = ((vmcs.read(GUEST_CS_AR_BYTES) >> 13) & 1) as u8;
-        self.seg[SS].dpl = ((vmcs.read(GUEST_SS_AR_BYTES) >> 5) & 3) as u8;
+        self.interruptibility = vmcs.read(GUEST_INTERRUPTIBILITY_INFO).into();
+        let cs = AccessRights::from_raw(vmcs.read(GUEST_CS_AR_BYTES));
+        let ss = AccessRights::from_raw(vmcs.read(GUEST_SS_AR_BYTES));
+        self.seg[CS].l = u8::from(cs.l().into_bool());
+        self.seg[SS].dpl = ss.dpl().get() as u8;
     }
 
     /// Writes back what [`Self::save_volatile`] read (the handlers may have changed it).
@@ -295,7 +326,7 @@ impl GuestState {
         vmcs.write(GUEST_RSP, self.gpr[RSP]);
         vmcs.write(GUEST_RIP, self.rip);
         vmcs.write(GUEST_RFLAGS, self.rflags);
-        vmcs.write(GUEST_INTERRUPTIBILITY_INFO, self.interruptibility);
+        vmcs.write(GUEST_INTERRUPTIBILITY_INFO, self.interruptibility as u32);
     }
 }
 
@@ -309,7 +340,11 @@ fn seg_ok(s: &Segment, code: bool) -> bool {
     if s.unusable != 0 {
         return !code;
     }
-    let limit_ok = if s.g != 0 { s.limit & 0xfff == 0xfff } else { s.limit >> 20 == 0 };
+    let limit_ok = if s.g != 0 {
+        s.limit & 0xfff == 0xfff
+    } else {
+        s.limit >> 20 == 0
+    };
     s.present != 0 && s.s != 0 && limit_ok && s.type_ & 1 != 0 && (s.type_ & 8 != 0) == code
 }
 
@@ -319,7 +354,9 @@ pub(crate) fn check_sregs(s: &uapi::Sregs) -> bool {
     let cr0 = s.cr0 | CR0_ET;
     let lma = s.efer & EFER_LMA != 0;
     let paging = cr0 & CR0_PG != 0;
-    let selectors_ok = [&s.ds, &s.es, &s.fs, &s.gs].iter().all(|d| seg_ok(d, false) || d.unusable != 0);
+    let selectors_ok = [&s.ds, &s.es, &s.fs, &s.gs]
+        .iter()
+        .all(|d| seg_ok(d, false) || d.unusable != 0);
     s.apic_base == 0
         && cr0 & !CR0_VALID == 0
         // Protected mode only: real mode would need unrestricted guest or vm86 emulation.

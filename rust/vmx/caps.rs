@@ -6,22 +6,10 @@
 //! VMX instructions cannot fail for a reason we could have known in advance.
 
 use crate::glue::rdmsr;
+use crate::vmx::vmcs::{PinControls, Proc2Controls, ProcControls};
+use crate::x86::msr;
 use core::fmt;
 use kernel::prelude::*;
-
-// MSR numbers (Intel SDM Vol. 4 and Appendix A).
-const MSR_IA32_FEATURE_CONTROL: u32 = 0x3a;
-const MSR_IA32_VMX_BASIC: u32 = 0x480;
-const MSR_IA32_VMX_MISC: u32 = 0x485;
-const MSR_IA32_VMX_CR0_FIXED0: u32 = 0x486;
-const MSR_IA32_VMX_CR0_FIXED1: u32 = 0x487;
-const MSR_IA32_VMX_CR4_FIXED0: u32 = 0x488;
-const MSR_IA32_VMX_CR4_FIXED1: u32 = 0x489;
-const MSR_IA32_VMX_PROCBASED_CTLS2: u32 = 0x48b;
-const MSR_IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48d;
-const MSR_IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48e;
-const MSR_IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48f;
-const MSR_IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
 
 const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
 const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
@@ -32,22 +20,45 @@ const BASIC_MEMTYPE_WB: u64 = 6;
 
 /// Controls shadowvm cannot work without, by control word: (bit, name).
 pub(crate) mod required {
-    pub(crate) const PIN: &[(u32, &str)] = &[(0, "external-interrupt exiting"), (3, "NMI exiting")];
+    use crate::vmx::vmcs::{EntryControls, ExitControls, PinControls, ProcControls};
+
+    pub(crate) const PIN: &[(u32, &str)] = &[
+        (
+            PinControls::EXT_INTR_EXITING_SHIFT,
+            "external-interrupt exiting",
+        ),
+        (PinControls::NMI_EXITING_SHIFT, "NMI exiting"),
+    ];
     pub(crate) const PROC: &[(u32, &str)] = &[
-        (7, "HLT exiting"),
-        (9, "INVLPG exiting"),
-        (15, "CR3-load exiting"),
-        (16, "CR3-store exiting"),
-        (24, "unconditional I/O exiting"),
+        (ProcControls::HLT_EXITING_SHIFT, "HLT exiting"),
+        (ProcControls::INVLPG_EXITING_SHIFT, "INVLPG exiting"),
+        (ProcControls::CR3_LOAD_EXITING_SHIFT, "CR3-load exiting"),
+        (ProcControls::CR3_STORE_EXITING_SHIFT, "CR3-store exiting"),
+        (
+            ProcControls::UNCOND_IO_EXITING_SHIFT,
+            "unconditional I/O exiting",
+        ),
     ];
     pub(crate) const EXIT: &[(u32, &str)] = &[
-        (2, "save debug controls"),
-        (9, "host address-space size"),
-        (20, "save IA32_EFER"),
-        (21, "load IA32_EFER"),
+        (
+            ExitControls::SAVE_DEBUG_CONTROLS_SHIFT,
+            "save debug controls",
+        ),
+        (
+            ExitControls::HOST_ADDR_SPACE_SIZE_SHIFT,
+            "host address-space size",
+        ),
+        (ExitControls::SAVE_EFER_SHIFT, "save IA32_EFER"),
+        (ExitControls::LOAD_EFER_SHIFT, "load IA32_EFER"),
     ];
-    pub(crate) const ENTRY: &[(u32, &str)] =
-        &[(2, "load debug controls"), (9, "IA-32e mode guest"), (15, "load IA32_EFER")];
+    pub(crate) const ENTRY: &[(u32, &str)] = &[
+        (
+            EntryControls::LOAD_DEBUG_CONTROLS_SHIFT,
+            "load debug controls",
+        ),
+        (EntryControls::IA32E_MODE_SHIFT, "IA-32e mode guest"),
+        (EntryControls::LOAD_EFER_SHIFT, "load IA32_EFER"),
+    ];
 }
 
 /// Allowed settings of one VMX control word, from its capability MSR: bits that must be 1
@@ -60,7 +71,16 @@ pub(crate) struct Allowed {
 
 impl Allowed {
     fn from_msr(v: u64) -> Self {
-        Self { must_be_one: v as u32, may_be_one: (v >> 32) as u32 }
+        Self {
+            must_be_one: v as u32,
+            may_be_one: (v >> 32) as u32,
+        }
+    }
+
+    /// The control word to write for the wanted bits `want`: with the bits that must be 1,
+    /// without those that may not be.
+    pub(crate) fn adjust(&self, want: u32) -> u32 {
+        (want | self.must_be_one) & self.may_be_one
     }
 
     pub(crate) fn supports(&self, bit: u32) -> bool {
@@ -83,7 +103,7 @@ impl CapError {
     pub(crate) fn errno(&self) -> Error {
         match self {
             CapError::NoVmx => ENODEV,
-            _ => Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32)),
+            _ => crate::glue::eopnotsupp(),
         }
     }
 }
@@ -94,14 +114,21 @@ impl kernel::fmt::Display for CapError {
             CapError::NoVmx => write!(f, "CPU does not support VMX (CPUID.1:ECX.VMX = 0)"),
             CapError::DisabledByFirmware(v) => write!(
                 f,
-                "VMX is disabled by firmware (IA32_FEATURE_CONTROL = {v:#x}); enable VT-x in the BIOS setup"
+                "VMX is disabled by firmware (IA32_FEATURE_CONTROL = {v:#x}); \
+                 enable VT-x in the BIOS setup"
             ),
             CapError::MissingMsr(m) => write!(f, "VMX capability MSR {m:#x} cannot be read"),
             CapError::NoTrueControls => {
-                write!(f, "VMX lacks the true-control capability MSRs (IA32_VMX_BASIC bit 55)")
+                write!(
+                    f,
+                    "VMX lacks the true-control capability MSRs (IA32_VMX_BASIC bit 55)"
+                )
             }
             CapError::UnsupportedVmcs(b) => {
-                write!(f, "unsupported VMCS layout or memory type (IA32_VMX_BASIC = {b:#x})")
+                write!(
+                    f,
+                    "unsupported VMCS layout or memory type (IA32_VMX_BASIC = {b:#x})"
+                )
             }
             CapError::MissingControl(word, name) => {
                 write!(f, "VMX lacks the required {word} control '{name}'")
@@ -135,7 +162,11 @@ fn cpuid_ecx(leaf: u32) -> u32 {
     core::arch::x86_64::__cpuid(leaf).ecx
 }
 
-fn check(word: &'static str, allowed: &Allowed, bits: &[(u32, &'static str)]) -> Result<(), CapError> {
+fn check(
+    word: &'static str,
+    allowed: &Allowed,
+    bits: &[(u32, &'static str)],
+) -> Result<(), CapError> {
     for &(bit, name) in bits {
         if !allowed.supports(bit) {
             return Err(CapError::MissingControl(word, name));
@@ -150,11 +181,11 @@ impl VmxCaps {
         if cpuid_ecx(1) & (1 << 5) == 0 {
             return Err(CapError::NoVmx);
         }
-        let fc = msr(MSR_IA32_FEATURE_CONTROL)?;
+        let fc = msr(msr::IA32_FEATURE_CONTROL)?;
         if fc & FEATURE_CONTROL_LOCKED == 0 || fc & FEATURE_CONTROL_VMX_OUTSIDE_SMX == 0 {
             return Err(CapError::DisabledByFirmware(fc));
         }
-        let basic = msr(MSR_IA32_VMX_BASIC)?;
+        let basic = msr(msr::IA32_VMX_BASIC)?;
         if basic & BASIC_TRUE_CTLS == 0 {
             return Err(CapError::NoTrueControls);
         }
@@ -166,25 +197,25 @@ impl VmxCaps {
         {
             return Err(CapError::UnsupportedVmcs(basic));
         }
-        let proc = Allowed::from_msr(msr(MSR_IA32_VMX_TRUE_PROCBASED_CTLS)?);
+        let proc = Allowed::from_msr(msr(msr::IA32_VMX_TRUE_PROCBASED_CTLS)?);
         // Secondary controls are optional (used for INVPCID pass-through when present).
-        let proc2 = if proc.supports(31) {
-            Allowed::from_msr(msr(MSR_IA32_VMX_PROCBASED_CTLS2)?)
+        let proc2 = if proc.supports(ProcControls::SECONDARY_SHIFT) {
+            Allowed::from_msr(msr(msr::IA32_VMX_PROCBASED_CTLS2)?)
         } else {
             Allowed::default()
         };
         let caps = Self {
             basic,
-            misc: msr(MSR_IA32_VMX_MISC)?,
-            pin: Allowed::from_msr(msr(MSR_IA32_VMX_TRUE_PINBASED_CTLS)?),
+            misc: msr(msr::IA32_VMX_MISC)?,
+            pin: Allowed::from_msr(msr(msr::IA32_VMX_TRUE_PINBASED_CTLS)?),
             proc,
             proc2,
-            exit: Allowed::from_msr(msr(MSR_IA32_VMX_TRUE_EXIT_CTLS)?),
-            entry: Allowed::from_msr(msr(MSR_IA32_VMX_TRUE_ENTRY_CTLS)?),
-            cr0_fixed0: msr(MSR_IA32_VMX_CR0_FIXED0)?,
-            cr0_fixed1: msr(MSR_IA32_VMX_CR0_FIXED1)?,
-            cr4_fixed0: msr(MSR_IA32_VMX_CR4_FIXED0)?,
-            cr4_fixed1: msr(MSR_IA32_VMX_CR4_FIXED1)?,
+            exit: Allowed::from_msr(msr(msr::IA32_VMX_TRUE_EXIT_CTLS)?),
+            entry: Allowed::from_msr(msr(msr::IA32_VMX_TRUE_ENTRY_CTLS)?),
+            cr0_fixed0: msr(msr::IA32_VMX_CR0_FIXED0)?,
+            cr0_fixed1: msr(msr::IA32_VMX_CR0_FIXED1)?,
+            cr4_fixed0: msr(msr::IA32_VMX_CR4_FIXED0)?,
+            cr4_fixed1: msr(msr::IA32_VMX_CR4_FIXED1)?,
         };
         check("pin-based", &caps.pin, required::PIN)?;
         check("processor-based", &caps.proc, required::PROC)?;
@@ -204,19 +235,19 @@ impl VmxCaps {
     }
 
     pub(crate) fn has_ept(&self) -> bool {
-        self.proc2.supports(1)
+        self.proc2.supports(Proc2Controls::ENABLE_EPT_SHIFT)
     }
 
     pub(crate) fn has_unrestricted_guest(&self) -> bool {
-        self.proc2.supports(7)
+        self.proc2.supports(Proc2Controls::UNRESTRICTED_GUEST_SHIFT)
     }
 
     pub(crate) fn has_vpid(&self) -> bool {
-        self.proc2.supports(5)
+        self.proc2.supports(Proc2Controls::ENABLE_VPID_SHIFT)
     }
 
     pub(crate) fn has_preemption_timer(&self) -> bool {
-        self.pin.supports(6)
+        self.pin.supports(PinControls::PREEMPTION_TIMER_SHIFT)
     }
 
     /// The VMX-preemption timer counts down once every 2^rate TSC ticks (IA32_VMX_MISC[4:0]).
@@ -225,7 +256,7 @@ impl VmxCaps {
     }
 
     pub(crate) fn has_invpcid(&self) -> bool {
-        self.proc2.supports(12)
+        self.proc2.supports(Proc2Controls::ENABLE_INVPCID_SHIFT)
     }
 }
 
@@ -237,15 +268,47 @@ impl fmt::Display for VmxCaps {
         writeln!(f, "vmcs_size: {}", self.vmcs_size())?;
         writeln!(f, "vmx_basic: {:#x}", self.basic)?;
         writeln!(f, "vmx_misc: {:#x}", self.misc)?;
-        writeln!(f, "pinbased: must1={:#x} may1={:#x}", self.pin.must_be_one, self.pin.may_be_one)?;
-        writeln!(f, "procbased: must1={:#x} may1={:#x}", self.proc.must_be_one, self.proc.may_be_one)?;
-        writeln!(f, "procbased2: must1={:#x} may1={:#x}", self.proc2.must_be_one, self.proc2.may_be_one)?;
-        writeln!(f, "exit: must1={:#x} may1={:#x}", self.exit.must_be_one, self.exit.may_be_one)?;
-        writeln!(f, "entry: must1={:#x} may1={:#x}", self.entry.must_be_one, self.entry.may_be_one)?;
-        writeln!(f, "cr0_fixed: 0={:#x} 1={:#x}", self.cr0_fixed0, self.cr0_fixed1)?;
-        writeln!(f, "cr4_fixed: 0={:#x} 1={:#x}", self.cr4_fixed0, self.cr4_fixed1)?;
+        writeln!(
+            f,
+            "pinbased: must1={:#x} may1={:#x}",
+            self.pin.must_be_one, self.pin.may_be_one
+        )?;
+        writeln!(
+            f,
+            "procbased: must1={:#x} may1={:#x}",
+            self.proc.must_be_one, self.proc.may_be_one
+        )?;
+        writeln!(
+            f,
+            "procbased2: must1={:#x} may1={:#x}",
+            self.proc2.must_be_one, self.proc2.may_be_one
+        )?;
+        writeln!(
+            f,
+            "exit: must1={:#x} may1={:#x}",
+            self.exit.must_be_one, self.exit.may_be_one
+        )?;
+        writeln!(
+            f,
+            "entry: must1={:#x} may1={:#x}",
+            self.entry.must_be_one, self.entry.may_be_one
+        )?;
+        writeln!(
+            f,
+            "cr0_fixed: 0={:#x} 1={:#x}",
+            self.cr0_fixed0, self.cr0_fixed1
+        )?;
+        writeln!(
+            f,
+            "cr4_fixed: 0={:#x} 1={:#x}",
+            self.cr4_fixed0, self.cr4_fixed1
+        )?;
         writeln!(f, "ept: {} (not used)", yn(self.has_ept()))?;
-        writeln!(f, "unrestricted_guest: {} (not used)", yn(self.has_unrestricted_guest()))?;
+        writeln!(
+            f,
+            "unrestricted_guest: {} (not used)",
+            yn(self.has_unrestricted_guest())
+        )?;
         writeln!(f, "vpid: {} (not used)", yn(self.has_vpid()))?;
         writeln!(f, "invpcid: {}", yn(self.has_invpcid()))
     }

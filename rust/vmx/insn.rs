@@ -13,9 +13,6 @@ use core::arch::asm;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct VmFail;
 
-/// CR4.VMXE: VMX operation enabled.
-pub(crate) const CR4_VMXE: u64 = 1 << 13;
-
 /// Folds the "below or equal" condition (CF or ZF) after a VMX instruction into a result.
 fn vm_result(failed: u8) -> Result<(), VmFail> {
     if failed != 0 {
@@ -37,7 +34,9 @@ pub(crate) fn read_cr4() -> u64 {
 pub(crate) fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: RDTSC has no side effects (CR4.TSD only matters at CPL3).
-    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
     ((hi as u64) << 32) | lo as u64
 }
 
@@ -45,7 +44,9 @@ pub(crate) fn rdtsc() -> u64 {
 pub(crate) fn read_dr<const N: u8>() -> u64 {
     let v: u64;
     // SAFETY: Reading a debug register has no side effects at CPL0.
-    unsafe { asm!("mov {0}, dr{n}", out(reg) v, n = const N, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("mov {0}, dr{n}", out(reg) v, n = const N, options(nomem, nostack, preserves_flags))
+    };
     v
 }
 
@@ -58,7 +59,9 @@ pub(crate) fn read_dr<const N: u8>() -> u64 {
 /// DR7, no breakpoint may be enabled on an address the host uses in between.
 pub(crate) unsafe fn write_dr<const N: u8>(v: u64) {
     // SAFETY: The caller guarantees the preconditions above.
-    unsafe { asm!("mov dr{n}, {0}", in(reg) v, n = const N, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("mov dr{n}, {0}", in(reg) v, n = const N, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Writes CR4.

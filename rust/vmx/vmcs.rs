@@ -1,208 +1,368 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! VMCS field encodings (Intel SDM Vol. 3, Appendix B), the subset shadowvm uses.
+//! The VMCS fields shadowvm uses (Intel SDM Vol. 3, Appendix B), typed by width.
 //!
-//! Values copied from the kernel's `arch/x86/include/asm/vmx.h` (`enum vmcs_field`).
-#![allow(dead_code)]
+//! A field is a [`Field<W>`]: its encoding and its width `W` ([`W16`], [`W32`], [`W64`] or
+//! [`Natural`]). [`CurrentVmcs::read`](super::window::CurrentVmcs::read) returns and
+//! [`CurrentVmcs::write`](super::window::CurrentVmcs::write) takes the width's value type,
+//! so a 64-bit value cannot be written to a 16-bit field by mistake; the width bits of each
+//! encoding are checked against `W` when the constant is built (a mismatch fails the build).
+//!
+//! Encodings copied from the kernel's `arch/x86/include/asm/vmx.h` (`enum vmcs_field`).
 
-pub(crate) const GUEST_ES_SELECTOR: u32 = 0x00000800;
-pub(crate) const GUEST_CS_SELECTOR: u32 = 0x00000802;
-pub(crate) const GUEST_SS_SELECTOR: u32 = 0x00000804;
-pub(crate) const GUEST_DS_SELECTOR: u32 = 0x00000806;
-pub(crate) const GUEST_FS_SELECTOR: u32 = 0x00000808;
-pub(crate) const GUEST_GS_SELECTOR: u32 = 0x0000080a;
-pub(crate) const GUEST_LDTR_SELECTOR: u32 = 0x0000080c;
-pub(crate) const GUEST_TR_SELECTOR: u32 = 0x0000080e;
-pub(crate) const HOST_ES_SELECTOR: u32 = 0x00000c00;
-pub(crate) const HOST_CS_SELECTOR: u32 = 0x00000c02;
-pub(crate) const HOST_SS_SELECTOR: u32 = 0x00000c04;
-pub(crate) const HOST_DS_SELECTOR: u32 = 0x00000c06;
-pub(crate) const HOST_FS_SELECTOR: u32 = 0x00000c08;
-pub(crate) const HOST_GS_SELECTOR: u32 = 0x00000c0a;
-pub(crate) const HOST_TR_SELECTOR: u32 = 0x00000c0c;
-pub(crate) const IO_BITMAP_A: u32 = 0x00002000;
-pub(crate) const IO_BITMAP_B: u32 = 0x00002002;
-pub(crate) const MSR_BITMAP: u32 = 0x00002004;
-pub(crate) const VM_EXIT_MSR_STORE_ADDR: u32 = 0x00002006;
-pub(crate) const VM_EXIT_MSR_LOAD_ADDR: u32 = 0x00002008;
-pub(crate) const VM_ENTRY_MSR_LOAD_ADDR: u32 = 0x0000200a;
-pub(crate) const TSC_OFFSET: u32 = 0x00002010;
-pub(crate) const VMCS_LINK_POINTER: u32 = 0x00002800;
-pub(crate) const GUEST_IA32_DEBUGCTL: u32 = 0x00002802;
-pub(crate) const GUEST_IA32_PAT: u32 = 0x00002804;
-pub(crate) const GUEST_IA32_EFER: u32 = 0x00002806;
-pub(crate) const HOST_IA32_PAT: u32 = 0x00002c00;
-pub(crate) const HOST_IA32_EFER: u32 = 0x00002c02;
-pub(crate) const PIN_BASED_VM_EXEC_CONTROL: u32 = 0x00004000;
-pub(crate) const CPU_BASED_VM_EXEC_CONTROL: u32 = 0x00004002;
-pub(crate) const EXCEPTION_BITMAP: u32 = 0x00004004;
-pub(crate) const PAGE_FAULT_ERROR_CODE_MASK: u32 = 0x00004006;
-pub(crate) const PAGE_FAULT_ERROR_CODE_MATCH: u32 = 0x00004008;
-pub(crate) const CR3_TARGET_COUNT: u32 = 0x0000400a;
-pub(crate) const VM_EXIT_CONTROLS: u32 = 0x0000400c;
-pub(crate) const VM_EXIT_MSR_STORE_COUNT: u32 = 0x0000400e;
-pub(crate) const VM_EXIT_MSR_LOAD_COUNT: u32 = 0x00004010;
-pub(crate) const VM_ENTRY_CONTROLS: u32 = 0x00004012;
-pub(crate) const VM_ENTRY_MSR_LOAD_COUNT: u32 = 0x00004014;
-pub(crate) const VM_ENTRY_INTR_INFO_FIELD: u32 = 0x00004016;
-pub(crate) const VM_ENTRY_EXCEPTION_ERROR_CODE: u32 = 0x00004018;
-pub(crate) const VM_ENTRY_INSTRUCTION_LEN: u32 = 0x0000401a;
-pub(crate) const TPR_THRESHOLD: u32 = 0x0000401c;
-pub(crate) const SECONDARY_VM_EXEC_CONTROL: u32 = 0x0000401e;
-pub(crate) const VM_INSTRUCTION_ERROR: u32 = 0x00004400;
-pub(crate) const VM_EXIT_REASON: u32 = 0x00004402;
-pub(crate) const VM_EXIT_INTR_INFO: u32 = 0x00004404;
-pub(crate) const VM_EXIT_INTR_ERROR_CODE: u32 = 0x00004406;
-pub(crate) const IDT_VECTORING_INFO_FIELD: u32 = 0x00004408;
-pub(crate) const IDT_VECTORING_ERROR_CODE: u32 = 0x0000440a;
-pub(crate) const VM_EXIT_INSTRUCTION_LEN: u32 = 0x0000440c;
-pub(crate) const VMX_INSTRUCTION_INFO: u32 = 0x0000440e;
-pub(crate) const GUEST_ES_LIMIT: u32 = 0x00004800;
-pub(crate) const GUEST_CS_LIMIT: u32 = 0x00004802;
-pub(crate) const GUEST_SS_LIMIT: u32 = 0x00004804;
-pub(crate) const GUEST_DS_LIMIT: u32 = 0x00004806;
-pub(crate) const GUEST_FS_LIMIT: u32 = 0x00004808;
-pub(crate) const GUEST_GS_LIMIT: u32 = 0x0000480a;
-pub(crate) const GUEST_LDTR_LIMIT: u32 = 0x0000480c;
-pub(crate) const GUEST_TR_LIMIT: u32 = 0x0000480e;
-pub(crate) const GUEST_GDTR_LIMIT: u32 = 0x00004810;
-pub(crate) const GUEST_IDTR_LIMIT: u32 = 0x00004812;
-pub(crate) const GUEST_ES_AR_BYTES: u32 = 0x00004814;
-pub(crate) const GUEST_CS_AR_BYTES: u32 = 0x00004816;
-pub(crate) const GUEST_SS_AR_BYTES: u32 = 0x00004818;
-pub(crate) const GUEST_DS_AR_BYTES: u32 = 0x0000481a;
-pub(crate) const GUEST_FS_AR_BYTES: u32 = 0x0000481c;
-pub(crate) const GUEST_GS_AR_BYTES: u32 = 0x0000481e;
-pub(crate) const GUEST_LDTR_AR_BYTES: u32 = 0x00004820;
-pub(crate) const GUEST_TR_AR_BYTES: u32 = 0x00004822;
-pub(crate) const GUEST_INTERRUPTIBILITY_INFO: u32 = 0x00004824;
-pub(crate) const GUEST_ACTIVITY_STATE: u32 = 0x00004826;
-pub(crate) const GUEST_SYSENTER_CS: u32 = 0x0000482A;
-pub(crate) const VMX_PREEMPTION_TIMER_VALUE: u32 = 0x0000482E;
-pub(crate) const HOST_IA32_SYSENTER_CS: u32 = 0x00004c00;
-pub(crate) const CR0_GUEST_HOST_MASK: u32 = 0x00006000;
-pub(crate) const CR4_GUEST_HOST_MASK: u32 = 0x00006002;
-pub(crate) const CR0_READ_SHADOW: u32 = 0x00006004;
-pub(crate) const CR4_READ_SHADOW: u32 = 0x00006006;
-pub(crate) const CR3_TARGET_VALUE0: u32 = 0x00006008;
-pub(crate) const EXIT_QUALIFICATION: u32 = 0x00006400;
-pub(crate) const GUEST_LINEAR_ADDRESS: u32 = 0x0000640a;
-pub(crate) const GUEST_CR0: u32 = 0x00006800;
-pub(crate) const GUEST_CR3: u32 = 0x00006802;
-pub(crate) const GUEST_CR4: u32 = 0x00006804;
-pub(crate) const GUEST_ES_BASE: u32 = 0x00006806;
-pub(crate) const GUEST_CS_BASE: u32 = 0x00006808;
-pub(crate) const GUEST_SS_BASE: u32 = 0x0000680a;
-pub(crate) const GUEST_DS_BASE: u32 = 0x0000680c;
-pub(crate) const GUEST_FS_BASE: u32 = 0x0000680e;
-pub(crate) const GUEST_GS_BASE: u32 = 0x00006810;
-pub(crate) const GUEST_LDTR_BASE: u32 = 0x00006812;
-pub(crate) const GUEST_TR_BASE: u32 = 0x00006814;
-pub(crate) const GUEST_GDTR_BASE: u32 = 0x00006816;
-pub(crate) const GUEST_IDTR_BASE: u32 = 0x00006818;
-pub(crate) const GUEST_DR7: u32 = 0x0000681a;
-pub(crate) const GUEST_RSP: u32 = 0x0000681c;
-pub(crate) const GUEST_RIP: u32 = 0x0000681e;
-pub(crate) const GUEST_RFLAGS: u32 = 0x00006820;
-pub(crate) const GUEST_PENDING_DBG_EXCEPTIONS: u32 = 0x00006822;
-pub(crate) const GUEST_SYSENTER_ESP: u32 = 0x00006824;
-pub(crate) const GUEST_SYSENTER_EIP: u32 = 0x00006826;
-pub(crate) const HOST_CR0: u32 = 0x00006c00;
-pub(crate) const HOST_CR3: u32 = 0x00006c02;
-pub(crate) const HOST_CR4: u32 = 0x00006c04;
-pub(crate) const HOST_FS_BASE: u32 = 0x00006c06;
-pub(crate) const HOST_GS_BASE: u32 = 0x00006c08;
-pub(crate) const HOST_TR_BASE: u32 = 0x00006c0a;
-pub(crate) const HOST_GDTR_BASE: u32 = 0x00006c0c;
-pub(crate) const HOST_IDTR_BASE: u32 = 0x00006c0e;
-pub(crate) const HOST_IA32_SYSENTER_ESP: u32 = 0x00006c10;
-pub(crate) const HOST_IA32_SYSENTER_EIP: u32 = 0x00006c12;
-pub(crate) const HOST_RSP: u32 = 0x00006c14;
-pub(crate) const HOST_RIP: u32 = 0x00006c16;
+use core::marker::PhantomData;
 
-// Control bits (SDM Vol. 3, chapter 25.6-25.8).
-pub(crate) const PIN_EXT_INTR_EXITING: u32 = 1 << 0;
-pub(crate) const PIN_NMI_EXITING: u32 = 1 << 3;
-pub(crate) const PIN_PREEMPTION_TIMER: u32 = 1 << 6;
-pub(crate) const PROC_HLT_EXITING: u32 = 1 << 7;
-pub(crate) const PROC_INVLPG_EXITING: u32 = 1 << 9;
-pub(crate) const PROC_MWAIT_EXITING: u32 = 1 << 10;
-pub(crate) const PROC_RDPMC_EXITING: u32 = 1 << 11;
-pub(crate) const PROC_CR3_LOAD_EXITING: u32 = 1 << 15;
-pub(crate) const PROC_CR3_STORE_EXITING: u32 = 1 << 16;
-pub(crate) const PROC_CR8_LOAD_EXITING: u32 = 1 << 19;
-pub(crate) const PROC_CR8_STORE_EXITING: u32 = 1 << 20;
-pub(crate) const PROC_MOV_DR_EXITING: u32 = 1 << 23;
-pub(crate) const PROC_UNCOND_IO_EXITING: u32 = 1 << 24;
-pub(crate) const PROC_MONITOR_EXITING: u32 = 1 << 29;
-pub(crate) const PROC_SECONDARY: u32 = 1 << 31;
-pub(crate) const PROC2_ENABLE_INVPCID: u32 = 1 << 12;
-pub(crate) const EXIT_SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
-pub(crate) const EXIT_HOST_ADDR_SPACE_SIZE: u32 = 1 << 9;
-pub(crate) const EXIT_SAVE_EFER: u32 = 1 << 20;
-pub(crate) const EXIT_LOAD_EFER: u32 = 1 << 21;
-pub(crate) const ENTRY_LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
-pub(crate) const ENTRY_IA32E_MODE: u32 = 1 << 9;
-pub(crate) const ENTRY_LOAD_EFER: u32 = 1 << 15;
-
-// Basic exit reasons (SDM Vol. 3, Appendix C).
-pub(crate) const EXIT_EXCEPTION_NMI: u32 = 0;
-pub(crate) const EXIT_EXTERNAL_INTERRUPT: u32 = 1;
-pub(crate) const EXIT_TRIPLE_FAULT: u32 = 2;
-pub(crate) const EXIT_TASK_SWITCH: u32 = 9;
-pub(crate) const EXIT_CPUID: u32 = 10;
-pub(crate) const EXIT_GETSEC: u32 = 11;
-pub(crate) const EXIT_HLT: u32 = 12;
-pub(crate) const EXIT_INVD: u32 = 13;
-pub(crate) const EXIT_INVLPG: u32 = 14;
-pub(crate) const EXIT_RDPMC: u32 = 15;
-pub(crate) const EXIT_VMCALL: u32 = 18;
-pub(crate) const EXIT_VMCLEAR: u32 = 19;
-pub(crate) const EXIT_VMXON: u32 = 27;
-pub(crate) const EXIT_CR_ACCESS: u32 = 28;
-pub(crate) const EXIT_DR_ACCESS: u32 = 29;
-pub(crate) const EXIT_IO: u32 = 30;
-pub(crate) const EXIT_RDMSR: u32 = 31;
-pub(crate) const EXIT_WRMSR: u32 = 32;
-pub(crate) const EXIT_INVALID_GUEST_STATE: u32 = 33;
-pub(crate) const EXIT_MSR_LOADING: u32 = 34;
-pub(crate) const EXIT_MWAIT: u32 = 36;
-pub(crate) const EXIT_MONITOR: u32 = 39;
-pub(crate) const EXIT_MCE_DURING_ENTRY: u32 = 41;
-pub(crate) const EXIT_INVEPT: u32 = 50;
-pub(crate) const EXIT_INVVPID: u32 = 53;
-pub(crate) const EXIT_XSETBV: u32 = 55;
-pub(crate) const EXIT_PREEMPTION_TIMER: u32 = 52;
-pub(crate) const EXIT_INVPCID: u32 = 58;
-/// Number of basic exit reasons counted in the statistics (0..=EXIT_REASONS-1).
-pub(crate) const EXIT_REASONS: usize = 70;
-
-/// Names of the basic exit reasons, for the statistics (`exits.<name>`).
-pub(crate) fn exit_reason_name(reason: usize) -> &'static str {
-    const NAMES: [&str; EXIT_REASONS] = [
-        "exception_nmi", "external_interrupt", "triple_fault", "init", "sipi", "io_smi",
-        "other_smi", "interrupt_window", "nmi_window", "task_switch", "cpuid", "getsec", "hlt",
-        "invd", "invlpg", "rdpmc", "rdtsc", "rsm", "vmcall", "vmclear", "vmlaunch", "vmptrld",
-        "vmptrst", "vmread", "vmresume", "vmwrite", "vmxoff", "vmxon", "cr_access", "dr_access",
-        "io", "rdmsr", "wrmsr", "invalid_guest_state", "msr_loading", "reason_35", "mwait",
-        "mtf", "reason_38", "monitor", "pause", "mce_during_entry", "reason_42",
-        "tpr_below_threshold", "apic_access", "virtualized_eoi", "gdtr_idtr", "ldtr_tr",
-        "ept_violation", "ept_misconfig", "invept", "rdtscp", "preemption_timer", "invvpid",
-        "wbinvd", "xsetbv", "apic_write", "rdrand", "invpcid", "vmfunc", "encls", "rdseed",
-        "pml_full", "xsaves", "xrstors", "reason_65", "spp", "umwait", "tpause", "loadiwkey",
-    ];
-    NAMES.get(reason).copied().unwrap_or("other")
+/// The width of a VMCS field: the type its value has in Rust and the code of bits 14:13 of
+/// its encoding (SDM B.1).
+pub(crate) trait Width {
+    /// What a read returns and a write takes.
+    type Value: Copy;
+    /// Bits 14:13 of the encodings of fields of this width.
+    const CODE: u32;
+    /// The value as VMWRITE's 64-bit source operand.
+    fn to_raw(v: Self::Value) -> u64;
+    /// The value from VMREAD's 64-bit destination (the field's own bits).
+    fn from_raw(v: u64) -> Self::Value;
 }
 
-/// Exit qualification of a VM-entry failure: the PDPTEs could not be loaded (SDM 27.8).
-pub(crate) const ENTRY_FAIL_PDPTE: u64 = 2;
+/// 16-bit fields (selectors).
+pub(crate) enum W16 {}
+/// 32-bit fields (controls, limits, access rights, exit information).
+pub(crate) enum W32 {}
+/// 64-bit fields (full access).
+pub(crate) enum W64 {}
+/// Natural-width fields: 64 bits on x86-64 (control registers, bases, RIP, RSP).
+pub(crate) enum Natural {}
 
-// Event injection / exit interruption information (SDM 25.8.3, 27.2.2).
-pub(crate) const INTR_INFO_VALID: u32 = 1 << 31;
-pub(crate) const INTR_INFO_ERROR_CODE: u32 = 1 << 11;
-pub(crate) const INTR_TYPE_EXT_INTR: u32 = 0;
-pub(crate) const INTR_TYPE_NMI: u32 = 2;
-pub(crate) const INTR_TYPE_HW_EXCEPTION: u32 = 3;
-pub(crate) const INTR_TYPE_SW_INTR: u32 = 4;
-pub(crate) const INTR_TYPE_PRIV_SW_EXCEPTION: u32 = 5;
-pub(crate) const INTR_TYPE_SW_EXCEPTION: u32 = 6;
+impl Width for W16 {
+    type Value = u16;
+    const CODE: u32 = 0;
+    fn to_raw(v: u16) -> u64 {
+        v.into()
+    }
+    fn from_raw(v: u64) -> u16 {
+        v as u16
+    }
+}
+
+impl Width for W64 {
+    type Value = u64;
+    const CODE: u32 = 1;
+    fn to_raw(v: u64) -> u64 {
+        v
+    }
+    fn from_raw(v: u64) -> u64 {
+        v
+    }
+}
+
+impl Width for W32 {
+    type Value = u32;
+    const CODE: u32 = 2;
+    fn to_raw(v: u32) -> u64 {
+        v.into()
+    }
+    fn from_raw(v: u64) -> u32 {
+        v as u32
+    }
+}
+
+impl Width for Natural {
+    type Value = u64;
+    const CODE: u32 = 3;
+    fn to_raw(v: u64) -> u64 {
+        v
+    }
+    fn from_raw(v: u64) -> u64 {
+        v
+    }
+}
+
+/// A VMCS field of width `W`.
+///
+/// # Invariants
+///
+/// `encoding` is a field encoding whose width bits (14:13) are `W::CODE` and whose access
+/// type (bit 0) is full.
+pub(crate) struct Field<W: Width> {
+    encoding: u32,
+    _width: PhantomData<W>,
+}
+
+impl<W: Width> Clone for Field<W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<W: Width> Copy for Field<W> {}
+
+impl<W: Width> Field<W> {
+    /// The field with `encoding`. Only for constants: the width check runs at compile time
+    /// there.
+    const fn new(encoding: u32) -> Self {
+        assert!((encoding >> 13) & 3 == W::CODE && encoding & 1 == 0);
+        // INVARIANT: checked just above.
+        Self {
+            encoding,
+            _width: PhantomData,
+        }
+    }
+
+    /// The encoding, as VMREAD and VMWRITE take it.
+    pub(crate) fn encoding(self) -> u32 {
+        self.encoding
+    }
+}
+
+pub(crate) type Field16 = Field<W16>;
+pub(crate) type Field32 = Field<W32>;
+pub(crate) type FieldNat = Field<Natural>;
+
+macro_rules! fields {
+    ($($(#[$m:meta])* $w:ident $name:ident = $enc:expr;)*) => {
+        $($(#[$m])* pub(crate) const $name: Field<$w> = Field::new($enc);)*
+    };
+}
+
+fields! {
+    // 16-bit fields.
+    W16 GUEST_ES_SELECTOR = 0x0800;
+    W16 GUEST_CS_SELECTOR = 0x0802;
+    W16 GUEST_SS_SELECTOR = 0x0804;
+    W16 GUEST_DS_SELECTOR = 0x0806;
+    W16 GUEST_FS_SELECTOR = 0x0808;
+    W16 GUEST_GS_SELECTOR = 0x080a;
+    W16 GUEST_LDTR_SELECTOR = 0x080c;
+    W16 GUEST_TR_SELECTOR = 0x080e;
+    W16 HOST_ES_SELECTOR = 0x0c00;
+    W16 HOST_CS_SELECTOR = 0x0c02;
+    W16 HOST_SS_SELECTOR = 0x0c04;
+    W16 HOST_DS_SELECTOR = 0x0c06;
+    W16 HOST_FS_SELECTOR = 0x0c08;
+    W16 HOST_GS_SELECTOR = 0x0c0a;
+    W16 HOST_TR_SELECTOR = 0x0c0c;
+    // 64-bit fields.
+    W64 TSC_OFFSET = 0x2010;
+    W64 VMCS_LINK_POINTER = 0x2800;
+    W64 GUEST_IA32_DEBUGCTL = 0x2802;
+    W64 GUEST_IA32_EFER = 0x2806;
+    W64 HOST_IA32_EFER = 0x2c02;
+    // 32-bit fields.
+    W32 GUEST_ES_LIMIT = 0x4800;
+    W32 GUEST_CS_LIMIT = 0x4802;
+    W32 GUEST_SS_LIMIT = 0x4804;
+    W32 GUEST_DS_LIMIT = 0x4806;
+    W32 GUEST_FS_LIMIT = 0x4808;
+    W32 GUEST_GS_LIMIT = 0x480a;
+    W32 GUEST_LDTR_LIMIT = 0x480c;
+    W32 GUEST_TR_LIMIT = 0x480e;
+    W32 GUEST_ES_AR_BYTES = 0x4814;
+    W32 GUEST_CS_AR_BYTES = 0x4816;
+    W32 GUEST_SS_AR_BYTES = 0x4818;
+    W32 GUEST_DS_AR_BYTES = 0x481a;
+    W32 GUEST_FS_AR_BYTES = 0x481c;
+    W32 GUEST_GS_AR_BYTES = 0x481e;
+    W32 GUEST_LDTR_AR_BYTES = 0x4820;
+    W32 GUEST_TR_AR_BYTES = 0x4822;
+    W32 PIN_BASED_VM_EXEC_CONTROL = 0x4000;
+    W32 CPU_BASED_VM_EXEC_CONTROL = 0x4002;
+    W32 EXCEPTION_BITMAP = 0x4004;
+    W32 PAGE_FAULT_ERROR_CODE_MASK = 0x4006;
+    W32 PAGE_FAULT_ERROR_CODE_MATCH = 0x4008;
+    W32 CR3_TARGET_COUNT = 0x400a;
+    W32 VM_EXIT_CONTROLS = 0x400c;
+    W32 VM_EXIT_MSR_STORE_COUNT = 0x400e;
+    W32 VM_EXIT_MSR_LOAD_COUNT = 0x4010;
+    W32 VM_ENTRY_CONTROLS = 0x4012;
+    W32 VM_ENTRY_MSR_LOAD_COUNT = 0x4014;
+    W32 VM_ENTRY_INTR_INFO_FIELD = 0x4016;
+    W32 VM_ENTRY_EXCEPTION_ERROR_CODE = 0x4018;
+    W32 VM_ENTRY_INSTRUCTION_LEN = 0x401a;
+    W32 SECONDARY_VM_EXEC_CONTROL = 0x401e;
+    W32 VM_INSTRUCTION_ERROR = 0x4400;
+    W32 VM_EXIT_REASON = 0x4402;
+    W32 VM_EXIT_INTR_INFO = 0x4404;
+    W32 VM_EXIT_INTR_ERROR_CODE = 0x4406;
+    W32 IDT_VECTORING_INFO_FIELD = 0x4408;
+    W32 IDT_VECTORING_ERROR_CODE = 0x440a;
+    W32 VM_EXIT_INSTRUCTION_LEN = 0x440c;
+    W32 VMX_INSTRUCTION_INFO = 0x440e;
+    W32 GUEST_GDTR_LIMIT = 0x4810;
+    W32 GUEST_IDTR_LIMIT = 0x4812;
+    W32 GUEST_INTERRUPTIBILITY_INFO = 0x4824;
+    W32 GUEST_ACTIVITY_STATE = 0x4826;
+    W32 GUEST_SYSENTER_CS = 0x482a;
+    W32 VMX_PREEMPTION_TIMER_VALUE = 0x482e;
+    W32 HOST_IA32_SYSENTER_CS = 0x4c00;
+    // Natural-width fields.
+    Natural GUEST_ES_BASE = 0x6806;
+    Natural GUEST_CS_BASE = 0x6808;
+    Natural GUEST_SS_BASE = 0x680a;
+    Natural GUEST_DS_BASE = 0x680c;
+    Natural GUEST_FS_BASE = 0x680e;
+    Natural GUEST_GS_BASE = 0x6810;
+    Natural GUEST_LDTR_BASE = 0x6812;
+    Natural GUEST_TR_BASE = 0x6814;
+    Natural CR0_GUEST_HOST_MASK = 0x6000;
+    Natural CR4_GUEST_HOST_MASK = 0x6002;
+    Natural CR0_READ_SHADOW = 0x6004;
+    Natural CR4_READ_SHADOW = 0x6006;
+    Natural EXIT_QUALIFICATION = 0x6400;
+    Natural GUEST_CR0 = 0x6800;
+    Natural GUEST_CR3 = 0x6802;
+    Natural GUEST_CR4 = 0x6804;
+    Natural GUEST_GDTR_BASE = 0x6816;
+    Natural GUEST_IDTR_BASE = 0x6818;
+    Natural GUEST_DR7 = 0x681a;
+    Natural GUEST_RSP = 0x681c;
+    Natural GUEST_RIP = 0x681e;
+    Natural GUEST_RFLAGS = 0x6820;
+    Natural GUEST_PENDING_DBG_EXCEPTIONS = 0x6822;
+    Natural GUEST_SYSENTER_ESP = 0x6824;
+    Natural GUEST_SYSENTER_EIP = 0x6826;
+    Natural HOST_CR0 = 0x6c00;
+    Natural HOST_CR3 = 0x6c02;
+    Natural HOST_CR4 = 0x6c04;
+    Natural HOST_FS_BASE = 0x6c06;
+    Natural HOST_GS_BASE = 0x6c08;
+    Natural HOST_TR_BASE = 0x6c0a;
+    Natural HOST_GDTR_BASE = 0x6c0c;
+    Natural HOST_IDTR_BASE = 0x6c0e;
+    Natural HOST_IA32_SYSENTER_ESP = 0x6c10;
+    Natural HOST_IA32_SYSENTER_EIP = 0x6c12;
+    Natural HOST_RIP = 0x6c16;
+}
+
+/// The four fields of one guest segment register.
+#[derive(Clone, Copy)]
+pub(crate) struct SegmentFields {
+    pub(crate) selector: Field16,
+    pub(crate) limit: Field32,
+    pub(crate) access_rights: Field32,
+    pub(crate) base: FieldNat,
+}
+
+/// The guest segment registers in VMCS order: ES, CS, SS, DS, FS, GS, LDTR, TR (the order
+/// of `GuestState::seg`).
+pub(crate) const GUEST_SEGMENTS: [SegmentFields; 8] = [
+    SegmentFields {
+        selector: GUEST_ES_SELECTOR,
+        limit: GUEST_ES_LIMIT,
+        access_rights: GUEST_ES_AR_BYTES,
+        base: GUEST_ES_BASE,
+    },
+    SegmentFields {
+        selector: GUEST_CS_SELECTOR,
+        limit: GUEST_CS_LIMIT,
+        access_rights: GUEST_CS_AR_BYTES,
+        base: GUEST_CS_BASE,
+    },
+    SegmentFields {
+        selector: GUEST_SS_SELECTOR,
+        limit: GUEST_SS_LIMIT,
+        access_rights: GUEST_SS_AR_BYTES,
+        base: GUEST_SS_BASE,
+    },
+    SegmentFields {
+        selector: GUEST_DS_SELECTOR,
+        limit: GUEST_DS_LIMIT,
+        access_rights: GUEST_DS_AR_BYTES,
+        base: GUEST_DS_BASE,
+    },
+    SegmentFields {
+        selector: GUEST_FS_SELECTOR,
+        limit: GUEST_FS_LIMIT,
+        access_rights: GUEST_FS_AR_BYTES,
+        base: GUEST_FS_BASE,
+    },
+    SegmentFields {
+        selector: GUEST_GS_SELECTOR,
+        limit: GUEST_GS_LIMIT,
+        access_rights: GUEST_GS_AR_BYTES,
+        base: GUEST_GS_BASE,
+    },
+    SegmentFields {
+        selector: GUEST_LDTR_SELECTOR,
+        limit: GUEST_LDTR_LIMIT,
+        access_rights: GUEST_LDTR_AR_BYTES,
+        base: GUEST_LDTR_BASE,
+    },
+    SegmentFields {
+        selector: GUEST_TR_SELECTOR,
+        limit: GUEST_TR_LIMIT,
+        access_rights: GUEST_TR_AR_BYTES,
+        base: GUEST_TR_BASE,
+    },
+];
+
+kernel::bitfield! {
+    /// Pin-based VM-execution controls (SDM 25.6.1).
+    pub(crate) struct PinControls(u32) {
+        0:0 ext_intr_exiting;
+        3:3 nmi_exiting;
+        6:6 preemption_timer;
+    }
+}
+
+kernel::bitfield! {
+    /// Primary processor-based VM-execution controls (SDM 25.6.2).
+    pub(crate) struct ProcControls(u32) {
+        7:7 hlt_exiting;
+        9:9 invlpg_exiting;
+        10:10 mwait_exiting;
+        11:11 rdpmc_exiting;
+        15:15 cr3_load_exiting;
+        16:16 cr3_store_exiting;
+        19:19 cr8_load_exiting;
+        20:20 cr8_store_exiting;
+        23:23 mov_dr_exiting;
+        24:24 uncond_io_exiting;
+        29:29 monitor_exiting;
+        31:31 secondary;
+    }
+}
+
+kernel::bitfield! {
+    /// Secondary processor-based VM-execution controls (SDM 25.6.2).
+    pub(crate) struct Proc2Controls(u32) {
+        1:1 enable_ept;
+        5:5 enable_vpid;
+        7:7 unrestricted_guest;
+        12:12 enable_invpcid;
+    }
+}
+
+kernel::bitfield! {
+    /// VM-exit controls (SDM 25.7.1).
+    pub(crate) struct ExitControls(u32) {
+        2:2 save_debug_controls;
+        9:9 host_addr_space_size;
+        20:20 save_efer;
+        21:21 load_efer;
+    }
+}
+
+kernel::bitfield! {
+    /// VM-entry controls (SDM 25.8.1).
+    pub(crate) struct EntryControls(u32) {
+        2:2 load_debug_controls;
+        9:9 ia32e_mode;
+        15:15 load_efer;
+    }
+}
+
+kernel::bitfield! {
+    /// Segment access rights in the VMCS format (SDM 25.4.1, table 25-2).
+    pub(crate) struct AccessRights(u32) {
+        3:0 seg_type;
+        4:4 s;
+        6:5 dpl;
+        7:7 present;
+        12:12 avl;
+        13:13 l;
+        14:14 db;
+        15:15 g;
+        16:16 unusable;
+    }
+}

@@ -12,8 +12,10 @@
 //! (VMCLEAR, then VMXOFF + CR4 restore, then interrupts on) in that order.
 
 use super::caps::VmxCaps;
-use super::insn::{self, VmFail, CR4_VMXE};
+use super::insn::{self, VmFail};
+use super::vmcs::{Field, Width};
 use crate::glue::{self, IrqsOff};
+use crate::x86::CR4_VMXE;
 use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
@@ -43,7 +45,9 @@ impl WindowError {
 impl kernel::fmt::Display for WindowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            WindowError::Busy => "CR4.VMXE already set: another hypervisor (kvm-intel?) holds VMX on this CPU",
+            WindowError::Busy => {
+                "CR4.VMXE already set: another hypervisor (kvm-intel?) holds VMX on this CPU"
+            }
             WindowError::VmxonFailed => "VMXON failed",
             WindowError::VmcsFailed => "VMCLEAR/VMPTRLD failed",
         })
@@ -110,7 +114,10 @@ impl<'irq> VmxRoot<'irq> {
             return Err(WindowError::VmxonFailed);
         }
         // INVARIANT: VMXON succeeded with CR4 = cr4 | VMXE.
-        Ok(Self { saved_cr4: cr4, _irqs: PhantomData })
+        Ok(Self {
+            saved_cr4: cr4,
+            _irqs: PhantomData,
+        })
     }
 
     /// Makes `vmcs` the current VMCS (after clearing it, so the next entry is a VMLAUNCH).
@@ -120,7 +127,11 @@ impl<'irq> VmxRoot<'irq> {
         // SAFETY: As above; the VMCS was just cleared so it is current nowhere else.
         unsafe { insn::vmptrld(vmcs.pa()) }.map_err(|_| WindowError::VmcsFailed)?;
         // INVARIANT: `vmcs` is now current.
-        Ok(CurrentVmcs { pa: vmcs.pa(), failed: Cell::new(false), _root: PhantomData })
+        Ok(CurrentVmcs {
+            pa: vmcs.pa(),
+            failed: Cell::new(false),
+            _root: PhantomData,
+        })
     }
 }
 
@@ -146,23 +157,24 @@ pub(crate) struct CurrentVmcs<'w> {
 }
 
 impl CurrentVmcs<'_> {
-    /// Reads a field. Field encodings are constants of [`super::vmcs`], valid on every CPU
-    /// with VMX, so a failure is a bug: it reads as 0 and is remembered (see [`Self::failed`]).
-    pub(crate) fn read(&self, field: u32) -> u64 {
+    /// Reads a field. Fields are constants of [`super::vmcs`], valid on every CPU with VMX,
+    /// so a failure is a bug: it reads as 0 and is remembered (see [`Self::failed`]).
+    pub(crate) fn read<W: Width>(&self, field: Field<W>) -> W::Value {
         // SAFETY: A VMCS is current (type invariant).
-        unsafe { insn::vmread(field) }.unwrap_or_else(|_| {
+        let v = unsafe { insn::vmread(field.encoding()) }.unwrap_or_else(|_| {
             self.failed.set(true);
             0
-        })
+        });
+        W::from_raw(v)
     }
 
     /// Writes a field; a failure is remembered as for [`Self::read`].
     ///
     /// Host-state fields are written only by the vCPU's host-state setup, from this CPU's
     /// real registers.
-    pub(crate) fn write(&self, field: u32, value: u64) {
+    pub(crate) fn write<W: Width>(&self, field: Field<W>, value: W::Value) {
         // SAFETY: A VMCS is current (type invariant); see above for host-state fields.
-        if unsafe { insn::vmwrite(field, value) }.is_err() {
+        if unsafe { insn::vmwrite(field.encoding(), W::to_raw(value)) }.is_err() {
             self.failed.set(true);
         }
     }
@@ -204,5 +216,10 @@ pub(crate) fn probe(irqs: &IrqsOff, vmxon: &VmxRegion, vmcs: Option<&VmxRegion>)
         Some(vmcs) => root.load(vmcs).map(drop),
         None => Ok(()),
     });
-    WindowReport { cpu: irqs.cpu(), cr4_before, cr4_after: insn::read_cr4(), result: Some(result) }
+    WindowReport {
+        cpu: irqs.cpu(),
+        cr4_before,
+        cr4_after: insn::read_cr4(),
+        result: Some(result),
+    }
 }
