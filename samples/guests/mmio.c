@@ -24,9 +24,11 @@
  * The device window starts zeroed and each test takes fresh parts of it, so bytes around
  * what an instruction should write are known to be 0.
  *
- * Tests that end the guest when the hypervisor gets them wrong (an internal error, a
- * livelock) come last. -DMMIO_ONLY=n (make MMIO_FLAGS=...) builds an image that runs test
- * n alone, to see each one's outcome.
+ * Tests that end the guest when a hypervisor gets them wrong (an internal error, a
+ * livelock) come after those it survives: page-crossing accesses and string instructions
+ * on MMIO last. make MMIO_FLAGS=-DMMIO_ONLY=n builds images that run test n alone, to see
+ * each one's outcome; -DMMIO_VERBOSE prints each case as it starts, to see where a guest
+ * that never finished stopped.
  */
 #include "rt.h"
 
@@ -58,6 +60,12 @@
 #define SIZES_MAX	8
 #else
 #define SIZES_MAX	4
+#endif
+
+#ifdef MMIO_VERBOSE
+#define TRACE(fmt, ...)	printf("# " fmt "\n", ##__VA_ARGS__)
+#else
+#define TRACE(fmt, ...)	do { } while (0)
 #endif
 
 /* Names a check that involves loop variables. */
@@ -366,6 +374,7 @@ static void run_rmw(const struct rmw_case *cases, unsigned n)
 		for (int all = 0; all < 2; all++) {
 			uintptr_t fl0 = FL_FIXED | (all ? FL_ARITH : 0);
 			const char *flags_in = all ? "arithmetic flags set before" : "flags clear before";
+			TRACE("%s, %s", c->name, flags_in);
 			/* The CPU itself, on RAM. */
 			memset(ram, 0, sizeof(ram));
 			memcpy(ram, &c->mem, sizeof(c->mem));
@@ -460,6 +469,7 @@ static void stos_test(unsigned size)
 	for (int df = 0; df < 2; df++) {
 		for (unsigned k = 0; k < ARRAY_SIZE(counts); k++) {
 			unsigned n = counts[k];
+			TRACE("REP STOS size %u, count %u, DF=%d", size, n, df);
 			uintptr_t area = dev_alloc(n * size);
 			for (unsigned i = 0; i < n * size; i++)
 				want[i] = (uint8_t)(value >> (8 * (i % size)));
@@ -502,6 +512,7 @@ static void movs_test(unsigned size, enum place from, enum place to)
 	for (int df = 0; df < 2; df++) {
 		for (unsigned k = 0; k < ARRAY_SIZE(counts); k++) {
 			unsigned n = counts[k], bytes = n * size;
+			TRACE("REP MOVS size %u, count %u, DF=%d", size, n, df);
 			pattern(want, bytes, 3 * k + df + size);
 			uintptr_t src, dst;
 			if (from == MMIO) {
@@ -551,6 +562,7 @@ static void t_movs_single(void)
 		unsigned size = sizes[k];
 		for (int df = 0; df < 2; df++) {
 			pattern(want, size, 11 * k + df);
+			TRACE("MOVS size %u, DF=%d", size, df);
 			uintptr_t src = dev_alloc(size), dst = dev_alloc(size);
 			fill(src, want, size);
 			struct sregs s = { .a = 0xa0a0, .c = 0x1234, .si = src, .di = dst };
@@ -731,13 +743,13 @@ static void t_movsd_hole(void) { movs_hole_test(4); }
 
 /* ------------------------------------------------------------------------------------ */
 static const struct test tests[] = {
-	{ "MOV loads and stores of 1/2/4/8 bytes, immediates, partial registers", t_mov },
-	{ "MOVZX/MOVSX from MMIO", t_movzx_movsx },
-	{ "MOV across the two device pages", t_page_crossing },
-	{ "read-modify-write on MMIO: ALU ops, INC/DEC/NOT/NEG, BT*, XCHG; flags", t_rmw },
-	{ "REP STOSD over a page-table page into a missing page: RCX/RDI at the #PF", t_stos_page_table },
+	{ "MOV loads and stores of 1/2/4/8 bytes, immediates, partial registers, misaligned", t_mov },
 	{ "MOVS (no REP) MMIO to MMIO, 1/2/4/8 bytes, DF=0/1", t_movs_single },
+	{ "REP STOSD over a page-table page into a missing page: RCX/RDI at the #PF", t_stos_page_table },
+	{ "MOVZX/MOVSX from MMIO", t_movzx_movsx },
+	{ "read-modify-write on MMIO: ALU ops, INC/DEC/NOT/NEG, BT*, XCHG; flags", t_rmw },
 	{ "LOCKed ops on MMIO: ADD, OR, XADD, DEC, BTS, CMPXCHG, CMPXCHG8B", t_locked },
+	{ "MOV across the two device pages", t_page_crossing },
 	{ "REP STOSB to MMIO, counts 1/2/7/64, DF=0/1", t_stosb },
 	{ "REP STOSW to MMIO, counts 1/2/7/64, DF=0/1", t_stosw },
 	{ "REP STOSD to MMIO, counts 1/2/7/64, DF=0/1", t_stosd },
