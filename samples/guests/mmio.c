@@ -12,8 +12,9 @@
  * set or clear beforehand (flags an instruction leaves alone must stay).
  *  - MOV loads and stores of 1, 2, 4 (and 8) bytes, immediates, partial registers,
  *    misaligned; MOVZX/MOVSX; a load and a store across the two device pages;
- *  - ADD/OR/AND/XOR/SUB (register and immediate), INC/DEC/NOT/NEG, BTS/BTR/BTC, XCHG;
- *  - LOCK ADD/OR/XADD/DEC/BTS, LOCK CMPXCHG (succeeding and failing), LOCK CMPXCHG8B;
+ *  - ADD/OR/AND/XOR/SUB (register and immediate), INC/DEC/NOT/NEG, BTS/BTR/BTC;
+ *  - LOCK ADD/OR/XADD/DEC/BTS, XCHG (locked without the prefix), LOCK CMPXCHG (succeeding
+ *    and failing), LOCK CMPXCHG8B;
  *  - REP STOS (each element size) and REP MOVSB/MOVSD (RAM to MMIO, MMIO to MMIO, MMIO to
  *    RAM) with counts 1, 2, 7 and 64, DF=0 and DF=1; MOVS without REP, MMIO to MMIO;
  *  - iterations a string instruction committed before an exception keep their register
@@ -332,7 +333,6 @@ static const struct rmw_case rmw_cases[] = {
 	{ "BTS m32, r32 (bit 35: the next dword)", op_bts_r, 1, 0x0000000800000001ULL, RB(35), RB(35), 0, FL_CF, FL_BT },
 	{ "BTR m32, imm", op_btr_i, HI | 0x30, HI | 0x20, RB(0), RB(0), FL_CF, 0, FL_BT },
 	{ "BTC m32, r32", op_btc_r, HI | 1, HI, RB(0), RB(0), FL_CF, 0, FL_BT },
-	{ "XCHG m32, r32 (flags kept)", op_xchg, HI | 0x11111111, HI | 0xcafef00d, RB(0xcafef00d), RB(0x11111111), 0, 0, FL_ARITH },
 	{ "ADD m8, r8 (zero, carry)", op_addb, HI | 0xa5a5a5ff, HI | 0xa5a5a500, RB(1), RB(1), FL_ZF | FL_CF, 0, FL_ARITH },
 	{ "INC m16 (zero)", op_incw, HI | 0xa5a5ffff, HI | 0xa5a50000, RB(0), RB(0), FL_ZF, 0, FL_ARITH },
 #ifdef MODE_LM
@@ -347,6 +347,7 @@ static const struct rmw_case lock_cases[] = {
 	{ "LOCK XADD m32, r32", op_lock_xadd, HI | 0x7fffffff, HI | 0x80000000, RB(1), RB(0x7fffffff), FL_OF | FL_SF, FL_CF | FL_ZF, FL_ARITH },
 	{ "LOCK DEC m32 (zero)", op_lock_dec, HI | 1, HI, RB(0), RB(0), FL_ZF, 0, FL_ARITH },
 	{ "LOCK BTS m32, imm", op_lock_bts, HI, HI | 0x80000000, RB(0), RB(0), 0, FL_CF, FL_BT },
+	{ "XCHG m32, r32 (locked without LOCK; flags kept)", op_xchg, HI | 0x11111111, HI | 0xcafef00d, RB(0xcafef00d), RB(0x11111111), 0, 0, FL_ARITH },
 	{ "LOCK CMPXCHG m32, r32 (equal: stores)", op_lock_cmpxchg, HI | 0x1234, HI | 0x5678,
 	  R(0x1234, 0x5678, 0, 0), R(0x1234, 0x5678, 0, 0), FL_ZF, FL_CF, FL_ARITH },
 	{ "LOCK CMPXCHG m32, r32 (different: loads EAX)", op_lock_cmpxchg, HI | 0x2222, HI | 0x2222,
@@ -747,8 +748,8 @@ static const struct test tests[] = {
 	{ "MOVS (no REP) MMIO to MMIO, 1/2/4/8 bytes, DF=0/1", t_movs_single },
 	{ "REP STOSD over a page-table page into a missing page: RCX/RDI at the #PF", t_stos_page_table },
 	{ "MOVZX/MOVSX from MMIO", t_movzx_movsx },
-	{ "read-modify-write on MMIO: ALU ops, INC/DEC/NOT/NEG, BT*, XCHG; flags", t_rmw },
-	{ "LOCKed ops on MMIO: ADD, OR, XADD, DEC, BTS, CMPXCHG, CMPXCHG8B", t_locked },
+	{ "read-modify-write on MMIO: ALU ops, INC/DEC/NOT/NEG, BT*; flags", t_rmw },
+	{ "locked ops on MMIO: LOCK ADD/OR/XADD/DEC/BTS, XCHG, LOCK CMPXCHG/CMPXCHG8B", t_locked },
 	{ "MOV across the two device pages", t_page_crossing },
 	{ "REP STOSB to MMIO, counts 1/2/7/64, DF=0/1", t_stosb },
 	{ "REP STOSW to MMIO, counts 1/2/7/64, DF=0/1", t_stosw },
