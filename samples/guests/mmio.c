@@ -464,6 +464,7 @@ static const unsigned counts[] = { 1, 2, 7, 64 };
 static void stos_test(unsigned size)
 {
 	static uint8_t want[COUNT_MAX * 8];
+	static char name[64];	/* what() is rebuilt for each check */
 	const uint64_t value = 0x8877665544332211ULL;
 
 	mmio_space();
@@ -479,9 +480,7 @@ static void stos_test(unsigned size)
 				.di = df ? area + (n - 1) * size : area,
 			};
 			rep_stos(size, df, &s);
-			const char *ctx = what("count %u, DF=%d", n, df);
-			static char name[64];
-			memcpy(name, ctx, sizeof(name));
+			memcpy(name, what("count %u, DF=%d", n, df), sizeof(name));
 			check_area(name, area, want, n * size);
 			CHECK_EQ(what("%s: RCX", name), 0, s.c);
 			CHECK_EQ(what("%s: RDI", name), df ? area - size : area + n * size, s.di);
@@ -556,6 +555,7 @@ static void t_movsd_mmio_ram(void) { movs_test(4, MMIO, RAM); }
 static void t_movs_single(void)
 {
 	static const unsigned sizes[] = { 1, 2, 4, 8 };
+	static char name[64];
 	uint8_t want[8];
 
 	mmio_space();
@@ -575,7 +575,6 @@ static void t_movs_single(void)
 			case 8: STRING("movsq", df, &s); break;
 #endif
 			}
-			static char name[64];
 			memcpy(name, what("%u bytes, DF=%d", size, df), sizeof(name));
 			check_area(what("%s: destination", name), dst, want, size);
 			check_area(what("%s: source", name), src, want, size);
