@@ -662,7 +662,11 @@ static void t_stos_page_table(void)
 	map_page(cr3, VA_RAM, frame_alloc(), PTE_P | PTE_W);
 	write_cr3(cr3);
 	wr32(VA_RAM, 0x600d);	/* the walk is shadowed: the tables on it are write-protected */
-	/* As in cpu.c: a directory in long mode; where directories are held by the root. */
+	/*
+	 * As in cpu.c: a directory in long mode; a leaf table where the directories are held
+	 * by the root (PAE) or are the root (32-bit), which a hypervisor may let go out of
+	 * sync instead of emulating the stores (shadowvm does: only long mode emulates here).
+	 */
 	const int level = PT_LEVELS > 3 ? 2 : 1;
 	uintptr_t table = (uintptr_t)pt_entry(cr3, VA_RAM, level, 0) & ~(uintptr_t)(PAGE_SIZE - 1);
 	map_page(cr3, VA_ALIAS, table, PTE_P | PTE_W);
