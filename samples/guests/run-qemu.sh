@@ -2,9 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Run the guest images under QEMU TCG, the correctness oracle: it executes them as the
-# hardware would.  Every functional guest (pt-*.elf) must print a complete, all-ok TAP
-# stream and exit with status 0 through the isa-debug-exit port (QEMU's own exit status is
-# then 1).  The quick benchmark images (bench-*-quick.elf) must print well-formed BENCH
+# hardware would.  Every functional guest (pt-*.elf, and mmio-*.elf with the pc-testdev
+# device, whose MMIO window they use) must print a complete, all-ok TAP stream and exit
+# with status 0 through the isa-debug-exit port (QEMU's own exit status is then 1).  The quick benchmark images (bench-*-quick.elf) must print well-formed BENCH
 # lines and exit 0.
 #
 # usage: run-qemu.sh [build-dir]        (QEMU=..., TIMEOUT=seconds may be set)
@@ -65,18 +65,21 @@ check_bench() {
 }
 
 found=0
-for img in "$O"/pt-*.elf "$O"/bench-*-quick.elf; do
+for img in "$O"/pt-*.elf "$O"/mmio-*.elf "$O"/bench-*-quick.elf; do
 	[ -e "$img" ] || continue
 	found=$((found + 1))
 	log=$log_dir/$(basename "$img" .elf).log
 	status_file=$log.status
+	devices=""
+	case $(basename "$img") in mmio-*) devices="-device pc-testdev" ;; esac
+	# shellcheck disable=SC2086 # $devices: zero or two words
 	{ timeout "$TIMEOUT" "$QEMU" -cpu max -m 64 -nographic -no-reboot -kernel "$img" \
-		-device isa-debug-exit,iobase=0xf4,iosize=4 </dev/null 2>&1; echo $? >"$status_file"; } |
+		-device isa-debug-exit,iobase=0xf4,iosize=4 $devices </dev/null 2>&1; echo $? >"$status_file"; } |
 		tr -d '\r' >"$log"
 	status=$(cat "$status_file")
 	[ "$status" -eq 124 ] && echo "$(basename "$img"): timed out after ${TIMEOUT}s" >>"$log"
 	case $(basename "$img") in
-	pt-*) check_tap "$img" "$log" "$status" ;;
+	pt-* | mmio-*) check_tap "$img" "$log" "$status" ;;
 	*) check_bench "$img" "$log" "$status" ;;
 	esac
 done

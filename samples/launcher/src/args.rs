@@ -12,7 +12,8 @@ pub const USAGE: &str = "\
 Usage: shadowvm-run [OPTIONS] IMAGE
 
 Runs a guest image (ELF32/ELF64 or flat binary) on /dev/shadowvm or /dev/kvm, with a
-serial port at 0x3f8 and an exit port at 0xf4, then prints VM exit and MMU statistics.
+serial port at 0x3f8, an exit port at 0xf4 and a 64 KiB MMIO test window at 0xff000000
+(QEMU's pc-testdev iomem), then prints VM exit and MMU statistics.
 
 Options:
   --backend shadowvm|kvm   hypervisor to use (default shadowvm)

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The guest's devices: a 16550-style serial port at 0x3f8 (output only) and the exit port.
+//! The guest's devices: a 16550-style serial port at 0x3f8 (output only), the exit port, and
+//! QEMU pc-testdev's memory window at 0xff000000 (RAM reached only through MMIO exits).
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -16,6 +17,12 @@ const LSR_IDLE: u8 = 0x60;
 /// Writing a status here ends the run (0 = pass).
 pub const EXIT_PORT: u16 = 0xf4;
 
+/// Guest-physical base of the test device's memory window: QEMU's `pc-testdev` iomem region,
+/// which kvm-unit-tests' x86/emulator.c uses as `IORAM_BASE_PHYS`.
+pub const TESTDEV_IOMEM_BASE: u64 = 0xff00_0000;
+/// Its length (QEMU: `IOMEM_LEN`).
+pub const TESTDEV_IOMEM_LEN: usize = 0x1_0000;
+
 /// What an OUT did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutEffect {
@@ -30,6 +37,8 @@ pub struct IoCounts {
     pub serial: u64,
     pub exit_port: u64,
     pub other: u64,
+    /// MMIO accesses the test device's memory window answered.
+    pub testdev: u64,
 }
 
 /// The device model shared by every backend.
@@ -38,6 +47,9 @@ pub struct Devices {
     lcr: u8,
     warned: BTreeSet<u16>,
     quiet: bool,
+    /// The test device's memory window; every access to it is an MMIO exit, so it exercises
+    /// the hypervisor's instruction emulator with memory that behaves like RAM.
+    iomem: Vec<u8>,
     pub counts: IoCounts,
     /// First error writing serial output; reported at the end instead of stopping the guest.
     pub output_error: Option<std::io::Error>,
@@ -59,6 +71,7 @@ impl Devices {
             lcr: 0,
             warned: BTreeSet::new(),
             quiet,
+            iomem: vec![0; TESTDEV_IOMEM_LEN],
             counts: IoCounts::default(),
             output_error: None,
         }
@@ -108,6 +121,47 @@ impl Devices {
         self.warn_once(port, "IN");
         // Nothing answers: an open ISA bus reads all ones.
         mask(size)
+    }
+
+    /// The part of an MMIO access of `len` bytes at `gpa` that falls in the test device's
+    /// window, as (offset in the window, offset in the access, length); None when none does.
+    /// Like QEMU's memory core, an access partly outside the window gets only its bytes.
+    fn iomem_overlap(gpa: u64, len: usize) -> Option<(usize, usize, usize)> {
+        let (start, end) = (u128::from(gpa), u128::from(gpa) + len as u128);
+        let (base, limit) = (
+            u128::from(TESTDEV_IOMEM_BASE),
+            u128::from(TESTDEV_IOMEM_BASE) + TESTDEV_IOMEM_LEN as u128,
+        );
+        let (lo, hi) = (start.max(base), end.min(limit));
+        (lo < hi).then(|| {
+            (
+                (lo - base) as usize,
+                (lo - start) as usize,
+                (hi - lo) as usize,
+            )
+        })
+    }
+
+    /// Handles an MMIO read of `len` (1..=8) bytes: the bytes read (those outside any device
+    /// read as 0), or None when no device is at `gpa`.
+    pub fn mmio_read(&mut self, gpa: u64, len: u32) -> Option<[u8; 8]> {
+        let len = (len as usize).min(8);
+        let (at, skip, n) = Self::iomem_overlap(gpa, len)?;
+        self.counts.testdev += 1;
+        let mut data = [0u8; 8];
+        data[skip..skip + n].copy_from_slice(&self.iomem[at..at + n]);
+        Some(data)
+    }
+
+    /// Handles an MMIO write of `data` (1..=8 bytes); false when no device is at `gpa`.
+    pub fn mmio_write(&mut self, gpa: u64, data: &[u8]) -> bool {
+        let data = &data[..data.len().min(8)];
+        let Some((at, skip, n)) = Self::iomem_overlap(gpa, data.len()) else {
+            return false;
+        };
+        self.counts.testdev += 1;
+        self.iomem[at..at + n].copy_from_slice(&data[skip..skip + n]);
+        true
     }
 
     fn serial_byte(&mut self, b: u8) {
@@ -201,6 +255,67 @@ pub(crate) mod tests {
         assert_eq!(d.io_in(0xcfc, 4), 0xffff_ffff);
         assert_eq!(d.io_out(0x80, 1, 0x12), OutEffect::Continue);
         assert_eq!(d.counts.other, 4);
+    }
+
+    #[test]
+    fn testdev_iomem_is_ram_behind_mmio() {
+        let mut d = Devices::new(Box::new(Capture::default()), true);
+        let base = TESTDEV_IOMEM_BASE;
+        // Starts zeroed, like QEMU's.
+        assert_eq!(d.mmio_read(base + 0x100, 8), Some([0; 8]));
+        assert!(d.mmio_write(base + 0x100, &0x1122_3344_5566_7788u64.to_le_bytes()));
+        assert_eq!(
+            d.mmio_read(base + 0x100, 8),
+            Some(0x1122_3344_5566_7788u64.to_le_bytes())
+        );
+        // Little-endian, any length, any alignment.
+        assert_eq!(
+            d.mmio_read(base + 0x100, 1),
+            Some([0x88, 0, 0, 0, 0, 0, 0, 0])
+        );
+        assert_eq!(
+            d.mmio_read(base + 0x103, 2),
+            Some([0x55, 0x44, 0, 0, 0, 0, 0, 0])
+        );
+        assert!(d.mmio_write(base + 0x101, &[0xaa, 0xbb]));
+        assert_eq!(
+            d.mmio_read(base + 0x100, 4),
+            Some([0x88, 0xaa, 0xbb, 0x55, 0, 0, 0, 0])
+        );
+        // A 4-byte access across the two pages sees one buffer.
+        assert!(d.mmio_write(base + 0xffe, &[1, 2, 3, 4]));
+        assert_eq!(
+            d.mmio_read(base + 0x1000, 2),
+            Some([3, 4, 0, 0, 0, 0, 0, 0])
+        );
+        // First and last bytes of the window.
+        assert!(d.mmio_write(base, &[0x5a]));
+        assert!(d.mmio_write(base + 0xffff, &[0xa5]));
+        assert_eq!(d.mmio_read(base, 1).unwrap()[0], 0x5a);
+        assert_eq!(d.mmio_read(base + 0xffff, 1).unwrap()[0], 0xa5);
+        assert_eq!(d.counts.testdev, 13);
+    }
+
+    #[test]
+    fn testdev_iomem_edges() {
+        let mut d = Devices::new(Box::new(Capture::default()), true);
+        let (base, end) = (
+            TESTDEV_IOMEM_BASE,
+            TESTDEV_IOMEM_BASE + TESTDEV_IOMEM_LEN as u64,
+        );
+        // Outside the window: no device.
+        assert_eq!(d.mmio_read(base - 1, 1), None);
+        assert_eq!(d.mmio_read(end, 4), None);
+        assert!(!d.mmio_write(base - 8, &[1; 8]));
+        assert!(!d.mmio_write(0xf000_0000, &[1; 4]));
+        assert_eq!(d.mmio_read(u64::MAX - 3, 8), None, "no overflow at the top");
+        assert_eq!(d.counts.testdev, 0);
+        // Partly inside: only the window's bytes are stored; the rest reads as 0.
+        assert!(d.mmio_write(base - 2, &[1, 2, 3, 4]));
+        assert_eq!(d.mmio_read(base - 2, 4), Some([0, 0, 3, 4, 0, 0, 0, 0]));
+        assert!(d.mmio_write(end - 2, &[5, 6, 7, 8, 9, 10, 11, 12]));
+        assert_eq!(d.mmio_read(end - 4, 8), Some([0, 0, 5, 6, 0, 0, 0, 0]));
+        assert_eq!(d.mmio_read(base, 2), Some([3, 4, 0, 0, 0, 0, 0, 0]));
     }
 
     struct Broken;

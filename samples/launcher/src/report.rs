@@ -48,6 +48,7 @@ impl Report<'_> {
             ("io.serial", self.io.serial),
             ("io.exit_port", self.io.exit_port),
             ("io.other", self.io.other),
+            ("mmio.testdev", self.io.testdev),
         ] {
             if n != 0 {
                 let _ = writeln!(s, "    {name:<36} {n:>16}");
@@ -116,8 +117,8 @@ impl Report<'_> {
         );
         let _ = write!(
             s,
-            "\"io\":{{\"serial\":{},\"exit_port\":{},\"other\":{}}},",
-            self.io.serial, self.io.exit_port, self.io.other
+            "\"io\":{{\"serial\":{},\"exit_port\":{},\"other\":{},\"testdev\":{}}},",
+            self.io.serial, self.io.exit_port, self.io.other, self.io.testdev
         );
         let stats: Vec<String> = self
             .backend_stats
@@ -184,6 +185,7 @@ mod tests {
                 serial: 10,
                 exit_port: 1,
                 other: 0,
+                testdev: 0,
             },
             backend_stats: stats,
             stats_error: None,
@@ -208,6 +210,7 @@ mod tests {
         assert!(j.contains("\"outcome\":{\"kind\":\"exit\",\"guest_status\":0,\"exit_status\":0,"));
         assert!(j.contains("\"exits\":{\"io\":11,\"mmio\":0,"));
         assert!(j.contains("\"total\":11}"));
+        assert!(j.contains("\"io\":{\"serial\":10,\"exit_port\":1,\"other\":0,\"testdev\":0}"));
         assert!(j.contains("\"stats\":{\"mmu.pf_fixed\":9,\"exits.cr_access\":2}"));
         assert!(j.contains("\"time_in_run_ns\":5000000"));
         // Balanced braces and quotes: a cheap well-formedness check without a JSON parser.

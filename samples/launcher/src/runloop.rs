@@ -195,20 +195,25 @@ pub fn run(
                 let values: Vec<u64> = (0..count).map(|_| devices.io_in(port, size)).collect();
                 backend.complete_io_in(&values);
             }
-            Exit::MmioRead { gpa, len } => {
-                break Outcome::UnhandledMmio {
-                    gpa,
-                    len,
-                    write: false,
-                    rip: backend.regs().ok().map(|r| r.rip),
+            Exit::MmioRead { gpa, len } => match devices.mmio_read(gpa, len) {
+                Some(data) => backend.complete_mmio_read(&data[..(len as usize).min(8)]),
+                None => {
+                    break Outcome::UnhandledMmio {
+                        gpa,
+                        len,
+                        write: false,
+                        rip: backend.regs().ok().map(|r| r.rip),
+                    }
                 }
-            }
-            Exit::MmioWrite { gpa, len, .. } => {
-                break Outcome::UnhandledMmio {
-                    gpa,
-                    len,
-                    write: true,
-                    rip: backend.regs().ok().map(|r| r.rip),
+            },
+            Exit::MmioWrite { gpa, len, data } => {
+                if !devices.mmio_write(gpa, &data[..(len as usize).min(8)]) {
+                    break Outcome::UnhandledMmio {
+                        gpa,
+                        len,
+                        write: true,
+                        rip: backend.regs().ok().map(|r| r.rip),
+                    };
                 }
             }
             Exit::Hlt => {
@@ -281,6 +286,7 @@ pub(crate) mod tests {
         pub regs: Regs,
         pub io_in: Vec<Vec<u64>>,
         pub hypercall_ret: Vec<u64>,
+        pub mmio_read: Vec<Vec<u8>>,
         pub runs: usize,
         pub mem: Vec<u8>,
         pub immediate_exit: u8,
@@ -311,6 +317,9 @@ pub(crate) mod tests {
         }
         fn complete_hypercall(&mut self, ret: u64) {
             self.hypercall_ret.push(ret);
+        }
+        fn complete_mmio_read(&mut self, data: &[u8]) {
+            self.mmio_read.push(data.to_vec());
         }
         fn immediate_exit_ptr(&mut self) -> *mut u8 {
             &mut self.immediate_exit
@@ -424,6 +433,46 @@ pub(crate) mod tests {
         assert_eq!(o.exit_status(), 174);
         assert!(o.describe().contains("0xfee00000"));
         assert_eq!(fake.runs, 1);
+    }
+
+    #[test]
+    fn testdev_mmio_is_answered() {
+        let base = crate::devices::TESTDEV_IOMEM_BASE;
+        let (r, fake, _) = go(vec![
+            Ok(Exit::MmioWrite {
+                gpa: base + 8,
+                len: 4,
+                data: [0x78, 0x56, 0x34, 0x12, 0xee, 0xee, 0xee, 0xee],
+            }),
+            Ok(Exit::MmioRead {
+                gpa: base + 8,
+                len: 8,
+            }),
+            Ok(Exit::MmioRead {
+                gpa: base + 9,
+                len: 2,
+            }),
+            // Just past the window: unhandled, as before.
+            Ok(Exit::MmioRead {
+                gpa: base + 0x1_0000,
+                len: 1,
+            }),
+        ]);
+        let o = r.unwrap().0;
+        assert_eq!(
+            fake.mmio_read,
+            vec![vec![0x78, 0x56, 0x34, 0x12, 0, 0, 0, 0], vec![0x56, 0x34]]
+        );
+        assert_eq!(
+            o,
+            Outcome::UnhandledMmio {
+                gpa: base + 0x1_0000,
+                len: 1,
+                write: false,
+                rip: Some(0)
+            }
+        );
+        assert_eq!(fake.runs, 4);
     }
 
     #[test]

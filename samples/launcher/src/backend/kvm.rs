@@ -290,6 +290,14 @@ impl Backend for KvmBackend {
         }
     }
 
+    fn complete_mmio_read(&mut self, data: &[u8]) {
+        // KVM_RUN hands these bytes to the instruction.
+        // SAFETY: called right after a KVM_EXIT_MMIO read, so `mmio` is the live member.
+        let mmio = unsafe { &mut self.vcpu.get_kvm_run().__bindgen_anon_1.mmio };
+        let n = data.len().min(mmio.data.len());
+        mmio.data[..n].copy_from_slice(&data[..n]);
+    }
+
     fn complete_hypercall(&mut self, ret: u64) {
         // Called right after a KVM_EXIT_HYPERCALL, whose member is `hypercall`.
         self.vcpu.get_kvm_run().__bindgen_anon_1.hypercall.ret = ret;

@@ -25,6 +25,7 @@ pub enum Exit {
         size: u8,
         count: u32,
     },
+    /// Answer with `Backend::complete_mmio_read` before the next run.
     MmioRead {
         gpa: u64,
         len: u32,
@@ -87,6 +88,8 @@ pub trait Backend {
     fn run(&mut self) -> Result<Exit>;
     /// Supplies the values of the last `Exit::IoIn`.
     fn complete_io_in(&mut self, values: &[u64]);
+    /// Supplies the bytes of the last `Exit::MmioRead` (its `len` of them).
+    fn complete_mmio_read(&mut self, data: &[u8]);
     /// Supplies the return value of the last `Exit::Hypercall`.
     fn complete_hypercall(&mut self, ret: u64);
     /// The run structure's `immediate_exit` byte, for a signal handler to set. Valid as long

@@ -213,6 +213,14 @@ impl Backend for ShadowVm {
         self.write_exit_area(area);
     }
 
+    fn complete_mmio_read(&mut self, data: &[u8]) {
+        let mut area = self.snapshot().exit;
+        let m = area.get_mut::<uapi::ExitMmio>();
+        let n = data.len().min(m.data.len());
+        m.data[..n].copy_from_slice(&data[..n]);
+        self.write_exit_area(area);
+    }
+
     fn complete_hypercall(&mut self, ret: u64) {
         let mut area = self.snapshot().exit;
         area.get_mut::<uapi::ExitHypercall>().ret = ret;
