@@ -553,6 +553,15 @@ pub fn decode(bytes: &[u8], mode: CodeSize) -> Result<Insn, DecodeError> {
             let g = reg_operand(reg, size, has_rex);
             (insn.dst, insn.src) = if opcode >= 0x8A { (g, e) } else { (e, g) };
         }
+        // MOVSXD (64-bit mode; ARPL elsewhere): sign-extends 32 bits with REX.W, else a
+        // plain 32- or 16-bit move.
+        0x63 if long => {
+            let (_, reg, rm) = modrm(&mut c, &x)?;
+            insn.op = Op::Movsx;
+            insn.src_size = op_size.min(4);
+            insn.src = e_operand(rm, insn.src_size, &mut insn);
+            insn.dst = reg_operand(reg, op_size, has_rex);
+        }
         0xA0..=0xA3 => {
             let size = byte_or(opcode);
             insn.op = Op::Mov;
@@ -744,6 +753,8 @@ mod tests {
         (CodeSize::Bits64, &[0x0f, 0xb6, 0x07], Op::Movzx), // movzx eax, byte ptr [rdi]
         (CodeSize::Bits64, &[0x4c, 0x0f, 0xb7, 0x14, 0x77], Op::Movzx), // movzx r10, word ptr [rdi+rsi*2]
         (CodeSize::Bits64, &[0x49, 0x0f, 0xbe, 0x45, 0x00], Op::Movsx), // movsx rax, byte ptr [r13]
+        (CodeSize::Bits64, &[0x48, 0x63, 0x0b], Op::Movsx), // movsxd rcx, dword ptr [rbx]
+        (CodeSize::Bits64, &[0x63, 0x0b], Op::Movsx), // movsxd ecx, dword ptr [rbx]
         (CodeSize::Bits64, &[0x41, 0x0f, 0xbf, 0x8d, 0x00, 0x01, 0x00, 0x00], Op::Movsx), // movsx ecx, word ptr [r13+0x100]
         (CodeSize::Bits64, &[0x48, 0x87, 0x02], Op::Xchg), // xchg [rdx], rax
         (CodeSize::Bits64, &[0x86, 0x3a], Op::Xchg), // xchg byte ptr [rdx], bh

@@ -669,6 +669,12 @@ mod tests {
         r.gpr[gpr::RAX] = 0x1111_2222_3333_4444;
         run(CodeSize::Bits64, &[0x66, 0x0f, 0xbe, 0x06], &mut r, &mut m);
         assert_eq!(r.gpr[gpr::RAX], 0x1111_2222_3333_ffff);
+        // movsxd rcx, dword [rsi+4]: sign-extends; without REX.W a 32-bit move (zero-extends).
+        run(CodeSize::Bits64, &[0x48, 0x63, 0x4e, 0x04], &mut r, &mut m);
+        assert_eq!(r.gpr[gpr::RCX], 0xffff_ffff_8899_aabb);
+        r.gpr[gpr::RCX] = u64::MAX;
+        run(CodeSize::Bits64, &[0x63, 0x4e, 0x04], &mut r, &mut m);
+        assert_eq!(r.gpr[gpr::RCX], 0x8899_aabb);
         // mov ah, [rsi] / mov bh -> mem / mov r9b, [rsi]
         run(CodeSize::Bits64, &[0x8a, 0x26], &mut r, &mut m);
         assert_eq!(r.gpr[gpr::RAX], 0x1111_2222_3333_ffff);

@@ -187,16 +187,25 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
 
     fn write(&mut self, addr: &Addr, data: &[u8]) -> Result<(), MemFault> {
         let (pieces, n) = self.translate(addr.linear, data.len(), true)?;
-        // All or nothing: find the MMIO piece (at most one, at most 8 bytes, one per
-        // instruction) before storing anything.
-        let mut mmio = None;
+        // All or nothing: find the MMIO part (at most 8 bytes, one per instruction) before
+        // storing anything. Two MMIO pieces make one store when the second continues the
+        // first in guest-physical space (a device window across a page boundary).
+        let mut mmio: Option<Piece> = None;
         for p in pieces.iter().take(n) {
             if self.ram(p.gpa, p.len).is_none() {
-                if mmio.is_some() || self.mmio_write.is_some() || p.len > 8 {
-                    return Err(MemFault::Host);
-                }
-                mmio = Some(*p);
+                mmio = match mmio {
+                    None => Some(*p),
+                    Some(m) if m.gpa.wrapping_add(m.len as u64) == p.gpa => Some(Piece {
+                        off: m.off,
+                        len: m.len.saturating_add(p.len),
+                        gpa: m.gpa,
+                    }),
+                    Some(_) => return Err(MemFault::Host),
+                };
             }
+        }
+        if mmio.is_some_and(|m| m.len > 8) || (mmio.is_some() && self.mmio_write.is_some()) {
+            return Err(MemFault::Host);
         }
         for p in pieces.iter().take(n) {
             let src = data.get(p.off..p.off.saturating_add(p.len)).ok_or(MemFault::Host)?;

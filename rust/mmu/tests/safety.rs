@@ -735,3 +735,35 @@ fn locked_and_rep_string_mmio_complete() {
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
+
+/// A store across a page boundary into a device window (two MMIO pages that follow each
+/// other in guest-physical space) is one MMIO store; into two unrelated places it is not
+/// split (a host error, which the vCPU reports as an internal error), never half done.
+#[test]
+fn page_crossing_mmio_store() {
+    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome, Regs};
+    let mem = GMem::new(16, &[]);
+    let mut b = Builder { mode: 3, next: 1 };
+    let ra = b.root();
+    b.map(&mem, ra, 0x7000, 0x100);
+    b.map(&mem, ra, 0x8000, 0x101);
+    b.map(&mem, ra, 0x9000, 0x200);
+    let mut host = Host::new();
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
+    // mov [rdi], eax
+    let insn = emulate::decode(&[0x89, 0x07], CodeSize::Bits64).unwrap();
+    let mut r = Regs { gpr: [0; 16], rip: 0x5000, rflags: 2 };
+    r.gpr[gpr::RDI] = 0x7ffe;
+    r.gpr[gpr::RAX] = 0x4433_2211;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    assert_eq!(emulate::execute(&insn, &mut r, &Env::default(), &mut m, None), Ok(Outcome::Done));
+    assert_eq!(m.mmio_write, Some((0x100_ffe, [0x11, 0x22, 0x33, 0x44, 0, 0, 0, 0], 4)));
+    let mut r = Regs { gpr: [0; 16], rip: 0x5000, rflags: 2 };
+    r.gpr[gpr::RDI] = 0x8ffe;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    assert!(emulate::execute(&insn, &mut r, &Env::default(), &mut m, None).is_err());
+    assert_eq!(m.mmio_write, None);
+    assert_eq!(r.rip, 0x5000);
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}

@@ -235,6 +235,20 @@ impl VcpuCore {
                 if req.size > 8 {
                     return self.emulation_error(run, [req.size as u64, 0, 0]);
                 }
+                // A read across a page is one exit when the second page continues the
+                // first in guest-physical space, both MMIO (a device window); anything
+                // else (RAM and MMIO mixed, two places) is not split: an internal error.
+                let first = 0x1000 - (req.addr.linear & 0xfff);
+                if u64::from(req.size) > first {
+                    let next = req.addr.linear.wrapping_add(first);
+                    let Ok(gpa2) = self.mmu.translate(ram, next, access) else {
+                        return Handled::Resume;
+                    };
+                    let is_ram = |g: u64| crate::mmu::GuestMemory::frame(ram, g >> 12).is_some();
+                    if gpa2 != gpa.wrapping_add(first) || is_ram(gpa) || is_ram(gpa2) {
+                        return self.emulation_error(run, [req.size as u64, gpa, gpa2]);
+                    }
+                }
                 run.exit.set(uapi::ExitMmio {
                     gpa,
                     data: [0; 8],
