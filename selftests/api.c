@@ -3,6 +3,10 @@
  * API selftests for /dev/shadowvm: every ioctl answers, misuse gets a clear errno, small
  * guests run (I/O, HLT, triple fault), RUN can be interrupted, and a VM can be closed while
  * another thread is inside RUN.
+ *
+ * Built on the kernel's kselftest harness: each check is one TEST_F, run in a child of its
+ * own on a fixture of the state it needs (an open fd, one with memory, one with a vCPU, a
+ * whole VM from lib/vm.c), and prints the sentence it checks before its result.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -16,53 +20,200 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include "shadowvm.h"
-#include "tap.h"
+#include "shadowvm_test.h"
 
 #define MEM_SIZE (16u << 20)
-#define CODE 0x1000
+#define CODE GUEST_CODE
 
-struct vm {
-	int fd;
-	uint8_t *mem;
-	struct shadowvm_run *run;
+/* Every check here may wait for a thread or open 128 VMs: Bochs is slow. */
+#define API_TIMEOUT 120
+
+/* ---- fixtures ---- */
+
+/* No state: the test makes its own. */
+FIXTURE(device) {
 };
 
-/* A VM with memory, its mappings, one vCPU and the reset register state; RIP at CODE. */
-static int vm_create(struct vm *vm)
+FIXTURE_SETUP(device)
+{
+}
+
+FIXTURE_TEARDOWN(device)
+{
+}
+
+/* An open /dev/shadowvm, nothing else. */
+FIXTURE(fresh) {
+	int fd;
+};
+
+FIXTURE_SETUP(fresh)
+{
+	self->fd = open(SHADOWVM_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, self->fd) TH_LOG("open " SHADOWVM_DEV ": %s", strerror(errno));
+}
+
+FIXTURE_TEARDOWN(fresh)
+{
+	if (self->fd >= 0)
+		close(self->fd);
+}
+
+/* An open /dev/shadowvm with 16 MiB of memory (SET_MEMORY), no vCPU. */
+FIXTURE(with_memory) {
+	int fd;
+};
+
+FIXTURE_SETUP(with_memory)
 {
 	struct shadowvm_memory m = { .size = MEM_SIZE };
-	struct shadowvm_regs regs = { .rip = CODE, .rflags = 2 };
 
-	vm->fd = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
-	if (vm->fd < 0 || ioctl(vm->fd, SHADOWVM_SET_MEMORY, &m) || ioctl(vm->fd, SHADOWVM_CREATE_VCPU, 0))
-		return -1;
-	vm->mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd, 0);
-	vm->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd,
-		       SHADOWVM_RUN_MMAP_OFFSET);
-	if (vm->mem == MAP_FAILED || vm->run == MAP_FAILED)
-		return -1;
-	return ioctl(vm->fd, SHADOWVM_SET_REGS, &regs);
+	self->fd = open(SHADOWVM_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, self->fd) TH_LOG("open " SHADOWVM_DEV ": %s", strerror(errno));
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_SET_MEMORY, &m)) TH_LOG("SET_MEMORY: %s", strerror(errno));
 }
 
-static void vm_destroy(struct vm *vm)
+FIXTURE_TEARDOWN(with_memory)
 {
-	munmap(vm->mem, MEM_SIZE);
-	munmap(vm->run, SHADOWVM_RUN_MMAP_SIZE);
-	close(vm->fd);
+	if (self->fd >= 0)
+		close(self->fd);
 }
 
-/* Runs until an exit other than INTR (time slice); returns the exit reason or -errno. */
-static int vm_run(struct vm *vm)
+/* A VM from lib/vm.c: memory, mappings, one vCPU, the reset state with RIP at CODE. */
+FIXTURE(vm) {
+	struct vm vm;
+};
+
+FIXTURE_SETUP(vm)
 {
-	for (int i = 0; i < 1000; i++) {
-		if (ioctl(vm->fd, SHADOWVM_RUN, 0))
-			return -errno;
-		if (vm->run->exit_reason != SHADOWVM_EXIT_INTR)
-			return vm->run->exit_reason;
-	}
-	return -ETIMEDOUT;
+	ASSERT_EQ(0, vm_create_reset(&self->vm, MEM_SIZE)) TH_LOG("VM setup: %s", strerror(errno));
 }
+
+FIXTURE_TEARDOWN(vm)
+{
+	vm_destroy(&self->vm);
+}
+
+/* ---- misuse of a fresh VM: every call answers with the documented errno ---- */
+
+SVM_TEST(device, open_dev, API_TIMEOUT, "open /dev/shadowvm")
+{
+	int fd = open(SHADOWVM_DEV, O_RDWR | O_CLOEXEC);
+
+	ASSERT_LE(0, fd) TH_LOG("open: %s", strerror(errno));
+	close(fd);
+}
+
+SVM_TEST(fresh, get_api_version, API_TIMEOUT, "GET_API_VERSION answers the ABI version")
+{
+	ASSERT_EQ(SHADOWVM_API_VERSION, ioctl(self->fd, SHADOWVM_GET_API_VERSION, 0))
+		TH_LOG("errno %s", strerror(errno));
+}
+
+SVM_TEST(fresh, unknown_ioctl, API_TIMEOUT, "an unknown ioctl fails with ENOTTY")
+{
+	ASSERT_ERRNO(ioctl(self->fd, _IO(SHADOWVM_IOCTL_TYPE, 0xff), 0), ENOTTY);
+}
+
+SVM_TEST(fresh, set_memory_wrong_size, API_TIMEOUT, "SET_MEMORY with a wrong argument size fails with ENOTTY")
+{
+	struct shadowvm_memory m = { 0 };
+
+	ASSERT_ERRNO(ioctl(self->fd, _IOW(SHADOWVM_IOCTL_TYPE, 0x01, uint32_t), &m), ENOTTY);
+}
+
+SVM_TEST(fresh, run_before_setup, API_TIMEOUT, "RUN before setup fails with EINVAL")
+{
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_RUN, 0), EINVAL);
+}
+
+SVM_TEST(fresh, create_vcpu_before_memory, API_TIMEOUT, "CREATE_VCPU before SET_MEMORY fails with EINVAL")
+{
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_CREATE_VCPU, 0), EINVAL);
+}
+
+SVM_TEST(fresh, get_regs_without_vcpu, API_TIMEOUT, "GET_REGS without a vCPU fails with EINVAL")
+{
+	struct shadowvm_regs regs;
+
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_GET_REGS, &regs), EINVAL);
+}
+
+SVM_TEST(fresh, set_memory_null, API_TIMEOUT, "SET_MEMORY with a NULL pointer fails with EFAULT")
+{
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY, NULL), EFAULT);
+}
+
+SVM_TEST(fresh, memory_size_zero, API_TIMEOUT, "memory size 0 fails with EINVAL")
+{
+	struct shadowvm_memory m = { .size = 0 };
+
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY, &m), EINVAL);
+}
+
+SVM_TEST(fresh, memory_size_unaligned, API_TIMEOUT, "unaligned memory size fails with EINVAL")
+{
+	struct shadowvm_memory m = { .size = MEM_SIZE + 1 };
+
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY, &m), EINVAL);
+}
+
+SVM_TEST(fresh, memory_flags, API_TIMEOUT, "non-zero memory flags fail with EINVAL")
+{
+	struct shadowvm_memory m = { .size = MEM_SIZE, .flags = 1 };
+
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY, &m), EINVAL);
+}
+
+SVM_TEST(fresh, memory_too_big, API_TIMEOUT, "memory beyond the module's max_memory_mb fails with E2BIG")
+{
+	struct shadowvm_memory m = { .size = 3ull << 30 };
+
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY, &m), E2BIG);
+}
+
+SVM_TEST(fresh, set_memory, API_TIMEOUT, "SET_MEMORY 16 MiB")
+{
+	struct shadowvm_memory m = { .size = MEM_SIZE };
+
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_SET_MEMORY, &m)) TH_LOG("errno %s", strerror(errno));
+}
+
+SVM_TEST(with_memory, set_memory_twice, API_TIMEOUT, "a second SET_MEMORY fails with EEXIST")
+{
+	struct shadowvm_memory m = { .size = MEM_SIZE };
+
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY, &m), EEXIST);
+}
+
+SVM_TEST(with_memory, private_mapping, API_TIMEOUT, "a private mapping of guest memory fails with EINVAL")
+{
+	void *p = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE, self->fd, 0);
+
+	ASSERT_TRUE(p == MAP_FAILED && errno == EINVAL)
+		TH_LOG("mmap returned %p errno %s", p, strerror(errno));
+}
+
+SVM_TEST(with_memory, mapping_beyond_memory, API_TIMEOUT, "a mapping beyond guest memory fails with EINVAL")
+{
+	void *p = mmap(NULL, 2 * MEM_SIZE, PROT_READ, MAP_SHARED, self->fd, 0);
+
+	ASSERT_TRUE(p == MAP_FAILED && errno == EINVAL)
+		TH_LOG("mmap returned %p errno %s", p, strerror(errno));
+}
+
+SVM_TEST(with_memory, create_vcpu, API_TIMEOUT, "CREATE_VCPU")
+{
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_CREATE_VCPU, 0)) TH_LOG("errno %s", strerror(errno));
+}
+
+SVM_TEST(with_memory, create_vcpu_twice, API_TIMEOUT, "a second CREATE_VCPU fails with EEXIST")
+{
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_CREATE_VCPU, 0)) TH_LOG("first CREATE_VCPU: %s", strerror(errno));
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_CREATE_VCPU, 0), EEXIST);
+}
+
+/* ---- limits: max_vms_per_user (default 64) and max_vms (256, all users together) ---- */
 
 /* Opens VMs until refused; returns how many, with the errno of the refusal in *err. */
 static int open_all(int *fds, int max, int *err)
@@ -71,7 +222,7 @@ static int open_all(int *fds, int max, int *err)
 
 	*err = 0;
 	while (n < max) {
-		fds[n] = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
+		fds[n] = open(SHADOWVM_DEV, O_RDWR | O_CLOEXEC);
 		if (fds[n] < 0) {
 			*err = errno;
 			break;
@@ -81,205 +232,241 @@ static int open_all(int *fds, int max, int *err)
 	return n;
 }
 
-/*
- * max_vms_per_user (default 64) refuses a user's 65th VM with EMFILE; another user can
- * still open its own while the first holds all of its share (max_vms, 256, is for all
- * users together).
- */
-static void test_vm_limit(void)
+static void close_all(int *fds, int n)
 {
-	int fds[256], n, err, pipefd[2];
-
-	n = open_all(fds, 256, &err);
-	tap_result(n == 64 && err == EMFILE, "a user's 65th VM at once fails with EMFILE (max_vms_per_user=64)",
-		   "opened %d, then errno %d (%s)", n, err, strerror(err));
-	struct stat st;
-	int chmod_rc = chmod("/dev/shadowvm", 0666), chmod_err = errno;
-	stat("/dev/shadowvm", &st);
-	if (pipe(pipefd) == 0) {
-		pid_t pid = fork();
-		if (pid == 0) {
-			int mine[256], e, got;
-			if (setgid(65534) || setuid(65534))
-				_exit(1);
-			got = open_all(mine, 256, &e);
-			int report[2] = { got, e };
-			if (write(pipefd[1], report, sizeof(report)) != sizeof(report))
-				_exit(1);
-			_exit(0);
-		}
-		int report[2] = { -1, 0 };
-		if (read(pipefd[0], report, sizeof(report)) != sizeof(report))
-			report[0] = -1;
-		waitpid(pid, NULL, 0);
-		close(pipefd[0]);
-		close(pipefd[1]);
-		tap_result(report[0] == 64 && report[1] == EMFILE,
-			   "meanwhile another user opens its own 64 VMs, then gets EMFILE",
-			   "uid 65534 opened %d, then errno %d (%s); chmod 0666: rc %d errno %d, mode now %o",
-			   report[0], report[1], strerror(report[1]), chmod_rc, chmod_err, st.st_mode & 07777);
-	} else {
-		tap_result(0, "meanwhile another user opens its own 64 VMs, then gets EMFILE", "pipe: %s",
-			   strerror(errno));
-	}
-	chmod("/dev/shadowvm", 0600);
 	while (n > 0)
 		close(fds[--n]);
-	n = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
-	tap_result(n >= 0, "closing them frees the slots", "open: %s", strerror(errno));
-	close(n);
 }
 
-static void test_misuse(void)
+SVM_TEST(device, per_user_vm_limit, API_TIMEOUT,
+	 "a user's 65th VM at once fails with EMFILE (max_vms_per_user=64)")
 {
-	struct shadowvm_memory m = { 0 };
-	struct shadowvm_regs regs;
-	int fd = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
-	void *p;
+	int fds[256], n, err;
 
-	tap_result(fd >= 0, "open /dev/shadowvm", "open: %s", strerror(errno));
-	tap_result(ioctl(fd, SHADOWVM_GET_API_VERSION, 0) == SHADOWVM_API_VERSION,
-		   "GET_API_VERSION answers the ABI version", "errno %s", strerror(errno));
-	TAP_ERRNO("an unknown ioctl fails with ENOTTY", ioctl(fd, _IO(SHADOWVM_IOCTL_TYPE, 0xff), 0), ENOTTY);
-	TAP_ERRNO("SET_MEMORY with a wrong argument size fails with ENOTTY",
-		  ioctl(fd, _IOW(SHADOWVM_IOCTL_TYPE, 0x01, uint32_t), &m), ENOTTY);
-	TAP_ERRNO("RUN before setup fails with EINVAL", ioctl(fd, SHADOWVM_RUN, 0), EINVAL);
-	TAP_ERRNO("CREATE_VCPU before SET_MEMORY fails with EINVAL", ioctl(fd, SHADOWVM_CREATE_VCPU, 0), EINVAL);
-	TAP_ERRNO("GET_REGS without a vCPU fails with EINVAL", ioctl(fd, SHADOWVM_GET_REGS, &regs), EINVAL);
-	TAP_ERRNO("SET_MEMORY with a NULL pointer fails with EFAULT", ioctl(fd, SHADOWVM_SET_MEMORY, NULL), EFAULT);
-	m.size = 0;
-	TAP_ERRNO("memory size 0 fails with EINVAL", ioctl(fd, SHADOWVM_SET_MEMORY, &m), EINVAL);
-	m.size = MEM_SIZE + 1;
-	TAP_ERRNO("unaligned memory size fails with EINVAL", ioctl(fd, SHADOWVM_SET_MEMORY, &m), EINVAL);
-	m.size = MEM_SIZE;
-	m.flags = 1;
-	TAP_ERRNO("non-zero memory flags fail with EINVAL", ioctl(fd, SHADOWVM_SET_MEMORY, &m), EINVAL);
-	m.flags = 0;
-	m.size = 3ull << 30;
-	TAP_ERRNO("memory beyond the module's max_memory_mb fails with E2BIG", ioctl(fd, SHADOWVM_SET_MEMORY, &m), E2BIG);
-	m.size = MEM_SIZE;
-	tap_result(ioctl(fd, SHADOWVM_SET_MEMORY, &m) == 0, "SET_MEMORY 16 MiB", "errno %s", strerror(errno));
-	TAP_ERRNO("a second SET_MEMORY fails with EEXIST", ioctl(fd, SHADOWVM_SET_MEMORY, &m), EEXIST);
-	p = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-	tap_result(p == MAP_FAILED && errno == EINVAL, "a private mapping of guest memory fails with EINVAL",
-		   "mmap returned %p errno %s", p, strerror(errno));
-	p = mmap(NULL, 2 * MEM_SIZE, PROT_READ, MAP_SHARED, fd, 0);
-	tap_result(p == MAP_FAILED && errno == EINVAL, "a mapping beyond guest memory fails with EINVAL",
-		   "mmap returned %p errno %s", p, strerror(errno));
-	tap_result(ioctl(fd, SHADOWVM_CREATE_VCPU, 0) == 0, "CREATE_VCPU", "errno %s", strerror(errno));
-	TAP_ERRNO("a second CREATE_VCPU fails with EEXIST", ioctl(fd, SHADOWVM_CREATE_VCPU, 0), EEXIST);
-	close(fd);
-	test_vm_limit();
+	n = open_all(fds, 256, &err);
+	close_all(fds, n);
+	ASSERT_TRUE(n == 64 && err == EMFILE) TH_LOG("opened %d, then errno %d (%s)", n, err, strerror(err));
 }
 
-static void test_bad_state(void)
+SVM_TEST(device, other_user_own_share, API_TIMEOUT,
+	 "meanwhile another user opens its own 64 VMs, then gets EMFILE")
 {
-	struct vm vm;
-	struct shadowvm_regs regs;
-	struct shadowvm_sregs sregs, bad;
+	int fds[256], n, err, pipefd[2], report[2] = { -1, 0 };
+	struct stat st;
+	pid_t pid;
 
-	if (vm_create(&vm)) {
-		tap_result(0, "VM for the register checks", "setup: %s", strerror(errno));
-		return;
+	n = open_all(fds, 256, &err);	/* this user holds all of its share */
+	int chmod_rc = chmod(SHADOWVM_DEV, 0666), chmod_err = errno;
+	stat(SHADOWVM_DEV, &st);
+	ASSERT_EQ(0, pipe(pipefd)) TH_LOG("pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid == 0) {
+		int mine[256], e, got;
+		if (setgid(65534) || setuid(65534))
+			_exit(1);
+		got = open_all(mine, 256, &e);
+		int rep[2] = { got, e };
+		if (write(pipefd[1], rep, sizeof(rep)) != sizeof(rep))
+			_exit(1);
+		_exit(0);
 	}
-	ioctl(vm.fd, SHADOWVM_GET_REGS, &regs);
-	regs.rflags |= 1ull << 3; /* reserved */
-	TAP_ERRNO("SET_REGS with a reserved RFLAGS bit fails with EINVAL", ioctl(vm.fd, SHADOWVM_SET_REGS, &regs), EINVAL);
-	tap_result(ioctl(vm.fd, SHADOWVM_GET_SREGS, &sregs) == 0 && ioctl(vm.fd, SHADOWVM_SET_SREGS, &sregs) == 0,
-		   "GET_SREGS then SET_SREGS round-trips", "errno %s", strerror(errno));
-	bad = sregs;
-	bad.cr0 &= ~1ull; /* real mode */
-	TAP_ERRNO("SET_SREGS with CR0.PE=0 (real mode) fails with EINVAL", ioctl(vm.fd, SHADOWVM_SET_SREGS, &bad), EINVAL);
-	bad = sregs;
-	bad.cr4 |= 1ull << 13; /* VMXE */
-	TAP_ERRNO("SET_SREGS with CR4.VMXE fails with EINVAL", ioctl(vm.fd, SHADOWVM_SET_SREGS, &bad), EINVAL);
-	bad = sregs;
-	bad.efer |= 1ull << 10; /* LMA without paging */
-	TAP_ERRNO("SET_SREGS with EFER.LMA inconsistent with CR0.PG fails with EINVAL",
-		  ioctl(vm.fd, SHADOWVM_SET_SREGS, &bad), EINVAL);
-	bad = sregs;
-	bad.cs.present = 0;
-	TAP_ERRNO("SET_SREGS with a non-present CS fails with EINVAL", ioctl(vm.fd, SHADOWVM_SET_SREGS, &bad), EINVAL);
-	vm_destroy(&vm);
+	if (read(pipefd[0], report, sizeof(report)) != sizeof(report))
+		report[0] = -1;
+	waitpid(pid, NULL, 0);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	chmod(SHADOWVM_DEV, 0600);
+	close_all(fds, n);
+	ASSERT_TRUE(report[0] == 64 && report[1] == EMFILE)
+		TH_LOG("uid 65534 opened %d, then errno %d (%s); chmod 0666: rc %d errno %d, mode now %o",
+		       report[0], report[1], strerror(report[1]), chmod_rc, chmod_err, st.st_mode & 07777);
 }
 
-static void test_guests(void)
+SVM_TEST(device, closing_frees_slots, API_TIMEOUT, "closing them frees the slots")
 {
-	/* mov al, 'A'; out 0x80, al; in al, 0x81; hlt */
-	static const uint8_t io_hlt[] = { 0xb0, 0x41, 0xe6, 0x80, 0xe4, 0x81, 0xf4 };
+	int fds[256], n, err, fd;
+
+	n = open_all(fds, 256, &err);
+	close_all(fds, n);
+	fd = open(SHADOWVM_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, fd) TH_LOG("open: %s (after %d VMs, then errno %d)", strerror(errno), n, err);
+	close(fd);
+}
+
+/* ---- register state validation ---- */
+
+SVM_TEST(vm, rflags_reserved, API_TIMEOUT, "SET_REGS with a reserved RFLAGS bit fails with EINVAL")
+{
+	struct shadowvm_regs regs;
+
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	regs.rflags |= 1ull << 3; /* reserved */
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_REGS, &regs), EINVAL);
+}
+
+SVM_TEST(vm, sregs_round_trip, API_TIMEOUT, "GET_SREGS then SET_SREGS round-trips")
+{
+	struct shadowvm_sregs sregs;
+
+	ASSERT_TRUE(ioctl(self->vm.fd, SHADOWVM_GET_SREGS, &sregs) == 0 &&
+		    ioctl(self->vm.fd, SHADOWVM_SET_SREGS, &sregs) == 0) TH_LOG("errno %s", strerror(errno));
+}
+
+/* SET_SREGS of the current state changed by `change`, which must fail with EINVAL. */
+#define ASSERT_SREGS_EINVAL(change)                                                      \
+	do {                                                                             \
+		struct shadowvm_sregs bad;                                               \
+		ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_SREGS, &bad))               \
+			TH_LOG("GET_SREGS: %s", strerror(errno));                        \
+		change;                                                                  \
+		ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_SREGS, &bad), EINVAL);      \
+	} while (0)
+
+SVM_TEST(vm, real_mode, API_TIMEOUT, "SET_SREGS with CR0.PE=0 (real mode) fails with EINVAL")
+{
+	ASSERT_SREGS_EINVAL(bad.cr0 &= ~1ull);
+}
+
+SVM_TEST(vm, cr4_vmxe, API_TIMEOUT, "SET_SREGS with CR4.VMXE fails with EINVAL")
+{
+	ASSERT_SREGS_EINVAL(bad.cr4 |= 1ull << 13);
+}
+
+SVM_TEST(vm, efer_lma_without_paging, API_TIMEOUT,
+	 "SET_SREGS with EFER.LMA inconsistent with CR0.PG fails with EINVAL")
+{
+	ASSERT_SREGS_EINVAL(bad.efer |= 1ull << 10);
+}
+
+SVM_TEST(vm, cs_not_present, API_TIMEOUT, "SET_SREGS with a non-present CS fails with EINVAL")
+{
+	ASSERT_SREGS_EINVAL(bad.cs.present = 0);
+}
+
+/* ---- small guests ---- */
+
+/* mov al, 'A'; out 0x80, al; in al, 0x81; hlt */
+static const uint8_t io_hlt[] = { 0xb0, 0x41, 0xe6, 0x80, 0xe4, 0x81, 0xf4 };
+
+/* Runs io_hlt to its OUT exit, checked. */
+#define RUN_TO_OUT(vm)                                                                           \
+	do {                                                                                     \
+		int __r;                                                                         \
+		memcpy((vm)->mem + CODE, io_hlt, sizeof(io_hlt));                                \
+		__r = vm_run(vm);                                                                \
+		ASSERT_TRUE(__r == SHADOWVM_EXIT_IO && (vm)->run->exit.io.direction == SHADOWVM_IO_OUT && \
+			    (vm)->run->exit.io.port == 0x80 && (vm)->run->exit.io.size == 1 &&   \
+			    (vm)->run->exit.io.data == 0x41)                                     \
+			TH_LOG("exit %d dir %u port %#x size %u data %#llx", __r,                 \
+			       (vm)->run->exit.io.direction, (vm)->run->exit.io.port,            \
+			       (vm)->run->exit.io.size, (unsigned long long)(vm)->run->exit.io.data); \
+	} while (0)
+
+/* Runs io_hlt past its IN exit, checked. */
+#define RUN_TO_IN(vm)                                                                            \
+	do {                                                                                     \
+		int __r;                                                                         \
+		RUN_TO_OUT(vm);                                                                  \
+		__r = vm_run(vm);                                                                \
+		ASSERT_TRUE(__r == SHADOWVM_EXIT_IO && (vm)->run->exit.io.direction == SHADOWVM_IO_IN && \
+			    (vm)->run->exit.io.port == 0x81) TH_LOG("exit %d", __r);             \
+	} while (0)
+
+/* Runs io_hlt to HLT with 0x5a as the IN data, checked. */
+#define RUN_TO_HLT(vm)                                                                           \
+	do {                                                                                     \
+		struct shadowvm_regs __regs;                                                     \
+		int __r;                                                                         \
+		RUN_TO_IN(vm);                                                                   \
+		(vm)->run->exit.io.data = 0x5a;                                                  \
+		__r = vm_run(vm);                                                                \
+		ioctl((vm)->fd, SHADOWVM_GET_REGS, &__regs);                                     \
+		ASSERT_TRUE(__r == SHADOWVM_EXIT_HLT && (__regs.rax & 0xff) == 0x5a &&           \
+			    __regs.rip == CODE + sizeof(io_hlt))                                 \
+			TH_LOG("exit %d rax %#llx rip %#llx", __r, (unsigned long long)__regs.rax, \
+			       (unsigned long long)__regs.rip);                                  \
+	} while (0)
+
+SVM_TEST(vm, io_out_exit, API_TIMEOUT, "a guest OUT exits to userspace with port, size and data")
+{
+	RUN_TO_OUT(&self->vm);
+}
+
+SVM_TEST(vm, io_in_exit, API_TIMEOUT, "a guest IN exits to userspace")
+{
+	RUN_TO_IN(&self->vm);
+}
+
+SVM_TEST(vm, io_in_data_then_hlt, API_TIMEOUT, "the IN data reaches AL; HLT exits with RIP after it")
+{
+	RUN_TO_HLT(&self->vm);
+}
+
+SVM_TEST(vm, immediate_exit, API_TIMEOUT, "immediate_exit makes RUN return EINTR with exit INTR")
+{
+	struct vm *vm = &self->vm;
+	int r;
+
+	memcpy(vm->mem + CODE, guest_hlt, sizeof(guest_hlt));
+	vm->run->immediate_exit = 1;
+	errno = 0;
+	r = ioctl(vm->fd, SHADOWVM_RUN, 0);
+	ASSERT_TRUE(r == -1 && errno == EINTR && vm->run->exit_reason == SHADOWVM_EXIT_INTR)
+		TH_LOG("rc %d errno %s exit %u", r, strerror(errno), vm->run->exit_reason);
+}
+
+/*
+ * Triple fault through shadowvm's own event merging: 32-bit paging maps only the first
+ * 4 MiB and the IDT lies above it (the library's safe state). UD2 -> reading the #UD gate
+ * faults: #PF exit with the #UD being delivered -> the #PF is the guest's -> reading its
+ * gate faults -> #PF during #PF = #DF -> reading the #DF gate faults -> triple fault ->
+ * SHUTDOWN. (A plain empty IDT would triple-fault inside the CPU, which Bochs 2.7 turns
+ * into a machine shutdown instead of a VM exit.)
+ */
+SVM_TEST(vm, triple_fault, API_TIMEOUT,
+	 "faults while delivering UD, PF and DF end in a triple fault (SHUTDOWN)")
+{
 	static const uint8_t ud2[] = { 0x0f, 0x0b };
 	struct shadowvm_sregs sregs;
-	struct shadowvm_regs regs;
+	int r;
+
+	vm_load_code(&self->vm, ud2, sizeof(ud2));
+	r = vm_safe_sregs(self->vm.fd, &sregs);
+	if (r == 0)
+		r = vm_run(&self->vm);
+	ASSERT_EQ(SHADOWVM_EXIT_SHUTDOWN, r) TH_LOG("exit %d errno %s", r, strerror(errno));
+}
+
+SVM_TEST(vm, stats_no_room, API_TIMEOUT, "GET_STATS with no room fails with E2BIG and the count")
+{
+	struct shadowvm_stats st = { 0 };
+	int r;
+
+	errno = 0;
+	r = ioctl(self->vm.fd, SHADOWVM_GET_STATS, &st);
+	ASSERT_TRUE(r == -1 && errno == E2BIG && st.count > 0)
+		TH_LOG("rc %d errno %s count %u", r, strerror(errno), st.count);
+}
+
+SVM_TEST(vm, stats_exits_by_reason, API_TIMEOUT, "GET_STATS lists the exits by reason (exits.hlt = 1)")
+{
 	struct shadowvm_stats st = { 0 };
 	struct shadowvm_stat_entry *e;
-	struct vm vm;
 	int r, found = 0;
 
-	if (vm_create(&vm)) {
-		tap_result(0, "VM for the guest tests", "setup: %s", strerror(errno));
-		return;
-	}
-	memcpy(vm.mem + CODE, io_hlt, sizeof(io_hlt));
-	r = vm_run(&vm);
-	tap_result(r == SHADOWVM_EXIT_IO && vm.run->exit.io.direction == SHADOWVM_IO_OUT && vm.run->exit.io.port == 0x80 &&
-		   vm.run->exit.io.size == 1 && vm.run->exit.io.data == 0x41,
-		   "a guest OUT exits to userspace with port, size and data",
-		   "exit %d dir %u port %#x size %u data %#llx", r, vm.run->exit.io.direction, vm.run->exit.io.port,
-		   vm.run->exit.io.size, (unsigned long long)vm.run->exit.io.data);
-	r = vm_run(&vm);
-	tap_result(r == SHADOWVM_EXIT_IO && vm.run->exit.io.direction == SHADOWVM_IO_IN && vm.run->exit.io.port == 0x81,
-		   "a guest IN exits to userspace", "exit %d", r);
-	vm.run->exit.io.data = 0x5a;
-	r = vm_run(&vm);
-	ioctl(vm.fd, SHADOWVM_GET_REGS, &regs);
-	tap_result(r == SHADOWVM_EXIT_HLT && (regs.rax & 0xff) == 0x5a && regs.rip == CODE + sizeof(io_hlt),
-		   "the IN data reaches AL; HLT exits with RIP after it",
-		   "exit %d rax %#llx rip %#llx", r, (unsigned long long)regs.rax, (unsigned long long)regs.rip);
-
-	vm.run->immediate_exit = 1;
-	errno = 0;
-	r = ioctl(vm.fd, SHADOWVM_RUN, 0);
-	tap_result(r == -1 && errno == EINTR && vm.run->exit_reason == SHADOWVM_EXIT_INTR,
-		   "immediate_exit makes RUN return EINTR with exit INTR", "rc %d errno %s exit %u", r,
-		   strerror(errno), vm.run->exit_reason);
-	vm.run->immediate_exit = 0;
-
-	/*
-	 * Triple fault through shadowvm's own event merging: 32-bit paging maps only the
-	 * first 4 MiB and the IDT lies above it. UD2 -> reading the #UD gate faults: #PF exit
-	 * with the #UD being delivered -> the #PF is the guest's -> reading its gate faults ->
-	 * #PF during #PF = #DF -> reading the #DF gate faults -> triple fault -> SHUTDOWN.
-	 * (A plain empty IDT would triple-fault inside the CPU, which Bochs 2.7 turns into
-	 * a machine shutdown instead of a VM exit.)
-	 */
-	memcpy(vm.mem + CODE, ud2, sizeof(ud2));
-	*(uint32_t *)(vm.mem + 0x2000) = 0x83; /* PDE 0: 4 MiB page at 0, present, writable */
-	ioctl(vm.fd, SHADOWVM_GET_SREGS, &sregs);
-	sregs.cr4 |= 1 << 4;		/* PSE */
-	sregs.cr0 |= 1u << 31;		/* PG */
-	sregs.cr3 = 0x2000;
-	sregs.idt.base = 0x00800000;
-	sregs.idt.limit = 0x7ff;
-	regs.rip = CODE;
-	r = ioctl(vm.fd, SHADOWVM_SET_SREGS, &sregs) || ioctl(vm.fd, SHADOWVM_SET_REGS, &regs);
-	if (r == 0)
-		r = vm_run(&vm);
-	tap_result(r == SHADOWVM_EXIT_SHUTDOWN, "faults while delivering UD, PF and DF end in a triple fault (SHUTDOWN)",
-		   "exit %d errno %s", r, strerror(errno));
-
-	errno = 0;
-	r = ioctl(vm.fd, SHADOWVM_GET_STATS, &st);
-	tap_result(r == -1 && errno == E2BIG && st.count > 0, "GET_STATS with no room fails with E2BIG and the count",
-		   "rc %d errno %s count %u", r, strerror(errno), st.count);
+	RUN_TO_HLT(&self->vm);
+	ioctl(self->vm.fd, SHADOWVM_GET_STATS, &st);
+	ASSERT_LT(0u, st.count) TH_LOG("no count: %s", strerror(errno));
 	e = calloc(st.count, sizeof(*e));
 	st.entries = (uintptr_t)e;
-	r = ioctl(vm.fd, SHADOWVM_GET_STATS, &st);
+	r = ioctl(self->vm.fd, SHADOWVM_GET_STATS, &st);
 	for (unsigned int i = 0; r == 0 && i < st.count; i++)
 		found += !strcmp(e[i].name, "exits.hlt") && e[i].value == 1;
-	tap_result(r == 0 && found == 1, "GET_STATS lists the exits by reason (exits.hlt = 1)", "rc %d found %d", r, found);
 	free(e);
-	vm_destroy(&vm);
+	ASSERT_TRUE(r == 0 && found == 1) TH_LOG("rc %d found %d", r, found);
 }
+
+/* ---- threads ---- */
 
 static void *spin(void *arg)
 {
@@ -296,41 +483,69 @@ static void on_signal(int sig)
 	(void)sig;
 }
 
-static void test_concurrency(void)
-{
-	static const uint8_t loop[] = { 0xeb, 0xfe }; /* jmp . */
-	struct timespec t0, t1;
+/* Two VMs from lib/vm.c. */
+FIXTURE(two_vms) {
 	struct vm vm, vm2;
-	pthread_t th;
-	void *ret;
+};
+
+FIXTURE_SETUP(two_vms)
+{
+	self->vm = (struct vm)VM_NONE;
+	self->vm2 = (struct vm)VM_NONE;
+	signal(SIGUSR1, on_signal);
+	ASSERT_TRUE(vm_create_reset(&self->vm, MEM_SIZE) == 0 && vm_create_reset(&self->vm2, MEM_SIZE) == 0)
+		TH_LOG("setup: %s", strerror(errno));
+}
+
+FIXTURE_TEARDOWN(two_vms)
+{
+	vm_destroy(&self->vm);
+	vm_destroy(&self->vm2);
+}
+
+SVM_TEST(two_vms, two_vms_at_once, API_TIMEOUT, "two VMs at once")
+{
+	/* The fixture's setup is the check. */
+}
+
+SVM_TEST(two_vms, second_vm_runs, API_TIMEOUT, "the second VM runs while the first exists")
+{
 	int r;
 
-	signal(SIGUSR1, on_signal);
-	if (vm_create(&vm) || vm_create(&vm2)) {
-		tap_result(0, "two VMs at once", "setup: %s", strerror(errno));
-		return;
-	}
-	tap_result(1, "two VMs at once", "");
-	memcpy(vm.mem + CODE, loop, sizeof(loop));
-	memcpy(vm2.mem + CODE, "\xf4", 1);
-	r = vm_run(&vm2);
-	tap_result(r == SHADOWVM_EXIT_HLT, "the second VM runs while the first exists", "exit %d", r);
+	memcpy(self->vm.mem + CODE, guest_loop, sizeof(guest_loop));
+	memcpy(self->vm2.mem + CODE, guest_hlt, sizeof(guest_hlt));
+	r = vm_run(&self->vm2);
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, r) TH_LOG("exit %d", r);
+}
 
-	pthread_create(&th, NULL, spin, &vm);
+SVM_TEST(two_vms, close_during_run, API_TIMEOUT,
+	 "close while another thread is in RUN: RUN ends, the thread sees EBADF")
+{
+	struct vm *vm = &self->vm;
+	struct timespec t0, t1;
+	pthread_t th;
+	void *ret;
+
+	memcpy(vm->mem + CODE, guest_loop, sizeof(guest_loop));
+	memcpy(self->vm2.mem + CODE, guest_hlt, sizeof(guest_hlt));
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, vm_run(&self->vm2));
+	pthread_create(&th, NULL, spin, vm);
 	usleep(300 * 1000);
 	pthread_kill(th, SIGUSR1);
 	usleep(100 * 1000);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	/* Close every reference while the other thread is (most likely) inside RUN. */
-	munmap(vm.mem, MEM_SIZE);
-	munmap(vm.run, SHADOWVM_RUN_MMAP_SIZE);
-	close(vm.fd);
+	munmap(vm->mem, MEM_SIZE);
+	munmap(vm->run, SHADOWVM_RUN_MMAP_SIZE);
+	close(vm->fd);
+	vm->mem = MAP_FAILED;
+	vm->run = MAP_FAILED;
 	pthread_join(th, &ret);
+	vm->fd = -1;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	tap_result((intptr_t)ret == EBADF && t1.tv_sec - t0.tv_sec < 10,
-		   "close while another thread is in RUN: RUN ends, the thread sees EBADF",
-		   "thread ended with errno %ld after %ld s", (long)(intptr_t)ret, (long)(t1.tv_sec - t0.tv_sec));
-	vm_destroy(&vm2);
+	ASSERT_TRUE((intptr_t)ret == EBADF && t1.tv_sec - t0.tv_sec < 10)
+		TH_LOG("thread ended with errno %ld after %ld s", (long)(intptr_t)ret,
+		       (long)(t1.tv_sec - t0.tv_sec));
 }
 
 /*
@@ -338,45 +553,52 @@ static void test_concurrency(void)
  * refuse the state; once loaded, changing them in memory changes nothing until CR3 is
  * written again, so the guest runs on what was loaded and never without a shadow root.
  */
-static void test_pae_pdptes(void)
+static void pae_setup(struct vm *vm, struct shadowvm_sregs *sregs)
 {
-	static const uint8_t hlt[] = { 0xf4 };
+	uint64_t *pd = (uint64_t *)(vm->mem + 0x4000);
+
+	pd[0] = 0x83;			/* 2 MiB page at 0, present, writable */
+	memcpy(vm->mem + CODE, guest_hlt, sizeof(guest_hlt));
+	ioctl(vm->fd, SHADOWVM_GET_SREGS, sregs);
+	sregs->cr4 |= 1 << 5;		/* PAE */
+	sregs->cr0 |= 1u << 31;		/* PG */
+	sregs->cr3 = 0x3000;
+}
+
+SVM_TEST(vm, pae_pdpte_reserved, API_TIMEOUT,
+	 "SET_SREGS with PAE paging and a reserved bit in a PDPTE fails with EINVAL")
+{
+	uint64_t *pdpt = (uint64_t *)(self->vm.mem + 0x3000);
+	struct shadowvm_sregs sregs;
+
+	pae_setup(&self->vm, &sregs);
+	pdpt[0] = 0x4001 | 1 << 1;	/* bit 1 is reserved in a PDPTE */
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_SREGS, &sregs), EINVAL);
+}
+
+SVM_TEST(vm, pae_pdptes_loaded, API_TIMEOUT,
+	 "PDPTEs are loaded with the registers: changing them in memory afterwards does not matter")
+{
+	uint64_t *pdpt = (uint64_t *)(self->vm.mem + 0x3000);
 	struct shadowvm_sregs sregs;
 	struct shadowvm_regs regs;
-	struct vm vm;
-	uint64_t *pdpt, *pd;
+	struct vm *vm = &self->vm;
 	int r;
 
-	if (vm_create(&vm)) {
-		tap_result(0, "VM for the PDPTE tests", "setup: %s", strerror(errno));
-		tap_result(0, "PDPTEs are loaded with the registers", "no VM");
-		return;
-	}
-	pdpt = (uint64_t *)(vm.mem + 0x3000);
-	pd = (uint64_t *)(vm.mem + 0x4000);
-	pd[0] = 0x83;			/* 2 MiB page at 0, present, writable */
-	memcpy(vm.mem + CODE, hlt, sizeof(hlt));
-	ioctl(vm.fd, SHADOWVM_GET_SREGS, &sregs);
-	sregs.cr4 |= 1 << 5;		/* PAE */
-	sregs.cr0 |= 1u << 31;		/* PG */
-	sregs.cr3 = 0x3000;
-	pdpt[0] = 0x4001 | 1 << 1;	/* bit 1 is reserved in a PDPTE */
-	TAP_ERRNO("SET_SREGS with PAE paging and a reserved bit in a PDPTE fails with EINVAL",
-		  ioctl(vm.fd, SHADOWVM_SET_SREGS, &sregs), EINVAL);
+	pae_setup(vm, &sregs);
 	pdpt[0] = 0x4001;
-	r = ioctl(vm.fd, SHADOWVM_SET_SREGS, &sregs);
+	r = ioctl(vm->fd, SHADOWVM_SET_SREGS, &sregs);
 	pdpt[0] = 0x4001 | 1 << 1;	/* changed after loading: no effect before a CR3 write */
-	ioctl(vm.fd, SHADOWVM_GET_REGS, &regs);
+	ioctl(vm->fd, SHADOWVM_GET_REGS, &regs);
 	regs.rip = CODE;
 	if (r == 0)
-		r = ioctl(vm.fd, SHADOWVM_SET_REGS, &regs);
+		r = ioctl(vm->fd, SHADOWVM_SET_REGS, &regs);
 	if (r == 0)
-		r = vm_run(&vm);
-	tap_result(r == SHADOWVM_EXIT_HLT, "PDPTEs are loaded with the registers: changing them in memory afterwards does not matter",
-		   "exit %d (fail_entry reason %#llx qual %llu) errno %s", r,
-		   (unsigned long long)vm.run->exit.fail_entry.hardware_entry_failure_reason,
-		   (unsigned long long)vm.run->exit.fail_entry.exit_qualification, strerror(errno));
-	vm_destroy(&vm);
+		r = vm_run(vm);
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, r)
+		TH_LOG("exit %d (fail_entry reason %#llx qual %llu) errno %s", r,
+		       (unsigned long long)vm->run->exit.fail_entry.hardware_entry_failure_reason,
+		       (unsigned long long)vm->run->exit.fail_entry.exit_qualification, strerror(errno));
 }
 
 static void *run_until_eintr(void *arg)
@@ -393,23 +615,19 @@ static void *run_until_eintr(void *arg)
  * never exits on its own), and the RUN that follows must see it, not a stale copy that
  * the module wrote back.
  */
-static void test_immediate_exit_race(void)
+SVM_TEST(vm, immediate_exit_race, API_TIMEOUT,
+	 "immediate_exit set by another thread during RUN stops the next RUN (not overwritten)")
 {
-	static const uint8_t loop[] = { 0xeb, 0xfe }; /* jmp . */
-	struct vm vm;
-	pthread_t th;
+	struct vm *vm = &self->vm;
 	void *ret = (void *)-1;
+	pthread_t th;
 	int done = 0;
 
-	if (vm_create(&vm)) {
-		tap_result(0, "immediate_exit set during RUN", "setup: %s", strerror(errno));
-		return;
-	}
 	signal(SIGUSR1, on_signal);
-	memcpy(vm.mem + CODE, loop, sizeof(loop));
-	pthread_create(&th, NULL, run_until_eintr, &vm);
+	memcpy(vm->mem + CODE, guest_loop, sizeof(guest_loop));
+	pthread_create(&th, NULL, run_until_eintr, vm);
 	usleep(250 * 1000);
-	vm.run->immediate_exit = 1;
+	vm->run->immediate_exit = 1;
 	for (int i = 0; i < 30 && !done; i++) {
 		usleep(100 * 1000);
 		done = pthread_tryjoin_np(th, &ret) == 0;
@@ -421,51 +639,33 @@ static void test_immediate_exit_race(void)
 			usleep(50 * 1000);
 		}
 	}
-	tap_result(done && (intptr_t)ret == SHADOWVM_INTR_IMMEDIATE_EXIT && vm.run->immediate_exit == 1,
-		   "immediate_exit set by another thread during RUN stops the next RUN (not overwritten)",
-		   "stopped by itself: %s, cause %ld, immediate_exit now %u", done ? "yes" : "no",
-		   (long)(intptr_t)ret, vm.run->immediate_exit);
-	vm_destroy(&vm);
+	ASSERT_TRUE(done && (intptr_t)ret == SHADOWVM_INTR_IMMEDIATE_EXIT && vm->run->immediate_exit == 1)
+		TH_LOG("stopped by itself: %s, cause %ld, immediate_exit now %u", done ? "yes" : "no",
+		       (long)(intptr_t)ret, vm->run->immediate_exit);
 }
 
 /*
  * A VM exit loads null FS/GS selectors; the task's own must be back when RUN returns
  * (a 32-bit task keeps its TLS in one).
  */
-static void test_host_selectors(void)
+SVM_TEST(vm, host_gs_kept, API_TIMEOUT, "the task's GS selector is the same after RUN")
 {
-	static const uint8_t hlt[] = { 0xf4 };
 	const uint16_t user_ds = 0x2b;	/* __USER_DS: a valid GS value for any task */
 	uint16_t gs = 0;
-	struct vm vm;
 	int r;
 
-	if (vm_create(&vm)) {
-		tap_result(0, "GS selector kept across RUN", "setup: %s", strerror(errno));
-		return;
-	}
-	memcpy(vm.mem + CODE, hlt, sizeof(hlt));
+	memcpy(self->vm.mem + CODE, guest_hlt, sizeof(guest_hlt));
 	__asm__ volatile("mov %0, %%gs" :: "r"(user_ds));
-	r = vm_run(&vm);
+	r = vm_run(&self->vm);
 	__asm__ volatile("mov %%gs, %0" : "=r"(gs));
 	__asm__ volatile("mov %0, %%gs" :: "r"((uint16_t)0));
-	tap_result(r == SHADOWVM_EXIT_HLT && gs == user_ds, "the task's GS selector is the same after RUN",
-		   "exit %d, GS %#x (want %#x)", r, gs, user_ds);
-	vm_destroy(&vm);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && gs == user_ds)
+		TH_LOG("exit %d, GS %#x (want %#x)", r, gs, user_ds);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	tap_plan(41);
 	/* Runs after suites that unload the module. */
-	if (access("/dev/shadowvm", F_OK) && system("insmod /lib/modules/shadowvm.ko"))
-		printf("# insmod shadowvm.ko failed\n");
-	test_misuse();
-	test_bad_state();
-	test_guests();
-	test_concurrency();
-	test_pae_pdptes();
-	test_immediate_exit_race();
-	test_host_selectors();
-	return tap_exit();
+	shadowvm_ensure_loaded();
+	return test_harness_run(argc, argv);
 }
