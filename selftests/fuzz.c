@@ -18,7 +18,10 @@
  * budget bounds every phase (default 50 s in total).
  *
  * Guests only ever run with an IDT the CPU cannot read without a #PF that shadowvm
- * intercepts (see vmlib.h).
+ * intercepts (see include/shadowvm_util.h).
+ *
+ * Reports through the kernel's kselftest.h (one phase, one result); the VMs are the shared
+ * library's (lib/vm.c) with what this fuzzer tracks of them on top.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -33,12 +36,14 @@
 #include <time.h>
 #include <unistd.h>
 #include "shadowvm.h"
-#include "tap.h"
-#include "vmlib.h"
+#include "kselftest.h"
+#include "shadowvm_util.h"
 
 #define MEM_SIZE (4u << 20)
 #define NBAD_SHOWN 12
+#ifndef ARRAY_SIZE
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#endif
 
 static __thread uint64_t rng;	/* per thread: the two-thread phase draws from both */
 static uint64_t rnd(void)
@@ -77,6 +82,25 @@ static void bad(const char *fmt, ...)
 		vsnprintf(bad_log[n], sizeof(bad_log[0]), fmt, ap);
 		va_end(ap);
 	}
+}
+
+/* One kselftest result; a failure is followed by its diagnostic as a TAP comment. */
+static void result(int pass, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void result(int pass, const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (pass) {
+		ksft_test_result_pass("%s\n", name);
+	} else {
+		ksft_test_result_fail("%s\n", name);
+		printf("# ");
+		va_start(ap, fmt);
+		vprintf(fmt, ap);
+		va_end(ap);
+		printf("\n");
+	}
+	fflush(stdout);
 }
 
 static int allowed_errno(int e, const int *allowed)
@@ -166,11 +190,11 @@ static void phase_end(const char *name)
 		 "errno",
 		 name, calls, runs, now() - phase_start);
 	if (kmsg_splats) {
-		tap_result(0, desc, "%lu kernel log line(s) of a splat in this phase; first: %s",
+		result(0, desc, "%lu kernel log line(s) of a splat in this phase; first: %s",
 			   kmsg_splats, kmsg_first);
 		return;
 	}
-	tap_result(nbad == 0 && calls > 0, desc, "%lu calls out of the documented set; first ones:", nbad);
+	result(nbad == 0 && calls > 0, desc, "%lu calls out of the documented set; first ones:", nbad);
 	for (unsigned long i = 0; i < nbad && i < NBAD_SHOWN; i++)
 		printf("#   %s\n", bad_log[i]);
 }
@@ -220,45 +244,36 @@ static const unsigned long known_cmds[] = {
 };
 
 /* ---- VMs ---- */
+/* A library VM whose mappings are NULL when absent, and what the module holds of it. */
 struct fvm {
-	int fd;
+	struct vm vm;		/* vm.vm.mem_size: of the mapping at vm.vm.mem */
 	int has_mem, has_vcpu;
-	size_t mem_size;	/* of the mapping at mem */
-	uint8_t *mem;
-	struct shadowvm_run *run;
 };
 
-static int vm_open(struct fvm *vm)
+static int fvm_open(struct fvm *f)
 {
-	memset(vm, 0, sizeof(*vm));
-	vm->fd = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
-	return vm->fd < 0 ? -1 : 0;
-}
-
-static int vm_setup(struct fvm *vm)
-{
-	struct shadowvm_memory m = { .size = MEM_SIZE };
-
-	if (vm_open(vm) || ioctl(vm->fd, SHADOWVM_SET_MEMORY, &m) || ioctl(vm->fd, SHADOWVM_CREATE_VCPU, 0))
+	memset(f, 0, sizeof(*f));
+	if (vm_open(&f->vm))
 		return -1;
-	vm->has_mem = vm->has_vcpu = 1;
-	vm->mem_size = MEM_SIZE;
-	vm->mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd, 0);
-	vm->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd,
-		       SHADOWVM_RUN_MMAP_OFFSET);
-	return vm->mem == MAP_FAILED || vm->run == MAP_FAILED ? -1 : 0;
+	f->vm.mem = NULL;
+	f->vm.run = NULL;
+	return 0;
 }
 
-static void vm_close(struct fvm *vm)
+static int fvm_setup(struct fvm *f)
 {
-	if (vm->mem && vm->mem != MAP_FAILED)
-		munmap(vm->mem, vm->mem_size);
-	if (vm->run && vm->run != MAP_FAILED)
-		munmap(vm->run, SHADOWVM_RUN_MMAP_SIZE);
-	if (vm->fd >= 0)
-		close(vm->fd);
-	memset(vm, 0, sizeof(*vm));
-	vm->fd = -1;
+	memset(f, 0, sizeof(*f));
+	if (vm_create_bare(&f->vm, MEM_SIZE))
+		return -1;
+	f->has_mem = f->has_vcpu = 1;
+	return 0;
+}
+
+static void fvm_close(struct fvm *f)
+{
+	vm_destroy(&f->vm);
+	memset(f, 0, sizeof(*f));
+	f->vm.fd = -1;
 }
 
 /*
@@ -325,16 +340,16 @@ static int safe_state(struct fvm *vm, int prog)
 {
 	struct shadowvm_regs r;
 
-	load_prog(vm->mem, prog);
+	load_prog(vm->vm.mem, prog);
 	random_regs(&r, MEM_SIZE);
 	/* A state SET_SREGS accepted once must be accepted again, from any state. */
 	errno = 0;
-	long rc = ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs);
+	long rc = ioctl(vm->vm.fd, SHADOWVM_SET_SREGS, &safe_sregs);
 	verdict("SET_SREGS of the saved safe state", SHADOWVM_SET_SREGS, rc, errno, must_work);
 	if (rc)
 		return -1;
 	errno = 0;
-	rc = ioctl(vm->fd, SHADOWVM_SET_REGS, &r);
+	rc = ioctl(vm->vm.fd, SHADOWVM_SET_REGS, &r);
 	verdict("SET_REGS of a safe state", SHADOWVM_SET_REGS, rc, errno, must_work);
 	return rc ? -1 : 0;
 }
@@ -347,22 +362,22 @@ static void run_some(struct fvm *vm, int rounds)
 {
 	for (int i = 0; i < rounds; i++) {
 		errno = 0;
-		long rc = ioctl(vm->fd, SHADOWVM_RUN, 0);
+		long rc = ioctl(vm->vm.fd, SHADOWVM_RUN, 0);
 		verdict("RUN", SHADOWVM_RUN, rc, errno, ioctl_ok);
 		runs++;
 		if (rc)
 			return;
-		exits[vm->run->exit_reason <= SHADOWVM_EXIT_INTR ? vm->run->exit_reason
+		exits[vm->vm.run->exit_reason <= SHADOWVM_EXIT_INTR ? vm->vm.run->exit_reason
 								  : SHADOWVM_EXIT_INTR + 1]++;
-		switch (vm->run->exit_reason) {
+		switch (vm->vm.run->exit_reason) {
 		case SHADOWVM_EXIT_IO:
-			vm->run->exit.io.data = rnd();
+			vm->vm.run->exit.io.data = rnd();
 			break;
 		case SHADOWVM_EXIT_MMIO:
-			*(uint64_t *)vm->run->exit.mmio.data = rnd();
+			*(uint64_t *)vm->vm.run->exit.mmio.data = rnd();
 			break;
 		case SHADOWVM_EXIT_HYPERCALL:
-			vm->run->exit.hypercall.ret = rnd();
+			vm->vm.run->exit.hypercall.ret = rnd();
 			break;
 		case SHADOWVM_EXIT_INTR:
 			break;
@@ -376,14 +391,14 @@ static void run_some(struct fvm *vm, int rounds)
 static void random_ioctl(struct fvm *vm, unsigned long cmd, unsigned long arg)
 {
 	if (cmd == SHADOWVM_RUN && arg == 0) {
-		if (vm->has_vcpu && vm->run && vm->run != MAP_FAILED && vm->mem && vm->mem != MAP_FAILED &&
+		if (vm->has_vcpu && vm->vm.run && vm->vm.run != MAP_FAILED && vm->vm.mem && vm->vm.mem != MAP_FAILED &&
 		    safe_state(vm, below(ARRAY_SIZE(progs))) == 0)
 			run_some(vm, 2);
 		return;
 	}
 	/* SET_SREGS with random bytes: accepted states are made safe again before any RUN. */
 	errno = 0;
-	long rc = ioctl(vm->fd, cmd, arg);
+	long rc = ioctl(vm->vm.fd, cmd, arg);
 	verdict("ioctl", cmd, rc, errno, ioctl_ok);
 	if (cmd == SHADOWVM_SET_MEMORY && rc == 0)
 		vm->has_mem = 1;
@@ -429,7 +444,7 @@ static void phase_setup_order(int n)
 {
 	for (int i = 0; i < n && now() < deadline; i++) {
 		struct fvm vm;
-		if (vm_open(&vm)) {
+		if (fvm_open(&vm)) {
 			verdict("open", 0, -1, errno, open_ok);
 			continue;
 		}
@@ -454,7 +469,7 @@ static void phase_setup_order(int n)
 				break;
 			}
 		}
-		close(vm.fd);
+		close(vm.vm.fd);
 	}
 }
 
@@ -471,7 +486,7 @@ static void phase_stats(struct fvm *vm, int n)
 		st.entries = below(2) ? rand_arg()
 				      : (unsigned long)rw_page + 4096 - sizeof(struct shadowvm_stat_entry) * below(73);
 		errno = 0;
-		long rc = ioctl(vm->fd, SHADOWVM_GET_STATS, &st);
+		long rc = ioctl(vm->vm.fd, SHADOWVM_GET_STATS, &st);
 		verdict("GET_STATS", SHADOWVM_GET_STATS, rc, errno, ioctl_ok);
 	}
 }
@@ -513,7 +528,7 @@ static void phase_mmap(struct fvm *vm, int n)
 		int flags = flagset[below(ARRAY_SIZE(flagset))], prot = prots[below(ARRAY_SIZE(prots))];
 
 		errno = 0;
-		uint8_t *p = mmap(NULL, len, prot, flags, vm->fd, off);
+		uint8_t *p = mmap(NULL, len, prot, flags, vm->vm.fd, off);
 		if (p == MAP_FAILED) {
 			verdict("mmap", off, -1, errno, prot & PROT_EXEC ? mmap_exec_ok : mmap_ok);
 			continue;
@@ -551,11 +566,11 @@ static void mutate_seg(struct shadowvm_segment *s)
 static int get_state(struct fvm *vm, struct shadowvm_sregs *s, struct shadowvm_regs *r)
 {
 	errno = 0;
-	long rc = ioctl(vm->fd, SHADOWVM_GET_SREGS, s);
+	long rc = ioctl(vm->vm.fd, SHADOWVM_GET_SREGS, s);
 	verdict("GET_SREGS", SHADOWVM_GET_SREGS, rc, errno, must_work);
 	if (rc)
 		return -1;
-	rc = ioctl(vm->fd, SHADOWVM_GET_REGS, r);
+	rc = ioctl(vm->vm.fd, SHADOWVM_GET_REGS, r);
 	verdict("GET_REGS", SHADOWVM_GET_REGS, rc, errno, must_work);
 	return rc ? -1 : 0;
 }
@@ -574,9 +589,9 @@ static void phase_run_states(struct fvm *vm)
 
 		/* Back to the saved safe state; a VM that cannot take it any more is replaced. */
 		if (safe_state(vm, prog) || get_state(vm, &s, &r)) {
-			vm_close(vm);
+			fvm_close(vm);
 			fresh++;
-			if (vm_setup(vm) || safe_state(vm, prog) || get_state(vm, &s, &r)) {
+			if (fvm_setup(vm) || safe_state(vm, prog) || get_state(vm, &s, &r)) {
 				bad("RUN phase: a fresh VM does not take the safe state: %s",
 				    strerror(errno));
 				break;
@@ -605,12 +620,12 @@ static void phase_run_states(struct fvm *vm)
 		s.idt.base = GUEST_IDT;
 		s.idt.limit = 0x7ff;
 		errno = 0;
-		long rc = ioctl(vm->fd, SHADOWVM_SET_SREGS, &s);
+		long rc = ioctl(vm->vm.fd, SHADOWVM_SET_SREGS, &s);
 		verdict("SET_SREGS", SHADOWVM_SET_SREGS, rc, errno, ioctl_ok);
 		if (rc)
 			continue;
 		errno = 0;
-		rc = ioctl(vm->fd, SHADOWVM_SET_REGS, &r);
+		rc = ioctl(vm->vm.fd, SHADOWVM_SET_REGS, &r);
 		verdict("SET_REGS", SHADOWVM_SET_REGS, rc, errno, ioctl_ok);
 		accepted++;
 		run_some(vm, 3);
@@ -661,13 +676,13 @@ static void hm_replace(void)
 	hm_closes++;
 	hm_closes_mid += mid != 0;
 	hm_closes_mid_run += mid == 2;
-	vm_close(&hm_vm);
+	fvm_close(&hm_vm);
 	random_regs(&r, MEM_SIZE);
-	if (vm_setup(&hm_vm) || (load_prog(hm_vm.mem, short_prog()), 0) ||
-	    ioctl(hm_vm.fd, SHADOWVM_SET_SREGS, &safe_sregs) ||
-	    ioctl(hm_vm.fd, SHADOWVM_SET_REGS, &r))
+	if (fvm_setup(&hm_vm) || (load_prog(hm_vm.vm.mem, short_prog()), 0) ||
+	    ioctl(hm_vm.vm.fd, SHADOWVM_SET_SREGS, &safe_sregs) ||
+	    ioctl(hm_vm.vm.fd, SHADOWVM_SET_REGS, &r))
 		hm_setup_fail++;
-	__atomic_store_n(&hm_fd, hm_vm.fd, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&hm_fd, hm_vm.vm.fd, __ATOMIC_SEQ_CST);
 	__atomic_add_fetch(&hm_gen, 1, __ATOMIC_SEQ_CST);
 }
 
@@ -683,8 +698,8 @@ static void *hammer(void *arg)
 			hm_replace();
 			continue;
 		}
-		if (h->id == 0 && below(16) == 0 && hm_vm.mem && hm_vm.mem != MAP_FAILED)
-			load_prog(hm_vm.mem, short_prog());	/* new code under a running guest */
+		if (h->id == 0 && below(16) == 0 && hm_vm.vm.mem && hm_vm.vm.mem != MAP_FAILED)
+			load_prog(hm_vm.vm.mem, short_prog());	/* new code under a running guest */
 
 		unsigned g0 = __atomic_load_n(&hm_gen, __ATOMIC_SEQ_CST), op = below(100);
 		int fd = __atomic_load_n(&hm_fd, __ATOMIC_SEQ_CST);
@@ -754,7 +769,7 @@ static void phase_two_threads(void)
 	struct hammer h[2];
 
 	hm_closes = hm_closes_mid = hm_closes_mid_run = hm_setup_fail = 0;
-	hm_vm.fd = -1;
+	hm_vm.vm.fd = -1;
 	hm_replace();
 	for (int i = 0; i < 2; i++) {
 		h[i] = (struct hammer){ .id = i, .seed = rnd() | 1 };
@@ -765,7 +780,7 @@ static void phase_two_threads(void)
 		calls += h[i].calls;
 		runs += h[i].runs;
 	}
-	vm_close(&hm_vm);
+	fvm_close(&hm_vm);
 	printf("# two threads: %lu+%lu calls; %lu closes of the VM's fd, %lu of them while the "
 	       "other thread was inside a call (%lu inside RUN)\n", h[0].calls, h[1].calls,
 	       hm_closes, hm_closes_mid, hm_closes_mid_run);
@@ -853,29 +868,29 @@ static long fi_step(struct fvm *vm, int step)
 	calls++;
 	switch (step) {
 	case S_OPEN:
-		vm->fd = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
-		return vm->fd < 0 ? -1 : 0;
+		vm->vm.fd = open("/dev/shadowvm", O_RDWR | O_CLOEXEC);
+		return vm->vm.fd < 0 ? -1 : 0;
 	case S_MEMORY:
-		return ioctl(vm->fd, SHADOWVM_SET_MEMORY, &m);
+		return ioctl(vm->vm.fd, SHADOWVM_SET_MEMORY, &m);
 	case S_VCPU:
-		return ioctl(vm->fd, SHADOWVM_CREATE_VCPU, 0);
+		return ioctl(vm->vm.fd, SHADOWVM_CREATE_VCPU, 0);
 	case S_MAP_RAM:
 	case S_MAP_RUN:
 		p = mmap(NULL, step == S_MAP_RAM ? FI_MEM : SHADOWVM_RUN_MMAP_SIZE,
-			 PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd,
+			 PROT_READ | PROT_WRITE, MAP_SHARED, vm->vm.fd,
 			 step == S_MAP_RAM ? 0 : SHADOWVM_RUN_MMAP_OFFSET);
 		if (p == MAP_FAILED)
 			return -1;
 		if (step == S_MAP_RAM)
-			vm->mem = p, vm->mem_size = FI_MEM;
+			vm->vm.mem = p, vm->vm.mem_size = FI_MEM;
 		else
-			vm->run = p;
+			vm->vm.run = p;
 		return 0;
 	case S_RUN:
 		runs++;
-		return ioctl(vm->fd, SHADOWVM_RUN, 0);
+		return ioctl(vm->vm.fd, SHADOWVM_RUN, 0);
 	default:
-		return ioctl(vm->fd, SHADOWVM_GET_STATS, &st);
+		return ioctl(vm->vm.fd, SHADOWVM_GET_STATS, &st);
 	}
 }
 
@@ -885,12 +900,12 @@ static int fi_after(struct fvm *vm, int step)
 	struct shadowvm_regs r = { .rip = GUEST_CODE, .rflags = 2, .rsp = GUEST_STACK };
 
 	if (step == S_MAP_RUN) {
-		load_prog(vm->mem, 0);	/* hlt */
-		if (ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs) ||
-		    ioctl(vm->fd, SHADOWVM_SET_REGS, &r))
+		load_prog(vm->vm.mem, 0);	/* hlt */
+		if (ioctl(vm->vm.fd, SHADOWVM_SET_SREGS, &safe_sregs) ||
+		    ioctl(vm->vm.fd, SHADOWVM_SET_REGS, &r))
 			return -1;
 	}
-	if (step == S_RUN && vm->run->exit_reason != SHADOWVM_EXIT_HLT) {
+	if (step == S_RUN && vm->vm.run->exit_reason != SHADOWVM_EXIT_HLT) {
 		errno = EPROTO;	/* stands for "ran, but not to HLT" */
 		return -1;
 	}
@@ -916,7 +931,7 @@ static void phase_fail_nth(void)
 {
 	for (int step = 0; step < S_N && now() < deadline; step++) {
 		for (unsigned n = 1; n < 2000 && now() < deadline; n++) {
-			struct fvm vm = { .fd = -1 };
+			struct fvm vm = { .vm.fd = -1 };
 			int k, ok = 1;
 			char b[16], left[16] = "";
 
@@ -925,7 +940,7 @@ static void phase_fail_nth(void)
 			if (!ok) {
 				bad("fail-nth: %s without injection: %s", step_names[k - 1],
 				    strerror(errno));
-				vm_close(&vm);
+				fvm_close(&vm);
 				return;
 			}
 			int len = snprintf(b, sizeof(b), "%u", n);
@@ -944,7 +959,7 @@ static void phase_fail_nth(void)
 				if (rc)
 					bad("fail-nth: %s failed without an injected failure: %s",
 					    step_names[step], strerror(e));
-				vm_close(&vm);
+				fvm_close(&vm);
 				break;
 			}
 			fi_sites++;
@@ -962,7 +977,7 @@ static void phase_fail_nth(void)
 				bad("after failure %u in %s (%s) the VM does not recover: %s: %s",
 				    n, step_names[step], rc ? strerror(e) : "call succeeded",
 				    step_names[k - 1], strerror(errno));
-			vm_close(&vm);
+			fvm_close(&vm);
 		}
 		if (now() < deadline)
 			fi_steps_done++;
@@ -981,10 +996,10 @@ static void phase_fail_random(void)
 	unsigned cur = ~0u;
 
 	for (int i = 0; i < 4; i++)
-		memset(&pool[i], 0, sizeof(pool[i])), pool[i].fd = -1;
+		memset(&pool[i], 0, sizeof(pool[i])), pool[i].vm.fd = -1;
 	while (now() < deadline) {
 		struct fvm *vm = &pool[below(4)];
-		unsigned op = vm->fd < 0 ? 0 : below(12), p = probs[below(ARRAY_SIZE(probs))];
+		unsigned op = vm->vm.fd < 0 ? 0 : below(12), p = probs[below(ARRAY_SIZE(probs))];
 		const int *allowed = ioctl_ok;
 		const char *what = "ioctl";
 		unsigned long cmd = 0;
@@ -993,21 +1008,21 @@ static void phase_fail_random(void)
 		if (op == 6 || op == 7) {
 			/* RUN needs mapped memory, a vCPU and a safe state set without failures. */
 			struct shadowvm_regs r;
-			if (!vm->has_vcpu || !vm->mem || !vm->run)
+			if (!vm->has_vcpu || !vm->vm.mem || !vm->vm.run)
 				continue;
-			load_prog(vm->mem, short_prog());
-			random_regs(&r, vm->mem_size);
+			load_prog(vm->vm.mem, short_prog());
+			random_regs(&r, vm->vm.mem_size);
 			errno = 0;
-			rc = ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs);
+			rc = ioctl(vm->vm.fd, SHADOWVM_SET_SREGS, &safe_sregs);
 			verdict("SET_SREGS of the safe state", SHADOWVM_SET_SREGS, rc, errno,
 				must_work);
 			errno = 0;
-			rc = ioctl(vm->fd, SHADOWVM_SET_REGS, &r);
+			rc = ioctl(vm->vm.fd, SHADOWVM_SET_REGS, &r);
 			verdict("SET_REGS of a safe state", SHADOWVM_SET_REGS, rc, errno,
 				must_work);
 		}
-		if (op == 0 && vm->fd >= 0) {
-			vm_close(vm);
+		if (op == 0 && vm->vm.fd >= 0) {
+			fvm_close(vm);
 			continue;
 		}
 		if (p != cur)
@@ -1017,57 +1032,57 @@ static void phase_fail_random(void)
 		switch (op) {
 		case 0:
 			what = "open", allowed = open_ok;
-			rc = vm_open(vm);
+			rc = fvm_open(vm);
 			break;
 		case 1: case 2: {
 			struct shadowvm_memory m = { .size = (9 + below(248)) << 12 };
 			what = "SET_MEMORY", cmd = SHADOWVM_SET_MEMORY;
-			rc = ioctl(vm->fd, SHADOWVM_SET_MEMORY, &m);
+			rc = ioctl(vm->vm.fd, SHADOWVM_SET_MEMORY, &m);
 			if (rc == 0)
-				vm->has_mem = 1, vm->mem_size = m.size;
+				vm->has_mem = 1, vm->vm.mem_size = m.size;
 			break;
 		}
 		case 3:
 			what = "CREATE_VCPU", cmd = SHADOWVM_CREATE_VCPU;
-			rc = ioctl(vm->fd, SHADOWVM_CREATE_VCPU, 0);
+			rc = ioctl(vm->vm.fd, SHADOWVM_CREATE_VCPU, 0);
 			vm->has_vcpu |= rc == 0;
 			break;
 		case 4:
-			if (vm->mem)
+			if (vm->vm.mem)
 				break;
 			what = "mmap RAM", allowed = mmap_ok;
-			vm->mem = mmap(NULL, vm->mem_size ? vm->mem_size : 4096,
-				       PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd, 0);
-			rc = vm->mem == MAP_FAILED ? -1 : 0;
+			vm->vm.mem = mmap(NULL, vm->vm.mem_size ? vm->vm.mem_size : 4096,
+				       PROT_READ | PROT_WRITE, MAP_SHARED, vm->vm.fd, 0);
+			rc = vm->vm.mem == MAP_FAILED ? -1 : 0;
 			if (rc)
-				vm->mem = NULL;
+				vm->vm.mem = NULL;
 			break;
 		case 5:
-			if (vm->run)
+			if (vm->vm.run)
 				break;
 			what = "mmap run page", allowed = mmap_ok;
-			vm->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE,
-				       MAP_SHARED, vm->fd, SHADOWVM_RUN_MMAP_OFFSET);
-			rc = vm->run == MAP_FAILED ? -1 : 0;
+			vm->vm.run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE,
+				       MAP_SHARED, vm->vm.fd, SHADOWVM_RUN_MMAP_OFFSET);
+			rc = vm->vm.run == MAP_FAILED ? -1 : 0;
 			if (rc)
-				vm->run = NULL;
+				vm->vm.run = NULL;
 			break;
 		case 6: case 7:
 			what = "RUN", cmd = SHADOWVM_RUN;
-			rc = ioctl(vm->fd, SHADOWVM_RUN, 0);
+			rc = ioctl(vm->vm.fd, SHADOWVM_RUN, 0);
 			runs++;
 			break;
 		case 8: case 9: {
 			struct shadowvm_stats st = { .count = SHADOWVM_STATS_MAX,
 						     .entries = (uintptr_t)stat_buf };
 			what = "GET_STATS", cmd = SHADOWVM_GET_STATS;
-			rc = ioctl(vm->fd, SHADOWVM_GET_STATS, &st);
+			rc = ioctl(vm->vm.fd, SHADOWVM_GET_STATS, &st);
 			break;
 		}
 		default: {
 			struct shadowvm_sregs sr;
 			what = "GET_SREGS", cmd = SHADOWVM_GET_SREGS;
-			rc = ioctl(vm->fd, SHADOWVM_GET_SREGS, &sr);
+			rc = ioctl(vm->vm.fd, SHADOWVM_GET_SREGS, &sr);
 			break;
 		}
 		}
@@ -1084,41 +1099,41 @@ static void phase_fail_random(void)
 		struct shadowvm_memory m = { .size = FI_MEM };
 		struct shadowvm_regs r = { .rip = GUEST_CODE, .rflags = 2, .rsp = GUEST_STACK };
 
-		if (vm->fd < 0)
+		if (vm->vm.fd < 0)
 			continue;
 		errno = 0;
 		int ok = 1;
 		if (!vm->has_mem) {
-			ok = ioctl(vm->fd, SHADOWVM_SET_MEMORY, &m) == 0;
-			vm->mem_size = FI_MEM;
+			ok = ioctl(vm->vm.fd, SHADOWVM_SET_MEMORY, &m) == 0;
+			vm->vm.mem_size = FI_MEM;
 		}
 		if (ok && !vm->has_vcpu)
-			ok = ioctl(vm->fd, SHADOWVM_CREATE_VCPU, 0) == 0;
-		if (ok && !vm->mem) {
-			vm->mem = mmap(NULL, vm->mem_size, PROT_READ | PROT_WRITE, MAP_SHARED,
-				       vm->fd, 0);
-			ok = vm->mem != MAP_FAILED;
+			ok = ioctl(vm->vm.fd, SHADOWVM_CREATE_VCPU, 0) == 0;
+		if (ok && !vm->vm.mem) {
+			vm->vm.mem = mmap(NULL, vm->vm.mem_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+				       vm->vm.fd, 0);
+			ok = vm->vm.mem != MAP_FAILED;
 		}
-		if (ok && !vm->run) {
-			vm->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE,
-				       MAP_SHARED, vm->fd, SHADOWVM_RUN_MMAP_OFFSET);
-			ok = vm->run != MAP_FAILED;
+		if (ok && !vm->vm.run) {
+			vm->vm.run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE,
+				       MAP_SHARED, vm->vm.fd, SHADOWVM_RUN_MMAP_OFFSET);
+			ok = vm->vm.run != MAP_FAILED;
 		}
 		if (ok) {
-			load_prog(vm->mem, 0);
-			ok = ioctl(vm->fd, SHADOWVM_SET_SREGS, &safe_sregs) == 0 &&
-			     ioctl(vm->fd, SHADOWVM_SET_REGS, &r) == 0 &&
-			     ioctl(vm->fd, SHADOWVM_RUN, 0) == 0 &&
-			     vm->run->exit_reason == SHADOWVM_EXIT_HLT;
+			load_prog(vm->vm.mem, 0);
+			ok = ioctl(vm->vm.fd, SHADOWVM_SET_SREGS, &safe_sregs) == 0 &&
+			     ioctl(vm->vm.fd, SHADOWVM_SET_REGS, &r) == 0 &&
+			     ioctl(vm->vm.fd, SHADOWVM_RUN, 0) == 0 &&
+			     vm->vm.run->exit_reason == SHADOWVM_EXIT_HLT;
 		}
 		if (!ok)
 			bad("fail-random: VM %d does not complete its setup and a run to HLT: %s",
 			    i, strerror(errno));
-		if (vm->mem == MAP_FAILED)
-			vm->mem = NULL;
-		if (vm->run == MAP_FAILED)
-			vm->run = NULL;
-		vm_close(vm);
+		if (vm->vm.mem == MAP_FAILED)
+			vm->vm.mem = NULL;
+		if (vm->vm.run == MAP_FAILED)
+			vm->vm.run = NULL;
+		fvm_close(vm);
 	}
 }
 
@@ -1136,28 +1151,29 @@ int main(int argc, char **argv)
 	struct fvm fresh, ran, pristine;
 
 	rng = seed ? seed : 1;
-	tap_plan(12);
+	ksft_print_header();
+	ksft_set_plan(12);
 	printf("# seed %llu, budget %.0f s (reproduce: fuzz %llu %.0f)\n", (unsigned long long)seed, budget,
 	       (unsigned long long)seed, budget);
 	if (access("/dev/shadowvm", F_OK) && system("insmod /lib/modules/shadowvm.ko"))
 		printf("# insmod shadowvm.ko failed\n");
 	pointers_init();
-	if (vm_setup(&pristine) || vm_safe_sregs(pristine.fd, &safe_sregs))
+	if (fvm_setup(&pristine) || vm_safe_sregs(pristine.vm.fd, &safe_sregs))
 		printf("# cannot set up a VM: %s\n", strerror(errno));
-	vm_close(&pristine);
+	fvm_close(&pristine);
 
 	/* Phases get slices of the budget so each one runs even on a slow machine. */
 	deadline = start + budget * 0.08;
 	phase_begin();
-	if (vm_open(&fresh) == 0) {
+	if (fvm_open(&fresh) == 0) {
 		phase_enumerate(&fresh);
-		close(fresh.fd);
+		close(fresh.vm.fd);
 	}
 	phase_end("every command number x direction x size, random pointers, fresh VM");
 
 	deadline = start + budget * 0.16;
 	phase_begin();
-	if (vm_setup(&ran) == 0 && safe_state(&ran, 1) == 0) {
+	if (fvm_setup(&ran) == 0 && safe_state(&ran, 1) == 0) {
 		run_some(&ran, 3);		/* a VM that has run a guest */
 		phase_enumerate(&ran);
 	}
@@ -1166,9 +1182,9 @@ int main(int argc, char **argv)
 	deadline = start + budget * 0.24;
 	phase_begin();
 	phase_random_cmds(&ran, 80000);
-	if (vm_open(&fresh) == 0) {
+	if (fvm_open(&fresh) == 0) {
 		phase_random_cmds(&fresh, 20000);
-		close(fresh.fd);
+		close(fresh.vm.fd);
 	}
 	phase_end("random command numbers in and near the 0xB7 space");
 
@@ -1185,9 +1201,9 @@ int main(int argc, char **argv)
 	deadline = start + budget * 0.42;
 	phase_begin();
 	phase_mmap(&ran, 3000);
-	if (vm_open(&fresh) == 0) {
+	if (fvm_open(&fresh) == 0) {
 		phase_mmap(&fresh, 600);
-		close(fresh.fd);
+		close(fresh.vm.fd);
 	}
 	phase_end("mmap with odd offsets, lengths, flags and protections");
 
@@ -1195,7 +1211,7 @@ int main(int argc, char **argv)
 	phase_begin();
 	phase_run_states(&ran);
 	phase_end("RUN from random register/segment states that passed validation");
-	vm_close(&ran);
+	fvm_close(&ran);
 
 	deadline = start + budget * 0.76;
 	phase_begin();
@@ -1207,9 +1223,9 @@ int main(int argc, char **argv)
 		 access(FI_DIR "fail_page_alloc", F_OK) == 0 &&
 		 access("/proc/self/fail-nth", F_OK) == 0;
 	if (fi && fi_setup()) {
-		tap_result(0, "allocation failures in turn",
+		result(0, "allocation failures in turn",
 			   "fault injection is there but cannot be set up: %s", strerror(errno));
-		tap_result(0, "random allocation failures", "not run");
+		result(0, "random allocation failures", "not run");
 	} else if (fi) {
 		deadline = start + budget * 0.88;
 		phase_begin();
@@ -1229,29 +1245,29 @@ int main(int argc, char **argv)
 			  "recover afterwards");
 		fi_probability(0);
 	} else {
-		tap_result(1, "allocation failures in turn # SKIP no fault injection (debugfs "
-			      "failslab, fail_page_alloc, /proc/thread-self/fail-nth) in this "
-			      "kernel", "");
-		tap_result(1, "random allocation failures # SKIP no fault injection in this kernel",
-			   "");
+		ksft_test_result_code(KSFT_SKIP, "allocation failures in turn",
+				      "no fault injection (debugfs failslab, fail_page_alloc, "
+				      "/proc/thread-self/fail-nth) in this kernel");
+		ksft_test_result_code(KSFT_SKIP, "random allocation failures",
+				      "no fault injection in this kernel");
 	}
 
 	/* Whatever the fuzzing did, a clean VM still runs a guest. */
 	{
 		struct fvm vm;
-		int ok = vm_setup(&vm) == 0 && safe_state(&vm, 0) == 0 && ioctl(vm.fd, SHADOWVM_RUN, 0) == 0 &&
-			 vm.run->exit_reason == SHADOWVM_EXIT_HLT;
-		tap_result(ok, "a fresh VM still runs a guest to HLT afterwards", "errno %s exit %u", strerror(errno),
-			   vm.run && vm.run != MAP_FAILED ? vm.run->exit_reason : 0);
-		vm_close(&vm);
+		int ok = fvm_setup(&vm) == 0 && safe_state(&vm, 0) == 0 && ioctl(vm.vm.fd, SHADOWVM_RUN, 0) == 0 &&
+			 vm.vm.run->exit_reason == SHADOWVM_EXIT_HLT;
+		result(ok, "a fresh VM still runs a guest to HLT afterwards", "errno %s exit %u", strerror(errno),
+			   vm.vm.run && vm.vm.run != MAP_FAILED ? vm.vm.run->exit_reason : 0);
+		fvm_close(&vm);
 	}
 	double secs = now() - start;
 	char desc[160];
 	snprintf(desc, sizeof(desc),
 		 "fuzz totals: %lu calls in %.0f s (at least %d per second of the budget)",
 		 total_calls, secs, MIN_CALLS_PER_S);
-	tap_result(total_calls >= MIN_CALLS_PER_S * budget, desc, "only %lu calls", total_calls);
+	result(total_calls >= MIN_CALLS_PER_S * budget, desc, "only %lu calls", total_calls);
 	printf("# FUZZ-TOTAL calls=%lu runs=%lu seed=%llu seconds=%.0f\n", total_calls, total_runs,
 	       (unsigned long long)seed, secs);
-	return tap_exit();
+	ksft_finished();	/* "# Totals", then exit 0 if every test passed or was skipped */
 }

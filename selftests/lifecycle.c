@@ -4,6 +4,9 @@
  * vCPU and mappings, after a run); close while another thread is in RUN; kill -9 of a
  * process in RUN; two VMs running at once on threads that are moved between CPUs while
  * they run; afterwards every max_vms slot is free again. Usage: lifecycle [vms] [seconds]
+ *
+ * Built on the kernel's kselftest harness: one TEST_F per check, each in a child of its
+ * own; the VMs come from the shared library (lib/vm.c).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -18,15 +21,32 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include "shadowvm.h"
-#include "tap.h"
-#include "vmlib.h"
+#include "shadowvm_test.h"
 
 #define MEM_SIZE (2u << 20)
 
-static void test_open_close(int n)
+/* No per-test bound of its own (the boot's timeout is the bound): 1000 VMs in a debug
+ * kernel under Bochs take minutes. */
+#define LIFECYCLE_TIMEOUT 1500
+
+static int nvms = 1000;		/* lifecycle [vms] [seconds] */
+static double secs = 4;
+
+FIXTURE(lifecycle) {
+};
+
+FIXTURE_SETUP(lifecycle)
 {
-	int fails = 0, ran = 0;
+}
+
+FIXTURE_TEARDOWN(lifecycle)
+{
+}
+
+SVM_TEST(lifecycle, open_close, LIFECYCLE_TIMEOUT,
+	 "VMs opened and closed (a quarter with memory, vCPU and mappings, some ran)")
+{
+	int n = nvms, fails = 0, ran = 0;
 	char err[120] = "";
 
 	for (int i = 0; i < n; i++) {
@@ -53,9 +73,8 @@ static void test_open_close(int n)
 		}
 		vm_destroy(&vm);
 	}
-	char desc[120];
-	snprintf(desc, sizeof(desc), "%d VMs opened and closed (a quarter with memory, vCPU and mappings; %d ran)", n, ran);
-	tap_result(fails == 0, desc, "%d failed; last: %s", fails, err);
+	ksft_print_msg("%d VMs opened and closed (a quarter with memory, vCPU and mappings; %d ran)\n", n, ran);
+	ASSERT_EQ(0, fails) TH_LOG("%d failed; last: %s", fails, err);
 }
 
 static void *spin(void *arg)
@@ -71,9 +90,10 @@ static void on_signal(int sig)
 	(void)sig;
 }
 
-static void test_close_while_run(int rounds)
+SVM_TEST(lifecycle, close_while_run, LIFECYCLE_TIMEOUT,
+	 "close while another thread is in RUN, repeatedly: RUN ends with EBADF")
 {
-	int bad = 0;
+	int rounds = 10, bad = 0;
 	long last = 0;
 
 	signal(SIGUSR1, on_signal);
@@ -97,13 +117,12 @@ static void test_close_while_run(int rounds)
 		if ((intptr_t)ret != EBADF)
 			bad++, last = (intptr_t)ret;
 	}
-	tap_result(bad == 0, "close while another thread is in RUN, repeatedly: RUN ends with EBADF",
-		   "%d of %d rounds wrong, last errno %ld", bad, rounds, last);
+	ASSERT_EQ(0, bad) TH_LOG("%d of %d rounds wrong, last errno %ld", bad, rounds, last);
 }
 
-static void test_kill9(int rounds)
+SVM_TEST(lifecycle, kill9_in_run, LIFECYCLE_TIMEOUT, "kill -9 of processes inside RUN")
 {
-	int bad = 0;
+	int rounds = 5, bad = 0;
 
 	for (int i = 0; i < rounds; i++) {
 		pid_t pid = fork();
@@ -121,7 +140,7 @@ static void test_kill9(int rounds)
 		if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL)
 			bad++;
 	}
-	tap_result(bad == 0, "kill -9 of processes inside RUN", "%d of %d did not die by SIGKILL", bad, rounds);
+	ASSERT_EQ(0, bad) TH_LOG("%d of %d did not die by SIGKILL", bad, rounds);
 }
 
 /* Two VMs running at once; the main thread moves their threads between CPUs. */
@@ -154,20 +173,20 @@ static void *runner(void *arg)
 	return NULL;
 }
 
-static void test_concurrent_migrating(double seconds)
+SVM_TEST(lifecycle, concurrent_migrating, LIFECYCLE_TIMEOUT,
+	 "two VMs run concurrently while their threads are moved between CPUs")
 {
+	double seconds = secs;
 	int ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	struct runner r[2];
 	unsigned long moves = 0, round = 0;
 	int setup = 1;
 
 	memset(r, 0, sizeof(r));
+	signal(SIGUSR1, on_signal);
 	for (int i = 0; i < 2; i++)
 		setup &= vm_create(&r[i].vm, MEM_SIZE, guest_loop, 2) == 0;
-	if (!setup) {
-		tap_result(0, "two VMs run concurrently while migrating", "setup: %s", strerror(errno));
-		return;
-	}
+	ASSERT_TRUE(setup) TH_LOG("two VMs run concurrently while migrating: setup: %s", strerror(errno));
 	for (int i = 0; i < 2; i++)
 		pthread_create(&r[i].th, NULL, runner, &r[i]);
 	double end = now() + seconds;
@@ -189,17 +208,15 @@ static void test_concurrent_migrating(double seconds)
 		pthread_join(r[i].th, NULL);
 	}
 	int both = ncpu < 2 || (__builtin_popcount(r[0].cpus_seen) >= 2 && __builtin_popcount(r[1].cpus_seen) >= 2);
-	char desc[200];
-	snprintf(desc, sizeof(desc),
-		 "two VMs run concurrently on %d CPU(s), threads moved %lu times (RUNs %lu+%lu, CPU masks %#x %#x)", ncpu,
-		 moves, r[0].runs, r[1].runs, r[0].cpus_seen, r[1].cpus_seen);
-	tap_result(r[0].bad + r[1].bad == 0 && r[0].runs && r[1].runs && both, desc, "bad returns %lu+%lu",
-		   r[0].bad, r[1].bad);
+	ksft_print_msg("two VMs run concurrently on %d CPU(s), threads moved %lu times (RUNs %lu+%lu, CPU masks %#x %#x)\n",
+		       ncpu, moves, r[0].runs, r[1].runs, r[0].cpus_seen, r[1].cpus_seen);
 	for (int i = 0; i < 2; i++)
 		vm_destroy(&r[i].vm);
+	ASSERT_TRUE(r[0].bad + r[1].bad == 0 && r[0].runs && r[1].runs && both)
+		TH_LOG("bad returns %lu+%lu", r[0].bad, r[1].bad);
 }
 
-static void test_slots_free(void)
+SVM_TEST(lifecycle, slots_free, LIFECYCLE_TIMEOUT, "afterwards all 64 VM slots (max_vms) are free")
 {
 	int fds[64], n = 0;
 	while (n < 64 && (fds[n] = open("/dev/shadowvm", O_RDWR | O_CLOEXEC)) >= 0)
@@ -207,23 +224,22 @@ static void test_slots_free(void)
 	int e = errno;
 	while (n > 0)
 		close(fds[--n]);
-	tap_result(n == 0 && fds[63] >= 0, "afterwards all 64 VM slots (max_vms) are free", "errno %s", strerror(e));
+	ASSERT_TRUE(n == 0 && fds[63] >= 0) TH_LOG("errno %s", strerror(e));
+}
+
+/* After the harness's totals, as before its results: scripts/check.sh greps it. */
+static void print_total(void)
+{
+	printf("# LIFECYCLE-TOTAL vms=%d\n", nvms + 10 + 5 + 2 + 64);
+	fflush(stdout);
 }
 
 int main(int argc, char **argv)
 {
-	int nvms = argc > 1 ? atoi(argv[1]) : 1000;
-	double secs = argc > 2 ? atof(argv[2]) : 4;
-
-	tap_plan(5);
-	if (access("/dev/shadowvm", F_OK) && system("insmod /lib/modules/shadowvm.ko"))
-		printf("# insmod shadowvm.ko failed\n");
+	nvms = argc > 1 ? atoi(argv[1]) : 1000;
+	secs = argc > 2 ? atof(argv[2]) : 4;
+	shadowvm_ensure_loaded();
 	signal(SIGUSR1, on_signal);
-	test_open_close(nvms);
-	test_close_while_run(10);
-	test_kill9(5);
-	test_concurrent_migrating(secs);
-	test_slots_free();
-	printf("# LIFECYCLE-TOTAL vms=%d\n", nvms + 10 + 5 + 2 + 64);
-	return tap_exit();
+	atexit(print_total);	/* the harness ends with exit(); its test children with _exit() */
+	return test_harness_run(1, argv);	/* the arguments are ours, not the harness's */
 }

@@ -49,7 +49,14 @@ void shadowvm_ensure_loaded(void);
 int vm_open(struct vm *vm);
 
 /*
- * Opens a VM with mem_size bytes of memory, a vCPU and both mappings, in the vCPU's reset
+ * Opens a VM with mem_size bytes of memory (SET_MEMORY), a vCPU (CREATE_VCPU) and both
+ * mappings (guest RAM, run page), the registers as CREATE_VCPU left them. Returns 0, or -1
+ * with errno set (the VM is then half set up: vm_destroy() it).
+ */
+int vm_create_bare(struct vm *vm, size_t mem_size);
+
+/*
+ * vm_create_bare(), then the vCPU's reset
  * state but for RIP = GUEST_CODE, RFLAGS = 2 and RSP = GUEST_STACK. Returns 0, or -1 with
  * errno set (the VM is then half set up: vm_destroy() it).
  */

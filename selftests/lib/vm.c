@@ -32,10 +32,9 @@ int vm_open(struct vm *vm)
 	return vm->fd < 0 ? -1 : 0;
 }
 
-int vm_create_reset(struct vm *vm, size_t mem_size)
+int vm_create_bare(struct vm *vm, size_t mem_size)
 {
 	struct shadowvm_memory m = { .size = mem_size };
-	struct shadowvm_regs regs = { .rip = GUEST_CODE, .rflags = 2, .rsp = GUEST_STACK };
 
 	if (vm_open(vm))
 		return -1;
@@ -45,7 +44,14 @@ int vm_create_reset(struct vm *vm, size_t mem_size)
 	vm->mem = mmap(NULL, mem_size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd, 0);
 	vm->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->fd,
 		       SHADOWVM_RUN_MMAP_OFFSET);
-	if (vm->mem == MAP_FAILED || vm->run == MAP_FAILED)
+	return vm->mem == MAP_FAILED || vm->run == MAP_FAILED ? -1 : 0;
+}
+
+int vm_create_reset(struct vm *vm, size_t mem_size)
+{
+	struct shadowvm_regs regs = { .rip = GUEST_CODE, .rflags = 2, .rsp = GUEST_STACK };
+
+	if (vm_create_bare(vm, mem_size))
 		return -1;
 	return ioctl(vm->fd, SHADOWVM_SET_REGS, &regs);
 }
