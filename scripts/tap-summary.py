@@ -79,6 +79,15 @@ CLEAN_SAMPLES = [
     "kmemleak: Automatic memory scanning thread started",
     "smp: Brought up 1 node, 2 CPUs",
     "ok 12 - the splat check catches RCU stalls, soft lockups, hung tasks and csd-lock waits",
+    # kselftest harness and kselftest.h output (selftests/kselftest/).
+    "#  RUN           vm.triple_fault ...",
+    "# faults while delivering UD, PF and DF end in a triple fault (SHUTDOWN)",
+    "#            OK  vm.triple_fault",
+    "ok 31 vm.triple_fault",
+    "# api.c:61:set_memory_twice:Expected 0 (0) != __rc == -1 && __e == (EEXIST) (0)",
+    "# close_during_run: Test terminated by timeout",
+    "ok 11 allocation failures in turn # SKIP no fault injection in this kernel",
+    "# Totals: pass:41 fail:0 xfail:0 xpass:0 skip:0 error:0",
 ]
 
 

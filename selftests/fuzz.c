@@ -36,7 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "shadowvm.h"
-#include "kselftest.h"
+#include "shadowvm_ksft.h"
 #include "shadowvm_util.h"
 
 #define MEM_SIZE (4u << 20)
@@ -82,25 +82,6 @@ static void bad(const char *fmt, ...)
 		vsnprintf(bad_log[n], sizeof(bad_log[0]), fmt, ap);
 		va_end(ap);
 	}
-}
-
-/* One kselftest result; a failure is followed by its diagnostic as a TAP comment. */
-static void result(int pass, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void result(int pass, const char *name, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (pass) {
-		ksft_test_result_pass("%s\n", name);
-	} else {
-		ksft_test_result_fail("%s\n", name);
-		printf("# ");
-		va_start(ap, fmt);
-		vprintf(fmt, ap);
-		va_end(ap);
-		printf("\n");
-	}
-	fflush(stdout);
 }
 
 static int allowed_errno(int e, const int *allowed)
@@ -190,11 +171,11 @@ static void phase_end(const char *name)
 		 "errno",
 		 name, calls, runs, now() - phase_start);
 	if (kmsg_splats) {
-		result(0, desc, "%lu kernel log line(s) of a splat in this phase; first: %s",
+		svm_result(0, desc, "%lu kernel log line(s) of a splat in this phase; first: %s",
 			   kmsg_splats, kmsg_first);
 		return;
 	}
-	result(nbad == 0 && calls > 0, desc, "%lu calls out of the documented set; first ones:", nbad);
+	svm_result(nbad == 0 && calls > 0, desc, "%lu calls out of the documented set; first ones:", nbad);
 	for (unsigned long i = 0; i < nbad && i < NBAD_SHOWN; i++)
 		printf("#   %s\n", bad_log[i]);
 }
@@ -310,7 +291,7 @@ static const struct {
 };
 
 /*
- * The vCPU reset state with the paging and IDT of vmlib.h, taken from a pristine VM at the
+ * The vCPU reset state with the paging and IDT of vm_safe_sregs() (lib/vm.c), taken from a pristine VM at the
  * start. Every run starts from it, whatever an earlier SET_SREGS or guest left behind.
  */
 static struct shadowvm_sregs safe_sregs;
@@ -616,7 +597,7 @@ static void phase_run_states(struct fvm *vm)
 			}
 			}
 		}
-		/* The IDT stays where only a #PF can reach it (see vmlib.h). */
+		/* The IDT stays where only a #PF can reach it (see include/shadowvm_util.h). */
 		s.idt.base = GUEST_IDT;
 		s.idt.limit = 0x7ff;
 		errno = 0;
@@ -1223,9 +1204,9 @@ int main(int argc, char **argv)
 		 access(FI_DIR "fail_page_alloc", F_OK) == 0 &&
 		 access("/proc/self/fail-nth", F_OK) == 0;
 	if (fi && fi_setup()) {
-		result(0, "allocation failures in turn",
+		svm_result(0, "allocation failures in turn",
 			   "fault injection is there but cannot be set up: %s", strerror(errno));
-		result(0, "random allocation failures", "not run");
+		svm_result(0, "random allocation failures", "not run");
 	} else if (fi) {
 		deadline = start + budget * 0.88;
 		phase_begin();
@@ -1257,7 +1238,7 @@ int main(int argc, char **argv)
 		struct fvm vm;
 		int ok = fvm_setup(&vm) == 0 && safe_state(&vm, 0) == 0 && ioctl(vm.vm.fd, SHADOWVM_RUN, 0) == 0 &&
 			 vm.vm.run->exit_reason == SHADOWVM_EXIT_HLT;
-		result(ok, "a fresh VM still runs a guest to HLT afterwards", "errno %s exit %u", strerror(errno),
+		svm_result(ok, "a fresh VM still runs a guest to HLT afterwards", "errno %s exit %u", strerror(errno),
 			   vm.vm.run && vm.vm.run != MAP_FAILED ? vm.vm.run->exit_reason : 0);
 		fvm_close(&vm);
 	}
@@ -1266,7 +1247,7 @@ int main(int argc, char **argv)
 	snprintf(desc, sizeof(desc),
 		 "fuzz totals: %lu calls in %.0f s (at least %d per second of the budget)",
 		 total_calls, secs, MIN_CALLS_PER_S);
-	result(total_calls >= MIN_CALLS_PER_S * budget, desc, "only %lu calls", total_calls);
+	svm_result(total_calls >= MIN_CALLS_PER_S * budget, desc, "only %lu calls", total_calls);
 	printf("# FUZZ-TOTAL calls=%lu runs=%lu seed=%llu seconds=%.0f\n", total_calls, total_runs,
 	       (unsigned long long)seed, secs);
 	ksft_finished();	/* "# Totals", then exit 0 if every test passed or was skipped */

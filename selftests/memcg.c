@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "shadowvm.h"
-#include "tap.h"
+#include "shadowvm_ksft.h"
+#include "shadowvm_util.h"
 
 static int write_file(const char *path, const char *text)
 {
@@ -53,16 +53,16 @@ static void test_memcg(void)
 	mkdir("/sys/fs/cgroup", 0755);
 	mount("none", "/sys/fs/cgroup", "cgroup2", 0, NULL);
 	if (write_file("/sys/fs/cgroup/cgroup.subtree_control", "+memory") || (mkdir(cg, 0755) && errno != EEXIST)) {
-		tap_result(0, "VM memory is charged to the opener's memory cgroup", "cgroup2 memory controller: %s",
+		svm_result(0, "VM memory is charged to the opener's memory cgroup", "cgroup2 memory controller: %s",
 			   strerror(errno));
-		tap_result(0, "a memory cgroup limit bounds guest memory", "no cgroup");
+		svm_result(0, "a memory cgroup limit bounds guest memory", "no cgroup");
 		return;
 	}
 	snprintf(path, sizeof(path), "%s/memory.max", cg);
 	write_file(path, "100M");
 	if (pipe(pipefd)) {
-		tap_result(0, "VM memory is charged to the opener's memory cgroup", "pipe: %s", strerror(errno));
-		tap_result(0, "a memory cgroup limit bounds guest memory", "no pipe");
+		svm_result(0, "VM memory is charged to the opener's memory cgroup", "pipe: %s", strerror(errno));
+		svm_result(0, "a memory cgroup limit bounds guest memory", "no pipe");
 		return;
 	}
 	pid_t pid = fork();
@@ -95,10 +95,10 @@ static void test_memcg(void)
 	waitpid(pid, &status, 0);
 	close(pipefd[0]);
 	long delta = r[1] - r[0];
-	tap_result(got == 2 * sizeof(long) && delta >= (32l << 20), "VM memory is charged to the opener's memory cgroup",
+	svm_result(got == 2 * sizeof(long) && delta >= (32l << 20), "VM memory is charged to the opener's memory cgroup",
 		   "memory.current %ld -> %ld after a 32 MiB VM (child status %#x)", r[0], r[1], status);
 	int killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
-	tap_result((got2 == sizeof(long) && r[2] == ENOMEM) || killed,
+	svm_result((got2 == sizeof(long) && r[2] == ENOMEM) || killed,
 		   "a memory cgroup limit (100M) bounds guest memory: SET_MEMORY 256 MiB fails (ENOMEM or OOM kill)",
 		   "second SET_MEMORY errno %ld, child status %#x", r[2], status);
 	rmdir(cg);
@@ -106,9 +106,9 @@ static void test_memcg(void)
 
 int main(void)
 {
-	tap_plan(2);
-	if (access("/dev/shadowvm", F_OK) && system("insmod /lib/modules/shadowvm.ko"))
-		printf("# insmod shadowvm.ko failed\n");
+	ksft_print_header();
+	ksft_set_plan(2);
+	shadowvm_ensure_loaded();
 	test_memcg();
-	return tap_exit();
+	ksft_finished();
 }

@@ -10,6 +10,9 @@
  * must be gone. If the count is 0 while a VM is open, rmmod is not tried: it would succeed
  * and free code the open files still run (reported as a failure). The module is left loaded
  * for the next suite. Usage: reload [cycles]
+ *
+ * Reports through kselftest.h (the checks are counted over all cycles); the VMs come from
+ * the shared library (lib/vm.c).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -20,11 +23,10 @@
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include "shadowvm.h"
-#include "tap.h"
-#include "vmlib.h"
+#include "shadowvm_ksft.h"
+#include "shadowvm_util.h"
 
-#define KO "/lib/modules/shadowvm.ko"
+#define KO SHADOWVM_KO
 #define MEM_SIZE (1u << 20)
 /* Free memory that may stay missing after one VM is closed: slab pages kept partly used. */
 #define BACK_SLACK_KB 128
@@ -171,7 +173,7 @@ static unsigned long vms, runs;
 
 static int one_cycle(int i)
 {
-	struct vm a = { .fd = -1, .mem = MAP_FAILED, .run = MAP_FAILED }, b = a;
+	struct vm a = VM_NONE, b = a;
 
 	errno = 0;
 	if (load() || access("/dev/shadowvm", F_OK)) {
@@ -247,12 +249,13 @@ int main(int argc, char **argv)
 	double start = now();
 	struct check *all[] = { &c_load, &c_run, &c_ref, &c_busy, &c_unload };
 
-	tap_plan(8);
+	ksft_print_header();
+	ksft_set_plan(8);
 	signal(SIGUSR1, on_signal);
 	ko_fd = open(KO, O_RDONLY | O_CLOEXEC);
 	/* An earlier suite may have left the module loaded, with no VM open. */
 	int pre = loaded() ? unload() : 0;
-	tap_result(ko_fd >= 0 && pre == 0 && !loaded(), "start with the module unloaded",
+	svm_result(ko_fd >= 0 && pre == 0 && !loaded(), "start with the module unloaded",
 		   "open %s: %s; rmmod: %d %s", KO, ko_fd < 0 ? "failed" : "ok", pre,
 		   strerror(errno));
 	for (; done < cycles && ko_fd >= 0; done++)
@@ -262,11 +265,11 @@ int main(int argc, char **argv)
 	for (unsigned k = 0; k < sizeof(all) / sizeof(all[0]); k++) {
 		char desc[200];
 		snprintf(desc, sizeof(desc), "%d cycles: %s", done, all[k]->what);
-		tap_result(done == cycles && all[k]->bad == 0, desc, "%d failures; last: %s",
+		svm_result(done == cycles && all[k]->bad == 0, desc, "%d failures; last: %s",
 			   all[k]->bad, all[k]->last);
 	}
 	errno = 0;
-	tap_result(load() == 0 && access("/dev/shadowvm", F_OK) == 0,
+	svm_result(load() == 0 && access("/dev/shadowvm", F_OK) == 0,
 		   "the module is loaded again for the next suite", "%s", strerror(errno));
 
 	/*
@@ -276,7 +279,7 @@ int main(int argc, char **argv)
 	 * of a whole second round by it (/tmp/vm-bookkeeping.kb); closing the VM must give it
 	 * all back.
 	 */
-	struct vm v = { .fd = -1, .mem = MAP_FAILED, .run = MAP_FAILED };
+	struct vm v = VM_NONE;
 	/* A first VM warms up what stays allocated for good (slab caches, stack depot). */
 	if (vm_create(&v, 2u << 20, guest_hlt, sizeof(guest_hlt)) == 0)
 		vm_run(&v);
@@ -298,10 +301,10 @@ int main(int argc, char **argv)
 	snprintf(desc, sizeof(desc), "one VM's bookkeeping (2 MiB RAM, vCPU, ran to HLT): %ld kB "
 		 "besides its RAM; after close %ld kB of it not back (at most %d)", book, back,
 		 BACK_SLACK_KB);
-	tap_result(ok && f0 > 0 && book > 0 && back <= BACK_SLACK_KB, desc,
+	svm_result(ok && f0 > 0 && book > 0 && back <= BACK_SLACK_KB, desc,
 		   "free %ld -> %ld -> %ld kB, VM %s", f0, f1, f2, ok ? "ran" : strerror(errno));
 	printf("# RELOAD-TOTAL cycles=%d vms=%lu runs=%lu busy_rmmods=%lu seconds=%.1f "
 	       "(%.0f ms per cycle)\n", done, vms, runs, busy_tries, secs,
 	       done ? 1000 * secs / done : 0);
-	return tap_exit();
+	ksft_finished();
 }

@@ -13,10 +13,14 @@
 #ifndef SHADOWVM_UTIL_H
 #define SHADOWVM_UTIL_H
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
 #include "shadowvm.h"
 
 #define GUEST_CODE 0x1000u
