@@ -43,8 +43,8 @@ BENCH_CHECK_BACKENDS="shadowvm kvm-ept0 kvm-ept1"
 # the same on either kernel, and the debug kernel's own boot cost it another ~100 s.
 BOOTS=(
 	"bochs-debug-up    debug 1 1500 leakbase,hostile,fuzz,leakscan"
-	"bochs-debug-leak  debug 1 1500 leakbase,reload,memcg,leakcheck"
 	"bochs-debug-smp   debug 2 1500 leakbase,lifecycle,leakscan"
+	"bochs-debug-leak  debug 1 1500 leakbase,reload,memcg,leakcheck"
 	"bochs             test  1 1200 module,api,guests,bench-check,cpu"
 )
 QUICK_BOOTS=(
