@@ -2,8 +2,8 @@
 #   make            build shadowvm.ko (against KDIR, or the cached test kernel built on demand)
 #   make check      everything: host tests, QEMU tier, Bochs (VMX) tiers; one summary line
 #   make check-quick  the development loop: host tests, build, one Bochs boot (module, api, guests)
-#   make lint       cargo clippy --workspace --release (fails on a panicking form in rust/mmu
-#                   or rust/emulate)
+#   make lint       clippy on the host crates (fails on a panicking form in rust/mmu or
+#                   rust/emulate), rustfmt --check on the host crates and the kernel crate
 #   make demo       boot Bochs, load the module, show what it found, run a guest on it
 #   make bench      benchmark guests under shadowvm, KVM ept=0 and ept=1: out/bench/results.md
 #   make setup      install host packages and tools only
@@ -32,7 +32,7 @@ check-quick:
 	@$(S)/check.sh --quick
 
 lint:
-	cargo clippy --workspace --release
+	@$(S)/lint.sh
 
 demo:
 	@$(S)/demo.sh

@@ -24,18 +24,18 @@ use kernel::{
 };
 
 mod glue;
-// The emulator, the engine and the ABI are shared with host crates, so they are all `pub`
-// and not all used here.
+// The emulator, the engine and the ABI are shared with host crates (their public API is
+// theirs, whether this crate uses every item or not), so they are `pub` here too.
 #[path = "emulate/mod.rs"]
-#[allow(dead_code, unreachable_pub, unused_imports)]
-mod emulate;
+pub mod emulate;
 #[path = "mmu/mod.rs"]
-#[allow(dead_code, unreachable_pub, missing_docs, unused_imports)]
-mod mmu;
+pub mod mmu;
 mod ram;
 #[path = "uapi/mod.rs"]
-#[allow(dead_code, unreachable_pub, missing_docs)]
-mod uapi;
+// Its structures' fields are the C ABI's, documented field by field in
+// Documentation/uapi.md and rust/uapi/shadowvm.h.
+#[allow(missing_docs)]
+pub mod uapi;
 mod vcpu;
 mod vm;
 mod vmx;

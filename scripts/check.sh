@@ -94,23 +94,23 @@ job_host() {
 	fi
 	grep -E '^test .* FAILED$' "$LOGS/cargo-test.log" | sed 's/^/  FAIL host: /'
 	echo "host $p $f $i" >> "$COUNTS"
-	# The lint entry point (also `make lint`): the deny lists of the engine and the emulator
-	# (rust/mmu/mod.rs, rust/emulate/mod.rs) make a panicking form an error, so this fails
-	# on a new one.
-	local lint="lint skipped (cargo clippy is not installed)"
-	if cargo clippy --version >/dev/null 2>&1; then
-		if (cd "$SHADOWVM_TOP" && cargo clippy --workspace --release 2>&1) > "$LOGS/clippy.log"; then
-			echo "lint 1 0 0" >> "$COUNTS"
-			lint="lint clean"
-		else
-			echo "lint 0 1 0" >> "$COUNTS"
-			echo "  FAIL lint: cargo clippy --workspace --release (see $LOGS/clippy.log)"
-			grep -E -A8 '^error' "$LOGS/clippy.log" | head -n 40
-			lint="lint FAILED"
-		fi
-	else
+	# The lint entry point (also `make lint`): clippy with the deny lists of the engine and
+	# the emulator (a panicking form is an error), rustfmt on the host and kernel crates.
+	local lint lrc=0
+	"$SHADOWVM_TOP/scripts/lint.sh" > "$LOGS/lint.log" 2>&1 || lrc=$?
+	case $lrc in
+	0)
+		echo "lint 1 0 0" >> "$COUNTS"
+		lint="lint clean" ;;
+	3)
 		echo "lint 0 0 1" >> "$COUNTS"
-	fi
+		lint="lint skipped ($(head -n 1 "$LOGS/lint.log"))" ;;
+	*)
+		echo "lint 0 1 0" >> "$COUNTS"
+		echo "  FAIL lint: scripts/lint.sh (clippy, rustfmt; see $LOGS/lint.log)"
+		grep -E -A8 '^(error|Diff in)' "$LOGS/lint.log" | head -n 40
+		lint="lint FAILED" ;;
+	esac
 	echo "$p passed, $f failed, $i ignored; $lint" > "$JOBS/host.result"
 }
 

@@ -175,7 +175,9 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
         let (pieces, n) = self.translate(addr.linear, buf.len(), false)?;
         for p in pieces.iter().take(n) {
             // p.off + p.len <= buf.len() (translate's pieces); `get_mut` checks it anyway.
-            let dst = buf.get_mut(p.off..p.off.saturating_add(p.len)).ok_or(MemFault::Host)?;
+            let dst = buf
+                .get_mut(p.off..p.off.saturating_add(p.len))
+                .ok_or(MemFault::Host)?;
             let Some(src) = self.ram(p.gpa, p.len) else {
                 return Err(MemFault::Mmio);
             };
@@ -208,7 +210,9 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
             return Err(MemFault::Host);
         }
         for p in pieces.iter().take(n) {
-            let src = data.get(p.off..p.off.saturating_add(p.len)).ok_or(MemFault::Host)?;
+            let src = data
+                .get(p.off..p.off.saturating_add(p.len))
+                .ok_or(MemFault::Host)?;
             if let Some(dst) = self.ram(p.gpa, p.len) {
                 // SAFETY: `ram` returned a pointer to `p.len` bytes of one guest frame.
                 unsafe { store_bytes(dst, src) };
@@ -220,7 +224,9 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
             }
         }
         if let Some(p) = mmio {
-            let src = data.get(p.off..p.off.saturating_add(p.len)).ok_or(MemFault::Host)?;
+            let src = data
+                .get(p.off..p.off.saturating_add(p.len))
+                .ok_or(MemFault::Host)?;
             let mut bytes = [0u8; 8];
             let dst = bytes.get_mut(..p.len).ok_or(MemFault::Host)?;
             // Same length (both p.len); a zip has no length-mismatch panic path.

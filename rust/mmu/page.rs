@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use super::mem::{HostPage, PAGE_SIZE};
 
 /// Entries in a table page.
-pub const ENTRIES: usize = PAGE_SIZE / 8;
+pub(crate) const ENTRIES: usize = PAGE_SIZE / 8;
 
 /// A handle to an engine-owned page of [`ENTRIES`] 64-bit entries.
 ///
@@ -24,7 +24,7 @@ pub const ENTRIES: usize = PAGE_SIZE / 8;
 /// Entries are accessed atomically: the CPU may set A/D bits in shadow entries while the
 /// engine reads them.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct TablePage {
+pub(crate) struct TablePage {
     ptr: NonNull<u64>,
 }
 
@@ -35,7 +35,7 @@ impl TablePage {
     ///
     /// `addr` is 0 or the address of a 4096-byte, 8-aligned page the engine owns, and
     /// the page stays owned by the engine while the returned handle (or a copy) is used.
-    pub unsafe fn from_addr(addr: usize) -> Option<TablePage> {
+    pub(crate) unsafe fn from_addr(addr: usize) -> Option<TablePage> {
         NonNull::new(addr as *mut u64).map(|ptr| TablePage { ptr })
     }
 
@@ -45,13 +45,13 @@ impl TablePage {
     ///
     /// As for [`TablePage::from_addr`] with `page.ptr`: `page` came from the engine's
     /// page source and stays the engine's while the handle is used.
-    pub unsafe fn from_host(page: HostPage) -> Option<TablePage> {
+    pub(crate) unsafe fn from_host(page: HostPage) -> Option<TablePage> {
         // SAFETY: the caller's contract is the same.
         unsafe { Self::from_addr(page.ptr as usize) }
     }
 
     /// The page's kernel-virtual address (kept in records and pages as a number).
-    pub fn addr(self) -> usize {
+    pub(crate) fn addr(self) -> usize {
         self.ptr.as_ptr() as usize
     }
 
@@ -61,20 +61,20 @@ impl TablePage {
     }
 
     /// Entry `i & 511`.
-    pub fn get(self, i: usize) -> u64 {
+    pub(crate) fn get(self, i: usize) -> u64 {
         // SAFETY: the slot is an 8-aligned u64 inside a page the engine owns (type
         // invariant); every access to engine pages is atomic.
         unsafe { AtomicU64::from_ptr(self.slot(i)) }.load(Ordering::Relaxed)
     }
 
     /// Writes entry `i & 511`.
-    pub fn set(self, i: usize, v: u64) {
+    pub(crate) fn set(self, i: usize, v: u64) {
         // SAFETY: as in `get`.
         unsafe { AtomicU64::from_ptr(self.slot(i)) }.store(v, Ordering::Relaxed)
     }
 
     /// Zero-fills the page.
-    pub fn zero(self) {
+    pub(crate) fn zero(self) {
         // SAFETY: 4096 writable bytes owned by the engine (type invariant).
         unsafe { ptr::write_bytes(self.ptr.as_ptr().cast::<u8>(), 0, PAGE_SIZE) }
     }
@@ -87,14 +87,14 @@ impl TablePage {
 ///
 /// Every page on the list is an engine-owned [`HostPage`] not used for anything else;
 /// `count` is the number of pages on the list.
-pub struct PageList {
+pub(crate) struct PageList {
     head: HostPage,
     count: usize,
 }
 
 impl PageList {
     /// An empty list.
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         PageList {
             head: HostPage::NULL,
             count: 0,
@@ -102,7 +102,7 @@ impl PageList {
     }
 
     /// Number of pages held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.count
     }
 
@@ -112,7 +112,7 @@ impl PageList {
     ///
     /// `p` is [`HostPage::NULL`] (ignored) or a page from the engine's page source that
     /// nothing else uses while it is on the list.
-    pub unsafe fn push(&mut self, p: HostPage) {
+    pub(crate) unsafe fn push(&mut self, p: HostPage) {
         // SAFETY: the caller's contract.
         let Some(t) = (unsafe { TablePage::from_host(p) }) else {
             return;
@@ -125,7 +125,7 @@ impl PageList {
     }
 
     /// Takes a page, zero-filled.
-    pub fn pop(&mut self) -> Option<HostPage> {
+    pub(crate) fn pop(&mut self) -> Option<HostPage> {
         let p = self.head;
         // SAFETY: the head is a page on the list (type invariant) or NULL.
         let t = unsafe { TablePage::from_host(p) }?;

@@ -12,14 +12,14 @@ use super::mem::{HostPage, PageSource, PAGE_SIZE};
 use super::page::TablePage;
 
 /// Bytes per bookkeeping record.
-pub const REC_SIZE: usize = 64;
+pub(crate) const REC_SIZE: usize = 64;
 const RECS_PER_PAGE: u32 = (PAGE_SIZE / REC_SIZE) as u32; // 64
 const PAGES_PER_DIR: u32 = (PAGE_SIZE / 16) as u32; // 256 HostPages per directory page
 const RECS_PER_DIR: u32 = RECS_PER_PAGE * PAGES_PER_DIR; // 16384
 /// Directory pages the pool can have (bounds the bookkeeping memory to 64 MiB).
-pub const MAX_DIRS: usize = 64;
+pub(crate) const MAX_DIRS: usize = 64;
 /// Most records the pool can hold: ids fit in 20 bits (list positions rely on it).
-pub const MAX_RECS: u32 = RECS_PER_DIR * MAX_DIRS as u32;
+pub(crate) const MAX_RECS: u32 = RECS_PER_DIR * MAX_DIRS as u32;
 const _: () = assert!(MAX_RECS == 1 << 20);
 
 /// A record type stored in the pool.
@@ -29,7 +29,7 @@ const _: () = assert!(MAX_RECS == 1 << 20);
 /// Implementors are `#[repr(C)]`, at most [`REC_SIZE`] bytes, alignment at most 8, and
 /// valid for any bit pattern (all zero in particular). Each implementor states its size
 /// with a `const` assertion beside it, so the compiler checks the first two rules.
-pub unsafe trait Record: Sized {}
+pub(crate) unsafe trait Record: Sized {}
 
 /// Id of a record of type `T` in the [`Pool`].
 ///
@@ -37,7 +37,7 @@ pub unsafe trait Record: Sized {}
 /// `NonZeroU32`), and every bit pattern is a valid `Option<Id<T>>`: records may hold
 /// links as `Option<Id<_>>` and still accept any bit pattern ([`Record`]).
 #[repr(transparent)]
-pub struct Id<T>(NonZeroU32, PhantomData<fn() -> T>);
+pub(crate) struct Id<T>(NonZeroU32, PhantomData<fn() -> T>);
 
 const _: () = assert!(core::mem::size_of::<Option<Id<u8>>>() == 4);
 
@@ -45,18 +45,18 @@ impl<T> Id<T> {
     /// The id with number `raw`, `None` for 0. Ids kept in pages (side pages, bucket and
     /// root pages) come back through here; a number that names no live record of type
     /// `T` reads as a zeroed record (see [`Pool::get`]), never out of bounds.
-    pub fn from_raw(raw: u32) -> Option<Self> {
+    pub(crate) fn from_raw(raw: u32) -> Option<Self> {
         NonZeroU32::new(raw).map(|n| Id(n, PhantomData))
     }
 
     /// The id's number (never 0).
-    pub fn raw(self) -> u32 {
+    pub(crate) fn raw(self) -> u32 {
         self.0.get()
     }
 }
 
 /// The number of an optional id, 0 for `None` (for ids kept in pages).
-pub fn raw_of<T>(id: Option<Id<T>>) -> u32 {
+pub(crate) fn raw_of<T>(id: Option<Id<T>>) -> u32 {
     id.map_or(0, Id::raw)
 }
 
@@ -91,7 +91,7 @@ unsafe impl Record for FreeRec {}
 /// belong to allocated pages; free ids form a list through the records' first 4 bytes,
 /// headed by `free_head` with `nfree` entries. `null` absorbs accesses to ids that do not
 /// exist (never produced by correct code).
-pub struct Pool {
+pub(crate) struct Pool {
     dirs: [HostPage; MAX_DIRS],
     ndirs: usize,
     /// Number of record pages allocated.
@@ -105,7 +105,7 @@ pub struct Pool {
 
 impl Pool {
     /// An empty pool.
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Pool {
             dirs: [HostPage::NULL; MAX_DIRS],
             ndirs: 0,
@@ -118,20 +118,20 @@ impl Pool {
     }
 
     /// Records that can be allocated without new pages.
-    pub fn available(&self) -> u32 {
+    pub(crate) fn available(&self) -> u32 {
         // npages <= MAX_DIRS * PAGES_PER_DIR, so none of this comes near u32::MAX.
         let cap = self.npages.saturating_mul(RECS_PER_PAGE);
         self.nfree.saturating_add(cap.saturating_sub(self.next))
     }
 
     /// Whether the next page added needs a new directory page first.
-    pub fn needs_dir(&self) -> bool {
+    pub(crate) fn needs_dir(&self) -> bool {
         // ndirs <= MAX_DIRS: the product is at most 16384.
         self.npages >= (self.ndirs as u32).saturating_mul(PAGES_PER_DIR)
     }
 
     /// Whether the pool can grow at all.
-    pub fn can_grow(&self) -> bool {
+    pub(crate) fn can_grow(&self) -> bool {
         !(self.needs_dir() && self.ndirs >= MAX_DIRS)
     }
 
@@ -148,7 +148,7 @@ impl Pool {
     ///
     /// `p` is a page from the engine's [`PageSource`] that nothing else uses until the
     /// pool gives it back in [`Pool::release`].
-    pub unsafe fn add_dir(&mut self, p: HostPage) -> Result<(), HostPage> {
+    pub(crate) unsafe fn add_dir(&mut self, p: HostPage) -> Result<(), HostPage> {
         if !self.needs_dir() {
             return Err(p);
         }
@@ -166,7 +166,7 @@ impl Pool {
     /// # Safety
     ///
     /// As for [`Pool::add_dir`].
-    pub unsafe fn add_page(&mut self, p: HostPage) -> Result<(), HostPage> {
+    pub(crate) unsafe fn add_page(&mut self, p: HostPage) -> Result<(), HostPage> {
         if self.needs_dir() {
             return Err(p);
         }
@@ -202,7 +202,7 @@ impl Pool {
     }
 
     /// Allocates a zeroed record, or `None` when the pool is empty.
-    pub fn alloc<T: Record>(&mut self) -> Option<Id<T>> {
+    pub(crate) fn alloc<T: Record>(&mut self) -> Option<Id<T>> {
         let idx = if let Some(f) = self.free_head {
             self.free_head = self.get(f).next;
             // A free head means nfree >= 1 (invariant).
@@ -224,7 +224,7 @@ impl Pool {
     }
 
     /// Frees a record.
-    pub fn free<T: Record>(&mut self, id: Id<T>) {
+    pub(crate) fn free<T: Record>(&mut self, id: Id<T>) {
         let idx = id.raw();
         if idx >= self.next {
             return;
@@ -240,7 +240,7 @@ impl Pool {
     }
 
     /// Shared view of a record.
-    pub fn get<T: Record>(&self, id: Id<T>) -> &T {
+    pub(crate) fn get<T: Record>(&self, id: Id<T>) -> &T {
         let p = self
             .rec_ptr(id.raw())
             .unwrap_or(self.null.as_ptr() as *mut u8);
@@ -251,7 +251,7 @@ impl Pool {
     }
 
     /// Mutable view of a record.
-    pub fn get_mut<T: Record>(&mut self, id: Id<T>) -> &mut T {
+    pub(crate) fn get_mut<T: Record>(&mut self, id: Id<T>) -> &mut T {
         let p = match self.rec_ptr(id.raw()) {
             Some(p) => p,
             None => {
@@ -264,7 +264,7 @@ impl Pool {
     }
 
     /// Gives every page back; the pool is empty afterwards.
-    pub fn release<P: PageSource + ?Sized>(&mut self, src: &mut P) {
+    pub(crate) fn release<P: PageSource + ?Sized>(&mut self, src: &mut P) {
         for n in 0..self.npages {
             let d = (n / PAGES_PER_DIR) as usize;
             let i = (n % PAGES_PER_DIR) as usize;

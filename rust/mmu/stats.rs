@@ -102,7 +102,9 @@ pub struct Stats {
 impl Stats {
     /// All zero.
     pub const fn new() -> Self {
-        Stats { v: [0; NUM_COUNTERS] }
+        Stats {
+            v: [0; NUM_COUNTERS],
+        }
     }
 
     /// Adds one.

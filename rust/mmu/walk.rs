@@ -55,8 +55,13 @@ pub struct Access {
 
 impl Access {
     /// A supervisor read (no flags).
-    pub const NONE: Access =
-        Access { write: false, fetch: false, user: false, implicit: false, ac: false };
+    pub const NONE: Access = Access {
+        write: false,
+        fetch: false,
+        user: false,
+        implicit: false,
+        ac: false,
+    };
 
     /// The access a hardware #PF error code describes (U set means CPL 3, explicit).
     /// A fault with U clear at CPL 3 was an implicit supervisor access.
@@ -296,8 +301,7 @@ impl Format for Long4 {
     const TOP: u8 = 4;
     fn index(gva: u64, level: u8) -> u64 {
         // level - 1 is masked to 0..=3, so the shift is at most 39.
-        (gva >> 12u32.saturating_add(9u32.saturating_mul(level.saturating_sub(1) as u32 & 3)))
-            & 511
+        (gva >> 12u32.saturating_add(9u32.saturating_mul(level.saturating_sub(1) as u32 & 3))) & 511
     }
     fn rsvd(ctx: &PagingCtx, pte: u64, level: u8) -> bool {
         let base = ctx.high_rsvd_long() | ctx.nx_rsvd();
@@ -457,7 +461,12 @@ fn walk_fmt<F: Format, G: GuestMemory + ?Sized>(
 /// Sets the A bits of every entry a successful walk used and, for a write, the leaf's D
 /// bit, with locked compare-exchange. False if an entry changed since the walk read it
 /// (the caller walks again or lets the access fault again).
-pub fn apply_ad<G: GuestMemory + ?Sized>(ctx: &PagingCtx, mem: &G, w: &mut Walk, access: Access) -> bool {
+pub fn apply_ad<G: GuestMemory + ?Sized>(
+    ctx: &PagingCtx,
+    mem: &G,
+    w: &mut Walk,
+    access: Access,
+) -> bool {
     match ctx.mode {
         GuestMode::Off => true,
         GuestMode::Bits32 => apply_ad_fmt::<Bits32, G>(mem, w, access),
@@ -501,7 +510,10 @@ fn walk_once<F: Format, G: GuestMemory + ?Sized>(
     gva: u64,
     access: Access,
 ) -> Result<Walk, PageFault> {
-    let fault = |present: bool, rsvd: bool| PageFault { error_code: ctx.error_code(access, present, rsvd), cr2: gva };
+    let fault = |present: bool, rsvd: bool| PageFault {
+        error_code: ctx.error_code(access, present, rsvd),
+        cr2: gva,
+    };
     let mut w = Walk::default();
     let mut table = match ctx.mode {
         GuestMode::Pae => {

@@ -135,7 +135,12 @@ impl World {
             wd.st.pdptes = wd.st.load_pdptes(&wd.mem, ROOT_A << 12).unwrap();
         }
         let (cr0, cr4, efer) = wd.regs();
-        assert_eq!(retry_oom(&mut wd.host, |h| wd.mmu.set_mode(h, &wd.mem, cr0, cr4, efer)), CtlOutcome::Ok);
+        assert_eq!(
+            retry_oom(&mut wd.host, |h| wd
+                .mmu
+                .set_mode(h, &wd.mem, cr0, cr4, efer)),
+            CtlOutcome::Ok
+        );
         wd
     }
 
@@ -213,10 +218,31 @@ impl World {
     /// off), as guest code would do it.
     fn store(&mut self, gpa: u64, v: u64) {
         let old = self.mem.read(gpa, self.esz);
-        let gva = if self.st.mode == 0 { gpa } else { self.dm_base + gpa };
-        let a = Acc { write: true, fetch: false, user: false, implicit: false, ac: false, cpl: 0 };
-        let r = cpu_access(&mut self.mmu, &mut self.host, &self.mem, gva, a, Some((v, self.esz)));
-        assert!(matches!(r, CpuResult::Ok(_) | CpuResult::Emulated(_)), "store through direct map failed: {r:?}");
+        let gva = if self.st.mode == 0 {
+            gpa
+        } else {
+            self.dm_base + gpa
+        };
+        let a = Acc {
+            write: true,
+            fetch: false,
+            user: false,
+            implicit: false,
+            ac: false,
+            cpl: 0,
+        };
+        let r = cpu_access(
+            &mut self.mmu,
+            &mut self.host,
+            &self.mem,
+            gva,
+            a,
+            Some((v, self.esz)),
+        );
+        assert!(
+            matches!(r, CpuResult::Ok(_) | CpuResult::Emulated(_)),
+            "store through direct map failed: {r:?}"
+        );
         assert_eq!(self.mem.read(gpa, self.esz), v, "store lost");
         self.undo.push((gpa, self.esz, old));
     }
@@ -275,7 +301,11 @@ impl World {
         let (frame, idx) = match self.st.mode {
             0 => return,
             2 => {
-                let frames: Vec<u64> = [ROOT_A, ROOT_B].iter().chain(POOL.iter()).copied().collect();
+                let frames: Vec<u64> = [ROOT_A, ROOT_B]
+                    .iter()
+                    .chain(POOL.iter())
+                    .copied()
+                    .collect();
                 let f = frames[(a as usize) % frames.len()];
                 if f == ROOT_A || f == ROOT_B {
                     (f, [0u64, 1][(a as usize >> 8) % 2])
@@ -284,9 +314,18 @@ impl World {
                 }
             }
             m => {
-                let frames: Vec<u64> = [ROOT_A, ROOT_B].iter().chain(POOL.iter()).chain([DATA0, DATA0 + 1].iter()).copied().collect();
+                let frames: Vec<u64> = [ROOT_A, ROOT_B]
+                    .iter()
+                    .chain(POOL.iter())
+                    .chain([DATA0, DATA0 + 1].iter())
+                    .copied()
+                    .collect();
                 let f = frames[(a as usize) % frames.len()];
-                let idxs: &[u64] = if m == 1 { &[0, 1, 2, 5, 13, 256, 512] } else { &[0, 1, 2, 5, 13] };
+                let idxs: &[u64] = if m == 1 {
+                    &[0, 1, 2, 5, 13, 256, 512]
+                } else {
+                    &[0, 1, 2, 5, 13]
+                };
                 (f, idxs[(a as usize >> 8) % idxs.len()])
             }
         };
@@ -306,32 +345,53 @@ impl World {
         let gva = self.gva(sel);
         let user = kind & 1 != 0;
         let implicit = !user && (kind >> 1) & 3 == 0;
-        let cpl = if user || (implicit && (kind >> 3) & 1 != 0) { 3 } else { 0 };
+        let cpl = if user || (implicit && (kind >> 3) & 1 != 0) {
+            3
+        } else {
+            0
+        };
         let ac = (kind >> 4) & 1 != 0;
         let k = (kind >> 5) % 3;
-        let a = Acc { write: k == 1, fetch: k == 2 && !implicit, user, implicit, ac, cpl };
+        let a = Acc {
+            write: k == 1,
+            fetch: k == 2 && !implicit,
+            user,
+            implicit,
+            ac,
+            cpl,
+        };
         let pre = self.snapshot();
         let cur = self.st.walk(&self.read_cur(), gva, a);
         let res = cpu_access(&mut self.mmu, &mut self.host, &self.mem, gva, a, None);
         let post = self.snapshot();
         let matches_cur = match (&cur, res) {
-            (RefResult::Ok { gpa, .. }, CpuResult::Ok(hpa)) => self.mem.backed(gpa >> 12) && hpa == self.mem.hpa_of(*gpa),
-            (RefResult::Ok { gpa, .. }, CpuResult::Mmio(g)) => !self.mem.backed(gpa >> 12) && g == *gpa,
+            (RefResult::Ok { gpa, .. }, CpuResult::Ok(hpa)) => {
+                self.mem.backed(gpa >> 12) && hpa == self.mem.hpa_of(*gpa)
+            }
+            (RefResult::Ok { gpa, .. }, CpuResult::Mmio(g)) => {
+                !self.mem.backed(gpa >> 12) && g == *gpa
+            }
             (RefResult::Ok { gpa, .. }, CpuResult::Emulated(g)) => a.write && g == *gpa,
             (RefResult::Fault(e), CpuResult::Fault(e2)) => *e == e2,
             _ => false,
         };
-        let ctx = || format!("mode {} gva {gva:#x} {a:?}: model {cur:?}, engine {res:?}, undo {:?}, invl {:?}, st {:?}", self.st.mode, self.undo, self.invl, self.st);
+        let ctx = || {
+            format!("mode {} gva {gva:#x} {a:?}: model {cur:?}, engine {res:?}, undo {:?}, invl {:?}, st {:?}", self.st.mode, self.undo, self.invl, self.st)
+        };
         if matches_cur {
             // A/D bits: exactly the model's when no entry of the walk changed since the
             // last flush; otherwise (possibly a stale TLB hit) only A/D bits may be set.
             let mut expect = pre.clone();
-            let ups = self.st.ad_updates(&|g, s| self.mem_read_in(&pre, g, s), &cur, a);
+            let ups = self
+                .st
+                .ad_updates(&|g, s| self.mem_read_in(&pre, g, s), &cur, a);
             for (g, s, v) in &ups {
                 Self::mem_write_in(&mut expect, *g, *s, *v);
             }
             let touched_changed = match &cur {
-                RefResult::Ok { entries, .. } => entries.iter().any(|e| self.undo.iter().any(|u| u.0 == e.0)),
+                RefResult::Ok { entries, .. } => {
+                    entries.iter().any(|e| self.undo.iter().any(|u| u.0 == e.0))
+                }
                 _ => false,
             };
             // An implicit supervisor access at CPL 0 with EFLAGS.AC=1 looks like an explicit
@@ -340,7 +400,13 @@ impl World {
             let ambiguous = a.implicit && a.cpl == 0 && a.ac;
             if !touched_changed && !ambiguous {
                 if let Some((i, j)) = Self::first_diff(&expect, &post) {
-                    panic!("A/D mismatch at gfn {} idx {j}: expected {:#x}, got {:#x}; {}", CHECKED.start + i as u64, expect[i][j], post[i][j], ctx());
+                    panic!(
+                        "A/D mismatch at gfn {} idx {j}: expected {:#x}, got {:#x}; {}",
+                        CHECKED.start + i as u64,
+                        expect[i][j],
+                        post[i][j],
+                        ctx()
+                    );
                 }
             } else {
                 self.check_only_ad(&pre, &post, &ctx);
@@ -362,10 +428,18 @@ impl World {
                 self.mem.read(g, s)
             };
             if let RefResult::Ok { gpa, page_size, .. } = self.st.walk(&view, gva, a) {
-                let canon = if self.st.mode == 3 { gva & 0xffff_ffff_ffff } else { gva & 0xffff_ffff };
+                let canon = if self.st.mode == 3 {
+                    gva & 0xffff_ffff_ffff
+                } else {
+                    gva & 0xffff_ffff
+                };
                 let base = canon & !(page_size - 1);
                 let invalidated = self.invl.iter().any(|&(t, x)| {
-                    let x = if self.st.mode == 3 { x & 0xffff_ffff_ffff } else { x & 0xffff_ffff };
+                    let x = if self.st.mode == 3 {
+                        x & 0xffff_ffff_ffff
+                    } else {
+                        x & 0xffff_ffff
+                    };
                     t >= k && x & !(page_size - 1) == base
                 });
                 if !invalidated && self.mem.backed(gpa >> 12) && self.mem.hpa_of(gpa) == hpa {
@@ -430,7 +504,12 @@ impl World {
             for j in 0..512 {
                 let (o, n) = (pre[i][j], post[i][j]);
                 if o != n {
-                    assert!(o & !ad == n & !ad && n & o == o, "non-A/D change in gfn {} idx {j}: {o:#x} -> {n:#x}; {}", CHECKED.start + i as u64, ctx());
+                    assert!(
+                        o & !ad == n & !ad && n & o == o,
+                        "non-A/D change in gfn {} idx {j}: {o:#x} -> {n:#x}; {}",
+                        CHECKED.start + i as u64,
+                        ctx()
+                    );
                 }
             }
         }
@@ -450,7 +529,11 @@ impl World {
                 cr3 |= 1 << 63;
             }
         }
-        let expect_gp = if self.st.mode == 2 { self.st.load_pdptes(&self.mem, cr3) } else { Some([0; 4]) };
+        let expect_gp = if self.st.mode == 2 {
+            self.st.load_pdptes(&self.mem, cr3)
+        } else {
+            Some([0; 4])
+        };
         let r = retry_oom(&mut self.host, |h| self.mmu.set_cr3(h, &self.mem, cr3));
         match expect_gp {
             None => assert_eq!(r, CtlOutcome::Gp, "bad PDPTE must #GP"),
@@ -490,8 +573,14 @@ impl World {
             _ => return self.toggle_paging(),
         }
         let (cr0, cr4, efer) = self.regs();
-        let r = retry_oom(&mut self.host, |h| self.mmu.set_mode(h, &self.mem, cr0, cr4, efer));
-        let expect = if self.st.mode == 2 && (old.smep != self.st.smep) { self.st.load_pdptes(&self.mem, self.st.cr3) } else { Some(self.st.pdptes) };
+        let r = retry_oom(&mut self.host, |h| {
+            self.mmu.set_mode(h, &self.mem, cr0, cr4, efer)
+        });
+        let expect = if self.st.mode == 2 && (old.smep != self.st.smep) {
+            self.st.load_pdptes(&self.mem, self.st.cr3)
+        } else {
+            Some(self.st.pdptes)
+        };
         match expect {
             None => {
                 assert_eq!(r, CtlOutcome::Gp);
@@ -517,7 +606,16 @@ impl World {
         let efer = efer & !EFER_LMA;
         let cr4 = if saved.mode == 3 { cr4 | CR4_PAE } else { cr4 };
         let efer = efer | if saved.mode == 3 { EFER_LME } else { 0 };
-        assert_eq!(retry_oom(&mut self.host, |h| self.mmu.set_mode(h, &self.mem, cr0, cr4 & !CR4_PCIDE, efer)), CtlOutcome::Ok);
+        assert_eq!(
+            retry_oom(&mut self.host, |h| self.mmu.set_mode(
+                h,
+                &self.mem,
+                cr0,
+                cr4 & !CR4_PCIDE,
+                efer
+            )),
+            CtlOutcome::Ok
+        );
         self.flushed();
         // A few accesses with paging off.
         for s in [0x10u32, 0x35, 0x1_0000] {
@@ -525,7 +623,9 @@ impl World {
         }
         self.st = saved;
         let (cr0, cr4, efer) = self.regs();
-        let r = retry_oom(&mut self.host, |h| self.mmu.set_mode(h, &self.mem, cr0, cr4, efer));
+        let r = retry_oom(&mut self.host, |h| {
+            self.mmu.set_mode(h, &self.mem, cr0, cr4, efer)
+        });
         if saved.mode == 2 {
             match self.st.load_pdptes(&self.mem, self.st.cr3) {
                 None => {
@@ -575,7 +675,13 @@ impl World {
             self.access(s.wrapping_mul(0x9e37_79b9), s.wrapping_mul(7));
         }
         if std::env::var("SHADOWVM_STATS").is_ok() {
-            let v: Vec<String> = self.mmu.counters().iter().filter(|c| c.1 != 0).map(|c| format!("{}={}", c.0, c.1)).collect();
+            let v: Vec<String> = self
+                .mmu
+                .counters()
+                .iter()
+                .filter(|c| c.1 != 0)
+                .map(|c| format!("{}={}", c.0, c.1))
+                .collect();
             eprintln!("mode {}: {}", self.st.mode, v.join(" "));
         }
         self.mmu.teardown(&mut self.host);
@@ -589,7 +695,8 @@ impl World {
             2 => InvpcidKind::AllIncludingGlobal,
             _ => InvpcidKind::AllExceptGlobal,
         };
-        let pcid = if (a >> 2) & 3 == 0 { 1 } else { 0 } + if self.pcide { (a as u64 >> 4) % 2 } else { 0 };
+        let pcid = if (a >> 2) & 3 == 0 { 1 } else { 0 }
+            + if self.pcide { (a as u64 >> 4) % 2 } else { 0 };
         let gva = self.gva(b);
         let r = self.mmu.invpcid(&self.mem, kind, pcid, gva);
         let cur = if self.pcide { self.st.cr3 & 0xfff } else { 0 };
@@ -611,7 +718,10 @@ impl World {
 }
 
 fn cases() -> u32 {
-    std::env::var("SHADOWVM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+    std::env::var("SHADOWVM_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
 }
 
 fn ops() -> impl Strategy<Value = Vec<Op>> {
@@ -641,7 +751,12 @@ fn cfg_strategy() -> impl Strategy<Value = (Config, bool, bool, bool)> {
     )
 }
 
-fn run_mode(mode: u8, (cfg, pcide, smep, smap): (Config, bool, bool, bool), ops: Vec<Op>, fail: Option<u8>) {
+fn run_mode(
+    mode: u8,
+    (cfg, pcide, smep, smap): (Config, bool, bool, bool),
+    ops: Vec<Op>,
+    fail: Option<u8>,
+) {
     let mut w = World::new(mode, cfg, pcide, smep, smap);
     w.run(&ops, fail);
 }

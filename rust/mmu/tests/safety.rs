@@ -699,7 +699,11 @@ fn locked_and_rep_string_mmio_complete() {
     b.map(&mem, ra, 0x7000, 0x100);
     let mut host = Host::new();
     let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
-    let regs = || Regs { gpr: [0; 16], rip: 0x5000, rflags: 2 };
+    let regs = || Regs {
+        gpr: [0; 16],
+        rip: 0x5000,
+        rflags: 2,
+    };
 
     // lock xadd [rdi], eax
     let insn = emulate::decode(&[0xf0, 0x0f, 0xc1, 0x07], CodeSize::Bits64).unwrap();
@@ -708,13 +712,25 @@ fn locked_and_rep_string_mmio_complete() {
     r.gpr[gpr::RAX] = 5;
     let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
     let out = emulate::execute(&insn, &mut r, &Env::default(), &mut m, None);
-    let Ok(Outcome::MmioRead(req)) = out else { panic!("{out:?}") };
+    let Ok(Outcome::MmioRead(req)) = out else {
+        panic!("{out:?}")
+    };
     assert_eq!((req.addr.linear, req.size), (0x7010, 4));
-    let mut d = MmioData { linear: 0x7010, len: 4, data: [0; 16] };
+    let mut d = MmioData {
+        linear: 0x7010,
+        len: 4,
+        data: [0; 16],
+    };
     d.data[0] = 37;
     let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
-    assert_eq!(emulate::execute(&insn, &mut r, &Env::default(), &mut m, Some(&d)), Ok(Outcome::Done));
-    assert_eq!(m.mmio_write, Some((0x100_010, [42, 0, 0, 0, 0, 0, 0, 0], 4)));
+    assert_eq!(
+        emulate::execute(&insn, &mut r, &Env::default(), &mut m, Some(&d)),
+        Ok(Outcome::Done)
+    );
+    assert_eq!(
+        m.mmio_write,
+        Some((0x100_010, [42, 0, 0, 0, 0, 0, 0, 0], 4))
+    );
     assert_eq!((r.gpr[gpr::RAX], r.rip), (37, 0x5004));
 
     // rep stosw, 3 iterations, into MMIO.
@@ -726,9 +742,16 @@ fn locked_and_rep_string_mmio_complete() {
     for k in 0..3u64 {
         let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
         let out = emulate::execute_rep(&insn, &mut r, &Env::default(), &mut m, None, 1024);
-        let want = if k < 2 { Outcome::RepContinue } else { Outcome::Done };
+        let want = if k < 2 {
+            Outcome::RepContinue
+        } else {
+            Outcome::Done
+        };
         assert_eq!(out, Ok(want));
-        assert_eq!(m.mmio_write, Some((0x100_100 + 2 * k, [0xef, 0xbe, 0, 0, 0, 0, 0, 0], 2)));
+        assert_eq!(
+            m.mmio_write,
+            Some((0x100_100 + 2 * k, [0xef, 0xbe, 0, 0, 0, 0, 0, 0], 2))
+        );
         assert_eq!((r.gpr[gpr::RCX], r.gpr[gpr::RDI]), (2 - k, 0x7102 + 2 * k));
     }
     assert_eq!(r.rip, 0x5003);
@@ -752,13 +775,27 @@ fn page_crossing_mmio_store() {
     let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
     // mov [rdi], eax
     let insn = emulate::decode(&[0x89, 0x07], CodeSize::Bits64).unwrap();
-    let mut r = Regs { gpr: [0; 16], rip: 0x5000, rflags: 2 };
+    let mut r = Regs {
+        gpr: [0; 16],
+        rip: 0x5000,
+        rflags: 2,
+    };
     r.gpr[gpr::RDI] = 0x7ffe;
     r.gpr[gpr::RAX] = 0x4433_2211;
     let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
-    assert_eq!(emulate::execute(&insn, &mut r, &Env::default(), &mut m, None), Ok(Outcome::Done));
-    assert_eq!(m.mmio_write, Some((0x100_ffe, [0x11, 0x22, 0x33, 0x44, 0, 0, 0, 0], 4)));
-    let mut r = Regs { gpr: [0; 16], rip: 0x5000, rflags: 2 };
+    assert_eq!(
+        emulate::execute(&insn, &mut r, &Env::default(), &mut m, None),
+        Ok(Outcome::Done)
+    );
+    assert_eq!(
+        m.mmio_write,
+        Some((0x100_ffe, [0x11, 0x22, 0x33, 0x44, 0, 0, 0, 0], 4))
+    );
+    let mut r = Regs {
+        gpr: [0; 16],
+        rip: 0x5000,
+        rflags: 2,
+    };
     r.gpr[gpr::RDI] = 0x8ffe;
     let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
     assert!(emulate::execute(&insn, &mut r, &Env::default(), &mut m, None).is_err());

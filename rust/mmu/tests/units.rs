@@ -43,13 +43,35 @@ fn long_guest() -> GMem {
 fn long_mmu(cfg: Config, mem: &GMem, host: &mut Host) -> Mmu {
     let mut mmu = Mmu::new(cfg);
     retry_oom(host, |h| mmu.set_cr3(h, mem, PML4 << 12));
-    let r = retry_oom(host, |h| mmu.set_mode(h, mem, CR0_PE | CR0_PG | CR0_WP, CR4_PAE, EFER_LME | EFER_LMA | EFER_NXE));
+    let r = retry_oom(host, |h| {
+        mmu.set_mode(
+            h,
+            mem,
+            CR0_PE | CR0_PG | CR0_WP,
+            CR4_PAE,
+            EFER_LME | EFER_LMA | EFER_NXE,
+        )
+    });
     assert_eq!(r, CtlOutcome::Ok);
     mmu
 }
 
-const RD: Acc = Acc { write: false, fetch: false, user: false, implicit: false, ac: false, cpl: 0 };
-const WR: Acc = Acc { write: true, fetch: false, user: false, implicit: false, ac: false, cpl: 0 };
+const RD: Acc = Acc {
+    write: false,
+    fetch: false,
+    user: false,
+    implicit: false,
+    ac: false,
+    cpl: 0,
+};
+const WR: Acc = Acc {
+    write: true,
+    fetch: false,
+    user: false,
+    implicit: false,
+    ac: false,
+    cpl: 0,
+};
 
 fn hpa(gfn: u64) -> u64 {
     GUEST_HPA_BASE + (gfn << 12)
@@ -60,17 +82,34 @@ fn root_cache_switch_back_builds_nothing() {
     let mem = long_guest();
     let mut host = Host::new();
     let mut mmu = long_mmu(Config::DEFAULT, &mem, &mut host);
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, 0x3000, RD, None), CpuResult::Ok(hpa(DATA + 3)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x3000, RD, None),
+        CpuResult::Ok(hpa(DATA + 3))
+    );
     retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, PML4_B << 12));
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, (1 << 39) | 0x3000, RD, None), CpuResult::Ok(hpa(DATA + 3)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, (1 << 39) | 0x3000, RD, None),
+        CpuResult::Ok(hpa(DATA + 3))
+    );
     let created = mmu.stats().get(Counter::ShadowPagesCreated);
     let hits = mmu.stats().get(Counter::RootCacheHits);
     let fixed = mmu.stats().get(Counter::HiddenFaultsFixed);
     retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, PML4 << 12));
-    assert_eq!(mmu.stats().get(Counter::ShadowPagesCreated), created, "switch back created shadow pages");
+    assert_eq!(
+        mmu.stats().get(Counter::ShadowPagesCreated),
+        created,
+        "switch back created shadow pages"
+    );
     assert_eq!(mmu.stats().get(Counter::RootCacheHits), hits + 1);
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, 0x3000, RD, None), CpuResult::Ok(hpa(DATA + 3)));
-    assert_eq!(mmu.stats().get(Counter::HiddenFaultsFixed), fixed, "cached root had to refault");
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x3000, RD, None),
+        CpuResult::Ok(hpa(DATA + 3))
+    );
+    assert_eq!(
+        mmu.stats().get(Counter::HiddenFaultsFixed),
+        fixed,
+        "cached root had to refault"
+    );
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
@@ -79,27 +118,55 @@ fn root_cache_switch_back_builds_nothing() {
 fn root_cache_is_pcid_aware_and_bounded() {
     let mem = long_guest();
     let mut host = Host::new();
-    let cfg = Config { root_cache_size: 2, ..Config::DEFAULT };
+    let cfg = Config {
+        root_cache_size: 2,
+        ..Config::DEFAULT
+    };
     let mut mmu = long_mmu(cfg, &mem, &mut host);
-    retry_oom(&mut host, |h| mmu.set_mode(h, &mem, CR0_PE | CR0_PG | CR0_WP, CR4_PAE | CR4_PCIDE, EFER_LME | EFER_LMA | EFER_NXE));
+    retry_oom(&mut host, |h| {
+        mmu.set_mode(
+            h,
+            &mem,
+            CR0_PE | CR0_PG | CR0_WP,
+            CR4_PAE | CR4_PCIDE,
+            EFER_LME | EFER_LMA | EFER_NXE,
+        )
+    });
     let miss0 = mmu.stats().get(Counter::RootCacheMisses);
     // Same tables, different PCIDs: different address spaces.
     for pcid in 1..=2u64 {
-        retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, (PML4 << 12) | pcid | (1 << 63)));
+        retry_oom(&mut host, |h| {
+            mmu.set_cr3(h, &mem, (PML4 << 12) | pcid | (1 << 63))
+        });
     }
     assert_eq!(mmu.stats().get(Counter::RootCacheMisses), miss0 + 2);
     assert!(mmu.cached_roots() <= 2);
     let hits = mmu.stats().get(Counter::RootCacheHits);
     let flushes = mmu.stats().get(Counter::TlbFlushes);
-    retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, (PML4 << 12) | 1 | (1 << 63)));
+    retry_oom(&mut host, |h| {
+        mmu.set_cr3(h, &mem, (PML4 << 12) | 1 | (1 << 63))
+    });
     assert_eq!(mmu.stats().get(Counter::RootCacheHits), hits + 1);
-    assert_eq!(mmu.stats().get(Counter::TlbFlushes), flushes, "no-flush CR3 write flushed");
+    assert_eq!(
+        mmu.stats().get(Counter::TlbFlushes),
+        flushes,
+        "no-flush CR3 write flushed"
+    );
     retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, (PML4 << 12) | 1));
     assert_eq!(mmu.stats().get(Counter::TlbFlushes), flushes + 1);
     // INVPCID checks.
-    assert_eq!(mmu.invpcid(&mem, InvpcidKind::Single, 0x1000, 0), CtlOutcome::Gp);
-    assert_eq!(mmu.invpcid(&mem, InvpcidKind::Address, 1, 0x3000), CtlOutcome::Ok);
-    assert_eq!(mmu.invpcid(&mem, InvpcidKind::AllExceptGlobal, 0, 0), CtlOutcome::Ok);
+    assert_eq!(
+        mmu.invpcid(&mem, InvpcidKind::Single, 0x1000, 0),
+        CtlOutcome::Gp
+    );
+    assert_eq!(
+        mmu.invpcid(&mem, InvpcidKind::Address, 1, 0x3000),
+        CtlOutcome::Ok
+    );
+    assert_eq!(
+        mmu.invpcid(&mem, InvpcidKind::AllExceptGlobal, 0, 0),
+        CtlOutcome::Ok
+    );
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
@@ -110,29 +177,69 @@ fn unsync_stale_until_invlpg_and_np_to_p_without_flush() {
     let mut host = Host::new();
     let mut mmu = long_mmu(Config::DEFAULT, &mem, &mut host);
     let g2 = 2 << 20;
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, g2, RD, None), CpuResult::Ok(hpa(DATA + 20)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, g2, RD, None),
+        CpuResult::Ok(hpa(DATA + 20))
+    );
     assert!(mmu.is_shadowed(PT2));
     // Guest writes PT2[0] through its mapping at gva 100 << 12: a leaf table goes unsync.
-    let r = cpu_access(&mut mmu, &mut host, &mem, 100 << 12, WR, Some((((DATA + 21) << 12) | PWU, 8)));
+    let r = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        100 << 12,
+        WR,
+        Some((((DATA + 21) << 12) | PWU, 8)),
+    );
     assert!(matches!(r, CpuResult::Ok(_)), "{r:?}");
     assert_eq!(mmu.stats().get(Counter::Unsync), 1);
     // Present -> present without INVLPG: the old translation may stay (it does here).
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, g2, RD, None), CpuResult::Ok(hpa(DATA + 20)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, g2, RD, None),
+        CpuResult::Ok(hpa(DATA + 20))
+    );
     mmu.invlpg(&mem, g2);
     assert_eq!(mmu.stats().get(Counter::InvlpgResync), 1);
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, g2, RD, None), CpuResult::Ok(hpa(DATA + 21)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, g2, RD, None),
+        CpuResult::Ok(hpa(DATA + 21))
+    );
     // Not present -> present needs no flush.
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, g2 + 0x1000, RD, None), CpuResult::Fault(PFERR_P ^ PFERR_P));
-    let r = cpu_access(&mut mmu, &mut host, &mem, (100 << 12) + 8, WR, Some((((DATA + 22) << 12) | PWU, 8)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, g2 + 0x1000, RD, None),
+        CpuResult::Fault(PFERR_P ^ PFERR_P)
+    );
+    let r = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        (100 << 12) + 8,
+        WR,
+        Some((((DATA + 22) << 12) | PWU, 8)),
+    );
     assert!(matches!(r, CpuResult::Ok(_)));
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, g2 + 0x1000, RD, None), CpuResult::Ok(hpa(DATA + 22)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, g2 + 0x1000, RD, None),
+        CpuResult::Ok(hpa(DATA + 22))
+    );
     // A CR3 write resyncs and write-protects again.
     let resync = mmu.stats().get(Counter::Resync);
     retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, PML4 << 12));
     assert_eq!(mmu.stats().get(Counter::Resync), resync + 1);
-    let r = cpu_access(&mut mmu, &mut host, &mem, 100 << 12, WR, Some((((DATA + 23) << 12) | PWU, 8)));
+    let r = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        100 << 12,
+        WR,
+        Some((((DATA + 23) << 12) | PWU, 8)),
+    );
     assert!(matches!(r, CpuResult::Ok(_)));
-    assert_eq!(mmu.stats().get(Counter::Unsync), 2, "write after resync must fault and unsync again");
+    assert_eq!(
+        mmu.stats().get(Counter::Unsync),
+        2,
+        "write after resync must fault and unsync again"
+    );
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
@@ -144,23 +251,56 @@ fn upper_level_write_is_emulated_then_flood_unshadows() {
     let mut mmu = long_mmu(Config::DEFAULT, &mem, &mut host);
     w8(&mem, PD_B, 0, (PT << 12) | PWU);
     // Use PD_B as a table (gva 1G -> PD_B[0] -> PT).
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, (1 << 30) | 0x2000, RD, None), CpuResult::Ok(hpa(DATA + 2)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, (1 << 30) | 0x2000, RD, None),
+        CpuResult::Ok(hpa(DATA + 2))
+    );
     assert!(mmu.is_shadowed(PD_B));
     // Writes to PD_B (through gva 101 << 12) are emulated, and applied at once.
-    let r = cpu_access(&mut mmu, &mut host, &mem, 101 << 12, WR, Some(((PT2 << 12) | PWU, 8)));
+    let r = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        101 << 12,
+        WR,
+        Some(((PT2 << 12) | PWU, 8)),
+    );
     assert_eq!(r, CpuResult::Emulated(PD_B << 12));
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, 1 << 30, RD, None), CpuResult::Ok(hpa(DATA + 20)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 1 << 30, RD, None),
+        CpuResult::Ok(hpa(DATA + 20))
+    );
     // Now write it repeatedly without using it: flooding unshadows the frame.
     for i in 0..3 {
-        let r = cpu_access(&mut mmu, &mut host, &mem, (101 << 12) + 8 * (i + 1), WR, Some((0, 8)));
+        let r = cpu_access(
+            &mut mmu,
+            &mut host,
+            &mem,
+            (101 << 12) + 8 * (i + 1),
+            WR,
+            Some((0, 8)),
+        );
         assert_eq!(r, CpuResult::Emulated((PD_B << 12) + 8 * (i + 1)));
     }
     assert_eq!(mmu.stats().get(Counter::FloodUnshadows), 1);
     assert!(!mmu.is_shadowed(PD_B));
-    let r = cpu_access(&mut mmu, &mut host, &mem, (101 << 12) + 64, WR, Some((0, 8)));
-    assert!(matches!(r, CpuResult::Ok(_)), "unshadowed frame still write-protected: {r:?}");
+    let r = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        (101 << 12) + 64,
+        WR,
+        Some((0, 8)),
+    );
+    assert!(
+        matches!(r, CpuResult::Ok(_)),
+        "unshadowed frame still write-protected: {r:?}"
+    );
     // And it is shadowed again when used as a table.
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, 1 << 30, RD, None), CpuResult::Ok(hpa(DATA + 20)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 1 << 30, RD, None),
+        CpuResult::Ok(hpa(DATA + 20))
+    );
     assert!(mmu.is_shadowed(PD_B));
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
@@ -181,7 +321,10 @@ fn flooding_a_cached_roots_table_drops_that_root() {
         w8(&mem, PML4_B, 10 + i, 0);
         mmu.guest_wrote(&mut host, (PML4_B << 12) + 8 * (10 + i), 8);
     }
-    assert!(!mmu.is_shadowed(PML4_B), "flooded table of a cached root stays write-protected");
+    assert!(
+        !mmu.is_shadowed(PML4_B),
+        "flooded table of a cached root stays write-protected"
+    );
     assert_eq!(mmu.cached_roots(), cached - 1);
     assert_eq!(mmu.stats().get(Counter::FloodUnshadows), 1);
     // The current root is never dropped, and switching to the old space rebuilds it.
@@ -197,18 +340,29 @@ fn unprotect_fallback_lets_the_write_through() {
     let mem = long_guest();
     let mut host = Host::new();
     let mut mmu = long_mmu(Config::DEFAULT, &mem, &mut host);
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None), CpuResult::Ok(hpa(DATA + 1)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(DATA + 1))
+    );
     // PD_B is an upper-level table (gva 1G): a write to it returns EmulateWrite; the
     // caller cannot emulate and unprotects instead. (A table on the writing access's own
     // translation path would be shadowed again by the retry: that needs the emulator.)
     w8(&mem, PD_B, 0, (PT << 12) | PWU);
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, 1 << 30, RD, None), CpuResult::Ok(hpa(DATA)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 1 << 30, RD, None),
+        CpuResult::Ok(hpa(DATA))
+    );
     w8(&mem, PT, 102, (PD_B << 12) | PWU);
-    let out = retry_oom(&mut host, |h| mmu.page_fault(h, &mem, 102 << 12, PFERR_W, 0, false));
+    let out = retry_oom(&mut host, |h| {
+        mmu.page_fault(h, &mem, 102 << 12, PFERR_W, 0, false)
+    });
     assert_eq!(out, PfOutcome::EmulateWrite { gpa: PD_B << 12 });
     assert!(mmu.unprotect(&mut host, &mem, 0x1234, PD_B << 12));
     assert!(!mmu.is_shadowed(PD_B));
-    assert!(matches!(cpu_access(&mut mmu, &mut host, &mem, 102 << 12, WR, None), CpuResult::Ok(_)));
+    assert!(matches!(
+        cpu_access(&mut mmu, &mut host, &mem, 102 << 12, WR, None),
+        CpuResult::Ok(_)
+    ));
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
@@ -220,18 +374,30 @@ fn large_pages_are_split_and_invlpg_drops_the_whole_page() {
     w8(&mem, PDPT, 0, PTE_PS | PWU); // 1 GiB page at gpa 0, clean
     let mut host = Host::new();
     let mut mmu = long_mmu(Config::DEFAULT, &mem, &mut host);
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, 0x5000, RD, None), CpuResult::Ok(hpa(5)));
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, 0x6000, RD, None), CpuResult::Ok(hpa(6)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x5000, RD, None),
+        CpuResult::Ok(hpa(5))
+    );
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x6000, RD, None),
+        CpuResult::Ok(hpa(6))
+    );
     assert_eq!(mem.read(PDPT << 12, 8) & (PTE_A | PTE_D), PTE_A);
     // Clean large page: first write faults (dirty emulation) and sets D.
     let fixed = mmu.stats().get(Counter::HiddenFaultsFixed);
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, 0x6000, WR, None), CpuResult::Ok(hpa(6)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x6000, WR, None),
+        CpuResult::Ok(hpa(6))
+    );
     assert_eq!(mmu.stats().get(Counter::HiddenFaultsFixed), fixed + 1);
     assert_eq!(mem.read(PDPT << 12, 8) & PTE_D, PTE_D);
     // INVLPG anywhere in the 1 GiB page drops the split copy.
     mmu.invlpg(&mem, 0x3000_0000);
     let fixed = mmu.stats().get(Counter::HiddenFaultsFixed);
-    assert_eq!(cpu_access(&mut mmu, &mut host, &mem, 0x5000, RD, None), CpuResult::Ok(hpa(5)));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x5000, RD, None),
+        CpuResult::Ok(hpa(5))
+    );
     assert_eq!(mmu.stats().get(Counter::HiddenFaultsFixed), fixed + 1);
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
@@ -248,11 +414,18 @@ fn shadow_page_limit_reclaims() {
         w8(&mem, 10 + i, 0, ((150 + i % 40) << 12) | PWU);
     }
     let mut host = Host::new();
-    let cfg = Config { max_shadow_pages: 64, ..Config::DEFAULT };
+    let cfg = Config {
+        max_shadow_pages: 64,
+        ..Config::DEFAULT
+    };
     let mut mmu = long_mmu(cfg, &mem, &mut host);
     for round in 0..2 {
         for i in 0..100u64 {
-            assert_eq!(cpu_access(&mut mmu, &mut host, &mem, i << 21, RD, None), CpuResult::Ok(hpa(150 + i % 40)), "round {round}");
+            assert_eq!(
+                cpu_access(&mut mmu, &mut host, &mem, i << 21, RD, None),
+                CpuResult::Ok(hpa(150 + i % 40)),
+                "round {round}"
+            );
             assert!(mmu.shadow_pages() <= 64);
         }
     }
@@ -303,7 +476,10 @@ fn scenario(mode: u8, host: &mut Host) -> Vec<CpuResult> {
         _ => (0, 0),
     };
     let cr0 = CR0_PE | CR0_WP | if mode == 0 { 0 } else { CR0_PG };
-    assert_eq!(retry_oom(host, |h| mmu.set_mode(h, &mem, cr0, cr4, efer)), CtlOutcome::Ok);
+    assert_eq!(
+        retry_oom(host, |h| mmu.set_mode(h, &mem, cr0, cr4, efer)),
+        CtlOutcome::Ok
+    );
     let mut out = vec![];
     let esz = if mode == 1 { 4 } else { 8 };
     for (gva, a, store) in [
@@ -320,9 +496,15 @@ fn scenario(mode: u8, host: &mut Host) -> Vec<CpuResult> {
     out.push(cpu_access(&mut mmu, host, &mem, 0x3000, RD, None));
     retry_oom(host, |h| mmu.set_cr3(h, &mem, PML4 << 12));
     out.push(cpu_access(&mut mmu, host, &mem, 0x5000, WR, None));
-    assert_eq!(retry_oom(host, |h| mmu.set_mode(h, &mem, CR0_PE, 0, 0)), CtlOutcome::Ok);
+    assert_eq!(
+        retry_oom(host, |h| mmu.set_mode(h, &mem, CR0_PE, 0, 0)),
+        CtlOutcome::Ok
+    );
     out.push(cpu_access(&mut mmu, host, &mem, 0x7000, RD, None));
-    assert_eq!(retry_oom(host, |h| mmu.set_mode(h, &mem, cr0, cr4, efer)), CtlOutcome::Ok);
+    assert_eq!(
+        retry_oom(host, |h| mmu.set_mode(h, &mem, cr0, cr4, efer)),
+        CtlOutcome::Ok
+    );
     out.push(cpu_access(&mut mmu, host, &mem, 0x3000, RD, None));
     mmu.teardown(host);
     assert_eq!(host.live(), 0, "leak after teardown");
@@ -340,8 +522,14 @@ fn running_dry_at_every_allocation_point() {
             let mut host = Host::new();
             host.fail_at = Some(n);
             let got = scenario(mode, &mut host);
-            assert_eq!(got, want, "mode {mode}: results differ when allocation {n} fails");
-            assert_eq!(host.oom_events, 1, "mode {mode}: allocation {n} failure not reported exactly once");
+            assert_eq!(
+                got, want,
+                "mode {mode}: results differ when allocation {n} fails"
+            );
+            assert_eq!(
+                host.oom_events, 1,
+                "mode {mode}: allocation {n} failure not reported exactly once"
+            );
         }
     }
 }
@@ -352,10 +540,16 @@ fn nothing_allocated_fails_cleanly_and_recovers() {
     let mut host = Host::new();
     let mut mmu = Mmu::new(Config::DEFAULT);
     host.dry = true;
-    assert_eq!(mmu.set_mode(&mut host, &mem, CR0_PE, 0, 0), Err(MmuError::NeedMemory));
+    assert_eq!(
+        mmu.set_mode(&mut host, &mem, CR0_PE, 0, 0),
+        Err(MmuError::NeedMemory)
+    );
     assert_eq!(mmu.root_hpa(), 0);
     host.dry = false;
-    assert_eq!(mmu.set_mode(&mut host, &mem, CR0_PE, 0, 0), Ok(CtlOutcome::Ok));
+    assert_eq!(
+        mmu.set_mode(&mut host, &mem, CR0_PE, 0, 0),
+        Ok(CtlOutcome::Ok)
+    );
     assert!(mmu.root_hpa() != 0 && mmu.root_hpa() < 1 << 32);
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
@@ -369,15 +563,36 @@ fn pae_bad_pdpte_is_gp_and_changes_nothing() {
     let mut host = Host::new();
     let mut mmu = Mmu::new(Config::DEFAULT);
     retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, 1 << 12));
-    assert_eq!(retry_oom(&mut host, |h| mmu.set_mode(h, &mem, CR0_PE | CR0_PG, CR4_PAE, 0)), CtlOutcome::Ok);
+    assert_eq!(
+        retry_oom(&mut host, |h| mmu.set_mode(
+            h,
+            &mem,
+            CR0_PE | CR0_PG,
+            CR4_PAE,
+            0
+        )),
+        CtlOutcome::Ok
+    );
     let root = mmu.root_hpa();
-    assert_eq!(retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, 3 << 12)), CtlOutcome::Gp);
+    assert_eq!(
+        retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, 3 << 12)),
+        CtlOutcome::Gp
+    );
     assert_eq!(mmu.root_hpa(), root);
     assert_eq!(mmu.paging().cr3, 1 << 12);
     // Paging enable with a bad PDPT is #GP as well.
     retry_oom(&mut host, |h| mmu.set_mode(h, &mem, CR0_PE, CR4_PAE, 0));
     retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, 3 << 12));
-    assert_eq!(retry_oom(&mut host, |h| mmu.set_mode(h, &mem, CR0_PE | CR0_PG, CR4_PAE, 0)), CtlOutcome::Gp);
+    assert_eq!(
+        retry_oom(&mut host, |h| mmu.set_mode(
+            h,
+            &mem,
+            CR0_PE | CR0_PG,
+            CR4_PAE,
+            0
+        )),
+        CtlOutcome::Gp
+    );
     assert_eq!(mmu.paging().mode, GuestMode::Off);
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
@@ -388,14 +603,24 @@ fn hw_state_contract() {
     let mem = long_guest();
     let mut host = Host::new();
     let mut mmu = Mmu::new(Config::DEFAULT);
-    retry_oom(&mut host, |h| mmu.set_mode(h, &mem, CR0_PE, CR4_SMEP | CR4_SMAP, 0));
+    retry_oom(&mut host, |h| {
+        mmu.set_mode(h, &mem, CR0_PE, CR4_SMEP | CR4_SMAP, 0)
+    });
     let hw = mmu.hw_state();
     assert_eq!(hw.cr0_set, CR0_PG | CR0_WP);
     assert_eq!(hw.cr4 & hw.cr4_mask, CR4_PAE, "paging off: no SMEP/SMAP");
     assert_eq!(hw.efer, EFER_NXE);
     assert!(hw.cr3 < 1 << 32);
     retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, PML4 << 12));
-    retry_oom(&mut host, |h| mmu.set_mode(h, &mem, CR0_PE | CR0_PG, CR4_PAE | CR4_SMEP | CR4_SMAP, EFER_LME | EFER_LMA));
+    retry_oom(&mut host, |h| {
+        mmu.set_mode(
+            h,
+            &mem,
+            CR0_PE | CR0_PG,
+            CR4_PAE | CR4_SMEP | CR4_SMAP,
+            EFER_LME | EFER_LMA,
+        )
+    });
     let hw = mmu.hw_state();
     assert_eq!(hw.cr4, CR4_PAE | CR4_SMEP | CR4_SMAP);
     assert_eq!(hw.efer, EFER_NXE | EFER_LME | EFER_LMA);
@@ -411,5 +636,8 @@ fn counters_are_a_fixed_named_list() {
     let names: std::collections::HashSet<_> = list.iter().map(|c| c.0).collect();
     assert_eq!(names.len(), NUM_COUNTERS);
     assert!(names.contains("root_cache_hits") && names.contains("flood_unshadows"));
-    assert!(core::mem::size_of::<Mmu>() < 2048, "Mmu must stay small (kernel stack)");
+    assert!(
+        core::mem::size_of::<Mmu>() < 2048,
+        "Mmu must stay small (kernel stack)"
+    );
 }

@@ -45,7 +45,10 @@ impl Host {
     /// Reads a u64 of a host page (shadow tables).
     pub fn read(&self, hpa: u64) -> u64 {
         let base = hpa & !0xfff;
-        let p = *self.pages.get(&base).unwrap_or_else(|| panic!("shadow entry points to unknown host page {base:#x}"));
+        let p = *self
+            .pages
+            .get(&base)
+            .unwrap_or_else(|| panic!("shadow entry points to unknown host page {base:#x}"));
         unsafe { p.add(((hpa & 0xfff) / 8) as usize).read_volatile() }
     }
     pub fn has(&self, hpa: u64) -> bool {
@@ -83,10 +86,16 @@ impl PageSource for Host {
             self.next
         };
         self.pages.insert(hpa, p);
-        Some(HostPage { ptr: p as *mut u8, hpa })
+        Some(HostPage {
+            ptr: p as *mut u8,
+            hpa,
+        })
     }
     fn free_page(&mut self, page: HostPage) {
-        let p = self.pages.remove(&page.hpa).unwrap_or_else(|| panic!("double free / unknown page {:#x}", page.hpa));
+        let p = self
+            .pages
+            .remove(&page.hpa)
+            .unwrap_or_else(|| panic!("double free / unknown page {:#x}", page.hpa));
         assert_eq!(p as *mut u8, page.ptr, "free_page: pointer/hpa mismatch");
         unsafe { drop(Box::from_raw(p as *mut [u64; 512])) };
         self.frees += 1;
@@ -103,7 +112,13 @@ impl GMem {
     /// `n` frames, those in `holes` unbacked.
     pub fn new(n: usize, holes: &[u64]) -> Self {
         let frames = (0..n as u64)
-            .map(|g| if holes.contains(&g) { None } else { Some(Box::into_raw(Box::new([0u64; 512])) as *mut u64) })
+            .map(|g| {
+                if holes.contains(&g) {
+                    None
+                } else {
+                    Some(Box::into_raw(Box::new([0u64; 512])) as *mut u64)
+                }
+            })
             .collect();
         GMem { frames }
     }
@@ -114,7 +129,9 @@ impl GMem {
         GUEST_HPA_BASE + gpa
     }
     pub fn read(&self, gpa: u64, size: u32) -> u64 {
-        let Some(Some(p)) = self.frames.get((gpa >> 12) as usize) else { return 0 };
+        let Some(Some(p)) = self.frames.get((gpa >> 12) as usize) else {
+            return 0;
+        };
         let off = (gpa & 0xfff) as usize;
         unsafe {
             if size == 4 {
@@ -125,11 +142,16 @@ impl GMem {
         }
     }
     pub fn write(&self, gpa: u64, size: u32, v: u64) {
-        let Some(Some(p)) = self.frames.get((gpa >> 12) as usize) else { return };
+        let Some(Some(p)) = self.frames.get((gpa >> 12) as usize) else {
+            return;
+        };
         let off = (gpa & 0xfff) as usize;
         unsafe {
             if size == 4 {
-                (*p as *mut u8).add(off & !3).cast::<u32>().write_volatile(v as u32)
+                (*p as *mut u8)
+                    .add(off & !3)
+                    .cast::<u32>()
+                    .write_volatile(v as u32)
             } else {
                 p.add(off / 8).write_volatile(v)
             }
@@ -157,7 +179,10 @@ impl Drop for GMem {
 unsafe impl GuestMemory for GMem {
     fn frame(&self, gfn: u64) -> Option<GuestFrame> {
         match self.frames.get(usize::try_from(gfn).ok()?) {
-            Some(Some(p)) => Some(GuestFrame { ptr: *p as *mut u8, hpa: GUEST_HPA_BASE + (gfn << 12) }),
+            Some(Some(p)) => Some(GuestFrame {
+                ptr: *p as *mut u8,
+                hpa: GUEST_HPA_BASE + (gfn << 12),
+            }),
             _ => None,
         }
     }
@@ -193,7 +218,13 @@ pub struct Acc {
 
 impl Acc {
     pub fn to_engine(self) -> Access {
-        Access { write: self.write, fetch: self.fetch, user: self.user, implicit: self.implicit, ac: self.ac }
+        Access {
+            write: self.write,
+            fetch: self.fetch,
+            user: self.user,
+            implicit: self.implicit,
+            ac: self.ac,
+        }
     }
     pub fn hw_error_code(self) -> u32 {
         let mut e = 0;
@@ -212,7 +243,12 @@ impl Acc {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RefResult {
-    Ok { gpa: u64, page_size: u64, entries: Vec<(u64, u32)>, leaf: (u64, u32) },
+    Ok {
+        gpa: u64,
+        page_size: u64,
+        entries: Vec<(u64, u32)>,
+        leaf: (u64, u32),
+    },
     Fault(u32),
 }
 
@@ -277,7 +313,12 @@ impl RefState {
         match self.mode {
             0 => {
                 let la = gva & 0xffff_ffff;
-                return RefResult::Ok { gpa: la, page_size: 4096, entries, leaf: (0, 0) };
+                return RefResult::Ok {
+                    gpa: la,
+                    page_size: 4096,
+                    entries,
+                    leaf: (0, 0),
+                };
             }
             1 => {
                 let la = gva & 0xffff_ffff;
@@ -397,15 +438,31 @@ impl RefState {
             return RefResult::Fault(self.err(a, true, false));
         }
         let leaf = *entries.last().unwrap();
-        RefResult::Ok { gpa, page_size: size, entries, leaf }
+        RefResult::Ok {
+            gpa,
+            page_size: size,
+            entries,
+            leaf,
+        }
     }
 
     /// Applies the A/D updates of a successful walk to a copy of memory values.
-    pub fn ad_updates(&self, read: &dyn Fn(u64, u32) -> u64, r: &RefResult, a: Acc) -> Vec<(u64, u32, u64)> {
-        let RefResult::Ok { entries, leaf, .. } = r else { return vec![] };
+    pub fn ad_updates(
+        &self,
+        read: &dyn Fn(u64, u32) -> u64,
+        r: &RefResult,
+        a: Acc,
+    ) -> Vec<(u64, u32, u64)> {
+        let RefResult::Ok { entries, leaf, .. } = r else {
+            return vec![];
+        };
         let mut vals: Vec<(u64, u32, u64)> = Vec::new();
         for (i, &(ea, sz)) in entries.iter().enumerate() {
-            let cur = vals.iter().find(|v| v.0 == ea).map(|v| v.2).unwrap_or_else(|| read(ea, sz));
+            let cur = vals
+                .iter()
+                .find(|v| v.0 == ea)
+                .map(|v| v.2)
+                .unwrap_or_else(|| read(ea, sz));
             let mut new = cur | 0x20;
             if i == entries.len() - 1 && (ea, sz) == *leaf && a.write {
                 new |= 0x40;
@@ -495,7 +552,11 @@ pub fn hw_walk(mmu: &Mmu, host: &Host, gva: u64, a: Acc) -> Result<u64, u32> {
         if pdpte & 1 == 0 {
             return Err(err(false));
         }
-        assert_eq!(pdpte & (m_bits(2, 1) | m_bits(8, 5) | m_bits(63, 52)), 0, "reserved bits in shadow PDPTE {pdpte:#x}");
+        assert_eq!(
+            pdpte & (m_bits(2, 1) | m_bits(8, 5) | m_bits(63, 52)),
+            0,
+            "reserved bits in shadow PDPTE {pdpte:#x}"
+        );
         (pdpte & m_bits(51, 12), 21u32, la)
     };
     let (mut u, mut w, mut x) = (true, true, true);
@@ -532,12 +593,22 @@ pub fn hw_walk(mmu: &Mmu, host: &Host, gva: u64, a: Acc) -> Result<u64, u32> {
 /// One guest access on the software CPU, with the engine handling every #PF exit like the
 /// vCPU would. `store` is written to guest memory if the access is a write (page-table
 /// updates done by guest code).
-pub fn cpu_access(mmu: &mut Mmu, host: &mut Host, mem: &GMem, gva: u64, a: Acc, store: Option<(u64, u32)>) -> CpuResult {
+pub fn cpu_access(
+    mmu: &mut Mmu,
+    host: &mut Host,
+    mem: &GMem,
+    gva: u64,
+    a: Acc,
+    store: Option<(u64, u32)>,
+) -> CpuResult {
     for _ in 0..8 {
         match hw_walk(mmu, host, gva, a) {
             Ok(hpa) => {
                 if let Some((v, sz)) = store {
-                    assert!(hpa >= GUEST_HPA_BASE, "write through shadow to a non-guest page");
+                    assert!(
+                        hpa >= GUEST_HPA_BASE,
+                        "write through shadow to a non-guest page"
+                    );
                     mem.write(hpa - GUEST_HPA_BASE, sz, v);
                 }
                 return CpuResult::Ok(hpa);
@@ -594,7 +665,11 @@ pub fn emulate_store(
     let long = mmu.paging().mode == GuestMode::Long4;
     let width = if long { 8 } else { 4 };
     let (v, sz) = store.unwrap_or_else(|| (mem.read(gpa, width), width));
-    let mut regs = Regs { gpr: [0; 16], rip: 0x1000, rflags: 2 | if a.ac { 1 << 18 } else { 0 } };
+    let mut regs = Regs {
+        gpr: [0; 16],
+        rip: 0x1000,
+        rflags: 2 | if a.ac { 1 << 18 } else { 0 },
+    };
     regs.gpr[gpr::RDI] = gva;
     let (bytes, mode): (&[u8], CodeSize) = match (long, sz) {
         (true, _) => {
@@ -624,7 +699,11 @@ pub fn emulate_store(
     assert!(m.mmio_write.is_none(), "page-table store went to MMIO");
     match out {
         Outcome::Done => {
-            assert_eq!(last, Some(gpa), "the emulator stored elsewhere than the fault said");
+            assert_eq!(
+                last,
+                Some(gpa),
+                "the emulator stored elsewhere than the fault said"
+            );
             assert_eq!(regs.rip, 0x1000 + bytes.len() as u64);
             CpuResult::Emulated(gpa)
         }
@@ -646,7 +725,10 @@ pub fn retry_oom<T>(host: &mut Host, mut f: impl FnMut(&mut Host) -> Result<T, M
             Err(MmuError::LimitReached) => panic!("LimitReached"),
             Err(MmuError::NeedMemory) => {
                 assert!(!host.dry, "NeedMemory while dry");
-                assert!(host.fail_at.is_none(), "NeedMemory without an injected failure");
+                assert!(
+                    host.fail_at.is_none(),
+                    "NeedMemory without an injected failure"
+                );
                 host.oom_events += 1;
             }
         }
