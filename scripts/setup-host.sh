@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 PACKAGES=(
 	rustc-web rust-web-src
 	clang-$LLVM_VERSION lld-$LLVM_VERSION llvm-$LLVM_VERSION libclang-$LLVM_VERSION-dev
-	flex bison bc libelf-dev libssl-dev cpio xz-utils busybox-static
+	flex bison bc libelf-dev libssl-dev cpio xz-utils lz4 busybox-static
 	qemu-system-x86 bochs bochsbios vgabios isolinux syslinux-common genisoimage
 )
 
