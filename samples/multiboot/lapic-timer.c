@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * lapic-timer: the local APIC's registers and its timer in one-shot, periodic and
+ * TSC-deadline mode.  Time windows are measured with the PIT (channel 2, polled); the
+ * checks count interrupts with bounds that hold on a slow emulator too: the APIC timer
+ * and the PIT run on the same (virtual) clock there, so their ratio stays.
+ */
+#include "mb.h"
+
+#define TIMER_VECTOR	0x30
+#define DIV_1		0xb
+#define DIV_16		0x3
+
+static volatile unsigned timer_irqs;
+
+static void timer_isr(struct regs *r)
+{
+	(void)r;
+	timer_irqs++;
+	apic_eoi();
+}
+
+/* Interrupts taken during `ms` milliseconds (interrupts on). */
+static unsigned irqs_in(uint32_t ms)
+{
+	unsigned start = timer_irqs;
+	pit_wait_ms(ms);
+	return timer_irqs - start;
+}
+
+/* APIC timer ticks in 10 ms at divide configuration `div`, the timer masked. */
+static uint32_t ticks_per_10ms(uint32_t div)
+{
+	apic_write(APIC_LVT_TIMER, APIC_LVT_MASKED | APIC_TIMER_ONESHOT | TIMER_VECTOR);
+	apic_write(APIC_TIMER_DIV, div);
+	apic_write(APIC_TIMER_INIT, 0xffffffff);
+	pit_wait_ms(10);
+	uint32_t cur = apic_read(APIC_TIMER_CUR);
+	apic_write(APIC_TIMER_INIT, 0);
+	return 0xffffffff - cur;
+}
+
+static void test_registers(void)
+{
+	uint32_t r[4];
+	cpuid(1, 0, r);
+	if (!(r[3] & (1u << 9)))
+		bail_out("CPUID.1:EDX.APIC is 0: no local APIC");
+	uint64_t base = rdmsr(MSR_APIC_BASE);
+	diag("IA32_APIC_BASE 0x%llx", (unsigned long long)base);
+	tap_ok(base & APIC_BASE_ENABLE, "IA32_APIC_BASE: globally enabled");
+	tap_ok((base & 0xfffff000ULL) == APIC_DEFAULT_BASE && (base & APIC_BASE_BSP),
+	       "IA32_APIC_BASE: base 0xfee00000, BSP");
+
+	apic_enable();
+	uint32_t id = apic_read(APIC_ID), ver = apic_read(APIC_VERSION);
+	diag("ID 0x%x, version 0x%x, CPUID.1:EBX 0x%x", id, ver, r[1]);
+	tap_ok(id >> 24 == r[1] >> 24, "ID register: the initial APIC ID of CPUID.1:EBX");
+	tap_ok((ver & 0xff) >= 0x10 && (ver & 0xff) <= 0x15 && ((ver >> 16) & 0xff) >= 3,
+	       "version register: an integrated APIC with at least 4 LVT entries");
+	uint32_t svr = apic_read(APIC_SVR);
+	diag("SVR 0x%x", svr);
+	tap_ok((svr & 0x1ff) == (APIC_SVR_ENABLE | 0xff), "SVR: software-enabled, spurious vector 0xff");
+}
+
+void kmain(void)
+{
+	tap_plan(15);
+	pic_init(PIC_VECTOR_BASE);	/* every legacy line masked */
+	isr_set(TIMER_VECTOR, timer_isr);
+	test_registers();
+
+	uint32_t t16 = ticks_per_10ms(DIV_16), t1 = ticks_per_10ms(DIV_1);
+	diag("timer: %u ticks per 10 ms divided by 16, %u divided by 1", t16, t1);
+	tap_ok(t16 > 100 && t16 < 0xfffffff0, "timer counts down (divide by 16)");
+	/* t1 / t16 within 12..20: compared as products, so no division by a zero t16. */
+	tap_ok((uint64_t)t1 >= (uint64_t)t16 * 12 && (uint64_t)t1 <= (uint64_t)t16 * 20,
+	       "divide configuration: 1 counts 16 times as fast as 16");
+	uint32_t per_ms = t16 / 10 ? t16 / 10 : 1;
+	apic_write(APIC_TIMER_DIV, DIV_16);
+
+	sti();
+	/* One-shot, 30 ms: nothing after 10 ms, one interrupt by 60 ms. */
+	apic_write(APIC_LVT_TIMER, APIC_TIMER_ONESHOT | TIMER_VECTOR);
+	timer_irqs = 0;
+	apic_write(APIC_TIMER_INIT, 30 * per_ms);
+	unsigned early = irqs_in(10), late = irqs_in(50);
+	diag("one-shot 30 ms: %u interrupts after 10 ms, %u in the 50 ms after", early, late);
+	tap_ok(early == 0, "one-shot: no interrupt before the count runs out");
+	tap_ok(late == 1, "one-shot: exactly one interrupt");
+	tap_ok(apic_read(APIC_TIMER_CUR) == 0, "one-shot: current count reads 0 after it fired");
+
+	/* Periodic, 5 ms: about 10 in 50 ms. */
+	apic_write(APIC_LVT_TIMER, APIC_TIMER_PERIODIC | TIMER_VECTOR);
+	apic_write(APIC_TIMER_INIT, 5 * per_ms);
+	unsigned periodic = irqs_in(50);
+	diag("periodic 5 ms: %u interrupts in 50 ms", periodic);
+	tap_ok(periodic >= 3 && periodic <= 50, "periodic: between 3 and 50 interrupts in 10 periods");
+	apic_write(APIC_TIMER_INIT, 0);
+	irqs_in(10);	/* one may have been on its way */
+	unsigned stopped = irqs_in(30);
+	tap_ok(stopped == 0, "periodic: initial count 0 stops it");
+
+	/* Masked: counts down, never interrupts. */
+	apic_write(APIC_LVT_TIMER, APIC_LVT_MASKED | APIC_TIMER_ONESHOT | TIMER_VECTOR);
+	apic_write(APIC_TIMER_INIT, 2 * per_ms);
+	unsigned masked = irqs_in(20);
+	tap_ok(masked == 0 && apic_read(APIC_TIMER_CUR) == 0 && !apic_vector_bit(APIC_IRR, TIMER_VECTOR),
+	       "masked LVT: the count runs out without an interrupt");
+
+	uint32_t r[4];
+	cpuid(1, 0, r);
+	if (!(r[2] & (1u << 24))) {
+		diag("CPUID.1:ECX 0x%x: no TSC-deadline timer", r[2]);
+		tap_skip("TSC-deadline: one interrupt at the deadline", "CPUID.1:ECX.TSC_DEADLINE is 0");
+		tap_skip("TSC-deadline: the MSR reads 0 after it fired", "CPUID.1:ECX.TSC_DEADLINE is 0");
+		return;
+	}
+	uint64_t tsc_ms = tsc_per_ms();
+	diag("TSC: %llu ticks per ms", (unsigned long long)tsc_ms);
+	apic_write(APIC_LVT_TIMER, APIC_TIMER_TSC_DEADLINE | TIMER_VECTOR);
+	timer_irqs = 0;
+	wrmsr(MSR_TSC_DEADLINE, rdtsc() + 20 * tsc_ms);
+	early = irqs_in(5);
+	late = irqs_in(50);
+	diag("TSC-deadline 20 ms: %u interrupts after 5 ms, %u in the 50 ms after", early, late);
+	tap_ok(early == 0 && late == 1, "TSC-deadline: one interrupt at the deadline");
+	tap_ok(rdmsr(MSR_TSC_DEADLINE) == 0, "TSC-deadline: the MSR reads 0 after it fired");
+}
