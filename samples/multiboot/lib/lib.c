@@ -343,7 +343,7 @@ static void idt_init(void)
 #define PIC2_CMD	0xa0
 #define PIC2_DATA	0xa1
 
-void pic_init(uint8_t base)
+void pic_program(uint8_t base)
 {
 	outb(PIC1_CMD, 0x11);		/* ICW1: edge, cascade, ICW4 follows */
 	outb(PIC2_CMD, 0x11);
@@ -353,6 +353,11 @@ void pic_init(uint8_t base)
 	outb(PIC2_DATA, 0x02);		/*       slave identity 2 */
 	outb(PIC1_DATA, 0x01);		/* ICW4: 8086 mode, normal EOI */
 	outb(PIC2_DATA, 0x01);
+}
+
+void pic_init(uint8_t base)
+{
+	pic_program(base);
 	pic_set_mask(0xffff);
 }
 
@@ -360,6 +365,35 @@ void pic_set_mask(uint16_t mask)
 {
 	outb(PIC1_DATA, (uint8_t)mask);
 	outb(PIC2_DATA, (uint8_t)(mask >> 8));
+}
+
+uint16_t pic_get_mask(void)
+{
+	return (uint16_t)(inb(PIC2_DATA) << 8 | inb(PIC1_DATA));
+}
+
+static uint16_t pic_ocw3_read(uint8_t ocw3)
+{
+	outb(PIC1_CMD, ocw3);
+	outb(PIC2_CMD, ocw3);
+	return (uint16_t)(inb(PIC2_CMD) << 8 | inb(PIC1_CMD));
+}
+
+uint16_t pic_read_irr(void)
+{
+	return pic_ocw3_read(0x0a);
+}
+
+uint16_t pic_read_isr(void)
+{
+	return pic_ocw3_read(0x0b);
+}
+
+void pic_eoi(unsigned irq)
+{
+	if (irq >= 8)
+		outb(PIC2_CMD, 0x20);
+	outb(PIC1_CMD, 0x20);
 }
 
 /* ---------------------------------------------------------------- PIT channel 2 */
@@ -427,6 +461,13 @@ void apic_enable(void)
 	wrmsr(MSR_APIC_BASE, (base & ~0xfffff000ULL) | APIC_DEFAULT_BASE | APIC_BASE_ENABLE);
 	apic_write(APIC_SVR, APIC_SVR_ENABLE | 0xff);
 	apic_write(APIC_TPR, 0);
+}
+
+void apic_virtual_wire(void)
+{
+	apic_enable();
+	apic_write(APIC_LVT_LINT0, 7u << 8);	/* ExtINT, edge, unmasked */
+	apic_write(APIC_LVT_LINT1, 4u << 8);	/* NMI */
 }
 
 /* ---------------------------------------------------------------- start-up */

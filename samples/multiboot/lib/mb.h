@@ -162,7 +162,12 @@ void isr_set(unsigned vector, isr_t handler);	/* NULL: unexpected again (bails o
 /* ---- legacy PC devices ---- */
 /* 8259 pair remapped to vectors base..base+15, every line masked. */
 void pic_init(uint8_t base);
+void pic_program(uint8_t base);		/* ICW1-4 only: the IMR is left cleared */
 void pic_set_mask(uint16_t mask);		/* bit n: IRQ n masked */
+uint16_t pic_get_mask(void);
+uint16_t pic_read_irr(void);			/* OCW3 reads, slave in the high byte */
+uint16_t pic_read_isr(void);
+void pic_eoi(unsigned irq);			/* non-specific EOI (to both for a slave IRQ) */
 #define PIC_VECTOR_BASE		0x20
 
 /* PIT channel 2 one-shot (gate through port 0x61), polled: the time reference. */
@@ -219,6 +224,11 @@ static inline int apic_vector_bit(uint32_t reg, unsigned vector)
 }
 /* Enables the APIC at its default base (MSR and SVR, spurious vector 0xff), TPR 0. */
 void apic_enable(void);
+/*
+ * Virtual wire mode: the APIC enabled, LINT0 ExtINT (the 8259's INTR), LINT1 NMI.  A BIOS
+ * leaves it so; a kernel that wants 8259 interrupts sets it rather than rely on that.
+ */
+void apic_virtual_wire(void);
 
 /* Entry point of each kernel (called with interrupts off, serial ready). */
 void kmain(void);
