@@ -28,16 +28,25 @@ static unsigned irqs_in(uint32_t ms)
 	return timer_irqs - start;
 }
 
-/* APIC timer ticks in 10 ms at divide configuration `div`, the timer masked. */
+/*
+ * APIC timer ticks in 10 ms at divide configuration `div`, the timer masked.  The least of
+ * five: a preempted vCPU notices the PIT's end late, which only ever adds ticks.
+ */
 static uint32_t ticks_per_10ms(uint32_t div)
 {
+	uint32_t best = 0xffffffff;
 	apic_write(APIC_LVT_TIMER, APIC_LVT_MASKED | APIC_TIMER_ONESHOT | TIMER_VECTOR);
 	apic_write(APIC_TIMER_DIV, div);
-	apic_write(APIC_TIMER_INIT, 0xffffffff);
-	pit_wait_ms(10);
-	uint32_t cur = apic_read(APIC_TIMER_CUR);
+	for (int i = 0; i < 5; i++) {
+		apic_write(APIC_TIMER_INIT, 0xffffffff);
+		uint32_t start = apic_read(APIC_TIMER_CUR);
+		pit_wait_ms(10);
+		uint32_t ticks = start - apic_read(APIC_TIMER_CUR);
+		if (ticks < best)
+			best = ticks;
+	}
 	apic_write(APIC_TIMER_INIT, 0);
-	return 0xffffffff - cur;
+	return best;
 }
 
 static void test_registers(void)
@@ -80,22 +89,26 @@ void kmain(void)
 	apic_write(APIC_TIMER_DIV, DIV_16);
 
 	sti();
-	/* One-shot, 30 ms: nothing after 10 ms, one interrupt by 60 ms. */
+	/* One-shot, 20 ms: nothing after 5 ms, one interrupt by 105 ms. */
 	apic_write(APIC_LVT_TIMER, APIC_TIMER_ONESHOT | TIMER_VECTOR);
 	timer_irqs = 0;
-	apic_write(APIC_TIMER_INIT, 30 * per_ms);
-	unsigned early = irqs_in(10), late = irqs_in(50);
-	diag("one-shot 30 ms: %u interrupts after 10 ms, %u in the 50 ms after", early, late);
+	apic_write(APIC_TIMER_INIT, 20 * per_ms);
+	unsigned early = irqs_in(5), late = irqs_in(100);
+	diag("one-shot 20 ms: %u interrupts after 5 ms, %u in the 100 ms after", early, late);
 	tap_ok(early == 0, "one-shot: no interrupt before the count runs out");
 	tap_ok(late == 1, "one-shot: exactly one interrupt");
 	tap_ok(apic_read(APIC_TIMER_CUR) == 0, "one-shot: current count reads 0 after it fired");
 
-	/* Periodic, 5 ms: about 10 in 50 ms. */
+	/*
+	 * Periodic, 5 ms: 20 in 100 ms.  Fewer when the emulator's thread was preempted
+	 * (expiries while one is still pending merge into one); more than twice as many is a
+	 * timer running too fast.
+	 */
 	apic_write(APIC_LVT_TIMER, APIC_TIMER_PERIODIC | TIMER_VECTOR);
 	apic_write(APIC_TIMER_INIT, 5 * per_ms);
-	unsigned periodic = irqs_in(50);
-	diag("periodic 5 ms: %u interrupts in 50 ms", periodic);
-	tap_ok(periodic >= 3 && periodic <= 50, "periodic: between 3 and 50 interrupts in 10 periods");
+	unsigned periodic = irqs_in(100);
+	diag("periodic 5 ms: %u interrupts in 100 ms", periodic);
+	tap_ok(periodic >= 5 && periodic <= 40, "periodic: between 5 and 40 interrupts in 20 periods");
 	apic_write(APIC_TIMER_INIT, 0);
 	irqs_in(10);	/* one may have been on its way */
 	unsigned stopped = irqs_in(30);
@@ -122,8 +135,8 @@ void kmain(void)
 	timer_irqs = 0;
 	wrmsr(MSR_TSC_DEADLINE, rdtsc() + 20 * tsc_ms);
 	early = irqs_in(5);
-	late = irqs_in(50);
-	diag("TSC-deadline 20 ms: %u interrupts after 5 ms, %u in the 50 ms after", early, late);
+	late = irqs_in(100);
+	diag("TSC-deadline 20 ms: %u interrupts after 5 ms, %u in the 100 ms after", early, late);
 	tap_ok(early == 0 && late == 1, "TSC-deadline: one interrupt at the deadline");
 	tap_ok(rdmsr(MSR_TSC_DEADLINE) == 0, "TSC-deadline: the MSR reads 0 after it fired");
 }
