@@ -51,15 +51,15 @@ static void exception_isr(struct regs *r)
 {
 	seen.vector = r->vector;
 	seen.err = r->err;
-	seen.eip = r->eip;
+	seen.eip = r->ip;
 	seen.cr2 = read_cr2();
-	seen.eflags = r->eflags;
+	seen.eflags = r->flags;
 	__asm__ volatile("mov %%dr6, %0" : "=r"(seen.dr6));
 	if (++seen.count > 16)
-		bail_out("vector %u keeps coming back (eip 0x%x)", r->vector, r->eip);
+		bail_out("vector %u keeps coming back (eip 0x%x)", r->vector, r->ip);
 	if (fixup && fixup(r))
 		return;
-	r->eip = resume_eip;
+	r->ip = resume_eip;
 }
 
 static void reset_seen(void)
@@ -136,8 +136,8 @@ static void test_simple(void)
 
 static int clear_tf(struct regs *r)
 {
-	r->eflags &= ~EFLAGS_TF;
-	r->eip = resume_eip;
+	r->flags &= ~EFLAGS_TF;
+	r->ip = resume_eip;
 	return 1;
 }
 

@@ -276,7 +276,7 @@ __noreturn void machine_reset(void)
 	pit_wait_ms(100);
 	static const struct {
 		uint16_t limit;
-		uint32_t base;
+		uintptr_t base;
 	} __attribute__((packed)) empty_idt = { 0, 0 };
 	__asm__ volatile("lidt %0; int3" :: "m"(empty_idt));
 	for (;;)
@@ -294,11 +294,14 @@ __noreturn void machine_exit(uint32_t code)
 /* ---------------------------------------------------------------- IDT */
 struct idt_gate {
 	uint16_t off_lo, sel;
-	uint8_t zero, type;
-	uint16_t off_hi;
+	uint8_t ist, type;
+	uint16_t off_mid;
+#ifdef MODE_LM
+	uint32_t off_hi, reserved;
+#endif
 };
 
-extern const uint32_t isr_stubs[256];	/* boot.S */
+extern const uintptr_t isr_stubs[256];	/* boot.S */
 static struct idt_gate idt[256];
 static isr_t handlers[256];
 
@@ -315,25 +318,28 @@ void isr_dispatch(struct regs *r)
 		h(r);
 		return;
 	}
-	uint32_t cr2;
+	uintptr_t cr2;
 	__asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
-	diag("unexpected vector %u, error code 0x%x, eip 0x%x, cr2 0x%x", r->vector, r->err,
-	     r->eip, cr2);
-	bail_out("unexpected interrupt or exception, vector %u", r->vector);
+	diag("unexpected vector %lu, error code 0x%lx, ip 0x%lx, cr2 0x%lx", (unsigned long)r->vector,
+	     (unsigned long)r->err, (unsigned long)r->ip, (unsigned long)cr2);
+	bail_out("unexpected interrupt or exception, vector %lu", (unsigned long)r->vector);
 }
 
 static void idt_init(void)
 {
 	for (int v = 0; v < 256; v++) {
 		idt[v].off_lo = (uint16_t)isr_stubs[v];
-		idt[v].off_hi = (uint16_t)(isr_stubs[v] >> 16);
+		idt[v].off_mid = (uint16_t)(isr_stubs[v] >> 16);
+#ifdef MODE_LM
+		idt[v].off_hi = (uint32_t)((uint64_t)isr_stubs[v] >> 32);
+#endif
 		idt[v].sel = SEL_CODE;
-		idt[v].type = 0x8e;	/* present 32-bit interrupt gate, DPL 0: IF cleared */
+		idt[v].type = 0x8e;	/* present interrupt gate (32- or 64-bit), DPL 0: IF cleared */
 	}
 	struct {
 		uint16_t limit;
-		uint32_t base;
-	} __attribute__((packed)) idtr = { sizeof(idt) - 1, (uint32_t)idt };
+		uintptr_t base;
+	} __attribute__((packed)) idtr = { sizeof(idt) - 1, (uintptr_t)idt };
 	__asm__ volatile("lidt %0" :: "m"(idtr));
 }
 

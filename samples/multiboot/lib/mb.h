@@ -2,7 +2,9 @@
 /*
  * Runtime of the Multiboot test kernels: 32-bit protected mode, paging off (a kernel may
  * turn it on), flat segments, an IDT with an entry stub for each of the 256 vectors.
- * Written for a PC as QEMU's `pc` machine presents it; see Documentation/platform.md.
+ * Built with MODE_LM, the entry code switches to long mode first (identity map of the
+ * low 4 GiB in 2 MiB pages) and everything else is 64-bit code.  Written for a PC as
+ * QEMU's `pc` machine presents it; see Documentation/platform.md.
  */
 #ifndef MB_H
 #define MB_H
@@ -148,16 +150,30 @@ uint64_t udiv64(uint64_t n, uint64_t d);	/* no libgcc in a 32-bit freestanding l
 /* ---- interrupts and exceptions ---- */
 /* What the entry stubs push (boot.S), lowest address first. */
 struct regs {
-	uint32_t edi, esi, ebp, esp_unused, ebx, edx, ecx, eax;	/* pushal */
-	uint32_t vector, err;	/* err is 0 for vectors without an error code */
-	uint32_t eip, cs, eflags;
+#ifdef MODE_LM
+	uint64_t r15, r14, r13, r12, r11, r10, r9, r8;
+	uint64_t di, si, bp, bx, dx, cx, ax;
+#else
+	uint32_t di, si, bp, sp_unused, bx, dx, cx, ax;	/* pushal */
+#endif
+	uintptr_t vector, err;	/* err is 0 for vectors without an error code */
+	uintptr_t ip, cs, flags;
+#ifdef MODE_LM
+	uint64_t sp, ss;	/* long mode always pushes them */
+#endif
 };
-/* A handler may change the frame (eip to resume elsewhere); it returns through iret. */
+/* A handler may change the frame (ip to resume elsewhere); it returns through iret. */
 typedef void (*isr_t)(struct regs *r);
 void isr_set(unsigned vector, isr_t handler);	/* NULL: unexpected again (bails out) */
 
-#define SEL_CODE		0x08
+#define SEL_CODE32		0x08
 #define SEL_DATA		0x10
+#define SEL_CODE64		0x18
+#ifdef MODE_LM
+#define SEL_CODE		SEL_CODE64
+#else
+#define SEL_CODE		SEL_CODE32
+#endif
 
 /* ---- legacy PC devices ---- */
 /* 8259 pair remapped to vectors base..base+15, every line masked. */
