@@ -44,6 +44,16 @@ static void irq8_isr(struct regs *r)
 	pic_eoi(8);
 }
 
+/* Waits, interrupts on, until *counter reached n or `ms` milliseconds passed. */
+static unsigned wait_count(volatile unsigned *counter, unsigned n, unsigned ms)
+{
+	sti();
+	for (unsigned waited = 0; *counter < n && waited < ms; waited += 10)
+		pit_wait_ms(10);
+	cli();
+	return *counter;
+}
+
 /* Interrupts counted by *counter during `ms` milliseconds, interrupts on. */
 static unsigned count_in(volatile unsigned *counter, uint32_t ms)
 {
@@ -86,10 +96,11 @@ static void test_irq0(void)
 	tap_ok(irr & 1, "IRR: the masked line's edge is latched");
 
 	pic_set_mask(0xfffe);
-	/* 100 expected; fewer when the emulator is preempted (edges merge in the IRR). */
-	unsigned open = count_in(&irq0_count, 100);
-	diag("IRQ 0 unmasked: %u interrupts in 100 ms", open);
-	tap_ok(open >= 3 && open <= 200, "unmasked: the PIT interrupts (3 to 200 times in 100 ms at 1 kHz)");
+	/* No bound on the time: a preempted emulator merges edges in the IRR. */
+	irq0_count = 0;
+	unsigned open = wait_count(&irq0_count, 5, 5000);
+	diag("IRQ 0 unmasked: %u interrupts", open);
+	tap_ok(open >= 5, "unmasked: the PIT interrupts (5 times within 5 s)");
 	tap_ok(isr_in_irq0 == 1, "ISR: IRQ 0 in service in its handler");
 	tap_ok(pic_read_isr() == 0, "EOI: the ISR is clear after the handler");
 
@@ -109,9 +120,9 @@ static void test_cascade(void)
 	rtc_write(0x0b, rtc_read(0x0b) | 0x40);	/* PIE */
 	rtc_read(0x0c);
 	pic_set_mask((uint16_t)~((1u << 8) | (1u << 2)));	/* IRQ 8 and the cascade */
-	unsigned n = count_in(&irq8_count, 100);
-	diag("IRQ 8 (RTC, 1024 Hz): %u interrupts in 100 ms", n);
-	tap_ok(n >= 3 && n <= 200, "cascade: the RTC's IRQ 8 arrives through the slave (3 to 200 times in 100 ms)");
+	unsigned n = wait_count(&irq8_count, 5, 5000);
+	diag("IRQ 8 (RTC, 1024 Hz): %u interrupts", n);
+	tap_ok(n >= 5, "cascade: the RTC's IRQ 8 arrives through the slave (5 times within 5 s)");
 	pic_set_mask(0xffff);
 	rtc_write(0x0b, rtc_read(0x0b) & ~0x40);
 	rtc_read(0x0c);
