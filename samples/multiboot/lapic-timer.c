@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * lapic-timer: the local APIC's registers and its timer in one-shot, periodic and
- * TSC-deadline mode.  Time windows are measured with the PIT (channel 2, polled); the
- * checks count interrupts with bounds that hold on a slow emulator too: the APIC timer
- * and the PIT run on the same (virtual) clock there, so their ratio stays.
+ * TSC-deadline mode.  The checks hold on a slow or preempted emulator too: windows timed
+ * by polling the PIT (channel 2) only get longer, so "no interrupt in the window" holds;
+ * interrupt counts have no upper time bound (a starved emulator merges expiries and runs
+ * its timers late); "not before" is judged by the timer's own state and "not faster" by
+ * the TSC read next to the timer.
  */
 #include "mb.h"
 
