@@ -23,5 +23,8 @@ cp -r "$SHADOWVM_OUT/tests/." "$root/tests/"
 [ -d "$SHADOWVM_OUT/guests" ] && cp -r "$SHADOWVM_OUT/guests/." "$root/guests/"
 # The kernels, their modules and kernels.list; not the objects.
 [ -d "$SHADOWVM_OUT/multiboot" ] && find "$SHADOWVM_OUT/multiboot" -maxdepth 1 -type f -exec cp {} "$root/multiboot/" \;
+# QEMU's outputs, the reference of the platform suite.
+[ -d "$SHADOWVM_OUT/multiboot/qemu-ref" ] && mkdir -p "$root/multiboot/qemu-ref" &&
+	cp "$SHADOWVM_OUT/multiboot/qemu-ref/"*.out "$SHADOWVM_OUT/multiboot/qemu-ref/"*.status "$root/multiboot/qemu-ref/"
 [ -x "$SHADOWVM_OUT/bin/shadowvm-run" ] && cp "$SHADOWVM_OUT/bin/shadowvm-run" "$root/bin/"
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) > "$out"
