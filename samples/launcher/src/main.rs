@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `shadowvm-run`: loads a guest image, runs it on `/dev/shadowvm` or `/dev/kvm` with a serial
-//! port and an exit port, and reports VM exit and MMU statistics. See `--help` and
-//! Documentation/uapi.md.
+//! `shadowvm-run`: loads a guest image (a Multiboot kernel as `qemu-system-x86_64 -kernel`
+//! does, or ELF or flat), runs it on `/dev/shadowvm` or `/dev/kvm` with PC devices, and
+//! reports VM exit and MMU statistics. See `--help`, Documentation/uapi.md and
+//! Documentation/platform.md.
 
 mod args;
 mod backend;
@@ -10,6 +11,7 @@ mod boot;
 mod devices;
 mod error;
 mod loader;
+mod multiboot;
 mod report;
 mod runloop;
 mod signals;
@@ -20,6 +22,7 @@ use error::{Error, Kind, Result};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
+use std::sync::mpsc::Receiver;
 
 fn main() -> ExitCode {
     match real_main() {
@@ -53,6 +56,23 @@ fn real_main() -> Result<u8> {
             format!("cannot read guest image {}: {e}", opts.image.display()),
         )
     })?;
+    let modules = opts
+        .modules
+        .iter()
+        .map(|m| {
+            std::fs::read(&m.path)
+                .map(|data| multiboot::Module {
+                    string: m.string.clone(),
+                    data,
+                })
+                .map_err(|e| {
+                    Error::new(
+                        Kind::NoInput,
+                        format!("cannot read --module {}: {e}", m.path.display()),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let serial: Box<dyn Write> = match &opts.serial_log {
         Some(path) => Box::new(BufWriter::new(File::create(path).map_err(|e| {
             Error::new(
@@ -69,29 +89,100 @@ fn real_main() -> Result<u8> {
         BackendKind::Shadowvm => Box::new(backend::shadowvm::ShadowVm::open(opts.memory)?),
         BackendKind::Kvm => Box::new(backend::kvm::KvmBackend::open(opts.memory)?),
     };
-    run_guest(&opts, &image, backend.as_mut(), serial)
+    let input = uart_input();
+    run_guest(
+        &opts,
+        &image,
+        &modules,
+        backend.as_mut(),
+        serial,
+        Some(input),
+    )
+}
+
+/// COM1's input: the launcher's stdin.
+fn uart_input() -> Receiver<Vec<u8>> {
+    devices::uart::spawn_stdin_reader()
+}
+
+/// Loads the image, writes the Multiboot information, and returns the entry point, the
+/// boot information address (0 without Multiboot) and the fw_cfg device.
+fn load_guest(
+    opts: &Options,
+    image: &[u8],
+    modules: &[multiboot::Module],
+    mem: &mut [u8],
+) -> Result<(loader::Loaded, u64, devices::fw_cfg::FwCfg)> {
+    let load_opts = loader::LoadOptions {
+        format: opts.format,
+        load_addr: opts.load_addr,
+        entry: opts.entry,
+        // The boot structures and the Multiboot memory map and information.
+        reserved: boot::BOOT_AREA.start..multiboot::INFO_AREA.end,
+    };
+    let image_name = opts.image.display().to_string();
+    let loaded = loader::load(image, mem, &load_opts)
+        .map_err(|e| Error::new(e.kind, format!("{image_name}: {}", e.msg)))?;
+    let ram = mem.len() as u64;
+    let e820: Vec<_> = [(0, ram, multiboot::E820_RAM)].into();
+    let mut fw_cfg = devices::fw_cfg::FwCfg::new(ram, 1, &e820);
+    let Some(mb) = &loaded.multiboot else {
+        if !modules.is_empty() {
+            return Err(Error::usage(format!(
+                "--module needs a Multiboot kernel, and {image_name} has no Multiboot header (or --format elf/flat ignores it)"
+            )));
+        }
+        if !opts.append.is_empty() {
+            fw_cfg.add_cmdline(&opts.append);
+        }
+        return Ok((loaded, 0, fw_cfg));
+    };
+    let info = multiboot::write_boot_info(
+        mem,
+        mb.extent.clone(),
+        &multiboot::BootInputs {
+            image_name: &image_name,
+            append: &opts.append,
+            modules,
+        },
+    )
+    .map_err(|e| Error::new(e.kind, format!("{image_name}: {}", e.msg)))?;
+    // Addresses are below 4 GiB: write_boot_info checked them.
+    fw_cfg.add_multiboot(devices::fw_cfg::MultibootItems {
+        entry: loaded.entry as u32,
+        kernel_addr: info.region.start as u32,
+        kernel_data: mem[info.region.start as usize..info.region.end as usize].to_vec(),
+        info_addr: multiboot::INFO_ADDR as u32,
+        info: info.info.to_vec(),
+    });
+    Ok((loaded, multiboot::INFO_ADDR, fw_cfg))
 }
 
 /// Loads, boots and runs the guest, then prints the report; returns the exit status.
 fn run_guest(
     opts: &Options,
     image: &[u8],
+    modules: &[multiboot::Module],
     backend: &mut dyn Backend,
     serial: Box<dyn Write>,
+    input: Option<Receiver<Vec<u8>>>,
 ) -> Result<u8> {
-    let load_opts = loader::LoadOptions {
-        format: opts.format,
-        load_addr: opts.load_addr,
-        entry: opts.entry,
-        reserved: boot::BOOT_AREA,
-    };
     let image_name = opts.image.display().to_string();
-    let loaded = loader::load(image, backend.memory(), &load_opts)
-        .map_err(|e| Error::new(e.kind, format!("{image_name}: {}", e.msg)))?;
-    let (regs, sregs) = boot::setup(backend.memory(), opts.start, loaded.entry)?;
+    let (loaded, boot_info, fw_cfg) = load_guest(opts, image, modules, backend.memory())?;
+    if !opts.quiet {
+        for note in &loaded.notes {
+            eprintln!("shadowvm-run: note: {note}");
+        }
+    }
+    let (regs, sregs) = boot::setup(backend.memory(), opts.start, loaded.entry, boot_info)?;
     backend.set_state(&regs, &sregs)?;
 
     let mut devices = devices::Devices::new(serial, opts.quiet);
+    devices.set_exit_device(opts.exit_device);
+    devices.set_fw_cfg(fw_cfg);
+    if let Some(rx) = input {
+        devices.set_serial_input(rx);
+    }
     signals::arm(backend.immediate_exit_ptr(), opts.timeout)
         .map_err(|e| Error::os(format!("cannot install signal handlers: {e}")))?;
     let result = runloop::run(backend, &mut devices, &signals::pending);
@@ -174,7 +265,7 @@ mod tests {
             _ => unreachable!(),
         };
         let cap = Capture::default();
-        let status = run_guest(&opts, &img, &mut fake, Box::new(cap.clone())).unwrap();
+        let status = run_guest(&opts, &img, &[], &mut fake, Box::new(cap.clone()), None).unwrap();
         assert_eq!(status, 0);
         assert_eq!(&*cap.0.borrow(), b"P");
         assert_eq!(fake.mem[0x10_0000], 0xf4, "image loaded");
@@ -195,8 +286,10 @@ mod tests {
         let e = run_guest(
             &opts,
             b"\x7fELF\x02",
+            &[],
             &mut fake,
             Box::new(Capture::default()),
+            None,
         )
         .unwrap_err();
         assert_eq!(e.kind, Kind::Image);
