@@ -440,6 +440,104 @@ pub(crate) mod tests {
         assert_eq!(d.mmio_read(base, 2), Some([3, 4, 0, 0, 0, 0, 0, 0]));
     }
 
+    #[test]
+    fn qemu_exit_device_statuses() {
+        let mut d = Devices::new(Box::new(Capture::default()), true);
+        d.set_exit_device(ExitDevice::Qemu);
+        let status = |d: &mut Devices, port, size, v| {
+            let e = d.io_out(port, size, v);
+            e.outcome(ExitDevice::Qemu).map(|o| (e, o.exit_status()))
+        };
+        // QEMU exits with (v << 1) | 1; the process status is its low byte.
+        assert_eq!(
+            status(&mut d, 0xf4, 4, 0),
+            Some((OutEffect::DebugExit(0), 1))
+        );
+        assert_eq!(
+            status(&mut d, 0xf4, 4, 0x42),
+            Some((OutEffect::DebugExit(0x42), 133))
+        );
+        assert_eq!(
+            status(&mut d, 0xf4, 4, 0x7f),
+            Some((OutEffect::DebugExit(0x7f), 255))
+        );
+        assert_eq!(
+            status(&mut d, 0xf4, 4, 0x80),
+            Some((OutEffect::DebugExit(0x80), 1))
+        );
+        assert_eq!(status(&mut d, 0xf4, 4, 0xffff_ffff).map(|x| x.1), Some(255));
+        // iosize=4: the whole of 0xf4..0xf8, any width.
+        assert_eq!(
+            status(&mut d, 0xf7, 1, 0x1ff),
+            Some((OutEffect::DebugExit(0xff), 255))
+        );
+        assert_eq!(d.io_in(0xf6, 1), 0, "reads 0 as QEMU's");
+        assert_eq!(status(&mut d, 0xf8, 1, 3), None, "past the device");
+        // The shadowvm exit device has only 0xf4.
+        let mut d = Devices::new(Box::new(Capture::default()), true);
+        assert_eq!(d.io_out(0xf5, 1, 3), OutEffect::Continue);
+        assert_eq!(d.io_in(0xf5, 1), 0xff);
+    }
+
+    #[test]
+    fn i8042_reset_outcome() {
+        let mut d = Devices::new(Box::new(Capture::default()), true);
+        assert_eq!(d.io_in(0x64, 1), 0x1c);
+        assert_eq!(d.io_out(0x64, 1, 0xd1), OutEffect::Continue);
+        let e = d.io_out(0x64, 1, 0xfe);
+        assert_eq!(e, OutEffect::Reset);
+        assert_eq!(e.outcome(ExitDevice::Shadowvm).unwrap().exit_status(), 178);
+        assert_eq!(e.outcome(ExitDevice::Qemu).unwrap().exit_status(), 0);
+        assert_eq!(d.counts.keyboard, 3);
+    }
+
+    #[test]
+    fn fw_cfg_through_the_ports() {
+        let mut d = Devices::new(Box::new(Capture::default()), true);
+        // Without fw_cfg the ports float.
+        assert_eq!(d.io_in(0x511, 1), 0xff);
+        d.set_fw_cfg(FwCfg::new(64 << 20, 1, &[(0, 64 << 20, 1)]));
+        d.io_out(0x510, 2, u64::from(fw_cfg::key::SIGNATURE));
+        let sig: Vec<u64> = (0..4).map(|_| d.io_in(0x511, 1)).collect();
+        assert_eq!(sig, [b'Q', b'E', b'M', b'U'].map(u64::from));
+        // A byte write selects too, and the selector port reads data, as in QEMU.
+        d.io_out(0x510, 1, u64::from(fw_cfg::key::ID));
+        assert_eq!(d.io_in(0x510, 1), 1);
+        // Wider reads are not part of the interface; data writes are ignored.
+        assert_eq!(d.io_in(0x511, 2), 0xffff);
+        d.io_out(0x511, 1, 0x55);
+        d.io_out(0x510, 2, u64::from(fw_cfg::key::RAM_SIZE));
+        let ram: u64 = (0..8).map(|i| d.io_in(0x511, 1) << (8 * i)).sum();
+        assert_eq!(ram, 64 << 20);
+        assert_eq!(d.counts.fw_cfg, 17);
+    }
+
+    #[derive(Clone, Default)]
+    struct Lines(Rc<RefCell<Vec<(u8, bool)>>>);
+    impl IrqSink for Lines {
+        fn set_irq(&mut self, irq: u8, asserted: bool) {
+            self.0.borrow_mut().push((irq, asserted));
+        }
+    }
+
+    #[test]
+    fn com1_interrupt_reaches_the_sink() {
+        let mut d = Devices::new(Box::new(Capture::default()), true);
+        let lines = Lines::default();
+        d.set_irq_sink(Box::new(lines.clone()));
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        d.set_serial_input(rx);
+        d.io_out(0x3f9, 1, 1); // IER: received data available
+        assert_eq!(*lines.0.borrow(), [(4, false)], "initial level only");
+        tx.send(b"k".to_vec()).unwrap();
+        d.poll_input();
+        assert_eq!(lines.0.borrow().last(), Some(&(4, true)));
+        assert_eq!(d.io_in(0x3fa, 1), 0xc4, "IIR: received data");
+        assert_eq!(lines.0.borrow().last(), Some(&(4, false)));
+        assert_eq!(d.io_in(0x3f8, 1), u64::from(b'k'));
+        assert_eq!(lines.0.borrow().len(), 3);
+    }
+
     struct Broken;
     impl Write for Broken {
         fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {

@@ -578,6 +578,112 @@ pub(crate) mod tests {
         assert!(err(&img, 4 << 20).msg.contains("entry point"));
     }
 
+    use crate::multiboot::tests::image_with_header;
+
+    #[test]
+    fn multiboot_elf_is_loaded_by_its_program_headers() {
+        let mut seg = image_with_header(16, 0, 3, None);
+        seg.extend_from_slice(b"\xf4");
+        let img = elf(false, 0x10_000c, &[(0x10_0000, 0x10_0000, &seg, 0x2010)]);
+        let mut mem = vec![0u8; 4 << 20];
+        let l = load(&img, &mut mem, &opts()).unwrap();
+        assert_eq!((l.kind, l.entry), ("multiboot-elf32", 0x10_000c));
+        let mb = l.multiboot.unwrap();
+        assert_eq!(mb.header.offset, 84, "after the ELF and program headers");
+        assert_eq!(mb.extent, 0x10_0000..0x10_2010);
+        assert!(l.notes.is_empty());
+        // --format elf ignores the header.
+        let mut o = opts();
+        o.format = Format::Elf;
+        let l = load(&img, &mut mem, &o).unwrap();
+        assert_eq!((l.kind, l.multiboot), ("elf32", None));
+        // Flag 2 (video) is noted, not refused; unknown required flags too.
+        let mut seg = image_with_header(16, 0, 4 | 8, None);
+        seg.push(0xf4);
+        let img = elf(false, 0x10_000c, &[(0x10_0000, 0x10_0000, &seg, 0x20)]);
+        let l = load(&img, &mut mem, &opts()).unwrap();
+        assert_eq!(l.notes.len(), 2, "{:?}", l.notes);
+        assert!(l.notes[0].contains("video"));
+    }
+
+    #[test]
+    fn aout_kludge_loads_by_the_header() {
+        // A raw image with the header at file offset 0x10: load_addr is 0x10 before it.
+        let mut img = image_with_header(
+            0x80,
+            0x10,
+            1 << 16,
+            Some([0x20_0010, 0x20_0000, 0x20_0040, 0x20_1000, 0x20_0030]),
+        );
+        img[0x30] = 0xf4;
+        img[0x7f] = 0x77; // past load_end_addr: not loaded
+        let mut mem = vec![0xaau8; 4 << 20];
+        let l = load(&img, &mut mem, &opts()).unwrap();
+        assert_eq!((l.kind, l.entry), ("multiboot-aout", 0x20_0030));
+        assert_eq!(l.segments, vec![0x20_0000..0x20_1000]);
+        assert_eq!(l.multiboot.unwrap().extent, 0x20_0000..0x20_1000);
+        assert_eq!(&mem[0x20_0000..0x20_0040], &img[..0x40]);
+        assert!(mem[0x20_0040..0x20_1000].iter().all(|&b| b == 0), "bss");
+        assert_eq!(mem[0x20_1000], 0xaa);
+    }
+
+    #[test]
+    fn aout_kludge_wins_over_elf_program_headers() {
+        // The header sits at file offset 84 of an ELF file; its fields load the whole file
+        // at 0x300000 (load_end_addr 0: to the end of the file; no BSS).
+        let mut seg = image_with_header(
+            48,
+            0,
+            1 << 16,
+            Some([0x30_0054, 0x30_0000, 0, 0, 0x30_0084]),
+        );
+        seg.push(0xf4);
+        let img = elf(false, 0x10_0000, &[(0x10_0000, 0x10_0000, &seg, 0x100)]);
+        let mut mem = vec![0u8; 4 << 20];
+        let l = load(&img, &mut mem, &opts()).unwrap();
+        assert_eq!((l.kind, l.entry), ("multiboot-aout", 0x30_0084));
+        assert_eq!(&mem[0x30_0000..0x30_0000 + img.len()], &img[..]);
+        assert_eq!(mem[0x30_0084], 0xf4);
+        assert!(
+            mem[0x10_0000..0x10_0100].iter().all(|&b| b == 0),
+            "program headers unused"
+        );
+    }
+
+    #[test]
+    fn multiboot_errors() {
+        let mut mem = vec![0u8; 4 << 20];
+        let plain = elf(false, 0x10_0000, &[(0x10_0000, 0x10_0000, b"\xf4", 1)]);
+        let mut o = opts();
+        o.format = Format::Multiboot;
+        assert!(load(&plain, &mut mem, &o)
+            .unwrap_err()
+            .msg
+            .contains("no Multiboot header"));
+        // No address fields and not ELF.
+        let raw = image_with_header(64, 0, 0, None);
+        assert!(load(&raw, &mut mem, &opts())
+            .unwrap_err()
+            .msg
+            .contains("must be ELF"));
+        // Address fields outside memory or over the boot area.
+        let far = image_with_header(
+            64,
+            0,
+            1 << 16,
+            Some([0x50_0000, 0x50_0000, 0, 0, 0x50_0000]),
+        );
+        assert!(load(&far, &mut mem, &opts())
+            .unwrap_err()
+            .msg
+            .contains("outside guest memory"));
+        let low = image_with_header(64, 0, 1 << 16, Some([0x2000, 0x2000, 0, 0, 0x2000]));
+        assert!(load(&low, &mut mem, &opts())
+            .unwrap_err()
+            .msg
+            .contains("boot area"));
+    }
+
     #[test]
     fn flat_images() {
         let mut mem = vec![0u8; 4 << 20];

@@ -271,6 +271,114 @@ mod tests {
         assert_eq!(fake.mem[0x10_0000], 0xf4, "image loaded");
         assert_eq!(fake.regs.rip, 0x10_0000);
         assert_eq!(fake.regs.rax, 0x2BAD_B002);
+        assert_eq!(fake.regs.rbx, 0, "no Multiboot header, no information");
+    }
+
+    fn parse_opts(args: &[&str]) -> Options {
+        match args::parse(args.iter().map(|s| s.to_string())).unwrap() {
+            Command::Run(o) => *o,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn multiboot_kernel_gets_info_modules_and_fw_cfg() {
+        let mut seg = crate::multiboot::tests::image_with_header(16, 0, 3, None);
+        seg.push(0xf4);
+        let img = loader::tests::elf(false, 0x10_000c, &[(0x10_0000, 0x10_0000, &seg, 0x2010)]);
+        let mut fake = Fake {
+            mem: vec![0; 128 << 20],
+            ..Default::default()
+        };
+        let sel = |k: u16| {
+            Ok(Exit::IoOut {
+                port: 0x510,
+                size: 2,
+                values: vec![k.into()],
+            })
+        };
+        let read4 = || {
+            Ok(Exit::IoIn {
+                port: 0x511,
+                size: 1,
+                count: 4,
+            })
+        };
+        fake.script = vec![
+            sel(devices::fw_cfg::key::KERNEL_SIZE),
+            read4(),
+            sel(devices::fw_cfg::key::INITRD_ADDR),
+            read4(),
+            Ok(Exit::IoOut {
+                port: 0xf4,
+                size: 4,
+                values: vec![0],
+            }),
+        ]
+        .into();
+        let opts = parse_opts(&[
+            "--quiet",
+            "k.elf",
+            "--memory=128M",
+            "--append=foo bar",
+            "--exit-device=qemu",
+        ]);
+        let modules = [crate::multiboot::Module {
+            string: "mod1 arg1 arg2".into(),
+            data: b"hello\n".to_vec(),
+        }];
+        let status = run_guest(
+            &opts,
+            &img,
+            &modules,
+            &mut fake,
+            Box::new(Capture::default()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 1, "QEMU's status for isa-debug-exit value 0");
+        assert_eq!((fake.regs.rax, fake.regs.rbx), (0x2BAD_B002, 0x9500));
+        let rd = |a: usize| u32::from_le_bytes(fake.mem[a..a + 4].try_into().unwrap());
+        assert_eq!(rd(0x9500), 0x24f);
+        assert_eq!(rd(0x9500 + 20), 1, "mods_count");
+        let m = rd(0x9500 + 24) as usize;
+        assert_eq!((rd(m), rd(m + 4)), (0x10_4000, 0x10_4006));
+        assert_eq!(&fake.mem[0x10_4000..0x10_4006], b"hello\n");
+        let cmdline = rd(0x9500 + 16) as usize;
+        assert_eq!(&fake.mem[cmdline..cmdline + 14], b"k.elf foo bar\0");
+        // fw_cfg: KERNEL_SIZE covers kernel, strings and module; INITRD_ADDR is the info.
+        let le = |v: &[u64]| v.iter().enumerate().map(|(i, b)| b << (8 * i)).sum::<u64>();
+        assert_eq!(le(&fake.io_in[0]), 0x5000);
+        assert_eq!(le(&fake.io_in[1]), 0x9500);
+    }
+
+    #[test]
+    fn modules_need_a_multiboot_kernel() {
+        let img = loader::tests::elf(false, 0x10_0000, &[(0x10_0000, 0x10_0000, b"\xf4", 1)]);
+        let mut fake = Fake {
+            mem: vec![0; 4 << 20],
+            ..Default::default()
+        };
+        let opts = parse_opts(&["--quiet", "g.elf", "--memory=4M"]);
+        let modules = [crate::multiboot::Module {
+            string: "m".into(),
+            data: vec![1],
+        }];
+        let e = run_guest(
+            &opts,
+            &img,
+            &modules,
+            &mut fake,
+            Box::new(Capture::default()),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, Kind::Usage);
+        assert!(
+            e.msg.contains("--module needs a Multiboot kernel"),
+            "{}",
+            e.msg
+        );
     }
 
     #[test]

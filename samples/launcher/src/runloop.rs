@@ -423,6 +423,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn reset_and_debug_exit_end_the_run() {
+        let (r, fake, _) = go(vec![out(0x64, 1, 0xfe), out(0xf4, 4, 0)]);
+        let o = r.unwrap().0;
+        assert_eq!(
+            o,
+            Outcome::Reset {
+                qemu_no_reboot: false
+            }
+        );
+        assert_eq!((o.exit_status(), o.kind()), (178, "reset"));
+        assert_eq!(fake.runs, 1);
+        let mut fake = Fake {
+            script: vec![out(0x3f8, 1, b'x'.into()), out(0xf4, 4, 0x21)].into(),
+            ..Default::default()
+        };
+        let mut dev = Devices::new(Box::new(Capture::default()), true);
+        dev.set_exit_device(crate::devices::ExitDevice::Qemu);
+        let o = run(&mut fake, &mut dev, &|| None).unwrap().0;
+        assert_eq!(o, Outcome::DebugExit(0x21));
+        assert_eq!(o.exit_status(), 0x43);
+        assert!(o.describe().contains("0x21"), "{}", o.describe());
+    }
+
+    #[test]
     fn hlt_reports_interrupt_flag() {
         let (r, ..) = go(vec![Ok(Exit::Hlt)]);
         let o = r.unwrap().0;
