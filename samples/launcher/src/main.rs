@@ -89,7 +89,8 @@ fn real_main() -> Result<u8> {
         BackendKind::Shadowvm => Box::new(backend::shadowvm::ShadowVm::open(opts.memory)?),
         BackendKind::Kvm => Box::new(backend::kvm::KvmBackend::open(opts.memory)?),
     };
-    let input = uart_input();
+    // COM1's input: the launcher's stdin.
+    let input = devices::uart::spawn_stdin_reader(!opts.quiet);
     run_guest(
         &opts,
         &image,
@@ -98,11 +99,6 @@ fn real_main() -> Result<u8> {
         serial,
         Some(input),
     )
-}
-
-/// COM1's input: the launcher's stdin.
-fn uart_input() -> Receiver<Vec<u8>> {
-    devices::uart::spawn_stdin_reader()
 }
 
 /// Loads the image, writes the Multiboot information, and returns the entry point, the

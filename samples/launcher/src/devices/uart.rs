@@ -8,7 +8,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 
@@ -178,9 +178,27 @@ impl Uart {
 /// Starts a thread that reads the launcher's stdin and sends it in chunks; the channel
 /// closes at end of input or on a read error. The channel is bounded, so a guest that never
 /// reads stops the reader, not the run. The thread blocks the launcher's timeout and
-/// interrupt signals, so they always reach the thread running the guest.
-pub fn spawn_stdin_reader() -> Receiver<Vec<u8>> {
+/// interrupt signals, so they always reach the thread running the guest. A terminal stays
+/// in its line mode: input arrives a line at a time, echoed by the terminal.
+///
+/// When stdin is a terminal that the launcher is in the background of, reading would stop
+/// the whole launcher (SIGTTIN), so there is no input then (`note` says so).
+pub fn spawn_stdin_reader(note: bool) -> Receiver<Vec<u8>> {
     let (tx, rx) = sync_channel::<Vec<u8>>(4);
+    // SAFETY: isatty, tcgetpgrp and getpgrp only query state.
+    let background = unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) != libc::getpgrp() };
+    if background {
+        if note {
+            eprintln!("shadowvm-run: note: running in the background of the terminal, so the guest gets no serial input");
+        }
+        return rx;
+    }
+    spawn_reader(io::stdin(), tx);
+    rx
+}
+
+/// The reader thread: `input` in chunks to `tx` until end of input or a read error.
+fn spawn_reader(mut input: impl Read + Send + 'static, tx: SyncSender<Vec<u8>>) {
     // SAFETY: sigset_t is plain data that sigemptyset/sigaddset initialise; pthread_sigmask
     // only changes this thread's mask, which is restored below, and the spawned thread
     // inherits the blocked mask.
@@ -195,12 +213,11 @@ pub fn spawn_stdin_reader() -> Receiver<Vec<u8>> {
         old
     };
     let spawned = std::thread::Builder::new()
-        .name("serial-stdin".into())
+        .name("serial-input".into())
         .spawn(move || {
-            let mut stdin = io::stdin().lock();
             let mut buf = [0u8; 1024];
             loop {
-                match stdin.read(&mut buf) {
+                match input.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
                         if tx.send(buf[..n].to_vec()).is_err() {
@@ -216,9 +233,8 @@ pub fn spawn_stdin_reader() -> Receiver<Vec<u8>> {
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     if let Err(e) = spawned {
         // Without the thread the sender is gone: the guest sees no input, as at end of input.
-        eprintln!("shadowvm-run: warning: no serial input: cannot start the stdin reader: {e}");
+        eprintln!("shadowvm-run: warning: no serial input: cannot start the input reader: {e}");
     }
-    rx
 }
 
 #[cfg(test)]
@@ -303,6 +319,27 @@ mod tests {
         u.read(IIR);
         u.write(0, b'a');
         assert!(!u.irq_asserted());
+    }
+
+    #[test]
+    fn reader_thread_forwards_input_then_closes() {
+        let (tx, rx) = sync_channel(4);
+        spawn_reader(io::Cursor::new(b"typed\n".to_vec()), tx);
+        let mut u = Uart::new(Box::new(Capture::default()));
+        u.set_input(rx);
+        let mut got = Vec::new();
+        let start = std::time::Instant::now();
+        while u.input_open() && start.elapsed() < std::time::Duration::from_secs(10) {
+            while u.read(LSR) & 1 != 0 {
+                got.push(u.read(RBR));
+            }
+            std::thread::yield_now();
+        }
+        while u.read(LSR) & 1 != 0 {
+            got.push(u.read(RBR));
+        }
+        assert_eq!(got, b"typed\n");
+        assert!(!u.input_open(), "end of input closes the channel");
     }
 
     struct Broken;
