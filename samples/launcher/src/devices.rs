@@ -237,14 +237,15 @@ impl Devices {
             self.counts.keyboard += 1;
             return u64::from(self.keyboard.read(port));
         }
-        // QEMU's fw_cfg I/O ports take byte reads only (both ports return data).
-        if let Some(f) = self
-            .fw_cfg
-            .as_mut()
-            .filter(|_| is_fw_cfg(port) && size == 1)
-        {
+        if let Some(f) = self.fw_cfg.as_mut().filter(|_| is_fw_cfg(port)) {
             self.counts.fw_cfg += 1;
-            return u64::from(f.read_byte());
+            // QEMU's fw_cfg I/O ports take byte reads only (both ports return data); wider
+            // ones read as if nothing answered.
+            return if size == 1 {
+                u64::from(f.read_byte())
+            } else {
+                mask(size)
+            };
         }
         self.counts.other += 1;
         self.warn_once(port, "IN");
@@ -509,7 +510,7 @@ pub(crate) mod tests {
         d.io_out(0x510, 2, u64::from(fw_cfg::key::RAM_SIZE));
         let ram: u64 = (0..8).map(|i| d.io_in(0x511, 1) << (8 * i)).sum();
         assert_eq!(ram, 64 << 20);
-        assert_eq!(d.counts.fw_cfg, 17);
+        assert_eq!(d.counts.fw_cfg, 18);
     }
 
     #[derive(Clone, Default)]

@@ -375,6 +375,12 @@ pub fn write_boot_info(
     // Module entries, then strings, at the first page after the kernel.
     let too_big = || Error::image("kernel and modules do not fit below 4 GiB");
     let entries = align_page(kernel.end).ok_or_else(too_big)?;
+    if entries < INFO_AREA.end {
+        return Err(Error::image(format!(
+            "kernel ends at {:#x}, so the module list and strings after it would overlap the launcher's boot area below {:#x}; load it at 1 MiB",
+            kernel.end, INFO_AREA.end
+        )));
+    }
     let count = inputs.modules.len() as u64;
     let strings = entries + MODULE_ENTRY_SIZE * count;
     let kernel_cmdline = format!("{} {}", inputs.image_name, inputs.append);
