@@ -4,7 +4,7 @@
 //! count them, and decide when the guest is finished.
 
 use crate::backend::{Backend, Exit};
-use crate::devices::{Devices, OutEffect};
+use crate::devices::Devices;
 use crate::error::Result;
 use shadowvm_uapi::SHADOWVM_RFLAGS_IF;
 use std::time::{Duration, Instant};
@@ -24,6 +24,13 @@ pub const HC_UNKNOWN: u64 = u64::MAX;
 pub enum Outcome {
     /// Status written to the exit port (or the exit hypercall).
     Exited(u32),
+    /// Value written to QEMU's isa-debug-exit (`--exit-device qemu`).
+    DebugExit(u64),
+    /// The guest reset the machine (i8042 command 0xFE). With `--exit-device qemu` the
+    /// status is QEMU's with -no-reboot: 0.
+    Reset {
+        qemu_no_reboot: bool,
+    },
     /// HLT; with IF=0 nothing can wake it, and the launcher injects no interrupts either.
     Halted {
         rip: Option<u64>,
@@ -61,6 +68,14 @@ impl Outcome {
             // Guest statuses 0..=127 pass through unchanged; larger ones become 128 (the full
             // value is in the message and the JSON).
             Self::Exited(s) => (*s).min(128) as u8,
+            // QEMU exits with (v << 1) | 1, and the process status keeps the low 8 bits.
+            Self::DebugExit(v) => ((v << 1) | 1) as u8,
+            Self::Reset {
+                qemu_no_reboot: true,
+            } => 0,
+            Self::Reset {
+                qemu_no_reboot: false,
+            } => 178,
             Self::Halted { .. } => 170,
             Self::Shutdown { .. } => 171,
             Self::FailEntry { .. } => 172,
@@ -76,6 +91,8 @@ impl Outcome {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Exited(_) => "exit",
+            Self::DebugExit(_) => "debug_exit",
+            Self::Reset { .. } => "reset",
             Self::Halted { .. } => "halt",
             Self::Shutdown { .. } => "shutdown",
             Self::FailEntry { .. } => "fail_entry",
@@ -93,6 +110,18 @@ impl Outcome {
         match self {
             Self::Exited(0) => "guest passed (exit status 0)".into(),
             Self::Exited(s) => format!("guest failed with exit status {s} ({s:#x})"),
+            Self::DebugExit(v) => format!(
+                "guest wrote {v:#x} to isa-debug-exit: status {} as QEMU's (v << 1) | 1",
+                self.exit_status()
+            ),
+            Self::Reset { qemu_no_reboot } => format!(
+                "guest reset the machine (i8042 command 0xFE){}",
+                if *qemu_no_reboot {
+                    ": status 0, as QEMU with -no-reboot"
+                } else {
+                    ""
+                }
+            ),
             Self::Halted { rip, interrupts_enabled: false } => {
                 format!("guest halted with interrupts disabled{} without writing an exit status", at(rip))
             }
@@ -173,6 +202,7 @@ pub fn run(
         if let Some(o) = stop() {
             break o;
         }
+        devices.poll_input();
         let t = Instant::now();
         let exit = backend.run();
         stats.in_guest += t.elapsed();
@@ -180,15 +210,12 @@ pub fn run(
         stats.count(exit.reason());
         match exit {
             Exit::IoOut { port, size, values } => {
-                if let Some(status) =
-                    values
-                        .iter()
-                        .find_map(|v| match devices.io_out(port, size, *v) {
-                            OutEffect::Exit(s) => Some(s),
-                            OutEffect::Continue => None,
-                        })
+                let exit_device = devices.exit_device();
+                if let Some(o) = values
+                    .iter()
+                    .find_map(|v| devices.io_out(port, size, *v).outcome(exit_device))
                 {
-                    break Outcome::Exited(status);
+                    break o;
                 }
             }
             Exit::IoIn { port, size, count } => {
@@ -393,6 +420,30 @@ pub(crate) mod tests {
         assert_eq!(Outcome::Exited(5).exit_status(), 5);
         assert_eq!(Outcome::Exited(0x7f).exit_status(), 0x7f);
         assert_eq!(Outcome::Exited(1000).exit_status(), 128);
+    }
+
+    #[test]
+    fn reset_and_debug_exit_end_the_run() {
+        let (r, fake, _) = go(vec![out(0x64, 1, 0xfe), out(0xf4, 4, 0)]);
+        let o = r.unwrap().0;
+        assert_eq!(
+            o,
+            Outcome::Reset {
+                qemu_no_reboot: false
+            }
+        );
+        assert_eq!((o.exit_status(), o.kind()), (178, "reset"));
+        assert_eq!(fake.runs, 1);
+        let mut fake = Fake {
+            script: vec![out(0x3f8, 1, b'x'.into()), out(0xf4, 4, 0x21)].into(),
+            ..Default::default()
+        };
+        let mut dev = Devices::new(Box::new(Capture::default()), true);
+        dev.set_exit_device(crate::devices::ExitDevice::Qemu);
+        let o = run(&mut fake, &mut dev, &|| None).unwrap().0;
+        assert_eq!(o, Outcome::DebugExit(0x21));
+        assert_eq!(o.exit_status(), 0x43);
+        assert!(o.describe().contains("0x21"), "{}", o.describe());
     }
 
     #[test]
