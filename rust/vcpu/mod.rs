@@ -26,7 +26,7 @@ use crate::vmx::window::{CurrentVmcs, VmxRegion, VmxRoot};
 use crate::x86::{self, vector};
 use core::arch::asm;
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use exits::{Event, Handled};
 use host::{load_syscall_msrs, save_syscall_msrs, HostState};
 use kernel::prelude::*;
@@ -191,9 +191,10 @@ struct VcpuCore {
 /// # Invariants
 ///
 /// The bytes are a valid FXSAVE image (FXRSTOR does not fault on them): the reset image
-/// of [`FxArea::RESET`] or what an FXSAVE stored.
+/// of [`FxArea::RESET`], what an FXSAVE stored, or an image [`FxArea::from_user`]
+/// checked.
 #[repr(C, align(16))]
-struct FxArea([u8; 512]);
+struct FxArea([u8; uapi::SHADOWVM_FXSAVE_SIZE]);
 
 impl FxArea {
     /// The image of a CPU after reset: FCW 0x37f, MXCSR 0x1f80, the rest 0.
@@ -206,6 +207,48 @@ impl FxArea {
         // INVARIANT: the reset image.
         Self(a)
     };
+
+    /// A SET_FPU image, if FXRSTOR would load it: in 64-bit mode the only bits of the
+    /// image it faults on (#GP) are MXCSR bits outside the CPU's MXCSR_MASK (SDM Vol. 1,
+    /// 10.5.1 and 11.6.6; Vol. 2, FXRSTOR). Everything else is taken as it is, as
+    /// hardware does: the abridged tag, FOP, FIP/FDP and bytes 464-511 are never checked.
+    fn from_user(image: &uapi::Fpu) -> Option<Self> {
+        if image.mxcsr() & !mxcsr_mask() != 0 {
+            return None;
+        }
+        // INVARIANT: MXCSR checked just above, nothing else can make FXRSTOR fault.
+        Some(Self(image.fxsave))
+    }
+}
+
+/// The MXCSR bits this CPU implements, read once: the MXCSR_MASK field that FXSAVE
+/// stores (0 means the default 0xffbf, SDM Vol. 1, 11.6.6). 0 until first read.
+static MXCSR_MASK: AtomicU32 = AtomicU32::new(0);
+
+fn mxcsr_mask() -> u32 {
+    let known = MXCSR_MASK.load(Ordering::Relaxed);
+    if known != 0 {
+        return known;
+    }
+    // A zeroed 16-aligned 512-byte buffer (FXSAVE writes MXCSR_MASK at byte 28).
+    let mut probe = uapi::Fpu::default();
+    {
+        let _owned = FpuOwned::begin();
+        // SAFETY: The FPU is ours while `_owned` lives; the buffer is writable, 16-byte
+        // aligned (`uapi::Fpu` is `align(16)`) and 512 bytes.
+        unsafe { asm!("fxsave64 [{}]", in(reg) probe.fxsave.as_mut_ptr(), options(nostack)) };
+    }
+    // Constant indices into the 512-byte array: checked at compile time.
+    let field = [
+        probe.fxsave[28],
+        probe.fxsave[29],
+        probe.fxsave[30],
+        probe.fxsave[31],
+    ];
+    let reported = u32::from_le_bytes(field);
+    let mask = if reported == 0 { 0xffbf } else { reported };
+    MXCSR_MASK.store(mask, Ordering::Relaxed);
+    mask
 }
 
 /// The guest's x87/SSE registers are in the CPU while this value lives; dropping it stores
@@ -289,6 +332,32 @@ impl Vcpu {
     /// SET_SREGS with values [`state::check_sregs`] and the PDPTE check accepted.
     pub(crate) fn set_sregs(&mut self, ram: &GuestRam, s: &uapi::Sregs) {
         self.cpu.set_sregs(ram, s)
+    }
+
+    /// GET_FPU: the guest's x87/SSE state as its FXSAVE image.
+    pub(crate) fn fpu(&self) -> uapi::Fpu {
+        uapi::Fpu {
+            fxsave: self.fpu.0,
+        }
+    }
+
+    /// SET_FPU: false (nothing changed) for an image FXRSTOR would fault on.
+    pub(crate) fn set_fpu(&mut self, image: &uapi::Fpu) -> bool {
+        match FxArea::from_user(image) {
+            Some(area) => {
+                *self.fpu = area;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Guest memory changed under the vCPU (a slot was added): out-of-sync shadow tables
+    /// are read again, as after a full guest TLB flush. Nothing else can be stale: the
+    /// engine maps only guest frames that are RAM (an MMIO fault installs nothing), and
+    /// guest tables outside RAM read as not present.
+    pub(crate) fn memory_changed(&mut self, ram: &GuestRam) {
+        self.cpu.mmu.flush(ram);
     }
 
     pub(crate) fn new(caps: &'static VmxCaps, cfg: mmu::Config) -> Result<KBox<Self>> {
