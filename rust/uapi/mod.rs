@@ -398,7 +398,11 @@ impl MemoryRegion {
             Some(end) => end <= SHADOWVM_MEMORY_MAX,
             None => false,
         };
-        self.slot < SHADOWVM_MEMORY_SLOTS && self.flags == 0 && self.size != 0 && aligned && in_range
+        self.slot < SHADOWVM_MEMORY_SLOTS
+            && self.flags == 0
+            && self.size != 0
+            && aligned
+            && in_range
     }
 
     /// Whether the two ranges share a byte.

@@ -336,9 +336,7 @@ impl Vcpu {
 
     /// GET_FPU: the guest's x87/SSE state as its FXSAVE image.
     pub(crate) fn fpu(&self) -> uapi::Fpu {
-        uapi::Fpu {
-            fxsave: self.fpu.0,
-        }
+        uapi::Fpu { fxsave: self.fpu.0 }
     }
 
     /// SET_FPU: false (nothing changed) for an image FXRSTOR would fault on.

@@ -174,12 +174,21 @@ fn memory_region_validation() {
     assert!(r(0, 0, 2 << 20).is_valid());
     assert!(r(7, 4 << 30, 2 << 20).is_valid());
     assert!(r(1, SHADOWVM_MEMORY_MAX - 4096, 4096).is_valid());
-    assert!(!r(SHADOWVM_MEMORY_SLOTS, 0, 4096).is_valid(), "slot id out of range");
+    assert!(
+        !r(SHADOWVM_MEMORY_SLOTS, 0, 4096).is_valid(),
+        "slot id out of range"
+    );
     assert!(!r(0, 0, 0).is_valid(), "size 0 (deletion) is not supported");
     assert!(!r(0, 0x800, 4096).is_valid(), "unaligned address");
     assert!(!r(0, 0, 4097).is_valid(), "unaligned size");
-    assert!(!r(0, SHADOWVM_MEMORY_MAX, 4096).is_valid(), "beyond the end");
-    assert!(!r(0, SHADOWVM_MEMORY_MAX - 4096, 8192).is_valid(), "crosses the end");
+    assert!(
+        !r(0, SHADOWVM_MEMORY_MAX, 4096).is_valid(),
+        "beyond the end"
+    );
+    assert!(
+        !r(0, SHADOWVM_MEMORY_MAX - 4096, 8192).is_valid(),
+        "crosses the end"
+    );
     assert!(!r(0, u64::MAX & !0xfff, 1 << 12).is_valid(), "wraps around");
     let mut flagged = r(0, 0, 4096);
     flagged.flags = 1;
