@@ -518,7 +518,7 @@ pub struct ExitIo {
     /// Access size in bytes: 1, 2 or 4.
     pub size: u8,
     pub port: u16,
-    /// Number of elements: always 1 in API version 1 (string I/O is split into elements).
+    /// Number of elements: always 1 (string I/O is split into elements).
     pub count: u32,
     /// The value, little-endian in the low `size` bytes. OUT: written by the guest.
     /// IN: filled by userspace before the next RUN.

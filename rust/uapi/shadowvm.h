@@ -124,7 +124,7 @@ struct shadowvm_exit_io {
 	__u8 direction;	/* SHADOWVM_IO_IN / SHADOWVM_IO_OUT */
 	__u8 size;	/* 1, 2 or 4 */
 	__u16 port;
-	__u32 count;	/* always 1 in API version 1 */
+	__u32 count;	/* always 1 (string I/O is split into elements) */
 	__u64 data;	/* low `size` bytes, little-endian; IN: filled by userspace */
 };
 
