@@ -221,34 +221,34 @@ impl FxArea {
     }
 }
 
-/// The MXCSR bits this CPU implements, read once: the MXCSR_MASK field that FXSAVE
-/// stores (0 means the default 0xffbf, SDM Vol. 1, 11.6.6). 0 until first read.
+/// The MXCSR bits this CPU implements: the MXCSR_MASK field that FXSAVE stores (0 means
+/// the default 0xffbf, SDM Vol. 1, 11.6.6). Read by [`Vcpu::new`] before any SET_FPU can
+/// ask; 0 until then.
 static MXCSR_MASK: AtomicU32 = AtomicU32::new(0);
 
+/// MXCSR_MASK as read by [`probe_mxcsr_mask`]; the default if it never ran.
 fn mxcsr_mask() -> u32 {
-    let known = MXCSR_MASK.load(Ordering::Relaxed);
-    if known != 0 {
-        return known;
+    match MXCSR_MASK.load(Ordering::Relaxed) {
+        0 => 0xffbf,
+        mask => mask,
     }
-    // A zeroed 16-aligned 512-byte buffer (FXSAVE writes MXCSR_MASK at byte 28).
-    let mut probe = uapi::Fpu::default();
+}
+
+/// Reads MXCSR_MASK with an FXSAVE into `area`, then puts the reset image back. The area
+/// is on the heap: FXSAVE needs 16-byte alignment, which the kernel stack does not give
+/// an over-aligned local.
+fn probe_mxcsr_mask(area: &mut FxArea) {
     {
         let _owned = FpuOwned::begin();
-        // SAFETY: The FPU is ours while `_owned` lives; the buffer is writable, 16-byte
-        // aligned (`uapi::Fpu` is `align(16)`) and 512 bytes.
-        unsafe { asm!("fxsave64 [{}]", in(reg) probe.fxsave.as_mut_ptr(), options(nostack)) };
+        // SAFETY: The FPU is ours while `_owned` lives; the area is writable, 16-byte
+        // aligned and 512 bytes. INVARIANT: FXSAVE stores a valid image.
+        unsafe { asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack)) };
     }
     // Constant indices into the 512-byte array: checked at compile time.
-    let field = [
-        probe.fxsave[28],
-        probe.fxsave[29],
-        probe.fxsave[30],
-        probe.fxsave[31],
-    ];
-    let reported = u32::from_le_bytes(field);
+    let reported = u32::from_le_bytes([area.0[28], area.0[29], area.0[30], area.0[31]]);
     let mask = if reported == 0 { 0xffbf } else { reported };
     MXCSR_MASK.store(mask, Ordering::Relaxed);
-    mask
+    *area = FxArea::RESET;
 }
 
 /// The guest's x87/SSE registers are in the CPU while this value lives; dropping it stores
@@ -363,7 +363,8 @@ impl Vcpu {
         cfg.maxphyaddr = guest_maxphyaddr();
         cfg.gb_pages = cpuid::has_gb_pages();
         // A vCPU's memory is charged to the VM's opener, as KVM does (GFP_KERNEL_ACCOUNT).
-        let fpu = KBox::new(FxArea::RESET, GFP_KERNEL_ACCOUNT)?;
+        let mut fpu = KBox::new(FxArea::RESET, GFP_KERNEL_ACCOUNT)?;
+        probe_mxcsr_mask(&mut fpu);
         Ok(KBox::new(
             Self {
                 vmxon: VmxRegion::new(caps)?,
