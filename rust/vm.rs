@@ -134,8 +134,7 @@ plain_data!(
     uapi::Sregs,
     uapi::Stats,
     uapi::StatEntry,
-    uapi::MemoryRegion,
-    uapi::Fpu
+    uapi::MemoryRegion
 );
 
 /// Users with VMs open at once that the per-user count can track (more: `EMFILE`).
@@ -336,6 +335,34 @@ impl VmFile {
         r
     }
 
+    // The FXSAVE image travels as bytes (`uapi::Fpu` is its only field): a 16-byte aligned
+    // `uapi::Fpu` local would not be, on a kernel stack that is only 8-byte aligned.
+    fn get_fpu(&self, arg: usize) -> Result<isize> {
+        let mut image = [0u8; uapi::SHADOWVM_FXSAVE_SIZE];
+        self.with_vcpu(|v| {
+            image = *v.fpu_image();
+            Ok(())
+        })?;
+        UserSlice::new(UserPtr::from_addr(arg), image.len())
+            .writer()
+            .write_slice(&image)?;
+        Ok(0)
+    }
+
+    fn set_fpu(&self, arg: usize) -> Result<isize> {
+        let mut image = [0u8; uapi::SHADOWVM_FXSAVE_SIZE];
+        UserSlice::new(UserPtr::from_addr(arg), image.len())
+            .reader()
+            .read_slice(&mut image)?;
+        self.with_vcpu(|v| {
+            if v.set_fpu_image(&image) {
+                Ok(0)
+            } else {
+                Err(EINVAL)
+            }
+        })
+    }
+
     fn with_vcpu<R>(&self, f: impl FnOnce(&mut Vcpu) -> Result<R>) -> Result<R> {
         let mut vm = self.vm.lock();
         let vcpu = vm.vcpu.as_mut().ok_or(EINVAL)?;
@@ -409,14 +436,8 @@ impl MiscDevice for VmFile {
             // ABI v2 (issue 11).
             uapi::SHADOWVM_CHECK_CAP => me.check_cap(arg),
             uapi::SHADOWVM_SET_MEMORY_REGION => me.set_memory_region(arg),
-            uapi::SHADOWVM_GET_FPU => {
-                let f = me.with_vcpu(|v| Ok(v.fpu()))?;
-                user_copy_out(arg, &f).map(|()| 0)
-            }
-            uapi::SHADOWVM_SET_FPU => {
-                let f: uapi::Fpu = user_copy_in(arg)?;
-                me.with_vcpu(|v| if v.set_fpu(&f) { Ok(0) } else { Err(EINVAL) })
-            }
+            uapi::SHADOWVM_GET_FPU => me.get_fpu(arg),
+            uapi::SHADOWVM_SET_FPU => me.set_fpu(arg),
             _ => Err(ENOTTY),
         }
     }

@@ -191,8 +191,8 @@ struct VcpuCore {
 /// # Invariants
 ///
 /// The bytes are a valid FXSAVE image (FXRSTOR does not fault on them): the reset image
-/// of [`FxArea::RESET`], what an FXSAVE stored, or an image [`FxArea::from_user`]
-/// checked.
+/// of [`FxArea::RESET`], what an FXSAVE stored, or an image [`FxArea::loadable`]
+/// accepted.
 #[repr(C, align(16))]
 struct FxArea([u8; uapi::SHADOWVM_FXSAVE_SIZE]);
 
@@ -208,16 +208,15 @@ impl FxArea {
         Self(a)
     };
 
-    /// A SET_FPU image, if FXRSTOR would load it: in 64-bit mode the only bits of the
+    /// Whether FXRSTOR loads `image` without a fault: in 64-bit mode the only bits of the
     /// image it faults on (#GP) are MXCSR bits outside the CPU's MXCSR_MASK (SDM Vol. 1,
     /// 10.5.1 and 11.6.6; Vol. 2, FXRSTOR). Everything else is taken as it is, as
     /// hardware does: the abridged tag, FOP, FIP/FDP and bytes 464-511 are never checked.
-    fn from_user(image: &uapi::Fpu) -> Option<Self> {
-        if image.mxcsr() & !mxcsr_mask() != 0 {
-            return None;
-        }
-        // INVARIANT: MXCSR checked just above, nothing else can make FXRSTOR fault.
-        Some(Self(image.fxsave))
+    fn loadable(image: &[u8; uapi::SHADOWVM_FXSAVE_SIZE]) -> bool {
+        const M: usize = uapi::SHADOWVM_FXSAVE_MXCSR;
+        // Constant indices into the 512-byte array: checked at compile time.
+        let mxcsr = u32::from_le_bytes([image[M], image[M + 1], image[M + 2], image[M + 3]]);
+        mxcsr & !mxcsr_mask() == 0
     }
 }
 
@@ -334,20 +333,19 @@ impl Vcpu {
         self.cpu.set_sregs(ram, s)
     }
 
-    /// GET_FPU: the guest's x87/SSE state as its FXSAVE image.
-    pub(crate) fn fpu(&self) -> uapi::Fpu {
-        uapi::Fpu { fxsave: self.fpu.0 }
+    /// GET_FPU: the guest's x87/SSE state as its FXSAVE image (`uapi::Fpu::fxsave`).
+    pub(crate) fn fpu_image(&self) -> &[u8; uapi::SHADOWVM_FXSAVE_SIZE] {
+        &self.fpu.0
     }
 
     /// SET_FPU: false (nothing changed) for an image FXRSTOR would fault on.
-    pub(crate) fn set_fpu(&mut self, image: &uapi::Fpu) -> bool {
-        match FxArea::from_user(image) {
-            Some(area) => {
-                *self.fpu = area;
-                true
-            }
-            None => false,
+    pub(crate) fn set_fpu_image(&mut self, image: &[u8; uapi::SHADOWVM_FXSAVE_SIZE]) -> bool {
+        if !FxArea::loadable(image) {
+            return false;
         }
+        // INVARIANT: FXRSTOR loads it (checked just above).
+        self.fpu.0 = *image;
+        true
     }
 
     /// Guest memory changed under the vCPU (a slot was added): out-of-sync shadow tables
