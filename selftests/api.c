@@ -732,6 +732,11 @@ SVM_TEST(fresh, region_bad_slot, API_TIMEOUT, "SET_MEMORY_REGION with slot id 8 
 	ASSERT_ERRNO(set_region(self->fd, 0xffffffffu, 0, SLOT_SIZE), EINVAL);
 }
 
+SVM_TEST(fresh, region_null, API_TIMEOUT, "SET_MEMORY_REGION with a NULL pointer fails with EFAULT")
+{
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY_REGION, NULL), EFAULT);
+}
+
 SVM_TEST(fresh, region_size_zero, API_TIMEOUT, "SET_MEMORY_REGION with size 0 (no deletion in v2) fails with EINVAL")
 {
 	ASSERT_ERRNO(set_region(self->fd, 0, 0, 0), EINVAL);
@@ -977,6 +982,12 @@ SVM_TEST(fresh, fpu_without_vcpu, API_TIMEOUT, "GET_FPU and SET_FPU without a vC
 
 	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_GET_FPU, &f), EINVAL);
 	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_FPU, &f), EINVAL);
+}
+
+SVM_TEST(vm, fpu_null, API_TIMEOUT, "GET_FPU and SET_FPU with a NULL pointer fail with EFAULT")
+{
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_GET_FPU, NULL), EFAULT);
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_FPU, NULL), EFAULT);
 }
 
 static uint32_t fpu_mxcsr(const struct shadowvm_fpu *f)
