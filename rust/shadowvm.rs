@@ -53,8 +53,9 @@ module! {
     license: "GPL",
     params: {
         max_memory_mb: u64 {
-            default: 1024,
-            description: "Largest guest memory of one VM, in MiB (SET_MEMORY beyond it: E2BIG)",
+            default: 16384,
+            description: "Largest guest memory of one VM, all slots together, in MiB \
+                (SET_MEMORY or SET_MEMORY_REGION beyond it: E2BIG; CHECK_CAP MAX_MEMORY_MB)",
         },
         max_shadow_pages: u64 {
             default: 4096,

@@ -133,7 +133,8 @@ plain_data!(
     uapi::Regs,
     uapi::Sregs,
     uapi::Stats,
-    uapi::StatEntry
+    uapi::StatEntry,
+    uapi::MemoryRegion
 );
 
 /// Users with VMs open at once that the per-user count can track (more: `EMFILE`).
@@ -209,7 +210,7 @@ impl Drop for VmSlot {
 
 /// Everything of a VM behind its lock.
 struct Vm {
-    ram: Option<GuestRam>,
+    ram: GuestRam,
     vcpu: Option<KBox<Vcpu>>,
 }
 
@@ -237,20 +238,47 @@ fn user_copy_out<T: kernel::transmute::AsBytes>(arg: usize, v: &T) -> Result {
 }
 
 impl VmFile {
+    /// SET_MEMORY: slot 0 at guest-physical 0.
     fn set_memory(&self, arg: usize) -> Result<isize> {
         let m: uapi::Memory = user_copy_in(arg)?;
         if !m.is_valid() {
             return Err(EINVAL);
         }
-        if m.size > crate::max_memory_bytes() {
-            return Err(E2BIG);
+        self.add_memory_region(&uapi::MemoryRegion {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            size: m.size,
+        })
+    }
+
+    fn set_memory_region(&self, arg: usize) -> Result<isize> {
+        let region: uapi::MemoryRegion = user_copy_in(arg)?;
+        self.add_memory_region(&region)
+    }
+
+    fn add_memory_region(&self, region: &uapi::MemoryRegion) -> Result<isize> {
+        let mut guard = self.vm.lock();
+        let vm = &mut *guard;
+        vm.ram.add_slot(region, crate::max_memory_bytes())?;
+        if let Some(vcpu) = vm.vcpu.as_mut() {
+            vcpu.memory_changed(&vm.ram);
         }
-        let mut vm = self.vm.lock();
-        if vm.ram.is_some() {
-            return Err(EEXIST);
-        }
-        vm.ram = Some(GuestRam::new(m.size)?);
         Ok(0)
+    }
+
+    /// CHECK_CAP: the value of capability `cap`; `EINVAL` for one this module does not
+    /// know.
+    fn check_cap(&self, cap: usize) -> Result<isize> {
+        let cap = u32::try_from(cap).map_err(|_| EINVAL)?;
+        let value: u64 = match cap {
+            uapi::SHADOWVM_CAP_MEMORY_SLOTS => uapi::SHADOWVM_MEMORY_SLOTS.into(),
+            uapi::SHADOWVM_CAP_MAX_MEMORY_MB => crate::max_memory_bytes() >> 20,
+            uapi::SHADOWVM_CAP_FPU => 1,
+            _ => return Err(EINVAL),
+        };
+        // The ioctl return value is an int: saturate (max_memory_mb could be set absurdly).
+        Ok(isize::try_from(value.min(i32::MAX as u64)).unwrap_or(0))
     }
 
     fn create_vcpu(&self) -> Result<isize> {
@@ -258,7 +286,7 @@ impl VmFile {
         if vm.vcpu.is_some() {
             return Err(EEXIST);
         }
-        if vm.ram.is_none() {
+        if vm.ram.is_empty() {
             return Err(EINVAL);
         }
         vm.vcpu = Some(Vcpu::new(crate::caps()?, crate::mmu_config())?);
@@ -295,7 +323,7 @@ impl VmFile {
         let r = (|| {
             let mut guard = self.vm.lock();
             let vm = &mut *guard;
-            let (Some(ram), Some(vcpu)) = (vm.ram.as_ref(), vm.vcpu.as_mut()) else {
+            let (ram, Some(vcpu)) = (&vm.ram, vm.vcpu.as_mut()) else {
                 return Err(EINVAL);
             };
             let mut run = self.run.load();
@@ -305,6 +333,34 @@ impl VmFile {
         })();
         self.running.store(0, Ordering::Release);
         r
+    }
+
+    // The FXSAVE image travels as bytes (`uapi::Fpu` is its only field): a 16-byte aligned
+    // `uapi::Fpu` local would not be, on a kernel stack that is only 8-byte aligned.
+    fn get_fpu(&self, arg: usize) -> Result<isize> {
+        let mut image = [0u8; uapi::SHADOWVM_FXSAVE_SIZE];
+        self.with_vcpu(|v| {
+            image = *v.fpu_image();
+            Ok(())
+        })?;
+        UserSlice::new(UserPtr::from_addr(arg), image.len())
+            .writer()
+            .write_slice(&image)?;
+        Ok(0)
+    }
+
+    fn set_fpu(&self, arg: usize) -> Result<isize> {
+        let mut image = [0u8; uapi::SHADOWVM_FXSAVE_SIZE];
+        UserSlice::new(UserPtr::from_addr(arg), image.len())
+            .reader()
+            .read_slice(&mut image)?;
+        self.with_vcpu(|v| {
+            if v.set_fpu_image(&image) {
+                Ok(0)
+            } else {
+                Err(EINVAL)
+            }
+        })
     }
 
     fn with_vcpu<R>(&self, f: impl FnOnce(&mut Vcpu) -> Result<R>) -> Result<R> {
@@ -328,7 +384,7 @@ impl MiscDevice for VmFile {
         let slot = VmSlot::take(file.cred().euid())?;
         KBox::try_pin_init(
             try_pin_init!(VmFile {
-                vm <- new_mutex!(Vm { ram: None, vcpu: None }),
+                vm <- new_mutex!(Vm { ram: GuestRam::new(), vcpu: None }),
                 run: RunPage::new()?,
                 running: AtomicU8::new(0),
                 _slot: slot,
@@ -364,11 +420,7 @@ impl MiscDevice for VmFile {
                     return Err(EINVAL);
                 }
                 let mut vm = me.vm.lock();
-                let Vm {
-                    ram: Some(ram),
-                    vcpu: Some(v),
-                } = &mut *vm
-                else {
+                let Vm { ram, vcpu: Some(v) } = &mut *vm else {
                     return Err(EINVAL);
                 };
                 // PAE paging loads the PDPTEs with the registers, as MOV to CR3 does: a
@@ -381,6 +433,11 @@ impl MiscDevice for VmFile {
             }
             uapi::SHADOWVM_RUN => no_arg().and_then(|()| me.run()),
             uapi::SHADOWVM_GET_STATS => me.get_stats(arg),
+            // ABI v2 (issue 11).
+            uapi::SHADOWVM_CHECK_CAP => me.check_cap(arg),
+            uapi::SHADOWVM_SET_MEMORY_REGION => me.set_memory_region(arg),
+            uapi::SHADOWVM_GET_FPU => me.get_fpu(arg),
+            uapi::SHADOWVM_SET_FPU => me.set_fpu(arg),
             _ => Err(ENOTTY),
         }
     }
@@ -402,15 +459,10 @@ impl MiscDevice for VmFile {
             }
             return mixed.vm_insert_page(vma.start(), &me.run.page);
         }
+        // Guest memory: file offset = guest-physical address, all inside one slot.
         let vm = me.vm.lock();
-        let ram = vm.ram.as_ref().ok_or(EINVAL)?;
-        let end = offset.checked_add(len).ok_or(EINVAL)?;
-        if end > ram.size() {
-            return Err(EINVAL);
-        }
-        let first = (offset / uapi::SHADOWVM_PAGE_SIZE) as usize;
-        let count = (len / uapi::SHADOWVM_PAGE_SIZE) as usize;
-        for (i, page) in ram.pages_from(first).take(count).enumerate() {
+        let pages = vm.ram.pages(offset, len).ok_or(EINVAL)?;
+        for (i, page) in pages.enumerate() {
             mixed.vm_insert_page(vma.start() + i * uapi::SHADOWVM_PAGE_SIZE as usize, page)?;
         }
         Ok(())

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -167,8 +168,10 @@ SVM_TEST(fresh, memory_flags, API_TIMEOUT, "non-zero memory flags fail with EINV
 
 SVM_TEST(fresh, memory_too_big, API_TIMEOUT, "memory beyond the module's max_memory_mb fails with E2BIG")
 {
-	struct shadowvm_memory m = { .size = 3ull << 30 };
+	long max_mb = ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_MAX_MEMORY_MB);
+	struct shadowvm_memory m = { .size = ((uint64_t)max_mb + 1) << 20 };
 
+	ASSERT_LT(0, max_mb) TH_LOG("CHECK_CAP MAX_MEMORY_MB: %ld errno %s", max_mb, strerror(errno));
 	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY, &m), E2BIG);
 }
 
@@ -661,6 +664,404 @@ SVM_TEST(vm, host_gs_kept, API_TIMEOUT, "the task's GS selector is the same afte
 	__asm__ volatile("mov %0, %%gs" :: "r"((uint16_t)0));
 	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && gs == user_ds)
 		TH_LOG("exit %d, GS %#x (want %#x)", r, gs, user_ds);
+}
+
+/* ---- ABI v2 (issue 11): version, CHECK_CAP, memory slots, FPU state ---- */
+
+SVM_TEST(fresh, api_version_2, API_TIMEOUT, "GET_API_VERSION answers 2 (ABI v2)")
+{
+	ASSERT_EQ(2, ioctl(self->fd, SHADOWVM_GET_API_VERSION, 0)) TH_LOG("errno %s", strerror(errno));
+}
+
+SVM_TEST(vm, run_version_2, API_TIMEOUT, "the run structure says version 2 and its size")
+{
+	ASSERT_TRUE(self->vm.run->version == 2 && self->vm.run->size == sizeof(struct shadowvm_run))
+		TH_LOG("version %u size %u", self->vm.run->version, self->vm.run->size);
+}
+
+/*
+ * The module parameter max_memory_mb: from sysfs where the kernel shows it (Rust module
+ * parameters are not in sysfs in 7.2), else its default, which the suites load with.
+ */
+static long max_memory_mb_param(void)
+{
+	FILE *f = fopen("/sys/module/shadowvm/parameters/max_memory_mb", "r");
+	long v = 16384;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+SVM_TEST(fresh, check_cap_values, API_TIMEOUT,
+	 "CHECK_CAP: 8 memory slots, MAX_MEMORY_MB = the max_memory_mb parameter, FPU = 1")
+{
+	long slots = ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_MEMORY_SLOTS);
+	long max_mb = ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_MAX_MEMORY_MB);
+	long fpu = ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_FPU);
+	long param = max_memory_mb_param();
+
+	ASSERT_TRUE(slots == SHADOWVM_MEMORY_SLOTS && max_mb == param && max_mb >= 4096 && fpu == 1)
+		TH_LOG("slots %ld, max_memory_mb %ld (parameter %ld), fpu %ld", slots, max_mb, param, fpu);
+}
+
+SVM_TEST(fresh, check_cap_unknown, API_TIMEOUT, "CHECK_CAP of an unknown capability fails with EINVAL")
+{
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_CHECK_CAP, 0), EINVAL);
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_CHECK_CAP, 0x7fffffffUL), EINVAL);
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_CHECK_CAP, (1UL << 32) | SHADOWVM_CAP_FPU), EINVAL);
+}
+
+/* SET_MEMORY_REGION of slot `slot` at `gpa`, `size` bytes; the ioctl's return value. */
+static int set_region(int fd, uint32_t slot, uint64_t gpa, uint64_t size)
+{
+	struct shadowvm_memory_region r = { .slot = slot, .guest_phys_addr = gpa, .size = size };
+
+	return ioctl(fd, SHADOWVM_SET_MEMORY_REGION, &r);
+}
+
+#define SLOT_SIZE (2u << 20)
+#define HIGH_GPA (4ull << 30)
+
+SVM_TEST(fresh, region_bad_slot, API_TIMEOUT, "SET_MEMORY_REGION with slot id 8 (or more) fails with EINVAL")
+{
+	ASSERT_ERRNO(set_region(self->fd, SHADOWVM_MEMORY_SLOTS, 0, SLOT_SIZE), EINVAL);
+	ASSERT_ERRNO(set_region(self->fd, 0xffffffffu, 0, SLOT_SIZE), EINVAL);
+}
+
+SVM_TEST(fresh, region_null, API_TIMEOUT, "SET_MEMORY_REGION with a NULL pointer fails with EFAULT")
+{
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY_REGION, NULL), EFAULT);
+}
+
+SVM_TEST(fresh, region_size_zero, API_TIMEOUT, "SET_MEMORY_REGION with size 0 (no deletion in v2) fails with EINVAL")
+{
+	ASSERT_ERRNO(set_region(self->fd, 0, 0, 0), EINVAL);
+}
+
+SVM_TEST(fresh, region_unaligned, API_TIMEOUT, "SET_MEMORY_REGION with an unaligned address or size fails with EINVAL")
+{
+	ASSERT_ERRNO(set_region(self->fd, 0, 0x800, SLOT_SIZE), EINVAL);
+	ASSERT_ERRNO(set_region(self->fd, 0, 0, SLOT_SIZE + 1), EINVAL);
+}
+
+SVM_TEST(fresh, region_flags, API_TIMEOUT, "SET_MEMORY_REGION with nonzero flags fails with EINVAL")
+{
+	struct shadowvm_memory_region r = { .slot = 0, .flags = 1, .size = SLOT_SIZE };
+
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY_REGION, &r), EINVAL);
+}
+
+SVM_TEST(fresh, region_beyond_1tib, API_TIMEOUT,
+	 "a slot reaching beyond 1 TiB (SHADOWVM_MEMORY_MAX, the run page's offset) or wrapping fails with EINVAL")
+{
+	ASSERT_ERRNO(set_region(self->fd, 0, SHADOWVM_MEMORY_MAX, 4096), EINVAL);
+	ASSERT_ERRNO(set_region(self->fd, 0, SHADOWVM_MEMORY_MAX - 4096, 8192), EINVAL);
+	ASSERT_ERRNO(set_region(self->fd, 0, ~0xfffull, 8192), EINVAL);
+	/* The last page below the bound is fine. */
+	ASSERT_EQ(0, set_region(self->fd, 1, SHADOWVM_MEMORY_MAX - 4096, 4096)) TH_LOG("errno %s", strerror(errno));
+}
+
+SVM_TEST(fresh, region_too_big, API_TIMEOUT,
+	 "slots beyond max_memory_mb in total fail with E2BIG (one alone or together)")
+{
+	long max_mb = ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_MAX_MEMORY_MB);
+
+	ASSERT_LT(0, max_mb) TH_LOG("CHECK_CAP: %s", strerror(errno));
+	ASSERT_ERRNO(set_region(self->fd, 0, 0, ((uint64_t)max_mb + 1) << 20), E2BIG);
+	ASSERT_EQ(0, set_region(self->fd, 0, 0, SLOT_SIZE)) TH_LOG("errno %s", strerror(errno));
+	ASSERT_ERRNO(set_region(self->fd, 1, HIGH_GPA, (uint64_t)max_mb << 20), E2BIG);
+}
+
+SVM_TEST(fresh, region_overlap, API_TIMEOUT,
+	 "an overlapping slot fails with EEXIST; an adjacent one is fine")
+{
+	ASSERT_EQ(0, set_region(self->fd, 0, SLOT_SIZE, SLOT_SIZE)) TH_LOG("errno %s", strerror(errno));
+	ASSERT_ERRNO(set_region(self->fd, 1, SLOT_SIZE + 4096, 4096), EEXIST);
+	ASSERT_ERRNO(set_region(self->fd, 1, 0, SLOT_SIZE + 4096), EEXIST);
+	ASSERT_ERRNO(set_region(self->fd, 1, 0, 4 * SLOT_SIZE), EEXIST);
+	ASSERT_EQ(0, set_region(self->fd, 1, 0, SLOT_SIZE)) TH_LOG("below: errno %s", strerror(errno));
+	ASSERT_EQ(0, set_region(self->fd, 2, 2 * SLOT_SIZE, 4096)) TH_LOG("above: errno %s", strerror(errno));
+}
+
+SVM_TEST(fresh, region_set_twice, API_TIMEOUT,
+	 "setting a slot again fails with EEXIST (also SET_MEMORY, which is slot 0)")
+{
+	struct shadowvm_memory m = { .size = SLOT_SIZE };
+
+	ASSERT_EQ(0, set_region(self->fd, 0, HIGH_GPA, SLOT_SIZE)) TH_LOG("errno %s", strerror(errno));
+	ASSERT_ERRNO(set_region(self->fd, 0, 0, SLOT_SIZE), EEXIST);
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY, &m), EEXIST);
+}
+
+SVM_TEST(with_memory, set_memory_is_slot_0, API_TIMEOUT,
+	 "SET_MEMORY is slot 0 at 0: that slot id is taken, other slots can follow")
+{
+	ASSERT_ERRNO(set_region(self->fd, 0, HIGH_GPA, SLOT_SIZE), EEXIST);
+	ASSERT_ERRNO(set_region(self->fd, 1, MEM_SIZE - 4096, SLOT_SIZE), EEXIST);
+	ASSERT_EQ(0, set_region(self->fd, 1, MEM_SIZE, SLOT_SIZE)) TH_LOG("errno %s", strerror(errno));
+}
+
+/* mmap of `len` bytes at file offset (= guest-physical address) `gpa`: 0 if it worked. */
+static int map_errno(int fd, uint64_t gpa, size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, gpa);
+
+	if (p == MAP_FAILED)
+		return errno;
+	munmap(p, len);
+	return 0;
+}
+
+SVM_TEST(fresh, mmap_slots, API_TIMEOUT,
+	 "mmap: inside one slot works; across two adjacent slots, in a hole or past a slot's end fails with EINVAL")
+{
+	ASSERT_EQ(0, set_region(self->fd, 0, 0, SLOT_SIZE));
+	ASSERT_EQ(0, set_region(self->fd, 1, SLOT_SIZE, SLOT_SIZE));
+	ASSERT_EQ(0, set_region(self->fd, 2, HIGH_GPA, SLOT_SIZE));
+	ASSERT_EQ(0, map_errno(self->fd, 0, SLOT_SIZE));
+	ASSERT_EQ(0, map_errno(self->fd, SLOT_SIZE + 4096, 4096));
+	ASSERT_EQ(0, map_errno(self->fd, HIGH_GPA, SLOT_SIZE));
+	ASSERT_EQ(EINVAL, map_errno(self->fd, 0, 2 * SLOT_SIZE));		/* across slots 0 and 1 */
+	ASSERT_EQ(EINVAL, map_errno(self->fd, SLOT_SIZE - 4096, 8192));	/* across slots 0 and 1 */
+	ASSERT_EQ(EINVAL, map_errno(self->fd, 2 * SLOT_SIZE, 4096));	/* hole */
+	ASSERT_EQ(EINVAL, map_errno(self->fd, HIGH_GPA - 4096, 8192));	/* hole, then slot 2 */
+	ASSERT_EQ(EINVAL, map_errno(self->fd, HIGH_GPA + 4096, SLOT_SIZE));	/* past slot 2's end */
+}
+
+SVM_TEST(fresh, create_vcpu_needs_a_slot, API_TIMEOUT,
+	 "CREATE_VCPU needs a slot, any one (here only a slot above 4 GiB)")
+{
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_CREATE_VCPU, 0), EINVAL);
+	ASSERT_EQ(0, set_region(self->fd, 3, HIGH_GPA, SLOT_SIZE));
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_CREATE_VCPU, 0)) TH_LOG("errno %s", strerror(errno));
+}
+
+/*
+ * A guest with 2 MiB at 0 and 2 MiB at 4 GiB, through PAE paging (PDPT at 0x3000, PD at
+ * 0x4000, 2 MiB pages): linear 0 -> gpa 0, linear 2 MiB -> gpa 4 GiB (the high slot),
+ * linear 4 MiB -> gpa 2 MiB (a hole between the slots).
+ */
+FIXTURE(two_slots) {
+	int fd;
+	uint8_t *low, *high;
+	struct shadowvm_run *run;
+};
+
+FIXTURE_SETUP(two_slots)
+{
+	uint64_t *pdpt, *pd;
+	struct shadowvm_regs regs = { .rip = CODE, .rflags = 2, .rsp = GUEST_STACK };
+	struct shadowvm_sregs s;
+
+	self->low = self->high = MAP_FAILED;
+	self->run = MAP_FAILED;
+	self->fd = open(SHADOWVM_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, self->fd) TH_LOG("open: %s", strerror(errno));
+	ASSERT_EQ(0, set_region(self->fd, 0, 0, SLOT_SIZE)) TH_LOG("slot 0: %s", strerror(errno));
+	ASSERT_EQ(0, set_region(self->fd, 1, HIGH_GPA, SLOT_SIZE)) TH_LOG("slot 1: %s", strerror(errno));
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_CREATE_VCPU, 0)) TH_LOG("CREATE_VCPU: %s", strerror(errno));
+	self->low = mmap(NULL, SLOT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, 0);
+	self->high = mmap(NULL, SLOT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, HIGH_GPA);
+	self->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd,
+			 SHADOWVM_RUN_MMAP_OFFSET);
+	ASSERT_TRUE(self->low != MAP_FAILED && self->high != MAP_FAILED && self->run != MAP_FAILED)
+		TH_LOG("mmap: %s", strerror(errno));
+	pdpt = (uint64_t *)(self->low + 0x3000);
+	pd = (uint64_t *)(self->low + 0x4000);
+	pdpt[0] = 0x4001;
+	pd[0] = 0x83;			/* 2 MiB page: gpa 0 */
+	pd[1] = HIGH_GPA | 0x83;	/* gpa 4 GiB */
+	pd[2] = SLOT_SIZE | 0x83;	/* gpa 2 MiB: no slot */
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_SET_REGS, &regs)) TH_LOG("SET_REGS: %s", strerror(errno));
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_GET_SREGS, &s));
+	s.cr4 |= 1 << 5;		/* PAE */
+	s.cr4 |= 1 << 9;		/* OSFXSR: SSE for the FPU test */
+	s.cr0 |= 1u << 31;		/* PG */
+	s.cr3 = 0x3000;
+	/* Unmapped, as in the library's safe state: a guest fault ends in SHUTDOWN. */
+	s.idt.base = GUEST_IDT;
+	s.idt.limit = 0x7ff;
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_SET_SREGS, &s)) TH_LOG("SET_SREGS: %s", strerror(errno));
+}
+
+FIXTURE_TEARDOWN(two_slots)
+{
+	if (self->low != MAP_FAILED)
+		munmap(self->low, SLOT_SIZE);
+	if (self->high != MAP_FAILED)
+		munmap(self->high, SLOT_SIZE);
+	if (self->run != MAP_FAILED)
+		munmap(self->run, SHADOWVM_RUN_MMAP_SIZE);
+	if (self->fd >= 0)
+		close(self->fd);
+}
+
+/* RUN until an exit other than a time slice; the exit reason or -errno. */
+static int run_fd(int fd, struct shadowvm_run *run)
+{
+	for (int i = 0; i < 1000; i++) {
+		if (ioctl(fd, SHADOWVM_RUN, 0))
+			return -errno;
+		if (run->exit_reason != SHADOWVM_EXIT_INTR)
+			return run->exit_reason;
+	}
+	return -ETIMEDOUT;
+}
+
+SVM_TEST(two_slots, high_slot_guest, API_TIMEOUT,
+	 "a guest reads and writes a slot at 4 GiB through its page tables; the hole below is MMIO")
+{
+	static const uint8_t code[] = {
+		0xa1, 0x00, 0x00, 0x20, 0x00,			/* mov eax, [0x200000] */
+		0xe7, 0x80,					/* out 0x80, eax */
+		0xc7, 0x05, 0x04, 0x00, 0x20, 0x00,		/* mov dword [0x200004], */
+		0x78, 0x56, 0x34, 0x12,				/*     0x12345678 */
+		0x8b, 0x0d, 0x00, 0x00, 0x40, 0x00,		/* mov ecx, [0x400000] */
+		0xf4,						/* hlt */
+	};
+	struct shadowvm_regs regs;
+	int r;
+
+	memcpy(self->low + CODE, code, sizeof(code));
+	*(uint32_t *)self->high = 0xfeedbeef;
+	r = run_fd(self->fd, self->run);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_IO && self->run->exit.io.port == 0x80 &&
+		    self->run->exit.io.size == 4 && self->run->exit.io.data == 0xfeedbeef)
+		TH_LOG("exit %d port %#x data %#llx", r, self->run->exit.io.port,
+		       (unsigned long long)self->run->exit.io.data);
+	r = run_fd(self->fd, self->run);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_MMIO && self->run->exit.mmio.gpa == SLOT_SIZE &&
+		    self->run->exit.mmio.len == 4 && !self->run->exit.mmio.is_write)
+		TH_LOG("exit %d gpa %#llx len %u write %u", r, (unsigned long long)self->run->exit.mmio.gpa,
+		       self->run->exit.mmio.len, self->run->exit.mmio.is_write);
+	ASSERT_EQ(0x12345678u, *(uint32_t *)(self->high + 4));
+	memcpy(self->run->exit.mmio.data, "\x11\x22\x33\x44", 4);
+	r = run_fd(self->fd, self->run);
+	ioctl(self->fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && (uint32_t)regs.rcx == 0x44332211)
+		TH_LOG("exit %d rcx %#llx", r, (unsigned long long)regs.rcx);
+}
+
+SVM_TEST(two_slots, slot_added_after_vcpu, API_TIMEOUT,
+	 "a slot added after the guest ran turns MMIO there into RAM")
+{
+	static const uint8_t code[] = {
+		0x8b, 0x0d, 0x00, 0x00, 0x40, 0x00,		/* mov ecx, [0x400000] */
+		0xf4,						/* hlt */
+	};
+	struct shadowvm_regs regs;
+	uint8_t *mid;
+	int r;
+
+	memcpy(self->low + CODE, code, sizeof(code));
+	r = run_fd(self->fd, self->run);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_MMIO && self->run->exit.mmio.gpa == SLOT_SIZE) TH_LOG("exit %d", r);
+	memset(self->run->exit.mmio.data, 0, 8);
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, run_fd(self->fd, self->run));
+	ASSERT_EQ(0, set_region(self->fd, 2, SLOT_SIZE, SLOT_SIZE)) TH_LOG("errno %s", strerror(errno));
+	mid = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, SLOT_SIZE);
+	ASSERT_NE(MAP_FAILED, mid) TH_LOG("mmap: %s", strerror(errno));
+	*(uint32_t *)mid = 0xabcd0123;
+	munmap(mid, 4096);
+	ioctl(self->fd, SHADOWVM_GET_REGS, &regs);
+	regs.rip = CODE;
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_SET_REGS, &regs));
+	r = run_fd(self->fd, self->run);
+	ioctl(self->fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && (uint32_t)regs.rcx == 0xabcd0123)
+		TH_LOG("exit %d rcx %#llx", r, (unsigned long long)regs.rcx);
+}
+
+SVM_TEST(fresh, fpu_without_vcpu, API_TIMEOUT, "GET_FPU and SET_FPU without a vCPU fail with EINVAL")
+{
+	struct shadowvm_fpu f = { 0 };
+
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_GET_FPU, &f), EINVAL);
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_FPU, &f), EINVAL);
+}
+
+SVM_TEST(vm, fpu_null, API_TIMEOUT, "GET_FPU and SET_FPU with a NULL pointer fail with EFAULT")
+{
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_GET_FPU, NULL), EFAULT);
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_FPU, NULL), EFAULT);
+}
+
+static uint32_t fpu_mxcsr(const struct shadowvm_fpu *f)
+{
+	uint32_t v;
+
+	memcpy(&v, f->fxsave + SHADOWVM_FXSAVE_MXCSR, 4);
+	return v;
+}
+
+SVM_TEST(vm, fpu_reset_and_round_trip, API_TIMEOUT,
+	 "GET_FPU shows the reset image (FCW 0x37f, MXCSR 0x1f80); SET_FPU then GET_FPU round-trips")
+{
+	struct shadowvm_fpu f, g;
+	uint16_t fcw;
+
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_FPU, &f)) TH_LOG("errno %s", strerror(errno));
+	memcpy(&fcw, f.fxsave, 2);
+	ASSERT_TRUE(fcw == 0x37f && fpu_mxcsr(&f) == 0x1f80) TH_LOG("FCW %#x MXCSR %#x", fcw, fpu_mxcsr(&f));
+	for (int i = 0; i < 16 * 16; i++)
+		f.fxsave[SHADOWVM_FXSAVE_XMM + i] = (uint8_t)(i * 7 + 1);
+	f.fxsave[0] = 0x7f;	/* FCW 0x27f: double precision */
+	f.fxsave[1] = 0x02;
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_FPU, &f)) TH_LOG("errno %s", strerror(errno));
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_FPU, &g));
+	ASSERT_EQ(0, memcmp(&f, &g, sizeof(f)));
+}
+
+SVM_TEST(vm, fpu_bad_mxcsr, API_TIMEOUT,
+	 "SET_FPU with a reserved MXCSR bit fails with EINVAL and changes nothing")
+{
+	struct shadowvm_fpu f, g;
+	uint32_t bad;
+
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_FPU, &f));
+	g = f;
+	bad = fpu_mxcsr(&f) | 1u << 31;	/* reserved on every CPU */
+	memcpy(g.fxsave + SHADOWVM_FXSAVE_MXCSR, &bad, 4);
+	g.fxsave[SHADOWVM_FXSAVE_XMM] ^= 0xff;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_FPU, &g), EINVAL);
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_FPU, &g));
+	ASSERT_EQ(0, memcmp(&f, &g, sizeof(f)));
+}
+
+SVM_TEST(two_slots, fpu_visible_to_guest, API_TIMEOUT,
+	 "XMM0 set by SET_FPU reaches the guest; XMM1 and MXCSR the guest sets come back in GET_FPU")
+{
+	static const uint8_t code[] = {
+		0x66, 0x0f, 0x7e, 0xc0,				/* movd eax, xmm0 */
+		0xe7, 0x80,					/* out 0x80, eax */
+		0xb8, 0x0d, 0xf0, 0xfe, 0xca,			/* mov eax, 0xcafef00d */
+		0x66, 0x0f, 0x6e, 0xc8,				/* movd xmm1, eax */
+		0xc7, 0x05, 0x00, 0x60, 0x00, 0x00,		/* mov dword [0x6000], */
+		0x80, 0x7f, 0x00, 0x00,				/*     0x7f80 (all masked, RC=11) */
+		0x0f, 0xae, 0x15, 0x00, 0x60, 0x00, 0x00,	/* ldmxcsr [0x6000] */
+		0xf4,						/* hlt */
+	};
+	struct shadowvm_fpu f;
+	uint32_t xmm1;
+	int r;
+
+	memcpy(self->low + CODE, code, sizeof(code));
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_GET_FPU, &f));
+	memcpy(f.fxsave + SHADOWVM_FXSAVE_XMM, "\x78\x56\x34\x12", 4);
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_SET_FPU, &f)) TH_LOG("errno %s", strerror(errno));
+	r = run_fd(self->fd, self->run);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_IO && self->run->exit.io.data == 0x12345678)
+		TH_LOG("exit %d data %#llx", r, (unsigned long long)self->run->exit.io.data);
+	r = run_fd(self->fd, self->run);
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, r);
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_GET_FPU, &f));
+	memcpy(&xmm1, f.fxsave + SHADOWVM_FXSAVE_XMM + 16, 4);
+	ASSERT_TRUE(xmm1 == 0xcafef00d && fpu_mxcsr(&f) == 0x7f80)
+		TH_LOG("xmm1 %#x mxcsr %#x", xmm1, fpu_mxcsr(&f));
 }
 
 int main(int argc, char **argv)

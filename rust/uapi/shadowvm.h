@@ -15,14 +15,14 @@
 #include <linux/ioctl.h>
 
 #define SHADOWVM_IOCTL_TYPE 0xB7
-#define SHADOWVM_API_VERSION 1
+#define SHADOWVM_API_VERSION 2
 
 #define SHADOWVM_PAGE_SIZE 4096ULL
 #define SHADOWVM_MEMORY_MMAP_OFFSET 0ULL
 #define SHADOWVM_RUN_MMAP_OFFSET (1ULL << 40)
 #define SHADOWVM_RUN_MMAP_SIZE SHADOWVM_PAGE_SIZE
 #define SHADOWVM_MEMORY_MIN SHADOWVM_PAGE_SIZE
-#define SHADOWVM_MEMORY_MAX (1ULL << 32)
+#define SHADOWVM_MEMORY_MAX (1ULL << 40)	/* every slot ends at or below it */
 
 /* SHADOWVM_SET_MEMORY */
 struct shadowvm_memory {
@@ -82,6 +82,30 @@ struct shadowvm_stats {
 	__u64 entries;	/* user pointer to struct shadowvm_stat_entry[count] */
 };
 
+/* ABI v2 (issue 11): SHADOWVM_CHECK_CAP capabilities */
+#define SHADOWVM_CAP_MEMORY_SLOTS 1	/* number of slots */
+#define SHADOWVM_CAP_MAX_MEMORY_MB 2	/* module limit of total guest memory, MiB */
+#define SHADOWVM_CAP_FPU 3	/* 1: GET_FPU / SET_FPU */
+
+/* SHADOWVM_SET_MEMORY_REGION */
+#define SHADOWVM_MEMORY_SLOTS 8
+
+struct shadowvm_memory_region {
+	__u32 slot;	/* 0 .. SHADOWVM_MEMORY_SLOTS - 1, each set once */
+	__u32 flags;	/* must be 0 */
+	__u64 guest_phys_addr;	/* page-aligned; also the mmap file offset */
+	__u64 size;	/* nonzero, page-aligned; end <= SHADOWVM_MEMORY_MAX */
+};
+
+/* SHADOWVM_GET_FPU / SHADOWVM_SET_FPU: the 64-bit FXSAVE image */
+#define SHADOWVM_FXSAVE_SIZE 512
+#define SHADOWVM_FXSAVE_MXCSR 24	/* offset of MXCSR (u32) */
+#define SHADOWVM_FXSAVE_XMM 160	/* offset of XMM0; XMMn at + 16 * n */
+
+struct shadowvm_fpu {
+	__u8 fxsave[SHADOWVM_FXSAVE_SIZE] __attribute__((aligned(16)));
+};
+
 /* Exit reasons (shadowvm_run.exit_reason) */
 #define SHADOWVM_EXIT_NONE 0
 #define SHADOWVM_EXIT_IO 1
@@ -100,7 +124,7 @@ struct shadowvm_exit_io {
 	__u8 direction;	/* SHADOWVM_IO_IN / SHADOWVM_IO_OUT */
 	__u8 size;	/* 1, 2 or 4 */
 	__u16 port;
-	__u32 count;	/* always 1 in API version 1 */
+	__u32 count;	/* always 1 (string I/O is split into elements) */
 	__u64 data;	/* low `size` bytes, little-endian; IN: filled by userspace */
 };
 
@@ -151,7 +175,7 @@ struct shadowvm_exit_intr {
 	__u32 padding;
 };
 
-#define SHADOWVM_RUN_VERSION 1
+#define SHADOWVM_RUN_VERSION 2
 #define SHADOWVM_EXIT_AREA_SIZE 256
 
 /* mmap'd at SHADOWVM_RUN_MMAP_OFFSET */
@@ -183,5 +207,10 @@ struct shadowvm_run {
 #define SHADOWVM_SET_SREGS _IOW(SHADOWVM_IOCTL_TYPE, 0x06, struct shadowvm_sregs)
 #define SHADOWVM_RUN _IO(SHADOWVM_IOCTL_TYPE, 0x07)
 #define SHADOWVM_GET_STATS _IOWR(SHADOWVM_IOCTL_TYPE, 0x08, struct shadowvm_stats)
+/* ABI v2 (issue 11) */
+#define SHADOWVM_CHECK_CAP _IO(SHADOWVM_IOCTL_TYPE, 0x09)
+#define SHADOWVM_SET_MEMORY_REGION _IOW(SHADOWVM_IOCTL_TYPE, 0x0a, struct shadowvm_memory_region)
+#define SHADOWVM_GET_FPU _IOR(SHADOWVM_IOCTL_TYPE, 0x11, struct shadowvm_fpu)
+#define SHADOWVM_SET_FPU _IOW(SHADOWVM_IOCTL_TYPE, 0x12, struct shadowvm_fpu)
 
 #endif /* _UAPI_LINUX_SHADOWVM_H */

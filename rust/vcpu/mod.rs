@@ -26,7 +26,7 @@ use crate::vmx::window::{CurrentVmcs, VmxRegion, VmxRoot};
 use crate::x86::{self, vector};
 use core::arch::asm;
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use exits::{Event, Handled};
 use host::{load_syscall_msrs, save_syscall_msrs, HostState};
 use kernel::prelude::*;
@@ -191,9 +191,10 @@ struct VcpuCore {
 /// # Invariants
 ///
 /// The bytes are a valid FXSAVE image (FXRSTOR does not fault on them): the reset image
-/// of [`FxArea::RESET`] or what an FXSAVE stored.
+/// of [`FxArea::RESET`], what an FXSAVE stored, or an image [`FxArea::loadable`]
+/// accepted.
 #[repr(C, align(16))]
-struct FxArea([u8; 512]);
+struct FxArea([u8; uapi::SHADOWVM_FXSAVE_SIZE]);
 
 impl FxArea {
     /// The image of a CPU after reset: FCW 0x37f, MXCSR 0x1f80, the rest 0.
@@ -206,6 +207,47 @@ impl FxArea {
         // INVARIANT: the reset image.
         Self(a)
     };
+
+    /// Whether FXRSTOR loads `image` without a fault: in 64-bit mode the only bits of the
+    /// image it faults on (#GP) are MXCSR bits outside the CPU's MXCSR_MASK (SDM Vol. 1,
+    /// 10.5.1 and 11.6.6; Vol. 2, FXRSTOR). Everything else is taken as it is, as
+    /// hardware does: the abridged tag, FOP, FIP/FDP and bytes 464-511 are never checked.
+    fn loadable(image: &[u8; uapi::SHADOWVM_FXSAVE_SIZE]) -> bool {
+        const M: usize = uapi::SHADOWVM_FXSAVE_MXCSR;
+        // Constant indices into the 512-byte array: checked at compile time.
+        let mxcsr = u32::from_le_bytes([image[M], image[M + 1], image[M + 2], image[M + 3]]);
+        mxcsr & !mxcsr_mask() == 0
+    }
+}
+
+/// The MXCSR bits this CPU implements: the MXCSR_MASK field that FXSAVE stores (0 means
+/// the default 0xffbf, SDM Vol. 1, 11.6.6). Read by [`Vcpu::new`] before any SET_FPU can
+/// ask; 0 until then.
+static MXCSR_MASK: AtomicU32 = AtomicU32::new(0);
+
+/// MXCSR_MASK as read by [`probe_mxcsr_mask`]; the default if it never ran.
+fn mxcsr_mask() -> u32 {
+    match MXCSR_MASK.load(Ordering::Relaxed) {
+        0 => 0xffbf,
+        mask => mask,
+    }
+}
+
+/// Reads MXCSR_MASK with an FXSAVE into `area`, then puts the reset image back. The area
+/// is on the heap: FXSAVE needs 16-byte alignment, which the kernel stack does not give
+/// an over-aligned local.
+fn probe_mxcsr_mask(area: &mut FxArea) {
+    {
+        let _owned = FpuOwned::begin();
+        // SAFETY: The FPU is ours while `_owned` lives; the area is writable, 16-byte
+        // aligned and 512 bytes. INVARIANT: FXSAVE stores a valid image.
+        unsafe { asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack)) };
+    }
+    // Constant indices into the 512-byte array: checked at compile time.
+    let reported = u32::from_le_bytes([area.0[28], area.0[29], area.0[30], area.0[31]]);
+    let mask = if reported == 0 { 0xffbf } else { reported };
+    MXCSR_MASK.store(mask, Ordering::Relaxed);
+    *area = FxArea::RESET;
 }
 
 /// The guest's x87/SSE registers are in the CPU while this value lives; dropping it stores
@@ -291,12 +333,36 @@ impl Vcpu {
         self.cpu.set_sregs(ram, s)
     }
 
+    /// GET_FPU: the guest's x87/SSE state as its FXSAVE image (`uapi::Fpu::fxsave`).
+    pub(crate) fn fpu_image(&self) -> &[u8; uapi::SHADOWVM_FXSAVE_SIZE] {
+        &self.fpu.0
+    }
+
+    /// SET_FPU: false (nothing changed) for an image FXRSTOR would fault on.
+    pub(crate) fn set_fpu_image(&mut self, image: &[u8; uapi::SHADOWVM_FXSAVE_SIZE]) -> bool {
+        if !FxArea::loadable(image) {
+            return false;
+        }
+        // INVARIANT: FXRSTOR loads it (checked just above).
+        self.fpu.0 = *image;
+        true
+    }
+
+    /// Guest memory changed under the vCPU (a slot was added): out-of-sync shadow tables
+    /// are read again, as after a full guest TLB flush. Nothing else can be stale: the
+    /// engine maps only guest frames that are RAM (an MMIO fault installs nothing), and
+    /// guest tables outside RAM read as not present.
+    pub(crate) fn memory_changed(&mut self, ram: &GuestRam) {
+        self.cpu.mmu.flush(ram);
+    }
+
     pub(crate) fn new(caps: &'static VmxCaps, cfg: mmu::Config) -> Result<KBox<Self>> {
         let mut cfg = cfg;
         cfg.maxphyaddr = guest_maxphyaddr();
         cfg.gb_pages = cpuid::has_gb_pages();
         // A vCPU's memory is charged to the VM's opener, as KVM does (GFP_KERNEL_ACCOUNT).
-        let fpu = KBox::new(FxArea::RESET, GFP_KERNEL_ACCOUNT)?;
+        let mut fpu = KBox::new(FxArea::RESET, GFP_KERNEL_ACCOUNT)?;
+        probe_mxcsr_mask(&mut fpu);
         Ok(KBox::new(
             Self {
                 vmxon: VmxRegion::new(caps)?,

@@ -94,6 +94,8 @@ fn expectations() -> Expect {
     });
     layout!(e, Stats, "shadowvm_stats" { count, flags, entries });
     layout!(e, StatEntry, "shadowvm_stat_entry" { name, value });
+    layout!(e, MemoryRegion, "shadowvm_memory_region" { slot, flags, guest_phys_addr, size });
+    layout!(e, Fpu, "shadowvm_fpu" { fxsave });
     layout!(e, ExitIo, "shadowvm_exit_io" { direction, size, port, count, data });
     layout!(e, ExitMmio, "shadowvm_exit_mmio" { gpa, data, len, is_write, padding });
     layout!(e, ExitHypercall, "shadowvm_exit_hypercall" { nr, args, ret });
@@ -151,11 +153,29 @@ fn expectations() -> Expect {
         SHADOWVM_SET_SREGS,
         SHADOWVM_RUN,
         SHADOWVM_GET_STATS,
+        SHADOWVM_CAP_MEMORY_SLOTS,
+        SHADOWVM_CAP_MAX_MEMORY_MB,
+        SHADOWVM_CAP_FPU,
+        SHADOWVM_MEMORY_SLOTS,
+        SHADOWVM_CHECK_CAP,
+        SHADOWVM_SET_MEMORY_REGION,
+        SHADOWVM_GET_FPU,
+        SHADOWVM_SET_FPU,
     );
     // usize constants, which `u64::from` does not take.
     e.constant("SHADOWVM_STAT_NAME_LEN", SHADOWVM_STAT_NAME_LEN as u64);
     e.constant("SHADOWVM_HYPERCALL_ARGS", SHADOWVM_HYPERCALL_ARGS as u64);
     e.constant("SHADOWVM_EXIT_AREA_SIZE", SHADOWVM_EXIT_AREA_SIZE as u64);
+    e.constant("SHADOWVM_FXSAVE_SIZE", SHADOWVM_FXSAVE_SIZE as u64);
+    e.constant("SHADOWVM_FXSAVE_MXCSR", SHADOWVM_FXSAVE_MXCSR as u64);
+    e.constant("SHADOWVM_FXSAVE_XMM", SHADOWVM_FXSAVE_XMM as u64);
+    // The FXSAVE image is 16-byte aligned in C too (FXSAVE/FXRSTOR need it).
+    e.c_body
+        .push_str("  printf(\"alignof shadowvm_fpu %zu\\n\", _Alignof(struct shadowvm_fpu));\n");
+    e.rust.insert(
+        "alignof shadowvm_fpu".to_string(),
+        std::mem::align_of::<Fpu>() as u64,
+    );
     // The union members sit at the start of `exit`.
     for m in [
         "io",

@@ -92,6 +92,9 @@ pub const DEFAULT_MEMORY: u64 = 64 << 20;
 pub const DEFAULT_LOAD_ADDR: u64 = 0x10_0000;
 /// Smallest guest memory the launcher accepts: the boot structures plus a 1 MiB image base.
 pub const MIN_MEMORY: u64 = 2 << 20;
+/// Largest `--memory`: guest RAM is one range from 0, which the launcher's boot page tables
+/// (identity map of the first 4 GiB) cover.
+pub const MAX_MEMORY: u64 = 4 << 30;
 
 #[derive(Debug, PartialEq)]
 pub enum Command {
@@ -216,7 +219,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command> {
 }
 
 fn validate(o: &Options) -> Result<()> {
-    if o.memory < MIN_MEMORY || o.memory > shadowvm_uapi::SHADOWVM_MEMORY_MAX {
+    if o.memory < MIN_MEMORY || o.memory > MAX_MEMORY {
         return Err(Error::usage(format!(
             "--memory {} is out of range: use 2M to 4G",
             o.memory

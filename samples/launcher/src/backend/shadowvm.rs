@@ -53,7 +53,9 @@ impl ShadowVm {
             return Err(Error::new(
                 Kind::Unavailable,
                 format!(
-                    "{DEVICE} speaks API version {version}, this launcher version {}; rebuild one to match the other",
+                    "shadowvm module API version {version}, this launcher needs {}: rebuild \
+                     and reload the module (make module) or rebuild the launcher from the \
+                     same tree",
                     uapi::SHADOWVM_API_VERSION
                 ),
             ));
