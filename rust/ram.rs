@@ -8,7 +8,51 @@
 
 use crate::mmu::{GuestFrame, GuestMemory};
 use crate::uapi;
-use kernel::{page::Page, prelude::*};
+use core::ptr::NonNull;
+use kernel::{
+    bindings,
+    page::BorrowedPage,
+    prelude::*,
+};
+
+/// One page of guest RAM.
+///
+/// Its own type rather than a [`Page`](kernel::page::Page) because the allocation must fail instead of waking
+/// the OOM killer (see [`crate::glue::alloc_guest_page`]), which `Page::alloc_page`'s flags
+/// cannot ask for.
+///
+/// # Invariants
+///
+/// `self.0` is an order-0 page from [`crate::glue::alloc_guest_page`] whose one reference
+/// `self` owns.
+struct GuestPage(NonNull<bindings::page>);
+
+// SAFETY: A page reference may be dropped on any thread.
+unsafe impl Send for GuestPage {}
+// SAFETY: `&GuestPage` only lends the page out; its contents are not accessed through it.
+unsafe impl Sync for GuestPage {}
+
+impl GuestPage {
+    /// A zeroed page charged to the caller's memory cgroup; `ENOMEM` when memory is short.
+    fn new() -> Result<Self> {
+        // INVARIANT: a fresh page whose reference we own.
+        Ok(Self(crate::glue::alloc_guest_page().ok_or(ENOMEM)?))
+    }
+
+    /// The page as the `kernel` crate's type, for as long as `self` lives.
+    fn page(&self) -> BorrowedPage<'_> {
+        // SAFETY: `self.0` is a valid page (type invariant) that stays allocated while `self`
+        // is borrowed.
+        unsafe { BorrowedPage::from_raw(self.0) }
+    }
+}
+
+impl Drop for GuestPage {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` came from `alloc_guest_page` and this is its owner's one release.
+        unsafe { crate::glue::free_guest_page(self.0) };
+    }
+}
 
 /// One memory slot: `pages.len()` pages from guest-physical `base`.
 ///
@@ -20,23 +64,28 @@ use kernel::{page::Page, prelude::*};
 struct RamSlot {
     id: u32,
     base: u64,
-    pages: KVVec<Page>,
+    pages: KVVec<GuestPage>,
     frames: KVVec<GuestFrame>,
 }
 
 impl RamSlot {
     /// Allocates the zeroed pages of a checked region, charged to the caller's memory
-    /// cgroup; `EINTR` on a signal.
+    /// cgroup; `EINTR` on a signal, `ENOMEM` when the host cannot spare that much memory.
     fn new(region: &uapi::MemoryRegion) -> Result<Self> {
         let n = usize::try_from(region.size / uapi::SHADOWVM_PAGE_SIZE).map_err(|_| E2BIG)?;
+        // A request beyond what the host could free up fails at once instead of pushing
+        // every other task into reclaim first.
+        if region.size > crate::glue::available_memory_bytes() {
+            return Err(ENOMEM);
+        }
         // Everything a VM allocates is charged to its opener's memory cgroup, as KVM does.
         let mut pages = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
         let mut frames = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..n {
-            let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
+            let page = GuestPage::new()?;
             let frame = GuestFrame {
-                ptr: crate::glue::page_virt(&page),
-                hpa: crate::glue::page_phys(&page),
+                ptr: crate::glue::page_virt(&page.page()),
+                hpa: crate::glue::page_phys(&page.page()),
             };
             frames.push(frame, GFP_KERNEL_ACCOUNT)?;
             pages.push(page, GFP_KERNEL_ACCOUNT)?;
@@ -152,11 +201,15 @@ impl GuestRam {
 
     /// The pages of `gpa..gpa + len` (page-aligned), for mmap; `None` unless one slot holds
     /// the whole range.
-    pub(crate) fn pages(&self, gpa: u64, len: u64) -> Option<impl Iterator<Item = &Page>> {
+    pub(crate) fn pages(
+        &self,
+        gpa: u64,
+        len: u64,
+    ) -> Option<impl Iterator<Item = BorrowedPage<'_>>> {
         let slot = self.slot_of(gpa, len)?;
         let first = usize::try_from((gpa - slot.base) / uapi::SHADOWVM_PAGE_SIZE).ok()?;
         let count = usize::try_from(len / uapi::SHADOWVM_PAGE_SIZE).ok()?;
-        Some(slot.pages.iter().skip(first).take(count))
+        Some(slot.pages.iter().skip(first).take(count).map(GuestPage::page))
     }
 
     /// Copies guest-physical memory out; false if any byte is not RAM.

@@ -463,7 +463,7 @@ impl MiscDevice for VmFile {
         let vm = me.vm.lock();
         let pages = vm.ram.pages(offset, len).ok_or(EINVAL)?;
         for (i, page) in pages.enumerate() {
-            mixed.vm_insert_page(vma.start() + i * uapi::SHADOWVM_PAGE_SIZE as usize, page)?;
+            mixed.vm_insert_page(vma.start() + i * uapi::SHADOWVM_PAGE_SIZE as usize, &page)?;
         }
         Ok(())
     }

@@ -175,6 +175,40 @@ SVM_TEST(fresh, memory_too_big, API_TIMEOUT, "memory beyond the module's max_mem
 	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY, &m), E2BIG);
 }
 
+/* The value of "<key> <n>" (format: "key: %llu" style) in a /proc file; 0 if absent. */
+static unsigned long long proc_value(const char *path, const char *format)
+{
+	FILE *f = fopen(path, "r");
+	char line[128];
+	unsigned long long v = 0;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, format, &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+SVM_TEST(fresh, memory_beyond_host, API_TIMEOUT,
+	 "memory within max_memory_mb but beyond what the host has: ENOMEM, and no OOM kill")
+{
+	long max_mb = ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_MAX_MEMORY_MB);
+	uint64_t avail = proc_value("/proc/meminfo", "MemAvailable: %llu kB") << 10;
+	uint64_t size = (avail * 2 + (64u << 20)) & ~0xfffffull;
+	unsigned long long kills = proc_value("/proc/vmstat", "oom_kill %llu");
+	struct shadowvm_memory m = { .size = size };
+
+	ASSERT_NE(0ull, avail) TH_LOG("no MemAvailable in /proc/meminfo");
+	if ((uint64_t)max_mb << 20 < size)
+		SKIP(return, "max_memory_mb (%ld) is below twice the host's available memory", max_mb);
+	/* Guest RAM is in no process's RSS: the OOM killer would pick an unrelated victim. */
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY, &m), ENOMEM);
+	ASSERT_EQ(kills, proc_value("/proc/vmstat", "oom_kill %llu")) TH_LOG("the OOM killer ran");
+	m.size = MEM_SIZE;
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_SET_MEMORY, &m)) TH_LOG("errno %s", strerror(errno));
+}
+
 SVM_TEST(fresh, set_memory, API_TIMEOUT, "SET_MEMORY 16 MiB")
 {
 	struct shadowvm_memory m = { .size = MEM_SIZE };
