@@ -9,11 +9,7 @@
 use crate::mmu::{GuestFrame, GuestMemory};
 use crate::uapi;
 use core::ptr::NonNull;
-use kernel::{
-    bindings,
-    page::BorrowedPage,
-    prelude::*,
-};
+use kernel::{bindings, page::BorrowedPage, prelude::*};
 
 /// One page of guest RAM.
 ///
@@ -209,7 +205,13 @@ impl GuestRam {
         let slot = self.slot_of(gpa, len)?;
         let first = usize::try_from((gpa - slot.base) / uapi::SHADOWVM_PAGE_SIZE).ok()?;
         let count = usize::try_from(len / uapi::SHADOWVM_PAGE_SIZE).ok()?;
-        Some(slot.pages.iter().skip(first).take(count).map(GuestPage::page))
+        Some(
+            slot.pages
+                .iter()
+                .skip(first)
+                .take(count)
+                .map(GuestPage::page),
+        )
     }
 
     /// Copies guest-physical memory out; false if any byte is not RAM.
