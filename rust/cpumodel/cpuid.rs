@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The guest's CPUID: the table of what shadowvm can virtualize ([`supported`]), the
-//! default table a vCPU starts with ([`default_table`]), the filtering of a table userspace
+//! The guest's CPUID: the table of what shadowvm can virtualize ([`fill_supported`]), the
+//! default table a vCPU starts with ([`make_default`]), the filtering of a table userspace
 //! installs ([`filter`]) and the lookup at a CPUID exit ([`Table::lookup`]).
 //!
 //! A whitelist, not a blacklist: a feature the guest is told about must either work in VMX
@@ -89,8 +89,11 @@ pub const X1_EDX: u32 = (1 << 11) // SYSCALL
 /// One leaf/subleaf: the layout-independent form of `shadowvm_cpuid_entry`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Entry {
+    /// The leaf (EAX).
     pub function: u32,
+    /// The subleaf (ECX), when `flags` has [`FLAG_SIGNIFICANT_INDEX`].
     pub index: u32,
+    /// [`FLAG_SIGNIFICANT_INDEX`] or 0.
     pub flags: u32,
     /// EAX, EBX, ECX, EDX.
     pub regs: [u32; 4],
@@ -149,6 +152,11 @@ impl Table {
             }; MAX_ENTRIES],
             len: 0,
         }
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.len = 0;
     }
 
     /// Adds an entry.
@@ -296,7 +304,7 @@ pub fn filter(e: &Entry, supported: &Table) -> Entry {
     out
 }
 
-/// What the host and VMX offer, for [`supported`].
+/// What the host and VMX offer, for [`fill_supported`].
 pub trait Host {
     /// The host's CPUID(leaf, subleaf).
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
@@ -308,11 +316,12 @@ pub trait Host {
 /// level; hardware has 4-5 and 2-3).
 const MAX_SUBLEAVES: u32 = 8;
 
-/// The table of what shadowvm can virtualize on this host (`SHADOWVM_GET_SUPPORTED_CPUID`):
-/// the host's values, feature bits limited to the whitelists above (plus the bits backed by
-/// userspace), the "shadowvm" signature at 0x40000000.
-pub fn supported(host: &impl Host) -> Table {
-    let mut t = Table::new();
+/// Fills `t` with the table of what shadowvm can virtualize on this host
+/// (`SHADOWVM_GET_SUPPORTED_CPUID`): the host's values, feature bits limited to the
+/// whitelists above (plus the bits backed by userspace), the "shadowvm" signature at
+/// 0x40000000. In place: the kernel keeps tables off its small stack.
+pub fn fill_supported(t: &mut Table, host: &impl Host) {
+    t.clear();
     // Only leaves the host has: pushes cannot fail (distinct leaves, far fewer than
     // MAX_ENTRIES), so their results are not needed.
     let mut add = |function: u32, index: u32, significant: bool, regs: [u32; 4]| {
@@ -403,26 +412,35 @@ pub fn supported(host: &impl Host) -> Table {
             );
         }
     }
-    t
 }
 
-/// The table of a vCPU whose userspace installs none (API version 1 behaviour): the
-/// supported table without the bits only userspace can back (it would have to emulate
-/// them), with the hypervisor bit.
-pub fn default_table(supported: &Table) -> Table {
-    let mut t = supported.clone();
+/// Turns a supported table (from [`fill_supported`]) into the table of a vCPU whose
+/// userspace installs none (API version 1 behaviour): without the bits only userspace can
+/// back (it would have to emulate them), with the hypervisor bit.
+pub fn make_default(t: &mut Table) {
     if let Some(e) = t.entry_mut(1, 0) {
         e.regs[2] &= !(L1_ECX_X2APIC | L1_ECX_TSC_DEADLINE);
         e.regs[2] |= L1_ECX_HYPERVISOR;
         e.regs[3] &= !(L1_EDX_APIC | L1_EDX_MTRR);
     }
-    t
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    fn supported(host: &impl Host) -> Table {
+        let mut t = Table::new();
+        fill_supported(&mut t, host);
+        t
+    }
+
+    fn default_table(supported: &Table) -> Table {
+        let mut t = supported.clone();
+        make_default(&mut t);
+        t
+    }
 
     /// A host CPU described by its leaves (subleaf 0 for unindexed ones); missing leaves
     /// read as Intel's out-of-range rule would, simplified to zeros.

@@ -10,19 +10,31 @@
 
 /// MSR indices.
 pub mod index {
+    /// IA32_TIME_STAMP_COUNTER.
     pub const TSC: u32 = 0x10;
+    /// IA32_SYSENTER_CS.
     pub const SYSENTER_CS: u32 = 0x174;
+    /// IA32_SYSENTER_ESP.
     pub const SYSENTER_ESP: u32 = 0x175;
+    /// IA32_SYSENTER_EIP.
     pub const SYSENTER_EIP: u32 = 0x176;
+    /// IA32_PAT.
     pub const PAT: u32 = 0x277;
+    /// IA32_EFER.
     pub const EFER: u32 = 0xc000_0080;
+    /// IA32_STAR: SYSCALL/SYSRET selectors.
     pub const STAR: u32 = 0xc000_0081;
+    /// IA32_LSTAR: SYSCALL target in 64-bit mode.
     pub const LSTAR: u32 = 0xc000_0082;
+    /// IA32_CSTAR: SYSCALL target in compatibility mode.
     pub const CSTAR: u32 = 0xc000_0083;
     /// IA32_FMASK (Linux: MSR_SYSCALL_MASK).
     pub const SFMASK: u32 = 0xc000_0084;
+    /// IA32_FS_BASE.
     pub const FS_BASE: u32 = 0xc000_0100;
+    /// IA32_GS_BASE.
     pub const GS_BASE: u32 = 0xc000_0101;
+    /// IA32_KERNEL_GS_BASE: what SWAPGS exchanges with GS base.
     pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
     /// IA32_VMX_BASIC, the first VMX capability MSR.
     pub const VMX_FIRST: u32 = 0x480;
@@ -30,10 +42,13 @@ pub mod index {
     pub const VMX_LAST: u32 = 0x491;
 }
 
-/// EFER bits.
+/// EFER.SCE: SYSCALL/SYSRET enable.
 pub const EFER_SCE: u64 = 1 << 0;
+/// EFER.LME: IA-32e mode enable.
 pub const EFER_LME: u64 = 1 << 8;
+/// EFER.LMA: IA-32e mode active (read-only to the guest).
 pub const EFER_LMA: u64 = 1 << 10;
+/// EFER.NXE: execute-disable enable.
 pub const EFER_NXE: u64 = 1 << 11;
 /// EFER bits the virtual CPU has; the others are reserved.
 pub const EFER_VALID: u64 = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
