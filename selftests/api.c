@@ -1111,6 +1111,47 @@ SVM_TEST(vm, set_cpuid_seen_by_guest, API_TIMEOUT,
 	free(sup);
 }
 
+SVM_TEST(vm, cpuid_hides_nx, API_TIMEOUT,
+	 "a guest whose CPUID table hides NX gets #GP for WRMSR EFER.NXE; with NX shown it works")
+{
+	/* rdmsr EFER; or eax, EFER.NXE; wrmsr; hlt */
+	const uint8_t code[] = { MOV_ECX(0xc0000080u), RDMSR, 0x0d, 0x00, 0x08, 0x00, 0x00, WRMSR, HLT };
+	struct shadowvm_cpuid c = { 0 };
+	struct shadowvm_regs regs;
+	uint32_t n = 0;
+	struct shadowvm_cpuid_entry *sup = supported_cpuid(self->vm.fd, &n);
+	struct shadowvm_cpuid_entry *x1;
+	int r;
+
+	ASSERT_NE(NULL, sup);
+	x1 = (struct shadowvm_cpuid_entry *)find_leaf(sup, n, 0x80000001);
+	if (!x1 || !(x1->edx & (1u << 20))) {
+		free(sup);
+		SKIP(return, "the host has no NX");
+	}
+	/* The default table shows NX. */
+	ASSERT_EQ(0, exception_guest(&self->vm, code, sizeof(code)));
+	r = vm_run(&self->vm);
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && regs.rip == CODE + sizeof(code))
+		TH_LOG("exit %d rip %#llx", r, (unsigned long long)regs.rip);
+	ASSERT_NE(0ull, get_msr(self->vm.fd, 0xc0000080) & (1ull << 11));
+	/* The supported table without NX: the same WRMSR faults. */
+	vm_destroy(&self->vm);
+	ASSERT_EQ(0, vm_create_reset(&self->vm, MEM_SIZE));
+	x1->edx &= ~(1u << 20);
+	c.nent = n;
+	c.entries = (uintptr_t)sup;
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c)) TH_LOG("%s", strerror(errno));
+	ASSERT_EQ(0, exception_guest(&self->vm, code, sizeof(code)));
+	r = vm_run(&self->vm);
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && (regs.rax & 0xff) == 13)
+		TH_LOG("exit %d AL %llu", r, (unsigned long long)(regs.rax & 0xff));
+	ASSERT_EQ(0ull, get_msr(self->vm.fd, 0xc0000080) & (1ull << 11));
+	free(sup);
+}
+
 int main(int argc, char **argv)
 {
 	/* Runs after suites that unload the module. */

@@ -248,6 +248,41 @@ impl Table {
     }
 }
 
+/// The features of a table that decide which CR4 and EFER bits the guest's own MOV to CR4
+/// and WRMSR may set (KVM's `guest_cpuid_has` checks): a feature the table hides faults
+/// like on a CPU without it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlFeatures {
+    /// Leaf 0x80000001 EDX.NX: EFER.NXE.
+    pub nx: bool,
+    /// Leaf 7.0 EBX.FSGSBASE: CR4.FSGSBASE.
+    pub fsgsbase: bool,
+    /// Leaf 1 ECX.PCID: CR4.PCIDE.
+    pub pcid: bool,
+    /// Leaf 7.0 EBX.SMEP: CR4.SMEP.
+    pub smep: bool,
+    /// Leaf 7.0 EBX.SMAP: CR4.SMAP.
+    pub smap: bool,
+}
+
+impl Table {
+    /// What the table says about the features behind CR4 and EFER bits (exact entries
+    /// only: an absent leaf has none of them).
+    pub fn control_features(&self) -> ControlFeatures {
+        let regs = |function, index| self.find(function, index).map_or([0; 4], |e| e.regs);
+        let [_, _, ecx1, _] = regs(1, 0);
+        let [_, ebx7, _, _] = regs(7, 0);
+        let [_, _, _, edx_x1] = regs(0x8000_0001, 0);
+        ControlFeatures {
+            nx: edx_x1 & (1 << 20) != 0,
+            fsgsbase: ebx7 & (1 << 0) != 0,
+            pcid: ecx1 & (1 << 17) != 0,
+            smep: ebx7 & (1 << 7) != 0,
+            smap: ebx7 & (1 << 20) != 0,
+        }
+    }
+}
+
 /// A 12-byte vendor string as EBX, EDX, ECX.
 fn vendor_regs(s: &[u8; 12]) -> [u32; 3] {
     let w = |i: usize| {
@@ -576,6 +611,36 @@ mod tests {
         }
         // Address sizes are the module's.
         assert_eq!(filter(&all(0x8000_0008, 0), &s).regs, [0x3027, 0, 0, 0]);
+    }
+
+    #[test]
+    fn control_features_follow_the_table() {
+        let all = ControlFeatures {
+            nx: true,
+            fsgsbase: true,
+            pcid: true,
+            smep: true,
+            smap: true,
+        };
+        let mut h = intel_host();
+        h.invpcid = true;
+        assert_eq!(supported(&h).control_features(), all);
+        assert_eq!(default_table(&supported(&h)).control_features(), all);
+        let none = ControlFeatures {
+            nx: false,
+            fsgsbase: false,
+            pcid: false,
+            smep: false,
+            smap: false,
+        };
+        assert_eq!(Table::new().control_features(), none);
+        // Only SMEP in leaf 7, only NX in 0x80000001.
+        let t = table(&[
+            (7, 0, 1, [0, 1 << 7, 0, 0]),
+            (0x8000_0001, 0, 0, [0, 0, 0, 1 << 20]),
+        ]);
+        let f = t.control_features();
+        assert!(f.smep && f.nx && !f.smap && !f.fsgsbase && !f.pcid);
     }
 
     fn table(entries: &[(u32, u32, u32, [u32; 4])]) -> Table {

@@ -98,7 +98,7 @@ pub fn pat_valid(v: u64) -> bool {
 /// Who writes, and what the rules depend on.
 #[derive(Clone, Copy, Debug)]
 pub struct WriteContext {
-    /// The host CPU has NX (EFER.NXE may be set).
+    /// EFER.NXE may be set: the host has NX (and, for the guest, its CPUID table shows NX).
     pub nx: bool,
     /// `Some` for the guest's WRMSR, `None` for userspace (`SHADOWVM_SET_MSRS`).
     pub guest: Option<GuestWrite>,

@@ -90,6 +90,29 @@ pub(crate) fn has_gb_pages() -> bool {
     host(0x8000_0001, 0).3 & (1 << 26) != 0
 }
 
+/// CR4 bits the guest's MOV to CR4 may set: [`cr4_allowed`], minus the features its CPUID
+/// table hides.
+pub(crate) fn guest_cr4_allowed(table: &Table) -> u64 {
+    let f = table.control_features();
+    let mut v = cr4_allowed();
+    for (has, bit) in [
+        (f.fsgsbase, CR4_FSGSBASE),
+        (f.pcid, CR4_PCIDE),
+        (f.smep, CR4_SMEP),
+        (f.smap, CR4_SMAP),
+    ] {
+        if !has {
+            v &= !bit;
+        }
+    }
+    v
+}
+
+/// Whether the guest's WRMSR may set EFER.NXE: the host has NX and the table shows it.
+pub(crate) fn guest_nx(table: &Table) -> bool {
+    has_nx() && table.control_features().nx
+}
+
 /// CR4 bits a guest may set on this host: the architectural set shadowvm supports, minus
 /// features the host lacks.
 pub(crate) fn cr4_allowed() -> u64 {

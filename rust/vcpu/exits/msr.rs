@@ -151,7 +151,7 @@ impl VcpuCore {
         let msr = s.gpr[1] as u32;
         let v = (s.gpr[0] & 0xffff_ffff) | (s.gpr[2] << 32);
         let ctx = WriteContext {
-            nx: super::super::cpuid::has_nx(),
+            nx: super::super::cpuid::guest_nx(&self.cpuid),
             guest: Some(GuestWrite {
                 paging: s.cr0 & x86::CR0_PG != 0,
                 efer: s.efer,
