@@ -23,6 +23,9 @@ use kernel::{
     uaccess::UserSliceReader,
 };
 
+// The virtual CPU's rules (MSR writes, CPUID tables), shared with a host crate for tests.
+#[path = "cpumodel/mod.rs"]
+pub mod cpumodel;
 mod glue;
 // The emulator, the engine and the ABI are shared with host crates (their public API is
 // theirs, whether this crate uses every item or not), so they are `pub` here too.

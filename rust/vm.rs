@@ -136,6 +136,72 @@ plain_data!(
     uapi::StatEntry,
     uapi::MemoryRegion
 );
+plain_data!(uapi::Msrs, uapi::MsrEntry, uapi::Cpuid, uapi::CpuidEntry);
+
+/// CHECK_CAP: the value of capability `cap`, `EINVAL` for an unknown one.
+/// The capabilities of user-space MSR exits, CPUID and the TSC: 1 each.
+fn msr_cpuid_tsc_cap(cap: usize) -> Option<isize> {
+    match u32::try_from(cap).ok()? {
+        uapi::SHADOWVM_CAP_USER_MSR | uapi::SHADOWVM_CAP_CPUID | uapi::SHADOWVM_CAP_TSC => Some(1),
+        _ => None,
+    }
+}
+
+/// `hdr.entries` as a user slice of `count` elements of `T`.
+fn user_array<T>(entries: u64, count: usize) -> Result<UserSlice> {
+    let bytes = count.checked_mul(core::mem::size_of::<T>()).ok_or(EINVAL)?;
+    Ok(UserSlice::new(UserPtr::from_addr(entries as usize), bytes))
+}
+
+/// The `Msrs` header at `arg` and its entries (`EINVAL` for flags, too many entries, or a
+/// nonzero reserved field).
+fn read_msrs(arg: usize) -> Result<(uapi::Msrs, KVec<uapi::MsrEntry>)> {
+    let hdr: uapi::Msrs = user_copy_in(arg)?;
+    if hdr.flags != 0 || hdr.nmsrs > uapi::SHADOWVM_MSRS_MAX {
+        return Err(EINVAL);
+    }
+    let n = hdr.nmsrs as usize;
+    let mut r = user_array::<uapi::MsrEntry>(hdr.entries, n)?.reader();
+    let mut entries = KVec::with_capacity(n, GFP_KERNEL)?;
+    for _ in 0..n {
+        let e: uapi::MsrEntry = r.read()?;
+        if e.reserved != 0 {
+            return Err(EINVAL);
+        }
+        entries.push(e, GFP_KERNEL)?;
+    }
+    Ok((hdr, entries))
+}
+
+/// GET_SUPPORTED_CPUID: the entries, or `E2BIG` with `nent` set to how many there are.
+fn get_supported_cpuid(arg: usize) -> Result<isize> {
+    let hdr: uapi::Cpuid = user_copy_in(arg)?;
+    if hdr.flags != 0 {
+        return Err(EINVAL);
+    }
+    let entries = Vcpu::supported_cpuid()?;
+    let nent = entries.len() as u32;
+    user_copy_out(arg, &uapi::Cpuid { nent, ..hdr })?;
+    if hdr.nent < nent {
+        return Err(E2BIG);
+    }
+    let mut w = user_array::<uapi::CpuidEntry>(hdr.entries, entries.len())?.writer();
+    for e in entries.iter() {
+        w.write(e)?;
+    }
+    Ok(0)
+}
+
+/// GET_TSC_KHZ: the host's TSC frequency, which the guest's TSC runs at; `EIO` if the
+/// kernel did not calibrate it.
+fn get_tsc_khz() -> Result<isize> {
+    // SAFETY: `tsc_khz` is written during boot calibration and only read afterwards.
+    let khz = unsafe { kernel::bindings::tsc_khz };
+    if khz == 0 {
+        return Err(EIO);
+    }
+    Ok(khz as isize)
+}
 
 /// Users with VMs open at once that the per-user count can track (more: `EMFILE`).
 const USER_SLOTS: usize = 256;
@@ -275,7 +341,7 @@ impl VmFile {
             uapi::SHADOWVM_CAP_MEMORY_SLOTS => uapi::SHADOWVM_MEMORY_SLOTS.into(),
             uapi::SHADOWVM_CAP_MAX_MEMORY_MB => crate::max_memory_bytes() >> 20,
             uapi::SHADOWVM_CAP_FPU => 1,
-            _ => return Err(EINVAL),
+            _ => return msr_cpuid_tsc_cap(cap as usize).ok_or(EINVAL),
         };
         // The ioctl return value is an int: saturate (max_memory_mb could be set absurdly).
         Ok(isize::try_from(value.min(i32::MAX as u64)).unwrap_or(0))
@@ -363,6 +429,44 @@ impl VmFile {
         })
     }
 
+    /// GET_MSRS: the number of entries read (up to the first MSR the module does not own);
+    /// those entries are written back.
+    fn get_msrs(&self, arg: usize) -> Result<isize> {
+        let (hdr, mut entries) = read_msrs(arg)?;
+        let n = self.with_vcpu(|v| Ok(v.get_msrs(&mut entries)))?;
+        let mut w = user_array::<uapi::MsrEntry>(hdr.entries, n)?.writer();
+        for e in entries.iter().take(n) {
+            w.write(e)?;
+        }
+        Ok(n as isize)
+    }
+
+    /// SET_MSRS: the number of entries written (up to the first the module refuses).
+    fn set_msrs(&self, arg: usize) -> Result<isize> {
+        let (_, entries) = read_msrs(arg)?;
+        let mut vm = self.vm.lock();
+        let Vm { ram, vcpu: Some(v) } = &mut *vm else {
+            return Err(EINVAL);
+        };
+        Ok(v.set_msrs(ram, &entries) as isize)
+    }
+
+    /// SET_CPUID: installs the table (see `Vcpu::set_cpuid`).
+    fn set_cpuid(&self, arg: usize) -> Result<isize> {
+        let hdr: uapi::Cpuid = user_copy_in(arg)?;
+        if hdr.flags != 0 || hdr.nent > uapi::SHADOWVM_CPUID_MAX_ENTRIES {
+            return Err(EINVAL);
+        }
+        let n = hdr.nent as usize;
+        let mut r = user_array::<uapi::CpuidEntry>(hdr.entries, n)?.reader();
+        let mut entries = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            entries.push(r.read::<uapi::CpuidEntry>()?, GFP_KERNEL)?;
+        }
+        self.with_vcpu(|v| v.set_cpuid(&entries))?;
+        Ok(0)
+    }
+
     fn with_vcpu<R>(&self, f: impl FnOnce(&mut Vcpu) -> Result<R>) -> Result<R> {
         let mut vm = self.vm.lock();
         let vcpu = vm.vcpu.as_mut().ok_or(EINVAL)?;
@@ -438,6 +542,11 @@ impl MiscDevice for VmFile {
             uapi::SHADOWVM_SET_MEMORY_REGION => me.set_memory_region(arg),
             uapi::SHADOWVM_GET_FPU => me.get_fpu(arg),
             uapi::SHADOWVM_SET_FPU => me.set_fpu(arg),
+            uapi::SHADOWVM_GET_MSRS => me.get_msrs(arg),
+            uapi::SHADOWVM_SET_MSRS => me.set_msrs(arg),
+            uapi::SHADOWVM_GET_SUPPORTED_CPUID => get_supported_cpuid(arg),
+            uapi::SHADOWVM_SET_CPUID => me.set_cpuid(arg),
+            uapi::SHADOWVM_GET_TSC_KHZ => no_arg().and_then(|()| get_tsc_khz()),
             _ => Err(ENOTTY),
         }
     }

@@ -1096,6 +1096,493 @@ SVM_TEST(two_slots, fpu_visible_to_guest, API_TIMEOUT,
 	memcpy(&xmm1, f.fxsave + SHADOWVM_FXSAVE_XMM + 16, 4);
 	ASSERT_TRUE(xmm1 == 0xcafef00d && fpu_mxcsr(&f) == 0x7f80)
 		TH_LOG("xmm1 %#x mxcsr %#x", xmm1, fpu_mxcsr(&f));
+/* ---- MSRs, CPUID, TSC (ABI v2) ---- */
+
+#define MSR_TSC 0x10u
+#define MSR_MISC_ENABLE 0x1a0u
+#define MSR_TSC_DEADLINE 0x6e0u
+#define MSR_VMX_BASIC 0x480u
+#define MSR_STAR 0xc0000081u
+#define MSR_LSTAR 0xc0000082u
+#define MSR_FS_BASE 0xc0000100u
+
+/* Where the exception guest keeps its descriptor tables and handler stubs. */
+#define XG_GDT 0x3000u
+#define XG_IDT 0x3800u
+#define XG_STUBS 0x4000u
+
+/*
+ * Gives the reset-state VM (32-bit protected mode, paging off) a GDT with the flat code
+ * (0x08) and data (0x10) segments it already uses and an IDT whose gate v leads to a stub
+ * "mov al, v; hlt" at XG_STUBS + 4 * v, for the 32 exception vectors: an exception ends in
+ * a HLT exit with the vector in AL and, for #GP, the error code and the faulting EIP on
+ * the stack at GUEST_STACK.
+ */
+static int exception_guest(struct vm *vm, const uint8_t *code, size_t len)
+{
+	struct shadowvm_sregs s;
+	struct shadowvm_regs r;
+	uint64_t *gdt = (uint64_t *)(vm->mem + XG_GDT);
+	uint32_t *idt = (uint32_t *)(vm->mem + XG_IDT);
+
+	gdt[0] = 0;
+	gdt[1] = 0x00cf9b000000ffffull;
+	gdt[2] = 0x00cf93000000ffffull;
+	for (unsigned int v = 0; v < 32; v++) {
+		uint32_t stub = XG_STUBS + 4 * v;
+		uint8_t *p = vm->mem + stub;
+
+		p[0] = 0xb0;	/* mov al, v */
+		p[1] = v;
+		p[2] = 0xf4;	/* hlt */
+		p[3] = 0x90;
+		idt[2 * v] = (0x08u << 16) | (stub & 0xffff);
+		idt[2 * v + 1] = (stub & 0xffff0000u) | 0x8e00;	/* present 32-bit interrupt gate */
+	}
+	memcpy(vm->mem + CODE, code, len);
+	if (ioctl(vm->fd, SHADOWVM_GET_SREGS, &s) || ioctl(vm->fd, SHADOWVM_GET_REGS, &r))
+		return -1;
+	s.gdt.base = XG_GDT;
+	s.gdt.limit = 3 * 8 - 1;
+	s.idt.base = XG_IDT;
+	s.idt.limit = 32 * 8 - 1;
+	r.rsp = GUEST_STACK;
+	if (ioctl(vm->fd, SHADOWVM_SET_SREGS, &s) || ioctl(vm->fd, SHADOWVM_SET_REGS, &r))
+		return -1;
+	return 0;
+}
+
+/* GET_MSRS/SET_MSRS of `n` entries; the ioctl's result. */
+static int msrs(int fd, unsigned long cmd, struct shadowvm_msr_entry *e, uint32_t n)
+{
+	struct shadowvm_msrs m = { .nmsrs = n, .entries = (uintptr_t)e };
+
+	return ioctl(fd, cmd, &m);
+}
+
+static uint64_t get_msr(int fd, uint32_t index)
+{
+	struct shadowvm_msr_entry e = { .index = index };
+
+	return msrs(fd, SHADOWVM_GET_MSRS, &e, 1) == 1 ? e.data : 0xdeadbeefdeadbeefull;
+}
+
+/* mov ecx, imm32 (5 bytes) */
+#define MOV_ECX(v) 0xb9, (v) & 0xff, ((v) >> 8) & 0xff, ((v) >> 16) & 0xff, ((v) >> 24) & 0xff
+#define MOV_EAX(v) 0xb8, (v) & 0xff, ((v) >> 8) & 0xff, ((v) >> 16) & 0xff, ((v) >> 24) & 0xff
+#define MOV_EDX(v) 0xba, (v) & 0xff, ((v) >> 8) & 0xff, ((v) >> 16) & 0xff, ((v) >> 24) & 0xff
+#define RDMSR 0x0f, 0x32
+#define WRMSR 0x0f, 0x30
+#define RDTSC 0x0f, 0x31
+#define CPUID 0x0f, 0xa2
+#define HLT 0xf4
+
+SVM_TEST(fresh, check_cap_msr_cpuid_tsc, API_TIMEOUT,
+	 "CHECK_CAP reports USER_MSR, CPUID and TSC as 1, an unknown cap fails with EINVAL")
+{
+	ASSERT_EQ(1, ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_USER_MSR));
+	ASSERT_EQ(1, ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_CPUID));
+	ASSERT_EQ(1, ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_TSC));
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_CHECK_CAP, 0x7fff), EINVAL);
+}
+
+SVM_TEST(fresh, tsc_khz, API_TIMEOUT, "GET_TSC_KHZ returns the host TSC frequency (> 0)")
+{
+	int khz = ioctl(self->fd, SHADOWVM_GET_TSC_KHZ, 0);
+
+	ASSERT_LT(0, khz) TH_LOG("GET_TSC_KHZ: %d, %s", khz, strerror(errno));
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_GET_TSC_KHZ, 1), EINVAL);
+}
+
+SVM_TEST(fresh, msrs_before_vcpu, API_TIMEOUT, "GET_MSRS before CREATE_VCPU fails with EINVAL")
+{
+	struct shadowvm_msr_entry e = { .index = MSR_STAR };
+
+	ASSERT_ERRNO(msrs(self->fd, SHADOWVM_GET_MSRS, &e, 1), EINVAL);
+}
+
+SVM_TEST(vm, msrs_misuse, API_TIMEOUT,
+	 "GET/SET_MSRS: flags, reserved fields, too many entries fail with EINVAL, a bad pointer with EFAULT")
+{
+	struct shadowvm_msr_entry e = { .index = MSR_STAR, .reserved = 1 };
+	struct shadowvm_msrs m = { .nmsrs = 1, .flags = 1, .entries = (uintptr_t)&e };
+
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_GET_MSRS, &m), EINVAL);
+	m.flags = 0;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_MSRS, &m), EINVAL);
+	e.reserved = 0;
+	m.nmsrs = SHADOWVM_MSRS_MAX + 1;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_GET_MSRS, &m), EINVAL);
+	m.nmsrs = 1;
+	m.entries = 8;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_MSRS, &m), EFAULT);
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_GET_MSRS, &m), EFAULT);
+	m.nmsrs = 0;
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_MSRS, &m));
+}
+
+SVM_TEST(vm, set_msrs_stops_at_bad_value, API_TIMEOUT,
+	 "SET_MSRS with a non-canonical FS_BASE returns the count before it and changes nothing after")
+{
+	struct shadowvm_msr_entry e[3] = {
+		{ .index = MSR_STAR, .data = 0x0023001000000000ull },
+		{ .index = MSR_FS_BASE, .data = 0x0000800000000000ull },
+		{ .index = MSR_LSTAR, .data = 0xffffffff81000000ull },
+	};
+
+	ASSERT_EQ(1, msrs(self->vm.fd, SHADOWVM_SET_MSRS, e, 3));
+	ASSERT_EQ(0x0023001000000000ull, get_msr(self->vm.fd, MSR_STAR));
+	ASSERT_EQ(0ull, get_msr(self->vm.fd, MSR_FS_BASE));
+	ASSERT_EQ(0ull, get_msr(self->vm.fd, MSR_LSTAR));
+	/* A reserved PAT memory type (2) stops it too. */
+	e[0].index = 0x277;
+	e[0].data = 0x0202020202020202ull;
+	ASSERT_EQ(0, msrs(self->vm.fd, SHADOWVM_SET_MSRS, e, 1));
+	/* EFER.LMA without paging is what SET_SREGS refuses as well. */
+	e[0].index = 0xc0000080;
+	e[0].data = 0x500;
+	ASSERT_EQ(0, msrs(self->vm.fd, SHADOWVM_SET_MSRS, e, 1));
+}
+
+SVM_TEST(vm, msrs_stop_at_unknown_index, API_TIMEOUT,
+	 "GET/SET_MSRS stop at the first MSR the module does not own")
+{
+	struct shadowvm_msr_entry e[3] = {
+		{ .index = MSR_LSTAR, .data = 0xffffffff81000000ull },
+		{ .index = MSR_MISC_ENABLE, .data = 1 },
+		{ .index = MSR_STAR, .data = 5 },
+	};
+
+	ASSERT_EQ(1, msrs(self->vm.fd, SHADOWVM_SET_MSRS, e, 3));
+	ASSERT_EQ(0ull, get_msr(self->vm.fd, MSR_STAR));
+	e[0].data = 0;
+	e[1].data = 0x77;
+	ASSERT_EQ(1, msrs(self->vm.fd, SHADOWVM_GET_MSRS, e, 3));
+	ASSERT_EQ(0xffffffff81000000ull, e[0].data);
+	ASSERT_EQ(0x77ull, e[1].data) TH_LOG("GET_MSRS wrote an entry it did not read");
+}
+
+SVM_TEST(vm, fresh_tsc_near_zero, API_TIMEOUT, "a new vCPU's TSC starts near 0")
+{
+	uint64_t khz = ioctl(self->vm.fd, SHADOWVM_GET_TSC_KHZ, 0);
+	uint64_t tsc = get_msr(self->vm.fd, MSR_TSC);
+
+	/* Within a minute of TSC ticks since CREATE_VCPU (Bochs is slow). */
+	ASSERT_LT(tsc, khz * 1000 * 60) TH_LOG("TSC %#llx, %llu kHz", (unsigned long long)tsc,
+					       (unsigned long long)khz);
+}
+
+SVM_TEST(vm, set_tsc_then_rdtsc, API_TIMEOUT,
+	 "after SET_MSRS(IA32_TSC = X) the guest's RDTSC reads X or a little more")
+{
+	const uint8_t code[] = { RDTSC, HLT };
+	const uint64_t x = 0x0000123400000000ull;
+	uint64_t khz = ioctl(self->vm.fd, SHADOWVM_GET_TSC_KHZ, 0);
+	struct shadowvm_msr_entry e = { .index = MSR_TSC, .data = x };
+	struct shadowvm_regs regs;
+	uint64_t tsc;
+	int r;
+
+	memcpy(self->vm.mem + CODE, code, sizeof(code));
+	ASSERT_EQ(1, msrs(self->vm.fd, SHADOWVM_SET_MSRS, &e, 1));
+	r = vm_run(&self->vm);
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, r);
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs));
+	tsc = (regs.rdx << 32) | (regs.rax & 0xffffffffu);
+	ASSERT_TRUE(tsc >= x && tsc - x < khz * 1000 * 60)
+		TH_LOG("RDTSC %#llx after setting %#llx", (unsigned long long)tsc, (unsigned long long)x);
+	ASSERT_LE(tsc, get_msr(self->vm.fd, MSR_TSC));
+}
+
+SVM_TEST(vm, rdmsr_exit_to_user, API_TIMEOUT,
+	 "RDMSR of an MSR the module does not own exits with its index; the data lands in EDX:EAX")
+{
+	const uint8_t code[] = { MOV_ECX(MSR_MISC_ENABLE), RDMSR, HLT };
+	struct shadowvm_regs regs;
+	int r;
+
+	memcpy(self->vm.mem + CODE, code, sizeof(code));
+	r = vm_run(&self->vm);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_X86_RDMSR && self->vm.run->exit.msr.index == MSR_MISC_ENABLE &&
+		    self->vm.run->exit.msr.error == 0)
+		TH_LOG("exit %d index %#x", r, self->vm.run->exit.msr.index);
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_EQ(CODE + 5, regs.rip) TH_LOG("RIP moved before userspace answered");
+	self->vm.run->exit.msr.data = 0x1122334455667788ull;
+	r = vm_run(&self->vm);
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && regs.rax == 0x55667788 && regs.rdx == 0x11223344 &&
+		    regs.rip == CODE + sizeof(code))
+		TH_LOG("exit %d rax %#llx rdx %#llx rip %#llx", r, (unsigned long long)regs.rax,
+		       (unsigned long long)regs.rdx, (unsigned long long)regs.rip);
+}
+
+SVM_TEST(vm, wrmsr_exit_to_user, API_TIMEOUT,
+	 "WRMSR of an MSR the module does not own exits with its index and EDX:EAX")
+{
+	const uint8_t code[] = { MOV_ECX(MSR_TSC_DEADLINE), MOV_EAX(0xaabbccddu), MOV_EDX(0x11223344u),
+				 WRMSR, HLT };
+	struct shadowvm_regs regs;
+	int r;
+
+	memcpy(self->vm.mem + CODE, code, sizeof(code));
+	r = vm_run(&self->vm);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_X86_WRMSR && self->vm.run->exit.msr.index == MSR_TSC_DEADLINE &&
+		    self->vm.run->exit.msr.data == 0x11223344aabbccddull)
+		TH_LOG("exit %d index %#x data %#llx", r, self->vm.run->exit.msr.index,
+		       (unsigned long long)self->vm.run->exit.msr.data);
+	r = vm_run(&self->vm);
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && regs.rip == CODE + sizeof(code))
+		TH_LOG("exit %d rip %#llx", r, (unsigned long long)regs.rip);
+}
+
+/* Runs `code` (an MSR access at CODE + 15 after three MOVs) to its exit, answers error=1. */
+static int msr_error_gp(struct vm *vm, const uint8_t *code, size_t len, int want_exit,
+			uint32_t *vector, uint32_t *error_code, uint32_t *eip)
+{
+	uint32_t *stack;
+	struct shadowvm_regs regs;
+	int r;
+
+	if (exception_guest(vm, code, len))
+		return -1;
+	r = vm_run(vm);
+	if (r != want_exit)
+		return -2;
+	vm->run->exit.msr.error = 1;
+	r = vm_run(vm);
+	if (r != SHADOWVM_EXIT_HLT || ioctl(vm->fd, SHADOWVM_GET_REGS, &regs))
+		return -3;
+	stack = (uint32_t *)(vm->mem + (regs.rsp & 0xffffffffu));
+	*vector = regs.rax & 0xff;
+	*error_code = stack[0];
+	*eip = stack[1];
+	return 0;
+}
+
+SVM_TEST(vm, msr_error_injects_gp, API_TIMEOUT,
+	 "error=1 after an RDMSR or WRMSR exit makes the guest take #GP(0) at the instruction")
+{
+	const uint8_t rd[] = { MOV_ECX(MSR_MISC_ENABLE), MOV_EAX(0), MOV_EDX(0), RDMSR, HLT };
+	const uint8_t wr[] = { MOV_ECX(MSR_MISC_ENABLE), MOV_EAX(1), MOV_EDX(0), WRMSR, HLT };
+	uint32_t vector = 0, error_code = 1, eip = 0;
+
+	ASSERT_EQ(0, msr_error_gp(&self->vm, rd, sizeof(rd), SHADOWVM_EXIT_X86_RDMSR, &vector,
+				  &error_code, &eip));
+	ASSERT_TRUE(vector == 13 && error_code == 0 && eip == CODE + 15)
+		TH_LOG("RDMSR: vector %u error code %u EIP %#x", vector, error_code, eip);
+	vm_destroy(&self->vm);
+	ASSERT_EQ(0, vm_create_reset(&self->vm, MEM_SIZE));
+	ASSERT_EQ(0, msr_error_gp(&self->vm, wr, sizeof(wr), SHADOWVM_EXIT_X86_WRMSR, &vector,
+				  &error_code, &eip));
+	ASSERT_TRUE(vector == 13 && error_code == 0 && eip == CODE + 15)
+		TH_LOG("WRMSR: vector %u error code %u EIP %#x", vector, error_code, eip);
+}
+
+SVM_TEST(vm, vmx_msr_gp_without_exit, API_TIMEOUT,
+	 "RDMSR of a VMX capability MSR is #GP in the guest, without an exit to userspace")
+{
+	const uint8_t code[] = { MOV_ECX(MSR_VMX_BASIC), RDMSR, HLT };
+	struct shadowvm_regs regs;
+	int r;
+
+	ASSERT_EQ(0, exception_guest(&self->vm, code, sizeof(code)));
+	r = vm_run(&self->vm);
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && (regs.rax & 0xff) == 13)
+		TH_LOG("exit %d AL %llu", r, (unsigned long long)(regs.rax & 0xff));
+}
+
+SVM_TEST(vm, guest_wrmsr_fs_base, API_TIMEOUT, "a guest WRMSR to FS_BASE reads back through GET_MSRS")
+{
+	const uint8_t code[] = { MOV_ECX(MSR_FS_BASE), MOV_EAX(0x12345000u), MOV_EDX(0), WRMSR, HLT };
+	struct shadowvm_sregs sregs;
+
+	memcpy(self->vm.mem + CODE, code, sizeof(code));
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, vm_run(&self->vm));
+	ASSERT_EQ(0x12345000ull, get_msr(self->vm.fd, MSR_FS_BASE));
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_SREGS, &sregs));
+	ASSERT_EQ(0x12345000ull, sregs.fs.base);
+}
+
+SVM_TEST(vm, apic_base_kept, API_TIMEOUT, "SET_SREGS keeps apic_base for userspace and GET_SREGS returns it")
+{
+	struct shadowvm_sregs s;
+
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_SREGS, &s));
+	ASSERT_EQ(0ull, s.apic_base);
+	s.apic_base = 0xfee00900;
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_SREGS, &s));
+	memset(&s, 0, sizeof(s));
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_SREGS, &s));
+	ASSERT_EQ(0xfee00900ull, s.apic_base);
+}
+
+/* The supported table (calloc'd, *n entries), or NULL. */
+static struct shadowvm_cpuid_entry *supported_cpuid(int fd, uint32_t *n)
+{
+	struct shadowvm_cpuid c = { 0 };
+	struct shadowvm_cpuid_entry *e;
+
+	if (ioctl(fd, SHADOWVM_GET_SUPPORTED_CPUID, &c) != -1 || errno != E2BIG || c.nent == 0)
+		return NULL;
+	e = calloc(c.nent, sizeof(*e));
+	c.entries = (uintptr_t)e;
+	if (ioctl(fd, SHADOWVM_GET_SUPPORTED_CPUID, &c)) {
+		free(e);
+		return NULL;
+	}
+	*n = c.nent;
+	return e;
+}
+
+static const struct shadowvm_cpuid_entry *find_leaf(const struct shadowvm_cpuid_entry *e, uint32_t n,
+						      uint32_t function)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (e[i].function == function)
+			return &e[i];
+	return NULL;
+}
+
+SVM_TEST(fresh, supported_cpuid, API_TIMEOUT,
+	 "GET_SUPPORTED_CPUID: E2BIG with the count when short, then leaves without VMX or XSAVE")
+{
+	uint32_t n = 0;
+	struct shadowvm_cpuid_entry *e = supported_cpuid(self->fd, &n);
+	const struct shadowvm_cpuid_entry *l1, *hv;
+
+	ASSERT_NE(NULL, e) TH_LOG("GET_SUPPORTED_CPUID: %s", strerror(errno));
+	ASSERT_LE(n, (uint32_t)SHADOWVM_CPUID_MAX_ENTRIES);
+	l1 = find_leaf(e, n, 1);
+	hv = find_leaf(e, n, 0x40000000);
+	ASSERT_TRUE(l1 && hv && find_leaf(e, n, 0));
+	ASSERT_EQ(0u, l1->ecx & ((1u << 5) | (1u << 26) | (1u << 27))) TH_LOG("VMX or XSAVE offered");
+	ASSERT_NE(0u, l1->ecx & (1u << 31)) TH_LOG("no hypervisor bit");
+	ASSERT_EQ(0, memcmp(&hv->ebx, "shadowvm", 8));
+	free(e);
+}
+
+SVM_TEST(vm, set_cpuid_misuse, API_TIMEOUT,
+	 "SET_CPUID: too many entries, bad flags, padding or duplicates fail with EINVAL, a bad pointer with EFAULT")
+{
+	struct shadowvm_cpuid_entry e[SHADOWVM_CPUID_MAX_ENTRIES + 1];
+	struct shadowvm_cpuid c = { .nent = SHADOWVM_CPUID_MAX_ENTRIES + 1, .entries = (uintptr_t)e };
+
+	memset(e, 0, sizeof(e));
+	for (unsigned int i = 0; i < SHADOWVM_CPUID_MAX_ENTRIES + 1; i++)
+		e[i].function = 0x40000000 + i;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c), EINVAL);
+	c.nent = SHADOWVM_CPUID_MAX_ENTRIES;
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c)) TH_LOG("%s", strerror(errno));
+	c.nent = 2;
+	e[1].function = e[0].function;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c), EINVAL);
+	e[1].function = 7;
+	e[1].flags = 2;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c), EINVAL);
+	e[1].flags = 0;
+	e[1].padding = 1;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c), EINVAL);
+	c.flags = 1;
+	e[1].padding = 0;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c), EINVAL);
+	c.flags = 0;
+	c.entries = 8;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c), EFAULT);
+}
+
+/* Runs CPUID(leaf, 0) in the guest; the four registers in r[]. */
+static int guest_cpuid(struct vm *vm, uint32_t leaf, uint32_t r[4])
+{
+	const uint8_t code[] = { MOV_EAX(leaf), MOV_ECX(0), CPUID, HLT };
+	struct shadowvm_regs regs;
+
+	memcpy(vm->mem + CODE, code, sizeof(code));
+	if (ioctl(vm->fd, SHADOWVM_GET_REGS, &regs))
+		return -1;
+	regs.rip = CODE;
+	if (ioctl(vm->fd, SHADOWVM_SET_REGS, &regs) || vm_run(vm) != SHADOWVM_EXIT_HLT ||
+	    ioctl(vm->fd, SHADOWVM_GET_REGS, &regs))
+		return -1;
+	r[0] = regs.rax;
+	r[1] = regs.rbx;
+	r[2] = regs.rcx;
+	r[3] = regs.rdx;
+	return 0;
+}
+
+SVM_TEST(vm, set_cpuid_seen_by_guest, API_TIMEOUT,
+	 "SET_CPUID values reach the guest's CPUID, unsupported feature bits filtered, high leaves read the top one")
+{
+	uint32_t n = 0, r[4];
+	struct shadowvm_cpuid_entry *sup = supported_cpuid(self->vm.fd, &n);
+	const struct shadowvm_cpuid_entry *l1;
+	struct shadowvm_cpuid_entry e[3] = {
+		{ .function = 0, .eax = 1, .ebx = 0x756e6547, .ecx = 0x6c65746e, .edx = 0x49656e69 },
+		/* Every feature bit asked for, VMX (ECX bit 5) among them. */
+		{ .function = 1, .eax = 0x000906ea, .ebx = 0x05000800, .ecx = 0xffffffff, .edx = 0xffffffff },
+		{ .function = 0x40000000, .eax = 0x40000000, .ebx = 0x61626364 },
+	};
+	struct shadowvm_cpuid c = { .nent = 3, .entries = (uintptr_t)e };
+
+	ASSERT_NE(NULL, sup);
+	l1 = find_leaf(sup, n, 1);
+	ASSERT_NE(NULL, l1);
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c)) TH_LOG("%s", strerror(errno));
+	ASSERT_EQ(0, guest_cpuid(&self->vm, 1, r));
+	ASSERT_TRUE(r[0] == 0x000906ea && r[1] == 0x05000800 && r[2] == l1->ecx && r[3] == l1->edx)
+		TH_LOG("leaf 1: %#x %#x %#x %#x, supported ECX %#x EDX %#x", r[0], r[1], r[2], r[3],
+		       l1->ecx, l1->edx);
+	ASSERT_EQ(0u, r[2] & (1u << 5)) TH_LOG("VMX bit not filtered");
+	ASSERT_EQ(0, guest_cpuid(&self->vm, 0x40000000, r));
+	ASSERT_EQ(0x61626364u, r[1]);
+	/* Above the maximum basic leaf (1): the values of leaf 1, as on Intel CPUs. */
+	ASSERT_EQ(0, guest_cpuid(&self->vm, 0x20, r));
+	ASSERT_TRUE(r[0] == 0x000906ea && r[1] == 0x05000800) TH_LOG("leaf 0x20: %#x %#x", r[0], r[1]);
+	free(sup);
+}
+
+SVM_TEST(vm, cpuid_hides_nx, API_TIMEOUT,
+	 "a guest whose CPUID table hides NX gets #GP for WRMSR EFER.NXE; with NX shown it works")
+{
+	/* rdmsr EFER; or eax, EFER.NXE; wrmsr; hlt */
+	const uint8_t code[] = { MOV_ECX(0xc0000080u), RDMSR, 0x0d, 0x00, 0x08, 0x00, 0x00, WRMSR, HLT };
+	struct shadowvm_cpuid c = { 0 };
+	struct shadowvm_regs regs;
+	uint32_t n = 0;
+	struct shadowvm_cpuid_entry *sup = supported_cpuid(self->vm.fd, &n);
+	struct shadowvm_cpuid_entry *x1;
+	int r;
+
+	ASSERT_NE(NULL, sup);
+	x1 = (struct shadowvm_cpuid_entry *)find_leaf(sup, n, 0x80000001);
+	if (!x1 || !(x1->edx & (1u << 20))) {
+		free(sup);
+		SKIP(return, "the host has no NX");
+	}
+	/* The default table shows NX. */
+	ASSERT_EQ(0, exception_guest(&self->vm, code, sizeof(code)));
+	r = vm_run(&self->vm);
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && regs.rip == CODE + sizeof(code))
+		TH_LOG("exit %d rip %#llx", r, (unsigned long long)regs.rip);
+	ASSERT_NE(0ull, get_msr(self->vm.fd, 0xc0000080) & (1ull << 11));
+	/* The supported table without NX: the same WRMSR faults. */
+	vm_destroy(&self->vm);
+	ASSERT_EQ(0, vm_create_reset(&self->vm, MEM_SIZE));
+	x1->edx &= ~(1u << 20);
+	c.nent = n;
+	c.entries = (uintptr_t)sup;
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c)) TH_LOG("%s", strerror(errno));
+	ASSERT_EQ(0, exception_guest(&self->vm, code, sizeof(code)));
+	r = vm_run(&self->vm);
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && (regs.rax & 0xff) == 13)
+		TH_LOG("exit %d AL %llu", r, (unsigned long long)(regs.rax & 0xff));
+	ASSERT_EQ(0ull, get_msr(self->vm.fd, 0xc0000080) & (1ull << 11));
+	free(sup);
 }
 
 int main(int argc, char **argv)

@@ -294,7 +294,9 @@ pub struct Sregs {
     pub cr3: u64,
     pub cr4: u64,
     pub efer: u64,
-    /// IA32_APIC_BASE. shadowvm emulates no local APIC: reads 0 and must be 0.
+    /// IA32_APIC_BASE as userspace last set it. The module keeps the value for userspace
+    /// (which emulates the local APIC and owns the MSR) and gives it no meaning: any value
+    /// is accepted and read back; a fresh vCPU has 0.
     pub apic_base: u64,
 }
 
@@ -503,6 +505,12 @@ pub const SHADOWVM_EXIT_FAIL_ENTRY: u32 = 6;
 pub const SHADOWVM_EXIT_INTERNAL_ERROR: u32 = 7;
 /// RUN returned before the guest needed anything: `Run::intr()` says why.
 pub const SHADOWVM_EXIT_INTR: u32 = 8;
+/// RDMSR of an MSR the module does not own: `Run::msr()`; userspace fills `data` (or sets
+/// `error`) before the next RUN.
+pub const SHADOWVM_EXIT_X86_RDMSR: u32 = 10;
+/// WRMSR of an MSR the module does not own: `Run::msr()` holds the value (EDX:EAX);
+/// userspace sets `error` to refuse it.
+pub const SHADOWVM_EXIT_X86_WRMSR: u32 = 11;
 
 /// `ExitIo::direction`: IN (userspace supplies `data`).
 pub const SHADOWVM_IO_IN: u8 = 0;
@@ -613,6 +621,21 @@ pub struct ExitIntr {
     pub padding: u32,
 }
 
+/// `SHADOWVM_EXIT_X86_RDMSR` / `SHADOWVM_EXIT_X86_WRMSR` details (C: `struct
+/// shadowvm_exit_msr`, the shape of KVM's `msr` exit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitMsr {
+    /// Set to 1 by userspace to make the next RUN inject #GP(0) instead of completing the
+    /// instruction; 0 from the module.
+    pub error: u8,
+    pub pad: [u8; 3],
+    /// The MSR (guest ECX).
+    pub index: u32,
+    /// RDMSR: filled by userspace, loaded into EDX:EAX. WRMSR: the guest's EDX:EAX.
+    pub data: u64,
+}
+
 // ----- Run structure --------------------------------------------------------------------------
 
 /// Version of the run structure layout, in `Run::version`.
@@ -659,7 +682,8 @@ exit_details!(
     ExitHypercall,
     ExitFailEntry,
     ExitInternalError,
-    ExitIntr
+    ExitIntr,
+    ExitMsr
 );
 
 impl ExitArea {
@@ -741,6 +765,14 @@ impl Run {
     pub fn intr(&self) -> &ExitIntr {
         self.exit.get()
     }
+    /// RDMSR/WRMSR details (`SHADOWVM_EXIT_X86_RDMSR`, `SHADOWVM_EXIT_X86_WRMSR`).
+    pub fn msr(&self) -> &ExitMsr {
+        self.exit.get()
+    }
+    /// RDMSR/WRMSR details, for the value of a read or the error of either.
+    pub fn msr_mut(&mut self) -> &mut ExitMsr {
+        self.exit.get_mut()
+    }
 }
 
 /// Name of an exit reason, for messages and statistics (`"unknown"` for others).
@@ -755,6 +787,8 @@ pub const fn exit_reason_name(reason: u32) -> &'static str {
         SHADOWVM_EXIT_FAIL_ENTRY => "fail_entry",
         SHADOWVM_EXIT_INTERNAL_ERROR => "internal_error",
         SHADOWVM_EXIT_INTR => "intr",
+        SHADOWVM_EXIT_X86_RDMSR => "x86_rdmsr",
+        SHADOWVM_EXIT_X86_WRMSR => "x86_wrmsr",
         _ => "unknown",
     }
 }
@@ -843,3 +877,99 @@ const _: () = assert!(core::mem::align_of::<Fpu>() == 16);
 const _: () = assert!(size_of::<Run>() as u64 <= SHADOWVM_RUN_MMAP_SIZE);
 const _: () = assert!(SHADOWVM_RUN_MMAP_OFFSET & (SHADOWVM_PAGE_SIZE - 1) == 0);
 const _: () = assert!(SHADOWVM_RUN_MMAP_OFFSET >= SHADOWVM_MEMORY_MAX);
+
+// ----- MSRs, CPUID, TSC (ABI v2) -------------------------------------------------------------
+
+/// `SHADOWVM_CHECK_CAP`: RDMSR/WRMSR of MSRs the module does not own exit to userspace
+/// (`SHADOWVM_EXIT_X86_RDMSR`/`WRMSR`); value 1.
+pub const SHADOWVM_CAP_USER_MSR: u32 = 5;
+/// `SHADOWVM_CHECK_CAP`: `SHADOWVM_GET_SUPPORTED_CPUID` and `SHADOWVM_SET_CPUID`; value 1.
+pub const SHADOWVM_CAP_CPUID: u32 = 6;
+/// `SHADOWVM_CHECK_CAP`: `SHADOWVM_GET_TSC_KHZ`, IA32_TSC through `SHADOWVM_GET_MSRS` /
+/// `SHADOWVM_SET_MSRS`; value 1.
+pub const SHADOWVM_CAP_TSC: u32 = 7;
+
+/// Most entries one `SHADOWVM_GET_MSRS`/`SHADOWVM_SET_MSRS` call takes (more: `EINVAL`).
+pub const SHADOWVM_MSRS_MAX: u32 = 256;
+
+/// Argument of `SHADOWVM_GET_MSRS` and `SHADOWVM_SET_MSRS` (C: `struct shadowvm_msrs`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Msrs {
+    /// Number of entries, at most `SHADOWVM_MSRS_MAX`.
+    pub nmsrs: u32,
+    /// No flags are defined: must be 0.
+    pub flags: u32,
+    /// User pointer to an array of `nmsrs` `MsrEntry`.
+    pub entries: u64,
+}
+
+/// One MSR (C: `struct shadowvm_msr_entry`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsrEntry {
+    pub index: u32,
+    /// Must be 0.
+    pub reserved: u32,
+    pub data: u64,
+}
+
+/// Most entries a CPUID table holds (`SHADOWVM_SET_CPUID` with more: `EINVAL`).
+pub const SHADOWVM_CPUID_MAX_ENTRIES: u32 = 64;
+/// `CpuidEntry::flags`: the entry applies to subleaf `index` only (otherwise to every
+/// subleaf of `function`). KVM's `KVM_CPUID_FLAG_SIGNIFCANT_INDEX`.
+pub const SHADOWVM_CPUID_FLAG_SIGNIFICANT_INDEX: u32 = 1;
+
+/// Argument of `SHADOWVM_GET_SUPPORTED_CPUID` and `SHADOWVM_SET_CPUID` (C: `struct
+/// shadowvm_cpuid`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cpuid {
+    /// In: number of entries in the array (capacity for GET_SUPPORTED_CPUID). Out
+    /// (GET_SUPPORTED_CPUID, also when it fails with `E2BIG`): entries the module has.
+    pub nent: u32,
+    /// No flags are defined: must be 0.
+    pub flags: u32,
+    /// User pointer to an array of `nent` `CpuidEntry`.
+    pub entries: u64,
+}
+
+/// One CPUID leaf/subleaf (C: `struct shadowvm_cpuid_entry`): `kvm_cpuid_entry2` without its
+/// trailing padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuidEntry {
+    /// The leaf (EAX).
+    pub function: u32,
+    /// The subleaf (ECX), when `flags` has `SHADOWVM_CPUID_FLAG_SIGNIFICANT_INDEX`.
+    pub index: u32,
+    pub flags: u32,
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+    /// Must be 0.
+    pub padding: u32,
+}
+
+/// Read MSRs (`Msrs`): returns the number of entries read, stopping at the first MSR the
+/// module does not own.
+pub const SHADOWVM_GET_MSRS: u32 = iowr::<Msrs>(TY, 0x0d);
+/// Write MSRs (`Msrs`): returns the number of entries written, stopping at the first MSR the
+/// module does not own or whose value a guest WRMSR would fault on.
+pub const SHADOWVM_SET_MSRS: u32 = iow::<Msrs>(TY, 0x0e);
+/// The CPUID values the module can virtualize (`Cpuid`); `E2BIG` and `nent` updated when
+/// the array is too small.
+pub const SHADOWVM_GET_SUPPORTED_CPUID: u32 = iowr::<Cpuid>(TY, 0x0f);
+/// Install the guest's CPUID table (`Cpuid`), feature bits filtered by the supported set.
+pub const SHADOWVM_SET_CPUID: u32 = iow::<Cpuid>(TY, 0x10);
+/// Returns the guest TSC frequency in kHz (the host's: no TSC scaling). Argument must be 0.
+pub const SHADOWVM_GET_TSC_KHZ: u32 = io(TY, 0x15);
+
+check_layout!(Msrs, 16, { nmsrs: 0, flags: 4, entries: 8 });
+check_layout!(MsrEntry, 16, { index: 0, reserved: 4, data: 8 });
+check_layout!(Cpuid, 16, { nent: 0, flags: 4, entries: 8 });
+check_layout!(CpuidEntry, 32, {
+    function: 0, index: 4, flags: 8, eax: 12, ebx: 16, ecx: 20, edx: 24, padding: 28,
+});
+check_layout!(ExitMsr, 16, { error: 0, pad: 1, index: 4, data: 8 });

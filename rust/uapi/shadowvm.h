@@ -64,7 +64,7 @@ struct shadowvm_sregs {
 	struct shadowvm_segment tr, ldt;
 	struct shadowvm_dtable gdt, idt;
 	__u64 cr0, cr2, cr3, cr4, efer;
-	__u64 apic_base;	/* no local APIC: reads 0, must be 0 */
+	__u64 apic_base;	/* kept for userspace (which owns IA32_APIC_BASE), no meaning to the module */
 };
 
 /* SHADOWVM_GET_STATS */
@@ -116,6 +116,8 @@ struct shadowvm_fpu {
 #define SHADOWVM_EXIT_FAIL_ENTRY 6
 #define SHADOWVM_EXIT_INTERNAL_ERROR 7
 #define SHADOWVM_EXIT_INTR 8
+#define SHADOWVM_EXIT_X86_RDMSR 10
+#define SHADOWVM_EXIT_X86_WRMSR 11
 
 #define SHADOWVM_IO_IN 0
 #define SHADOWVM_IO_OUT 1
@@ -175,6 +177,14 @@ struct shadowvm_exit_intr {
 	__u32 padding;
 };
 
+/* SHADOWVM_EXIT_X86_RDMSR / SHADOWVM_EXIT_X86_WRMSR */
+struct shadowvm_exit_msr {
+	__u8 error;	/* set to 1 by userspace: #GP(0) at the next RUN */
+	__u8 pad[3];
+	__u32 index;	/* guest ECX */
+	__u64 data;	/* RDMSR: filled by userspace (EDX:EAX); WRMSR: the guest's EDX:EAX */
+};
+
 #define SHADOWVM_RUN_VERSION 2
 #define SHADOWVM_EXIT_AREA_SIZE 256
 
@@ -192,6 +202,7 @@ struct shadowvm_run {
 		struct shadowvm_exit_fail_entry fail_entry;
 		struct shadowvm_exit_internal_error internal_error;
 		struct shadowvm_exit_intr intr;
+		struct shadowvm_exit_msr msr;
 		__u8 bytes[SHADOWVM_EXIT_AREA_SIZE];
 		__u64 align8;
 	} exit;
@@ -212,5 +223,49 @@ struct shadowvm_run {
 #define SHADOWVM_SET_MEMORY_REGION _IOW(SHADOWVM_IOCTL_TYPE, 0x0a, struct shadowvm_memory_region)
 #define SHADOWVM_GET_FPU _IOR(SHADOWVM_IOCTL_TYPE, 0x11, struct shadowvm_fpu)
 #define SHADOWVM_SET_FPU _IOW(SHADOWVM_IOCTL_TYPE, 0x12, struct shadowvm_fpu)
+
+/* MSRs, CPUID, TSC */
+#define SHADOWVM_CAP_USER_MSR 5
+#define SHADOWVM_CAP_CPUID 6
+#define SHADOWVM_CAP_TSC 7
+
+#define SHADOWVM_MSRS_MAX 256
+
+struct shadowvm_msr_entry {
+	__u32 index;
+	__u32 reserved;	/* must be 0 */
+	__u64 data;
+};
+
+/* SHADOWVM_GET_MSRS / SHADOWVM_SET_MSRS: return the number of entries processed */
+struct shadowvm_msrs {
+	__u32 nmsrs;	/* at most SHADOWVM_MSRS_MAX */
+	__u32 flags;	/* must be 0 */
+	__u64 entries;	/* user pointer to struct shadowvm_msr_entry[nmsrs] */
+};
+
+#define SHADOWVM_CPUID_MAX_ENTRIES 64
+#define SHADOWVM_CPUID_FLAG_SIGNIFICANT_INDEX 1
+
+struct shadowvm_cpuid_entry {
+	__u32 function;
+	__u32 index;
+	__u32 flags;	/* SHADOWVM_CPUID_FLAG_SIGNIFICANT_INDEX */
+	__u32 eax, ebx, ecx, edx;
+	__u32 padding;	/* must be 0 */
+};
+
+/* SHADOWVM_GET_SUPPORTED_CPUID / SHADOWVM_SET_CPUID */
+struct shadowvm_cpuid {
+	__u32 nent;	/* in: entries in the array; out (GET_SUPPORTED): entries available */
+	__u32 flags;	/* must be 0 */
+	__u64 entries;	/* user pointer to struct shadowvm_cpuid_entry[nent] */
+};
+
+#define SHADOWVM_GET_MSRS _IOWR(SHADOWVM_IOCTL_TYPE, 0x0d, struct shadowvm_msrs)
+#define SHADOWVM_SET_MSRS _IOW(SHADOWVM_IOCTL_TYPE, 0x0e, struct shadowvm_msrs)
+#define SHADOWVM_GET_SUPPORTED_CPUID _IOWR(SHADOWVM_IOCTL_TYPE, 0x0f, struct shadowvm_cpuid)
+#define SHADOWVM_SET_CPUID _IOW(SHADOWVM_IOCTL_TYPE, 0x10, struct shadowvm_cpuid)
+#define SHADOWVM_GET_TSC_KHZ _IO(SHADOWVM_IOCTL_TYPE, 0x15)
 
 #endif /* _UAPI_LINUX_SHADOWVM_H */

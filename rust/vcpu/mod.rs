@@ -14,6 +14,7 @@ mod exits;
 mod host;
 pub(crate) mod state;
 
+use crate::cpumodel;
 use crate::glue::{self, FpuOwned, IrqsOff};
 use crate::mmu::{self, HostPage, Mmu, PageSource};
 use crate::ram::GuestRam;
@@ -138,6 +139,11 @@ enum Completion {
         linear: u64,
         len: u8,
     },
+    /// An RDMSR (`write` false) or WRMSR of `len` bytes that userspace handles.
+    Msr {
+        write: bool,
+        len: u32,
+    },
 }
 
 /// One vCPU: what the window borrows while it is open (the VMX regions, the guest's FPU
@@ -165,6 +171,8 @@ struct VcpuCore {
     mmu: KBox<Mmu>,
     cache: PageCache,
     caps: &'static VmxCaps,
+    /// The guest's CPUID table: the default one, or what SET_CPUID installed (filtered).
+    cpuid: KBox<cpumodel::cpuid::Table>,
     /// An event to deliver at the next VM entry.
     event: Option<Event>,
     /// An exit that could not finish in its window (the page cache ran dry).
@@ -356,6 +364,48 @@ impl Vcpu {
         self.cpu.mmu.flush(ram);
     }
 
+    /// GET_MSRS: fills in `entries` up to the first MSR the module does not own; returns
+    /// how many it filled.
+    pub(crate) fn get_msrs(&self, entries: &mut [uapi::MsrEntry]) -> usize {
+        for (n, e) in entries.iter_mut().enumerate() {
+            match self.cpu.read_owned_msr(e.index, None) {
+                Some(v) => e.data = v,
+                None => return n,
+            }
+        }
+        entries.len()
+    }
+
+    /// SET_MSRS: writes `entries` in order up to the first one a guest WRMSR could not do
+    /// (an MSR the module does not own, a value that would fault); returns how many it
+    /// wrote.
+    pub(crate) fn set_msrs(&mut self, ram: &GuestRam, entries: &[uapi::MsrEntry]) -> usize {
+        for (n, e) in entries.iter().enumerate() {
+            if !self.cpu.set_msr_from_user(ram, e.index, e.data) {
+                return n;
+            }
+        }
+        entries.len()
+    }
+
+    /// GET_SUPPORTED_CPUID: what shadowvm can virtualize on this host (no vCPU needed).
+    pub(crate) fn supported_cpuid() -> Result<KVec<uapi::CpuidEntry>> {
+        let table = cpuid::supported_table()?;
+        let mut out = KVec::with_capacity(table.entries().len(), GFP_KERNEL)?;
+        for e in table.entries() {
+            out.push(cpuid::to_uapi(e), GFP_KERNEL)?;
+        }
+        Ok(out)
+    }
+
+    /// SET_CPUID: installs `entries`, feature bits filtered by the supported set. `EINVAL`
+    /// (the old table stays) for more than `SHADOWVM_CPUID_MAX_ENTRIES` entries, unknown
+    /// flags, nonzero padding, or two entries for the same leaf and subleaf.
+    pub(crate) fn set_cpuid(&mut self, entries: &[uapi::CpuidEntry]) -> Result {
+        self.cpu.cpuid = cpuid::filtered_table(entries)?;
+        Ok(())
+    }
+
     pub(crate) fn new(caps: &'static VmxCaps, cfg: mmu::Config) -> Result<KBox<Self>> {
         let mut cfg = cfg;
         cfg.maxphyaddr = guest_maxphyaddr();
@@ -373,6 +423,7 @@ impl Vcpu {
                     mmu: KBox::new(Mmu::new(cfg), GFP_KERNEL_ACCOUNT)?,
                     cache: PageCache::new()?,
                     caps,
+                    cpuid: cpuid::default_table()?,
                     event: None,
                     pending_exit: None,
                     completion: Completion::None,
@@ -552,6 +603,7 @@ impl VcpuCore {
             Completion::MmioRead { linear, len } => {
                 return self.complete_mmio(ram, run, linear, len)
             }
+            Completion::Msr { write, len } => self.complete_msr(run, write, len),
         }
         false
     }
@@ -767,6 +819,7 @@ impl VcpuCore {
             .with_mov_dr_exiting(true)
             .with_uncond_io_exiting(true)
             .with_monitor_exiting(true)
+            .with_use_tsc_offsetting(true)
             .with_secondary(secondary);
         vmcs.write(PIN_BASED_VM_EXEC_CONTROL, c.pin.adjust(pin.into_raw()));
         vmcs.write(CPU_BASED_VM_EXEC_CONTROL, c.proc.adjust(proc.into_raw()));
@@ -797,7 +850,8 @@ impl VcpuCore {
         vmcs.write(VM_EXIT_MSR_LOAD_COUNT, 0);
         vmcs.write(VM_ENTRY_MSR_LOAD_COUNT, 0);
         vmcs.write(VM_ENTRY_INTR_INFO_FIELD, 0);
-        vmcs.write(TSC_OFFSET, 0);
+        // RDTSC and RDMSR(IA32_TSC) read host TSC + offset without exits.
+        vmcs.write(TSC_OFFSET, self.state.tsc_offset);
     }
 }
 

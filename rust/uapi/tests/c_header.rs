@@ -106,6 +106,13 @@ fn expectations() -> Expect {
         suberror, vmx_exit_reason, exit_qualification, data
     });
     layout!(e, ExitIntr, "shadowvm_exit_intr" { cause, padding });
+    layout!(e, ExitMsr, "shadowvm_exit_msr" { error, pad, index, data });
+    layout!(e, Msrs, "shadowvm_msrs" { nmsrs, flags, entries });
+    layout!(e, MsrEntry, "shadowvm_msr_entry" { index, reserved, data });
+    layout!(e, Cpuid, "shadowvm_cpuid" { nent, flags, entries });
+    layout!(e, CpuidEntry, "shadowvm_cpuid_entry" {
+        function, index, flags, eax, ebx, ecx, edx, padding
+    });
     layout!(e, Run, "shadowvm_run" {
         version, size, immediate_exit, padding, exit_reason, exit
     });
@@ -161,6 +168,19 @@ fn expectations() -> Expect {
         SHADOWVM_SET_MEMORY_REGION,
         SHADOWVM_GET_FPU,
         SHADOWVM_SET_FPU,
+        SHADOWVM_EXIT_X86_RDMSR,
+        SHADOWVM_EXIT_X86_WRMSR,
+        SHADOWVM_CAP_USER_MSR,
+        SHADOWVM_CAP_CPUID,
+        SHADOWVM_CAP_TSC,
+        SHADOWVM_MSRS_MAX,
+        SHADOWVM_CPUID_MAX_ENTRIES,
+        SHADOWVM_CPUID_FLAG_SIGNIFICANT_INDEX,
+        SHADOWVM_GET_MSRS,
+        SHADOWVM_SET_MSRS,
+        SHADOWVM_GET_SUPPORTED_CPUID,
+        SHADOWVM_SET_CPUID,
+        SHADOWVM_GET_TSC_KHZ,
     );
     // usize constants, which `u64::from` does not take.
     e.constant("SHADOWVM_STAT_NAME_LEN", SHADOWVM_STAT_NAME_LEN as u64);
@@ -184,6 +204,7 @@ fn expectations() -> Expect {
         "fail_entry",
         "internal_error",
         "intr",
+        "msr",
         "bytes",
     ] {
         e.field(
@@ -207,6 +228,7 @@ fn c_header_matches_rust() {
         ("fail_entry", size_of::<ExitFailEntry>()),
         ("internal_error", size_of::<ExitInternalError>()),
         ("intr", size_of::<ExitIntr>()),
+        ("msr", size_of::<ExitMsr>()),
         ("bytes", SHADOWVM_EXIT_AREA_SIZE),
     ];
     for (m, size) in union_sizes {

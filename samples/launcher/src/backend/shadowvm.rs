@@ -143,12 +143,24 @@ impl Backend for ShadowVm {
     }
 
     fn run(&mut self) -> Result<Exit> {
-        match ioctl::<u8>(&self.fd, uapi::SHADOWVM_RUN, ptr::null_mut()) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(Exit::Intr),
-            Err(e) => return Err(Error::os(format!("SHADOWVM_RUN failed: {e}"))),
-        }
-        let run = self.snapshot();
+        let run = loop {
+            match ioctl::<u8>(&self.fd, uapi::SHADOWVM_RUN, ptr::null_mut()) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(Exit::Intr),
+                Err(e) => return Err(Error::os(format!("SHADOWVM_RUN failed: {e}"))),
+            }
+            let run = self.snapshot();
+            match run.exit_reason {
+                // MSRs the module does not own: #GP(0), what KVM does for an MSR it does
+                // not know (the launcher has no MSR emulation yet).
+                uapi::SHADOWVM_EXIT_X86_RDMSR | uapi::SHADOWVM_EXIT_X86_WRMSR => {
+                    let mut area = run.exit;
+                    area.get_mut::<uapi::ExitMsr>().error = 1;
+                    self.write_exit_area(area);
+                }
+                _ => break run,
+            }
+        };
         Ok(match run.exit_reason {
             uapi::SHADOWVM_EXIT_IO => {
                 let io = run.io();
