@@ -368,6 +368,9 @@ pub const SHADOWVM_EXIT_FAIL_ENTRY: u32 = 6;
 pub const SHADOWVM_EXIT_INTERNAL_ERROR: u32 = 7;
 /// RUN returned before the guest needed anything: `Run::intr()` says why.
 pub const SHADOWVM_EXIT_INTR: u32 = 8;
+/// Userspace set `Run::request_interrupt_window` and the guest can now take an interrupt
+/// (`Run::ready_for_interrupt_injection` is 1). No details.
+pub const SHADOWVM_EXIT_IRQ_WINDOW_OPEN: u32 = 9;
 
 /// `ExitIo::direction`: IN (userspace supplies `data`).
 pub const SHADOWVM_IO_IN: u8 = 0;
@@ -478,10 +481,71 @@ pub struct ExitIntr {
     pub padding: u32,
 }
 
+// ----- Interrupts -----------------------------------------------------------------------------
+
+/// `SHADOWVM_CHECK_CAP`: `SHADOWVM_INTERRUPT`, `SHADOWVM_NMI`, the interrupt window and the
+/// vCPU events are there (value 1).
+pub const SHADOWVM_CAP_IRQ: u32 = 4;
+
+/// Number of interrupt vectors: `Interrupt::irq` must be below it.
+pub const SHADOWVM_NR_INTERRUPTS: u32 = 256;
+
+/// Argument of `SHADOWVM_INTERRUPT` (C: `struct shadowvm_interrupt`; KVM's `kvm_interrupt`
+/// plus explicit padding).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interrupt {
+    /// The vector, below `SHADOWVM_NR_INTERRUPTS`.
+    pub irq: u32,
+    /// Must be 0.
+    pub padding: u32,
+}
+
+/// `VcpuEvents::interrupt_shadow`: blocking by STI (the instruction after STI).
+pub const SHADOWVM_INTERRUPT_SHADOW_STI: u8 = 1;
+/// `VcpuEvents::interrupt_shadow`: blocking by MOV SS / POP SS.
+pub const SHADOWVM_INTERRUPT_SHADOW_MOV_SS: u8 = 2;
+/// Most NMIs that can wait at once: one being handled may have one more latched.
+pub const SHADOWVM_NMI_PENDING_MAX: u8 = 2;
+
+/// The vCPU's events (C: `struct shadowvm_vcpu_events`), for `SHADOWVM_GET_VCPU_EVENTS` and
+/// `SHADOWVM_SET_VCPU_EVENTS`: what a launcher saves and restores beside the registers.
+/// Flags, booleans (0 or 1) and padding are checked on SET (`EINVAL` otherwise).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuEvents {
+    /// 1: the exception `exception_nr` is delivered at the next entry (one the guest raised
+    /// and the module queued, or one whose delivery an exit interrupted).
+    pub exception_injected: u8,
+    /// The exception vector, 0-31 but not 2 (NMI).
+    pub exception_nr: u8,
+    /// 1: the exception pushes `exception_error_code` (exactly for vectors 8, 10-14, 17, 21).
+    pub exception_has_error_code: u8,
+    pub exception_padding: u8,
+    /// Bits 31:16 must be 0.
+    pub exception_error_code: u32,
+    /// 1: the external interrupt `interrupt_nr` is queued (`SHADOWVM_INTERRUPT`, or one
+    /// whose delivery an exit interrupted), delivered when the guest can take it.
+    pub interrupt_injected: u8,
+    pub interrupt_nr: u8,
+    /// `SHADOWVM_INTERRUPT_SHADOW_*`: at most one of the two.
+    pub interrupt_shadow: u8,
+    pub interrupt_padding: u8,
+    /// NMIs queued, 0 to `SHADOWVM_NMI_PENDING_MAX`.
+    pub nmi_pending: u8,
+    /// 1: NMIs are blocked (the guest is in its NMI handler, until IRET).
+    pub nmi_masked: u8,
+    pub nmi_padding: [u8; 2],
+    /// No flags are defined: must be 0.
+    pub flags: u32,
+    /// Must be 0.
+    pub reserved: [u32; 11],
+}
+
 // ----- Run structure --------------------------------------------------------------------------
 
 /// Version of the run structure layout, in `Run::version`.
-pub const SHADOWVM_RUN_VERSION: u32 = 1;
+pub const SHADOWVM_RUN_VERSION: u32 = 2;
 /// Size of the exit details area, `Run::exit`.
 pub const SHADOWVM_EXIT_AREA_SIZE: usize = 256;
 
@@ -549,9 +613,9 @@ impl ExitArea {
 }
 
 /// The run structure (C: `struct shadowvm_run`), shared through `mmap` at
-/// `SHADOWVM_RUN_MMAP_OFFSET`. The module writes everything but `immediate_exit` and the
-/// completion data (`ExitIo::data` of an IN, `ExitMmio::data` of a read,
-/// `ExitHypercall::ret`), which userspace writes.
+/// `SHADOWVM_RUN_MMAP_OFFSET`. The module writes everything but `immediate_exit`,
+/// `request_interrupt_window` and the completion data (`ExitIo::data` of an IN,
+/// `ExitMmio::data` of a read, `ExitHypercall::ret`), which userspace writes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Run {
@@ -562,7 +626,16 @@ pub struct Run {
     /// Set to 1 by userspace (e.g. from a signal handler) to make RUN return `EINTR` with
     /// `SHADOWVM_EXIT_INTR` promptly instead of entering the guest. The module never clears it.
     pub immediate_exit: u8,
-    pub padding: [u8; 3],
+    /// Set to 1 by userspace to have RUN return `SHADOWVM_EXIT_IRQ_WINDOW_OPEN` as soon as
+    /// the guest can take an interrupt (KVM's `request_interrupt_window`). The module never
+    /// writes it.
+    pub request_interrupt_window: u8,
+    /// Written by the module when RUN returns: 1 if `SHADOWVM_INTERRUPT` would be delivered
+    /// at the next entry (RFLAGS.IF = 1, no STI/MOV SS shadow, no event waiting to be
+    /// delivered, no interrupt queued).
+    pub ready_for_interrupt_injection: u8,
+    /// Written by the module when RUN returns: the guest's RFLAGS.IF.
+    pub if_flag: u8,
     /// `SHADOWVM_EXIT_*`.
     pub exit_reason: u32,
     /// Details for `exit_reason`.
@@ -620,6 +693,7 @@ pub const fn exit_reason_name(reason: u32) -> &'static str {
         SHADOWVM_EXIT_FAIL_ENTRY => "fail_entry",
         SHADOWVM_EXIT_INTERNAL_ERROR => "internal_error",
         SHADOWVM_EXIT_INTR => "intr",
+        SHADOWVM_EXIT_IRQ_WINDOW_OPEN => "irq_window_open",
         _ => "unknown",
     }
 }
@@ -648,6 +722,20 @@ pub const SHADOWVM_SET_SREGS: u32 = iow::<Sregs>(TY, 0x06);
 pub const SHADOWVM_RUN: u32 = io(TY, 0x07);
 /// Read statistics (`Stats`).
 pub const SHADOWVM_GET_STATS: u32 = iowr::<Stats>(TY, 0x08);
+
+// ----- Interrupts (ABI v2): CHECK_CAP, INTERRUPT, NMI, vCPU events ----------------------------
+
+/// The value of a capability (`SHADOWVM_CAP_*`) as the return value; 0 = absent. `EINVAL`
+/// for an unknown capability.
+pub const SHADOWVM_CHECK_CAP: u32 = io(TY, 0x09);
+/// Queue an external interrupt (`Interrupt`), delivered when the guest can take it.
+pub const SHADOWVM_INTERRUPT: u32 = iow::<Interrupt>(TY, 0x0b);
+/// Queue an NMI. Argument must be 0.
+pub const SHADOWVM_NMI: u32 = io(TY, 0x0c);
+/// Read the vCPU's pending events (`VcpuEvents`).
+pub const SHADOWVM_GET_VCPU_EVENTS: u32 = ior::<VcpuEvents>(TY, 0x13);
+/// Replace the vCPU's pending events (`VcpuEvents`).
+pub const SHADOWVM_SET_VCPU_EVENTS: u32 = iow::<VcpuEvents>(TY, 0x14);
 
 // ---------------------------------------------------------------------------------------------
 // Layout checks: the sizes and offsets below are the ABI.
@@ -689,7 +777,15 @@ check_layout!(ExitInternalError, 48, {
 check_layout!(ExitIntr, 8, { cause: 0, padding: 4 });
 check_layout!(ExitArea, 256, { bytes: 0 });
 check_layout!(Run, 272, {
-    version: 0, size: 4, immediate_exit: 8, padding: 9, exit_reason: 12, exit: 16,
+    version: 0, size: 4, immediate_exit: 8, request_interrupt_window: 9,
+    ready_for_interrupt_injection: 10, if_flag: 11, exit_reason: 12, exit: 16,
+});
+check_layout!(Interrupt, 8, { irq: 0, padding: 4 });
+check_layout!(VcpuEvents, 64, {
+    exception_injected: 0, exception_nr: 1, exception_has_error_code: 2, exception_padding: 3,
+    exception_error_code: 4, interrupt_injected: 8, interrupt_nr: 9, interrupt_shadow: 10,
+    interrupt_padding: 11, nmi_pending: 12, nmi_masked: 13, nmi_padding: 14, flags: 16,
+    reserved: 20,
 });
 const _: () = assert!(size_of::<Run>() as u64 <= SHADOWVM_RUN_MMAP_SIZE);
 const _: () = assert!(SHADOWVM_RUN_MMAP_OFFSET & (SHADOWVM_PAGE_SIZE - 1) == 0);

@@ -105,7 +105,14 @@ fn expectations() -> Expect {
     });
     layout!(e, ExitIntr, "shadowvm_exit_intr" { cause, padding });
     layout!(e, Run, "shadowvm_run" {
-        version, size, immediate_exit, padding, exit_reason, exit
+        version, size, immediate_exit, request_interrupt_window, ready_for_interrupt_injection,
+        if_flag, exit_reason, exit
+    });
+    layout!(e, Interrupt, "shadowvm_interrupt" { irq, padding });
+    layout!(e, VcpuEvents, "shadowvm_vcpu_events" {
+        exception_injected, exception_nr, exception_has_error_code, exception_padding,
+        exception_error_code, interrupt_injected, interrupt_nr, interrupt_shadow,
+        interrupt_padding, nmi_pending, nmi_masked, nmi_padding, flags, reserved
     });
     constants!(
         e,
@@ -131,6 +138,12 @@ fn expectations() -> Expect {
         SHADOWVM_EXIT_FAIL_ENTRY,
         SHADOWVM_EXIT_INTERNAL_ERROR,
         SHADOWVM_EXIT_INTR,
+        SHADOWVM_EXIT_IRQ_WINDOW_OPEN,
+        SHADOWVM_CAP_IRQ,
+        SHADOWVM_NR_INTERRUPTS,
+        SHADOWVM_INTERRUPT_SHADOW_STI,
+        SHADOWVM_INTERRUPT_SHADOW_MOV_SS,
+        SHADOWVM_NMI_PENDING_MAX,
         SHADOWVM_IO_IN,
         SHADOWVM_IO_OUT,
         SHADOWVM_FAIL_ENTRY_EXIT_REASON,
@@ -151,6 +164,11 @@ fn expectations() -> Expect {
         SHADOWVM_SET_SREGS,
         SHADOWVM_RUN,
         SHADOWVM_GET_STATS,
+        SHADOWVM_CHECK_CAP,
+        SHADOWVM_INTERRUPT,
+        SHADOWVM_NMI,
+        SHADOWVM_GET_VCPU_EVENTS,
+        SHADOWVM_SET_VCPU_EVENTS,
     );
     // usize constants, which `u64::from` does not take.
     e.constant("SHADOWVM_STAT_NAME_LEN", SHADOWVM_STAT_NAME_LEN as u64);
