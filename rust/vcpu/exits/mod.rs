@@ -114,6 +114,8 @@ impl VcpuCore {
             ExitReason::ExternalInterrupt | ExitReason::PreemptionTimer => {
                 Handled::End(WindowEnd::Interrupted)
             }
+            // The guest can take what waits: the next entry injects it (`vcpu::irq`).
+            ExitReason::InterruptWindow | ExitReason::NmiWindow => Handled::Resume,
             ExitReason::TripleFault => {
                 self.event = None;
                 user(run, uapi::SHADOWVM_EXIT_SHUTDOWN)
