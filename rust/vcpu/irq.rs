@@ -13,9 +13,7 @@
 use super::exits::Event;
 use super::VcpuCore;
 use crate::uapi;
-use crate::vmx::exit::{
-    ExitInfo, ExitReason, InterruptionInfo, INTR_TYPE_EXT_INTR, INTR_TYPE_NMI,
-};
+use crate::vmx::exit::{ExitInfo, ExitReason, InterruptionInfo, INTR_TYPE_EXT_INTR, INTR_TYPE_NMI};
 use crate::vmx::vmcs::{CPU_BASED_VM_EXEC_CONTROL, VM_ENTRY_INTR_INFO_FIELD};
 use crate::vmx::window::CurrentVmcs;
 use crate::x86::{self, vector};
@@ -62,31 +60,34 @@ fn exception_has_error_code(vector: u8) -> bool {
 }
 
 /// Whether SET_VCPU_EVENTS accepts `e` (what uapi.md promises): flags, padding and
-/// reserved fields zero, booleans 0 or 1, vectors and counts in range.
+/// reserved fields zero, booleans 0 or 1, vectors and counts in range, and fields of an
+/// absent exception or interrupt zero.
 fn events_valid(e: &uapi::VcpuEvents) -> bool {
     let bool_ok = |b: u8| b <= 1;
-    let exception_ok = e.exception_injected == 0
-        || (e.exception_nr < 32
-            && e.exception_nr != NMI_VECTOR
-            && (e.exception_has_error_code != 0) == exception_has_error_code(e.exception_nr)
-            && e.exception_error_code >> 16 == 0);
-    let shadow = e.interrupt_shadow;
-    e.flags == 0
+    let zeros_ok = e.flags == 0
         && e.reserved == [0; 11]
         && e.exception_padding == 0
         && e.interrupt_padding == 0
-        && e.nmi_padding == [0; 2]
-        && bool_ok(e.exception_injected)
-        && bool_ok(e.exception_has_error_code)
-        && (e.exception_injected != 0 || (e.exception_has_error_code == 0 && e.exception_nr == 0 && e.exception_error_code == 0))
-        && exception_ok
-        && bool_ok(e.interrupt_injected)
-        && (e.interrupt_injected != 0 || e.interrupt_nr == 0)
-        // STI and MOV SS blocking together cannot be entered (SDM 26.3.1.5).
-        && shadow & !(uapi::SHADOWVM_INTERRUPT_SHADOW_STI | uapi::SHADOWVM_INTERRUPT_SHADOW_MOV_SS) == 0
-        && shadow != uapi::SHADOWVM_INTERRUPT_SHADOW_STI | uapi::SHADOWVM_INTERRUPT_SHADOW_MOV_SS
-        && e.nmi_pending <= uapi::SHADOWVM_NMI_PENDING_MAX
-        && bool_ok(e.nmi_masked)
+        && e.nmi_padding == [0; 2];
+    let exception_ok = if e.exception_injected == 0 {
+        e.exception_nr == 0 && e.exception_has_error_code == 0 && e.exception_error_code == 0
+    } else {
+        e.exception_injected == 1
+            && e.exception_nr < 32
+            && e.exception_nr != NMI_VECTOR
+            && bool_ok(e.exception_has_error_code)
+            && (e.exception_has_error_code != 0) == exception_has_error_code(e.exception_nr)
+            && e.exception_error_code >> 16 == 0
+    };
+    let interrupt_ok =
+        bool_ok(e.interrupt_injected) && (e.interrupt_injected != 0 || e.interrupt_nr == 0);
+    // One of the two shadows at most: both cannot be entered (SDM 26.3.1.5).
+    let shadow_ok = matches!(
+        e.interrupt_shadow,
+        0 | uapi::SHADOWVM_INTERRUPT_SHADOW_STI | uapi::SHADOWVM_INTERRUPT_SHADOW_MOV_SS
+    );
+    let nmi_ok = e.nmi_pending <= uapi::SHADOWVM_NMI_PENDING_MAX && bool_ok(e.nmi_masked);
+    zeros_ok && exception_ok && interrupt_ok && shadow_ok && nmi_ok
 }
 
 impl VcpuCore {
@@ -151,14 +152,17 @@ impl VcpuCore {
     }
 
     /// An exit while the guest executed IRET from its NMI handler, caused by a fault in
-    /// that IRET (bit 12 of the exit interruption information, SDM 28.2.3): the IRET
-    /// unblocked NMIs but will run again, so the blocking comes back until then.
+    /// that IRET ("NMI unblocking due to IRET", bit 12 of the exit interruption
+    /// information; not defined for a fault during event delivery): the IRET unblocked
+    /// NMIs but will run again, so the blocking comes back until then (as KVM's
+    /// `vmx_recover_nmi_blocking`).
     pub(super) fn restore_nmi_blocking(&mut self, info: &ExitInfo) {
         let intr = info.intr_info;
         if info.basic_reason() == Some(ExitReason::ExceptionNmi)
             && intr.valid().into_bool()
             && intr.bit12().into_bool()
             && intr.vector_u8() != vector::DF
+            && !info.vectoring_info.valid().into_bool()
             && self.caps.has_virtual_nmis()
         {
             self.state.interruptibility |= x86::BLOCKING_NMI;
@@ -216,7 +220,10 @@ impl VcpuCore {
             .primary_controls()
             .with_interrupt_window_exiting(self.irqs.interrupt.is_some() || request_window)
             .with_nmi_window_exiting(self.irqs.nmi_pending > 0);
-        vmcs.write(CPU_BASED_VM_EXEC_CONTROL, self.caps.proc.adjust(proc.into_raw()));
+        vmcs.write(
+            CPU_BASED_VM_EXEC_CONTROL,
+            self.caps.proc.adjust(proc.into_raw()),
+        );
     }
 
     /// GET_VCPU_EVENTS. A #PF still to be delivered sets CR2 now (the CPU sets it when it
@@ -269,8 +276,8 @@ impl VcpuCore {
         });
         self.triple_fault = false;
         self.irqs.interrupt = (e.interrupt_injected != 0).then_some(e.interrupt_nr);
-        let mut blocking = self.state.interruptibility
-            & !(x86::BLOCKING_STI_MOVSS | x86::BLOCKING_NMI);
+        let mut blocking =
+            self.state.interruptibility & !(x86::BLOCKING_STI_MOVSS | x86::BLOCKING_NMI);
         if e.interrupt_shadow & uapi::SHADOWVM_INTERRUPT_SHADOW_STI != 0 {
             blocking |= x86::BLOCKING_STI;
         }

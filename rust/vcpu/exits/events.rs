@@ -28,7 +28,11 @@ pub(in crate::vcpu) struct Event {
 }
 
 impl Event {
-    pub(in crate::vcpu) fn exception(vector: u8, error_code: Option<u32>, cr2: Option<u64>) -> Self {
+    pub(in crate::vcpu) fn exception(
+        vector: u8,
+        error_code: Option<u32>,
+        cr2: Option<u64>,
+    ) -> Self {
         let info = InterruptionInfo::from_raw(0)
             .with_valid(true)
             .with_const_kind::<INTR_TYPE_HW_EXCEPTION>()
@@ -56,7 +60,11 @@ impl Event {
         if !self.is_hw_exception() {
             return None;
         }
-        let error_code = self.info.has_error_code().into_bool().then_some(self.error_code);
+        let error_code = self
+            .info
+            .has_error_code()
+            .into_bool()
+            .then_some(self.error_code);
         Some((self.vector(), error_code))
     }
 
