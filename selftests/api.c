@@ -975,6 +975,26 @@ SVM_TEST(vm, hlt_then_interrupt, API_TIMEOUT,
 		       guest32(vm, IRQ_COUNT), e.vector, e.eip, CODE + 2, (unsigned long long)guest_rip(vm));
 }
 
+SVM_TEST(vm, hlt_wakes_on_queued_interrupt, API_TIMEOUT,
+	 "sti; hlt with an interrupt queued while IF=0: the HLT does not reach userspace, the handler returns after it")
+{
+	/* sti; hlt (in the STI shadow); hlt */
+	static const uint8_t code[] = { 0xfb, 0xf4, 0xf4 };
+	struct vm *vm = &self->vm;
+	struct irq_log_entry e;
+	int r;
+
+	ASSERT_EQ(0, irq_guest(vm, code, sizeof(code), 2)) TH_LOG("setup: %s", strerror(errno));
+	ASSERT_EQ(0, inject(vm, 0x44)) TH_LOG("INTERRUPT: %s", strerror(errno));
+	r = vm_run(vm);
+	e = irq_log(vm, 0);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && guest_rip(vm) == CODE + 3 && guest32(vm, IRQ_COUNT) == 1 &&
+		    e.vector == 0x44 && e.eip == CODE + 2)
+		TH_LOG("exit %d RIP %#llx (want %#x), %u interrupts, vector %#x EIP %#x (want %#x)", r,
+		       (unsigned long long)guest_rip(vm), CODE + 3, guest32(vm, IRQ_COUNT), e.vector, e.eip,
+		       CODE + 2);
+}
+
 SVM_TEST(vm, exception_before_interrupt, API_TIMEOUT,
 	 "an injected exception (SET_VCPU_EVENTS) is delivered before a queued interrupt, which follows after its IRET")
 {

@@ -132,6 +132,15 @@ impl VcpuCore {
         self.if_flag() && self.state.interruptibility & x86::BLOCKING_STI_MOVSS == 0
     }
 
+    /// A queued interrupt or NMI that the next entry delivers: it ends a HLT at once, as
+    /// on hardware (after HLT's exit the STI shadow it may have been in is over).
+    pub(super) fn event_wakes_hlt(&self) -> bool {
+        let interrupt = self.irqs.interrupt.is_some() && self.interrupt_allowed();
+        let nmi = self.irqs.nmi_pending > 0
+            && self.state.interruptibility & (x86::BLOCKING_STI_MOVSS | x86::BLOCKING_NMI) == 0;
+        interrupt || nmi
+    }
+
     /// The run page's `ready_for_interrupt_injection` (KVM's
     /// `kvm_vcpu_ready_for_interrupt_injection`): an interrupt queued now is delivered at
     /// the next entry, because the guest can take one and nothing else is waiting before it.
@@ -216,10 +225,17 @@ impl VcpuCore {
                 vmcs.write(VM_ENTRY_INTR_INFO_FIELD, info.into_raw());
             }
         }
+        // An NMI held back only by an STI shadow waits for the interrupt window: a CPU that
+        // does not block NMIs after STI would take the NMI-window exit at once, again and
+        // again (KVM's `vmx_enable_nmi_window`). IF is 1 in an STI shadow.
+        let nmi_waits = self.irqs.nmi_pending > 0;
+        let sti_shadow = self.state.interruptibility & x86::BLOCKING_STI != 0;
         let proc = self
             .primary_controls()
-            .with_interrupt_window_exiting(self.irqs.interrupt.is_some() || request_window)
-            .with_nmi_window_exiting(self.irqs.nmi_pending > 0);
+            .with_interrupt_window_exiting(
+                self.irqs.interrupt.is_some() || request_window || (nmi_waits && sti_shadow),
+            )
+            .with_nmi_window_exiting(nmi_waits && !sti_shadow);
         vmcs.write(
             CPU_BASED_VM_EXEC_CONTROL,
             self.caps.proc.adjust(proc.into_raw()),

@@ -131,6 +131,10 @@ impl VcpuCore {
             }
             ExitReason::Hlt => {
                 self.skip(info);
+                // An interrupt or NMI the guest can take now would wake it at once.
+                if self.event_wakes_hlt() {
+                    return Handled::Resume;
+                }
                 user(run, uapi::SHADOWVM_EXIT_HLT)
             }
             ExitReason::Invd => self.skip(info),
