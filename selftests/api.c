@@ -816,19 +816,22 @@ SVM_TEST(vm, interrupt_bad_args, API_TIMEOUT,
 }
 
 SVM_TEST(vm, events_invalid, API_TIMEOUT,
-	 "SET_VCPU_EVENTS with nonsense (vector >= 32 or 2, wrong error-code bit, flags, reserved, padding, both shadows, 3 NMIs, non-boolean) fails with EINVAL and changes nothing")
+	 "SET_VCPU_EVENTS with nonsense (vector >= 32, 2 or 21, wrong error-code bit, error code above 16 bits, flags, reserved, padding, both shadows, 3 NMIs, non-boolean) fails with EINVAL and changes nothing")
 {
 	struct shadowvm_vcpu_events good = { .interrupt_injected = 1, .interrupt_nr = 0x30 };
-	struct shadowvm_vcpu_events bad[12], after;
+	struct shadowvm_vcpu_events bad[16], after;
 	int n = 0;
 
 	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_VCPU_EVENTS, &good)) TH_LOG("%s", strerror(errno));
-	for (int i = 0; i < 12; i++)
+	for (int i = 0; i < 16; i++)
 		bad[i] = (struct shadowvm_vcpu_events){ .exception_injected = 1, .exception_nr = 6 };
 	bad[n++].exception_nr = 32;
 	bad[n++].exception_nr = 2;
+	bad[n++].exception_nr = 21;
 	bad[n++].exception_has_error_code = 1;			/* #UD has none */
 	bad[n].exception_nr = 13, bad[n++].exception_has_error_code = 0;	/* #GP has one */
+	bad[n].exception_nr = 13, bad[n].exception_has_error_code = 1,
+		bad[n++].exception_error_code = 0x10000;			/* bits 31:16 */
 	bad[n++].flags = 1;
 	bad[n++].reserved[10] = 1;
 	bad[n++].exception_padding = 1;

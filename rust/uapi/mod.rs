@@ -517,9 +517,9 @@ pub struct VcpuEvents {
     /// 1: the exception `exception_nr` is delivered at the next entry (one the guest raised
     /// and the module queued, or one whose delivery an exit interrupted).
     pub exception_injected: u8,
-    /// The exception vector, 0-31 but not 2 (NMI).
+    /// The exception vector, 0-31 but not 2 (NMI) or 21 (#CP: the guest has no CET).
     pub exception_nr: u8,
-    /// 1: the exception pushes `exception_error_code` (exactly for vectors 8, 10-14, 17, 21).
+    /// 1: the exception pushes `exception_error_code` (exactly for vectors 8, 10-14, 17).
     pub exception_has_error_code: u8,
     pub exception_padding: u8,
     /// Bits 31:16 must be 0.

@@ -169,8 +169,8 @@ struct shadowvm_interrupt {
 /* SHADOWVM_GET_VCPU_EVENTS / SHADOWVM_SET_VCPU_EVENTS */
 struct shadowvm_vcpu_events {
 	__u8 exception_injected;	/* 0 or 1 */
-	__u8 exception_nr;	/* 0-31, not 2 */
-	__u8 exception_has_error_code;	/* exactly for 8, 10-14, 17, 21 */
+	__u8 exception_nr;	/* 0-31, not 2 or 21 */
+	__u8 exception_has_error_code;	/* exactly for 8, 10-14, 17 */
 	__u8 exception_padding;
 	__u32 exception_error_code;	/* bits 31:16 zero */
 	__u8 interrupt_injected;	/* 0 or 1: interrupt_nr queued */

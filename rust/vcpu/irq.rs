@@ -53,11 +53,15 @@ impl PendingIrqs {
 }
 
 /// Whether an exception with `vector` pushes an error code: #DF, #TS, #NP, #SS, #GP, #PF,
-/// #AC, #CP (SDM table 6-1). VM entry requires the error-code bit to say exactly this in
+/// #AC (SDM table 6-1). VM entry requires the error-code bit to say exactly this in
 /// protected mode (SDM 26.2.1.3), the only mode shadowvm runs.
 fn exception_has_error_code(vector: u8) -> bool {
-    matches!(vector, 8 | 10..=14 | 17 | 21)
+    matches!(vector, 8 | 10..=14 | 17)
 }
+
+/// #CP: VM entry wants its error-code bit set only where the CPU has CET, which the guest
+/// never has (CR4.CET cannot be set), so it can never be pending.
+const CP_VECTOR: u8 = 21;
 
 /// Whether SET_VCPU_EVENTS accepts `e` (what uapi.md promises): flags, padding and
 /// reserved fields zero, booleans 0 or 1, vectors and counts in range, and fields of an
@@ -75,6 +79,7 @@ fn events_valid(e: &uapi::VcpuEvents) -> bool {
         e.exception_injected == 1
             && e.exception_nr < 32
             && e.exception_nr != NMI_VECTOR
+            && e.exception_nr != CP_VECTOR
             && bool_ok(e.exception_has_error_code)
             && (e.exception_has_error_code != 0) == exception_has_error_code(e.exception_nr)
             && e.exception_error_code >> 16 == 0
