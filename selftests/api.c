@@ -732,8 +732,8 @@ static struct irq_log_entry irq_log(struct vm *vm, unsigned int i)
 	return e;
 }
 
-/* The GDT, IDT and handlers above, `code` at CODE, RIP = CODE and RFLAGS = rflags. */
-static int irq_guest(struct vm *vm, const uint8_t *code, size_t len, uint64_t rflags)
+/* The GDT, an IDT at `idt` and the handlers above, `code` at CODE, RIP = CODE, RFLAGS = rflags. */
+static int irq_guest_idt(struct vm *vm, const uint8_t *code, size_t len, uint64_t rflags, uint32_t idt)
 {
 	const uint64_t gdt[] = { 0, 0x00cf9b000000ffffull, 0x00cf93000000ffffull };
 	struct shadowvm_sregs sregs;
@@ -749,8 +749,8 @@ static int irq_guest(struct vm *vm, const uint8_t *code, size_t len, uint64_t rf
 		vm->mem[stub + 5] = 0xe9;			/* jmp rel32 */
 		put32(vm, stub + 6, IRQ_COMMON - (stub + 10));
 		/* 32-bit interrupt gate, DPL 0, selector 0x08 */
-		put32(vm, IRQ_IDT + 8 * v, 0x08u << 16 | (handler & 0xffff));
-		put32(vm, IRQ_IDT + 8 * v + 4, (handler & 0xffff0000u) | 0x8e00);
+		put32(vm, idt + 8 * v, 0x08u << 16 | (handler & 0xffff));
+		put32(vm, idt + 8 * v + 4, (handler & 0xffff0000u) | 0x8e00);
 	}
 	memcpy(vm->mem + IRQ_COMMON, irq_common, sizeof(irq_common));
 	memcpy(vm->mem + IRQ_NMI, nmi_handler, sizeof(nmi_handler));
@@ -759,13 +759,36 @@ static int irq_guest(struct vm *vm, const uint8_t *code, size_t len, uint64_t rf
 		return -1;
 	sregs.gdt.base = IRQ_GDT;
 	sregs.gdt.limit = sizeof(gdt) - 1;
-	sregs.idt.base = IRQ_IDT;
+	sregs.idt.base = idt;
 	sregs.idt.limit = 256 * 8 - 1;
 	if (ioctl(vm->fd, SHADOWVM_SET_SREGS, &sregs) || ioctl(vm->fd, SHADOWVM_GET_REGS, &regs))
 		return -1;
 	regs.rip = CODE;
 	regs.rflags = rflags;
 	return ioctl(vm->fd, SHADOWVM_SET_REGS, &regs);
+}
+
+static int irq_guest(struct vm *vm, const uint8_t *code, size_t len, uint64_t rflags)
+{
+	return irq_guest_idt(vm, code, len, rflags, IRQ_IDT);
+}
+
+/* The value of statistic `name`, or 0 if there is none. */
+static uint64_t stat_value(int fd, const char *name)
+{
+	struct shadowvm_stats st = { 0 };
+	struct shadowvm_stat_entry *e;
+	uint64_t v = 0;
+
+	ioctl(fd, SHADOWVM_GET_STATS, &st);
+	e = calloc(st.count, sizeof(*e));
+	st.entries = (uintptr_t)e;
+	if (e && ioctl(fd, SHADOWVM_GET_STATS, &st) == 0)
+		for (unsigned int i = 0; i < st.count; i++)
+			if (!strcmp(e[i].name, name))
+				v = e[i].value;
+	free(e);
+	return v;
 }
 
 static int inject(struct vm *vm, uint32_t irq)
@@ -781,6 +804,17 @@ static uint64_t guest_rip(struct vm *vm)
 
 	ioctl(vm->fd, SHADOWVM_GET_REGS, &regs);
 	return regs.rip;
+}
+
+/* Runs to an OUT to `port`; returns its data byte, or -1 (logged) for anything else. */
+static int run_to_out(struct __test_metadata *_metadata, struct vm *vm, uint16_t port)
+{
+	int r = vm_run(vm);
+
+	if (r == SHADOWVM_EXIT_IO && vm->run->exit.io.direction == SHADOWVM_IO_OUT && vm->run->exit.io.port == port)
+		return vm->run->exit.io.data & 0xff;
+	TH_LOG("wanted OUT %#x: exit %d port %#x", port, r, vm->run->exit.io.port);
+	return -1;
 }
 
 SVM_TEST(fresh, check_cap_irq, API_TIMEOUT, "CHECK_CAP(SHADOWVM_CAP_IRQ) is 1; an unknown capability fails with EINVAL")
@@ -896,6 +930,65 @@ SVM_TEST(vm, interrupt_through_idt, API_TIMEOUT,
 		TH_LOG("exit %d, %u interrupts, first vector %#x EIP %#x (want %#x), EBX %u, RIP %#llx", r,
 		       guest32(vm, IRQ_COUNT), e.vector, e.eip, CODE + 7, guest32(vm, IRQ_EBX),
 		       (unsigned long long)guest_rip(vm));
+}
+
+/*
+ * The IDT alone in the 2 MiB at 4 MiB, which the guest touches first when it delivers the
+ * event: the shadow has no entry for it yet, so the delivery itself exits with a #PF (IDT
+ * vectoring information valid) and the event must be delivered again, once.
+ */
+#define FAR_IDT 0x400000u
+
+SVM_TEST(vm, interrupt_redelivered, API_TIMEOUT,
+	 "an interrupt whose delivery exits (shadow #PF on the IDT) is delivered again, exactly once")
+{
+	static const uint8_t code[] = { 0xe6, 0x80, 0xf4 };	/* out 0x80, al; hlt */
+	struct vm *vm = &self->vm;
+	uint64_t pf_before, pf_after;
+	struct irq_log_entry e;
+	int r;
+
+	ASSERT_EQ(0, irq_guest_idt(vm, code, sizeof(code), 2 | RFLAGS_IF, FAR_IDT)) TH_LOG("setup: %s", strerror(errno));
+	ASSERT_EQ(SHADOWVM_EXIT_IO, vm_run(vm));
+	pf_before = stat_value(vm->fd, "exits.exception_nmi");
+	ASSERT_EQ(0, inject(vm, 0x46)) TH_LOG("INTERRUPT: %s", strerror(errno));
+	r = vm_run(vm);
+	pf_after = stat_value(vm->fd, "exits.exception_nmi");
+	e = irq_log(vm, 0);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && pf_after > pf_before && guest32(vm, IRQ_COUNT) == 1 &&
+		    e.vector == 0x46 && e.eip == CODE + 2)
+		TH_LOG("exit %d, #PF exits %llu -> %llu, %u interrupts, vector %#x EIP %#x", r,
+		       (unsigned long long)pf_before, (unsigned long long)pf_after, guest32(vm, IRQ_COUNT),
+		       e.vector, e.eip);
+}
+
+SVM_TEST(vm, nmi_redelivered, API_TIMEOUT,
+	 "an NMI whose delivery exits (shadow #PF on the IDT) is delivered again, exactly once, and then blocks NMIs")
+{
+	static const uint8_t code[] = { 0xe6, 0x80, 0xf4 };	/* out 0x80, al; hlt */
+	struct shadowvm_vcpu_events ev;
+	struct vm *vm = &self->vm;
+	uint64_t pf_before;
+
+	ASSERT_EQ(0, irq_guest_idt(vm, code, sizeof(code), 2, FAR_IDT)) TH_LOG("setup: %s", strerror(errno));
+	ASSERT_EQ(SHADOWVM_EXIT_IO, vm_run(vm));
+	pf_before = stat_value(vm->fd, "exits.exception_nmi");
+	errno = 0;
+	if (ioctl(vm->fd, SHADOWVM_NMI, 0)) {
+		if (errno == EOPNOTSUPP)
+			SKIP(return, "the CPU has no virtual NMIs: SHADOWVM_NMI answers EOPNOTSUPP");
+		ASSERT_EQ(0, errno) TH_LOG("NMI: %s", strerror(errno));
+	}
+	ASSERT_EQ(1, run_to_out(_metadata, vm, 0x84));
+	ASSERT_EQ(0, ioctl(vm->fd, SHADOWVM_GET_VCPU_EVENTS, &ev));
+	ASSERT_TRUE(stat_value(vm->fd, "exits.exception_nmi") > pf_before && ev.nmi_masked == 1 &&
+		    ev.nmi_pending == 0)
+		TH_LOG("#PF exits %llu -> %llu, masked %u pending %u", (unsigned long long)pf_before,
+		       (unsigned long long)stat_value(vm->fd, "exits.exception_nmi"), ev.nmi_masked,
+		       ev.nmi_pending);
+	ASSERT_EQ(1, run_to_out(_metadata, vm, 0x85));
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, vm_run(vm));
+	ASSERT_EQ(1u, guest32(vm, NMI_COUNT));
 }
 
 /* out 0x80, al; sti; inc ebx (in the STI shadow); inc ebx; hlt -- with IF = 0 at first */
@@ -1019,17 +1112,6 @@ SVM_TEST(vm, exception_before_interrupt, API_TIMEOUT,
 		    b.vector == 0x43 && b.eip == CODE)
 		TH_LOG("exit %d, %u entries: (%#x, %#x) (%#x, %#x)", r, guest32(vm, IRQ_COUNT), a.vector, a.eip,
 		       b.vector, b.eip);
-}
-
-/* Runs to an OUT to `port`; returns its data byte, or -1 (logged) for anything else. */
-static int run_to_out(struct __test_metadata *_metadata, struct vm *vm, uint16_t port)
-{
-	int r = vm_run(vm);
-
-	if (r == SHADOWVM_EXIT_IO && vm->run->exit.io.direction == SHADOWVM_IO_OUT && vm->run->exit.io.port == port)
-		return vm->run->exit.io.data & 0xff;
-	TH_LOG("wanted OUT %#x: exit %d port %#x", port, r, vm->run->exit.io.port);
-	return -1;
 }
 
 SVM_TEST(vm, nmi_blocked_until_iret, API_TIMEOUT,
