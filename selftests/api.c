@@ -1114,6 +1114,32 @@ SVM_TEST(vm, exception_before_interrupt, API_TIMEOUT,
 		       b.vector, b.eip);
 }
 
+SVM_TEST(vm, nmi_after_sti_shadow, API_TIMEOUT,
+	 "an NMI queued in an STI shadow (SET_VCPU_EVENTS) is taken after the instruction in the shadow")
+{
+	static const uint8_t code[] = { 0x43, 0xf4 };	/* inc ebx (in the shadow); hlt */
+	struct shadowvm_vcpu_events ev = { .interrupt_shadow = SHADOWVM_INTERRUPT_SHADOW_STI, .nmi_pending = 1 };
+	struct shadowvm_regs regs = { 0 };
+	struct vm *vm = &self->vm;
+	uint32_t eip;
+
+	ASSERT_EQ(0, irq_guest(vm, code, sizeof(code), 2 | RFLAGS_IF)) TH_LOG("setup: %s", strerror(errno));
+	errno = 0;
+	if (ioctl(vm->fd, SHADOWVM_SET_VCPU_EVENTS, &ev)) {
+		if (errno == EOPNOTSUPP)
+			SKIP(return, "the CPU has no virtual NMIs: NMI state answers EOPNOTSUPP");
+		ASSERT_EQ(0, errno) TH_LOG("SET_VCPU_EVENTS: %s", strerror(errno));
+	}
+	ASSERT_EQ(1, run_to_out(_metadata, vm, 0x84));
+	/* In the handler: the NMI frame's EIP is at the top of the stack. */
+	ASSERT_EQ(0, ioctl(vm->fd, SHADOWVM_GET_REGS, &regs));
+	eip = guest32(vm, (uint32_t)regs.rsp);
+	ASSERT_TRUE(eip == CODE + 1 && regs.rbx == 1)
+		TH_LOG("NMI return EIP %#x (want %#x), EBX %llu", eip, CODE + 1, (unsigned long long)regs.rbx);
+	ASSERT_EQ(1, run_to_out(_metadata, vm, 0x85));
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, vm_run(vm));
+}
+
 SVM_TEST(vm, nmi_blocked_until_iret, API_TIMEOUT,
 	 "an NMI runs the guest's NMI handler; NMIs sent inside it (two, kept as one) wait for its IRET")
 {
