@@ -1114,8 +1114,12 @@ SVM_TEST(vm, exception_before_interrupt, API_TIMEOUT,
 		       b.vector, b.eip);
 }
 
+/*
+ * The instruction in the shadow is the guest's first: fetching it exits on a shadow #PF,
+ * after which the shadow must still hold (an exception ends it on the CPU).
+ */
 SVM_TEST(vm, nmi_after_sti_shadow, API_TIMEOUT,
-	 "an NMI queued in an STI shadow (SET_VCPU_EVENTS) is taken after the instruction in the shadow")
+	 "an NMI queued in an STI shadow (SET_VCPU_EVENTS) is taken after the instruction in the shadow, even when that instruction's fetch exits on a shadow #PF")
 {
 	static const uint8_t code[] = { 0x43, 0xf4 };	/* inc ebx (in the shadow); hlt */
 	struct shadowvm_vcpu_events ev = { .interrupt_shadow = SHADOWVM_INTERRUPT_SHADOW_STI, .nmi_pending = 1 };

@@ -13,7 +13,10 @@
 use super::exits::Event;
 use super::VcpuCore;
 use crate::uapi;
-use crate::vmx::exit::{ExitInfo, ExitReason, InterruptionInfo, INTR_TYPE_EXT_INTR, INTR_TYPE_NMI};
+use crate::vmx::exit::{
+    ExitInfo, ExitReason, InterruptionInfo, INTR_TYPE_EXT_INTR, INTR_TYPE_HW_EXCEPTION,
+    INTR_TYPE_NMI,
+};
 use crate::vmx::vmcs::{CPU_BASED_VM_EXEC_CONTROL, VM_ENTRY_INTR_INFO_FIELD};
 use crate::vmx::window::CurrentVmcs;
 use crate::x86::{self, vector};
@@ -21,6 +24,13 @@ use kernel::prelude::*;
 
 /// The NMI vector.
 const NMI_VECTOR: u8 = 2;
+
+/// The STI/MOV SS shadow a VM entry started with (interruptibility bits), and where.
+#[derive(Clone, Copy)]
+pub(super) struct EntryShadow {
+    rip: u64,
+    blocking: u64,
+}
 
 /// Interrupts and NMIs waiting for the guest.
 ///
@@ -204,8 +214,13 @@ impl VcpuCore {
     /// At each entry, after `inject_event` wrote the exception or re-delivered event (if
     /// any): an NMI or the queued interrupt if nothing comes before it and the guest can
     /// take it, and the window exits for what still waits. `request_window` is the run
-    /// page's `request_interrupt_window`.
-    pub(super) fn inject_interrupts(&mut self, vmcs: &CurrentVmcs<'_>, request_window: bool) {
+    /// page's `request_interrupt_window`. Returns the STI/MOV SS shadow the guest enters
+    /// with, for [`Self::keep_shadow_across_fault`].
+    pub(super) fn inject_interrupts(
+        &mut self,
+        vmcs: &CurrentVmcs<'_>,
+        request_window: bool,
+    ) -> EntryShadow {
         let blocking = self.state.interruptibility;
         let mut busy = self.event.is_some();
         if !busy
@@ -228,6 +243,7 @@ impl VcpuCore {
                     .with_const_kind::<INTR_TYPE_EXT_INTR>()
                     .with_vector(v);
                 vmcs.write(VM_ENTRY_INTR_INFO_FIELD, info.into_raw());
+                busy = true;
             }
         }
         // An NMI held back only by an STI shadow waits for the interrupt window: a CPU that
@@ -245,6 +261,32 @@ impl VcpuCore {
             CPU_BASED_VM_EXEC_CONTROL,
             self.caps.proc.adjust(proc.into_raw()),
         );
+        // An entry that delivers an event leaves no STI or MOV SS blocking (SDM 26.6.1).
+        EntryShadow {
+            rip: self.state.rip,
+            blocking: if busy {
+                0
+            } else {
+                blocking & x86::BLOCKING_STI_MOVSS
+            },
+        }
+    }
+
+    /// A #PF exit on the first instruction after an entry with an STI or MOV SS shadow
+    /// ends the shadow (the CPU clears that blocking when the guest incurs an exception;
+    /// Bochs 2.7 saves it cleared), although the instruction will run again: a fault the
+    /// MMU fixes in its shadow tables is none of the guest's business. The shadow comes
+    /// back, so that no interrupt slips in before that instruction (`sti; hlt` with the
+    /// HLT on a page the shadow does not map yet would otherwise sleep through its
+    /// wake-up). If the fault turns out to be the guest's, its injection ends the shadow
+    /// anyway; an instruction that completes (emulated) clears it.
+    pub(super) fn keep_shadow_across_fault(&mut self, info: &ExitInfo, shadow: EntryShadow) {
+        let pf = info.basic_reason() == Some(ExitReason::ExceptionNmi)
+            && info.intr_info.is(INTR_TYPE_HW_EXCEPTION)
+            && info.intr_info.vector_u8() == vector::PF;
+        if pf && !info.vectoring_info.valid().into_bool() && self.state.rip == shadow.rip {
+            self.state.interruptibility |= shadow.blocking;
+        }
     }
 
     /// GET_VCPU_EVENTS. A #PF still to be delivered sets CR2 now (the CPU sets it when it

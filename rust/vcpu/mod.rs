@@ -584,7 +584,7 @@ impl VcpuCore {
             }
             self.sync_paging(vmcs, &hw);
             self.inject_event(vmcs);
-            self.inject_interrupts(vmcs, run.request_interrupt_window != 0);
+            let shadow = self.inject_interrupts(vmcs, run.request_interrupt_window != 0);
             self.state.load_volatile(vmcs);
             if self.caps.has_preemption_timer() {
                 // The time left in the window, not a fresh slice per entry: a guest that
@@ -607,6 +607,7 @@ impl VcpuCore {
             }
             self.state.save_volatile(vmcs);
             let info = ExitInfo::read(vmcs);
+            self.keep_shadow_across_fault(&info, shadow);
             self.event = None;
             if let Some(reason) = self.stats.exits.get_mut(usize::from(info.basic())) {
                 *reason = reason.wrapping_add(1);
