@@ -5,7 +5,7 @@
  * CODE * 2 + 1; shadowvm-run --exit-device qemu gives the same). Needs CAP_SYS_RAWIO
  * (init has it). If the write returns, no exit device is there: it says so and fails.
  *
- * No C library: a static binary of a few hundred bytes in the initramfs.
+ * No C library: a static binary of a few kilobytes in the initramfs.
  */
 #define EXIT_PORT 0xf4
 

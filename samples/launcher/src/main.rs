@@ -9,6 +9,7 @@ mod backend;
 mod boot;
 mod devices;
 mod error;
+mod linux;
 mod loader;
 mod report;
 mod runloop;
