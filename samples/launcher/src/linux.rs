@@ -599,6 +599,8 @@ pub fn load(
         )));
     }
 
+    // An empty initrd file is no initrd.
+    let initrd = initrd.filter(|data| !data.is_empty());
     let initrd_place = match initrd {
         None => None,
         Some(data) => {
@@ -616,6 +618,15 @@ pub fn load(
         }
     };
 
+    let e820 = e820_map(&ram);
+    if e820.len() > zp::E820_MAX_ENTRIES {
+        return Err(Error::image(format!(
+            "{} e820 entries; the zero page holds {}",
+            e820.len(),
+            zp::E820_MAX_ENTRIES
+        )));
+    }
+
     // Checks done: write guest memory.
     write_bytes(mem, load_addr, protected_mode, "the kernel")?;
     if let (Some(data), Some(place)) = (initrd, &initrd_place) {
@@ -625,14 +636,6 @@ pub fn load(
     cmdline_z.push(0);
     write_bytes(mem, CMDLINE_ADDR, &cmdline_z, "the command line")?;
 
-    let e820 = e820_map(&ram);
-    if e820.len() > zp::E820_MAX_ENTRIES {
-        return Err(Error::image(format!(
-            "{} e820 entries; the zero page holds {}",
-            e820.len(),
-            zp::E820_MAX_ENTRIES
-        )));
-    }
     let mut zero = ZeroPage([0; ZERO_PAGE_SIZE]);
     zero.0[hdr::SETUP_SECTS..header.header_end]
         .copy_from_slice(&kernel[hdr::SETUP_SECTS..header.header_end]);
@@ -927,6 +930,31 @@ mod tests {
         let b = r.unwrap();
         check_boot(&mem, &s.image(), &b, None, "");
         assert_eq!(b.initrd, None);
+        // An empty initrd file is no initrd.
+        let (mem, r) = load_synthetic(&s, MEM, Some(&[]), "");
+        let b = r.unwrap();
+        check_boot(&mem, &s.image(), &b, None, "");
+        assert_eq!(b.initrd, None);
+    }
+
+    #[test]
+    fn more_ram_ranges_than_the_e820_table_holds() {
+        let s = Synthetic::default();
+        let mem_size = 64u64 << 20;
+        let mut mem = vec![0u8; mem_size as usize];
+        let mut ram = vec![0..0x300_0000u64];
+        ram.extend((0..126u64).map(|i| 0x300_0000 + i * 0x2000..0x300_1000 + i * 0x2000));
+        // 2 entries for the first range, 126 more, 2 APIC pages: 130 > 128.
+        let e = err_msg(load(&mut mem, &ram, &s.image(), None, ""));
+        assert!(
+            e.contains("130 e820 entries; the zero page holds 128"),
+            "{e}"
+        );
+        assert!(mem.iter().all(|&b| b == 0), "nothing written on failure");
+        ram.truncate(125);
+        let b = load(&mut mem, &ram, &s.image(), None, "").unwrap();
+        assert_eq!(b.e820.len(), 128);
+        check_boot(&mem, &s.image(), &b, None, "");
     }
 
     #[test]
