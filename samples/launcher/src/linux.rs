@@ -1167,6 +1167,46 @@ mod tests {
         }
     }
 
+    /// Loads the real guest kernel and initramfs as a 256 MiB QEMU `pc` machine's RAM is laid
+    /// out (RAM up to 0xffe0000, then the firmware's tables) and writes the regions `load`
+    /// filled to SHADOWVM_LINUX_DUMP: `NAME.bin` files and `regions` ("NAME ADDRESS" per
+    /// line, the low region last). samples/linux/run-loader-qemu.sh boots them under QEMU
+    /// through samples/linux/enter64.S. Run only on request: it writes files.
+    #[test]
+    #[ignore = "writes files; run by samples/linux/run-loader-qemu.sh"]
+    fn dump_loaded_guest_for_qemu() {
+        let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+        let dir = PathBuf::from(var("SHADOWVM_LINUX_DUMP"));
+        let kernel = std::fs::read(var("SHADOWVM_LINUX_BZIMAGE")).unwrap();
+        let initrd = std::fs::read(var("SHADOWVM_LINUX_INITRD")).unwrap();
+        let cmdline = var("SHADOWVM_LINUX_CMDLINE");
+        let mut mem = vec![0u8; MEM as usize];
+        let b = load(&mut mem, &[0..0xffe_0000], &kernel, Some(&initrd), &cmdline).unwrap();
+        check_boot(&mem, &kernel, &b, Some(&initrd), &cmdline);
+        let low_end = align_up(CMDLINE_ADDR + cmdline.len() as u64 + 1, PAGE_SIZE).unwrap();
+        let regions = [
+            ("kernel", b.kernel.clone()),
+            ("initrd", b.initrd.clone().unwrap()),
+            ("low", boot::GDT_ADDR..low_end),
+        ];
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut list = String::new();
+        for (name, r) in regions {
+            std::fs::write(
+                dir.join(format!("{name}.bin")),
+                &mem[r.start as usize..r.end as usize],
+            )
+            .unwrap();
+            list += &format!("{name} {:#x}\n", r.start);
+        }
+        std::fs::write(dir.join("regions"), list).unwrap();
+        // enter64.S builds this state itself; it must be the one load returned.
+        let (r, s) = (&b.regs, &b.sregs);
+        assert_eq!((r.rip, r.rsi), (b.kernel.start + 0x200, 0x1_0000));
+        assert_eq!((s.cr3, s.gdt.base, s.gdt.limit), (0x2000, 0x1000, 47));
+        assert_eq!((s.cs.selector, s.ds.selector), (0x10, 0x18));
+    }
+
     #[test]
     fn real_guest_kernel_loads() {
         let Some(kernel) = guest_bzimage() else {
