@@ -7,13 +7,17 @@
 #   make demo       boot Bochs, load the module, show what it found, run a guest on it
 #   make bench      benchmark guests under shadowvm, KVM ept=0 and ept=1: out/bench/results.md
 #   make setup      install host packages and tools only
+#   make linux-guest       build the Linux guest (kernel-config/guest.config, samples/linux)
+#   make linux-guest-qemu  build it and boot it under QEMU TCG (samples/linux/run-qemu.sh)
+#   make linux-guest-loader-qemu  boot it under QEMU from what the launcher's Linux loader
+#                          wrote (samples/linux/run-loader-qemu.sh)
 # KDIR=/path/to/linux-7.2/build builds against your own kernel; logs go to out/.
 # (Kbuild reads the file named Kbuild, so this Makefile only drives the scripts.)
 
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all module setup kernel check check-quick lint demo bench clean
+.PHONY: all module setup kernel check check-quick lint demo bench clean linux-guest linux-guest-qemu linux-guest-loader-qemu
 all: module
 
 setup:
@@ -40,5 +44,14 @@ demo:
 bench: setup
 	@$(S)/bench.sh
 
+linux-guest: setup
+	@$(S)/build-linux-guest.sh >/dev/null
+
+linux-guest-qemu: linux-guest
+	@samples/linux/run-qemu.sh out/linux/bzImage out/linux/initramfs.cpio
+
+linux-guest-loader-qemu: linux-guest
+	@samples/linux/run-loader-qemu.sh out/linux/bzImage out/linux/initramfs.cpio
+
 clean:
-	rm -rf out target samples/guests/build samples/multiboot/build
+	rm -rf out target samples/guests/build samples/multiboot/build samples/linux/build

@@ -10,6 +10,7 @@ mod backend;
 mod boot;
 mod devices;
 mod error;
+mod linux;
 mod loader;
 mod multiboot;
 mod report;
