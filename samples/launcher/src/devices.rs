@@ -3,6 +3,7 @@
 //! The guest's devices: a 16550-style serial port at 0x3f8 (output only), the exit port, and
 //! QEMU pc-testdev's memory window at 0xff000000 (RAM reached only through MMIO exits).
 
+use crate::platform::{HostClock, Platform};
 use std::collections::BTreeSet;
 use std::io::Write;
 
@@ -39,6 +40,10 @@ pub struct IoCounts {
     pub other: u64,
     /// MMIO accesses the test device's memory window answered.
     pub testdev: u64,
+    /// 8259 and ELCR port accesses.
+    pub pic: u64,
+    /// Local APIC register accesses.
+    pub apic: u64,
 }
 
 /// The device model shared by every backend.
@@ -51,6 +56,9 @@ pub struct Devices {
     /// the hypervisor's instruction emulator with memory that behaves like RAM.
     iomem: Vec<u8>,
     pub counts: IoCounts,
+    /// Interrupt controllers, timers and owned MSRs (the 8259 ports and the APIC page are
+    /// dispatched to it).
+    pub platform: Platform,
     /// First error writing serial output; reported at the end instead of stopping the guest.
     pub output_error: Option<std::io::Error>,
 }
@@ -73,6 +81,7 @@ impl Devices {
             quiet,
             iomem: vec![0; TESTDEV_IOMEM_LEN],
             counts: IoCounts::default(),
+            platform: Platform::new(Box::new(HostClock), quiet),
             output_error: None,
         }
     }
@@ -98,6 +107,10 @@ impl Devices {
             }
             return OutEffect::Continue;
         }
+        if size == 1 && self.platform.io_out(port, value as u8) {
+            self.counts.pic += 1;
+            return OutEffect::Continue;
+        }
         self.counts.other += 1;
         self.warn_once(port, "OUT");
         OutEffect::Continue
@@ -116,6 +129,12 @@ impl Devices {
             } else {
                 0
             };
+        }
+        if size == 1 {
+            if let Some(v) = self.platform.io_in(port) {
+                self.counts.pic += 1;
+                return u64::from(v);
+            }
         }
         self.counts.other += 1;
         self.warn_once(port, "IN");
@@ -145,6 +164,10 @@ impl Devices {
     /// Handles an MMIO read of `len` (1..=8) bytes: the bytes read (those outside any device
     /// read as 0), or None when no device is at `gpa`.
     pub fn mmio_read(&mut self, gpa: u64, len: u32) -> Option<[u8; 8]> {
+        if let Some(data) = self.platform.mmio_read(gpa, len) {
+            self.counts.apic += 1;
+            return Some(data);
+        }
         let len = (len as usize).min(8);
         let (at, skip, n) = Self::iomem_overlap(gpa, len)?;
         self.counts.testdev += 1;
@@ -156,6 +179,10 @@ impl Devices {
     /// Handles an MMIO write of `data` (1..=8 bytes); false when no device is at `gpa`.
     pub fn mmio_write(&mut self, gpa: u64, data: &[u8]) -> bool {
         let data = &data[..data.len().min(8)];
+        if self.platform.mmio_write(gpa, data) {
+            self.counts.apic += 1;
+            return true;
+        }
         let Some((at, skip, n)) = Self::iomem_overlap(gpa, data.len()) else {
             return false;
         };

@@ -4,12 +4,17 @@
 //! port and an exit port, and reports VM exit and MMU statistics. See `--help` and
 //! Documentation/uapi.md.
 
+mod apic;
 mod args;
 mod backend;
 mod boot;
+mod cpuid;
 mod devices;
 mod error;
 mod loader;
+mod msr;
+mod pic;
+mod platform;
 mod report;
 mod runloop;
 mod signals;
@@ -72,6 +77,25 @@ fn real_main() -> Result<u8> {
     run_guest(&opts, &image, backend.as_mut(), serial)
 }
 
+/// Gives the guest the launcher's CPUID table and tells the platform the TSC frequency and
+/// address width it announces. A backend without CPUID control keeps its own CPUID.
+fn setup_cpu_model(backend: &mut dyn Backend, platform: &mut platform::Platform) -> Result<()> {
+    let caps = backend.capabilities();
+    let tsc_khz = if caps.tsc {
+        Some(backend.tsc_khz()?)
+    } else {
+        None
+    };
+    if caps.cpuid {
+        let table = cpuid::build(&backend.supported_cpuid()?, tsc_khz);
+        backend.set_cpuid(&table)?;
+        platform.configure(tsc_khz, cpuid::phys_bits(&table));
+    } else {
+        platform.configure(tsc_khz, 36);
+    }
+    Ok(())
+}
+
 /// Loads, boots and runs the guest, then prints the report; returns the exit status.
 fn run_guest(
     opts: &Options,
@@ -89,9 +113,11 @@ fn run_guest(
     let loaded = loader::load(image, backend.memory(), &load_opts)
         .map_err(|e| Error::new(e.kind, format!("{image_name}: {}", e.msg)))?;
     let (regs, sregs) = boot::setup(backend.memory(), opts.start, loaded.entry)?;
+    let mut devices = devices::Devices::new(serial, opts.quiet);
+    // CPUID before the boot state: KVM accepts EFER.LME only with long mode in CPUID.
+    setup_cpu_model(backend, &mut devices.platform)?;
     backend.set_state(&regs, &sregs)?;
 
-    let mut devices = devices::Devices::new(serial, opts.quiet);
     signals::arm(backend.immediate_exit_ptr(), opts.timeout)
         .map_err(|e| Error::os(format!("cannot install signal handlers: {e}")))?;
     let result = runloop::run(backend, &mut devices, &signals::pending);

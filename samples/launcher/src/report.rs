@@ -49,12 +49,23 @@ impl Report<'_> {
             ("io.exit_port", self.io.exit_port),
             ("io.other", self.io.other),
             ("mmio.testdev", self.io.testdev),
+            ("io.pic", self.io.pic),
+            ("mmio.apic", self.io.apic),
         ] {
             if n != 0 {
                 let _ = writeln!(s, "    {name:<36} {n:>16}");
             }
         }
         let _ = writeln!(s, "  {:<38} {:>16}", "total", ls.total_exits());
+        for (name, n) in [
+            ("interrupts injected", ls.interrupts),
+            ("NMIs injected", ls.nmis),
+            ("halted-guest sleeps", ls.halt_sleeps),
+        ] {
+            if n != 0 {
+                let _ = writeln!(s, "{name:<40} {n:>16}");
+            }
+        }
         let _ = writeln!(
             s,
             "{:<40} {:>16}",
@@ -117,8 +128,13 @@ impl Report<'_> {
         );
         let _ = write!(
             s,
-            "\"io\":{{\"serial\":{},\"exit_port\":{},\"other\":{},\"testdev\":{}}},",
-            self.io.serial, self.io.exit_port, self.io.other, self.io.testdev
+            "\"io\":{{\"serial\":{},\"exit_port\":{},\"other\":{},\"testdev\":{},\"pic\":{},\"apic\":{}}},",
+            self.io.serial, self.io.exit_port, self.io.other, self.io.testdev, self.io.pic, self.io.apic
+        );
+        let _ = write!(
+            s,
+            "\"interrupts\":{{\"injected\":{},\"nmis\":{},\"halt_sleeps\":{}}},",
+            ls.interrupts, ls.nmis, ls.halt_sleeps
         );
         let stats: Vec<String> = self
             .backend_stats
@@ -186,6 +202,8 @@ mod tests {
                 exit_port: 1,
                 other: 0,
                 testdev: 0,
+                pic: 0,
+                apic: 0,
             },
             backend_stats: stats,
             stats_error: None,
@@ -210,7 +228,7 @@ mod tests {
         assert!(j.contains("\"outcome\":{\"kind\":\"exit\",\"guest_status\":0,\"exit_status\":0,"));
         assert!(j.contains("\"exits\":{\"io\":11,\"mmio\":0,"));
         assert!(j.contains("\"total\":11}"));
-        assert!(j.contains("\"io\":{\"serial\":10,\"exit_port\":1,\"other\":0,\"testdev\":0}"));
+        assert!(j.contains("\"io\":{\"serial\":10,\"exit_port\":1,\"other\":0,\"testdev\":0,\"pic\":0,\"apic\":0}"));
         assert!(j.contains("\"stats\":{\"mmu.pf_fixed\":9,\"exits.cr_access\":2}"));
         assert!(j.contains("\"time_in_run_ns\":5000000"));
         // Balanced braces and quotes: a cheap well-formedness check without a JSON parser.

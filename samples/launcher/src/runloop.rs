@@ -3,9 +3,11 @@
 //! The run loop shared by all backends: enter the guest, dispatch exits to the device model,
 //! count them, and decide when the guest is finished.
 
-use crate::backend::{Backend, Exit};
+use crate::backend::{Backend, Capabilities, Exit};
 use crate::devices::{Devices, OutEffect};
 use crate::error::Result;
+use crate::msr;
+use crate::platform::Platform;
 use shadowvm_uapi::SHADOWVM_RFLAGS_IF;
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,9 @@ pub const HC_UNKNOWN: u64 = u64::MAX;
 pub enum Outcome {
     /// Status written to the exit port (or the exit hypercall).
     Exited(u32),
-    /// HLT; with IF=0 nothing can wake it, and the launcher injects no interrupts either.
+    /// HLT with nothing that could wake the guest: IF=0 and no NMI pending, or IF=1 with no
+    /// interrupt pending, no armed timer and no device that can interrupt (or a backend that
+    /// cannot inject interrupts).
     Halted {
         rip: Option<u64>,
         interrupts_enabled: bool,
@@ -97,7 +101,7 @@ impl Outcome {
                 format!("guest halted with interrupts disabled{} without writing an exit status", at(rip))
             }
             Self::Halted { rip, interrupts_enabled: true } => {
-                format!("guest halted{} waiting for an interrupt, but the launcher provides none", at(rip))
+                format!("guest halted{} waiting for an interrupt, but nothing can raise one (no pending interrupt, no armed timer)", at(rip))
             }
             Self::Shutdown { rip } => format!("guest shut down (triple fault){}", at(rip)),
             Self::FailEntry { reason, qualification, cpu } => {
@@ -126,7 +130,7 @@ impl Outcome {
 }
 
 /// Fixed order of the exit reasons in reports.
-pub const EXIT_REASONS: [&str; 9] = [
+pub const EXIT_REASONS: [&str; 11] = [
     "io",
     "mmio",
     "hlt",
@@ -135,6 +139,8 @@ pub const EXIT_REASONS: [&str; 9] = [
     "fail_entry",
     "internal_error",
     "intr",
+    "irq_window",
+    "msr",
     "other",
 ];
 
@@ -147,6 +153,12 @@ pub struct LoopStats {
     pub in_guest: Duration,
     /// Wall time of the whole loop.
     pub wall: Duration,
+    /// External interrupts injected.
+    pub interrupts: u64,
+    /// NMIs injected.
+    pub nmis: u64,
+    /// Times a halted guest was put to sleep until its next event.
+    pub halt_sleeps: u64,
 }
 
 impl LoopStats {
@@ -160,6 +172,17 @@ impl LoopStats {
     }
 }
 
+/// How the loop waits for time to pass (real signals and timers, or a test's fake clock).
+pub trait Waiter {
+    /// Makes a RUN still in the guest return at `deadline` (platform clock ns; None: never).
+    fn kick_at(&mut self, deadline: Option<u64>);
+    /// Called after every RUN: the next RUN may enter the guest again.
+    fn after_run(&mut self);
+    /// Blocks until `deadline` (None: until a signal) or a stop signal; `now` is the
+    /// platform clock.
+    fn sleep_until(&mut self, deadline: Option<u64>, now: u64);
+}
+
 /// Runs the guest until it is finished. `stop` is polled before each entry and after each
 /// interrupted RUN; it reports a timeout or an interrupt signal.
 pub fn run(
@@ -167,15 +190,103 @@ pub fn run(
     devices: &mut Devices,
     stop: &dyn Fn() -> Option<Outcome>,
 ) -> Result<(Outcome, LoopStats)> {
+    run_with(
+        backend,
+        devices,
+        stop,
+        &mut crate::signals::SignalWaiter::default(),
+    )
+}
+
+/// Before an entry: expires timers, injects a pending NMI, and injects the highest pending
+/// interrupt if the guest can take it now, else asks for an interrupt-window exit.
+fn deliver_interrupts(
+    backend: &mut dyn Backend,
+    platform: &mut Platform,
+    stats: &mut LoopStats,
+) -> Result<()> {
+    platform.poll();
+    if platform.take_nmi() {
+        backend.inject_nmi()?;
+        stats.nmis += 1;
+    }
+    let mut want_window = false;
+    if platform.interrupt_pending() {
+        if backend.ready_for_interrupt_injection() {
+            if let Some(vector) = platform.acknowledge() {
+                backend.inject_interrupt(vector)?;
+                stats.interrupts += 1;
+            }
+            want_window = platform.interrupt_pending();
+        } else {
+            want_window = true;
+        }
+    }
+    backend.set_request_interrupt_window(want_window);
+    Ok(())
+}
+
+/// A HLT exit: with interrupts, sleeps until something can be delivered (Ok(None): resume
+/// the guest); ends the run when nothing can ever wake it or `stop` says so.
+fn halt(
+    backend: &mut dyn Backend,
+    devices: &mut Devices,
+    caps: Capabilities,
+    stop: &dyn Fn() -> Option<Outcome>,
+    waiter: &mut dyn Waiter,
+    stats: &mut LoopStats,
+) -> Result<Option<Outcome>> {
+    if !caps.irq {
+        let regs = backend.regs().ok();
+        return Ok(Some(Outcome::Halted {
+            rip: regs.map(|r| r.rip),
+            interrupts_enabled: regs.is_some_and(|r| r.rflags & SHADOWVM_RFLAGS_IF != 0),
+        }));
+    }
+    let interrupts_enabled = backend.guest_if();
+    loop {
+        let platform = &mut devices.platform;
+        platform.poll();
+        if platform.apic.nmi_pending() || (interrupts_enabled && platform.interrupt_pending()) {
+            return Ok(None);
+        }
+        if !platform.can_wake(interrupts_enabled) {
+            return Ok(Some(Outcome::Halted {
+                rip: backend.regs().ok().map(|r| r.rip),
+                interrupts_enabled,
+            }));
+        }
+        if let Some(o) = stop() {
+            return Ok(Some(o));
+        }
+        stats.halt_sleeps += 1;
+        let now = platform.now_ns();
+        waiter.sleep_until(platform.next_deadline(), now);
+    }
+}
+
+/// `run` with an explicit way of waiting.
+pub fn run_with(
+    backend: &mut dyn Backend,
+    devices: &mut Devices,
+    stop: &dyn Fn() -> Option<Outcome>,
+    waiter: &mut dyn Waiter,
+) -> Result<(Outcome, LoopStats)> {
     let mut stats = LoopStats::default();
+    let caps = backend.capabilities();
     let start = Instant::now();
     let outcome = loop {
         if let Some(o) = stop() {
             break o;
         }
+        if caps.irq {
+            deliver_interrupts(backend, &mut devices.platform, &mut stats)?;
+            waiter.kick_at(devices.platform.next_deadline());
+        }
         let t = Instant::now();
         let exit = backend.run();
         stats.in_guest += t.elapsed();
+        waiter.after_run();
         let exit = exit?;
         stats.count(exit.reason());
         match exit {
@@ -217,11 +328,28 @@ pub fn run(
                 }
             }
             Exit::Hlt => {
-                let regs = backend.regs().ok();
-                break Outcome::Halted {
-                    rip: regs.map(|r| r.rip),
-                    interrupts_enabled: regs.is_some_and(|r| r.rflags & SHADOWVM_RFLAGS_IF != 0),
+                if let Some(o) = halt(backend, devices, caps, stop, waiter, &mut stats)? {
+                    break o;
+                }
+            }
+            // Injection happens before the next entry.
+            Exit::IrqWindowOpen => {}
+            Exit::MsrRead { index } => {
+                let r = devices.platform.rdmsr(index);
+                backend.complete_msr(r.unwrap_or(0), r.is_err());
+            }
+            Exit::MsrWrite { index, data } => {
+                // A TSC deadline is relative to the guest's TSC, which only the backend has.
+                let tsc = if index == msr::IA32_TSC_DEADLINE {
+                    backend
+                        .get_msrs(&[msr::IA32_TSC])
+                        .ok()
+                        .and_then(|v| v.first().copied())
+                } else {
+                    None
                 };
+                let r = devices.platform.wrmsr(index, data, tsc);
+                backend.complete_msr(0, r.is_err());
             }
             Exit::Hypercall { nr, args } => match nr {
                 HC_EXIT => break Outcome::Exited(args[0] as u32),
@@ -273,6 +401,7 @@ pub fn run(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::backend::CpuidEntry;
     use crate::devices::tests::Capture;
     use crate::error::Error;
     use shadowvm_uapi::{Regs, Sregs};
@@ -290,6 +419,15 @@ pub(crate) mod tests {
         pub runs: usize,
         pub mem: Vec<u8>,
         pub immediate_exit: u8,
+        pub caps: Capabilities,
+        /// Value `ready_for_interrupt_injection` returns until something is injected.
+        pub ready: bool,
+        pub injected: Vec<u8>,
+        pub nmis: usize,
+        pub window_requested: bool,
+        pub msr_answers: Vec<(u64, bool)>,
+        pub cpuid: Vec<CpuidEntry>,
+        pub guest_tsc: u64,
     }
 
     impl Backend for Fake {
@@ -326,6 +464,50 @@ pub(crate) mod tests {
         }
         fn stats(&mut self) -> Result<Vec<(String, u64)>> {
             Ok(vec![("mmu.pf_fixed".into(), 3)])
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.caps
+        }
+        fn inject_interrupt(&mut self, vector: u8) -> Result<()> {
+            assert!(self.ready, "injected while not ready");
+            self.injected.push(vector);
+            self.ready = false;
+            Ok(())
+        }
+        fn inject_nmi(&mut self) -> Result<()> {
+            self.nmis += 1;
+            Ok(())
+        }
+        fn set_request_interrupt_window(&mut self, on: bool) {
+            self.window_requested = on;
+        }
+        fn ready_for_interrupt_injection(&mut self) -> bool {
+            self.ready
+        }
+        fn guest_if(&mut self) -> bool {
+            self.regs.rflags & SHADOWVM_RFLAGS_IF != 0
+        }
+        fn complete_msr(&mut self, data: u64, gp: bool) {
+            self.msr_answers.push((data, gp));
+        }
+        fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>> {
+            Ok(Vec::new())
+        }
+        fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<()> {
+            self.cpuid = entries.to_vec();
+            Ok(())
+        }
+        fn get_msrs(&mut self, indices: &[u32]) -> Result<Vec<u64>> {
+            Ok(indices
+                .iter()
+                .map(|&i| if i == msr::IA32_TSC { self.guest_tsc } else { 0 })
+                .collect())
+        }
+        fn set_msrs(&mut self, _: &[(u32, u64)]) -> Result<()> {
+            Ok(())
+        }
+        fn tsc_khz(&mut self) -> Result<u32> {
+            Ok(1_000_000)
         }
     }
 
@@ -414,7 +596,7 @@ pub(crate) mod tests {
     fn mmio_is_reported_and_stops() {
         let (r, fake, _) = go(vec![
             Ok(Exit::MmioWrite {
-                gpa: 0xfee0_0000,
+                gpa: 0xfed0_0000,
                 len: 4,
                 data: [0; 8],
             }),
@@ -424,14 +606,14 @@ pub(crate) mod tests {
         assert_eq!(
             o,
             Outcome::UnhandledMmio {
-                gpa: 0xfee0_0000,
+                gpa: 0xfed0_0000,
                 len: 4,
                 write: true,
                 rip: Some(0)
             }
         );
         assert_eq!(o.exit_status(), 174);
-        assert!(o.describe().contains("0xfee00000"));
+        assert!(o.describe().contains("0xfed00000"));
         assert_eq!(fake.runs, 1);
     }
 
