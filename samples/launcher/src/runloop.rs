@@ -403,6 +403,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::backend::CpuidEntry;
     use crate::devices::tests::Capture;
+    use crate::platform::Platform;
     use crate::error::Error;
     use shadowvm_uapi::{Regs, Sregs};
     use std::cell::Cell;
@@ -428,6 +429,8 @@ pub(crate) mod tests {
         pub msr_answers: Vec<(u64, bool)>,
         pub cpuid: Vec<CpuidEntry>,
         pub guest_tsc: u64,
+        /// `request_interrupt_window` at each entry.
+        pub window_at_run: Vec<bool>,
     }
 
     impl Backend for Fake {
@@ -446,6 +449,9 @@ pub(crate) mod tests {
         }
         fn run(&mut self) -> Result<Exit> {
             self.runs += 1;
+            self.window_at_run.push(self.window_requested);
+            // Like KVM: after an exit the guest is ready when IF=1 (no shadow modelled).
+            self.ready = self.regs.rflags & SHADOWVM_RFLAGS_IF != 0;
             self.script
                 .pop_front()
                 .unwrap_or(Ok(Exit::Other("script ended".into())))
@@ -743,4 +749,359 @@ pub(crate) mod tests {
         assert_eq!(fake.runs, 2);
         assert_eq!(stats.exits[7], 2);
     }
+
+    /// A `Waiter` on a fake clock: sleeping jumps to the deadline.
+    #[derive(Default)]
+    struct FakeWaiter {
+        clock: crate::platform::tests::FakeClock,
+        kicks: Vec<Option<u64>>,
+        sleeps: Vec<Option<u64>>,
+        after_runs: usize,
+    }
+
+    impl Waiter for FakeWaiter {
+        fn kick_at(&mut self, deadline: Option<u64>) {
+            self.kicks.push(deadline);
+        }
+        fn after_run(&mut self) {
+            self.after_runs += 1;
+        }
+        fn sleep_until(&mut self, deadline: Option<u64>, now: u64) {
+            assert_eq!(now, self.clock.0.get());
+            self.sleeps.push(deadline);
+            self.clock.0.set(deadline.unwrap_or(now + 1_000_000));
+        }
+    }
+
+    struct IrqRun {
+        result: Result<(Outcome, LoopStats)>,
+        fake: Fake,
+        waiter: FakeWaiter,
+        dev: Devices,
+    }
+
+    /// Runs `script` on a backend with interrupt support, the platform on a fake clock
+    /// prepared by `setup`, and the guest's IF as given.
+    fn go_irq(
+        script: Vec<Result<Exit>>,
+        interrupts_enabled: bool,
+        setup: impl FnOnce(&mut Platform),
+        stop: &dyn Fn() -> Option<Outcome>,
+    ) -> IrqRun {
+        let mut fake = Fake {
+            script: script.into(),
+            caps: Capabilities {
+                irq: true,
+                user_msr: true,
+                cpuid: true,
+                tsc: true,
+            },
+            guest_tsc: 40_000,
+            ..Default::default()
+        };
+        if interrupts_enabled {
+            fake.regs.rflags = SHADOWVM_RFLAGS_IF | 2;
+        }
+        let mut dev = Devices::new(Box::new(Capture::default()), true);
+        let (mut platform, clock) = crate::platform::tests::platform();
+        platform.configure(Some(1_000_000), 36);
+        setup(&mut platform);
+        dev.platform = platform;
+        let mut waiter = FakeWaiter {
+            clock,
+            ..Default::default()
+        };
+        let result = run_with(&mut fake, &mut dev, stop, &mut waiter);
+        IrqRun {
+            result,
+            fake,
+            waiter,
+            dev,
+        }
+    }
+
+    fn apic_write(p: &mut Platform, reg: u32, v: u32) {
+        assert!(p.mmio_write(0xfee0_0000 + u64::from(reg), &v.to_le_bytes()));
+    }
+
+    fn enable_apic(p: &mut Platform) {
+        apic_write(p, crate::apic::reg::SVR, 0x1ff);
+    }
+
+    fn exit_port() -> Result<Exit> {
+        out(0xf4, 4, 0)
+    }
+
+    #[test]
+    fn injects_when_ready_else_requests_a_window() {
+        let r = go_irq(
+            vec![Ok(Exit::IrqWindowOpen), exit_port()],
+            true,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::ICR_LOW, (1 << 18) | 0x40);
+                apic_write(p, crate::apic::reg::ICR_LOW, (1 << 18) | 0x50);
+            },
+            &|| None,
+        );
+        let (o, stats) = r.result.unwrap();
+        assert_eq!(o, Outcome::Exited(0));
+        // Not ready before the first entry: only a window request. At the window: the higher
+        // vector; 0x40 stays in IRR behind 0x50 in service, so no new window request.
+        assert_eq!(r.fake.window_at_run, vec![true, false]);
+        assert_eq!(r.fake.injected, vec![0x50]);
+        assert_eq!(stats.interrupts, 1);
+        assert_eq!(stats.exits[8], 1, "irq_window counted");
+        let apic = &r.dev.platform.apic;
+        assert_eq!(apic.ppr(), 0x50, "0x50 in service");
+        assert_eq!(r.waiter.after_runs, 2);
+    }
+
+    #[test]
+    fn pic_interrupt_through_extint() {
+        let mut r = go_irq(
+            vec![Ok(Exit::Intr), exit_port()],
+            true,
+            |p| {
+                p.io_out(0x21, 0xef);
+                p.set_irq_line(4, true);
+            },
+            &|| None,
+        );
+        assert_eq!(r.result.unwrap().0, Outcome::Exited(0));
+        assert_eq!(r.fake.injected, vec![0x0c], "IRQ 4 at the BIOS's vector base 8");
+        assert_eq!(r.dev.platform.io_in(0x20), Some(0), "IRR: taken");
+    }
+
+    #[test]
+    fn hlt_sleeps_until_the_timer_then_injects() {
+        let r = go_irq(
+            vec![Ok(Exit::Hlt), exit_port()],
+            true,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::TIMER_DIVIDE, 0b1011);
+                apic_write(p, crate::apic::reg::LVT_TIMER, 0x30);
+                apic_write(p, crate::apic::reg::TIMER_INITIAL, 5000);
+            },
+            &|| None,
+        );
+        let (o, stats) = r.result.unwrap();
+        assert_eq!(o, Outcome::Exited(0));
+        assert_eq!(r.waiter.kicks, vec![Some(5000), None], "kick armed while in the guest");
+        assert_eq!(r.waiter.sleeps, vec![Some(5000)]);
+        assert_eq!(stats.halt_sleeps, 1);
+        assert_eq!(r.fake.injected, vec![0x30]);
+    }
+
+    #[test]
+    fn periodic_timer_interrupts_repeat() {
+        let eoi = || {
+            Ok(Exit::MmioWrite {
+                gpa: 0xfee0_00b0,
+                len: 4,
+                data: [0; 8],
+            })
+        };
+        let r = go_irq(
+            vec![Ok(Exit::Hlt), eoi(), Ok(Exit::Hlt), eoi(), exit_port()],
+            true,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::TIMER_DIVIDE, 0b1011);
+                apic_write(p, crate::apic::reg::LVT_TIMER, (1 << 17) | 0x31);
+                apic_write(p, crate::apic::reg::TIMER_INITIAL, 1000);
+            },
+            &|| None,
+        );
+        let (o, stats) = r.result.unwrap();
+        assert_eq!(o, Outcome::Exited(0));
+        assert_eq!(r.fake.injected, vec![0x31, 0x31]);
+        assert_eq!(r.waiter.sleeps, vec![Some(1000), Some(2000)]);
+        assert_eq!(stats.halt_sleeps, 2);
+    }
+
+    #[test]
+    fn halted_guest_with_a_blocked_interrupt_sleeps_on() {
+        // The periodic timer's vector is in service and never EOIed: the next one waits in
+        // IRR, so the guest sleeps from deadline to deadline until the timeout.
+        let polls = Cell::new(0);
+        let r = go_irq(
+            vec![Ok(Exit::Hlt), Ok(Exit::Hlt)],
+            true,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::TIMER_DIVIDE, 0b1011);
+                apic_write(p, crate::apic::reg::LVT_TIMER, (1 << 17) | 0x31);
+                apic_write(p, crate::apic::reg::TIMER_INITIAL, 1000);
+            },
+            &|| {
+                polls.set(polls.get() + 1);
+                (polls.get() > 6).then_some(Outcome::Timeout)
+            },
+        );
+        assert_eq!(r.result.unwrap().0, Outcome::Timeout);
+        assert_eq!(r.fake.injected, vec![0x31]);
+        assert_eq!(&r.waiter.sleeps[..3], &[Some(1000), Some(2000), Some(3000)]);
+    }
+
+    #[test]
+    fn hlt_with_nothing_to_wake_ends_as_halted() {
+        // IF=1 but nothing armed.
+        let r = go_irq(vec![Ok(Exit::Hlt)], true, enable_apic, &|| None);
+        assert_eq!(
+            r.result.unwrap().0,
+            Outcome::Halted {
+                rip: Some(0),
+                interrupts_enabled: true
+            }
+        );
+        assert!(r.waiter.sleeps.is_empty());
+        // IF=0 with a timer armed: only an NMI could wake it.
+        let r = go_irq(
+            vec![Ok(Exit::Hlt)],
+            false,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::LVT_TIMER, 0x30);
+                apic_write(p, crate::apic::reg::TIMER_INITIAL, 100);
+            },
+            &|| None,
+        );
+        let o = r.result.unwrap().0;
+        assert_eq!(o.exit_status(), 170);
+        assert!(o.describe().contains("interrupts disabled"));
+        // A masked timer cannot wake the guest either.
+        let r = go_irq(
+            vec![Ok(Exit::Hlt)],
+            true,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::LVT_TIMER, 0x1_0030);
+                apic_write(p, crate::apic::reg::TIMER_INITIAL, 100);
+            },
+            &|| None,
+        );
+        assert_eq!(r.result.unwrap().0.exit_status(), 170);
+    }
+
+    #[test]
+    fn nmi_is_injected_before_entry() {
+        let r = go_irq(
+            vec![Ok(Exit::Hlt)],
+            false,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::ICR_LOW, (1 << 18) | (4 << 8));
+            },
+            &|| None,
+        );
+        let (o, stats) = r.result.unwrap();
+        assert_eq!(r.fake.nmis, 1);
+        assert_eq!(stats.nmis, 1);
+        // Afterwards nothing can wake the IF=0 guest.
+        assert_eq!(o.exit_status(), 170);
+    }
+
+    #[test]
+    fn pending_nmi_wakes_a_halted_guest_with_if_clear() {
+        let mut fake = Fake {
+            caps: Capabilities {
+                irq: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut dev = Devices::new(Box::new(Capture::default()), true);
+        enable_apic(&mut dev.platform);
+        apic_write(&mut dev.platform, crate::apic::reg::ICR_LOW, (1 << 18) | (4 << 8));
+        let mut stats = LoopStats::default();
+        let mut waiter = FakeWaiter::default();
+        let caps = fake.caps;
+        let r = halt(&mut fake, &mut dev, caps, &|| None, &mut waiter, &mut stats);
+        assert_eq!(r.unwrap(), None, "resume to take the NMI");
+        assert!(waiter.sleeps.is_empty());
+    }
+
+    #[test]
+    fn stop_ends_a_halt_sleep() {
+        let sleeps = Cell::new(0);
+        let r = go_irq(
+            vec![Ok(Exit::Hlt)],
+            true,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::LVT_TIMER, (1 << 17) | 0x30);
+                apic_write(p, crate::apic::reg::TIMER_INITIAL, 1 << 30);
+                // Masked by TPR: the interrupt stays pending in IRR, the guest sleeps on.
+                apic_write(p, crate::apic::reg::TPR, 0xff);
+            },
+            &|| {
+                sleeps.set(sleeps.get() + 1);
+                (sleeps.get() > 4).then_some(Outcome::Timeout)
+            },
+        );
+        assert_eq!(r.result.unwrap().0, Outcome::Timeout);
+        assert!(r.waiter.sleeps.len() >= 2);
+    }
+
+    #[test]
+    fn msr_exits_are_answered() {
+        let r = go_irq(
+            vec![
+                Ok(Exit::MsrRead {
+                    index: msr::IA32_APIC_BASE,
+                }),
+                Ok(Exit::MsrRead { index: 0x1234_5678 }),
+                Ok(Exit::MsrWrite {
+                    index: msr::IA32_FEATURE_CONTROL,
+                    data: 5,
+                }),
+                Ok(Exit::MsrWrite {
+                    index: crate::msr::IA32_TSC_DEADLINE,
+                    data: 50_000,
+                }),
+                exit_port(),
+            ],
+            true,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::LVT_TIMER, (2 << 17) | 0x30);
+            },
+            &|| None,
+        );
+        let (_, stats) = r.result.unwrap();
+        assert_eq!(
+            r.fake.msr_answers,
+            vec![(0xfee0_0900, false), (0, true), (0, true), (0, false)]
+        );
+        assert_eq!(stats.exits[9], 4, "msr counted");
+        // Guest TSC 40_000 at 1 GHz: 10_000 ns to the deadline.
+        assert_eq!(r.dev.platform.next_deadline(), Some(10_000));
+    }
+
+    #[test]
+    fn without_irq_support_nothing_is_injected() {
+        let mut fake = Fake {
+            script: vec![Ok(Exit::Intr), Ok(Exit::Hlt)].into(),
+            ready: true,
+            ..Default::default()
+        };
+        fake.regs.rflags = SHADOWVM_RFLAGS_IF;
+        let mut dev = Devices::new(Box::new(Capture::default()), true);
+        dev.platform.io_out(0x21, 0xef);
+        dev.platform.set_irq_line(4, true);
+        let mut waiter = FakeWaiter::default();
+        let (o, _) = run_with(&mut fake, &mut dev, &|| None, &mut waiter).unwrap();
+        assert_eq!(
+            o,
+            Outcome::Halted {
+                rip: Some(0),
+                interrupts_enabled: true
+            }
+        );
+        assert!(fake.injected.is_empty());
+        assert!(waiter.kicks.is_empty());
+    }
+
 }
