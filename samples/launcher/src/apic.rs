@@ -386,7 +386,8 @@ impl LocalApic {
         match lvt.delivery_mode() {
             DeliveryMode::Fixed => {
                 // Trigger mode bit 15 only exists on LINT0/1.
-                let level = matches!(i, LvtIndex::Lint0 | LvtIndex::Lint1) && lvt.0 & (1 << 15) != 0;
+                let level =
+                    matches!(i, LvtIndex::Lint0 | LvtIndex::Lint1) && lvt.0 & (1 << 15) != 0;
                 self.accept(lvt.vector(), level);
                 Request::None
             }
@@ -736,7 +737,11 @@ mod tests {
         assert_eq!(a.mmio_read(0x80, 4, 0)[..4], [0x23, 0, 0, 0]);
         assert_eq!(a.mmio_read(0x33, 1, 0)[0], 0x00);
         assert_eq!(a.mmio_read(0x32, 1, 0)[0], 0x05);
-        assert_eq!(a.mmio_read(0x84, 4, 0), [0; 8], "bytes 4-15 of a slot are 0");
+        assert_eq!(
+            a.mmio_read(0x84, 4, 0),
+            [0; 8],
+            "bytes 4-15 of a slot are 0"
+        );
         // A narrow write is ignored.
         a.mmio_write(0x80, &[0x40], 0);
         assert_eq!(a.read_reg(reg::TPR, 0), 0x23);
@@ -766,7 +771,11 @@ mod tests {
         assert!(!a.isr_contains(0x51));
         assert!(a.isr_contains(0x45));
         a.write_reg(reg::EOI, 0, 0);
-        assert_eq!(a.read_reg(reg::TMR + 0x20, 0), 0, "EOI clears TMR of the level vector");
+        assert_eq!(
+            a.read_reg(reg::TMR + 0x20, 0),
+            0,
+            "EOI clears TMR of the level vector"
+        );
         assert_eq!(a.acknowledge(), Some(0x41));
         a.eoi();
         assert_eq!(a.acknowledge(), Some(0x31));
@@ -797,11 +806,19 @@ mod tests {
         let mut a = enabled();
         a.accept(5, false);
         assert_eq!(a.deliverable(), None);
-        assert_eq!(a.read_reg(reg::ESR, 0), 0, "ESR shows errors only after a write");
+        assert_eq!(
+            a.read_reg(reg::ESR, 0),
+            0,
+            "ESR shows errors only after a write"
+        );
         a.write_reg(reg::ESR, 0, 0);
         assert_eq!(a.read_reg(reg::ESR, 0), ESR_RECEIVE_ILLEGAL_VECTOR);
         a.write_reg(reg::ESR, 0, 0);
-        assert_eq!(a.read_reg(reg::ESR, 0), 0, "the write clears the collected errors");
+        assert_eq!(
+            a.read_reg(reg::ESR, 0),
+            0,
+            "the write clears the collected errors"
+        );
         // ICR fixed with vector 3: send illegal vector, error LVT delivers.
         a.write_reg(reg::LVT_ERROR, 0xe3, 0);
         a.write_reg(reg::ICR_LOW, (1 << 18) | 3, 0);
@@ -836,7 +853,11 @@ mod tests {
         // Self shorthand.
         a.write_reg(reg::ICR_LOW, (1 << 18) | 0x40, 0);
         assert!(a.irr_contains(0x40));
-        assert_eq!(a.read_reg(reg::ICR_LOW, 0) & (1 << 12), 0, "delivered at once");
+        assert_eq!(
+            a.read_reg(reg::ICR_LOW, 0) & (1 << 12),
+            0,
+            "delivered at once"
+        );
         // Physical destination = own ID.
         a.write_reg(reg::ID, 0x0300_0000, 0);
         a.write_reg(reg::ICR_HIGH, 0x0300_0000, 0);
@@ -889,7 +910,11 @@ mod tests {
         assert!(!a.accepts_pic());
         assert_eq!(a.local_interrupt(LvtIndex::Lint0), Request::None);
         assert!(a.irr_contains(0x33));
-        assert_eq!(a.read_reg(reg::TMR + 0x10, 0), 1 << 0x13, "level-triggered LINT0");
+        assert_eq!(
+            a.read_reg(reg::TMR + 0x10, 0),
+            1 << 0x13,
+            "level-triggered LINT0"
+        );
     }
 
     #[test]
@@ -899,14 +924,27 @@ mod tests {
         assert_eq!(a.base_msr(), 0xfed0_0900, "BSP bit stays");
         assert_eq!(a.mmio_base(), Some(0xfed0_0000));
         assert!(a.write_base_msr(0xfee0_0c00, 36).is_err(), "x2APIC");
-        assert!(a.write_base_msr(0x1_0000_0000_0800, 36).is_err(), "beyond phys bits");
-        assert!(a.write_base_msr(0xfee0_0801, 36).is_err(), "reserved low bits");
+        assert!(
+            a.write_base_msr(0x1_0000_0000_0800, 36).is_err(),
+            "beyond phys bits"
+        );
+        assert!(
+            a.write_base_msr(0xfee0_0801, 36).is_err(),
+            "reserved low bits"
+        );
         a.write_reg(reg::TPR, 0x20, 0);
         assert!(a.write_base_msr(0xfee0_0000, 36).is_ok());
         assert_eq!(a.mmio_base(), None);
-        assert!(a.accepts_pic(), "disabled: the 8259 reaches the CPU directly");
+        assert!(
+            a.accepts_pic(),
+            "disabled: the 8259 reaches the CPU directly"
+        );
         assert!(a.write_base_msr(0xfee0_0800, 36).is_ok());
-        assert_eq!(a.read_reg(reg::TPR, 0), 0, "re-enabled from the reset state");
+        assert_eq!(
+            a.read_reg(reg::TPR, 0),
+            0,
+            "re-enabled from the reset state"
+        );
         assert_eq!(a.read_reg(reg::SVR, 0), 0xff);
     }
 

@@ -115,8 +115,9 @@ pub fn tsc_crystal_ratio(tsc_khz: u32) -> (u32, u32) {
 }
 
 fn find(s: &[CpuidEntry], function: u32, index: u32) -> Option<&CpuidEntry> {
-    s.iter()
-        .find(|e| e.function == function && (e.index == index || e.flags & CPUID_FLAG_SIGNIFICANT_INDEX == 0))
+    s.iter().find(|e| {
+        e.function == function && (e.index == index || e.flags & CPUID_FLAG_SIGNIFICANT_INDEX == 0)
+    })
 }
 
 fn entry(function: u32, index: u32, regs: [u32; 4]) -> CpuidEntry {
@@ -188,7 +189,12 @@ pub fn build(supported: &[CpuidEntry], tsc_khz: Option<u32>) -> Vec<CpuidEntry> 
     t.push(sub(
         7,
         0,
-        [0, l7.ebx & LEAF7_EBX, l7.ecx & LEAF7_ECX, l7.edx & LEAF7_EDX],
+        [
+            0,
+            l7.ebx & LEAF7_EBX,
+            l7.ecx & LEAF7_ECX,
+            l7.edx & LEAF7_EDX,
+        ],
     ));
 
     if l1_ecx & (1 << 26) != 0 {
@@ -217,7 +223,12 @@ pub fn build(supported: &[CpuidEntry], tsc_khz: Option<u32>) -> Vec<CpuidEntry> 
     t.push(entry(
         0x4000_0000,
         0,
-        [0x4000_0000, word(&sig[0..4]), word(&sig[4..8]), word(&sig[8..12])],
+        [
+            0x4000_0000,
+            word(&sig[0..4]),
+            word(&sig[4..8]),
+            word(&sig[8..12]),
+        ],
     ));
 
     let e0 = get(0x8000_0000, 0);
@@ -258,7 +269,11 @@ mod tests {
             sub(0xd, 0, [0x2e7, 0x340, 0xa88, 0]),
             sub(0xd, 1, [0xf, 0, 0, 0]),
             sub(0xd, 2, [0x100, 0x240, 0, 0]),
-            entry(0x4000_0000, 0, [0x4000_0001, 0x4b4d_564b, 0x564b_4d56, 0x4d]),
+            entry(
+                0x4000_0000,
+                0,
+                [0x4000_0001, 0x4b4d_564b, 0x564b_4d56, 0x4d],
+            ),
             entry(0x8000_0000, 0, [0x8000_0008, 0, 0, 0]),
             entry(0x8000_0001, 0, [0, 0, 0x121, 0x2c10_0800]),
             entry(0x8000_0007, 0, [0, 0, 0, 0x100]),
@@ -275,7 +290,10 @@ mod tests {
         let t = build(&host(), Some(2_494_140));
         let l0 = leaf(&t, 0, 0);
         assert_eq!(l0.eax, 0x16);
-        assert_eq!([l0.ebx, l0.edx, l0.ecx], [word(b"Genu"), word(b"ineI"), word(b"ntel")]);
+        assert_eq!(
+            [l0.ebx, l0.edx, l0.ecx],
+            [word(b"Genu"), word(b"ineI"), word(b"ntel")]
+        );
         let l1 = leaf(&t, 1, 0);
         assert_eq!(l1.eax, 0x000906ea, "host family/model/stepping");
         assert_eq!(l1.ebx >> 24, 0, "APIC ID 0");
@@ -325,7 +343,11 @@ mod tests {
         let l1 = leaf(&t, 1, 0);
         assert_eq!(l1.ecx, LEAF1_ECX_TSC_DEADLINE | LEAF1_ECX_HYPERVISOR);
         assert_eq!(l1.edx, 0x11 | LEAF1_EDX_APIC | LEAF1_EDX_MTRR);
-        assert_eq!(leaf(&t, 0, 0).eax, 0xd, "no TSC frequency: no leaf 0x15/0x16");
+        assert_eq!(
+            leaf(&t, 0, 0).eax,
+            0xd,
+            "no TSC frequency: no leaf 0x15/0x16"
+        );
         assert!(find(&t, 0x15, 0).is_none());
         assert!(find(&t, 0xd, 0).is_none(), "no XSAVE: no leaf 0xd");
         assert_eq!(leaf(&t, 7, 0).ebx, 0);
@@ -338,12 +360,17 @@ mod tests {
 
     #[test]
     fn crystal_ratio() {
-        for khz in [1_000_000, 2_494_140, 3_000_000, 3_599_999, 800_000, 4_200_123] {
+        for khz in [
+            1_000_000, 2_494_140, 3_000_000, 3_599_999, 800_000, 4_200_123,
+        ] {
             let (num, den) = tsc_crystal_ratio(khz);
             assert!(num <= 4294 && den > 0, "{khz}: {num}/{den}");
             let got = f64::from(num) / f64::from(den) * 1e6;
             // The 32-bit limit costs precision when a large partial quotient comes early.
-            assert!((got - f64::from(khz)).abs() / f64::from(khz) < 5e-5, "{khz}: {got}");
+            assert!(
+                (got - f64::from(khz)).abs() / f64::from(khz) < 5e-5,
+                "{khz}: {got}"
+            );
         }
         assert_eq!(tsc_crystal_ratio(2_000_000), (2, 1));
     }

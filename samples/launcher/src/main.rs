@@ -14,6 +14,7 @@ mod error;
 mod loader;
 mod msr;
 mod pic;
+mod pit;
 mod platform;
 mod report;
 mod runloop;

@@ -130,7 +130,11 @@ mod tests {
         assert_eq!(m.write(IA32_MTRR_DEF_TYPE, 0xc06), Ok(()));
         assert_eq!(m.read(IA32_MTRR_DEF_TYPE), Some(0xc06));
         assert_eq!(m.write(IA32_MTRR_DEF_TYPE, 0x1006), Err(()), "reserved bit");
-        assert_eq!(m.write(IA32_MTRR_DEF_TYPE, 0x2), Err(()), "type 2 is reserved");
+        assert_eq!(
+            m.write(IA32_MTRR_DEF_TYPE, 0x2),
+            Err(()),
+            "type 2 is reserved"
+        );
         assert_eq!(m.write(0x268, 0x0606_0606_0505_0000), Ok(()));
         assert_eq!(m.read(0x268), Some(0x0606_0606_0505_0000));
         assert_eq!(m.write(0x259, 0x0700_0000_0000_0000), Err(()));

@@ -236,7 +236,14 @@ impl Pic {
         for (chip, base, imr) in [(&mut p.master, 0x08, 0xfb), (&mut p.slave, 0x70, 0xff)] {
             chip.write(true, 0x11);
             chip.write(false, base);
-            chip.write(false, if chip.is_master { 1 << CASCADE_IRQ } else { CASCADE_IRQ });
+            chip.write(
+                false,
+                if chip.is_master {
+                    1 << CASCADE_IRQ
+                } else {
+                    CASCADE_IRQ
+                },
+            );
             chip.write(false, 0x01);
             chip.write(false, imr);
         }
@@ -268,6 +275,17 @@ impl Pic {
             _ => return,
         }
         self.cascade();
+    }
+
+    /// Whether IRQ `irq` (0-15) gets past the masks of both chips.
+    pub fn unmasked(&self, irq: u8) -> bool {
+        match irq {
+            0..=7 => self.master.imr & (1 << irq) == 0,
+            8..=15 => {
+                self.slave.imr & (1 << (irq - 8)) == 0 && self.master.imr & (1 << CASCADE_IRQ) == 0
+            }
+            _ => false,
+        }
     }
 
     /// The INTR output to the CPU.

@@ -147,11 +147,23 @@ impl Channel {
 }
 
 /// The three counters and port 0x61's channel 2 bits.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Pit {
     channels: [Channel; 3],
     /// Port 0x61 bit 1 (speaker data), kept for reading back.
     speaker: bool,
+}
+
+impl Default for Pit {
+    /// Power-on: nothing counting, channel 2's gate (port 0x61 bit 0) off.
+    fn default() -> Self {
+        let mut channels = [Channel::default(); 3];
+        channels[2].gate = false;
+        Self {
+            channels,
+            speaker: false,
+        }
+    }
 }
 
 impl Pit {
@@ -329,8 +341,16 @@ mod tests {
         assert_eq!(p.io_read(0x61, 0) & 0x20, 0, "OUT2 low while counting");
         p.io_write(0x42, 0x03, 100);
         assert_eq!(p.io_read(0x61, 100 + at(999)) & 0x20, 0);
-        assert_eq!(p.io_read(0x61, 100 + at(1000)) & 0x20, 0x20, "OUT2 high at 0");
-        assert_eq!(p.io_read(0x61, 100 + at(5000)) & 0x21, 0x21, "stays high; gate reads back");
+        assert_eq!(
+            p.io_read(0x61, 100 + at(1000)) & 0x20,
+            0x20,
+            "OUT2 high at 0"
+        );
+        assert_eq!(
+            p.io_read(0x61, 100 + at(5000)) & 0x21,
+            0x21,
+            "stays high; gate reads back"
+        );
     }
 
     #[test]
@@ -354,7 +374,11 @@ mod tests {
         );
         // Read-back of status and count for channel 0.
         p.io_write(0x43, 0xc2, later);
-        assert_eq!(p.io_read(0x40, later), 0x80 | 0x30 | 0x04, "OUT high, word, mode 2");
+        assert_eq!(
+            p.io_read(0x40, later),
+            0x80 | 0x30 | 0x04,
+            "OUT high, word, mode 2"
+        );
         assert_eq!(p.io_read(0x40, later), 0xd4, "then the count, low byte");
         assert_eq!(p.io_read(0x40, later), 0x0e);
         // Periodic reload.
@@ -409,10 +433,17 @@ mod tests {
         p.io_write(0x43, 0xb2, 0); // channel 2, word, mode 1
         p.io_write(0x42, 0, 0);
         p.io_write(0x42, 0, 0);
-        assert!(p.io_read(0x61, 0) & 0x20 != 0, "mode 1 waits for the gate, OUT high");
+        assert!(
+            p.io_read(0x61, 0) & 0x20 != 0,
+            "mode 1 waits for the gate, OUT high"
+        );
         p.io_write(0x61, 0, 0);
         p.io_write(0x61, 1, 500);
-        assert_eq!(p.io_read(0x61, 500 + at(65535)) & 0x20, 0, "one-shot pulse low");
+        assert_eq!(
+            p.io_read(0x61, 500 + at(65535)) & 0x20,
+            0,
+            "one-shot pulse low"
+        );
         assert_ne!(p.io_read(0x61, 500 + at(65536)) & 0x20, 0);
     }
 }

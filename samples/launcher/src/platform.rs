@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The PC platform around the vCPU that the launcher emulates identically for every backend:
-//! local APIC, 8259 pair, the MSRs in `crate::msr::OWNED`, and the clock their timers use.
+//! local APIC, 8259 pair, 8254 PIT, the MSRs in `crate::msr::OWNED`, and the clock their
+//! timers use.
 //! Devices raise interrupts through `set_irq_line` or an `IrqLine` handle.
 
 use crate::apic::{LocalApic, LvtIndex, Request, APIC_PAGE_SIZE};
 use crate::msr::{self, Mtrrs};
 use crate::pic::Pic;
+use crate::pit::Pit;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -58,10 +60,11 @@ impl IrqLine {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gp;
 
-/// APIC, PIC and owned MSRs.
+/// APIC, PIC, PIT and owned MSRs.
 pub struct Platform {
     pub apic: LocalApic,
     pic: Rc<RefCell<Pic>>,
+    pit: Pit,
     mtrrs: Mtrrs,
     clock: Box<dyn Clock>,
     /// Guest TSC frequency, for TSC_DEADLINE and PLATFORM_INFO (None: backend cannot say).
@@ -79,6 +82,7 @@ impl Platform {
         Self {
             apic: LocalApic::new(),
             pic: Rc::new(RefCell::new(Pic::new())),
+            pit: Pit::default(),
             mtrrs: Mtrrs::default(),
             clock,
             tsc_khz: None,
@@ -123,18 +127,27 @@ impl Platform {
         }
     }
 
-    /// IN from a port of the 8259s; None for other ports.
+    /// IN from a port of the 8259s or the PIT; None for other ports.
     pub fn io_in(&mut self, port: u16) -> Option<u8> {
-        Pic::owns_port(port).then(|| self.pic.borrow_mut().io_read(port))
+        if Pic::owns_port(port) {
+            return Some(self.pic.borrow_mut().io_read(port));
+        }
+        let now = self.now_ns();
+        Pit::owns_port(port).then(|| self.pit.io_read(port, now))
     }
 
-    /// OUT to a port of the 8259s; false for other ports.
+    /// OUT to a port of the 8259s or the PIT; false for other ports.
     pub fn io_out(&mut self, port: u16, value: u8) -> bool {
-        if !Pic::owns_port(port) {
-            return false;
+        if Pic::owns_port(port) {
+            self.pic.borrow_mut().io_write(port, value);
+            return true;
         }
-        self.pic.borrow_mut().io_write(port, value);
-        true
+        if Pit::owns_port(port) {
+            let now = self.now_ns();
+            self.pit.io_write(port, value, now);
+            return true;
+        }
+        false
     }
 
     fn apic_offset(&self, gpa: u64) -> Option<u64> {
@@ -167,6 +180,12 @@ impl Platform {
     pub fn poll(&mut self) {
         let now = self.now_ns();
         self.apic.poll_timer(now);
+        if self.pit.take_irq0(now) {
+            // ISA IRQ 0 is edge-triggered: a rising edge latches the request.
+            let mut pic = self.pic.borrow_mut();
+            pic.set_irq_line(0, true);
+            pic.set_irq_line(0, false);
+        }
         let pic_out = self.pic.borrow().output();
         if pic_out && !self.pic_output_seen && !self.apic.accepts_pic() {
             let _: Request = self.apic.local_interrupt(LvtIndex::Lint0);
@@ -199,18 +218,32 @@ impl Platform {
         self.apic.take_nmi()
     }
 
+    /// When the PIT's next IRQ 0 edge is due, if the 8259 lets IRQ 0 through (a masked
+    /// PIT is not worth waking up for).
+    fn pit_deadline(&self) -> Option<u64> {
+        self.pit
+            .next_irq0()
+            .filter(|_| self.pic.borrow().unmasked(0))
+    }
+
     /// Whether something can interrupt a halted CPU without the CPU running: a pending
-    /// request, an armed unmasked timer, or a device that can raise an IRQ unprompted.
+    /// request or an armed timer whose interrupt is not masked.
     pub fn can_wake(&self, interrupts_enabled: bool) -> bool {
         if self.apic.nmi_pending() {
             return true;
         }
-        interrupts_enabled && (self.interrupt_pending() || self.apic.timer_can_interrupt())
+        interrupts_enabled
+            && (self.interrupt_pending()
+                || self.apic.timer_can_interrupt()
+                || self.pit_deadline().is_some())
     }
 
-    /// When the next timer expires (clock ns).
+    /// When the next timer interrupt is due (clock ns).
     pub fn next_deadline(&self) -> Option<u64> {
-        self.apic.next_timer_deadline()
+        match (self.apic.next_timer_deadline(), self.pit_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// RDMSR of an owned MSR.
@@ -232,7 +265,10 @@ impl Platform {
     /// WRMSR of an owned MSR. `guest_tsc` is the guest's TSC now, needed for TSC_DEADLINE.
     pub fn wrmsr(&mut self, index: u32, value: u64, guest_tsc: Option<u64>) -> Result<(), Gp> {
         match index {
-            msr::IA32_APIC_BASE => self.apic.write_base_msr(value, self.phys_bits).map_err(|()| Gp),
+            msr::IA32_APIC_BASE => self
+                .apic
+                .write_base_msr(value, self.phys_bits)
+                .map_err(|()| Gp),
             msr::IA32_TSC_DEADLINE => {
                 let (Some(tsc), Some(khz)) = (guest_tsc, self.tsc_khz) else {
                     // Without the guest TSC the deadline cannot be timed; CPUID still
@@ -301,7 +337,11 @@ pub(crate) mod tests {
         // APIC globally disabled: directly, as through the virtual wire.
         p.wrmsr(msr::IA32_APIC_BASE, 0xfee0_0000, None).unwrap();
         assert!(p.interrupt_pending());
-        assert_eq!(p.mmio_read(0xfee0_0020, 4), None, "no APIC page while disabled");
+        assert_eq!(
+            p.mmio_read(0xfee0_0020, 4),
+            None,
+            "no APIC page while disabled"
+        );
     }
 
     #[test]
@@ -362,7 +402,8 @@ pub(crate) mod tests {
         w32(&mut p, reg::SVR, 0x1ff);
         w32(&mut p, reg::LVT_TIMER, (2 << 17) | 0xec);
         clock.0.set(1000);
-        p.wrmsr(msr::IA32_TSC_DEADLINE, 50_000, Some(40_000)).unwrap();
+        p.wrmsr(msr::IA32_TSC_DEADLINE, 50_000, Some(40_000))
+            .unwrap();
         assert_eq!(p.rdmsr(msr::IA32_TSC_DEADLINE), Ok(50_000));
         assert_eq!(p.next_deadline(), Some(11_000));
         assert!(p.can_wake(true));
@@ -374,5 +415,47 @@ pub(crate) mod tests {
         assert_eq!(p.acknowledge(), Some(0xec));
         assert_eq!(p.rdmsr(msr::IA32_TSC_DEADLINE), Ok(0));
         assert!(!p.can_wake(true), "nothing armed any more");
+    }
+
+    #[test]
+    fn pit_channel0_raises_irq0() {
+        let (mut p, clock) = platform();
+        // Rate generator, 1193 ticks (about 1 ms).
+        p.io_out(0x43, 0x34);
+        p.io_out(0x40, 0xa9);
+        p.io_out(0x40, 0x04);
+        assert_eq!(p.next_deadline(), None, "IRQ 0 masked by the BIOS state");
+        assert!(!p.can_wake(true));
+        p.io_out(0x21, 0xfa);
+        let due = p.next_deadline().unwrap();
+        assert!((999_000..1_000_000).contains(&due), "{due}");
+        assert!(p.can_wake(true));
+        clock.0.set(due - 1);
+        p.poll();
+        assert!(!p.interrupt_pending());
+        clock.0.set(due);
+        p.poll();
+        assert_eq!(p.acknowledge(), Some(0x08));
+        p.io_out(0x20, 0x20);
+        assert!(p.next_deadline().unwrap() > due);
+        // Channel 2 through port 0x61, as guests poll it.
+        assert_eq!(p.io_in(0x61).map(|v| v & 1), Some(0));
+        assert!(p.io_out(0x61, 1));
+        assert_eq!(p.io_in(0x61).map(|v| v & 1), Some(1));
+    }
+
+    #[test]
+    fn apic_timer_and_pit_deadlines_combine() {
+        let (mut p, _) = platform();
+        w32(&mut p, reg::SVR, 0x1ff);
+        w32(&mut p, reg::TIMER_DIVIDE, 0xb);
+        w32(&mut p, reg::LVT_TIMER, 0x30);
+        w32(&mut p, reg::TIMER_INITIAL, 5_000_000);
+        assert_eq!(p.next_deadline(), Some(5_000_000));
+        p.io_out(0x21, 0xfa);
+        p.io_out(0x43, 0x34);
+        p.io_out(0x40, 0xa9);
+        p.io_out(0x40, 0x04);
+        assert!(p.next_deadline().unwrap() < 1_000_000);
     }
 }

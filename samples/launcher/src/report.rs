@@ -228,7 +228,9 @@ mod tests {
         assert!(j.contains("\"outcome\":{\"kind\":\"exit\",\"guest_status\":0,\"exit_status\":0,"));
         assert!(j.contains("\"exits\":{\"io\":11,\"mmio\":0,"));
         assert!(j.contains("\"total\":11}"));
-        assert!(j.contains("\"io\":{\"serial\":10,\"exit_port\":1,\"other\":0,\"testdev\":0,\"pic\":0,\"apic\":0}"));
+        assert!(j.contains(
+            "\"io\":{\"serial\":10,\"exit_port\":1,\"other\":0,\"testdev\":0,\"pic\":0,\"apic\":0}"
+        ));
         assert!(j.contains("\"stats\":{\"mmu.pf_fixed\":9,\"exits.cr_access\":2}"));
         assert!(j.contains("\"time_in_run_ns\":5000000"));
         // Balanced braces and quotes: a cheap well-formedness check without a JSON parser.

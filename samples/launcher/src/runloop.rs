@@ -403,8 +403,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::backend::CpuidEntry;
     use crate::devices::tests::Capture;
-    use crate::platform::Platform;
     use crate::error::Error;
+    use crate::platform::Platform;
     use shadowvm_uapi::{Regs, Sregs};
     use std::cell::Cell;
     use std::collections::VecDeque;
@@ -506,7 +506,13 @@ pub(crate) mod tests {
         fn get_msrs(&mut self, indices: &[u32]) -> Result<Vec<u64>> {
             Ok(indices
                 .iter()
-                .map(|&i| if i == msr::IA32_TSC { self.guest_tsc } else { 0 })
+                .map(|&i| {
+                    if i == msr::IA32_TSC {
+                        self.guest_tsc
+                    } else {
+                        0
+                    }
+                })
                 .collect())
         }
         fn set_msrs(&mut self, _: &[(u32, u64)]) -> Result<()> {
@@ -869,7 +875,11 @@ pub(crate) mod tests {
             &|| None,
         );
         assert_eq!(r.result.unwrap().0, Outcome::Exited(0));
-        assert_eq!(r.fake.injected, vec![0x0c], "IRQ 4 at the BIOS's vector base 8");
+        assert_eq!(
+            r.fake.injected,
+            vec![0x0c],
+            "IRQ 4 at the BIOS's vector base 8"
+        );
         assert_eq!(r.dev.platform.io_in(0x20), Some(0), "IRR: taken");
     }
 
@@ -888,7 +898,11 @@ pub(crate) mod tests {
         );
         let (o, stats) = r.result.unwrap();
         assert_eq!(o, Outcome::Exited(0));
-        assert_eq!(r.waiter.kicks, vec![Some(5000), None], "kick armed while in the guest");
+        assert_eq!(
+            r.waiter.kicks,
+            vec![Some(5000), None],
+            "kick armed while in the guest"
+        );
         assert_eq!(r.waiter.sleeps, vec![Some(5000)]);
         assert_eq!(stats.halt_sleeps, 1);
         assert_eq!(r.fake.injected, vec![0x30]);
@@ -1014,7 +1028,11 @@ pub(crate) mod tests {
         };
         let mut dev = Devices::new(Box::new(Capture::default()), true);
         enable_apic(&mut dev.platform);
-        apic_write(&mut dev.platform, crate::apic::reg::ICR_LOW, (1 << 18) | (4 << 8));
+        apic_write(
+            &mut dev.platform,
+            crate::apic::reg::ICR_LOW,
+            (1 << 18) | (4 << 8),
+        );
         let mut stats = LoopStats::default();
         let mut waiter = FakeWaiter::default();
         let caps = fake.caps;
@@ -1103,5 +1121,4 @@ pub(crate) mod tests {
         assert!(fake.injected.is_empty());
         assert!(waiter.kicks.is_empty());
     }
-
 }

@@ -312,5 +312,4 @@ impl Backend for ShadowVm {
     fn tsc_khz(&mut self) -> Result<u32> {
         Err(needs_abi_v2("SHADOWVM_GET_TSC_KHZ"))
     }
-
 }
