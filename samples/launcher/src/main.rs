@@ -17,6 +17,7 @@ mod pic;
 mod pit;
 mod platform;
 mod report;
+mod rtc;
 mod runloop;
 mod signals;
 

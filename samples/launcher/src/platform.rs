@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The PC platform around the vCPU that the launcher emulates identically for every backend:
-//! local APIC, 8259 pair, 8254 PIT, the MSRs in `crate::msr::OWNED`, and the clock their
+//! local APIC, 8259 pair, 8254 PIT, MC146818 RTC, the MSRs in `crate::msr::OWNED`, and the clock their
 //! timers use.
 //! Devices raise interrupts through `set_irq_line` or an `IrqLine` handle.
 
@@ -9,6 +9,7 @@ use crate::apic::{LocalApic, LvtIndex, Request, APIC_PAGE_SIZE};
 use crate::msr::{self, Mtrrs};
 use crate::pic::Pic;
 use crate::pit::Pit;
+use crate::rtc::Rtc;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -56,6 +57,9 @@ impl IrqLine {
     }
 }
 
+/// ISA IRQ of the RTC.
+const RTC_IRQ: u8 = 8;
+
 /// #GP from an MSR access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gp;
@@ -65,6 +69,7 @@ pub struct Platform {
     pub apic: LocalApic,
     pic: Rc<RefCell<Pic>>,
     pit: Pit,
+    rtc: Rtc,
     mtrrs: Mtrrs,
     clock: Box<dyn Clock>,
     /// Guest TSC frequency, for TSC_DEADLINE and PLATFORM_INFO (None: backend cannot say).
@@ -79,10 +84,12 @@ pub struct Platform {
 
 impl Platform {
     pub fn new(clock: Box<dyn Clock>, quiet: bool) -> Self {
+        let now = clock.now_ns();
         Self {
             apic: LocalApic::new(),
             pic: Rc::new(RefCell::new(Pic::new())),
             pit: Pit::default(),
+            rtc: Rtc::new(now),
             mtrrs: Mtrrs::default(),
             clock,
             tsc_khz: None,
@@ -127,27 +134,41 @@ impl Platform {
         }
     }
 
-    /// IN from a port of the 8259s or the PIT; None for other ports.
+    /// IN from a port of the 8259s, the PIT or the RTC; None for other ports.
     pub fn io_in(&mut self, port: u16) -> Option<u8> {
         if Pic::owns_port(port) {
             return Some(self.pic.borrow_mut().io_read(port));
         }
         let now = self.now_ns();
+        if Rtc::owns_port(port) {
+            let v = self.rtc.io_read(port, now);
+            self.update_rtc_line();
+            return Some(v);
+        }
         Pit::owns_port(port).then(|| self.pit.io_read(port, now))
     }
 
-    /// OUT to a port of the 8259s or the PIT; false for other ports.
+    /// OUT to a port of the 8259s, the PIT or the RTC; false for other ports.
     pub fn io_out(&mut self, port: u16, value: u8) -> bool {
+        let now = self.now_ns();
         if Pic::owns_port(port) {
             self.pic.borrow_mut().io_write(port, value);
-            return true;
-        }
-        if Pit::owns_port(port) {
-            let now = self.now_ns();
+        } else if Pit::owns_port(port) {
             self.pit.io_write(port, value, now);
-            return true;
+        } else if Rtc::owns_port(port) {
+            self.rtc.io_write(port, value, now);
+            self.update_rtc_line();
+        } else {
+            return false;
         }
-        false
+        true
+    }
+
+    /// IRQ 8 follows register C's IRQF (the 8259 latches its rising edge).
+    fn update_rtc_line(&mut self) {
+        self.pic
+            .borrow_mut()
+            .set_irq_line(RTC_IRQ, self.rtc.irq_level());
     }
 
     fn apic_offset(&self, gpa: u64) -> Option<u64> {
@@ -186,6 +207,8 @@ impl Platform {
             pic.set_irq_line(0, true);
             pic.set_irq_line(0, false);
         }
+        self.rtc.poll(now);
+        self.update_rtc_line();
         let pic_out = self.pic.borrow().output();
         if pic_out && !self.pic_output_seen && !self.apic.accepts_pic() {
             let _: Request = self.apic.local_interrupt(LvtIndex::Lint0);
@@ -226,6 +249,13 @@ impl Platform {
             .filter(|_| self.pic.borrow().unmasked(0))
     }
 
+    /// When the RTC's next enabled interrupt is due, if IRQ 8 gets through the 8259s.
+    fn rtc_deadline(&self) -> Option<u64> {
+        self.rtc
+            .next_irq()
+            .filter(|_| self.pic.borrow().unmasked(RTC_IRQ))
+    }
+
     /// Whether something can interrupt a halted CPU without the CPU running: a pending
     /// request or an armed timer whose interrupt is not masked.
     pub fn can_wake(&self, interrupts_enabled: bool) -> bool {
@@ -235,15 +265,20 @@ impl Platform {
         interrupts_enabled
             && (self.interrupt_pending()
                 || self.apic.timer_can_interrupt()
-                || self.pit_deadline().is_some())
+                || self.pit_deadline().is_some()
+                || self.rtc_deadline().is_some())
     }
 
     /// When the next timer interrupt is due (clock ns).
     pub fn next_deadline(&self) -> Option<u64> {
-        match (self.apic.next_timer_deadline(), self.pit_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.apic.next_timer_deadline(),
+            self.pit_deadline(),
+            self.rtc_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// RDMSR of an owned MSR.
@@ -457,5 +492,39 @@ pub(crate) mod tests {
         p.io_out(0x40, 0xa9);
         p.io_out(0x40, 0x04);
         assert!(p.next_deadline().unwrap() < 1_000_000);
+    }
+
+    #[test]
+    fn rtc_periodic_interrupt_through_the_cascade() {
+        let (mut p, clock) = platform();
+        for (port, base, icw3) in [(0x20u16, 0x20u8, 4u8), (0xa0, 0x28, 2)] {
+            for v in [0x11, base, icw3, 0x01] {
+                p.io_out(if v == 0x11 { port } else { port + 1 }, v);
+            }
+        }
+        p.io_out(0x21, 0xfb);
+        p.io_out(0xa1, 0xfe);
+        // Rate 6 (1024 Hz), PIE.
+        p.io_out(0x70, 0x8a);
+        p.io_out(0x71, 0x26);
+        p.io_out(0x70, 0x8b);
+        p.io_out(0x71, 0x42);
+        let period = 1_000_000_000 / 1024;
+        assert_eq!(p.next_deadline(), Some(period));
+        assert!(p.can_wake(true));
+        clock.0.set(period);
+        p.poll();
+        assert_eq!(p.acknowledge(), Some(0x28));
+        // The handler reads register C (lowering IRQ 8) and EOIs both chips.
+        p.io_out(0x70, 0x8c);
+        assert_eq!(p.io_in(0x71), Some(0xc0));
+        p.io_out(0xa0, 0x20);
+        p.io_out(0x20, 0x20);
+        clock.0.set(2 * period);
+        p.poll();
+        assert_eq!(p.acknowledge(), Some(0x28), "a new edge after C was read");
+        // Masked at the slave: no longer a wake source.
+        p.io_out(0xa1, 0xff);
+        assert_eq!(p.next_deadline(), None);
     }
 }
