@@ -41,4 +41,4 @@ bench: setup
 	@$(S)/bench.sh
 
 clean:
-	rm -rf out target samples/guests/build
+	rm -rf out target samples/guests/build samples/multiboot/build

@@ -58,6 +58,27 @@ void *shadowvm_alloc_table_page(bool low)
 	return (void *)get_zeroed_page(GFP_KERNEL_ACCOUNT | __GFP_NOWARN | (low ? GFP_DMA32 : 0));
 }
 
+/*
+ * Guest RAM: sized by the opener, so it must fail with ENOMEM rather than wake the OOM
+ * killer, which picks its victim by RSS, and kernel pages are in no process's RSS. A
+ * memory cgroup limit likewise fails the charge instead of killing (try_charge_memcg gives
+ * up on __GFP_RETRY_MAYFAIL).
+ */
+struct page *shadowvm_alloc_guest_page(void)
+{
+	return alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_RETRY_MAYFAIL | __GFP_NOWARN);
+}
+
+void shadowvm_free_guest_page(struct page *page)
+{
+	__free_page(page);
+}
+
+u64 shadowvm_available_memory_bytes(void)
+{
+	return (u64)si_mem_available() << PAGE_SHIFT;
+}
+
 void shadowvm_free_table_page(void *virt)
 {
 	free_page((unsigned long)virt);

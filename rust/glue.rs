@@ -5,6 +5,7 @@
 
 use core::ffi::c_void;
 use core::marker::PhantomData;
+use core::ptr::NonNull;
 use kernel::{bindings, page::Page, prelude::*};
 
 extern "C" {
@@ -15,6 +16,9 @@ extern "C" {
     fn shadowvm_page_to_phys(page: *mut c_void) -> u64;
     fn shadowvm_alloc_table_page(low: bool) -> *mut c_void;
     fn shadowvm_free_table_page(virt: *mut c_void);
+    fn shadowvm_alloc_guest_page() -> *mut c_void;
+    fn shadowvm_free_guest_page(page: *mut c_void);
+    fn shadowvm_available_memory_bytes() -> u64;
     fn shadowvm_virt_to_phys(virt: *mut c_void) -> u64;
     fn shadowvm_page_address(page: *mut c_void) -> *mut c_void;
     fn shadowvm_fpu_begin();
@@ -132,6 +136,30 @@ pub(crate) fn on_each_cpu<T: Sync>(data: &T, f: fn(&T, &IrqsOff)) {
 /// Allocates a zeroed page, charged to the caller's memory cgroup.
 pub(crate) fn zeroed_page() -> Result<Page> {
     Ok(Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?)
+}
+
+/// A zeroed page of guest RAM charged to the caller's memory cgroup, or `None` when memory
+/// (or the cgroup's limit) is short: never the OOM killer, which would pick a task by its
+/// RSS, and guest RAM is in none.
+pub(crate) fn alloc_guest_page() -> Option<NonNull<bindings::page>> {
+    // SAFETY: No preconditions; may sleep, and callers run in process context.
+    NonNull::new(unsafe { shadowvm_alloc_guest_page() }.cast())
+}
+
+/// Frees a page from [`alloc_guest_page`].
+///
+/// # Safety
+///
+/// `page` came from [`alloc_guest_page`], and its owner releases it once and last.
+pub(crate) unsafe fn free_guest_page(page: NonNull<bindings::page>) {
+    // SAFETY: The caller passes its own reference to a page from `alloc_guest_page`.
+    unsafe { shadowvm_free_guest_page(page.as_ptr().cast()) };
+}
+
+/// Memory the kernel estimates it could give out without swapping (MemAvailable), in bytes.
+pub(crate) fn available_memory_bytes() -> u64 {
+    // SAFETY: No preconditions.
+    unsafe { shadowvm_available_memory_bytes() }
 }
 
 /// The kernel-virtual address of a page (never highmem on x86-64).

@@ -23,6 +23,9 @@ use kernel::{
     uaccess::UserSliceReader,
 };
 
+// The virtual CPU's rules (MSR writes, CPUID tables), shared with a host crate for tests.
+#[path = "cpumodel/mod.rs"]
+pub mod cpumodel;
 mod glue;
 // The emulator, the engine and the ABI are shared with host crates (their public API is
 // theirs, whether this crate uses every item or not), so they are `pub` here too.
@@ -53,8 +56,9 @@ module! {
     license: "GPL",
     params: {
         max_memory_mb: u64 {
-            default: 1024,
-            description: "Largest guest memory of one VM, in MiB (SET_MEMORY beyond it: E2BIG)",
+            default: 16384,
+            description: "Largest guest memory of one VM, all slots together, in MiB \
+                (SET_MEMORY or SET_MEMORY_REGION beyond it: E2BIG; CHECK_CAP MAX_MEMORY_MB)",
         },
         max_shadow_pages: u64 {
             default: 4096,

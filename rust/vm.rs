@@ -133,8 +133,75 @@ plain_data!(
     uapi::Regs,
     uapi::Sregs,
     uapi::Stats,
-    uapi::StatEntry
+    uapi::StatEntry,
+    uapi::MemoryRegion
 );
+plain_data!(uapi::Msrs, uapi::MsrEntry, uapi::Cpuid, uapi::CpuidEntry);
+
+/// CHECK_CAP: the value of capability `cap`, `EINVAL` for an unknown one.
+/// The capabilities of user-space MSR exits, CPUID and the TSC: 1 each.
+fn msr_cpuid_tsc_cap(cap: usize) -> Option<isize> {
+    match u32::try_from(cap).ok()? {
+        uapi::SHADOWVM_CAP_USER_MSR | uapi::SHADOWVM_CAP_CPUID | uapi::SHADOWVM_CAP_TSC => Some(1),
+        _ => None,
+    }
+}
+
+/// `hdr.entries` as a user slice of `count` elements of `T`.
+fn user_array<T>(entries: u64, count: usize) -> Result<UserSlice> {
+    let bytes = count.checked_mul(core::mem::size_of::<T>()).ok_or(EINVAL)?;
+    Ok(UserSlice::new(UserPtr::from_addr(entries as usize), bytes))
+}
+
+/// The `Msrs` header at `arg` and its entries (`EINVAL` for flags, too many entries, or a
+/// nonzero reserved field).
+fn read_msrs(arg: usize) -> Result<(uapi::Msrs, KVec<uapi::MsrEntry>)> {
+    let hdr: uapi::Msrs = user_copy_in(arg)?;
+    if hdr.flags != 0 || hdr.nmsrs > uapi::SHADOWVM_MSRS_MAX {
+        return Err(EINVAL);
+    }
+    let n = hdr.nmsrs as usize;
+    let mut r = user_array::<uapi::MsrEntry>(hdr.entries, n)?.reader();
+    let mut entries = KVec::with_capacity(n, GFP_KERNEL)?;
+    for _ in 0..n {
+        let e: uapi::MsrEntry = r.read()?;
+        if e.reserved != 0 {
+            return Err(EINVAL);
+        }
+        entries.push(e, GFP_KERNEL)?;
+    }
+    Ok((hdr, entries))
+}
+
+/// GET_SUPPORTED_CPUID: the entries, or `E2BIG` with `nent` set to how many there are.
+fn get_supported_cpuid(arg: usize) -> Result<isize> {
+    let hdr: uapi::Cpuid = user_copy_in(arg)?;
+    if hdr.flags != 0 {
+        return Err(EINVAL);
+    }
+    let entries = Vcpu::supported_cpuid()?;
+    let nent = entries.len() as u32;
+    user_copy_out(arg, &uapi::Cpuid { nent, ..hdr })?;
+    if hdr.nent < nent {
+        return Err(E2BIG);
+    }
+    let mut w = user_array::<uapi::CpuidEntry>(hdr.entries, entries.len())?.writer();
+    for e in entries.iter() {
+        w.write(e)?;
+    }
+    Ok(0)
+}
+
+/// GET_TSC_KHZ: the host's TSC frequency, which the guest's TSC runs at; `EIO` if the
+/// kernel did not calibrate it.
+fn get_tsc_khz() -> Result<isize> {
+    // SAFETY: `tsc_khz` is written during boot calibration and only read afterwards.
+    let khz = unsafe { kernel::bindings::tsc_khz };
+    if khz == 0 {
+        return Err(EIO);
+    }
+    Ok(khz as isize)
+}
 
 /// Users with VMs open at once that the per-user count can track (more: `EMFILE`).
 const USER_SLOTS: usize = 256;
@@ -209,7 +276,7 @@ impl Drop for VmSlot {
 
 /// Everything of a VM behind its lock.
 struct Vm {
-    ram: Option<GuestRam>,
+    ram: GuestRam,
     vcpu: Option<KBox<Vcpu>>,
 }
 
@@ -237,20 +304,47 @@ fn user_copy_out<T: kernel::transmute::AsBytes>(arg: usize, v: &T) -> Result {
 }
 
 impl VmFile {
+    /// SET_MEMORY: slot 0 at guest-physical 0.
     fn set_memory(&self, arg: usize) -> Result<isize> {
         let m: uapi::Memory = user_copy_in(arg)?;
         if !m.is_valid() {
             return Err(EINVAL);
         }
-        if m.size > crate::max_memory_bytes() {
-            return Err(E2BIG);
+        self.add_memory_region(&uapi::MemoryRegion {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            size: m.size,
+        })
+    }
+
+    fn set_memory_region(&self, arg: usize) -> Result<isize> {
+        let region: uapi::MemoryRegion = user_copy_in(arg)?;
+        self.add_memory_region(&region)
+    }
+
+    fn add_memory_region(&self, region: &uapi::MemoryRegion) -> Result<isize> {
+        let mut guard = self.vm.lock();
+        let vm = &mut *guard;
+        vm.ram.add_slot(region, crate::max_memory_bytes())?;
+        if let Some(vcpu) = vm.vcpu.as_mut() {
+            vcpu.memory_changed(&vm.ram);
         }
-        let mut vm = self.vm.lock();
-        if vm.ram.is_some() {
-            return Err(EEXIST);
-        }
-        vm.ram = Some(GuestRam::new(m.size)?);
         Ok(0)
+    }
+
+    /// CHECK_CAP: the value of capability `cap`; `EINVAL` for one this module does not
+    /// know.
+    fn check_cap(&self, cap: usize) -> Result<isize> {
+        let cap = u32::try_from(cap).map_err(|_| EINVAL)?;
+        let value: u64 = match cap {
+            uapi::SHADOWVM_CAP_MEMORY_SLOTS => uapi::SHADOWVM_MEMORY_SLOTS.into(),
+            uapi::SHADOWVM_CAP_MAX_MEMORY_MB => crate::max_memory_bytes() >> 20,
+            uapi::SHADOWVM_CAP_FPU => 1,
+            _ => return msr_cpuid_tsc_cap(cap as usize).ok_or(EINVAL),
+        };
+        // The ioctl return value is an int: saturate (max_memory_mb could be set absurdly).
+        Ok(isize::try_from(value.min(i32::MAX as u64)).unwrap_or(0))
     }
 
     fn create_vcpu(&self) -> Result<isize> {
@@ -258,7 +352,7 @@ impl VmFile {
         if vm.vcpu.is_some() {
             return Err(EEXIST);
         }
-        if vm.ram.is_none() {
+        if vm.ram.is_empty() {
             return Err(EINVAL);
         }
         vm.vcpu = Some(Vcpu::new(crate::caps()?, crate::mmu_config())?);
@@ -295,7 +389,7 @@ impl VmFile {
         let r = (|| {
             let mut guard = self.vm.lock();
             let vm = &mut *guard;
-            let (Some(ram), Some(vcpu)) = (vm.ram.as_ref(), vm.vcpu.as_mut()) else {
+            let (ram, Some(vcpu)) = (&vm.ram, vm.vcpu.as_mut()) else {
                 return Err(EINVAL);
             };
             let mut run = self.run.load();
@@ -305,6 +399,72 @@ impl VmFile {
         })();
         self.running.store(0, Ordering::Release);
         r
+    }
+
+    // The FXSAVE image travels as bytes (`uapi::Fpu` is its only field): a 16-byte aligned
+    // `uapi::Fpu` local would not be, on a kernel stack that is only 8-byte aligned.
+    fn get_fpu(&self, arg: usize) -> Result<isize> {
+        let mut image = [0u8; uapi::SHADOWVM_FXSAVE_SIZE];
+        self.with_vcpu(|v| {
+            image = *v.fpu_image();
+            Ok(())
+        })?;
+        UserSlice::new(UserPtr::from_addr(arg), image.len())
+            .writer()
+            .write_slice(&image)?;
+        Ok(0)
+    }
+
+    fn set_fpu(&self, arg: usize) -> Result<isize> {
+        let mut image = [0u8; uapi::SHADOWVM_FXSAVE_SIZE];
+        UserSlice::new(UserPtr::from_addr(arg), image.len())
+            .reader()
+            .read_slice(&mut image)?;
+        self.with_vcpu(|v| {
+            if v.set_fpu_image(&image) {
+                Ok(0)
+            } else {
+                Err(EINVAL)
+            }
+        })
+    }
+
+    /// GET_MSRS: the number of entries read (up to the first MSR the module does not own);
+    /// those entries are written back.
+    fn get_msrs(&self, arg: usize) -> Result<isize> {
+        let (hdr, mut entries) = read_msrs(arg)?;
+        let n = self.with_vcpu(|v| Ok(v.get_msrs(&mut entries)))?;
+        let mut w = user_array::<uapi::MsrEntry>(hdr.entries, n)?.writer();
+        for e in entries.iter().take(n) {
+            w.write(e)?;
+        }
+        Ok(n as isize)
+    }
+
+    /// SET_MSRS: the number of entries written (up to the first the module refuses).
+    fn set_msrs(&self, arg: usize) -> Result<isize> {
+        let (_, entries) = read_msrs(arg)?;
+        let mut vm = self.vm.lock();
+        let Vm { ram, vcpu: Some(v) } = &mut *vm else {
+            return Err(EINVAL);
+        };
+        Ok(v.set_msrs(ram, &entries) as isize)
+    }
+
+    /// SET_CPUID: installs the table (see `Vcpu::set_cpuid`).
+    fn set_cpuid(&self, arg: usize) -> Result<isize> {
+        let hdr: uapi::Cpuid = user_copy_in(arg)?;
+        if hdr.flags != 0 || hdr.nent > uapi::SHADOWVM_CPUID_MAX_ENTRIES {
+            return Err(EINVAL);
+        }
+        let n = hdr.nent as usize;
+        let mut r = user_array::<uapi::CpuidEntry>(hdr.entries, n)?.reader();
+        let mut entries = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            entries.push(r.read::<uapi::CpuidEntry>()?, GFP_KERNEL)?;
+        }
+        self.with_vcpu(|v| v.set_cpuid(&entries))?;
+        Ok(0)
     }
 
     fn with_vcpu<R>(&self, f: impl FnOnce(&mut Vcpu) -> Result<R>) -> Result<R> {
@@ -328,7 +488,7 @@ impl MiscDevice for VmFile {
         let slot = VmSlot::take(file.cred().euid())?;
         KBox::try_pin_init(
             try_pin_init!(VmFile {
-                vm <- new_mutex!(Vm { ram: None, vcpu: None }),
+                vm <- new_mutex!(Vm { ram: GuestRam::new(), vcpu: None }),
                 run: RunPage::new()?,
                 running: AtomicU8::new(0),
                 _slot: slot,
@@ -364,11 +524,7 @@ impl MiscDevice for VmFile {
                     return Err(EINVAL);
                 }
                 let mut vm = me.vm.lock();
-                let Vm {
-                    ram: Some(ram),
-                    vcpu: Some(v),
-                } = &mut *vm
-                else {
+                let Vm { ram, vcpu: Some(v) } = &mut *vm else {
                     return Err(EINVAL);
                 };
                 // PAE paging loads the PDPTEs with the registers, as MOV to CR3 does: a
@@ -381,6 +537,16 @@ impl MiscDevice for VmFile {
             }
             uapi::SHADOWVM_RUN => no_arg().and_then(|()| me.run()),
             uapi::SHADOWVM_GET_STATS => me.get_stats(arg),
+            // ABI v2 (issue 11).
+            uapi::SHADOWVM_CHECK_CAP => me.check_cap(arg),
+            uapi::SHADOWVM_SET_MEMORY_REGION => me.set_memory_region(arg),
+            uapi::SHADOWVM_GET_FPU => me.get_fpu(arg),
+            uapi::SHADOWVM_SET_FPU => me.set_fpu(arg),
+            uapi::SHADOWVM_GET_MSRS => me.get_msrs(arg),
+            uapi::SHADOWVM_SET_MSRS => me.set_msrs(arg),
+            uapi::SHADOWVM_GET_SUPPORTED_CPUID => get_supported_cpuid(arg),
+            uapi::SHADOWVM_SET_CPUID => me.set_cpuid(arg),
+            uapi::SHADOWVM_GET_TSC_KHZ => no_arg().and_then(|()| get_tsc_khz()),
             _ => Err(ENOTTY),
         }
     }
@@ -402,16 +568,11 @@ impl MiscDevice for VmFile {
             }
             return mixed.vm_insert_page(vma.start(), &me.run.page);
         }
+        // Guest memory: file offset = guest-physical address, all inside one slot.
         let vm = me.vm.lock();
-        let ram = vm.ram.as_ref().ok_or(EINVAL)?;
-        let end = offset.checked_add(len).ok_or(EINVAL)?;
-        if end > ram.size() {
-            return Err(EINVAL);
-        }
-        let first = (offset / uapi::SHADOWVM_PAGE_SIZE) as usize;
-        let count = (len / uapi::SHADOWVM_PAGE_SIZE) as usize;
-        for (i, page) in ram.pages_from(first).take(count).enumerate() {
-            mixed.vm_insert_page(vma.start() + i * uapi::SHADOWVM_PAGE_SIZE as usize, page)?;
+        let pages = vm.ram.pages(offset, len).ok_or(EINVAL)?;
+        for (i, page) in pages.enumerate() {
+            mixed.vm_insert_page(vma.start() + i * uapi::SHADOWVM_PAGE_SIZE as usize, &page)?;
         }
         Ok(())
     }

@@ -96,16 +96,11 @@ pub(crate) mod vector {
 
 /// MSR numbers (SDM Vol. 4).
 pub(crate) mod msr {
-    pub(crate) const TSC: u32 = 0x10;
     pub(crate) const IA32_FEATURE_CONTROL: u32 = 0x3a;
-    pub(crate) const MTRRCAP: u32 = 0xfe;
     pub(crate) const SYSENTER_CS: u32 = 0x174;
     pub(crate) const SYSENTER_ESP: u32 = 0x175;
     pub(crate) const SYSENTER_EIP: u32 = 0x176;
-    pub(crate) const MISC_ENABLE: u32 = 0x1a0;
     pub(crate) const IA32_DEBUGCTL: u32 = 0x1d9;
-    pub(crate) const PAT: u32 = 0x277;
-    pub(crate) const MTRR_DEF_TYPE: u32 = 0x2ff;
     pub(crate) const IA32_VMX_BASIC: u32 = 0x480;
     pub(crate) const IA32_VMX_MISC: u32 = 0x485;
     pub(crate) const IA32_VMX_CR0_FIXED0: u32 = 0x486;

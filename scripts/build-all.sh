@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds everything a boot needs: kernel (cached), module, selftests, launcher, guest images,
-# and the initramfs. Prints "<bzImage> <initramfs>" on stdout.
+# Multiboot test kernels, and the initramfs. Prints "<bzImage> <initramfs>" on stdout.
 source "$(dirname "$0")/lib.sh"
 
 kbuild=$("$SHADOWVM_TOP/scripts/build-kernel.sh")
@@ -17,6 +17,16 @@ fi
 if [ -f "$SHADOWVM_TOP/samples/guests/Makefile" ]; then
 	step "Building guest images"
 	logged "$SHADOWVM_OUT/logs/guests-build.log" make -C "$SHADOWVM_TOP/samples/guests" O="$SHADOWVM_OUT/guests"
+fi
+if [ -f "$SHADOWVM_TOP/samples/multiboot/Makefile" ]; then
+	step "Building Multiboot test kernels"
+	logged "$SHADOWVM_OUT/logs/multiboot-build.log" make -C "$SHADOWVM_TOP/samples/multiboot" O="$SHADOWVM_OUT/multiboot"
+	# QEMU's outputs are the platform suite's reference in Bochs, so they go into the
+	# initramfs; make check's multiboot-qemu job reports this run (a few seconds).
+	step "Running the Multiboot test kernels under QEMU TCG (the reference outputs)"
+	rm -rf "$SHADOWVM_OUT/multiboot/qemu-ref"
+	"$SHADOWVM_TOP/samples/multiboot/run-qemu.sh" -o "$SHADOWVM_OUT/multiboot/qemu-ref" "$SHADOWVM_OUT/multiboot" \
+		> "$SHADOWVM_OUT/logs/multiboot-qemu-run.log" 2>&1 || true
 fi
 step "Packing the initramfs"
 "$SHADOWVM_TOP/scripts/build-initramfs.sh" "$kbuild" "$ko" "$SHADOWVM_OUT/initramfs.cpio"

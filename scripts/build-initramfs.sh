@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packs the test initramfs: busybox, /init, the module, kvm modules for the comparison
-# tests, selftests, the launcher and guest images (when built).
+# tests, selftests, the launcher, guest images and Multiboot test kernels (when built).
 # Usage: build-initramfs.sh <kernel build dir> <shadowvm.ko> <output.cpio>
 # Not compressed: in Bochs, inflating it took the kernel ~200M instructions (a second of
 # guest time) per boot, more than reading the larger image from the boot CD.
@@ -11,7 +11,7 @@ root=$(mktemp -d "$SHADOWVM_OUT/initramfs.XXXXXX")
 trap 'rm -rf "$root"' EXIT
 # mktemp makes it 0700, and it becomes the guest's /: other users could not reach /dev.
 chmod 0755 "$root"
-mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,lib/modules,tests,guests}
+mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,lib/modules,tests,guests,multiboot}
 cp /bin/busybox "$root/bin/busybox"
 file -L /bin/busybox | grep -q 'statically linked' || die "/bin/busybox is not static: install busybox-static"
 install -m 0755 "$SHADOWVM_TOP/scripts/initramfs/init" "$root/init"
@@ -21,5 +21,10 @@ for m in virt/lib/irqbypass.ko arch/x86/kvm/kvm.ko arch/x86/kvm/kvm-intel.ko; do
 done
 cp -r "$SHADOWVM_OUT/tests/." "$root/tests/"
 [ -d "$SHADOWVM_OUT/guests" ] && cp -r "$SHADOWVM_OUT/guests/." "$root/guests/"
+# The kernels, their modules and kernels.list; not the objects.
+[ -d "$SHADOWVM_OUT/multiboot" ] && find "$SHADOWVM_OUT/multiboot" -maxdepth 1 -type f -exec cp {} "$root/multiboot/" \;
+# QEMU's outputs, the reference of the platform suite.
+[ -d "$SHADOWVM_OUT/multiboot/qemu-ref" ] && mkdir -p "$root/multiboot/qemu-ref" &&
+	cp "$SHADOWVM_OUT/multiboot/qemu-ref/"*.out "$SHADOWVM_OUT/multiboot/qemu-ref/"*.status "$root/multiboot/qemu-ref/"
 [ -x "$SHADOWVM_OUT/bin/shadowvm-run" ] && cp "$SHADOWVM_OUT/bin/shadowvm-run" "$root/bin/"
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) > "$out"

@@ -14,9 +14,10 @@ overflow checks, slice methods that bounds-check internally).
 
 A checked function is one whose demangled name starts with `shadowvm::emulate::`,
 `shadowvm::mmu::`, `shadowvm::vcpu::`, `shadowvm::vmx::`, `shadowvm::ram::` or
-`shadowvm::x86::` (with or without a leading `<`): the emulator, the engine, the vCPU's run
-loop and exit handlers, the VMX layer, guest RAM and the x86 vocabulary, all of which run
-with interrupts off; or a `core::` generic instantiated with one of their
+`shadowvm::x86::` or `shadowvm::cpumodel::` (with or without a leading `<`): the emulator,
+the engine, the vCPU's run loop and exit handlers, the VMX layer, guest RAM, the x86
+vocabulary and the CPU model's rules (MSR writes, CPUID lookup), all of which run with
+interrupts off; or a `core::` generic instantiated with one of their
 closures. It fails if it calls a panic entry point (core::panicking::*, *_fail,
 copy_from_slice_impl), directly or through `core::` functions. Calls to other module code (the PageSource and
 GuestMemory callbacks) are not followed: that code is not the engine.
@@ -31,7 +32,8 @@ import sys
 # the VMX layer.
 CHECKED = tuple(p + m
                 for m in ("shadowvm::emulate::", "shadowvm::mmu::", "shadowvm::vcpu::",
-                          "shadowvm::vmx::", "shadowvm::ram::", "shadowvm::x86::")
+                          "shadowvm::vmx::", "shadowvm::ram::", "shadowvm::x86::",
+                          "shadowvm::cpumodel::")
                 for p in ("", "<"))
 
 PANIC = re.compile(r"core::panicking::|_fail\b|unwrap_failed|expect_failed|"

@@ -7,6 +7,8 @@
 #   host:  cargo test (MMU engine against its reference model, emulator against the host
 #          CPU, uapi layout, launcher)
 #   qemu:  TCG boot, no VMX: the module refuses to load cleanly
+#   multiboot-qemu: the Multiboot test kernels (samples/multiboot) under QEMU TCG, the
+#          reference outputs for the other platforms
 #   bochs*: the Bochs boots (emulated VMX) of BOOTS below: the regular test kernel, and the
 #      debug kernel (kernel-config/debug.config: lockdep, KMEMLEAK, SLUB/page-alloc
 #      debugging) with the hardening suites
@@ -135,8 +137,8 @@ job_debug_build() {
 job_debug_initramfs() {
 	local kdbg
 	kdbg=$(cat "$JOBS/debug.kernel")
-	rm -rf "$DBG/tests" "$DBG/guests" "$DBG/bin"
-	cp -r "$SHADOWVM_OUT/tests" "$SHADOWVM_OUT/guests" "$SHADOWVM_OUT/bin" "$DBG/" &&
+	rm -rf "$DBG/tests" "$DBG/guests" "$DBG/bin" "$DBG/multiboot"
+	cp -r "$SHADOWVM_OUT/tests" "$SHADOWVM_OUT/guests" "$SHADOWVM_OUT/bin" "$SHADOWVM_OUT/multiboot" "$DBG/" &&
 		SHADOWVM_OUT=$DBG "$SHADOWVM_TOP/scripts/build-initramfs.sh" "$kdbg" "$(cat "$JOBS/debug.ko")" \
 			"$DBG/initramfs.cpio" &&
 		echo "$kdbg/arch/x86/boot/bzImage $DBG/initramfs.cpio" > "$JOBS/images.debug"
@@ -154,6 +156,22 @@ job_qemu() {
 	read -r bzimage initrd < "$JOBS/images.test"
 	"$SHADOWVM_TOP/scripts/run-qemu.sh" "$bzimage" "$initrd" "$QEMU_SUITES" "$LOGS/qemu-serial.log" 300
 	summarize qemu "$LOGS/qemu-serial.log" "$QEMU_SUITES"
+}
+
+# The Multiboot test kernels under QEMU TCG (samples/multiboot/run-qemu.sh, run by the
+# build: their outputs are the platform suite's reference): each kernel is one result; the
+# outputs (<kernel>.out, .status, .log) are in out/multiboot/qemu-ref/.
+job_multiboot_qemu() {
+	local ref=$SHADOWVM_OUT/multiboot/qemu-ref log=$LOGS/multiboot-qemu-run.log p f
+	read -r p f < <(sed -n 's/^multiboot-qemu: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$log")
+	if [ -z "${p:-}" ]; then
+		tail -n 20 "$log"
+		echo "  FAIL multiboot-qemu: run-qemu.sh did not run (see $log)"
+		return 1
+	fi
+	sed -n 's/^FAIL  /  FAIL multiboot-qemu: /p' "$log"
+	echo "multiboot-qemu $p $f 0" >> "$COUNTS"
+	echo "$p passed, $f failed (kernels; outputs in $ref)" > "$JOBS/multiboot-qemu.result"
 }
 
 # job_boot <name> <kernel> <cpus> <timeout> <suites>: one Bochs boot. The host time of each
@@ -210,7 +228,8 @@ job build "kernel" "module, selftests, launcher, guests, initramfs" job_build
 TIERS=(host)
 if ! ((QUICK)); then
 	job qemu "build" "TCG boot, no VMX: suites $QEMU_SUITES" job_qemu
-	TIERS+=(qemu)
+	job multiboot-qemu "build" "Multiboot test kernels under QEMU TCG" job_multiboot_qemu
+	TIERS+=(qemu multiboot-qemu)
 fi
 for b in "${BOOTS[@]}"; do
 	read -r name kernel cpus timeout suites <<< "$b"

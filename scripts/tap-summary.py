@@ -29,12 +29,18 @@ SPLAT = re.compile(r"\b(BUG:|WARNING:|Oops|general protection fault|Kernel panic
                    r"csd: .*CSD lock \(#|"
                    # SLUB debugging ("BUG kmalloc-64 (Not tainted): Redzone overwritten"),
                    # kmemleak giving up (then it would find nothing).
-                   r"BUG [\w.-]+ \(|kmemleak: .*(?:disabled|[Cc]annot))")
+                   r"BUG [\w.-]+ \(|kmemleak: .*(?:disabled|[Cc]annot)|"
+                   # The OOM killer ran: guest RAM is allocated so that a shortage fails the
+                   # call instead, so in a test run this is a bug, not the kernel working.
+                   r"invoked oom-killer|[Oo]ut of memory: Killed process)")
 
 # Lines the kernel prints in these forms (7.x sources), and lines a clean run prints, for
 # the self-check that runs before every judgement (and alone with --self-test): a change
 # of the pattern that stops catching one of them fails the tier instead of passing quietly.
 SPLAT_SAMPLES = [
+    "[  301.512345] memcg invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
+    "[  301.612345] Memory cgroup out of memory: Killed process 93 (memcg) total-vm:1016kB, anon-rss:56kB",
+    "[  301.712345] Out of memory: Killed process 77 (sh) total-vm:2048kB, anon-rss:128kB",
     "[  301.123456] rcu: INFO: rcu_sched self-detected stall on CPU",
     "rcu: INFO: rcu_preempt self-detected stall on CPU",
     "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -167,9 +168,45 @@ SVM_TEST(fresh, memory_flags, API_TIMEOUT, "non-zero memory flags fail with EINV
 
 SVM_TEST(fresh, memory_too_big, API_TIMEOUT, "memory beyond the module's max_memory_mb fails with E2BIG")
 {
-	struct shadowvm_memory m = { .size = 3ull << 30 };
+	long max_mb = ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_MAX_MEMORY_MB);
+	struct shadowvm_memory m = { .size = ((uint64_t)max_mb + 1) << 20 };
 
+	ASSERT_LT(0, max_mb) TH_LOG("CHECK_CAP MAX_MEMORY_MB: %ld errno %s", max_mb, strerror(errno));
 	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY, &m), E2BIG);
+}
+
+/* The value of "<key> <n>" (format: "key: %llu" style) in a /proc file; 0 if absent. */
+static unsigned long long proc_value(const char *path, const char *format)
+{
+	FILE *f = fopen(path, "r");
+	char line[128];
+	unsigned long long v = 0;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, format, &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+SVM_TEST(fresh, memory_beyond_host, API_TIMEOUT,
+	 "memory within max_memory_mb but beyond what the host has: ENOMEM, and no OOM kill")
+{
+	long max_mb = ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_MAX_MEMORY_MB);
+	uint64_t avail = proc_value("/proc/meminfo", "MemAvailable: %llu kB") << 10;
+	uint64_t size = (avail * 2 + (64u << 20)) & ~0xfffffull;
+	unsigned long long kills = proc_value("/proc/vmstat", "oom_kill %llu");
+	struct shadowvm_memory m = { .size = size };
+
+	ASSERT_NE(0ull, avail) TH_LOG("no MemAvailable in /proc/meminfo");
+	if ((uint64_t)max_mb << 20 < size)
+		SKIP(return, "max_memory_mb (%ld) is below twice the host's available memory", max_mb);
+	/* Guest RAM is in no process's RSS: the OOM killer would pick an unrelated victim. */
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY, &m), ENOMEM);
+	ASSERT_EQ(kills, proc_value("/proc/vmstat", "oom_kill %llu")) TH_LOG("the OOM killer ran");
+	m.size = MEM_SIZE;
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_SET_MEMORY, &m)) TH_LOG("errno %s", strerror(errno));
 }
 
 SVM_TEST(fresh, set_memory, API_TIMEOUT, "SET_MEMORY 16 MiB")
@@ -661,6 +698,891 @@ SVM_TEST(vm, host_gs_kept, API_TIMEOUT, "the task's GS selector is the same afte
 	__asm__ volatile("mov %0, %%gs" :: "r"((uint16_t)0));
 	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && gs == user_ds)
 		TH_LOG("exit %d, GS %#x (want %#x)", r, gs, user_ds);
+}
+
+/* ---- ABI v2 (issue 11): version, CHECK_CAP, memory slots, FPU state ---- */
+
+SVM_TEST(fresh, api_version_2, API_TIMEOUT, "GET_API_VERSION answers 2 (ABI v2)")
+{
+	ASSERT_EQ(2, ioctl(self->fd, SHADOWVM_GET_API_VERSION, 0)) TH_LOG("errno %s", strerror(errno));
+}
+
+SVM_TEST(vm, run_version_2, API_TIMEOUT, "the run structure says version 2 and its size")
+{
+	ASSERT_TRUE(self->vm.run->version == 2 && self->vm.run->size == sizeof(struct shadowvm_run))
+		TH_LOG("version %u size %u", self->vm.run->version, self->vm.run->size);
+}
+
+/*
+ * The module parameter max_memory_mb: from sysfs where the kernel shows it (Rust module
+ * parameters are not in sysfs in 7.2), else its default, which the suites load with.
+ */
+static long max_memory_mb_param(void)
+{
+	FILE *f = fopen("/sys/module/shadowvm/parameters/max_memory_mb", "r");
+	long v = 16384;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+SVM_TEST(fresh, check_cap_values, API_TIMEOUT,
+	 "CHECK_CAP: 8 memory slots, MAX_MEMORY_MB = the max_memory_mb parameter, FPU = 1")
+{
+	long slots = ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_MEMORY_SLOTS);
+	long max_mb = ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_MAX_MEMORY_MB);
+	long fpu = ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_FPU);
+	long param = max_memory_mb_param();
+
+	ASSERT_TRUE(slots == SHADOWVM_MEMORY_SLOTS && max_mb == param && max_mb >= 4096 && fpu == 1)
+		TH_LOG("slots %ld, max_memory_mb %ld (parameter %ld), fpu %ld", slots, max_mb, param, fpu);
+}
+
+SVM_TEST(fresh, check_cap_unknown, API_TIMEOUT, "CHECK_CAP of an unknown capability fails with EINVAL")
+{
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_CHECK_CAP, 0), EINVAL);
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_CHECK_CAP, 0x7fffffffUL), EINVAL);
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_CHECK_CAP, (1UL << 32) | SHADOWVM_CAP_FPU), EINVAL);
+}
+
+/* SET_MEMORY_REGION of slot `slot` at `gpa`, `size` bytes; the ioctl's return value. */
+static int set_region(int fd, uint32_t slot, uint64_t gpa, uint64_t size)
+{
+	struct shadowvm_memory_region r = { .slot = slot, .guest_phys_addr = gpa, .size = size };
+
+	return ioctl(fd, SHADOWVM_SET_MEMORY_REGION, &r);
+}
+
+#define SLOT_SIZE (2u << 20)
+#define HIGH_GPA (4ull << 30)
+
+SVM_TEST(fresh, region_bad_slot, API_TIMEOUT, "SET_MEMORY_REGION with slot id 8 (or more) fails with EINVAL")
+{
+	ASSERT_ERRNO(set_region(self->fd, SHADOWVM_MEMORY_SLOTS, 0, SLOT_SIZE), EINVAL);
+	ASSERT_ERRNO(set_region(self->fd, 0xffffffffu, 0, SLOT_SIZE), EINVAL);
+}
+
+SVM_TEST(fresh, region_null, API_TIMEOUT, "SET_MEMORY_REGION with a NULL pointer fails with EFAULT")
+{
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY_REGION, NULL), EFAULT);
+}
+
+SVM_TEST(fresh, region_size_zero, API_TIMEOUT, "SET_MEMORY_REGION with size 0 (no deletion in v2) fails with EINVAL")
+{
+	ASSERT_ERRNO(set_region(self->fd, 0, 0, 0), EINVAL);
+}
+
+SVM_TEST(fresh, region_unaligned, API_TIMEOUT, "SET_MEMORY_REGION with an unaligned address or size fails with EINVAL")
+{
+	ASSERT_ERRNO(set_region(self->fd, 0, 0x800, SLOT_SIZE), EINVAL);
+	ASSERT_ERRNO(set_region(self->fd, 0, 0, SLOT_SIZE + 1), EINVAL);
+}
+
+SVM_TEST(fresh, region_flags, API_TIMEOUT, "SET_MEMORY_REGION with nonzero flags fails with EINVAL")
+{
+	struct shadowvm_memory_region r = { .slot = 0, .flags = 1, .size = SLOT_SIZE };
+
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY_REGION, &r), EINVAL);
+}
+
+SVM_TEST(fresh, region_beyond_1tib, API_TIMEOUT,
+	 "a slot reaching beyond 1 TiB (SHADOWVM_MEMORY_MAX, the run page's offset) or wrapping fails with EINVAL")
+{
+	ASSERT_ERRNO(set_region(self->fd, 0, SHADOWVM_MEMORY_MAX, 4096), EINVAL);
+	ASSERT_ERRNO(set_region(self->fd, 0, SHADOWVM_MEMORY_MAX - 4096, 8192), EINVAL);
+	ASSERT_ERRNO(set_region(self->fd, 0, ~0xfffull, 8192), EINVAL);
+	/* The last page below the bound is fine. */
+	ASSERT_EQ(0, set_region(self->fd, 1, SHADOWVM_MEMORY_MAX - 4096, 4096)) TH_LOG("errno %s", strerror(errno));
+}
+
+SVM_TEST(fresh, region_too_big, API_TIMEOUT,
+	 "slots beyond max_memory_mb in total fail with E2BIG (one alone or together)")
+{
+	long max_mb = ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_MAX_MEMORY_MB);
+
+	ASSERT_LT(0, max_mb) TH_LOG("CHECK_CAP: %s", strerror(errno));
+	ASSERT_ERRNO(set_region(self->fd, 0, 0, ((uint64_t)max_mb + 1) << 20), E2BIG);
+	ASSERT_EQ(0, set_region(self->fd, 0, 0, SLOT_SIZE)) TH_LOG("errno %s", strerror(errno));
+	ASSERT_ERRNO(set_region(self->fd, 1, HIGH_GPA, (uint64_t)max_mb << 20), E2BIG);
+}
+
+SVM_TEST(fresh, region_overlap, API_TIMEOUT,
+	 "an overlapping slot fails with EEXIST; an adjacent one is fine")
+{
+	ASSERT_EQ(0, set_region(self->fd, 0, SLOT_SIZE, SLOT_SIZE)) TH_LOG("errno %s", strerror(errno));
+	ASSERT_ERRNO(set_region(self->fd, 1, SLOT_SIZE + 4096, 4096), EEXIST);
+	ASSERT_ERRNO(set_region(self->fd, 1, 0, SLOT_SIZE + 4096), EEXIST);
+	ASSERT_ERRNO(set_region(self->fd, 1, 0, 4 * SLOT_SIZE), EEXIST);
+	ASSERT_EQ(0, set_region(self->fd, 1, 0, SLOT_SIZE)) TH_LOG("below: errno %s", strerror(errno));
+	ASSERT_EQ(0, set_region(self->fd, 2, 2 * SLOT_SIZE, 4096)) TH_LOG("above: errno %s", strerror(errno));
+}
+
+SVM_TEST(fresh, region_set_twice, API_TIMEOUT,
+	 "setting a slot again fails with EEXIST (also SET_MEMORY, which is slot 0)")
+{
+	struct shadowvm_memory m = { .size = SLOT_SIZE };
+
+	ASSERT_EQ(0, set_region(self->fd, 0, HIGH_GPA, SLOT_SIZE)) TH_LOG("errno %s", strerror(errno));
+	ASSERT_ERRNO(set_region(self->fd, 0, 0, SLOT_SIZE), EEXIST);
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_MEMORY, &m), EEXIST);
+}
+
+SVM_TEST(with_memory, set_memory_is_slot_0, API_TIMEOUT,
+	 "SET_MEMORY is slot 0 at 0: that slot id is taken, other slots can follow")
+{
+	ASSERT_ERRNO(set_region(self->fd, 0, HIGH_GPA, SLOT_SIZE), EEXIST);
+	ASSERT_ERRNO(set_region(self->fd, 1, MEM_SIZE - 4096, SLOT_SIZE), EEXIST);
+	ASSERT_EQ(0, set_region(self->fd, 1, MEM_SIZE, SLOT_SIZE)) TH_LOG("errno %s", strerror(errno));
+}
+
+/* mmap of `len` bytes at file offset (= guest-physical address) `gpa`: 0 if it worked. */
+static int map_errno(int fd, uint64_t gpa, size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, gpa);
+
+	if (p == MAP_FAILED)
+		return errno;
+	munmap(p, len);
+	return 0;
+}
+
+SVM_TEST(fresh, mmap_slots, API_TIMEOUT,
+	 "mmap: inside one slot works; across two adjacent slots, in a hole or past a slot's end fails with EINVAL")
+{
+	ASSERT_EQ(0, set_region(self->fd, 0, 0, SLOT_SIZE));
+	ASSERT_EQ(0, set_region(self->fd, 1, SLOT_SIZE, SLOT_SIZE));
+	ASSERT_EQ(0, set_region(self->fd, 2, HIGH_GPA, SLOT_SIZE));
+	ASSERT_EQ(0, map_errno(self->fd, 0, SLOT_SIZE));
+	ASSERT_EQ(0, map_errno(self->fd, SLOT_SIZE + 4096, 4096));
+	ASSERT_EQ(0, map_errno(self->fd, HIGH_GPA, SLOT_SIZE));
+	ASSERT_EQ(EINVAL, map_errno(self->fd, 0, 2 * SLOT_SIZE));		/* across slots 0 and 1 */
+	ASSERT_EQ(EINVAL, map_errno(self->fd, SLOT_SIZE - 4096, 8192));	/* across slots 0 and 1 */
+	ASSERT_EQ(EINVAL, map_errno(self->fd, 2 * SLOT_SIZE, 4096));	/* hole */
+	ASSERT_EQ(EINVAL, map_errno(self->fd, HIGH_GPA - 4096, 8192));	/* hole, then slot 2 */
+	ASSERT_EQ(EINVAL, map_errno(self->fd, HIGH_GPA + 4096, SLOT_SIZE));	/* past slot 2's end */
+}
+
+SVM_TEST(fresh, create_vcpu_needs_a_slot, API_TIMEOUT,
+	 "CREATE_VCPU needs a slot, any one (here only a slot above 4 GiB)")
+{
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_CREATE_VCPU, 0), EINVAL);
+	ASSERT_EQ(0, set_region(self->fd, 3, HIGH_GPA, SLOT_SIZE));
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_CREATE_VCPU, 0)) TH_LOG("errno %s", strerror(errno));
+}
+
+/*
+ * A guest with 2 MiB at 0 and 2 MiB at 4 GiB, through PAE paging (PDPT at 0x3000, PD at
+ * 0x4000, 2 MiB pages): linear 0 -> gpa 0, linear 2 MiB -> gpa 4 GiB (the high slot),
+ * linear 4 MiB -> gpa 2 MiB (a hole between the slots).
+ */
+FIXTURE(two_slots) {
+	int fd;
+	uint8_t *low, *high;
+	struct shadowvm_run *run;
+};
+
+FIXTURE_SETUP(two_slots)
+{
+	uint64_t *pdpt, *pd;
+	struct shadowvm_regs regs = { .rip = CODE, .rflags = 2, .rsp = GUEST_STACK };
+	struct shadowvm_sregs s;
+
+	self->low = self->high = MAP_FAILED;
+	self->run = MAP_FAILED;
+	self->fd = open(SHADOWVM_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, self->fd) TH_LOG("open: %s", strerror(errno));
+	ASSERT_EQ(0, set_region(self->fd, 0, 0, SLOT_SIZE)) TH_LOG("slot 0: %s", strerror(errno));
+	ASSERT_EQ(0, set_region(self->fd, 1, HIGH_GPA, SLOT_SIZE)) TH_LOG("slot 1: %s", strerror(errno));
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_CREATE_VCPU, 0)) TH_LOG("CREATE_VCPU: %s", strerror(errno));
+	self->low = mmap(NULL, SLOT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, 0);
+	self->high = mmap(NULL, SLOT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, HIGH_GPA);
+	self->run = mmap(NULL, SHADOWVM_RUN_MMAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd,
+			 SHADOWVM_RUN_MMAP_OFFSET);
+	ASSERT_TRUE(self->low != MAP_FAILED && self->high != MAP_FAILED && self->run != MAP_FAILED)
+		TH_LOG("mmap: %s", strerror(errno));
+	pdpt = (uint64_t *)(self->low + 0x3000);
+	pd = (uint64_t *)(self->low + 0x4000);
+	pdpt[0] = 0x4001;
+	pd[0] = 0x83;			/* 2 MiB page: gpa 0 */
+	pd[1] = HIGH_GPA | 0x83;	/* gpa 4 GiB */
+	pd[2] = SLOT_SIZE | 0x83;	/* gpa 2 MiB: no slot */
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_SET_REGS, &regs)) TH_LOG("SET_REGS: %s", strerror(errno));
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_GET_SREGS, &s));
+	s.cr4 |= 1 << 5;		/* PAE */
+	s.cr4 |= 1 << 9;		/* OSFXSR: SSE for the FPU test */
+	s.cr0 |= 1u << 31;		/* PG */
+	s.cr3 = 0x3000;
+	/* Unmapped, as in the library's safe state: a guest fault ends in SHUTDOWN. */
+	s.idt.base = GUEST_IDT;
+	s.idt.limit = 0x7ff;
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_SET_SREGS, &s)) TH_LOG("SET_SREGS: %s", strerror(errno));
+}
+
+FIXTURE_TEARDOWN(two_slots)
+{
+	if (self->low != MAP_FAILED)
+		munmap(self->low, SLOT_SIZE);
+	if (self->high != MAP_FAILED)
+		munmap(self->high, SLOT_SIZE);
+	if (self->run != MAP_FAILED)
+		munmap(self->run, SHADOWVM_RUN_MMAP_SIZE);
+	if (self->fd >= 0)
+		close(self->fd);
+}
+
+/* RUN until an exit other than a time slice; the exit reason or -errno. */
+static int run_fd(int fd, struct shadowvm_run *run)
+{
+	for (int i = 0; i < 1000; i++) {
+		if (ioctl(fd, SHADOWVM_RUN, 0))
+			return -errno;
+		if (run->exit_reason != SHADOWVM_EXIT_INTR)
+			return run->exit_reason;
+	}
+	return -ETIMEDOUT;
+}
+
+SVM_TEST(two_slots, high_slot_guest, API_TIMEOUT,
+	 "a guest reads and writes a slot at 4 GiB through its page tables; the hole below is MMIO")
+{
+	static const uint8_t code[] = {
+		0xa1, 0x00, 0x00, 0x20, 0x00,			/* mov eax, [0x200000] */
+		0xe7, 0x80,					/* out 0x80, eax */
+		0xc7, 0x05, 0x04, 0x00, 0x20, 0x00,		/* mov dword [0x200004], */
+		0x78, 0x56, 0x34, 0x12,				/*     0x12345678 */
+		0x8b, 0x0d, 0x00, 0x00, 0x40, 0x00,		/* mov ecx, [0x400000] */
+		0xf4,						/* hlt */
+	};
+	struct shadowvm_regs regs;
+	int r;
+
+	memcpy(self->low + CODE, code, sizeof(code));
+	*(uint32_t *)self->high = 0xfeedbeef;
+	r = run_fd(self->fd, self->run);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_IO && self->run->exit.io.port == 0x80 &&
+		    self->run->exit.io.size == 4 && self->run->exit.io.data == 0xfeedbeef)
+		TH_LOG("exit %d port %#x data %#llx", r, self->run->exit.io.port,
+		       (unsigned long long)self->run->exit.io.data);
+	r = run_fd(self->fd, self->run);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_MMIO && self->run->exit.mmio.gpa == SLOT_SIZE &&
+		    self->run->exit.mmio.len == 4 && !self->run->exit.mmio.is_write)
+		TH_LOG("exit %d gpa %#llx len %u write %u", r, (unsigned long long)self->run->exit.mmio.gpa,
+		       self->run->exit.mmio.len, self->run->exit.mmio.is_write);
+	ASSERT_EQ(0x12345678u, *(uint32_t *)(self->high + 4));
+	memcpy(self->run->exit.mmio.data, "\x11\x22\x33\x44", 4);
+	r = run_fd(self->fd, self->run);
+	ioctl(self->fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && (uint32_t)regs.rcx == 0x44332211)
+		TH_LOG("exit %d rcx %#llx", r, (unsigned long long)regs.rcx);
+}
+
+SVM_TEST(two_slots, slot_added_after_vcpu, API_TIMEOUT,
+	 "a slot added after the guest ran turns MMIO there into RAM")
+{
+	static const uint8_t code[] = {
+		0x8b, 0x0d, 0x00, 0x00, 0x40, 0x00,		/* mov ecx, [0x400000] */
+		0xf4,						/* hlt */
+	};
+	struct shadowvm_regs regs;
+	uint8_t *mid;
+	int r;
+
+	memcpy(self->low + CODE, code, sizeof(code));
+	r = run_fd(self->fd, self->run);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_MMIO && self->run->exit.mmio.gpa == SLOT_SIZE) TH_LOG("exit %d", r);
+	memset(self->run->exit.mmio.data, 0, 8);
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, run_fd(self->fd, self->run));
+	ASSERT_EQ(0, set_region(self->fd, 2, SLOT_SIZE, SLOT_SIZE)) TH_LOG("errno %s", strerror(errno));
+	mid = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, SLOT_SIZE);
+	ASSERT_NE(MAP_FAILED, mid) TH_LOG("mmap: %s", strerror(errno));
+	*(uint32_t *)mid = 0xabcd0123;
+	munmap(mid, 4096);
+	ioctl(self->fd, SHADOWVM_GET_REGS, &regs);
+	regs.rip = CODE;
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_SET_REGS, &regs));
+	r = run_fd(self->fd, self->run);
+	ioctl(self->fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && (uint32_t)regs.rcx == 0xabcd0123)
+		TH_LOG("exit %d rcx %#llx", r, (unsigned long long)regs.rcx);
+}
+
+SVM_TEST(fresh, fpu_without_vcpu, API_TIMEOUT, "GET_FPU and SET_FPU without a vCPU fail with EINVAL")
+{
+	struct shadowvm_fpu f = { 0 };
+
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_GET_FPU, &f), EINVAL);
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_FPU, &f), EINVAL);
+}
+
+SVM_TEST(vm, fpu_null, API_TIMEOUT, "GET_FPU and SET_FPU with a NULL pointer fail with EFAULT")
+{
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_GET_FPU, NULL), EFAULT);
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_FPU, NULL), EFAULT);
+}
+
+static uint32_t fpu_mxcsr(const struct shadowvm_fpu *f)
+{
+	uint32_t v;
+
+	memcpy(&v, f->fxsave + SHADOWVM_FXSAVE_MXCSR, 4);
+	return v;
+}
+
+SVM_TEST(vm, fpu_reset_and_round_trip, API_TIMEOUT,
+	 "GET_FPU shows the reset image (FCW 0x37f, MXCSR 0x1f80); SET_FPU then GET_FPU round-trips")
+{
+	struct shadowvm_fpu f, g;
+	uint16_t fcw;
+
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_FPU, &f)) TH_LOG("errno %s", strerror(errno));
+	memcpy(&fcw, f.fxsave, 2);
+	ASSERT_TRUE(fcw == 0x37f && fpu_mxcsr(&f) == 0x1f80) TH_LOG("FCW %#x MXCSR %#x", fcw, fpu_mxcsr(&f));
+	for (int i = 0; i < 16 * 16; i++)
+		f.fxsave[SHADOWVM_FXSAVE_XMM + i] = (uint8_t)(i * 7 + 1);
+	f.fxsave[0] = 0x7f;	/* FCW 0x27f: double precision */
+	f.fxsave[1] = 0x02;
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_FPU, &f)) TH_LOG("errno %s", strerror(errno));
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_FPU, &g));
+	ASSERT_EQ(0, memcmp(&f, &g, sizeof(f)));
+}
+
+SVM_TEST(vm, fpu_bad_mxcsr, API_TIMEOUT,
+	 "SET_FPU with a reserved MXCSR bit fails with EINVAL and changes nothing")
+{
+	struct shadowvm_fpu f, g;
+	uint32_t bad;
+
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_FPU, &f));
+	g = f;
+	bad = fpu_mxcsr(&f) | 1u << 31;	/* reserved on every CPU */
+	memcpy(g.fxsave + SHADOWVM_FXSAVE_MXCSR, &bad, 4);
+	g.fxsave[SHADOWVM_FXSAVE_XMM] ^= 0xff;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_FPU, &g), EINVAL);
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_FPU, &g));
+	ASSERT_EQ(0, memcmp(&f, &g, sizeof(f)));
+}
+
+SVM_TEST(two_slots, fpu_visible_to_guest, API_TIMEOUT,
+	 "XMM0 set by SET_FPU reaches the guest; XMM1 and MXCSR the guest sets come back in GET_FPU")
+{
+	static const uint8_t code[] = {
+		0x66, 0x0f, 0x7e, 0xc0,				/* movd eax, xmm0 */
+		0xe7, 0x80,					/* out 0x80, eax */
+		0xb8, 0x0d, 0xf0, 0xfe, 0xca,			/* mov eax, 0xcafef00d */
+		0x66, 0x0f, 0x6e, 0xc8,				/* movd xmm1, eax */
+		0xc7, 0x05, 0x00, 0x60, 0x00, 0x00,		/* mov dword [0x6000], */
+		0x80, 0x7f, 0x00, 0x00,				/*     0x7f80 (all masked, RC=11) */
+		0x0f, 0xae, 0x15, 0x00, 0x60, 0x00, 0x00,	/* ldmxcsr [0x6000] */
+		0xf4,						/* hlt */
+	};
+	struct shadowvm_fpu f;
+	uint32_t xmm1;
+	int r;
+
+	memcpy(self->low + CODE, code, sizeof(code));
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_GET_FPU, &f));
+	memcpy(f.fxsave + SHADOWVM_FXSAVE_XMM, "\x78\x56\x34\x12", 4);
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_SET_FPU, &f)) TH_LOG("errno %s", strerror(errno));
+	r = run_fd(self->fd, self->run);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_IO && self->run->exit.io.data == 0x12345678)
+		TH_LOG("exit %d data %#llx", r, (unsigned long long)self->run->exit.io.data);
+	r = run_fd(self->fd, self->run);
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, r);
+	ASSERT_EQ(0, ioctl(self->fd, SHADOWVM_GET_FPU, &f));
+	memcpy(&xmm1, f.fxsave + SHADOWVM_FXSAVE_XMM + 16, 4);
+	ASSERT_TRUE(xmm1 == 0xcafef00d && fpu_mxcsr(&f) == 0x7f80)
+		TH_LOG("xmm1 %#x mxcsr %#x", xmm1, fpu_mxcsr(&f));
+/* ---- MSRs, CPUID, TSC (ABI v2) ---- */
+
+#define MSR_TSC 0x10u
+#define MSR_MISC_ENABLE 0x1a0u
+#define MSR_TSC_DEADLINE 0x6e0u
+#define MSR_VMX_BASIC 0x480u
+#define MSR_STAR 0xc0000081u
+#define MSR_LSTAR 0xc0000082u
+#define MSR_FS_BASE 0xc0000100u
+
+/* Where the exception guest keeps its descriptor tables and handler stubs. */
+#define XG_GDT 0x3000u
+#define XG_IDT 0x3800u
+#define XG_STUBS 0x4000u
+
+/*
+ * Gives the reset-state VM (32-bit protected mode, paging off) a GDT with the flat code
+ * (0x08) and data (0x10) segments it already uses and an IDT whose gate v leads to a stub
+ * "mov al, v; hlt" at XG_STUBS + 4 * v, for the 32 exception vectors: an exception ends in
+ * a HLT exit with the vector in AL and, for #GP, the error code and the faulting EIP on
+ * the stack at GUEST_STACK.
+ */
+static int exception_guest(struct vm *vm, const uint8_t *code, size_t len)
+{
+	struct shadowvm_sregs s;
+	struct shadowvm_regs r;
+	uint64_t *gdt = (uint64_t *)(vm->mem + XG_GDT);
+	uint32_t *idt = (uint32_t *)(vm->mem + XG_IDT);
+
+	gdt[0] = 0;
+	gdt[1] = 0x00cf9b000000ffffull;
+	gdt[2] = 0x00cf93000000ffffull;
+	for (unsigned int v = 0; v < 32; v++) {
+		uint32_t stub = XG_STUBS + 4 * v;
+		uint8_t *p = vm->mem + stub;
+
+		p[0] = 0xb0;	/* mov al, v */
+		p[1] = v;
+		p[2] = 0xf4;	/* hlt */
+		p[3] = 0x90;
+		idt[2 * v] = (0x08u << 16) | (stub & 0xffff);
+		idt[2 * v + 1] = (stub & 0xffff0000u) | 0x8e00;	/* present 32-bit interrupt gate */
+	}
+	memcpy(vm->mem + CODE, code, len);
+	if (ioctl(vm->fd, SHADOWVM_GET_SREGS, &s) || ioctl(vm->fd, SHADOWVM_GET_REGS, &r))
+		return -1;
+	s.gdt.base = XG_GDT;
+	s.gdt.limit = 3 * 8 - 1;
+	s.idt.base = XG_IDT;
+	s.idt.limit = 32 * 8 - 1;
+	r.rsp = GUEST_STACK;
+	if (ioctl(vm->fd, SHADOWVM_SET_SREGS, &s) || ioctl(vm->fd, SHADOWVM_SET_REGS, &r))
+		return -1;
+	return 0;
+}
+
+/* GET_MSRS/SET_MSRS of `n` entries; the ioctl's result. */
+static int msrs(int fd, unsigned long cmd, struct shadowvm_msr_entry *e, uint32_t n)
+{
+	struct shadowvm_msrs m = { .nmsrs = n, .entries = (uintptr_t)e };
+
+	return ioctl(fd, cmd, &m);
+}
+
+static uint64_t get_msr(int fd, uint32_t index)
+{
+	struct shadowvm_msr_entry e = { .index = index };
+
+	return msrs(fd, SHADOWVM_GET_MSRS, &e, 1) == 1 ? e.data : 0xdeadbeefdeadbeefull;
+}
+
+/* mov ecx, imm32 (5 bytes) */
+#define MOV_ECX(v) 0xb9, (v) & 0xff, ((v) >> 8) & 0xff, ((v) >> 16) & 0xff, ((v) >> 24) & 0xff
+#define MOV_EAX(v) 0xb8, (v) & 0xff, ((v) >> 8) & 0xff, ((v) >> 16) & 0xff, ((v) >> 24) & 0xff
+#define MOV_EDX(v) 0xba, (v) & 0xff, ((v) >> 8) & 0xff, ((v) >> 16) & 0xff, ((v) >> 24) & 0xff
+#define RDMSR 0x0f, 0x32
+#define WRMSR 0x0f, 0x30
+#define RDTSC 0x0f, 0x31
+#define CPUID 0x0f, 0xa2
+#define HLT 0xf4
+
+SVM_TEST(fresh, check_cap_msr_cpuid_tsc, API_TIMEOUT,
+	 "CHECK_CAP reports USER_MSR, CPUID and TSC as 1, an unknown cap fails with EINVAL")
+{
+	ASSERT_EQ(1, ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_USER_MSR));
+	ASSERT_EQ(1, ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_CPUID));
+	ASSERT_EQ(1, ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_TSC));
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_CHECK_CAP, 0x7fff), EINVAL);
+}
+
+SVM_TEST(fresh, tsc_khz, API_TIMEOUT, "GET_TSC_KHZ returns the host TSC frequency (> 0)")
+{
+	int khz = ioctl(self->fd, SHADOWVM_GET_TSC_KHZ, 0);
+
+	ASSERT_LT(0, khz) TH_LOG("GET_TSC_KHZ: %d, %s", khz, strerror(errno));
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_GET_TSC_KHZ, 1), EINVAL);
+}
+
+SVM_TEST(fresh, msrs_before_vcpu, API_TIMEOUT, "GET_MSRS before CREATE_VCPU fails with EINVAL")
+{
+	struct shadowvm_msr_entry e = { .index = MSR_STAR };
+
+	ASSERT_ERRNO(msrs(self->fd, SHADOWVM_GET_MSRS, &e, 1), EINVAL);
+}
+
+SVM_TEST(vm, msrs_misuse, API_TIMEOUT,
+	 "GET/SET_MSRS: flags, reserved fields, too many entries fail with EINVAL, a bad pointer with EFAULT")
+{
+	struct shadowvm_msr_entry e = { .index = MSR_STAR, .reserved = 1 };
+	struct shadowvm_msrs m = { .nmsrs = 1, .flags = 1, .entries = (uintptr_t)&e };
+
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_GET_MSRS, &m), EINVAL);
+	m.flags = 0;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_MSRS, &m), EINVAL);
+	e.reserved = 0;
+	m.nmsrs = SHADOWVM_MSRS_MAX + 1;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_GET_MSRS, &m), EINVAL);
+	m.nmsrs = 1;
+	m.entries = 8;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_MSRS, &m), EFAULT);
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_GET_MSRS, &m), EFAULT);
+	m.nmsrs = 0;
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_MSRS, &m));
+}
+
+SVM_TEST(vm, set_msrs_stops_at_bad_value, API_TIMEOUT,
+	 "SET_MSRS with a non-canonical FS_BASE returns the count before it and changes nothing after")
+{
+	struct shadowvm_msr_entry e[3] = {
+		{ .index = MSR_STAR, .data = 0x0023001000000000ull },
+		{ .index = MSR_FS_BASE, .data = 0x0000800000000000ull },
+		{ .index = MSR_LSTAR, .data = 0xffffffff81000000ull },
+	};
+
+	ASSERT_EQ(1, msrs(self->vm.fd, SHADOWVM_SET_MSRS, e, 3));
+	ASSERT_EQ(0x0023001000000000ull, get_msr(self->vm.fd, MSR_STAR));
+	ASSERT_EQ(0ull, get_msr(self->vm.fd, MSR_FS_BASE));
+	ASSERT_EQ(0ull, get_msr(self->vm.fd, MSR_LSTAR));
+	/* A reserved PAT memory type (2) stops it too. */
+	e[0].index = 0x277;
+	e[0].data = 0x0202020202020202ull;
+	ASSERT_EQ(0, msrs(self->vm.fd, SHADOWVM_SET_MSRS, e, 1));
+	/* EFER.LMA without paging is what SET_SREGS refuses as well. */
+	e[0].index = 0xc0000080;
+	e[0].data = 0x500;
+	ASSERT_EQ(0, msrs(self->vm.fd, SHADOWVM_SET_MSRS, e, 1));
+}
+
+SVM_TEST(vm, msrs_stop_at_unknown_index, API_TIMEOUT,
+	 "GET/SET_MSRS stop at the first MSR the module does not own")
+{
+	struct shadowvm_msr_entry e[3] = {
+		{ .index = MSR_LSTAR, .data = 0xffffffff81000000ull },
+		{ .index = MSR_MISC_ENABLE, .data = 1 },
+		{ .index = MSR_STAR, .data = 5 },
+	};
+
+	ASSERT_EQ(1, msrs(self->vm.fd, SHADOWVM_SET_MSRS, e, 3));
+	ASSERT_EQ(0ull, get_msr(self->vm.fd, MSR_STAR));
+	e[0].data = 0;
+	e[1].data = 0x77;
+	ASSERT_EQ(1, msrs(self->vm.fd, SHADOWVM_GET_MSRS, e, 3));
+	ASSERT_EQ(0xffffffff81000000ull, e[0].data);
+	ASSERT_EQ(0x77ull, e[1].data) TH_LOG("GET_MSRS wrote an entry it did not read");
+}
+
+SVM_TEST(vm, fresh_tsc_near_zero, API_TIMEOUT, "a new vCPU's TSC starts near 0")
+{
+	uint64_t khz = ioctl(self->vm.fd, SHADOWVM_GET_TSC_KHZ, 0);
+	uint64_t tsc = get_msr(self->vm.fd, MSR_TSC);
+
+	/* Within a minute of TSC ticks since CREATE_VCPU (Bochs is slow). */
+	ASSERT_LT(tsc, khz * 1000 * 60) TH_LOG("TSC %#llx, %llu kHz", (unsigned long long)tsc,
+					       (unsigned long long)khz);
+}
+
+SVM_TEST(vm, set_tsc_then_rdtsc, API_TIMEOUT,
+	 "after SET_MSRS(IA32_TSC = X) the guest's RDTSC reads X or a little more")
+{
+	const uint8_t code[] = { RDTSC, HLT };
+	const uint64_t x = 0x0000123400000000ull;
+	uint64_t khz = ioctl(self->vm.fd, SHADOWVM_GET_TSC_KHZ, 0);
+	struct shadowvm_msr_entry e = { .index = MSR_TSC, .data = x };
+	struct shadowvm_regs regs;
+	uint64_t tsc;
+	int r;
+
+	memcpy(self->vm.mem + CODE, code, sizeof(code));
+	ASSERT_EQ(1, msrs(self->vm.fd, SHADOWVM_SET_MSRS, &e, 1));
+	r = vm_run(&self->vm);
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, r);
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs));
+	tsc = (regs.rdx << 32) | (regs.rax & 0xffffffffu);
+	ASSERT_TRUE(tsc >= x && tsc - x < khz * 1000 * 60)
+		TH_LOG("RDTSC %#llx after setting %#llx", (unsigned long long)tsc, (unsigned long long)x);
+	ASSERT_LE(tsc, get_msr(self->vm.fd, MSR_TSC));
+}
+
+SVM_TEST(vm, rdmsr_exit_to_user, API_TIMEOUT,
+	 "RDMSR of an MSR the module does not own exits with its index; the data lands in EDX:EAX")
+{
+	const uint8_t code[] = { MOV_ECX(MSR_MISC_ENABLE), RDMSR, HLT };
+	struct shadowvm_regs regs;
+	int r;
+
+	memcpy(self->vm.mem + CODE, code, sizeof(code));
+	r = vm_run(&self->vm);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_X86_RDMSR && self->vm.run->exit.msr.index == MSR_MISC_ENABLE &&
+		    self->vm.run->exit.msr.error == 0)
+		TH_LOG("exit %d index %#x", r, self->vm.run->exit.msr.index);
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_EQ(CODE + 5, regs.rip) TH_LOG("RIP moved before userspace answered");
+	self->vm.run->exit.msr.data = 0x1122334455667788ull;
+	r = vm_run(&self->vm);
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && regs.rax == 0x55667788 && regs.rdx == 0x11223344 &&
+		    regs.rip == CODE + sizeof(code))
+		TH_LOG("exit %d rax %#llx rdx %#llx rip %#llx", r, (unsigned long long)regs.rax,
+		       (unsigned long long)regs.rdx, (unsigned long long)regs.rip);
+}
+
+SVM_TEST(vm, wrmsr_exit_to_user, API_TIMEOUT,
+	 "WRMSR of an MSR the module does not own exits with its index and EDX:EAX")
+{
+	const uint8_t code[] = { MOV_ECX(MSR_TSC_DEADLINE), MOV_EAX(0xaabbccddu), MOV_EDX(0x11223344u),
+				 WRMSR, HLT };
+	struct shadowvm_regs regs;
+	int r;
+
+	memcpy(self->vm.mem + CODE, code, sizeof(code));
+	r = vm_run(&self->vm);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_X86_WRMSR && self->vm.run->exit.msr.index == MSR_TSC_DEADLINE &&
+		    self->vm.run->exit.msr.data == 0x11223344aabbccddull)
+		TH_LOG("exit %d index %#x data %#llx", r, self->vm.run->exit.msr.index,
+		       (unsigned long long)self->vm.run->exit.msr.data);
+	r = vm_run(&self->vm);
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && regs.rip == CODE + sizeof(code))
+		TH_LOG("exit %d rip %#llx", r, (unsigned long long)regs.rip);
+}
+
+/* Runs `code` (an MSR access at CODE + 15 after three MOVs) to its exit, answers error=1. */
+static int msr_error_gp(struct vm *vm, const uint8_t *code, size_t len, int want_exit,
+			uint32_t *vector, uint32_t *error_code, uint32_t *eip)
+{
+	uint32_t *stack;
+	struct shadowvm_regs regs;
+	int r;
+
+	if (exception_guest(vm, code, len))
+		return -1;
+	r = vm_run(vm);
+	if (r != want_exit)
+		return -2;
+	vm->run->exit.msr.error = 1;
+	r = vm_run(vm);
+	if (r != SHADOWVM_EXIT_HLT || ioctl(vm->fd, SHADOWVM_GET_REGS, &regs))
+		return -3;
+	stack = (uint32_t *)(vm->mem + (regs.rsp & 0xffffffffu));
+	*vector = regs.rax & 0xff;
+	*error_code = stack[0];
+	*eip = stack[1];
+	return 0;
+}
+
+SVM_TEST(vm, msr_error_injects_gp, API_TIMEOUT,
+	 "error=1 after an RDMSR or WRMSR exit makes the guest take #GP(0) at the instruction")
+{
+	const uint8_t rd[] = { MOV_ECX(MSR_MISC_ENABLE), MOV_EAX(0), MOV_EDX(0), RDMSR, HLT };
+	const uint8_t wr[] = { MOV_ECX(MSR_MISC_ENABLE), MOV_EAX(1), MOV_EDX(0), WRMSR, HLT };
+	uint32_t vector = 0, error_code = 1, eip = 0;
+
+	ASSERT_EQ(0, msr_error_gp(&self->vm, rd, sizeof(rd), SHADOWVM_EXIT_X86_RDMSR, &vector,
+				  &error_code, &eip));
+	ASSERT_TRUE(vector == 13 && error_code == 0 && eip == CODE + 15)
+		TH_LOG("RDMSR: vector %u error code %u EIP %#x", vector, error_code, eip);
+	vm_destroy(&self->vm);
+	ASSERT_EQ(0, vm_create_reset(&self->vm, MEM_SIZE));
+	ASSERT_EQ(0, msr_error_gp(&self->vm, wr, sizeof(wr), SHADOWVM_EXIT_X86_WRMSR, &vector,
+				  &error_code, &eip));
+	ASSERT_TRUE(vector == 13 && error_code == 0 && eip == CODE + 15)
+		TH_LOG("WRMSR: vector %u error code %u EIP %#x", vector, error_code, eip);
+}
+
+SVM_TEST(vm, vmx_msr_gp_without_exit, API_TIMEOUT,
+	 "RDMSR of a VMX capability MSR is #GP in the guest, without an exit to userspace")
+{
+	const uint8_t code[] = { MOV_ECX(MSR_VMX_BASIC), RDMSR, HLT };
+	struct shadowvm_regs regs;
+	int r;
+
+	ASSERT_EQ(0, exception_guest(&self->vm, code, sizeof(code)));
+	r = vm_run(&self->vm);
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && (regs.rax & 0xff) == 13)
+		TH_LOG("exit %d AL %llu", r, (unsigned long long)(regs.rax & 0xff));
+}
+
+SVM_TEST(vm, guest_wrmsr_fs_base, API_TIMEOUT, "a guest WRMSR to FS_BASE reads back through GET_MSRS")
+{
+	const uint8_t code[] = { MOV_ECX(MSR_FS_BASE), MOV_EAX(0x12345000u), MOV_EDX(0), WRMSR, HLT };
+	struct shadowvm_sregs sregs;
+
+	memcpy(self->vm.mem + CODE, code, sizeof(code));
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, vm_run(&self->vm));
+	ASSERT_EQ(0x12345000ull, get_msr(self->vm.fd, MSR_FS_BASE));
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_SREGS, &sregs));
+	ASSERT_EQ(0x12345000ull, sregs.fs.base);
+}
+
+SVM_TEST(vm, apic_base_kept, API_TIMEOUT, "SET_SREGS keeps apic_base for userspace and GET_SREGS returns it")
+{
+	struct shadowvm_sregs s;
+
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_SREGS, &s));
+	ASSERT_EQ(0ull, s.apic_base);
+	s.apic_base = 0xfee00900;
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_SREGS, &s));
+	memset(&s, 0, sizeof(s));
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_SREGS, &s));
+	ASSERT_EQ(0xfee00900ull, s.apic_base);
+}
+
+/* The supported table (calloc'd, *n entries), or NULL. */
+static struct shadowvm_cpuid_entry *supported_cpuid(int fd, uint32_t *n)
+{
+	struct shadowvm_cpuid c = { 0 };
+	struct shadowvm_cpuid_entry *e;
+
+	if (ioctl(fd, SHADOWVM_GET_SUPPORTED_CPUID, &c) != -1 || errno != E2BIG || c.nent == 0)
+		return NULL;
+	e = calloc(c.nent, sizeof(*e));
+	c.entries = (uintptr_t)e;
+	if (ioctl(fd, SHADOWVM_GET_SUPPORTED_CPUID, &c)) {
+		free(e);
+		return NULL;
+	}
+	*n = c.nent;
+	return e;
+}
+
+static const struct shadowvm_cpuid_entry *find_leaf(const struct shadowvm_cpuid_entry *e, uint32_t n,
+						      uint32_t function)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (e[i].function == function)
+			return &e[i];
+	return NULL;
+}
+
+SVM_TEST(fresh, supported_cpuid, API_TIMEOUT,
+	 "GET_SUPPORTED_CPUID: E2BIG with the count when short, then leaves without VMX or XSAVE")
+{
+	uint32_t n = 0;
+	struct shadowvm_cpuid_entry *e = supported_cpuid(self->fd, &n);
+	const struct shadowvm_cpuid_entry *l1, *hv;
+
+	ASSERT_NE(NULL, e) TH_LOG("GET_SUPPORTED_CPUID: %s", strerror(errno));
+	ASSERT_LE(n, (uint32_t)SHADOWVM_CPUID_MAX_ENTRIES);
+	l1 = find_leaf(e, n, 1);
+	hv = find_leaf(e, n, 0x40000000);
+	ASSERT_TRUE(l1 && hv && find_leaf(e, n, 0));
+	ASSERT_EQ(0u, l1->ecx & ((1u << 5) | (1u << 26) | (1u << 27))) TH_LOG("VMX or XSAVE offered");
+	ASSERT_NE(0u, l1->ecx & (1u << 31)) TH_LOG("no hypervisor bit");
+	ASSERT_EQ(0, memcmp(&hv->ebx, "shadowvm", 8));
+	free(e);
+}
+
+SVM_TEST(vm, set_cpuid_misuse, API_TIMEOUT,
+	 "SET_CPUID: too many entries, bad flags, padding or duplicates fail with EINVAL, a bad pointer with EFAULT")
+{
+	struct shadowvm_cpuid_entry e[SHADOWVM_CPUID_MAX_ENTRIES + 1];
+	struct shadowvm_cpuid c = { .nent = SHADOWVM_CPUID_MAX_ENTRIES + 1, .entries = (uintptr_t)e };
+
+	memset(e, 0, sizeof(e));
+	for (unsigned int i = 0; i < SHADOWVM_CPUID_MAX_ENTRIES + 1; i++)
+		e[i].function = 0x40000000 + i;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c), EINVAL);
+	c.nent = SHADOWVM_CPUID_MAX_ENTRIES;
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c)) TH_LOG("%s", strerror(errno));
+	c.nent = 2;
+	e[1].function = e[0].function;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c), EINVAL);
+	e[1].function = 7;
+	e[1].flags = 2;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c), EINVAL);
+	e[1].flags = 0;
+	e[1].padding = 1;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c), EINVAL);
+	c.flags = 1;
+	e[1].padding = 0;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c), EINVAL);
+	c.flags = 0;
+	c.entries = 8;
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c), EFAULT);
+}
+
+/* Runs CPUID(leaf, 0) in the guest; the four registers in r[]. */
+static int guest_cpuid(struct vm *vm, uint32_t leaf, uint32_t r[4])
+{
+	const uint8_t code[] = { MOV_EAX(leaf), MOV_ECX(0), CPUID, HLT };
+	struct shadowvm_regs regs;
+
+	memcpy(vm->mem + CODE, code, sizeof(code));
+	if (ioctl(vm->fd, SHADOWVM_GET_REGS, &regs))
+		return -1;
+	regs.rip = CODE;
+	if (ioctl(vm->fd, SHADOWVM_SET_REGS, &regs) || vm_run(vm) != SHADOWVM_EXIT_HLT ||
+	    ioctl(vm->fd, SHADOWVM_GET_REGS, &regs))
+		return -1;
+	r[0] = regs.rax;
+	r[1] = regs.rbx;
+	r[2] = regs.rcx;
+	r[3] = regs.rdx;
+	return 0;
+}
+
+SVM_TEST(vm, set_cpuid_seen_by_guest, API_TIMEOUT,
+	 "SET_CPUID values reach the guest's CPUID, unsupported feature bits filtered, high leaves read the top one")
+{
+	uint32_t n = 0, r[4];
+	struct shadowvm_cpuid_entry *sup = supported_cpuid(self->vm.fd, &n);
+	const struct shadowvm_cpuid_entry *l1;
+	struct shadowvm_cpuid_entry e[3] = {
+		{ .function = 0, .eax = 1, .ebx = 0x756e6547, .ecx = 0x6c65746e, .edx = 0x49656e69 },
+		/* Every feature bit asked for, VMX (ECX bit 5) among them. */
+		{ .function = 1, .eax = 0x000906ea, .ebx = 0x05000800, .ecx = 0xffffffff, .edx = 0xffffffff },
+		{ .function = 0x40000000, .eax = 0x40000000, .ebx = 0x61626364 },
+	};
+	struct shadowvm_cpuid c = { .nent = 3, .entries = (uintptr_t)e };
+
+	ASSERT_NE(NULL, sup);
+	l1 = find_leaf(sup, n, 1);
+	ASSERT_NE(NULL, l1);
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c)) TH_LOG("%s", strerror(errno));
+	ASSERT_EQ(0, guest_cpuid(&self->vm, 1, r));
+	ASSERT_TRUE(r[0] == 0x000906ea && r[1] == 0x05000800 && r[2] == l1->ecx && r[3] == l1->edx)
+		TH_LOG("leaf 1: %#x %#x %#x %#x, supported ECX %#x EDX %#x", r[0], r[1], r[2], r[3],
+		       l1->ecx, l1->edx);
+	ASSERT_EQ(0u, r[2] & (1u << 5)) TH_LOG("VMX bit not filtered");
+	ASSERT_EQ(0, guest_cpuid(&self->vm, 0x40000000, r));
+	ASSERT_EQ(0x61626364u, r[1]);
+	/* Above the maximum basic leaf (1): the values of leaf 1, as on Intel CPUs. */
+	ASSERT_EQ(0, guest_cpuid(&self->vm, 0x20, r));
+	ASSERT_TRUE(r[0] == 0x000906ea && r[1] == 0x05000800) TH_LOG("leaf 0x20: %#x %#x", r[0], r[1]);
+	free(sup);
+}
+
+SVM_TEST(vm, cpuid_hides_nx, API_TIMEOUT,
+	 "a guest whose CPUID table hides NX gets #GP for WRMSR EFER.NXE; with NX shown it works")
+{
+	/* rdmsr EFER; or eax, EFER.NXE; wrmsr; hlt */
+	const uint8_t code[] = { MOV_ECX(0xc0000080u), RDMSR, 0x0d, 0x00, 0x08, 0x00, 0x00, WRMSR, HLT };
+	struct shadowvm_cpuid c = { 0 };
+	struct shadowvm_regs regs;
+	uint32_t n = 0;
+	struct shadowvm_cpuid_entry *sup = supported_cpuid(self->vm.fd, &n);
+	struct shadowvm_cpuid_entry *x1;
+	int r;
+
+	ASSERT_NE(NULL, sup);
+	x1 = (struct shadowvm_cpuid_entry *)find_leaf(sup, n, 0x80000001);
+	if (!x1 || !(x1->edx & (1u << 20))) {
+		free(sup);
+		SKIP(return, "the host has no NX");
+	}
+	/* The default table shows NX. */
+	ASSERT_EQ(0, exception_guest(&self->vm, code, sizeof(code)));
+	r = vm_run(&self->vm);
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && regs.rip == CODE + sizeof(code))
+		TH_LOG("exit %d rip %#llx", r, (unsigned long long)regs.rip);
+	ASSERT_NE(0ull, get_msr(self->vm.fd, 0xc0000080) & (1ull << 11));
+	/* The supported table without NX: the same WRMSR faults. */
+	vm_destroy(&self->vm);
+	ASSERT_EQ(0, vm_create_reset(&self->vm, MEM_SIZE));
+	x1->edx &= ~(1u << 20);
+	c.nent = n;
+	c.entries = (uintptr_t)sup;
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_CPUID, &c)) TH_LOG("%s", strerror(errno));
+	ASSERT_EQ(0, exception_guest(&self->vm, code, sizeof(code)));
+	r = vm_run(&self->vm);
+	ioctl(self->vm.fd, SHADOWVM_GET_REGS, &regs);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && (regs.rax & 0xff) == 13)
+		TH_LOG("exit %d AL %llu", r, (unsigned long long)(regs.rax & 0xff));
+	ASSERT_EQ(0ull, get_msr(self->vm.fd, 0xc0000080) & (1ull << 11));
+	free(sup);
 }
 
 int main(int argc, char **argv)

@@ -104,22 +104,27 @@ pub const SHADOWVM_IOCTL_TYPE: u32 = 0xB7;
 
 /// Returned by `SHADOWVM_GET_API_VERSION`. Bumped on any incompatible change of a command,
 /// a structure layout or a semantic rule described in `Documentation/uapi.md`.
-pub const SHADOWVM_API_VERSION: u32 = 1;
+pub const SHADOWVM_API_VERSION: u32 = 2;
 
 /// Page size of the guest-physical map and of the run structure mapping.
 pub const SHADOWVM_PAGE_SIZE: u64 = 4096;
 
-/// `mmap` file offset of guest memory (guest-physical address 0).
+/// `mmap` file offset of guest-physical address 0: guest memory is mapped at file offset =
+/// guest-physical address, one slot per mapping.
 pub const SHADOWVM_MEMORY_MMAP_OFFSET: u64 = 0;
-/// `mmap` file offset of the run structure; far above any guest memory size.
+/// `mmap` file offset of the run structure; at `SHADOWVM_MEMORY_MAX`, where guest memory
+/// ends.
 pub const SHADOWVM_RUN_MMAP_OFFSET: u64 = 1 << 40;
 /// Length to map at `SHADOWVM_RUN_MMAP_OFFSET`: one page.
 pub const SHADOWVM_RUN_MMAP_SIZE: u64 = SHADOWVM_PAGE_SIZE;
 
 /// Smallest guest memory size accepted by `SHADOWVM_SET_MEMORY`.
 pub const SHADOWVM_MEMORY_MIN: u64 = SHADOWVM_PAGE_SIZE;
-/// Largest guest memory size accepted by `SHADOWVM_SET_MEMORY` (4 GiB).
-pub const SHADOWVM_MEMORY_MAX: u64 = 1 << 32;
+/// End of the guest-physical range memory slots may cover (1 TiB): every slot, hence also
+/// `SHADOWVM_SET_MEMORY`'s size, ends at or below it, so that the file offset of any guest
+/// memory (its guest-physical address) stays below `SHADOWVM_RUN_MMAP_OFFSET`. The total
+/// size is bounded further by the module (`SHADOWVM_CAP_MAX_MEMORY_MB`).
+pub const SHADOWVM_MEMORY_MAX: u64 = 1 << 40;
 
 // ---------------------------------------------------------------------------------------------
 // Structures.
@@ -130,8 +135,8 @@ pub const SHADOWVM_MEMORY_MAX: u64 = 1 << 32;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Memory {
     /// Guest memory size in bytes: a multiple of `SHADOWVM_PAGE_SIZE`, between
-    /// `SHADOWVM_MEMORY_MIN` and `SHADOWVM_MEMORY_MAX`. Guest-physical `0..size` is RAM;
-    /// every other guest-physical address is MMIO.
+    /// `SHADOWVM_MEMORY_MIN` and `SHADOWVM_MEMORY_MAX`. Guest-physical `0..size` becomes
+    /// memory slot 0 (see `MemoryRegion`); every address outside a slot is MMIO.
     pub size: u64,
     /// No flags are defined: must be 0.
     pub flags: u64,
@@ -289,7 +294,9 @@ pub struct Sregs {
     pub cr3: u64,
     pub cr4: u64,
     pub efer: u64,
-    /// IA32_APIC_BASE. shadowvm emulates no local APIC: reads 0 and must be 0.
+    /// IA32_APIC_BASE as userspace last set it. The module keeps the value for userspace
+    /// (which emulates the local APIC and owns the MSR) and gives it no meaning: any value
+    /// is accepted and read back; a fresh vCPU has 0.
     pub apic_base: u64,
 }
 
@@ -348,6 +355,136 @@ impl StatEntry {
     }
 }
 
+// ----- ABI v2: capabilities, memory slots, FPU state (issue 11) ----------------------------
+
+/// `SHADOWVM_CHECK_CAP`: number of memory slots (`SHADOWVM_MEMORY_SLOTS`).
+pub const SHADOWVM_CAP_MEMORY_SLOTS: u32 = 1;
+/// `SHADOWVM_CHECK_CAP`: the module's limit of a VM's total guest memory, in MiB (module
+/// parameter `max_memory_mb`).
+pub const SHADOWVM_CAP_MAX_MEMORY_MB: u32 = 2;
+/// `SHADOWVM_CHECK_CAP`: 1, `SHADOWVM_GET_FPU` and `SHADOWVM_SET_FPU` exist.
+pub const SHADOWVM_CAP_FPU: u32 = 3;
+
+/// Memory slots of a VM: slot ids are `0..SHADOWVM_MEMORY_SLOTS`.
+pub const SHADOWVM_MEMORY_SLOTS: u32 = 8;
+
+/// Argument of `SHADOWVM_SET_MEMORY_REGION` (C: `struct shadowvm_memory_region`): guest
+/// memory at `guest_phys_addr..guest_phys_addr + size`, mapped with `mmap` at file offset
+/// `guest_phys_addr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryRegion {
+    /// Slot id, below `SHADOWVM_MEMORY_SLOTS`; each can be set once.
+    pub slot: u32,
+    /// No flags are defined: must be 0.
+    pub flags: u32,
+    /// Page-aligned start.
+    pub guest_phys_addr: u64,
+    /// Nonzero multiple of `SHADOWVM_PAGE_SIZE`; the slot ends at or below
+    /// `SHADOWVM_MEMORY_MAX`.
+    pub size: u64,
+}
+
+impl MemoryRegion {
+    /// Guest-physical end (exclusive), `None` if it overflows.
+    pub const fn end(&self) -> Option<u64> {
+        self.guest_phys_addr.checked_add(self.size)
+    }
+
+    /// Whether the argument alone is acceptable (slot id, flags, alignment, bounds). The
+    /// module further refuses an existing slot id or an overlap (`EEXIST`) and a total
+    /// beyond its limit (`E2BIG`).
+    pub const fn is_valid(&self) -> bool {
+        let aligned = (self.guest_phys_addr | self.size) & (SHADOWVM_PAGE_SIZE - 1) == 0;
+        let in_range = match self.end() {
+            Some(end) => end <= SHADOWVM_MEMORY_MAX,
+            None => false,
+        };
+        self.slot < SHADOWVM_MEMORY_SLOTS
+            && self.flags == 0
+            && self.size != 0
+            && aligned
+            && in_range
+    }
+
+    /// Whether the two ranges share a byte.
+    pub const fn overlaps(&self, other: &MemoryRegion) -> bool {
+        match (self.end(), other.end()) {
+            (Some(a_end), Some(b_end)) => {
+                self.guest_phys_addr < b_end && other.guest_phys_addr < a_end
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Size of an FXSAVE image.
+pub const SHADOWVM_FXSAVE_SIZE: usize = 512;
+/// Offset of MXCSR in an FXSAVE image (a u32).
+pub const SHADOWVM_FXSAVE_MXCSR: usize = 24;
+/// Offset of XMM0 in an FXSAVE image; XMMn is 16 bytes at `SHADOWVM_FXSAVE_XMM + 16 * n`.
+pub const SHADOWVM_FXSAVE_XMM: usize = 160;
+
+/// x87/SSE state (C: `struct shadowvm_fpu`) for `SHADOWVM_GET_FPU` and `SHADOWVM_SET_FPU`:
+/// the 64-bit FXSAVE image (Intel SDM Vol. 1, 10.5.1, Table 10-2) of the vCPU.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fpu {
+    pub fxsave: [u8; SHADOWVM_FXSAVE_SIZE],
+}
+
+impl Default for Fpu {
+    fn default() -> Self {
+        Self {
+            fxsave: [0; SHADOWVM_FXSAVE_SIZE],
+        }
+    }
+}
+
+impl Fpu {
+    /// MXCSR.
+    pub const fn mxcsr(&self) -> u32 {
+        let m = SHADOWVM_FXSAVE_MXCSR;
+        u32::from_le_bytes([
+            self.fxsave[m],
+            self.fxsave[m + 1],
+            self.fxsave[m + 2],
+            self.fxsave[m + 3],
+        ])
+    }
+
+    /// Sets MXCSR.
+    pub fn set_mxcsr(&mut self, value: u32) {
+        let m = SHADOWVM_FXSAVE_MXCSR;
+        let [b0, b1, b2, b3] = value.to_le_bytes();
+        self.fxsave[m] = b0;
+        self.fxsave[m + 1] = b1;
+        self.fxsave[m + 2] = b2;
+        self.fxsave[m + 3] = b3;
+    }
+
+    /// XMM register `n` (0-15), little-endian; `None` for larger numbers.
+    pub fn xmm(&self, n: usize) -> Option<[u8; 16]> {
+        let at = SHADOWVM_FXSAVE_XMM + 16 * n.min(16);
+        let bytes = self.fxsave.get(at..at + 16).filter(|_| n < 16)?;
+        let mut v = [0u8; 16];
+        v.copy_from_slice(bytes);
+        Some(v)
+    }
+
+    /// Sets XMM register `n` (0-15); false (nothing changed) for larger numbers.
+    pub fn set_xmm(&mut self, n: usize, value: [u8; 16]) -> bool {
+        let at = SHADOWVM_FXSAVE_XMM + 16 * n.min(16);
+        match self.fxsave.get_mut(at..at + 16).filter(|_| n < 16) {
+            Some(dst) => {
+                dst.copy_from_slice(&value);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 // ----- Exit reasons (`Run::exit_reason`) -----------------------------------------------------
 
 /// No exit yet (before the first RUN).
@@ -368,6 +505,12 @@ pub const SHADOWVM_EXIT_FAIL_ENTRY: u32 = 6;
 pub const SHADOWVM_EXIT_INTERNAL_ERROR: u32 = 7;
 /// RUN returned before the guest needed anything: `Run::intr()` says why.
 pub const SHADOWVM_EXIT_INTR: u32 = 8;
+/// RDMSR of an MSR the module does not own: `Run::msr()`; userspace fills `data` (or sets
+/// `error`) before the next RUN.
+pub const SHADOWVM_EXIT_X86_RDMSR: u32 = 10;
+/// WRMSR of an MSR the module does not own: `Run::msr()` holds the value (EDX:EAX);
+/// userspace sets `error` to refuse it.
+pub const SHADOWVM_EXIT_X86_WRMSR: u32 = 11;
 
 /// `ExitIo::direction`: IN (userspace supplies `data`).
 pub const SHADOWVM_IO_IN: u8 = 0;
@@ -383,7 +526,7 @@ pub struct ExitIo {
     /// Access size in bytes: 1, 2 or 4.
     pub size: u8,
     pub port: u16,
-    /// Number of elements: always 1 in API version 1 (string I/O is split into elements).
+    /// Number of elements: always 1 (string I/O is split into elements).
     pub count: u32,
     /// The value, little-endian in the low `size` bytes. OUT: written by the guest.
     /// IN: filled by userspace before the next RUN.
@@ -478,10 +621,25 @@ pub struct ExitIntr {
     pub padding: u32,
 }
 
+/// `SHADOWVM_EXIT_X86_RDMSR` / `SHADOWVM_EXIT_X86_WRMSR` details (C: `struct
+/// shadowvm_exit_msr`, the shape of KVM's `msr` exit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitMsr {
+    /// Set to 1 by userspace to make the next RUN inject #GP(0) instead of completing the
+    /// instruction; 0 from the module.
+    pub error: u8,
+    pub pad: [u8; 3],
+    /// The MSR (guest ECX).
+    pub index: u32,
+    /// RDMSR: filled by userspace, loaded into EDX:EAX. WRMSR: the guest's EDX:EAX.
+    pub data: u64,
+}
+
 // ----- Run structure --------------------------------------------------------------------------
 
 /// Version of the run structure layout, in `Run::version`.
-pub const SHADOWVM_RUN_VERSION: u32 = 1;
+pub const SHADOWVM_RUN_VERSION: u32 = 2;
 /// Size of the exit details area, `Run::exit`.
 pub const SHADOWVM_EXIT_AREA_SIZE: usize = 256;
 
@@ -524,7 +682,8 @@ exit_details!(
     ExitHypercall,
     ExitFailEntry,
     ExitInternalError,
-    ExitIntr
+    ExitIntr,
+    ExitMsr
 );
 
 impl ExitArea {
@@ -606,6 +765,14 @@ impl Run {
     pub fn intr(&self) -> &ExitIntr {
         self.exit.get()
     }
+    /// RDMSR/WRMSR details (`SHADOWVM_EXIT_X86_RDMSR`, `SHADOWVM_EXIT_X86_WRMSR`).
+    pub fn msr(&self) -> &ExitMsr {
+        self.exit.get()
+    }
+    /// RDMSR/WRMSR details, for the value of a read or the error of either.
+    pub fn msr_mut(&mut self) -> &mut ExitMsr {
+        self.exit.get_mut()
+    }
 }
 
 /// Name of an exit reason, for messages and statistics (`"unknown"` for others).
@@ -620,6 +787,8 @@ pub const fn exit_reason_name(reason: u32) -> &'static str {
         SHADOWVM_EXIT_FAIL_ENTRY => "fail_entry",
         SHADOWVM_EXIT_INTERNAL_ERROR => "internal_error",
         SHADOWVM_EXIT_INTR => "intr",
+        SHADOWVM_EXIT_X86_RDMSR => "x86_rdmsr",
+        SHADOWVM_EXIT_X86_WRMSR => "x86_wrmsr",
         _ => "unknown",
     }
 }
@@ -648,6 +817,17 @@ pub const SHADOWVM_SET_SREGS: u32 = iow::<Sregs>(TY, 0x06);
 pub const SHADOWVM_RUN: u32 = io(TY, 0x07);
 /// Read statistics (`Stats`).
 pub const SHADOWVM_GET_STATS: u32 = iowr::<Stats>(TY, 0x08);
+
+// ABI v2 (issue 11).
+/// Returns the value of the capability in the argument (`SHADOWVM_CAP_*`; 0 = absent);
+/// `EINVAL` for an unknown one.
+pub const SHADOWVM_CHECK_CAP: u32 = io(TY, 0x09);
+/// Add a memory slot (`MemoryRegion`).
+pub const SHADOWVM_SET_MEMORY_REGION: u32 = iow::<MemoryRegion>(TY, 0x0a);
+/// Read the vCPU's x87/SSE state (`Fpu`).
+pub const SHADOWVM_GET_FPU: u32 = ior::<Fpu>(TY, 0x11);
+/// Write the vCPU's x87/SSE state (`Fpu`).
+pub const SHADOWVM_SET_FPU: u32 = iow::<Fpu>(TY, 0x12);
 
 // ---------------------------------------------------------------------------------------------
 // Layout checks: the sizes and offsets below are the ABI.
@@ -691,6 +871,105 @@ check_layout!(ExitArea, 256, { bytes: 0 });
 check_layout!(Run, 272, {
     version: 0, size: 4, immediate_exit: 8, padding: 9, exit_reason: 12, exit: 16,
 });
+check_layout!(MemoryRegion, 24, { slot: 0, flags: 4, guest_phys_addr: 8, size: 16 });
+check_layout!(Fpu, 512, { fxsave: 0 });
+const _: () = assert!(core::mem::align_of::<Fpu>() == 16);
 const _: () = assert!(size_of::<Run>() as u64 <= SHADOWVM_RUN_MMAP_SIZE);
 const _: () = assert!(SHADOWVM_RUN_MMAP_OFFSET & (SHADOWVM_PAGE_SIZE - 1) == 0);
-const _: () = assert!(SHADOWVM_RUN_MMAP_OFFSET > SHADOWVM_MEMORY_MAX);
+const _: () = assert!(SHADOWVM_RUN_MMAP_OFFSET >= SHADOWVM_MEMORY_MAX);
+
+// ----- MSRs, CPUID, TSC (ABI v2) -------------------------------------------------------------
+
+/// `SHADOWVM_CHECK_CAP`: RDMSR/WRMSR of MSRs the module does not own exit to userspace
+/// (`SHADOWVM_EXIT_X86_RDMSR`/`WRMSR`); value 1.
+pub const SHADOWVM_CAP_USER_MSR: u32 = 5;
+/// `SHADOWVM_CHECK_CAP`: `SHADOWVM_GET_SUPPORTED_CPUID` and `SHADOWVM_SET_CPUID`; value 1.
+pub const SHADOWVM_CAP_CPUID: u32 = 6;
+/// `SHADOWVM_CHECK_CAP`: `SHADOWVM_GET_TSC_KHZ`, IA32_TSC through `SHADOWVM_GET_MSRS` /
+/// `SHADOWVM_SET_MSRS`; value 1.
+pub const SHADOWVM_CAP_TSC: u32 = 7;
+
+/// Most entries one `SHADOWVM_GET_MSRS`/`SHADOWVM_SET_MSRS` call takes (more: `EINVAL`).
+pub const SHADOWVM_MSRS_MAX: u32 = 256;
+
+/// Argument of `SHADOWVM_GET_MSRS` and `SHADOWVM_SET_MSRS` (C: `struct shadowvm_msrs`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Msrs {
+    /// Number of entries, at most `SHADOWVM_MSRS_MAX`.
+    pub nmsrs: u32,
+    /// No flags are defined: must be 0.
+    pub flags: u32,
+    /// User pointer to an array of `nmsrs` `MsrEntry`.
+    pub entries: u64,
+}
+
+/// One MSR (C: `struct shadowvm_msr_entry`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsrEntry {
+    pub index: u32,
+    /// Must be 0.
+    pub reserved: u32,
+    pub data: u64,
+}
+
+/// Most entries a CPUID table holds (`SHADOWVM_SET_CPUID` with more: `EINVAL`).
+pub const SHADOWVM_CPUID_MAX_ENTRIES: u32 = 64;
+/// `CpuidEntry::flags`: the entry applies to subleaf `index` only (otherwise to every
+/// subleaf of `function`). KVM's `KVM_CPUID_FLAG_SIGNIFCANT_INDEX`.
+pub const SHADOWVM_CPUID_FLAG_SIGNIFICANT_INDEX: u32 = 1;
+
+/// Argument of `SHADOWVM_GET_SUPPORTED_CPUID` and `SHADOWVM_SET_CPUID` (C: `struct
+/// shadowvm_cpuid`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cpuid {
+    /// In: number of entries in the array (capacity for GET_SUPPORTED_CPUID). Out
+    /// (GET_SUPPORTED_CPUID, also when it fails with `E2BIG`): entries the module has.
+    pub nent: u32,
+    /// No flags are defined: must be 0.
+    pub flags: u32,
+    /// User pointer to an array of `nent` `CpuidEntry`.
+    pub entries: u64,
+}
+
+/// One CPUID leaf/subleaf (C: `struct shadowvm_cpuid_entry`): `kvm_cpuid_entry2` without its
+/// trailing padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuidEntry {
+    /// The leaf (EAX).
+    pub function: u32,
+    /// The subleaf (ECX), when `flags` has `SHADOWVM_CPUID_FLAG_SIGNIFICANT_INDEX`.
+    pub index: u32,
+    pub flags: u32,
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+    /// Must be 0.
+    pub padding: u32,
+}
+
+/// Read MSRs (`Msrs`): returns the number of entries read, stopping at the first MSR the
+/// module does not own.
+pub const SHADOWVM_GET_MSRS: u32 = iowr::<Msrs>(TY, 0x0d);
+/// Write MSRs (`Msrs`): returns the number of entries written, stopping at the first MSR the
+/// module does not own or whose value a guest WRMSR would fault on.
+pub const SHADOWVM_SET_MSRS: u32 = iow::<Msrs>(TY, 0x0e);
+/// The CPUID values the module can virtualize (`Cpuid`); `E2BIG` and `nent` updated when
+/// the array is too small.
+pub const SHADOWVM_GET_SUPPORTED_CPUID: u32 = iowr::<Cpuid>(TY, 0x0f);
+/// Install the guest's CPUID table (`Cpuid`), feature bits filtered by the supported set.
+pub const SHADOWVM_SET_CPUID: u32 = iow::<Cpuid>(TY, 0x10);
+/// Returns the guest TSC frequency in kHz (the host's: no TSC scaling). Argument must be 0.
+pub const SHADOWVM_GET_TSC_KHZ: u32 = io(TY, 0x15);
+
+check_layout!(Msrs, 16, { nmsrs: 0, flags: 4, entries: 8 });
+check_layout!(MsrEntry, 16, { index: 0, reserved: 4, data: 8 });
+check_layout!(Cpuid, 16, { nent: 0, flags: 4, entries: 8 });
+check_layout!(CpuidEntry, 32, {
+    function: 0, index: 4, flags: 8, eax: 12, ebx: 16, ecx: 20, edx: 24, padding: 28,
+});
+check_layout!(ExitMsr, 16, { error: 0, pad: 1, index: 4, data: 8 });

@@ -15,14 +15,14 @@
 #include <linux/ioctl.h>
 
 #define SHADOWVM_IOCTL_TYPE 0xB7
-#define SHADOWVM_API_VERSION 1
+#define SHADOWVM_API_VERSION 2
 
 #define SHADOWVM_PAGE_SIZE 4096ULL
 #define SHADOWVM_MEMORY_MMAP_OFFSET 0ULL
 #define SHADOWVM_RUN_MMAP_OFFSET (1ULL << 40)
 #define SHADOWVM_RUN_MMAP_SIZE SHADOWVM_PAGE_SIZE
 #define SHADOWVM_MEMORY_MIN SHADOWVM_PAGE_SIZE
-#define SHADOWVM_MEMORY_MAX (1ULL << 32)
+#define SHADOWVM_MEMORY_MAX (1ULL << 40)	/* every slot ends at or below it */
 
 /* SHADOWVM_SET_MEMORY */
 struct shadowvm_memory {
@@ -64,7 +64,7 @@ struct shadowvm_sregs {
 	struct shadowvm_segment tr, ldt;
 	struct shadowvm_dtable gdt, idt;
 	__u64 cr0, cr2, cr3, cr4, efer;
-	__u64 apic_base;	/* no local APIC: reads 0, must be 0 */
+	__u64 apic_base;	/* kept for userspace (which owns IA32_APIC_BASE), no meaning to the module */
 };
 
 /* SHADOWVM_GET_STATS */
@@ -82,6 +82,30 @@ struct shadowvm_stats {
 	__u64 entries;	/* user pointer to struct shadowvm_stat_entry[count] */
 };
 
+/* ABI v2 (issue 11): SHADOWVM_CHECK_CAP capabilities */
+#define SHADOWVM_CAP_MEMORY_SLOTS 1	/* number of slots */
+#define SHADOWVM_CAP_MAX_MEMORY_MB 2	/* module limit of total guest memory, MiB */
+#define SHADOWVM_CAP_FPU 3	/* 1: GET_FPU / SET_FPU */
+
+/* SHADOWVM_SET_MEMORY_REGION */
+#define SHADOWVM_MEMORY_SLOTS 8
+
+struct shadowvm_memory_region {
+	__u32 slot;	/* 0 .. SHADOWVM_MEMORY_SLOTS - 1, each set once */
+	__u32 flags;	/* must be 0 */
+	__u64 guest_phys_addr;	/* page-aligned; also the mmap file offset */
+	__u64 size;	/* nonzero, page-aligned; end <= SHADOWVM_MEMORY_MAX */
+};
+
+/* SHADOWVM_GET_FPU / SHADOWVM_SET_FPU: the 64-bit FXSAVE image */
+#define SHADOWVM_FXSAVE_SIZE 512
+#define SHADOWVM_FXSAVE_MXCSR 24	/* offset of MXCSR (u32) */
+#define SHADOWVM_FXSAVE_XMM 160	/* offset of XMM0; XMMn at + 16 * n */
+
+struct shadowvm_fpu {
+	__u8 fxsave[SHADOWVM_FXSAVE_SIZE] __attribute__((aligned(16)));
+};
+
 /* Exit reasons (shadowvm_run.exit_reason) */
 #define SHADOWVM_EXIT_NONE 0
 #define SHADOWVM_EXIT_IO 1
@@ -92,6 +116,8 @@ struct shadowvm_stats {
 #define SHADOWVM_EXIT_FAIL_ENTRY 6
 #define SHADOWVM_EXIT_INTERNAL_ERROR 7
 #define SHADOWVM_EXIT_INTR 8
+#define SHADOWVM_EXIT_X86_RDMSR 10
+#define SHADOWVM_EXIT_X86_WRMSR 11
 
 #define SHADOWVM_IO_IN 0
 #define SHADOWVM_IO_OUT 1
@@ -100,7 +126,7 @@ struct shadowvm_exit_io {
 	__u8 direction;	/* SHADOWVM_IO_IN / SHADOWVM_IO_OUT */
 	__u8 size;	/* 1, 2 or 4 */
 	__u16 port;
-	__u32 count;	/* always 1 in API version 1 */
+	__u32 count;	/* always 1 (string I/O is split into elements) */
 	__u64 data;	/* low `size` bytes, little-endian; IN: filled by userspace */
 };
 
@@ -151,7 +177,15 @@ struct shadowvm_exit_intr {
 	__u32 padding;
 };
 
-#define SHADOWVM_RUN_VERSION 1
+/* SHADOWVM_EXIT_X86_RDMSR / SHADOWVM_EXIT_X86_WRMSR */
+struct shadowvm_exit_msr {
+	__u8 error;	/* set to 1 by userspace: #GP(0) at the next RUN */
+	__u8 pad[3];
+	__u32 index;	/* guest ECX */
+	__u64 data;	/* RDMSR: filled by userspace (EDX:EAX); WRMSR: the guest's EDX:EAX */
+};
+
+#define SHADOWVM_RUN_VERSION 2
 #define SHADOWVM_EXIT_AREA_SIZE 256
 
 /* mmap'd at SHADOWVM_RUN_MMAP_OFFSET */
@@ -168,6 +202,7 @@ struct shadowvm_run {
 		struct shadowvm_exit_fail_entry fail_entry;
 		struct shadowvm_exit_internal_error internal_error;
 		struct shadowvm_exit_intr intr;
+		struct shadowvm_exit_msr msr;
 		__u8 bytes[SHADOWVM_EXIT_AREA_SIZE];
 		__u64 align8;
 	} exit;
@@ -183,5 +218,54 @@ struct shadowvm_run {
 #define SHADOWVM_SET_SREGS _IOW(SHADOWVM_IOCTL_TYPE, 0x06, struct shadowvm_sregs)
 #define SHADOWVM_RUN _IO(SHADOWVM_IOCTL_TYPE, 0x07)
 #define SHADOWVM_GET_STATS _IOWR(SHADOWVM_IOCTL_TYPE, 0x08, struct shadowvm_stats)
+/* ABI v2 (issue 11) */
+#define SHADOWVM_CHECK_CAP _IO(SHADOWVM_IOCTL_TYPE, 0x09)
+#define SHADOWVM_SET_MEMORY_REGION _IOW(SHADOWVM_IOCTL_TYPE, 0x0a, struct shadowvm_memory_region)
+#define SHADOWVM_GET_FPU _IOR(SHADOWVM_IOCTL_TYPE, 0x11, struct shadowvm_fpu)
+#define SHADOWVM_SET_FPU _IOW(SHADOWVM_IOCTL_TYPE, 0x12, struct shadowvm_fpu)
+
+/* MSRs, CPUID, TSC */
+#define SHADOWVM_CAP_USER_MSR 5
+#define SHADOWVM_CAP_CPUID 6
+#define SHADOWVM_CAP_TSC 7
+
+#define SHADOWVM_MSRS_MAX 256
+
+struct shadowvm_msr_entry {
+	__u32 index;
+	__u32 reserved;	/* must be 0 */
+	__u64 data;
+};
+
+/* SHADOWVM_GET_MSRS / SHADOWVM_SET_MSRS: return the number of entries processed */
+struct shadowvm_msrs {
+	__u32 nmsrs;	/* at most SHADOWVM_MSRS_MAX */
+	__u32 flags;	/* must be 0 */
+	__u64 entries;	/* user pointer to struct shadowvm_msr_entry[nmsrs] */
+};
+
+#define SHADOWVM_CPUID_MAX_ENTRIES 64
+#define SHADOWVM_CPUID_FLAG_SIGNIFICANT_INDEX 1
+
+struct shadowvm_cpuid_entry {
+	__u32 function;
+	__u32 index;
+	__u32 flags;	/* SHADOWVM_CPUID_FLAG_SIGNIFICANT_INDEX */
+	__u32 eax, ebx, ecx, edx;
+	__u32 padding;	/* must be 0 */
+};
+
+/* SHADOWVM_GET_SUPPORTED_CPUID / SHADOWVM_SET_CPUID */
+struct shadowvm_cpuid {
+	__u32 nent;	/* in: entries in the array; out (GET_SUPPORTED): entries available */
+	__u32 flags;	/* must be 0 */
+	__u64 entries;	/* user pointer to struct shadowvm_cpuid_entry[nent] */
+};
+
+#define SHADOWVM_GET_MSRS _IOWR(SHADOWVM_IOCTL_TYPE, 0x0d, struct shadowvm_msrs)
+#define SHADOWVM_SET_MSRS _IOW(SHADOWVM_IOCTL_TYPE, 0x0e, struct shadowvm_msrs)
+#define SHADOWVM_GET_SUPPORTED_CPUID _IOWR(SHADOWVM_IOCTL_TYPE, 0x0f, struct shadowvm_cpuid)
+#define SHADOWVM_SET_CPUID _IOW(SHADOWVM_IOCTL_TYPE, 0x10, struct shadowvm_cpuid)
+#define SHADOWVM_GET_TSC_KHZ _IO(SHADOWVM_IOCTL_TYPE, 0x15)
 
 #endif /* _UAPI_LINUX_SHADOWVM_H */

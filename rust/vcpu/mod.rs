@@ -14,6 +14,7 @@ mod exits;
 mod host;
 pub(crate) mod state;
 
+use crate::cpumodel;
 use crate::glue::{self, FpuOwned, IrqsOff};
 use crate::mmu::{self, HostPage, Mmu, PageSource};
 use crate::ram::GuestRam;
@@ -26,7 +27,7 @@ use crate::vmx::window::{CurrentVmcs, VmxRegion, VmxRoot};
 use crate::x86::{self, vector};
 use core::arch::asm;
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use exits::{Event, Handled};
 use host::{load_syscall_msrs, save_syscall_msrs, HostState};
 use kernel::prelude::*;
@@ -138,6 +139,11 @@ enum Completion {
         linear: u64,
         len: u8,
     },
+    /// An RDMSR (`write` false) or WRMSR of `len` bytes that userspace handles.
+    Msr {
+        write: bool,
+        len: u32,
+    },
 }
 
 /// One vCPU: what the window borrows while it is open (the VMX regions, the guest's FPU
@@ -165,6 +171,8 @@ struct VcpuCore {
     mmu: KBox<Mmu>,
     cache: PageCache,
     caps: &'static VmxCaps,
+    /// The guest's CPUID table: the default one, or what SET_CPUID installed (filtered).
+    cpuid: KBox<cpumodel::cpuid::Table>,
     /// An event to deliver at the next VM entry.
     event: Option<Event>,
     /// An exit that could not finish in its window (the page cache ran dry).
@@ -191,9 +199,10 @@ struct VcpuCore {
 /// # Invariants
 ///
 /// The bytes are a valid FXSAVE image (FXRSTOR does not fault on them): the reset image
-/// of [`FxArea::RESET`] or what an FXSAVE stored.
+/// of [`FxArea::RESET`], what an FXSAVE stored, or an image [`FxArea::loadable`]
+/// accepted.
 #[repr(C, align(16))]
-struct FxArea([u8; 512]);
+struct FxArea([u8; uapi::SHADOWVM_FXSAVE_SIZE]);
 
 impl FxArea {
     /// The image of a CPU after reset: FCW 0x37f, MXCSR 0x1f80, the rest 0.
@@ -206,6 +215,47 @@ impl FxArea {
         // INVARIANT: the reset image.
         Self(a)
     };
+
+    /// Whether FXRSTOR loads `image` without a fault: in 64-bit mode the only bits of the
+    /// image it faults on (#GP) are MXCSR bits outside the CPU's MXCSR_MASK (SDM Vol. 1,
+    /// 10.5.1 and 11.6.6; Vol. 2, FXRSTOR). Everything else is taken as it is, as
+    /// hardware does: the abridged tag, FOP, FIP/FDP and bytes 464-511 are never checked.
+    fn loadable(image: &[u8; uapi::SHADOWVM_FXSAVE_SIZE]) -> bool {
+        const M: usize = uapi::SHADOWVM_FXSAVE_MXCSR;
+        // Constant indices into the 512-byte array: checked at compile time.
+        let mxcsr = u32::from_le_bytes([image[M], image[M + 1], image[M + 2], image[M + 3]]);
+        mxcsr & !mxcsr_mask() == 0
+    }
+}
+
+/// The MXCSR bits this CPU implements: the MXCSR_MASK field that FXSAVE stores (0 means
+/// the default 0xffbf, SDM Vol. 1, 11.6.6). Read by [`Vcpu::new`] before any SET_FPU can
+/// ask; 0 until then.
+static MXCSR_MASK: AtomicU32 = AtomicU32::new(0);
+
+/// MXCSR_MASK as read by [`probe_mxcsr_mask`]; the default if it never ran.
+fn mxcsr_mask() -> u32 {
+    match MXCSR_MASK.load(Ordering::Relaxed) {
+        0 => 0xffbf,
+        mask => mask,
+    }
+}
+
+/// Reads MXCSR_MASK with an FXSAVE into `area`, then puts the reset image back. The area
+/// is on the heap: FXSAVE needs 16-byte alignment, which the kernel stack does not give
+/// an over-aligned local.
+fn probe_mxcsr_mask(area: &mut FxArea) {
+    {
+        let _owned = FpuOwned::begin();
+        // SAFETY: The FPU is ours while `_owned` lives; the area is writable, 16-byte
+        // aligned and 512 bytes. INVARIANT: FXSAVE stores a valid image.
+        unsafe { asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack)) };
+    }
+    // Constant indices into the 512-byte array: checked at compile time.
+    let reported = u32::from_le_bytes([area.0[28], area.0[29], area.0[30], area.0[31]]);
+    let mask = if reported == 0 { 0xffbf } else { reported };
+    MXCSR_MASK.store(mask, Ordering::Relaxed);
+    *area = FxArea::RESET;
 }
 
 /// The guest's x87/SSE registers are in the CPU while this value lives; dropping it stores
@@ -291,12 +341,78 @@ impl Vcpu {
         self.cpu.set_sregs(ram, s)
     }
 
+    /// GET_FPU: the guest's x87/SSE state as its FXSAVE image (`uapi::Fpu::fxsave`).
+    pub(crate) fn fpu_image(&self) -> &[u8; uapi::SHADOWVM_FXSAVE_SIZE] {
+        &self.fpu.0
+    }
+
+    /// SET_FPU: false (nothing changed) for an image FXRSTOR would fault on.
+    pub(crate) fn set_fpu_image(&mut self, image: &[u8; uapi::SHADOWVM_FXSAVE_SIZE]) -> bool {
+        if !FxArea::loadable(image) {
+            return false;
+        }
+        // INVARIANT: FXRSTOR loads it (checked just above).
+        self.fpu.0 = *image;
+        true
+    }
+
+    /// Guest memory changed under the vCPU (a slot was added): out-of-sync shadow tables
+    /// are read again, as after a full guest TLB flush. Nothing else can be stale: the
+    /// engine maps only guest frames that are RAM (an MMIO fault installs nothing), and
+    /// guest tables outside RAM read as not present.
+    pub(crate) fn memory_changed(&mut self, ram: &GuestRam) {
+        self.cpu.mmu.flush(ram);
+    }
+
+    /// GET_MSRS: fills in `entries` up to the first MSR the module does not own; returns
+    /// how many it filled.
+    pub(crate) fn get_msrs(&self, entries: &mut [uapi::MsrEntry]) -> usize {
+        for (n, e) in entries.iter_mut().enumerate() {
+            match self.cpu.read_owned_msr(e.index, None) {
+                Some(v) => e.data = v,
+                None => return n,
+            }
+        }
+        entries.len()
+    }
+
+    /// SET_MSRS: writes `entries` in order up to the first one a guest WRMSR could not do
+    /// (an MSR the module does not own, a value that would fault); returns how many it
+    /// wrote.
+    pub(crate) fn set_msrs(&mut self, ram: &GuestRam, entries: &[uapi::MsrEntry]) -> usize {
+        for (n, e) in entries.iter().enumerate() {
+            if !self.cpu.set_msr_from_user(ram, e.index, e.data) {
+                return n;
+            }
+        }
+        entries.len()
+    }
+
+    /// GET_SUPPORTED_CPUID: what shadowvm can virtualize on this host (no vCPU needed).
+    pub(crate) fn supported_cpuid() -> Result<KVec<uapi::CpuidEntry>> {
+        let table = cpuid::supported_table()?;
+        let mut out = KVec::with_capacity(table.entries().len(), GFP_KERNEL)?;
+        for e in table.entries() {
+            out.push(cpuid::to_uapi(e), GFP_KERNEL)?;
+        }
+        Ok(out)
+    }
+
+    /// SET_CPUID: installs `entries`, feature bits filtered by the supported set. `EINVAL`
+    /// (the old table stays) for more than `SHADOWVM_CPUID_MAX_ENTRIES` entries, unknown
+    /// flags, nonzero padding, or two entries for the same leaf and subleaf.
+    pub(crate) fn set_cpuid(&mut self, entries: &[uapi::CpuidEntry]) -> Result {
+        self.cpu.cpuid = cpuid::filtered_table(entries)?;
+        Ok(())
+    }
+
     pub(crate) fn new(caps: &'static VmxCaps, cfg: mmu::Config) -> Result<KBox<Self>> {
         let mut cfg = cfg;
         cfg.maxphyaddr = guest_maxphyaddr();
         cfg.gb_pages = cpuid::has_gb_pages();
         // A vCPU's memory is charged to the VM's opener, as KVM does (GFP_KERNEL_ACCOUNT).
-        let fpu = KBox::new(FxArea::RESET, GFP_KERNEL_ACCOUNT)?;
+        let mut fpu = KBox::new(FxArea::RESET, GFP_KERNEL_ACCOUNT)?;
+        probe_mxcsr_mask(&mut fpu);
         Ok(KBox::new(
             Self {
                 vmxon: VmxRegion::new(caps)?,
@@ -307,6 +423,7 @@ impl Vcpu {
                     mmu: KBox::new(Mmu::new(cfg), GFP_KERNEL_ACCOUNT)?,
                     cache: PageCache::new()?,
                     caps,
+                    cpuid: cpuid::default_table()?,
                     event: None,
                     pending_exit: None,
                     completion: Completion::None,
@@ -486,6 +603,7 @@ impl VcpuCore {
             Completion::MmioRead { linear, len } => {
                 return self.complete_mmio(ram, run, linear, len)
             }
+            Completion::Msr { write, len } => self.complete_msr(run, write, len),
         }
         false
     }
@@ -701,6 +819,7 @@ impl VcpuCore {
             .with_mov_dr_exiting(true)
             .with_uncond_io_exiting(true)
             .with_monitor_exiting(true)
+            .with_use_tsc_offsetting(true)
             .with_secondary(secondary);
         vmcs.write(PIN_BASED_VM_EXEC_CONTROL, c.pin.adjust(pin.into_raw()));
         vmcs.write(CPU_BASED_VM_EXEC_CONTROL, c.proc.adjust(proc.into_raw()));
@@ -731,7 +850,8 @@ impl VcpuCore {
         vmcs.write(VM_EXIT_MSR_LOAD_COUNT, 0);
         vmcs.write(VM_ENTRY_MSR_LOAD_COUNT, 0);
         vmcs.write(VM_ENTRY_INTR_INFO_FIELD, 0);
-        vmcs.write(TSC_OFFSET, 0);
+        // RDTSC and RDMSR(IA32_TSC) read host TSC + offset without exits.
+        vmcs.write(TSC_OFFSET, self.state.tsc_offset);
     }
 }
 

@@ -70,6 +70,12 @@ pub(crate) struct GuestState {
     pub(crate) cstar: u64,
     pub(crate) sfmask: u64,
     pub(crate) pat: u64,
+    /// Added to the host TSC for the guest (VMCS TSC offset): the guest's IA32_TSC is
+    /// host TSC + offset, wrapping.
+    pub(crate) tsc_offset: u64,
+    /// IA32_APIC_BASE as userspace set it in SET_SREGS: kept for userspace, which owns the
+    /// MSR (guest accesses exit to it), never used here.
+    pub(crate) apic_base: u64,
     pub(crate) interruptibility: u64,
     /// Debug exceptions the CPU had pending at the last exit (VMCS format, SDM 25.4.2):
     /// a single-step trap after STI or MOV SS must survive the window boundary.
@@ -116,7 +122,8 @@ fn segment_from(ar: AccessRights, base: u64, limit: u32, selector: u16) -> Segme
 
 impl GuestState {
     /// The state of a freshly created vCPU: 32-bit protected mode, paging off, flat
-    /// segments, no GDT/IDT. Userspace sets its own before the first RUN.
+    /// segments, no GDT/IDT, the TSC counting from 0 (as KVM starts a vCPU's TSC).
+    /// Userspace sets its own before the first RUN.
     pub(crate) fn reset() -> Self {
         let flat = |type_: u8, selector: u16| Segment {
             base: 0,
@@ -152,6 +159,7 @@ impl GuestState {
             dr6: DR6_ACTIVE_LOW,
             dr7: DR7_RESET,
             pat: 0x0007_0406_0007_0406,
+            tsc_offset: 0u64.wrapping_sub(crate::vmx::insn::rdtsc()),
             ..Self::default()
         }
     }
@@ -228,7 +236,7 @@ impl GuestState {
             cr3: self.cr3,
             cr4: self.cr4,
             efer: self.efer,
-            apic_base: 0,
+            apic_base: self.apic_base,
         }
     }
 
@@ -249,6 +257,7 @@ impl GuestState {
         self.cr3 = s.cr3;
         self.cr4 = s.cr4;
         self.efer = s.efer;
+        self.apic_base = s.apic_base;
     }
 
     /// Writes the guest-state area of the VMCS (except what the MMU decides: GUEST_CR0/3/4,
@@ -357,8 +366,7 @@ pub(crate) fn check_sregs(s: &uapi::Sregs) -> bool {
     let selectors_ok = [&s.ds, &s.es, &s.fs, &s.gs]
         .iter()
         .all(|d| seg_ok(d, false) || d.unusable != 0);
-    s.apic_base == 0
-        && cr0 & !CR0_VALID == 0
+    cr0 & !CR0_VALID == 0
         // Protected mode only: real mode would need unrestricted guest or vm86 emulation.
         && cr0 & CR0_PE != 0
         && !(cr0 & CR0_NW != 0 && cr0 & CR0_CD == 0)

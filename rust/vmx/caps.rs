@@ -30,6 +30,7 @@ pub(crate) mod required {
         (PinControls::NMI_EXITING_SHIFT, "NMI exiting"),
     ];
     pub(crate) const PROC: &[(u32, &str)] = &[
+        (ProcControls::USE_TSC_OFFSETTING_SHIFT, "use TSC offsetting"),
         (ProcControls::HLT_EXITING_SHIFT, "HLT exiting"),
         (ProcControls::INVLPG_EXITING_SHIFT, "INVLPG exiting"),
         (ProcControls::CR3_LOAD_EXITING_SHIFT, "CR3-load exiting"),

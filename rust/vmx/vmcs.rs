@@ -308,6 +308,7 @@ kernel::bitfield! {
 kernel::bitfield! {
     /// Primary processor-based VM-execution controls (SDM 25.6.2).
     pub(crate) struct ProcControls(u32) {
+        3:3 use_tsc_offsetting;
         7:7 hlt_exiting;
         9:9 invlpg_exiting;
         10:10 mwait_exiting;

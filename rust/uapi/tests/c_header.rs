@@ -94,6 +94,8 @@ fn expectations() -> Expect {
     });
     layout!(e, Stats, "shadowvm_stats" { count, flags, entries });
     layout!(e, StatEntry, "shadowvm_stat_entry" { name, value });
+    layout!(e, MemoryRegion, "shadowvm_memory_region" { slot, flags, guest_phys_addr, size });
+    layout!(e, Fpu, "shadowvm_fpu" { fxsave });
     layout!(e, ExitIo, "shadowvm_exit_io" { direction, size, port, count, data });
     layout!(e, ExitMmio, "shadowvm_exit_mmio" { gpa, data, len, is_write, padding });
     layout!(e, ExitHypercall, "shadowvm_exit_hypercall" { nr, args, ret });
@@ -104,6 +106,13 @@ fn expectations() -> Expect {
         suberror, vmx_exit_reason, exit_qualification, data
     });
     layout!(e, ExitIntr, "shadowvm_exit_intr" { cause, padding });
+    layout!(e, ExitMsr, "shadowvm_exit_msr" { error, pad, index, data });
+    layout!(e, Msrs, "shadowvm_msrs" { nmsrs, flags, entries });
+    layout!(e, MsrEntry, "shadowvm_msr_entry" { index, reserved, data });
+    layout!(e, Cpuid, "shadowvm_cpuid" { nent, flags, entries });
+    layout!(e, CpuidEntry, "shadowvm_cpuid_entry" {
+        function, index, flags, eax, ebx, ecx, edx, padding
+    });
     layout!(e, Run, "shadowvm_run" {
         version, size, immediate_exit, padding, exit_reason, exit
     });
@@ -151,11 +160,42 @@ fn expectations() -> Expect {
         SHADOWVM_SET_SREGS,
         SHADOWVM_RUN,
         SHADOWVM_GET_STATS,
+        SHADOWVM_CAP_MEMORY_SLOTS,
+        SHADOWVM_CAP_MAX_MEMORY_MB,
+        SHADOWVM_CAP_FPU,
+        SHADOWVM_MEMORY_SLOTS,
+        SHADOWVM_CHECK_CAP,
+        SHADOWVM_SET_MEMORY_REGION,
+        SHADOWVM_GET_FPU,
+        SHADOWVM_SET_FPU,
+        SHADOWVM_EXIT_X86_RDMSR,
+        SHADOWVM_EXIT_X86_WRMSR,
+        SHADOWVM_CAP_USER_MSR,
+        SHADOWVM_CAP_CPUID,
+        SHADOWVM_CAP_TSC,
+        SHADOWVM_MSRS_MAX,
+        SHADOWVM_CPUID_MAX_ENTRIES,
+        SHADOWVM_CPUID_FLAG_SIGNIFICANT_INDEX,
+        SHADOWVM_GET_MSRS,
+        SHADOWVM_SET_MSRS,
+        SHADOWVM_GET_SUPPORTED_CPUID,
+        SHADOWVM_SET_CPUID,
+        SHADOWVM_GET_TSC_KHZ,
     );
     // usize constants, which `u64::from` does not take.
     e.constant("SHADOWVM_STAT_NAME_LEN", SHADOWVM_STAT_NAME_LEN as u64);
     e.constant("SHADOWVM_HYPERCALL_ARGS", SHADOWVM_HYPERCALL_ARGS as u64);
     e.constant("SHADOWVM_EXIT_AREA_SIZE", SHADOWVM_EXIT_AREA_SIZE as u64);
+    e.constant("SHADOWVM_FXSAVE_SIZE", SHADOWVM_FXSAVE_SIZE as u64);
+    e.constant("SHADOWVM_FXSAVE_MXCSR", SHADOWVM_FXSAVE_MXCSR as u64);
+    e.constant("SHADOWVM_FXSAVE_XMM", SHADOWVM_FXSAVE_XMM as u64);
+    // The FXSAVE image is 16-byte aligned in C too (FXSAVE/FXRSTOR need it).
+    e.c_body
+        .push_str("  printf(\"alignof shadowvm_fpu %zu\\n\", _Alignof(struct shadowvm_fpu));\n");
+    e.rust.insert(
+        "alignof shadowvm_fpu".to_string(),
+        std::mem::align_of::<Fpu>() as u64,
+    );
     // The union members sit at the start of `exit`.
     for m in [
         "io",
@@ -164,6 +204,7 @@ fn expectations() -> Expect {
         "fail_entry",
         "internal_error",
         "intr",
+        "msr",
         "bytes",
     ] {
         e.field(
@@ -187,6 +228,7 @@ fn c_header_matches_rust() {
         ("fail_entry", size_of::<ExitFailEntry>()),
         ("internal_error", size_of::<ExitInternalError>()),
         ("intr", size_of::<ExitIntr>()),
+        ("msr", size_of::<ExitMsr>()),
         ("bytes", SHADOWVM_EXIT_AREA_SIZE),
     ];
     for (m, size) in union_sizes {

@@ -61,6 +61,8 @@ fn memory_validation() {
     assert!(ok(64 << 20));
     assert!(ok(SHADOWVM_MEMORY_MIN));
     assert!(ok(SHADOWVM_MEMORY_MAX));
+    // Above 4 GiB is fine in v2 (the module's limit decides).
+    assert!(ok(8 << 30));
     assert!(!ok(0));
     assert!(!ok(4097));
     assert!(!ok(SHADOWVM_MEMORY_MAX + 4096));
@@ -139,4 +141,78 @@ fn exit_reason_names() {
     assert_eq!(exit_reason_name(SHADOWVM_EXIT_IO), "io");
     assert_eq!(exit_reason_name(SHADOWVM_EXIT_INTR), "intr");
     assert_eq!(exit_reason_name(99), "unknown");
+}
+
+#[test]
+fn v2_ioctl_numbers() {
+    assert_eq!(SHADOWVM_CHECK_CAP, 0x0000_B709);
+    assert_eq!(SHADOWVM_SET_MEMORY_REGION, 0x4018_B70A);
+    assert_eq!(SHADOWVM_GET_FPU, 0x8200_B711);
+    assert_eq!(SHADOWVM_SET_FPU, 0x4200_B712);
+    assert_eq!(ioc_size(SHADOWVM_SET_FPU) as usize, size_of::<Fpu>());
+    assert_eq!(SHADOWVM_API_VERSION, 2);
+    assert_eq!(SHADOWVM_RUN_VERSION, 2);
+}
+
+#[test]
+fn v2_sizes_and_alignment() {
+    assert_eq!(size_of::<MemoryRegion>(), 24);
+    assert_eq!(size_of::<Fpu>(), 512);
+    assert_eq!(align_of::<Fpu>(), 16);
+    // Guest memory's file offsets (= guest-physical addresses) end where the run page is.
+    assert!(SHADOWVM_MEMORY_MAX <= SHADOWVM_RUN_MMAP_OFFSET);
+}
+
+#[test]
+fn memory_region_validation() {
+    let r = |slot, gpa, size| MemoryRegion {
+        slot,
+        flags: 0,
+        guest_phys_addr: gpa,
+        size,
+    };
+    assert!(r(0, 0, 2 << 20).is_valid());
+    assert!(r(7, 4 << 30, 2 << 20).is_valid());
+    assert!(r(1, SHADOWVM_MEMORY_MAX - 4096, 4096).is_valid());
+    assert!(
+        !r(SHADOWVM_MEMORY_SLOTS, 0, 4096).is_valid(),
+        "slot id out of range"
+    );
+    assert!(!r(0, 0, 0).is_valid(), "size 0 (deletion) is not supported");
+    assert!(!r(0, 0x800, 4096).is_valid(), "unaligned address");
+    assert!(!r(0, 0, 4097).is_valid(), "unaligned size");
+    assert!(
+        !r(0, SHADOWVM_MEMORY_MAX, 4096).is_valid(),
+        "beyond the end"
+    );
+    assert!(
+        !r(0, SHADOWVM_MEMORY_MAX - 4096, 8192).is_valid(),
+        "crosses the end"
+    );
+    assert!(!r(0, u64::MAX & !0xfff, 1 << 12).is_valid(), "wraps around");
+    let mut flagged = r(0, 0, 4096);
+    flagged.flags = 1;
+    assert!(!flagged.is_valid());
+
+    let a = r(0, 0x10_0000, 0x10_0000);
+    assert!(a.overlaps(&r(1, 0x1f_f000, 0x1000)));
+    assert!(a.overlaps(&r(1, 0, 0x20_0000)));
+    assert!(!a.overlaps(&r(1, 0x20_0000, 0x1000)), "adjacent above");
+    assert!(!a.overlaps(&r(1, 0xf_f000, 0x1000)), "adjacent below");
+}
+
+#[test]
+fn fpu_image_accessors() {
+    let mut f = Fpu::default();
+    f.set_mxcsr(0x1f80);
+    assert_eq!(&f.fxsave[24..28], &[0x80, 0x1f, 0, 0]);
+    assert_eq!(f.mxcsr(), 0x1f80);
+    let v: [u8; 16] = core::array::from_fn(|i| i as u8 + 1);
+    assert!(f.set_xmm(15, v));
+    assert_eq!(&f.fxsave[400..416], &v);
+    assert_eq!(f.xmm(15), Some(v));
+    assert_eq!(f.xmm(0), Some([0; 16]));
+    assert_eq!(f.xmm(16), None);
+    assert_eq!(f.xmm(usize::MAX), None);
+    assert!(!f.set_xmm(16, v));
 }

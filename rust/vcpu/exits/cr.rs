@@ -87,7 +87,7 @@ impl VcpuCore {
     pub(super) fn set_cr4(&mut self, ram: &GuestRam, v: u64) -> Handled {
         let s = &self.state;
         let pcide_on = v & x86::CR4_PCIDE != 0 && s.cr4 & x86::CR4_PCIDE == 0;
-        if v & !super::super::cpuid::cr4_allowed() != 0
+        if v & !super::super::cpuid::guest_cr4_allowed(&self.cpuid) != 0
             || (s.long_mode() && v & x86::CR4_PAE == 0)
             || (pcide_on && (!s.long_mode() || s.cr3 & 0xfff != 0))
         {

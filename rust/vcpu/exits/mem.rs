@@ -376,7 +376,11 @@ impl VcpuCore {
     ) -> bool {
         let m = run.mmio();
         let mut data = [0u8; 16];
-        data[..8].copy_from_slice(&m.data);
+        // Element by element: `copy_from_slice` keeps a length check (a panic path) when
+        // the optimizer does not see through the range.
+        for (d, s) in data.iter_mut().zip(m.data) {
+            *d = s;
+        }
         let mmio = MmioData { linear, len, data };
         matches!(
             self.emulate(None, ram, run, None, Some(mmio)),

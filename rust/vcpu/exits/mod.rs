@@ -119,8 +119,9 @@ impl VcpuCore {
                 user(run, uapi::SHADOWVM_EXIT_SHUTDOWN)
             }
             ExitReason::Cpuid => {
-                let (a, b, c, d) =
-                    super::cpuid::guest_cpuid(self.state.gpr[0] as u32, self.state.gpr[1] as u32);
+                let [a, b, c, d] = self
+                    .cpuid
+                    .lookup(self.state.gpr[0] as u32, self.state.gpr[1] as u32);
                 self.state.gpr[0] = a as u64;
                 self.state.gpr[3] = b as u64;
                 self.state.gpr[1] = c as u64;
@@ -169,8 +170,8 @@ impl VcpuCore {
             ExitReason::CrAccess => self.cr_access(ram, info),
             ExitReason::DrAccess => self.dr_access(info),
             ExitReason::Io => self.io(run, info),
-            ExitReason::Rdmsr => self.rdmsr(vmcs, info),
-            ExitReason::Wrmsr => self.wrmsr(vmcs, ram, info),
+            ExitReason::Rdmsr => self.rdmsr(vmcs, run, info),
+            ExitReason::Wrmsr => self.wrmsr(vmcs, ram, run, info),
             ExitReason::InvalidGuestState | ExitReason::MsrLoading | ExitReason::MceDuringEntry => {
                 entry_failed(run, info.reason.into_raw().into(), info.qualification).into()
             }
@@ -232,12 +233,18 @@ impl VcpuCore {
     /// Advances RIP past the exiting instruction; an instruction that completes ends any
     /// STI/MOV SS interrupt shadow.
     fn skip(&mut self, info: &ExitInfo) -> Handled {
-        self.state.rip = self.state.rip.wrapping_add(info.instruction_len as u64);
+        self.advance_rip(info.instruction_len);
+        Handled::Resume
+    }
+
+    /// Moves RIP past an instruction of `len` bytes that completed (here or, for an exit
+    /// userspace completed, at the next RUN).
+    fn advance_rip(&mut self, len: u32) {
+        self.state.rip = self.state.rip.wrapping_add(len.into());
         if !self.state.code64() {
             self.state.rip &= 0xffff_ffff;
         }
         self.state.interruptibility &= !3;
-        Handled::Resume
     }
 
     fn raise(&mut self, vector: u8, error_code: Option<u32>, cr2: Option<u64>) -> Handled {

@@ -3,6 +3,7 @@
 //! Command-line parsing, hand-written to keep the static binary small.
 
 use crate::boot::StartMode;
+use crate::devices::ExitDevice;
 use crate::error::{Error, Result};
 use crate::loader::Format;
 use std::path::PathBuf;
@@ -11,15 +12,28 @@ use std::time::Duration;
 pub const USAGE: &str = "\
 Usage: shadowvm-run [OPTIONS] IMAGE
 
-Runs a guest image (ELF32/ELF64 or flat binary) on /dev/shadowvm or /dev/kvm, with a
-serial port at 0x3f8, an exit port at 0xf4 and a 64 KiB MMIO test window at 0xff000000
-(QEMU's pc-testdev iomem), then prints VM exit and MMU statistics.
+Runs a guest image (Multiboot kernel, ELF32/ELF64 or flat binary) on /dev/shadowvm or
+/dev/kvm, like qemu-system-x86_64 -kernel IMAGE -serial stdio, then prints VM exit and MMU
+statistics. Devices: COM1 16550A UART at 0x3f8 (IRQ 4; output to the terminal, input from
+stdin), an exit port at 0xf4, the i8042 reset line (0x64), QEMU's fw_cfg (0x510/0x511) and
+a 64 KiB MMIO test window at 0xff000000 (QEMU's pc-testdev iomem).
 
 Options:
   --backend shadowvm|kvm   hypervisor to use (default shadowvm)
   --start protected|long   32-bit protected mode, paging off (default), or 64-bit long
                            mode on identity page tables for the first 4 GiB
-  --format auto|elf|flat   image format (default auto: ELF if it has the ELF magic)
+  --format auto|multiboot|elf|flat
+                           image format (default auto: Multiboot if the image has a
+                           Multiboot header, else ELF if it has the ELF magic, else flat;
+                           elf and flat ignore a Multiboot header and pass EBX = 0)
+  --append STRING          Multiboot command line after the image name (QEMU's -append)
+  --module FILE[,ARGS]     load FILE as a Multiboot module with the string \"FILE ARGS\";
+                           repeatable, in order (QEMU's -initrd \"FILE ARGS,...\")
+  --exit-device shadowvm|qemu
+                           shadowvm (default): a write of v to port 0xf4 exits with
+                           status v; qemu: isa-debug-exit,iobase=0xf4,iosize=4, a write
+                           of v exits with (v << 1) | 1 and a reset exits with 0, as QEMU
+                           with -no-reboot
   --load-addr ADDR         load address of a flat image (default 0x100000)
   --entry ADDR             entry point (default: ELF header, or the flat load address)
   --memory SIZE            guest memory, K/M/G suffix allowed (default 64M)
@@ -31,11 +45,20 @@ Options:
   -h, --help               show this help
   -V, --version            show the version
 
-Exit status: the guest's exit-port status 0-127 (0 = pass; 128 for larger ones),
-160-165 for launcher errors, 170-177 for guests that ended another way: 170 halted,
-171 triple fault, 172 VM-entry failure, 173 internal error, 174 unhandled MMIO,
-175 timeout, 176 interrupted, 177 unhandled exit (see Documentation/uapi.md).
+Exit status: the guest's exit-port status 0-127 (0 = pass; 128 for larger ones; with
+--exit-device qemu, (v << 1) | 1 modulo 256), 160-165 for launcher errors, 170-178 for
+guests that ended another way: 170 halted, 171 triple fault, 172 VM-entry failure,
+173 internal error, 174 unhandled MMIO, 175 timeout, 176 interrupted, 177 unhandled
+exit, 178 guest reset (i8042 0xFE; 0 with --exit-device qemu) (see Documentation/uapi.md).
 ";
+
+/// A `--module FILE[,ARGS]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleArg {
+    pub path: PathBuf,
+    /// The module's Multiboot string: the path as given, then a space and ARGS if given.
+    pub string: String,
+}
 
 /// Which hypervisor runs the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +81,9 @@ pub struct Options {
     pub json: bool,
     pub serial_log: Option<PathBuf>,
     pub quiet: bool,
+    pub append: String,
+    pub modules: Vec<ModuleArg>,
+    pub exit_device: ExitDevice,
 }
 
 /// Default guest memory: 64 MiB, above the 32 MiB the boot protocol promises.
@@ -66,6 +92,9 @@ pub const DEFAULT_MEMORY: u64 = 64 << 20;
 pub const DEFAULT_LOAD_ADDR: u64 = 0x10_0000;
 /// Smallest guest memory the launcher accepts: the boot structures plus a 1 MiB image base.
 pub const MIN_MEMORY: u64 = 2 << 20;
+/// Largest `--memory`: guest RAM is one range from 0, which the launcher's boot page tables
+/// (identity map of the first 4 GiB) cover.
+pub const MAX_MEMORY: u64 = 4 << 30;
 
 #[derive(Debug, PartialEq)]
 pub enum Command {
@@ -89,6 +118,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command> {
         json: false,
         serial_log: None,
         quiet: false,
+        append: String::new(),
+        modules: Vec::new(),
+        exit_device: ExitDevice::Shadowvm,
     };
     let mut args = args.into_iter();
     let mut only_positional = false;
@@ -142,13 +174,27 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command> {
                 }
             }
             "--format" => {
-                o.format = match value("auto|elf|flat")?.as_str() {
+                o.format = match value("auto|multiboot|elf|flat")?.as_str() {
                     "auto" => Format::Auto,
+                    "multiboot" => Format::Multiboot,
                     "elf" => Format::Elf,
                     "flat" => Format::Flat,
                     v => {
                         return Err(Error::usage(format!(
-                            "unknown format '{v}': use auto, elf or flat"
+                            "unknown format '{v}': use auto, multiboot, elf or flat"
+                        )))
+                    }
+                }
+            }
+            "--append" => o.append = value("STRING")?,
+            "--module" => o.modules.push(parse_module(&value("FILE[,ARGS]")?)?),
+            "--exit-device" => {
+                o.exit_device = match value("shadowvm|qemu")?.as_str() {
+                    "shadowvm" => ExitDevice::Shadowvm,
+                    "qemu" => ExitDevice::Qemu,
+                    v => {
+                        return Err(Error::usage(format!(
+                            "unknown exit device '{v}': use shadowvm or qemu"
                         )))
                     }
                 }
@@ -173,7 +219,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command> {
 }
 
 fn validate(o: &Options) -> Result<()> {
-    if o.memory < MIN_MEMORY || o.memory > shadowvm_uapi::SHADOWVM_MEMORY_MAX {
+    if o.memory < MIN_MEMORY || o.memory > MAX_MEMORY {
         return Err(Error::usage(format!(
             "--memory {} is out of range: use 2M to 4G",
             o.memory
@@ -206,6 +252,26 @@ fn validate(o: &Options) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `FILE[,ARGS]`: the string is "FILE ARGS" (QEMU's form for `-initrd "FILE ARGS"`).
+fn parse_module(v: &str) -> Result<ModuleArg> {
+    let (path, args) = match v.split_once(',') {
+        Some((p, a)) => (p, Some(a)),
+        None => (v, None),
+    };
+    if path.is_empty() {
+        return Err(Error::usage(format!(
+            "--module '{v}' has no file name: use --module FILE[,ARGS]"
+        )));
+    }
+    Ok(ModuleArg {
+        path: PathBuf::from(path),
+        string: match args {
+            Some(a) => format!("{path} {a}"),
+            None => path.to_string(),
+        },
+    })
 }
 
 /// Decimal or 0x-prefixed hexadecimal number (underscores allowed).
@@ -277,6 +343,32 @@ mod tests {
         assert_eq!(o.load_addr, 0x10_0000);
         assert_eq!(o.entry, None);
         assert!(!o.json && !o.quiet && o.timeout.is_none());
+        assert_eq!(o.exit_device, ExitDevice::Shadowvm);
+        assert!(o.append.is_empty() && o.modules.is_empty());
+    }
+
+    #[test]
+    fn multiboot_options() {
+        let o = run(&[
+            "--format=multiboot",
+            "--append",
+            "foo bar",
+            "--module",
+            "mod1,arg1 arg2",
+            "--module=mod2",
+            "--module",
+            "m3,",
+            "--exit-device",
+            "qemu",
+            "k.elf",
+        ])
+        .unwrap();
+        assert_eq!(o.format, Format::Multiboot);
+        assert_eq!(o.append, "foo bar");
+        let strings: Vec<_> = o.modules.iter().map(|m| m.string.as_str()).collect();
+        assert_eq!(strings, ["mod1 arg1 arg2", "mod2", "m3 "]);
+        assert_eq!(o.modules[0].path, PathBuf::from("mod1"));
+        assert_eq!(o.exit_device, ExitDevice::Qemu);
     }
 
     #[test]
@@ -344,6 +436,9 @@ mod tests {
             &["--load-addr", "0x8000000", "g"],
             &["--format", "elf", "--load-addr", "0x200000", "g"],
             &["--bogus", "g"],
+            &["--exit-device", "isa", "g"],
+            &["--module", ",args", "g"],
+            &["--format", "aout", "g"],
             &["--json=1", "g"],
             &["a", "b"],
             &[],

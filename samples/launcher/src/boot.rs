@@ -47,7 +47,7 @@ pub const BOOT_AREA: Range<u64> = 0x1000..0x8000;
 /// Initial stack pointer (the guest is expected to set up its own stack).
 pub const STACK_TOP: u64 = 0x8_0000;
 /// Multiboot magic in EAX.
-pub const MULTIBOOT_MAGIC: u64 = 0x2BAD_B002;
+pub const MULTIBOOT_MAGIC: u64 = crate::multiboot::BOOT_MAGIC as u64;
 
 /// GDT selectors.
 pub const SEL_CODE64: u16 = 0x08;
@@ -178,8 +178,9 @@ fn data_segment() -> Segment {
     }
 }
 
-/// Writes the boot structures for `mode` and returns the initial registers.
-pub fn setup(mem: &mut [u8], mode: StartMode, entry: u64) -> Result<(Regs, Sregs)> {
+/// Writes the boot structures for `mode` and returns the initial registers; EBX gets
+/// `boot_info` (the Multiboot information's address, or 0).
+pub fn setup(mem: &mut [u8], mode: StartMode, entry: u64, boot_info: u64) -> Result<(Regs, Sregs)> {
     if mode == StartMode::Protected && entry > u64::from(u32::MAX) {
         return Err(Error::image(format!(
             "entry point {entry:#x} is not reachable from 32-bit protected mode"
@@ -225,7 +226,7 @@ pub fn setup(mem: &mut [u8], mode: StartMode, entry: u64) -> Result<(Regs, Sregs
     }
     let regs = Regs {
         rax: MULTIBOOT_MAGIC,
-        rbx: 0,
+        rbx: boot_info,
         rsp: STACK_TOP,
         rip: entry,
         rflags: SHADOWVM_RFLAGS_FIXED1, // IF = 0
@@ -263,7 +264,7 @@ mod tests {
     #[test]
     fn long_mode_tables_identity_map_4gib() {
         let mut mem = vec![0u8; 2 << 20];
-        let (regs, sregs) = setup(&mut mem, StartMode::Long, 0x10_0000).unwrap();
+        let (regs, sregs) = setup(&mut mem, StartMode::Long, 0x10_0000, 0).unwrap();
         assert_eq!(sregs.cr3, PML4_ADDR);
         for va in [
             0u64,
@@ -294,7 +295,7 @@ mod tests {
     fn gdt_matches_loaded_segments() {
         for mode in [StartMode::Protected, StartMode::Long] {
             let mut mem = vec![0u8; 2 << 20];
-            let (_, s) = setup(&mut mem, mode, 0x10_0000).unwrap();
+            let (_, s) = setup(&mut mem, mode, 0x10_0000, 0).unwrap();
             for seg in [s.cs, s.ds, s.ss] {
                 let d = rd(&mem, s.gdt.base + u64::from(seg.selector));
                 assert_eq!(
@@ -320,9 +321,9 @@ mod tests {
     #[test]
     fn protected_mode_state() {
         let mut mem = vec![0u8; 2 << 20];
-        let (regs, s) = setup(&mut mem, StartMode::Protected, 0x10_000c).unwrap();
+        let (regs, s) = setup(&mut mem, StartMode::Protected, 0x10_000c, 0x9500).unwrap();
         assert_eq!(regs.rax, 0x2BAD_B002);
-        assert_eq!(regs.rbx, 0);
+        assert_eq!(regs.rbx, 0x9500);
         assert_eq!(regs.rflags, 0x2);
         assert_eq!(s.cr0, CR0_PE | CR0_ET);
         assert_eq!((s.cr3, s.cr4, s.efer), (0, 0, 0));
@@ -331,12 +332,12 @@ mod tests {
             (1, 0, SEL_CODE32, 0xffff_ffff)
         );
         assert_eq!(rd(&mem, PML4_ADDR), 0, "no page tables in protected mode");
-        assert!(setup(&mut mem, StartMode::Protected, 1 << 33).is_err());
+        assert!(setup(&mut mem, StartMode::Protected, 1 << 33, 0).is_err());
     }
 
     #[test]
     fn too_small_memory_is_an_error() {
         let mut mem = vec![0u8; 0x3000];
-        assert!(setup(&mut mem, StartMode::Long, 0x10).is_err());
+        assert!(setup(&mut mem, StartMode::Long, 0x10, 0).is_err());
     }
 }

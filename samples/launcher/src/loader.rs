@@ -1,18 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Guest image loading: ELF32/ELF64 (PT_LOAD segments by physical address) and flat binaries.
-//! Everything is checked against the guest memory size before a byte is copied, so a bad
+//! Guest image loading: Multiboot kernels (ELF, or the a.out kludge of the Multiboot header),
+//! ELF32/ELF64 (PT_LOAD segments by physical address) and flat binaries. Everything is checked against the guest memory size before a byte is copied, so a bad
 //! image is an error message, never a panic or a partial load.
 
 use crate::error::{Error, Result};
+use crate::multiboot;
 use std::ops::Range;
 
 /// Image format selected on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    /// ELF if the file starts with the ELF magic, flat otherwise.
+    /// Multiboot if the file has a Multiboot header, else ELF if it starts with the ELF
+    /// magic, else flat.
     Auto,
+    /// Must have a Multiboot header.
+    Multiboot,
+    /// ELF, ignoring any Multiboot header (no boot information: EBX = 0).
     Elf,
+    /// Raw bytes at `load_addr`, ignoring any header.
     Flat,
 }
 
@@ -35,8 +41,20 @@ pub struct Loaded {
     pub entry: u64,
     /// Guest-physical ranges written (file data and zeroed BSS).
     pub segments: Vec<Range<u64>>,
-    /// "elf32", "elf64" or "flat".
+    /// "elf32", "elf64", "flat", "multiboot-elf32", "multiboot-elf64" or "multiboot-aout".
     pub kind: &'static str,
+    /// Set for a Multiboot kernel.
+    pub multiboot: Option<MultibootKernel>,
+    /// Things the user should know (header flags that are ignored).
+    pub notes: Vec<String>,
+}
+
+/// A Multiboot kernel's header and the memory it occupies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MultibootKernel {
+    pub header: multiboot::Header,
+    /// Lowest to highest guest-physical address loaded, BSS included (QEMU's mb_buf).
+    pub extent: Range<u64>,
 }
 
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
@@ -48,15 +66,18 @@ const EM_X86_64: u16 = 62;
 /// Loads `image` into guest memory `mem` (guest-physical address = index).
 pub fn load(image: &[u8], mem: &mut [u8], opts: &LoadOptions) -> Result<Loaded> {
     let is_elf = image.starts_with(ELF_MAGIC);
-    let loaded = match opts.format {
-        Format::Elf if !is_elf => {
+    let header = match opts.format {
+        Format::Auto | Format::Multiboot => multiboot::find_header(image)?,
+        Format::Elf | Format::Flat => None,
+    };
+    let loaded = match (opts.format, header) {
+        (Format::Multiboot, None) => {
             return Err(Error::image(
-                "image is not ELF (no \\x7fELF magic); use --format flat for raw binaries",
+                "no Multiboot header (magic 0x1BADB002 with a valid checksum, 4-byte aligned in the first 8 KiB); use --format elf or flat for other images",
             ))
         }
-        Format::Elf => load_elf(image, mem, opts)?,
-        Format::Auto if is_elf => load_elf(image, mem, opts)?,
-        Format::Auto | Format::Flat => load_flat(image, mem, opts)?,
+        (_, Some(h)) => load_multiboot(image, mem, opts, h, is_elf)?,
+        (format, None) => load_plain(image, mem, opts, format, is_elf)?,
     };
     if loaded.entry >= mem.len() as u64 {
         return Err(Error::image(format!(
@@ -65,6 +86,90 @@ pub fn load(image: &[u8], mem: &mut [u8], opts: &LoadOptions) -> Result<Loaded> 
             mem.len()
         )));
     }
+    Ok(loaded)
+}
+
+/// A Multiboot kernel: the header's address fields when flag 16 is set (even in an ELF
+/// file, as GRUB and QEMU do), otherwise the ELF program headers.
+fn load_multiboot(
+    image: &[u8],
+    mem: &mut [u8],
+    opts: &LoadOptions,
+    header: multiboot::Header,
+    is_elf: bool,
+) -> Result<Loaded> {
+    let mut notes = Vec::new();
+    if header.flags.video_mode() {
+        notes.push("the Multiboot header asks for a video mode (flag 2); there is no display, so it is ignored (QEMU ignores it too)".to_string());
+    }
+    if header.flags.unknown_required() != 0 {
+        notes.push(format!(
+            "the Multiboot header sets flags {:#x} this loader does not know; booting anyway, as QEMU does",
+            header.flags.unknown_required()
+        ));
+    }
+    let (mut loaded, extent) = if let Some(a) = header.address {
+        let l = multiboot::aout_layout(&header, &a, image.len())?;
+        let range = checked_range(l.load_addr, l.bss_end - l.load_addr, mem.len() as u64)
+            .ok_or_else(|| {
+                Error::image(format!(
+                    "Multiboot kernel at {:#x}..{:#x} (address fields) is outside guest memory ({:#x} bytes); raise --memory",
+                    l.load_addr,
+                    l.bss_end,
+                    mem.len()
+                ))
+            })?;
+        check_reserved(&range, &opts.reserved, "Multiboot kernel")?;
+        let dst = &mut mem[range.start as usize..range.end as usize];
+        let (file_part, bss) = dst.split_at_mut(l.file_range.len());
+        file_part.copy_from_slice(&image[l.file_range.clone()]);
+        bss.fill(0);
+        let loaded = Loaded {
+            entry: opts.entry.unwrap_or(l.entry),
+            segments: vec![range.clone()],
+            kind: "multiboot-aout",
+            multiboot: None,
+            notes: Vec::new(),
+        };
+        (loaded, range)
+    } else {
+        if !is_elf {
+            return Err(Error::image(
+                "the Multiboot header has no address fields (flag 16), so the image must be ELF, and it is not",
+            ));
+        }
+        let mut l = load_elf(image, mem, opts)?;
+        let start = l.segments.iter().map(|r| r.start).min().unwrap_or(0);
+        let end = l.segments.iter().map(|r| r.end).max().unwrap_or(0);
+        l.kind = if l.kind == "elf64" {
+            "multiboot-elf64"
+        } else {
+            "multiboot-elf32"
+        };
+        (l, start..end)
+    };
+    loaded.multiboot = Some(MultibootKernel { header, extent });
+    loaded.notes = notes;
+    Ok(loaded)
+}
+
+fn load_plain(
+    image: &[u8],
+    mem: &mut [u8],
+    opts: &LoadOptions,
+    format: Format,
+    is_elf: bool,
+) -> Result<Loaded> {
+    let loaded = match format {
+        Format::Elf if !is_elf => {
+            return Err(Error::image(
+                "image is not ELF (no \\x7fELF magic); use --format flat for raw binaries",
+            ))
+        }
+        Format::Elf => load_elf(image, mem, opts)?,
+        Format::Auto if is_elf => load_elf(image, mem, opts)?,
+        Format::Auto | Format::Flat | Format::Multiboot => load_flat(image, mem, opts)?,
+    };
     Ok(loaded)
 }
 
@@ -86,6 +191,8 @@ fn load_flat(image: &[u8], mem: &mut [u8], opts: &LoadOptions) -> Result<Loaded>
         entry: opts.entry.unwrap_or(opts.load_addr),
         segments: vec![range],
         kind: "flat",
+        multiboot: None,
+        notes: Vec::new(),
     })
 }
 
@@ -277,6 +384,8 @@ fn load_elf(image: &[u8], mem: &mut [u8], opts: &LoadOptions) -> Result<Loaded> 
         entry,
         segments: segments.into_iter().map(|(_, r)| r).collect(),
         kind: if is64 { "elf64" } else { "elf32" },
+        multiboot: None,
+        notes: Vec::new(),
     })
 }
 
@@ -467,6 +576,112 @@ pub(crate) mod tests {
     fn entry_outside_memory() {
         let img = elf(true, 0x900_0000, &[(0x10_0000, 0x10_0000, b"a", 1)]);
         assert!(err(&img, 4 << 20).msg.contains("entry point"));
+    }
+
+    use crate::multiboot::tests::image_with_header;
+
+    #[test]
+    fn multiboot_elf_is_loaded_by_its_program_headers() {
+        let mut seg = image_with_header(16, 0, 3, None);
+        seg.extend_from_slice(b"\xf4");
+        let img = elf(false, 0x10_000c, &[(0x10_0000, 0x10_0000, &seg, 0x2010)]);
+        let mut mem = vec![0u8; 4 << 20];
+        let l = load(&img, &mut mem, &opts()).unwrap();
+        assert_eq!((l.kind, l.entry), ("multiboot-elf32", 0x10_000c));
+        let mb = l.multiboot.unwrap();
+        assert_eq!(mb.header.offset, 84, "after the ELF and program headers");
+        assert_eq!(mb.extent, 0x10_0000..0x10_2010);
+        assert!(l.notes.is_empty());
+        // --format elf ignores the header.
+        let mut o = opts();
+        o.format = Format::Elf;
+        let l = load(&img, &mut mem, &o).unwrap();
+        assert_eq!((l.kind, l.multiboot), ("elf32", None));
+        // Flag 2 (video) is noted, not refused; unknown required flags too.
+        let mut seg = image_with_header(16, 0, 4 | 8, None);
+        seg.push(0xf4);
+        let img = elf(false, 0x10_000c, &[(0x10_0000, 0x10_0000, &seg, 0x20)]);
+        let l = load(&img, &mut mem, &opts()).unwrap();
+        assert_eq!(l.notes.len(), 2, "{:?}", l.notes);
+        assert!(l.notes[0].contains("video"));
+    }
+
+    #[test]
+    fn aout_kludge_loads_by_the_header() {
+        // A raw image with the header at file offset 0x10: load_addr is 0x10 before it.
+        let mut img = image_with_header(
+            0x80,
+            0x10,
+            1 << 16,
+            Some([0x20_0010, 0x20_0000, 0x20_0040, 0x20_1000, 0x20_0030]),
+        );
+        img[0x30] = 0xf4;
+        img[0x7f] = 0x77; // past load_end_addr: not loaded
+        let mut mem = vec![0xaau8; 4 << 20];
+        let l = load(&img, &mut mem, &opts()).unwrap();
+        assert_eq!((l.kind, l.entry), ("multiboot-aout", 0x20_0030));
+        assert_eq!(l.segments, vec![0x20_0000..0x20_1000]);
+        assert_eq!(l.multiboot.unwrap().extent, 0x20_0000..0x20_1000);
+        assert_eq!(&mem[0x20_0000..0x20_0040], &img[..0x40]);
+        assert!(mem[0x20_0040..0x20_1000].iter().all(|&b| b == 0), "bss");
+        assert_eq!(mem[0x20_1000], 0xaa);
+    }
+
+    #[test]
+    fn aout_kludge_wins_over_elf_program_headers() {
+        // The header sits at file offset 84 of an ELF file; its fields load the whole file
+        // at 0x300000 (load_end_addr 0: to the end of the file; no BSS).
+        let mut seg = image_with_header(
+            48,
+            0,
+            1 << 16,
+            Some([0x30_0054, 0x30_0000, 0, 0, 0x30_0084]),
+        );
+        seg.push(0xf4);
+        let img = elf(false, 0x10_0000, &[(0x10_0000, 0x10_0000, &seg, 0x100)]);
+        let mut mem = vec![0u8; 4 << 20];
+        let l = load(&img, &mut mem, &opts()).unwrap();
+        assert_eq!((l.kind, l.entry), ("multiboot-aout", 0x30_0084));
+        assert_eq!(&mem[0x30_0000..0x30_0000 + img.len()], &img[..]);
+        assert_eq!(mem[0x30_0084], 0xf4);
+        assert!(
+            mem[0x10_0000..0x10_0100].iter().all(|&b| b == 0),
+            "program headers unused"
+        );
+    }
+
+    #[test]
+    fn multiboot_errors() {
+        let mut mem = vec![0u8; 4 << 20];
+        let plain = elf(false, 0x10_0000, &[(0x10_0000, 0x10_0000, b"\xf4", 1)]);
+        let mut o = opts();
+        o.format = Format::Multiboot;
+        assert!(load(&plain, &mut mem, &o)
+            .unwrap_err()
+            .msg
+            .contains("no Multiboot header"));
+        // No address fields and not ELF.
+        let raw = image_with_header(64, 0, 0, None);
+        assert!(load(&raw, &mut mem, &opts())
+            .unwrap_err()
+            .msg
+            .contains("must be ELF"));
+        // Address fields outside memory or over the boot area.
+        let far = image_with_header(
+            64,
+            0,
+            1 << 16,
+            Some([0x50_0000, 0x50_0000, 0, 0, 0x50_0000]),
+        );
+        assert!(load(&far, &mut mem, &opts())
+            .unwrap_err()
+            .msg
+            .contains("outside guest memory"));
+        let low = image_with_header(64, 0, 1 << 16, Some([0x2000, 0x2000, 0, 0, 0x2000]));
+        assert!(load(&low, &mut mem, &opts())
+            .unwrap_err()
+            .msg
+            .contains("boot area"));
     }
 
     #[test]

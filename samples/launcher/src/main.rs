@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `shadowvm-run`: loads a guest image, runs it on `/dev/shadowvm` or `/dev/kvm` with a serial
-//! port and an exit port, and reports VM exit and MMU statistics. See `--help` and
-//! Documentation/uapi.md.
+//! `shadowvm-run`: loads a guest image (a Multiboot kernel as `qemu-system-x86_64 -kernel`
+//! does, or ELF or flat), runs it on `/dev/shadowvm` or `/dev/kvm` with PC devices, and
+//! reports VM exit and MMU statistics. See `--help`, Documentation/uapi.md and
+//! Documentation/platform.md.
 
 mod apic;
 mod args;
@@ -13,6 +14,7 @@ mod devices;
 mod error;
 mod loader;
 mod msr;
+mod multiboot;
 mod pic;
 mod pit;
 mod platform;
@@ -27,6 +29,7 @@ use error::{Error, Kind, Result};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
+use std::sync::mpsc::Receiver;
 
 fn main() -> ExitCode {
     match real_main() {
@@ -60,6 +63,23 @@ fn real_main() -> Result<u8> {
             format!("cannot read guest image {}: {e}", opts.image.display()),
         )
     })?;
+    let modules = opts
+        .modules
+        .iter()
+        .map(|m| {
+            std::fs::read(&m.path)
+                .map(|data| multiboot::Module {
+                    string: m.string.clone(),
+                    data,
+                })
+                .map_err(|e| {
+                    Error::new(
+                        Kind::NoInput,
+                        format!("cannot read --module {}: {e}", m.path.display()),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let serial: Box<dyn Write> = match &opts.serial_log {
         Some(path) => Box::new(BufWriter::new(File::create(path).map_err(|e| {
             Error::new(
@@ -76,7 +96,69 @@ fn real_main() -> Result<u8> {
         BackendKind::Shadowvm => Box::new(backend::shadowvm::ShadowVm::open(opts.memory)?),
         BackendKind::Kvm => Box::new(backend::kvm::KvmBackend::open(opts.memory)?),
     };
-    run_guest(&opts, &image, backend.as_mut(), serial)
+    // COM1's input: the launcher's stdin.
+    let input = devices::uart::spawn_stdin_reader(!opts.quiet);
+    run_guest(
+        &opts,
+        &image,
+        &modules,
+        backend.as_mut(),
+        serial,
+        Some(input),
+    )
+}
+
+/// Loads the image, writes the Multiboot information, and returns the entry point, the
+/// boot information address (0 without Multiboot) and the fw_cfg device.
+fn load_guest(
+    opts: &Options,
+    image: &[u8],
+    modules: &[multiboot::Module],
+    mem: &mut [u8],
+) -> Result<(loader::Loaded, u64, devices::fw_cfg::FwCfg)> {
+    let load_opts = loader::LoadOptions {
+        format: opts.format,
+        load_addr: opts.load_addr,
+        entry: opts.entry,
+        // The boot structures and the Multiboot memory map and information.
+        reserved: boot::BOOT_AREA.start..multiboot::INFO_AREA.end,
+    };
+    let image_name = opts.image.display().to_string();
+    let loaded = loader::load(image, mem, &load_opts)
+        .map_err(|e| Error::new(e.kind, format!("{image_name}: {}", e.msg)))?;
+    let ram = mem.len() as u64;
+    let e820: Vec<_> = [(0, ram, multiboot::E820_RAM)].into();
+    let mut fw_cfg = devices::fw_cfg::FwCfg::new(ram, 1, &e820);
+    let Some(mb) = &loaded.multiboot else {
+        if !modules.is_empty() {
+            return Err(Error::usage(format!(
+                "--module needs a Multiboot kernel, and {image_name} has no Multiboot header (or --format elf/flat ignores it)"
+            )));
+        }
+        if !opts.append.is_empty() {
+            fw_cfg.add_cmdline(&opts.append);
+        }
+        return Ok((loaded, 0, fw_cfg));
+    };
+    let info = multiboot::write_boot_info(
+        mem,
+        mb.extent.clone(),
+        &multiboot::BootInputs {
+            image_name: &image_name,
+            append: &opts.append,
+            modules,
+        },
+    )
+    .map_err(|e| Error::new(e.kind, format!("{image_name}: {}", e.msg)))?;
+    // Addresses are below 4 GiB: write_boot_info checked them.
+    fw_cfg.add_multiboot(devices::fw_cfg::MultibootItems {
+        entry: loaded.entry as u32,
+        kernel_addr: info.region.start as u32,
+        kernel_data: mem[info.region.start as usize..info.region.end as usize].to_vec(),
+        info_addr: multiboot::INFO_ADDR as u32,
+        info: info.info.to_vec(),
+    });
+    Ok((loaded, multiboot::INFO_ADDR, fw_cfg))
 }
 
 /// Gives the guest the launcher's CPUID table and tells the platform the TSC frequency and
@@ -102,24 +184,29 @@ fn setup_cpu_model(backend: &mut dyn Backend, platform: &mut platform::Platform)
 fn run_guest(
     opts: &Options,
     image: &[u8],
+    modules: &[multiboot::Module],
     backend: &mut dyn Backend,
     serial: Box<dyn Write>,
+    input: Option<Receiver<Vec<u8>>>,
 ) -> Result<u8> {
-    let load_opts = loader::LoadOptions {
-        format: opts.format,
-        load_addr: opts.load_addr,
-        entry: opts.entry,
-        reserved: boot::BOOT_AREA,
-    };
     let image_name = opts.image.display().to_string();
-    let loaded = loader::load(image, backend.memory(), &load_opts)
-        .map_err(|e| Error::new(e.kind, format!("{image_name}: {}", e.msg)))?;
-    let (regs, sregs) = boot::setup(backend.memory(), opts.start, loaded.entry)?;
+    let (loaded, boot_info, fw_cfg) = load_guest(opts, image, modules, backend.memory())?;
+    if !opts.quiet {
+        for note in &loaded.notes {
+            eprintln!("shadowvm-run: note: {note}");
+        }
+    }
+    let (regs, sregs) = boot::setup(backend.memory(), opts.start, loaded.entry, boot_info)?;
     let mut devices = devices::Devices::new(serial, opts.quiet);
     // CPUID before the boot state: KVM accepts EFER.LME only with long mode in CPUID.
     setup_cpu_model(backend, &mut devices.platform)?;
     backend.set_state(&regs, &sregs)?;
 
+    devices.set_exit_device(opts.exit_device);
+    devices.set_fw_cfg(fw_cfg);
+    if let Some(rx) = input {
+        devices.set_serial_input(rx);
+    }
     signals::arm(backend.immediate_exit_ptr(), opts.timeout)
         .map_err(|e| Error::os(format!("cannot install signal handlers: {e}")))?;
     let result = runloop::run(backend, &mut devices, &signals::pending);
@@ -202,12 +289,120 @@ mod tests {
             _ => unreachable!(),
         };
         let cap = Capture::default();
-        let status = run_guest(&opts, &img, &mut fake, Box::new(cap.clone())).unwrap();
+        let status = run_guest(&opts, &img, &[], &mut fake, Box::new(cap.clone()), None).unwrap();
         assert_eq!(status, 0);
         assert_eq!(&*cap.0.borrow(), b"P");
         assert_eq!(fake.mem[0x10_0000], 0xf4, "image loaded");
         assert_eq!(fake.regs.rip, 0x10_0000);
         assert_eq!(fake.regs.rax, 0x2BAD_B002);
+        assert_eq!(fake.regs.rbx, 0, "no Multiboot header, no information");
+    }
+
+    fn parse_opts(args: &[&str]) -> Options {
+        match args::parse(args.iter().map(|s| s.to_string())).unwrap() {
+            Command::Run(o) => *o,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn multiboot_kernel_gets_info_modules_and_fw_cfg() {
+        let mut seg = crate::multiboot::tests::image_with_header(16, 0, 3, None);
+        seg.push(0xf4);
+        let img = loader::tests::elf(false, 0x10_000c, &[(0x10_0000, 0x10_0000, &seg, 0x2010)]);
+        let mut fake = Fake {
+            mem: vec![0; 128 << 20],
+            ..Default::default()
+        };
+        let sel = |k: u16| {
+            Ok(Exit::IoOut {
+                port: 0x510,
+                size: 2,
+                values: vec![k.into()],
+            })
+        };
+        let read4 = || {
+            Ok(Exit::IoIn {
+                port: 0x511,
+                size: 1,
+                count: 4,
+            })
+        };
+        fake.script = vec![
+            sel(devices::fw_cfg::key::KERNEL_SIZE),
+            read4(),
+            sel(devices::fw_cfg::key::INITRD_ADDR),
+            read4(),
+            Ok(Exit::IoOut {
+                port: 0xf4,
+                size: 4,
+                values: vec![0],
+            }),
+        ]
+        .into();
+        let opts = parse_opts(&[
+            "--quiet",
+            "k.elf",
+            "--memory=128M",
+            "--append=foo bar",
+            "--exit-device=qemu",
+        ]);
+        let modules = [crate::multiboot::Module {
+            string: "mod1 arg1 arg2".into(),
+            data: b"hello\n".to_vec(),
+        }];
+        let status = run_guest(
+            &opts,
+            &img,
+            &modules,
+            &mut fake,
+            Box::new(Capture::default()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 1, "QEMU's status for isa-debug-exit value 0");
+        assert_eq!((fake.regs.rax, fake.regs.rbx), (0x2BAD_B002, 0x9500));
+        let rd = |a: usize| u32::from_le_bytes(fake.mem[a..a + 4].try_into().unwrap());
+        assert_eq!(rd(0x9500), 0x24f);
+        assert_eq!(rd(0x9500 + 20), 1, "mods_count");
+        let m = rd(0x9500 + 24) as usize;
+        assert_eq!((rd(m), rd(m + 4)), (0x10_4000, 0x10_4006));
+        assert_eq!(&fake.mem[0x10_4000..0x10_4006], b"hello\n");
+        let cmdline = rd(0x9500 + 16) as usize;
+        assert_eq!(&fake.mem[cmdline..cmdline + 14], b"k.elf foo bar\0");
+        // fw_cfg: KERNEL_SIZE covers kernel, strings and module; INITRD_ADDR is the info.
+        let le = |v: &[u64]| v.iter().enumerate().map(|(i, b)| b << (8 * i)).sum::<u64>();
+        assert_eq!(le(&fake.io_in[0]), 0x5000);
+        assert_eq!(le(&fake.io_in[1]), 0x9500);
+    }
+
+    #[test]
+    fn modules_need_a_multiboot_kernel() {
+        let img = loader::tests::elf(false, 0x10_0000, &[(0x10_0000, 0x10_0000, b"\xf4", 1)]);
+        let mut fake = Fake {
+            mem: vec![0; 4 << 20],
+            ..Default::default()
+        };
+        let opts = parse_opts(&["--quiet", "g.elf", "--memory=4M"]);
+        let modules = [crate::multiboot::Module {
+            string: "m".into(),
+            data: vec![1],
+        }];
+        let e = run_guest(
+            &opts,
+            &img,
+            &modules,
+            &mut fake,
+            Box::new(Capture::default()),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, Kind::Usage);
+        assert!(
+            e.msg.contains("--module needs a Multiboot kernel"),
+            "{}",
+            e.msg
+        );
     }
 
     #[test]
@@ -223,8 +418,10 @@ mod tests {
         let e = run_guest(
             &opts,
             b"\x7fELF\x02",
+            &[],
             &mut fake,
             Box::new(Capture::default()),
+            None,
         )
         .unwrap_err();
         assert_eq!(e.kind, Kind::Image);

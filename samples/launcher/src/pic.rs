@@ -265,8 +265,7 @@ impl Pic {
         }
     }
 
-    /// Drives ISA IRQ line `irq` (0-15) to `level`.
-    #[allow(dead_code)] // reached through `Platform::set_irq_line` and `IrqLine` Edge-triggered inputs latch on a rising
+    /// Drives ISA IRQ line `irq` (0-15) to `level`. Edge-triggered inputs latch on a rising
     /// edge; level-triggered ones (ELCR) follow the line.
     pub fn set_irq_line(&mut self, irq: u8, level: bool) {
         match irq {

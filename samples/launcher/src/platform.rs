@@ -6,6 +6,7 @@
 //! Devices raise interrupts through `set_irq_line` or an `IrqLine` handle.
 
 use crate::apic::{LocalApic, LvtIndex, Request, APIC_PAGE_SIZE};
+use crate::devices::IrqSink;
 use crate::msr::{self, Mtrrs};
 use crate::pic::Pic;
 use crate::pit::Pit;
@@ -36,24 +37,12 @@ impl Clock for HostClock {
     }
 }
 
-/// A handle on one ISA interrupt line, for devices that keep it (vm-superio's `Trigger`
-/// takes `&self`). COM1 is IRQ 4.
-#[allow(dead_code)] // the interface for interrupt-raising devices; tests use it so far
-#[derive(Clone)]
-pub struct IrqLine {
-    pic: Rc<RefCell<Pic>>,
-    irq: u8,
-}
+/// The 8259 pair as the devices' `IrqSink` (COM1 is IRQ 4).
+struct PicSink(Rc<RefCell<Pic>>);
 
-#[allow(dead_code)]
-impl IrqLine {
-    pub fn set(&self, level: bool) {
-        self.pic.borrow_mut().set_irq_line(self.irq, level);
-    }
-    /// An edge: the line goes high and low again.
-    pub fn pulse(&self) {
-        self.set(true);
-        self.set(false);
+impl IrqSink for PicSink {
+    fn set_irq(&mut self, irq: u8, asserted: bool) {
+        self.0.borrow_mut().set_irq_line(irq, asserted);
     }
 }
 
@@ -110,17 +99,19 @@ impl Platform {
         self.clock.now_ns()
     }
 
-    /// Handle on ISA IRQ `irq` (0-15) of the 8259 pair.
-    #[allow(dead_code)] // interface for interrupt-raising devices
-    pub fn irq_line(&self, irq: u8) -> IrqLine {
-        IrqLine {
-            pic: Rc::clone(&self.pic),
-            irq,
-        }
+    /// The 8259s' inputs as the devices' interrupt sink.
+    pub fn irq_sink(&self) -> Box<dyn IrqSink> {
+        Box::new(PicSink(Rc::clone(&self.pic)))
     }
 
-    /// Drives ISA IRQ `irq` (0-15; others are ignored) to `level`.
-    #[allow(dead_code)] // interface for interrupt-raising devices
+    /// Whether a request on ISA IRQ `irq` gets through the 8259 masks to the CPU (through
+    /// LINT0 in ExtINT mode, or directly with the APIC disabled).
+    pub fn irq_reaches_cpu(&self, irq: u8) -> bool {
+        self.pic.borrow().unmasked(irq) && self.apic.accepts_pic()
+    }
+
+    /// Drives ISA IRQ `irq` (0-15; others are ignored) to `level`, as a device would.
+    #[cfg(test)]
     pub fn set_irq_line(&mut self, irq: u8, level: bool) {
         self.pic.borrow_mut().set_irq_line(irq, level);
     }
@@ -355,9 +346,9 @@ pub(crate) mod tests {
     fn pic_reaches_cpu_through_lint0_extint() {
         let (mut p, _) = platform();
         p.io_out(0x21, 0xef); // unmask IRQ 4 (vectors 0x08-0x0f from the BIOS state)
-        let line = p.irq_line(4);
         assert!(!p.interrupt_pending());
-        line.pulse();
+        p.set_irq_line(4, true);
+        p.set_irq_line(4, false);
         assert!(p.interrupt_pending());
         assert!(p.can_wake(true));
         assert!(!p.can_wake(false));

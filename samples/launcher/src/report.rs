@@ -49,6 +49,8 @@ impl Report<'_> {
             ("io.exit_port", self.io.exit_port),
             ("io.other", self.io.other),
             ("mmio.testdev", self.io.testdev),
+            ("io.i8042", self.io.keyboard),
+            ("io.fw_cfg", self.io.fw_cfg),
             ("io.pic", self.io.pic),
             ("mmio.apic", self.io.apic),
         ] {
@@ -105,6 +107,7 @@ impl Report<'_> {
         );
         let status = match self.outcome {
             Outcome::Exited(c) => c.to_string(),
+            Outcome::DebugExit(v) => v.to_string(),
             _ => "null".into(),
         };
         let _ = write!(
@@ -128,8 +131,15 @@ impl Report<'_> {
         );
         let _ = write!(
             s,
-            "\"io\":{{\"serial\":{},\"exit_port\":{},\"other\":{},\"testdev\":{},\"pic\":{},\"apic\":{}}},",
-            self.io.serial, self.io.exit_port, self.io.other, self.io.testdev, self.io.pic, self.io.apic
+            "\"io\":{{\"serial\":{},\"exit_port\":{},\"other\":{},\"testdev\":{},\"i8042\":{},\"fw_cfg\":{},\"pic\":{},\"apic\":{}}},",
+            self.io.serial,
+            self.io.exit_port,
+            self.io.other,
+            self.io.testdev,
+            self.io.keyboard,
+            self.io.fw_cfg,
+            self.io.pic,
+            self.io.apic
         );
         let _ = write!(
             s,
@@ -202,6 +212,8 @@ mod tests {
                 exit_port: 1,
                 other: 0,
                 testdev: 0,
+                keyboard: 2,
+                fw_cfg: 0,
                 pic: 0,
                 apic: 0,
             },
@@ -229,7 +241,7 @@ mod tests {
         assert!(j.contains("\"exits\":{\"io\":11,\"mmio\":0,"));
         assert!(j.contains("\"total\":11}"));
         assert!(j.contains(
-            "\"io\":{\"serial\":10,\"exit_port\":1,\"other\":0,\"testdev\":0,\"pic\":0,\"apic\":0}"
+            "\"io\":{\"serial\":10,\"exit_port\":1,\"other\":0,\"testdev\":0,\"i8042\":2,\"fw_cfg\":0,\"pic\":0,\"apic\":0}"
         ));
         assert!(j.contains("\"stats\":{\"mmu.pf_fixed\":9,\"exits.cr_access\":2}"));
         assert!(j.contains("\"time_in_run_ns\":5000000"));
@@ -237,6 +249,17 @@ mod tests {
         assert_eq!(j.matches('{').count(), j.matches('}').count());
         let j2 = report(&Outcome::Timeout, &ls, &[]).json();
         assert!(j2.contains("\"guest_status\":null,\"exit_status\":175"));
+        let j3 = report(&Outcome::DebugExit(0x42), &ls, &[]).json();
+        assert!(j3.contains("\"kind\":\"debug_exit\",\"guest_status\":66,\"exit_status\":133"));
+        let j4 = report(
+            &Outcome::Reset {
+                qemu_no_reboot: false,
+            },
+            &ls,
+            &[],
+        )
+        .json();
+        assert!(j4.contains("\"kind\":\"reset\",\"guest_status\":null,\"exit_status\":178"));
     }
 
     #[test]

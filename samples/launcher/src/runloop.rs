@@ -4,7 +4,7 @@
 //! count them, and decide when the guest is finished.
 
 use crate::backend::{Backend, Capabilities, Exit};
-use crate::devices::{Devices, OutEffect};
+use crate::devices::Devices;
 use crate::error::Result;
 use crate::msr;
 use crate::platform::Platform;
@@ -26,6 +26,13 @@ pub const HC_UNKNOWN: u64 = u64::MAX;
 pub enum Outcome {
     /// Status written to the exit port (or the exit hypercall).
     Exited(u32),
+    /// Value written to QEMU's isa-debug-exit (`--exit-device qemu`).
+    DebugExit(u64),
+    /// The guest reset the machine (i8042 command 0xFE). With `--exit-device qemu` the
+    /// status is QEMU's with -no-reboot: 0.
+    Reset {
+        qemu_no_reboot: bool,
+    },
     /// HLT with nothing that could wake the guest: IF=0 and no NMI pending, or IF=1 with no
     /// interrupt pending, no armed timer and no device that can interrupt (or a backend that
     /// cannot inject interrupts).
@@ -65,6 +72,14 @@ impl Outcome {
             // Guest statuses 0..=127 pass through unchanged; larger ones become 128 (the full
             // value is in the message and the JSON).
             Self::Exited(s) => (*s).min(128) as u8,
+            // QEMU exits with (v << 1) | 1, and the process status keeps the low 8 bits.
+            Self::DebugExit(v) => ((v << 1) | 1) as u8,
+            Self::Reset {
+                qemu_no_reboot: true,
+            } => 0,
+            Self::Reset {
+                qemu_no_reboot: false,
+            } => 178,
             Self::Halted { .. } => 170,
             Self::Shutdown { .. } => 171,
             Self::FailEntry { .. } => 172,
@@ -80,6 +95,8 @@ impl Outcome {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Exited(_) => "exit",
+            Self::DebugExit(_) => "debug_exit",
+            Self::Reset { .. } => "reset",
             Self::Halted { .. } => "halt",
             Self::Shutdown { .. } => "shutdown",
             Self::FailEntry { .. } => "fail_entry",
@@ -97,6 +114,18 @@ impl Outcome {
         match self {
             Self::Exited(0) => "guest passed (exit status 0)".into(),
             Self::Exited(s) => format!("guest failed with exit status {s} ({s:#x})"),
+            Self::DebugExit(v) => format!(
+                "guest wrote {v:#x} to isa-debug-exit: status {} as QEMU's (v << 1) | 1",
+                self.exit_status()
+            ),
+            Self::Reset { qemu_no_reboot } => format!(
+                "guest reset the machine (i8042 command 0xFE){}",
+                if *qemu_no_reboot {
+                    ": status 0, as QEMU with -no-reboot"
+                } else {
+                    ""
+                }
+            ),
             Self::Halted { rip, interrupts_enabled: false } => {
                 format!("guest halted with interrupts disabled{} without writing an exit status", at(rip))
             }
@@ -172,6 +201,9 @@ impl LoopStats {
     }
 }
 
+/// How often a halted guest waiting for serial input looks for it (1 ms).
+const SERIAL_INPUT_POLL_NS: u64 = 1_000_000;
+
 /// How the loop waits for time to pass (real signals and timers, or a test's fake clock).
 pub trait Waiter {
     /// Makes a RUN still in the guest return at `deadline` (platform clock ns; None: never).
@@ -245,12 +277,14 @@ fn halt(
     }
     let interrupts_enabled = backend.guest_if();
     loop {
+        devices.poll_input();
+        let serial_can_wake = interrupts_enabled && devices.serial_input_can_interrupt();
         let platform = &mut devices.platform;
         platform.poll();
         if platform.apic.nmi_pending() || (interrupts_enabled && platform.interrupt_pending()) {
             return Ok(None);
         }
-        if !platform.can_wake(interrupts_enabled) {
+        if !platform.can_wake(interrupts_enabled) && !serial_can_wake {
             return Ok(Some(Outcome::Halted {
                 rip: backend.regs().ok().map(|r| r.rip),
                 interrupts_enabled,
@@ -261,7 +295,14 @@ fn halt(
         }
         stats.halt_sleeps += 1;
         let now = platform.now_ns();
-        waiter.sleep_until(platform.next_deadline(), now);
+        let mut deadline = platform.next_deadline();
+        if serial_can_wake {
+            // Serial input comes through a channel, which cannot end the sleep: look again
+            // after a short while.
+            let poll = now.saturating_add(SERIAL_INPUT_POLL_NS);
+            deadline = Some(deadline.map_or(poll, |d| d.min(poll)));
+        }
+        waiter.sleep_until(deadline, now);
     }
 }
 
@@ -279,6 +320,7 @@ pub fn run_with(
         if let Some(o) = stop() {
             break o;
         }
+        devices.poll_input();
         if caps.irq {
             deliver_interrupts(backend, &mut devices.platform, &mut stats)?;
             waiter.kick_at(devices.platform.next_deadline());
@@ -291,15 +333,12 @@ pub fn run_with(
         stats.count(exit.reason());
         match exit {
             Exit::IoOut { port, size, values } => {
-                if let Some(status) =
-                    values
-                        .iter()
-                        .find_map(|v| match devices.io_out(port, size, *v) {
-                            OutEffect::Exit(s) => Some(s),
-                            OutEffect::Continue => None,
-                        })
+                let exit_device = devices.exit_device();
+                if let Some(o) = values
+                    .iter()
+                    .find_map(|v| devices.io_out(port, size, *v).outcome(exit_device))
                 {
-                    break Outcome::Exited(status);
+                    break o;
                 }
             }
             Exit::IoIn { port, size, count } => {
@@ -590,6 +629,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn reset_and_debug_exit_end_the_run() {
+        let (r, fake, _) = go(vec![out(0x64, 1, 0xfe), out(0xf4, 4, 0)]);
+        let o = r.unwrap().0;
+        assert_eq!(
+            o,
+            Outcome::Reset {
+                qemu_no_reboot: false
+            }
+        );
+        assert_eq!((o.exit_status(), o.kind()), (178, "reset"));
+        assert_eq!(fake.runs, 1);
+        let mut fake = Fake {
+            script: vec![out(0x3f8, 1, b'x'.into()), out(0xf4, 4, 0x21)].into(),
+            ..Default::default()
+        };
+        let mut dev = Devices::new(Box::new(Capture::default()), true);
+        dev.set_exit_device(crate::devices::ExitDevice::Qemu);
+        let o = run(&mut fake, &mut dev, &|| None).unwrap().0;
+        assert_eq!(o, Outcome::DebugExit(0x21));
+        assert_eq!(o.exit_status(), 0x43);
+        assert!(o.describe().contains("0x21"), "{}", o.describe());
+    }
+
+    #[test]
     fn hlt_reports_interrupt_flag() {
         let (r, ..) = go(vec![Ok(Exit::Hlt)]);
         let o = r.unwrap().0;
@@ -763,6 +826,8 @@ pub(crate) mod tests {
         kicks: Vec<Option<u64>>,
         sleeps: Vec<Option<u64>>,
         after_runs: usize,
+        /// Sent as serial input at the first sleep.
+        input: Option<(std::sync::mpsc::SyncSender<Vec<u8>>, Vec<u8>)>,
     }
 
     impl Waiter for FakeWaiter {
@@ -776,6 +841,9 @@ pub(crate) mod tests {
             assert_eq!(now, self.clock.0.get());
             self.sleeps.push(deadline);
             self.clock.0.set(deadline.unwrap_or(now + 1_000_000));
+            if let Some((tx, bytes)) = self.input.take() {
+                tx.send(bytes).unwrap();
+            }
         }
     }
 
@@ -812,7 +880,7 @@ pub(crate) mod tests {
         let (mut platform, clock) = crate::platform::tests::platform();
         platform.configure(Some(1_000_000), 36);
         setup(&mut platform);
-        dev.platform = platform;
+        dev.set_platform(platform);
         let mut waiter = FakeWaiter {
             clock,
             ..Default::default()
@@ -1120,5 +1188,52 @@ pub(crate) mod tests {
         );
         assert!(fake.injected.is_empty());
         assert!(waiter.kicks.is_empty());
+    }
+
+    #[test]
+    fn serial_input_wakes_a_halted_guest() {
+        let mut fake = Fake {
+            script: vec![Ok(Exit::Hlt), Ok(Exit::Hlt)].into(),
+            caps: Capabilities {
+                irq: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        fake.regs.rflags = SHADOWVM_RFLAGS_IF | 2;
+        let mut dev = Devices::new(Box::new(Capture::default()), true);
+        let (platform, clock) = crate::platform::tests::platform();
+        dev.set_platform(platform);
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        dev.set_serial_input(rx);
+        dev.platform.io_out(0x21, 0xef); // IRQ 4 unmasked (BIOS vectors 0x08-0x0f)
+        dev.io_out(0x3f9, 1, 1); // IER: received-data interrupt
+        let mut waiter = FakeWaiter {
+            clock,
+            input: Some((tx.clone(), b"k".to_vec())),
+            ..Default::default()
+        };
+        let stop_after = Cell::new(0);
+        let stop = || {
+            stop_after.set(stop_after.get() + 1);
+            (stop_after.get() > 20).then_some(Outcome::Timeout)
+        };
+        let (o, _) = run_with(&mut fake, &mut dev, &stop, &mut waiter).unwrap();
+        // The first HLT slept once (1 ms poll) until the byte came, then IRQ 4 was taken.
+        assert_eq!(waiter.sleeps[0], Some(SERIAL_INPUT_POLL_NS));
+        assert_eq!(fake.injected, vec![0x0c]);
+        assert!(waiter.sleeps.len() > 2);
+        // The second HLT: nothing more to read, but input may still come: sleeps on until
+        // the stop. With the channel closed (end of input) it would end as halted.
+        assert_eq!(o, Outcome::Timeout);
+        drop(tx);
+        let mut fake2 = Fake {
+            script: vec![Ok(Exit::Hlt)].into(),
+            caps: fake.caps,
+            regs: fake.regs,
+            ..Default::default()
+        };
+        let (o, _) = run_with(&mut fake2, &mut dev, &|| None, &mut waiter).unwrap();
+        assert_eq!(o.exit_status(), 170);
     }
 }

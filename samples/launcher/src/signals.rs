@@ -46,7 +46,7 @@ extern "C" fn on_kick(_: libc::c_int) {
 }
 
 /// Installs the handlers (no SA_RESTART, so RUN is interrupted), creates the kick timer and
-/// starts the timeout.
+/// starts the timeout. Called on the thread that runs the vCPU, which the kick timer signals.
 pub fn arm(immediate_exit: *mut u8, timeout: Option<Duration>) -> io::Result<()> {
     IMMEDIATE_EXIT.store(immediate_exit, Ordering::SeqCst);
     for sig in [libc::SIGALRM, libc::SIGINT, libc::SIGTERM, KICK_SIGNAL] {
@@ -78,10 +78,14 @@ fn create_kick_timer() -> io::Result<()> {
     if slot.is_some() {
         return Ok(());
     }
-    // SAFETY: a zeroed sigevent is valid; we fill in notify and signal.
+    // SAFETY: a zeroed sigevent is valid; we fill in notify, signal and thread.
     let mut sev: libc::sigevent = unsafe { std::mem::zeroed() };
-    sev.sigev_notify = libc::SIGEV_SIGNAL;
+    // To this thread, the one that runs the vCPU: a signal taken by another thread (the
+    // serial input reader) would not interrupt KVM_RUN/SHADOWVM_RUN.
+    sev.sigev_notify = libc::SIGEV_THREAD_ID;
     sev.sigev_signo = KICK_SIGNAL;
+    // SAFETY: gettid has no preconditions.
+    sev.sigev_notify_thread_id = unsafe { libc::gettid() };
     let mut id: libc::timer_t = std::ptr::null_mut();
     // SAFETY: valid pointers to a sigevent and a timer_t.
     if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut id) } != 0 {

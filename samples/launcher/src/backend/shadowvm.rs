@@ -37,7 +37,7 @@ fn ioctl<T>(fd: &OwnedFd, cmd: u32, arg: *mut T) -> io::Result<i32> {
 fn needs_abi_v2(what: &str) -> Error {
     Error::new(
         Kind::Unavailable,
-        format!("{what} is not supported by this shadowvm module (needs ABI v2: SHADOWVM_CAP_IRQ, _USER_MSR, _CPUID, _TSC); run with --backend=kvm or rebuild the module and launcher from a tree with ABI v2"),
+        format!("{what} is not supported by the shadowvm backend yet (it needs the ABI v2 calls behind SHADOWVM_CAP_IRQ, _USER_MSR, _CPUID and _TSC, which this launcher does not make yet); run with --backend=kvm for interrupts"),
     )
 }
 
@@ -61,7 +61,9 @@ impl ShadowVm {
             return Err(Error::new(
                 Kind::Unavailable,
                 format!(
-                    "{DEVICE} speaks API version {version}, this launcher version {}; rebuild one to match the other",
+                    "shadowvm module API version {version}, this launcher needs {}: rebuild \
+                     and reload the module (make module) or rebuild the launcher from the \
+                     same tree",
                     uapi::SHADOWVM_API_VERSION
                 ),
             ));
@@ -149,12 +151,24 @@ impl Backend for ShadowVm {
     }
 
     fn run(&mut self) -> Result<Exit> {
-        match ioctl::<u8>(&self.fd, uapi::SHADOWVM_RUN, ptr::null_mut()) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(Exit::Intr),
-            Err(e) => return Err(Error::os(format!("SHADOWVM_RUN failed: {e}"))),
-        }
-        let run = self.snapshot();
+        let run = loop {
+            match ioctl::<u8>(&self.fd, uapi::SHADOWVM_RUN, ptr::null_mut()) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(Exit::Intr),
+                Err(e) => return Err(Error::os(format!("SHADOWVM_RUN failed: {e}"))),
+            }
+            let run = self.snapshot();
+            match run.exit_reason {
+                // MSRs the module does not own: #GP(0), what KVM does for an MSR it does
+                // not know (the launcher has no MSR emulation yet).
+                uapi::SHADOWVM_EXIT_X86_RDMSR | uapi::SHADOWVM_EXIT_X86_WRMSR => {
+                    let mut area = run.exit;
+                    area.get_mut::<uapi::ExitMsr>().error = 1;
+                    self.write_exit_area(area);
+                }
+                _ => break run,
+            }
+        };
         Ok(match run.exit_reason {
             uapi::SHADOWVM_EXIT_IO => {
                 let io = run.io();
