@@ -25,7 +25,8 @@ const LEAF1_ECX: u32 = (1 << 0)
     | (1 << 28)
     | (1 << 29)
     | (1 << 30);
-/// Leaf 1 ECX bit 24: TSC-deadline timer (the launcher's APIC has it).
+/// Leaf 1 ECX bit 24: TSC-deadline timer (the launcher's APIC has it, where the backend lets
+/// it see the MSR writes).
 pub const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 /// Leaf 1 ECX bit 31: running under a hypervisor.
 pub const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
@@ -152,8 +153,13 @@ pub fn phys_bits(table: &[CpuidEntry]) -> u32 {
 }
 
 /// Builds the guest's table from the backend's `supported` leaves; leaves 0x15/0x16 need the
-/// TSC frequency.
-pub fn build(supported: &[CpuidEntry], tsc_khz: Option<u32>) -> Vec<CpuidEntry> {
+/// TSC frequency, and the TSC-deadline bit a backend that lets the launcher see writes of
+/// IA32_TSC_DEADLINE.
+pub fn build(
+    supported: &[CpuidEntry],
+    tsc_khz: Option<u32>,
+    tsc_deadline: bool,
+) -> Vec<CpuidEntry> {
     let get = |f: u32, i: u32| find(supported, f, i).copied().unwrap_or_default();
     let mut t = Vec::new();
 
@@ -169,7 +175,10 @@ pub fn build(supported: &[CpuidEntry], tsc_khz: Option<u32>) -> Vec<CpuidEntry> 
     let l1 = get(1, 0);
     // APIC ID 0, one logical processor, CLFLUSH line 8 * 8 bytes.
     let l1_ebx = (1 << 16) | (8 << 8);
-    let l1_ecx = (l1.ecx & LEAF1_ECX) | LEAF1_ECX_TSC_DEADLINE | LEAF1_ECX_HYPERVISOR;
+    let mut l1_ecx = (l1.ecx & LEAF1_ECX) | LEAF1_ECX_HYPERVISOR;
+    if tsc_deadline {
+        l1_ecx |= LEAF1_ECX_TSC_DEADLINE;
+    }
     let l1_edx = (l1.edx & LEAF1_EDX) | LEAF1_EDX_APIC | LEAF1_EDX_MTRR;
     t.push(entry(1, 0, [l1.eax, l1_ebx, l1_ecx, l1_edx]));
 
@@ -287,7 +296,7 @@ mod tests {
 
     #[test]
     fn table_from_a_kvm_host() {
-        let t = build(&host(), Some(2_494_140));
+        let t = build(&host(), Some(2_494_140), true);
         let l0 = leaf(&t, 0, 0);
         assert_eq!(l0.eax, 0x16);
         assert_eq!(
@@ -339,7 +348,7 @@ mod tests {
             entry(0, 0, [1, word(b"Genu"), word(b"ntel"), word(b"ineI")]),
             entry(1, 0, [0x600, 0, 0, 0x0000_0011]),
         ];
-        let t = build(&small, None);
+        let t = build(&small, None, true);
         let l1 = leaf(&t, 1, 0);
         assert_eq!(l1.ecx, LEAF1_ECX_TSC_DEADLINE | LEAF1_ECX_HYPERVISOR);
         assert_eq!(l1.edx, 0x11 | LEAF1_EDX_APIC | LEAF1_EDX_MTRR);
@@ -354,8 +363,12 @@ mod tests {
         assert_eq!(leaf(&t, 0x8000_0000, 0).eax, 0x8000_0000);
         assert_eq!(phys_bits(&t), 36);
         // Even with nothing supported the table is well formed.
-        let t = build(&[], None);
+        let t = build(&[], None, true);
         assert_eq!(leaf(&t, 0, 0).ebx, word(b"Genu"));
+        // A backend that keeps IA32_TSC_DEADLINE writes to itself: no TSC-deadline mode.
+        let t = build(&host(), Some(2_494_140), false);
+        assert_eq!(leaf(&t, 1, 0).ecx & LEAF1_ECX_TSC_DEADLINE, 0);
+        assert_ne!(leaf(&t, 1, 0).ecx & LEAF1_ECX_HYPERVISOR, 0);
     }
 
     #[test]

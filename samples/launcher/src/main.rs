@@ -171,7 +171,7 @@ fn setup_cpu_model(backend: &mut dyn Backend, platform: &mut platform::Platform)
         None
     };
     if caps.cpuid {
-        let table = cpuid::build(&backend.supported_cpuid()?, tsc_khz);
+        let table = cpuid::build(&backend.supported_cpuid()?, tsc_khz, caps.tsc_deadline);
         backend.set_cpuid(&table)?;
         platform.configure(tsc_khz, cpuid::phys_bits(&table));
     } else {
@@ -296,6 +296,36 @@ mod tests {
         assert_eq!(fake.regs.rip, 0x10_0000);
         assert_eq!(fake.regs.rax, 0x2BAD_B002);
         assert_eq!(fake.regs.rbx, 0, "no Multiboot header, no information");
+    }
+
+    #[test]
+    fn cpu_model_follows_the_backend() {
+        let mut fake = Fake {
+            caps: backend::Capabilities {
+                cpuid: true,
+                tsc: true,
+                tsc_deadline: false,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut platform = platform::Platform::new(Box::new(platform::HostClock), true);
+        setup_cpu_model(&mut fake, &mut platform).unwrap();
+        let leaf = |t: &[backend::CpuidEntry], f: u32| {
+            t.iter().find(|e| e.function == f).copied().unwrap()
+        };
+        assert_eq!(leaf(&fake.cpuid, 1).ecx & cpuid::LEAF1_ECX_TSC_DEADLINE, 0);
+        assert_ne!(leaf(&fake.cpuid, 1).edx & cpuid::LEAF1_EDX_APIC, 0);
+        // The fake's 1 GHz TSC: leaf 0x16 and the platform's MSR_PLATFORM_INFO agree.
+        assert_eq!(leaf(&fake.cpuid, 0x16).eax, 1000);
+        assert_eq!(platform.rdmsr(msr::MSR_PLATFORM_INFO), Ok(10 << 8));
+        fake.caps.tsc_deadline = true;
+        setup_cpu_model(&mut fake, &mut platform).unwrap();
+        assert_ne!(leaf(&fake.cpuid, 1).ecx & cpuid::LEAF1_ECX_TSC_DEADLINE, 0);
+        // Without CPUID control nothing is set.
+        let mut plain = Fake::default();
+        setup_cpu_model(&mut plain, &mut platform).unwrap();
+        assert!(plain.cpuid.is_empty());
     }
 
     fn parse_opts(args: &[&str]) -> Options {

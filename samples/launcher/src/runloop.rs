@@ -869,6 +869,7 @@ pub(crate) mod tests {
                 user_msr: true,
                 cpuid: true,
                 tsc: true,
+                tsc_deadline: true,
             },
             guest_tsc: 40_000,
             ..Default::default()

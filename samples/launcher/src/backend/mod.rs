@@ -119,6 +119,9 @@ pub struct Capabilities {
     pub cpuid: bool,
     /// `tsc_khz` and the guest TSC through `get_msrs` work.
     pub tsc: bool,
+    /// Guest writes of IA32_TSC_DEADLINE reach the launcher, so CPUID may offer the
+    /// TSC-deadline timer.
+    pub tsc_deadline: bool,
 }
 
 /// One VM with one vCPU.
