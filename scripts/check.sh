@@ -47,7 +47,7 @@ BOOTS=(
 	"bochs-debug-up    debug 1 1500 leakbase,hostile,fuzz,leakscan"
 	"bochs-debug-smp   debug 2 1500 leakbase,lifecycle,leakscan"
 	"bochs-debug-leak  debug 1 1500 leakbase,reload,memcg,leakcheck"
-	"bochs             test  1 1200 module,api,guests,bench-check,cpu"
+	"bochs             test  1 1500 module,api,guests,platform,bench-check,cpu"
 )
 QUICK_BOOTS=(
 	"bochs-quick       test  1 1200 module,api,guests"
