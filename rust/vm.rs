@@ -54,9 +54,9 @@ impl RunPage {
         unsafe { p.write_volatile(*run) };
     }
 
-    /// Writes back what the module owns after RUN: the exit. `immediate_exit` is
-    /// userspace's alone; another thread may set it while RUN runs, and writing back the
-    /// copy taken at entry would lose that.
+    /// Writes back what the module owns after RUN: the exit and the interrupt status.
+    /// `immediate_exit` and `request_interrupt_window` are userspace's alone; another thread
+    /// may set them while RUN runs, and writing back the copy taken at entry would lose that.
     fn store_exit(&self, run: &uapi::Run) {
         let p = crate::glue::page_virt(&self.page).cast::<uapi::Run>();
         // SAFETY: As in `load`; the fields are in bounds of the page, written one by one.
@@ -64,6 +64,9 @@ impl RunPage {
             core::ptr::addr_of_mut!((*p).version).write_volatile(uapi::SHADOWVM_RUN_VERSION);
             core::ptr::addr_of_mut!((*p).size)
                 .write_volatile(core::mem::size_of::<uapi::Run>() as u32);
+            core::ptr::addr_of_mut!((*p).ready_for_interrupt_injection)
+                .write_volatile(run.ready_for_interrupt_injection);
+            core::ptr::addr_of_mut!((*p).if_flag).write_volatile(run.if_flag);
             core::ptr::addr_of_mut!((*p).exit_reason).write_volatile(run.exit_reason);
             core::ptr::addr_of_mut!((*p).exit).write_volatile(run.exit);
         }
@@ -134,11 +137,12 @@ plain_data!(
     uapi::Sregs,
     uapi::Stats,
     uapi::StatEntry,
-    uapi::MemoryRegion
+    uapi::MemoryRegion,
+    uapi::Interrupt,
+    uapi::VcpuEvents
 );
 plain_data!(uapi::Msrs, uapi::MsrEntry, uapi::Cpuid, uapi::CpuidEntry);
 
-/// CHECK_CAP: the value of capability `cap`, `EINVAL` for an unknown one.
 /// The capabilities of user-space MSR exits, CPUID and the TSC: 1 each.
 fn msr_cpuid_tsc_cap(cap: usize) -> Option<isize> {
     match u32::try_from(cap).ok()? {
@@ -341,6 +345,7 @@ impl VmFile {
             uapi::SHADOWVM_CAP_MEMORY_SLOTS => uapi::SHADOWVM_MEMORY_SLOTS.into(),
             uapi::SHADOWVM_CAP_MAX_MEMORY_MB => crate::max_memory_bytes() >> 20,
             uapi::SHADOWVM_CAP_FPU => 1,
+            uapi::SHADOWVM_CAP_IRQ => crate::vcpu::irq::irq_cap() as u64,
             _ => return msr_cpuid_tsc_cap(cap as usize).ok_or(EINVAL),
         };
         // The ioctl return value is an int: saturate (max_memory_mb could be set absurdly).
@@ -394,6 +399,10 @@ impl VmFile {
             };
             let mut run = self.run.load();
             let r = vcpu.run(ram, &mut run);
+            // Whatever RUN returned with, as KVM's `post_kvm_run_save`.
+            let (ready, if_flag) = vcpu.interrupt_status();
+            run.ready_for_interrupt_injection = u8::from(ready);
+            run.if_flag = u8::from(if_flag);
             self.run.store_exit(&run);
             r.map(|()| 0)
         })();
@@ -472,6 +481,25 @@ impl VmFile {
         let vcpu = vm.vcpu.as_mut().ok_or(EINVAL)?;
         f(vcpu)
     }
+
+    /// The interrupt ioctls (INTERRUPT, NMI, GET/SET_VCPU_EVENTS); `None` for other commands.
+    fn irq_ioctl(&self, cmd: u32, arg: usize) -> Option<Result<isize>> {
+        Some(match cmd {
+            uapi::SHADOWVM_INTERRUPT => user_copy_in::<uapi::Interrupt>(arg)
+                .and_then(|irq| self.with_vcpu(|v| v.queue_interrupt(&irq)))
+                .map(|()| 0),
+            uapi::SHADOWVM_NMI if arg != 0 => Err(EINVAL),
+            uapi::SHADOWVM_NMI => self.with_vcpu(|v| v.queue_nmi()).map(|()| 0),
+            uapi::SHADOWVM_GET_VCPU_EVENTS => self
+                .with_vcpu(|v| Ok(v.events()))
+                .and_then(|e| user_copy_out(arg, &e))
+                .map(|()| 0),
+            uapi::SHADOWVM_SET_VCPU_EVENTS => user_copy_in::<uapi::VcpuEvents>(arg)
+                .and_then(|e| self.with_vcpu(|v| v.set_events(&e)))
+                .map(|()| 0),
+            _ => return None,
+        })
+    }
 }
 
 #[vtable]
@@ -547,7 +575,7 @@ impl MiscDevice for VmFile {
             uapi::SHADOWVM_GET_SUPPORTED_CPUID => get_supported_cpuid(arg),
             uapi::SHADOWVM_SET_CPUID => me.set_cpuid(arg),
             uapi::SHADOWVM_GET_TSC_KHZ => no_arg().and_then(|()| get_tsc_khz()),
-            _ => Err(ENOTTY),
+            _ => me.irq_ioctl(cmd, arg).unwrap_or(Err(ENOTTY)),
         }
     }
 

@@ -51,6 +51,7 @@ pub(crate) const EFER_NXE: u64 = 1 << 11;
 
 // RFLAGS (SDM 2.3).
 pub(crate) const RFLAGS_TF: u64 = 1 << 8;
+pub(crate) const RFLAGS_IF: u64 = 1 << 9;
 pub(crate) const RFLAGS_VM: u64 = 1 << 17;
 pub(crate) const RFLAGS_AC: u64 = 1 << 18;
 
@@ -78,6 +79,12 @@ pub(crate) const DR7_WRITABLE: u64 = 0xffff_2bff;
 
 /// Interruptibility state (SDM 25.4.2): blocking by STI and by MOV SS.
 pub(crate) const BLOCKING_STI_MOVSS: u64 = 3;
+/// Interruptibility state: blocking by STI.
+pub(crate) const BLOCKING_STI: u64 = 1;
+/// Interruptibility state: blocking by MOV SS.
+pub(crate) const BLOCKING_MOV_SS: u64 = 2;
+/// Interruptibility state: blocking by NMI (with virtual NMIs: virtual-NMI blocking).
+pub(crate) const BLOCKING_NMI: u64 = 8;
 
 /// Exception vectors (SDM 6.3.1).
 pub(crate) mod vector {

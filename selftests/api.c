@@ -1096,6 +1096,8 @@ SVM_TEST(two_slots, fpu_visible_to_guest, API_TIMEOUT,
 	memcpy(&xmm1, f.fxsave + SHADOWVM_FXSAVE_XMM + 16, 4);
 	ASSERT_TRUE(xmm1 == 0xcafef00d && fpu_mxcsr(&f) == 0x7f80)
 		TH_LOG("xmm1 %#x mxcsr %#x", xmm1, fpu_mxcsr(&f));
+}
+
 /* ---- MSRs, CPUID, TSC (ABI v2) ---- */
 
 #define MSR_TSC 0x10u
@@ -1583,6 +1585,523 @@ SVM_TEST(vm, cpuid_hides_nx, API_TIMEOUT,
 		TH_LOG("exit %d AL %llu", r, (unsigned long long)(regs.rax & 0xff));
 	ASSERT_EQ(0ull, get_msr(self->vm.fd, 0xc0000080) & (1ull << 11));
 	free(sup);
+}
+
+/*
+ * ---- interrupts and NMIs from userspace (SHADOWVM_INTERRUPT, SHADOWVM_NMI, the interrupt
+ * window, the vCPU events) ----
+ *
+ * The guests run in the reset state (32-bit protected mode, paging off) with a real GDT and
+ * IDT: every vector but 2 enters a stub that pushes its number and jumps to a common
+ * handler, which logs (vector, return EIP) and the guest's EBX, then IRETs; the NMI handler
+ * counts and reports to userspace through OUT 0x84 and OUT 0x85 before its IRET.
+ */
+#define IRQ_GDT 0x3000u
+#define IRQ_IDT 0x4000u
+#define IRQ_STUBS 0x5000u	/* 10 bytes per vector */
+#define IRQ_COMMON 0x5c00u
+#define IRQ_NMI 0x5d00u
+#define IRQ_EBX 0x6008u		/* EBX at the last interrupt */
+#define IRQ_COUNT 0x600cu	/* interrupts logged */
+#define NMI_COUNT 0x6010u	/* NMIs taken */
+#define IRQ_LOG 0x6100u		/* IRQ_COUNT entries of struct irq_log_entry */
+#define U32(x) ((x) & 0xff), (((x) >> 8) & 0xff), (((x) >> 16) & 0xff), (((x) >> 24) & 0xff)
+#define RFLAGS_IF 0x200ull
+
+struct irq_log_entry {
+	uint32_t vector, eip;
+};
+
+static const uint8_t irq_common[] = {
+	0x50,					/* push eax */
+	0x52,					/* push edx */
+	0x8b, 0x15, U32(IRQ_COUNT),		/* mov edx, [IRQ_COUNT] */
+	0x8b, 0x44, 0x24, 0x08,			/* mov eax, [esp+8]: the vector */
+	0x89, 0x04, 0xd5, U32(IRQ_LOG),		/* mov [IRQ_LOG+edx*8], eax */
+	0x8b, 0x44, 0x24, 0x0c,			/* mov eax, [esp+12]: the return EIP */
+	0x89, 0x04, 0xd5, U32(IRQ_LOG + 4),	/* mov [IRQ_LOG+4+edx*8], eax */
+	0x89, 0x1d, U32(IRQ_EBX),		/* mov [IRQ_EBX], ebx */
+	0xff, 0x05, U32(IRQ_COUNT),		/* inc dword [IRQ_COUNT] */
+	0x5a, 0x58,				/* pop edx; pop eax */
+	0x83, 0xc4, 0x04,			/* add esp, 4 */
+	0xcf,					/* iret */
+};
+
+static const uint8_t nmi_handler[] = {
+	0xff, 0x05, U32(NMI_COUNT),		/* inc dword [NMI_COUNT] */
+	0xa1, U32(NMI_COUNT),			/* mov eax, [NMI_COUNT] */
+	0xe6, 0x84,				/* out 0x84, al */
+	0xe6, 0x85,				/* out 0x85, al */
+	0xcf,					/* iret */
+};
+
+static uint32_t guest32(struct vm *vm, uint32_t gpa)
+{
+	uint32_t v;
+
+	memcpy(&v, vm->mem + gpa, sizeof(v));
+	return v;
+}
+
+static void put32(struct vm *vm, uint32_t gpa, uint32_t v)
+{
+	memcpy(vm->mem + gpa, &v, sizeof(v));
+}
+
+static struct irq_log_entry irq_log(struct vm *vm, unsigned int i)
+{
+	struct irq_log_entry e;
+
+	memcpy(&e, vm->mem + IRQ_LOG + 8 * i, sizeof(e));
+	return e;
+}
+
+/* The GDT, an IDT at `idt` and the handlers above, `code` at CODE, RIP = CODE, RFLAGS = rflags. */
+static int irq_guest_idt(struct vm *vm, const uint8_t *code, size_t len, uint64_t rflags, uint32_t idt)
+{
+	const uint64_t gdt[] = { 0, 0x00cf9b000000ffffull, 0x00cf93000000ffffull };
+	struct shadowvm_sregs sregs;
+	struct shadowvm_regs regs;
+
+	memcpy(vm->mem + IRQ_GDT, gdt, sizeof(gdt));
+	for (uint32_t v = 0; v < 256; v++) {
+		uint32_t stub = IRQ_STUBS + 10 * v;
+		uint32_t handler = v == 2 ? IRQ_NMI : stub;
+
+		vm->mem[stub] = 0x68;				/* push imm32 */
+		put32(vm, stub + 1, v);
+		vm->mem[stub + 5] = 0xe9;			/* jmp rel32 */
+		put32(vm, stub + 6, IRQ_COMMON - (stub + 10));
+		/* 32-bit interrupt gate, DPL 0, selector 0x08 */
+		put32(vm, idt + 8 * v, 0x08u << 16 | (handler & 0xffff));
+		put32(vm, idt + 8 * v + 4, (handler & 0xffff0000u) | 0x8e00);
+	}
+	memcpy(vm->mem + IRQ_COMMON, irq_common, sizeof(irq_common));
+	memcpy(vm->mem + IRQ_NMI, nmi_handler, sizeof(nmi_handler));
+	memcpy(vm->mem + CODE, code, len);
+	if (ioctl(vm->fd, SHADOWVM_GET_SREGS, &sregs))
+		return -1;
+	sregs.gdt.base = IRQ_GDT;
+	sregs.gdt.limit = sizeof(gdt) - 1;
+	sregs.idt.base = idt;
+	sregs.idt.limit = 256 * 8 - 1;
+	if (ioctl(vm->fd, SHADOWVM_SET_SREGS, &sregs) || ioctl(vm->fd, SHADOWVM_GET_REGS, &regs))
+		return -1;
+	regs.rip = CODE;
+	regs.rflags = rflags;
+	return ioctl(vm->fd, SHADOWVM_SET_REGS, &regs);
+}
+
+static int irq_guest(struct vm *vm, const uint8_t *code, size_t len, uint64_t rflags)
+{
+	return irq_guest_idt(vm, code, len, rflags, IRQ_IDT);
+}
+
+/* The value of statistic `name`, or 0 if there is none. */
+static uint64_t stat_value(int fd, const char *name)
+{
+	struct shadowvm_stats st = { 0 };
+	struct shadowvm_stat_entry *e;
+	uint64_t v = 0;
+
+	ioctl(fd, SHADOWVM_GET_STATS, &st);
+	e = calloc(st.count, sizeof(*e));
+	st.entries = (uintptr_t)e;
+	if (e && ioctl(fd, SHADOWVM_GET_STATS, &st) == 0)
+		for (unsigned int i = 0; i < st.count; i++)
+			if (!strcmp(e[i].name, name))
+				v = e[i].value;
+	free(e);
+	return v;
+}
+
+static int inject(struct vm *vm, uint32_t irq)
+{
+	struct shadowvm_interrupt i = { .irq = irq };
+
+	return ioctl(vm->fd, SHADOWVM_INTERRUPT, &i);
+}
+
+static uint64_t guest_rip(struct vm *vm)
+{
+	struct shadowvm_regs regs = { 0 };
+
+	ioctl(vm->fd, SHADOWVM_GET_REGS, &regs);
+	return regs.rip;
+}
+
+/* Runs to an OUT to `port`; returns its data byte, or -1 (logged) for anything else. */
+static int run_to_out(struct __test_metadata *_metadata, struct vm *vm, uint16_t port)
+{
+	int r = vm_run(vm);
+
+	if (r == SHADOWVM_EXIT_IO && vm->run->exit.io.direction == SHADOWVM_IO_OUT && vm->run->exit.io.port == port)
+		return vm->run->exit.io.data & 0xff;
+	TH_LOG("wanted OUT %#x: exit %d port %#x", port, r, vm->run->exit.io.port);
+	return -1;
+}
+
+SVM_TEST(fresh, check_cap_irq, API_TIMEOUT, "CHECK_CAP(SHADOWVM_CAP_IRQ) is 1; an unknown capability fails with EINVAL")
+{
+	ASSERT_EQ(1, ioctl(self->fd, SHADOWVM_CHECK_CAP, SHADOWVM_CAP_IRQ)) TH_LOG("errno %s", strerror(errno));
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_CHECK_CAP, 0xffff), EINVAL);
+}
+
+SVM_TEST(fresh, irq_without_vcpu, API_TIMEOUT,
+	 "INTERRUPT, NMI and GET/SET_VCPU_EVENTS without a vCPU fail with EINVAL")
+{
+	struct shadowvm_interrupt irq = { .irq = 0x20 };
+	struct shadowvm_vcpu_events ev = { 0 };
+
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_INTERRUPT, &irq), EINVAL);
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_NMI, 0), EINVAL);
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_GET_VCPU_EVENTS, &ev), EINVAL);
+	ASSERT_ERRNO(ioctl(self->fd, SHADOWVM_SET_VCPU_EVENTS, &ev), EINVAL);
+}
+
+SVM_TEST(vm, interrupt_bad_args, API_TIMEOUT,
+	 "INTERRUPT with irq >= 256 or non-zero padding, NMI with an argument, fail with EINVAL; nothing is queued")
+{
+	struct shadowvm_interrupt big = { .irq = 256 }, pad = { .irq = 0x20, .padding = 1 };
+	struct shadowvm_vcpu_events ev;
+
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_INTERRUPT, &big), EINVAL);
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_INTERRUPT, &pad), EINVAL);
+	ASSERT_ERRNO(ioctl(self->vm.fd, SHADOWVM_NMI, 1), EINVAL);
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_VCPU_EVENTS, &ev)) TH_LOG("%s", strerror(errno));
+	ASSERT_TRUE(ev.interrupt_injected == 0 && ev.nmi_pending == 0)
+		TH_LOG("interrupt_injected %u nmi_pending %u", ev.interrupt_injected, ev.nmi_pending);
+}
+
+SVM_TEST(vm, events_invalid, API_TIMEOUT,
+	 "SET_VCPU_EVENTS with nonsense (vector >= 32, 2 or 21, wrong error-code bit, error code above 16 bits, flags, reserved, padding, both shadows, 3 NMIs, non-boolean) fails with EINVAL and changes nothing")
+{
+	struct shadowvm_vcpu_events good = { .interrupt_injected = 1, .interrupt_nr = 0x30 };
+	struct shadowvm_vcpu_events bad[16], after;
+	int n = 0;
+
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_VCPU_EVENTS, &good)) TH_LOG("%s", strerror(errno));
+	for (int i = 0; i < 16; i++)
+		bad[i] = (struct shadowvm_vcpu_events){ .exception_injected = 1, .exception_nr = 6 };
+	bad[n++].exception_nr = 32;
+	bad[n++].exception_nr = 2;
+	bad[n++].exception_nr = 21;
+	bad[n++].exception_has_error_code = 1;			/* #UD has none */
+	bad[n].exception_nr = 13, bad[n++].exception_has_error_code = 0;	/* #GP has one */
+	bad[n].exception_nr = 13, bad[n].exception_has_error_code = 1,
+		bad[n++].exception_error_code = 0x10000;			/* bits 31:16 */
+	bad[n++].flags = 1;
+	bad[n++].reserved[10] = 1;
+	bad[n++].exception_padding = 1;
+	bad[n++].interrupt_shadow = SHADOWVM_INTERRUPT_SHADOW_STI | SHADOWVM_INTERRUPT_SHADOW_MOV_SS;
+	bad[n++].nmi_pending = 3;
+	bad[n++].nmi_masked = 2;
+	bad[n++].exception_injected = 2;
+	bad[n].exception_injected = 0, bad[n++].exception_nr = 6;	/* fields of an absent exception */
+	for (int i = 0; i < n; i++) {
+		errno = 0;
+		int r = ioctl(self->vm.fd, SHADOWVM_SET_VCPU_EVENTS, &bad[i]);
+		ASSERT_TRUE(r == -1 && errno == EINVAL) TH_LOG("case %d: rc %d errno %s", i, r, strerror(errno));
+	}
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_VCPU_EVENTS, &after)) TH_LOG("%s", strerror(errno));
+	ASSERT_EQ(0, memcmp(&good, &after, sizeof(good))) TH_LOG("a refused SET changed the events");
+}
+
+SVM_TEST(vm, events_round_trip, API_TIMEOUT,
+	 "SET_VCPU_EVENTS then GET_VCPU_EVENTS gives the same events (exception, interrupt, shadow, NMI)")
+{
+	struct shadowvm_vcpu_events set = {
+		.exception_injected = 1, .exception_nr = 13, .exception_has_error_code = 1,
+		.exception_error_code = 0x18, .interrupt_injected = 1, .interrupt_nr = 0x45,
+		.interrupt_shadow = SHADOWVM_INTERRUPT_SHADOW_MOV_SS,
+	}, got, zero = { 0 };
+	int vnmi = ioctl(self->vm.fd, SHADOWVM_NMI, 0) == 0;
+
+	if (vnmi) {
+		set.nmi_pending = 1;
+		set.nmi_masked = 1;
+	}
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_VCPU_EVENTS, &set)) TH_LOG("%s", strerror(errno));
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_VCPU_EVENTS, &got)) TH_LOG("%s", strerror(errno));
+	ASSERT_EQ(0, memcmp(&set, &got, sizeof(set)))
+		TH_LOG("exception %u/%u/%u/%#x interrupt %u/%#x shadow %u nmi %u/%u", got.exception_injected,
+		       got.exception_nr, got.exception_has_error_code, got.exception_error_code,
+		       got.interrupt_injected, got.interrupt_nr, got.interrupt_shadow, got.nmi_pending,
+		       got.nmi_masked);
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_SET_VCPU_EVENTS, &zero)) TH_LOG("%s", strerror(errno));
+	ASSERT_EQ(0, ioctl(self->vm.fd, SHADOWVM_GET_VCPU_EVENTS, &got)) TH_LOG("%s", strerror(errno));
+	ASSERT_EQ(0, memcmp(&zero, &got, sizeof(zero))) TH_LOG("events not cleared");
+}
+
+SVM_TEST(vm, interrupt_through_idt, API_TIMEOUT,
+	 "an injected interrupt runs the guest's IDT handler for its vector with the return EIP after the last instruction")
+{
+	/* mov ebx, 7; out 0x80, al; hlt */
+	static const uint8_t code[] = { 0xbb, 0x07, 0x00, 0x00, 0x00, 0xe6, 0x80, 0xf4 };
+	struct vm *vm = &self->vm;
+	struct irq_log_entry e;
+	int r;
+
+	ASSERT_EQ(0, irq_guest(vm, code, sizeof(code), 2 | RFLAGS_IF)) TH_LOG("setup: %s", strerror(errno));
+	r = vm_run(vm);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_IO && vm->run->if_flag == 1 && vm->run->ready_for_interrupt_injection == 1)
+		TH_LOG("exit %d if_flag %u ready %u", r, vm->run->if_flag, vm->run->ready_for_interrupt_injection);
+	ASSERT_EQ(0, inject(vm, 0x41)) TH_LOG("INTERRUPT: %s", strerror(errno));
+	r = vm_run(vm);
+	e = irq_log(vm, 0);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && guest32(vm, IRQ_COUNT) == 1 && e.vector == 0x41 &&
+		    e.eip == CODE + 7 && guest32(vm, IRQ_EBX) == 7 && guest_rip(vm) == CODE + 8)
+		TH_LOG("exit %d, %u interrupts, first vector %#x EIP %#x (want %#x), EBX %u, RIP %#llx", r,
+		       guest32(vm, IRQ_COUNT), e.vector, e.eip, CODE + 7, guest32(vm, IRQ_EBX),
+		       (unsigned long long)guest_rip(vm));
+}
+
+/*
+ * The IDT alone in the 2 MiB at 4 MiB, which the guest touches first when it delivers the
+ * event: the shadow has no entry for it yet, so the delivery itself exits with a #PF (IDT
+ * vectoring information valid) and the event must be delivered again, once.
+ */
+#define FAR_IDT 0x400000u
+
+SVM_TEST(vm, interrupt_redelivered, API_TIMEOUT,
+	 "an interrupt whose delivery exits (shadow #PF on the IDT) is delivered again, exactly once")
+{
+	static const uint8_t code[] = { 0xe6, 0x80, 0xf4 };	/* out 0x80, al; hlt */
+	struct vm *vm = &self->vm;
+	uint64_t pf_before, pf_after;
+	struct irq_log_entry e;
+	int r;
+
+	ASSERT_EQ(0, irq_guest_idt(vm, code, sizeof(code), 2 | RFLAGS_IF, FAR_IDT)) TH_LOG("setup: %s", strerror(errno));
+	ASSERT_EQ(SHADOWVM_EXIT_IO, vm_run(vm));
+	pf_before = stat_value(vm->fd, "exits.exception_nmi");
+	ASSERT_EQ(0, inject(vm, 0x46)) TH_LOG("INTERRUPT: %s", strerror(errno));
+	r = vm_run(vm);
+	pf_after = stat_value(vm->fd, "exits.exception_nmi");
+	e = irq_log(vm, 0);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && pf_after > pf_before && guest32(vm, IRQ_COUNT) == 1 &&
+		    e.vector == 0x46 && e.eip == CODE + 2)
+		TH_LOG("exit %d, #PF exits %llu -> %llu, %u interrupts, vector %#x EIP %#x", r,
+		       (unsigned long long)pf_before, (unsigned long long)pf_after, guest32(vm, IRQ_COUNT),
+		       e.vector, e.eip);
+}
+
+SVM_TEST(vm, nmi_redelivered, API_TIMEOUT,
+	 "an NMI whose delivery exits (shadow #PF on the IDT) is delivered again, exactly once, and then blocks NMIs")
+{
+	static const uint8_t code[] = { 0xe6, 0x80, 0xf4 };	/* out 0x80, al; hlt */
+	struct shadowvm_vcpu_events ev;
+	struct vm *vm = &self->vm;
+	uint64_t pf_before;
+
+	ASSERT_EQ(0, irq_guest_idt(vm, code, sizeof(code), 2, FAR_IDT)) TH_LOG("setup: %s", strerror(errno));
+	ASSERT_EQ(SHADOWVM_EXIT_IO, vm_run(vm));
+	pf_before = stat_value(vm->fd, "exits.exception_nmi");
+	errno = 0;
+	if (ioctl(vm->fd, SHADOWVM_NMI, 0)) {
+		if (errno == EOPNOTSUPP)
+			SKIP(return, "the CPU has no virtual NMIs: SHADOWVM_NMI answers EOPNOTSUPP");
+		ASSERT_EQ(0, errno) TH_LOG("NMI: %s", strerror(errno));
+	}
+	ASSERT_EQ(1, run_to_out(_metadata, vm, 0x84));
+	ASSERT_EQ(0, ioctl(vm->fd, SHADOWVM_GET_VCPU_EVENTS, &ev));
+	ASSERT_TRUE(stat_value(vm->fd, "exits.exception_nmi") > pf_before && ev.nmi_masked == 1 &&
+		    ev.nmi_pending == 0)
+		TH_LOG("#PF exits %llu -> %llu, masked %u pending %u", (unsigned long long)pf_before,
+		       (unsigned long long)stat_value(vm->fd, "exits.exception_nmi"), ev.nmi_masked,
+		       ev.nmi_pending);
+	ASSERT_EQ(1, run_to_out(_metadata, vm, 0x85));
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, vm_run(vm));
+	ASSERT_EQ(1u, guest32(vm, NMI_COUNT));
+}
+
+/* out 0x80, al; sti; inc ebx (in the STI shadow); inc ebx; hlt -- with IF = 0 at first */
+static const uint8_t sti_code[] = { 0xe6, 0x80, 0xfb, 0x43, 0x43, 0xf4 };
+
+SVM_TEST(vm, interrupt_waits_for_sti, API_TIMEOUT,
+	 "an interrupt queued while IF=0 waits, and lands after STI and the instruction in its shadow")
+{
+	struct vm *vm = &self->vm;
+	struct irq_log_entry e;
+	int r;
+
+	ASSERT_EQ(0, irq_guest(vm, sti_code, sizeof(sti_code), 2)) TH_LOG("setup: %s", strerror(errno));
+	r = vm_run(vm);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_IO && vm->run->if_flag == 0 && vm->run->ready_for_interrupt_injection == 0)
+		TH_LOG("exit %d if_flag %u ready %u", r, vm->run->if_flag, vm->run->ready_for_interrupt_injection);
+	ASSERT_EQ(0, inject(vm, 0x40)) TH_LOG("INTERRUPT: %s", strerror(errno));
+	r = vm_run(vm);
+	e = irq_log(vm, 0);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && guest32(vm, IRQ_COUNT) == 1 && e.vector == 0x40 &&
+		    e.eip == CODE + 4 && guest32(vm, IRQ_EBX) == 1)
+		TH_LOG("exit %d, %u interrupts, vector %#x EIP %#x (want %#x), EBX then %u (want 1)", r,
+		       guest32(vm, IRQ_COUNT), e.vector, e.eip, CODE + 4, guest32(vm, IRQ_EBX));
+}
+
+SVM_TEST(vm, irq_window_open, API_TIMEOUT,
+	 "request_interrupt_window with IF=0: exactly one IRQ_WINDOW_OPEN exit after STI and its shadow; the interrupt injected then lands there")
+{
+	struct vm *vm = &self->vm;
+	struct irq_log_entry e;
+	int r, windows = 0;
+	uint64_t window_rip = 0;
+
+	ASSERT_EQ(0, irq_guest(vm, sti_code, sizeof(sti_code), 2)) TH_LOG("setup: %s", strerror(errno));
+	ASSERT_EQ(SHADOWVM_EXIT_IO, vm_run(vm));
+	vm->run->request_interrupt_window = 1;
+	for (int i = 0; i < 10; i++) {
+		r = vm_run(vm);
+		if (r != SHADOWVM_EXIT_IRQ_WINDOW_OPEN)
+			break;
+		windows++;
+		window_rip = guest_rip(vm);
+		ASSERT_TRUE(vm->run->ready_for_interrupt_injection == 1 && vm->run->if_flag == 1 &&
+			    vm->run->request_interrupt_window == 1)
+			TH_LOG("at the window: ready %u if_flag %u request %u", vm->run->ready_for_interrupt_injection,
+			       vm->run->if_flag, vm->run->request_interrupt_window);
+		ASSERT_EQ(0, inject(vm, 0x40)) TH_LOG("INTERRUPT: %s", strerror(errno));
+		vm->run->request_interrupt_window = 0;
+	}
+	e = irq_log(vm, 0);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && windows == 1 && window_rip == CODE + 4 &&
+		    guest32(vm, IRQ_COUNT) == 1 && e.vector == 0x40 && e.eip == CODE + 4 &&
+		    guest32(vm, IRQ_EBX) == 1)
+		TH_LOG("exit %d after %d window exits (RIP %#llx, want %#x); %u interrupts, vector %#x EIP %#x, EBX %u",
+		       r, windows, (unsigned long long)window_rip, CODE + 4, guest32(vm, IRQ_COUNT), e.vector,
+		       e.eip, guest32(vm, IRQ_EBX));
+}
+
+SVM_TEST(vm, hlt_then_interrupt, API_TIMEOUT,
+	 "HLT exits; an interrupt injected then runs the handler with the return EIP after the HLT")
+{
+	/* sti; hlt (in the STI shadow); hlt */
+	static const uint8_t code[] = { 0xfb, 0xf4, 0xf4 };
+	struct vm *vm = &self->vm;
+	struct irq_log_entry e;
+	int r;
+
+	ASSERT_EQ(0, irq_guest(vm, code, sizeof(code), 2)) TH_LOG("setup: %s", strerror(errno));
+	r = vm_run(vm);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && guest_rip(vm) == CODE + 2 && vm->run->if_flag == 1 &&
+		    vm->run->ready_for_interrupt_injection == 1)
+		TH_LOG("exit %d RIP %#llx if_flag %u ready %u", r, (unsigned long long)guest_rip(vm),
+		       vm->run->if_flag, vm->run->ready_for_interrupt_injection);
+	ASSERT_EQ(0, inject(vm, 0x42)) TH_LOG("INTERRUPT: %s", strerror(errno));
+	r = vm_run(vm);
+	e = irq_log(vm, 0);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && guest32(vm, IRQ_COUNT) == 1 && e.vector == 0x42 &&
+		    e.eip == CODE + 2 && guest_rip(vm) == CODE + 3)
+		TH_LOG("exit %d, %u interrupts, vector %#x EIP %#x (want %#x), RIP %#llx", r,
+		       guest32(vm, IRQ_COUNT), e.vector, e.eip, CODE + 2, (unsigned long long)guest_rip(vm));
+}
+
+SVM_TEST(vm, hlt_wakes_on_queued_interrupt, API_TIMEOUT,
+	 "sti; hlt with an interrupt queued while IF=0: the HLT does not reach userspace, the handler returns after it")
+{
+	/* sti; hlt (in the STI shadow); hlt */
+	static const uint8_t code[] = { 0xfb, 0xf4, 0xf4 };
+	struct vm *vm = &self->vm;
+	struct irq_log_entry e;
+	int r;
+
+	ASSERT_EQ(0, irq_guest(vm, code, sizeof(code), 2)) TH_LOG("setup: %s", strerror(errno));
+	ASSERT_EQ(0, inject(vm, 0x44)) TH_LOG("INTERRUPT: %s", strerror(errno));
+	r = vm_run(vm);
+	e = irq_log(vm, 0);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && guest_rip(vm) == CODE + 3 && guest32(vm, IRQ_COUNT) == 1 &&
+		    e.vector == 0x44 && e.eip == CODE + 2)
+		TH_LOG("exit %d RIP %#llx (want %#x), %u interrupts, vector %#x EIP %#x (want %#x)", r,
+		       (unsigned long long)guest_rip(vm), CODE + 3, guest32(vm, IRQ_COUNT), e.vector, e.eip,
+		       CODE + 2);
+}
+
+SVM_TEST(vm, exception_before_interrupt, API_TIMEOUT,
+	 "an injected exception (SET_VCPU_EVENTS) is delivered before a queued interrupt, which follows after its IRET")
+{
+	static const uint8_t code[] = { 0xf4 };	/* hlt */
+	struct shadowvm_vcpu_events ev = {
+		.exception_injected = 1, .exception_nr = 6,	/* #UD */
+		.interrupt_injected = 1, .interrupt_nr = 0x43,
+	};
+	struct vm *vm = &self->vm;
+	struct irq_log_entry a, b;
+	int r;
+
+	ASSERT_EQ(0, irq_guest(vm, code, sizeof(code), 2 | RFLAGS_IF)) TH_LOG("setup: %s", strerror(errno));
+	ASSERT_EQ(0, ioctl(vm->fd, SHADOWVM_SET_VCPU_EVENTS, &ev)) TH_LOG("%s", strerror(errno));
+	r = vm_run(vm);
+	a = irq_log(vm, 0);
+	b = irq_log(vm, 1);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && guest32(vm, IRQ_COUNT) == 2 && a.vector == 6 && a.eip == CODE &&
+		    b.vector == 0x43 && b.eip == CODE)
+		TH_LOG("exit %d, %u entries: (%#x, %#x) (%#x, %#x)", r, guest32(vm, IRQ_COUNT), a.vector, a.eip,
+		       b.vector, b.eip);
+}
+
+/*
+ * The instruction in the shadow is the guest's first: fetching it exits on a shadow #PF,
+ * after which the shadow must still hold (an exception ends it on the CPU).
+ */
+SVM_TEST(vm, nmi_after_sti_shadow, API_TIMEOUT,
+	 "an NMI queued in an STI shadow (SET_VCPU_EVENTS) is taken after the instruction in the shadow, even when that instruction's fetch exits on a shadow #PF")
+{
+	static const uint8_t code[] = { 0x43, 0xf4 };	/* inc ebx (in the shadow); hlt */
+	struct shadowvm_vcpu_events ev = { .interrupt_shadow = SHADOWVM_INTERRUPT_SHADOW_STI, .nmi_pending = 1 };
+	struct shadowvm_regs regs = { 0 };
+	struct vm *vm = &self->vm;
+	uint32_t eip;
+
+	ASSERT_EQ(0, irq_guest(vm, code, sizeof(code), 2 | RFLAGS_IF)) TH_LOG("setup: %s", strerror(errno));
+	errno = 0;
+	if (ioctl(vm->fd, SHADOWVM_SET_VCPU_EVENTS, &ev)) {
+		if (errno == EOPNOTSUPP)
+			SKIP(return, "the CPU has no virtual NMIs: NMI state answers EOPNOTSUPP");
+		ASSERT_EQ(0, errno) TH_LOG("SET_VCPU_EVENTS: %s", strerror(errno));
+	}
+	ASSERT_EQ(1, run_to_out(_metadata, vm, 0x84));
+	/* In the handler: the NMI frame's EIP is at the top of the stack. */
+	ASSERT_EQ(0, ioctl(vm->fd, SHADOWVM_GET_REGS, &regs));
+	eip = guest32(vm, (uint32_t)regs.rsp);
+	ASSERT_TRUE(eip == CODE + 1 && regs.rbx == 1)
+		TH_LOG("NMI return EIP %#x (want %#x), EBX %llu", eip, CODE + 1, (unsigned long long)regs.rbx);
+	ASSERT_EQ(1, run_to_out(_metadata, vm, 0x85));
+	ASSERT_EQ(SHADOWVM_EXIT_HLT, vm_run(vm));
+}
+
+SVM_TEST(vm, nmi_blocked_until_iret, API_TIMEOUT,
+	 "an NMI runs the guest's NMI handler; NMIs sent inside it (two, kept as one) wait for its IRET")
+{
+	static const uint8_t code[] = { 0xf4 };	/* hlt */
+	struct shadowvm_vcpu_events ev;
+	struct vm *vm = &self->vm;
+	int r;
+
+	ASSERT_EQ(0, irq_guest(vm, code, sizeof(code), 2)) TH_LOG("setup: %s", strerror(errno));
+	errno = 0;
+	if (ioctl(vm->fd, SHADOWVM_NMI, 0)) {
+		if (errno == EOPNOTSUPP)
+			SKIP(return, "the CPU has no virtual NMIs: SHADOWVM_NMI answers EOPNOTSUPP");
+		ASSERT_EQ(0, errno) TH_LOG("NMI: %s", strerror(errno));
+	}
+	ASSERT_EQ(1, run_to_out(_metadata, vm, 0x84));
+	ASSERT_EQ(0, ioctl(vm->fd, SHADOWVM_GET_VCPU_EVENTS, &ev));
+	ASSERT_TRUE(ev.nmi_masked == 1 && ev.nmi_pending == 0)
+		TH_LOG("in the handler: masked %u pending %u", ev.nmi_masked, ev.nmi_pending);
+	ASSERT_EQ(0, ioctl(vm->fd, SHADOWVM_NMI, 0));
+	ASSERT_EQ(0, ioctl(vm->fd, SHADOWVM_NMI, 0));
+	ASSERT_EQ(0, ioctl(vm->fd, SHADOWVM_GET_VCPU_EVENTS, &ev));
+	ASSERT_EQ(1, ev.nmi_pending) TH_LOG("two NMIs while masked: %u pending", ev.nmi_pending);
+	/* Still the first NMI: not nested. */
+	ASSERT_EQ(1, run_to_out(_metadata, vm, 0x85));
+	/* Its IRET opens the NMI window: the second one. */
+	ASSERT_EQ(2, run_to_out(_metadata, vm, 0x84));
+	ASSERT_EQ(2, run_to_out(_metadata, vm, 0x85));
+	r = vm_run(vm);
+	ASSERT_EQ(0, ioctl(vm->fd, SHADOWVM_GET_VCPU_EVENTS, &ev));
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && guest32(vm, NMI_COUNT) == 2 && ev.nmi_masked == 0 &&
+		    ev.nmi_pending == 0 && guest32(vm, IRQ_COUNT) == 0)
+		TH_LOG("exit %d, %u NMIs, masked %u pending %u, %u other interrupts", r, guest32(vm, NMI_COUNT),
+		       ev.nmi_masked, ev.nmi_pending, guest32(vm, IRQ_COUNT));
 }
 
 int main(int argc, char **argv)

@@ -511,6 +511,9 @@ pub const SHADOWVM_EXIT_X86_RDMSR: u32 = 10;
 /// WRMSR of an MSR the module does not own: `Run::msr()` holds the value (EDX:EAX);
 /// userspace sets `error` to refuse it.
 pub const SHADOWVM_EXIT_X86_WRMSR: u32 = 11;
+/// Userspace set `Run::request_interrupt_window` and the guest can now take an interrupt
+/// (`Run::ready_for_interrupt_injection` is 1). No details.
+pub const SHADOWVM_EXIT_IRQ_WINDOW_OPEN: u32 = 9;
 
 /// `ExitIo::direction`: IN (userspace supplies `data`).
 pub const SHADOWVM_IO_IN: u8 = 0;
@@ -636,6 +639,67 @@ pub struct ExitMsr {
     pub data: u64,
 }
 
+// ----- Interrupts -----------------------------------------------------------------------------
+
+/// `SHADOWVM_CHECK_CAP`: `SHADOWVM_INTERRUPT`, `SHADOWVM_NMI`, the interrupt window and the
+/// vCPU events are there (value 1).
+pub const SHADOWVM_CAP_IRQ: u32 = 4;
+
+/// Number of interrupt vectors: `Interrupt::irq` must be below it.
+pub const SHADOWVM_NR_INTERRUPTS: u32 = 256;
+
+/// Argument of `SHADOWVM_INTERRUPT` (C: `struct shadowvm_interrupt`; KVM's `kvm_interrupt`
+/// plus explicit padding).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interrupt {
+    /// The vector, below `SHADOWVM_NR_INTERRUPTS`.
+    pub irq: u32,
+    /// Must be 0.
+    pub padding: u32,
+}
+
+/// `VcpuEvents::interrupt_shadow`: blocking by STI (the instruction after STI).
+pub const SHADOWVM_INTERRUPT_SHADOW_STI: u8 = 1;
+/// `VcpuEvents::interrupt_shadow`: blocking by MOV SS / POP SS.
+pub const SHADOWVM_INTERRUPT_SHADOW_MOV_SS: u8 = 2;
+/// Most NMIs that can wait at once: one being handled may have one more latched.
+pub const SHADOWVM_NMI_PENDING_MAX: u8 = 2;
+
+/// The vCPU's events (C: `struct shadowvm_vcpu_events`), for `SHADOWVM_GET_VCPU_EVENTS` and
+/// `SHADOWVM_SET_VCPU_EVENTS`: what a launcher saves and restores beside the registers.
+/// Flags, booleans (0 or 1) and padding are checked on SET (`EINVAL` otherwise).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuEvents {
+    /// 1: the exception `exception_nr` is delivered at the next entry (one the guest raised
+    /// and the module queued, or one whose delivery an exit interrupted).
+    pub exception_injected: u8,
+    /// The exception vector, 0-31 but not 2 (NMI) or 21 (#CP: the guest has no CET).
+    pub exception_nr: u8,
+    /// 1: the exception pushes `exception_error_code` (exactly for vectors 8, 10-14, 17).
+    pub exception_has_error_code: u8,
+    pub exception_padding: u8,
+    /// Bits 31:16 must be 0.
+    pub exception_error_code: u32,
+    /// 1: the external interrupt `interrupt_nr` is queued (`SHADOWVM_INTERRUPT`, or one
+    /// whose delivery an exit interrupted), delivered when the guest can take it.
+    pub interrupt_injected: u8,
+    pub interrupt_nr: u8,
+    /// `SHADOWVM_INTERRUPT_SHADOW_*`: at most one of the two.
+    pub interrupt_shadow: u8,
+    pub interrupt_padding: u8,
+    /// NMIs queued, 0 to `SHADOWVM_NMI_PENDING_MAX`.
+    pub nmi_pending: u8,
+    /// 1: NMIs are blocked (the guest is in its NMI handler, until IRET).
+    pub nmi_masked: u8,
+    pub nmi_padding: [u8; 2],
+    /// No flags are defined: must be 0.
+    pub flags: u32,
+    /// Must be 0.
+    pub reserved: [u32; 11],
+}
+
 // ----- Run structure --------------------------------------------------------------------------
 
 /// Version of the run structure layout, in `Run::version`.
@@ -708,9 +772,9 @@ impl ExitArea {
 }
 
 /// The run structure (C: `struct shadowvm_run`), shared through `mmap` at
-/// `SHADOWVM_RUN_MMAP_OFFSET`. The module writes everything but `immediate_exit` and the
-/// completion data (`ExitIo::data` of an IN, `ExitMmio::data` of a read,
-/// `ExitHypercall::ret`), which userspace writes.
+/// `SHADOWVM_RUN_MMAP_OFFSET`. The module writes everything but `immediate_exit`,
+/// `request_interrupt_window` and the completion data (`ExitIo::data` of an IN,
+/// `ExitMmio::data` of a read, `ExitHypercall::ret`), which userspace writes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Run {
@@ -721,7 +785,16 @@ pub struct Run {
     /// Set to 1 by userspace (e.g. from a signal handler) to make RUN return `EINTR` with
     /// `SHADOWVM_EXIT_INTR` promptly instead of entering the guest. The module never clears it.
     pub immediate_exit: u8,
-    pub padding: [u8; 3],
+    /// Set to 1 by userspace to have RUN return `SHADOWVM_EXIT_IRQ_WINDOW_OPEN` as soon as
+    /// the guest can take an interrupt (KVM's `request_interrupt_window`). The module never
+    /// writes it.
+    pub request_interrupt_window: u8,
+    /// Written by the module when RUN returns: 1 if `SHADOWVM_INTERRUPT` would be delivered
+    /// at the next entry (RFLAGS.IF = 1, no STI/MOV SS shadow, no event waiting to be
+    /// delivered, no interrupt queued).
+    pub ready_for_interrupt_injection: u8,
+    /// Written by the module when RUN returns: the guest's RFLAGS.IF.
+    pub if_flag: u8,
     /// `SHADOWVM_EXIT_*`.
     pub exit_reason: u32,
     /// Details for `exit_reason`.
@@ -789,6 +862,7 @@ pub const fn exit_reason_name(reason: u32) -> &'static str {
         SHADOWVM_EXIT_INTR => "intr",
         SHADOWVM_EXIT_X86_RDMSR => "x86_rdmsr",
         SHADOWVM_EXIT_X86_WRMSR => "x86_wrmsr",
+        SHADOWVM_EXIT_IRQ_WINDOW_OPEN => "irq_window_open",
         _ => "unknown",
     }
 }
@@ -828,6 +902,15 @@ pub const SHADOWVM_SET_MEMORY_REGION: u32 = iow::<MemoryRegion>(TY, 0x0a);
 pub const SHADOWVM_GET_FPU: u32 = ior::<Fpu>(TY, 0x11);
 /// Write the vCPU's x87/SSE state (`Fpu`).
 pub const SHADOWVM_SET_FPU: u32 = iow::<Fpu>(TY, 0x12);
+// ----- Interrupts (ABI v2): INTERRUPT, NMI, vCPU events ------------------------------------
+/// Queue an external interrupt (`Interrupt`), delivered when the guest can take it.
+pub const SHADOWVM_INTERRUPT: u32 = iow::<Interrupt>(TY, 0x0b);
+/// Queue an NMI. Argument must be 0.
+pub const SHADOWVM_NMI: u32 = io(TY, 0x0c);
+/// Read the vCPU's pending events (`VcpuEvents`).
+pub const SHADOWVM_GET_VCPU_EVENTS: u32 = ior::<VcpuEvents>(TY, 0x13);
+/// Replace the vCPU's pending events (`VcpuEvents`).
+pub const SHADOWVM_SET_VCPU_EVENTS: u32 = iow::<VcpuEvents>(TY, 0x14);
 
 // ---------------------------------------------------------------------------------------------
 // Layout checks: the sizes and offsets below are the ABI.
@@ -869,7 +952,15 @@ check_layout!(ExitInternalError, 48, {
 check_layout!(ExitIntr, 8, { cause: 0, padding: 4 });
 check_layout!(ExitArea, 256, { bytes: 0 });
 check_layout!(Run, 272, {
-    version: 0, size: 4, immediate_exit: 8, padding: 9, exit_reason: 12, exit: 16,
+    version: 0, size: 4, immediate_exit: 8, request_interrupt_window: 9,
+    ready_for_interrupt_injection: 10, if_flag: 11, exit_reason: 12, exit: 16,
+});
+check_layout!(Interrupt, 8, { irq: 0, padding: 4 });
+check_layout!(VcpuEvents, 64, {
+    exception_injected: 0, exception_nr: 1, exception_has_error_code: 2, exception_padding: 3,
+    exception_error_code: 4, interrupt_injected: 8, interrupt_nr: 9, interrupt_shadow: 10,
+    interrupt_padding: 11, nmi_pending: 12, nmi_masked: 13, nmi_padding: 14, flags: 16,
+    reserved: 20,
 });
 check_layout!(MemoryRegion, 24, { slot: 0, flags: 4, guest_phys_addr: 8, size: 16 });
 check_layout!(Fpu, 512, { fxsave: 0 });

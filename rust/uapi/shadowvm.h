@@ -118,6 +118,7 @@ struct shadowvm_fpu {
 #define SHADOWVM_EXIT_INTR 8
 #define SHADOWVM_EXIT_X86_RDMSR 10
 #define SHADOWVM_EXIT_X86_WRMSR 11
+#define SHADOWVM_EXIT_IRQ_WINDOW_OPEN 9
 
 #define SHADOWVM_IO_IN 0
 #define SHADOWVM_IO_OUT 1
@@ -185,6 +186,38 @@ struct shadowvm_exit_msr {
 	__u64 data;	/* RDMSR: filled by userspace (EDX:EAX); WRMSR: the guest's EDX:EAX */
 };
 
+/* Interrupts (ABI v2) */
+#define SHADOWVM_CAP_IRQ 4	/* SHADOWVM_CHECK_CAP: INTERRUPT, NMI, window, vcpu events */
+#define SHADOWVM_NR_INTERRUPTS 256
+
+/* SHADOWVM_INTERRUPT */
+struct shadowvm_interrupt {
+	__u32 irq;	/* vector, < SHADOWVM_NR_INTERRUPTS */
+	__u32 padding;
+};
+
+#define SHADOWVM_INTERRUPT_SHADOW_STI 1
+#define SHADOWVM_INTERRUPT_SHADOW_MOV_SS 2
+#define SHADOWVM_NMI_PENDING_MAX 2
+
+/* SHADOWVM_GET_VCPU_EVENTS / SHADOWVM_SET_VCPU_EVENTS */
+struct shadowvm_vcpu_events {
+	__u8 exception_injected;	/* 0 or 1 */
+	__u8 exception_nr;	/* 0-31, not 2 or 21 */
+	__u8 exception_has_error_code;	/* exactly for 8, 10-14, 17 */
+	__u8 exception_padding;
+	__u32 exception_error_code;	/* bits 31:16 zero */
+	__u8 interrupt_injected;	/* 0 or 1: interrupt_nr queued */
+	__u8 interrupt_nr;
+	__u8 interrupt_shadow;	/* SHADOWVM_INTERRUPT_SHADOW_*, at most one */
+	__u8 interrupt_padding;
+	__u8 nmi_pending;	/* 0..SHADOWVM_NMI_PENDING_MAX */
+	__u8 nmi_masked;	/* 0 or 1 */
+	__u8 nmi_padding[2];
+	__u32 flags;	/* must be 0 */
+	__u32 reserved[11];
+};
+
 #define SHADOWVM_RUN_VERSION 2
 #define SHADOWVM_EXIT_AREA_SIZE 256
 
@@ -193,7 +226,9 @@ struct shadowvm_run {
 	__u32 version;	/* SHADOWVM_RUN_VERSION */
 	__u32 size;	/* sizeof(struct shadowvm_run) */
 	__u8 immediate_exit;	/* set by userspace */
-	__u8 padding[3];
+	__u8 request_interrupt_window;	/* set by userspace */
+	__u8 ready_for_interrupt_injection;	/* set by the module */
+	__u8 if_flag;	/* set by the module: guest RFLAGS.IF */
 	__u32 exit_reason;	/* SHADOWVM_EXIT_* */
 	union {
 		struct shadowvm_exit_io io;
@@ -267,5 +302,9 @@ struct shadowvm_cpuid {
 #define SHADOWVM_GET_SUPPORTED_CPUID _IOWR(SHADOWVM_IOCTL_TYPE, 0x0f, struct shadowvm_cpuid)
 #define SHADOWVM_SET_CPUID _IOW(SHADOWVM_IOCTL_TYPE, 0x10, struct shadowvm_cpuid)
 #define SHADOWVM_GET_TSC_KHZ _IO(SHADOWVM_IOCTL_TYPE, 0x15)
+#define SHADOWVM_INTERRUPT _IOW(SHADOWVM_IOCTL_TYPE, 0x0b, struct shadowvm_interrupt)
+#define SHADOWVM_NMI _IO(SHADOWVM_IOCTL_TYPE, 0x0c)
+#define SHADOWVM_GET_VCPU_EVENTS _IOR(SHADOWVM_IOCTL_TYPE, 0x13, struct shadowvm_vcpu_events)
+#define SHADOWVM_SET_VCPU_EVENTS _IOW(SHADOWVM_IOCTL_TYPE, 0x14, struct shadowvm_vcpu_events)
 
 #endif /* _UAPI_LINUX_SHADOWVM_H */

@@ -12,6 +12,7 @@
 mod cpuid;
 mod exits;
 mod host;
+pub(crate) mod irq;
 pub(crate) mod state;
 
 use crate::cpumodel;
@@ -175,6 +176,8 @@ struct VcpuCore {
     cpuid: KBox<cpumodel::cpuid::Table>,
     /// An event to deliver at the next VM entry.
     event: Option<Event>,
+    /// External interrupts and NMIs from userspace, waiting for the guest.
+    irqs: irq::PendingIrqs,
     /// An exit that could not finish in its window (the page cache ran dry).
     pending_exit: Option<ExitInfo>,
     completion: Completion,
@@ -406,6 +409,31 @@ impl Vcpu {
         Ok(())
     }
 
+    /// SHADOWVM_INTERRUPT (see `irq`).
+    pub(crate) fn queue_interrupt(&mut self, irq: &uapi::Interrupt) -> Result {
+        self.cpu.queue_interrupt(irq)
+    }
+
+    /// SHADOWVM_NMI (see `irq`).
+    pub(crate) fn queue_nmi(&mut self) -> Result {
+        self.cpu.queue_nmi()
+    }
+
+    /// GET_VCPU_EVENTS (see `irq`).
+    pub(crate) fn events(&mut self) -> uapi::VcpuEvents {
+        self.cpu.events()
+    }
+
+    /// SET_VCPU_EVENTS (see `irq`).
+    pub(crate) fn set_events(&mut self, e: &uapi::VcpuEvents) -> Result {
+        self.cpu.set_events(e)
+    }
+
+    /// The run page's `ready_for_interrupt_injection` and `if_flag` after RUN.
+    pub(crate) fn interrupt_status(&self) -> (bool, bool) {
+        (self.cpu.ready_for_interrupt_injection(), self.cpu.if_flag())
+    }
+
     pub(crate) fn new(caps: &'static VmxCaps, cfg: mmu::Config) -> Result<KBox<Self>> {
         let mut cfg = cfg;
         cfg.maxphyaddr = guest_maxphyaddr();
@@ -425,6 +453,7 @@ impl Vcpu {
                     caps,
                     cpuid: cpuid::default_table()?,
                     event: None,
+                    irqs: irq::PendingIrqs::default(),
                     pending_exit: None,
                     completion: Completion::None,
                     paging_dirty: true,
@@ -620,6 +649,7 @@ impl VcpuCore {
     ) -> Result<(WindowEnd, HostEvent)> {
         self.write_controls(vmcs);
         host::write_vmcs_host_state(vmcs);
+        self.fix_interrupt_shadow();
         self.state.load(vmcs);
         load_syscall_msrs(&self.state);
 
@@ -638,6 +668,9 @@ impl VcpuCore {
             if let Some(info) = exit.take() {
                 if let Some(end) = self.dispatch(vmcs, ram, run, info) {
                     break (end, HostEvent::None);
+                }
+                if self.irq_window_open(run) {
+                    break (WindowEnd::User, HostEvent::None);
                 }
             }
             // Never enter without a shadow root this VM owns: zapping or reclaim may have
@@ -669,6 +702,7 @@ impl VcpuCore {
             }
             self.sync_paging(vmcs, &hw);
             self.inject_event(vmcs);
+            let shadow = self.inject_interrupts(vmcs, run.request_interrupt_window != 0);
             self.state.load_volatile(vmcs);
             if self.caps.has_preemption_timer() {
                 // The time left in the window, not a fresh slice per entry: a guest that
@@ -691,6 +725,7 @@ impl VcpuCore {
             }
             self.state.save_volatile(vmcs);
             let info = ExitInfo::read(vmcs);
+            self.keep_shadow_across_fault(&info, shadow);
             self.event = None;
             if let Some(reason) = self.stats.exits.get_mut(usize::from(info.basic())) {
                 *reason = reason.wrapping_add(1);
@@ -698,6 +733,7 @@ impl VcpuCore {
             // An event whose delivery the exit interrupted is delivered again (also after
             // an NMI or machine-check exit, which the host takes first).
             self.note_vectoring(&info);
+            self.restore_nmi_blocking(&info);
             if info.is_nmi() {
                 break (WindowEnd::Interrupted, HostEvent::Nmi);
             }
@@ -799,15 +835,15 @@ impl VcpuCore {
         vmcs.write(VM_ENTRY_CONTROLS, caps.entry.adjust(entry.into_raw()));
     }
 
-    fn write_controls(&self, vmcs: &CurrentVmcs<'_>) {
-        let c = self.caps;
-        let pin = PinControls::from_raw(0)
-            .with_ext_intr_exiting(true)
-            .with_nmi_exiting(true)
-            .with_preemption_timer(c.has_preemption_timer());
-        let proc2 = Proc2Controls::from_raw(0).with_enable_invpcid(c.has_invpcid());
-        let secondary = proc2.into_raw() != 0;
-        let proc = ProcControls::from_raw(0)
+    /// The secondary processor-based controls.
+    fn secondary_controls(&self) -> Proc2Controls {
+        Proc2Controls::from_raw(0).with_enable_invpcid(self.caps.has_invpcid())
+    }
+
+    /// The primary processor-based controls without the window exits, which
+    /// `inject_interrupts` adds at each entry.
+    fn primary_controls(&self) -> ProcControls {
+        ProcControls::from_raw(0)
             .with_hlt_exiting(true)
             .with_invlpg_exiting(true)
             .with_mwait_exiting(true)
@@ -820,7 +856,20 @@ impl VcpuCore {
             .with_uncond_io_exiting(true)
             .with_monitor_exiting(true)
             .with_use_tsc_offsetting(true)
-            .with_secondary(secondary);
+            .with_secondary(self.secondary_controls().into_raw() != 0)
+    }
+
+    fn write_controls(&self, vmcs: &CurrentVmcs<'_>) {
+        let c = self.caps;
+        // Virtual NMIs: the CPU tracks the guest's blocking of the NMIs `irq` injects.
+        let pin = PinControls::from_raw(0)
+            .with_ext_intr_exiting(true)
+            .with_nmi_exiting(true)
+            .with_virtual_nmis(c.has_virtual_nmis())
+            .with_preemption_timer(c.has_preemption_timer());
+        let proc2 = self.secondary_controls();
+        let secondary = proc2.into_raw() != 0;
+        let proc = self.primary_controls();
         vmcs.write(PIN_BASED_VM_EXEC_CONTROL, c.pin.adjust(pin.into_raw()));
         vmcs.write(CPU_BASED_VM_EXEC_CONTROL, c.proc.adjust(proc.into_raw()));
         if secondary {

@@ -31,6 +31,10 @@ pub(crate) mod required {
     ];
     pub(crate) const PROC: &[(u32, &str)] = &[
         (ProcControls::USE_TSC_OFFSETTING_SHIFT, "use TSC offsetting"),
+        (
+            ProcControls::INTERRUPT_WINDOW_EXITING_SHIFT,
+            "interrupt-window exiting",
+        ),
         (ProcControls::HLT_EXITING_SHIFT, "HLT exiting"),
         (ProcControls::INVLPG_EXITING_SHIFT, "INVLPG exiting"),
         (ProcControls::CR3_LOAD_EXITING_SHIFT, "CR3-load exiting"),
@@ -259,6 +263,13 @@ impl VmxCaps {
     pub(crate) fn has_invpcid(&self) -> bool {
         self.proc2.supports(Proc2Controls::ENABLE_INVPCID_SHIFT)
     }
+
+    /// Virtual NMIs with NMI-window exiting: what NMI injection into the guest needs (the
+    /// CPU then tracks the guest's NMI blocking, set by delivery and cleared by IRET).
+    pub(crate) fn has_virtual_nmis(&self) -> bool {
+        self.pin.supports(PinControls::VIRTUAL_NMIS_SHIFT)
+            && self.proc.supports(ProcControls::NMI_WINDOW_EXITING_SHIFT)
+    }
 }
 
 impl fmt::Display for VmxCaps {
@@ -311,6 +322,7 @@ impl fmt::Display for VmxCaps {
             yn(self.has_unrestricted_guest())
         )?;
         writeln!(f, "vpid: {} (not used)", yn(self.has_vpid()))?;
-        writeln!(f, "invpcid: {}", yn(self.has_invpcid()))
+        writeln!(f, "invpcid: {}", yn(self.has_invpcid()))?;
+        writeln!(f, "virtual_nmis: {}", yn(self.has_virtual_nmis()))
     }
 }

@@ -144,6 +144,7 @@ impl RawExitReason {
 }
 
 // Interruption types (SDM 25.8.3, 27.2.2).
+pub(crate) const INTR_TYPE_EXT_INTR: u32 = 0;
 pub(crate) const INTR_TYPE_NMI: u32 = 2;
 pub(crate) const INTR_TYPE_HW_EXCEPTION: u32 = 3;
 pub(crate) const INTR_TYPE_SW_INTR: u32 = 4;

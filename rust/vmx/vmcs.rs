@@ -301,6 +301,7 @@ kernel::bitfield! {
     pub(crate) struct PinControls(u32) {
         0:0 ext_intr_exiting;
         3:3 nmi_exiting;
+        5:5 virtual_nmis;
         6:6 preemption_timer;
     }
 }
@@ -309,6 +310,7 @@ kernel::bitfield! {
     /// Primary processor-based VM-execution controls (SDM 25.6.2).
     pub(crate) struct ProcControls(u32) {
         3:3 use_tsc_offsetting;
+        2:2 interrupt_window_exiting;
         7:7 hlt_exiting;
         9:9 invlpg_exiting;
         10:10 mwait_exiting;
@@ -317,6 +319,7 @@ kernel::bitfield! {
         16:16 cr3_store_exiting;
         19:19 cr8_load_exiting;
         20:20 cr8_store_exiting;
+        22:22 nmi_window_exiting;
         23:23 mov_dr_exiting;
         24:24 uncond_io_exiting;
         29:29 monitor_exiting;

@@ -114,7 +114,14 @@ fn expectations() -> Expect {
         function, index, flags, eax, ebx, ecx, edx, padding
     });
     layout!(e, Run, "shadowvm_run" {
-        version, size, immediate_exit, padding, exit_reason, exit
+        version, size, immediate_exit, request_interrupt_window, ready_for_interrupt_injection,
+        if_flag, exit_reason, exit
+    });
+    layout!(e, Interrupt, "shadowvm_interrupt" { irq, padding });
+    layout!(e, VcpuEvents, "shadowvm_vcpu_events" {
+        exception_injected, exception_nr, exception_has_error_code, exception_padding,
+        exception_error_code, interrupt_injected, interrupt_nr, interrupt_shadow,
+        interrupt_padding, nmi_pending, nmi_masked, nmi_padding, flags, reserved
     });
     constants!(
         e,
@@ -140,6 +147,12 @@ fn expectations() -> Expect {
         SHADOWVM_EXIT_FAIL_ENTRY,
         SHADOWVM_EXIT_INTERNAL_ERROR,
         SHADOWVM_EXIT_INTR,
+        SHADOWVM_EXIT_IRQ_WINDOW_OPEN,
+        SHADOWVM_CAP_IRQ,
+        SHADOWVM_NR_INTERRUPTS,
+        SHADOWVM_INTERRUPT_SHADOW_STI,
+        SHADOWVM_INTERRUPT_SHADOW_MOV_SS,
+        SHADOWVM_NMI_PENDING_MAX,
         SHADOWVM_IO_IN,
         SHADOWVM_IO_OUT,
         SHADOWVM_FAIL_ENTRY_EXIT_REASON,
@@ -181,6 +194,10 @@ fn expectations() -> Expect {
         SHADOWVM_GET_SUPPORTED_CPUID,
         SHADOWVM_SET_CPUID,
         SHADOWVM_GET_TSC_KHZ,
+        SHADOWVM_INTERRUPT,
+        SHADOWVM_NMI,
+        SHADOWVM_GET_VCPU_EVENTS,
+        SHADOWVM_SET_VCPU_EVENTS,
     );
     // usize constants, which `u64::from` does not take.
     e.constant("SHADOWVM_STAT_NAME_LEN", SHADOWVM_STAT_NAME_LEN as u64);

@@ -17,6 +17,11 @@ fn ioctl_numbers_match_linux_encoding() {
     assert_eq!(SHADOWVM_SET_SREGS, 0x4110_B706);
     assert_eq!(SHADOWVM_RUN, 0x0000_B707);
     assert_eq!(SHADOWVM_GET_STATS, 0xC010_B708);
+    assert_eq!(SHADOWVM_CHECK_CAP, 0x0000_B709);
+    assert_eq!(SHADOWVM_INTERRUPT, 0x4008_B70B);
+    assert_eq!(SHADOWVM_NMI, 0x0000_B70C);
+    assert_eq!(SHADOWVM_GET_VCPU_EVENTS, 0x8040_B713);
+    assert_eq!(SHADOWVM_SET_VCPU_EVENTS, 0x4040_B714);
 }
 
 #[test]
@@ -51,6 +56,8 @@ fn sizes_and_alignment() {
     assert_eq!(size_of::<Stats>(), 16);
     assert_eq!(size_of::<StatEntry>(), 56);
     assert_eq!(size_of::<Run>(), 272);
+    assert_eq!(size_of::<Interrupt>(), 8);
+    assert_eq!(size_of::<VcpuEvents>(), 64);
     assert_eq!(align_of::<Run>(), 8);
     assert!(size_of::<Run>() as u64 <= SHADOWVM_RUN_MMAP_SIZE);
 }
@@ -140,6 +147,10 @@ fn stat_entry_names() {
 fn exit_reason_names() {
     assert_eq!(exit_reason_name(SHADOWVM_EXIT_IO), "io");
     assert_eq!(exit_reason_name(SHADOWVM_EXIT_INTR), "intr");
+    assert_eq!(
+        exit_reason_name(SHADOWVM_EXIT_IRQ_WINDOW_OPEN),
+        "irq_window_open"
+    );
     assert_eq!(exit_reason_name(99), "unknown");
 }
 

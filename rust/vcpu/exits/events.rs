@@ -8,8 +8,8 @@ use crate::emulate;
 use crate::ram::GuestRam;
 use crate::uapi;
 use crate::vmx::exit::{
-    ExitInfo, InterruptionInfo, INTR_TYPE_HW_EXCEPTION, INTR_TYPE_PRIV_SW_EXCEPTION,
-    INTR_TYPE_SW_EXCEPTION, INTR_TYPE_SW_INTR,
+    ExitInfo, InterruptionInfo, INTR_TYPE_EXT_INTR, INTR_TYPE_HW_EXCEPTION, INTR_TYPE_NMI,
+    INTR_TYPE_PRIV_SW_EXCEPTION, INTR_TYPE_SW_EXCEPTION, INTR_TYPE_SW_INTR,
 };
 use crate::vmx::vmcs::{
     VM_ENTRY_EXCEPTION_ERROR_CODE, VM_ENTRY_INSTRUCTION_LEN, VM_ENTRY_INTR_INFO_FIELD,
@@ -28,7 +28,11 @@ pub(in crate::vcpu) struct Event {
 }
 
 impl Event {
-    fn exception(vector: u8, error_code: Option<u32>, cr2: Option<u64>) -> Self {
+    pub(in crate::vcpu) fn exception(
+        vector: u8,
+        error_code: Option<u32>,
+        cr2: Option<u64>,
+    ) -> Self {
         let info = InterruptionInfo::from_raw(0)
             .with_valid(true)
             .with_const_kind::<INTR_TYPE_HW_EXCEPTION>()
@@ -48,6 +52,25 @@ impl Event {
 
     fn is_hw_exception(&self) -> bool {
         self.info.kind().get() == INTR_TYPE_HW_EXCEPTION
+    }
+
+    /// A hardware exception: its vector and error code (GET_VCPU_EVENTS). `None` for a
+    /// software interrupt or exception, which the instruction at RIP raises again.
+    pub(in crate::vcpu) fn as_exception(&self) -> Option<(u8, Option<u32>)> {
+        if !self.is_hw_exception() {
+            return None;
+        }
+        let error_code = self
+            .info
+            .has_error_code()
+            .into_bool()
+            .then_some(self.error_code);
+        Some((self.vector(), error_code))
+    }
+
+    /// The CR2 value a #PF still has to set, taken out of the event.
+    pub(in crate::vcpu) fn take_cr2(&mut self) -> Option<u64> {
+        self.cr2.take()
     }
 }
 
@@ -119,6 +142,19 @@ impl VcpuCore {
         let vectoring = info.vectoring_info;
         if !vectoring.valid().into_bool() {
             return;
+        }
+        // Interrupts and NMIs go back into their queues: delivered again as soon as the
+        // guest can take them, after any exception the handler raises (so never lost to
+        // `merge_events`).
+        match vectoring.kind().get() {
+            INTR_TYPE_EXT_INTR => return self.irqs.requeue_interrupt(vectoring.vector_u8()),
+            INTR_TYPE_NMI => {
+                // The delivery did not complete, so the guest is not in its handler and does
+                // not block NMIs yet (KVM's `__vmx_complete_interrupts` clears it too).
+                self.state.interruptibility &= !x86::BLOCKING_NMI;
+                return self.irqs.requeue_nmi();
+            }
+            _ => {}
         }
         let len = match vectoring.kind().get() {
             INTR_TYPE_SW_INTR | INTR_TYPE_PRIV_SW_EXCEPTION | INTR_TYPE_SW_EXCEPTION => {

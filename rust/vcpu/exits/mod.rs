@@ -114,6 +114,8 @@ impl VcpuCore {
             ExitReason::ExternalInterrupt | ExitReason::PreemptionTimer => {
                 Handled::End(WindowEnd::Interrupted)
             }
+            // The guest can take what waits: the next entry injects it (`vcpu::irq`).
+            ExitReason::InterruptWindow | ExitReason::NmiWindow => Handled::Resume,
             ExitReason::TripleFault => {
                 self.event = None;
                 user(run, uapi::SHADOWVM_EXIT_SHUTDOWN)
@@ -130,6 +132,10 @@ impl VcpuCore {
             }
             ExitReason::Hlt => {
                 self.skip(info);
+                // An interrupt or NMI the guest can take now would wake it at once.
+                if self.event_wakes_hlt() {
+                    return Handled::Resume;
+                }
                 user(run, uapi::SHADOWVM_EXIT_HLT)
             }
             ExitReason::Invd => self.skip(info),
