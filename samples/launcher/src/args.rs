@@ -225,6 +225,15 @@ fn validate(o: &Options) -> Result<()> {
             o.memory
         )));
     }
+    // Guest RAM is one block from 0; it must leave the APIC page unbacked so accesses exit.
+    if o.memory > crate::apic::APIC_DEFAULT_BASE {
+        return Err(Error::usage(format!(
+            "--memory {} would cover the local APIC page at {:#x}: use at most {}M",
+            o.memory,
+            crate::apic::APIC_DEFAULT_BASE,
+            crate::apic::APIC_DEFAULT_BASE >> 20
+        )));
+    }
     if !o.memory.is_multiple_of(shadowvm_uapi::SHADOWVM_PAGE_SIZE) {
         return Err(Error::usage(format!(
             "--memory {} is not a multiple of 4 KiB: round it (e.g. 64M)",

@@ -8,6 +8,7 @@ pub mod fw_cfg;
 pub mod i8042;
 pub mod uart;
 
+use crate::platform::{HostClock, Platform};
 use crate::runloop::Outcome;
 use fw_cfg::FwCfg;
 use i8042::Keyboard;
@@ -84,6 +85,10 @@ pub struct IoCounts {
     pub keyboard: u64,
     /// fw_cfg ports 0x510 and 0x511.
     pub fw_cfg: u64,
+    /// 8259, ELCR, PIT (with port 0x61) and RTC port accesses.
+    pub pic: u64,
+    /// Local APIC register accesses.
+    pub apic: u64,
 }
 
 /// The device model shared by every backend.
@@ -101,6 +106,10 @@ pub struct Devices {
     /// the hypervisor's instruction emulator with memory that behaves like RAM.
     iomem: Vec<u8>,
     pub counts: IoCounts,
+    /// Interrupt controllers, timers and owned MSRs (their ports and the APIC page are
+    /// dispatched to it); the devices' interrupt lines go to its 8259s. Replace it only with
+    /// `set_platform`.
+    pub platform: Platform,
     /// First error writing serial output; reported at the end instead of stopping the guest.
     pub output_error: Option<std::io::Error>,
 }
@@ -116,7 +125,7 @@ fn mask(size: u8) -> u64 {
 
 impl Devices {
     pub fn new(serial_out: Box<dyn Write>, quiet: bool) -> Self {
-        Self {
+        let mut d = Self {
             uart: Uart::new(serial_out),
             keyboard: Keyboard::default(),
             fw_cfg: None,
@@ -127,8 +136,27 @@ impl Devices {
             quiet,
             iomem: vec![0; TESTDEV_IOMEM_LEN],
             counts: IoCounts::default(),
+            platform: Platform::new(Box::new(HostClock), quiet),
             output_error: None,
-        }
+        };
+        d.set_irq_sink(d.platform.irq_sink());
+        d
+    }
+
+    /// Puts in another platform (a test's, on a fake clock) and connects the interrupt
+    /// lines to it.
+    #[cfg(test)]
+    pub fn set_platform(&mut self, platform: Platform) {
+        self.platform = platform;
+        self.set_irq_sink(self.platform.irq_sink());
+    }
+
+    /// Whether COM1 could still raise its receive interrupt by itself: input may arrive, the
+    /// guest enabled the received-data interrupt, and IRQ 4 reaches the CPU.
+    pub fn serial_input_can_interrupt(&self) -> bool {
+        self.uart.input_open()
+            && self.uart.receive_interrupt_enabled()
+            && self.platform.irq_reaches_cpu(uart::COM1_IRQ)
     }
 
     pub fn set_exit_device(&mut self, d: ExitDevice) {
@@ -149,9 +177,7 @@ impl Devices {
     }
 
     /// Where interrupt line changes go; the current levels are reported at once. This is the
-    /// connection for an interrupt controller; without one the lines go nowhere, as on a PC
-    /// whose guest never enables interrupts.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// connection for an interrupt controller (`Devices::new` connects the platform's 8259s).
     pub fn set_irq_sink(&mut self, mut sink: Box<dyn IrqSink>) {
         sink.set_irq(uart::COM1_IRQ, self.com1_irq);
         self.irq_sink = Some(sink);
@@ -212,6 +238,10 @@ impl Devices {
             }
             return OutEffect::Continue;
         }
+        if size == 1 && self.platform.io_out(port, value as u8) {
+            self.counts.pic += 1;
+            return OutEffect::Continue;
+        }
         self.counts.other += 1;
         self.warn_once(port, "OUT");
         OutEffect::Continue
@@ -247,6 +277,12 @@ impl Devices {
                 mask(size)
             };
         }
+        if size == 1 {
+            if let Some(v) = self.platform.io_in(port) {
+                self.counts.pic += 1;
+                return u64::from(v);
+            }
+        }
         self.counts.other += 1;
         self.warn_once(port, "IN");
         // Nothing answers: an open ISA bus reads all ones.
@@ -275,6 +311,10 @@ impl Devices {
     /// Handles an MMIO read of `len` (1..=8) bytes: the bytes read (those outside any device
     /// read as 0), or None when no device is at `gpa`.
     pub fn mmio_read(&mut self, gpa: u64, len: u32) -> Option<[u8; 8]> {
+        if let Some(data) = self.platform.mmio_read(gpa, len) {
+            self.counts.apic += 1;
+            return Some(data);
+        }
         let len = (len as usize).min(8);
         let (at, skip, n) = Self::iomem_overlap(gpa, len)?;
         self.counts.testdev += 1;
@@ -286,6 +326,10 @@ impl Devices {
     /// Handles an MMIO write of `data` (1..=8 bytes); false when no device is at `gpa`.
     pub fn mmio_write(&mut self, gpa: u64, data: &[u8]) -> bool {
         let data = &data[..data.len().min(8)];
+        if self.platform.mmio_write(gpa, data) {
+            self.counts.apic += 1;
+            return true;
+        }
         let Some((at, skip, n)) = Self::iomem_overlap(gpa, data.len()) else {
             return false;
         };
@@ -373,8 +417,8 @@ pub(crate) mod tests {
     #[test]
     fn unknown_ports_float_high_and_ignore_writes() {
         let mut d = Devices::new(Box::new(Capture::default()), true);
-        assert_eq!(d.io_in(0x61, 1), 0xff);
-        assert_eq!(d.io_in(0x61, 2), 0xffff);
+        assert_eq!(d.io_in(0x2f8, 1), 0xff);
+        assert_eq!(d.io_in(0x2f8, 2), 0xffff);
         assert_eq!(d.io_in(0xcfc, 4), 0xffff_ffff);
         assert_eq!(d.io_out(0x80, 1, 0x12), OutEffect::Continue);
         assert_eq!(d.counts.other, 4);

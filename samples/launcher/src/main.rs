@@ -5,15 +5,22 @@
 //! reports VM exit and MMU statistics. See `--help`, Documentation/uapi.md and
 //! Documentation/platform.md.
 
+mod apic;
 mod args;
 mod backend;
 mod boot;
+mod cpuid;
 mod devices;
 mod error;
 mod linux;
 mod loader;
+mod msr;
 mod multiboot;
+mod pic;
+mod pit;
+mod platform;
 mod report;
+mod rtc;
 mod runloop;
 mod signals;
 
@@ -155,6 +162,25 @@ fn load_guest(
     Ok((loaded, multiboot::INFO_ADDR, fw_cfg))
 }
 
+/// Gives the guest the launcher's CPUID table and tells the platform the TSC frequency and
+/// address width it announces. A backend without CPUID control keeps its own CPUID.
+fn setup_cpu_model(backend: &mut dyn Backend, platform: &mut platform::Platform) -> Result<()> {
+    let caps = backend.capabilities();
+    let tsc_khz = if caps.tsc {
+        Some(backend.tsc_khz()?)
+    } else {
+        None
+    };
+    if caps.cpuid {
+        let table = cpuid::build(&backend.supported_cpuid()?, tsc_khz, caps.tsc_deadline);
+        backend.set_cpuid(&table)?;
+        platform.configure(tsc_khz, cpuid::phys_bits(&table));
+    } else {
+        platform.configure(tsc_khz, 36);
+    }
+    Ok(())
+}
+
 /// Loads, boots and runs the guest, then prints the report; returns the exit status.
 fn run_guest(
     opts: &Options,
@@ -172,9 +198,11 @@ fn run_guest(
         }
     }
     let (regs, sregs) = boot::setup(backend.memory(), opts.start, loaded.entry, boot_info)?;
+    let mut devices = devices::Devices::new(serial, opts.quiet);
+    // CPUID before the boot state: KVM accepts EFER.LME only with long mode in CPUID.
+    setup_cpu_model(backend, &mut devices.platform)?;
     backend.set_state(&regs, &sregs)?;
 
-    let mut devices = devices::Devices::new(serial, opts.quiet);
     devices.set_exit_device(opts.exit_device);
     devices.set_fw_cfg(fw_cfg);
     if let Some(rx) = input {
@@ -269,6 +297,36 @@ mod tests {
         assert_eq!(fake.regs.rip, 0x10_0000);
         assert_eq!(fake.regs.rax, 0x2BAD_B002);
         assert_eq!(fake.regs.rbx, 0, "no Multiboot header, no information");
+    }
+
+    #[test]
+    fn cpu_model_follows_the_backend() {
+        let mut fake = Fake {
+            caps: backend::Capabilities {
+                cpuid: true,
+                tsc: true,
+                tsc_deadline: false,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut platform = platform::Platform::new(Box::new(platform::HostClock), true);
+        setup_cpu_model(&mut fake, &mut platform).unwrap();
+        let leaf = |t: &[backend::CpuidEntry], f: u32| {
+            t.iter().find(|e| e.function == f).copied().unwrap()
+        };
+        assert_eq!(leaf(&fake.cpuid, 1).ecx & cpuid::LEAF1_ECX_TSC_DEADLINE, 0);
+        assert_ne!(leaf(&fake.cpuid, 1).edx & cpuid::LEAF1_EDX_APIC, 0);
+        // The fake's 1 GHz TSC: leaf 0x16 and the platform's MSR_PLATFORM_INFO agree.
+        assert_eq!(leaf(&fake.cpuid, 0x16).eax, 1000);
+        assert_eq!(platform.rdmsr(msr::MSR_PLATFORM_INFO), Ok(10 << 8));
+        fake.caps.tsc_deadline = true;
+        setup_cpu_model(&mut fake, &mut platform).unwrap();
+        assert_ne!(leaf(&fake.cpuid, 1).ecx & cpuid::LEAF1_ECX_TSC_DEADLINE, 0);
+        // Without CPUID control nothing is set.
+        let mut plain = Fake::default();
+        setup_cpu_model(&mut plain, &mut platform).unwrap();
+        assert!(plain.cpuid.is_empty());
     }
 
     fn parse_opts(args: &[&str]) -> Options {

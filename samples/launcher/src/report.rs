@@ -51,12 +51,23 @@ impl Report<'_> {
             ("mmio.testdev", self.io.testdev),
             ("io.i8042", self.io.keyboard),
             ("io.fw_cfg", self.io.fw_cfg),
+            ("io.pic", self.io.pic),
+            ("mmio.apic", self.io.apic),
         ] {
             if n != 0 {
                 let _ = writeln!(s, "    {name:<36} {n:>16}");
             }
         }
         let _ = writeln!(s, "  {:<38} {:>16}", "total", ls.total_exits());
+        for (name, n) in [
+            ("interrupts injected", ls.interrupts),
+            ("NMIs injected", ls.nmis),
+            ("halted-guest sleeps", ls.halt_sleeps),
+        ] {
+            if n != 0 {
+                let _ = writeln!(s, "{name:<40} {n:>16}");
+            }
+        }
         let _ = writeln!(
             s,
             "{:<40} {:>16}",
@@ -120,13 +131,20 @@ impl Report<'_> {
         );
         let _ = write!(
             s,
-            "\"io\":{{\"serial\":{},\"exit_port\":{},\"other\":{},\"testdev\":{},\"i8042\":{},\"fw_cfg\":{}}},",
+            "\"io\":{{\"serial\":{},\"exit_port\":{},\"other\":{},\"testdev\":{},\"i8042\":{},\"fw_cfg\":{},\"pic\":{},\"apic\":{}}},",
             self.io.serial,
             self.io.exit_port,
             self.io.other,
             self.io.testdev,
             self.io.keyboard,
-            self.io.fw_cfg
+            self.io.fw_cfg,
+            self.io.pic,
+            self.io.apic
+        );
+        let _ = write!(
+            s,
+            "\"interrupts\":{{\"injected\":{},\"nmis\":{},\"halt_sleeps\":{}}},",
+            ls.interrupts, ls.nmis, ls.halt_sleeps
         );
         let stats: Vec<String> = self
             .backend_stats
@@ -196,6 +214,8 @@ mod tests {
                 testdev: 0,
                 keyboard: 2,
                 fw_cfg: 0,
+                pic: 0,
+                apic: 0,
             },
             backend_stats: stats,
             stats_error: None,
@@ -221,7 +241,7 @@ mod tests {
         assert!(j.contains("\"exits\":{\"io\":11,\"mmio\":0,"));
         assert!(j.contains("\"total\":11}"));
         assert!(j.contains(
-            "\"io\":{\"serial\":10,\"exit_port\":1,\"other\":0,\"testdev\":0,\"i8042\":2,\"fw_cfg\":0}"
+            "\"io\":{\"serial\":10,\"exit_port\":1,\"other\":0,\"testdev\":0,\"i8042\":2,\"fw_cfg\":0,\"pic\":0,\"apic\":0}"
         ));
         assert!(j.contains("\"stats\":{\"mmu.pf_fixed\":9,\"exits.cr_access\":2}"));
         assert!(j.contains("\"time_in_run_ns\":5000000"));

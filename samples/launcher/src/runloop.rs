@@ -3,9 +3,11 @@
 //! The run loop shared by all backends: enter the guest, dispatch exits to the device model,
 //! count them, and decide when the guest is finished.
 
-use crate::backend::{Backend, Exit};
+use crate::backend::{Backend, Capabilities, Exit};
 use crate::devices::Devices;
 use crate::error::Result;
+use crate::msr;
+use crate::platform::Platform;
 use shadowvm_uapi::SHADOWVM_RFLAGS_IF;
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,9 @@ pub enum Outcome {
     Reset {
         qemu_no_reboot: bool,
     },
-    /// HLT; with IF=0 nothing can wake it, and the launcher injects no interrupts either.
+    /// HLT with nothing that could wake the guest: IF=0 and no NMI pending, or IF=1 with no
+    /// interrupt pending, no armed timer and no device that can interrupt (or a backend that
+    /// cannot inject interrupts).
     Halted {
         rip: Option<u64>,
         interrupts_enabled: bool,
@@ -126,7 +130,7 @@ impl Outcome {
                 format!("guest halted with interrupts disabled{} without writing an exit status", at(rip))
             }
             Self::Halted { rip, interrupts_enabled: true } => {
-                format!("guest halted{} waiting for an interrupt, but the launcher provides none", at(rip))
+                format!("guest halted{} waiting for an interrupt, but nothing can raise one (no pending interrupt, no armed timer)", at(rip))
             }
             Self::Shutdown { rip } => format!("guest shut down (triple fault){}", at(rip)),
             Self::FailEntry { reason, qualification, cpu } => {
@@ -155,7 +159,7 @@ impl Outcome {
 }
 
 /// Fixed order of the exit reasons in reports.
-pub const EXIT_REASONS: [&str; 9] = [
+pub const EXIT_REASONS: [&str; 11] = [
     "io",
     "mmio",
     "hlt",
@@ -164,6 +168,8 @@ pub const EXIT_REASONS: [&str; 9] = [
     "fail_entry",
     "internal_error",
     "intr",
+    "irq_window",
+    "msr",
     "other",
 ];
 
@@ -176,6 +182,12 @@ pub struct LoopStats {
     pub in_guest: Duration,
     /// Wall time of the whole loop.
     pub wall: Duration,
+    /// External interrupts injected.
+    pub interrupts: u64,
+    /// NMIs injected.
+    pub nmis: u64,
+    /// Times a halted guest was put to sleep until its next event.
+    pub halt_sleeps: u64,
 }
 
 impl LoopStats {
@@ -189,6 +201,20 @@ impl LoopStats {
     }
 }
 
+/// How often a halted guest waiting for serial input looks for it (1 ms).
+const SERIAL_INPUT_POLL_NS: u64 = 1_000_000;
+
+/// How the loop waits for time to pass (real signals and timers, or a test's fake clock).
+pub trait Waiter {
+    /// Makes a RUN still in the guest return at `deadline` (platform clock ns; None: never).
+    fn kick_at(&mut self, deadline: Option<u64>);
+    /// Called after every RUN: the next RUN may enter the guest again.
+    fn after_run(&mut self);
+    /// Blocks until `deadline` (None: until a signal) or a stop signal; `now` is the
+    /// platform clock.
+    fn sleep_until(&mut self, deadline: Option<u64>, now: u64);
+}
+
 /// Runs the guest until it is finished. `stop` is polled before each entry and after each
 /// interrupted RUN; it reports a timeout or an interrupt signal.
 pub fn run(
@@ -196,16 +222,113 @@ pub fn run(
     devices: &mut Devices,
     stop: &dyn Fn() -> Option<Outcome>,
 ) -> Result<(Outcome, LoopStats)> {
+    run_with(
+        backend,
+        devices,
+        stop,
+        &mut crate::signals::SignalWaiter::default(),
+    )
+}
+
+/// Before an entry: expires timers, injects a pending NMI, and injects the highest pending
+/// interrupt if the guest can take it now, else asks for an interrupt-window exit.
+fn deliver_interrupts(
+    backend: &mut dyn Backend,
+    platform: &mut Platform,
+    stats: &mut LoopStats,
+) -> Result<()> {
+    platform.poll();
+    if platform.take_nmi() {
+        backend.inject_nmi()?;
+        stats.nmis += 1;
+    }
+    let mut want_window = false;
+    if platform.interrupt_pending() {
+        if backend.ready_for_interrupt_injection() {
+            if let Some(vector) = platform.acknowledge() {
+                backend.inject_interrupt(vector)?;
+                stats.interrupts += 1;
+            }
+            want_window = platform.interrupt_pending();
+        } else {
+            want_window = true;
+        }
+    }
+    backend.set_request_interrupt_window(want_window);
+    Ok(())
+}
+
+/// A HLT exit: with interrupts, sleeps until something can be delivered (Ok(None): resume
+/// the guest); ends the run when nothing can ever wake it or `stop` says so.
+fn halt(
+    backend: &mut dyn Backend,
+    devices: &mut Devices,
+    caps: Capabilities,
+    stop: &dyn Fn() -> Option<Outcome>,
+    waiter: &mut dyn Waiter,
+    stats: &mut LoopStats,
+) -> Result<Option<Outcome>> {
+    if !caps.irq {
+        let regs = backend.regs().ok();
+        return Ok(Some(Outcome::Halted {
+            rip: regs.map(|r| r.rip),
+            interrupts_enabled: regs.is_some_and(|r| r.rflags & SHADOWVM_RFLAGS_IF != 0),
+        }));
+    }
+    let interrupts_enabled = backend.guest_if();
+    loop {
+        devices.poll_input();
+        let serial_can_wake = interrupts_enabled && devices.serial_input_can_interrupt();
+        let platform = &mut devices.platform;
+        platform.poll();
+        if platform.apic.nmi_pending() || (interrupts_enabled && platform.interrupt_pending()) {
+            return Ok(None);
+        }
+        if !platform.can_wake(interrupts_enabled) && !serial_can_wake {
+            return Ok(Some(Outcome::Halted {
+                rip: backend.regs().ok().map(|r| r.rip),
+                interrupts_enabled,
+            }));
+        }
+        if let Some(o) = stop() {
+            return Ok(Some(o));
+        }
+        stats.halt_sleeps += 1;
+        let now = platform.now_ns();
+        let mut deadline = platform.next_deadline();
+        if serial_can_wake {
+            // Serial input comes through a channel, which cannot end the sleep: look again
+            // after a short while.
+            let poll = now.saturating_add(SERIAL_INPUT_POLL_NS);
+            deadline = Some(deadline.map_or(poll, |d| d.min(poll)));
+        }
+        waiter.sleep_until(deadline, now);
+    }
+}
+
+/// `run` with an explicit way of waiting.
+pub fn run_with(
+    backend: &mut dyn Backend,
+    devices: &mut Devices,
+    stop: &dyn Fn() -> Option<Outcome>,
+    waiter: &mut dyn Waiter,
+) -> Result<(Outcome, LoopStats)> {
     let mut stats = LoopStats::default();
+    let caps = backend.capabilities();
     let start = Instant::now();
     let outcome = loop {
         if let Some(o) = stop() {
             break o;
         }
         devices.poll_input();
+        if caps.irq {
+            deliver_interrupts(backend, &mut devices.platform, &mut stats)?;
+            waiter.kick_at(devices.platform.next_deadline());
+        }
         let t = Instant::now();
         let exit = backend.run();
         stats.in_guest += t.elapsed();
+        waiter.after_run();
         let exit = exit?;
         stats.count(exit.reason());
         match exit {
@@ -244,11 +367,28 @@ pub fn run(
                 }
             }
             Exit::Hlt => {
-                let regs = backend.regs().ok();
-                break Outcome::Halted {
-                    rip: regs.map(|r| r.rip),
-                    interrupts_enabled: regs.is_some_and(|r| r.rflags & SHADOWVM_RFLAGS_IF != 0),
+                if let Some(o) = halt(backend, devices, caps, stop, waiter, &mut stats)? {
+                    break o;
+                }
+            }
+            // Injection happens before the next entry.
+            Exit::IrqWindowOpen => {}
+            Exit::MsrRead { index } => {
+                let r = devices.platform.rdmsr(index);
+                backend.complete_msr(r.unwrap_or(0), r.is_err());
+            }
+            Exit::MsrWrite { index, data } => {
+                // A TSC deadline is relative to the guest's TSC, which only the backend has.
+                let tsc = if index == msr::IA32_TSC_DEADLINE {
+                    backend
+                        .get_msrs(&[msr::IA32_TSC])
+                        .ok()
+                        .and_then(|v| v.first().copied())
+                } else {
+                    None
                 };
+                let r = devices.platform.wrmsr(index, data, tsc);
+                backend.complete_msr(0, r.is_err());
             }
             Exit::Hypercall { nr, args } => match nr {
                 HC_EXIT => break Outcome::Exited(args[0] as u32),
@@ -300,8 +440,10 @@ pub fn run(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::backend::CpuidEntry;
     use crate::devices::tests::Capture;
     use crate::error::Error;
+    use crate::platform::Platform;
     use shadowvm_uapi::{Regs, Sregs};
     use std::cell::Cell;
     use std::collections::VecDeque;
@@ -317,6 +459,17 @@ pub(crate) mod tests {
         pub runs: usize,
         pub mem: Vec<u8>,
         pub immediate_exit: u8,
+        pub caps: Capabilities,
+        /// Value `ready_for_interrupt_injection` returns until something is injected.
+        pub ready: bool,
+        pub injected: Vec<u8>,
+        pub nmis: usize,
+        pub window_requested: bool,
+        pub msr_answers: Vec<(u64, bool)>,
+        pub cpuid: Vec<CpuidEntry>,
+        pub guest_tsc: u64,
+        /// `request_interrupt_window` at each entry.
+        pub window_at_run: Vec<bool>,
     }
 
     impl Backend for Fake {
@@ -335,6 +488,9 @@ pub(crate) mod tests {
         }
         fn run(&mut self) -> Result<Exit> {
             self.runs += 1;
+            self.window_at_run.push(self.window_requested);
+            // Like KVM: after an exit the guest is ready when IF=1 (no shadow modelled).
+            self.ready = self.regs.rflags & SHADOWVM_RFLAGS_IF != 0;
             self.script
                 .pop_front()
                 .unwrap_or(Ok(Exit::Other("script ended".into())))
@@ -353,6 +509,56 @@ pub(crate) mod tests {
         }
         fn stats(&mut self) -> Result<Vec<(String, u64)>> {
             Ok(vec![("mmu.pf_fixed".into(), 3)])
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.caps
+        }
+        fn inject_interrupt(&mut self, vector: u8) -> Result<()> {
+            assert!(self.ready, "injected while not ready");
+            self.injected.push(vector);
+            self.ready = false;
+            Ok(())
+        }
+        fn inject_nmi(&mut self) -> Result<()> {
+            self.nmis += 1;
+            Ok(())
+        }
+        fn set_request_interrupt_window(&mut self, on: bool) {
+            self.window_requested = on;
+        }
+        fn ready_for_interrupt_injection(&mut self) -> bool {
+            self.ready
+        }
+        fn guest_if(&mut self) -> bool {
+            self.regs.rflags & SHADOWVM_RFLAGS_IF != 0
+        }
+        fn complete_msr(&mut self, data: u64, gp: bool) {
+            self.msr_answers.push((data, gp));
+        }
+        fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>> {
+            Ok(Vec::new())
+        }
+        fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<()> {
+            self.cpuid = entries.to_vec();
+            Ok(())
+        }
+        fn get_msrs(&mut self, indices: &[u32]) -> Result<Vec<u64>> {
+            Ok(indices
+                .iter()
+                .map(|&i| {
+                    if i == msr::IA32_TSC {
+                        self.guest_tsc
+                    } else {
+                        0
+                    }
+                })
+                .collect())
+        }
+        fn set_msrs(&mut self, _: &[(u32, u64)]) -> Result<()> {
+            Ok(())
+        }
+        fn tsc_khz(&mut self) -> Result<u32> {
+            Ok(1_000_000)
         }
     }
 
@@ -465,7 +671,7 @@ pub(crate) mod tests {
     fn mmio_is_reported_and_stops() {
         let (r, fake, _) = go(vec![
             Ok(Exit::MmioWrite {
-                gpa: 0xfee0_0000,
+                gpa: 0xfed0_0000,
                 len: 4,
                 data: [0; 8],
             }),
@@ -475,14 +681,14 @@ pub(crate) mod tests {
         assert_eq!(
             o,
             Outcome::UnhandledMmio {
-                gpa: 0xfee0_0000,
+                gpa: 0xfed0_0000,
                 len: 4,
                 write: true,
                 rip: Some(0)
             }
         );
         assert_eq!(o.exit_status(), 174);
-        assert!(o.describe().contains("0xfee00000"));
+        assert!(o.describe().contains("0xfed00000"));
         assert_eq!(fake.runs, 1);
     }
 
@@ -611,5 +817,424 @@ pub(crate) mod tests {
         assert_eq!(o.exit_status(), 175);
         assert_eq!(fake.runs, 2);
         assert_eq!(stats.exits[7], 2);
+    }
+
+    /// A `Waiter` on a fake clock: sleeping jumps to the deadline.
+    #[derive(Default)]
+    struct FakeWaiter {
+        clock: crate::platform::tests::FakeClock,
+        kicks: Vec<Option<u64>>,
+        sleeps: Vec<Option<u64>>,
+        after_runs: usize,
+        /// Sent as serial input at the first sleep.
+        input: Option<(std::sync::mpsc::SyncSender<Vec<u8>>, Vec<u8>)>,
+    }
+
+    impl Waiter for FakeWaiter {
+        fn kick_at(&mut self, deadline: Option<u64>) {
+            self.kicks.push(deadline);
+        }
+        fn after_run(&mut self) {
+            self.after_runs += 1;
+        }
+        fn sleep_until(&mut self, deadline: Option<u64>, now: u64) {
+            assert_eq!(now, self.clock.0.get());
+            self.sleeps.push(deadline);
+            self.clock.0.set(deadline.unwrap_or(now + 1_000_000));
+            if let Some((tx, bytes)) = self.input.take() {
+                tx.send(bytes).unwrap();
+            }
+        }
+    }
+
+    struct IrqRun {
+        result: Result<(Outcome, LoopStats)>,
+        fake: Fake,
+        waiter: FakeWaiter,
+        dev: Devices,
+    }
+
+    /// Runs `script` on a backend with interrupt support, the platform on a fake clock
+    /// prepared by `setup`, and the guest's IF as given.
+    fn go_irq(
+        script: Vec<Result<Exit>>,
+        interrupts_enabled: bool,
+        setup: impl FnOnce(&mut Platform),
+        stop: &dyn Fn() -> Option<Outcome>,
+    ) -> IrqRun {
+        let mut fake = Fake {
+            script: script.into(),
+            caps: Capabilities {
+                irq: true,
+                user_msr: true,
+                cpuid: true,
+                tsc: true,
+                tsc_deadline: true,
+            },
+            guest_tsc: 40_000,
+            ..Default::default()
+        };
+        if interrupts_enabled {
+            fake.regs.rflags = SHADOWVM_RFLAGS_IF | 2;
+        }
+        let mut dev = Devices::new(Box::new(Capture::default()), true);
+        let (mut platform, clock) = crate::platform::tests::platform();
+        platform.configure(Some(1_000_000), 36);
+        setup(&mut platform);
+        dev.set_platform(platform);
+        let mut waiter = FakeWaiter {
+            clock,
+            ..Default::default()
+        };
+        let result = run_with(&mut fake, &mut dev, stop, &mut waiter);
+        IrqRun {
+            result,
+            fake,
+            waiter,
+            dev,
+        }
+    }
+
+    fn apic_write(p: &mut Platform, reg: u32, v: u32) {
+        assert!(p.mmio_write(0xfee0_0000 + u64::from(reg), &v.to_le_bytes()));
+    }
+
+    fn enable_apic(p: &mut Platform) {
+        apic_write(p, crate::apic::reg::SVR, 0x1ff);
+    }
+
+    fn exit_port() -> Result<Exit> {
+        out(0xf4, 4, 0)
+    }
+
+    #[test]
+    fn injects_when_ready_else_requests_a_window() {
+        let r = go_irq(
+            vec![Ok(Exit::IrqWindowOpen), exit_port()],
+            true,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::ICR_LOW, (1 << 18) | 0x40);
+                apic_write(p, crate::apic::reg::ICR_LOW, (1 << 18) | 0x50);
+            },
+            &|| None,
+        );
+        let (o, stats) = r.result.unwrap();
+        assert_eq!(o, Outcome::Exited(0));
+        // Not ready before the first entry: only a window request. At the window: the higher
+        // vector; 0x40 stays in IRR behind 0x50 in service, so no new window request.
+        assert_eq!(r.fake.window_at_run, vec![true, false]);
+        assert_eq!(r.fake.injected, vec![0x50]);
+        assert_eq!(stats.interrupts, 1);
+        assert_eq!(stats.exits[8], 1, "irq_window counted");
+        let apic = &r.dev.platform.apic;
+        assert_eq!(apic.ppr(), 0x50, "0x50 in service");
+        assert_eq!(r.waiter.after_runs, 2);
+    }
+
+    #[test]
+    fn pic_interrupt_through_extint() {
+        let mut r = go_irq(
+            vec![Ok(Exit::Intr), exit_port()],
+            true,
+            |p| {
+                p.io_out(0x21, 0xef);
+                p.set_irq_line(4, true);
+            },
+            &|| None,
+        );
+        assert_eq!(r.result.unwrap().0, Outcome::Exited(0));
+        assert_eq!(
+            r.fake.injected,
+            vec![0x0c],
+            "IRQ 4 at the BIOS's vector base 8"
+        );
+        assert_eq!(r.dev.platform.io_in(0x20), Some(0), "IRR: taken");
+    }
+
+    #[test]
+    fn hlt_sleeps_until_the_timer_then_injects() {
+        let r = go_irq(
+            vec![Ok(Exit::Hlt), exit_port()],
+            true,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::TIMER_DIVIDE, 0b1011);
+                apic_write(p, crate::apic::reg::LVT_TIMER, 0x30);
+                apic_write(p, crate::apic::reg::TIMER_INITIAL, 5000);
+            },
+            &|| None,
+        );
+        let (o, stats) = r.result.unwrap();
+        assert_eq!(o, Outcome::Exited(0));
+        assert_eq!(
+            r.waiter.kicks,
+            vec![Some(5000), None],
+            "kick armed while in the guest"
+        );
+        assert_eq!(r.waiter.sleeps, vec![Some(5000)]);
+        assert_eq!(stats.halt_sleeps, 1);
+        assert_eq!(r.fake.injected, vec![0x30]);
+    }
+
+    #[test]
+    fn periodic_timer_interrupts_repeat() {
+        let eoi = || {
+            Ok(Exit::MmioWrite {
+                gpa: 0xfee0_00b0,
+                len: 4,
+                data: [0; 8],
+            })
+        };
+        let r = go_irq(
+            vec![Ok(Exit::Hlt), eoi(), Ok(Exit::Hlt), eoi(), exit_port()],
+            true,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::TIMER_DIVIDE, 0b1011);
+                apic_write(p, crate::apic::reg::LVT_TIMER, (1 << 17) | 0x31);
+                apic_write(p, crate::apic::reg::TIMER_INITIAL, 1000);
+            },
+            &|| None,
+        );
+        let (o, stats) = r.result.unwrap();
+        assert_eq!(o, Outcome::Exited(0));
+        assert_eq!(r.fake.injected, vec![0x31, 0x31]);
+        assert_eq!(r.waiter.sleeps, vec![Some(1000), Some(2000)]);
+        assert_eq!(stats.halt_sleeps, 2);
+    }
+
+    #[test]
+    fn halted_guest_with_a_blocked_interrupt_sleeps_on() {
+        // The periodic timer's vector is in service and never EOIed: the next one waits in
+        // IRR, so the guest sleeps from deadline to deadline until the timeout.
+        let polls = Cell::new(0);
+        let r = go_irq(
+            vec![Ok(Exit::Hlt), Ok(Exit::Hlt)],
+            true,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::TIMER_DIVIDE, 0b1011);
+                apic_write(p, crate::apic::reg::LVT_TIMER, (1 << 17) | 0x31);
+                apic_write(p, crate::apic::reg::TIMER_INITIAL, 1000);
+            },
+            &|| {
+                polls.set(polls.get() + 1);
+                (polls.get() > 6).then_some(Outcome::Timeout)
+            },
+        );
+        assert_eq!(r.result.unwrap().0, Outcome::Timeout);
+        assert_eq!(r.fake.injected, vec![0x31]);
+        assert_eq!(&r.waiter.sleeps[..3], &[Some(1000), Some(2000), Some(3000)]);
+    }
+
+    #[test]
+    fn hlt_with_nothing_to_wake_ends_as_halted() {
+        // IF=1 but nothing armed.
+        let r = go_irq(vec![Ok(Exit::Hlt)], true, enable_apic, &|| None);
+        assert_eq!(
+            r.result.unwrap().0,
+            Outcome::Halted {
+                rip: Some(0),
+                interrupts_enabled: true
+            }
+        );
+        assert!(r.waiter.sleeps.is_empty());
+        // IF=0 with a timer armed: only an NMI could wake it.
+        let r = go_irq(
+            vec![Ok(Exit::Hlt)],
+            false,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::LVT_TIMER, 0x30);
+                apic_write(p, crate::apic::reg::TIMER_INITIAL, 100);
+            },
+            &|| None,
+        );
+        let o = r.result.unwrap().0;
+        assert_eq!(o.exit_status(), 170);
+        assert!(o.describe().contains("interrupts disabled"));
+        // A masked timer cannot wake the guest either.
+        let r = go_irq(
+            vec![Ok(Exit::Hlt)],
+            true,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::LVT_TIMER, 0x1_0030);
+                apic_write(p, crate::apic::reg::TIMER_INITIAL, 100);
+            },
+            &|| None,
+        );
+        assert_eq!(r.result.unwrap().0.exit_status(), 170);
+    }
+
+    #[test]
+    fn nmi_is_injected_before_entry() {
+        let r = go_irq(
+            vec![Ok(Exit::Hlt)],
+            false,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::ICR_LOW, (1 << 18) | (4 << 8));
+            },
+            &|| None,
+        );
+        let (o, stats) = r.result.unwrap();
+        assert_eq!(r.fake.nmis, 1);
+        assert_eq!(stats.nmis, 1);
+        // Afterwards nothing can wake the IF=0 guest.
+        assert_eq!(o.exit_status(), 170);
+    }
+
+    #[test]
+    fn pending_nmi_wakes_a_halted_guest_with_if_clear() {
+        let mut fake = Fake {
+            caps: Capabilities {
+                irq: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut dev = Devices::new(Box::new(Capture::default()), true);
+        enable_apic(&mut dev.platform);
+        apic_write(
+            &mut dev.platform,
+            crate::apic::reg::ICR_LOW,
+            (1 << 18) | (4 << 8),
+        );
+        let mut stats = LoopStats::default();
+        let mut waiter = FakeWaiter::default();
+        let caps = fake.caps;
+        let r = halt(&mut fake, &mut dev, caps, &|| None, &mut waiter, &mut stats);
+        assert_eq!(r.unwrap(), None, "resume to take the NMI");
+        assert!(waiter.sleeps.is_empty());
+    }
+
+    #[test]
+    fn stop_ends_a_halt_sleep() {
+        let sleeps = Cell::new(0);
+        let r = go_irq(
+            vec![Ok(Exit::Hlt)],
+            true,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::LVT_TIMER, (1 << 17) | 0x30);
+                apic_write(p, crate::apic::reg::TIMER_INITIAL, 1 << 30);
+                // Masked by TPR: the interrupt stays pending in IRR, the guest sleeps on.
+                apic_write(p, crate::apic::reg::TPR, 0xff);
+            },
+            &|| {
+                sleeps.set(sleeps.get() + 1);
+                (sleeps.get() > 4).then_some(Outcome::Timeout)
+            },
+        );
+        assert_eq!(r.result.unwrap().0, Outcome::Timeout);
+        assert!(r.waiter.sleeps.len() >= 2);
+    }
+
+    #[test]
+    fn msr_exits_are_answered() {
+        let r = go_irq(
+            vec![
+                Ok(Exit::MsrRead {
+                    index: msr::IA32_APIC_BASE,
+                }),
+                Ok(Exit::MsrRead { index: 0x1234_5678 }),
+                Ok(Exit::MsrWrite {
+                    index: msr::IA32_FEATURE_CONTROL,
+                    data: 5,
+                }),
+                Ok(Exit::MsrWrite {
+                    index: crate::msr::IA32_TSC_DEADLINE,
+                    data: 50_000,
+                }),
+                exit_port(),
+            ],
+            true,
+            |p| {
+                enable_apic(p);
+                apic_write(p, crate::apic::reg::LVT_TIMER, (2 << 17) | 0x30);
+            },
+            &|| None,
+        );
+        let (_, stats) = r.result.unwrap();
+        assert_eq!(
+            r.fake.msr_answers,
+            vec![(0xfee0_0900, false), (0, true), (0, true), (0, false)]
+        );
+        assert_eq!(stats.exits[9], 4, "msr counted");
+        // Guest TSC 40_000 at 1 GHz: 10_000 ns to the deadline.
+        assert_eq!(r.dev.platform.next_deadline(), Some(10_000));
+    }
+
+    #[test]
+    fn without_irq_support_nothing_is_injected() {
+        let mut fake = Fake {
+            script: vec![Ok(Exit::Intr), Ok(Exit::Hlt)].into(),
+            ready: true,
+            ..Default::default()
+        };
+        fake.regs.rflags = SHADOWVM_RFLAGS_IF;
+        let mut dev = Devices::new(Box::new(Capture::default()), true);
+        dev.platform.io_out(0x21, 0xef);
+        dev.platform.set_irq_line(4, true);
+        let mut waiter = FakeWaiter::default();
+        let (o, _) = run_with(&mut fake, &mut dev, &|| None, &mut waiter).unwrap();
+        assert_eq!(
+            o,
+            Outcome::Halted {
+                rip: Some(0),
+                interrupts_enabled: true
+            }
+        );
+        assert!(fake.injected.is_empty());
+        assert!(waiter.kicks.is_empty());
+    }
+
+    #[test]
+    fn serial_input_wakes_a_halted_guest() {
+        let mut fake = Fake {
+            script: vec![Ok(Exit::Hlt), Ok(Exit::Hlt)].into(),
+            caps: Capabilities {
+                irq: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        fake.regs.rflags = SHADOWVM_RFLAGS_IF | 2;
+        let mut dev = Devices::new(Box::new(Capture::default()), true);
+        let (platform, clock) = crate::platform::tests::platform();
+        dev.set_platform(platform);
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        dev.set_serial_input(rx);
+        dev.platform.io_out(0x21, 0xef); // IRQ 4 unmasked (BIOS vectors 0x08-0x0f)
+        dev.io_out(0x3f9, 1, 1); // IER: received-data interrupt
+        let mut waiter = FakeWaiter {
+            clock,
+            input: Some((tx.clone(), b"k".to_vec())),
+            ..Default::default()
+        };
+        let stop_after = Cell::new(0);
+        let stop = || {
+            stop_after.set(stop_after.get() + 1);
+            (stop_after.get() > 20).then_some(Outcome::Timeout)
+        };
+        let (o, _) = run_with(&mut fake, &mut dev, &stop, &mut waiter).unwrap();
+        // The first HLT slept once (1 ms poll) until the byte came, then IRQ 4 was taken.
+        assert_eq!(waiter.sleeps[0], Some(SERIAL_INPUT_POLL_NS));
+        assert_eq!(fake.injected, vec![0x0c]);
+        assert!(waiter.sleeps.len() > 2);
+        // The second HLT: nothing more to read, but input may still come: sleeps on until
+        // the stop. With the channel closed (end of input) it would end as halted.
+        assert_eq!(o, Outcome::Timeout);
+        drop(tx);
+        let mut fake2 = Fake {
+            script: vec![Ok(Exit::Hlt)].into(),
+            caps: fake.caps,
+            regs: fake.regs,
+            ..Default::default()
+        };
+        let (o, _) = run_with(&mut fake2, &mut dev, &|| None, &mut waiter).unwrap();
+        assert_eq!(o.exit_status(), 170);
     }
 }

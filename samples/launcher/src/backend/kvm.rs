@@ -4,10 +4,16 @@
 //! shadow MMU (kvm-intel ept=0) and with EPT.
 
 use super::mmap::Mmap;
-use super::{Backend, Exit};
+use super::{Backend, Capabilities, CpuidEntry, Exit};
 use crate::error::{Error, Kind, Result};
-use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_enable_cap, kvm_interrupt, kvm_msr_entry, kvm_regs, kvm_segment,
+    kvm_userspace_memory_region, CpuId, Msrs, KVM_CAP_X86_USER_SPACE_MSR, KVM_MAX_CPUID_ENTRIES,
+    KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN,
+};
+use kvm_ioctls::{
+    Cap, Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuExit, VcpuFd, VmFd,
+};
 use shadowvm_uapi::{Regs, Segment, Sregs};
 use std::fs::File;
 use std::io::Read;
@@ -21,6 +27,8 @@ const TSS_ADDR: usize = 0xfffb_d000;
 
 /// KVM_GET_STATS_FD = _IO(KVMIO, 0xce).
 const KVM_GET_STATS_FD: libc::c_ulong = 0xae_ce;
+/// KVM_INTERRUPT = _IOW(KVMIO, 0x86, struct kvm_interrupt); kvm-ioctls has no wrapper.
+const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
 
 pub struct KvmBackend {
     // Field order: vCPU and VM close before the memory they use is unmapped.
@@ -30,6 +38,12 @@ pub struct KvmBackend {
     mem: Mmap,
     /// Where the last IN wants its data: offset in kvm_run, element size and count.
     pending_in: Option<(usize, u8, u32)>,
+    /// The last exit was KVM_EXIT_X86_RDMSR/WRMSR, whose `msr` member `complete_msr` fills.
+    pending_msr: bool,
+    /// The host's CPUID as KVM can give it (KVM_GET_SUPPORTED_CPUID).
+    supported: CpuId,
+    /// Whether interrupts were queued with KVM_INTERRUPT since the last exit: KVM holds one.
+    interrupt_queued: bool,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
@@ -97,18 +111,57 @@ impl KvmBackend {
             .map_err(|e| unavailable("KVM_GET_SUPPORTED_CPUID", e))?;
         vcpu.set_cpuid2(&cpuid)
             .map_err(|e| unavailable("KVM_SET_CPUID2", e))?;
+        route_launcher_msrs(&vm)?;
         Ok(Self {
             vcpu,
             vm,
             _kvm: kvm,
             mem,
             pending_in: None,
+            pending_msr: false,
+            supported: cpuid,
+            interrupt_queued: false,
         })
     }
 
     fn kvm_run_base(&mut self) -> *mut u8 {
         (self.vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run).cast()
     }
+}
+
+/// Makes guest RDMSR/WRMSR of the MSRs the launcher owns (`crate::msr::OWNED`: without an
+/// in-kernel LAPIC KVM would silently accept APIC_BASE and TSC_DEADLINE and keep its own
+/// MTRRs and MISC_ENABLE) and of MSRs KVM does not know or rejects exit to userspace, so the
+/// launcher answers them the same way on every backend.
+fn route_launcher_msrs(vm: &VmFd) -> Result<()> {
+    if !vm.check_extension(Cap::X86UserSpaceMsr) || !vm.check_extension(Cap::X86MsrFilter) {
+        return Err(Error::new(
+            Kind::Unavailable,
+            "/dev/kvm lacks KVM_CAP_X86_USER_SPACE_MSR or KVM_CAP_X86_MSR_FILTER (Linux 5.10+ needed)",
+        ));
+    }
+    let mut cap = kvm_enable_cap {
+        cap: KVM_CAP_X86_USER_SPACE_MSR,
+        ..Default::default()
+    };
+    cap.args[0] = u64::from(
+        KVM_MSR_EXIT_REASON_FILTER | KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_INVAL,
+    );
+    vm.enable_cap(&cap)
+        .map_err(|e| unavailable("KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR)", e))?;
+    // All-zero bitmaps: every MSR of each range is denied, i.e. exits with reason FILTER.
+    let deny = [0u8; 256 / 8];
+    let ranges: Vec<MsrFilterRange<'_>> = crate::msr::OWNED
+        .iter()
+        .map(|r| MsrFilterRange {
+            flags: MsrFilterRangeFlags::READ | MsrFilterRangeFlags::WRITE,
+            base: *r.start(),
+            msr_count: r.end() - r.start() + 1,
+            bitmap: &deny,
+        })
+        .collect();
+    vm.set_msr_filter(MsrFilterDefaultAction::ALLOW, &ranges)
+        .map_err(|e| unavailable("KVM_X86_SET_MSR_FILTER", e))
 }
 
 impl Backend for KvmBackend {
@@ -199,6 +252,8 @@ impl Backend for KvmBackend {
 
     fn run(&mut self) -> Result<Exit> {
         self.pending_in = None;
+        self.pending_msr = false;
+        self.interrupt_queued = false;
         // The borrowed exit is turned into owned data; I/O details come from kvm_run itself
         // because VcpuExit does not carry the access size.
         let exit = match self.vcpu.run() {
@@ -240,6 +295,21 @@ impl Backend for KvmBackend {
                 })
             }
             Ok(VcpuExit::Intr) => Some(Exit::Intr),
+            Ok(VcpuExit::IrqWindowOpen) => Some(Exit::IrqWindowOpen),
+            Ok(VcpuExit::X86Rdmsr(m)) => {
+                // Until the launcher answers, a read that is never completed gives #GP.
+                *m.error = 1;
+                self.pending_msr = true;
+                Some(Exit::MsrRead { index: m.index })
+            }
+            Ok(VcpuExit::X86Wrmsr(m)) => {
+                *m.error = 1;
+                self.pending_msr = true;
+                Some(Exit::MsrWrite {
+                    index: m.index,
+                    data: m.data,
+                })
+            }
             Ok(other) => Some(Exit::Other(format!("KVM exit {other:?}"))),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Some(Exit::Intr),
             Err(e) => return Err(Error::os(format!("KVM_RUN failed: {e}"))),
@@ -305,6 +375,153 @@ impl Backend for KvmBackend {
 
     fn immediate_exit_ptr(&mut self) -> *mut u8 {
         std::ptr::addr_of_mut!(self.vcpu.get_kvm_run().immediate_exit)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            irq: true,
+            user_msr: true,
+            cpuid: true,
+            tsc: true,
+            // KVM's WRMSR fastpath takes IA32_TSC_DEADLINE in the kernel, past the MSR
+            // filter, and drops it when there is no in-kernel LAPIC (seen under Linux 7.2:
+            // the write never exits), so the guest is not offered the mode.
+            tsc_deadline: false,
+        }
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) -> Result<()> {
+        let irq = kvm_interrupt {
+            irq: u32::from(vector),
+        };
+        // SAFETY: KVM_INTERRUPT reads one `struct kvm_interrupt`, which `irq` is.
+        let r = unsafe { libc::ioctl(self.vcpu.as_raw_fd(), KVM_INTERRUPT, &irq) };
+        if r < 0 {
+            return Err(Error::os(format!(
+                "KVM_INTERRUPT of vector {vector:#x} failed: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        self.interrupt_queued = true;
+        Ok(())
+    }
+
+    fn inject_nmi(&mut self) -> Result<()> {
+        self.vcpu
+            .nmi()
+            .map_err(|e| Error::os(format!("KVM_NMI failed: {e}")))
+    }
+
+    fn set_request_interrupt_window(&mut self, on: bool) {
+        self.vcpu.get_kvm_run().request_interrupt_window = u8::from(on);
+    }
+
+    fn ready_for_interrupt_injection(&mut self) -> bool {
+        !self.interrupt_queued && self.vcpu.get_kvm_run().ready_for_interrupt_injection != 0
+    }
+
+    fn guest_if(&mut self) -> bool {
+        self.vcpu.get_kvm_run().if_flag != 0
+    }
+
+    fn complete_msr(&mut self, data: u64, gp: bool) {
+        if !std::mem::take(&mut self.pending_msr) {
+            return;
+        }
+        // SAFETY: the last exit was KVM_EXIT_X86_RDMSR/WRMSR (`pending_msr`), so `msr` is
+        // the live member.
+        let m = unsafe { &mut self.vcpu.get_kvm_run().__bindgen_anon_1.msr };
+        m.error = u8::from(gp);
+        m.data = data;
+    }
+
+    fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>> {
+        Ok(self
+            .supported
+            .as_slice()
+            .iter()
+            .map(|e| CpuidEntry {
+                function: e.function,
+                index: e.index,
+                flags: e.flags,
+                eax: e.eax,
+                ebx: e.ebx,
+                ecx: e.ecx,
+                edx: e.edx,
+            })
+            .collect())
+    }
+
+    fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<()> {
+        let raw: Vec<kvm_cpuid_entry2> = entries
+            .iter()
+            .map(|e| kvm_cpuid_entry2 {
+                function: e.function,
+                index: e.index,
+                flags: e.flags,
+                eax: e.eax,
+                ebx: e.ebx,
+                ecx: e.ecx,
+                edx: e.edx,
+                ..Default::default()
+            })
+            .collect();
+        let cpuid = CpuId::from_entries(&raw)
+            .map_err(|e| Error::os(format!("CPUID table of {} leaves: {e:?}", raw.len())))?;
+        self.vcpu
+            .set_cpuid2(&cpuid)
+            .map_err(|e| Error::os(format!("KVM_SET_CPUID2 failed: {e}")))
+    }
+
+    fn get_msrs(&mut self, indices: &[u32]) -> Result<Vec<u64>> {
+        let raw: Vec<kvm_msr_entry> = indices
+            .iter()
+            .map(|&index| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
+            .collect();
+        let mut msrs = Msrs::from_entries(&raw)
+            .map_err(|e| Error::os(format!("KVM_GET_MSRS of {indices:#x?}: {e:?}")))?;
+        let n = self
+            .vcpu
+            .get_msrs(&mut msrs)
+            .map_err(|e| Error::os(format!("KVM_GET_MSRS failed: {e}")))?;
+        if n != indices.len() {
+            return Err(Error::os(format!(
+                "KVM_GET_MSRS read only {n} of the MSRs {indices:#x?}"
+            )));
+        }
+        Ok(msrs.as_slice().iter().map(|e| e.data).collect())
+    }
+
+    fn set_msrs(&mut self, entries: &[(u32, u64)]) -> Result<()> {
+        let raw: Vec<kvm_msr_entry> = entries
+            .iter()
+            .map(|&(index, data)| kvm_msr_entry {
+                index,
+                data,
+                ..Default::default()
+            })
+            .collect();
+        let msrs = Msrs::from_entries(&raw)
+            .map_err(|e| Error::os(format!("KVM_SET_MSRS of {} MSRs: {e:?}", raw.len())))?;
+        let n = self
+            .vcpu
+            .set_msrs(&msrs)
+            .map_err(|e| Error::os(format!("KVM_SET_MSRS failed: {e}")))?;
+        match entries.get(n) {
+            None => Ok(()),
+            Some((index, data)) => Err(Error::os(format!(
+                "KVM_SET_MSRS refused MSR {index:#x} = {data:#x}"
+            ))),
+        }
+    }
+
+    fn tsc_khz(&mut self) -> Result<u32> {
+        self.vcpu
+            .get_tsc_khz()
+            .map_err(|e| Error::os(format!("KVM_GET_TSC_KHZ failed: {e}")))
     }
 
     fn stats(&mut self) -> Result<Vec<(String, u64)>> {

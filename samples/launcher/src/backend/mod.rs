@@ -55,6 +55,19 @@ pub enum Exit {
     },
     /// RUN returned early (signal, immediate exit, time slice); nothing to do.
     Intr,
+    /// The guest can take an interrupt now (asked for with
+    /// `Backend::set_request_interrupt_window`).
+    IrqWindowOpen,
+    /// RDMSR of an MSR the launcher owns (or the backend does not know): answer with
+    /// `Backend::complete_msr` before the next run.
+    MsrRead {
+        index: u32,
+    },
+    /// WRMSR likewise; `complete_msr` says whether it raises #GP.
+    MsrWrite {
+        index: u32,
+        data: u64,
+    },
     /// A backend-specific exit the launcher does not handle.
     Other(String),
 }
@@ -71,9 +84,44 @@ impl Exit {
             Self::FailEntry { .. } => "fail_entry",
             Self::InternalError { .. } => "internal_error",
             Self::Intr => "intr",
+            Self::IrqWindowOpen => "irq_window",
+            Self::MsrRead { .. } | Self::MsrWrite { .. } => "msr",
             Self::Other(_) => "other",
         }
     }
+}
+
+/// One CPUID leaf (the `kvm_cpuid_entry2` / `shadowvm_cpuid_entry` layout without padding).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuidEntry {
+    pub function: u32,
+    pub index: u32,
+    /// `CPUID_FLAG_SIGNIFICANT_INDEX` when `index` (ECX) selects a sub-leaf.
+    pub flags: u32,
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}
+
+/// `CpuidEntry::flags`: the leaf has sub-leaves selected by ECX.
+pub const CPUID_FLAG_SIGNIFICANT_INDEX: u32 = 1;
+
+/// What the backend can do beyond running the guest (ABI v2). A backend without `irq` runs
+/// guests without interrupts, as before: a HLT then ends the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `inject_interrupt`, `inject_nmi` and the interrupt window work.
+    pub irq: bool,
+    /// RDMSR/WRMSR of the MSRs in `crate::msr::OWNED` exit as `MsrRead`/`MsrWrite`.
+    pub user_msr: bool,
+    /// `supported_cpuid`/`set_cpuid` work.
+    pub cpuid: bool,
+    /// `tsc_khz` and the guest TSC through `get_msrs` work.
+    pub tsc: bool,
+    /// Guest writes of IA32_TSC_DEADLINE reach the launcher, so CPUID may offer the
+    /// TSC-deadline timer.
+    pub tsc_deadline: bool,
 }
 
 /// One VM with one vCPU.
@@ -97,4 +145,33 @@ pub trait Backend {
     fn immediate_exit_ptr(&mut self) -> *mut u8;
     /// The backend's own statistics (MMU counters, exits seen by the hypervisor).
     fn stats(&mut self) -> Result<Vec<(String, u64)>>;
+
+    /// What of the rest of this trait works.
+    fn capabilities(&self) -> Capabilities;
+    /// Queues external interrupt `vector` for delivery at the next entry; only when
+    /// `ready_for_interrupt_injection` said so (like KVM_INTERRUPT without an in-kernel irqchip).
+    fn inject_interrupt(&mut self, vector: u8) -> Result<()>;
+    /// Queues an NMI; the backend delivers it when the guest is not blocking NMIs.
+    fn inject_nmi(&mut self) -> Result<()>;
+    /// Asks the next RUN to return with `Exit::IrqWindowOpen` as soon as the guest can take an
+    /// interrupt.
+    fn set_request_interrupt_window(&mut self, on: bool);
+    /// At the last exit: IF=1, no STI/MOV SS shadow, and no interrupt already queued.
+    fn ready_for_interrupt_injection(&mut self) -> bool;
+    /// RFLAGS.IF at the last exit.
+    fn guest_if(&mut self) -> bool;
+    /// Answers the last `Exit::MsrRead` (`data`) or `Exit::MsrWrite` (`data` ignored); `gp`
+    /// makes the instruction raise #GP(0) instead.
+    fn complete_msr(&mut self, data: u64, gp: bool);
+    /// The CPUID leaves the backend can give the guest, with the host's values.
+    fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>>;
+    /// The guest's CPUID table (before the first RUN).
+    fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<()>;
+    /// Reads the backend-owned MSRs `indices` (for example IA32_TSC).
+    fn get_msrs(&mut self, indices: &[u32]) -> Result<Vec<u64>>;
+    /// Writes backend-owned MSRs.
+    #[allow(dead_code)] // part of the backend interface; nothing sets MSRs at boot yet
+    fn set_msrs(&mut self, entries: &[(u32, u64)]) -> Result<()>;
+    /// The guest TSC frequency in kHz.
+    fn tsc_khz(&mut self) -> Result<u32>;
 }

@@ -3,7 +3,7 @@
 //! `/dev/shadowvm` backend, on the ABI in `rust/uapi`.
 
 use super::mmap::Mmap;
-use super::{Backend, Exit};
+use super::{Backend, Capabilities, CpuidEntry, Exit};
 use crate::error::{Error, Kind, Result};
 use shadowvm_uapi as uapi;
 use shadowvm_uapi::{Regs, Run, Sregs};
@@ -31,6 +31,14 @@ fn ioctl<T>(fd: &OwnedFd, cmd: u32, arg: *mut T) -> io::Result<i32> {
     } else {
         Ok(r)
     }
+}
+
+/// The error of every ABI v2 call this backend does not make yet.
+fn needs_abi_v2(what: &str) -> Error {
+    Error::new(
+        Kind::Unavailable,
+        format!("{what} is not supported by the shadowvm backend yet (it needs the ABI v2 calls behind SHADOWVM_CAP_IRQ, _USER_MSR, _CPUID and _TSC, which this launcher does not make yet); run with --backend=kvm for interrupts"),
+    )
 }
 
 fn unavailable(what: &str, e: io::Error) -> Error {
@@ -273,5 +281,49 @@ impl Backend for ShadowVm {
         Err(Error::os(
             "SHADOWVM_GET_STATS kept reporting more statistics than it returned",
         ))
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    fn inject_interrupt(&mut self, _vector: u8) -> Result<()> {
+        Err(needs_abi_v2("interrupt injection"))
+    }
+
+    fn inject_nmi(&mut self) -> Result<()> {
+        Err(needs_abi_v2("NMI injection"))
+    }
+
+    fn set_request_interrupt_window(&mut self, _on: bool) {}
+
+    fn ready_for_interrupt_injection(&mut self) -> bool {
+        false
+    }
+
+    fn guest_if(&mut self) -> bool {
+        self.regs()
+            .is_ok_and(|r| r.rflags & uapi::SHADOWVM_RFLAGS_IF != 0)
+    }
+
+    fn complete_msr(&mut self, _data: u64, _gp: bool) {}
+
+    fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>> {
+        Err(needs_abi_v2("SHADOWVM_GET_SUPPORTED_CPUID"))
+    }
+
+    fn set_cpuid(&mut self, _entries: &[CpuidEntry]) -> Result<()> {
+        Err(needs_abi_v2("SHADOWVM_SET_CPUID"))
+    }
+
+    fn get_msrs(&mut self, _indices: &[u32]) -> Result<Vec<u64>> {
+        Err(needs_abi_v2("SHADOWVM_GET_MSRS"))
+    }
+
+    fn set_msrs(&mut self, _entries: &[(u32, u64)]) -> Result<()> {
+        Err(needs_abi_v2("SHADOWVM_SET_MSRS"))
+    }
+
+    fn tsc_khz(&mut self) -> Result<u32> {
+        Err(needs_abi_v2("SHADOWVM_GET_TSC_KHZ"))
     }
 }

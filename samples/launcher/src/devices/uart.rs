@@ -153,9 +153,13 @@ impl Uart {
     }
 
     /// Whether input may still arrive (the reader has not reached end of input).
-    #[cfg(test)]
     pub fn input_open(&self) -> bool {
         self.input.is_some()
+    }
+
+    /// IER bit 0: the guest wants the received-data interrupt.
+    pub fn receive_interrupt_enabled(&self) -> bool {
+        self.serial.state().interrupt_enable & 1 != 0
     }
 
     /// Level of the interrupt output: an interrupt is pending in IIR (as QEMU's serial
