@@ -19,6 +19,11 @@ pub struct ShadowVm {
     mem: Mmap,
     run: Mmap,
     fd: OwnedFd,
+    /// The last exit was an MSR exit, whose details `complete_msr` fills in.
+    pending_msr: bool,
+    /// An interrupt was queued since the last exit: the run structure's
+    /// `ready_for_interrupt_injection` does not know it yet.
+    interrupt_queued: bool,
 }
 
 /// ioctl with a pointer argument; returns the non-negative result or errno.
@@ -31,14 +36,6 @@ fn ioctl<T>(fd: &OwnedFd, cmd: u32, arg: *mut T) -> io::Result<i32> {
     } else {
         Ok(r)
     }
-}
-
-/// The error of every ABI v2 call this backend does not make yet.
-fn needs_abi_v2(what: &str) -> Error {
-    Error::new(
-        Kind::Unavailable,
-        format!("{what} is not supported by the shadowvm backend yet (it needs the ABI v2 calls behind SHADOWVM_CAP_IRQ, _USER_MSR, _CPUID and _TSC, which this launcher does not make yet); run with --backend=kvm for interrupts"),
-    )
 }
 
 fn unavailable(what: &str, e: io::Error) -> Error {
@@ -86,7 +83,13 @@ impl ShadowVm {
             uapi::SHADOWVM_RUN_MMAP_OFFSET,
         )
         .map_err(|e| unavailable("mmap of the run structure", e))?;
-        let vm = Self { mem, run, fd };
+        let vm = Self {
+            mem,
+            run,
+            fd,
+            pending_msr: false,
+            interrupt_queued: false,
+        };
         let header = vm.snapshot();
         if header.version != uapi::SHADOWVM_RUN_VERSION || (header.size as usize) < size_of::<Run>()
         {
@@ -120,6 +123,38 @@ impl ShadowVm {
         // SAFETY: as in `snapshot`; only the exit area, which no signal handler touches.
         unsafe { ptr::write_volatile(ptr::addr_of_mut!((*self.run_ptr()).exit), area) };
     }
+
+    /// The answer to the MSR exit in the run structure: `data` for a RDMSR (a WRMSR keeps
+    /// the guest's value), or #GP(0).
+    fn complete_msr_raw(&mut self, data: u64, gp: bool) {
+        let run = self.snapshot();
+        let mut area = run.exit;
+        let m = area.get_mut::<uapi::ExitMsr>();
+        m.error = u8::from(gp);
+        if run.exit_reason == uapi::SHADOWVM_EXIT_X86_RDMSR {
+            m.data = data;
+        }
+        self.write_exit_area(area);
+    }
+
+    /// GET_MSRS/SET_MSRS on `entries`: an error unless the module took all of them (it
+    /// stops at the first MSR it does not own or whose value it refuses).
+    fn msrs(&mut self, cmd: u32, name: &str, entries: &mut [uapi::MsrEntry]) -> Result<()> {
+        let mut m = uapi::Msrs {
+            nmsrs: entries.len() as u32,
+            flags: 0,
+            entries: entries.as_mut_ptr() as u64,
+        };
+        let done =
+            ioctl(&self.fd, cmd, &mut m).map_err(|e| Error::os(format!("{name} failed: {e}")))?;
+        match entries.get(done as usize) {
+            Some(e) => Err(Error::os(format!(
+                "{name}: the module does not take MSR {:#x} (value {:#x})",
+                e.index, e.data
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Backend for ShadowVm {
@@ -151,24 +186,14 @@ impl Backend for ShadowVm {
     }
 
     fn run(&mut self) -> Result<Exit> {
-        let run = loop {
-            match ioctl::<u8>(&self.fd, uapi::SHADOWVM_RUN, ptr::null_mut()) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(Exit::Intr),
-                Err(e) => return Err(Error::os(format!("SHADOWVM_RUN failed: {e}"))),
-            }
-            let run = self.snapshot();
-            match run.exit_reason {
-                // MSRs the module does not own: #GP(0), what KVM does for an MSR it does
-                // not know (the launcher has no MSR emulation yet).
-                uapi::SHADOWVM_EXIT_X86_RDMSR | uapi::SHADOWVM_EXIT_X86_WRMSR => {
-                    let mut area = run.exit;
-                    area.get_mut::<uapi::ExitMsr>().error = 1;
-                    self.write_exit_area(area);
-                }
-                _ => break run,
-            }
-        };
+        self.pending_msr = false;
+        self.interrupt_queued = false;
+        match ioctl::<u8>(&self.fd, uapi::SHADOWVM_RUN, ptr::null_mut()) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(Exit::Intr),
+            Err(e) => return Err(Error::os(format!("SHADOWVM_RUN failed: {e}"))),
+        }
+        let run = self.snapshot();
         Ok(match run.exit_reason {
             uapi::SHADOWVM_EXIT_IO => {
                 let io = run.io();
@@ -225,6 +250,21 @@ impl Backend for ShadowVm {
                 }
             }
             uapi::SHADOWVM_EXIT_INTR => Exit::Intr,
+            uapi::SHADOWVM_EXIT_IRQ_WINDOW_OPEN => Exit::IrqWindowOpen,
+            uapi::SHADOWVM_EXIT_X86_RDMSR | uapi::SHADOWVM_EXIT_X86_WRMSR => {
+                let m = *run.msr();
+                // Until the launcher answers, the instruction raises #GP.
+                self.complete_msr_raw(0, true);
+                self.pending_msr = true;
+                if run.exit_reason == uapi::SHADOWVM_EXIT_X86_RDMSR {
+                    Exit::MsrRead { index: m.index }
+                } else {
+                    Exit::MsrWrite {
+                        index: m.index,
+                        data: m.data,
+                    }
+                }
+            }
             r => Exit::Other(format!("unknown shadowvm exit reason {r}")),
         })
     }
@@ -283,47 +323,147 @@ impl Backend for ShadowVm {
         ))
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+        let has = |cap: u32| {
+            // CHECK_CAP takes the capability number itself as its argument.
+            ioctl::<u8>(&self.fd, uapi::SHADOWVM_CHECK_CAP, cap as usize as *mut u8)
+                .is_ok_and(|v| v > 0)
+        };
+        Capabilities {
+            irq: has(uapi::SHADOWVM_CAP_IRQ),
+            user_msr: has(uapi::SHADOWVM_CAP_USER_MSR),
+            cpuid: has(uapi::SHADOWVM_CAP_CPUID),
+            tsc: has(uapi::SHADOWVM_CAP_TSC),
+            // Every MSR the module does not own exits, IA32_TSC_DEADLINE included.
+            tsc_deadline: has(uapi::SHADOWVM_CAP_USER_MSR),
+        }
     }
 
-    fn inject_interrupt(&mut self, _vector: u8) -> Result<()> {
-        Err(needs_abi_v2("interrupt injection"))
+    fn inject_interrupt(&mut self, vector: u8) -> Result<()> {
+        let mut i = uapi::Interrupt {
+            irq: u32::from(vector),
+            padding: 0,
+        };
+        ioctl(&self.fd, uapi::SHADOWVM_INTERRUPT, &mut i).map_err(|e| {
+            Error::os(format!(
+                "SHADOWVM_INTERRUPT of vector {vector:#x} failed: {e}"
+            ))
+        })?;
+        self.interrupt_queued = true;
+        Ok(())
     }
 
     fn inject_nmi(&mut self) -> Result<()> {
-        Err(needs_abi_v2("NMI injection"))
+        ioctl::<u8>(&self.fd, uapi::SHADOWVM_NMI, ptr::null_mut())
+            .map_err(|e| Error::os(format!("SHADOWVM_NMI failed: {e}")))?;
+        Ok(())
     }
 
-    fn set_request_interrupt_window(&mut self, _on: bool) {}
+    fn set_request_interrupt_window(&mut self, on: bool) {
+        // SAFETY: in bounds of the run mapping; a byte userspace owns.
+        unsafe {
+            ptr::write_volatile(
+                ptr::addr_of_mut!((*self.run_ptr()).request_interrupt_window),
+                u8::from(on),
+            )
+        };
+    }
 
     fn ready_for_interrupt_injection(&mut self) -> bool {
-        false
+        // The run structure describes the last exit: an interrupt queued since then waits.
+        !self.interrupt_queued && self.snapshot().ready_for_interrupt_injection != 0
     }
 
     fn guest_if(&mut self) -> bool {
-        self.regs()
-            .is_ok_and(|r| r.rflags & uapi::SHADOWVM_RFLAGS_IF != 0)
+        self.snapshot().if_flag != 0
     }
 
-    fn complete_msr(&mut self, _data: u64, _gp: bool) {}
+    fn complete_msr(&mut self, data: u64, gp: bool) {
+        if std::mem::take(&mut self.pending_msr) {
+            self.complete_msr_raw(data, gp);
+        }
+    }
 
     fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>> {
-        Err(needs_abi_v2("SHADOWVM_GET_SUPPORTED_CPUID"))
+        let mut entries =
+            vec![uapi::CpuidEntry::default(); uapi::SHADOWVM_CPUID_MAX_ENTRIES as usize];
+        let mut c = uapi::Cpuid {
+            nent: entries.len() as u32,
+            flags: 0,
+            entries: entries.as_mut_ptr() as u64,
+        };
+        ioctl(&self.fd, uapi::SHADOWVM_GET_SUPPORTED_CPUID, &mut c)
+            .map_err(|e| Error::os(format!("SHADOWVM_GET_SUPPORTED_CPUID failed: {e}")))?;
+        entries.truncate(c.nent as usize);
+        Ok(entries
+            .iter()
+            .map(|e| CpuidEntry {
+                function: e.function,
+                index: e.index,
+                flags: e.flags,
+                eax: e.eax,
+                ebx: e.ebx,
+                ecx: e.ecx,
+                edx: e.edx,
+            })
+            .collect())
     }
 
-    fn set_cpuid(&mut self, _entries: &[CpuidEntry]) -> Result<()> {
-        Err(needs_abi_v2("SHADOWVM_SET_CPUID"))
+    fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<()> {
+        let mut table: Vec<uapi::CpuidEntry> = entries
+            .iter()
+            .map(|e| uapi::CpuidEntry {
+                function: e.function,
+                index: e.index,
+                flags: e.flags,
+                eax: e.eax,
+                ebx: e.ebx,
+                ecx: e.ecx,
+                edx: e.edx,
+                padding: 0,
+            })
+            .collect();
+        let mut c = uapi::Cpuid {
+            nent: table.len() as u32,
+            flags: 0,
+            entries: table.as_mut_ptr() as u64,
+        };
+        ioctl(&self.fd, uapi::SHADOWVM_SET_CPUID, &mut c).map_err(|e| {
+            Error::os(format!(
+                "SHADOWVM_SET_CPUID of {} leaves failed: {e}",
+                table.len()
+            ))
+        })?;
+        Ok(())
     }
 
-    fn get_msrs(&mut self, _indices: &[u32]) -> Result<Vec<u64>> {
-        Err(needs_abi_v2("SHADOWVM_GET_MSRS"))
+    fn get_msrs(&mut self, indices: &[u32]) -> Result<Vec<u64>> {
+        let mut entries: Vec<uapi::MsrEntry> = indices
+            .iter()
+            .map(|&index| uapi::MsrEntry {
+                index,
+                reserved: 0,
+                data: 0,
+            })
+            .collect();
+        self.msrs(uapi::SHADOWVM_GET_MSRS, "SHADOWVM_GET_MSRS", &mut entries)?;
+        Ok(entries.iter().map(|e| e.data).collect())
     }
 
-    fn set_msrs(&mut self, _entries: &[(u32, u64)]) -> Result<()> {
-        Err(needs_abi_v2("SHADOWVM_SET_MSRS"))
+    fn set_msrs(&mut self, values: &[(u32, u64)]) -> Result<()> {
+        let mut entries: Vec<uapi::MsrEntry> = values
+            .iter()
+            .map(|&(index, data)| uapi::MsrEntry {
+                index,
+                reserved: 0,
+                data,
+            })
+            .collect();
+        self.msrs(uapi::SHADOWVM_SET_MSRS, "SHADOWVM_SET_MSRS", &mut entries)
     }
 
     fn tsc_khz(&mut self) -> Result<u32> {
-        Err(needs_abi_v2("SHADOWVM_GET_TSC_KHZ"))
+        let khz = ioctl::<u8>(&self.fd, uapi::SHADOWVM_GET_TSC_KHZ, ptr::null_mut())
+            .map_err(|e| Error::os(format!("SHADOWVM_GET_TSC_KHZ failed: {e}")))?;
+        Ok(khz as u32)
     }
 }
