@@ -62,8 +62,11 @@ static __thread unsigned long calls, runs;
 static unsigned long total_calls, total_runs, nbad;
 static char bad_log[NBAD_SHOWN][160];
 
-/* EOPNOTSUPP: SHADOWVM_NMI on a CPU without virtual NMIs. */
-static const int ioctl_ok[] = { ENOTTY, EINVAL, EFAULT, EEXIST, EBUSY, ENOMEM, E2BIG, EINTR, EOPNOTSUPP, 0 };
+/*
+ * EOPNOTSUPP: SHADOWVM_NMI on a CPU without virtual NMIs. EIO: SHADOWVM_GET_TSC_KHZ on a
+ * kernel without a calibrated TSC.
+ */
+static const int ioctl_ok[] = { ENOTTY, EINVAL, EFAULT, EEXIST, EBUSY, ENOMEM, E2BIG, EINTR, EOPNOTSUPP, EIO, 0 };
 static const int open_ok[] = { EMFILE, ENOMEM, 0 };
 static const int mmap_ok[] = { EINVAL, ENOMEM, EOVERFLOW, 0 };
 static const int mmap_exec_ok[] = { EINVAL, ENOMEM, EOVERFLOW, EPERM, 0 };
@@ -223,8 +226,11 @@ static unsigned long rand_arg(void)
 static const unsigned long known_cmds[] = {
 	SHADOWVM_GET_API_VERSION, SHADOWVM_SET_MEMORY, SHADOWVM_CREATE_VCPU, SHADOWVM_GET_REGS,
 	SHADOWVM_SET_REGS, SHADOWVM_GET_SREGS, SHADOWVM_SET_SREGS, SHADOWVM_RUN, SHADOWVM_GET_STATS,
-	/* interrupts (ABI v2) */
-	SHADOWVM_CHECK_CAP, SHADOWVM_INTERRUPT, SHADOWVM_NMI, SHADOWVM_GET_VCPU_EVENTS, SHADOWVM_SET_VCPU_EVENTS,
+	/* ABI v2: capabilities, memory slots, FPU, interrupts, MSRs, CPUID, TSC */
+	SHADOWVM_CHECK_CAP, SHADOWVM_SET_MEMORY_REGION, SHADOWVM_GET_FPU, SHADOWVM_SET_FPU,
+	SHADOWVM_INTERRUPT, SHADOWVM_NMI, SHADOWVM_GET_VCPU_EVENTS, SHADOWVM_SET_VCPU_EVENTS,
+	SHADOWVM_GET_MSRS, SHADOWVM_SET_MSRS, SHADOWVM_GET_SUPPORTED_CPUID, SHADOWVM_SET_CPUID,
+	SHADOWVM_GET_TSC_KHZ,
 };
 
 /* ---- VMs ---- */
