@@ -5,12 +5,11 @@
 
 use super::kvm_sys::{
     Kvm, KvmCpuidEntry2, KvmEnableCap, KvmExitFailEntry, KvmExitHypercall, KvmExitInternal,
-    KvmExitIo, KvmExitMmio, KvmExitMsr, KvmMsrEntry, KvmRegs, KvmSegment,
-    KvmUserspaceMemoryRegion, MsrFilterRange, VcpuFd, VmFd, KVM_CAP_X86_MSR_FILTER,
-    KVM_CAP_X86_USER_SPACE_MSR, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_HYPERCALL,
-    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN,
-    KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_X86_RDMSR,
-    KVM_EXIT_X86_WRMSR, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL,
+    KvmExitIo, KvmExitMmio, KvmExitMsr, KvmMsrEntry, KvmRegs, KvmSegment, KvmUserspaceMemoryRegion,
+    MsrFilterRange, VcpuFd, VmFd, KVM_CAP_X86_MSR_FILTER, KVM_CAP_X86_USER_SPACE_MSR,
+    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_HYPERCALL, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR,
+    KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN,
+    KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL,
     KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_DEFAULT_ALLOW, KVM_MSR_FILTER_READ,
     KVM_MSR_FILTER_WRITE,
 };
@@ -371,9 +370,7 @@ impl Backend for KvmBackend {
         for (i, v) in values.iter().take(count as usize).enumerate() {
             // KVM never points data_offset outside the kvm_run mapping; if it did, the IN
             // would read what KVM left there, which is all that can be done.
-            let _ = self
-                .vcpu
-                .write_io_data(off + i * n, &v.to_le_bytes()[..n]);
+            let _ = self.vcpu.write_io_data(off + i * n, &v.to_le_bytes()[..n]);
         }
     }
 
@@ -411,11 +408,9 @@ impl Backend for KvmBackend {
     }
 
     fn inject_interrupt(&mut self, vector: u8) -> Result<()> {
-        self.vcpu.interrupt(vector).map_err(|e| {
-            Error::os(format!(
-                "KVM_INTERRUPT of vector {vector:#x} failed: {e}"
-            ))
-        })?;
+        self.vcpu
+            .interrupt(vector)
+            .map_err(|e| Error::os(format!("KVM_INTERRUPT of vector {vector:#x} failed: {e}")))?;
         self.interrupt_queued = true;
         Ok(())
     }
@@ -516,9 +511,10 @@ impl Backend for KvmBackend {
                 ..Default::default()
             })
             .collect();
-        let n = self.vcpu.set_msrs(&raw).map_err(|e| {
-            Error::os(format!("KVM_SET_MSRS of {} MSRs failed: {e}", raw.len()))
-        })?;
+        let n = self
+            .vcpu
+            .set_msrs(&raw)
+            .map_err(|e| Error::os(format!("KVM_SET_MSRS of {} MSRs failed: {e}", raw.len())))?;
         match entries.get(n) {
             None => Ok(()),
             Some((index, data)) => Err(Error::os(format!(

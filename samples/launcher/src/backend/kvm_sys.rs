@@ -441,10 +441,7 @@ pub struct Kvm {
 impl Kvm {
     /// Opens `/dev/kvm` (close-on-exec) and checks its API version.
     pub fn open() -> stdio::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")?;
+        let file = OpenOptions::new().read(true).write(true).open("/dev/kvm")?;
         let kvm = Self { fd: file.into() };
         let version = ioctl_val(kvm.fd.as_fd(), KVM_GET_API_VERSION, 0)?;
         if version != KVM_API_VERSION as i32 {
@@ -509,7 +506,11 @@ impl VmFd {
     /// KVM_CHECK_EXTENSION on the VM: 0 if `cap` is absent, else a capability-specific
     /// positive value.
     pub fn check_extension(&self, cap: u32) -> stdio::Result<i32> {
-        ioctl_val(self.fd.as_fd(), KVM_CHECK_EXTENSION, libc::c_ulong::from(cap))
+        ioctl_val(
+            self.fd.as_fd(),
+            KVM_CHECK_EXTENSION,
+            libc::c_ulong::from(cap),
+        )
     }
 
     pub fn set_identity_map_address(&self, addr: u64) -> stdio::Result<()> {

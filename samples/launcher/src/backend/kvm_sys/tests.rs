@@ -193,7 +193,11 @@ fn expectations() -> Expect {
         ("flags", offset_of!(KvmRun, flags), 2),
         ("cr8", offset_of!(KvmRun, cr8), 8),
         ("apic_base", offset_of!(KvmRun, apic_base), 8),
-        ("padding", offset_of!(KvmRun, exit), size_of::<KvmExitArea>()),
+        (
+            "padding",
+            offset_of!(KvmRun, exit),
+            size_of::<KvmExitArea>(),
+        ),
     ] {
         e.field(run, name, offset, size);
     }
