@@ -279,6 +279,8 @@ pub struct KvmExitMmio {
     pub data: [u8; 8],
     pub len: u32,
     pub is_write: u8,
+    /// Tail padding in C; explicit so that every byte is read and written back.
+    pub pad: [u8; 3],
 }
 
 /// `kvm_run.hypercall` (KVM_EXIT_HYPERCALL).
@@ -289,6 +291,9 @@ pub struct KvmExitHypercall {
     pub args: [u64; 6],
     pub ret: u64,
     pub longmode: u32,
+    /// `pad` in older headers, the upper half of a `flags` union member in newer ones;
+    /// kept so that every byte is read and written back.
+    pub pad: u32,
 }
 
 /// `kvm_run.fail_entry` (KVM_EXIT_FAIL_ENTRY).
@@ -297,6 +302,8 @@ pub struct KvmExitHypercall {
 pub struct KvmExitFailEntry {
     pub hardware_entry_failure_reason: u64,
     pub cpu: u32,
+    /// Tail padding in C, explicit like `KvmExitMmio::pad`.
+    pub pad: u32,
 }
 
 /// `kvm_run.internal` (KVM_EXIT_INTERNAL_ERROR).
@@ -323,12 +330,13 @@ pub struct KvmExitMsr {
 ///
 /// # Safety
 ///
-/// Implementors are `#[repr(C)]` structures of integers (valid for every bit pattern), no
-/// larger than `KvmExitArea` and aligned no more strictly.
+/// Implementors are `#[repr(C)]` structures of integers (valid for every bit pattern)
+/// without implicit padding (so writing one back after reading it changes only the fields
+/// set in between), no larger than `KvmExitArea` and aligned no more strictly.
 pub unsafe trait ExitMember: Copy {}
 
-// SAFETY: each is a `#[repr(C)]` structure of integers; sizes and alignments are checked
-// by the `const` assertions below.
+// SAFETY: each is a `#[repr(C)]` structure of integers with explicit padding; sizes and
+// alignments are checked by the `const` assertions below.
 unsafe impl ExitMember for KvmExitIo {}
 // SAFETY: as above.
 unsafe impl ExitMember for KvmExitMmio {}

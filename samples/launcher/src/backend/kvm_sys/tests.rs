@@ -209,6 +209,8 @@ fn expectations() -> Expect {
     for member in ["io", "mmio", "hypercall", "fail_entry", "internal", "msr"] {
         e.offset(run, member, offset_of!(KvmRun, exit));
     }
+    // The explicit tail `pad` of mmio, hypercall and fail_entry is not a field in every
+    // header version; the member sizes cover it.
     layout!(e, KvmExitIo, "struct kvm_run"."io" { direction, size, port, count, data_offset });
     layout!(e, KvmExitMmio, "struct kvm_run"."mmio" { phys_addr, data, len, is_write });
     layout!(e, KvmExitHypercall, "struct kvm_run"."hypercall" { nr, args, ret, longmode });
