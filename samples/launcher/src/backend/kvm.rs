@@ -370,7 +370,9 @@ impl Backend for KvmBackend {
         for (i, v) in values.iter().take(count as usize).enumerate() {
             // KVM never points data_offset outside the kvm_run mapping; if it did, the IN
             // would read what KVM left there, which is all that can be done.
-            let _ = self.vcpu.write_io_data(off + i * n, &v.to_le_bytes()[..n]);
+            let _ = self
+                .vcpu
+                .write_io_data(off.saturating_add(i * n), &v.to_le_bytes()[..n]);
         }
     }
 
