@@ -416,10 +416,13 @@ unsafe fn ioctl_ptr<T>(fd: BorrowedFd<'_>, cmd: u32, arg: *mut T) -> stdio::Resu
     }
 }
 
-/// An ioctl whose argument is an integer (or that takes none, `arg` = 0).
+/// An ioctl whose argument is an integer (or that takes none, `arg` = 0). Only for the
+/// by-value commands of this module (`io()` numbers: no argument structure).
 fn ioctl_val(fd: BorrowedFd<'_>, cmd: u32, arg: libc::c_ulong) -> stdio::Result<i32> {
-    // SAFETY: every command passed here takes its argument by value, so the kernel
-    // dereferences nothing of ours.
+    // SAFETY: the commands passed here (KVM_GET_API_VERSION, KVM_CREATE_VM,
+    // KVM_CHECK_EXTENSION, KVM_GET_VCPU_MMAP_SIZE, KVM_CREATE_VCPU, KVM_SET_TSS_ADDR,
+    // KVM_RUN, KVM_NMI, KVM_GET_TSC_KHZ, KVM_GET_STATS_FD) take their argument by value, so
+    // the kernel dereferences nothing of ours.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::c_ulong::from(cmd), arg) };
     if r < 0 {
         Err(stdio::Error::last_os_error())
