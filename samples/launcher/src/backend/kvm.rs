@@ -1,34 +1,30 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `/dev/kvm` backend on rust-vmm's `kvm-ioctls`, for comparing shadowvm with KVM's own
-//! shadow MMU (kvm-intel ept=0) and with EPT.
+//! `/dev/kvm` backend on our own KVM interface (`kvm_sys`), for comparing shadowvm with
+//! KVM's own shadow MMU (kvm-intel ept=0) and with EPT.
 
+use super::kvm_sys::{
+    Kvm, KvmCpuidEntry2, KvmEnableCap, KvmExitFailEntry, KvmExitHypercall, KvmExitInternal,
+    KvmExitIo, KvmExitMmio, KvmExitMsr, KvmMsrEntry, KvmRegs, KvmSegment, KvmUserspaceMemoryRegion,
+    MsrFilterRange, VcpuFd, VmFd, KVM_CAP_X86_MSR_FILTER, KVM_CAP_X86_USER_SPACE_MSR,
+    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_HYPERCALL, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR,
+    KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN,
+    KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL,
+    KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_DEFAULT_ALLOW, KVM_MSR_FILTER_READ,
+    KVM_MSR_FILTER_WRITE,
+};
 use super::mmap::Mmap;
 use super::{Backend, Capabilities, CpuidEntry, Exit};
 use crate::error::{Error, Kind, Result};
-use kvm_bindings::{
-    kvm_cpuid_entry2, kvm_enable_cap, kvm_interrupt, kvm_msr_entry, kvm_regs, kvm_segment,
-    kvm_userspace_memory_region, CpuId, Msrs, KVM_CAP_X86_USER_SPACE_MSR, KVM_MAX_CPUID_ENTRIES,
-    KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN,
-};
-use kvm_ioctls::{
-    Cap, Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuExit, VcpuFd, VmFd,
-};
 use shadowvm_uapi::{Regs, Segment, Sregs};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd};
 
 /// Without unrestricted guest, VMX needs a real-mode TSS (three pages) and an identity-map
 /// page table for paging-off guests; both sit just below the 4 GiB BIOS area, so guest
 /// memory must end below them.
 const IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
-const TSS_ADDR: usize = 0xfffb_d000;
-
-/// KVM_GET_STATS_FD = _IO(KVMIO, 0xce).
-const KVM_GET_STATS_FD: libc::c_ulong = 0xae_ce;
-/// KVM_INTERRUPT = _IOW(KVMIO, 0x86, struct kvm_interrupt); kvm-ioctls has no wrapper.
-const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
+const TSS_ADDR: u32 = 0xfffb_d000;
 
 pub struct KvmBackend {
     // Field order: vCPU and VM close before the memory they use is unmapped.
@@ -41,7 +37,7 @@ pub struct KvmBackend {
     /// The last exit was KVM_EXIT_X86_RDMSR/WRMSR, whose `msr` member `complete_msr` fills.
     pending_msr: bool,
     /// The host's CPUID as KVM can give it (KVM_GET_SUPPORTED_CPUID).
-    supported: CpuId,
+    supported: Vec<KvmCpuidEntry2>,
     /// Whether interrupts were queued with KVM_INTERRUPT since the last exit: KVM holds one.
     interrupt_queued: bool,
 }
@@ -50,8 +46,8 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(Kind::Unavailable, format!("/dev/kvm: {what} failed: {e}"))
 }
 
-fn to_kvm_segment(s: &Segment) -> kvm_segment {
-    kvm_segment {
+fn to_kvm_segment(s: &Segment) -> KvmSegment {
+    KvmSegment {
         base: s.base,
         limit: s.limit,
         selector: s.selector,
@@ -75,7 +71,7 @@ impl KvmBackend {
                 "--memory {mem_size:#x} is too large for the KVM backend: it must end below {IDENTITY_MAP_ADDR:#x}"
             )));
         }
-        let kvm = Kvm::new().map_err(|e| {
+        let kvm = Kvm::open().map_err(|e| {
             Error::new(
                 Kind::Unavailable,
                 format!("cannot open /dev/kvm: {e} (is kvm-intel loaded?)"),
@@ -91,7 +87,7 @@ impl KvmBackend {
         let len = usize::try_from(mem_size)
             .map_err(|_| Error::usage("--memory does not fit in the address space"))?;
         let mem = Mmap::anonymous(len).map_err(|e| unavailable("mmap of guest memory", e))?;
-        let region = kvm_userspace_memory_region {
+        let region = KvmUserspaceMemoryRegion {
             slot: 0,
             flags: 0,
             guest_phys_addr: 0,
@@ -107,7 +103,7 @@ impl KvmBackend {
             .map_err(|e| unavailable("KVM_CREATE_VCPU", e))?;
         // KVM rejects EFER.LME in SET_SREGS until the vCPU has CPUID with long mode.
         let cpuid = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .supported_cpuid()
             .map_err(|e| unavailable("KVM_GET_SUPPORTED_CPUID", e))?;
         vcpu.set_cpuid2(&cpuid)
             .map_err(|e| unavailable("KVM_SET_CPUID2", e))?;
@@ -124,8 +120,40 @@ impl KvmBackend {
         })
     }
 
-    fn kvm_run_base(&mut self) -> *mut u8 {
-        (self.vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run).cast()
+    /// KVM_EXIT_IO: an OUT's values, or an IN whose data `complete_io_in` fills. The data
+    /// is `count` elements of `size` bytes at `data_offset` in the kvm_run mapping.
+    fn io_exit(&mut self) -> Result<Exit> {
+        let io: KvmExitIo = self.vcpu.exit();
+        let (size, count) = (io.size, io.count);
+        let off = usize::try_from(io.data_offset).unwrap_or(usize::MAX);
+        if io.direction == KVM_EXIT_IO_IN {
+            self.pending_in = Some((off, size, count));
+            return Ok(Exit::IoIn {
+                port: io.port,
+                size,
+                count,
+            });
+        }
+        let n = usize::from(size).min(8);
+        let values = (0..count as usize)
+            .map(|i| {
+                let mut b = [0u8; 8];
+                self.vcpu
+                    .read_io_data(off.saturating_add(i * n), &mut b[..n])
+                    .map_err(|e| {
+                        Error::os(format!(
+                            "KVM_EXIT_IO OUT to port {:#x}: data at offset {off:#x} unreadable: {e}",
+                            io.port
+                        ))
+                    })?;
+                Ok(u64::from_le_bytes(b))
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        Ok(Exit::IoOut {
+            port: io.port,
+            size,
+            values,
+        })
     }
 }
 
@@ -134,18 +162,18 @@ impl KvmBackend {
 /// MTRRs and MISC_ENABLE) and of MSRs KVM does not know or rejects exit to userspace, so the
 /// launcher answers them the same way on every backend.
 fn route_launcher_msrs(vm: &VmFd) -> Result<()> {
-    if !vm.check_extension(Cap::X86UserSpaceMsr) || !vm.check_extension(Cap::X86MsrFilter) {
+    let has = |cap| vm.check_extension(cap).is_ok_and(|v| v > 0);
+    if !has(KVM_CAP_X86_USER_SPACE_MSR) || !has(KVM_CAP_X86_MSR_FILTER) {
         return Err(Error::new(
             Kind::Unavailable,
             "/dev/kvm lacks KVM_CAP_X86_USER_SPACE_MSR or KVM_CAP_X86_MSR_FILTER (Linux 5.10+ needed)",
         ));
     }
-    let mut cap = kvm_enable_cap {
-        cap: KVM_CAP_X86_USER_SPACE_MSR,
-        ..Default::default()
-    };
-    cap.args[0] = u64::from(
-        KVM_MSR_EXIT_REASON_FILTER | KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_INVAL,
+    let cap = KvmEnableCap::new(
+        KVM_CAP_X86_USER_SPACE_MSR,
+        u64::from(
+            KVM_MSR_EXIT_REASON_FILTER | KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_INVAL,
+        ),
     );
     vm.enable_cap(&cap)
         .map_err(|e| unavailable("KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR)", e))?;
@@ -154,13 +182,13 @@ fn route_launcher_msrs(vm: &VmFd) -> Result<()> {
     let ranges: Vec<MsrFilterRange<'_>> = crate::msr::OWNED
         .iter()
         .map(|r| MsrFilterRange {
-            flags: MsrFilterRangeFlags::READ | MsrFilterRangeFlags::WRITE,
+            flags: KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE,
             base: *r.start(),
-            msr_count: r.end() - r.start() + 1,
+            count: r.end() - r.start() + 1,
             bitmap: &deny,
         })
         .collect();
-    vm.set_msr_filter(MsrFilterDefaultAction::ALLOW, &ranges)
+    vm.set_msr_filter(KVM_MSR_FILTER_DEFAULT_ALLOW, &ranges)
         .map_err(|e| unavailable("KVM_X86_SET_MSR_FILTER", e))
 }
 
@@ -198,7 +226,7 @@ impl Backend for KvmBackend {
         self.vcpu
             .set_sregs(&s)
             .map_err(|e| Error::os(format!("KVM_SET_SREGS failed: {e}")))?;
-        let r = kvm_regs {
+        let r = KvmRegs {
             rax: regs.rax,
             rbx: regs.rbx,
             rcx: regs.rcx,
@@ -254,127 +282,118 @@ impl Backend for KvmBackend {
         self.pending_in = None;
         self.pending_msr = false;
         self.interrupt_queued = false;
-        // The borrowed exit is turned into owned data; I/O details come from kvm_run itself
-        // because VcpuExit does not carry the access size.
-        let exit = match self.vcpu.run() {
-            Ok(VcpuExit::IoIn(..)) | Ok(VcpuExit::IoOut(..)) => None,
-            Ok(VcpuExit::MmioRead(gpa, data)) => Some(Exit::MmioRead {
-                gpa,
-                len: data.len() as u32,
-            }),
-            Ok(VcpuExit::MmioWrite(gpa, data)) => {
-                let mut d = [0u8; 8];
-                let n = data.len().min(8);
-                d[..n].copy_from_slice(&data[..n]);
-                Some(Exit::MmioWrite {
-                    gpa,
-                    len: data.len() as u32,
-                    data: d,
-                })
+        match self.vcpu.run() {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) => {
+                return Ok(Exit::Intr)
             }
-            Ok(VcpuExit::Hlt) => Some(Exit::Hlt),
-            Ok(VcpuExit::Hypercall(h)) => Some(Exit::Hypercall {
-                nr: h.nr,
-                args: h.args,
-            }),
-            Ok(VcpuExit::Shutdown) => Some(Exit::Shutdown),
-            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(Exit::FailEntry {
-                reason,
-                qualification: 0,
-                cpu,
-            }),
-            Ok(VcpuExit::InternalError) => {
-                // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the live member.
-                let i = unsafe { self.vcpu.get_kvm_run().__bindgen_anon_1.internal };
+            Err(e) => return Err(Error::os(format!("KVM_RUN failed: {e}"))),
+        }
+        // Each exit reason's union member is read as a copy; answers are written back
+        // through `set_exit` by the `complete_*` methods.
+        let exit = match self.vcpu.exit_reason() {
+            KVM_EXIT_IO => return self.io_exit(),
+            KVM_EXIT_MMIO => {
+                let mmio: KvmExitMmio = self.vcpu.exit();
+                if mmio.is_write != 0 {
+                    let mut data = [0u8; 8];
+                    let n = (mmio.len as usize).min(data.len());
+                    data[..n].copy_from_slice(&mmio.data[..n]);
+                    Exit::MmioWrite {
+                        gpa: mmio.phys_addr,
+                        len: mmio.len,
+                        data,
+                    }
+                } else {
+                    Exit::MmioRead {
+                        gpa: mmio.phys_addr,
+                        len: mmio.len,
+                    }
+                }
+            }
+            KVM_EXIT_HLT => Exit::Hlt,
+            KVM_EXIT_HYPERCALL => {
+                let h: KvmExitHypercall = self.vcpu.exit();
+                Exit::Hypercall {
+                    nr: h.nr,
+                    args: h.args,
+                }
+            }
+            KVM_EXIT_SHUTDOWN => Exit::Shutdown,
+            KVM_EXIT_FAIL_ENTRY => {
+                let f: KvmExitFailEntry = self.vcpu.exit();
+                Exit::FailEntry {
+                    reason: f.hardware_entry_failure_reason,
+                    qualification: 0,
+                    cpu: f.cpu,
+                }
+            }
+            KVM_EXIT_INTERNAL_ERROR => {
+                let i: KvmExitInternal = self.vcpu.exit();
                 let n = (i.ndata as usize).min(i.data.len());
-                Some(Exit::InternalError {
+                Exit::InternalError {
                     suberror: i.suberror,
                     vmx_exit_reason: 0,
                     qualification: 0,
                     data: i.data[..n].to_vec(),
-                })
+                }
             }
-            Ok(VcpuExit::Intr) => Some(Exit::Intr),
-            Ok(VcpuExit::IrqWindowOpen) => Some(Exit::IrqWindowOpen),
-            Ok(VcpuExit::X86Rdmsr(m)) => {
-                // Until the launcher answers, a read that is never completed gives #GP.
-                *m.error = 1;
+            KVM_EXIT_INTR => Exit::Intr,
+            KVM_EXIT_IRQ_WINDOW_OPEN => Exit::IrqWindowOpen,
+            reason @ (KVM_EXIT_X86_RDMSR | KVM_EXIT_X86_WRMSR) => {
+                let mut m: KvmExitMsr = self.vcpu.exit();
+                // Until the launcher answers, an access that is never completed gives #GP.
+                m.error = 1;
+                self.vcpu.set_exit(m);
                 self.pending_msr = true;
-                Some(Exit::MsrRead { index: m.index })
+                if reason == KVM_EXIT_X86_RDMSR {
+                    Exit::MsrRead { index: m.index }
+                } else {
+                    Exit::MsrWrite {
+                        index: m.index,
+                        data: m.data,
+                    }
+                }
             }
-            Ok(VcpuExit::X86Wrmsr(m)) => {
-                *m.error = 1;
-                self.pending_msr = true;
-                Some(Exit::MsrWrite {
-                    index: m.index,
-                    data: m.data,
-                })
-            }
-            Ok(other) => Some(Exit::Other(format!("KVM exit {other:?}"))),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Some(Exit::Intr),
-            Err(e) => return Err(Error::os(format!("KVM_RUN failed: {e}"))),
+            other => Exit::Other(format!(
+                "KVM exit reason {other} (KVM_EXIT_* in <linux/kvm.h>)"
+            )),
         };
-        if let Some(exit) = exit {
-            return Ok(exit);
-        }
-        // SAFETY: exit_reason is KVM_EXIT_IO, so `io` is the live member.
-        let io = unsafe { self.vcpu.get_kvm_run().__bindgen_anon_1.io };
-        let (size, count, off) = (io.size, io.count, io.data_offset as usize);
-        if io.direction == kvm_bindings::KVM_EXIT_IO_IN as u8 {
-            self.pending_in = Some((off, size, count));
-            return Ok(Exit::IoIn {
-                port: io.port,
-                size,
-                count,
-            });
-        }
-        let base = self.kvm_run_base();
-        let values = (0..count as usize)
-            .map(|i| {
-                let mut b = [0u8; 8];
-                let n = usize::from(size).min(8);
-                // SAFETY: KVM puts count * size data bytes at data_offset inside the kvm_run
-                // mapping.
-                unsafe { std::ptr::copy_nonoverlapping(base.add(off + i * n), b.as_mut_ptr(), n) };
-                u64::from_le_bytes(b)
-            })
-            .collect();
-        Ok(Exit::IoOut {
-            port: io.port,
-            size,
-            values,
-        })
+        Ok(exit)
     }
 
     fn complete_io_in(&mut self, values: &[u64]) {
         let Some((off, size, count)) = self.pending_in.take() else {
             return;
         };
-        let base = self.kvm_run_base();
         let n = usize::from(size).min(8);
         for (i, v) in values.iter().take(count as usize).enumerate() {
-            // SAFETY: as in `run`: the data area for this IN is count * size bytes.
-            unsafe {
-                std::ptr::copy_nonoverlapping(v.to_le_bytes().as_ptr(), base.add(off + i * n), n)
-            };
+            // KVM never points data_offset outside the kvm_run mapping; if it did, the IN
+            // would read what KVM left there, which is all that can be done.
+            let _ = self
+                .vcpu
+                .write_io_data(off.saturating_add(i * n), &v.to_le_bytes()[..n]);
         }
     }
 
     fn complete_mmio_read(&mut self, data: &[u8]) {
-        // KVM_RUN hands these bytes to the instruction.
-        // SAFETY: called right after a KVM_EXIT_MMIO read, so `mmio` is the live member.
-        let mmio = unsafe { &mut self.vcpu.get_kvm_run().__bindgen_anon_1.mmio };
+        // KVM_RUN hands these bytes to the instruction; called right after a KVM_EXIT_MMIO
+        // read, whose member is `mmio`.
+        let mut mmio: KvmExitMmio = self.vcpu.exit();
         let n = data.len().min(mmio.data.len());
         mmio.data[..n].copy_from_slice(&data[..n]);
+        self.vcpu.set_exit(mmio);
     }
 
     fn complete_hypercall(&mut self, ret: u64) {
         // Called right after a KVM_EXIT_HYPERCALL, whose member is `hypercall`.
-        self.vcpu.get_kvm_run().__bindgen_anon_1.hypercall.ret = ret;
+        let mut h: KvmExitHypercall = self.vcpu.exit();
+        h.ret = ret;
+        self.vcpu.set_exit(h);
     }
 
     fn immediate_exit_ptr(&mut self) -> *mut u8 {
-        std::ptr::addr_of_mut!(self.vcpu.get_kvm_run().immediate_exit)
+        self.vcpu.immediate_exit_ptr()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -391,17 +410,9 @@ impl Backend for KvmBackend {
     }
 
     fn inject_interrupt(&mut self, vector: u8) -> Result<()> {
-        let irq = kvm_interrupt {
-            irq: u32::from(vector),
-        };
-        // SAFETY: KVM_INTERRUPT reads one `struct kvm_interrupt`, which `irq` is.
-        let r = unsafe { libc::ioctl(self.vcpu.as_raw_fd(), KVM_INTERRUPT, &irq) };
-        if r < 0 {
-            return Err(Error::os(format!(
-                "KVM_INTERRUPT of vector {vector:#x} failed: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
+        self.vcpu
+            .interrupt(vector)
+            .map_err(|e| Error::os(format!("KVM_INTERRUPT of vector {vector:#x} failed: {e}")))?;
         self.interrupt_queued = true;
         Ok(())
     }
@@ -413,32 +424,31 @@ impl Backend for KvmBackend {
     }
 
     fn set_request_interrupt_window(&mut self, on: bool) {
-        self.vcpu.get_kvm_run().request_interrupt_window = u8::from(on);
+        self.vcpu.set_request_interrupt_window(on);
     }
 
     fn ready_for_interrupt_injection(&mut self) -> bool {
-        !self.interrupt_queued && self.vcpu.get_kvm_run().ready_for_interrupt_injection != 0
+        !self.interrupt_queued && self.vcpu.ready_for_interrupt_injection()
     }
 
     fn guest_if(&mut self) -> bool {
-        self.vcpu.get_kvm_run().if_flag != 0
+        self.vcpu.if_flag()
     }
 
     fn complete_msr(&mut self, data: u64, gp: bool) {
         if !std::mem::take(&mut self.pending_msr) {
             return;
         }
-        // SAFETY: the last exit was KVM_EXIT_X86_RDMSR/WRMSR (`pending_msr`), so `msr` is
-        // the live member.
-        let m = unsafe { &mut self.vcpu.get_kvm_run().__bindgen_anon_1.msr };
+        // The last exit was KVM_EXIT_X86_RDMSR/WRMSR (`pending_msr`), whose member is `msr`.
+        let mut m: KvmExitMsr = self.vcpu.exit();
         m.error = u8::from(gp);
         m.data = data;
+        self.vcpu.set_exit(m);
     }
 
     fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>> {
         Ok(self
             .supported
-            .as_slice()
             .iter()
             .map(|e| CpuidEntry {
                 function: e.function,
@@ -453,9 +463,9 @@ impl Backend for KvmBackend {
     }
 
     fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<()> {
-        let raw: Vec<kvm_cpuid_entry2> = entries
+        let raw: Vec<KvmCpuidEntry2> = entries
             .iter()
-            .map(|e| kvm_cpuid_entry2 {
+            .map(|e| KvmCpuidEntry2 {
                 function: e.function,
                 index: e.index,
                 flags: e.flags,
@@ -466,50 +476,47 @@ impl Backend for KvmBackend {
                 ..Default::default()
             })
             .collect();
-        let cpuid = CpuId::from_entries(&raw)
-            .map_err(|e| Error::os(format!("CPUID table of {} leaves: {e:?}", raw.len())))?;
-        self.vcpu
-            .set_cpuid2(&cpuid)
-            .map_err(|e| Error::os(format!("KVM_SET_CPUID2 failed: {e}")))
+        self.vcpu.set_cpuid2(&raw).map_err(|e| {
+            Error::os(format!(
+                "KVM_SET_CPUID2 of {} leaves failed: {e}",
+                raw.len()
+            ))
+        })
     }
 
     fn get_msrs(&mut self, indices: &[u32]) -> Result<Vec<u64>> {
-        let raw: Vec<kvm_msr_entry> = indices
+        let mut raw: Vec<KvmMsrEntry> = indices
             .iter()
-            .map(|&index| kvm_msr_entry {
+            .map(|&index| KvmMsrEntry {
                 index,
                 ..Default::default()
             })
             .collect();
-        let mut msrs = Msrs::from_entries(&raw)
-            .map_err(|e| Error::os(format!("KVM_GET_MSRS of {indices:#x?}: {e:?}")))?;
         let n = self
             .vcpu
-            .get_msrs(&mut msrs)
-            .map_err(|e| Error::os(format!("KVM_GET_MSRS failed: {e}")))?;
+            .get_msrs(&mut raw)
+            .map_err(|e| Error::os(format!("KVM_GET_MSRS of {indices:#x?} failed: {e}")))?;
         if n != indices.len() {
             return Err(Error::os(format!(
                 "KVM_GET_MSRS read only {n} of the MSRs {indices:#x?}"
             )));
         }
-        Ok(msrs.as_slice().iter().map(|e| e.data).collect())
+        Ok(raw.iter().map(|e| e.data).collect())
     }
 
     fn set_msrs(&mut self, entries: &[(u32, u64)]) -> Result<()> {
-        let raw: Vec<kvm_msr_entry> = entries
+        let raw: Vec<KvmMsrEntry> = entries
             .iter()
-            .map(|&(index, data)| kvm_msr_entry {
+            .map(|&(index, data)| KvmMsrEntry {
                 index,
                 data,
                 ..Default::default()
             })
             .collect();
-        let msrs = Msrs::from_entries(&raw)
-            .map_err(|e| Error::os(format!("KVM_SET_MSRS of {} MSRs: {e:?}", raw.len())))?;
         let n = self
             .vcpu
-            .set_msrs(&msrs)
-            .map_err(|e| Error::os(format!("KVM_SET_MSRS failed: {e}")))?;
+            .set_msrs(&raw)
+            .map_err(|e| Error::os(format!("KVM_SET_MSRS of {} MSRs failed: {e}", raw.len())))?;
         match entries.get(n) {
             None => Ok(()),
             Some((index, data)) => Err(Error::os(format!(
@@ -520,18 +527,18 @@ impl Backend for KvmBackend {
 
     fn tsc_khz(&mut self) -> Result<u32> {
         self.vcpu
-            .get_tsc_khz()
+            .tsc_khz()
             .map_err(|e| Error::os(format!("KVM_GET_TSC_KHZ failed: {e}")))
     }
 
     fn stats(&mut self) -> Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
-        for (prefix, fd) in [
-            ("kvm.vm.", self.vm.as_raw_fd()),
-            ("kvm.vcpu.", self.vcpu.as_raw_fd()),
+        for (prefix, file) in [
+            ("kvm.vm.", self.vm.stats_fd()),
+            ("kvm.vcpu.", self.vcpu.stats_fd()),
         ] {
             // Binary stats need Linux 5.14+; older kernels just give no KVM counters.
-            if let Ok(data) = read_stats_fd(fd) {
+            if let Ok(data) = file.and_then(read_all) {
                 out.extend(
                     parse_binary_stats(&data)
                         .into_iter()
@@ -543,16 +550,9 @@ impl Backend for KvmBackend {
     }
 }
 
-fn read_stats_fd(fd: i32) -> std::io::Result<Vec<u8>> {
-    // SAFETY: KVM_GET_STATS_FD takes no argument and returns a new fd or -1.
-    let sfd = unsafe { libc::ioctl(fd, KVM_GET_STATS_FD, 0) };
-    if sfd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `sfd` is a fresh fd that nothing else owns.
-    let mut f = unsafe { File::from_raw_fd(sfd) };
+fn read_all(mut file: File) -> std::io::Result<Vec<u8>> {
     let mut data = Vec::new();
-    f.read_to_end(&mut data)?;
+    file.read_to_end(&mut data)?;
     Ok(data)
 }
 

@@ -53,6 +53,10 @@ impl Mmap {
         self.ptr
     }
 
+    pub fn mapped_len(&self) -> usize {
+        self.len
+    }
+
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: the mapping is `len` bytes, readable and writable, and lives as long as
         // `self`; the guest may change it concurrently only while the vCPU runs, which needs

@@ -7,6 +7,7 @@ use crate::error::Result;
 use shadowvm_uapi::{Regs, Sregs};
 
 pub mod kvm;
+mod kvm_sys;
 pub mod mmap;
 pub mod shadowvm;
 
