@@ -4,20 +4,22 @@
 //! hidden fault the engine fixes) agrees with the reference walker over the guest tables:
 //! same host page, same #PF error code, same A/D bits, except where x86 lets a TLB keep a
 //! stale translation (a present entry changed without INVLPG / flush): then a result from
-//! an earlier state of the tables (since the last flush, not invalidated for that page)
-//! is accepted too. Not-present -> present needs no flush.
+//! an earlier state of the tables (since the last flush, and no INVLPG of that page after
+//! that state was replaced) is accepted too. Not-present -> present needs no flush.
 //!
 //! Emulated writes (`PfOutcome::EmulateWrite`) run the real instruction emulator over the
 //! engine's `access::EngineAccess`, as the vCPU does (`common::emulate_store`); every
 //! access must complete within 8 engine events (`cpu_access`), with the root cache up to
 //! its maximum and the shadow-page limit at its minimum in some cases.
 //!
-//! Cases per mode: `SHADOWVM_CASES` (default 300); e.g. `SHADOWVM_CASES=5000 cargo test
-//! --release -p shadowvm-mmu --test model`.
+//! Cases per mode: `SHADOWVM_CASES` (default 300; `PROPTEST_CASES` is not read); e.g.
+//! `SHADOWVM_CASES=5000 cargo test --release -p shadowvm-mmu --test model`. Seed:
+//! `PROPTEST_RNG_SEED`.
 
 mod common;
 use common::*;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use shadowvm_mmu::bits::*;
 use shadowvm_mmu::*;
 
@@ -434,13 +436,20 @@ impl World {
                     gva & 0xffff_ffff
                 };
                 let base = canon & !(page_size - 1);
+                // View k (the tables after the first k stores since the flush) is current
+                // until store k, and the CPU may cache it at any time meanwhile,
+                // speculatively too (SDM vol. 3A 4.10.2.3). An INVLPG run after t stores
+                // invalidates only the entries that exist when it executes (4.10.4.1), so
+                // it rules view k out only if it ran after view k was replaced (t > k):
+                // after an INVLPG while view k was current (t == k) the CPU may cache
+                // view k again and keep it past store k until a later INVLPG.
                 let invalidated = self.invl.iter().any(|&(t, x)| {
                     let x = if self.st.mode == 3 {
                         x & 0xffff_ffff_ffff
                     } else {
                         x & 0xffff_ffff
                     };
-                    t >= k && x & !(page_size - 1) == base
+                    t > k && x & !(page_size - 1) == base
                 });
                 if !invalidated && self.mem.backed(gpa >> 12) && self.mem.hpa_of(gpa) == hpa {
                     found = true;
@@ -761,8 +770,46 @@ fn run_mode(
     w.run(&ops, fail);
 }
 
+/// `model_bits32` once failed in CI with "stale result not allowed" (input lost); this is
+/// the minimal case proptest shrank the same failure to, found with longer operation
+/// sequences. The engine was right and the model wrong: the engine returns the translation
+/// X had when the guest ran INVLPG X, and the model counted that state as invalidated by
+/// the INVLPG although the CPU may cache it again right after it (see `access`).
+#[test]
+fn stale_translation_cached_again_after_invlpg() {
+    let cfg = Config {
+        maxphyaddr: 36,
+        gb_pages: false,
+        root_cache_size: 1,
+        max_shadow_pages: 4096,
+        flood_threshold: 1,
+        unsync: true,
+    };
+    let ops = vec![
+        // Implicit supervisor read of X = 0x200000 (PDE 0 -> POOL[0], PTE 512 -> DATA0 + 1):
+        // the shadow maps X.
+        (0, 3_004_732_762, 2_338_405_024, 0),
+        // INVLPG X: nothing to do, the shadow entry is in sync.
+        (10, 3_850_172_026, 0, 0),
+        // Store of a not-present PTE 512 through the direct map: the engine lets POOL[0]
+        // go out of sync and the store through, and X's shadow entry stays.
+        (6, 3_814_841_786, 0, 0),
+        // Implicit supervisor read of X: DATA0 + 1, the state at the INVLPG.
+        (0, 1_673_650_138, 234_507_424, 0),
+    ];
+    run_mode(1, (cfg, false, false, false), ops, None);
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+    // A failure's seed is saved in tests/model.proptest-regressions and that case runs
+    // first on every later run: commit the file to keep it.
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions"
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn model_long4(c in cfg_strategy(), ops in ops(), f in fail()) { run_mode(3, c, ops, f); }
