@@ -6,10 +6,10 @@
 use super::bits::*;
 use super::mem::{read_gpte, GuestMemory, PageSource};
 use super::roots::{sidx, ROOT_PAGES, ROOT_RECS};
-use super::sp::SP_UNSYNC;
+use super::sp::{SpId, SP_UNSYNC};
 use super::stats::Counter;
 use super::walk::{GuestMode, PagingCtx};
-use super::{CtlOutcome, InvpcidKind, Mmu, MmuError};
+use super::{CtlOutcome, InvpcidKind, Mmu, MmuError, MAX_ROOT_CACHE};
 
 impl Mmu {
     /// Loads the 4 PAE PDPTEs at `cr3`; `None` if one has reserved bits set (#GP).
@@ -178,7 +178,8 @@ impl Mmu {
     }
 
     /// INVLPG: drops the shadow's cached translation of `gva` (resyncs the entry of an
-    /// out-of-sync leaf table, drops a split large page entirely). Needs no memory.
+    /// out-of-sync leaf table, drops a split large page entirely), in the current root
+    /// and, with CR4.PCIDE=1, in every cached root with the current PCID. Needs no memory.
     pub fn invlpg<G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {
         self.stats.inc(Counter::Invlpg);
         self.invlpg_inner(mem, gva);
@@ -189,9 +190,32 @@ impl Mmu {
             return;
         }
         let gva = self.ctx.canon(gva);
-        let Some((mut sp, mut level)) = self.path_start(gva) else {
-            return;
-        };
+        if let Some((sp, level)) = self.path_start(gva) {
+            self.invlpg_path(mem, gva, sp, level);
+        }
+        if self.pcide() {
+            // The CPU tags translations with the PCID, not with CR3: INVLPG drops the
+            // page's translations for the current PCID whatever CR3 they were cached
+            // under (SDM vol. 3A 4.10.4.1), so after a no-flush MOV to CR3 back to
+            // another table with this PCID the guest must not find the old translation.
+            // Every cached root with this PCID gets the same treatment.
+            let pcid = self.ctx.cr3 & 0xfff;
+            let mut others = [None; MAX_ROOT_CACHE];
+            let n = self.other_roots_with_pcid(pcid, &mut others);
+            for sp in others.into_iter().take(n).flatten() {
+                self.invlpg_path(mem, gva, sp, 4);
+            }
+        }
+    }
+
+    /// INVLPG in one shadow: walks it from table `sp` at `level` down to `gva`'s entry.
+    fn invlpg_path<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        gva: u64,
+        mut sp: SpId,
+        mut level: u8,
+    ) {
         loop {
             let slot = sidx(gva, level);
             if self.spt_get(sp, slot) & PTE_P == 0 {

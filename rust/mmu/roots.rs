@@ -469,6 +469,34 @@ impl Mmu {
         }
     }
 
+    /// Root tables of the cached 4-level roots, other than the current one, whose CR3
+    /// carries PCID `pcid` (their keys keep the PCID while CR4.PCIDE=1), into `out`;
+    /// returns how many. No memory, at most [`MAX_ROOT_CACHE`] roots.
+    pub(super) fn other_roots_with_pcid(
+        &self,
+        pcid: u64,
+        out: &mut [Option<SpId>; MAX_ROOT_CACHE],
+    ) -> usize {
+        let mut n = 0usize;
+        let mut i = 0usize;
+        while let Some(r) = self.roots.get(i) {
+            // i < len <= MAX_ROOT_CACHE.
+            i = i.saturating_add(1);
+            let rec = self.root_rec(r);
+            if Some(r) == self.roots.current() || rec.key & 0xfff != pcid {
+                continue;
+            }
+            let Some(sp) = rec.sp else {
+                continue;
+            };
+            if let Some(slot) = out.get_mut(n) {
+                *slot = Some(sp);
+                n = n.saturating_add(1);
+            }
+        }
+        n
+    }
+
     /// The shadow page and level where a walk for `gva` starts (below the PAE root).
     pub(super) fn path_start(&self, gva: u64) -> Option<(SpId, u8)> {
         let r = self.roots.current()?;
