@@ -172,8 +172,8 @@ fn prepare_guest(opts: &Options, files: &GuestFiles, mem: &mut [u8]) -> Result<P
     }
     let ram_end = mem.len() as u64;
     // Guest RAM is one block from 0, below the APIC pages (`args::validate`).
-    let boot =
-        linux::load(mem, &[0..ram_end], files.image, files.initrd, &opts.append).map_err(named)?;
+    let ram = std::slice::from_ref(&(0..ram_end));
+    let boot = linux::load(mem, ram, files.image, files.initrd, &opts.append).map_err(named)?;
     let e820: Vec<_> = boot
         .e820
         .iter()
@@ -642,29 +642,24 @@ mod tests {
             string: "m".into(),
             data: vec![1],
         }];
-        let cases: [(&[u8], Option<&[u8]>, &[multiboot::Module], &str); 2] = [
-            (&elf, Some(b"rd"), &[], "--initrd needs a Linux bzImage"),
+        let cases = [
             (
-                &kernel,
-                None,
-                &module,
+                files(&elf, Some(b"rd"), &[]),
+                "--initrd needs a Linux bzImage",
+            ),
+            (
+                files(&kernel, None, &module),
                 "is a Linux bzImage: give its initramfs with --initrd",
             ),
         ];
-        for (image, initrd, modules, want) in cases {
+        for (guest, want) in cases {
             let mut fake = Fake {
                 mem: vec![0; 64 << 20],
                 ..Default::default()
             };
             let opts = parse_opts(&["--quiet", "k"]);
-            let e = run_guest(
-                &opts,
-                &files(image, initrd, modules),
-                &mut fake,
-                Box::new(Capture::default()),
-                None,
-            )
-            .unwrap_err();
+            let e = run_guest(&opts, &guest, &mut fake, Box::new(Capture::default()), None)
+                .unwrap_err();
             assert_eq!(e.kind, Kind::Usage);
             assert!(e.msg.contains(want), "{}", e.msg);
         }
