@@ -172,8 +172,15 @@ fn prepare_guest(opts: &Options, files: &GuestFiles, mem: &mut [u8]) -> Result<P
     }
     let ram_end = mem.len() as u64;
     // Guest RAM is one block from 0, below the APIC pages (`args::validate`).
-    let ram = std::slice::from_ref(&(0..ram_end));
-    let boot = linux::load(mem, ram, files.image, files.initrd, &opts.append).map_err(named)?;
+    let ram = 0..ram_end;
+    let boot = linux::load(
+        mem,
+        std::slice::from_ref(&ram),
+        files.image,
+        files.initrd,
+        &opts.append,
+    )
+    .map_err(named)?;
     let e820: Vec<_> = boot
         .e820
         .iter()
