@@ -96,9 +96,10 @@ pub struct Options {
 
 /// Default guest memory: 64 MiB, above the 32 MiB the boot protocol promises.
 pub const DEFAULT_MEMORY: u64 = 64 << 20;
-/// Default guest memory of a Linux kernel: the guest kernel loads at 16 MiB and needs room
-/// for its initramfs, unpacked, and the test programs' processes (samples/linux needs
-/// about 60 MiB; QEMU's default is 128 MiB).
+/// Default guest memory of a Linux kernel: it loads at 16 MiB and needs room for its
+/// initramfs, unpacked, and its processes. The project's guest (samples/linux) passes all
+/// its tests in 128 MiB, QEMU's default too, and that fits in the 512 MiB Bochs machine
+/// the launcher is tested in.
 pub const DEFAULT_LINUX_MEMORY: u64 = 128 << 20;
 /// Default load address of flat images: 1 MiB, as for multiboot kernels.
 pub const DEFAULT_LOAD_ADDR: u64 = 0x10_0000;
