@@ -93,8 +93,16 @@ fn real_main() -> Result<u8> {
             })
         })
         .transpose()?;
+    let image_name = opts.image.display().to_string();
     let linux = loader::is_linux(&image, opts.format)
-        .map_err(|e| Error::new(e.kind, format!("{}: {}", opts.image.display(), e.msg)))?;
+        .map_err(|e| Error::new(e.kind, format!("{image_name}: {}", e.msg)))?;
+    let files = GuestFiles {
+        image: &image,
+        initrd: initrd.as_deref(),
+        modules: &modules,
+    };
+    // Before opening the backend: a mistake on the command line is reported as such.
+    check_files(linux, &image_name, &files)?;
     let memory = opts.memory_for(linux);
     let serial: Box<dyn Write> = match &opts.serial_log {
         Some(path) => Box::new(BufWriter::new(File::create(path).map_err(|e| {
@@ -114,11 +122,6 @@ fn real_main() -> Result<u8> {
     };
     // COM1's input: the launcher's stdin.
     let input = devices::uart::spawn_stdin_reader(!opts.quiet);
-    let files = GuestFiles {
-        image: &image,
-        initrd: initrd.as_deref(),
-        modules: &modules,
-    };
     run_guest(&opts, &files, backend.as_mut(), serial, Some(input))
 }
 
@@ -144,16 +147,28 @@ struct Prepared {
     notes: Vec<String>,
 }
 
+/// An initrd goes with a Linux kernel, modules with a Multiboot kernel.
+fn check_files(linux: bool, image_name: &str, files: &GuestFiles) -> Result<()> {
+    if !linux && files.initrd.is_some() {
+        return Err(Error::usage(format!(
+            "--initrd needs a Linux bzImage, and {image_name} is not one (no setup header, or a Multiboot header); give a Multiboot kernel's files with --module"
+        )));
+    }
+    if linux && !files.modules.is_empty() {
+        return Err(Error::usage(format!(
+            "--module needs a Multiboot kernel, and {image_name} is a Linux bzImage: give its initramfs with --initrd"
+        )));
+    }
+    Ok(())
+}
+
 /// Loads the guest into `mem` as its format says and returns its entry state.
 fn prepare_guest(opts: &Options, files: &GuestFiles, mem: &mut [u8]) -> Result<Prepared> {
     let image_name = opts.image.display().to_string();
     let named = |e: Error| Error::new(e.kind, format!("{image_name}: {}", e.msg));
-    if !loader::is_linux(files.image, opts.format).map_err(named)? {
-        if files.initrd.is_some() {
-            return Err(Error::usage(format!(
-                "--initrd needs a Linux bzImage, and {image_name} is not one (no setup header, or a Multiboot header); give a Multiboot kernel's files with --module"
-            )));
-        }
+    let linux = loader::is_linux(files.image, opts.format).map_err(named)?;
+    check_files(linux, &image_name, files)?;
+    if !linux {
         let (loaded, boot_info, fw_cfg) = load_guest(opts, files.image, files.modules, mem)?;
         let (regs, sregs) = boot::setup(mem, opts.start, loaded.entry, boot_info)?;
         return Ok(Prepared {
@@ -164,11 +179,6 @@ fn prepare_guest(opts: &Options, files: &GuestFiles, mem: &mut [u8]) -> Result<P
             fw_cfg,
             notes: loaded.notes,
         });
-    }
-    if !files.modules.is_empty() {
-        return Err(Error::usage(format!(
-            "--module needs a Multiboot kernel, and {image_name} is a Linux bzImage: give its initramfs with --initrd"
-        )));
     }
     let ram_end = mem.len() as u64;
     // Guest RAM is one block from 0, below the APIC pages (`args::validate`).
