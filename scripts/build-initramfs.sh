@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Packs the test initramfs: busybox, /init, the module, kvm modules for the comparison
-# tests, selftests, the launcher, guest images and Multiboot test kernels (when built).
+# tests, selftests, the launcher, guest images, Multiboot test kernels and the Linux guest
+# (when built).
 # Usage: build-initramfs.sh <kernel build dir> <shadowvm.ko> <output.cpio>
 # Not compressed: in Bochs, inflating it took the kernel ~200M instructions (a second of
 # guest time) per boot, more than reading the larger image from the boot CD.
@@ -27,4 +28,10 @@ cp -r "$SHADOWVM_OUT/tests/." "$root/tests/"
 [ -d "$SHADOWVM_OUT/multiboot/qemu-ref" ] && mkdir -p "$root/multiboot/qemu-ref" &&
 	cp "$SHADOWVM_OUT/multiboot/qemu-ref/"*.out "$SHADOWVM_OUT/multiboot/qemu-ref/"*.status "$root/multiboot/qemu-ref/"
 [ -x "$SHADOWVM_OUT/bin/shadowvm-run" ] && cp "$SHADOWVM_OUT/bin/shadowvm-run" "$root/bin/"
+# The Linux guest (scripts/build-linux-guest.sh) for the linux suite, when built: its
+# kernel (~2 MB) and initramfs (~3 MB).
+if [ -f "$SHADOWVM_OUT/linux/bzImage" ] && [ -f "$SHADOWVM_OUT/linux/initramfs.cpio" ]; then
+	mkdir -p "$root/linux"
+	cp "$SHADOWVM_OUT/linux/bzImage" "$SHADOWVM_OUT/linux/initramfs.cpio" "$root/linux/"
+fi
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) > "$out"

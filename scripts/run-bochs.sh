@@ -3,7 +3,8 @@
 # named in-guest suites; the serial log is the result. Bochs' own log goes beside it.
 # Usage: run-bochs.sh <bzImage> <initrd> <suites,comma,separated> <serial log> [timeout s] [cpus]
 # CPU count: the sixth argument or SHADOWVM_BOCHS_CPUS (default 1; Debian's Bochs 2.7 is
-# built with SMP support).
+# built with SMP support). SHADOWVM_BOCHS_APPEND: more words for the kernel command line
+# (suite parameters such as shadowvm.linux_scale=1).
 # The timeout counts the CPU time Bochs uses (one host core at most), so a boot on a busy
 # machine is not cut short; the wall clock limit is SHADOWVM_BOCHS_WALL_FACTOR (default 4)
 # times that.
@@ -24,7 +25,7 @@ PROMPT 0
 TIMEOUT 0
 LABEL linux
   KERNEL /bzImage
-  APPEND initrd=/initrd console=ttyS0 quiet panic=-1 oops=panic pty.legacy_count=0 shadowvm.suites=$suites
+  APPEND initrd=/initrd console=ttyS0 quiet panic=-1 oops=panic pty.legacy_count=0 shadowvm.suites=$suites${SHADOWVM_BOCHS_APPEND:+ $SHADOWVM_BOCHS_APPEND}
 CFG
 genisoimage -quiet -o "$work/boot.iso" -b isolinux/isolinux.bin -c isolinux/boot.cat \
 	-no-emul-boot -boot-load-size 4 -boot-info-table -R "$work/iso"

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 pub const USAGE: &str = "\
 Usage: shadowvm-run [OPTIONS] IMAGE
+       shadowvm-run [OPTIONS] --kernel bzImage [--initrd FILE] [--append STRING]
 
-Runs a guest image (Multiboot kernel, ELF32/ELF64 or flat binary) on /dev/shadowvm or
-/dev/kvm, like qemu-system-x86_64 -kernel IMAGE -serial stdio, then prints VM exit and MMU
-statistics. Devices: COM1 16550A UART at 0x3f8 (IRQ 4; output to the terminal, input from
+Runs a guest image (Linux bzImage, Multiboot kernel, ELF32/ELF64 or flat binary) on
+/dev/shadowvm or /dev/kvm, like qemu-system-x86_64 -kernel IMAGE -serial stdio, then prints
+VM exit and MMU statistics. Devices: COM1 16550A UART at 0x3f8 (IRQ 4; output to the terminal, input from
 stdin), an exit port at 0xf4, the i8042 reset line (0x64), QEMU's fw_cfg (0x510/0x511) and
 a 64 KiB MMIO test window at 0xff000000 (QEMU's pc-testdev iomem).
 
@@ -22,11 +23,15 @@ Options:
   --backend shadowvm|kvm   hypervisor to use (default shadowvm)
   --start protected|long   32-bit protected mode, paging off (default), or 64-bit long
                            mode on identity page tables for the first 4 GiB
-  --format auto|multiboot|elf|flat
+  --kernel FILE            the guest image (the same as IMAGE; QEMU's -kernel)
+  --format auto|linux|multiboot|elf|flat
                            image format (default auto: Multiboot if the image has a
-                           Multiboot header, else ELF if it has the ELF magic, else flat;
-                           elf and flat ignore a Multiboot header and pass EBX = 0)
-  --append STRING          Multiboot command line after the image name (QEMU's -append)
+                           Multiboot header, else Linux if it has a bzImage setup header,
+                           else ELF if it has the ELF magic, else flat; elf and flat
+                           ignore a Multiboot header and pass EBX = 0)
+  --initrd FILE            initial ramdisk of a Linux kernel (QEMU's -initrd)
+  --append STRING          kernel command line: a Linux kernel's, or a Multiboot kernel's
+                           after the image name (QEMU's -append)
   --module FILE[,ARGS]     load FILE as a Multiboot module with the string \"FILE ARGS\";
                            repeatable, in order (QEMU's -initrd \"FILE ARGS,...\")
   --exit-device shadowvm|qemu
@@ -36,7 +41,8 @@ Options:
                            with -no-reboot
   --load-addr ADDR         load address of a flat image (default 0x100000)
   --entry ADDR             entry point (default: ELF header, or the flat load address)
-  --memory SIZE            guest memory, K/M/G suffix allowed (default 64M)
+  --memory SIZE            guest memory, K/M/G suffix allowed (default 64M; 128M for a
+                           Linux kernel)
   --timeout SECONDS        stop the guest after this long (fractions allowed)
   --json                   print the statistics as JSON on stdout; serial output then
                            goes to stderr unless --serial-log is given
@@ -76,18 +82,25 @@ pub struct Options {
     pub format: Format,
     pub load_addr: u64,
     pub entry: Option<u64>,
-    pub memory: u64,
+    /// `--memory`; `None`: the default for the kind of image (`default_memory`).
+    pub memory: Option<u64>,
     pub timeout: Option<Duration>,
     pub json: bool,
     pub serial_log: Option<PathBuf>,
     pub quiet: bool,
     pub append: String,
+    pub initrd: Option<PathBuf>,
     pub modules: Vec<ModuleArg>,
     pub exit_device: ExitDevice,
 }
 
 /// Default guest memory: 64 MiB, above the 32 MiB the boot protocol promises.
 pub const DEFAULT_MEMORY: u64 = 64 << 20;
+/// Default guest memory of a Linux kernel: it loads at 16 MiB and needs room for its
+/// initramfs, unpacked, and its processes. The project's guest (samples/linux) passes all
+/// its tests in 128 MiB, QEMU's default too, and that fits in the 512 MiB Bochs machine
+/// the launcher is tested in.
+pub const DEFAULT_LINUX_MEMORY: u64 = 128 << 20;
 /// Default load address of flat images: 1 MiB, as for multiboot kernels.
 pub const DEFAULT_LOAD_ADDR: u64 = 0x10_0000;
 /// Smallest guest memory the launcher accepts: the boot structures plus a 1 MiB image base.
@@ -113,24 +126,29 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command> {
         format: Format::Auto,
         load_addr: DEFAULT_LOAD_ADDR,
         entry: None,
-        memory: DEFAULT_MEMORY,
+        memory: None,
         timeout: None,
         json: false,
         serial_log: None,
         quiet: false,
         append: String::new(),
+        initrd: None,
         modules: Vec::new(),
         exit_device: ExitDevice::Shadowvm,
     };
     let mut args = args.into_iter();
     let mut only_positional = false;
+    let mut set_image = |path: &str| -> Result<()> {
+        if image.replace(PathBuf::from(path)).is_some() {
+            return Err(Error::usage(format!(
+                "more than one guest image given ({path}); pass exactly one IMAGE or --kernel FILE"
+            )));
+        }
+        Ok(())
+    };
     while let Some(arg) = args.next() {
         if only_positional || !arg.starts_with('-') || arg == "-" {
-            if image.replace(PathBuf::from(&arg)).is_some() {
-                return Err(Error::usage(format!(
-                    "more than one guest image given ({arg}); pass exactly one IMAGE"
-                )));
-            }
+            set_image(&arg)?;
             continue;
         }
         if arg == "--" {
@@ -174,19 +192,22 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command> {
                 }
             }
             "--format" => {
-                o.format = match value("auto|multiboot|elf|flat")?.as_str() {
+                o.format = match value("auto|linux|multiboot|elf|flat")?.as_str() {
                     "auto" => Format::Auto,
+                    "linux" => Format::Linux,
                     "multiboot" => Format::Multiboot,
                     "elf" => Format::Elf,
                     "flat" => Format::Flat,
                     v => {
                         return Err(Error::usage(format!(
-                            "unknown format '{v}': use auto, multiboot, elf or flat"
+                            "unknown format '{v}': use auto, linux, multiboot, elf or flat"
                         )))
                     }
                 }
             }
             "--append" => o.append = value("STRING")?,
+            "--kernel" => set_image(&value("FILE")?)?,
+            "--initrd" => o.initrd = Some(PathBuf::from(value("FILE")?)),
             "--module" => o.modules.push(parse_module(&value("FILE[,ARGS]")?)?),
             "--exit-device" => {
                 o.exit_device = match value("shadowvm|qemu")?.as_str() {
@@ -201,7 +222,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command> {
             }
             "--load-addr" => o.load_addr = parse_u64("--load-addr", &value("ADDR")?)?,
             "--entry" => o.entry = Some(parse_u64("--entry", &value("ADDR")?)?),
-            "--memory" => o.memory = parse_size(&value("SIZE")?)?,
+            "--memory" => o.memory = Some(parse_size(&value("SIZE")?)?),
             "--timeout" => o.timeout = Some(parse_timeout(&value("SECONDS")?)?),
             "--serial-log" => o.serial_log = Some(PathBuf::from(value("FILE")?)),
             "--json" | "--quiet" if inline.is_some() => {
@@ -218,33 +239,49 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command> {
     Ok(Command::Run(Box::new(o)))
 }
 
+impl Options {
+    /// Guest memory: `--memory`, or the default for a Linux kernel or another image.
+    pub fn memory_for(&self, linux: bool) -> u64 {
+        self.memory.unwrap_or(if linux {
+            DEFAULT_LINUX_MEMORY
+        } else {
+            DEFAULT_MEMORY
+        })
+    }
+}
+
 fn validate(o: &Options) -> Result<()> {
-    if o.memory < MIN_MEMORY || o.memory > MAX_MEMORY {
+    if let Some(memory) = o.memory {
+        if !(MIN_MEMORY..=MAX_MEMORY).contains(&memory) {
+            return Err(Error::usage(format!(
+                "--memory {memory} is out of range: use 2M to 4G"
+            )));
+        }
+        // Guest RAM is one block from 0; it must leave the APIC page unbacked so accesses exit.
+        if memory > crate::apic::APIC_DEFAULT_BASE {
+            return Err(Error::usage(format!(
+                "--memory {memory} would cover the local APIC page at {:#x}: use at most {}M",
+                crate::apic::APIC_DEFAULT_BASE,
+                crate::apic::APIC_DEFAULT_BASE >> 20
+            )));
+        }
+        if !memory.is_multiple_of(shadowvm_uapi::SHADOWVM_PAGE_SIZE) {
+            return Err(Error::usage(format!(
+                "--memory {memory} is not a multiple of 4 KiB: round it (e.g. 64M)"
+            )));
+        }
+    }
+    let memory = o.memory_for(false);
+    if o.load_addr >= memory {
         return Err(Error::usage(format!(
-            "--memory {} is out of range: use 2M to 4G",
-            o.memory
+            "--load-addr {:#x} is outside guest memory ({memory:#x} bytes): lower it or raise --memory",
+            o.load_addr
         )));
     }
-    // Guest RAM is one block from 0; it must leave the APIC page unbacked so accesses exit.
-    if o.memory > crate::apic::APIC_DEFAULT_BASE {
-        return Err(Error::usage(format!(
-            "--memory {} would cover the local APIC page at {:#x}: use at most {}M",
-            o.memory,
-            crate::apic::APIC_DEFAULT_BASE,
-            crate::apic::APIC_DEFAULT_BASE >> 20
-        )));
-    }
-    if !o.memory.is_multiple_of(shadowvm_uapi::SHADOWVM_PAGE_SIZE) {
-        return Err(Error::usage(format!(
-            "--memory {} is not a multiple of 4 KiB: round it (e.g. 64M)",
-            o.memory
-        )));
-    }
-    if o.load_addr >= o.memory {
-        return Err(Error::usage(format!(
-            "--load-addr {:#x} is outside guest memory ({:#x} bytes): lower it or raise --memory",
-            o.load_addr, o.memory
-        )));
+    if o.initrd.is_some() && matches!(o.format, Format::Multiboot | Format::Elf | Format::Flat) {
+        return Err(Error::usage(
+            "--initrd is for a Linux kernel; give a Multiboot kernel's files with --module",
+        ));
     }
     if o.format == Format::Elf && o.load_addr != DEFAULT_LOAD_ADDR {
         return Err(Error::usage(
@@ -339,12 +376,33 @@ mod tests {
         assert_eq!(o.image, PathBuf::from("guest.elf"));
         assert_eq!(o.backend, BackendKind::Shadowvm);
         assert_eq!(o.start, StartMode::Protected);
-        assert_eq!(o.memory, 64 << 20);
+        assert_eq!(o.memory, None);
+        assert_eq!(o.memory_for(false), 64 << 20);
+        assert_eq!(o.memory_for(true), 128 << 20);
         assert_eq!(o.load_addr, 0x10_0000);
         assert_eq!(o.entry, None);
         assert!(!o.json && !o.quiet && o.timeout.is_none());
         assert_eq!(o.exit_device, ExitDevice::Shadowvm);
-        assert!(o.append.is_empty() && o.modules.is_empty());
+        assert!(o.append.is_empty() && o.modules.is_empty() && o.initrd.is_none());
+    }
+
+    #[test]
+    fn linux_options() {
+        let o = run(&[
+            "--kernel",
+            "bzImage",
+            "--initrd=initrd.cpio",
+            "--append",
+            "console=ttyS0 pti=on",
+        ])
+        .unwrap();
+        assert_eq!(o.image, PathBuf::from("bzImage"));
+        assert_eq!(o.initrd, Some(PathBuf::from("initrd.cpio")));
+        assert_eq!(o.append, "console=ttyS0 pti=on");
+        assert_eq!(o.format, Format::Auto);
+        let o = run(&["--format", "linux", "--memory", "256M", "bzImage"]).unwrap();
+        assert_eq!(o.format, Format::Linux);
+        assert_eq!(o.memory_for(true), 256 << 20, "--memory wins");
     }
 
     #[test]
@@ -398,7 +456,7 @@ mod tests {
         assert_eq!(o.format, Format::Flat);
         assert_eq!(o.load_addr, 0x20_0000);
         assert_eq!(o.entry, Some(0x20_0010));
-        assert_eq!(o.memory, 128 << 20);
+        assert_eq!(o.memory, Some(128 << 20));
         assert_eq!(o.timeout, Some(Duration::from_millis(2500)));
         assert!(o.json && o.quiet);
         assert_eq!(o.serial_log, Some(PathBuf::from("/tmp/s.log")));
@@ -441,6 +499,9 @@ mod tests {
             &["--format", "aout", "g"],
             &["--json=1", "g"],
             &["a", "b"],
+            &["--kernel", "a", "b"],
+            &["--initrd", "i", "--format", "multiboot", "k"],
+            &["--kernel"],
             &[],
             &["g", "--memory"],
         ] {

@@ -14,10 +14,6 @@
 //! - [`ZERO_PAGE_ADDR`]: the zero page, [`CMDLINE_ADDR`]: the command line,
 //! - [`boot::STACK_TOP`]: the initial stack (the kernel switches to its own at once).
 
-// The launcher's `--kernel` option (issue 12, with the PC platform) is what calls `load`;
-// until then only the tests do.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use crate::boot;
 use crate::error::{Error, Result};
 use shadowvm_uapi::{Dtable, Regs, Segment, Sregs, SHADOWVM_RFLAGS_FIXED1};
@@ -183,6 +179,14 @@ fn read_u32(b: &[u8], off: usize) -> Option<u32> {
 
 fn read_u64(b: &[u8], off: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(off..off + 8)?.try_into().ok()?))
+}
+
+/// Whether `image` starts like a Linux kernel with a setup header (the boot sector's
+/// 0xAA55 flag and "HdrS"): how `--format auto` tells a bzImage from other images.
+/// `SetupHeader::parse` then checks the rest.
+pub fn has_setup_header(image: &[u8]) -> bool {
+    read_u16(image, hdr::BOOT_FLAG) == Some(BOOT_FLAG_MAGIC)
+        && read_u32(image, hdr::HEADER) == Some(HDRS_MAGIC)
 }
 
 impl SetupHeader {
@@ -677,7 +681,7 @@ pub fn load(
 #[cfg(test)]
 // A RAM layout of one range is a slice holding one range, not a mistake for a Vec of numbers.
 #[allow(clippy::single_range_in_vec_init)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::error::Kind;
     use std::path::PathBuf;
@@ -694,7 +698,7 @@ mod tests {
 
     /// Fields of a synthetic bzImage.
     #[derive(Clone)]
-    struct Synthetic {
+    pub(crate) struct Synthetic {
         version: u16,
         loadflags: u8,
         xloadflags: u16,
@@ -728,7 +732,7 @@ mod tests {
     }
 
     impl Synthetic {
-        fn image(&self) -> Vec<u8> {
+        pub(crate) fn image(&self) -> Vec<u8> {
             let sects = if self.setup_sects == 0 {
                 4
             } else {

@@ -14,6 +14,8 @@ pub enum Format {
     /// Multiboot if the file has a Multiboot header, else ELF if it starts with the ELF
     /// magic, else flat.
     Auto,
+    /// A Linux bzImage, loaded by `linux::load` (not by this module).
+    Linux,
     /// Must have a Multiboot header.
     Multiboot,
     /// ELF, ignoring any Multiboot header (no boot information: EBX = 0).
@@ -63,12 +65,31 @@ const ET_EXEC: u16 = 2;
 const EM_386: u16 = 3;
 const EM_X86_64: u16 = 62;
 
-/// Loads `image` into guest memory `mem` (guest-physical address = index).
+/// Whether `image` is booted as a Linux kernel (`linux::load`) rather than by `load`:
+/// with `--format linux`, or with `auto` when it has a bzImage setup header and no
+/// Multiboot header (QEMU, too, tries Multiboot first).
+pub fn is_linux(image: &[u8], format: Format) -> Result<bool> {
+    Ok(match format {
+        Format::Linux => true,
+        Format::Auto => {
+            multiboot::find_header(image)?.is_none() && crate::linux::has_setup_header(image)
+        }
+        Format::Multiboot | Format::Elf | Format::Flat => false,
+    })
+}
+
+/// Loads `image` into guest memory `mem` (guest-physical address = index); not a Linux
+/// kernel (`is_linux`).
 pub fn load(image: &[u8], mem: &mut [u8], opts: &LoadOptions) -> Result<Loaded> {
     let is_elf = image.starts_with(ELF_MAGIC);
     let header = match opts.format {
         Format::Auto | Format::Multiboot => multiboot::find_header(image)?,
         Format::Elf | Format::Flat => None,
+        Format::Linux => {
+            return Err(Error::image(
+                "a Linux kernel is loaded by the Linux boot protocol, not as a plain image",
+            ))
+        }
     };
     let loaded = match (opts.format, header) {
         (Format::Multiboot, None) => {
@@ -168,7 +189,9 @@ fn load_plain(
         }
         Format::Elf => load_elf(image, mem, opts)?,
         Format::Auto if is_elf => load_elf(image, mem, opts)?,
-        Format::Auto | Format::Flat | Format::Multiboot => load_flat(image, mem, opts)?,
+        Format::Auto | Format::Flat | Format::Multiboot | Format::Linux => {
+            load_flat(image, mem, opts)?
+        }
     };
     Ok(loaded)
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `shadowvm-run`: loads a guest image (a Multiboot kernel as `qemu-system-x86_64 -kernel`
-//! does, or ELF or flat), runs it on `/dev/shadowvm` or `/dev/kvm` with PC devices, and
+//! `shadowvm-run`: loads a guest image (a Linux bzImage or a Multiboot kernel as
+//! `qemu-system-x86_64 -kernel` does, or ELF or flat), runs it on `/dev/shadowvm` or `/dev/kvm` with PC devices, and
 //! reports VM exit and MMU statistics. See `--help`, Documentation/uapi.md and
 //! Documentation/platform.md.
 
@@ -81,6 +81,29 @@ fn real_main() -> Result<u8> {
                 })
         })
         .collect::<Result<Vec<_>>>()?;
+    let initrd = opts
+        .initrd
+        .as_ref()
+        .map(|path| {
+            std::fs::read(path).map_err(|e| {
+                Error::new(
+                    Kind::NoInput,
+                    format!("cannot read --initrd {}: {e}", path.display()),
+                )
+            })
+        })
+        .transpose()?;
+    let image_name = opts.image.display().to_string();
+    let linux = loader::is_linux(&image, opts.format)
+        .map_err(|e| Error::new(e.kind, format!("{image_name}: {}", e.msg)))?;
+    let files = GuestFiles {
+        image: &image,
+        initrd: initrd.as_deref(),
+        modules: &modules,
+    };
+    // Before opening the backend: a mistake on the command line is reported as such.
+    check_files(linux, &image_name, &files)?;
+    let memory = opts.memory_for(linux);
     let serial: Box<dyn Write> = match &opts.serial_log {
         Some(path) => Box::new(BufWriter::new(File::create(path).map_err(|e| {
             Error::new(
@@ -94,19 +117,105 @@ fn real_main() -> Result<u8> {
     };
 
     let mut backend: Box<dyn Backend> = match opts.backend {
-        BackendKind::Shadowvm => Box::new(backend::shadowvm::ShadowVm::open(opts.memory)?),
-        BackendKind::Kvm => Box::new(backend::kvm::KvmBackend::open(opts.memory)?),
+        BackendKind::Shadowvm => Box::new(backend::shadowvm::ShadowVm::open(memory)?),
+        BackendKind::Kvm => Box::new(backend::kvm::KvmBackend::open(memory)?),
     };
     // COM1's input: the launcher's stdin.
     let input = devices::uart::spawn_stdin_reader(!opts.quiet);
-    run_guest(
-        &opts,
-        &image,
-        &modules,
-        backend.as_mut(),
-        serial,
-        Some(input),
+    run_guest(&opts, &files, backend.as_mut(), serial, Some(input))
+}
+
+/// The files the guest is made of.
+struct GuestFiles<'a> {
+    image: &'a [u8],
+    /// `--initrd` (Linux only).
+    initrd: Option<&'a [u8]>,
+    /// `--module`s (Multiboot only).
+    modules: &'a [multiboot::Module],
+}
+
+/// A loaded guest, ready to enter.
+struct Prepared {
+    /// What kind of image it was, for the report ("linux-bzimage", `loader::Loaded::kind`).
+    kind: &'static str,
+    /// The entry state's name for the report (`boot::StartMode::name`, or "linux64").
+    start: &'static str,
+    regs: shadowvm_uapi::Regs,
+    sregs: shadowvm_uapi::Sregs,
+    fw_cfg: devices::fw_cfg::FwCfg,
+    /// Things the user should know (ignored header flags).
+    notes: Vec<String>,
+}
+
+/// An initrd goes with a Linux kernel, modules with a Multiboot kernel.
+fn check_files(linux: bool, image_name: &str, files: &GuestFiles) -> Result<()> {
+    if !linux && files.initrd.is_some() {
+        return Err(Error::usage(format!(
+            "--initrd needs a Linux bzImage, and {image_name} is not one (no setup header, or a Multiboot header); give a Multiboot kernel's files with --module"
+        )));
+    }
+    if linux && !files.modules.is_empty() {
+        return Err(Error::usage(format!(
+            "--module needs a Multiboot kernel, and {image_name} is a Linux bzImage: give its initramfs with --initrd"
+        )));
+    }
+    Ok(())
+}
+
+/// Loads the guest into `mem` as its format says and returns its entry state.
+fn prepare_guest(opts: &Options, files: &GuestFiles, mem: &mut [u8]) -> Result<Prepared> {
+    let image_name = opts.image.display().to_string();
+    let named = |e: Error| Error::new(e.kind, format!("{image_name}: {}", e.msg));
+    let linux = loader::is_linux(files.image, opts.format).map_err(named)?;
+    check_files(linux, &image_name, files)?;
+    if !linux {
+        let (loaded, boot_info, fw_cfg) = load_guest(opts, files.image, files.modules, mem)?;
+        let (regs, sregs) = boot::setup(mem, opts.start, loaded.entry, boot_info)?;
+        return Ok(Prepared {
+            kind: loaded.kind,
+            start: opts.start.name(),
+            regs,
+            sregs,
+            fw_cfg,
+            notes: loaded.notes,
+        });
+    }
+    let ram_end = mem.len() as u64;
+    // Guest RAM is one block from 0, below the APIC pages (`args::validate`).
+    let ram = 0..ram_end;
+    let boot = linux::load(
+        mem,
+        std::slice::from_ref(&ram),
+        files.image,
+        files.initrd,
+        &opts.append,
     )
+    .map_err(named)?;
+    let e820: Vec<_> = boot
+        .e820
+        .iter()
+        .map(|e| (e.addr, e.size, e.kind as u32))
+        .collect();
+    let mut notes = vec![format!(
+        "Linux boot protocol {}: kernel at {:#x?} (needs {:#x?}), initrd at {}",
+        boot.header.version,
+        boot.kernel,
+        boot.kernel_window,
+        boot.initrd
+            .as_ref()
+            .map_or("(none)".to_string(), |r| format!("{r:#x?}"))
+    )];
+    if opts.start != boot::StartMode::Protected {
+        notes.push("--start is ignored: a Linux kernel starts at its 64-bit entry".to_string());
+    }
+    Ok(Prepared {
+        kind: "linux-bzimage",
+        start: "linux64",
+        regs: boot.regs,
+        sregs: boot.sregs,
+        fw_cfg: devices::fw_cfg::FwCfg::new(ram_end, 1, &e820),
+        notes,
+    })
 }
 
 /// Loads the image, writes the Multiboot information, and returns the entry point, the
@@ -184,20 +293,25 @@ fn setup_cpu_model(backend: &mut dyn Backend, platform: &mut platform::Platform)
 /// Loads, boots and runs the guest, then prints the report; returns the exit status.
 fn run_guest(
     opts: &Options,
-    image: &[u8],
-    modules: &[multiboot::Module],
+    files: &GuestFiles,
     backend: &mut dyn Backend,
     serial: Box<dyn Write>,
     input: Option<Receiver<Vec<u8>>>,
 ) -> Result<u8> {
     let image_name = opts.image.display().to_string();
-    let (loaded, boot_info, fw_cfg) = load_guest(opts, image, modules, backend.memory())?;
+    let Prepared {
+        kind,
+        start,
+        regs,
+        sregs,
+        fw_cfg,
+        notes,
+    } = prepare_guest(opts, files, backend.memory())?;
     if !opts.quiet {
-        for note in &loaded.notes {
+        for note in &notes {
             eprintln!("shadowvm-run: note: {note}");
         }
     }
-    let (regs, sregs) = boot::setup(backend.memory(), opts.start, loaded.entry, boot_info)?;
     let mut devices = devices::Devices::new(serial, opts.quiet);
     // CPUID before the boot state: KVM accepts EFER.LME only with long mode in CPUID.
     setup_cpu_model(backend, &mut devices.platform)?;
@@ -213,6 +327,7 @@ fn run_guest(
     let result = runloop::run(backend, &mut devices, &signals::pending);
     signals::disarm();
     let (outcome, loop_stats) = result?;
+    let memory = backend.memory().len() as u64;
 
     let (backend_stats, stats_error) = match backend.stats() {
         Ok(s) => (s, None),
@@ -221,10 +336,10 @@ fn run_guest(
     let report = report::Report {
         backend: backend.name(),
         image: &image_name,
-        image_kind: loaded.kind,
-        start: opts.start.name(),
-        memory: opts.memory,
-        entry: loaded.entry,
+        image_kind: kind,
+        start,
+        memory,
+        entry: regs.rip,
         outcome: &outcome,
         loop_stats: &loop_stats,
         io: devices.counts,
@@ -259,6 +374,18 @@ mod tests {
     use crate::devices::tests::Capture;
     use crate::runloop::tests::Fake;
 
+    fn files<'a>(
+        image: &'a [u8],
+        initrd: Option<&'a [u8]>,
+        modules: &'a [multiboot::Module],
+    ) -> GuestFiles<'a> {
+        GuestFiles {
+            image,
+            initrd,
+            modules,
+        }
+    }
+
     #[test]
     fn end_to_end_with_fake_backend() {
         let img = loader::tests::elf(false, 0x10_0000, &[(0x10_0000, 0x10_0000, b"\xf4", 1)]);
@@ -290,7 +417,14 @@ mod tests {
             _ => unreachable!(),
         };
         let cap = Capture::default();
-        let status = run_guest(&opts, &img, &[], &mut fake, Box::new(cap.clone()), None).unwrap();
+        let status = run_guest(
+            &opts,
+            &files(&img, None, &[]),
+            &mut fake,
+            Box::new(cap.clone()),
+            None,
+        )
+        .unwrap();
         assert_eq!(status, 0);
         assert_eq!(&*cap.0.borrow(), b"P");
         assert_eq!(fake.mem[0x10_0000], 0xf4, "image loaded");
@@ -384,8 +518,7 @@ mod tests {
         }];
         let status = run_guest(
             &opts,
-            &img,
-            &modules,
+            &files(&img, None, &modules),
             &mut fake,
             Box::new(Capture::default()),
             None,
@@ -421,8 +554,7 @@ mod tests {
         }];
         let e = run_guest(
             &opts,
-            &img,
-            &modules,
+            &files(&img, None, &modules),
             &mut fake,
             Box::new(Capture::default()),
             None,
@@ -448,8 +580,7 @@ mod tests {
         };
         let e = run_guest(
             &opts,
-            b"\x7fELF\x02",
-            &[],
+            &files(b"\x7fELF\x02", None, &[]),
             &mut fake,
             Box::new(Capture::default()),
             None,
@@ -461,5 +592,128 @@ mod tests {
             "{}",
             e.msg
         );
+    }
+
+    /// A bzImage (found by its setup header) gets the Linux boot protocol: kernel, initrd
+    /// and command line in memory, the 64-bit entry state, and the platform devices.
+    #[test]
+    fn bzimage_boots_with_the_linux_protocol() {
+        let kernel = linux::tests::Synthetic::default().image();
+        let initrd = b"initrd contents".repeat(100);
+        let mut fake = Fake {
+            mem: vec![0; 64 << 20],
+            ..Default::default()
+        };
+        fake.script = vec![Ok(Exit::IoOut {
+            port: 0xf4,
+            size: 4,
+            values: vec![0],
+        })]
+        .into();
+        let opts = parse_opts(&[
+            "--quiet",
+            "--kernel",
+            "bzImage",
+            "--initrd",
+            "initrd",
+            "--append",
+            "console=ttyS0",
+            "--exit-device=qemu",
+        ]);
+        let status = run_guest(
+            &opts,
+            &files(&kernel, Some(&initrd), &[]),
+            &mut fake,
+            Box::new(Capture::default()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 1);
+        // The synthetic kernel prefers 16 MiB: entry 0x200 in, zero page in RSI, long mode.
+        assert_eq!(fake.regs.rip, 0x100_0200);
+        assert_eq!(fake.regs.rsi, linux::ZERO_PAGE_ADDR);
+        assert_eq!(fake.sregs.cs.selector, linux::BOOT_CS);
+        assert_ne!(fake.sregs.efer & (1 << 10), 0, "EFER.LMA");
+        let zp = linux::ZERO_PAGE_ADDR as usize;
+        let rd = |a: usize| u32::from_le_bytes(fake.mem[a..a + 4].try_into().unwrap());
+        let (initrd_addr, initrd_size) = (rd(zp + 0x218) as usize, rd(zp + 0x21c) as usize);
+        assert_eq!(initrd_size, initrd.len());
+        assert_eq!(
+            &fake.mem[initrd_addr..initrd_addr + initrd_size],
+            &initrd[..]
+        );
+        let cmdline = rd(zp + 0x228) as usize;
+        assert_eq!(&fake.mem[cmdline..cmdline + 14], b"console=ttyS0\0");
+        // The kernel's bytes after the setup sectors, at the load address.
+        assert_eq!(
+            fake.mem[0x100_0000..0x100_0010],
+            kernel[8 * 512..8 * 512 + 16]
+        );
+    }
+
+    #[test]
+    fn linux_and_multiboot_files_do_not_mix() {
+        let kernel = linux::tests::Synthetic::default().image();
+        let elf = loader::tests::elf(false, 0x10_0000, &[(0x10_0000, 0x10_0000, b"\xf4", 1)]);
+        let module = [crate::multiboot::Module {
+            string: "m".into(),
+            data: vec![1],
+        }];
+        let cases = [
+            (
+                files(&elf, Some(b"rd"), &[]),
+                "--initrd needs a Linux bzImage",
+            ),
+            (
+                files(&kernel, None, &module),
+                "is a Linux bzImage: give its initramfs with --initrd",
+            ),
+        ];
+        for (guest, want) in cases {
+            let mut fake = Fake {
+                mem: vec![0; 64 << 20],
+                ..Default::default()
+            };
+            let opts = parse_opts(&["--quiet", "k"]);
+            let e = run_guest(&opts, &guest, &mut fake, Box::new(Capture::default()), None)
+                .unwrap_err();
+            assert_eq!(e.kind, Kind::Usage);
+            assert!(e.msg.contains(want), "{}", e.msg);
+        }
+    }
+
+    #[test]
+    fn bad_bzimage_names_the_file_and_what_to_do() {
+        // Too little memory for the kernel's 16 MiB load address and init_size.
+        let kernel = linux::tests::Synthetic::default().image();
+        let mut fake = Fake {
+            mem: vec![0; 16 << 20],
+            ..Default::default()
+        };
+        let opts = parse_opts(&["--quiet", "bzImage", "--memory=16M"]);
+        let e = run_guest(
+            &opts,
+            &files(&kernel, None, &[]),
+            &mut fake,
+            Box::new(Capture::default()),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, Kind::Image);
+        assert!(e.msg.starts_with("bzImage: the kernel needs"), "{}", e.msg);
+        assert!(e.msg.contains("give the guest at least"), "{}", e.msg);
+        // --format linux insists on a setup header.
+        let opts = parse_opts(&["--quiet", "--format=linux", "g.elf"]);
+        let elf = loader::tests::elf(false, 0x10_0000, &[(0x10_0000, 0x10_0000, b"\xf4", 1)]);
+        let e = run_guest(
+            &opts,
+            &files(&elf, None, &[]),
+            &mut fake,
+            Box::new(Capture::default()),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, Kind::Image);
+        assert!(e.msg.starts_with("g.elf: "), "{}", e.msg);
     }
 }

@@ -9,6 +9,9 @@ use std::ops::RangeInclusive;
 pub const IA32_TSC: u32 = 0x10;
 pub const IA32_APIC_BASE: u32 = 0x1b;
 pub const IA32_FEATURE_CONTROL: u32 = 0x3a;
+/// IA32_BIOS_SIGN_ID: the microcode revision (bits 63:32). Linux reads it on every Intel
+/// CPU (early_init_intel: write 0, CPUID(1), read).
+pub const IA32_UCODE_REV: u32 = 0x8b;
 pub const MSR_PLATFORM_INFO: u32 = 0xce;
 pub const IA32_MTRRCAP: u32 = 0xfe;
 pub const IA32_MISC_ENABLE: u32 = 0x1a0;
@@ -25,9 +28,10 @@ pub const X2APIC_MSRS: RangeInclusive<u32> = 0x800..=0x8ff;
 
 /// The MSR ranges the launcher answers; a backend routes guest RDMSR/WRMSR of these to it
 /// (the KVM backend with an MSR filter). Each range spans at most 256 MSRs.
-pub const OWNED: [RangeInclusive<u32>; 10] = [
+pub const OWNED: [RangeInclusive<u32>; 11] = [
     IA32_APIC_BASE..=IA32_APIC_BASE,
     IA32_FEATURE_CONTROL..=IA32_FEATURE_CONTROL,
+    IA32_UCODE_REV..=IA32_UCODE_REV,
     MSR_PLATFORM_INFO..=MSR_PLATFORM_INFO,
     IA32_MTRRCAP..=IA32_MTRRCAP,
     IA32_MISC_ENABLE..=IA32_MISC_ENABLE,
@@ -44,6 +48,9 @@ pub const MTRRCAP: u64 = (1 << 8) | (1 << 10);
 /// IA32_MISC_ENABLE: fast strings (bit 0), BTS and PEBS unavailable (bits 11, 12); the same
 /// value KVM gives plus fast strings. Writes are accepted and change nothing.
 pub const MISC_ENABLE: u64 = 1 | (1 << 11) | (1 << 12);
+/// IA32_BIOS_SIGN_ID: microcode revision 1, KVM's default (a revision of 0 would mean no
+/// microcode was loaded). Guest writes are accepted and change nothing, as under KVM.
+pub const UCODE_REV: u64 = 1 << 32;
 /// IA32_FEATURE_CONTROL: locked with nothing enabled (no VMX, SGX or LMCE for the guest).
 pub const FEATURE_CONTROL: u64 = 1;
 

@@ -279,6 +279,7 @@ impl Platform {
             msr::IA32_TSC_DEADLINE => Ok(self.apic.tsc_deadline()),
             msr::IA32_MISC_ENABLE => Ok(msr::MISC_ENABLE),
             msr::IA32_FEATURE_CONTROL => Ok(msr::FEATURE_CONTROL),
+            msr::IA32_UCODE_REV => Ok(msr::UCODE_REV),
             msr::MSR_PLATFORM_INFO => {
                 // Maximum non-turbo ratio (bits 15:8) on a 100 MHz bus clock.
                 let ratio = self.tsc_khz.map_or(0, |k| (k + 50_000) / 100_000).min(0xff);
@@ -310,7 +311,7 @@ impl Platform {
                 Ok(())
             }
             // Accepted, no effect: the value reads back fixed.
-            msr::IA32_MISC_ENABLE => Ok(()),
+            msr::IA32_MISC_ENABLE | msr::IA32_UCODE_REV => Ok(()),
             msr::IA32_FEATURE_CONTROL | msr::MSR_PLATFORM_INFO => Err(Gp),
             _ => self.mtrrs.write(index, value).map_err(|()| Gp),
         }
@@ -406,6 +407,9 @@ pub(crate) mod tests {
         assert_eq!(p.rdmsr(msr::IA32_MISC_ENABLE), Ok(0x1801));
         assert_eq!(p.wrmsr(msr::IA32_MISC_ENABLE, 0, None), Ok(()));
         assert_eq!(p.rdmsr(msr::IA32_MISC_ENABLE), Ok(0x1801));
+        // Linux's microcode revision check: write 0, read the revision in the high half.
+        assert_eq!(p.wrmsr(msr::IA32_UCODE_REV, 0, None), Ok(()));
+        assert_eq!(p.rdmsr(msr::IA32_UCODE_REV), Ok(1 << 32));
         assert_eq!(p.rdmsr(msr::MSR_PLATFORM_INFO), Ok(24 << 8));
         assert_eq!(p.wrmsr(msr::MSR_PLATFORM_INFO, 0, None), Err(Gp));
         assert_eq!(p.rdmsr(msr::IA32_FEATURE_CONTROL), Ok(1));

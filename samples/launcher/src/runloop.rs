@@ -453,6 +453,7 @@ pub(crate) mod tests {
     pub(crate) struct Fake {
         pub script: VecDeque<Result<Exit>>,
         pub regs: Regs,
+        pub sregs: Sregs,
         pub io_in: Vec<Vec<u64>>,
         pub hypercall_ret: Vec<u64>,
         pub mmio_read: Vec<Vec<u8>>,
@@ -479,8 +480,9 @@ pub(crate) mod tests {
         fn memory(&mut self) -> &mut [u8] {
             &mut self.mem
         }
-        fn set_state(&mut self, regs: &Regs, _: &Sregs) -> Result<()> {
+        fn set_state(&mut self, regs: &Regs, sregs: &Sregs) -> Result<()> {
             self.regs = *regs;
+            self.sregs = *sregs;
             Ok(())
         }
         fn regs(&mut self) -> Result<Regs> {
