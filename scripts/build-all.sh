@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds everything a boot needs: kernel (cached), module, selftests, launcher, guest images,
-# Multiboot test kernels, and the initramfs. Prints "<bzImage> <initramfs>" on stdout.
+# Multiboot test kernels, the Linux guest, and the initramfs. Prints "<bzImage> <initramfs>" on stdout.
 source "$(dirname "$0")/lib.sh"
 
 kbuild=$("$SHADOWVM_TOP/scripts/build-kernel.sh")
@@ -27,6 +27,10 @@ if [ -f "$SHADOWVM_TOP/samples/multiboot/Makefile" ]; then
 	rm -rf "$SHADOWVM_OUT/multiboot/qemu-ref"
 	"$SHADOWVM_TOP/samples/multiboot/run-qemu.sh" -o "$SHADOWVM_OUT/multiboot/qemu-ref" "$SHADOWVM_OUT/multiboot" \
 		> "$SHADOWVM_OUT/logs/multiboot-qemu-run.log" 2>&1 || true
+fi
+if [ -x "$SHADOWVM_TOP/scripts/build-linux-guest.sh" ]; then
+	step "Building the Linux guest (its kernel is cached: about 10 min the first time)"
+	logged "$SHADOWVM_OUT/logs/linux-guest-build.log" "$SHADOWVM_TOP/scripts/build-linux-guest.sh"
 fi
 step "Packing the initramfs"
 "$SHADOWVM_TOP/scripts/build-initramfs.sh" "$kbuild" "$ko" "$SHADOWVM_OUT/initramfs.cpio"
