@@ -5,6 +5,7 @@
 #   make lint       clippy on the host crates (fails on a panicking form in rust/mmu or
 #                   rust/emulate), rustfmt --check on the host crates and the kernel crate
 #   make demo       boot Bochs, load the module, show what it found, run a guest on it
+#   make demo-linux boot Bochs and the unmodified Linux guest on shadowvm, with its statistics
 #   make bench      benchmark guests under shadowvm, KVM ept=0 and ept=1: out/bench/results.md
 #   make setup      install host packages and tools only
 #   make linux-guest       build the Linux guest (kernel-config/guest.config, samples/linux)
@@ -17,7 +18,7 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all module setup kernel check check-quick lint demo bench clean linux-guest linux-guest-qemu linux-guest-loader-qemu
+.PHONY: all module setup kernel check check-quick lint demo demo-linux bench clean linux-guest linux-guest-qemu linux-guest-loader-qemu
 all: module
 
 setup:
@@ -40,6 +41,9 @@ lint:
 
 demo:
 	@$(S)/demo.sh
+
+demo-linux:
+	@$(S)/demo.sh demo-linux
 
 bench: setup
 	@$(S)/bench.sh
