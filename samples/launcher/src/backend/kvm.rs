@@ -621,8 +621,8 @@ impl StatsFile {
 /// Where a statistics file keeps its values.
 struct StatsLayout {
     data_offset: u64,
-    /// Name and byte offset in the data block of each single-value statistic (histograms
-    /// are left out).
+    /// Name and byte offset in the data block of each single-value statistic (counters,
+    /// gauges and peaks; histograms and unknown types are left out).
     values: Vec<(String, usize)>,
 }
 
@@ -639,7 +639,11 @@ fn parse_stats_layout(file: &[u8]) -> Option<StatsLayout> {
         let Some((desc, name)) = KvmStatsDesc::parse(file, at, name_size) else {
             break;
         };
-        if desc.size == 1 {
+        let single_value = matches!(
+            desc.flags & KVM_STATS_TYPE_MASK,
+            KVM_STATS_TYPE_CUMULATIVE | KVM_STATS_TYPE_INSTANT | KVM_STATS_TYPE_PEAK
+        );
+        if single_value && desc.size == 1 {
             values.push((name, desc.offset as usize));
         }
     }
