@@ -11,8 +11,11 @@
 #                      minimum, median and maximum
 #   BENCH_IMAGES       benchmark images (default "bench-lm bench-pae bench-32"; the quick
 #                      variants are bench-<mode>-quick)
-#   BENCH_EXIT_CYCLES  modelled cost of one VM exit round trip in cycles (default 1500;
-#                      the report states where the figure comes from)
+#   BENCH_EXIT_CYCLES  modelled cost of one VM exit round trip in cycles (default 1500)
+#   BENCH_EXIT_CYCLES_SOURCE  where that figure comes from, stated in the report (default:
+#                      the report's own text saying it is assumed, with its reference)
+#   BENCH_UPDATE_DOC   1: also replace the results block of Documentation/benchmarks.md
+#                      and its chart, Documentation/benchmarks-ratios.svg
 #   BENCH_TIMEOUT      seconds for the whole boot (default 3600)
 # Exits non-zero when the boot did not finish or no backend produced a result; a backend
 # that fails or cannot run shows as "missing" in the report.
@@ -22,6 +25,8 @@ BENCH_BACKENDS=${BENCH_BACKENDS:-shadowvm kvm-ept0 kvm-ept1}
 BENCH_RUNS=${BENCH_RUNS:-5}
 BENCH_IMAGES=${BENCH_IMAGES:-bench-lm bench-pae bench-32}
 BENCH_EXIT_CYCLES=${BENCH_EXIT_CYCLES:-1500}
+BENCH_EXIT_CYCLES_SOURCE=${BENCH_EXIT_CYCLES_SOURCE:-}
+BENCH_UPDATE_DOC=${BENCH_UPDATE_DOC:-0}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-3600}
 out=$SHADOWVM_OUT/bench
 log=$out/serial.log
@@ -58,9 +63,13 @@ boot_s=$(( $(date +%s) - boot_start ))
 note "boot took $boot_s s"
 
 step "Report: $out/results.md, results.json, ratios.svg"
+doc=
+[ "$BENCH_UPDATE_DOC" = 1 ] && doc=$SHADOWVM_TOP/Documentation/benchmarks.md
 python3 "$SHADOWVM_TOP/scripts/bench-report.py" --log "$log" --out "$out" --platform "$platform" \
-	--exit-cycles "$BENCH_EXIT_CYCLES" --boot-seconds "$boot_s" \
+	--exit-cycles "$BENCH_EXIT_CYCLES" --exit-cycles-source "$BENCH_EXIT_CYCLES_SOURCE" \
+	${doc:+--update-doc "$doc"} --boot-seconds "$boot_s" \
 	--commit "$(git -C "$SHADOWVM_TOP" describe --always --dirty 2>/dev/null || echo unknown)"
 rc=$?
+[ -n "$doc" ] && [ -f "$out/ratios.svg" ] && cp "$out/ratios.svg" "$SHADOWVM_TOP/Documentation/benchmarks-ratios.svg"
 echo "make bench: $(( $(date +%s) - start )) s"
 exit $rc
