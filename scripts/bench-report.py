@@ -328,6 +328,7 @@ def per_row_sentences(rows, names):
 def markdown(res, meta, level=1):
     h = "#" * level
     bk, ec = meta["backends"], meta["exit_cycles"]
+    pairs = [(a, b) for a, b in PAIRS if a in bk and b in bk]
     runs = meta["config"].get("runs", "?")
     L = [f"{h} shadowvm benchmark results", "",
          f"Made by `make bench` on {meta['date']}, commit `{meta['commit']}`, platform "
@@ -359,7 +360,7 @@ def markdown(res, meta, level=1):
               f"Guest cycles of the timed part, VM exits (median, min-max) and modelled cost; "
               f"ratios of median cycles (and of modelled cost).", ""]
         head = (["row"] + [f"{b} cycles" for b in bk] + [f"{b} exits" for b in bk]
-                + [f"{b} modelled" for b in bk] + [f"{a}/{b}" for a, b in PAIRS])
+                + [f"{b} modelled" for b in bk] + [f"{a}/{b}" for a, b in pairs])
         L += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         for key, e in rows.items():
             cells = [f"`{key}`"]
@@ -372,7 +373,7 @@ def markdown(res, meta, level=1):
             for b in bk:
                 x = e["backends"].get(b)
                 cells.append(fmt_n(x.get("modelled")) if x and "modelled" in x else "missing")
-            for a, b in PAIRS:
+            for a, b in pairs:
                 r = e["ratios"].get(f"{a}/{b}")
                 cells.append(f"{fmt_r(r['cycles'])} ({fmt_r(r.get('modelled'))})" if r else "missing")
             L.append("| " + " | ".join(cells) + " |")
@@ -416,12 +417,19 @@ def markdown(res, meta, level=1):
 def chart(res, meta, path):
     """Horizontal bars of the median-cycle ratio of each backend pair per row (log scale),
     whiskers from the min/max runs, a black tick at the modelled-cost ratio."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError as e:
+        raise SystemExit(f"bench: the chart needs matplotlib ({e}): install Debian's "
+                         f"python3-matplotlib (make setup) and run this with /usr/bin/python3")
 
     colors = {"shadowvm/kvm-ept0": "#d95f02", "shadowvm/kvm-ept1": "#7570b3",
               "kvm-ept0/kvm-ept1": "#1b9e77"}
+    colors = {p: c for p, c in colors.items()
+              if all(b in meta["backends"] for b in p.split("/"))}
     images = list(res["images"])
     heights = [max(len(res["images"][i]), 1) for i in images] or [1]
     fig, axes = plt.subplots(len(images) or 1, 1, figsize=(9, 0.42 * sum(heights) + 1.6),
@@ -449,6 +457,8 @@ def chart(res, meta, path):
                            color="black", zorder=3,
                            label=f"modelled ({meta['exit_cycles']} cycles/exit)" if j == 0 else None)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.axvline(1, color="#888", linewidth=0.8)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels([k for k, _ in rows], fontsize=7)

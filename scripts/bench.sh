@@ -65,7 +65,9 @@ note "boot took $boot_s s"
 step "Report: $out/results.md, results.json, ratios.svg"
 doc=
 [ "$BENCH_UPDATE_DOC" = 1 ] && doc=$SHADOWVM_TOP/Documentation/benchmarks.md
-python3 "$SHADOWVM_TOP/scripts/bench-report.py" --log "$log" --out "$out" --platform "$platform" \
+# Debian's interpreter: python3-matplotlib (make setup) is installed for it, not for a
+# python3 that may come first in PATH.
+/usr/bin/python3 "$SHADOWVM_TOP/scripts/bench-report.py" --log "$log" --out "$out" --platform "$platform" \
 	--exit-cycles "$BENCH_EXIT_CYCLES" --exit-cycles-source "$BENCH_EXIT_CYCLES_SOURCE" \
 	${doc:+--update-doc "$doc"} --boot-seconds "$boot_s" \
 	--commit "$(git -C "$SHADOWVM_TOP" describe --always --dirty 2>/dev/null || echo unknown)"
