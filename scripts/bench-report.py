@@ -42,14 +42,15 @@ KV = re.compile(r"(\w+)=(\S+)")
 # VM exits by reason: (label, KVM vCPU statistic, shadowvm statistic). KVM counts page
 # faults it handles (#PF exits under ept=0, EPT violations under ept=1) as pf_taken; it has
 # no counter of CR-access, CPUID or preemption-timer exits: those are in "other" (the
-# backend's total minus the named reasons).
+# backend's total minus the named reasons). shadowvm names every VMX exit reason.
 REASONS = [
     ("#PF/EPT", "kvm.vcpu.pf_taken", "exits.exception_nmi"),
     ("INVLPG", "kvm.vcpu.invlpg", "exits.invlpg"),
     ("CR", None, "exits.cr_access"),
-    ("I/O", "kvm.vcpu.io_exits", "exits.io_instruction"),
+    ("I/O", "kvm.vcpu.io_exits", "exits.io"),
     ("IRQ", "kvm.vcpu.irq_exits", "exits.external_interrupt"),
     ("HLT", "kvm.vcpu.halt_exits", "exits.hlt"),
+    ("timer", None, "exits.preemption_timer"),
 ]
 MMU_KVM = re.compile(r"^kvm\.(vm|vcpu)\.(pf_|mmu_|tlb_flush|remote_tlb|insn_emulation)")
 # Gauges: their differences are not events.

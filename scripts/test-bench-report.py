@@ -29,7 +29,7 @@ def record(backend, run, rows, total_cycles=1000, wall=5_000_000):
                       "wall_time_ns": 100 * k + 50, "delta": delta})
     lines.append(f"BENCH-TOTAL cycles={total_cycles}")
     launcher = {"outcome": {"kind": "exit", "guest_status": 0}, "wall_time_ns": wall,
-                "stats": {"kvm.vcpu.exits": 77, "exits.cr_access": 70, "exits.io_instruction": 7},
+                "stats": {"kvm.vcpu.exits": 77, "exits.cr_access": 70, "exits.io": 7},
                 "marks": marks}
     lines.append("BENCHRUN-JSON " + json.dumps(launcher))
     lines.append(f"BENCHRUN-END backend={backend} image=bench-lm run={run} rc=0")
@@ -42,10 +42,10 @@ def log():
     for run, cyc in enumerate([100, 300, 200], 1):
         lines += record("shadowvm", run, [
             ("invlpg", "pages", 1, cyc, 10,
-             {"exits.invlpg": 10, "exits.io_instruction": 1, "mmu.invlpg": 10,
+             {"exits.invlpg": 10, "exits.io": 1, "mmu.invlpg": 10,
               "launcher.total": 1}),
             ("first_touch", "pages", 4, 50, 4,
-             {"exits.exception_nmi": 12, "exits.io_instruction": 1, "launcher.total": 1}),
+             {"exits.exception_nmi": 12, "exits.io": 1, "launcher.total": 1}),
         ], total_cycles=1000 + run)
     lines.append("BENCHRUN-BACKEND backend=kvm-ept0 ok=1")
     for run in (1, 2, 3):
