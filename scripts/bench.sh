@@ -31,6 +31,8 @@ BENCH_TIMEOUT=${BENCH_TIMEOUT:-3600}
 out=$SHADOWVM_OUT/bench
 log=$out/serial.log
 start=$(date +%s)
+# What the images are built from (taken now: the tree may change during the long boot).
+commit=$(git -C "$SHADOWVM_TOP" describe --always --dirty 2>/dev/null || echo unknown)
 mkdir -p "$out"
 
 step "Building kernel, module, tests, launcher, guests and initramfs"
@@ -70,7 +72,7 @@ doc=
 /usr/bin/python3 "$SHADOWVM_TOP/scripts/bench-report.py" --log "$log" --out "$out" --platform "$platform" \
 	--exit-cycles "$BENCH_EXIT_CYCLES" --exit-cycles-source "$BENCH_EXIT_CYCLES_SOURCE" \
 	${doc:+--update-doc "$doc"} --boot-seconds "$boot_s" \
-	--commit "$(git -C "$SHADOWVM_TOP" describe --always --dirty 2>/dev/null || echo unknown)"
+	--commit "$commit"
 rc=$?
 [ -n "$doc" ] && [ -f "$out/ratios.svg" ] && cp "$out/ratios.svg" "$SHADOWVM_TOP/Documentation/benchmarks-ratios.svg"
 echo "make bench: $(( $(date +%s) - start )) s"
