@@ -491,7 +491,9 @@ def update_doc(path, text):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--log", required=True)
+    ap.add_argument("--log", required=True, action="append",
+                    help="serial log of a bench boot; repeat to combine boots (images of "
+                         "the later ones are added)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--platform", default="bochs")
     ap.add_argument("--exit-cycles", type=int, default=1500)
@@ -500,15 +502,30 @@ def main():
     ap.add_argument("--commit", default="unknown")
     ap.add_argument("--update-doc")
     a = ap.parse_args()
-    try:
-        with open(a.log, errors="replace") as f:
-            lines = f.readlines()
-    except OSError as e:
-        print(f"bench: no serial log: {e}", file=sys.stderr)
-        return 1
-    config, backends, runs = parse(lines)
+    config, backends, runs, lines = {}, {}, [], []
+    images = []
+    for path in a.log:
+        try:
+            with open(path, errors="replace") as f:
+                mine = f.readlines()
+        except OSError as e:
+            print(f"bench: no serial log: {e}", file=sys.stderr)
+            return 1
+        c, b, r = parse(mine)
+        for key, value in c.items():
+            if key == "images":
+                continue
+            if key in config and config[key] != value:
+                print(f"bench: the logs differ in {key} ({config[key]} against {value})",
+                      file=sys.stderr)
+                return 1
+            config[key] = value
+        images += [i for i in c.get("images", "").split(",") if i and i not in images]
+        backends.update(b)
+        runs += r
+        lines.append(mine)
+    config["images"] = ",".join(images)
     names = [b for b in config.get("backends", "").split(",") if b] or sorted(backends)
-    images = [i for i in config.get("images", "").split(",") if i]
     status = {}
     for b in names:
         info = backends.get(b)
@@ -534,8 +551,8 @@ def main():
             "backends": names, "status": status,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     res = summarize(runs, names, images, a.exit_cycles)
-    done = any(line.startswith("SHADOWVM-DONE") for line in lines)
-    splats = [line.strip() for line in lines if SPLAT.search(line)]
+    done = all(any(line.startswith("SHADOWVM-DONE") for line in mine) for mine in lines)
+    splats = [line.strip() for mine in lines for line in mine if SPLAT.search(line)]
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"meta": meta, "boot_finished": done, "kernel_splats": splats[:5],
