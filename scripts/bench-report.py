@@ -53,9 +53,11 @@ REASONS = [
     ("timer", None, "exits.preemption_timer"),
 ]
 MMU_KVM = re.compile(r"^kvm\.(vm|vcpu)\.(pf_|mmu_|tlb_flush|remote_tlb|insn_emulation)")
-# Gauges: their differences are not events.
-GAUGES = re.compile(r"^(kvm\.vm\.(mmu_shadow_pages|max_mmu_rmap_size|max_mmu_page_hash_collisions|"
-                    r"pages_4k|pages_2m|pages_1g|nx_lpage_splits)|mmu\..*_now)$")
+# Gauges and peaks (KVM's STATS_DESC_ICOUNTER/PCOUNTER/IBOOLEAN in arch/x86/kvm/x86.c and
+# include/linux/kvm_host.h; shadowvm's *_now): their differences are not events.
+GAUGES = re.compile(r"^(kvm\.vm\.(mmu_unsync|mmu_shadow_pages|max_mmu_rmap_size|"
+                    r"max_mmu_page_hash_collisions|pages_4k|pages_2m|pages_1g|nx_lpage_splits)|"
+                    r"kvm\.vcpu\.(guest_mode|blocking)|mmu\..*_now)$")
 PAIRS = [("shadowvm", "kvm-ept0"), ("shadowvm", "kvm-ept1"), ("kvm-ept0", "kvm-ept1")]
 DEFAULT_EXIT_SOURCE = (
     "assumed, not measured on this platform: the order of one VT-x VM exit plus VM entry "
@@ -265,10 +267,11 @@ def compact(d, limit=5):
     return s + (" …" if len(items) > limit else "")
 
 
-def listing(items):
+def listing(items, limit=8):
     if not items:
         return "none"
-    return ", ".join(items)
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
 
 
 def headline(res, names):
