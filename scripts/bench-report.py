@@ -309,6 +309,54 @@ def headline(res, names):
     return L
 
 
+def ratio_text(a, b):
+    if b:
+        return fmt_r(a / b)
+    return "1.00" if a == 0 else f"{fmt_n(a)} against 0"
+
+
+def goals(res, names):
+    """The goals of issue 13 against prefaulted KVM ept=0, per image: each figure, and
+    whether it is met. Returns table lines."""
+    if "shadowvm" not in names or "kvm-ept0" not in names:
+        return []
+    L = ["| image | goal (shadowvm / kvm-ept0) | figure | met |", "| --- | --- | --- | --- |"]
+
+    def exits(e):
+        x, y = e["backends"].get("shadowvm"), e["backends"].get("kvm-ept0")
+        if x and y and "exits" in x and "exits" in y:
+            return x["exits"]["median"], y["exits"]["median"]
+        return None
+
+    for image, rows in res["images"].items():
+        pairs = {k: exits(e) for k, e in rows.items() if exits(e)}
+        worst = [(k, a, b) for k, (a, b) in pairs.items() if a > b]
+        figure = (listing([f"`{k}` {ratio_text(a, b)}" for k, a, b in worst], 4)
+                  if worst else "all ≤ 1.00")
+        L.append(f"| {image} | exits ≤ 1.0 on every row | {figure} | "
+                 f"{'no' if worst else 'yes'} |")
+        for workload in ("first_touch", "cow_fork"):
+            for k, (a, b) in pairs.items():
+                if rows[k]["workload"] == workload:
+                    ok = b > 0 and a / b <= 0.75
+                    L.append(f"| {image} | exits ≤ 0.75 on `{k}` | {ratio_text(a, b)} | "
+                             f"{'yes' if ok else 'no'} |")
+        for workload in ("cr3_pingpong", "invlpg", "pt_storm"):
+            for k, e in rows.items():
+                r = e["ratios"].get("shadowvm/kvm-ept0")
+                if e["workload"] == workload and r:
+                    ok = r["cycles"] <= 0.6
+                    L.append(f"| {image} | cycles per event ≤ 0.6 on `{k}` | "
+                             f"{fmt_r(r['cycles'])} | {'yes' if ok else 'no'} |")
+        w = res["whole"].get(image, {})
+        if "shadowvm" in w and "kvm-ept0" in w:
+            g = w["shadowvm"]["guest_cycles"]["median"] / w["kvm-ept0"]["guest_cycles"]["median"]
+            t = w["shadowvm"]["wall_ns"]["median"] / max(w["kvm-ept0"]["wall_ns"]["median"], 1)
+            L.append(f"| {image} | whole-run time ≤ 1.0 | guest cycles {fmt_r(g)}, wall time "
+                     f"{fmt_r(t)} | {'yes' if max(g, t) <= 1 else 'no'} |")
+    return L
+
+
 def per_row_sentences(rows, names):
     """One sentence per row: cycles and exits per iteration of each backend."""
     L = []
@@ -355,6 +403,10 @@ def markdown(res, meta, level=1):
           "KVM counts no CR-access or preemption-timer exits: they are in *other*.", "",
           f"{h}# Summary (generated from the tables below)", ""]
     L += headline(res, bk) or ["- (no comparison: shadowvm or KVM missing)"]
+    g = goals(res, bk)
+    if g:
+        L += ["", "The goals of issue 13 (ratios in this run against KVM ept=0; *cycles per "
+              "event* is the ratio of median cycles, both doing the same iterations):", ""] + g
     L += ["", f"{h}# Backends", "", "| backend | status |", "| --- | --- |"]
     for b in bk:
         st = meta["status"][b]
