@@ -254,9 +254,10 @@ def fmt_r(v):
 
 def fmt_spread(s):
     """median, with min-max when they differ."""
-    if s["min"] == s["max"]:
-        return fmt_n(s["median"])
-    return f"{fmt_n(s['median'])} ({fmt_n(s['min'])}-{fmt_n(s['max'])})"
+    low, mid, high = fmt_n(s["min"]), fmt_n(s["median"]), fmt_n(s["max"])
+    if low == mid == high:
+        return mid
+    return f"{mid} ({low}-{high})"
 
 
 def compact(d, limit=5):
@@ -385,7 +386,8 @@ def markdown(res, meta, level=1):
     L = [f"{h} shadowvm benchmark results", "",
          f"Made by `make bench` on {meta['date']}, commit `{meta['commit']}`, platform "
          f"**{meta['platform']}**, {runs} run(s) per image and backend, boot "
-         f"{meta['boot_seconds']} s. Cycles are shown as median (min-max) over the runs.", ""]
+         f"{meta['boot_seconds']} s. Figures are medians over the runs, with (min-max) where "
+         f"the rounded figures differ.", ""]
     if meta["platform"] == "bochs":
         L += ["Bochs (`clock: sync=none`) advances the TSC with emulated instructions, so "
               "*cycles* count the instructions of the guest **and** of the hypervisor code that "
@@ -451,7 +453,8 @@ def markdown(res, meta, level=1):
     if res["whole"]:
         L += ["", f"{h}# Whole runs", "", "Per image and backend, set-up included: the guest's "
               "cycles from its start to its last line (`BENCH-TOTAL`), the launcher's wall time "
-              "of the run, and the backend's VM exits; median (min-max).", "",
+              "of the run, and the backend's VM exits; median (min-max where the rounded "
+              "figures differ).", "",
               "| image | backend | runs | guest cycles | wall time (ms) | VM exits |",
               "| --- | --- | --- | --- | --- | --- |"]
         for image, per in res["whole"].items():
