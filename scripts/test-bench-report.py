@@ -32,7 +32,7 @@ def record(backend, run, rows, total_cycles=1000, wall=5_000_000):
                 "stats": {"kvm.vcpu.exits": 77, "exits.cr_access": 70, "exits.io": 7},
                 "marks": marks}
     lines.append("BENCHRUN-JSON " + json.dumps(launcher))
-    lines.append(f"BENCHRUN-END backend={backend} image=bench-lm run={run} rc=0")
+    lines.append(f"BENCHRUN-END backend={backend} image=bench-lm run={run} rc=0 seconds={run}.5")
     return lines
 
 
@@ -85,6 +85,8 @@ class Report(unittest.TestCase):
         self.assertEqual(s["modelled"], 200 + 10 * 1000)
         w = self.res["whole"]["bench-lm"]["shadowvm"]["guest_cycles"]
         self.assertEqual((w["min"], w["median"], w["max"]), (1001, 1002, 1003))
+        p = self.res["whole"]["bench-lm"]["shadowvm"]["process_s"]
+        self.assertEqual((p["min"], p["median"], p["max"]), (1.5, 2.5, 3.5))
 
     def test_summary_agrees_with_the_table(self):
         meta = {"backends": ["shadowvm", "kvm-ept0"], "exit_cycles": 1000,

@@ -78,17 +78,21 @@ json_compact() {
 #   BENCHRUN-BEGIN backend=B image=I run=N
 #   BENCH ..., BENCH-SKIP ..., BENCH-TOTAL ... (the guest's lines)
 #   BENCHRUN-JSON {...launcher statistics...}
-#   BENCHRUN-END backend=B image=I run=N rc=<launcher status>
-# (plus "BENCHRUN-ERROR <text>" lines when the launcher complained). Returns the status.
+#   BENCHRUN-END backend=B image=I run=N rc=<launcher status> seconds=<guest clock>
+# (plus "BENCHRUN-ERROR <text>" lines when the launcher complained); seconds is the whole
+# launcher process by the booted kernel's clock (VM creation and memory set-up included).
+# Returns the status.
 bench_run() {
 	s=/tmp/bench.serial j=/tmp/bench.json
 	rm -f $s $j $j.err
+	t0=$(cut -d' ' -f1 /proc/uptime)
 	guest_run "$1" "$2" "$4" $s $j
 	rc=$?
+	t1=$(cut -d' ' -f1 /proc/uptime)
 	echo "BENCHRUN-BEGIN backend=$1 image=$2 run=$3"
 	grep -E '^BENCH(-SKIP|-TOTAL)? ' $s 2>/dev/null
 	[ -s $j ] && echo "BENCHRUN-JSON $(json_compact $j)"
 	[ "$rc" != 0 ] && [ -s $j.err ] && head -n 3 $j.err | sed 's/^/BENCHRUN-ERROR /'
-	echo "BENCHRUN-END backend=$1 image=$2 run=$3 rc=$rc"
+	echo "BENCHRUN-END backend=$1 image=$2 run=$3 rc=$rc seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
 	return "$rc"
 }
