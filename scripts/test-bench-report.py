@@ -10,6 +10,7 @@ import sys
 import tempfile
 import unittest
 
+sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 HERE = os.path.dirname(os.path.abspath(__file__))
 spec = importlib.util.spec_from_file_location("bench_report", os.path.join(HERE, "bench-report.py"))
 br = importlib.util.module_from_spec(spec)
