@@ -102,9 +102,10 @@ class Report(unittest.TestCase):
                       "(`first_touch pages=4` 12 against 8)", md)
         self.assertIn("Source of the per-exit figure: test.", md)
         self.assertIn("| `invlpg pages=1` | 200 (100-300) | 400 |", md)
-        self.assertIn("| bench-lm | exits ≤ 0.75 on `first_touch pages=4` | 1.50 | no |", md)
-        self.assertIn("| bench-lm | cycles per event ≤ 0.6 on `invlpg pages=1` | 0.50 | yes |", md)
-        self.assertIn("| bench-lm | whole-run time ≤ 1.0 | guest cycles 0.50, wall time 1.00 | "
+        self.assertIn("| bench-lm | exits ≤ 0.75 on `first_touch pages=4` | 1.500 | no |", md)
+        self.assertIn("| bench-lm | cycles per event ≤ 0.6 on `invlpg pages=1` | 0.500 | yes |",
+                      md)
+        self.assertIn("| bench-lm | whole-run time ≤ 1.0 | guest cycles 0.501, wall time 1.000 | "
                       "yes |", md)
 
     def test_update_doc_replaces_only_the_block(self):
