@@ -134,10 +134,10 @@ struct GuestFiles<'a> {
     modules: &'a [multiboot::Module],
 }
 
-/// A loaded guest, ready to enter.
 /// `Prepared::kind` of a Linux kernel.
 const LINUX_KIND: &str = "linux-bzimage";
 
+/// A loaded guest, ready to enter.
 struct Prepared {
     /// What kind of image it was, for the report ("linux-bzimage", `loader::Loaded::kind`).
     kind: &'static str,
