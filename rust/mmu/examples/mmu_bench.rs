@@ -257,7 +257,7 @@ fn bench(mib: u64, procs: u64, prefetch: u64) {
         mib,
         procs,
         prefetch,
-        mmu.config().max_shadow_pages,
+        mmu.shadow_page_limit(),
         first.faults,
         per(first.fault_ns, first.faults),
         per(first.switch_ns, first.switches),
@@ -280,6 +280,10 @@ fn prefetches(mmu: &Mmu) -> u64 {
         .map_or(0, |c| c.1)
 }
 
-fn set_prefetch(_cfg: &mut Config, _n: u64) {}
+fn set_prefetch(cfg: &mut Config, n: u64) {
+    cfg.prefetch = n as u16;
+}
 
-fn size_engine(_mmu: &mut Mmu, _host: &mut Pages, _frames: u64) {}
+fn size_engine(mmu: &mut Mmu, host: &mut Pages, frames: u64) {
+    mmu.set_guest_frames(host, frames).unwrap();
+}

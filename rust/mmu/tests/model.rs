@@ -760,8 +760,8 @@ fn fail() -> impl Strategy<Value = Option<u8>> {
 fn cfg_strategy() -> impl Strategy<Value = (Config, bool, bool, bool)> {
     let roots = prop_oneof![1usize..10, Just(MAX_ROOT_CACHE)];
     let b = prop::bool::ANY;
-    (0usize..4, roots, b, 1u8..5, b, b, b, b, b).prop_map(
-        |(m, roots, small, flood, unsync, gb, pcide, smep, smap)| {
+    (0usize..4, roots, b, 1u8..5, b, b, b, b, b, 0usize..4).prop_map(
+        |(m, roots, small, flood, unsync, gb, pcide, smep, smap, pf)| {
             let cfg = Config {
                 maxphyaddr: [36, 40, 46, 52][m],
                 gb_pages: gb,
@@ -769,6 +769,8 @@ fn cfg_strategy() -> impl Strategy<Value = (Config, bool, bool, bool)> {
                 max_shadow_pages: if small { 64 } else { 4096 },
                 flood_threshold: flood,
                 unsync,
+                // Prefetch off, KVM's 8, and larger groups (up to a whole table).
+                prefetch: [0, 8, 64, 512][pf],
             };
             (cfg, pcide, smep, smap)
         },
@@ -799,6 +801,7 @@ fn stale_translation_cached_again_after_invlpg() {
         max_shadow_pages: 4096,
         flood_threshold: 1,
         unsync: true,
+        prefetch: 0,
     };
     let ops = vec![
         // Implicit supervisor read of X = 0x200000 (PDE 0 -> POOL[0], PTE 512 -> DATA0 + 1):
@@ -828,6 +831,7 @@ fn invlpg_under_other_cr3(b_pcid: u64) -> u64 {
         max_shadow_pages: 4096,
         flood_threshold: 4,
         unsync: true,
+        prefetch: 0,
     };
     let mut w = World::new(3, cfg, true, false, false);
     let sel_x = 0x1000_0086;
