@@ -6,7 +6,7 @@
 //! memory with 4 KiB pages. A software CPU walks the shadow tables as the hardware would
 //! and calls the engine on every #PF; CR3 switches go round the address spaces, 64 pages
 //! touched per switch. Two passes: first touch (guest PTEs with A/D clear, as Linux
-//! creates user PTEs), then a paging-mode change (CR0.WP off and on: every shadow page
+//! creates user PTEs), then a paging-mode change (CR0.WP cleared: every shadow page
 //! gets a new role) and a second pass over the same pages, which builds the shadow again
 //! over guest PTEs whose A/D bits are now set (as on kernel mappings): where prefetch
 //! can map neighbours.
@@ -245,10 +245,9 @@ fn bench(mib: u64, procs: u64, prefetch: u64) {
     };
     let first = pass(&mut mmu, &mut host);
     let prefetched_first = prefetches(&mmu);
-    // A paging-mode change (CR0.WP off and on) gives every shadow page a new role: the
+    // A paging-mode change (CR0.WP cleared) gives every shadow page a new role: the
     // second pass builds the shadow again, over guest PTEs whose A/D bits are now set.
     mmu.set_mode(&mut host, &g, cr0 & !CR0_WP, cr4, efer).unwrap();
-    mmu.set_mode(&mut host, &g, cr0, cr4, efer).unwrap();
     let second = pass(&mut mmu, &mut host);
     let prefetched = prefetches(&mmu) - prefetched_first;
     let per = |ns: u128, n: u64| if n == 0 { 0 } else { (ns / n as u128) as u64 };
