@@ -190,7 +190,12 @@ impl Mmu {
             return false;
         }
         let writable = leaf.perm & ACC_W != 0 && leaf.dirty && !self.gfn_tracked(leaf.gfn);
-        self.set_leaf(sp, slot, leaf.gfn, make_spte(frame.hpa, leaf.perm, writable));
+        self.set_leaf(
+            sp,
+            slot,
+            leaf.gfn,
+            make_spte(frame.hpa, leaf.perm, writable),
+        );
         self.stats.inc(Counter::Prefetches);
         self.work = self.work.wrapping_add(1);
         true

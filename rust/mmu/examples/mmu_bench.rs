@@ -247,7 +247,8 @@ fn bench(mib: u64, procs: u64, prefetch: u64) {
     let prefetched_first = prefetches(&mmu);
     // A paging-mode change (CR0.WP cleared) gives every shadow page a new role: the
     // second pass builds the shadow again, over guest PTEs whose A/D bits are now set.
-    mmu.set_mode(&mut host, &g, cr0 & !CR0_WP, cr4, efer).unwrap();
+    mmu.set_mode(&mut host, &g, cr0 & !CR0_WP, cr4, efer)
+        .unwrap();
     let second = pass(&mut mmu, &mut host);
     let prefetched = prefetches(&mmu) - prefetched_first;
     let per = |ns: u128, n: u64| if n == 0 { 0 } else { (ns / n as u128) as u64 };
