@@ -62,7 +62,13 @@ module! {
         },
         max_shadow_pages: u64 {
             default: 4096,
-            description: "Shadow pages per VM before the least recently used are reclaimed",
+            description: "Shadow pages per VM before the least recently used are reclaimed \
+                (at least; raised to guest memory / 256 KiB for larger guests)",
+        },
+        prefetch: u64 {
+            default: 8,
+            description: "Guest PTEs around a faulting one mapped with it when the guest \
+                allows (power of two up to 512; 0 off)",
         },
         // 16, not KVM's 4 (current + 3 previous): switching among more address spaces than
         // cached rebuilds a root every time (see Documentation/benchmarks.md, cr3_pingpong).
@@ -121,6 +127,7 @@ pub(crate) fn mmu_config() -> mmu::Config {
         (*module_parameters::max_shadow_pages.value()).clamp(64, 1 << 20) as usize;
     cfg.root_cache_size =
         (*module_parameters::root_cache.value()).clamp(1, mmu::MAX_ROOT_CACHE as u64) as usize;
+    cfg.prefetch = (*module_parameters::prefetch.value()).min(512) as u16;
     cfg
 }
 
