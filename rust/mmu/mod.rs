@@ -90,8 +90,12 @@ pub struct Config {
     /// Recent address spaces whose shadow roots are kept (1..=[`MAX_ROOT_CACHE`]).
     pub root_cache_size: usize,
     /// Maximum number of shadow pages (each is one table page plus one side page);
-    /// beyond it the least recently used ones are zapped. At least 64.
+    /// beyond it the least recently used ones are zapped. At least 64. With
+    /// `scale_shadow_pages`, the floor of a limit that grows with guest memory.
     pub max_shadow_pages: usize,
+    /// Raise the shadow-page limit with guest memory ([`Mmu::set_guest_frames`]); false
+    /// keeps `max_shadow_pages` as a fixed bound.
+    pub scale_shadow_pages: bool,
     /// Emulated writes to one shadowed frame, without the frame being used for a
     /// translation in between, after which the frame is unshadowed.
     pub flood_threshold: u8,
@@ -105,13 +109,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults: MAXPHYADDR 46, 1 GiB pages, 8 cached roots, 4096 shadow pages,
-    /// prefetch of 8 PTEs.
+    /// Defaults: MAXPHYADDR 46, 1 GiB pages, 8 cached roots, at least 4096 shadow pages
+    /// (more for guests above 1 GiB), prefetch of 8 PTEs.
     pub const DEFAULT: Config = Config {
         maxphyaddr: 46,
         gb_pages: true,
         root_cache_size: 8,
         max_shadow_pages: 4096,
+        scale_shadow_pages: true,
         flood_threshold: 3,
         unsync: true,
         prefetch: 8,
@@ -327,8 +332,9 @@ impl Mmu {
     /// Sizes the engine for guest memory made of frames below `frames` (the highest
     /// guest-physical frame number plus one): grows the per-gfn index to cover them (up
     /// to [`MAX_INDEXED_FRAMES`]; records of frames beyond it go to a small hash) and
-    /// raises the shadow-page limit to `frames / FRAMES_PER_SHADOW_PAGE` if that is more
-    /// than [`Config::max_shadow_pages`] (capped at [`MAX_SCALED_SHADOW_PAGES`]). Call it
+    /// with [`Config::scale_shadow_pages`] raises the shadow-page limit to
+    /// `frames / FRAMES_PER_SHADOW_PAGE` if that is more than [`Config::max_shadow_pages`]
+    /// (capped at [`MAX_SCALED_SHADOW_PAGES`]). Call it
     /// whenever guest memory is set or grows; it never shrinks anything. The index takes
     /// one page per 4 MiB of guest memory, from `src`: on [`MmuError::NeedMemory`] what
     /// was allocated is kept and the call goes on from there when retried; until it
@@ -339,6 +345,9 @@ impl Mmu {
         frames: u64,
     ) -> Result<(), MmuError> {
         self.frames.grow(&mut self.pool, src, frames)?;
+        if !self.cfg.scale_shadow_pages {
+            return Ok(());
+        }
         let scaled = usize::try_from(frames / FRAMES_PER_SHADOW_PAGE)
             .unwrap_or(usize::MAX)
             .min(MAX_SCALED_SHADOW_PAGES);

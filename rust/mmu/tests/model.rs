@@ -880,6 +880,7 @@ fn cfg_strategy() -> impl Strategy<Value = (Config, bool, bool, bool)> {
                 gb_pages: gb,
                 root_cache_size: roots,
                 max_shadow_pages: if small { 64 } else { 4096 },
+                scale_shadow_pages: true,
                 flood_threshold: flood,
                 unsync,
                 // Prefetch off, KVM's 8, and larger groups (up to a whole table).
@@ -913,6 +914,7 @@ fn stale_translation_cached_again_after_invlpg() {
         gb_pages: false,
         root_cache_size: 1,
         max_shadow_pages: 4096,
+        scale_shadow_pages: true,
         flood_threshold: 1,
         unsync: true,
         prefetch: 0,
@@ -943,6 +945,7 @@ fn invlpg_under_other_cr3(b_pcid: u64) -> u64 {
         gb_pages: false,
         root_cache_size: 4,
         max_shadow_pages: 4096,
+        scale_shadow_pages: true,
         flood_threshold: 4,
         unsync: true,
         prefetch: 0,

@@ -836,6 +836,15 @@ fn shadow_page_limit_scales_with_guest_memory() {
         mmu.teardown(&mut host);
         assert_eq!(host.live(), 0);
     }
+    // A fixed limit stays fixed.
+    let mut host = Host::new();
+    let mut mmu = Mmu::new(Config {
+        scale_shadow_pages: false,
+        ..cfg
+    });
+    retry_oom(&mut host, |h| mmu.set_guest_frames(h, 1 << 20));
+    assert_eq!(mmu.shadow_page_limit(), 64);
+    mmu.teardown(&mut host);
     // Never below the configured limit, capped.
     let mut host = Host::new();
     let mut mmu = Mmu::new(Config::DEFAULT);
