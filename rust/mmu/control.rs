@@ -219,15 +219,16 @@ impl Mmu {
         loop {
             let slot = sidx(gva, level);
             if level == 1 {
-                let present = self.spt_get(sp, slot) & PTE_P != 0;
+                let mut present = self.spt_get(sp, slot) & PTE_P != 0;
                 if present && self.sp(sp).flags & SP_UNSYNC != 0 {
                     self.sync_entry(mem, sp, slot);
                     self.stats.inc(Counter::InvlpgResync);
+                    present = self.spt_get(sp, slot) & PTE_P != 0;
                 }
                 // The guest is likely to use the page it just invalidated (KVM's old
                 // FNAME(invlpg) updated the entry from the guest's): fill the entry now
                 // if the guest entry allows it, instead of taking a fault for it.
-                if self.cfg.prefetch > 1 {
+                if !present && self.cfg.prefetch > 1 {
                     self.prefetch_entry(mem, sp, slot);
                 }
                 return;
