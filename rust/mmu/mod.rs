@@ -225,8 +225,9 @@ pub struct HwPaging {
 }
 
 /// One VM's shadow MMU, made of parts that each keep their own invariants: the record
-/// pool (`pool.rs`), the spare pages (`page.rs`), the guest frames (`frames.rs`: hash and
-/// out-of-sync list), the shadow pages' LRU list (`sp.rs`) and the root cache (`roots.rs`).
+/// pool (`pool.rs`), the spare pages (`page.rs`), the guest frames (`frames.rs`: per-gfn
+/// index, hash beyond it, out-of-sync list), the shadow pages' LRU list (`sp.rs`) and the
+/// root cache (`roots.rs`: hash and most-recently-used list).
 ///
 /// # Invariants
 ///
@@ -243,6 +244,9 @@ pub struct HwPaging {
 ///   present leaf shadow entry maps the frame writable, or all are out of sync and the
 ///   frame is on the unsync list.
 /// * Shadow pages pinned by a cached root (`root_count > 0`) are never freed.
+/// * `shadow_limit >= cfg.max_shadow_pages`; it only grows (with guest memory).
+/// * A leaf shadow entry filled without a fault (prefetch, INVLPG) maps what the guest
+///   entry maps, with A already set in it and writable only if its D bit is set.
 pub struct Mmu {
     cfg: Config,
     ctx: PagingCtx,
