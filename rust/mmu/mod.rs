@@ -245,8 +245,9 @@ pub struct HwPaging {
 ///   frame is on the unsync list.
 /// * Shadow pages pinned by a cached root (`root_count > 0`) are never freed.
 /// * `shadow_limit >= cfg.max_shadow_pages`; it only grows (with guest memory).
-/// * A leaf shadow entry filled without a fault (prefetch, INVLPG) maps what the guest
-///   entry maps, with A already set in it and writable only if its D bit is set.
+/// * A leaf entry of a guest table's shadow page filled without a fault (prefetch,
+///   INVLPG) maps what the guest entry mapped when it was filled, and that entry had its
+///   A bit set and, if the shadow entry is writable, its D bit.
 pub struct Mmu {
     cfg: Config,
     ctx: PagingCtx,
