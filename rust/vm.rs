@@ -330,6 +330,11 @@ impl VmFile {
     fn add_memory_region(&self, region: &uapi::MemoryRegion) -> Result<isize> {
         let mut guard = self.vm.lock();
         let vm = &mut *guard;
+        // The engine's per-gfn index first: if it cannot grow, nothing changes.
+        if let (Some(vcpu), true) = (vm.vcpu.as_mut(), region.is_valid()) {
+            let end = region.guest_phys_addr.saturating_add(region.size);
+            vcpu.size_mmu(vm.ram.frame_limit().max(end >> 12))?;
+        }
         vm.ram.add_slot(region, crate::max_memory_bytes())?;
         if let Some(vcpu) = vm.vcpu.as_mut() {
             vcpu.memory_changed(&vm.ram);
@@ -360,7 +365,9 @@ impl VmFile {
         if vm.ram.is_empty() {
             return Err(EINVAL);
         }
-        vm.vcpu = Some(Vcpu::new(crate::caps()?, crate::mmu_config())?);
+        let mut vcpu = Vcpu::new(crate::caps()?, crate::mmu_config())?;
+        vcpu.size_mmu(vm.ram.frame_limit())?;
+        vm.vcpu = Some(vcpu);
         Ok(0)
     }
 

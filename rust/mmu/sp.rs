@@ -574,7 +574,7 @@ impl Mmu {
         need: usize,
     ) -> Result<(), MmuError> {
         // `need` is a handful of pages: the sum does not come near usize::MAX.
-        while self.lru.len().saturating_add(need) > self.cfg.max_shadow_pages {
+        while self.lru.len().saturating_add(need) > self.shadow_limit {
             let unpinned = self.lru.len().saturating_sub(self.roots.npinned());
             if unpinned > MIN_UNPINNED && self.reclaim_one(src) {
                 continue;

@@ -98,6 +98,23 @@ impl PageSource for PageCache {
     }
 }
 
+/// Pages straight from the page allocator, for the engine calls made in process context
+/// where allocating may sleep (sizing the engine for guest memory).
+struct SleepingPages;
+
+impl PageSource for SleepingPages {
+    fn alloc_page(&mut self, low: bool) -> Option<HostPage> {
+        let (ptr, hpa) = glue::alloc_table_page(low)?;
+        Some(HostPage { ptr, hpa })
+    }
+
+    fn free_page(&mut self, page: HostPage) {
+        // SAFETY: The engine returns only pages it got from `alloc_page`, i.e. from
+        // `glue::alloc_table_page`, and no longer uses them.
+        unsafe { glue::free_table_page(page.ptr) };
+    }
+}
+
 impl Drop for PageCache {
     fn drop(&mut self) {
         for p in Iterator::chain(self.pages.iter(), self.low.iter()) {
@@ -357,6 +374,17 @@ impl Vcpu {
         // INVARIANT: FXRSTOR loads it (checked just above).
         self.fpu.0 = *image;
         true
+    }
+
+    /// Sizes the MMU engine for guest memory below guest frame `frames` (its per-gfn
+    /// index and shadow-page limit, see `Mmu::set_guest_frames`); `ENOMEM` if the index
+    /// pages cannot be allocated (what was allocated stays, nothing else changes). Process
+    /// context: may sleep.
+    pub(crate) fn size_mmu(&mut self, frames: u64) -> Result {
+        self.cpu
+            .mmu
+            .set_guest_frames(&mut SleepingPages, frames)
+            .map_err(|_| ENOMEM)
     }
 
     /// Guest memory changed under the vCPU (a slot was added): out-of-sync shadow tables
