@@ -804,3 +804,116 @@ fn page_crossing_mmio_store() {
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
+
+// ------------------------------------------------------------------ issue 13: REP over page tables
+
+/// A REP STOSD clearing a former page table through the vCPU's memory: the guest's tables
+/// are walked once per page, not once per element, and the emulation stops right after
+/// the store that makes the engine unshadow the frame (flooded), with RCX/RDI exactly
+/// where the guest resumes natively. The write fault the guest's next store would take
+/// then makes the shadow entry writable (what the vCPU does ahead of time).
+#[test]
+fn rep_store_over_page_table_walks_once_per_page_and_stops_when_unshadowed() {
+    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome, Regs};
+    let mem = GMem::new(32, &[]);
+    let mut b = Builder { mode: 3, next: 1 };
+    let ra = b.root();
+    let data = b.alloc();
+    b.map(&mem, ra, 0x40_0000, data);
+    // The level-1 table mapping 0x40_0000, and a window onto it at 0x20_0000.
+    let pt = {
+        let l4 = mem.read(ra, 8) >> 12 & 0xf_ffff;
+        let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
+        // 0x40_0000 is entry 2 of the page directory.
+        mem.read((l3 << 12) + 2 * 8, 8) >> 12 & 0xf_ffff
+    };
+    b.map(&mem, ra, 0x20_0000, pt);
+    let stosd = emulate::decode(&[0xf3, 0xab], CodeSize::Bits64).unwrap();
+    let regs = |rdi: u64, rcx: u64| {
+        let mut r = Regs {
+            gpr: [0; 16],
+            rip: 0x5000,
+            rflags: 2,
+        };
+        r.gpr[gpr::RDI] = rdi;
+        r.gpr[gpr::RCX] = rcx;
+        r
+    };
+    for threshold in [3u8, 255] {
+        let cfg = Config {
+            flood_threshold: threshold,
+            ..Config::DEFAULT
+        };
+        b.map(&mem, ra, 0x40_0000, data);
+        let mut host = Host::new();
+        let mut mmu = start(3, cfg, &mem, &mut host, ra);
+        // A read of 0x40_0000 shadows its table.
+        let out = retry_oom(&mut host, |h| {
+            mmu.page_fault(h, &mem, 0x40_0000, 0, 0, false)
+        });
+        assert_eq!(out, PfOutcome::Fixed);
+        assert!(mmu.is_shadowed(pt));
+        let count = if threshold == 3 { 1024 } else { 200 };
+        let mut r = regs(0x20_0000, count);
+        let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+        let out = emulate::execute_rep(&stosd, &mut r, &Env::default(), &mut m, None, 1024);
+        let (walks, pt_writes, native) = (m.walks, m.pt_writes, m.unshadowed);
+        assert_eq!(walks, 1, "one walk for the page");
+        if threshold == 3 {
+            assert_eq!(out, Ok(Outcome::RepContinue));
+            assert!(native && !mmu.is_shadowed(pt));
+            assert_eq!(
+                (pt_writes, r.gpr[gpr::RCX], r.gpr[gpr::RDI]),
+                (3, 1021, 0x20_000c)
+            );
+            assert_eq!(r.rip, 0x5000);
+            // The guest's next store there: one write fault makes the entry writable.
+            let ec = PFERR_P | PFERR_W;
+            let out = retry_oom(&mut host, |h| {
+                mmu.page_fault(h, &mem, 0x20_000c, ec, 0, false)
+            });
+            assert_eq!(out, PfOutcome::Fixed);
+            assert_eq!(hw_walk(&mmu, &host, 0x20_000c, WR), Ok(hpa(pt) + 0xc));
+        } else {
+            // Fewer stores than the flood threshold: all emulated, each dropping its entry.
+            assert_eq!(out, Ok(Outcome::Done));
+            assert!(!native && mmu.is_shadowed(pt));
+            assert_eq!(
+                (pt_writes, r.gpr[gpr::RCX], r.gpr[gpr::RDI]),
+                (200, 0, 0x20_0320)
+            );
+            assert_eq!(r.rip, 0x5002);
+            assert!(mem.frame_copy(pt)[..100].iter().all(|&e| e == 0));
+            assert!(hw_walk(&mmu, &host, 0x40_0000, RD).is_err());
+        }
+        mmu.teardown(&mut host);
+        assert_eq!(host.live(), 0);
+    }
+
+    // DF=1 across a page boundary, down from the bottom of the table's window into the
+    // page below it, in a chunk of 4: one walk per page, two in all.
+    let below = b.alloc();
+    b.map(&mem, ra, 0x1f_f000, below);
+    let cfg = Config {
+        flood_threshold: 255,
+        ..Config::DEFAULT
+    };
+    b.map(&mem, ra, 0x40_0000, data);
+    let mut host = Host::new();
+    let mut mmu = start(3, cfg, &mem, &mut host, ra);
+    let out = retry_oom(&mut host, |h| {
+        mmu.page_fault(h, &mem, 0x40_0000, 0, 0, false)
+    });
+    assert_eq!(out, PfOutcome::Fixed);
+    let mut r = regs(0x20_0008, 6);
+    r.rflags |= 1 << 10;
+    r.gpr[gpr::RAX] = 0x5a5a_5a5a;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    let out = emulate::execute_rep(&stosd, &mut r, &Env::default(), &mut m, None, 4);
+    assert_eq!((out, m.walks), (Ok(Outcome::RepContinue), 2));
+    assert_eq!((r.gpr[gpr::RCX], r.gpr[gpr::RDI]), (2, 0x1f_fff8));
+    assert_eq!(mem.read((below << 12) + 0xffc, 4), 0x5a5a_5a5a);
+    assert_eq!(mem.read((below << 12) + 0xff8, 4), 0);
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
