@@ -4,7 +4,7 @@
 //! MMIO), INVPCID.
 
 use super::super::state::CS;
-use super::super::Completion;
+use super::super::{Completion, TlbWork};
 use super::{user, Handled, VcpuCore};
 use crate::emulate::{self, CodeSize, MmioData};
 use crate::mmu::access::EngineAccess;
@@ -397,9 +397,19 @@ impl VcpuCore {
             3 => mmu::InvpcidKind::AllExceptGlobal,
             _ => return self.raise(vector::GP, Some(0), None),
         };
+        let before = TlbWork::from_engine(self.mmu.take_tlb_flush());
+        self.tlb = self.tlb.and(before);
         match self.mmu.invpcid(ram, kind, pcid, gva) {
             mmu::CtlOutcome::Gp => self.raise(vector::GP, Some(0), None),
-            mmu::CtlOutcome::Ok => self.skip(info),
+            mmu::CtlOutcome::Ok => {
+                let engine = self.mmu.take_tlb_flush();
+                if kind == mmu::InvpcidKind::Address {
+                    self.flush_guest_address(gva, engine);
+                } else {
+                    self.flush_guest_tlb();
+                }
+                self.skip(info)
+            }
         }
     }
 

@@ -18,7 +18,7 @@ mod msr;
 
 pub(super) use events::Event;
 
-use super::{Completion, VcpuCore, WindowEnd};
+use super::{Completion, TlbWork, VcpuCore, WindowEnd};
 use crate::mmu;
 use crate::ram::GuestRam;
 use crate::uapi;
@@ -140,7 +140,11 @@ impl VcpuCore {
             }
             ExitReason::Invd => self.skip(info),
             ExitReason::Invlpg => {
+                let before = TlbWork::from_engine(self.mmu.take_tlb_flush());
+                self.tlb = self.tlb.and(before);
                 self.mmu.invlpg(ram, info.qualification);
+                let engine = self.mmu.take_tlb_flush();
+                self.flush_guest_address(info.qualification, engine);
                 self.skip(info)
             }
             ExitReason::Invpcid => self.invpcid(vmcs, ram, info),
