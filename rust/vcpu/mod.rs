@@ -117,8 +117,8 @@ pub(crate) struct VcpuStats {
     pub(crate) injected_exceptions: u64,
     pub(crate) emulated_pt_writes: u64,
     /// INVVPIDs of the vCPU's whole VPID, and of one address.
-    pub(crate) tlb_flushes: u64,
-    pub(crate) tlb_flushes_address: u64,
+    pub(crate) invvpid_context: u64,
+    pub(crate) invvpid_address: u64,
 }
 
 /// Translations to invalidate in the CPU's TLB before the next VM entry (with a VPID the
@@ -522,8 +522,8 @@ impl Vcpu {
                         cache_refills: 0,
                         injected_exceptions: 0,
                         emulated_pt_writes: 0,
-                        tlb_flushes: 0,
-                        tlb_flushes_address: 0,
+                        invvpid_context: 0,
+                        invvpid_address: 0,
                     },
                 },
             },
@@ -910,11 +910,11 @@ impl VcpuCore {
         match work {
             TlbWork::None => {}
             TlbWork::Address(linear) if x86::canonical(linear) => {
-                self.stats.tlb_flushes_address = self.stats.tlb_flushes_address.wrapping_add(1);
+                self.stats.invvpid_address = self.stats.invvpid_address.wrapping_add(1);
                 vmcs.invvpid(self.caps.invvpid_address(), vpid, linear);
             }
             TlbWork::Address(_) | TlbWork::All => {
-                self.stats.tlb_flushes = self.stats.tlb_flushes.wrapping_add(1);
+                self.stats.invvpid_context = self.stats.invvpid_context.wrapping_add(1);
                 vmcs.invvpid(self.caps.invvpid_whole(), vpid, 0);
             }
         }
