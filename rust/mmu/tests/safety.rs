@@ -917,3 +917,144 @@ fn rep_store_over_page_table_walks_once_per_page_and_stops_when_unshadowed() {
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
+
+// ------------------------------------------------------------------ issue 13: TLB flush reports
+
+/// What the engine reports to the vCPU for its TLB (with VPIDs the TLB outlives VM
+/// entries): nothing for changes that only add entries or permissions; one leaf for the
+/// one entry INVLPG resyncs; everything for a root switch, a store into a shadowed table
+/// that drops more than one entry, or a split large page that INVLPG drops.
+#[test]
+fn tlb_flush_reports() {
+    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome, Regs};
+    let mem = GMem::new(64, &[]);
+    let mut b = Builder { mode: 3, next: 1 };
+    let ra = b.root();
+    let rb = b.root();
+    let (f1, f2) = (b.alloc(), b.alloc());
+    b.map(&mem, ra, 0x1000, f1);
+    b.map(&mem, ra, 0x2000, f2);
+    b.map(&mem, rb, 0x1000, f2);
+    let pt = {
+        let l4 = mem.read(ra, 8) >> 12 & 0xf_ffff;
+        let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
+        mem.read(l3 << 12, 8) >> 12 & 0xf_ffff
+    };
+    // A writable window onto the level-1 table, in another table.
+    b.map(&mem, ra, 0x40_0000, pt);
+    let mut host = Host::new();
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
+    assert_eq!(mmu.take_tlb_flush(), TlbFlush::All, "the first root");
+    assert_eq!(mmu.take_tlb_flush(), TlbFlush::None, "taken");
+    let fault = |mmu: &mut Mmu, host: &mut Host, gva: u64, ec: u32| {
+        retry_oom(host, |h| mmu.page_fault(h, &mem, gva, ec, 0, false))
+    };
+    // Faults that fill entries or add write permission.
+    assert_eq!(fault(&mut mmu, &mut host, 0x1000, 0), PfOutcome::Fixed);
+    assert_eq!(fault(&mut mmu, &mut host, 0x2000, 0), PfOutcome::Fixed);
+    assert_eq!(
+        fault(&mut mmu, &mut host, 0x1000, PFERR_W | PFERR_P),
+        PfOutcome::Fixed
+    );
+    assert_eq!(mmu.take_tlb_flush(), TlbFlush::None, "fills and upgrades");
+    // CR3 to another address space and back (a cached root): each switch flushes.
+    assert_eq!(
+        retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, rb)),
+        CtlOutcome::Ok
+    );
+    assert_eq!(
+        mmu.take_tlb_flush(),
+        TlbFlush::All,
+        "switch to another root"
+    );
+    assert_eq!(
+        retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, ra)),
+        CtlOutcome::Ok
+    );
+    assert_eq!(
+        mmu.take_tlb_flush(),
+        TlbFlush::All,
+        "switch back to a cached root"
+    );
+    assert_eq!(
+        retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, ra)),
+        CtlOutcome::Ok
+    );
+    assert_eq!(
+        mmu.take_tlb_flush(),
+        TlbFlush::None,
+        "same root, nothing out of sync"
+    );
+    // The guest changes 0x1000's entry through the window. With unsync (the default) the
+    // table goes out of sync and the store is the guest's own; INVLPG resyncs the entry.
+    assert_eq!(fault(&mut mmu, &mut host, 0x40_0000, 0), PfOutcome::Fixed);
+    let out = fault(&mut mmu, &mut host, 0x40_0008, PFERR_W | PFERR_P);
+    assert_eq!(out, PfOutcome::Fixed);
+    assert_eq!(
+        mmu.take_tlb_flush(),
+        TlbFlush::None,
+        "unsync: nothing dropped yet"
+    );
+    mem.write((pt << 12) + 8, 8, (f2 << 12) | PWU);
+    mmu.invlpg(&mem, 0x1000);
+    assert_eq!(
+        mmu.take_tlb_flush(),
+        TlbFlush::OneLeaf,
+        "INVLPG resyncs one entry"
+    );
+    mmu.invlpg(&mem, 0x1000);
+    assert_eq!(
+        mmu.take_tlb_flush(),
+        TlbFlush::None,
+        "nothing left to resync"
+    );
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+
+    // Without unsync the store is emulated and drops the entry it overwrites; a second
+    // entry dropped makes it all.
+    let cfg = Config {
+        unsync: false,
+        ..Config::DEFAULT
+    };
+    b.map(&mem, ra, 0x1000, f1);
+    let mut mmu = start(3, cfg, &mem, &mut host, ra);
+    assert_eq!(fault(&mut mmu, &mut host, 0x1000, 0), PfOutcome::Fixed);
+    assert_eq!(fault(&mut mmu, &mut host, 0x2000, 0), PfOutcome::Fixed);
+    assert_eq!(fault(&mut mmu, &mut host, 0x40_0000, 0), PfOutcome::Fixed);
+    let _ = mmu.take_tlb_flush();
+    let out = fault(&mut mmu, &mut host, 0x40_0008, PFERR_W | PFERR_P);
+    assert!(matches!(out, PfOutcome::EmulateWrite { .. }), "{out:?}");
+    // mov [rdi], rax: 0x1000 -> f2.
+    let insn = emulate::decode(&[0x48, 0x89, 0x07], CodeSize::Bits64).unwrap();
+    let mut r = Regs {
+        gpr: [0; 16],
+        rip: 0x5000,
+        rflags: 2,
+    };
+    r.gpr[gpr::RDI] = 0x40_0008;
+    r.gpr[gpr::RAX] = (f2 << 12) | PWU;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    let o = emulate::execute(&insn, &mut r, &Env::default(), &mut m, None);
+    assert_eq!(o, Ok(Outcome::Done));
+    assert_eq!(
+        mmu.take_tlb_flush(),
+        TlbFlush::OneLeaf,
+        "a store drops one entry"
+    );
+    // mov [rdi], rax with rdi at 0x2000's entry, after 0x1000's was faulted in again.
+    assert_eq!(fault(&mut mmu, &mut host, 0x1000, 0), PfOutcome::Fixed);
+    r.gpr[gpr::RDI] = 0x40_0010;
+    r.rip = 0x5000;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    let o = emulate::execute(&insn, &mut r, &Env::default(), &mut m, None);
+    assert_eq!(o, Ok(Outcome::Done));
+    r.gpr[gpr::RDI] = 0x40_0008;
+    r.rip = 0x5000;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    let o = emulate::execute(&insn, &mut r, &Env::default(), &mut m, None);
+    assert_eq!(o, Ok(Outcome::Done));
+    assert_eq!(mmu.take_tlb_flush(), TlbFlush::All, "two entries dropped");
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
