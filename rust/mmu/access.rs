@@ -20,7 +20,7 @@
 //!   instruction's chunk of iterations included), as the CPU's TLB keeps them: a REP store
 //!   walks the guest's tables once per page, not once per element. The SDM lets an
 //!   instruction use a translation cached before its own stores changed the paging
-//!   structures (vol. 3A 4.10.4.2), so this is exact.
+//!   structures (vol. 3A 4.10.4), so this is exact.
 //! * A store that ends the shadowing of a page table (the engine saw the frame flooded
 //!   with writes and stopped tracking it) makes [`EmuMemory::rep_native`] true: the guest
 //!   does the rest of a REP store itself.
