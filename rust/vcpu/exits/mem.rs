@@ -293,9 +293,7 @@ impl VcpuCore {
             implicit: false,
             ac,
         };
-        let same_frame = self
-            .mmu
-            .debug_walk(ram, linear, access)
+        let same_frame = mmu::walk::walk(&self.mmu.paging(), ram, linear, access, false)
             .is_ok_and(|w| w.gpa >> 12 == last_gpa >> 12 && w.dirty);
         if !same_frame {
             return;
