@@ -1058,3 +1058,135 @@ fn tlb_flush_reports() {
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
+
+/// The CPU's TLB kept across exits (a VPID), invalidated as the vCPU does it
+/// ([`common::Tlb`]): a translation cached through one alias of a shared page table must
+/// go at the guest's INVLPG of that alias even when the engine has nothing left to change
+/// there (an INVLPG of the other alias resynced the entry before); a switch to another
+/// root with the PCID no-flush bit must not keep the old root's translations (the engine
+/// reports the switch); a frame that becomes a page table must lose its writable
+/// translations (the engine reports the write protection).
+#[test]
+fn tlb_kept_across_exits_is_invalidated_where_needed() {
+    let mem = GMem::new(64, &[]);
+    let mut b = Builder { mode: 3, next: 1 };
+    let ra = b.root();
+    let rb = b.root();
+    let (f1, f2, f3) = (b.alloc(), b.alloc(), b.alloc());
+    b.map(&mem, ra, 0x1000, f1);
+    b.map(&mem, rb, 0x1000, f3);
+    let (l3, pt) = {
+        let l4 = mem.read(ra, 8) >> 12 & 0xf_ffff;
+        let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
+        (l3, mem.read(l3 << 12, 8) >> 12 & 0xf_ffff)
+    };
+    // The same level-1 table also under directory entry 1: 0x20_1000 aliases 0x1000.
+    w8(&mem, l3, 1, (pt << 12) | PWU);
+    // A window onto the table, elsewhere.
+    b.map(&mem, ra, 0x4000_0000, pt);
+    let mut host = Host::new();
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
+    let mut tlb = Tlb::new();
+    let mut read = |mmu: &mut Mmu, host: &mut Host, tlb: &mut Tlb, gva: u64| match cpu_access_via(
+        mmu, host, &mem, tlb, gva, RD, None,
+    ) {
+        CpuResult::Ok(hpa) => hpa,
+        r => panic!("read of {gva:#x}: {r:?}"),
+    };
+    assert_eq!(read(&mut mmu, &mut host, &mut tlb, 0x1000), hpa(f1));
+    assert_eq!(read(&mut mmu, &mut host, &mut tlb, 0x20_1000), hpa(f1));
+    // The guest points the entry at f2 through the window (the table goes out of sync:
+    // a plain store), then INVLPGs both aliases in turn.
+    let st = cpu_access_via(
+        &mut mmu,
+        &mut host,
+        &mem,
+        &mut tlb,
+        0x4000_0008,
+        WR,
+        Some(((f2 << 12) | PWU, 8)),
+    );
+    assert!(
+        matches!(st, CpuResult::Ok(_) | CpuResult::Emulated(_)),
+        "{st:?}"
+    );
+    tlb.engine(&mut mmu);
+    mmu.invlpg(&mem, 0x1000);
+    tlb.invlpg(&mut mmu, 0x1000);
+    assert_eq!(read(&mut mmu, &mut host, &mut tlb, 0x1000), hpa(f2));
+    tlb.engine(&mut mmu);
+    mmu.invlpg(&mem, 0x20_1000);
+    tlb.invlpg(&mut mmu, 0x20_1000);
+    assert_eq!(
+        read(&mut mmu, &mut host, &mut tlb, 0x20_1000),
+        hpa(f2),
+        "second alias after its INVLPG"
+    );
+    mmu.teardown(&mut host);
+
+    // PCIDs 1 and 2; a no-flush switch from one root to the other.
+    let (cr0, cr4, efer) = mode_regs(3);
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
+    let pcide = retry_oom(&mut host, |h| {
+        mmu.set_mode(h, &mem, cr0, cr4 | CR4_PCIDE, efer)
+    });
+    assert_eq!(pcide, CtlOutcome::Ok);
+    assert_eq!(
+        retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, ra | 1)),
+        CtlOutcome::Ok
+    );
+    let mut tlb = Tlb::new();
+    assert_eq!(read(&mut mmu, &mut host, &mut tlb, 0x1000), hpa(f2));
+    let noflush = 1u64 << 63;
+    let r = retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, rb | 2 | noflush));
+    assert_eq!(r, CtlOutcome::Ok);
+    assert_eq!(
+        read(&mut mmu, &mut host, &mut tlb, 0x1000),
+        hpa(f3),
+        "another PCID's root after a no-flush switch"
+    );
+    mmu.teardown(&mut host);
+
+    // A data page written through the TLB becomes a page table: the next store to it
+    // must exit (write protection), not go through a cached writable translation.
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
+    let mut tlb = Tlb::new();
+    b.map(&mem, ra, 0x5000, f3);
+    let st = cpu_access_via(
+        &mut mmu,
+        &mut host,
+        &mem,
+        &mut tlb,
+        0x5000,
+        WR,
+        Some((7, 8)),
+    );
+    assert!(matches!(st, CpuResult::Ok(_)), "{st:?}");
+    // f3 becomes the level-1 table of 0x60_0000 (entry 3 of the directory).
+    w8(&mem, l3, 3, (f3 << 12) | PWU);
+    w8(&mem, f3, 0, (f1 << 12) | PWU);
+    assert_eq!(read(&mut mmu, &mut host, &mut tlb, 0x60_0000), hpa(f1));
+    let st = cpu_access_via(
+        &mut mmu,
+        &mut host,
+        &mem,
+        &mut tlb,
+        0x5000,
+        WR,
+        Some(((f2 << 12) | PWU, 8)),
+    );
+    assert!(
+        matches!(st, CpuResult::Emulated(_) | CpuResult::Ok(_)),
+        "{st:?}"
+    );
+    tlb.engine(&mut mmu);
+    mmu.invlpg(&mem, 0x60_0000);
+    tlb.invlpg(&mut mmu, 0x60_0000);
+    assert_eq!(
+        read(&mut mmu, &mut host, &mut tlb, 0x60_0000),
+        hpa(f2),
+        "the table's new entry after INVLPG"
+    );
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
