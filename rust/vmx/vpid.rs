@@ -9,8 +9,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Words of the bitmap: 64 VPIDs each, 4095 usable in all (more vCPUs than the module's
-/// VM limit allows).
+/// Words of the bitmap: 64 VPIDs each, 4095 usable in all (16 times the default VM limit,
+/// `max_vms`; vCPUs beyond them run without one).
 const WORDS: usize = 64;
 
 /// Bit n of word w set: VPID 64 * w + n is taken. Bit 0 of word 0 (VPID 0) is never set.

@@ -741,12 +741,15 @@ impl World {
         let gva = self.gva(b);
         self.tlb.engine(&mut self.mmu);
         let r = self.mmu.invpcid(&self.mem, kind, pcid, gva);
+        let cur = self.pcid();
+        // As the vCPU: one address of the current PCID is an INVLPG, the rest flush all.
         match (r, kind) {
-            (CtlOutcome::Ok, InvpcidKind::Address) => self.tlb.invlpg(&mut self.mmu, gva),
+            (CtlOutcome::Ok, InvpcidKind::Address) if pcid == cur => {
+                self.tlb.invlpg(&mut self.mmu, gva)
+            }
             (CtlOutcome::Ok, _) => self.tlb.flush_all(),
             (CtlOutcome::Gp, _) => {}
         }
-        let cur = self.pcid();
         if !self.pcide && pcid != 0 && matches!(kind, InvpcidKind::Address | InvpcidKind::Single) {
             assert_eq!(r, CtlOutcome::Gp);
             return;

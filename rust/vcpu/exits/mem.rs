@@ -401,7 +401,11 @@ impl VcpuCore {
             mmu::CtlOutcome::Gp => self.raise(vector::GP, Some(0), None),
             mmu::CtlOutcome::Ok => {
                 let engine = self.mmu.take_tlb_flush();
-                if kind == mmu::InvpcidKind::Address {
+                let pcide = self.state.cr4 & x86::CR4_PCIDE != 0;
+                let current = if pcide { self.state.cr3 & 0xfff } else { 0 };
+                // One address of the current PCID is an INVLPG; for another PCID the
+                // engine resyncs everything, whatever entries that changes.
+                if kind == mmu::InvpcidKind::Address && pcid == current {
                     self.flush_guest_address(gva, engine);
                 } else {
                     self.flush_guest_tlb();
