@@ -902,11 +902,12 @@ impl VcpuCore {
     /// changes since the last entry ask for (with a VPID; without one the entry flushes
     /// everything). An INVVPID that fails marks the VMCS failed: no entry follows.
     fn flush_tlb(&mut self, vmcs: &CurrentVmcs<'_>) {
-        let engine = TlbWork::from_engine(self.mmu.take_tlb_flush());
-        let work = core::mem::replace(&mut self.tlb, TlbWork::None).and(engine);
+        // Without a VPID the engine's reports just accumulate (untaken, they cost nothing).
         let Some(vpid) = self.vpid.as_ref().map(Vpid::get) else {
             return;
         };
+        let engine = TlbWork::from_engine(self.mmu.take_tlb_flush());
+        let work = core::mem::replace(&mut self.tlb, TlbWork::None).and(engine);
         match work {
             TlbWork::None => {}
             TlbWork::Address(linear) if x86::canonical(linear) => {
@@ -931,12 +932,24 @@ impl VcpuCore {
     /// INVLPG (or INVPCID of one address) of `linear` was handed to the engine: the CPU
     /// must drop that address's translations, and whatever else the engine changed.
     fn flush_guest_address(&mut self, linear: u64, engine: mmu::TlbFlush) {
+        if self.vpid.is_none() {
+            return;
+        }
         let work = match engine {
             // The engine changed at most the entry of this address.
             mmu::TlbFlush::None | mmu::TlbFlush::OneLeaf => TlbWork::Address(linear),
             mmu::TlbFlush::All => TlbWork::All,
         };
         self.tlb = self.tlb.and(work);
+    }
+
+    /// Before an INVLPG or INVPCID goes to the engine: what the engine reported earlier
+    /// is set aside (whole flush), so that what it reports next is the instruction's alone.
+    fn set_aside_engine_reports(&mut self) {
+        if self.vpid.is_some() {
+            let before = TlbWork::from_engine(self.mmu.take_tlb_flush());
+            self.tlb = self.tlb.and(before);
+        }
     }
 
     /// The secondary processor-based controls.

@@ -4,7 +4,7 @@
 //! MMIO), INVPCID.
 
 use super::super::state::CS;
-use super::super::{Completion, TlbWork};
+use super::super::Completion;
 use super::{user, Handled, VcpuCore};
 use crate::emulate::{self, CodeSize, MmioData};
 use crate::mmu::access::EngineAccess;
@@ -395,8 +395,7 @@ impl VcpuCore {
             3 => mmu::InvpcidKind::AllExceptGlobal,
             _ => return self.raise(vector::GP, Some(0), None),
         };
-        let before = TlbWork::from_engine(self.mmu.take_tlb_flush());
-        self.tlb = self.tlb.and(before);
+        self.set_aside_engine_reports();
         match self.mmu.invpcid(ram, kind, pcid, gva) {
             mmu::CtlOutcome::Gp => self.raise(vector::GP, Some(0), None),
             mmu::CtlOutcome::Ok => {

@@ -18,7 +18,7 @@ mod msr;
 
 pub(super) use events::Event;
 
-use super::{Completion, TlbWork, VcpuCore, WindowEnd};
+use super::{Completion, VcpuCore, WindowEnd};
 use crate::mmu;
 use crate::ram::GuestRam;
 use crate::uapi;
@@ -140,8 +140,7 @@ impl VcpuCore {
             }
             ExitReason::Invd => self.skip(info),
             ExitReason::Invlpg => {
-                let before = TlbWork::from_engine(self.mmu.take_tlb_flush());
-                self.tlb = self.tlb.and(before);
+                self.set_aside_engine_reports();
                 self.mmu.invlpg(ram, info.qualification);
                 let engine = self.mmu.take_tlb_flush();
                 self.flush_guest_address(info.qualification, engine);
