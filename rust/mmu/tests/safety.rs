@@ -914,6 +914,23 @@ fn rep_store_over_page_table_walks_once_per_page_and_stops_when_unshadowed() {
     assert_eq!((r.gpr[gpr::RCX], r.gpr[gpr::RDI]), (2, 0x1f_fff8));
     assert_eq!(mem.read((below << 12) + 0xffc, 4), 0x5a5a_5a5a);
     assert_eq!(mem.read((below << 12) + 0xff8, 4), 0);
+
+    // Upwards into a page that is not mapped (0x20_1000): the stores before it stay done,
+    // the #PF has CR2 = the first byte of that page, RCX/RDI count the elements done.
+    let mut r = regs(0x20_0ff8, 5);
+    r.gpr[gpr::RAX] = 0x6b6b_6b6b;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    let out = emulate::execute_rep(&stosd, &mut r, &Env::default(), &mut m, None, 1024);
+    let pf = emulate::Exception::Pf {
+        addr: 0x20_1000,
+        error_code: PFERR_W,
+    };
+    assert_eq!((out, m.walks), (Ok(Outcome::Exception(pf)), 1));
+    assert_eq!(
+        (r.gpr[gpr::RCX], r.gpr[gpr::RDI], r.rip),
+        (3, 0x20_1000, 0x5000)
+    );
+    assert_eq!(mem.read((pt << 12) + 0xff8, 8), 0x6b6b_6b6b_6b6b_6b6b);
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
