@@ -95,7 +95,16 @@ module! {
             default: 100,
             description: "RUN returns to userspace (exit reason INTR) after this long in the guest",
         },
+        vpid: u64 {
+            default: 1,
+            description: "Tag each vCPU's TLB entries with a VPID where the CPU has them (1), \
+                or flush the TLB at every VM entry (0); read when a vCPU is created",
+        },
     },
+}
+
+pub(crate) fn vpid_enabled() -> bool {
+    *module_parameters::vpid.value() != 0
 }
 
 pub(crate) fn max_memory_bytes() -> u64 {

@@ -109,6 +109,9 @@ fn stat_entries(vcpu: Option<&Vcpu>) -> Result<KVec<uapi::StatEntry>> {
     push("run.cache_refills", v.stats().cache_refills)?;
     push("run.injected_exceptions", v.stats().injected_exceptions)?;
     push("run.emulated_pt_writes", v.stats().emulated_pt_writes)?;
+    push("run.vpid", u64::from(v.vpid()))?;
+    push("run.invvpid_context", v.stats().invvpid_context)?;
+    push("run.invvpid_address", v.stats().invvpid_address)?;
     Ok(out)
 }
 

@@ -35,8 +35,9 @@
 //! While the guest runs, program the CPU as [`Mmu::hw_state`] says: GUEST_CR3 = the
 //! shadow root, CR0.PG=CR0.WP=1, CR4.PAE=1, CR4.PSE/PGE/PCIDE/PKE/LA57=0, CR4.SMEP/SMAP =
 //! the guest's while guest paging is on (0 when off), EFER.NXE=1, EFER.LME/LMA = the
-//! guest's LMA; VPID off (every VM entry flushes the TLB), #PF intercepted, CR3 loads,
-//! INVLPG, INVPCID and the CR0/CR4 paging bits intercepted.
+//! guest's LMA; #PF intercepted, CR3 loads, INVLPG, INVPCID and the CR0/CR4 paging bits
+//! intercepted. With a VPID, invalidate what [`Mmu::take_tlb_flush`] reports before each
+//! VM entry, on top of what the guest's own TLB operations ask for.
 
 pub mod access;
 pub mod bits;
@@ -193,6 +194,34 @@ pub enum CtlOutcome {
     Gp,
 }
 
+/// What the CPU's TLB may hold that the shadow tables no longer say, since the last
+/// [`Mmu::take_tlb_flush`]: with VPIDs the TLB outlives VM entries, so the vCPU must
+/// invalidate that before the next one. Only changes that take something away count
+/// (a present shadow entry dropped, pointed elsewhere or made stricter, or another root
+/// made current); filling entries or adding permissions needs nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TlbFlush {
+    /// Nothing to invalidate.
+    #[default]
+    None,
+    /// One entry of a level-1 shadow table changed. After [`Mmu::invlpg`] (or an
+    /// [`InvpcidKind::Address`] for the current PCID) it is the entry of the address
+    /// invalidated, so invalidating that address is enough; elsewhere treat it as `All`.
+    OneLeaf,
+    /// Invalidate every translation of the vCPU.
+    All,
+}
+
+impl TlbFlush {
+    /// Both of `self` and `other`.
+    pub fn and(self, other: TlbFlush) -> TlbFlush {
+        match (self, other) {
+            (TlbFlush::None, x) | (x, TlbFlush::None) => x,
+            _ => TlbFlush::All,
+        }
+    }
+}
+
 /// INVPCID types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InvpcidKind {
@@ -271,6 +300,8 @@ pub struct Mmu {
     /// Engine steps done (list entries visited, shadow entries synced or dropped): a
     /// deterministic measure of how much work events cost, for the tests.
     work: u64,
+    /// Shadow changes the CPU's TLB may not have seen (see [`TlbFlush`]).
+    tlb_flush: TlbFlush,
 }
 
 // SAFETY: an `Mmu` exclusively owns every page and record its raw pointers refer to (they
@@ -331,6 +362,7 @@ impl Mmu {
             stats: Stats::new(),
             shadow_limit: cfg.max_shadow_pages,
             work: 0,
+            tlb_flush: TlbFlush::None,
         }
     }
 
@@ -436,6 +468,17 @@ impl Mmu {
     /// Number of cached roots.
     pub fn cached_roots(&self) -> usize {
         self.roots.len()
+    }
+
+    /// What the CPU's TLB may hold that the shadow no longer says, since the last call
+    /// (see [`TlbFlush`]); the vCPU invalidates it before the next VM entry.
+    pub fn take_tlb_flush(&mut self) -> TlbFlush {
+        let root = if self.roots.take_switched() {
+            TlbFlush::All
+        } else {
+            TlbFlush::None
+        };
+        core::mem::take(&mut self.tlb_flush).and(root)
     }
 
     /// Engine steps done so far (list entries visited, shadow entries synced or dropped):

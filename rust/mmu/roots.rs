@@ -98,6 +98,8 @@ pub(super) struct RootCache {
     cur: Option<RootId>,
     hpa: u64,
     npinned: usize,
+    /// Another root (or none) was made current since [`RootCache::take_switched`].
+    switched: bool,
 }
 
 impl RootCache {
@@ -110,6 +112,7 @@ impl RootCache {
             cur: None,
             hpa: 0,
             npinned: 0,
+            switched: false,
         }
     }
 
@@ -135,6 +138,7 @@ impl RootCache {
 
     /// Makes `r` (with table `hpa`) current, or none.
     fn set_current(&mut self, r: Option<RootId>, hpa: u64) {
+        self.switched |= self.cur != r || self.hpa != hpa;
         self.cur = r;
         self.hpa = hpa;
     }
@@ -142,6 +146,11 @@ impl RootCache {
     /// The most recently used cached root.
     fn first(&self) -> Option<RootId> {
         self.head
+    }
+
+    /// Whether another root was made current since the last call.
+    pub(super) fn take_switched(&mut self) -> bool {
+        core::mem::take(&mut self.switched)
     }
 
     /// The cached root used after `r`.

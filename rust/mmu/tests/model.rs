@@ -49,6 +49,8 @@ struct World {
     invl: Vec<(usize, u64, u64)>,
     esz: u32,
     dm_base: u64,
+    /// The CPU's TLB, kept across events as with a VPID (issue 13).
+    tlb: Tlb,
 }
 
 impl World {
@@ -131,6 +133,7 @@ impl World {
             invl: vec![],
             esz,
             dm_base,
+            tlb: Tlb::new(),
         };
         let r = retry_oom(&mut wd.host, |h| wd.mmu.set_cr3(h, &wd.mem, ROOT_A << 12));
         assert_eq!(r, CtlOutcome::Ok);
@@ -187,9 +190,12 @@ impl World {
         }
     }
 
+    /// The guest's TLB was flushed: architecturally, and in the CPU's TLB (the vCPU
+    /// invalidates the whole VPID for every such event).
     fn flushed(&mut self) {
         self.undo.clear();
         self.invl.clear();
+        self.tlb.flush_all();
     }
 
     fn gva(&self, sel: u32) -> u64 {
@@ -243,10 +249,11 @@ impl World {
             ac: false,
             cpl: 0,
         };
-        let r = cpu_access(
+        let r = cpu_access_via(
             &mut self.mmu,
             &mut self.host,
             &self.mem,
+            &mut self.tlb,
             gva,
             a,
             Some((v, self.esz)),
@@ -374,7 +381,15 @@ impl World {
         };
         let pre = self.snapshot();
         let cur = self.st.walk(&self.read_cur(), gva, a);
-        let res = cpu_access(&mut self.mmu, &mut self.host, &self.mem, gva, a, None);
+        let res = cpu_access_via(
+            &mut self.mmu,
+            &mut self.host,
+            &self.mem,
+            &mut self.tlb,
+            gva,
+            a,
+            None,
+        );
         let post = self.snapshot();
         let matches_cur = match (&cur, res) {
             (RefResult::Ok { gpa, .. }, CpuResult::Ok(hpa)) => {
@@ -821,7 +836,9 @@ impl World {
 
     fn invlpg(&mut self, sel: u32) {
         let gva = self.gva(sel);
+        self.tlb.engine(&mut self.mmu);
         self.mmu.invlpg(&self.mem, gva);
+        self.tlb.invlpg(&mut self.mmu, gva);
         self.invl.push((self.undo.len(), self.pcid(), gva));
     }
 
@@ -835,8 +852,17 @@ impl World {
         let pcid = if (a >> 2) & 3 == 0 { 1 } else { 0 }
             + if self.pcide { (a as u64 >> 4) % 2 } else { 0 };
         let gva = self.gva(b);
+        self.tlb.engine(&mut self.mmu);
         let r = self.mmu.invpcid(&self.mem, kind, pcid, gva);
         let cur = self.pcid();
+        // As the vCPU: one address of the current PCID is an INVLPG, the rest flush all.
+        match (r, kind) {
+            (CtlOutcome::Ok, InvpcidKind::Address) if pcid == cur => {
+                self.tlb.invlpg(&mut self.mmu, gva)
+            }
+            (CtlOutcome::Ok, _) => self.tlb.flush_all(),
+            (CtlOutcome::Gp, _) => {}
+        }
         if !self.pcide && pcid != 0 && matches!(kind, InvpcidKind::Address | InvpcidKind::Single) {
             assert_eq!(r, CtlOutcome::Gp);
             return;
