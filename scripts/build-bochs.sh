@@ -32,7 +32,13 @@ BOCHS_CONFIGURE=(
 	--disable-show-ips
 )
 
-key=$(printf '%s\n' "$BOCHS_SHA256" "${BOCHS_CONFIGURE[@]}" | sha256sum | cut -c1-12)
+# Compiled for this host's CPU: 14 % less Bochs CPU time than -O2 for generic x86-64 (the
+# module, api and guests suites, 39.6 s against 45.9 s, both binaries side by side). The
+# CPU the compiler picked is part of the cache key, so another host builds its own.
+BOCHS_CFLAGS="-O3 -march=native -pipe"
+march=$(gcc -march=native -Q --help=target 2>/dev/null | awk '$1 == "-march=" { print $2 }')
+key=$(printf '%s\n' "$BOCHS_SHA256" "${BOCHS_CONFIGURE[@]}" "$BOCHS_CFLAGS" "$march" |
+	sha256sum | cut -c1-12)
 prefix=$SHADOWVM_CACHE/bochs-$BOCHS_VERSION-$key
 bin=$prefix/bin/bochs
 # The stamp is written last: a build cut short is built again.
@@ -69,7 +75,8 @@ tar -C "$work" -xf "$tarball"
 src=$(echo "$work"/bochs-*)
 log=$SHADOWVM_CACHE/logs/bochs-build.log
 rm -rf "$prefix"
-(cd "$src" && logged "$log" ./configure --prefix="$prefix" "${BOCHS_CONFIGURE[@]}")
+(cd "$src" && CFLAGS=$BOCHS_CFLAGS CXXFLAGS=$BOCHS_CFLAGS logged "$log" \
+	./configure --prefix="$prefix" "${BOCHS_CONFIGURE[@]}")
 (cd "$src" && logged "$log.make" make -j"$(nproc)" && logged "$log.install" make install)
 [ -x "$bin" ] || die "the Bochs build left no $bin (see $log*)"
 touch "$prefix/.built"

@@ -4,8 +4,10 @@
 # Usage: run-bochs.sh <bzImage> <initrd> <suites,comma,separated> <serial log> [timeout s] [cpus]
 # CPU count: the sixth argument or SHADOWVM_BOCHS_CPUS (default 1).
 # The Bochs: SHADOWVM_BOCHS, or the one scripts/build-bochs.sh builds into the cache (about
-# 2.8 times faster than Debian's); if that cannot be built, Debian's Bochs 2.7 with a warning. SHADOWVM_BOCHS_APPEND: more words for the kernel command line
-# (suite parameters such as shadowvm.linux_scale=1).
+# 2.8 times faster than Debian's); if that cannot be built, Debian's Bochs 2.7 with a
+# warning.
+# SHADOWVM_BOCHS_APPEND: more words for the kernel command line (suite parameters such as
+# shadowvm.linux_scale=1).
 # The timeout counts the CPU time Bochs uses (one host core at most), so a boot on a busy
 # machine is not cut short; the wall clock limit is SHADOWVM_BOCHS_WALL_FACTOR (default 4)
 # times that.
