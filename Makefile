@@ -12,13 +12,15 @@
 #   make linux-guest-qemu  build it and boot it under QEMU TCG (samples/linux/run-qemu.sh)
 #   make linux-guest-loader-qemu  boot it under QEMU from what the launcher's Linux loader
 #                          wrote (samples/linux/run-loader-qemu.sh)
+#   make linux-guest-ends-qemu  how the guest powers off, reboots and panics under QEMU, the
+#                          reference for the launcher's outcomes (samples/linux/run-qemu-ends.sh)
 # KDIR=/path/to/linux-7.2/build builds against your own kernel; logs go to out/.
 # (Kbuild reads the file named Kbuild, so this Makefile only drives the scripts.)
 
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all module setup kernel check check-quick lint demo demo-linux bench clean linux-guest linux-guest-qemu linux-guest-loader-qemu
+.PHONY: all module setup kernel check check-quick lint demo demo-linux bench clean linux-guest linux-guest-qemu linux-guest-loader-qemu linux-guest-ends-qemu
 all: module
 
 setup:
@@ -56,6 +58,9 @@ linux-guest-qemu: linux-guest
 
 linux-guest-loader-qemu: linux-guest
 	@samples/linux/run-loader-qemu.sh out/linux/bzImage out/linux/initramfs.cpio
+
+linux-guest-ends-qemu: linux-guest
+	@samples/linux/run-qemu-ends.sh out/linux/bzImage out/linux/initramfs.cpio
 
 clean:
 	rm -rf out target samples/guests/build samples/multiboot/build samples/linux/build

@@ -152,6 +152,16 @@ impl GuestRam {
         self.slots.is_empty()
     }
 
+    /// One past the highest guest frame number backed by a slot (0 without slots): what
+    /// the MMU engine's per-gfn index must cover.
+    pub(crate) fn frame_limit(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.first_gfn().saturating_add(s.frames.len() as u64))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Total size of all slots, in bytes.
     pub(crate) fn total_size(&self) -> u64 {
         self.slots.iter().map(RamSlot::size).sum()

@@ -61,8 +61,14 @@ module! {
                 (SET_MEMORY or SET_MEMORY_REGION beyond it: E2BIG; CHECK_CAP MAX_MEMORY_MB)",
         },
         max_shadow_pages: u64 {
-            default: 4096,
-            description: "Shadow pages per VM before the least recently used are reclaimed",
+            default: 0,
+            description: "Shadow pages per VM before the least recently used are reclaimed \
+                (0: 4096, raised to guest memory / 256 KiB for guests above 1 GiB)",
+        },
+        prefetch: u64 {
+            default: 8,
+            description: "Guest PTEs around a faulting one mapped with it when the guest \
+                allows (power of two up to 512; 0 off)",
         },
         // 16, not KVM's 4 (current + 3 previous): switching among more address spaces than
         // cached rebuilds a root every time (see Documentation/benchmarks.md, cr3_pingpong).
@@ -89,7 +95,16 @@ module! {
             default: 100,
             description: "RUN returns to userspace (exit reason INTR) after this long in the guest",
         },
+        vpid: u64 {
+            default: 1,
+            description: "Tag each vCPU's TLB entries with a VPID where the CPU has them (1), \
+                or flush the TLB at every VM entry (0); read when a vCPU is created",
+        },
     },
+}
+
+pub(crate) fn vpid_enabled() -> bool {
+    *module_parameters::vpid.value() != 0
 }
 
 pub(crate) fn max_memory_bytes() -> u64 {
@@ -117,10 +132,15 @@ pub(crate) fn run_slice_ms() -> u32 {
 /// The MMU engine configuration for a new VM, from the module parameters.
 pub(crate) fn mmu_config() -> mmu::Config {
     let mut cfg = mmu::Config::DEFAULT;
-    cfg.max_shadow_pages =
-        (*module_parameters::max_shadow_pages.value()).clamp(64, 1 << 20) as usize;
+    let max_shadow_pages = *module_parameters::max_shadow_pages.value();
+    // 0: the default floor, scaled with guest memory; anything else: a fixed bound.
+    if max_shadow_pages != 0 {
+        cfg.max_shadow_pages = max_shadow_pages.clamp(64, 1 << 20) as usize;
+        cfg.scale_shadow_pages = false;
+    }
     cfg.root_cache_size =
         (*module_parameters::root_cache.value()).clamp(1, mmu::MAX_ROOT_CACHE as u64) as usize;
+    cfg.prefetch = (*module_parameters::prefetch.value()).min(512) as u16;
     cfg
 }
 

@@ -109,6 +109,9 @@ fn stat_entries(vcpu: Option<&Vcpu>) -> Result<KVec<uapi::StatEntry>> {
     push("run.cache_refills", v.stats().cache_refills)?;
     push("run.injected_exceptions", v.stats().injected_exceptions)?;
     push("run.emulated_pt_writes", v.stats().emulated_pt_writes)?;
+    push("run.vpid", u64::from(v.vpid()))?;
+    push("run.invvpid_context", v.stats().invvpid_context)?;
+    push("run.invvpid_address", v.stats().invvpid_address)?;
     Ok(out)
 }
 
@@ -330,6 +333,11 @@ impl VmFile {
     fn add_memory_region(&self, region: &uapi::MemoryRegion) -> Result<isize> {
         let mut guard = self.vm.lock();
         let vm = &mut *guard;
+        // The engine's per-gfn index first: if it cannot grow, nothing changes.
+        if let (Some(vcpu), true) = (vm.vcpu.as_mut(), region.is_valid()) {
+            let end = region.guest_phys_addr.saturating_add(region.size);
+            vcpu.size_mmu(vm.ram.frame_limit().max(end >> 12))?;
+        }
         vm.ram.add_slot(region, crate::max_memory_bytes())?;
         if let Some(vcpu) = vm.vcpu.as_mut() {
             vcpu.memory_changed(&vm.ram);
@@ -360,7 +368,9 @@ impl VmFile {
         if vm.ram.is_empty() {
             return Err(EINVAL);
         }
-        vm.vcpu = Some(Vcpu::new(crate::caps()?, crate::mmu_config())?);
+        let mut vcpu = Vcpu::new(crate::caps()?, crate::mmu_config())?;
+        vcpu.size_mmu(vm.ram.frame_limit())?;
+        vm.vcpu = Some(vcpu);
         Ok(0)
     }
 

@@ -115,6 +115,7 @@ pub(crate) mod msr {
     pub(crate) const IA32_VMX_CR4_FIXED0: u32 = 0x488;
     pub(crate) const IA32_VMX_CR4_FIXED1: u32 = 0x489;
     pub(crate) const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48b;
+    pub(crate) const IA32_VMX_EPT_VPID_CAP: u32 = 0x48c;
     pub(crate) const IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48d;
     pub(crate) const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48e;
     pub(crate) const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48f;

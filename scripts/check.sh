@@ -30,27 +30,30 @@ QEMU_SUITES=noload
 # Backends of the short benchmark comparison (suite bench-check).
 BENCH_CHECK_BACKENDS="shadowvm kvm-ept0 kvm-ept1"
 # The Bochs boots: name, kernel (test or debug), emulated CPUs, timeout (CPU seconds of
-# Bochs; see run-bochs.sh), suites. Two run at a time, each on one host core.
-# Listed longest first: when two boots are ready at once, the earlier one starts first.
-# Each boot costs its kernel's boot again (in CPU time: test kernel ~25 s, debug kernel
-# ~90 s on one emulated CPU), and a 2-CPU Bochs runs ~1.6 times slower than a 1-CPU one:
-# only what needs two CPUs (lifecycle's CPU migration) runs on two.
+# Bochs; see run-bochs.sh), suites, and kernel command-line words for the suites if any.
+# Two run at a time, each on one host core, so the check takes about half their CPU time:
+# the boots are cut so that two cores stay busy to the end (Documentation/testing.md has
+# each boot's CPU time). Listed longest first: when two boots are ready at once, the
+# earlier one starts first.
+# Each boot costs its kernel's boot again (Bochs CPU: test kernel ~10 s, debug kernel ~40 s
+# on one emulated CPU), and a 2-CPU Bochs runs ~1.6 times slower than a 1-CPU one: only
+# what needs two CPUs (lifecycle's CPU migration) runs on two.
 # Debug boots begin with leakbase (the memory and kmemleak baseline, module not loaded) and
 # end with leakcheck (unload, kmemleak, a second round of lifecycle, fuzz and hostile work
 # that must not lose memory; in the boot with reload, which measures its bound) or, where
 # that second round would only repeat itself, leakscan (unload and kmemleak only).
 # reload (module load/unload cycles) measures one VM's bookkeeping for leakcheck's bound.
-# linux (the unmodified Linux guest on shadowvm, KVM ept=0 and ept=1) has a boot of its own:
-# about 4 min of Bochs CPU, run beside the others.
-# cpu (the CPU-hostile guests, on shadowvm and on KVM as the reference) runs in the test
-# kernel's boot: what it checks is the host CPU given back, which the heartbeat measures
-# the same on either kernel, and the debug kernel's own boot cost it another ~100 s.
+# cpu (the CPU-hostile guests, on shadowvm and on KVM as the reference) runs on the test
+# kernel: what it checks is the host CPU given back, which the heartbeat measures the same
+# on either kernel. linux (the unmodified Linux guest) runs its backends in two boots.
 BOOTS=(
-	"bochs-debug-up    debug 1 1500 leakbase,hostile,fuzz,leakscan"
-	"bochs-debug-smp   debug 2 1500 leakbase,lifecycle,leakscan"
-	"bochs-debug-leak  debug 1 1500 leakbase,reload,memcg,leakcheck"
-	"bochs             test  1 1500 module,api,guests,platform,bench-check,cpu"
-	"bochs-linux       test  1 1500 linux"
+	"bochs-debug-up     debug 1 1500 leakbase,hostile,fuzz,leakscan"
+	"bochs-debug-smp    debug 2 1500 leakbase,lifecycle,leakscan"
+	"bochs-cpu          test  1 1500 cpu"
+	"bochs-debug-leak   debug 1 1500 leakbase,reload,memcg,leakcheck"
+	"bochs-linux-shadow test  1 1500 linux shadowvm.linux_backends=shadowvm,shadowvm-reclaim"
+	"bochs-linux-kvm    test  1 1500 linux shadowvm.linux_backends=kvm-ept0,kvm-ept1"
+	"bochs              test  1 1500 module,api,guests,platform,bench-check"
 )
 QUICK_BOOTS=(
 	"bochs-quick       test  1 1200 module,api,guests"
@@ -86,6 +89,20 @@ job_setup() {
 }
 
 job_kernel() { "$SHADOWVM_TOP/scripts/build-kernel.sh" > "$JOBS/kernel.path"; }
+
+# The Bochs the boots run on (built once into the cache; run-bochs.sh falls back to
+# Debian's, slower, when it cannot be built).
+job_bochs_emu() {
+	local bin
+	if bin=$("$SHADOWVM_TOP/scripts/build-bochs.sh"); then
+		echo "$bin" > "$JOBS/bochs.path"
+		echo "$bin" > "$JOBS/bochs-emu.result"
+	else
+		echo "/usr/bin/bochs" > "$JOBS/bochs.path"
+		echo "WARNING: build-bochs.sh failed: the boots use Debian's Bochs 2.7, about 2.8 times slower" |
+			tee "$JOBS/bochs-emu.result"
+	fi
+}
 
 job_host() {
 	(cd "$SHADOWVM_TOP" && cargo test --workspace --release 2>&1) > "$LOGS/cargo-test.log"
@@ -184,16 +201,19 @@ job_multiboot_qemu() {
 	echo "$p passed, $f failed (kernels; outputs in $ref)" > "$JOBS/multiboot-qemu.result"
 }
 
-# job_boot <name> <kernel> <cpus> <timeout> <suites>: one Bochs boot. The host time of each
-# marker line goes to $LOGS/<name>.times (the guest prints the markers; see
-# scripts/initramfs/init): where a boot spends its time, and the progress line.
+# job_boot <name> <kernel> <cpus> <timeout> <suites> [kernel command-line words]: one Bochs
+# boot. The host time of each marker line goes to $LOGS/<name>.times (the guest prints the
+# markers; see scripts/initramfs/init): where a boot spends its time, and the progress line.
 job_boot() {
-	local name=$1 kernel=$2 cpus=$3 timeout=$4 suites=$5 bzimage initrd pid t0 n=0
+	local name=$1 kernel=$2 cpus=$3 timeout=$4 suites=$5 append bzimage initrd pid t0 n=0
+	shift 5
+	append="$*"
 	local log=$LOGS/$name-serial.log times=$LOGS/$name.times
 	read -r bzimage initrd < "$JOBS/images.$kernel"
 	t0=$(date +%s)
 	echo "$t0 START" > "$times"
-	"$SHADOWVM_TOP/scripts/run-bochs.sh" "$bzimage" "$initrd" "$suites" "$log" "$timeout" "$cpus" &
+	SHADOWVM_BOCHS=$(cat "$JOBS/bochs.path") SHADOWVM_BOCHS_APPEND=$append \
+		"$SHADOWVM_TOP/scripts/run-bochs.sh" "$bzimage" "$initrd" "$suites" "$log" "$timeout" "$cpus" &
 	pid=$!
 	while kill -0 "$pid" 2>/dev/null; do
 		sleep 1
@@ -234,6 +254,7 @@ job() {
 job setup "" "host packages and tools" job_setup
 job host "setup" "cargo test --workspace --release" job_host
 job kernel "setup" "test kernel (cached after the first run)" job_kernel
+job bochs-emu "setup" "Bochs for the VMX tests (cached after the first run)" job_bochs_emu
 job build "kernel" "module, selftests, launcher, guests, initramfs" job_build
 TIERS=(host)
 if ! ((QUICK)); then
@@ -242,16 +263,17 @@ if ! ((QUICK)); then
 	TIERS+=(qemu multiboot-qemu)
 fi
 for b in "${BOOTS[@]}"; do
-	read -r name kernel cpus timeout suites <<< "$b"
+	read -r name kernel cpus timeout suites append <<< "$b"
 	if [ "$kernel" = debug ] && [ -z "${STATE[debug-build]:-}" ]; then
 		# After the test kernel: on a fresh machine the two kernel builds do not share the
 		# cores, and the test boots run while the debug kernel builds.
 		job debug-build "kernel" "debug kernel (cached after the first run) and its module" job_debug_build
 		job debug-initramfs "build debug-build" "debug initramfs" job_debug_initramfs
 	fi
-	need=build
-	[ "$kernel" = debug ] && need=debug-initramfs
-	job "$name" "$need" "Bochs, $kernel kernel, $cpus CPU(s): $suites" "job_boot $name $kernel $cpus $timeout $suites"
+	need="build bochs-emu"
+	[ "$kernel" = debug ] && need="debug-initramfs bochs-emu"
+	job "$name" "$need" "Bochs, $kernel kernel, $cpus CPU(s): $suites${append:+ ($append)}" \
+		"job_boot $name $kernel $cpus $timeout $suites $append"
 	TIERS+=("$name")
 done
 

@@ -9,6 +9,7 @@ PACKAGES=(
 	clang-$LLVM_VERSION lld-$LLVM_VERSION llvm-$LLVM_VERSION libclang-$LLVM_VERSION-dev
 	flex bison bc libelf-dev libssl-dev cpio xz-utils lz4 busybox-static
 	qemu-system-x86 bochs bochsbios vgabios isolinux syslinux-common genisoimage
+	g++ make curl
 	python3-matplotlib
 )
 

@@ -82,6 +82,15 @@ pub trait EmuMemory {
     fn mmio_queued(&self) -> bool {
         false
     }
+
+    /// Whether the guest can now run the rest of a REP string instruction itself, faster
+    /// than emulating it: the last store went to a page table the shadow MMU stopped
+    /// tracking (the guest reuses the frame as data). [`execute_rep`] stops after an
+    /// iteration that makes this true, with RCX/RSI/RDI committed and RIP at the
+    /// instruction, so the guest re-executes the remaining iterations natively.
+    fn rep_native(&self) -> bool {
+        false
+    }
 }
 
 /// The MMIO value for the read that an earlier `execute` reported as [`Outcome::MmioRead`].
@@ -316,7 +325,8 @@ pub fn execute<M: EmuMemory + ?Sized>(
 /// (an exception, an MMIO read) the ones before it stay done, as on hardware: the caller
 /// keeps `regs` in every case. `mmio` is used for the first iteration only. An iteration
 /// that used MMIO (the `mmio` data, or a store [`EmuMemory::mmio_queued`]) is the last:
-/// one MMIO access per exit, so a device sees each access once and in order.
+/// one MMIO access per exit, so a device sees each access once and in order. So is an
+/// iteration after which [`EmuMemory::rep_native`] holds: the guest does the rest.
 pub fn execute_rep<M: EmuMemory + ?Sized>(
     insn: &Insn,
     regs: &mut Regs,
@@ -330,7 +340,11 @@ pub fn execute_rep<M: EmuMemory + ?Sized>(
         return Ok(out);
     }
     let mut n = 1u32;
-    while out == Outcome::RepContinue && n < max_iterations && !mem.mmio_queued() {
+    while out == Outcome::RepContinue
+        && n < max_iterations
+        && !mem.mmio_queued()
+        && !mem.rep_native()
+    {
         out = execute(insn, regs, env, mem, None)?;
         n = n.saturating_add(1);
     }
@@ -727,6 +741,111 @@ mod tests {
     // -----------------------------------------------------------------------------------
     // String instructions
     // -----------------------------------------------------------------------------------
+
+    /// A store after which the guest can go on natively (a page table the shadow stopped
+    /// tracking) ends the emulated chunk right after that iteration, with RCX/RDI/RSI as
+    /// the SDM leaves them between iterations and RIP at the instruction; in every
+    /// direction and address size, wrapping included.
+    #[test]
+    fn rep_stops_when_the_rest_can_run_natively() {
+        let env = Env::default();
+        // rep stosd, 64-bit, DF=0: the 4th store (at RAM+12) unshadows.
+        let mut m = TestMem::new();
+        m.native_base = RAM + 12;
+        m.native_len = 4;
+        let i = dec(CodeSize::Bits64, &[0xf3, 0xab]);
+        let mut r = regs();
+        r.gpr[gpr::RDI] = RAM;
+        r.gpr[gpr::RCX] = 10;
+        r.gpr[gpr::RAX] = 0xdead_beef;
+        let out = execute_rep(&i, &mut r, &env, &mut m, None, 1024);
+        assert_eq!(out, Ok(Outcome::RepContinue));
+        assert_eq!(
+            (r.rip, r.gpr[gpr::RCX], r.gpr[gpr::RDI], m.writes),
+            (0x40_0000, 6, RAM + 16, 4)
+        );
+        assert_eq!((m.get(RAM + 12, 4), m.get(RAM + 16, 4)), (0xdead_beef, 0));
+        // The first iteration alone can end it, and the last one completes the instruction.
+        let mut m = TestMem::new();
+        m.native_base = RAM;
+        m.native_len = 0x2000;
+        r.gpr[gpr::RDI] = RAM;
+        r.gpr[gpr::RCX] = 2;
+        let out = execute_rep(&i, &mut r, &env, &mut m, None, 1024);
+        assert_eq!(
+            (out, r.gpr[gpr::RCX], r.rip),
+            (Ok(Outcome::RepContinue), 1, 0x40_0000)
+        );
+        let out = execute_rep(&i, &mut r, &env, &mut m, None, 1024);
+        assert_eq!(
+            (out, r.gpr[gpr::RCX], r.rip),
+            (Ok(Outcome::Done), 0, 0x40_0002)
+        );
+
+        // rep movsq, DF=1: RSI and RDI go down together.
+        let mut m = TestMem::new();
+        for k in 0..8u64 {
+            m.put(RAM + 0x1000 + 8 * k, 8, 0x1000 + k);
+        }
+        m.native_base = RAM + 0x28;
+        m.native_len = 8;
+        let i = dec(CodeSize::Bits64, &[0xf3, 0x48, 0xa5]);
+        let mut r = regs();
+        r.rflags |= flags::DF;
+        r.gpr[gpr::RSI] = RAM + 0x1038;
+        r.gpr[gpr::RDI] = RAM + 0x38;
+        r.gpr[gpr::RCX] = 8;
+        let out = execute_rep(&i, &mut r, &env, &mut m, None, 1024);
+        assert_eq!(out, Ok(Outcome::RepContinue));
+        assert_eq!(
+            (r.gpr[gpr::RCX], r.gpr[gpr::RSI], r.gpr[gpr::RDI]),
+            (5, RAM + 0x1020, RAM + 0x20)
+        );
+        assert_eq!((m.get(RAM + 0x28, 8), m.get(RAM + 0x20, 8)), (0x1005, 0));
+
+        // 16-bit address size, DF=1: DI wraps from 0 to 0xfffe, RDI's upper bits and
+        // RCX's upper half stay; ES base added.
+        let env16 = Env {
+            seg_base: [RAM, 0, 0, 0, 0, 0],
+            ..Env::default()
+        };
+        let mut m = TestMem::new();
+        m.data = vec![0; 0x1_0000];
+        m.native_base = RAM + 0xfffe;
+        m.native_len = 2;
+        let i = dec(CodeSize::Bits16, &[0xf3, 0xab]);
+        let mut r = regs();
+        r.rip = 0x100;
+        r.rflags |= flags::DF;
+        r.gpr[gpr::RDI] = 0x5555_0002;
+        r.gpr[gpr::RCX] = 0x7777_0005;
+        r.gpr[gpr::RAX] = 0x1234;
+        let out = execute_rep(&i, &mut r, &env16, &mut m, None, 1024);
+        assert_eq!(out, Ok(Outcome::RepContinue));
+        assert_eq!(
+            (r.rip, r.gpr[gpr::RCX], r.gpr[gpr::RDI]),
+            (0x100, 0x7777_0002, 0x5555_fffc)
+        );
+        assert_eq!(
+            (m.get(RAM + 2, 2), m.get(RAM, 2), m.get(RAM + 0xfffe, 2)),
+            (0x1234, 0x1234, 0x1234)
+        );
+
+        // 32-bit address size in 64-bit mode (67h): EDI wraps at 4 GiB, RDI zero-extended.
+        let mut m = TestMem::new();
+        m.base = 0xffff_f000;
+        m.native_base = 0xffff_fffc;
+        m.native_len = 4;
+        let i = dec(CodeSize::Bits64, &[0x67, 0xf3, 0xab]);
+        let mut r = regs();
+        r.gpr[gpr::RDI] = 0x1_ffff_fff8;
+        r.gpr[gpr::RCX] = 0x1_0000_0004;
+        r.gpr[gpr::RAX] = 0x4242_4242;
+        let out = execute_rep(&i, &mut r, &env, &mut m, None, 1024);
+        assert_eq!(out, Ok(Outcome::RepContinue));
+        assert_eq!((r.gpr[gpr::RCX], r.gpr[gpr::RDI]), (2, 0));
+        assert_eq!(m.get(0xffff_fffc, 4), 0x4242_4242);
+    }
 
     #[test]
     fn rep_stos_stepping() {

@@ -24,6 +24,11 @@ pub(super) struct TestMem {
     pub(super) races: u32,
     pub(super) cmpxchg_calls: u32,
     pub(super) writes: u32,
+    /// A store to [native_base, native_base+native_len) makes `rep_native` true, as a store
+    /// that unshadows a page table does.
+    pub(super) native_base: u64,
+    pub(super) native_len: u64,
+    pub(super) native: bool,
 }
 
 pub(super) const RAM: u64 = 0x10_0000;
@@ -42,6 +47,9 @@ impl TestMem {
             races: 0,
             cmpxchg_calls: 0,
             writes: 0,
+            native_base: 0,
+            native_len: 0,
+            native: false,
         }
     }
     fn range(&self, a: u64, n: usize) -> Option<core::ops::Range<usize>> {
@@ -97,11 +105,17 @@ impl EmuMemory for TestMem {
             }))?;
         self.data[r].copy_from_slice(data);
         self.writes += 1;
+        if addr.linear.wrapping_sub(self.native_base) < self.native_len {
+            self.native = true;
+        }
         Ok(())
     }
     /// The caller hands each store to "userspace" and clears the list.
     fn mmio_queued(&self) -> bool {
         !self.mmio_writes.is_empty()
+    }
+    fn rep_native(&self) -> bool {
+        self.native
     }
     fn cmpxchg(&mut self, addr: &Addr, old: &[u8], new: &[u8]) -> Result<bool, MemFault> {
         self.cmpxchg_calls += 1;

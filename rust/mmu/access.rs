@@ -16,6 +16,14 @@
 //!   [`EngineAccess::mmio_write`] for userspace. A locked store to MMIO is a plain store.
 //! * Aligned locked operations of 1, 2, 4 or 8 bytes within a page of RAM are real
 //!   atomic compare-exchanges (another vCPU may write the location).
+//! * Translations are kept for the life of the value, one instruction (a REP string
+//!   instruction's chunk of iterations included), as the CPU's TLB keeps them: a REP store
+//!   walks the guest's tables once per page, not once per element. The SDM lets an
+//!   instruction use a translation cached before its own stores changed the paging
+//!   structures (vol. 3A 4.10.4), so this is exact.
+//! * A store that ends the shadowing of a page table (the engine saw the frame flooded
+//!   with writes and stopped tracking it) makes [`EmuMemory::rep_native`] true: the guest
+//!   does the rest of a REP store itself.
 
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
@@ -26,6 +34,20 @@ use crate::emulate::{self, Addr, EmuMemory, MemFault};
 
 /// Most pieces an access can have (16 bytes cross at most one page boundary).
 const MAX_PIECES: usize = 2;
+
+/// Translations kept: the source and destination pages of a MOVS, each of which may
+/// cross into a next page.
+const CACHED_PAGES: usize = 4;
+
+/// A translation kept for the instruction: linear page to guest-physical page, for reads
+/// only or for writes too (a write translation serves reads: a page that may be written
+/// may be read, and its accessed flag is set).
+#[derive(Clone, Copy)]
+struct CachedPage {
+    linear_page: u64,
+    gpa_page: u64,
+    write: bool,
+}
 
 /// One page-sized piece of an access: linear address, offset in the buffer, length, and
 /// guest-physical address once translated.
@@ -56,6 +78,14 @@ pub struct EngineAccess<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> {
     pub pt_writes: u64,
     /// Guest-physical address of the last RAM store (tests).
     pub last_store: Option<u64>,
+    /// Guest page walks done with A/D updates: one per page an instruction touches, not
+    /// one per access.
+    pub walks: u64,
+    /// A store took a frame out of the shadow MMU's tracking (see the module docs).
+    pub unshadowed: bool,
+    cached: [Option<CachedPage>; CACHED_PAGES],
+    /// Cache slot the next new translation replaces (round robin).
+    next_slot: usize,
 }
 
 impl<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> EngineAccess<'a, P, G> {
@@ -71,6 +101,40 @@ impl<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> EngineAccess<'a, P, G>
             mmio_write: None,
             pt_writes: 0,
             last_store: None,
+            walks: 0,
+            unshadowed: false,
+            cached: [None; CACHED_PAGES],
+            next_slot: 0,
+        }
+    }
+
+    /// The kept translation of the page of `linear` for this kind of access.
+    fn cached_gpa(&self, linear: u64, write: bool) -> Option<u64> {
+        let page = linear >> 12;
+        self.cached
+            .iter()
+            .flatten()
+            .find(|c| c.linear_page == page && (c.write || !write))
+            .map(|c| (c.gpa_page << 12) | (linear & 0xfff))
+    }
+
+    fn keep(&mut self, linear: u64, gpa: u64, write: bool) {
+        let page = CachedPage {
+            linear_page: linear >> 12,
+            gpa_page: gpa >> 12,
+            write,
+        };
+        // A read translation of the same page is replaced in place.
+        let slot = self
+            .cached
+            .iter()
+            .position(|c| c.is_some_and(|c| c.linear_page == page.linear_page))
+            .unwrap_or(self.next_slot);
+        if let Some(c) = self.cached.get_mut(slot) {
+            *c = Some(page);
+        }
+        if slot == self.next_slot {
+            self.next_slot = (slot % CACHED_PAGES).saturating_add(1) % CACHED_PAGES;
         }
     }
 
@@ -84,8 +148,10 @@ impl<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> EngineAccess<'a, P, G>
         }
     }
 
-    /// Splits `len` bytes at `linear` into pieces and translates them all: first without
-    /// side effects (so a fault anywhere changes nothing), then with A/D updates.
+    /// Splits `len` bytes at `linear` into pieces and translates them all, from the kept
+    /// translations where there are some. When more than one page needs a walk, all are
+    /// walked first without side effects (so a fault anywhere changes nothing), then with
+    /// A/D updates.
     fn translate(
         &mut self,
         linear: u64,
@@ -96,6 +162,7 @@ impl<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> EngineAccess<'a, P, G>
         let mut pieces = [Piece::default(); MAX_PIECES];
         let mut n = 0;
         let mut done = 0;
+        let mut to_walk = 0usize;
         while done < len {
             let la = linear.wrapping_add(done as u64);
             // done < len and (la & 0xfff) < 4096: neither subtraction saturates, and l >= 1.
@@ -105,20 +172,50 @@ impl<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> EngineAccess<'a, P, G>
             *p = Piece {
                 off: done,
                 len: l,
-                gpa: 0,
+                gpa: u64::MAX,
             };
-            walk::walk(&self.mmu.paging(), self.mem, la, access, false).map_err(pf)?;
+            if let Some(gpa) = self.cached_gpa(la, write) {
+                p.gpa = gpa;
+            } else {
+                to_walk = to_walk.saturating_add(1);
+            }
             // n < MAX_PIECES (the piece exists) and done + l <= len.
             n = n.saturating_add(1);
             done = done.saturating_add(l);
         }
-        for p in pieces.iter_mut().take(n) {
-            p.gpa = self
-                .mmu
-                .translate(self.mem, linear.wrapping_add(p.off as u64), access)
-                .map_err(pf)?;
+        if to_walk > 1 {
+            for p in pieces.iter().take(n) {
+                let la = linear.wrapping_add(p.off as u64);
+                walk::walk(&self.mmu.paging(), self.mem, la, access, false).map_err(pf)?;
+            }
+        }
+        for i in 0..n {
+            let Some(p) = pieces.get_mut(i) else {
+                break;
+            };
+            if p.gpa != u64::MAX {
+                continue;
+            }
+            let la = linear.wrapping_add(p.off as u64);
+            p.gpa = self.mmu.translate(self.mem, la, access).map_err(pf)?;
+            self.walks = self.walks.wrapping_add(1);
+            let gpa = p.gpa;
+            self.keep(la, gpa, write);
         }
         Ok((pieces, n))
+    }
+
+    /// A store of `len` bytes at `gpa` (within one frame) is in RAM: tells the engine.
+    fn wrote(&mut self, gpa: u64, len: usize) {
+        let shadowed = self.mmu.is_shadowed(gpa >> 12);
+        if shadowed {
+            self.pt_writes = self.pt_writes.wrapping_add(1);
+        }
+        self.mmu.guest_wrote(self.src, gpa, len);
+        if shadowed && !self.mmu.is_shadowed(gpa >> 12) {
+            self.unshadowed = true;
+        }
+        self.last_store = Some(gpa);
     }
 
     /// Host pointer to `len` bytes of RAM at `gpa` (within one frame), if backed.
@@ -216,11 +313,7 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
             if let Some(dst) = self.ram(p.gpa, p.len) {
                 // SAFETY: `ram` returned a pointer to `p.len` bytes of one guest frame.
                 unsafe { store_bytes(dst, src) };
-                if self.mmu.is_shadowed(p.gpa >> 12) {
-                    self.pt_writes = self.pt_writes.wrapping_add(1);
-                }
-                self.mmu.guest_wrote(self.src, p.gpa, p.len);
-                self.last_store = Some(p.gpa);
+                self.wrote(p.gpa, p.len);
             }
         }
         if let Some(p) = mmio {
@@ -283,11 +376,7 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
                         }
                     };
                     if ok {
-                        if self.mmu.is_shadowed(p.gpa >> 12) {
-                            self.pt_writes = self.pt_writes.wrapping_add(1);
-                        }
-                        self.mmu.guest_wrote(self.src, p.gpa, len);
-                        self.last_store = Some(p.gpa);
+                        self.wrote(p.gpa, len);
                     }
                     return Ok(ok);
                 }
@@ -314,5 +403,9 @@ impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess
 
     fn mmio_queued(&self) -> bool {
         self.mmio_write.is_some()
+    }
+
+    fn rep_native(&self) -> bool {
+        self.unshadowed
     }
 }

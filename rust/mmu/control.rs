@@ -218,14 +218,22 @@ impl Mmu {
     ) {
         loop {
             let slot = sidx(gva, level);
-            if self.spt_get(sp, slot) & PTE_P == 0 {
-                return;
-            }
             if level == 1 {
-                if self.sp(sp).flags & SP_UNSYNC != 0 {
+                let mut present = self.spt_get(sp, slot) & PTE_P != 0;
+                if present && self.sp(sp).flags & SP_UNSYNC != 0 {
                     self.sync_entry(mem, sp, slot);
                     self.stats.inc(Counter::InvlpgResync);
+                    present = self.spt_get(sp, slot) & PTE_P != 0;
                 }
+                // The guest is likely to use the page it just invalidated (KVM's old
+                // FNAME(invlpg) updated the entry from the guest's): fill the entry now
+                // if the guest entry allows it, instead of taking a fault for it.
+                if !present && self.cfg.prefetch > 1 {
+                    self.prefetch_entry(mem, sp, slot);
+                }
+                return;
+            }
+            if self.spt_get(sp, slot) & PTE_P == 0 {
                 return;
             }
             let Some(child) = self.child(sp, slot) else {
@@ -293,12 +301,10 @@ impl Mmu {
         while let Some(p) = self.spare_low.pop() {
             src.free_page(p);
         }
-        let buckets = self.frames.take_table();
-        if !buckets.is_null() {
-            src.free_page(buckets);
-        }
-        let stats = self.stats;
+        self.frames.release(src);
+        let (stats, limit) = (self.stats, self.shadow_limit);
         *self = Mmu::new(self.cfg);
         self.stats = stats;
+        self.shadow_limit = limit;
     }
 }

@@ -190,6 +190,7 @@ impl Mmu {
             self.mark_unsync(mem, gfn);
         }
         self.set_leaf(sp, slot, gfn, spte);
+        self.prefetch_around(mem, sp, slot);
         if emulate {
             self.stats.inc(Counter::PtWriteEmulations);
             self.emu_site = EmuSite {

@@ -35,8 +35,9 @@
 //! While the guest runs, program the CPU as [`Mmu::hw_state`] says: GUEST_CR3 = the
 //! shadow root, CR0.PG=CR0.WP=1, CR4.PAE=1, CR4.PSE/PGE/PCIDE/PKE/LA57=0, CR4.SMEP/SMAP =
 //! the guest's while guest paging is on (0 when off), EFER.NXE=1, EFER.LME/LMA = the
-//! guest's LMA; VPID off (every VM entry flushes the TLB), #PF intercepted, CR3 loads,
-//! INVLPG, INVPCID and the CR0/CR4 paging bits intercepted.
+//! guest's LMA; #PF intercepted, CR3 loads, INVLPG, INVPCID and the CR0/CR4 paging bits
+//! intercepted. With a VPID, invalidate what [`Mmu::take_tlb_flush`] reports before each
+//! VM entry, on top of what the guest's own TLB operations ask for.
 
 pub mod access;
 pub mod bits;
@@ -69,6 +70,16 @@ use sp::Lru;
 /// Largest root cache the engine supports.
 pub const MAX_ROOT_CACHE: usize = 32;
 
+pub use frames::MAX_INDEXED_FRAMES;
+
+/// Guest frames per shadow page of the limit that scales with guest memory: the limit is
+/// the larger of [`Config::max_shadow_pages`] and the guest's frames / 64 (enough for
+/// the guest to map all its memory with 4 KiB pages 8 times over; each shadow page costs
+/// 8 KiB, so at most 1/32 of guest memory), see [`Mmu::set_guest_frames`].
+pub const FRAMES_PER_SHADOW_PAGE: u64 = 64;
+/// Cap of the scaled part of the shadow-page limit (2 GiB of shadow pages).
+pub const MAX_SCALED_SHADOW_PAGES: usize = 1 << 18;
+
 /// Engine configuration (per VM).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -80,24 +91,36 @@ pub struct Config {
     /// Recent address spaces whose shadow roots are kept (1..=[`MAX_ROOT_CACHE`]).
     pub root_cache_size: usize,
     /// Maximum number of shadow pages (each is one table page plus one side page);
-    /// beyond it the least recently used ones are zapped. At least 64.
+    /// beyond it the least recently used ones are zapped. At least 64. With
+    /// `scale_shadow_pages`, the floor of a limit that grows with guest memory.
     pub max_shadow_pages: usize,
+    /// Raise the shadow-page limit with guest memory ([`Mmu::set_guest_frames`]); false
+    /// keeps `max_shadow_pages` as a fixed bound.
+    pub scale_shadow_pages: bool,
     /// Emulated writes to one shadowed frame, without the frame being used for a
     /// translation in between, after which the frame is unshadowed.
     pub flood_threshold: u8,
     /// Let leaf page tables go out of sync instead of emulating every write to them.
     pub unsync: bool,
+    /// Guest PTEs around a faulting one (an aligned group of this many entries of the
+    /// same guest table) mapped with it when the guest allows it, as KVM's
+    /// `pte_prefetch`; 0 or 1 turns prefetch off. A power of two up to 512 (others are
+    /// rounded down).
+    pub prefetch: u16,
 }
 
 impl Config {
-    /// Defaults: MAXPHYADDR 46, 1 GiB pages, 8 cached roots, 4096 shadow pages.
+    /// Defaults: MAXPHYADDR 46, 1 GiB pages, 8 cached roots, at least 4096 shadow pages
+    /// (more for guests above 1 GiB), prefetch of 8 PTEs.
     pub const DEFAULT: Config = Config {
         maxphyaddr: 46,
         gb_pages: true,
         root_cache_size: 8,
         max_shadow_pages: 4096,
+        scale_shadow_pages: true,
         flood_threshold: 3,
         unsync: true,
+        prefetch: 8,
     };
 }
 
@@ -171,6 +194,34 @@ pub enum CtlOutcome {
     Gp,
 }
 
+/// What the CPU's TLB may hold that the shadow tables no longer say, since the last
+/// [`Mmu::take_tlb_flush`]: with VPIDs the TLB outlives VM entries, so the vCPU must
+/// invalidate that before the next one. Only changes that take something away count
+/// (a present shadow entry dropped, pointed elsewhere or made stricter, or another root
+/// made current); filling entries or adding permissions needs nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TlbFlush {
+    /// Nothing to invalidate.
+    #[default]
+    None,
+    /// One entry of a level-1 shadow table changed. After [`Mmu::invlpg`] (or an
+    /// [`InvpcidKind::Address`] for the current PCID) it is the entry of the address
+    /// invalidated, so invalidating that address is enough; elsewhere treat it as `All`.
+    OneLeaf,
+    /// Invalidate every translation of the vCPU.
+    All,
+}
+
+impl TlbFlush {
+    /// Both of `self` and `other`.
+    pub fn and(self, other: TlbFlush) -> TlbFlush {
+        match (self, other) {
+            (TlbFlush::None, x) | (x, TlbFlush::None) => x,
+            _ => TlbFlush::All,
+        }
+    }
+}
+
 /// INVPCID types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InvpcidKind {
@@ -203,8 +254,9 @@ pub struct HwPaging {
 }
 
 /// One VM's shadow MMU, made of parts that each keep their own invariants: the record
-/// pool (`pool.rs`), the spare pages (`page.rs`), the guest frames (`frames.rs`: hash and
-/// out-of-sync list), the shadow pages' LRU list (`sp.rs`) and the root cache (`roots.rs`).
+/// pool (`pool.rs`), the spare pages (`page.rs`), the guest frames (`frames.rs`: per-gfn
+/// index, hash beyond it, out-of-sync list), the shadow pages' LRU list (`sp.rs`) and the
+/// root cache (`roots.rs`: hash and most-recently-used list).
 ///
 /// # Invariants
 ///
@@ -221,6 +273,10 @@ pub struct HwPaging {
 ///   present leaf shadow entry maps the frame writable, or all are out of sync and the
 ///   frame is on the unsync list.
 /// * Shadow pages pinned by a cached root (`root_count > 0`) are never freed.
+/// * `shadow_limit >= cfg.max_shadow_pages`; it only grows (with guest memory).
+/// * A leaf entry of a guest table's shadow page filled without a fault (prefetch,
+///   INVLPG) maps what the guest entry mapped when it was filled, and that entry had its
+///   A bit set and, if the shadow entry is writable, its D bit.
 pub struct Mmu {
     cfg: Config,
     ctx: PagingCtx,
@@ -239,9 +295,13 @@ pub struct Mmu {
     /// again means re-entering made no progress.
     retried: [(u64, u64); 2],
     stats: Stats,
+    /// The shadow-page limit in force: `cfg.max_shadow_pages` raised with guest memory.
+    shadow_limit: usize,
     /// Engine steps done (list entries visited, shadow entries synced or dropped): a
     /// deterministic measure of how much work events cost, for the tests.
     work: u64,
+    /// Shadow changes the CPU's TLB may not have seen (see [`TlbFlush`]).
+    tlb_flush: TlbFlush,
 }
 
 // SAFETY: an `Mmu` exclusively owns every page and record its raw pointers refer to (they
@@ -272,6 +332,12 @@ impl Mmu {
         if cfg.flood_threshold == 0 {
             cfg.flood_threshold = 1;
         }
+        // Largest power of two not above the request, at most 512 (a table's entries).
+        let mut prefetch = 512u16;
+        while prefetch > cfg.prefetch {
+            prefetch >>= 1;
+        }
+        cfg.prefetch = prefetch;
         let mut ctx = PagingCtx::off(cfg.maxphyaddr);
         ctx.gb_pages = cfg.gb_pages;
         Mmu {
@@ -294,8 +360,47 @@ impl Mmu {
             },
             retried: [(0, u64::MAX); 2],
             stats: Stats::new(),
+            shadow_limit: cfg.max_shadow_pages,
             work: 0,
+            tlb_flush: TlbFlush::None,
         }
+    }
+
+    /// Sizes the engine for guest memory made of frames below `frames` (the highest
+    /// guest-physical frame number plus one): grows the per-gfn index to cover them (up
+    /// to [`MAX_INDEXED_FRAMES`]; records of frames beyond it go to a small hash) and
+    /// with [`Config::scale_shadow_pages`] raises the shadow-page limit to
+    /// `frames / FRAMES_PER_SHADOW_PAGE` if that is more than [`Config::max_shadow_pages`]
+    /// (capped at [`MAX_SCALED_SHADOW_PAGES`]). Call it
+    /// whenever guest memory is set or grows; it never shrinks anything. The index takes
+    /// one page per 4 MiB of guest memory, from `src`: on [`MmuError::NeedMemory`] what
+    /// was allocated is kept and the call goes on from there when retried; until it
+    /// succeeds the engine works as before it (correct, slower lookups).
+    pub fn set_guest_frames<P: PageSource + ?Sized>(
+        &mut self,
+        src: &mut P,
+        frames: u64,
+    ) -> Result<(), MmuError> {
+        self.frames.grow(&mut self.pool, src, frames)?;
+        if !self.cfg.scale_shadow_pages {
+            return Ok(());
+        }
+        let scaled = usize::try_from(frames / FRAMES_PER_SHADOW_PAGE)
+            .unwrap_or(usize::MAX)
+            .min(MAX_SCALED_SHADOW_PAGES);
+        self.shadow_limit = self.shadow_limit.max(scaled);
+        Ok(())
+    }
+
+    /// The shadow-page limit in force ([`Config::max_shadow_pages`], raised with guest
+    /// memory by [`Mmu::set_guest_frames`]).
+    pub fn shadow_page_limit(&self) -> usize {
+        self.shadow_limit
+    }
+
+    /// Guest frames the per-gfn index covers (test and debugging aid).
+    pub fn indexed_frames(&self) -> u64 {
+        self.frames.indexed()
     }
 
     /// The configuration in force.
@@ -363,6 +468,17 @@ impl Mmu {
     /// Number of cached roots.
     pub fn cached_roots(&self) -> usize {
         self.roots.len()
+    }
+
+    /// What the CPU's TLB may hold that the shadow no longer says, since the last call
+    /// (see [`TlbFlush`]); the vCPU invalidates it before the next VM entry.
+    pub fn take_tlb_flush(&mut self) -> TlbFlush {
+        let root = if self.roots.take_switched() {
+            TlbFlush::All
+        } else {
+            TlbFlush::None
+        };
+        core::mem::take(&mut self.tlb_flush).and(root)
     }
 
     /// Engine steps done so far (list entries visited, shadow entries synced or dropped):

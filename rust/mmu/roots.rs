@@ -6,7 +6,7 @@
 use super::bits::{bits, CR4_PCIDE, PTE_P};
 use super::mem::{GuestMemory, HostPage, PageSource};
 use super::page::TablePage;
-use super::pool::{raw_of, Id, Record};
+use super::pool::{raw_of, Id, Pool, Record};
 use super::roles::Role;
 use super::sp::SpId;
 use super::stats::Counter;
@@ -44,7 +44,8 @@ pub(super) fn sidx(gva: u64, level: u8) -> usize {
 /// For a 4-level root, `sp` is a pinned shadow page and `hpa` its table. Otherwise `pae`/
 /// `pae_hpa` is an engine-owned page below 4 GiB whose first 4 entries are the PAE PDPTEs
 /// the CPU loads, whose slots 256..260 hold the pinned level-2 shadow pages (0 = none)
-/// and 260..264 the guest PDPTEs it was built from; `hpa == pae_hpa`.
+/// and 260..264 the guest PDPTEs it was built from; `hpa == pae_hpa`. The links are the
+/// [`RootCache`]'s.
 #[repr(C)]
 pub(super) struct RootRec {
     pub key: u64,
@@ -53,38 +54,65 @@ pub(super) struct RootRec {
     pub pae_hpa: u64,
     pub role: Role,
     pub sp: Option<SpId>,
+    /// Next root in the same hash bucket.
+    hash_next: Option<RootId>,
+    /// Neighbours in most-recently-used order.
+    mru_prev: Option<RootId>,
+    mru_next: Option<RootId>,
 }
-const _: () = assert!(core::mem::size_of::<RootRec>() == 40);
-// SAFETY: repr(C), 40 bytes (asserted above), align 8, integers and `Option<Id>`s only:
+const _: () = assert!(core::mem::size_of::<RootRec>() == 56);
+// SAFETY: repr(C), 56 bytes (asserted above), align 8, integers and `Option<Id>`s only:
 // any bit pattern is valid.
 unsafe impl Record for RootRec {}
 
 /// Id of a cached root.
 pub(super) type RootId = Id<RootRec>;
 
-/// The root cache.
+/// Hash buckets of the root cache: as many as cached roots at most, so chains are about
+/// one root long.
+const ROOT_BUCKETS: usize = MAX_ROOT_CACHE;
+
+/// The bucket of cache key (`key`, `role`).
+fn root_bucket(key: u64, role: Role) -> usize {
+    let h = (key ^ ((role.0 as u64) << 52)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // The top 5 bits: 0..32 = ROOT_BUCKETS.
+    (h >> 59) as usize
+}
+const _: () = assert!(ROOT_BUCKETS == 32);
+
+/// The root cache: the cached roots found by their key in O(1) (a hash of (CR3, base
+/// role)) and kept in most-recently-used order (a list), both through the root records.
 ///
 /// # Invariants
 ///
-/// `ids[..len]` are the cached roots, most recently used first, `len <=`
-/// [`MAX_ROOT_CACHE`]; `cur` is `None` or one of them, and `hpa` its table address (0
-/// without one). `npinned` counts the shadow pages with `root_count > 0`.
+/// The list runs from `head` (most recently used) to `tail` through the records'
+/// `mru_prev`/`mru_next` and holds exactly the cached roots, `len <=` [`MAX_ROOT_CACHE`]
+/// of them; each is also on the chain of `buckets[root_bucket(key, role)]` (through
+/// `hash_next`) and on no other. `cur` is `None` or one of them, and `hpa` its table
+/// address (0 without one). `npinned` counts the shadow pages with `root_count > 0`.
 pub(super) struct RootCache {
-    ids: [Option<RootId>; MAX_ROOT_CACHE],
+    buckets: [Option<RootId>; ROOT_BUCKETS],
+    head: Option<RootId>,
+    tail: Option<RootId>,
     len: usize,
     cur: Option<RootId>,
     hpa: u64,
     npinned: usize,
+    /// Another root (or none) was made current since [`RootCache::take_switched`].
+    switched: bool,
 }
 
 impl RootCache {
     pub(super) const fn new() -> Self {
         RootCache {
-            ids: [None; MAX_ROOT_CACHE],
+            buckets: [None; ROOT_BUCKETS],
+            head: None,
+            tail: None,
             len: 0,
             cur: None,
             hpa: 0,
             npinned: 0,
+            switched: false,
         }
     }
 
@@ -110,80 +138,115 @@ impl RootCache {
 
     /// Makes `r` (with table `hpa`) current, or none.
     fn set_current(&mut self, r: Option<RootId>, hpa: u64) {
+        self.switched |= self.cur != r || self.hpa != hpa;
         self.cur = r;
         self.hpa = hpa;
     }
 
-    /// The cached root in cache slot `i`.
-    fn get(&self, i: usize) -> Option<RootId> {
-        self.ids
-            .get(..self.len.min(MAX_ROOT_CACHE))?
-            .get(i)
-            .copied()
-            .flatten()
+    /// The most recently used cached root.
+    fn first(&self) -> Option<RootId> {
+        self.head
     }
 
-    /// Cache slot of the first cached root `f` accepts.
-    fn position(&self, f: impl FnMut(RootId) -> bool) -> Option<usize> {
-        let mut f = f;
-        let list = self.ids.get(..self.len.min(MAX_ROOT_CACHE)).unwrap_or(&[]);
-        // (`position` on a slice iterator has no overflow check; `enumerate` has one.)
-        list.iter().position(|r| r.is_some_and(&mut f))
+    /// Whether another root was made current since the last call.
+    pub(super) fn take_switched(&mut self) -> bool {
+        core::mem::take(&mut self.switched)
     }
 
-    /// Cache slot of the last cached root `f` accepts.
-    fn rposition(&self, f: impl FnMut(RootId) -> bool) -> Option<usize> {
-        let mut f = f;
-        // (A countdown, not `rposition`: its index carries an overflow check once
-        // instantiated in the kernel build.)
-        let mut i = self.len.min(MAX_ROOT_CACHE);
-        while i > 0 {
-            i = i.saturating_sub(1);
-            if self.get(i).is_some_and(&mut f) {
-                return Some(i);
+    /// The cached root used after `r`.
+    fn next(&self, pool: &Pool, r: RootId) -> Option<RootId> {
+        pool.get(r).mru_next
+    }
+
+    /// The first root of the hash chain of (`key`, `role`).
+    fn chain(&self, key: u64, role: Role) -> Option<RootId> {
+        self.buckets.get(root_bucket(key, role)).copied().flatten()
+    }
+
+    fn mru_unlink(&mut self, pool: &mut Pool, r: RootId) {
+        let (p, n) = (pool.get(r).mru_prev, pool.get(r).mru_next);
+        match p {
+            Some(p) => pool.get_mut(p).mru_next = n,
+            None if self.head == Some(r) => self.head = n,
+            None => {}
+        }
+        match n {
+            Some(n) => pool.get_mut(n).mru_prev = p,
+            None if self.tail == Some(r) => self.tail = p,
+            None => {}
+        }
+        let rec = pool.get_mut(r);
+        rec.mru_prev = None;
+        rec.mru_next = None;
+    }
+
+    fn mru_push_front(&mut self, pool: &mut Pool, r: RootId) {
+        let h = self.head;
+        let rec = pool.get_mut(r);
+        rec.mru_prev = None;
+        rec.mru_next = h;
+        match h {
+            Some(h) => pool.get_mut(h).mru_prev = Some(r),
+            None => self.tail = Some(r),
+        }
+        self.head = Some(r);
+    }
+
+    /// Makes cached root `r` the most recently used.
+    fn move_to_front(&mut self, pool: &mut Pool, r: RootId) {
+        if self.head != Some(r) {
+            self.mru_unlink(pool, r);
+            self.mru_push_front(pool, r);
+        }
+    }
+
+    /// Adds root `r` (its key and role set) as the most recently used; the caller made
+    /// room (`len < MAX_ROOT_CACHE`).
+    fn insert(&mut self, pool: &mut Pool, r: RootId) {
+        let b = root_bucket(pool.get(r).key, pool.get(r).role);
+        if let Some(slot) = self.buckets.get_mut(b) {
+            pool.get_mut(r).hash_next = *slot;
+            *slot = Some(r);
+        }
+        self.mru_push_front(pool, r);
+        // len < MAX_ROOT_CACHE (the caller made room).
+        self.len = self.len.saturating_add(1);
+    }
+
+    /// Takes cached root `r` out of the cache (its record stays live).
+    fn remove(&mut self, pool: &mut Pool, r: RootId) {
+        let b = root_bucket(pool.get(r).key, pool.get(r).role);
+        let next = pool.get(r).hash_next;
+        let mut prev: Option<RootId> = None;
+        let mut cur = self.buckets.get(b).copied().flatten();
+        // A chain holds at most the cached roots.
+        while let Some(c) = cur {
+            if c == r {
+                match prev {
+                    Some(p) => pool.get_mut(p).hash_next = next,
+                    None => {
+                        if let Some(slot) = self.buckets.get_mut(b) {
+                            *slot = next;
+                        }
+                    }
+                }
+                break;
             }
+            prev = Some(c);
+            cur = pool.get(c).hash_next;
         }
-        None
+        pool.get_mut(r).hash_next = None;
+        self.mru_unlink(pool, r);
+        self.len = self.len.saturating_sub(1);
     }
 
-    /// Puts `r` in cache slot 0 and moves the entries of slots `0..len - 1` one slot down:
-    /// inserts at the front (`len = self.len + 1`), or moves slot `len - 1`, which holds
-    /// `r`, to the front. Slots past the array are left alone, so the shift cannot go out
-    /// of bounds.
-    fn shift_in(&mut self, r: RootId, len: usize) {
-        let mut carry = Some(r);
-        for slot in self.ids.iter_mut().take(len) {
-            core::mem::swap(slot, &mut carry);
+    /// The least recently used cached root other than `not`.
+    fn last_except(&self, pool: &Pool, not: Option<RootId>) -> Option<RootId> {
+        let t = self.tail?;
+        if Some(t) != not {
+            return Some(t);
         }
-    }
-
-    /// Moves cache slot `pos` to the front.
-    fn move_to_front(&mut self, pos: usize, r: RootId) {
-        // pos < len <= MAX_ROOT_CACHE.
-        self.shift_in(r, pos.saturating_add(1));
-    }
-
-    /// Adds `r` at the front; the caller made room (`len < MAX_ROOT_CACHE`).
-    fn push_front(&mut self, r: RootId) {
-        let n = self.len.min(MAX_ROOT_CACHE);
-        self.shift_in(r, n.saturating_add(1));
-        self.len = n.saturating_add(1).min(MAX_ROOT_CACHE);
-    }
-
-    /// Removes cache entry `i`, moving the later ones up. `None` if there is no entry `i`.
-    fn remove(&mut self, i: usize) -> Option<RootId> {
-        let n = self.len.min(MAX_ROOT_CACHE);
-        let tail = self.ids.get_mut(i..n)?;
-        if tail.is_empty() {
-            return None;
-        }
-        let mut carry = None;
-        for slot in tail.iter_mut().rev() {
-            core::mem::swap(slot, &mut carry);
-        }
-        // Entry i existed, so n >= 1.
-        self.len = n.saturating_sub(1);
-        carry
+        pool.get(t).mru_prev
     }
 
     /// Forgets every root (teardown frees the records with the pool).
@@ -252,9 +315,16 @@ impl Mmu {
         mem: &G,
     ) {
         let (key, role) = self.root_key();
-        let hit = self.roots.position(|r| self.root_matches(r, key, role));
-        if let Some((pos, r)) = hit.and_then(|pos| Some((pos, self.roots.get(pos)?))) {
-            self.roots.move_to_front(pos, r);
+        let mut hit = self.roots.chain(key, role);
+        // A chain holds at most the cached roots (MAX_ROOT_CACHE), usually one.
+        while let Some(r) = hit {
+            if self.root_matches(r, key, role) {
+                break;
+            }
+            hit = self.root_rec(r).hash_next;
+        }
+        if let Some(r) = hit {
+            self.roots.move_to_front(&mut self.pool, r);
             self.roots.set_current(Some(r), self.root_rec(r).hpa);
             self.stats.inc(Counter::RootCacheHits);
             self.root_flood_reset(r);
@@ -268,12 +338,13 @@ impl Mmu {
         };
         if self.roots.len() >= self.cfg.root_cache_size.min(MAX_ROOT_CACHE) {
             // root_cache_size >= 1 (Mmu::new), so the cache is not empty here.
-            if let Some(last) = self.roots.remove(self.roots.len().saturating_sub(1)) {
+            if let Some(last) = self.roots.last_except(&self.pool, None) {
+                self.roots.remove(&mut self.pool, last);
                 self.free_root(src, last);
             }
         }
-        // Now len < root_cache_size <= MAX_ROOT_CACHE: nothing falls off the end.
-        self.roots.push_front(r);
+        // Now len < root_cache_size <= MAX_ROOT_CACHE.
+        self.roots.insert(&mut self.pool, r);
         self.roots.set_current(Some(r), self.root_rec(r).hpa);
     }
 
@@ -297,12 +368,10 @@ impl Mmu {
     /// become unpinned and reclaimable). False if there is none.
     pub(super) fn evict_cached_root<P: PageSource + ?Sized>(&mut self, src: &mut P) -> bool {
         let cur = self.roots.current();
-        let Some(i) = self.roots.rposition(|r| Some(r) != cur) else {
+        let Some(r) = self.roots.last_except(&self.pool, cur) else {
             return false;
         };
-        let Some(r) = self.roots.remove(i) else {
-            return false;
-        };
+        self.roots.remove(&mut self.pool, r);
         self.free_root(src, r);
         self.stats.inc(Counter::RootsEvicted);
         true
@@ -456,15 +525,13 @@ impl Mmu {
     /// data, and keeping the old address space cached would make each store to the frame
     /// an emulated exit. Needs no memory.
     pub(super) fn uncache_roots_pinning<P: PageSource + ?Sized>(&mut self, src: &mut P, sp: SpId) {
-        let mut i = 0;
-        while let Some(r) = self.roots.get(i) {
+        let mut next = self.roots.first();
+        // At most MAX_ROOT_CACHE roots.
+        while let Some(r) = next {
+            next = self.roots.next(&self.pool, r);
             if Some(r) != self.roots.current() && self.root_pins(r, sp) {
-                if let Some(r) = self.roots.remove(i) {
-                    self.free_root(src, r);
-                }
-            } else {
-                // i < len <= MAX_ROOT_CACHE.
-                i = i.saturating_add(1);
+                self.roots.remove(&mut self.pool, r);
+                self.free_root(src, r);
             }
         }
     }
@@ -478,10 +545,10 @@ impl Mmu {
         out: &mut [Option<SpId>; MAX_ROOT_CACHE],
     ) -> usize {
         let mut n = 0usize;
-        let mut i = 0usize;
-        while let Some(r) = self.roots.get(i) {
-            // i < len <= MAX_ROOT_CACHE.
-            i = i.saturating_add(1);
+        let mut next = self.roots.first();
+        // At most MAX_ROOT_CACHE roots.
+        while let Some(r) = next {
+            next = self.roots.next(&self.pool, r);
             let rec = self.root_rec(r);
             if Some(r) == self.roots.current() || rec.key & 0xfff != pcid {
                 continue;
@@ -511,8 +578,10 @@ impl Mmu {
     /// Gives the cached roots' PAE pages back and forgets the roots (teardown: the
     /// shadow pages and records go separately).
     pub(super) fn release_roots<P: PageSource + ?Sized>(&mut self, src: &mut P) {
-        let mut i = 0;
-        while let Some(r) = self.roots.get(i) {
+        let mut next = self.roots.first();
+        // At most MAX_ROOT_CACHE roots.
+        while let Some(r) = next {
+            next = self.roots.next(&self.pool, r);
             let rec = self.root_rec(r);
             let pae = HostPage {
                 ptr: rec.pae as *mut u8,
@@ -521,8 +590,6 @@ impl Mmu {
             if !pae.is_null() {
                 src.free_page(pae);
             }
-            // i < len <= MAX_ROOT_CACHE.
-            i = i.saturating_add(1);
         }
         self.roots.clear();
     }

@@ -3,16 +3,27 @@
 //! Shadow pages: their records and side pages, the LRU list, the page and record
 //! reserves, and getting, linking, zapping and reclaiming them.
 
-use super::bits::{bits, PTE_A, PTE_P, PTE_U, PTE_W};
+use super::bits::{bits, PTE_A, PTE_D, PTE_NX, PTE_P, PTE_U, PTE_W};
 use super::lists::{ListHead, SRef};
 use super::mem::{GuestMemory, HostPage, PageSource};
 use super::page::TablePage;
 use super::pool::{Id, Pool, Record};
 use super::roles::Role;
 use super::stats::Counter;
-use super::{Mmu, MmuError};
+use super::{Mmu, MmuError, TlbFlush};
 
 /// Spare pages kept instead of being given back.
+/// Whether the CPU may have cached a translation from shadow entry `old` that replacing it
+/// by `new` makes wrong: `old` was present and `new` takes something away (presence,
+/// frame, write or user access, execution, caching attributes). Adding permissions or
+/// setting A/D needs no flush: the CPU caches no not-present entry, and a fault on a stale
+/// stricter one invalidates it (SDM vol. 3A 4.10.4.1, 4.10.2.3).
+pub(super) fn tlb_may_hold_stale(old: u64, new: u64) -> bool {
+    let lost = old & !new;
+    let gained = new & !old;
+    old & PTE_P != 0 && (lost & !PTE_NX != 0 || gained & !(PTE_W | PTE_U | PTE_A | PTE_D) != 0)
+}
+
 const SPARE_MAX: usize = 16;
 /// Unpinned shadow pages reclaim keeps before it drops cached roots: the working set of
 /// one guest instruction (up to 10 linear pages, 3 shadow pages each below the root).
@@ -317,11 +328,21 @@ impl Mmu {
         self.spt(sp).map_or(0, |t| t.get(slot))
     }
 
-    /// Writes shadow entry `slot` of `sp`.
-    pub(super) fn spt_set(&self, sp: SpId, slot: usize, v: u64) {
-        if let Some(t) = self.spt(sp) {
-            t.set(slot, v);
+    /// Writes shadow entry `slot` of `sp`, noting what the CPU's TLB may still hold of
+    /// the old value (see [`TlbFlush`]).
+    pub(super) fn spt_set(&mut self, sp: SpId, slot: usize, v: u64) {
+        let Some(t) = self.spt(sp) else {
+            return;
+        };
+        if tlb_may_hold_stale(t.get(slot), v) {
+            let one_leaf = self.role(sp).level() == 1;
+            self.tlb_flush = self.tlb_flush.and(if one_leaf {
+                TlbFlush::OneLeaf
+            } else {
+                TlbFlush::All
+            });
         }
+        t.set(slot, v);
     }
 
     /// Side entry `slot` of `sp`.
@@ -574,7 +595,7 @@ impl Mmu {
         need: usize,
     ) -> Result<(), MmuError> {
         // `need` is a handful of pages: the sum does not come near usize::MAX.
-        while self.lru.len().saturating_add(need) > self.cfg.max_shadow_pages {
+        while self.lru.len().saturating_add(need) > self.shadow_limit {
             let unpinned = self.lru.len().saturating_sub(self.roots.npinned());
             if unpinned > MIN_UNPINNED && self.reclaim_one(src) {
                 continue;

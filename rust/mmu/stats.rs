@@ -58,10 +58,13 @@ pub enum Counter {
     RootsEvicted,
     /// `unprotect` calls that refused (re-entering could not make progress).
     UnprotectRefused,
+    /// Shadow entries filled without a fault on them: neighbours of a faulting entry
+    /// (prefetch) and entries filled at INVLPG.
+    Prefetches,
 }
 
 /// Number of counters.
-pub const NUM_COUNTERS: usize = 26;
+pub const NUM_COUNTERS: usize = 27;
 
 /// Counter names, in [`Counter`] order (stable: userspace sees them).
 pub const COUNTER_NAMES: [&str; NUM_COUNTERS] = [
@@ -91,6 +94,7 @@ pub const COUNTER_NAMES: [&str; NUM_COUNTERS] = [
     "unsync_evictions",
     "roots_evicted",
     "unprotect_refused",
+    "prefetches",
 ];
 
 /// The counters.

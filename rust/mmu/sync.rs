@@ -1,14 +1,58 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Keeping leaf shadow entries in step with the guest's tables: building a leaf entry,
-//! re-deriving one from its guest entry, and bringing out-of-sync frames back in sync.
+//! re-deriving one from its guest entry, prefetching entries the guest did not fault on
+//! yet, and bringing out-of-sync frames back in sync.
 
 use super::bits::{bits, PTE_A, PTE_D, PTE_NX, PTE_P, PTE_U, PTE_W};
+use super::frames::RMAP_MAX;
 use super::mem::{read_gpte, GuestMemory};
+use super::roles::Role;
 use super::sp::{SpId, SPTE_ADDR, SP_UNSYNC};
 use super::stats::Counter;
-use super::walk::{self, Format, GuestMode, ACC_U, ACC_W, ACC_X};
+use super::walk::{self, Format, GuestMode, PagingCtx, ACC_U, ACC_W, ACC_X};
 use super::Mmu;
+
+/// What a level-1 guest entry maps, as a shadow page of some role sees it.
+struct GuestLeaf {
+    gfn: u64,
+    /// Permissions: the role's inherited access AND the entry's own.
+    perm: u8,
+    /// The entry's D bit.
+    dirty: bool,
+}
+
+/// Decodes level-1 guest entry `gpte` (`size` bytes) for a shadow page of `role`, in
+/// `ctx` (the role's context). `None` unless it is present, accessed and free of
+/// reserved bits (KVM's `prefetch_invalid_gpte`): a shadow entry built from it then
+/// holds a translation the guest's tables allow, and the CPU would not set its A bit.
+fn guest_leaf(role: Role, ctx: &PagingCtx, gpte: u64, size: u64) -> Option<GuestLeaf> {
+    if gpte & PTE_P == 0 || gpte & PTE_A == 0 {
+        return None;
+    }
+    let rsvd = match role.mode() {
+        GuestMode::Bits32 => walk::Bits32::rsvd(ctx, gpte, 1),
+        GuestMode::Pae => walk::Pae::rsvd(ctx, gpte, 1),
+        _ => walk::Long4::rsvd(ctx, gpte, 1),
+    };
+    if rsvd {
+        return None;
+    }
+    let gfn = if size == 4 {
+        (gpte & 0xffff_f000) >> 12
+    } else {
+        (gpte & bits(51, 12)) >> 12
+    };
+    let gperm = match role.mode() {
+        GuestMode::Bits32 => walk::Bits32::perm(ctx, gpte),
+        _ => walk::Long4::perm(ctx, gpte),
+    };
+    Some(GuestLeaf {
+        gfn,
+        perm: role.access() & gperm,
+        dirty: gpte & PTE_D != 0,
+    })
+}
 
 /// Builds a leaf shadow entry.
 pub(super) fn make_spte(hpa: u64, perm: u8, writable: bool) -> u64 {
@@ -55,32 +99,106 @@ impl Mmu {
         let ctx = role.ctx(&self.ctx);
         let (gpa, size) = self.gpte_gpa(sp, slot);
         let gpte = read_gpte(mem, gpa, size);
-        let ok_present = gpte & PTE_P != 0 && gpte & PTE_A != 0;
-        let rsvd = match role.mode() {
-            GuestMode::Bits32 => walk::Bits32::rsvd(&ctx, gpte, 1),
-            GuestMode::Pae => walk::Pae::rsvd(&ctx, gpte, 1),
-            _ => walk::Long4::rsvd(&ctx, gpte, 1),
+        let Some(leaf) = guest_leaf(role, &ctx, gpte, size) else {
+            self.drop_spte(sp, slot);
+            return;
         };
-        let gfn = if size == 4 {
-            (gpte & 0xffff_f000) >> 12
-        } else {
-            (gpte & bits(51, 12)) >> 12
-        };
-        if !ok_present || rsvd || self.side_get(sp, slot).gfn() != gfn {
+        if self.side_get(sp, slot).gfn() != leaf.gfn {
             self.drop_spte(sp, slot);
             return;
         }
-        let Some(frame) = mem.frame(gfn) else {
+        let Some(frame) = mem.frame(leaf.gfn) else {
             self.drop_spte(sp, slot);
             return;
         };
-        let gperm = match role.mode() {
-            GuestMode::Bits32 => walk::Bits32::perm(&ctx, gpte),
-            _ => walk::Long4::perm(&ctx, gpte),
+        let writable = leaf.perm & ACC_W != 0 && leaf.dirty && !self.gfn_tracked(leaf.gfn);
+        self.spt_set(sp, slot, make_spte(frame.hpa, leaf.perm, writable));
+    }
+
+    /// Prefetch after a fault on leaf entry (`sp`, `slot`) of level-1 shadow page `sp`:
+    /// fills the not-present entries of the aligned group of [`super::Config::prefetch`]
+    /// entries around it, in order, stopping at the first one that cannot be filled (as
+    /// KVM's `pte_prefetch`).
+    pub(super) fn prefetch_around<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        slot: usize,
+    ) {
+        let n = usize::from(self.cfg.prefetch);
+        if n <= 1 || self.role(sp).level() != 1 {
+            return;
+        }
+        // n is a power of two at most 512 (Mmu::new): the group is inside the table.
+        let first = slot & !(n.saturating_sub(1));
+        for s in first..first.saturating_add(n).min(512) {
+            if s == slot || self.spt_get(sp, s) & PTE_P != 0 {
+                continue;
+            }
+            if !self.prefetch_entry(mem, sp, s) {
+                break;
+            }
+        }
+    }
+
+    /// Fills the not-present leaf entry (`sp`, `slot`) of level-1 shadow page `sp` from
+    /// what the guest maps there, if the guest lets a TLB cache that translation without
+    /// any A/D update: for a guest table, the entry is present, accessed and has no
+    /// reserved bit, and the page is writable only if the entry is dirty (and the frame
+    /// is not a shadowed page table); for a guest large page split into 4 KiB entries
+    /// (or paging off), the frame at that offset, with the access the split page's role
+    /// carries (writable only if the large page was dirty). The frame must be backed.
+    /// Needs no memory: false (nothing done) when the records a reverse-map entry may
+    /// need are not there, or when the frame's reverse map is full.
+    pub(super) fn prefetch_entry<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        slot: usize,
+    ) -> bool {
+        // A reverse-map entry may take a frame record and a list block.
+        if self.pool.available() < 2 || self.spt_get(sp, slot) & PTE_P != 0 {
+            return false;
+        }
+        let role = self.role(sp);
+        if role.level() != 1 {
+            return false;
+        }
+        let leaf = if role.direct() {
+            GuestLeaf {
+                gfn: self.sp(sp).gfn.wrapping_add(slot as u64 & 511),
+                perm: role.access(),
+                dirty: true,
+            }
+        } else {
+            let ctx = role.ctx(&self.ctx);
+            let (gpa, size) = self.gpte_gpa(sp, slot);
+            match guest_leaf(role, &ctx, read_gpte(mem, gpa, size), size) {
+                Some(l) => l,
+                None => return false,
+            }
         };
-        let perm = role.access() & gperm;
-        let writable = perm & ACC_W != 0 && gpte & PTE_D != 0 && !self.gfn_tracked(gfn);
-        self.spt_set(sp, slot, make_spte(frame.hpa, perm, writable));
+        let Some(frame) = mem.frame(leaf.gfn) else {
+            return false;
+        };
+        // One more mapping of a frame whose reverse map is full would drop all of them,
+        // the faulting entry's too.
+        if self
+            .gfn_lookup(leaf.gfn)
+            .is_some_and(|g| self.gr(g).rmap_len >= RMAP_MAX)
+        {
+            return false;
+        }
+        let writable = leaf.perm & ACC_W != 0 && leaf.dirty && !self.gfn_tracked(leaf.gfn);
+        self.set_leaf(
+            sp,
+            slot,
+            leaf.gfn,
+            make_spte(frame.hpa, leaf.perm, writable),
+        );
+        self.stats.inc(Counter::Prefetches);
+        self.work = self.work.wrapping_add(1);
+        true
     }
 
     /// Re-derives every entry of an out-of-sync page (without changing its state).

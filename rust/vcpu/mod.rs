@@ -24,6 +24,7 @@ use crate::vmx::caps::VmxCaps;
 use crate::vmx::exit::{ExitInfo, ExitReason, RawExitReason, ENTRY_FAIL_PDPTE, EXIT_REASONS};
 use crate::vmx::insn;
 use crate::vmx::vmcs::*;
+use crate::vmx::vpid::Vpid;
 use crate::vmx::window::{CurrentVmcs, VmxRegion, VmxRoot};
 use crate::x86::{self, vector};
 use core::arch::asm;
@@ -98,6 +99,23 @@ impl PageSource for PageCache {
     }
 }
 
+/// Pages straight from the page allocator, for the engine calls made in process context
+/// where allocating may sleep (sizing the engine for guest memory).
+struct SleepingPages;
+
+impl PageSource for SleepingPages {
+    fn alloc_page(&mut self, low: bool) -> Option<HostPage> {
+        let (ptr, hpa) = glue::alloc_table_page(low)?;
+        Some(HostPage { ptr, hpa })
+    }
+
+    fn free_page(&mut self, page: HostPage) {
+        // SAFETY: The engine returns only pages it got from `alloc_page`, i.e. from
+        // `glue::alloc_table_page`, and no longer uses them.
+        unsafe { glue::free_table_page(page.ptr) };
+    }
+}
+
 impl Drop for PageCache {
     fn drop(&mut self) {
         for p in Iterator::chain(self.pages.iter(), self.low.iter()) {
@@ -115,6 +133,40 @@ pub(crate) struct VcpuStats {
     pub(crate) cache_refills: u64,
     pub(crate) injected_exceptions: u64,
     pub(crate) emulated_pt_writes: u64,
+    /// INVVPIDs of the vCPU's whole VPID, and of one address.
+    pub(crate) invvpid_context: u64,
+    pub(crate) invvpid_address: u64,
+}
+
+/// Translations to invalidate in the CPU's TLB before the next VM entry (with a VPID the
+/// TLB outlives entries; without one every entry flushes it and this is not used).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TlbWork {
+    None,
+    /// The translations of one linear address (an INVLPG whose shadow change, if any,
+    /// was that address's entry).
+    Address(u64),
+    /// Every translation of the vCPU's VPID.
+    All,
+}
+
+impl TlbWork {
+    /// Both of `self` and `other`.
+    fn and(self, other: TlbWork) -> TlbWork {
+        match (self, other) {
+            (TlbWork::None, x) | (x, TlbWork::None) => x,
+            (TlbWork::Address(a), TlbWork::Address(b)) if a == b => self,
+            _ => TlbWork::All,
+        }
+    }
+
+    /// What a shadow change the engine reports needs outside an INVLPG: all of it.
+    fn from_engine(f: mmu::TlbFlush) -> TlbWork {
+        match f {
+            mmu::TlbFlush::None => TlbWork::None,
+            mmu::TlbFlush::OneLeaf | mmu::TlbFlush::All => TlbWork::All,
+        }
+    }
 }
 
 /// How a window ended.
@@ -192,6 +244,11 @@ struct VcpuCore {
     busy_logged: bool,
     /// This vCPU's number, never reused (for the branch-prediction barrier between VMs).
     id: u64,
+    /// The VPID tagging the guest's TLB entries; `None` (the CPU has no usable VPIDs, or
+    /// all are taken) flushes the TLB at every VM entry.
+    vpid: Option<Vpid>,
+    /// What the TLB must lose before the next entry (used with a VPID).
+    tlb: TlbWork,
     /// Longest interrupts-off window, in TSC ticks (module parameter `window_us`).
     window_ticks: u64,
     stats: VcpuStats,
@@ -334,6 +391,12 @@ impl Vcpu {
         &self.cpu.stats
     }
 
+    /// The VPID tagging this vCPU's TLB entries, 0 for none (the TLB is flushed at every
+    /// VM entry).
+    pub(crate) fn vpid(&self) -> u16 {
+        self.cpu.vpid.as_ref().map_or(0, Vpid::get)
+    }
+
     /// SET_REGS: false (nothing changed) if the values are invalid.
     pub(crate) fn set_regs(&mut self, r: &uapi::Regs) -> bool {
         self.cpu.set_regs(r)
@@ -359,12 +422,24 @@ impl Vcpu {
         true
     }
 
+    /// Sizes the MMU engine for guest memory below guest frame `frames` (its per-gfn
+    /// index and shadow-page limit, see `Mmu::set_guest_frames`); `ENOMEM` if the index
+    /// pages cannot be allocated (what was allocated stays, nothing else changes). Process
+    /// context: may sleep.
+    pub(crate) fn size_mmu(&mut self, frames: u64) -> Result {
+        self.cpu
+            .mmu
+            .set_guest_frames(&mut SleepingPages, frames)
+            .map_err(|_| ENOMEM)
+    }
+
     /// Guest memory changed under the vCPU (a slot was added): out-of-sync shadow tables
     /// are read again, as after a full guest TLB flush. Nothing else can be stale: the
     /// engine maps only guest frames that are RAM (an MMIO fault installs nothing), and
     /// guest tables outside RAM read as not present.
     pub(crate) fn memory_changed(&mut self, ram: &GuestRam) {
         self.cpu.mmu.flush(ram);
+        self.cpu.flush_guest_tlb();
     }
 
     /// GET_MSRS: fills in `entries` up to the first MSR the module does not own; returns
@@ -461,6 +536,12 @@ impl Vcpu {
                     mmu_failed: None,
                     busy_logged: false,
                     id: NEXT_VCPU_ID.fetch_add(1, Ordering::Relaxed),
+                    vpid: if caps.vpid_usable() && crate::vpid_enabled() {
+                        Vpid::alloc()
+                    } else {
+                        None
+                    },
+                    tlb: TlbWork::All,
                     window_ticks: window_ticks(),
                     stats: VcpuStats {
                         exits: [0; EXIT_REASONS],
@@ -469,6 +550,8 @@ impl Vcpu {
                         cache_refills: 0,
                         injected_exceptions: 0,
                         emulated_pt_writes: 0,
+                        invvpid_context: 0,
+                        invvpid_address: 0,
                     },
                 },
             },
@@ -590,6 +673,7 @@ impl VcpuCore {
     /// PDPTEs changed since they were checked), the next RUN does it.
     fn set_sregs(&mut self, ram: &GuestRam, s: &uapi::Sregs) {
         self.state.set_sregs(s);
+        self.flush_guest_tlb();
         self.paging_dirty = true;
         self.pending_exit = None;
         self.event = None;
@@ -648,6 +732,11 @@ impl VcpuCore {
         deadline: u64,
     ) -> Result<(WindowEnd, HostEvent)> {
         self.write_controls(vmcs);
+        // Since this vCPU's last window it may have moved to another CPU, whose TLB can
+        // hold old translations tagged with its VPID, and another hypervisor may have run
+        // a guest with the same VPID here (VPIDs are per CPU and per hypervisor): start
+        // clean (the SDM suggests INVVPID after VMXON for the same reason).
+        self.tlb = TlbWork::All;
         host::write_vmcs_host_state(vmcs);
         self.fix_interrupt_shadow();
         self.state.load(vmcs);
@@ -685,6 +774,7 @@ impl VcpuCore {
                 }
             }
             let hw = self.mmu.hw_state();
+            self.flush_tlb(vmcs);
             if hw.cr3 == 0 || vmcs.failed() {
                 let suberror = if hw.cr3 == 0 {
                     uapi::SHADOWVM_INTERNAL_ERROR_MMU
@@ -778,6 +868,7 @@ impl VcpuCore {
         &mut self,
         ram: &GuestRam,
     ) -> core::result::Result<mmu::CtlOutcome, mmu::MmuError> {
+        self.flush_guest_tlb();
         let s = &self.state;
         let (cr0, cr4, efer, cr3) = (s.cr0, s.cr4, s.efer, s.cr3);
         match self.mmu.set_mode(&mut self.cache, ram, cr0, cr4, efer)? {
@@ -835,9 +926,65 @@ impl VcpuCore {
         vmcs.write(VM_ENTRY_CONTROLS, caps.entry.adjust(entry.into_raw()));
     }
 
+    /// Invalidates before a VM entry what the guest's TLB operations and the shadow's
+    /// changes since the last entry ask for (with a VPID; without one the entry flushes
+    /// everything). An INVVPID that fails marks the VMCS failed: no entry follows.
+    fn flush_tlb(&mut self, vmcs: &CurrentVmcs<'_>) {
+        // Without a VPID the engine's reports just accumulate (untaken, they cost nothing).
+        let Some(vpid) = self.vpid.as_ref().map(Vpid::get) else {
+            return;
+        };
+        let engine = TlbWork::from_engine(self.mmu.take_tlb_flush());
+        let work = core::mem::replace(&mut self.tlb, TlbWork::None).and(engine);
+        match work {
+            TlbWork::None => {}
+            TlbWork::Address(linear) if x86::canonical(linear) => {
+                self.stats.invvpid_address = self.stats.invvpid_address.wrapping_add(1);
+                vmcs.invvpid(self.caps.invvpid_address(), vpid, linear);
+            }
+            TlbWork::Address(_) | TlbWork::All => {
+                self.stats.invvpid_context = self.stats.invvpid_context.wrapping_add(1);
+                vmcs.invvpid(self.caps.invvpid_whole(), vpid, 0);
+            }
+        }
+    }
+
+    /// The guest (or userspace) did something that flushes its TLB architecturally (a CR3
+    /// load without the PCID no-flush bit, a paging-mode change, INVPCID of a context): the
+    /// shadow may have nothing to say about it (translations cached from shadow entries
+    /// changed since and invalidated one address at a time), so everything goes.
+    pub(crate) fn flush_guest_tlb(&mut self) {
+        self.tlb = TlbWork::All;
+    }
+
+    /// INVLPG (or INVPCID of one address) of `linear` was handed to the engine: the CPU
+    /// must drop that address's translations, and whatever else the engine changed.
+    fn flush_guest_address(&mut self, linear: u64, engine: mmu::TlbFlush) {
+        if self.vpid.is_none() {
+            return;
+        }
+        let work = match engine {
+            // The engine changed at most the entry of this address.
+            mmu::TlbFlush::None | mmu::TlbFlush::OneLeaf => TlbWork::Address(linear),
+            mmu::TlbFlush::All => TlbWork::All,
+        };
+        self.tlb = self.tlb.and(work);
+    }
+
+    /// Before an INVLPG or INVPCID goes to the engine: what the engine reported earlier
+    /// is set aside (whole flush), so that what it reports next is the instruction's alone.
+    fn set_aside_engine_reports(&mut self) {
+        if self.vpid.is_some() {
+            let before = TlbWork::from_engine(self.mmu.take_tlb_flush());
+            self.tlb = self.tlb.and(before);
+        }
+    }
+
     /// The secondary processor-based controls.
     fn secondary_controls(&self) -> Proc2Controls {
-        Proc2Controls::from_raw(0).with_enable_invpcid(self.caps.has_invpcid())
+        Proc2Controls::from_raw(0)
+            .with_enable_invpcid(self.caps.has_invpcid())
+            .with_enable_vpid(self.vpid.is_some())
     }
 
     /// The primary processor-based controls without the window exits, which
@@ -874,6 +1021,9 @@ impl VcpuCore {
         vmcs.write(CPU_BASED_VM_EXEC_CONTROL, c.proc.adjust(proc.into_raw()));
         if secondary {
             vmcs.write(SECONDARY_VM_EXEC_CONTROL, c.proc2.adjust(proc2.into_raw()));
+        }
+        if let Some(vpid) = &self.vpid {
+            vmcs.write(VIRTUAL_PROCESSOR_ID, vpid.get());
         }
         let exit = ExitControls::from_raw(0)
             .with_host_addr_space_size(true)

@@ -6,6 +6,7 @@
 //! VMX instructions cannot fail for a reason we could have known in advance.
 
 use crate::glue::rdmsr;
+use crate::vmx::insn::InvvpidKind;
 use crate::vmx::vmcs::{PinControls, Proc2Controls, ProcControls};
 use crate::x86::msr;
 use core::fmt;
@@ -17,6 +18,12 @@ const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
 const BASIC_TRUE_CTLS: u64 = 1 << 55;
 const BASIC_32BIT_ADDRESSES: u64 = 1 << 48;
 const BASIC_MEMTYPE_WB: u64 = 6;
+
+/// IA32_VMX_EPT_VPID_CAP (SDM vol. 3D A.10): INVVPID and the types it supports.
+const VPID_CAP_INVVPID: u64 = 1 << 32;
+const VPID_CAP_INDIVIDUAL_ADDRESS: u64 = 1 << 40;
+const VPID_CAP_SINGLE_CONTEXT: u64 = 1 << 41;
+const VPID_CAP_ALL_CONTEXT: u64 = 1 << 42;
 
 /// Controls shadowvm cannot work without, by control word: (bit, name).
 pub(crate) mod required {
@@ -157,6 +164,8 @@ pub(crate) struct VmxCaps {
     pub(crate) cr0_fixed1: u64,
     pub(crate) cr4_fixed0: u64,
     pub(crate) cr4_fixed1: u64,
+    /// IA32_VMX_EPT_VPID_CAP; 0 where the CPU has neither EPT nor VPIDs.
+    pub(crate) ept_vpid_cap: u64,
 }
 
 fn msr(m: u32) -> Result<u64, CapError> {
@@ -209,6 +218,14 @@ impl VmxCaps {
         } else {
             Allowed::default()
         };
+        // The MSR exists only with EPT or VPIDs allowed in the secondary controls.
+        let ept_vpid_cap = if proc2.supports(Proc2Controls::ENABLE_EPT_SHIFT)
+            || proc2.supports(Proc2Controls::ENABLE_VPID_SHIFT)
+        {
+            rdmsr(msr::IA32_VMX_EPT_VPID_CAP).unwrap_or(0)
+        } else {
+            0
+        };
         let caps = Self {
             basic,
             misc: msr(msr::IA32_VMX_MISC)?,
@@ -221,6 +238,7 @@ impl VmxCaps {
             cr0_fixed1: msr(msr::IA32_VMX_CR0_FIXED1)?,
             cr4_fixed0: msr(msr::IA32_VMX_CR4_FIXED0)?,
             cr4_fixed1: msr(msr::IA32_VMX_CR4_FIXED1)?,
+            ept_vpid_cap,
         };
         check("pin-based", &caps.pin, required::PIN)?;
         check("processor-based", &caps.proc, required::PROC)?;
@@ -249,6 +267,34 @@ impl VmxCaps {
 
     pub(crate) fn has_vpid(&self) -> bool {
         self.proc2.supports(Proc2Controls::ENABLE_VPID_SHIFT)
+    }
+
+    /// VPIDs that shadowvm can use: the control, and INVVPID with a type that flushes a
+    /// whole VPID (single-context, or failing that all-context).
+    pub(crate) fn vpid_usable(&self) -> bool {
+        self.has_vpid()
+            && self.ept_vpid_cap & VPID_CAP_INVVPID != 0
+            && self.ept_vpid_cap & (VPID_CAP_SINGLE_CONTEXT | VPID_CAP_ALL_CONTEXT) != 0
+    }
+
+    /// The INVVPID type that flushes every translation of one VPID: single-context, or
+    /// all-context where the CPU lacks it (more than needed, never less).
+    pub(crate) fn invvpid_whole(&self) -> InvvpidKind {
+        if self.ept_vpid_cap & VPID_CAP_SINGLE_CONTEXT != 0 {
+            InvvpidKind::SingleContext
+        } else {
+            InvvpidKind::AllContext
+        }
+    }
+
+    /// The INVVPID type for the translations of one address: individual-address, or
+    /// [`Self::invvpid_whole`] where the CPU lacks it.
+    pub(crate) fn invvpid_address(&self) -> InvvpidKind {
+        if self.ept_vpid_cap & VPID_CAP_INDIVIDUAL_ADDRESS != 0 {
+            InvvpidKind::IndividualAddress
+        } else {
+            self.invvpid_whole()
+        }
     }
 
     pub(crate) fn has_preemption_timer(&self) -> bool {
@@ -321,7 +367,13 @@ impl fmt::Display for VmxCaps {
             "unrestricted_guest: {} (not used)",
             yn(self.has_unrestricted_guest())
         )?;
-        writeln!(f, "vpid: {} (not used)", yn(self.has_vpid()))?;
+        writeln!(
+            f,
+            "vpid: {} (used: {}, ept_vpid_cap={:#x})",
+            yn(self.has_vpid()),
+            yn(self.vpid_usable()),
+            self.ept_vpid_cap
+        )?;
         writeln!(f, "invpcid: {}", yn(self.has_invpcid()))?;
         writeln!(f, "virtual_nmis: {}", yn(self.has_virtual_nmis()))
     }

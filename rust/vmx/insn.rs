@@ -167,3 +167,35 @@ pub(crate) unsafe fn vmwrite(field: u32, value: u64) -> Result<(), VmFail> {
     };
     vm_result(failed)
 }
+
+/// INVVPID types (SDM vol. 3C, "INVVPID"; which ones a CPU has: IA32_VMX_EPT_VPID_CAP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub(crate) enum InvvpidKind {
+    /// The translations of one linear address (canonical) for one VPID.
+    IndividualAddress = 0,
+    /// Every translation tagged with one VPID.
+    SingleContext = 1,
+    /// Every translation tagged with any VPID but 0 (the host's).
+    AllContext = 2,
+}
+
+/// Invalidates the TLB and paging-structure-cache entries of `vpid` that `kind` selects
+/// (`linear` for [`InvvpidKind::IndividualAddress`], ignored otherwise).
+///
+/// # Safety
+///
+/// VMX root operation. A failure (a type the CPU lacks, VPID 0, a non-canonical address)
+/// is reported, not faulted on.
+pub(crate) unsafe fn invvpid(kind: InvvpidKind, vpid: u16, linear: u64) -> Result<(), VmFail> {
+    let failed: u8;
+    // Bits 15:0 the VPID, 63:16 reserved (0), 127:64 the linear address.
+    let desc: [u64; 2] = [u64::from(vpid), linear];
+    // SAFETY: See the function's safety requirements; the descriptor is 16 readable bytes
+    // that live across the instruction.
+    unsafe {
+        asm!("invvpid {k}, xmmword ptr [{d}]", "setbe {f}", k = in(reg) kind as u64,
+             d = in(reg) desc.as_ptr(), f = out(reg_byte) failed, options(nostack))
+    };
+    vm_result(failed)
+}

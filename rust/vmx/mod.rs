@@ -6,4 +6,5 @@ pub(crate) mod caps;
 pub(crate) mod exit;
 pub(crate) mod insn;
 pub(crate) mod vmcs;
+pub(crate) mod vpid;
 pub(crate) mod window;

@@ -127,6 +127,7 @@ macro_rules! fields {
 
 fields! {
     // 16-bit fields.
+    W16 VIRTUAL_PROCESSOR_ID = 0x0000;
     W16 GUEST_ES_SELECTOR = 0x0800;
     W16 GUEST_CS_SELECTOR = 0x0802;
     W16 GUEST_SS_SELECTOR = 0x0804;

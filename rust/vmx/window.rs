@@ -12,7 +12,7 @@
 //! (VMCLEAR, then VMXOFF + CR4 restore, then interrupts on) in that order.
 
 use super::caps::VmxCaps;
-use super::insn::{self, VmFail};
+use super::insn::{self, InvvpidKind, VmFail};
 use super::vmcs::{Field, Width};
 use crate::glue::{self, IrqsOff};
 use crate::x86::CR4_VMXE;
@@ -179,7 +179,17 @@ impl CurrentVmcs<'_> {
         }
     }
 
-    /// Whether a VMREAD or VMWRITE failed since the VMCS was loaded.
+    /// INVVPID (the CPU is in VMX root operation while a VMCS is current). A failure (a
+    /// type the CPU lacks) is remembered as for [`Self::read`]: the vCPU then ends the
+    /// window instead of entering with translations it meant to drop.
+    pub(crate) fn invvpid(&self, kind: InvvpidKind, vpid: u16, linear: u64) {
+        // SAFETY: VMX root operation: the root this VMCS borrows outlives it.
+        if unsafe { insn::invvpid(kind, vpid, linear) }.is_err() {
+            self.failed.set(true);
+        }
+    }
+
+    /// Whether a VMREAD, VMWRITE or INVVPID failed since the VMCS was loaded.
     pub(crate) fn failed(&self) -> bool {
         self.failed.get()
     }

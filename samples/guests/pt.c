@@ -567,6 +567,162 @@ static void t_not_present_to_present(void)
 	expect_read("read after PDE and PTE made present, no INVLPG", far + 4, 0x12120001);
 }
 
+/* ------------------------------------------------------------------------------------ */
+/*
+ * A page table freed and reused as data, filled with REP STOS as an OS clears a page:
+ * shadow paging write-protects the frame, emulates the first stores and, once it stops
+ * shadowing it, lets the guest do the rest natively. Whatever the split, every element
+ * is written, RCX/RDI end as the SDM says (DF=0 and DF=1, STOSD and in long mode STOSQ),
+ * and a live table cleared the same way maps nothing afterwards.
+ */
+#define REP_GAP		0x800000UL	/* 8 MiB: another directory entry in every mode */
+
+/* A fresh table mapping va (read once, so a shadow MMU shadows it); returns the frame. */
+static uintptr_t used_table(uintptr_t cr3, uintptr_t va)
+{
+	map_page(cr3, va, frame_with(0x44440000), PTE_P | PTE_W);
+	expect_read(what("page mapped by the table at 0x%lx", (unsigned long)va), va, 0x44440000);
+	return (uintptr_t)pte_of(cr3, va) & ~(uintptr_t)(PAGE_SIZE - 1);
+}
+
+/* The table stops being one: directory entry cleared and flushed. */
+static void free_table(uintptr_t cr3, uintptr_t va)
+{
+	*pt_entry(cr3, va, 2, 0) = 0;
+	invlpg(va);
+}
+
+/* Dwords [from, to) of frame pa all hold v; reports the first that does not. */
+static void expect_dwords(const char *what_, uintptr_t pa, unsigned from, unsigned to, uint32_t v)
+{
+	for (unsigned i = from; i < to; i++)
+		if (((volatile uint32_t *)pa)[i] != v) {
+			check_fail("%s: dword %u is 0x%x, expected 0x%x", what_, i,
+				   ((volatile uint32_t *)pa)[i], v);
+			return;
+		}
+}
+
+static void t_rep_clear_page_table(void)
+{
+	uintptr_t cr3 = space();
+	uintptr_t di, cx, n = PAGE_SIZE / 4;
+
+	/* REP STOSD upwards over the whole former table. */
+	uintptr_t t0 = used_table(cr3, VA_TEST);
+	free_table(cr3, VA_TEST);
+	di = t0, cx = n;
+	__asm__ volatile("cld; rep stosl" : "+D"(di), "+c"(cx) : "a"(0xa5a5a5a5) : "memory");
+	CHECK_EQ("REP STOSD up: RCX at the end", 0, cx);
+	CHECK_EQ("REP STOSD up: RDI at the end", t0 + PAGE_SIZE, di);
+	expect_dwords("REP STOSD up", t0, 0, n, 0xa5a5a5a5);
+
+	/* REP STOSD downwards (DF=1) over the upper 3/4 of another, from its last dword. */
+	uintptr_t t1 = used_table(cr3, VA_TEST + REP_GAP);
+	free_table(cr3, VA_TEST + REP_GAP);
+	memset((void *)t1, 0x11, PAGE_SIZE / 4);
+	di = t1 + PAGE_SIZE - 4, cx = 3 * n / 4;
+	__asm__ volatile("std; rep stosl; cld" : "+D"(di), "+c"(cx) : "a"(0x5a5a5a5a)
+			 : "memory", "cc");
+	CHECK_EQ("REP STOSD down: RCX at the end", 0, cx);
+	CHECK_EQ("REP STOSD down: RDI at the end", t1 + PAGE_SIZE / 4 - 4, di);
+	expect_dwords("REP STOSD down, below the count", t1, 0, n / 4, 0x11111111);
+	expect_dwords("REP STOSD down", t1, n / 4, n, 0x5a5a5a5a);
+
+#ifdef MODE_LM
+	/* REP STOSQ, clear_page's instruction. */
+	uintptr_t t2 = used_table(cr3, VA_TEST + 2 * REP_GAP);
+	free_table(cr3, VA_TEST + 2 * REP_GAP);
+	memset((void *)t2, 0x77, PAGE_SIZE);
+	di = t2, cx = PAGE_SIZE / 8;
+	__asm__ volatile("cld; rep stosq" : "+D"(di), "+c"(cx) : "a"(0UL) : "memory");
+	CHECK_EQ("REP STOSQ: RCX at the end", 0, cx);
+	CHECK_EQ("REP STOSQ: RDI at the end", t2 + PAGE_SIZE, di);
+	expect_dwords("REP STOSQ", t2, 0, n, 0);
+#endif
+
+	/* A live table cleared with REP STOSD: after a CR3 reload, nothing it mapped is left. */
+	uintptr_t t3 = used_table(cr3, VA_TEST + 3 * REP_GAP);
+	map_page(cr3, VA_TEST + 3 * REP_GAP + PG(7), frame_with(0x55550000), PTE_P | PTE_W);
+	expect_read("second page of the live table", VA_TEST + 3 * REP_GAP + PG(7) + 4, 0x55550001);
+	di = t3, cx = n;
+	__asm__ volatile("cld; rep stosl" : "+D"(di), "+c"(cx) : "a"(0) : "memory");
+	write_cr3(cr3);
+	uint32_t v;
+	expect_fault("read through the cleared live table", probe_read(VA_TEST + 3 * REP_GAP, &v),
+		     0, VA_TEST + 3 * REP_GAP);
+	expect_fault("second page of the cleared table",
+		     probe_read(VA_TEST + 3 * REP_GAP + PG(7) + 4, &v), 0,
+		     VA_TEST + 3 * REP_GAP + PG(7) + 4);
+	expect_dwords("live table cleared", t3, 0, n, 0);
+}
+
+/*
+ * What the guest's own TLB invalidations must drop, each checked right after the old
+ * translation was used (a hypervisor that keeps TLB entries across VM entries, tagged
+ * with a VPID, must invalidate them where the shadow changed or the guest asks):
+ *  - a PTE pointed at another frame then INVLPG, many times over (after the first
+ *    changes a shadow MMU may let the table go out of sync: INVLPG alone updates it);
+ *  - one page table linked under two directory entries (two linear aliases of each
+ *    page): INVLPG of one alias, then of the other, each then sees the new frame;
+ *  - a PTE changed, then CR3 written with the same value: both aliases see the change;
+ *  - CR3 switched back and forth between two spaces mapping an address differently.
+ */
+static void t_tlb_invalidation(void)
+{
+	uintptr_t cr3 = space();
+	uintptr_t f[2] = { frame_with(0x1a1a0000), frame_with(0x2b2b0000) };
+	const uint32_t base[2] = { 0x1a1a0000, 0x2b2b0000 };
+	const uintptr_t alias = VA_TEST + REP_GAP;
+
+	map_page(cr3, VA_TEST, f[0], PTE_P | PTE_W);
+	volatile pte_t *pte = pte_of(cr3, VA_TEST);
+	for (unsigned i = 0; i < 24; i++) {
+		unsigned cur = i & 1, next = cur ^ 1;
+		expect_read(what("round %u, before the change", i), VA_TEST + 4 * i, base[cur] + i);
+		*pte = (pte_t)f[next] | PTE_P | PTE_W;
+		invlpg(VA_TEST);
+		expect_read(what("round %u, after the change and INVLPG", i), VA_TEST + 4 * i,
+			    base[next] + i);
+		*pte = (pte_t)f[cur] | PTE_P | PTE_W;	/* back, for the next round's "before" */
+		invlpg(VA_TEST);
+		*pte = (pte_t)f[next] | PTE_P | PTE_W;
+		invlpg(VA_TEST);
+	}
+	/* Now f[0] is mapped (24 rounds). Link the same table at alias too. */
+	*pt_entry(cr3, alias, 2, 1) = *pt_entry(cr3, VA_TEST, 2, 0);
+	for (unsigned i = 0; i < 8; i++) {
+		unsigned cur = i & 1, next = cur ^ 1;
+		expect_read(what("alias round %u, first alias before", i), VA_TEST + 8, base[cur] + 2);
+		expect_read(what("alias round %u, second alias before", i), alias + 12, base[cur] + 3);
+		*pte = (pte_t)f[next] | PTE_P | PTE_W;
+		invlpg(VA_TEST);
+		expect_read(what("alias round %u, first alias after its INVLPG", i), VA_TEST + 8,
+			    base[next] + 2);
+		invlpg(alias);
+		expect_read(what("alias round %u, second alias after its INVLPG", i), alias + 12,
+			    base[next] + 3);
+	}
+	/* f[0] mapped again (8 rounds). A change, then a CR3 reload of the same value. */
+	*pte = (pte_t)f[1] | PTE_P | PTE_W;
+	write_cr3(cr3);
+	expect_read("first alias after the CR3 reload", VA_TEST + 16, base[1] + 4);
+	expect_read("second alias after the CR3 reload", alias + 20, base[1] + 5);
+
+	/* Two spaces, the same address, different frames. */
+	uintptr_t other = aspace_new();
+	map_page(other, VA_TEST + PG(1), f[0], PTE_P | PTE_W);
+	map_page(cr3, VA_TEST + PG(1), f[1], PTE_P | PTE_W);
+	write_cr3(cr3);
+	for (unsigned i = 0; i < 16; i++) {
+		uintptr_t s = (i & 1) ? other : cr3;
+		unsigned frame = (i & 1) ? 0 : 1;
+		write_cr3(s);
+		expect_read(what("switch %u to %s", i, (i & 1) ? "the other space" : "the first"),
+			    VA_TEST + PG(1) + 4 * i, base[frame] + i);
+	}
+}
+
 static const struct test tests[] = {
 	{ "paging enabled from the paging-off start state", t_paging_enabled },
 	{ "address spaces switched round-robin by CR3", t_cr3_round_robin },
@@ -582,6 +738,8 @@ static const struct test tests[] = {
 	{ "1 GiB pages", t_1g_pages },
 	{ "recursive page-table mapping", t_recursive_mapping },
 	{ "not-present to present without INVLPG", t_not_present_to_present },
+	{ "a freed page table cleared with REP STOS", t_rep_clear_page_table },
+	{ "TLB invalidations: INVLPG, aliases, CR3 reload and switches", t_tlb_invalidation },
 };
 
 void guest_main(void)

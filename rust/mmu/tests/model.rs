@@ -49,6 +49,8 @@ struct World {
     invl: Vec<(usize, u64, u64)>,
     esz: u32,
     dm_base: u64,
+    /// The CPU's TLB, kept across events as with a VPID (issue 13).
+    tlb: Tlb,
 }
 
 impl World {
@@ -131,6 +133,7 @@ impl World {
             invl: vec![],
             esz,
             dm_base,
+            tlb: Tlb::new(),
         };
         let r = retry_oom(&mut wd.host, |h| wd.mmu.set_cr3(h, &wd.mem, ROOT_A << 12));
         assert_eq!(r, CtlOutcome::Ok);
@@ -187,9 +190,12 @@ impl World {
         }
     }
 
+    /// The guest's TLB was flushed: architecturally, and in the CPU's TLB (the vCPU
+    /// invalidates the whole VPID for every such event).
     fn flushed(&mut self) {
         self.undo.clear();
         self.invl.clear();
+        self.tlb.flush_all();
     }
 
     fn gva(&self, sel: u32) -> u64 {
@@ -243,10 +249,11 @@ impl World {
             ac: false,
             cpl: 0,
         };
-        let r = cpu_access(
+        let r = cpu_access_via(
             &mut self.mmu,
             &mut self.host,
             &self.mem,
+            &mut self.tlb,
             gva,
             a,
             Some((v, self.esz)),
@@ -374,7 +381,15 @@ impl World {
         };
         let pre = self.snapshot();
         let cur = self.st.walk(&self.read_cur(), gva, a);
-        let res = cpu_access(&mut self.mmu, &mut self.host, &self.mem, gva, a, None);
+        let res = cpu_access_via(
+            &mut self.mmu,
+            &mut self.host,
+            &self.mem,
+            &mut self.tlb,
+            gva,
+            a,
+            None,
+        );
         let post = self.snapshot();
         let matches_cur = match (&cur, res) {
             (RefResult::Ok { gpa, .. }, CpuResult::Ok(hpa)) => {
@@ -429,6 +444,14 @@ impl World {
         let CpuResult::Ok(hpa) = res else {
             panic!("disagreement: {}", ctx());
         };
+        let found = self.stale_ok(gva, a, hpa);
+        assert!(found, "stale result not allowed: {}", ctx());
+        self.check_only_ad(&pre, &post, &ctx);
+    }
+
+    /// Whether `hpa` for `gva` is a translation an earlier state of the tables gave since
+    /// the last flush, which the CPU may still have cached (see the comments inside).
+    fn stale_ok(&self, gva: u64, a: Acc, hpa: u64) -> bool {
         let mut found = false;
         for k in 0..self.undo.len() {
             let view = |g: u64, s: u32| -> u64 {
@@ -470,8 +493,88 @@ impl World {
                 }
             }
         }
-        assert!(found, "stale result not allowed: {}", ctx());
-        self.check_only_ad(&pre, &post, &ctx);
+        found
+    }
+
+    /// Every translation the shadow holds for the addresses the test uses (and the
+    /// neighbours prefetch may fill) is one the guest's tables allow now, with the A bits
+    /// of the walk and, for a write, the leaf's D bit already set: the CPU uses a shadow
+    /// entry without an exit, so it must not let the guest see an access the tables do not
+    /// allow, nor one that skips an A/D update the SDM requires. Or it is a stale
+    /// translation the CPU may have cached (as `access` accepts).
+    fn check_shadow(&self) {
+        if self.mmu.root_hpa() == 0 {
+            return;
+        }
+        let mut gvas: Vec<u64> = (0..NFRAMES as u64 + 2)
+            .map(|g| self.dm_base + (g << 12))
+            .collect();
+        let pts: Vec<u64> = (0..9).chain([13, 512, 513]).collect();
+        match self.st.mode {
+            3 => {
+                for (pml4, pdpt, pd) in [(0, 0, 0), (0, 0, 1), (0, 1, 0), (1, 0, 0), (0, 0, 2)] {
+                    for &pt in &pts[..10] {
+                        gvas.push((pml4 << 39) | (pdpt << 30) | (pd << 21) | (pt << 12));
+                    }
+                }
+            }
+            2 => {
+                for (pdpt, pd) in [(0, 0), (0, 1), (1, 0), (0, 2)] {
+                    for &pt in &pts[..10] {
+                        gvas.push((pdpt << 30) | (pd << 21) | (pt << 12));
+                    }
+                }
+            }
+            1 => {
+                for pd in [0u64, 1, 256] {
+                    for &pt in &pts {
+                        gvas.push((pd << 22) | (pt << 12));
+                    }
+                }
+            }
+            _ => {}
+        }
+        let kinds = [(false, false), (true, false), (false, true), (true, true)];
+        for gva in gvas {
+            for (write, user) in kinds {
+                let a = Acc {
+                    write,
+                    fetch: false,
+                    user,
+                    implicit: false,
+                    ac: false,
+                    cpl: if user { 3 } else { 0 },
+                };
+                let Ok(hpa) = hw_walk(&self.mmu, &self.host, gva, a) else {
+                    continue;
+                };
+                let cur = self.st.walk(&self.read_cur(), gva, a);
+                let current = match &cur {
+                    RefResult::Ok { gpa, entries, .. } => {
+                        let same = self.mem.backed(gpa >> 12) && hpa == self.mem.hpa_of(*gpa);
+                        let changed = entries.iter().any(|e| self.undo.iter().any(|u| u.0 == e.0));
+                        // No A/D update left for the CPU to do (unless an entry of the walk
+                        // changed since the flush: then a cached older state may be in use).
+                        let ad_done = changed
+                            || self
+                                .st
+                                .ad_updates(&self.read_cur(), &cur, a)
+                                .iter()
+                                .all(|&(g, sz, v)| self.mem.read(g, sz) == v);
+                        same && ad_done
+                    }
+                    RefResult::Fault(_) => false,
+                };
+                assert!(
+                    current || self.stale_ok(gva, a, hpa),
+                    "shadow holds a translation the guest does not allow: mode {} gva {gva:#x} \
+                     {a:?} -> {hpa:#x}; model {cur:?}; undo {:?}; st {:?}",
+                    self.st.mode,
+                    self.undo,
+                    self.st
+                );
+            }
+        }
     }
 
     fn mem_read_in(&self, snap: &[[u64; 512]], gpa: u64, sz: u32) -> u64 {
@@ -665,8 +768,32 @@ impl World {
         self.flushed();
     }
 
-    fn run(&mut self, ops: &[Op], fail: Option<u8>) {
-        for &(k, a, b, c) in ops {
+    /// Sizes the engine for `frames` guest frames (the per-gfn index), with the
+    /// allocation failure `fail` asks for.
+    fn size_for(&mut self, frames: u64, fail: Option<u8>, c: u32) {
+        if let Some(f) = fail {
+            self.host.fail_at = Some(self.host.allocs + 1 + (c as u64 % (f as u64 + 1)));
+        }
+        retry_oom(&mut self.host, |h| self.mmu.set_guest_frames(h, frames));
+        self.host.fail_at = None;
+        assert!(self.mmu.indexed_frames() >= frames.min(MAX_INDEXED_FRAMES));
+    }
+
+    /// Runs `ops`. `sizing` 0: the engine is never sized for guest memory (every frame
+    /// record in the hash); 1: sized from the start and grown half way; 2: sized half way
+    /// (the records made so far move from the hash into the index).
+    fn run(&mut self, ops: &[Op], fail: Option<u8>, sizing: u8) {
+        if sizing == 1 {
+            self.size_for(NFRAMES as u64, fail, 0);
+        }
+        for (i, &(k, a, b, c)) in ops.iter().enumerate() {
+            if i == ops.len() / 2 {
+                match sizing {
+                    1 => self.size_for(3000, fail, c),
+                    2 => self.size_for(NFRAMES as u64, fail, c),
+                    _ => {}
+                }
+            }
             if let Some(f) = fail {
                 // Make one of the next few allocations fail: every event must report
                 // NeedMemory cleanly and succeed when retried.
@@ -684,6 +811,7 @@ impl World {
                 }
                 _ => self.toggle(a),
             }
+            self.check_shadow();
         }
         self.host.fail_at = None;
         // Everything still agrees after a final flush.
@@ -708,7 +836,9 @@ impl World {
 
     fn invlpg(&mut self, sel: u32) {
         let gva = self.gva(sel);
+        self.tlb.engine(&mut self.mmu);
         self.mmu.invlpg(&self.mem, gva);
+        self.tlb.invlpg(&mut self.mmu, gva);
         self.invl.push((self.undo.len(), self.pcid(), gva));
     }
 
@@ -722,8 +852,17 @@ impl World {
         let pcid = if (a >> 2) & 3 == 0 { 1 } else { 0 }
             + if self.pcide { (a as u64 >> 4) % 2 } else { 0 };
         let gva = self.gva(b);
+        self.tlb.engine(&mut self.mmu);
         let r = self.mmu.invpcid(&self.mem, kind, pcid, gva);
         let cur = self.pcid();
+        // As the vCPU: one address of the current PCID is an INVLPG, the rest flush all.
+        match (r, kind) {
+            (CtlOutcome::Ok, InvpcidKind::Address) if pcid == cur => {
+                self.tlb.invlpg(&mut self.mmu, gva)
+            }
+            (CtlOutcome::Ok, _) => self.tlb.flush_all(),
+            (CtlOutcome::Gp, _) => {}
+        }
         if !self.pcide && pcid != 0 && matches!(kind, InvpcidKind::Address | InvpcidKind::Single) {
             assert_eq!(r, CtlOutcome::Gp);
             return;
@@ -760,15 +899,18 @@ fn fail() -> impl Strategy<Value = Option<u8>> {
 fn cfg_strategy() -> impl Strategy<Value = (Config, bool, bool, bool)> {
     let roots = prop_oneof![1usize..10, Just(MAX_ROOT_CACHE)];
     let b = prop::bool::ANY;
-    (0usize..4, roots, b, 1u8..5, b, b, b, b, b).prop_map(
-        |(m, roots, small, flood, unsync, gb, pcide, smep, smap)| {
+    (0usize..4, roots, b, 1u8..5, b, b, b, b, b, 0usize..4).prop_map(
+        |(m, roots, small, flood, unsync, gb, pcide, smep, smap, pf)| {
             let cfg = Config {
                 maxphyaddr: [36, 40, 46, 52][m],
                 gb_pages: gb,
                 root_cache_size: roots,
                 max_shadow_pages: if small { 64 } else { 4096 },
+                scale_shadow_pages: true,
                 flood_threshold: flood,
                 unsync,
+                // Prefetch off, KVM's 8, and larger groups (up to a whole table).
+                prefetch: [0, 8, 64, 512][pf],
             };
             (cfg, pcide, smep, smap)
         },
@@ -780,9 +922,10 @@ fn run_mode(
     (cfg, pcide, smep, smap): (Config, bool, bool, bool),
     ops: Vec<Op>,
     fail: Option<u8>,
+    sizing: u8,
 ) {
     let mut w = World::new(mode, cfg, pcide, smep, smap);
-    w.run(&ops, fail);
+    w.run(&ops, fail, sizing);
 }
 
 /// `model_bits32` once failed in CI with "stale result not allowed" (input lost); this is
@@ -797,8 +940,10 @@ fn stale_translation_cached_again_after_invlpg() {
         gb_pages: false,
         root_cache_size: 1,
         max_shadow_pages: 4096,
+        scale_shadow_pages: true,
         flood_threshold: 1,
         unsync: true,
+        prefetch: 0,
     };
     let ops = vec![
         // Implicit supervisor read of X = 0x200000 (PDE 0 -> POOL[0], PTE 512 -> DATA0 + 1):
@@ -812,7 +957,7 @@ fn stale_translation_cached_again_after_invlpg() {
         // Implicit supervisor read of X: DATA0 + 1, the state at the INVLPG.
         (0, 1_673_650_138, 234_507_424, 0),
     ];
-    run_mode(1, (cfg, false, false, false), ops, None);
+    run_mode(1, (cfg, false, false, false), ops, None, 0);
 }
 
 /// 4-level guest with PCIDs: X = 0 is cached in address space A (PCID 0), its PTE in
@@ -826,8 +971,10 @@ fn invlpg_under_other_cr3(b_pcid: u64) -> u64 {
         gb_pages: false,
         root_cache_size: 4,
         max_shadow_pages: 4096,
+        scale_shadow_pages: true,
         flood_threshold: 4,
         unsync: true,
+        prefetch: 0,
     };
     let mut w = World::new(3, cfg, true, false, false);
     let sel_x = 0x1000_0086;
@@ -886,14 +1033,22 @@ proptest! {
     })]
 
     #[test]
-    fn model_long4(c in cfg_strategy(), ops in ops(), f in fail()) { run_mode(3, c, ops, f); }
+    fn model_long4(c in cfg_strategy(), ops in ops(), f in fail(), s in 0u8..3) {
+        run_mode(3, c, ops, f, s);
+    }
 
     #[test]
-    fn model_pae(c in cfg_strategy(), ops in ops(), f in fail()) { run_mode(2, c, ops, f); }
+    fn model_pae(c in cfg_strategy(), ops in ops(), f in fail(), s in 0u8..3) {
+        run_mode(2, c, ops, f, s);
+    }
 
     #[test]
-    fn model_bits32(c in cfg_strategy(), ops in ops(), f in fail()) { run_mode(1, c, ops, f); }
+    fn model_bits32(c in cfg_strategy(), ops in ops(), f in fail(), s in 0u8..3) {
+        run_mode(1, c, ops, f, s);
+    }
 
     #[test]
-    fn model_paging_off(c in cfg_strategy(), ops in ops(), f in fail()) { run_mode(0, c, ops, f); }
+    fn model_paging_off(c in cfg_strategy(), ops in ops(), f in fail(), s in 0u8..3) {
+        run_mode(0, c, ops, f, s);
+    }
 }

@@ -804,3 +804,406 @@ fn page_crossing_mmio_store() {
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
+
+// ------------------------------------------------------------------ issue 13: REP over page tables
+
+/// A REP STOSD clearing a former page table through the vCPU's memory: the guest's tables
+/// are walked once per page, not once per element, and the emulation stops right after
+/// the store that makes the engine unshadow the frame (flooded), with RCX/RDI exactly
+/// where the guest resumes natively. The write fault the guest's next store would take
+/// then makes the shadow entry writable (what the vCPU does ahead of time).
+#[test]
+fn rep_store_over_page_table_walks_once_per_page_and_stops_when_unshadowed() {
+    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome, Regs};
+    let mem = GMem::new(32, &[]);
+    let mut b = Builder { mode: 3, next: 1 };
+    let ra = b.root();
+    let data = b.alloc();
+    b.map(&mem, ra, 0x40_0000, data);
+    // The level-1 table mapping 0x40_0000, and a window onto it at 0x20_0000.
+    let pt = {
+        let l4 = mem.read(ra, 8) >> 12 & 0xf_ffff;
+        let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
+        // 0x40_0000 is entry 2 of the page directory.
+        mem.read((l3 << 12) + 2 * 8, 8) >> 12 & 0xf_ffff
+    };
+    b.map(&mem, ra, 0x20_0000, pt);
+    let stosd = emulate::decode(&[0xf3, 0xab], CodeSize::Bits64).unwrap();
+    let regs = |rdi: u64, rcx: u64| {
+        let mut r = Regs {
+            gpr: [0; 16],
+            rip: 0x5000,
+            rflags: 2,
+        };
+        r.gpr[gpr::RDI] = rdi;
+        r.gpr[gpr::RCX] = rcx;
+        r
+    };
+    for threshold in [3u8, 255] {
+        let cfg = Config {
+            flood_threshold: threshold,
+            ..Config::DEFAULT
+        };
+        b.map(&mem, ra, 0x40_0000, data);
+        let mut host = Host::new();
+        let mut mmu = start(3, cfg, &mem, &mut host, ra);
+        // A read of 0x40_0000 shadows its table.
+        let out = retry_oom(&mut host, |h| {
+            mmu.page_fault(h, &mem, 0x40_0000, 0, 0, false)
+        });
+        assert_eq!(out, PfOutcome::Fixed);
+        assert!(mmu.is_shadowed(pt));
+        let count = if threshold == 3 { 1024 } else { 200 };
+        let mut r = regs(0x20_0000, count);
+        let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+        let out = emulate::execute_rep(&stosd, &mut r, &Env::default(), &mut m, None, 1024);
+        let (walks, pt_writes, native) = (m.walks, m.pt_writes, m.unshadowed);
+        assert_eq!(walks, 1, "one walk for the page");
+        if threshold == 3 {
+            assert_eq!(out, Ok(Outcome::RepContinue));
+            assert!(native && !mmu.is_shadowed(pt));
+            assert_eq!(
+                (pt_writes, r.gpr[gpr::RCX], r.gpr[gpr::RDI]),
+                (3, 1021, 0x20_000c)
+            );
+            assert_eq!(r.rip, 0x5000);
+            // The guest's next store there: one write fault makes the entry writable.
+            let ec = PFERR_P | PFERR_W;
+            let out = retry_oom(&mut host, |h| {
+                mmu.page_fault(h, &mem, 0x20_000c, ec, 0, false)
+            });
+            assert_eq!(out, PfOutcome::Fixed);
+            assert_eq!(hw_walk(&mmu, &host, 0x20_000c, WR), Ok(hpa(pt) + 0xc));
+        } else {
+            // Fewer stores than the flood threshold: all emulated, each dropping its entry.
+            assert_eq!(out, Ok(Outcome::Done));
+            assert!(!native && mmu.is_shadowed(pt));
+            assert_eq!(
+                (pt_writes, r.gpr[gpr::RCX], r.gpr[gpr::RDI]),
+                (200, 0, 0x20_0320)
+            );
+            assert_eq!(r.rip, 0x5002);
+            assert!(mem.frame_copy(pt)[..100].iter().all(|&e| e == 0));
+            assert!(hw_walk(&mmu, &host, 0x40_0000, RD).is_err());
+        }
+        mmu.teardown(&mut host);
+        assert_eq!(host.live(), 0);
+    }
+
+    // DF=1 across a page boundary, down from the bottom of the table's window into the
+    // page below it, in a chunk of 4: one walk per page, two in all.
+    let below = b.alloc();
+    b.map(&mem, ra, 0x1f_f000, below);
+    let cfg = Config {
+        flood_threshold: 255,
+        ..Config::DEFAULT
+    };
+    b.map(&mem, ra, 0x40_0000, data);
+    let mut host = Host::new();
+    let mut mmu = start(3, cfg, &mem, &mut host, ra);
+    let out = retry_oom(&mut host, |h| {
+        mmu.page_fault(h, &mem, 0x40_0000, 0, 0, false)
+    });
+    assert_eq!(out, PfOutcome::Fixed);
+    let mut r = regs(0x20_0008, 6);
+    r.rflags |= 1 << 10;
+    r.gpr[gpr::RAX] = 0x5a5a_5a5a;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    let out = emulate::execute_rep(&stosd, &mut r, &Env::default(), &mut m, None, 4);
+    assert_eq!((out, m.walks), (Ok(Outcome::RepContinue), 2));
+    assert_eq!((r.gpr[gpr::RCX], r.gpr[gpr::RDI]), (2, 0x1f_fff8));
+    assert_eq!(mem.read((below << 12) + 0xffc, 4), 0x5a5a_5a5a);
+    assert_eq!(mem.read((below << 12) + 0xff8, 4), 0);
+
+    // Upwards into a page that is not mapped (0x20_1000): the stores before it stay done,
+    // the #PF has CR2 = the first byte of that page, RCX/RDI count the elements done.
+    let mut r = regs(0x20_0ff8, 5);
+    r.gpr[gpr::RAX] = 0x6b6b_6b6b;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    let out = emulate::execute_rep(&stosd, &mut r, &Env::default(), &mut m, None, 1024);
+    let pf = emulate::Exception::Pf {
+        addr: 0x20_1000,
+        error_code: PFERR_W,
+    };
+    assert_eq!((out, m.walks), (Ok(Outcome::Exception(pf)), 1));
+    assert_eq!(
+        (r.gpr[gpr::RCX], r.gpr[gpr::RDI], r.rip),
+        (3, 0x20_1000, 0x5000)
+    );
+    assert_eq!(mem.read((pt << 12) + 0xff8, 8), 0x6b6b_6b6b_6b6b_6b6b);
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+// ------------------------------------------------------------------ issue 13: TLB flush reports
+
+/// What the engine reports to the vCPU for its TLB (with VPIDs the TLB outlives VM
+/// entries): nothing for changes that only add entries or permissions; one leaf for the
+/// one entry INVLPG resyncs; everything for a root switch, a store into a shadowed table
+/// that drops more than one entry, or a split large page that INVLPG drops.
+#[test]
+fn tlb_flush_reports() {
+    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome, Regs};
+    let mem = GMem::new(64, &[]);
+    let mut b = Builder { mode: 3, next: 1 };
+    let ra = b.root();
+    let rb = b.root();
+    let (f1, f2) = (b.alloc(), b.alloc());
+    b.map(&mem, ra, 0x1000, f1);
+    b.map(&mem, ra, 0x2000, f2);
+    b.map(&mem, rb, 0x1000, f2);
+    let pt = {
+        let l4 = mem.read(ra, 8) >> 12 & 0xf_ffff;
+        let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
+        mem.read(l3 << 12, 8) >> 12 & 0xf_ffff
+    };
+    // A writable window onto the level-1 table, in another table.
+    b.map(&mem, ra, 0x40_0000, pt);
+    let mut host = Host::new();
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
+    assert_eq!(mmu.take_tlb_flush(), TlbFlush::All, "the first root");
+    assert_eq!(mmu.take_tlb_flush(), TlbFlush::None, "taken");
+    let fault = |mmu: &mut Mmu, host: &mut Host, gva: u64, ec: u32| {
+        retry_oom(host, |h| mmu.page_fault(h, &mem, gva, ec, 0, false))
+    };
+    // Faults that fill entries or add write permission.
+    assert_eq!(fault(&mut mmu, &mut host, 0x1000, 0), PfOutcome::Fixed);
+    assert_eq!(fault(&mut mmu, &mut host, 0x2000, 0), PfOutcome::Fixed);
+    assert_eq!(
+        fault(&mut mmu, &mut host, 0x1000, PFERR_W | PFERR_P),
+        PfOutcome::Fixed
+    );
+    assert_eq!(mmu.take_tlb_flush(), TlbFlush::None, "fills and upgrades");
+    // CR3 to another address space and back (a cached root): each switch flushes.
+    assert_eq!(
+        retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, rb)),
+        CtlOutcome::Ok
+    );
+    assert_eq!(
+        mmu.take_tlb_flush(),
+        TlbFlush::All,
+        "switch to another root"
+    );
+    assert_eq!(
+        retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, ra)),
+        CtlOutcome::Ok
+    );
+    assert_eq!(
+        mmu.take_tlb_flush(),
+        TlbFlush::All,
+        "switch back to a cached root"
+    );
+    assert_eq!(
+        retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, ra)),
+        CtlOutcome::Ok
+    );
+    assert_eq!(
+        mmu.take_tlb_flush(),
+        TlbFlush::None,
+        "same root, nothing out of sync"
+    );
+    // The guest changes 0x1000's entry through the window. With unsync (the default) the
+    // table goes out of sync and the store is the guest's own; INVLPG resyncs the entry.
+    assert_eq!(fault(&mut mmu, &mut host, 0x40_0000, 0), PfOutcome::Fixed);
+    let out = fault(&mut mmu, &mut host, 0x40_0008, PFERR_W | PFERR_P);
+    assert_eq!(out, PfOutcome::Fixed);
+    assert_eq!(
+        mmu.take_tlb_flush(),
+        TlbFlush::None,
+        "unsync: nothing dropped yet"
+    );
+    mem.write((pt << 12) + 8, 8, (f2 << 12) | PWU);
+    mmu.invlpg(&mem, 0x1000);
+    assert_eq!(
+        mmu.take_tlb_flush(),
+        TlbFlush::OneLeaf,
+        "INVLPG resyncs one entry"
+    );
+    mmu.invlpg(&mem, 0x1000);
+    assert_eq!(
+        mmu.take_tlb_flush(),
+        TlbFlush::None,
+        "nothing left to resync"
+    );
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+
+    // Without unsync the store is emulated and drops the entry it overwrites; a second
+    // entry dropped makes it all.
+    let cfg = Config {
+        unsync: false,
+        ..Config::DEFAULT
+    };
+    b.map(&mem, ra, 0x1000, f1);
+    let mut mmu = start(3, cfg, &mem, &mut host, ra);
+    assert_eq!(fault(&mut mmu, &mut host, 0x1000, 0), PfOutcome::Fixed);
+    assert_eq!(fault(&mut mmu, &mut host, 0x2000, 0), PfOutcome::Fixed);
+    assert_eq!(fault(&mut mmu, &mut host, 0x40_0000, 0), PfOutcome::Fixed);
+    let _ = mmu.take_tlb_flush();
+    let out = fault(&mut mmu, &mut host, 0x40_0008, PFERR_W | PFERR_P);
+    assert!(matches!(out, PfOutcome::EmulateWrite { .. }), "{out:?}");
+    // mov [rdi], rax: 0x1000 -> f2.
+    let insn = emulate::decode(&[0x48, 0x89, 0x07], CodeSize::Bits64).unwrap();
+    let mut r = Regs {
+        gpr: [0; 16],
+        rip: 0x5000,
+        rflags: 2,
+    };
+    r.gpr[gpr::RDI] = 0x40_0008;
+    r.gpr[gpr::RAX] = (f2 << 12) | PWU;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    let o = emulate::execute(&insn, &mut r, &Env::default(), &mut m, None);
+    assert_eq!(o, Ok(Outcome::Done));
+    assert_eq!(
+        mmu.take_tlb_flush(),
+        TlbFlush::OneLeaf,
+        "a store drops one entry"
+    );
+    // mov [rdi], rax with rdi at 0x2000's entry, after 0x1000's was faulted in again.
+    assert_eq!(fault(&mut mmu, &mut host, 0x1000, 0), PfOutcome::Fixed);
+    r.gpr[gpr::RDI] = 0x40_0010;
+    r.rip = 0x5000;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    let o = emulate::execute(&insn, &mut r, &Env::default(), &mut m, None);
+    assert_eq!(o, Ok(Outcome::Done));
+    r.gpr[gpr::RDI] = 0x40_0008;
+    r.rip = 0x5000;
+    let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
+    let o = emulate::execute(&insn, &mut r, &Env::default(), &mut m, None);
+    assert_eq!(o, Ok(Outcome::Done));
+    assert_eq!(mmu.take_tlb_flush(), TlbFlush::All, "two entries dropped");
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+/// The CPU's TLB kept across exits (a VPID), invalidated as the vCPU does it
+/// ([`common::Tlb`]): a translation cached through one alias of a shared page table must
+/// go at the guest's INVLPG of that alias even when the engine has nothing left to change
+/// there (an INVLPG of the other alias resynced the entry before); a switch to another
+/// root with the PCID no-flush bit must not keep the old root's translations (the engine
+/// reports the switch); a frame that becomes a page table must lose its writable
+/// translations (the engine reports the write protection).
+#[test]
+fn tlb_kept_across_exits_is_invalidated_where_needed() {
+    let mem = GMem::new(64, &[]);
+    let mut b = Builder { mode: 3, next: 1 };
+    let ra = b.root();
+    let rb = b.root();
+    let (f1, f2, f3) = (b.alloc(), b.alloc(), b.alloc());
+    b.map(&mem, ra, 0x1000, f1);
+    b.map(&mem, rb, 0x1000, f3);
+    let (l3, pt) = {
+        let l4 = mem.read(ra, 8) >> 12 & 0xf_ffff;
+        let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
+        (l3, mem.read(l3 << 12, 8) >> 12 & 0xf_ffff)
+    };
+    // The same level-1 table also under directory entry 1: 0x20_1000 aliases 0x1000.
+    w8(&mem, l3, 1, (pt << 12) | PWU);
+    // A window onto the table, elsewhere.
+    b.map(&mem, ra, 0x4000_0000, pt);
+    let mut host = Host::new();
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
+    let mut tlb = Tlb::new();
+    let mut read = |mmu: &mut Mmu, host: &mut Host, tlb: &mut Tlb, gva: u64| match cpu_access_via(
+        mmu, host, &mem, tlb, gva, RD, None,
+    ) {
+        CpuResult::Ok(hpa) => hpa,
+        r => panic!("read of {gva:#x}: {r:?}"),
+    };
+    assert_eq!(read(&mut mmu, &mut host, &mut tlb, 0x1000), hpa(f1));
+    assert_eq!(read(&mut mmu, &mut host, &mut tlb, 0x20_1000), hpa(f1));
+    // The guest points the entry at f2 through the window (the table goes out of sync:
+    // a plain store), then INVLPGs both aliases in turn.
+    let st = cpu_access_via(
+        &mut mmu,
+        &mut host,
+        &mem,
+        &mut tlb,
+        0x4000_0008,
+        WR,
+        Some(((f2 << 12) | PWU, 8)),
+    );
+    assert!(
+        matches!(st, CpuResult::Ok(_) | CpuResult::Emulated(_)),
+        "{st:?}"
+    );
+    tlb.engine(&mut mmu);
+    mmu.invlpg(&mem, 0x1000);
+    tlb.invlpg(&mut mmu, 0x1000);
+    assert_eq!(read(&mut mmu, &mut host, &mut tlb, 0x1000), hpa(f2));
+    tlb.engine(&mut mmu);
+    mmu.invlpg(&mem, 0x20_1000);
+    tlb.invlpg(&mut mmu, 0x20_1000);
+    assert_eq!(
+        read(&mut mmu, &mut host, &mut tlb, 0x20_1000),
+        hpa(f2),
+        "second alias after its INVLPG"
+    );
+    mmu.teardown(&mut host);
+
+    // PCIDs 1 and 2; a no-flush switch from one root to the other.
+    let (cr0, cr4, efer) = mode_regs(3);
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
+    let pcide = retry_oom(&mut host, |h| {
+        mmu.set_mode(h, &mem, cr0, cr4 | CR4_PCIDE, efer)
+    });
+    assert_eq!(pcide, CtlOutcome::Ok);
+    assert_eq!(
+        retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, ra | 1)),
+        CtlOutcome::Ok
+    );
+    let mut tlb = Tlb::new();
+    assert_eq!(read(&mut mmu, &mut host, &mut tlb, 0x1000), hpa(f2));
+    let noflush = 1u64 << 63;
+    let r = retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, rb | 2 | noflush));
+    assert_eq!(r, CtlOutcome::Ok);
+    assert_eq!(
+        read(&mut mmu, &mut host, &mut tlb, 0x1000),
+        hpa(f3),
+        "another PCID's root after a no-flush switch"
+    );
+    mmu.teardown(&mut host);
+
+    // A data page written through the TLB becomes a page table: the next store to it
+    // must exit (write protection), not go through a cached writable translation.
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
+    let mut tlb = Tlb::new();
+    b.map(&mem, ra, 0x5000, f3);
+    let st = cpu_access_via(
+        &mut mmu,
+        &mut host,
+        &mem,
+        &mut tlb,
+        0x5000,
+        WR,
+        Some((7, 8)),
+    );
+    assert!(matches!(st, CpuResult::Ok(_)), "{st:?}");
+    // f3 becomes the level-1 table of 0x60_0000 (entry 3 of the directory).
+    w8(&mem, l3, 3, (f3 << 12) | PWU);
+    w8(&mem, f3, 0, (f1 << 12) | PWU);
+    assert_eq!(read(&mut mmu, &mut host, &mut tlb, 0x60_0000), hpa(f1));
+    let st = cpu_access_via(
+        &mut mmu,
+        &mut host,
+        &mem,
+        &mut tlb,
+        0x5000,
+        WR,
+        Some(((f2 << 12) | PWU, 8)),
+    );
+    assert!(
+        matches!(st, CpuResult::Emulated(_) | CpuResult::Ok(_)),
+        "{st:?}"
+    );
+    tlb.engine(&mut mmu);
+    mmu.invlpg(&mem, 0x60_0000);
+    tlb.invlpg(&mut mmu, 0x60_0000);
+    assert_eq!(
+        read(&mut mmu, &mut host, &mut tlb, 0x60_0000),
+        hpa(f2),
+        "the table's new entry after INVLPG"
+    );
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}

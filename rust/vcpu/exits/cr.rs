@@ -103,6 +103,9 @@ impl VcpuCore {
             Err(e @ mmu::MmuError::LimitReached) => self.mmu_failed(e),
             Ok(mmu::CtlOutcome::Gp) => self.raise(vector::GP, Some(0), None),
             Ok(mmu::CtlOutcome::Ok) => {
+                // Paging-mode bits flush the guest's TLB; the others are rare enough not
+                // to be worth telling apart.
+                self.flush_guest_tlb();
                 self.state.cr0 = cr0;
                 self.state.cr4 = cr4;
                 self.state.efer = efer;
@@ -117,12 +120,14 @@ impl VcpuCore {
             Err(e @ mmu::MmuError::LimitReached) => self.mmu_failed(e),
             Ok(mmu::CtlOutcome::Gp) => self.raise(vector::GP, Some(0), None),
             Ok(mmu::CtlOutcome::Ok) => {
-                // Bit 63 (no-flush with PCIDs) is not part of CR3.
-                self.state.cr3 = if self.state.cr4 & x86::CR4_PCIDE != 0 {
-                    v & !(1 << 63)
-                } else {
-                    v
-                };
+                // Bit 63 (no-flush with PCIDs) is not part of CR3. Without it the load
+                // flushes the guest's TLB; with it, only a switch of shadow root does (the
+                // engine reports that).
+                let pcide = self.state.cr4 & x86::CR4_PCIDE != 0;
+                if !(pcide && v & (1 << 63) != 0) {
+                    self.flush_guest_tlb();
+                }
+                self.state.cr3 = if pcide { v & !(1 << 63) } else { v };
                 Handled::Resume
             }
         }

@@ -15,7 +15,9 @@ use crate::vmx::exit::{ExitInfo, ExitReason};
 use crate::vmx::window::CurrentVmcs;
 use crate::x86::{self, vector};
 
-/// REP iterations emulated per exit: bounded so interrupts stay off only briefly.
+/// REP iterations emulated per exit: bounded so interrupts stay off only briefly. Most
+/// REP stores over a page table stop well before: once the engine unshadows the frame
+/// (flooded with writes), the guest does the rest natively.
 const REP_CHUNK: u32 = 1024;
 
 impl VcpuCore {
@@ -196,6 +198,7 @@ impl VcpuCore {
             emulate::execute(&insn, &mut regs, &env, &mut mem, mmio.as_ref())
         };
         let (mmio_write, pt_writes) = (mem.mmio_write, mem.pt_writes);
+        let (went_native, last_store) = (mem.unshadowed, mem.last_store);
         self.stats.emulated_pt_writes = self.stats.emulated_pt_writes.wrapping_add(pt_writes);
         // `regs` holds what committed: the whole instruction, or the REP iterations done
         // before an exception or an MMIO read (RIP still at the instruction then).
@@ -205,6 +208,11 @@ impl VcpuCore {
             }
             self.state.rip = regs.rip;
             self.state.rflags = regs.rflags;
+        }
+        if outcome == Ok(emulate::Outcome::RepContinue) && went_native {
+            if let (Some(Ok(next)), Some(gpa)) = (insn.mem_addr(&regs, &env), last_store) {
+                self.map_for_native_rep(ram, next.linear, gpa);
+            }
         }
         match outcome {
             Ok(emulate::Outcome::Done | emulate::Outcome::RepContinue) => {
@@ -266,6 +274,36 @@ impl VcpuCore {
             Ok(emulate::Outcome::Retry) => Handled::Resume,
             Err(_) => self.emulation_error(run, [0; 3]),
         }
+    }
+
+    /// A REP store stopped being emulated because its page table was unshadowed: the
+    /// shadow still maps the frame read-only, so the guest's next store would exit once
+    /// more only to have it made writable. When the next store (at `linear`) goes to the
+    /// same frame as the last one (`last_gpa`), do that now: the same fix a write fault
+    /// there gets. Nothing else is touched (the walk sets no accessed or dirty flag the
+    /// store just made did not set); if it cannot be done here, the guest's store
+    /// faults and gets it.
+    fn map_for_native_rep(&mut self, ram: &GuestRam, linear: u64, last_gpa: u64) {
+        let cpl = self.state.cpl();
+        let ac = self.state.rflags & x86::RFLAGS_AC != 0;
+        let access = Access {
+            write: true,
+            fetch: false,
+            user: cpl == 3,
+            implicit: false,
+            ac,
+        };
+        let same_frame = mmu::walk::walk(&self.mmu.paging(), ram, linear, access, false)
+            .is_ok_and(|w| w.gpa >> 12 == last_gpa >> 12 && w.dirty);
+        if !same_frame {
+            return;
+        }
+        let user = if cpl == 3 { mmu::bits::PFERR_U } else { 0 };
+        let error_code = mmu::bits::PFERR_P | mmu::bits::PFERR_W | user;
+        // Fixed is what it returns; anything else (memory short) leaves it to the fault.
+        let _ = self
+            .mmu
+            .page_fault(&mut self.cache, ram, linear, error_code, cpl, ac);
     }
 
     /// The emulator could not complete the instruction: an internal error for userspace
@@ -357,9 +395,22 @@ impl VcpuCore {
             3 => mmu::InvpcidKind::AllExceptGlobal,
             _ => return self.raise(vector::GP, Some(0), None),
         };
+        self.set_aside_engine_reports();
         match self.mmu.invpcid(ram, kind, pcid, gva) {
             mmu::CtlOutcome::Gp => self.raise(vector::GP, Some(0), None),
-            mmu::CtlOutcome::Ok => self.skip(info),
+            mmu::CtlOutcome::Ok => {
+                let engine = self.mmu.take_tlb_flush();
+                let pcide = self.state.cr4 & x86::CR4_PCIDE != 0;
+                let current = if pcide { self.state.cr3 & 0xfff } else { 0 };
+                // One address of the current PCID is an INVLPG; for another PCID the
+                // engine resyncs everything, whatever entries that changes.
+                if kind == mmu::InvpcidKind::Address && pcid == current {
+                    self.flush_guest_address(gva, engine);
+                } else {
+                    self.flush_guest_tlb();
+                }
+                self.skip(info)
+            }
         }
     }
 

@@ -140,7 +140,10 @@ impl VcpuCore {
             }
             ExitReason::Invd => self.skip(info),
             ExitReason::Invlpg => {
+                self.set_aside_engine_reports();
                 self.mmu.invlpg(ram, info.qualification);
+                let engine = self.mmu.take_tlb_flush();
+                self.flush_guest_address(info.qualification, engine);
                 self.skip(info)
             }
             ExitReason::Invpcid => self.invpcid(vmcs, ram, info),

@@ -52,10 +52,13 @@ Options:
   -V, --version            show the version
 
 Exit status: the guest's exit-port status 0-127 (0 = pass; 128 for larger ones; with
---exit-device qemu, (v << 1) | 1 modulo 256), 160-165 for launcher errors, 170-178 for
+--exit-device qemu, (v << 1) | 1 modulo 256), 160-165 for launcher errors, 170-180 for
 guests that ended another way: 170 halted, 171 triple fault, 172 VM-entry failure,
 173 internal error, 174 unhandled MMIO, 175 timeout, 176 interrupted, 177 unhandled
-exit, 178 guest reset (i8042 0xFE; 0 with --exit-device qemu) (see Documentation/uapi.md).
+exit, 178 guest reset or reboot (i8042 0xFE; 0 with --exit-device qemu), and for a Linux
+kernel, told apart by what it printed on COM1 just before: 179 kernel panic (whatever
+the machine did next; also with --exit-device qemu), 180 power off or halt (Linux
+without ACPI halts with interrupts off) (see Documentation/uapi.md).
 ";
 
 /// A `--module FILE[,ARGS]`.

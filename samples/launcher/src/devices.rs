@@ -6,6 +6,7 @@
 
 pub mod fw_cfg;
 pub mod i8042;
+pub mod linux_console;
 pub mod uart;
 
 use crate::platform::{HostClock, Platform};
@@ -61,6 +62,7 @@ impl OutEffect {
             Self::DebugExit(v) => Some(Outcome::DebugExit(v)),
             Self::Reset => Some(Outcome::Reset {
                 qemu_no_reboot: exit_device == ExitDevice::Qemu,
+                console: None,
             }),
         }
     }
@@ -157,6 +159,25 @@ impl Devices {
         self.uart.input_open()
             && self.uart.receive_interrupt_enabled()
             && self.platform.irq_reaches_cpu(uart::COM1_IRQ)
+    }
+
+    /// Reads COM1's output as a Linux kernel's console, to tell how the guest ends
+    /// (`linux_console`).
+    pub fn watch_linux_console(&mut self) {
+        self.uart.watch_linux_console();
+    }
+
+    /// A watched Linux console finished reporting a kernel panic: how the run ends.
+    pub fn linux_panic_finished(&self) -> Option<Outcome> {
+        self.uart.linux_console()?.panic_finished()
+    }
+
+    /// The outcome named after what a watched Linux console said (unchanged otherwise).
+    pub fn explain_linux_end(&self, outcome: Outcome) -> Outcome {
+        match self.uart.linux_console() {
+            Some(c) => c.explain(outcome),
+            None => outcome,
+        }
     }
 
     pub fn set_exit_device(&mut self, d: ExitDevice) {

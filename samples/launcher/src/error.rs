@@ -6,7 +6,7 @@ use std::fmt;
 
 /// Exit statuses of launcher errors. Guests own 0..=128 (their exit-port status) and shells
 /// use 128 + signal number up to 159, so launcher errors are 160..=165 and guest outcomes
-/// other than an exit-port status are 170..=177 (`runloop::Outcome::exit_status`).
+/// other than an exit-port status are 170..=180 (`runloop::Outcome::exit_status`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// Bad command line.

@@ -134,6 +134,9 @@ struct GuestFiles<'a> {
     modules: &'a [multiboot::Module],
 }
 
+/// `Prepared::kind` of a Linux kernel.
+const LINUX_KIND: &str = "linux-bzimage";
+
 /// A loaded guest, ready to enter.
 struct Prepared {
     /// What kind of image it was, for the report ("linux-bzimage", `loader::Loaded::kind`).
@@ -209,7 +212,7 @@ fn prepare_guest(opts: &Options, files: &GuestFiles, mem: &mut [u8]) -> Result<P
         notes.push("--start is ignored: a Linux kernel starts at its 64-bit entry".to_string());
     }
     Ok(Prepared {
-        kind: "linux-bzimage",
+        kind: LINUX_KIND,
         start: "linux64",
         regs: boot.regs,
         sregs: boot.sregs,
@@ -319,6 +322,9 @@ fn run_guest(
 
     devices.set_exit_device(opts.exit_device);
     devices.set_fw_cfg(fw_cfg);
+    if kind == LINUX_KIND {
+        devices.watch_linux_console();
+    }
     if let Some(rx) = input {
         devices.set_serial_input(rx);
     }

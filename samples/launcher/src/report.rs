@@ -304,12 +304,25 @@ mod tests {
         let j4 = report(
             &Outcome::Reset {
                 qemu_no_reboot: false,
+                console: None,
             },
             &ls,
             &[],
         )
         .json();
         assert!(j4.contains("\"kind\":\"reset\",\"guest_status\":null,\"exit_status\":178"));
+        let j5 = report(
+            &Outcome::KernelPanic {
+                line: "Kernel panic - not syncing: \"x\"".into(),
+            },
+            &ls,
+            &[],
+        )
+        .json();
+        assert!(j5.contains(
+            "\"kind\":\"kernel_panic\",\"guest_status\":null,\"exit_status\":179,\
+             \"message\":\"guest kernel panic: \\\"Kernel panic - not syncing: \\\"x\\\"\\\"\""
+        ));
     }
 
     #[test]

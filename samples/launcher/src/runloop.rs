@@ -34,9 +34,20 @@ pub enum Outcome {
     /// Value written to QEMU's isa-debug-exit (`--exit-device qemu`).
     DebugExit(u64),
     /// The guest reset the machine (i8042 command 0xFE). With `--exit-device qemu` the
-    /// status is QEMU's with -no-reboot: 0.
+    /// status is QEMU's with -no-reboot: 0. `console`: a Linux guest's restart line.
     Reset {
         qemu_no_reboot: bool,
+        console: Option<String>,
+    },
+    /// A Linux guest's kernel panicked (`line`, its first panic line on the console) and
+    /// then reset or halted the machine, or finished its report (`devices::linux_console`).
+    KernelPanic {
+        line: String,
+    },
+    /// A Linux guest powered off or halted (`line`, the kernel's message): without ACPI the
+    /// kernel halts its CPU with interrupts off.
+    PowerOff {
+        line: String,
     },
     /// HLT with nothing that could wake the guest: IF=0 and no NMI pending, or IF=1 with no
     /// interrupt pending, no armed timer and no device that can interrupt (or a backend that
@@ -81,10 +92,14 @@ impl Outcome {
             Self::DebugExit(v) => ((v << 1) | 1) as u8,
             Self::Reset {
                 qemu_no_reboot: true,
+                ..
             } => 0,
             Self::Reset {
                 qemu_no_reboot: false,
+                ..
             } => 178,
+            Self::KernelPanic { .. } => 179,
+            Self::PowerOff { .. } => 180,
             Self::Halted { .. } => 170,
             Self::Shutdown { .. } => 171,
             Self::FailEntry { .. } => 172,
@@ -102,6 +117,8 @@ impl Outcome {
             Self::Exited(_) => "exit",
             Self::DebugExit(_) => "debug_exit",
             Self::Reset { .. } => "reset",
+            Self::KernelPanic { .. } => "kernel_panic",
+            Self::PowerOff { .. } => "power_off",
             Self::Halted { .. } => "halt",
             Self::Shutdown { .. } => "shutdown",
             Self::FailEntry { .. } => "fail_entry",
@@ -123,13 +140,25 @@ impl Outcome {
                 "guest wrote {v:#x} to isa-debug-exit: status {} as QEMU's (v << 1) | 1",
                 self.exit_status()
             ),
-            Self::Reset { qemu_no_reboot } => format!(
-                "guest reset the machine (i8042 command 0xFE){}",
+            Self::Reset {
+                qemu_no_reboot,
+                console,
+            } => format!(
+                "guest reset the machine (i8042 command 0xFE){}{}",
+                console
+                    .as_ref()
+                    .map(|l| format!(" after the kernel said \"{l}\""))
+                    .unwrap_or_default(),
                 if *qemu_no_reboot {
                     ": status 0, as QEMU with -no-reboot"
                 } else {
                     ""
                 }
+            ),
+            Self::KernelPanic { line } => format!("guest kernel panic: \"{line}\""),
+            Self::PowerOff { line } => format!(
+                "guest powered off: the kernel said \"{line}\" and halted its CPU with \
+                 interrupts off"
             ),
             Self::Halted { rip, interrupts_enabled: false } => {
                 format!("guest halted with interrupts disabled{} without writing an exit status", at(rip))
@@ -465,7 +494,11 @@ pub fn run_with(
             Exit::Intr => {}
             Exit::Other(what) => break Outcome::UnknownExit(what),
         }
+        if let Some(o) = devices.linux_panic_finished() {
+            break o;
+        }
     };
+    let outcome = devices.explain_linux_end(outcome);
     devices.flush();
     stats.wall = start.elapsed();
     Ok((outcome, stats))
@@ -697,7 +730,8 @@ pub(crate) mod tests {
         assert_eq!(
             o,
             Outcome::Reset {
-                qemu_no_reboot: false
+                qemu_no_reboot: false,
+                console: None
             }
         );
         assert_eq!((o.exit_status(), o.kind()), (178, "reset"));
@@ -712,6 +746,52 @@ pub(crate) mod tests {
         assert_eq!(o, Outcome::DebugExit(0x21));
         assert_eq!(o.exit_status(), 0x43);
         assert!(o.describe().contains("0x21"), "{}", o.describe());
+    }
+
+    /// Runs `script` after the guest wrote `console` to COM1, with the console read as a
+    /// Linux guest's when `linux`; returns the outcome and the RUNs made.
+    fn linux_end(console: &str, script: Vec<Result<Exit>>, linux: bool) -> (Outcome, usize) {
+        let text = Ok(Exit::IoOut {
+            port: 0x3f8,
+            size: 1,
+            values: console.bytes().map(u64::from).collect(),
+        });
+        let mut fake = Fake {
+            script: std::iter::once(text).chain(script).collect(),
+            ..Default::default()
+        };
+        let mut dev = Devices::new(Box::new(Capture::default()), true);
+        if linux {
+            dev.watch_linux_console();
+        }
+        let o = run(&mut fake, &mut dev, &|| None).unwrap().0;
+        (o, fake.runs)
+    }
+
+    #[test]
+    fn linux_guest_ends_are_told_apart() {
+        let reset = || out(0x64, 1, 0xfe);
+        let panic = "[ 2.6] Kernel panic - not syncing: Attempted to kill init!\r\n";
+        let (o, _) = linux_end(panic, vec![reset()], true);
+        assert_eq!((o.kind(), o.exit_status()), ("kernel_panic", 179));
+        // Not for a guest whose console is not read as Linux's.
+        let (o, _) = linux_end(panic, vec![reset()], false);
+        assert_eq!((o.kind(), o.exit_status()), ("reset", 178));
+        let (o, _) = linux_end("[ 2.5] reboot: Restarting system\r\n", vec![reset()], true);
+        assert_eq!((o.kind(), o.exit_status()), ("reset", 178));
+        assert!(
+            o.describe().contains("Restarting system"),
+            "{}",
+            o.describe()
+        );
+        let halt = "[ 2.1] reboot: Power off not available: System halted instead\r\n";
+        let (o, _) = linux_end(halt, vec![Ok(Exit::Hlt)], true);
+        assert_eq!((o.kind(), o.exit_status()), ("power_off", 180));
+        // The end of a panic report ends the run at once: a kernel booted without panic=
+        // spins from there on.
+        let report = format!("{panic}[ 2.6] ---[ end Kernel panic - not syncing: x ]---\r\n");
+        let (o, runs) = linux_end(&report, vec![Ok(Exit::Intr), Ok(Exit::Intr)], true);
+        assert_eq!((o.kind(), runs), ("kernel_panic", 1));
     }
 
     #[test]

@@ -206,7 +206,7 @@ pub struct RefState {
     pub gb: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Acc {
     pub write: bool,
     pub fetch: bool,
@@ -590,6 +590,60 @@ pub fn hw_walk(mmu: &Mmu, host: &Host, gva: u64, a: Acc) -> Result<u64, u32> {
     }
 }
 
+/// The CPU's TLB in front of the shadow tables, as a vCPU with a VPID has it (translations
+/// survive VM exits and entries), invalidated as `rust/vcpu` does it: whatever the engine
+/// reports ([`Mmu::take_tlb_flush`]) before the next entry, one page for INVLPG when the
+/// engine changed at most that page's entry, everything for the guest's own flushes; the
+/// CPU itself drops a page's entries when an access to it faults. Entries are per access
+/// kind (a write hit needs an earlier write walk, as for the dirty flag). Off: no TLB (no
+/// VPID, every entry flushes).
+#[derive(Default)]
+pub struct Tlb {
+    on: bool,
+    entries: HashMap<(u64, Acc), u64>,
+}
+
+impl Tlb {
+    /// A TLB that keeps translations.
+    pub fn new() -> Tlb {
+        Tlb {
+            on: true,
+            entries: HashMap::new(),
+        }
+    }
+
+    fn page(mmu: &Mmu, gva: u64) -> u64 {
+        let long = mmu.hw_state().efer & EFER_LMA != 0;
+        (if long { gva } else { gva & 0xffff_ffff }) >> 12
+    }
+
+    /// The guest's (or userspace's) full flush.
+    pub fn flush_all(&mut self) {
+        self.entries.clear();
+    }
+
+    fn flush_page(&mut self, mmu: &Mmu, gva: u64) {
+        let p = Self::page(mmu, gva);
+        self.entries.retain(|k, _| k.0 != p);
+    }
+
+    /// Before the next VM entry: what the engine reports (one leaf or all: all).
+    pub fn engine(&mut self, mmu: &mut Mmu) {
+        if mmu.take_tlb_flush() != TlbFlush::None {
+            self.flush_all();
+        }
+    }
+
+    /// INVLPG (INVPCID of one address) of `gva` just handed to the engine, whose earlier
+    /// reports were taken before it.
+    pub fn invlpg(&mut self, mmu: &mut Mmu, gva: u64) {
+        match mmu.take_tlb_flush() {
+            TlbFlush::None | TlbFlush::OneLeaf => self.flush_page(mmu, gva),
+            TlbFlush::All => self.flush_all(),
+        }
+    }
+}
+
 /// One guest access on the software CPU, with the engine handling every #PF exit like the
 /// vCPU would. `store` is written to guest memory if the access is a write (page-table
 /// updates done by guest code).
@@ -601,8 +655,31 @@ pub fn cpu_access(
     a: Acc,
     store: Option<(u64, u32)>,
 ) -> CpuResult {
+    cpu_access_via(mmu, host, mem, &mut Tlb::default(), gva, a, store)
+}
+
+/// [`cpu_access`] through `tlb`.
+pub fn cpu_access_via(
+    mmu: &mut Mmu,
+    host: &mut Host,
+    mem: &GMem,
+    tlb: &mut Tlb,
+    gva: u64,
+    a: Acc,
+    store: Option<(u64, u32)>,
+) -> CpuResult {
+    tlb.engine(mmu);
+    let key = (Tlb::page(mmu, gva), a);
     for _ in 0..8 {
-        match hw_walk(mmu, host, gva, a) {
+        let cached = tlb.entries.get(&key).map(|&page| page | (gva & 0xfff));
+        let walked = match cached {
+            Some(hpa) => Ok(hpa),
+            None => hw_walk(mmu, host, gva, a),
+        };
+        if let (true, Ok(hpa)) = (tlb.on, walked) {
+            tlb.entries.insert(key, hpa & !0xfff);
+        }
+        match walked {
             Ok(hpa) => {
                 if let Some((v, sz)) = store {
                     assert!(
@@ -614,7 +691,9 @@ pub fn cpu_access(
                 return CpuResult::Ok(hpa);
             }
             Err(ec) => {
+                tlb.flush_page(mmu, gva);
                 let out = retry_oom(host, |h| mmu.page_fault(h, mem, gva, ec, a.cpl, a.ac));
+                tlb.engine(mmu);
                 match out {
                     PfOutcome::Fixed => continue,
                     PfOutcome::Inject(pf) => {
@@ -637,7 +716,9 @@ pub fn cpu_access(
                     }
                     PfOutcome::EmulateWrite { gpa } => {
                         assert!(a.write, "EmulateWrite for a non-write");
-                        return emulate_store(mmu, host, mem, gva, gpa, a, store);
+                        let r = emulate_store(mmu, host, mem, gva, gpa, a, store);
+                        tlb.engine(mmu);
+                        return r;
                     }
                 }
             }

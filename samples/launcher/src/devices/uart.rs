@@ -5,6 +5,7 @@
 //! a reader thread, and the interrupt output is a line level the caller reads after each
 //! access (ISA IRQ 4).
 
+use super::linux_console::LinuxConsole;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -43,12 +44,17 @@ impl Trigger for EdgeCounter {
 pub struct SerialOutput {
     out: Box<dyn Write>,
     unflushed_line: bool,
+    /// Reads a Linux guest's console for how it ends (`Uart::watch_linux_console`).
+    linux: Option<LinuxConsole>,
     /// First error writing the output.
     pub error: Option<io::Error>,
 }
 
 impl Write for SerialOutput {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(c) = &mut self.linux {
+            c.feed(buf);
+        }
         if self.error.is_none() {
             match self.out.write_all(buf) {
                 Ok(()) => self.unflushed_line |= buf.contains(&b'\n'),
@@ -97,6 +103,7 @@ impl Uart {
                 SerialOutput {
                     out,
                     unflushed_line: false,
+                    linux: None,
                     error: None,
                 },
             ),
@@ -172,6 +179,16 @@ impl Uart {
     #[cfg(test)]
     pub fn irq_edges(&self) -> u64 {
         self.serial.interrupt_evt().0.get()
+    }
+
+    /// Reads the output as a Linux kernel's console from now on.
+    pub fn watch_linux_console(&mut self) {
+        self.serial.writer_mut().linux = Some(LinuxConsole::default());
+    }
+
+    /// What the Linux console said, if it is watched.
+    pub fn linux_console(&self) -> Option<&LinuxConsole> {
+        self.serial.writer().linux.as_ref()
     }
 
     pub fn output(&mut self) -> &mut SerialOutput {
