@@ -359,8 +359,14 @@ def goals(res, names):
         if "shadowvm" in w and "kvm-ept0" in w:
             g = w["shadowvm"]["guest_cycles"]["median"] / w["kvm-ept0"]["guest_cycles"]["median"]
             t = w["shadowvm"]["wall_ns"]["median"] / max(w["kvm-ept0"]["wall_ns"]["median"], 1)
-            L.append(f"| {image} | whole-run time ≤ 1.0 | guest cycles {g:.3f}, wall time "
-                     f"{t:.3f} | {'yes' if max(g, t) <= 1 else 'no'} |")
+            figures = [g, t]
+            text = f"guest cycles {g:.3f}, run-loop wall time {t:.3f}"
+            ps, pk = w["shadowvm"].get("process_s"), w["kvm-ept0"].get("process_s")
+            if ps and pk and pk["median"]:
+                figures.append(ps["median"] / pk["median"])
+                text += f", launcher process {figures[-1]:.3f}"
+            L.append(f"| {image} | whole-run time ≤ 1.0 | {text} | "
+                     f"{'yes' if max(figures) <= 1 else 'no'} |")
     return L
 
 
