@@ -49,10 +49,10 @@ BENCH_CHECK_BACKENDS="shadowvm kvm-ept0 kvm-ept1"
 BOOTS=(
 	"bochs-debug-up     debug 1 1500 leakbase,hostile,fuzz,leakscan"
 	"bochs-debug-smp    debug 2 1500 leakbase,lifecycle,leakscan"
-	"bochs-cpu          test  1 1500 cpu"
 	"bochs-debug-leak   debug 1 1500 leakbase,reload,memcg,leakcheck"
 	"bochs-linux-shadow test  1 1500 linux shadowvm.linux_backends=shadowvm,shadowvm-reclaim"
 	"bochs-linux-kvm    test  1 1500 linux shadowvm.linux_backends=kvm-ept0,kvm-ept1"
+	"bochs-cpu          test  1 1500 cpu"
 	"bochs              test  1 1500 module,api,guests,platform,bench-check"
 )
 QUICK_BOOTS=(
