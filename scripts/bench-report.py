@@ -1,26 +1,33 @@
 #!/usr/bin/env python3
 """make bench, host side: parses the serial log of the bench boot (suite selftests/bench)
-and writes results.json (raw), results.md (tables) and ratios.svg (chart). Stdlib only.
+and writes results.json (raw data and summary), results.md (tables and the sentences that
+state results, all generated from the data) and ratios.svg (chart, matplotlib).
 
 Usage: bench-report.py --log <serial log> --out <dir> [--platform bochs|qemu-kvm]
-                       [--exit-cycles 1500] [--boot-seconds N] [--commit ID]
+                       [--exit-cycles 1500] [--exit-cycles-source TEXT]
+                       [--boot-seconds N] [--commit ID] [--update-doc FILE]
 
 The log holds one record per launcher run (see selftests/backends.sh):
     BENCHRUN-BEGIN backend=B image=I run=N
-    BENCH <workload> <param>=<value> cycles=<n> iterations=<n>
-    BENCHRUN-JSON {launcher --json statistics}
+    BENCH <workload> <param>=<value> cycles=<n> iterations=<n> mark=<k>
+    BENCH-SKIP <workload> <param>=<value> <reason>
+    BENCH-TOTAL cycles=<n>
+    BENCHRUN-JSON {launcher --json statistics, with "marks"}
     BENCHRUN-ERROR <launcher message>
     BENCHRUN-END backend=B image=I run=N rc=<launcher exit status>
-plus BENCH-CONFIG and BENCHRUN-BACKEND lines. Images named iso/<image>-<workload> are
-isolation runs: one workload at full count, the others at 1 (iso/<image>-min: all at 1),
-so a workload's VM exits and MMU events are its isolation run's minus the min run's.
+plus BENCH-CONFIG and BENCHRUN-BACKEND lines. Row k's timed part lies between the
+benchmark marks 2k and 2k+1; the launcher's "delta" of mark 2k+1 holds the counters that
+changed between the two snapshots, i.e. those of the timed instructions plus the OUT of
+the closing mark, which is taken off (one exit, an I/O exit).
+
+--update-doc FILE replaces what lies between the lines "<!-- bench-report:begin -->" and
+"<!-- bench-report:end -->" of FILE with results.md (its headings one level down).
 
 Exit status 1 when the boot did not finish or no backend produced a complete result.
 """
 import argparse
 import datetime
 import json
-import math
 import os
 import re
 import statistics
@@ -28,21 +35,36 @@ import sys
 
 SPLAT = re.compile(r"\b(BUG:|WARNING:|Oops|general protection fault|Kernel panic|kernel BUG|"
                    r"Call Trace:|UBSAN:|KASAN:)")
-BENCH = re.compile(r"^BENCH ([a-z0-9_]+) ([a-z_]+)=(\d+) cycles=(\d+) iterations=(\d+)$")
+BENCH = re.compile(r"^BENCH ([a-z0-9_]+) ([a-z_]+)=(\d+) cycles=(\d+) iterations=(\d+) mark=(\d+)$")
+SKIP = re.compile(r"^BENCH-SKIP ([a-z0-9_]+) ([a-z_]+)=(\d+) (.*)$")
+TOTAL = re.compile(r"^BENCH-TOTAL cycles=(\d+)$")
 KV = re.compile(r"(\w+)=(\S+)")
-# VM exits by reason: (label, KVM binary statistic, shadowvm statistic). KVM counts no
-# CR-access or CPUID exits of its own: they are in "other" (total minus the named ones).
+# VM exits by reason: (label, KVM vCPU statistic, shadowvm statistic). KVM counts page
+# faults it handles (#PF exits under ept=0, EPT violations under ept=1) as pf_taken; it has
+# no counter of CR-access, CPUID or preemption-timer exits: those are in "other" (the
+# backend's total minus the named reasons). shadowvm names every VMX exit reason.
 REASONS = [
-    ("#PF", "kvm.vcpu.pf_taken", "exits.exception_nmi"),
+    ("#PF/EPT", "kvm.vcpu.pf_taken", "exits.exception_nmi"),
     ("INVLPG", "kvm.vcpu.invlpg", "exits.invlpg"),
     ("CR", None, "exits.cr_access"),
-    ("I/O", "kvm.vcpu.io_exits", "exits.io_instruction"),
+    ("I/O", "kvm.vcpu.io_exits", "exits.io"),
     ("IRQ", "kvm.vcpu.irq_exits", "exits.external_interrupt"),
+    ("HLT", "kvm.vcpu.halt_exits", "exits.hlt"),
+    ("timer", None, "exits.preemption_timer"),
 ]
 MMU_KVM = re.compile(r"^kvm\.(vm|vcpu)\.(pf_|mmu_|tlb_flush|remote_tlb|insn_emulation)")
-MMU_GAUGES = {"kvm.vm.mmu_shadow_pages", "kvm.vm.max_mmu_rmap_size", "kvm.vm.pages_4k",
-              "kvm.vm.pages_2m", "kvm.vm.pages_1g"}
+# Gauges and peaks (KVM's STATS_DESC_ICOUNTER/PCOUNTER/IBOOLEAN in arch/x86/kvm/x86.c and
+# include/linux/kvm_host.h; shadowvm's *_now): their differences are not events.
+GAUGES = re.compile(r"^(kvm\.vm\.(mmu_unsync|mmu_shadow_pages|max_mmu_rmap_size|"
+                    r"max_mmu_page_hash_collisions|pages_4k|pages_2m|pages_1g|nx_lpage_splits)|"
+                    r"kvm\.vcpu\.(guest_mode|blocking)|mmu\..*_now)$")
 PAIRS = [("shadowvm", "kvm-ept0"), ("shadowvm", "kvm-ept1"), ("kvm-ept0", "kvm-ept1")]
+DEFAULT_EXIT_SOURCE = (
+    "assumed, not measured on this platform: the order of one VT-x VM exit plus VM entry "
+    "round trip with a minimal handler on recent Intel cores (Intel's note \"Virtualization "
+    "and Performance: Understanding VM Exits\", 2009, puts a transition at hundreds to "
+    "thousands of cycles); set BENCH_EXIT_CYCLES and BENCH_EXIT_CYCLES_SOURCE to a figure "
+    "measured on the target host")
 
 
 def parse(lines):
@@ -60,15 +82,28 @@ def parse(lines):
         elif line.startswith("BENCHRUN-BEGIN "):
             kv = dict(KV.findall(line))
             cur = {"backend": kv.get("backend"), "image": kv.get("image"),
-                   "run": int(kv.get("run", 0)), "rc": None, "bench": [], "launcher": None,
-                   "errors": [], "malformed": []}
+                   "run": int(kv.get("run", 0)), "rc": None, "bench": [], "skips": [],
+                   "total_cycles": None, "launcher": None, "errors": [], "malformed": []}
         elif cur is None:
             continue
         elif line.startswith("BENCH "):
             m = BENCH.match(line)
             if m:
                 cur["bench"].append({"workload": m[1], "param": m[2], "value": int(m[3]),
-                                     "cycles": int(m[4]), "iterations": int(m[5])})
+                                     "cycles": int(m[4]), "iterations": int(m[5]),
+                                     "mark": int(m[6])})
+            else:
+                cur["malformed"].append(line)
+        elif line.startswith("BENCH-SKIP "):
+            m = SKIP.match(line)
+            if m:
+                cur["skips"].append({"row": f"{m[1]} {m[2]}={m[3]}", "why": m[4]})
+            else:
+                cur["malformed"].append(line)
+        elif line.startswith("BENCH-TOTAL "):
+            m = TOTAL.match(line)
+            if m:
+                cur["total_cycles"] = int(m[1])
             else:
                 cur["malformed"].append(line)
         elif line.startswith("BENCHRUN-JSON "):
@@ -81,6 +116,8 @@ def parse(lines):
         elif line.startswith("BENCHRUN-END "):
             m = re.search(r"rc=(\d+)", line)
             cur["rc"] = int(m[1]) if m else None
+            m = re.search(r"seconds=([0-9.]+)", line)
+            cur["seconds"] = float(m[1]) if m else None
             runs.append(cur)
             cur = None
     if cur is not None:
@@ -90,100 +127,128 @@ def parse(lines):
 
 
 def good(run):
-    return run["rc"] == 0 and run["bench"] and not run["malformed"] and run["launcher"] is not None
+    return (run["rc"] == 0 and run["bench"] and not run["malformed"]
+            and run["launcher"] is not None and run["total_cycles"] is not None)
 
 
 def row_key(b):
-    # cr3_pingpong has one row per address-space count; other workloads one row.
     return f"{b['workload']} {b['param']}={b['value']}"
 
 
-def exit_counts(launcher, backend):
-    """VM exits of one run: total and by reason (dict), from the backend's statistics."""
-    stats = launcher.get("stats", {}) or {}
+def backend_exits(stats, backend):
+    """Total VM exits and exits by reason (dict) from a set of backend counters."""
     if backend == "shadowvm":
         total = sum(v for k, v in stats.items() if k.startswith("exits."))
         col = 2
     else:
         total = stats.get("kvm.vcpu.exits", 0)
         col = 1
-    by = {}
-    for r in REASONS:
-        if r[col]:
-            by[r[0]] = stats.get(r[col], 0)
+    by = {r[0]: stats.get(r[col], 0) for r in REASONS if r[col]}
     by["other"] = total - sum(by.values())
     return total, by
 
 
-def mmu_counts(launcher, backend):
-    stats = launcher.get("stats", {}) or {}
+def mmu_events(stats, backend):
     if backend == "shadowvm":
-        return {k: v for k, v in stats.items() if k.startswith("mmu.")}
-    return {k: v for k, v in stats.items() if MMU_KVM.match(k) and k not in MMU_GAUGES}
+        keep = (k for k in stats if k.startswith("mmu."))
+    else:
+        keep = (k for k in stats if MMU_KVM.match(k))
+    return {k: stats[k] for k in keep if not GAUGES.match(k)}
+
+
+def row_counters(run, mark, backend):
+    """Counters of one row's timed part in one run: the closing mark's delta, less the
+    closing OUT (one I/O exit). None when the mark is missing."""
+    marks = {m["mark"]: m for m in run["launcher"].get("marks", [])}
+    closing = marks.get(2 * mark + 1)
+    if closing is None or 2 * mark not in marks:
+        return None
+    delta = closing.get("delta", {})
+    total, by = backend_exits(delta, backend)
+    total -= 1
+    by["I/O"] = by.get("I/O", 0) - 1
+    return {"exits": total, "by_reason": by, "mmu": mmu_events(delta, backend),
+            "launcher_exits": delta.get("launcher.total", 0) - 1,
+            "wall_ns": closing["wall_time_ns"] - marks[2 * mark]["wall_time_ns"]}
+
+
+def spread(values):
+    values = sorted(values)
+    return {"min": values[0], "median": statistics.median(values), "max": values[-1],
+            "n": len(values)}
+
+
+def median_dict(dicts):
+    keys = sorted({k for d in dicts for k in d})
+    out = {k: statistics.median(d.get(k, 0) for d in dicts) for k in keys}
+    return {k: v for k, v in out.items() if v}
 
 
 def summarize(runs, backend_names, images, exit_cycles):
-    """Per image, row and backend: median cycles, per-workload exits and MMU events from
-    the isolation runs, modelled cost; ratios between backends."""
-    out = {}
+    """Per image, row and backend: cycles (min/median/max over runs), exits by reason and
+    MMU events of the same runs (medians), modelled cost; ratios; whole runs."""
+    out = {"images": {}, "whole": {}, "skips": {}}
     for image in images:
         rows = {}
         for backend in backend_names:
-            main = [r for r in runs if r["backend"] == backend and r["image"] == image and good(r)]
-            for r in main:
+            mine = [r for r in runs if r["backend"] == backend and r["image"] == image and good(r)]
+            per_row = {}
+            for r in mine:
                 for b in r["bench"]:
                     e = rows.setdefault(row_key(b), {"workload": b["workload"], "backends": {}})
-                    e["backends"].setdefault(backend, {"cycles": []})["cycles"].append(b["cycles"])
-                    e["backends"][backend]["iterations"] = b["iterations"]
-            if main:
-                walls = [r["launcher"].get("wall_time_ns", 0) for r in main]
-                out.setdefault("_runs", {}).setdefault(image, {})[backend] = {
-                    "runs": len(main), "wall_time_ns_median": statistics.median(walls),
-                    "exits_total_median": statistics.median(exit_counts(r["launcher"], backend)[0] for r in main)}
-            iso = {r["image"].rsplit("-", 1)[1]: r for r in runs
-                   if r["backend"] == backend and r["image"].startswith(f"iso/{image}-") and good(r)}
-            base = iso.get("min")
-            for key, e in rows.items():
-                be = e["backends"].get(backend)
-                if not be:
-                    continue
-                be["cycles_median"] = statistics.median(be["cycles"])
-                w = iso.get(e["workload"])
-                if base is None or w is None:
-                    continue
-                t1, by1 = exit_counts(w["launcher"], backend)
-                t0, by0 = exit_counts(base["launcher"], backend)
-                m1, m0 = mmu_counts(w["launcher"], backend), mmu_counts(base["launcher"], backend)
-                # Rows sharing one workload (cr3_pingpong: four rows, the same number of
-                # switches each) share its isolation run evenly.
-                share = 1 / sum(1 for x in rows.values() if x["workload"] == e["workload"])
-                # I/O exits are the guest printing its BENCH line, after the timed part.
-                by = {k: max(0, round((by1.get(k, 0) - by0.get(k, 0)) * share)) for k in by1 if k != "I/O"}
-                be["exits"] = sum(by.values())
-                be["exits_by_reason"] = by
-                be["mmu"] = {k: round((m1.get(k, 0) - m0.get(k, 0)) * share) for k in m1}
-                be["mmu"] = {k: v for k, v in be["mmu"].items() if v > 0}
-                be["exits_share"] = round(share, 4)
-                be["modelled"] = be["cycles_median"] + be["exits"] * exit_cycles
-        for key, e in rows.items():
+                    x = per_row.setdefault(row_key(b), {"cycles": [], "counters": [],
+                                                        "iterations": b["iterations"]})
+                    x["cycles"].append(b["cycles"])
+                    c = row_counters(r, b["mark"], backend)
+                    if c is not None:
+                        x["counters"].append(c)
+                for s in r["skips"]:
+                    out["skips"].setdefault(image, {})[s["row"]] = s["why"]
+            for key, x in per_row.items():
+                be = {"iterations": x["iterations"], "cycles": spread(x["cycles"])}
+                if x["counters"] and len(x["counters"]) == len(x["cycles"]):
+                    cs = x["counters"]
+                    be["exits"] = spread([c["exits"] for c in cs])
+                    be["exits_by_reason"] = median_dict([c["by_reason"] for c in cs])
+                    be["mmu"] = median_dict([c["mmu"] for c in cs])
+                    be["wall_ns"] = spread([c["wall_ns"] for c in cs])
+                    be["modelled"] = be["cycles"]["median"] + be["exits"]["median"] * exit_cycles
+                rows[key]["backends"][backend] = be
+            if mine:
+                totals = [backend_exits(r["launcher"].get("stats", {}) or {}, backend)[0]
+                          for r in mine]
+                out["whole"].setdefault(image, {})[backend] = {
+                    "runs": len(mine),
+                    "guest_cycles": spread([r["total_cycles"] for r in mine]),
+                    "wall_ns": spread([r["launcher"].get("wall_time_ns", 0) for r in mine]),
+                    "exits": spread(totals)}
+                secs = [r["seconds"] for r in mine if r.get("seconds") is not None]
+                if len(secs) == len(mine):
+                    out["whole"][image][backend]["process_s"] = spread(secs)
+        for e in rows.values():
             e["ratios"] = {}
             for a, b in PAIRS:
                 x, y = e["backends"].get(a), e["backends"].get(b)
-                if x and y and y.get("cycles_median"):
-                    r = {"cycles": x["cycles_median"] / y["cycles_median"]}
-                    if "modelled" in x and "modelled" in y and y["modelled"]:
-                        r["modelled"] = x["modelled"] / y["modelled"]
-                    e["ratios"][f"{a}/{b}"] = r
-        out[image] = rows
+                if not (x and y and y["cycles"]["median"]):
+                    continue
+                r = {"cycles": x["cycles"]["median"] / y["cycles"]["median"],
+                     "cycles_low": x["cycles"]["min"] / y["cycles"]["max"],
+                     "cycles_high": x["cycles"]["max"] / y["cycles"]["min"]}
+                if "modelled" in x and "modelled" in y and y["modelled"]:
+                    r["modelled"] = x["modelled"] / y["modelled"]
+                if "exits" in x and "exits" in y:
+                    r["exits"] = (x["exits"]["median"], y["exits"]["median"])
+                e["ratios"][f"{a}/{b}"] = r
+        out["images"][image] = rows
     return out
 
 
 def fmt_n(v):
     if v is None:
         return "missing"
-    if v >= 10_000_000:
+    if abs(v) >= 10_000_000:
         return f"{v / 1e6:.1f} M"
-    if v >= 100_000:
+    if abs(v) >= 100_000:
         return f"{v / 1e3:.0f} k"
     return f"{v:,.0f}"
 
@@ -192,7 +257,15 @@ def fmt_r(v):
     return "missing" if v is None else (f"{v:.2f}" if v < 100 else f"{v:.0f}")
 
 
-def compact(d, limit=4):
+def fmt_spread(s):
+    """median, with min-max when they differ."""
+    low, mid, high = fmt_n(s["min"]), fmt_n(s["median"]), fmt_n(s["max"])
+    if low == mid == high:
+        return mid
+    return f"{mid} ({low}-{high})"
+
+
+def compact(d, limit=5):
     items = sorted(((k.split(".")[-1], v) for k, v in d.items() if v), key=lambda kv: -kv[1])
     if not items:
         return "0"
@@ -200,159 +273,343 @@ def compact(d, limit=4):
     return s + (" …" if len(items) > limit else "")
 
 
-def markdown(res, meta):
+def listing(items, limit=8):
+    if not items:
+        return "none"
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def headline(res, names):
+    """Sentences that compare shadowvm with each KVM mode, computed from the summary."""
+    L = []
+    for other in ("kvm-ept0", "kvm-ept1"):
+        if "shadowvm" not in names or other not in names:
+            continue
+        for image, rows in res["images"].items():
+            pair = f"shadowvm/{other}"
+            cmp = [(k, e["ratios"][pair]) for k, e in rows.items() if pair in e["ratios"]]
+            if not cmp:
+                L.append(f"- **{image}, shadowvm against {other}**: no rows with both backends.")
+                continue
+            faster = [k for k, r in cmp if r["cycles"] < 1]
+            slower = [f"`{k}` {fmt_r(r['cycles'])}" for k, r in cmp if r["cycles"] >= 1]
+            with_exits = [(k, r["exits"]) for k, r in cmp if "exits" in r]
+            fewer = [k for k, (a, b) in with_exits if a < b]
+            equal = [k for k, (a, b) in with_exits if a == b]
+            more = [f"`{k}` {fmt_n(a)} against {fmt_n(b)}" for k, (a, b) in with_exits if a > b]
+            modelled_lower = [k for k, r in cmp if r.get("modelled", 9) < 1]
+            w = res["whole"].get(image, {})
+            whole = ""
+            if "shadowvm" in w and other in w:
+                g = w["shadowvm"]["guest_cycles"]["median"] / w[other]["guest_cycles"]["median"]
+                t = w["shadowvm"]["wall_ns"]["median"] / max(w[other]["wall_ns"]["median"], 1)
+                whole = (f" Whole run (set-up included): guest cycles ratio {fmt_r(g)}, "
+                         f"launcher wall time ratio {fmt_r(t)}.")
+            L.append(
+                f"- **{image}, shadowvm against {other}** ({len(cmp)} rows): fewer guest cycles "
+                f"(median) on {len(faster)}, as many or more on {len(cmp) - len(faster)} "
+                f"({listing(slower)}); fewer VM exits on {len(fewer)}, as many on {len(equal)}, "
+                f"more on {len(more)} ({listing(more)}); lower modelled cost on "
+                f"{len(modelled_lower)}.{whole}")
+    return L
+
+
+def ratio_text(a, b):
+    """A goal's ratio: three decimals, so that one next to its threshold reads the right way."""
+    if b:
+        return f"{a / b:.3f}" if a / b < 100 else fmt_r(a / b)
+    return "1.00" if a == 0 else f"{fmt_n(a)} against 0"
+
+
+def goals(res, names):
+    """The goals of issue 13 against prefaulted KVM ept=0, per image: each figure, and
+    whether it is met. Returns table lines."""
+    if "shadowvm" not in names or "kvm-ept0" not in names:
+        return []
+    L = ["| image | goal (shadowvm / kvm-ept0) | figure | met |", "| --- | --- | --- | --- |"]
+
+    def exits(e):
+        x, y = e["backends"].get("shadowvm"), e["backends"].get("kvm-ept0")
+        if x and y and "exits" in x and "exits" in y:
+            return x["exits"]["median"], y["exits"]["median"]
+        return None
+
+    for image, rows in res["images"].items():
+        pairs = {k: exits(e) for k, e in rows.items() if exits(e)}
+        worst = [(k, a, b) for k, (a, b) in pairs.items() if a > b]
+        figure = (listing([f"`{k}` {ratio_text(a, b)}" for k, a, b in worst], 4)
+                  if worst else "all ≤ 1.00")
+        L.append(f"| {image} | exits ≤ 1.0 on every row | {figure} | "
+                 f"{'no' if worst else 'yes'} |")
+        for workload in ("first_touch", "cow_fork"):
+            for k, (a, b) in pairs.items():
+                if rows[k]["workload"] == workload:
+                    ok = b > 0 and a / b <= 0.75
+                    L.append(f"| {image} | exits ≤ 0.75 on `{k}` | {ratio_text(a, b)} | "
+                             f"{'yes' if ok else 'no'} |")
+        for workload in ("cr3_pingpong", "invlpg", "pt_storm"):
+            for k, e in rows.items():
+                r = e["ratios"].get("shadowvm/kvm-ept0")
+                if e["workload"] == workload and r:
+                    ok = r["cycles"] <= 0.6
+                    L.append(f"| {image} | cycles per event ≤ 0.6 on `{k}` | "
+                             f"{r['cycles']:.3f} | {'yes' if ok else 'no'} |")
+        w = res["whole"].get(image, {})
+        if "shadowvm" in w and "kvm-ept0" in w:
+            g = w["shadowvm"]["guest_cycles"]["median"] / w["kvm-ept0"]["guest_cycles"]["median"]
+            t = w["shadowvm"]["wall_ns"]["median"] / max(w["kvm-ept0"]["wall_ns"]["median"], 1)
+            figures = [g, t]
+            text = f"guest cycles {g:.3f}, run-loop wall time {t:.3f}"
+            ps, pk = w["shadowvm"].get("process_s"), w["kvm-ept0"].get("process_s")
+            if ps and pk and pk["median"]:
+                figures.append(ps["median"] / pk["median"])
+                text += f", launcher process {figures[-1]:.3f}"
+            L.append(f"| {image} | whole-run time ≤ 1.0 | {text} | "
+                     f"{'yes' if max(figures) <= 1 else 'no'} |")
+    return L
+
+
+def per_row_sentences(rows, names):
+    """One sentence per row: cycles and exits per iteration of each backend."""
+    L = []
+    for key, e in rows.items():
+        parts = []
+        for b in names:
+            x = e["backends"].get(b)
+            if not x:
+                parts.append(f"{b} missing")
+                continue
+            it = x["iterations"] or 1
+            s = f"{b} {x['cycles']['median'] / it:,.0f} cycles"
+            if "exits" in x:
+                s += f" and {x['exits']['median'] / it:.2f} exits"
+            parts.append(s)
+        it = next((x["iterations"] for x in e["backends"].values()), 0)
+        L.append(f"- `{key}`, per iteration ({it:,} iterations): " + "; ".join(parts) + ".")
+    return L
+
+
+def markdown(res, meta, level=1):
+    h = "#" * level
     bk, ec = meta["backends"], meta["exit_cycles"]
-    L = [f"# shadowvm benchmark results", "",
+    pairs = [(a, b) for a, b in PAIRS if a in bk and b in bk]
+    runs = meta["config"].get("runs", "?")
+    L = [f"{h} shadowvm benchmark results", "",
          f"Made by `make bench` on {meta['date']}, commit `{meta['commit']}`, platform "
-         f"**{meta['platform']}**, {meta['config'].get('runs', '?')} run(s) per image and "
-         f"backend (median), boot {meta['boot_seconds']} s.", ""]
+         f"**{meta['platform']}**, {runs} run(s) per image and backend, boot "
+         f"{meta['boot_seconds']} s. Figures are medians over the runs, with (min-max) where "
+         f"the rounded figures differ.", ""]
     if meta["platform"] == "bochs":
         L += ["Bochs (`clock: sync=none`) advances the TSC with emulated instructions, so "
-              "*cycles* are instruction counts of the guest **and** of the hypervisor code that "
-              "ran on its behalf, but a VM exit/entry itself costs about nothing. The "
-              f"**modelled cost** adds **{ec} cycles per VM exit** (`BENCH_EXIT_CYCLES`; real "
-              "VT-x round trips cost roughly 1,000-2,500 cycles) to show what real hardware would "
-              "add. Wall times are emulated time, not comparable to real hardware.", ""]
+              "*cycles* count the instructions of the guest **and** of the hypervisor code that "
+              "ran on its behalf, while a VM exit/entry itself costs about nothing; wall times "
+              "are emulated time.", ""]
     else:
-        L += [f"Cycles are TSC ticks of the real CPU (nested VT-x under QEMU/KVM). The modelled "
-              f"cost adds {ec} cycles per VM exit; wall times are real.", ""]
-    L += ["VM exits and MMU events per workload come from isolation runs (that workload at "
-          "full count, all others at 1, minus a run with everything at 1), without the I/O exits "
-          "of printing the result; the four `cr3_pingpong` rows share one isolation run, split "
-          "evenly (each does the same number of switches); `cow_fork` includes populating the "
-          "parent (it scales with the same count). KVM names no CR-access exits: they are in "
-          "*other* (one per CR3 write, and one per CR3 read in the guest's fault handlers).", "",
-          "## Backends", "", "| backend | status |", "| --- | --- |"]
+        L += ["Cycles are TSC ticks of the real CPU (nested VT-x under QEMU/KVM); wall times "
+              "are real.", ""]
+    L += [f"**Modelled cost** = median cycles + median exits × **{ec:,} cycles per exit**. "
+          f"Source of the per-exit figure: {meta['exit_cycles_source']}.", "",
+          "VM exits, exits by reason and MMU counters of a row are those of its timed part in "
+          "the same runs as its cycles: the launcher snapshots the backend's counters "
+          "(shadowvm `GET_STATS`, KVM's binary statistics of the VM and vCPU) at the guest's "
+          "benchmark marks around the timed loop, less the closing mark's own I/O exit. "
+          "KVM counts no CR-access or preemption-timer exits: they are in *other*.", "",
+          f"{h}# Summary (generated from the tables below)", ""]
+    L += headline(res, bk) or ["- (no comparison: shadowvm or KVM missing)"]
+    g = goals(res, bk)
+    if g:
+        L += ["", "The goals of issue 13 (ratios in this run against KVM ept=0; *cycles per "
+              "event* is the ratio of median cycles, both doing the same iterations):", ""] + g
+    L += ["", f"{h}# Backends", "", "| backend | status |", "| --- | --- |"]
     for b in bk:
         st = meta["status"][b]
         L.append(f"| {b} | {'ok' if st['ok'] else 'missing: ' + st['why']} |")
-    for image, rows in res.items():
-        if image.startswith("_"):
-            continue
-        L += ["", f"## {image}", "", "Guest cycles (median) and modelled cost "
-              f"(cycles + exits × {ec}); ratios are shadowvm to each KVM mode, and KVM ept=0 to ept=1.", ""]
-        head = ["workload"] + [f"{b} cycles" for b in bk] + [f"{b} modelled" for b in bk] + \
-               [f"{a}/{b} (modelled)" for a, b in PAIRS]
+    for image, rows in res["images"].items():
+        L += ["", f"{h}# {image}", "",
+              f"Guest cycles of the timed part, VM exits (median, min-max) and modelled cost; "
+              f"ratios of median cycles (and of modelled cost).", ""]
+        head = (["row"] + [f"{b} cycles" for b in bk] + [f"{b} exits" for b in bk]
+                + [f"{b} modelled" for b in bk] + [f"{a}/{b}" for a, b in pairs])
         L += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         for key, e in rows.items():
             cells = [f"`{key}`"]
             for b in bk:
                 x = e["backends"].get(b)
-                cells.append(fmt_n(x["cycles_median"]) if x else "missing")
+                cells.append(fmt_spread(x["cycles"]) if x else "missing")
+            for b in bk:
+                x = e["backends"].get(b)
+                cells.append(fmt_spread(x["exits"]) if x and "exits" in x else "missing")
             for b in bk:
                 x = e["backends"].get(b)
                 cells.append(fmt_n(x.get("modelled")) if x and "modelled" in x else "missing")
-            for a, b in PAIRS:
+            for a, b in pairs:
                 r = e["ratios"].get(f"{a}/{b}")
                 cells.append(f"{fmt_r(r['cycles'])} ({fmt_r(r.get('modelled'))})" if r else "missing")
             L.append("| " + " | ".join(cells) + " |")
-        gone = [b for b in bk if not any(b in e["backends"] for e in rows.values())]
-        L += ["", "VM exits per workload by reason, and MMU counters (largest first)"
-              + (f"; no results from {', '.join(gone)}" if gone else "") + ":", "",
-              "| workload | backend | exits | by reason | MMU counters |", "| --- | --- | --- | --- | --- |"]
+        for row, why in res["skips"].get(image, {}).items():
+            L.append(f"\nNot run: `{row}`: {why}.")
+        L += ["", "Per iteration (medians):", ""] + per_row_sentences(rows, bk)
         have = [b for b in bk if any(b in e["backends"] for e in rows.values())]
+        L += ["", "VM exits by reason and MMU counters of the timed part (medians, largest "
+              "first):", "", "| row | backend | exits by reason | MMU counters |",
+              "| --- | --- | --- | --- |"]
         for key, e in rows.items():
             for b in have:
                 x = e["backends"].get(b)
-                if not x:
-                    L.append(f"| `{key}` | {b} | missing | | |")
-                elif "exits" not in x:
-                    L.append(f"| `{key}` | {b} | no isolation run | | |")
+                if not x or "exits" not in x:
+                    L.append(f"| `{key}` | {b} | missing | |")
                 else:
-                    L.append(f"| `{key}` | {b} | {fmt_n(x['exits'])} | {compact(x['exits_by_reason'], 6)} | {compact(x['mmu'])} |")
-    tot = res.get("_runs", {})
-    if tot:
-        L += ["", "## Whole runs", "", "Per image and backend: VM exits of a whole run (all "
-              "workloads plus set-up) and wall time, medians.", "",
-              "| image | backend | runs | VM exits | wall time (ms) |", "| --- | --- | --- | --- | --- |"]
-        for image, per in tot.items():
+                    L.append(f"| `{key}` | {b} | {compact(x['exits_by_reason'], 7)} | "
+                             f"{compact(x['mmu'])} |")
+    if res["whole"]:
+        L += ["", f"{h}# Whole runs", "", "Per image and backend, set-up included: the guest's "
+              "cycles from its start to its last line (`BENCH-TOTAL`), the launcher's wall time "
+              "of the run loop, the whole launcher process by the booted kernel's clock (VM "
+              "creation and guest memory set-up included; emulated seconds in Bochs), and the "
+              "backend's VM exits; median (min-max where the rounded figures differ).", "",
+              "| image | backend | runs | guest cycles | wall time (ms) | launcher process (s) "
+              "| VM exits |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for image, per in res["whole"].items():
             for b in bk:
                 x = per.get(b)
-                if x:
-                    L.append(f"| {image} | {b} | {x['runs']} | {fmt_n(x['exits_total_median'])} | "
-                             f"{x['wall_time_ns_median'] / 1e6:.1f} |")
-                else:
-                    L.append(f"| {image} | {b} | 0 | missing | missing |")
-    L += ["", "Chart: [ratios.svg](ratios.svg). Raw data: results.json.", ""]
+                if not x:
+                    L.append(f"| {image} | {b} | 0 | missing | missing | missing | missing |")
+                    continue
+                w = x["wall_ns"]
+                wall = f"{w['median'] / 1e6:.1f}"
+                if w["min"] != w["max"]:
+                    wall += f" ({w['min'] / 1e6:.1f}-{w['max'] / 1e6:.1f})"
+                p = x.get("process_s")
+                proc = "not recorded"
+                if p:
+                    proc = f"{p['median']:.2f}"
+                    if p["min"] != p["max"]:
+                        proc += f" ({p['min']:.2f}-{p['max']:.2f})"
+                L.append(f"| {image} | {b} | {x['runs']} | {fmt_spread(x['guest_cycles'])} | "
+                         f"{wall} | {proc} | {fmt_spread(x['exits'])} |")
+    L += ["", "Chart: `ratios.svg`. Raw data: `results.json`.", ""]
     return "\n".join(L)
 
 
-def svg(res, meta):
-    """Horizontal bars on a log scale: per image and workload, the cycle ratio of each pair
-    (a thin black tick marks the modelled-cost ratio); missing pairs are labelled."""
-    colors = {"shadowvm/kvm-ept0": "#d95f02", "shadowvm/kvm-ept1": "#7570b3", "kvm-ept0/kvm-ept1": "#1b9e77"}
-    images = [i for i in res if not i.startswith("_")]
-    bar, gap, left, width = 9, 8, 230, 520
-    lo, hi = 0.1, 10000.0
-    X = lambda v: left + width * (math.log10(min(max(v, lo), hi)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
-    y = 74
-    body = []
-    for image in images:
-        body.append(f'<text x="10" y="{y}" font-weight="bold">{image}</text>')
-        y += 8
-        for key, e in res[image].items():
-            y0 = y
-            for pair, c in colors.items():
+def chart(res, meta, path):
+    """Horizontal bars of the median-cycle ratio of each backend pair per row (log scale),
+    whiskers from the min/max runs, a black tick at the modelled-cost ratio."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+        # Text as text, not glyph outlines (a tenth of the size), and stable element ids.
+        matplotlib.rcParams["svg.fonttype"] = "none"
+        matplotlib.rcParams["svg.hashsalt"] = "shadowvm-bench"
+    except ImportError as e:
+        raise SystemExit(f"bench: the chart needs matplotlib ({e}): install Debian's "
+                         f"python3-matplotlib (make setup) and run this with /usr/bin/python3")
+
+    colors = {"shadowvm/kvm-ept0": "#d95f02", "shadowvm/kvm-ept1": "#7570b3",
+              "kvm-ept0/kvm-ept1": "#1b9e77"}
+    colors = {p: c for p, c in colors.items()
+              if all(b in meta["backends"] for b in p.split("/"))}
+    images = list(res["images"])
+    heights = [max(len(res["images"][i]), 1) for i in images] or [1]
+    fig, axes = plt.subplots(len(images) or 1, 1, figsize=(9, 0.42 * sum(heights) + 1.6),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    bar = 0.27
+    for ax, image in zip(axes[:, 0], images):
+        rows = list(res["images"][image].items())
+        for j, (pair, color) in enumerate(colors.items()):
+            ys, vals, lo, hi, mods = [], [], [], [], []
+            for i, (_, e) in enumerate(rows):
                 r = e["ratios"].get(pair)
-                if r:
-                    body.append(f'<rect x="{X(lo):.1f}" y="{y}" width="{X(r["cycles"]) - X(lo):.1f}" height="{bar - 1}" fill="{c}"><title>{image} {key} {pair}: {r["cycles"]:.3g} (modelled {r.get("modelled", float("nan")):.3g})</title></rect>')
-                    lx = max(X(r["cycles"]), X(r.get("modelled", r["cycles"]))) + 4
-                    body.append(f'<text x="{lx:.1f}" y="{y + bar - 2}" font-size="8">{fmt_r(r["cycles"])}</text>')
-                    if "modelled" in r:
-                        mx = X(r["modelled"])
-                        body.append(f'<line x1="{mx:.1f}" x2="{mx:.1f}" y1="{y - 1}" y2="{y + bar}" stroke="black" stroke-width="2"/>')
-                else:
-                    body.append(f'<text x="{X(lo) + 4:.1f}" y="{y + bar - 2}" font-size="8" fill="{c}">{pair}: missing</text>')
-                y += bar
-            body.append(f'<text x="{left - 6}" y="{(y0 + y) / 2 + 4:.1f}" text-anchor="end">{key}</text>')
-            y += gap
-        y += 10
-    grid = []
-    for v in (0.1, 1, 10, 100, 1000, 10000):
-        gx = X(v)
-        grid.append(f'<line x1="{gx:.1f}" x2="{gx:.1f}" y1="62" y2="{y}" stroke="#{"888" if v == 1 else "ddd"}"/>')
-        grid.append(f'<text x="{gx:.1f}" y="{y + 14}" text-anchor="middle">{v:g}</text>')
-    legend = []
-    lx = 10
-    for pair, c in colors.items():
-        legend.append(f'<rect x="{lx}" y="40" width="12" height="10" fill="{c}"/><text x="{lx + 16}" y="49">{pair}</text>')
-        lx += 190
-    legend.append(f'<line x1="{lx}" x2="{lx}" y1="38" y2="52" stroke="black" stroke-width="2"/><text x="{lx + 6}" y="49">modelled ({meta["exit_cycles"]} cycles/exit)</text>')
-    h = y + 30
-    title = "Cycle ratios between backends (log scale; 1 = same; bar = measured, tick = modelled)"
-    sub = f"make bench, {meta['platform']}, {meta['date']}, commit {meta['commit']}"
-    return "\n".join([
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 40}" height="{h}" font-family="sans-serif" font-size="11">',
-        f'<rect width="100%" height="100%" fill="white"/>',
-        f'<text x="10" y="18" font-size="13" font-weight="bold">{title}</text>',
-        f'<text x="10" y="31" font-size="10">{sub}</text>',
-        *legend, *grid, *body,
-        f'<text x="{left + width / 2}" y="{h - 4}" text-anchor="middle">ratio (first backend / second)</text>',
-        "</svg>", ""])
+                if not r:
+                    continue
+                y = i + (j - 1) * bar
+                ys.append(y)
+                vals.append(r["cycles"])
+                lo.append(r["cycles"] - r["cycles_low"])
+                hi.append(r["cycles_high"] - r["cycles"])
+                if "modelled" in r:
+                    mods.append((r["modelled"], y))
+            ax.barh(ys, vals, height=bar, color=color, label=pair, xerr=[lo, hi],
+                    error_kw={"elinewidth": 0.8, "capsize": 1.5})
+            if mods:
+                ax.scatter([m[0] for m in mods], [m[1] for m in mods], marker="|", s=60,
+                           color="black", zorder=3,
+                           label=f"modelled ({meta['exit_cycles']} cycles/exit)" if j == 0 else None)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.axvline(1, color="#888", linewidth=0.8)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([k for k, _ in rows], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(image, fontsize=9, loc="left")
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", which="major", color="#ddd", linewidth=0.5)
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    axes[-1, 0].set_xlabel("ratio of median guest cycles, first backend / second (log scale; "
+                           "whiskers: min/max runs)", fontsize=8)
+    fig.suptitle(f"make bench, {meta['platform']}, {meta['date']}, commit {meta['commit']}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, format="svg")
+    plt.close(fig)
+
+
+def update_doc(path, text):
+    begin, end = "<!-- bench-report:begin -->", "<!-- bench-report:end -->"
+    with open(path) as f:
+        doc = f.read()
+    if begin not in doc or end not in doc:
+        raise ValueError(f"{path} has no {begin} ... {end} block")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--log", required=True)
+    ap.add_argument("--log", required=True, action="append",
+                    help="serial log of a bench boot; repeat to combine boots (images of "
+                         "the later ones are added)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--platform", default="bochs")
     ap.add_argument("--exit-cycles", type=int, default=1500)
+    ap.add_argument("--exit-cycles-source", default="")
     ap.add_argument("--boot-seconds", default="?")
     ap.add_argument("--commit", default="unknown")
+    ap.add_argument("--update-doc")
     a = ap.parse_args()
-    try:
-        with open(a.log, errors="replace") as f:
-            lines = f.readlines()
-    except OSError as e:
-        print(f"bench: no serial log: {e}", file=sys.stderr)
-        return 1
-    config, backends, runs = parse(lines)
+    config, backends, runs, lines = {}, {}, [], []
+    images = []
+    for path in a.log:
+        try:
+            with open(path, errors="replace") as f:
+                mine = f.readlines()
+        except OSError as e:
+            print(f"bench: no serial log: {e}", file=sys.stderr)
+            return 1
+        c, b, r = parse(mine)
+        for key, value in c.items():
+            if key == "images":
+                continue
+            if key in config and config[key] != value:
+                print(f"bench: the logs differ in {key} ({config[key]} against {value})",
+                      file=sys.stderr)
+                return 1
+            config[key] = value
+        images += [i for i in c.get("images", "").split(",") if i and i not in images]
+        backends.update(b)
+        runs += r
+        lines.append(mine)
+    config["images"] = ",".join(images)
     names = [b for b in config.get("backends", "").split(",") if b] or sorted(backends)
-    images = [i for i in config.get("images", "").split(",") if i]
     status = {}
     for b in names:
         info = backends.get(b)
-        mine = [r for r in runs if r["backend"] == b and not r["image"].startswith("iso/")]
+        mine = [r for r in runs if r["backend"] == b]
         bad = [r for r in mine if not good(r)]
         if info is None:
             status[b] = {"ok": False, "why": "not reached (boot ended early?)"}
@@ -364,26 +621,27 @@ def main():
                 f"{r['image']} run {r['run']}: launcher status {r['rc']}"
                 + (f" ({'; '.join(r['errors'])})" if r["errors"] else "")
                 + (f"; malformed: {r['malformed'][0]}" if r["malformed"] else ""))
-            status[b] = {"ok": not bad and bool(mine), "why": why}
+            partly = any(good(x) for x in mine)
+            status[b] = {"ok": False, "why": ("partly: " if partly else "") + why}
         else:
             status[b] = {"ok": True, "why": ""}
-    for b in names:
-        if not status[b]["ok"] and any(good(r) for r in runs if r["backend"] == b and not r["image"].startswith("iso/")):
-            status[b]["why"] = "partly: " + status[b]["why"]
-    meta = {"platform": a.platform, "exit_cycles": a.exit_cycles, "boot_seconds": a.boot_seconds,
-            "commit": a.commit, "config": config, "backends": names, "status": status,
+    meta = {"platform": a.platform, "exit_cycles": a.exit_cycles,
+            "exit_cycles_source": a.exit_cycles_source or DEFAULT_EXIT_SOURCE,
+            "boot_seconds": a.boot_seconds, "commit": a.commit, "config": config,
+            "backends": names, "status": status,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     res = summarize(runs, names, images, a.exit_cycles)
-    done = any(l.startswith("SHADOWVM-DONE") for l in lines)
-    splats = [l.strip() for l in lines if SPLAT.search(l)]
+    done = all(any(line.startswith("SHADOWVM-DONE") for line in mine) for mine in lines)
+    splats = [line.strip() for mine in lines for line in mine if SPLAT.search(line)]
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"meta": meta, "boot_finished": done, "kernel_splats": splats[:5],
                    "summary": res, "runs": runs}, f, indent=1)
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write(markdown(res, meta))
-    with open(os.path.join(a.out, "ratios.svg"), "w") as f:
-        f.write(svg(res, meta))
+    chart(res, meta, os.path.join(a.out, "ratios.svg"))
+    if a.update_doc:
+        update_doc(a.update_doc, markdown(res, meta, level=3))
     for b in names:
         print(f"  {b:<10} {'ok' if status[b]['ok'] else 'MISSING: ' + status[b]['why']}")
     if not done:
@@ -392,7 +650,8 @@ def main():
         print(f"bench: kernel log has a splat: {splats[0]}", file=sys.stderr)
     if not any(s["ok"] for s in status.values()):
         print("bench: no backend produced a complete result", file=sys.stderr)
-    print(f"  wrote {a.out}/results.json, results.md, ratios.svg")
+    print(f"  wrote {a.out}/results.json, results.md, ratios.svg"
+          + (f"; updated {a.update_doc}" if a.update_doc else ""))
     return 0 if done and not splats and any(s["ok"] for s in status.values()) else 1
 
 

@@ -49,10 +49,10 @@ BENCH_CHECK_BACKENDS="shadowvm kvm-ept0 kvm-ept1"
 BOOTS=(
 	"bochs-debug-up     debug 1 1500 leakbase,hostile,fuzz,leakscan"
 	"bochs-debug-smp    debug 2 1500 leakbase,lifecycle,leakscan"
-	"bochs-cpu          test  1 1500 cpu"
 	"bochs-debug-leak   debug 1 1500 leakbase,reload,memcg,leakcheck"
 	"bochs-linux-shadow test  1 1500 linux shadowvm.linux_backends=shadowvm,shadowvm-reclaim"
 	"bochs-linux-kvm    test  1 1500 linux shadowvm.linux_backends=kvm-ept0,kvm-ept1"
+	"bochs-cpu          test  1 1500 cpu"
 	"bochs              test  1 1500 module,api,guests,platform,bench-check"
 )
 QUICK_BOOTS=(
@@ -116,6 +116,13 @@ job_host() {
 	fi
 	grep -E '^test .* FAILED$' "$LOGS/cargo-test.log" | sed 's/^/  FAIL host: /'
 	echo "host $p $f $i" >> "$COUNTS"
+	# The benchmark report's own tests (Python, no Bochs): counted with the host tests.
+	if python3 "$SHADOWVM_TOP/scripts/test-bench-report.py" > "$LOGS/bench-report-test.log" 2>&1; then
+		echo "bench-report 1 0 0" >> "$COUNTS"
+	else
+		echo "bench-report 0 1 0" >> "$COUNTS"
+		echo "  FAIL host: scripts/test-bench-report.py (see $LOGS/bench-report-test.log)"
+	fi
 	# The lint entry point (also `make lint`): clippy with the deny lists of the engine and
 	# the emulator (a panicking form is an error), rustfmt on the host and kernel crates.
 	local lint lrc=0

@@ -10,6 +10,7 @@ PACKAGES=(
 	flex bison bc libelf-dev libssl-dev cpio xz-utils lz4 busybox-static
 	qemu-system-x86 bochs bochsbios vgabios isolinux syslinux-common genisoimage
 	g++ make curl
+	python3-matplotlib
 )
 
 missing=()

@@ -7,10 +7,26 @@
 # hypervisor the backend does not need before loading its own.
 RUN=/bin/shadowvm-run
 GUESTS=/guests
-# The workloads every benchmark image reports, one BENCH line each (workload and param).
-BENCH_EXPECTED="compute:loops first_touch:pages cr3_pingpong:spaces=2 cr3_pingpong:spaces=4
-cr3_pingpong:spaces=8 cr3_pingpong:spaces=16 invlpg:pages pt_storm:pages cow_fork:pages
+# The rows every benchmark image reports, one BENCH line each (workload and param); the
+# full-size images add more address spaces, and the large-page rows depend on the paging
+# mode (bench_expected).
+BENCH_EXPECTED="compute:loops first_touch:pages hidden_fault:pages cr3_pingpong:spaces=2
+cr3_pingpong:spaces=4 cr3_pingpong:spaces=8 cr3_pingpong:spaces=16 cr3_pingpong:spaces=32
+kpti_pingpong:pairs=16 invlpg:pages pt_storm:pages pt_reuse:tables cow_fork:pages
 random_access:pages"
+# bench_expected <image>: BENCH_EXPECTED plus, for a full-size image, 64 spaces and 32
+# pairs, plus the image's large-page rows (2 MiB pages in long mode and PAE, 4 MiB with
+# 32-bit paging, 1 GiB in long mode; a BENCH-SKIP line stands for the 1 GiB row when the
+# CPU has no 1 GiB pages).
+bench_expected() {
+	rows=$BENCH_EXPECTED
+	case $1 in *-quick*) ;; *) rows="$rows cr3_pingpong:spaces=64 kpti_pingpong:pairs=32" ;; esac
+	case $1 in
+	*bench-lm*) echo "$rows large_page:kib=2048 large_page:kib=1048576" ;;
+	*bench-pae*) echo "$rows large_page:kib=2048" ;;
+	*) echo "$rows large_page:kib=4096" ;;
+	esac
+}
 
 BACKEND_ERR=
 unload_kvm() {
@@ -50,24 +66,33 @@ guest_run() {
 }
 
 # One line of the launcher's JSON without the zero-valued backend statistics (the names
-# with a dot): they are most of its length, and the serial port is slow in Bochs.
-json_compact() { sed -e 's/"[a-z0-9_]*\.[a-z0-9_.]*":0,//g' -e 's/,"[a-z0-9_]*\.[a-z0-9_.]*":0}/}/g' "$1" | tr -d '\n'; }
+# with a dot) and without the counters of the benchmark marks that open a timed part
+# (even values; what changed since the previous row's end is set-up and printing): they
+# are most of its length, and the serial port is slow in Bochs.
+json_compact() {
+	sed -e 's/"[a-z0-9_]*\.[a-z0-9_.]*":0,//g' -e 's/,"[a-z0-9_]*\.[a-z0-9_.]*":0}/}/g' \
+		-e 's/\("mark":[0-9]*[02468],[^{}]*"delta":{\)[^{}]*}/\1}/g' "$1" | tr -d '\n'
+}
 
 # bench_run <backend> <image> <run number> <timeout>: one benchmark run, printed as
 #   BENCHRUN-BEGIN backend=B image=I run=N
-#   BENCH ... (the guest's lines)
+#   BENCH ..., BENCH-SKIP ..., BENCH-TOTAL ... (the guest's lines)
 #   BENCHRUN-JSON {...launcher statistics...}
-#   BENCHRUN-END backend=B image=I run=N rc=<launcher status>
-# (plus "BENCHRUN-ERROR <text>" lines when the launcher complained). Returns the status.
+#   BENCHRUN-END backend=B image=I run=N rc=<launcher status> seconds=<guest clock>
+# (plus "BENCHRUN-ERROR <text>" lines when the launcher complained); seconds is the whole
+# launcher process by the booted kernel's clock (VM creation and memory set-up included).
+# Returns the status.
 bench_run() {
 	s=/tmp/bench.serial j=/tmp/bench.json
 	rm -f $s $j $j.err
+	t0=$(cut -d' ' -f1 /proc/uptime)
 	guest_run "$1" "$2" "$4" $s $j
 	rc=$?
+	t1=$(cut -d' ' -f1 /proc/uptime)
 	echo "BENCHRUN-BEGIN backend=$1 image=$2 run=$3"
-	grep '^BENCH ' $s 2>/dev/null
+	grep -E '^BENCH(-SKIP|-TOTAL)? ' $s 2>/dev/null
 	[ -s $j ] && echo "BENCHRUN-JSON $(json_compact $j)"
 	[ "$rc" != 0 ] && [ -s $j.err ] && head -n 3 $j.err | sed 's/^/BENCHRUN-ERROR /'
-	echo "BENCHRUN-END backend=$1 image=$2 run=$3 rc=$rc"
+	echo "BENCHRUN-END backend=$1 image=$2 run=$3 rc=$rc seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
 	return "$rc"
 }

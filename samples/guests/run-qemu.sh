@@ -50,7 +50,7 @@ check_bench() {
 	img=$1 log=$2 status=$3
 	lines=$(grep -c '^BENCH ' "$log")
 	bad=$(grep '^BENCH ' "$log" |
-	      grep -Evc '^BENCH [a-z0-9_]+ [a-z0-9_]+=[0-9]+ cycles=[0-9]+ iterations=[0-9]+$')
+	      grep -Evc '^BENCH [a-z0-9_]+ [a-z0-9_]+=[0-9]+ cycles=[0-9]+ iterations=[0-9]+ mark=[0-9]+$')
 	why=""
 	[ "$lines" -gt 0 ] || why="no BENCH lines"
 	[ -z "$why" ] && [ "$bad" -ne 0 ] && why="$bad malformed BENCH line(s)"

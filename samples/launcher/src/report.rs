@@ -3,7 +3,7 @@
 //! The end-of-run report: a readable table or JSON.
 
 use crate::devices::IoCounts;
-use crate::runloop::{LoopStats, Outcome, EXIT_REASONS};
+use crate::runloop::{LoopStats, Mark, Outcome, EXIT_REASONS};
 use std::fmt::Write as _;
 
 /// Everything reported about one run.
@@ -82,6 +82,9 @@ impl Report<'_> {
         for (name, v) in self.backend_stats {
             let _ = writeln!(s, "  {name:<38} {v:>16}");
         }
+        if !ls.marks.is_empty() {
+            let _ = writeln!(s, "{:<40} {:>16}", "benchmark marks", ls.marks.len());
+        }
         let _ = writeln!(
             s,
             "{:<40} {:>16.6}",
@@ -157,6 +160,8 @@ impl Report<'_> {
             "\"stats_error\":{},",
             self.stats_error.as_deref().map_or("null".into(), q)
         );
+        let marks: Vec<String> = marks_json(&ls.marks);
+        let _ = write!(s, "\"marks\":[{}],", marks.join(","));
         let _ = write!(
             s,
             "\"time_in_run_ns\":{},\"wall_time_ns\":{}}}",
@@ -165,6 +170,51 @@ impl Report<'_> {
         );
         s
     }
+}
+
+/// One JSON object per benchmark mark: the value written, the cumulative times, and the
+/// counters that changed since the previous mark (since the start for the first), as signed
+/// differences: the launcher's exits as `launcher.<reason>` and `launcher.total`, and the
+/// backend's statistics under their own names. Unchanged counters are left out.
+fn marks_json(marks: &[Mark]) -> Vec<String> {
+    let counters = |m: &Mark| {
+        let mut c: Vec<(String, u64)> = EXIT_REASONS
+            .iter()
+            .zip(m.exits)
+            .map(|(n, v)| (format!("launcher.{n}"), v))
+            .collect();
+        c.push(("launcher.total".into(), m.exits.iter().sum()));
+        if let Ok(b) = &m.backend {
+            c.extend(b.iter().cloned());
+        }
+        c
+    };
+    let mut before: std::collections::HashMap<String, u64> = Default::default();
+    marks
+        .iter()
+        .map(|m| {
+            let now = counters(m);
+            let delta: Vec<String> = now
+                .iter()
+                .filter_map(|(n, v)| {
+                    let d = v.wrapping_sub(before.get(n).copied().unwrap_or(0)) as i64;
+                    (d != 0).then(|| format!("{}:{d}", q(n)))
+                })
+                .collect();
+            before = now.into_iter().collect();
+            let error = match &m.backend {
+                Ok(_) => String::new(),
+                Err(e) => format!(",\"stats_error\":{}", q(e)),
+            };
+            format!(
+                "{{\"mark\":{},\"time_in_run_ns\":{},\"wall_time_ns\":{},\"delta\":{{{}}}{error}}}",
+                m.value,
+                m.in_guest.as_nanos(),
+                m.wall.as_nanos(),
+                delta.join(",")
+            )
+        })
+        .collect()
 }
 
 /// JSON string literal.
@@ -294,6 +344,47 @@ mod tests {
         assert!(t.contains("mmu.pf_fixed"));
         assert!(t.contains("io.serial"));
         assert!(!t.contains("mmio"), "zero counts are left out");
+    }
+
+    #[test]
+    fn marks_are_differences_from_the_previous_mark() {
+        let mark = |value, io, pf: u64, gauge: u64| Mark {
+            value,
+            exits: {
+                let mut e = [0; EXIT_REASONS.len()];
+                e[0] = io;
+                e
+            },
+            in_guest: Duration::from_nanos(value * 10),
+            wall: Duration::from_nanos(value * 20),
+            backend: Ok(vec![("mmu.pf".into(), pf), ("mmu.now".into(), gauge)]),
+        };
+        let ls = LoopStats {
+            marks: vec![
+                mark(1, 3, 5, 7),
+                mark(2, 4, 5, 6),
+                Mark {
+                    backend: Err("gone".into()),
+                    ..mark(3, 4, 0, 0)
+                },
+            ],
+            ..Default::default()
+        };
+        let j = report(&Outcome::Exited(0), &ls, &[]).json();
+        assert!(
+            j.contains(concat!(
+                "\"marks\":[{\"mark\":1,\"time_in_run_ns\":10,\"wall_time_ns\":20,\"delta\":",
+                "{\"launcher.io\":3,\"launcher.total\":3,\"mmu.pf\":5,\"mmu.now\":7}},",
+                "{\"mark\":2,\"time_in_run_ns\":20,\"wall_time_ns\":40,\"delta\":",
+                "{\"launcher.io\":1,\"launcher.total\":1,\"mmu.now\":-1}},",
+                "{\"mark\":3,\"time_in_run_ns\":30,\"wall_time_ns\":60,\"delta\":{},",
+                "\"stats_error\":\"gone\"}],"
+            )),
+            "{j}"
+        );
+        assert!(report(&Outcome::Exited(0), &ls, &[])
+            .table()
+            .contains("benchmark marks"));
     }
 
     #[test]

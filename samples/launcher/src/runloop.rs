@@ -21,6 +21,11 @@ pub const HC_PUTCHAR: u64 = 2;
 /// Returned in RAX for an unknown hypercall number.
 pub const HC_UNKNOWN: u64 = u64::MAX;
 
+/// Benchmark mark port: a guest OUT here (any size) records a `Mark`, a snapshot of the
+/// launcher's and the backend's counters, so that a benchmark can attribute exits to the
+/// instructions between two marks. No device sits there on a PC.
+pub const BENCH_MARK_PORT: u16 = 0xf8;
+
 /// How the guest ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -202,6 +207,21 @@ pub const EXIT_REASONS: [&str; 11] = [
     "other",
 ];
 
+/// The counters at one benchmark mark (a guest write to `BENCH_MARK_PORT`), taken after the
+/// marking OUT's own exit was counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    /// The value the guest wrote.
+    pub value: u64,
+    /// The launcher's exit counts so far, in `EXIT_REASONS` order.
+    pub exits: [u64; EXIT_REASONS.len()],
+    /// Time inside RUN and wall time of the loop so far.
+    pub in_guest: Duration,
+    pub wall: Duration,
+    /// The backend's statistics at the mark, or why they could not be read.
+    pub backend: std::result::Result<Vec<(String, u64)>, String>,
+}
+
 /// What the loop measured.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoopStats {
@@ -217,6 +237,8 @@ pub struct LoopStats {
     pub nmis: u64,
     /// Times a halted guest was put to sleep until its next event.
     pub halt_sleeps: u64,
+    /// Benchmark marks, in the order the guest wrote them.
+    pub marks: Vec<Mark>,
 }
 
 impl LoopStats {
@@ -361,6 +383,18 @@ pub fn run_with(
         let exit = exit?;
         stats.count(exit.reason());
         match exit {
+            Exit::IoOut { port, values, .. } if port == BENCH_MARK_PORT => {
+                let backend_stats = backend.stats().map_err(|e| e.to_string());
+                for value in values {
+                    stats.marks.push(Mark {
+                        value,
+                        exits: stats.exits,
+                        in_guest: stats.in_guest,
+                        wall: start.elapsed(),
+                        backend: backend_stats.clone(),
+                    });
+                }
+            }
             Exit::IoOut { port, size, values } => {
                 let exit_device = devices.exit_device();
                 if let Some(o) = values
@@ -543,7 +577,10 @@ pub(crate) mod tests {
             &mut self.immediate_exit
         }
         fn stats(&mut self) -> Result<Vec<(String, u64)>> {
-            Ok(vec![("mmu.pf_fixed".into(), 3)])
+            Ok(vec![
+                ("mmu.pf_fixed".into(), 3),
+                ("runs".into(), self.runs as u64),
+            ])
         }
         fn capabilities(&self) -> Capabilities {
             self.caps
@@ -640,6 +677,29 @@ pub(crate) mod tests {
         assert_eq!(stats.exits[0], 4);
         assert_eq!(stats.exits[7], 1);
         assert_eq!(stats.total_exits(), 5);
+    }
+
+    #[test]
+    fn bench_marks_snapshot_the_counters_in_order() {
+        let (r, _, text) = go(vec![
+            out(BENCH_MARK_PORT, 4, 2),
+            out(0x3f8, 1, b'x'.into()),
+            Ok(Exit::Intr),
+            out(BENCH_MARK_PORT, 1, 3),
+            out(0xf4, 4, 0),
+        ]);
+        let (outcome, stats) = r.unwrap();
+        assert_eq!(outcome, Outcome::Exited(0));
+        assert_eq!(text, b"x", "a mark is not serial output");
+        let marks: Vec<_> = stats
+            .marks
+            .iter()
+            .map(|m| (m.value, m.exits[0], m.exits[7], m.backend.clone()))
+            .collect();
+        let backend = |runs: u64| Ok(vec![("mmu.pf_fixed".into(), 3), ("runs".into(), runs)]);
+        // Each snapshot counts the marking OUT itself and is taken before the next RUN.
+        assert_eq!(marks, vec![(2, 1, 0, backend(1)), (3, 3, 1, backend(4))]);
+        assert!(stats.marks[0].wall <= stats.marks[1].wall);
     }
 
     #[test]

@@ -5,13 +5,14 @@
 
 use super::kvm_sys::{
     Kvm, KvmCpuidEntry2, KvmEnableCap, KvmExitFailEntry, KvmExitHypercall, KvmExitInternal,
-    KvmExitIo, KvmExitMmio, KvmExitMsr, KvmMsrEntry, KvmRegs, KvmSegment, KvmUserspaceMemoryRegion,
-    MsrFilterRange, VcpuFd, VmFd, KVM_CAP_X86_MSR_FILTER, KVM_CAP_X86_USER_SPACE_MSR,
-    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_HYPERCALL, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR,
-    KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN,
-    KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL,
-    KVM_MSR_EXIT_REASON_UNKNOWN, KVM_MSR_FILTER_DEFAULT_ALLOW, KVM_MSR_FILTER_READ,
-    KVM_MSR_FILTER_WRITE,
+    KvmExitIo, KvmExitMmio, KvmExitMsr, KvmMsrEntry, KvmRegs, KvmSegment, KvmStatsDesc,
+    KvmStatsHeader, KvmUserspaceMemoryRegion, MsrFilterRange, VcpuFd, VmFd, KVM_CAP_X86_MSR_FILTER,
+    KVM_CAP_X86_USER_SPACE_MSR, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_HYPERCALL,
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IRQ_WINDOW_OPEN,
+    KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR,
+    KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_INVAL, KVM_MSR_EXIT_REASON_UNKNOWN,
+    KVM_MSR_FILTER_DEFAULT_ALLOW, KVM_MSR_FILTER_READ, KVM_MSR_FILTER_WRITE,
+    KVM_STATS_TYPE_CUMULATIVE, KVM_STATS_TYPE_INSTANT, KVM_STATS_TYPE_MASK, KVM_STATS_TYPE_PEAK,
 };
 use super::mmap::Mmap;
 use super::{Backend, Capabilities, CpuidEntry, Exit};
@@ -19,6 +20,7 @@ use crate::error::{Error, Kind, Result};
 use shadowvm_uapi::{Regs, Segment, Sregs};
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 
 /// Without unrestricted guest, VMX needs a real-mode TSS (three pages) and an identity-map
 /// page table for paging-off guests; both sit just below the 4 GiB BIOS area, so guest
@@ -29,7 +31,7 @@ const TSS_ADDR: u32 = 0xfffb_d000;
 pub struct KvmBackend {
     // Field order: vCPU and VM close before the memory they use is unmapped.
     vcpu: VcpuFd,
-    vm: VmFd,
+    _vm: VmFd,
     _kvm: Kvm,
     mem: Mmap,
     /// Where the last IN wants its data: offset in kvm_run, element size and count.
@@ -40,6 +42,9 @@ pub struct KvmBackend {
     supported: Vec<KvmCpuidEntry2>,
     /// Whether interrupts were queued with KVM_INTERRUPT since the last exit: KVM holds one.
     interrupt_queued: bool,
+    /// The VM's and the vCPU's binary statistics, opened once so that a snapshot (at every
+    /// benchmark mark) is one read of each data block; why not, when they cannot be read.
+    stats_files: std::result::Result<[StatsFile; 2], String>,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
@@ -86,7 +91,19 @@ impl KvmBackend {
             .map_err(|e| unavailable("KVM_SET_TSS_ADDR", e))?;
         let len = usize::try_from(mem_size)
             .map_err(|_| Error::usage("--memory does not fit in the address space"))?;
-        let mem = Mmap::anonymous(len).map_err(|e| unavailable("mmap of guest memory", e))?;
+        // Prefaulted and locked like shadowvm's pinned guest memory, so that no run pays
+        // host page allocation inside the guest and KVM's shadow-PTE prefetch (which maps
+        // only pages the host already has) works from the first fault.
+        let mem = Mmap::anonymous_locked(len).map_err(|e| {
+            Error::new(
+                Kind::Unavailable,
+                format!(
+                    "/dev/kvm: guest memory ({} MiB) could not be allocated and locked: {e} \
+                     (raise the locked-memory limit, ulimit -l, or lower --memory)",
+                    mem_size >> 20
+                ),
+            )
+        })?;
         let region = KvmUserspaceMemoryRegion {
             slot: 0,
             flags: 0,
@@ -108,15 +125,23 @@ impl KvmBackend {
         vcpu.set_cpuid2(&cpuid)
             .map_err(|e| unavailable("KVM_SET_CPUID2", e))?;
         route_launcher_msrs(&vm)?;
+        let stats_files = (|| {
+            Ok([
+                StatsFile::open("kvm.vm.", vm.stats_fd()?)?,
+                StatsFile::open("kvm.vcpu.", vcpu.stats_fd()?)?,
+            ])
+        })()
+        .map_err(|e: std::io::Error| format!("KVM_GET_STATS_FD (Linux 5.14+): {e}"));
         Ok(Self {
             vcpu,
-            vm,
+            _vm: vm,
             _kvm: kvm,
             mem,
             pending_in: None,
             pending_msr: false,
             supported: cpuid,
             interrupt_queued: false,
+            stats_files,
         })
     }
 
@@ -532,77 +557,118 @@ impl Backend for KvmBackend {
     }
 
     fn stats(&mut self) -> Result<Vec<(String, u64)>> {
+        let files = self
+            .stats_files
+            .as_ref()
+            .map_err(|e| Error::new(Kind::Unavailable, e.clone()))?;
         let mut out = Vec::new();
-        for (prefix, file) in [
-            ("kvm.vm.", self.vm.stats_fd()),
-            ("kvm.vcpu.", self.vcpu.stats_fd()),
-        ] {
-            // Binary stats need Linux 5.14+; older kernels just give no KVM counters.
-            if let Ok(data) = file.and_then(read_all) {
-                out.extend(
-                    parse_binary_stats(&data)
-                        .into_iter()
-                        .map(|(n, v)| (format!("{prefix}{n}"), v)),
-                );
-            }
+        for f in files {
+            f.read_into(&mut out)
+                .map_err(|e| Error::os(format!("reading KVM statistics: {e}")))?;
         }
         Ok(out)
     }
 }
 
-fn read_all(mut file: File) -> std::io::Result<Vec<u8>> {
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)?;
-    Ok(data)
+/// One binary statistics file (KVM_GET_STATS_FD): the single-value statistics' names and
+/// offsets, read once; `read_into` re-reads only the data block.
+struct StatsFile {
+    file: File,
+    /// Prefix of every name ("kvm.vm." or "kvm.vcpu.").
+    prefix: &'static str,
+    /// Where the data block starts in the file, and its length in bytes.
+    data_offset: u64,
+    data_len: usize,
+    /// Name and byte offset in the data block of every single-value statistic.
+    values: Vec<(String, usize)>,
 }
 
-/// Parses KVM's binary statistics file (Documentation/virt/kvm/api.rst, KVM_GET_STATS_FD):
-/// a header, descriptors each followed by a name of `name_size` bytes, and u64 data. Only
-/// single-value statistics are kept (histograms are skipped). Malformed data gives what
-/// could be read.
-pub fn parse_binary_stats(data: &[u8]) -> Vec<(String, u64)> {
-    let u32_at = |o: usize| {
-        data.get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
-    };
-    let u16_at = |o: usize| {
-        data.get(o..o + 2)
-            .map(|b| u16::from_le_bytes(b.try_into().unwrap_or_default()))
-    };
-    let u64_at = |o: usize| {
-        data.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-    };
-    let mut out = Vec::new();
-    let (Some(name_size), Some(num_desc), Some(desc_offset), Some(data_offset)) =
-        (u32_at(4), u32_at(8), u32_at(16), u32_at(20))
-    else {
-        return out;
-    };
-    let (name_size, desc_offset, data_offset) = (
-        name_size as usize,
-        desc_offset as usize,
-        data_offset as usize,
-    );
-    let desc_size = 16 + name_size;
-    for i in 0..num_desc as usize {
-        let d = desc_offset + i * desc_size;
-        let (Some(size), Some(offset)) = (u16_at(d + 6), u32_at(d + 8)) else {
-            break;
-        };
-        let Some(name) = data.get(d + 16..d + 16 + name_size) else {
-            break;
-        };
-        let name = String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or_default())
-            .into_owned();
-        if size != 1 {
-            continue;
+impl StatsFile {
+    fn open(prefix: &'static str, mut file: File) -> std::io::Result<Self> {
+        let mut all = Vec::new();
+        file.read_to_end(&mut all)?;
+        let layout = parse_stats_layout(&all).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "malformed statistics header",
+            )
+        })?;
+        Ok(Self {
+            file,
+            prefix,
+            data_offset: layout.data_offset,
+            data_len: all.len().saturating_sub(layout.data_offset as usize),
+            values: layout.values,
+        })
+    }
+
+    /// Appends the current value of every statistic to `out`.
+    fn read_into(&self, out: &mut Vec<(String, u64)>) -> std::io::Result<()> {
+        let mut data = vec![0u8; self.data_len];
+        self.file.read_exact_at(&mut data, self.data_offset)?;
+        for (name, at) in &self.values {
+            let v = data
+                .get(*at..at.saturating_add(8))
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes);
+            if let Some(v) = v {
+                out.push((format!("{}{name}", self.prefix), v));
+            }
         }
-        if let Some(v) = u64_at(data_offset + offset as usize) {
-            out.push((name, v));
+        Ok(())
+    }
+}
+
+/// Where a statistics file keeps its values.
+struct StatsLayout {
+    data_offset: u64,
+    /// Name and byte offset in the data block of each single-value statistic (counters,
+    /// gauges and peaks; histograms and unknown types are left out).
+    values: Vec<(String, usize)>,
+}
+
+/// Reads the header and descriptors of a binary statistics file (Documentation/virt/kvm/
+/// api.rst, KVM_GET_STATS_FD). None for a file too short for its header; descriptors that
+/// run past the end are dropped.
+fn parse_stats_layout(file: &[u8]) -> Option<StatsLayout> {
+    let header = KvmStatsHeader::parse(file)?;
+    let name_size = header.name_size as usize;
+    let desc_size = std::mem::size_of::<KvmStatsDesc>().checked_add(name_size)?;
+    let mut values = Vec::new();
+    for i in 0..header.num_desc as usize {
+        let at = (header.desc_offset as usize).checked_add(i.checked_mul(desc_size)?)?;
+        let Some((desc, name)) = KvmStatsDesc::parse(file, at, name_size) else {
+            break;
+        };
+        let single_value = matches!(
+            desc.flags & KVM_STATS_TYPE_MASK,
+            KVM_STATS_TYPE_CUMULATIVE | KVM_STATS_TYPE_INSTANT | KVM_STATS_TYPE_PEAK
+        );
+        if single_value && desc.size == 1 {
+            values.push((name, desc.offset as usize));
         }
     }
-    out
+    Some(StatsLayout {
+        data_offset: u64::from(header.data_offset),
+        values,
+    })
+}
+
+/// The single-value statistics of a whole binary statistics file.
+#[cfg(test)]
+fn parse_binary_stats(file: &[u8]) -> Vec<(String, u64)> {
+    let Some(layout) = parse_stats_layout(file) else {
+        return Vec::new();
+    };
+    let data = file.get(layout.data_offset as usize..).unwrap_or_default();
+    layout
+        .values
+        .into_iter()
+        .filter_map(|(name, at)| {
+            let b = data.get(at..at + 8)?;
+            Some((name, u64::from_le_bytes(b.try_into().ok()?)))
+        })
+        .collect()
 }
 
 #[cfg(test)]

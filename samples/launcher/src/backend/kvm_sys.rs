@@ -326,6 +326,90 @@ pub struct KvmExitMsr {
     pub data: u64,
 }
 
+/// `struct kvm_stats_header`: the start of a binary statistics file (KVM_GET_STATS_FD,
+/// Documentation/virt/kvm/api.rst). Offsets are from the start of the file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmStatsHeader {
+    pub flags: u32,
+    /// Bytes of each descriptor's name, trailing NULs included.
+    pub name_size: u32,
+    pub num_desc: u32,
+    pub id_offset: u32,
+    pub desc_offset: u32,
+    pub data_offset: u32,
+}
+
+/// `struct kvm_stats_desc` up to its flexible `name` member: each descriptor in the file is
+/// this followed by `KvmStatsHeader::name_size` bytes of name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmStatsDesc {
+    /// Type (`KVM_STATS_TYPE_*`), unit and base of the statistic.
+    pub flags: u32,
+    pub exponent: i16,
+    /// Number of u64 values (1 for a counter, the bucket count for a histogram).
+    pub size: u16,
+    /// Offset of the first value from the data block (`KvmStatsHeader::data_offset`).
+    pub offset: u32,
+    pub bucket_size: u32,
+}
+
+/// `KvmStatsDesc::flags`: the statistic's type.
+pub const KVM_STATS_TYPE_MASK: u32 = 0xf;
+/// A counter that only grows: its difference between two reads counts events.
+pub const KVM_STATS_TYPE_CUMULATIVE: u32 = 0;
+/// A current value (a gauge).
+pub const KVM_STATS_TYPE_INSTANT: u32 = 1;
+/// The highest value seen.
+pub const KVM_STATS_TYPE_PEAK: u32 = 2;
+
+/// Reads a little-endian `u32`/`u16` at `at` of `bytes` (None past the end).
+fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+fn le_u16(bytes: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(
+        bytes.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
+}
+
+impl KvmStatsHeader {
+    /// The header at the start of `file` (None when it is shorter than a header).
+    pub fn parse(file: &[u8]) -> Option<Self> {
+        let field = |i: usize| le_u32(file, i * 4);
+        Some(Self {
+            flags: field(0)?,
+            name_size: field(1)?,
+            num_desc: field(2)?,
+            id_offset: field(3)?,
+            desc_offset: field(4)?,
+            data_offset: field(5)?,
+        })
+    }
+}
+
+impl KvmStatsDesc {
+    /// The descriptor at offset `at` of `file`, and its name (up to the first NUL), for a
+    /// file whose names take `name_size` bytes. None when either runs past the end.
+    pub fn parse(file: &[u8], at: usize, name_size: usize) -> Option<(Self, String)> {
+        let desc = Self {
+            flags: le_u32(file, at)?,
+            exponent: le_u16(file, at.checked_add(4)?)? as i16,
+            size: le_u16(file, at.checked_add(6)?)?,
+            offset: le_u32(file, at.checked_add(8)?)?,
+            bucket_size: le_u32(file, at.checked_add(12)?)?,
+        };
+        let start = at.checked_add(size_of::<Self>())?;
+        let name = file.get(start..start.checked_add(name_size)?)?;
+        let name = name.split(|&b| b == 0).next().unwrap_or_default();
+        Some((desc, String::from_utf8_lossy(name).into_owned()))
+    }
+}
+
 /// A member of the kvm_run exit union.
 ///
 /// # Safety

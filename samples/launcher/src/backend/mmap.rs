@@ -18,14 +18,20 @@ impl Mmap {
         Self::map(len, libc::MAP_SHARED, fd.as_raw_fd(), offset)
     }
 
-    /// Anonymous shared memory of `len` bytes, not reserved up front (guest RAM for KVM).
-    pub fn anonymous(len: usize) -> io::Result<Self> {
-        Self::map(
+    /// Anonymous shared memory of `len` bytes, every page allocated now (MAP_POPULATE) and
+    /// locked in RAM (mlock), so that using it never faults in the host (guest RAM for KVM).
+    pub fn anonymous_locked(len: usize) -> io::Result<Self> {
+        let map = Self::map(
             len,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
             -1,
             0,
-        )
+        )?;
+        // SAFETY: locks exactly the mapping just created, which `map` owns.
+        if unsafe { libc::mlock(map.ptr.cast(), map.len) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(map)
     }
 
     fn map(len: usize, flags: i32, fd: i32, offset: libc::off_t) -> io::Result<Self> {

@@ -168,6 +168,16 @@ fn expectations() -> Expect {
     layout!(e, KvmMsrFilterRange, "struct kvm_msr_filter_range" { flags, nmsrs, base, bitmap });
     layout!(e, KvmMsrFilter, "struct kvm_msr_filter" { flags, ranges });
     layout!(e, KvmInterrupt, "struct kvm_interrupt" { irq });
+    layout!(e, KvmStatsHeader, "struct kvm_stats_header" {
+        flags, name_size, num_desc, id_offset, desc_offset, data_offset
+    });
+    layout!(e, KvmStatsDesc, "struct kvm_stats_desc" { flags, exponent, size, offset, bucket_size });
+    let stats_desc = CPlace {
+        ty: "struct kvm_stats_desc",
+        member: None,
+    };
+    // The name follows the fixed part directly.
+    e.offset(stats_desc, "name", size_of::<KvmStatsDesc>());
 
     // kvm_run up to the end of the exit union (named `padding` in C), whose members sit at
     // its start; C's kvm_run goes on with the sync registers, which are not used.
@@ -267,6 +277,10 @@ fn expectations() -> Expect {
         KVM_NMI,
         KVM_GET_TSC_KHZ,
         KVM_GET_STATS_FD,
+        KVM_STATS_TYPE_MASK,
+        KVM_STATS_TYPE_CUMULATIVE,
+        KVM_STATS_TYPE_INSTANT,
+        KVM_STATS_TYPE_PEAK,
     );
     // usize constants, which `u64::from` does not take.
     e.constant("KVM_NR_INTERRUPTS", KVM_NR_INTERRUPTS as u64);
