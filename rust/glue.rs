@@ -111,6 +111,9 @@ pub(crate) fn on_each_cpu<T: Sync>(data: &T, f: fn(&T, &IrqsOff)) {
         data: &'a T,
         f: fn(&T, &IrqsOff),
     }
+    /// # Safety
+    ///
+    /// `info` points to a `Call<'_, T>` that stays alive until this returns.
     unsafe extern "C" fn trampoline<T>(info: *mut c_void) {
         // SAFETY: `info` is the `Call` below, alive until on_each_cpu returns (it waits).
         let call = unsafe { &*info.cast::<Call<'_, T>>() };
@@ -128,7 +131,7 @@ pub(crate) fn on_each_cpu<T: Sync>(data: &T, f: fn(&T, &IrqsOff)) {
     unsafe {
         shadowvm_on_each_cpu(
             trampoline::<T>,
-            (&call as *const Call<'_, T>).cast_mut().cast(),
+            core::ptr::from_ref(&call).cast_mut().cast(),
         )
     };
 }

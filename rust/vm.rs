@@ -34,9 +34,11 @@ impl RunPage {
     fn new() -> Result<Self> {
         let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
         let me = Self { page };
-        let mut run = uapi::Run::default();
-        run.version = uapi::SHADOWVM_RUN_VERSION;
-        run.size = core::mem::size_of::<uapi::Run>() as u32;
+        let run = uapi::Run {
+            version: uapi::SHADOWVM_RUN_VERSION,
+            size: core::mem::size_of::<uapi::Run>() as u32,
+            ..Default::default()
+        };
         me.store(&run);
         Ok(me)
     }
@@ -125,12 +127,14 @@ fn join<'a>(buf: &'a mut [u8; uapi::SHADOWVM_STAT_NAME_LEN], prefix: &str, name:
     core::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 
-// SAFETY: The uapi structures are `repr(C)` plain integers with explicit padding fields
-// (checked by the layout tests in rust/uapi), so every byte pattern is a valid value and
-// no byte is uninitialised padding.
+// Marks uapi structures as plain data, copied whole to and from userspace.
 macro_rules! plain_data {
     ($($t:ty),*) => {$(
+        // SAFETY: The uapi structures are `repr(C)` plain integers with explicit padding
+        // fields (checked by the layout tests in rust/uapi), so every byte pattern is a
+        // valid value.
         unsafe impl kernel::transmute::FromBytes for $t {}
+        // SAFETY: As above, and no byte is uninitialised padding.
         unsafe impl kernel::transmute::AsBytes for $t {}
     )*};
 }

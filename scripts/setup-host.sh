@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing shadowvm needs on a Debian bookworm host:
-# Debian packages (kernel Rust toolchain, LLVM, QEMU, Bochs, ISO tools) and a pinned
-# bindgen-cli in the cache. Idempotent: a second run only checks.
+# Debian packages (kernel Rust toolchain and its clippy, LLVM, QEMU, Bochs, ISO tools) and
+# a pinned bindgen-cli in the cache. Idempotent: a second run only checks.
 source "$(dirname "$0")/lib.sh"
 
 PACKAGES=(
-	rustc-web rust-web-src
+	rustc-web rust-web-src rust-web-clippy
 	clang-$LLVM_VERSION lld-$LLVM_VERSION llvm-$LLVM_VERSION libclang-$LLVM_VERSION-dev
 	flex bison bc libelf-dev libssl-dev cpio xz-utils lz4 busybox-static
 	qemu-system-x86 bochs bochsbios vgabios isolinux syslinux-common genisoimage

@@ -484,7 +484,7 @@ mod tests {
             Ok(Outcome::Exception(Exception::Gp(0)))
         );
         env.seg_base[Seg::Ds as usize] = 0;
-        r.gpr[gpr::RAX] = MMIO as u32 as u64;
+        r.gpr[gpr::RAX] = u64::from(MMIO as u32);
         let add = dec(CodeSize::Bits32, &[0x01, 0x08]);
         assert_eq!(
             execute(&add, &mut r, &env, &mut m, None),

@@ -264,7 +264,7 @@ unsafe fn store_bytes(dst: *mut u8, src: &[u8]) {
 }
 
 fn le(b: &[u8]) -> u64 {
-    b.iter().rev().fold(0u64, |v, &x| (v << 8) | x as u64)
+    b.iter().rev().fold(0u64, |v, &x| (v << 8) | u64::from(x))
 }
 
 impl<P: PageSource + ?Sized, G: GuestMemory + ?Sized> EmuMemory for EngineAccess<'_, P, G> {

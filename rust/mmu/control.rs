@@ -57,7 +57,7 @@ impl Mmu {
         let val = if pcide { cr3 & !(1u64 << 63) } else { cr3 };
         let mut pdptes = self.ctx.pdptes;
         match self.ctx.mode {
-            GuestMode::Long4 if val & bits(63, self.cfg.maxphyaddr as u32) != 0 => {
+            GuestMode::Long4 if val & bits(63, u32::from(self.cfg.maxphyaddr)) != 0 => {
                 return Ok(CtlOutcome::Gp);
             }
             GuestMode::Pae => match self.load_pdptes(mem, val) {

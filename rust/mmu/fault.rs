@@ -102,7 +102,7 @@ impl Mmu {
             // level is 2..=4 here: cl is 1..=3 and span at most 2^27.
             let cl = level.saturating_sub(1);
             let (cgfn, crole) = if glevel >= level {
-                let span = 1u64 << (9u32.saturating_mul(cl as u32) & 63);
+                let span = 1u64 << (9u32.saturating_mul(u32::from(cl)) & 63);
                 let leaf_acc = if dirty_after { w.perm } else { w.perm & !ACC_W };
                 let cgfn = (w.gpa >> 12) & !span.saturating_sub(1);
                 (cgfn, base.with(cl, true, 0, leaf_acc))

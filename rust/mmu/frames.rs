@@ -73,9 +73,9 @@ fn half_get(t: TablePage, i: usize) -> u32 {
 fn half_set(t: TablePage, i: usize, x: u32) {
     let v = t.get(i / 2);
     let v = if i & 1 == 0 {
-        (v & !0xffff_ffff) | x as u64
+        (v & !0xffff_ffff) | u64::from(x)
     } else {
-        (v & 0xffff_ffff) | ((x as u64) << 32)
+        (v & 0xffff_ffff) | (u64::from(x) << 32)
     };
     t.set(i / 2, v);
 }

@@ -115,7 +115,7 @@ pub(super) type DescId = Id<Desc>;
 /// List position of slot `i` of block `d` (ids fit 20 bits, see [`super::pool::MAX_RECS`];
 /// 0 means "held in the head").
 fn pos_of(d: DescId, i: usize) -> u64 {
-    ((d.raw() as u64) << 4) | (i as u64 & 15)
+    (u64::from(d.raw()) << 4) | (i as u64 & 15)
 }
 
 impl Mmu {

@@ -86,7 +86,8 @@ pub fn read_gpte<G: GuestMemory + ?Sized>(mem: &G, gpa: u64, size: u64) -> u64 {
         let off = off & !3;
         // SAFETY: `f.ptr` points to 4096 bytes valid for atomic access (GuestMemory's
         // contract); `off` is 4-aligned and at most 4092, so the u32 is inside the frame.
-        unsafe { AtomicU32::from_ptr(f.ptr.add(off).cast::<u32>()) }.load(Ordering::Relaxed) as u64
+        let gpte = unsafe { AtomicU32::from_ptr(f.ptr.add(off).cast::<u32>()) };
+        u64::from(gpte.load(Ordering::Relaxed))
     } else {
         let off = off & !7;
         // SAFETY: as above, `off` is 8-aligned and at most 4088.

@@ -243,7 +243,8 @@ impl Pool {
     pub(crate) fn get<T: Record>(&self, id: Id<T>) -> &T {
         let p = self
             .rec_ptr(id.raw())
-            .unwrap_or(self.null.as_ptr() as *mut u8);
+            // Only read through: `get` hands out a shared borrow.
+            .unwrap_or(self.null.as_ptr().cast::<u8>().cast_mut());
         // SAFETY: `p` is 8-aligned, points to REC_SIZE bytes owned by the pool (a record
         // page or `null`), and T fits and accepts any bit pattern (Record contract). The
         // returned borrow is tied to `&self`, so no `&mut` to the pool exists meanwhile.

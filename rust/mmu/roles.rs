@@ -77,12 +77,12 @@ impl Role {
     /// This role with another level, direct bit, quadrant and inherited access.
     pub(super) fn with(self, level: u8, direct: bool, quadrant: u32, access: u8) -> Role {
         let mut r = self.0 & !(7 | DIRECT | (3 << 6) | (7 << 8));
-        r |= level as u32 & 7;
+        r |= u32::from(level) & 7;
         if direct {
             r |= DIRECT;
         }
         r |= (quadrant & 3) << 6;
-        r |= (access as u32 & 7) << 8;
+        r |= (u32::from(access) & 7) << 8;
         Role(r)
     }
 

@@ -33,7 +33,7 @@ const fn pae_slot(base: usize, i: usize) -> usize {
 /// root uses bits 31:30).
 pub(super) fn sidx(gva: u64, level: u8) -> usize {
     // level - 1 is masked to 0..=3, so the shift is at most 39.
-    let shift = 12u32.saturating_add(9u32.saturating_mul(level.saturating_sub(1) as u32 & 3));
+    let shift = 12u32.saturating_add(9u32.saturating_mul(u32::from(level.saturating_sub(1)) & 3));
     ((gva >> shift) & 511) as usize
 }
 
@@ -74,7 +74,7 @@ const ROOT_BUCKETS: usize = MAX_ROOT_CACHE;
 
 /// The bucket of cache key (`key`, `role`).
 fn root_bucket(key: u64, role: Role) -> usize {
-    let h = (key ^ ((role.0 as u64) << 52)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let h = (key ^ (u64::from(role.0) << 52)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     // The top 5 bits: 0..32 = ROOT_BUCKETS.
     (h >> 59) as usize
 }
@@ -474,7 +474,7 @@ impl Mmu {
             self.pin(sp);
             let hpa = self.sp(sp).spt_hpa;
             pt.set(i, (hpa & bits(51, 12)) | PTE_P);
-            pt.set(pae_slot(PAE_SPS, i), raw_of(Some(sp)) as u64);
+            pt.set(pae_slot(PAE_SPS, i), u64::from(raw_of(Some(sp))));
         }
         let rec = self.pool.get_mut(r);
         rec.key = key;

@@ -102,7 +102,7 @@ impl Side {
 
     /// A non-leaf entry pointing to `child`.
     pub(super) fn of_child(child: SpId) -> Side {
-        Side(child.raw() as u64)
+        Side(u64::from(child.raw()))
     }
 
     /// The entry's position in its reference list.

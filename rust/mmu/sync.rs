@@ -78,7 +78,7 @@ impl Mmu {
         if role.gpte4() {
             // gfn < 2^40 and the offsets are below 8 KiB: nothing wraps; wrapping keeps
             // the guest-physical arithmetic total.
-            let gi = (role.quadrant() as u64)
+            let gi = u64::from(role.quadrant())
                 .wrapping_mul(512)
                 .wrapping_add(slot as u64);
             (base.wrapping_add(gi.wrapping_mul(4)), 4)

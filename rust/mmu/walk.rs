@@ -149,7 +149,7 @@ impl PagingCtx {
     }
 
     fn m(&self) -> u32 {
-        (self.maxphyaddr as u32).clamp(32, 52)
+        u32::from(self.maxphyaddr).clamp(32, 52)
     }
 
     /// Reserved bits above MAXPHYADDR in 8-byte entries of 4-level paging (bits 51:M).
@@ -301,7 +301,8 @@ impl Format for Long4 {
     const TOP: u8 = 4;
     fn index(gva: u64, level: u8) -> u64 {
         // level - 1 is masked to 0..=3, so the shift is at most 39.
-        (gva >> 12u32.saturating_add(9u32.saturating_mul(level.saturating_sub(1) as u32 & 3))) & 511
+        (gva >> 12u32.saturating_add(9u32.saturating_mul(u32::from(level.saturating_sub(1)) & 3)))
+            & 511
     }
     fn rsvd(ctx: &PagingCtx, pte: u64, level: u8) -> bool {
         let base = ctx.high_rsvd_long() | ctx.nx_rsvd();

@@ -56,7 +56,7 @@ impl Mmu {
             let last = end.saturating_sub(1) >> size_log2;
             for gi in first..=last {
                 if role.gpte4() {
-                    let q = role.quadrant() as u64;
+                    let q = u64::from(role.quadrant());
                     if role.level() == 1 {
                         if gi / 512 == q {
                             self.drop_spte(id, (gi % 512) as usize);

@@ -5,6 +5,9 @@
 
 #![no_std]
 
+// As in the kernel crate (rust/shadowvm.rs): the structures' fields are the C ABI's,
+// documented field by field in Documentation/uapi.md and rust/uapi/shadowvm.h.
+#[allow(missing_docs)]
 #[path = "mod.rs"]
 mod abi;
 

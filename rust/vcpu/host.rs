@@ -84,7 +84,7 @@ fn descriptor_tables() -> (u64, u64, u16) {
 
 /// Base of the 64-bit TSS descriptor `tr` in the GDT at `gdt`.
 fn tss_base(gdt: u64, tr: u16) -> u64 {
-    let desc = gdt.wrapping_add((tr & !7) as u64) as *const u64;
+    let desc = gdt.wrapping_add(u64::from(tr & !7)) as *const u64;
     // SAFETY: The kernel's GDT is mapped and TR indexes its 16-byte TSS descriptor.
     let (lo, hi) = unsafe { (desc.read_unaligned(), desc.add(1).read_unaligned()) };
     ((lo >> 16) & 0xff_ffff) | (((lo >> 56) & 0xff) << 24) | ((hi & 0xffff_ffff) << 32)

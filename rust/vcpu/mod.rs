@@ -361,7 +361,7 @@ static NEXT_VCPU_ID: AtomicU64 = AtomicU64::new(1);
 /// RFLAGS.IF=0, so there the deadline is all that returns the CPU.
 fn window_ticks() -> u64 {
     // SAFETY: `tsc_khz` is written once during boot calibration and only read afterwards.
-    let khz = unsafe { kernel::bindings::tsc_khz } as u64;
+    let khz = u64::from(unsafe { kernel::bindings::tsc_khz });
     let ticks_per_ms = if khz == 0 { 1 << 21 } else { khz };
     core::cmp::max(ticks_per_ms.saturating_mul(crate::window_us()) / 1000, 1)
 }
@@ -807,7 +807,8 @@ impl VcpuCore {
             // SAFETY: The VMCS is current with complete host, control and guest state;
             // HOST_RIP points at shadowvm_vmx_exit; `gpr` has the 17 slots the routine
             // uses; GUEST_CR3 is the MMU's current root (checked above).
-            let failed = unsafe { shadowvm_vmx_run(self.state.gpr.as_mut_ptr(), launched as u64) };
+            let failed =
+                unsafe { shadowvm_vmx_run(self.state.gpr.as_mut_ptr(), u64::from(launched)) };
             launched = true;
             if failed != 0 {
                 let err = vmcs.read(VM_INSTRUCTION_ERROR);

@@ -380,7 +380,7 @@ pub(crate) fn check_sregs(s: &uapi::Sregs) -> bool {
         && !(s.cs.l != 0 && (s.cs.db != 0 || !lma))
         && (s.ss.unusable != 0 || (seg_ok(&s.ss, false) && s.ss.type_ & 2 != 0))
         && (s.ss.unusable != 0 || s.ss.dpl == s.cs.dpl || s.cs.type_ & 4 != 0)
-        && s.ss.selector & 3 == s.ss.dpl as u16
+        && s.ss.selector & 3 == u16::from(s.ss.dpl)
         && selectors_ok
         && s.tr.unusable == 0 && s.tr.present != 0 && s.tr.s == 0
         && (s.tr.type_ == 11 || (!lma && s.tr.type_ == 3))

@@ -37,7 +37,7 @@ pub(crate) fn rdtsc() -> u64 {
     unsafe {
         asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
     };
-    ((hi as u64) << 32) | lo as u64
+    (u64::from(hi) << 32) | u64::from(lo)
 }
 
 /// Reads debug register `N` (0-3, 6 or 7).
@@ -146,7 +146,7 @@ pub(crate) unsafe fn vmread(field: u32) -> Result<u64, VmFail> {
     let v: u64;
     // SAFETY: See the function's safety requirements.
     unsafe {
-        asm!("vmread {v}, {f}", "setbe {fl}", f = in(reg) field as u64, v = out(reg) v,
+        asm!("vmread {v}, {f}", "setbe {fl}", f = in(reg) u64::from(field), v = out(reg) v,
              fl = out(reg_byte) failed, options(nostack))
     };
     vm_result(failed).map(|()| v)
@@ -162,7 +162,7 @@ pub(crate) unsafe fn vmwrite(field: u32, value: u64) -> Result<(), VmFail> {
     let failed: u8;
     // SAFETY: See the function's safety requirements.
     unsafe {
-        asm!("vmwrite {f}, {v}", "setbe {fl}", f = in(reg) field as u64, v = in(reg) value,
+        asm!("vmwrite {f}, {v}", "setbe {fl}", f = in(reg) u64::from(field), v = in(reg) value,
              fl = out(reg_byte) failed, options(nostack))
     };
     vm_result(failed)

@@ -224,6 +224,8 @@ struct Row {
     peak_pages: usize,
 }
 
+// The kernel's float_arithmetic lint keeps the FPU out of kernel code; this prints on the host.
+#[allow(clippy::float_arithmetic)]
 fn print_row(mib: u64, procs: u64, prefetch: u64, r: &Row) {
     println!(
         "{:>6} {:>5} {:>4} {:>6} | {:>8} {:>8} {:>7} {:>8} | {:>8} {:>8} {:>7} {:>7} | {:>6} {:>8.1}",
@@ -337,7 +339,13 @@ fn bench(mib: u64, procs: u64, prefetch: u64) -> Row {
         .unwrap();
     let second = pass(&mut mmu, &mut host);
     let prefetched = prefetches(&mmu) - prefetched_first;
-    let per = |ns: u128, n: u64| if n == 0 { 0 } else { (ns / n as u128) as u64 };
+    let per = |ns: u128, n: u64| {
+        if n == 0 {
+            0
+        } else {
+            (ns / u128::from(n)) as u64
+        }
+    };
     let row = Row {
         limit: mmu.shadow_page_limit(),
         faults: [first.faults, second.faults],

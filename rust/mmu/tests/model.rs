@@ -57,7 +57,7 @@ impl World {
     fn new(mode: u8, cfg: Config, pcide: bool, smep: bool, smap: bool) -> World {
         let mem = GMem::new(NFRAMES, &HOLES);
         let esz = if mode == 1 { 4 } else { 8 };
-        let w = |gfn: u64, idx: u64, v: u64| mem.write((gfn << 12) + idx * esz as u64, esz, v);
+        let w = |gfn: u64, idx: u64, v: u64| mem.write((gfn << 12) + idx * u64::from(esz), esz, v);
         let pwu = PTE_P | PTE_W | PTE_U;
         let dm_base;
         match mode {
@@ -120,7 +120,7 @@ impl World {
             smep,
             smap,
             pse: mode == 1,
-            m: cfg.maxphyaddr as u32,
+            m: u32::from(cfg.maxphyaddr),
             gb: cfg.gb_pages,
         };
         let mut wd = World {
@@ -199,7 +199,7 @@ impl World {
     }
 
     fn gva(&self, sel: u32) -> u64 {
-        let s = sel as u64;
+        let s = u64::from(sel);
         let off = if s & 1 != 0 { 0x7f8 } else { 0 };
         let pick = |set: &[u64], x: u64| set[(x as usize) % set.len()];
         if (s >> 28) & 7 == 0 {
@@ -349,7 +349,7 @@ impl World {
             }
         };
         let v = self.pte_value(b, c);
-        self.store((frame << 12) + idx * self.esz as u64, v);
+        self.store((frame << 12) + idx * u64::from(self.esz), v);
     }
 
     fn read_cur(&self) -> impl Fn(u64, u32) -> u64 + '_ {
@@ -648,7 +648,7 @@ impl World {
         let mut cr3 = root << 12;
         let mut noflush = false;
         if self.pcide {
-            cr3 |= (a as u64 >> 1) % 3;
+            cr3 |= (u64::from(a) >> 1) % 3;
             noflush = (a >> 3) & 1 != 0;
             if noflush {
                 cr3 |= 1 << 63;
@@ -772,7 +772,7 @@ impl World {
     /// allocation failure `fail` asks for.
     fn size_for(&mut self, frames: u64, fail: Option<u8>, c: u32) {
         if let Some(f) = fail {
-            self.host.fail_at = Some(self.host.allocs + 1 + (c as u64 % (f as u64 + 1)));
+            self.host.fail_at = Some(self.host.allocs + 1 + (u64::from(c) % (u64::from(f) + 1)));
         }
         retry_oom(&mut self.host, |h| self.mmu.set_guest_frames(h, frames));
         self.host.fail_at = None;
@@ -797,7 +797,8 @@ impl World {
             if let Some(f) = fail {
                 // Make one of the next few allocations fail: every event must report
                 // NeedMemory cleanly and succeed when retried.
-                self.host.fail_at = Some(self.host.allocs + 1 + (c as u64 % (f as u64 + 1)));
+                self.host.fail_at =
+                    Some(self.host.allocs + 1 + (u64::from(c) % (u64::from(f) + 1)));
             }
             match k {
                 0..=5 => self.access(a, b),
@@ -850,7 +851,11 @@ impl World {
             _ => InvpcidKind::AllExceptGlobal,
         };
         let pcid = if (a >> 2) & 3 == 0 { 1 } else { 0 }
-            + if self.pcide { (a as u64 >> 4) % 2 } else { 0 };
+            + if self.pcide {
+                (u64::from(a) >> 4) % 2
+            } else {
+                0
+            };
         let gva = self.gva(b);
         self.tlb.engine(&mut self.mmu);
         let r = self.mmu.invpcid(&self.mem, kind, pcid, gva);

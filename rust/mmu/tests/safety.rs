@@ -229,7 +229,7 @@ fn huge_rmap_chain_stays_bounded() {
     assert!(n <= 2_000, "write-protecting a frame took {n} engine steps");
     // Zapping a page table whose 512 entries all sit in that chain: O(1) per entry.
     for t in 0..NPT {
-        let (_, n) = steps(&mut mmu, |m| m.guest_wrote(&mut host, (10 + t) << 12, 8));
+        let ((), n) = steps(&mut mmu, |m| m.guest_wrote(&mut host, (10 + t) << 12, 8));
         assert!(n <= 512 * 8, "zapping a page table took {n} engine steps");
         assert!(!mmu.is_shadowed(10 + t));
     }
@@ -1104,7 +1104,7 @@ fn tlb_kept_across_exits_is_invalidated_where_needed() {
     let mut host = Host::new();
     let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
     let mut tlb = Tlb::new();
-    let mut read = |mmu: &mut Mmu, host: &mut Host, tlb: &mut Tlb, gva: u64| match cpu_access_via(
+    let read = |mmu: &mut Mmu, host: &mut Host, tlb: &mut Tlb, gva: u64| match cpu_access_via(
         mmu, host, &mem, tlb, gva, RD, None,
     ) {
         CpuResult::Ok(hpa) => hpa,

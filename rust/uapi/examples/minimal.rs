@@ -15,7 +15,7 @@ const CODE: &[u8] = &[
 
 fn ioctl<T>(fd: i32, cmd: u32, arg: *mut T) -> Result<i32, Error> {
     // SAFETY: `cmd` encodes the size of `T`; `arg` is valid or null for _IO commands.
-    let r = unsafe { libc::ioctl(fd, cmd as libc::c_ulong, arg) };
+    let r = unsafe { libc::ioctl(fd, libc::c_ulong::from(cmd), arg) };
     if r < 0 {
         Err(Error::last_os_error())
     } else {

@@ -241,7 +241,7 @@ impl VcpuCore {
                     return Handled::Resume;
                 };
                 if req.size > 8 {
-                    return self.emulation_error(run, [req.size as u64, 0, 0]);
+                    return self.emulation_error(run, [u64::from(req.size), 0, 0]);
                 }
                 // A read across a page is one exit when the second page continues the
                 // first in guest-physical space, both MMIO (a device window); anything
@@ -254,13 +254,13 @@ impl VcpuCore {
                     };
                     let is_ram = |g: u64| crate::mmu::GuestMemory::frame(ram, g >> 12).is_some();
                     if gpa2 != gpa.wrapping_add(first) || is_ram(gpa) || is_ram(gpa2) {
-                        return self.emulation_error(run, [req.size as u64, gpa, gpa2]);
+                        return self.emulation_error(run, [u64::from(req.size), gpa, gpa2]);
                     }
                 }
                 run.exit.set(uapi::ExitMmio {
                     gpa,
                     data: [0; 8],
-                    len: req.size as u32,
+                    len: u32::from(req.size),
                     is_write: 0,
                     padding: [0; 3],
                 });

@@ -124,10 +124,10 @@ impl VcpuCore {
                 let [a, b, c, d] = self
                     .cpuid
                     .lookup(self.state.gpr[0] as u32, self.state.gpr[1] as u32);
-                self.state.gpr[0] = a as u64;
-                self.state.gpr[3] = b as u64;
-                self.state.gpr[1] = c as u64;
-                self.state.gpr[2] = d as u64;
+                self.state.gpr[0] = u64::from(a);
+                self.state.gpr[3] = u64::from(b);
+                self.state.gpr[1] = u64::from(c);
+                self.state.gpr[2] = u64::from(d);
                 self.skip(info)
             }
             ExitReason::Hlt => {

@@ -9,8 +9,27 @@ use std::collections::{HashMap, HashSet};
 
 // ------------------------------------------------------------------ host pages
 
+/// A 4 KiB page, aligned as a real one is (GuestMemory's contract asks for it).
+#[repr(C, align(4096))]
+struct Page4k([u64; 512]);
+
+/// A zeroed page, leaked until [`free_page4k`].
+fn alloc_page4k() -> *mut u64 {
+    Box::into_raw(Box::new(Page4k([0; 512]))).cast::<u64>()
+}
+
+/// Frees a page of [`alloc_page4k`].
+///
+/// # Safety
+///
+/// `p` came from [`alloc_page4k`], was not freed yet and is not used after this.
+unsafe fn free_page4k(p: *mut u64) {
+    // SAFETY: `p` is the pointer `alloc_page4k` leaked from a `Box<Page4k>` (caller's promise).
+    drop(unsafe { Box::from_raw(p.cast::<Page4k>()) });
+}
+
 /// Host memory: pages with made-up host-physical addresses.
-pub struct Host {
+pub(crate) struct Host {
     pages: HashMap<u64, *mut u64>,
     next: u64,
     next_low: u64,
@@ -24,10 +43,10 @@ pub struct Host {
     pub oom_events: u64,
 }
 
-pub const GUEST_HPA_BASE: u64 = 0x80_0000_0000;
+pub(crate) const GUEST_HPA_BASE: u64 = 0x80_0000_0000;
 
 impl Host {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Host {
             pages: HashMap::new(),
             next: 0x1_0000_0000,
@@ -39,19 +58,20 @@ impl Host {
             oom_events: 0,
         }
     }
-    pub fn live(&self) -> usize {
+    pub(crate) fn live(&self) -> usize {
         self.pages.len()
     }
     /// Reads a u64 of a host page (shadow tables).
-    pub fn read(&self, hpa: u64) -> u64 {
+    pub(crate) fn read(&self, hpa: u64) -> u64 {
         let base = hpa & !0xfff;
         let p = *self
             .pages
             .get(&base)
             .unwrap_or_else(|| panic!("shadow entry points to unknown host page {base:#x}"));
+        // SAFETY: `p` is a live page of 512 u64 (it is in `pages`); the index is below 512.
         unsafe { p.add(((hpa & 0xfff) / 8) as usize).read_volatile() }
     }
-    pub fn has(&self, hpa: u64) -> bool {
+    pub(crate) fn has(&self, hpa: u64) -> bool {
         self.pages.contains_key(&(hpa & !0xfff))
     }
 }
@@ -59,7 +79,8 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         for (_, p) in self.pages.drain() {
-            unsafe { drop(Box::from_raw(p as *mut [u64; 512])) };
+            // SAFETY: every page in `pages` came from `alloc_page4k`; draining drops it once.
+            unsafe { free_page4k(p) };
         }
     }
 }
@@ -75,8 +96,7 @@ impl PageSource for Host {
             return None;
         }
         self.allocs = n;
-        let b: Box<[u64; 512]> = Box::new([0; 512]);
-        let p = Box::into_raw(b) as *mut u64;
+        let p = alloc_page4k();
         let hpa = if low {
             self.next_low += 4096;
             assert!(self.next_low < 1 << 32);
@@ -87,7 +107,7 @@ impl PageSource for Host {
         };
         self.pages.insert(hpa, p);
         Some(HostPage {
-            ptr: p as *mut u8,
+            ptr: p.cast::<u8>(),
             hpa,
         })
     }
@@ -96,59 +116,70 @@ impl PageSource for Host {
             .pages
             .remove(&page.hpa)
             .unwrap_or_else(|| panic!("double free / unknown page {:#x}", page.hpa));
-        assert_eq!(p as *mut u8, page.ptr, "free_page: pointer/hpa mismatch");
-        unsafe { drop(Box::from_raw(p as *mut [u64; 512])) };
+        assert_eq!(p.cast::<u8>(), page.ptr, "free_page: pointer/hpa mismatch");
+        // SAFETY: `p` came from `alloc_page4k` and is no longer in `pages`; the engine gave
+        // the page back, so nothing uses it after this.
+        unsafe { free_page4k(p) };
         self.frees += 1;
     }
 }
 
 // ------------------------------------------------------------------ guest memory
 
-pub struct GMem {
+pub(crate) struct GMem {
     frames: Vec<Option<*mut u64>>,
 }
 
 impl GMem {
     /// `n` frames, those in `holes` unbacked.
-    pub fn new(n: usize, holes: &[u64]) -> Self {
+    pub(crate) fn new(n: usize, holes: &[u64]) -> Self {
         let frames = (0..n as u64)
             .map(|g| {
                 if holes.contains(&g) {
                     None
                 } else {
-                    Some(Box::into_raw(Box::new([0u64; 512])) as *mut u64)
+                    Some(alloc_page4k())
                 }
             })
             .collect();
         GMem { frames }
     }
-    pub fn backed(&self, gfn: u64) -> bool {
+    pub(crate) fn backed(&self, gfn: u64) -> bool {
         matches!(self.frames.get(gfn as usize), Some(Some(_)))
     }
-    pub fn hpa_of(&self, gpa: u64) -> u64 {
+    pub(crate) fn hpa_of(&self, gpa: u64) -> u64 {
         GUEST_HPA_BASE + gpa
     }
-    pub fn read(&self, gpa: u64, size: u32) -> u64 {
+    pub(crate) fn read(&self, gpa: u64, size: u32) -> u64 {
         let Some(Some(p)) = self.frames.get((gpa >> 12) as usize) else {
             return 0;
         };
         let off = (gpa & 0xfff) as usize;
+        // SAFETY: `p` is a live 4096-byte frame; `off & !3` (4-aligned) and `off / 8` are
+        // inside it.
         unsafe {
             if size == 4 {
-                (*p as *mut u8).add(off & !3).cast::<u32>().read_volatile() as u64
+                u64::from(
+                    (*p).cast::<u8>()
+                        .add(off & !3)
+                        .cast::<u32>()
+                        .read_volatile(),
+                )
             } else {
                 p.add(off / 8).read_volatile()
             }
         }
     }
-    pub fn write(&self, gpa: u64, size: u32, v: u64) {
+    pub(crate) fn write(&self, gpa: u64, size: u32, v: u64) {
         let Some(Some(p)) = self.frames.get((gpa >> 12) as usize) else {
             return;
         };
         let off = (gpa & 0xfff) as usize;
+        // SAFETY: `p` is a live 4096-byte frame; `off & !3` (4-aligned) and `off / 8` are
+        // inside it.
         unsafe {
             if size == 4 {
-                (*p as *mut u8)
+                (*p).cast::<u8>()
                     .add(off & !3)
                     .cast::<u32>()
                     .write_volatile(v as u32)
@@ -157,10 +188,11 @@ impl GMem {
             }
         }
     }
-    pub fn frame_copy(&self, gfn: u64) -> [u64; 512] {
+    pub(crate) fn frame_copy(&self, gfn: u64) -> [u64; 512] {
         let mut out = [0u64; 512];
         if let Some(Some(p)) = self.frames.get(gfn as usize) {
             for (i, o) in out.iter_mut().enumerate() {
+                // SAFETY: `i` < 512, inside the live frame `p`.
                 *o = unsafe { p.add(i).read_volatile() };
             }
         }
@@ -171,16 +203,20 @@ impl GMem {
 impl Drop for GMem {
     fn drop(&mut self) {
         for p in self.frames.drain(..).flatten() {
-            unsafe { drop(Box::from_raw(p as *mut [u64; 512])) };
+            // SAFETY: every frame came from `alloc_page4k`; draining drops it once.
+            unsafe { free_page4k(p) };
         }
     }
 }
 
+// SAFETY: Each frame is a 4096-byte, 4096-aligned `Page4k`, freed only when the GMem is
+// dropped, which needs `&mut self`, so not while an engine call holds `&self`. The tests
+// run one thread per GMem: nothing else writes a frame during an engine call.
 unsafe impl GuestMemory for GMem {
     fn frame(&self, gfn: u64) -> Option<GuestFrame> {
         match self.frames.get(usize::try_from(gfn).ok()?) {
             Some(Some(p)) => Some(GuestFrame {
-                ptr: *p as *mut u8,
+                ptr: (*p).cast::<u8>(),
                 hpa: GUEST_HPA_BASE + (gfn << 12),
             }),
             _ => None,
@@ -192,7 +228,7 @@ unsafe impl GuestMemory for GMem {
 
 /// The architectural state the reference model needs.
 #[derive(Clone, Copy, Debug)]
-pub struct RefState {
+pub(crate) struct RefState {
     /// 0 off, 1 32-bit, 2 PAE, 3 4-level.
     pub mode: u8,
     pub cr3: u64,
@@ -207,7 +243,7 @@ pub struct RefState {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Acc {
+pub(crate) struct Acc {
     pub write: bool,
     pub fetch: bool,
     pub user: bool,
@@ -217,7 +253,7 @@ pub struct Acc {
 }
 
 impl Acc {
-    pub fn to_engine(self) -> Access {
+    pub(crate) fn to_engine(self) -> Access {
         Access {
             write: self.write,
             fetch: self.fetch,
@@ -226,7 +262,7 @@ impl Acc {
             ac: self.ac,
         }
     }
-    pub fn hw_error_code(self) -> u32 {
+    pub(crate) fn hw_error_code(self) -> u32 {
         let mut e = 0;
         if self.write {
             e |= PFERR_W;
@@ -242,7 +278,7 @@ impl Acc {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RefResult {
+pub(crate) enum RefResult {
     Ok {
         gpa: u64,
         page_size: u64,
@@ -304,7 +340,7 @@ impl RefState {
     }
 
     /// Walks guest tables through `read(gpa, size)`.
-    pub fn walk(&self, read: &dyn Fn(u64, u32) -> u64, gva: u64, a: Acc) -> RefResult {
+    pub(crate) fn walk(&self, read: &dyn Fn(u64, u32) -> u64, gva: u64, a: Acc) -> RefResult {
         let mut entries = Vec::new();
         let mut user_all = true;
         let mut write_all = true;
@@ -447,7 +483,7 @@ impl RefState {
     }
 
     /// Applies the A/D updates of a successful walk to a copy of memory values.
-    pub fn ad_updates(
+    pub(crate) fn ad_updates(
         &self,
         read: &dyn Fn(u64, u32) -> u64,
         r: &RefResult,
@@ -477,7 +513,7 @@ impl RefState {
     }
 
     /// Loads PAE PDPTEs; None if one has reserved bits (#GP).
-    pub fn load_pdptes(&self, mem: &GMem, cr3: u64) -> Option<[u64; 4]> {
+    pub(crate) fn load_pdptes(&self, mem: &GMem, cr3: u64) -> Option<[u64; 4]> {
         let base = cr3 & 0xffff_ffe0;
         let mut p = [0; 4];
         for (i, e) in p.iter_mut().enumerate() {
@@ -491,7 +527,7 @@ impl RefState {
         Some(p)
     }
 
-    pub fn cr0(&self) -> u64 {
+    pub(crate) fn cr0(&self) -> u64 {
         let mut c = CR0_PE | (1 << 4);
         if self.mode != 0 {
             c |= CR0_PG;
@@ -506,7 +542,7 @@ impl RefState {
 // ------------------------------------------------------------------ software CPU
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CpuResult {
+pub(crate) enum CpuResult {
     /// The access completed at this host-physical address.
     Ok(u64),
     /// #PF delivered to the guest.
@@ -519,7 +555,7 @@ pub enum CpuResult {
 
 /// Walks the shadow tables exactly as the CPU would (real CR0.WP=1, EFER.NXE=1, real
 /// SMEP/SMAP from the engine's hardware state). Returns Ok(hpa) or the hardware #PF code.
-pub fn hw_walk(mmu: &Mmu, host: &Host, gva: u64, a: Acc) -> Result<u64, u32> {
+pub(crate) fn hw_walk(mmu: &Mmu, host: &Host, gva: u64, a: Acc) -> Result<u64, u32> {
     let hw = mmu.hw_state();
     assert_eq!(hw.cr0_set & (CR0_PG | CR0_WP), CR0_PG | CR0_WP);
     assert!(hw.efer & EFER_NXE != 0);
@@ -598,14 +634,14 @@ pub fn hw_walk(mmu: &Mmu, host: &Host, gva: u64, a: Acc) -> Result<u64, u32> {
 /// kind (a write hit needs an earlier write walk, as for the dirty flag). Off: no TLB (no
 /// VPID, every entry flushes).
 #[derive(Default)]
-pub struct Tlb {
+pub(crate) struct Tlb {
     on: bool,
     entries: HashMap<(u64, Acc), u64>,
 }
 
 impl Tlb {
     /// A TLB that keeps translations.
-    pub fn new() -> Tlb {
+    pub(crate) fn new() -> Tlb {
         Tlb {
             on: true,
             entries: HashMap::new(),
@@ -618,7 +654,7 @@ impl Tlb {
     }
 
     /// The guest's (or userspace's) full flush.
-    pub fn flush_all(&mut self) {
+    pub(crate) fn flush_all(&mut self) {
         self.entries.clear();
     }
 
@@ -628,7 +664,7 @@ impl Tlb {
     }
 
     /// Before the next VM entry: what the engine reports (one leaf or all: all).
-    pub fn engine(&mut self, mmu: &mut Mmu) {
+    pub(crate) fn engine(&mut self, mmu: &mut Mmu) {
         if mmu.take_tlb_flush() != TlbFlush::None {
             self.flush_all();
         }
@@ -636,7 +672,7 @@ impl Tlb {
 
     /// INVLPG (INVPCID of one address) of `gva` just handed to the engine, whose earlier
     /// reports were taken before it.
-    pub fn invlpg(&mut self, mmu: &mut Mmu, gva: u64) {
+    pub(crate) fn invlpg(&mut self, mmu: &mut Mmu, gva: u64) {
         match mmu.take_tlb_flush() {
             TlbFlush::None | TlbFlush::OneLeaf => self.flush_page(mmu, gva),
             TlbFlush::All => self.flush_all(),
@@ -647,7 +683,7 @@ impl Tlb {
 /// One guest access on the software CPU, with the engine handling every #PF exit like the
 /// vCPU would. `store` is written to guest memory if the access is a write (page-table
 /// updates done by guest code).
-pub fn cpu_access(
+pub(crate) fn cpu_access(
     mmu: &mut Mmu,
     host: &mut Host,
     mem: &GMem,
@@ -659,7 +695,7 @@ pub fn cpu_access(
 }
 
 /// [`cpu_access`] through `tlb`.
-pub fn cpu_access_via(
+pub(crate) fn cpu_access_via(
     mmu: &mut Mmu,
     host: &mut Host,
     mem: &GMem,
@@ -733,7 +769,7 @@ pub fn cpu_access_via(
 /// `store` (a page-table update by guest code), or what memory holds (a plain write
 /// access): `mov [rdi], rax` in 64-bit code, `mov [edi], eax` or, for 8-byte entries,
 /// `lock cmpxchg8b [edi]` in 32-bit code.
-pub fn emulate_store(
+pub(crate) fn emulate_store(
     mmu: &mut Mmu,
     host: &mut Host,
     mem: &GMem,
@@ -799,7 +835,10 @@ pub fn emulate_store(
 
 /// Runs an engine event; on `NeedMemory` (an injected allocation failure) checks that the
 /// failure was the injected one and retries the same event with the same arguments.
-pub fn retry_oom<T>(host: &mut Host, mut f: impl FnMut(&mut Host) -> Result<T, MmuError>) -> T {
+pub(crate) fn retry_oom<T>(
+    host: &mut Host,
+    mut f: impl FnMut(&mut Host) -> Result<T, MmuError>,
+) -> T {
     for _ in 0..100 {
         match f(host) {
             Ok(v) => return v,
@@ -818,6 +857,6 @@ pub fn retry_oom<T>(host: &mut Host, mut f: impl FnMut(&mut Host) -> Result<T, M
 }
 
 /// A set of frames (test helper).
-pub fn set(v: &[u64]) -> HashSet<u64> {
+pub(crate) fn set(v: &[u64]) -> HashSet<u64> {
     v.iter().copied().collect()
 }
