@@ -59,10 +59,12 @@ launcher_backend() { case $1 in kvm-*) echo kvm ;; *) echo "$1" ;; esac; }
 backend_done() { unload_kvm; unload_shadowvm; }
 
 # guest_run <backend> <image> <timeout s> <serial file> <json file>: runs the image with
-# --json; returns the launcher's exit status. Launcher messages go to <json file>.err.
+# --json (and $GUEST_RUN_OPTS); returns the launcher's exit status. Launcher messages go to
+# <json file>.err.
+GUEST_RUN_OPTS=
 guest_run() {
 	$RUN --backend "$(launcher_backend "$1")" --json --timeout "$3" --serial-log "$4" \
-		"$GUESTS/$2.elf" > "$5" 2> "$5.err"
+		$GUEST_RUN_OPTS "$GUESTS/$2.elf" > "$5" 2> "$5.err"
 }
 
 # One line of the launcher's JSON without the zero-valued backend statistics (the names
@@ -86,8 +88,11 @@ bench_run() {
 	s=/tmp/bench.serial j=/tmp/bench.json
 	rm -f $s $j $j.err
 	t0=$(cut -d' ' -f1 /proc/uptime)
+	# Both backends on allocated, locked guest memory (shadowvm's always is).
+	GUEST_RUN_OPTS=--prefault
 	guest_run "$1" "$2" "$4" $s $j
 	rc=$?
+	GUEST_RUN_OPTS=
 	t1=$(cut -d' ' -f1 /proc/uptime)
 	echo "BENCHRUN-BEGIN backend=$1 image=$2 run=$3"
 	grep -E '^BENCH(-SKIP|-TOTAL)? ' $s 2>/dev/null

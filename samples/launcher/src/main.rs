@@ -118,7 +118,7 @@ fn real_main() -> Result<u8> {
 
     let mut backend: Box<dyn Backend> = match opts.backend {
         BackendKind::Shadowvm => Box::new(backend::shadowvm::ShadowVm::open(memory)?),
-        BackendKind::Kvm => Box::new(backend::kvm::KvmBackend::open(memory)?),
+        BackendKind::Kvm => Box::new(backend::kvm::KvmBackend::open(memory, opts.prefault)?),
     };
     // COM1's input: the launcher's stdin.
     let input = devices::uart::spawn_stdin_reader(!opts.quiet);

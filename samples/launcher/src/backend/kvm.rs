@@ -70,7 +70,7 @@ fn to_kvm_segment(s: &Segment) -> KvmSegment {
 }
 
 impl KvmBackend {
-    pub fn open(mem_size: u64) -> Result<Self> {
+    pub fn open(mem_size: u64, prefault: bool) -> Result<Self> {
         if mem_size > IDENTITY_MAP_ADDR {
             return Err(Error::usage(format!(
                 "--memory {mem_size:#x} is too large for the KVM backend: it must end below {IDENTITY_MAP_ADDR:#x}"
@@ -91,10 +91,17 @@ impl KvmBackend {
             .map_err(|e| unavailable("KVM_SET_TSS_ADDR", e))?;
         let len = usize::try_from(mem_size)
             .map_err(|_| Error::usage("--memory does not fit in the address space"))?;
-        // Prefaulted and locked like shadowvm's pinned guest memory, so that no run pays
-        // host page allocation inside the guest and KVM's shadow-PTE prefetch (which maps
-        // only pages the host already has) works from the first fault.
-        let mem = Mmap::anonymous_locked(len).map_err(|e| {
+        // With --prefault: allocated and locked like shadowvm's pinned guest memory, so
+        // that no run pays host page allocation inside the guest and KVM's shadow-PTE
+        // prefetch (which maps only pages the host already has) works from the first
+        // fault. Without: faulted in lazily, as QEMU does (in Bochs, populating 64 MiB
+        // costs about a guest second per run).
+        let mem = if prefault {
+            Mmap::anonymous_locked(len)
+        } else {
+            Mmap::anonymous(len)
+        }
+        .map_err(|e| {
             Error::new(
                 Kind::Unavailable,
                 format!(

@@ -18,6 +18,11 @@ impl Mmap {
         Self::map(len, libc::MAP_SHARED, fd.as_raw_fd(), offset)
     }
 
+    /// Anonymous shared memory of `len` bytes, allocated as it is first touched.
+    pub fn anonymous(len: usize) -> io::Result<Self> {
+        Self::map(len, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+    }
+
     /// Anonymous shared memory of `len` bytes, every page allocated now (MAP_POPULATE) and
     /// locked in RAM (mlock), so that using it never faults in the host (guest RAM for KVM).
     pub fn anonymous_locked(len: usize) -> io::Result<Self> {
