@@ -4,13 +4,13 @@
 //! re-deriving one from its guest entry, prefetching entries the guest did not fault on
 //! yet, and bringing out-of-sync frames back in sync.
 
-use super::bits::{bits, PTE_A, PTE_D, PTE_NX, PTE_P, PTE_U, PTE_W};
+use super::bits::{PTE_A, PTE_D, PTE_NX, PTE_P, PTE_U, PTE_W};
 use super::frames::RMAP_MAX;
 use super::mem::{read_gpte, GuestMemory};
 use super::roles::Role;
 use super::sp::{SpId, SPTE_ADDR, SP_UNSYNC};
 use super::stats::Counter;
-use super::walk::{self, Format, GuestMode, PagingCtx, ACC_U, ACC_W, ACC_X};
+use super::walk::{with_format, Format, PagingCtx, ACC_U, ACC_W, ACC_X};
 use super::Mmu;
 
 /// What a level-1 guest entry maps, as a shadow page of some role sees it.
@@ -22,34 +22,20 @@ struct GuestLeaf {
     dirty: bool,
 }
 
-/// Decodes level-1 guest entry `gpte` (`size` bytes) for a shadow page of `role`, in
+/// Decodes level-1 guest entry `gpte` of format `F` for a shadow page of `role`, in
 /// `ctx` (the role's context). `None` unless it is present, accessed and free of
 /// reserved bits (KVM's `prefetch_invalid_gpte`): a shadow entry built from it then
 /// holds a translation the guest's tables allow, and the CPU would not set its A bit.
-fn guest_leaf(role: Role, ctx: &PagingCtx, gpte: u64, size: u64) -> Option<GuestLeaf> {
+fn guest_leaf<F: Format>(role: Role, ctx: &PagingCtx, gpte: u64) -> Option<GuestLeaf> {
     if gpte & PTE_P == 0 || gpte & PTE_A == 0 {
         return None;
     }
-    let rsvd = match role.mode() {
-        GuestMode::Bits32 => walk::Bits32::rsvd(ctx, gpte, 1),
-        GuestMode::Pae => walk::Pae::rsvd(ctx, gpte, 1),
-        _ => walk::Long4::rsvd(ctx, gpte, 1),
-    };
-    if rsvd {
+    if F::rsvd(ctx, gpte, 1) {
         return None;
     }
-    let gfn = if size == 4 {
-        (gpte & 0xffff_f000) >> 12
-    } else {
-        (gpte & bits(51, 12)) >> 12
-    };
-    let gperm = match role.mode() {
-        GuestMode::Bits32 => walk::Bits32::perm(ctx, gpte),
-        _ => walk::Long4::perm(ctx, gpte),
-    };
     Some(GuestLeaf {
-        gfn,
-        perm: role.access() & gperm,
+        gfn: F::leaf_gfn(gpte),
+        perm: role.access() & F::perm(ctx, gpte),
         dirty: gpte & PTE_D != 0,
     })
 }
@@ -70,26 +56,33 @@ pub(super) fn make_spte(hpa: u64, perm: u8, writable: bool) -> u64 {
 }
 
 impl Mmu {
-    /// Guest-physical address and size of the guest entry behind leaf slot `slot` of
-    /// indirect level-1 page `sp`.
-    fn gpte_gpa(&self, sp: SpId, slot: usize) -> (u64, u64) {
-        let role = self.role(sp);
+    /// The guest entry (format `F`) behind leaf slot `slot` of indirect level-1 page `sp`.
+    fn read_gpte_fmt<F: Format, G: GuestMemory + ?Sized>(
+        &self,
+        mem: &G,
+        sp: SpId,
+        slot: usize,
+    ) -> u64 {
         let base = self.sp(sp).gfn << 12;
-        if role.gpte4() {
-            // gfn < 2^40 and the offsets are below 8 KiB: nothing wraps; wrapping keeps
-            // the guest-physical arithmetic total.
-            let gi = u64::from(role.quadrant())
-                .wrapping_mul(512)
-                .wrapping_add(slot as u64);
-            (base.wrapping_add(gi.wrapping_mul(4)), 4)
-        } else {
-            (base.wrapping_add((slot as u64).wrapping_mul(8)), 8)
-        }
+        // gfn < 2^40 and the offsets are below 8 KiB: nothing wraps; wrapping keeps the
+        // guest-physical arithmetic total.
+        let off = F::gpte_index(self.role(sp).quadrant(), slot).wrapping_mul(F::PTE_BYTES);
+        read_gpte(mem, base.wrapping_add(off), F::PTE_BYTES)
     }
 
     /// Re-derives leaf entry (`sp`, `slot`) of an indirect level-1 page from the guest
     /// entry: same frame -> new permissions, anything else -> dropped (refaults later).
     pub(super) fn sync_entry<G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId, slot: usize) {
+        with_format!(self.role(sp).mode(), F => self.sync_entry_fmt::<F, G>(mem, sp, slot))
+    }
+
+    /// [`Mmu::sync_entry`] for guest entries of format `F` (KVM's `FNAME(sync_spte)`).
+    fn sync_entry_fmt<F: Format, G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        slot: usize,
+    ) {
         self.work = self.work.wrapping_add(1);
         let old = self.spt_get(sp, slot);
         if old & PTE_P == 0 {
@@ -97,9 +90,8 @@ impl Mmu {
         }
         let role = self.role(sp);
         let ctx = role.ctx(&self.ctx);
-        let (gpa, size) = self.gpte_gpa(sp, slot);
-        let gpte = read_gpte(mem, gpa, size);
-        let Some(leaf) = guest_leaf(role, &ctx, gpte, size) else {
+        let gpte = self.read_gpte_fmt::<F, G>(mem, sp, slot);
+        let Some(leaf) = guest_leaf::<F>(role, &ctx, gpte) else {
             self.drop_spte(sp, slot);
             return;
         };
@@ -129,13 +121,24 @@ impl Mmu {
         if n <= 1 || self.role(sp).level() != 1 {
             return;
         }
+        with_format!(self.role(sp).mode(), F => self.prefetch_group::<F, G>(mem, sp, slot, n))
+    }
+
+    /// [`Mmu::prefetch_around`] for guest entries of format `F`, in groups of `n`.
+    fn prefetch_group<F: Format, G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        slot: usize,
+        n: usize,
+    ) {
         // n is a power of two at most 512 (Mmu::new): the group is inside the table.
         let first = slot & !(n.saturating_sub(1));
         for s in first..first.saturating_add(n).min(512) {
             if s == slot || self.spt_get(sp, s) & PTE_P != 0 {
                 continue;
             }
-            if !self.prefetch_entry(mem, sp, s) {
+            if !self.prefetch_entry_fmt::<F, G>(mem, sp, s) {
                 break;
             }
         }
@@ -151,6 +154,16 @@ impl Mmu {
     /// Needs no memory: false (nothing done) when the records a reverse-map entry may
     /// need are not there, or when the frame's reverse map is full.
     pub(super) fn prefetch_entry<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        slot: usize,
+    ) -> bool {
+        with_format!(self.role(sp).mode(), F => self.prefetch_entry_fmt::<F, G>(mem, sp, slot))
+    }
+
+    /// [`Mmu::prefetch_entry`] for guest entries of format `F` (KVM's `FNAME(prefetch_gpte)`).
+    fn prefetch_entry_fmt<F: Format, G: GuestMemory + ?Sized>(
         &mut self,
         mem: &G,
         sp: SpId,
@@ -172,8 +185,7 @@ impl Mmu {
             }
         } else {
             let ctx = role.ctx(&self.ctx);
-            let (gpa, size) = self.gpte_gpa(sp, slot);
-            match guest_leaf(role, &ctx, read_gpte(mem, gpa, size), size) {
+            match guest_leaf::<F>(role, &ctx, self.read_gpte_fmt::<F, G>(mem, sp, slot)) {
                 Some(l) => l,
                 None => return false,
             }
@@ -206,9 +218,11 @@ impl Mmu {
         if self.role(sp).level() != 1 || self.role(sp).direct() {
             return;
         }
-        for slot in 0..512 {
-            self.sync_entry(mem, sp, slot);
-        }
+        with_format!(self.role(sp).mode(), F => {
+            for slot in 0..512 {
+                self.sync_entry_fmt::<F, G>(mem, sp, slot);
+            }
+        })
     }
 
     /// Brings an out-of-sync frame back in sync and write-protects it again.
