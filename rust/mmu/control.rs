@@ -11,6 +11,65 @@ use super::stats::Counter;
 use super::walk::{GuestMode, PagingCtx};
 use super::{CtlOutcome, InvpcidKind, Mmu, MmuError, MAX_ROOT_CACHE};
 
+/// The bits of CR0, CR4 and EFER that the engine's rules read: what the shadow was last
+/// built for, which [`Mmu::set_mode`] compares a change against. Not the registers: the
+/// vCPU owns those (with their other bits, and possibly a value the engine has not been
+/// given yet, after SET_SREGS) and passes them in at every change; the engine derives
+/// this and its [`PagingCtx`] from them, as KVM's MMU keeps a `cpu_role`.
+///
+/// # Invariants
+///
+/// Only the bits of [`ModeBits::CR0`], [`ModeBits::CR4`] and [`ModeBits::EFER`] are set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ModeBits {
+    cr0: u64,
+    cr4: u64,
+    efer: u64,
+}
+
+impl ModeBits {
+    /// CR0 bits kept: paging and write protection decide the shadow; CD, NW (and PG) make
+    /// MOV to CR0 reload the PAE PDPTEs.
+    const CR0: u64 = CR0_PG | CR0_WP | CR0_CD | CR0_NW;
+    /// CR4 bits kept: the paging mode and permission bits, and PGE/PCIDE (TLB flushes).
+    const CR4: u64 = CR4_PAE | CR4_PSE | CR4_PGE | CR4_PCIDE | CR4_SMEP | CR4_SMAP;
+    /// EFER bits kept.
+    const EFER: u64 = EFER_NXE | EFER_LMA;
+    /// Before the first [`Mmu::set_mode`]: all clear.
+    pub(super) const RESET: ModeBits = ModeBits {
+        cr0: 0,
+        cr4: 0,
+        efer: 0,
+    };
+
+    fn new(cr0: u64, cr4: u64, efer: u64) -> ModeBits {
+        ModeBits {
+            cr0: cr0 & Self::CR0,
+            cr4: cr4 & Self::CR4,
+            efer: efer & Self::EFER,
+        }
+    }
+
+    /// Whether going from `self` to `new` in PAE mode reloads the PDPTEs (SDM vol. 3A
+    /// 4.4.1: MOV to CR0 or CR4 that changes CD, NW, PG, PAE, PGE, PSE or SMEP).
+    fn reloads_pdptes(self, new: ModeBits) -> bool {
+        (self.cr0 ^ new.cr0) & (CR0_CD | CR0_NW | CR0_PG) != 0
+            || (self.cr4 ^ new.cr4) & (CR4_PAE | CR4_PGE | CR4_PSE | CR4_SMEP) != 0
+    }
+
+    /// Whether going from `self` to `new` changes paging (a new shadow, a TLB flush).
+    fn changes_paging(self, new: ModeBits) -> bool {
+        (self.cr0 ^ new.cr0) & (CR0_PG | CR0_WP) != 0
+            || self.cr4 != new.cr4
+            || self.efer != new.efer
+    }
+
+    /// CR4.PCIDE.
+    pub(super) fn pcide(self) -> bool {
+        self.cr4 & CR4_PCIDE != 0
+    }
+}
+
 impl Mmu {
     /// Loads the 4 PAE PDPTEs at `cr3`; `None` if one has reserved bits set (#GP).
     fn load_pdptes<G: GuestMemory + ?Sized>(&self, mem: &G, cr3: u64) -> Option<[u64; 4]> {
@@ -89,7 +148,9 @@ impl Mmu {
     /// The guest's CR0, CR4 or EFER changed (pass all three; EFER.LMA decides IA-32e
     /// mode, so update it first as the CPU does when CR0.PG is set with EFER.LME). Loads
     /// the PAE PDPTEs when the SDM says MOV to CR0/CR4 does ([`CtlOutcome::Gp`] if bad).
-    /// Also call it once at vCPU reset to build the first root.
+    /// Also call it once at vCPU reset to build the first root. The caller owns the
+    /// registers: the engine keeps only what it derives from them (its paging context
+    /// and the `ModeBits` a later change is compared against).
     pub fn set_mode<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
         &mut self,
         src: &mut P,
@@ -114,10 +175,9 @@ impl Mmu {
         ctx.smep = cr4 & CR4_SMEP != 0;
         ctx.smap = cr4 & CR4_SMAP != 0;
         ctx.pse = cr4 & CR4_PSE != 0;
+        let bits = ModeBits::new(cr0, cr4, efer);
         if mode == GuestMode::Pae {
-            let reload = self.ctx.mode != GuestMode::Pae
-                || (self.cr0 ^ cr0) & (CR0_CD | CR0_NW | CR0_PG) != 0
-                || (self.cr4 ^ cr4) & (CR4_PAE | CR4_PGE | CR4_PSE | CR4_SMEP) != 0;
+            let reload = self.ctx.mode != GuestMode::Pae || self.mode_bits.reloads_pdptes(bits);
             if reload {
                 let save = self.ctx;
                 self.ctx = ctx;
@@ -133,15 +193,8 @@ impl Mmu {
             ctx.cr3 &= 0xffff_ffff;
         }
         self.topup(src, ROOT_PAGES, ROOT_RECS, self.low_needed(mode))?;
-        const CR0_BITS: u64 = CR0_PG | CR0_WP;
-        const CR4_BITS: u64 = CR4_PAE | CR4_PSE | CR4_PGE | CR4_PCIDE | CR4_SMEP | CR4_SMAP;
-        let changed = self.ctx.mode != mode
-            || (self.cr0 ^ cr0) & CR0_BITS != 0
-            || (self.cr4 ^ cr4) & CR4_BITS != 0
-            || (self.efer ^ efer) & (EFER_NXE | EFER_LMA) != 0;
-        self.cr0 = cr0;
-        self.cr4 = cr4;
-        self.efer = efer;
+        let changed = self.ctx.mode != mode || self.mode_bits.changes_paging(bits);
+        self.mode_bits = bits;
         self.ctx = ctx;
         if changed {
             self.stats.inc(Counter::ModeChanges);

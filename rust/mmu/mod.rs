@@ -61,6 +61,7 @@ pub use stats::{Counter, Stats, COUNTER_NAMES, NUM_COUNTERS};
 pub use walk::{Access, GuestMode, PageFault, PagingCtx};
 
 use bits::*;
+use control::ModeBits;
 use frames::Frames;
 use page::PageList;
 use pool::Pool;
@@ -279,10 +280,12 @@ pub struct HwPaging {
 ///   A bit set and, if the shadow entry is writable, its D bit.
 pub struct Mmu {
     cfg: Config,
+    /// The paging context the shadow is built for, derived from the registers the caller
+    /// passes to [`Mmu::set_mode`] and [`Mmu::set_cr3`].
     ctx: PagingCtx,
-    cr0: u64,
-    cr4: u64,
-    efer: u64,
+    /// The paging bits of CR0/CR4/EFER the shadow is built for (the registers themselves
+    /// are the vCPU's: see [`control::ModeBits`]).
+    mode_bits: ModeBits,
     pool: Pool,
     spare: PageList,
     spare_low: PageList,
@@ -343,9 +346,7 @@ impl Mmu {
         Mmu {
             cfg,
             ctx,
-            cr0: 0,
-            cr4: 0,
-            efer: 0,
+            mode_bits: ModeBits::RESET,
             pool: Pool::new(),
             spare: PageList::new(),
             spare_low: PageList::new(),

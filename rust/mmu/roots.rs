@@ -3,7 +3,7 @@
 //! Shadow roots and the root cache: building, finding, pinning and dropping the roots of
 //! recent address spaces, and where a shadow walk starts.
 
-use super::bits::{bits, CR4_PCIDE, PTE_P};
+use super::bits::{bits, PTE_P};
 use super::mem::{GuestMemory, HostPage, PageSource};
 use super::page::TablePage;
 use super::pool::{raw_of, Id, Pool, Record};
@@ -274,7 +274,7 @@ impl Mmu {
     }
 
     pub(super) fn pcide(&self) -> bool {
-        self.ctx.mode == GuestMode::Long4 && self.cr4 & CR4_PCIDE != 0
+        self.ctx.mode == GuestMode::Long4 && self.mode_bits.pcide()
     }
 
     /// The cache key of the current address space: (CR3 incl. PCID, base role).

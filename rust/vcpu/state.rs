@@ -51,7 +51,8 @@ pub(crate) struct GuestState {
     pub(crate) seg: [Segment; 8],
     pub(crate) gdt: Dtable,
     pub(crate) idt: Dtable,
-    /// CR0, CR3, CR4 and EFER as the guest sees them.
+    /// CR0, CR3, CR4 and EFER as the guest sees them. Their only owner: the MMU is handed
+    /// each change (`Mmu::set_mode`, `Mmu::set_cr3`) and keeps only what it derives.
     pub(crate) cr0: u64,
     pub(crate) cr3: u64,
     pub(crate) cr4: u64,
