@@ -6,6 +6,7 @@
 //! of out-of-sync frames.
 
 use super::bits::PTE_W;
+use super::dlist::{Adapter, DList, Links};
 use super::lists::{ListHead, SRef};
 use super::mem::{GuestMemory, HostPage, PageSource};
 use super::page::{TablePage, ENTRIES};
@@ -34,19 +35,32 @@ pub(super) struct GfnRec {
     pub sps: Option<SpId>,
     /// How many of them shadow a guest table (not direct).
     pub n_indirect: u32,
-    pub unsync_prev: Option<GfnId>,
-    pub unsync_next: Option<GfnId>,
+    /// Neighbours on the out-of-sync list.
+    unsync_links: Links<GfnRec>,
     /// Nonzero when the frame is on the out-of-sync list.
     pub unsync: u32,
     pub rmap_len: u32,
 }
 const _: () = assert!(core::mem::size_of::<GfnRec>() == 40);
-// SAFETY: repr(C), 40 bytes (asserted above), align 8, integers and `Option<Id>`s only:
-// any bit pattern is valid.
+// SAFETY: repr(C), 40 bytes (asserted above), align 8, integers,
+// `Option<Id>`s and `Links` (two `Option<Id>`s) only: any bit pattern is valid.
 unsafe impl Record for GfnRec {}
 
 /// Id of a frame record.
 pub(super) type GfnId = Id<GfnRec>;
+
+/// The out-of-sync list's links in a [`GfnRec`].
+enum UnsyncLinks {}
+
+impl Adapter for UnsyncLinks {
+    type Rec = GfnRec;
+    fn links(rec: &GfnRec) -> &Links<GfnRec> {
+        &rec.unsync_links
+    }
+    fn links_mut(rec: &mut GfnRec) -> &mut Links<GfnRec> {
+        &mut rec.unsync_links
+    }
+}
 
 /// Frames one index page covers: 1024 32-bit record ids (two per 64-bit entry).
 const GFNS_PER_LEAF: u64 = (ENTRIES * 2) as u64;
@@ -216,15 +230,12 @@ impl GfnIndex {
 /// A frame record of `gfn` is found through exactly one place: the index slot of `gfn`
 /// when `gfn < index.covered()`, otherwise the hash chain of `gfn`'s bucket. `buckets` is
 /// NULL or an engine-owned page of 1024 32-bit bucket heads (record ids, 0 for none);
-/// with it NULL no frame beyond the index has a record. The out-of-sync list runs from
-/// `unsync_head` (newest) to `unsync_tail` through the records' `unsync_prev`/
-/// `unsync_next`, holds exactly the records with `unsync != 0`, and has `nunsync` entries.
+/// with it NULL no frame beyond the index has a record. The out-of-sync list `unsync`
+/// (newest first) holds exactly the records with `unsync != 0`.
 pub(super) struct Frames {
     index: GfnIndex,
     buckets: HostPage,
-    unsync_head: Option<GfnId>,
-    unsync_tail: Option<GfnId>,
-    nunsync: usize,
+    unsync: DList<UnsyncLinks>,
 }
 
 impl Frames {
@@ -232,9 +243,7 @@ impl Frames {
         Frames {
             index: GfnIndex::new(),
             buckets: HostPage::NULL,
-            unsync_head: None,
-            unsync_tail: None,
-            nunsync: 0,
+            unsync: DList::new(),
         }
     }
 
@@ -418,61 +427,39 @@ impl Frames {
 
     /// Number of out-of-sync frames.
     pub(super) fn nunsync(&self) -> usize {
-        self.nunsync
+        self.unsync.len()
     }
 
     /// The newest out-of-sync frame.
     pub(super) fn unsync_head(&self) -> Option<GfnId> {
-        self.unsync_head
+        self.unsync.head()
     }
 
     /// The oldest out-of-sync frame.
     pub(super) fn unsync_tail(&self) -> Option<GfnId> {
-        self.unsync_tail
+        self.unsync.tail()
     }
 
-    /// Puts `g` on the out-of-sync list (newest).
+    /// The out-of-sync frame after `g` (older).
+    pub(super) fn unsync_next(pool: &Pool, g: GfnId) -> Option<GfnId> {
+        DList::<UnsyncLinks>::next(pool, g)
+    }
+
+    /// Puts `g`, in sync, on the out-of-sync list (newest).
     pub(super) fn unsync_link(&mut self, pool: &mut Pool, g: GfnId) {
-        let h = self.unsync_head;
-        let r = pool.get_mut(g);
-        r.unsync = 1;
-        r.unsync_prev = None;
-        r.unsync_next = h;
-        match h {
-            Some(h) => pool.get_mut(h).unsync_prev = Some(g),
-            None => self.unsync_tail = Some(g),
-        }
-        self.unsync_head = Some(g);
-        self.nunsync = self.nunsync.saturating_add(1);
+        pool.get_mut(g).unsync = 1;
+        self.unsync.push_front(pool, g);
     }
 
-    /// Takes `g` off the out-of-sync list.
+    /// Takes `g` off the out-of-sync list (if it is on it).
     pub(super) fn unsync_unlink(&mut self, pool: &mut Pool, g: GfnId) {
-        let (p, n) = (pool.get(g).unsync_prev, pool.get(g).unsync_next);
-        match p {
-            Some(p) => pool.get_mut(p).unsync_next = n,
-            None if self.unsync_head == Some(g) => self.unsync_head = n,
-            None => {}
-        }
-        match n {
-            Some(n) => pool.get_mut(n).unsync_prev = p,
-            None if self.unsync_tail == Some(g) => self.unsync_tail = p,
-            None => {}
-        }
-        if pool.get(g).unsync != 0 {
-            self.nunsync = self.nunsync.saturating_sub(1);
-        }
-        let r = pool.get_mut(g);
-        r.unsync = 0;
-        r.unsync_prev = None;
-        r.unsync_next = None;
+        self.unsync.remove(pool, g);
+        pool.get_mut(g).unsync = 0;
     }
 
     /// Forgets the out-of-sync list (teardown frees the records with the pool).
     pub(super) fn clear_unsync(&mut self) {
-        self.unsync_head = None;
-        self.unsync_tail = None;
-        self.nunsync = 0;
+        self.unsync.clear();
     }
 }
 
@@ -535,7 +522,7 @@ impl Mmu {
                 break;
             }
             n = n.saturating_add(1);
-            g = self.gr(id).unsync_next;
+            g = Frames::unsync_next(&self.pool, id);
         }
         n
     }

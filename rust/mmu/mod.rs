@@ -42,6 +42,7 @@
 pub mod access;
 pub mod bits;
 mod control;
+mod dlist;
 mod fault;
 mod frames;
 mod lists;

@@ -4,6 +4,7 @@
 //! recent address spaces, and where a shadow walk starts.
 
 use super::bits::{bits, PTE_P};
+use super::dlist::{Adapter, DList, Links};
 use super::mem::{GuestMemory, HostPage, PageSource};
 use super::page::TablePage;
 use super::pool::{raw_of, Id, Pool, Record};
@@ -57,16 +58,28 @@ pub(super) struct RootRec {
     /// Next root in the same hash bucket.
     hash_next: Option<RootId>,
     /// Neighbours in most-recently-used order.
-    mru_prev: Option<RootId>,
-    mru_next: Option<RootId>,
+    mru: Links<RootRec>,
 }
 const _: () = assert!(core::mem::size_of::<RootRec>() == 56);
-// SAFETY: repr(C), 56 bytes (asserted above), align 8, integers and `Option<Id>`s only:
-// any bit pattern is valid.
+// SAFETY: repr(C), 56 bytes (asserted above), align 8, integers,
+// `Option<Id>`s and `Links` (two `Option<Id>`s) only: any bit pattern is valid.
 unsafe impl Record for RootRec {}
 
 /// Id of a cached root.
 pub(super) type RootId = Id<RootRec>;
+
+/// The root cache's most-recently-used list's links in a [`RootRec`].
+enum MruLinks {}
+
+impl Adapter for MruLinks {
+    type Rec = RootRec;
+    fn links(rec: &RootRec) -> &Links<RootRec> {
+        &rec.mru
+    }
+    fn links_mut(rec: &mut RootRec) -> &mut Links<RootRec> {
+        &mut rec.mru
+    }
+}
 
 /// Hash buckets of the root cache: as many as cached roots at most, so chains are about
 /// one root long.
@@ -85,16 +98,14 @@ const _: () = assert!(ROOT_BUCKETS == 32);
 ///
 /// # Invariants
 ///
-/// The list runs from `head` (most recently used) to `tail` through the records'
-/// `mru_prev`/`mru_next` and holds exactly the cached roots, `len <=` [`MAX_ROOT_CACHE`]
-/// of them; each is also on the chain of `buckets[root_bucket(key, role)]` (through
-/// `hash_next`) and on no other. `cur` is `None` or one of them, and `hpa` its table
-/// address (0 without one). `npinned` counts the shadow pages with `root_count > 0`.
+/// `mru` runs from the most recently used root to the least and holds exactly the cached
+/// roots, at most [`MAX_ROOT_CACHE`] of them; each is also on the chain of
+/// `buckets[root_bucket(key, role)]` (through `hash_next`) and on no other. `cur` is
+/// `None` or one of them, and `hpa` its table address (0 without one). `npinned` counts
+/// the shadow pages with `root_count > 0`.
 pub(super) struct RootCache {
     buckets: [Option<RootId>; ROOT_BUCKETS],
-    head: Option<RootId>,
-    tail: Option<RootId>,
-    len: usize,
+    mru: DList<MruLinks>,
     cur: Option<RootId>,
     hpa: u64,
     npinned: usize,
@@ -106,9 +117,7 @@ impl RootCache {
     pub(super) const fn new() -> Self {
         RootCache {
             buckets: [None; ROOT_BUCKETS],
-            head: None,
-            tail: None,
-            len: 0,
+            mru: DList::new(),
             cur: None,
             hpa: 0,
             npinned: 0,
@@ -128,7 +137,7 @@ impl RootCache {
 
     /// Number of cached roots.
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.mru.len()
     }
 
     /// Shadow pages pinned by cached roots.
@@ -145,7 +154,7 @@ impl RootCache {
 
     /// The most recently used cached root.
     fn first(&self) -> Option<RootId> {
-        self.head
+        self.mru.head()
     }
 
     /// Whether another root was made current since the last call.
@@ -155,7 +164,7 @@ impl RootCache {
 
     /// The cached root used after `r`.
     fn next(&self, pool: &Pool, r: RootId) -> Option<RootId> {
-        pool.get(r).mru_next
+        DList::<MruLinks>::next(pool, r)
     }
 
     /// The first root of the hash chain of (`key`, `role`).
@@ -163,41 +172,9 @@ impl RootCache {
         self.buckets.get(root_bucket(key, role)).copied().flatten()
     }
 
-    fn mru_unlink(&mut self, pool: &mut Pool, r: RootId) {
-        let (p, n) = (pool.get(r).mru_prev, pool.get(r).mru_next);
-        match p {
-            Some(p) => pool.get_mut(p).mru_next = n,
-            None if self.head == Some(r) => self.head = n,
-            None => {}
-        }
-        match n {
-            Some(n) => pool.get_mut(n).mru_prev = p,
-            None if self.tail == Some(r) => self.tail = p,
-            None => {}
-        }
-        let rec = pool.get_mut(r);
-        rec.mru_prev = None;
-        rec.mru_next = None;
-    }
-
-    fn mru_push_front(&mut self, pool: &mut Pool, r: RootId) {
-        let h = self.head;
-        let rec = pool.get_mut(r);
-        rec.mru_prev = None;
-        rec.mru_next = h;
-        match h {
-            Some(h) => pool.get_mut(h).mru_prev = Some(r),
-            None => self.tail = Some(r),
-        }
-        self.head = Some(r);
-    }
-
     /// Makes cached root `r` the most recently used.
     fn move_to_front(&mut self, pool: &mut Pool, r: RootId) {
-        if self.head != Some(r) {
-            self.mru_unlink(pool, r);
-            self.mru_push_front(pool, r);
-        }
+        self.mru.move_to_front(pool, r);
     }
 
     /// Adds root `r` (its key and role set) as the most recently used; the caller made
@@ -208,9 +185,8 @@ impl RootCache {
             pool.get_mut(r).hash_next = *slot;
             *slot = Some(r);
         }
-        self.mru_push_front(pool, r);
-        // len < MAX_ROOT_CACHE (the caller made room).
-        self.len = self.len.saturating_add(1);
+        // The caller made room: at most MAX_ROOT_CACHE afterwards.
+        self.mru.push_front(pool, r);
     }
 
     /// Takes cached root `r` out of the cache (its record stays live).
@@ -236,17 +212,16 @@ impl RootCache {
             cur = pool.get(c).hash_next;
         }
         pool.get_mut(r).hash_next = None;
-        self.mru_unlink(pool, r);
-        self.len = self.len.saturating_sub(1);
+        self.mru.remove(pool, r);
     }
 
     /// The least recently used cached root other than `not`.
     fn last_except(&self, pool: &Pool, not: Option<RootId>) -> Option<RootId> {
-        let t = self.tail?;
+        let t = self.mru.tail()?;
         if Some(t) != not {
             return Some(t);
         }
-        pool.get(t).mru_prev
+        DList::<MruLinks>::prev(pool, t)
     }
 
     /// Forgets every root (teardown frees the records with the pool).

@@ -4,10 +4,11 @@
 //! reserves, and getting, linking, zapping and reclaiming them.
 
 use super::bits::{bits, PTE_A, PTE_D, PTE_NX, PTE_P, PTE_U, PTE_W};
+use super::dlist::{Adapter, DList, Links};
 use super::lists::{ListHead, SRef};
 use super::mem::{GuestMemory, HostPage, PageSource};
 use super::page::TablePage;
-use super::pool::{Id, Pool, Record};
+use super::pool::{Id, Record};
 use super::roles::Role;
 use super::stats::Counter;
 use super::{Mmu, MmuError, TlbFlush};
@@ -56,8 +57,8 @@ pub(super) struct SpRec {
     pub parents: ListHead,
     /// Next shadow page of the same guest frame.
     pub gfn_next: Option<SpId>,
-    pub lru_prev: Option<SpId>,
-    pub lru_next: Option<SpId>,
+    /// Neighbours on the [`Lru`] list.
+    lru: Links<SpRec>,
     /// Cached roots pinning the page.
     pub root_count: u16,
     /// Emulated writes to the guest table since it was last used for a translation.
@@ -65,8 +66,8 @@ pub(super) struct SpRec {
     pub flags: u8,
 }
 const _: () = assert!(core::mem::size_of::<SpRec>() == 64);
-// SAFETY: repr(C), 64 bytes (asserted above), align 8, integers and `Option<Id>`s only:
-// any bit pattern is valid.
+// SAFETY: repr(C), 64 bytes (asserted above), align 8, integers,
+// `Option<Id>`s and `Links` (two `Option<Id>`s) only: any bit pattern is valid.
 unsafe impl Record for SpRec {}
 
 /// Id of a shadow page.
@@ -116,100 +117,22 @@ impl Side {
     }
 }
 
-/// The shadow pages in least-recently-used order.
-///
-/// # Invariants
-///
-/// The list runs from `head` (most recent) to `tail` through the records' `lru_prev`/
-/// `lru_next` and holds every live shadow page, `count` of them.
-pub(super) struct Lru {
-    head: Option<SpId>,
-    tail: Option<SpId>,
-    count: usize,
-}
+/// The [`Lru`] list's links in a [`SpRec`].
+pub(super) enum LruLinks {}
 
-impl Lru {
-    pub(super) const fn new() -> Self {
-        Lru {
-            head: None,
-            tail: None,
-            count: 0,
-        }
+impl Adapter for LruLinks {
+    type Rec = SpRec;
+    fn links(rec: &SpRec) -> &Links<SpRec> {
+        &rec.lru
     }
-
-    /// Number of shadow pages.
-    pub(super) fn len(&self) -> usize {
-        self.count
-    }
-
-    /// The most recently used page.
-    pub(super) fn head(&self) -> Option<SpId> {
-        self.head
-    }
-
-    /// The least recently used page.
-    pub(super) fn tail(&self) -> Option<SpId> {
-        self.tail
-    }
-
-    fn unlink(&mut self, pool: &mut Pool, sp: SpId) {
-        let (p, n) = (pool.get(sp).lru_prev, pool.get(sp).lru_next);
-        match p {
-            Some(p) => pool.get_mut(p).lru_next = n,
-            None if self.head == Some(sp) => self.head = n,
-            None => {}
-        }
-        match n {
-            Some(n) => pool.get_mut(n).lru_prev = p,
-            None if self.tail == Some(sp) => self.tail = p,
-            None => {}
-        }
-        let s = pool.get_mut(sp);
-        s.lru_prev = None;
-        s.lru_next = None;
-    }
-
-    fn push_front(&mut self, pool: &mut Pool, sp: SpId) {
-        let h = self.head;
-        let s = pool.get_mut(sp);
-        s.lru_prev = None;
-        s.lru_next = h;
-        if let Some(h) = h {
-            pool.get_mut(h).lru_prev = Some(sp);
-        }
-        self.head = Some(sp);
-        if self.tail.is_none() {
-            self.tail = Some(sp);
-        }
-    }
-
-    /// Adds a new page (most recently used).
-    fn insert(&mut self, pool: &mut Pool, sp: SpId) {
-        self.push_front(pool, sp);
-        // Bounded by the shadow pages in existence (<= max_shadow_pages plus a root's
-        // worth, and by the pool's 2^20 records).
-        self.count = self.count.saturating_add(1);
-    }
-
-    /// Takes a page off for good.
-    fn remove(&mut self, pool: &mut Pool, sp: SpId) {
-        self.unlink(pool, sp);
-        self.count = self.count.saturating_sub(1);
-    }
-
-    /// `sp` was used: it becomes the most recent.
-    pub(super) fn touch(&mut self, pool: &mut Pool, sp: SpId) {
-        if self.head != Some(sp) {
-            self.unlink(pool, sp);
-            self.push_front(pool, sp);
-        }
-    }
-
-    /// Forgets every page (teardown frees the records with the pool).
-    fn clear(&mut self) {
-        *self = Lru::new();
+    fn links_mut(rec: &mut SpRec) -> &mut Links<SpRec> {
+        &mut rec.lru
     }
 }
+
+/// The shadow pages in least-recently-used order: the head is the most recently used.
+/// It holds every live shadow page (`Mmu::sp_get` adds it, `Mmu::zap_sp` removes it).
+pub(super) type Lru = DList<LruLinks>;
 
 impl Mmu {
     // ---------------------------------------------------------------- reserves
@@ -436,7 +359,7 @@ impl Mmu {
         s.side_hpa = side.hpa;
         s.gfn_next = chain;
         self.gr_mut(g).sps = Some(sp);
-        self.lru.insert(&mut self.pool, sp);
+        self.lru.push_front(&mut self.pool, sp);
         self.stats.inc(Counter::ShadowPagesCreated);
         if !role.direct() {
             let n = self.gr(g).n_indirect;
@@ -572,7 +495,7 @@ impl Mmu {
                 break;
             }
             self.work = self.work.wrapping_add(1);
-            sp = self.sp(id).lru_prev;
+            sp = Lru::prev(&self.pool, id);
         }
         let Some(sp) = sp else {
             return false;
@@ -614,7 +537,7 @@ impl Mmu {
     pub(super) fn free_all_sps<P: PageSource + ?Sized>(&mut self, src: &mut P) {
         let mut sp = self.lru.head();
         while let Some(id) = sp {
-            let next = self.sp(id).lru_next;
+            let next = Lru::next(&self.pool, id);
             let (spt, side) = self.sp_pages(id);
             src.free_page(spt);
             src.free_page(side);
@@ -626,6 +549,6 @@ impl Mmu {
 
     /// `sp` was used for a translation.
     pub(super) fn lru_touch(&mut self, sp: SpId) {
-        self.lru.touch(&mut self.pool, sp);
+        self.lru.move_to_front(&mut self.pool, sp);
     }
 }
