@@ -105,6 +105,19 @@ pub struct CpuidEntry {
     pub edx: u32,
 }
 
+/// A leaf with every field distinct, so that a conversion that swaps or drops a field
+/// shows (the backends' conversion tests).
+#[cfg(test)]
+const DISTINCT_LEAF: CpuidEntry = CpuidEntry {
+    function: 0x8000_0001,
+    index: 2,
+    flags: 1,
+    eax: 0x11,
+    ebx: 0x22,
+    ecx: 0x33,
+    edx: 0x44,
+};
+
 /// `CpuidEntry::flags`: the leaf has sub-leaves selected by ECX.
 pub const CPUID_FLAG_SIGNIFICANT_INDEX: u32 = 1;
 

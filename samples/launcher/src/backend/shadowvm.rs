@@ -394,33 +394,14 @@ impl Backend for ShadowVm {
         ioctl(&self.fd, uapi::SHADOWVM_GET_SUPPORTED_CPUID, &mut c)
             .map_err(|e| Error::os(format!("SHADOWVM_GET_SUPPORTED_CPUID failed: {e}")))?;
         entries.truncate(c.nent as usize);
-        Ok(entries
-            .iter()
-            .map(|e| CpuidEntry {
-                function: e.function,
-                index: e.index,
-                flags: e.flags,
-                eax: e.eax,
-                ebx: e.ebx,
-                ecx: e.ecx,
-                edx: e.edx,
-            })
-            .collect())
+        Ok(entries.into_iter().map(CpuidEntry::from).collect())
     }
 
     fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<()> {
         let mut table: Vec<uapi::CpuidEntry> = entries
             .iter()
-            .map(|e| uapi::CpuidEntry {
-                function: e.function,
-                index: e.index,
-                flags: e.flags,
-                eax: e.eax,
-                ebx: e.ebx,
-                ecx: e.ecx,
-                edx: e.edx,
-                padding: 0,
-            })
+            .copied()
+            .map(uapi::CpuidEntry::from)
             .collect();
         let mut c = uapi::Cpuid {
             nent: table.len() as u32,
@@ -465,5 +446,50 @@ impl Backend for ShadowVm {
         let khz = ioctl::<u8>(&self.fd, uapi::SHADOWVM_GET_TSC_KHZ, ptr::null_mut())
             .map_err(|e| Error::os(format!("SHADOWVM_GET_TSC_KHZ failed: {e}")))?;
         Ok(khz as u32)
+    }
+}
+
+impl From<uapi::CpuidEntry> for CpuidEntry {
+    fn from(e: uapi::CpuidEntry) -> Self {
+        CpuidEntry {
+            function: e.function,
+            index: e.index,
+            flags: e.flags,
+            eax: e.eax,
+            ebx: e.ebx,
+            ecx: e.ecx,
+            edx: e.edx,
+        }
+    }
+}
+
+impl From<CpuidEntry> for uapi::CpuidEntry {
+    fn from(e: CpuidEntry) -> Self {
+        uapi::CpuidEntry {
+            function: e.function,
+            index: e.index,
+            flags: e.flags,
+            eax: e.eax,
+            ebx: e.ebx,
+            ecx: e.ecx,
+            edx: e.edx,
+            padding: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::DISTINCT_LEAF;
+    use super::*;
+
+    #[test]
+    fn cpuid_entry_to_uapi_and_back() {
+        let leaf = DISTINCT_LEAF;
+        let u = uapi::CpuidEntry::from(leaf);
+        let fields = [u.function, u.index, u.flags, u.eax, u.ebx, u.ecx, u.edx];
+        assert_eq!(fields, [0x8000_0001, 2, 1, 0x11, 0x22, 0x33, 0x44]);
+        assert_eq!(u.padding, 0);
+        assert_eq!(CpuidEntry::from(u), leaf);
     }
 }
