@@ -30,6 +30,26 @@ pub(super) trait Adapter {
     fn links_mut(rec: &mut Self::Rec) -> &mut Links<Self::Rec>;
 }
 
+/// Declares `$name`, the [`Adapter`] of the lists that run through field `$field` (a
+/// [`Links`]) of record type `$rec`. The caller has `Adapter` and `Links` in scope.
+macro_rules! adapter {
+    ($(#[$doc:meta])* $vis:vis $name:ident = $rec:ident.$field:ident) => {
+        $(#[$doc])*
+        $vis enum $name {}
+
+        impl Adapter for $name {
+            type Rec = $rec;
+            fn links(rec: &$rec) -> &Links<$rec> {
+                &rec.$field
+            }
+            fn links_mut(rec: &mut $rec) -> &mut Links<$rec> {
+                &mut rec.$field
+            }
+        }
+    };
+}
+pub(super) use adapter;
+
 /// A doubly linked list of records, from the front (`head`, newest) to the back (`tail`).
 ///
 /// # Invariants
@@ -170,26 +190,8 @@ mod tests {
     // any bit pattern is valid.
     unsafe impl Record for Node {}
 
-    enum ByA {}
-    impl Adapter for ByA {
-        type Rec = Node;
-        fn links(rec: &Node) -> &Links<Node> {
-            &rec.a
-        }
-        fn links_mut(rec: &mut Node) -> &mut Links<Node> {
-            &mut rec.a
-        }
-    }
-    enum ByB {}
-    impl Adapter for ByB {
-        type Rec = Node;
-        fn links(rec: &Node) -> &Links<Node> {
-            &rec.b
-        }
-        fn links_mut(rec: &mut Node) -> &mut Links<Node> {
-            &mut rec.b
-        }
-    }
+    adapter!(ByA = Node.a);
+    adapter!(ByB = Node.b);
 
     fn layout() -> Layout {
         Layout::from_size_align(PAGE_SIZE, PAGE_SIZE).unwrap()

@@ -6,7 +6,7 @@
 //! of out-of-sync frames.
 
 use super::bits::PTE_W;
-use super::dlist::{Adapter, DList, Links};
+use super::dlist::{adapter, Adapter, DList, Links};
 use super::lists::{ListHead, SRef};
 use super::mem::{GuestMemory, HostPage, PageSource};
 use super::page::{TablePage, ENTRIES};
@@ -49,18 +49,10 @@ unsafe impl Record for GfnRec {}
 /// Id of a frame record.
 pub(super) type GfnId = Id<GfnRec>;
 
-/// The out-of-sync list's links in a [`GfnRec`].
-enum UnsyncLinks {}
-
-impl Adapter for UnsyncLinks {
-    type Rec = GfnRec;
-    fn links(rec: &GfnRec) -> &Links<GfnRec> {
-        &rec.unsync_links
-    }
-    fn links_mut(rec: &mut GfnRec) -> &mut Links<GfnRec> {
-        &mut rec.unsync_links
-    }
-}
+adapter!(
+    /// The out-of-sync list's links in a [`GfnRec`].
+    UnsyncLinks = GfnRec.unsync_links
+);
 
 /// Frames one index page covers: 1024 32-bit record ids (two per 64-bit entry).
 const GFNS_PER_LEAF: u64 = (ENTRIES * 2) as u64;

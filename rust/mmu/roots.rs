@@ -4,7 +4,7 @@
 //! recent address spaces, and where a shadow walk starts.
 
 use super::bits::{bits, PTE_P};
-use super::dlist::{Adapter, DList, Links};
+use super::dlist::{adapter, Adapter, DList, Links};
 use super::mem::{GuestMemory, HostPage, PageSource};
 use super::page::TablePage;
 use super::pool::{raw_of, Id, Pool, Record};
@@ -68,18 +68,10 @@ unsafe impl Record for RootRec {}
 /// Id of a cached root.
 pub(super) type RootId = Id<RootRec>;
 
-/// The root cache's most-recently-used list's links in a [`RootRec`].
-enum MruLinks {}
-
-impl Adapter for MruLinks {
-    type Rec = RootRec;
-    fn links(rec: &RootRec) -> &Links<RootRec> {
-        &rec.mru
-    }
-    fn links_mut(rec: &mut RootRec) -> &mut Links<RootRec> {
-        &mut rec.mru
-    }
-}
+adapter!(
+    /// The root cache's most-recently-used list's links in a [`RootRec`].
+    MruLinks = RootRec.mru
+);
 
 /// Hash buckets of the root cache: as many as cached roots at most, so chains are about
 /// one root long.

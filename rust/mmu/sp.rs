@@ -4,7 +4,7 @@
 //! reserves, and getting, linking, zapping and reclaiming them.
 
 use super::bits::{bits, PTE_A, PTE_D, PTE_NX, PTE_P, PTE_U, PTE_W};
-use super::dlist::{Adapter, DList, Links};
+use super::dlist::{adapter, Adapter, DList, Links};
 use super::lists::{ListHead, SRef};
 use super::mem::{GuestMemory, HostPage, PageSource};
 use super::page::TablePage;
@@ -117,18 +117,10 @@ impl Side {
     }
 }
 
-/// The [`Lru`] list's links in a [`SpRec`].
-pub(super) enum LruLinks {}
-
-impl Adapter for LruLinks {
-    type Rec = SpRec;
-    fn links(rec: &SpRec) -> &Links<SpRec> {
-        &rec.lru
-    }
-    fn links_mut(rec: &mut SpRec) -> &mut Links<SpRec> {
-        &mut rec.lru
-    }
-}
+adapter!(
+    /// The [`Lru`] list's links in a [`SpRec`].
+    pub(super) LruLinks = SpRec.lru
+);
 
 /// The shadow pages in least-recently-used order: the head is the most recently used.
 /// It holds every live shadow page (`Mmu::sp_get` adds it, `Mmu::zap_sp` removes it).

@@ -642,34 +642,7 @@ fn parse_stats_layout(file: &[u8]) -> Option<StatsLayout> {
     })
 }
 
-impl From<KvmCpuidEntry2> for CpuidEntry {
-    fn from(e: KvmCpuidEntry2) -> Self {
-        CpuidEntry {
-            function: e.function,
-            index: e.index,
-            flags: e.flags,
-            eax: e.eax,
-            ebx: e.ebx,
-            ecx: e.ecx,
-            edx: e.edx,
-        }
-    }
-}
-
-impl From<CpuidEntry> for KvmCpuidEntry2 {
-    fn from(e: CpuidEntry) -> Self {
-        KvmCpuidEntry2 {
-            function: e.function,
-            index: e.index,
-            flags: e.flags,
-            eax: e.eax,
-            ebx: e.ebx,
-            ecx: e.ecx,
-            edx: e.edx,
-            padding: [0; 3],
-        }
-    }
-}
+cpuid_entry_conversions!(KvmCpuidEntry2);
 
 /// The single-value statistics of a whole binary statistics file.
 #[cfg(test)]
@@ -690,17 +663,7 @@ fn parse_binary_stats(file: &[u8]) -> Vec<(String, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::DISTINCT_LEAF;
     use super::*;
-
-    #[test]
-    fn cpuid_entry_to_kvm_and_back() {
-        let k = KvmCpuidEntry2::from(DISTINCT_LEAF);
-        let fields = [k.function, k.index, k.flags, k.eax, k.ebx, k.ecx, k.edx];
-        assert_eq!(fields, [0x8000_0001, 2, 1, 0x11, 0x22, 0x33, 0x44]);
-        assert_eq!(k.padding, [0; 3]);
-        assert_eq!(CpuidEntry::from(k), DISTINCT_LEAF);
-    }
 
     #[test]
     fn binary_stats_parse() {

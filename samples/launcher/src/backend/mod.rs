@@ -6,6 +6,42 @@
 use crate::error::Result;
 use shadowvm_uapi::{Regs, Sregs};
 
+/// `From` both ways between [`CpuidEntry`] and a backend's CPUID leaf `$raw` (the same
+/// fields, plus padding: zero on the way out, dropped on the way in). Defined before the
+/// backend modules: a `macro_rules!` is visible only after its definition.
+macro_rules! cpuid_entry_conversions {
+    ($raw:ty) => {
+        impl From<$raw> for CpuidEntry {
+            fn from(e: $raw) -> Self {
+                CpuidEntry {
+                    function: e.function,
+                    index: e.index,
+                    flags: e.flags,
+                    eax: e.eax,
+                    ebx: e.ebx,
+                    ecx: e.ecx,
+                    edx: e.edx,
+                }
+            }
+        }
+
+        impl From<CpuidEntry> for $raw {
+            fn from(e: CpuidEntry) -> Self {
+                Self {
+                    function: e.function,
+                    index: e.index,
+                    flags: e.flags,
+                    eax: e.eax,
+                    ebx: e.ebx,
+                    ecx: e.ecx,
+                    edx: e.edx,
+                    ..Default::default()
+                }
+            }
+        }
+    };
+}
+
 pub mod kvm;
 mod kvm_sys;
 pub mod mmap;
@@ -105,19 +141,6 @@ pub struct CpuidEntry {
     pub edx: u32,
 }
 
-/// A leaf with every field distinct, so that a conversion that swaps or drops a field
-/// shows (the backends' conversion tests).
-#[cfg(test)]
-const DISTINCT_LEAF: CpuidEntry = CpuidEntry {
-    function: 0x8000_0001,
-    index: 2,
-    flags: 1,
-    eax: 0x11,
-    ebx: 0x22,
-    ecx: 0x33,
-    edx: 0x44,
-};
-
 /// `CpuidEntry::flags`: the leaf has sub-leaves selected by ECX.
 pub const CPUID_FLAG_SIGNIFICANT_INDEX: u32 = 1;
 
@@ -188,4 +211,39 @@ pub trait Backend {
     fn set_msrs(&mut self, entries: &[(u32, u64)]) -> Result<()>;
     /// The guest TSC frequency in kHz.
     fn tsc_khz(&mut self) -> Result<u32>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each backend's CPUID leaf converts from and to [`CpuidEntry`] field by field, with
+    /// zero padding: a leaf whose fields all differ shows a swapped or dropped one.
+    #[test]
+    fn cpuid_entry_conversions_keep_every_field() {
+        let leaf = CpuidEntry {
+            function: 0x8000_0001,
+            index: 2,
+            flags: 1,
+            eax: 0x11,
+            ebx: 0x22,
+            ecx: 0x33,
+            edx: 0x44,
+        };
+        let want = [0x8000_0001, 2, 1, 0x11, 0x22, 0x33, 0x44];
+        let k = kvm_sys::KvmCpuidEntry2::from(leaf);
+        assert_eq!(
+            [k.function, k.index, k.flags, k.eax, k.ebx, k.ecx, k.edx],
+            want
+        );
+        assert_eq!(k.padding, [0; 3]);
+        assert_eq!(CpuidEntry::from(k), leaf);
+        let u = shadowvm_uapi::CpuidEntry::from(leaf);
+        assert_eq!(
+            [u.function, u.index, u.flags, u.eax, u.ebx, u.ecx, u.edx],
+            want
+        );
+        assert_eq!(u.padding, 0);
+        assert_eq!(CpuidEntry::from(u), leaf);
+    }
 }

@@ -449,47 +449,4 @@ impl Backend for ShadowVm {
     }
 }
 
-impl From<uapi::CpuidEntry> for CpuidEntry {
-    fn from(e: uapi::CpuidEntry) -> Self {
-        CpuidEntry {
-            function: e.function,
-            index: e.index,
-            flags: e.flags,
-            eax: e.eax,
-            ebx: e.ebx,
-            ecx: e.ecx,
-            edx: e.edx,
-        }
-    }
-}
-
-impl From<CpuidEntry> for uapi::CpuidEntry {
-    fn from(e: CpuidEntry) -> Self {
-        uapi::CpuidEntry {
-            function: e.function,
-            index: e.index,
-            flags: e.flags,
-            eax: e.eax,
-            ebx: e.ebx,
-            ecx: e.ecx,
-            edx: e.edx,
-            padding: 0,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::DISTINCT_LEAF;
-    use super::*;
-
-    #[test]
-    fn cpuid_entry_to_uapi_and_back() {
-        let leaf = DISTINCT_LEAF;
-        let u = uapi::CpuidEntry::from(leaf);
-        let fields = [u.function, u.index, u.flags, u.eax, u.ebx, u.ecx, u.edx];
-        assert_eq!(fields, [0x8000_0001, 2, 1, 0x11, 0x22, 0x33, 0x44]);
-        assert_eq!(u.padding, 0);
-        assert_eq!(CpuidEntry::from(u), leaf);
-    }
-}
+cpuid_entry_conversions!(uapi::CpuidEntry);
