@@ -241,14 +241,7 @@ impl World {
         } else {
             self.dm_base + gpa
         };
-        let a = Acc {
-            write: true,
-            fetch: false,
-            user: false,
-            implicit: false,
-            ac: false,
-            cpl: 0,
-        };
+        let a = fixture::WR;
         let r = cpu_access_via(
             &mut self.mmu,
             &mut self.host,
@@ -996,14 +989,7 @@ fn invlpg_under_other_cr3(b_pcid: u64) -> u64 {
     w.switch_cr3(8 | 4);
     assert_eq!(w.st.cr3, ROOT_A << 12);
     w.access(sel_x, supervisor_read);
-    let read = Acc {
-        write: false,
-        fetch: false,
-        user: false,
-        implicit: false,
-        ac: false,
-        cpl: 0,
-    };
+    let read = fixture::RD;
     hw_walk(&w.mmu, &w.host, 0, read).expect("X mapped in the shadow")
 }
 

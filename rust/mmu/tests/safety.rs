@@ -7,144 +7,16 @@
 //! the emulator cannot do never loops.
 
 mod common;
+use common::fixture::*;
 use common::*;
 use shadowvm_mmu::bits::*;
 use shadowvm_mmu::*;
-
-const PWU: u64 = PTE_P | PTE_W | PTE_U;
-
-fn w8(mem: &GMem, gfn: u64, idx: u64, v: u64) {
-    mem.write((gfn << 12) + idx * 8, 8, v);
-}
-
-const RD: Acc = Acc {
-    write: false,
-    fetch: false,
-    user: false,
-    implicit: false,
-    ac: false,
-    cpl: 0,
-};
-const WR: Acc = Acc {
-    write: true,
-    fetch: false,
-    user: false,
-    implicit: false,
-    ac: false,
-    cpl: 0,
-};
-const FETCH: Acc = Acc {
-    write: false,
-    fetch: true,
-    user: false,
-    implicit: false,
-    ac: false,
-    cpl: 0,
-};
-
-fn hpa(gfn: u64) -> u64 {
-    GUEST_HPA_BASE + (gfn << 12)
-}
 
 /// Runs one engine event and returns its result and the engine steps it took.
 fn steps<T>(mmu: &mut Mmu, f: impl FnOnce(&mut Mmu) -> T) -> (T, u64) {
     let before = mmu.work_steps();
     let r = f(mmu);
     (r, mmu.work_steps() - before)
-}
-
-// ------------------------------------------------------------------ guest builder
-
-/// Builds guest page tables in any paging mode (0 off, 1 32-bit, 2 PAE, 3 4-level), one
-/// set of tables per address space, taking frames from `next` upwards.
-struct Builder {
-    mode: u8,
-    next: u64,
-}
-
-impl Builder {
-    fn alloc(&mut self) -> u64 {
-        let f = self.next;
-        self.next += 1;
-        f
-    }
-
-    fn esz(&self) -> u64 {
-        if self.mode == 1 {
-            4
-        } else {
-            8
-        }
-    }
-
-    fn read(&self, mem: &GMem, gfn: u64, idx: u64) -> u64 {
-        mem.read((gfn << 12) + idx * self.esz(), self.esz() as u32)
-    }
-
-    fn write(&self, mem: &GMem, gfn: u64, idx: u64, v: u64) {
-        mem.write((gfn << 12) + idx * self.esz(), self.esz() as u32, v);
-    }
-
-    /// A new address space; returns its CR3.
-    fn root(&mut self) -> u64 {
-        self.alloc() << 12
-    }
-
-    /// Maps `gva` to `gfn` (4 KiB, writable, user) in the address space `cr3`.
-    fn map(&mut self, mem: &GMem, cr3: u64, gva: u64, gfn: u64) {
-        let (mut table, levels): (u64, &[u32]) = match self.mode {
-            1 => (cr3 >> 12, &[22, 12]),
-            2 => {
-                // The PDPT is in the CR3 frame (32-byte aligned at offset 0).
-                let pdpt = cr3 >> 12;
-                let i = (gva >> 30) & 3;
-                let mut e = self.read(mem, pdpt, i);
-                if e & PTE_P == 0 {
-                    e = (self.alloc() << 12) | PTE_P;
-                    self.write(mem, pdpt, i, e);
-                }
-                (e >> 12 & ((1 << 40) - 1), &[21, 12])
-            }
-            _ => (cr3 >> 12, &[39, 30, 21, 12]),
-        };
-        let bits = if self.mode == 1 { 10 } else { 9 };
-        for (n, &shift) in levels.iter().enumerate() {
-            let idx = (gva >> shift) & ((1 << bits) - 1);
-            if n + 1 == levels.len() {
-                self.write(mem, table, idx, (gfn << 12) | PWU);
-                return;
-            }
-            let mut e = self.read(mem, table, idx);
-            if e & PTE_P == 0 {
-                e = (self.alloc() << 12) | PWU;
-                self.write(mem, table, idx, e);
-            }
-            table = (e >> 12) & ((1 << 40) - 1);
-        }
-    }
-}
-
-fn mode_regs(mode: u8) -> (u64, u64, u64) {
-    let cr0 = CR0_PE | CR0_WP | if mode == 0 { 0 } else { CR0_PG };
-    match mode {
-        3 => (cr0, CR4_PAE, EFER_LME | EFER_LMA | EFER_NXE),
-        2 => (cr0, CR4_PAE, EFER_NXE),
-        _ => (cr0, 0, 0),
-    }
-}
-
-fn start(mode: u8, cfg: Config, mem: &GMem, host: &mut Host, cr3: u64) -> Mmu {
-    let mut mmu = Mmu::new(cfg);
-    assert_eq!(
-        retry_oom(host, |h| mmu.set_cr3(h, mem, cr3)),
-        CtlOutcome::Ok
-    );
-    let (cr0, cr4, efer) = mode_regs(mode);
-    assert_eq!(
-        retry_oom(host, |h| mmu.set_mode(h, mem, cr0, cr4, efer)),
-        CtlOutcome::Ok
-    );
-    mmu
 }
 
 /// Most engine steps one #PF may take here (a reclaim zaps at most a few tables of 512
@@ -240,8 +112,7 @@ fn huge_rmap_chain_stays_bounded() {
             CpuResult::Ok(hpa(TARGET))
         );
     }
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 // ------------------------------------------------------------------ issue 9 (b)
@@ -309,8 +180,7 @@ fn cr3_write_resyncs_at_most_the_cap() {
             "table {t}"
         );
     }
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 // ------------------------------------------------------------------ issue 9 (c), issue 10
@@ -325,7 +195,7 @@ fn progress_under_pressure(mode: u8) {
     const SPACES: u64 = 40;
     // With paging off the accesses below are guest-physical: back them all.
     let mem = GMem::new(if mode == 0 { 8192 } else { 1200 }, &[]);
-    let mut b = Builder { mode, next: 1 };
+    let mut b = Builder::new(mode);
     let data = b.alloc();
     let roots: Vec<u64> = (0..SPACES).map(|_| b.root()).collect();
     // Page-crossing fetch at 0x40_0ff8 (code 0x40_0000 and 0x40_1000), data across a
@@ -414,8 +284,7 @@ fn progress_under_pressure(mode: u8) {
             "no cached root evicted"
         );
     }
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -462,8 +331,7 @@ fn cr2_keeps_the_upper_bits() {
             cr2: gva + 5
         })
     );
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 // ------------------------------------------------------------------ issue 10 item 7
@@ -475,7 +343,7 @@ fn cr2_keeps_the_upper_bits() {
 fn root_level_flood_count_resets_on_use() {
     for mode in [1u8, 3] {
         let mem = GMem::new(64, &[]);
-        let mut b = Builder { mode, next: 1 };
+        let mut b = Builder::new(mode);
         let (ra, rb) = (b.root(), b.root());
         let data = b.alloc();
         b.map(&mem, ra, 0x1000, data);
@@ -520,8 +388,7 @@ fn root_level_flood_count_resets_on_use() {
             "mode {mode}: a used root table was taken for a flood"
         );
         assert_eq!(mmu.stats().get(Counter::FloodUnshadows), 0);
-        mmu.teardown(&mut host);
-        assert_eq!(host.live(), 0);
+        finish(&mut mmu, &mut host);
     }
 }
 
@@ -561,7 +428,7 @@ fn unemulatable_write_never_loops() {
     // (pinned by the current root) is mapped at 0x400000, B's (pinned by a cached root)
     // at 0x401000, and the page table of 0x400000.. maps itself at 0x402000.
     let mem = GMem::new(32, &[]);
-    let mut b = Builder { mode: 1, next: 1 };
+    let mut b = Builder::new(1);
     let ra = b.root();
     let rb = b.root();
     let data = b.alloc();
@@ -595,8 +462,7 @@ fn unemulatable_write_never_loops() {
         fallback(&mut mmu, &mut host, &mem, 0x100, 0x40_2020, WR),
         Err("internal error")
     );
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -604,18 +470,14 @@ fn unemulatable_write_under_wp0_smap_never_loops() {
     // CR0.WP=0 + SMAP: a supervisor write to a read-only user page is emulated; the
     // fallback cannot help (no page table involved).
     let mem = GMem::new(16, &[]);
-    let mut b = Builder { mode: 3, next: 1 };
+    let mut b = Builder::new(3);
     let ra = b.root();
     let data = b.alloc();
     b.map(&mem, ra, 0x1000, data);
     let mut host = Host::new();
     let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
     // Make the leaf read-only user, WP=0, SMAP on.
-    let pt = {
-        let l4 = mem.read(ra, 8) >> 12 & 0xf_ffff;
-        let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
-        mem.read(l3 << 12, 8) >> 12 & 0xf_ffff
-    };
+    let pt = b.table(&mem, ra, 0x1000, 1);
     w8(&mem, pt, 1, (data << 12) | PTE_P | PTE_U | PTE_A | PTE_D);
     let (_, cr4, efer) = mode_regs(3);
     retry_oom(&mut host, |h| {
@@ -626,8 +488,7 @@ fn unemulatable_write_under_wp0_smap_never_loops() {
         fallback(&mut mmu, &mut host, &mem, 0x100, 0x1000, a),
         Err("internal error")
     );
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 // ------------------------------------------------------------------ issue 10 item 8
@@ -636,28 +497,20 @@ fn unemulatable_write_under_wp0_smap_never_loops() {
 /// on the first page, not its A/D bits; CR2 is the address on the second page.
 #[test]
 fn page_crossing_emulated_write_is_all_or_nothing() {
-    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome, Regs};
+    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome};
     let mem = GMem::new(16, &[]);
-    let mut b = Builder { mode: 3, next: 1 };
+    let mut b = Builder::new(3);
     let ra = b.root();
     let data = b.alloc();
     b.map(&mem, ra, 0x1000, data);
-    let pt = {
-        let l4 = mem.read(ra, 8) >> 12 & 0xf_ffff;
-        let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
-        mem.read(l3 << 12, 8) >> 12 & 0xf_ffff
-    };
+    let pt = b.table(&mem, ra, 0x1000, 1);
     // 0x2000: present but read-only.
     w8(&mem, pt, 2, (data << 12) | PTE_P | PTE_U);
     let mut host = Host::new();
     let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
     let before = (mem.frame_copy(data), mem.frame_copy(pt));
     let insn = emulate::decode(&[0x48, 0x89, 0x07], CodeSize::Bits64).unwrap();
-    let mut regs = Regs {
-        gpr: [0; 16],
-        rip: 0x5000,
-        rflags: 2,
-    };
+    let mut regs = emu_regs(0x5000);
     regs.gpr[gpr::RDI] = 0x1ffc;
     regs.gpr[gpr::RAX] = 0x1122_3344_5566_7788;
     let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
@@ -679,8 +532,7 @@ fn page_crossing_emulated_write_is_all_or_nothing() {
         "A/D bits set by a faulting store"
     );
     assert_eq!(regs.rip, 0x5000);
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 // ------------------------------------------------------------------ issue 10 item 5
@@ -691,19 +543,15 @@ fn page_crossing_emulated_write_is_all_or_nothing() {
 /// same instruction used to be a host error: an internal error for the guest).
 #[test]
 fn locked_and_rep_string_mmio_complete() {
-    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, MmioData, Outcome, Regs};
+    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, MmioData, Outcome};
     let mem = GMem::new(16, &[]);
-    let mut b = Builder { mode: 3, next: 1 };
+    let mut b = Builder::new(3);
     let ra = b.root();
     // gfn 0x100 is beyond the 16 frames of RAM: MMIO.
     b.map(&mem, ra, 0x7000, 0x100);
     let mut host = Host::new();
     let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
-    let regs = || Regs {
-        gpr: [0; 16],
-        rip: 0x5000,
-        rflags: 2,
-    };
+    let regs = || emu_regs(0x5000);
 
     // lock xadd [rdi], eax
     let insn = emulate::decode(&[0xf0, 0x0f, 0xc1, 0x07], CodeSize::Bits64).unwrap();
@@ -755,8 +603,7 @@ fn locked_and_rep_string_mmio_complete() {
         assert_eq!((r.gpr[gpr::RCX], r.gpr[gpr::RDI]), (2 - k, 0x7102 + 2 * k));
     }
     assert_eq!(r.rip, 0x5003);
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 /// A store across a page boundary into a device window (two MMIO pages that follow each
@@ -764,9 +611,9 @@ fn locked_and_rep_string_mmio_complete() {
 /// split (a host error, which the vCPU reports as an internal error), never half done.
 #[test]
 fn page_crossing_mmio_store() {
-    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome, Regs};
+    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome};
     let mem = GMem::new(16, &[]);
-    let mut b = Builder { mode: 3, next: 1 };
+    let mut b = Builder::new(3);
     let ra = b.root();
     b.map(&mem, ra, 0x7000, 0x100);
     b.map(&mem, ra, 0x8000, 0x101);
@@ -775,11 +622,7 @@ fn page_crossing_mmio_store() {
     let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, ra);
     // mov [rdi], eax
     let insn = emulate::decode(&[0x89, 0x07], CodeSize::Bits64).unwrap();
-    let mut r = Regs {
-        gpr: [0; 16],
-        rip: 0x5000,
-        rflags: 2,
-    };
+    let mut r = emu_regs(0x5000);
     r.gpr[gpr::RDI] = 0x7ffe;
     r.gpr[gpr::RAX] = 0x4433_2211;
     let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
@@ -791,18 +634,13 @@ fn page_crossing_mmio_store() {
         m.mmio_write,
         Some((0x100_ffe, [0x11, 0x22, 0x33, 0x44, 0, 0, 0, 0], 4))
     );
-    let mut r = Regs {
-        gpr: [0; 16],
-        rip: 0x5000,
-        rflags: 2,
-    };
+    let mut r = emu_regs(0x5000);
     r.gpr[gpr::RDI] = 0x8ffe;
     let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
     assert!(emulate::execute(&insn, &mut r, &Env::default(), &mut m, None).is_err());
     assert_eq!(m.mmio_write, None);
     assert_eq!(r.rip, 0x5000);
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 // ------------------------------------------------------------------ issue 13: REP over page tables
@@ -814,27 +652,18 @@ fn page_crossing_mmio_store() {
 /// then makes the shadow entry writable (what the vCPU does ahead of time).
 #[test]
 fn rep_store_over_page_table_walks_once_per_page_and_stops_when_unshadowed() {
-    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome, Regs};
+    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome};
     let mem = GMem::new(32, &[]);
-    let mut b = Builder { mode: 3, next: 1 };
+    let mut b = Builder::new(3);
     let ra = b.root();
     let data = b.alloc();
     b.map(&mem, ra, 0x40_0000, data);
     // The level-1 table mapping 0x40_0000, and a window onto it at 0x20_0000.
-    let pt = {
-        let l4 = mem.read(ra, 8) >> 12 & 0xf_ffff;
-        let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
-        // 0x40_0000 is entry 2 of the page directory.
-        mem.read((l3 << 12) + 2 * 8, 8) >> 12 & 0xf_ffff
-    };
+    let pt = b.table(&mem, ra, 0x40_0000, 1);
     b.map(&mem, ra, 0x20_0000, pt);
     let stosd = emulate::decode(&[0xf3, 0xab], CodeSize::Bits64).unwrap();
     let regs = |rdi: u64, rcx: u64| {
-        let mut r = Regs {
-            gpr: [0; 16],
-            rip: 0x5000,
-            rflags: 2,
-        };
+        let mut r = emu_regs(0x5000);
         r.gpr[gpr::RDI] = rdi;
         r.gpr[gpr::RCX] = rcx;
         r
@@ -886,8 +715,7 @@ fn rep_store_over_page_table_walks_once_per_page_and_stops_when_unshadowed() {
             assert!(mem.frame_copy(pt)[..100].iter().all(|&e| e == 0));
             assert!(hw_walk(&mmu, &host, 0x40_0000, RD).is_err());
         }
-        mmu.teardown(&mut host);
-        assert_eq!(host.live(), 0);
+        finish(&mut mmu, &mut host);
     }
 
     // DF=1 across a page boundary, down from the bottom of the table's window into the
@@ -931,8 +759,7 @@ fn rep_store_over_page_table_walks_once_per_page_and_stops_when_unshadowed() {
         (3, 0x20_1000, 0x5000)
     );
     assert_eq!(mem.read((pt << 12) + 0xff8, 8), 0x6b6b_6b6b_6b6b_6b6b);
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 // ------------------------------------------------------------------ issue 13: TLB flush reports
@@ -943,20 +770,16 @@ fn rep_store_over_page_table_walks_once_per_page_and_stops_when_unshadowed() {
 /// that drops more than one entry, or a split large page that INVLPG drops.
 #[test]
 fn tlb_flush_reports() {
-    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome, Regs};
+    use shadowvm_emulate::{self as emulate, gpr, CodeSize, Env, Outcome};
     let mem = GMem::new(64, &[]);
-    let mut b = Builder { mode: 3, next: 1 };
+    let mut b = Builder::new(3);
     let ra = b.root();
     let rb = b.root();
     let (f1, f2) = (b.alloc(), b.alloc());
     b.map(&mem, ra, 0x1000, f1);
     b.map(&mem, ra, 0x2000, f2);
     b.map(&mem, rb, 0x1000, f2);
-    let pt = {
-        let l4 = mem.read(ra, 8) >> 12 & 0xf_ffff;
-        let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
-        mem.read(l3 << 12, 8) >> 12 & 0xf_ffff
-    };
+    let pt = b.table(&mem, ra, 0x1000, 1);
     // A writable window onto the level-1 table, in another table.
     b.map(&mem, ra, 0x40_0000, pt);
     let mut host = Host::new();
@@ -1025,8 +848,7 @@ fn tlb_flush_reports() {
         TlbFlush::None,
         "nothing left to resync"
     );
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 
     // Without unsync the store is emulated and drops the entry it overwrites; a second
     // entry dropped makes it all.
@@ -1044,11 +866,7 @@ fn tlb_flush_reports() {
     assert!(matches!(out, PfOutcome::EmulateWrite { .. }), "{out:?}");
     // mov [rdi], rax: 0x1000 -> f2.
     let insn = emulate::decode(&[0x48, 0x89, 0x07], CodeSize::Bits64).unwrap();
-    let mut r = Regs {
-        gpr: [0; 16],
-        rip: 0x5000,
-        rflags: 2,
-    };
+    let mut r = emu_regs(0x5000);
     r.gpr[gpr::RDI] = 0x40_0008;
     r.gpr[gpr::RAX] = (f2 << 12) | PWU;
     let mut m = access::EngineAccess::new(&mut mmu, &mut host, &mem, 0, false);
@@ -1072,8 +890,7 @@ fn tlb_flush_reports() {
     let o = emulate::execute(&insn, &mut r, &Env::default(), &mut m, None);
     assert_eq!(o, Ok(Outcome::Done));
     assert_eq!(mmu.take_tlb_flush(), TlbFlush::All, "two entries dropped");
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 /// The CPU's TLB kept across exits (a VPID), invalidated as the vCPU does it
@@ -1086,17 +903,13 @@ fn tlb_flush_reports() {
 #[test]
 fn tlb_kept_across_exits_is_invalidated_where_needed() {
     let mem = GMem::new(64, &[]);
-    let mut b = Builder { mode: 3, next: 1 };
+    let mut b = Builder::new(3);
     let ra = b.root();
     let rb = b.root();
     let (f1, f2, f3) = (b.alloc(), b.alloc(), b.alloc());
     b.map(&mem, ra, 0x1000, f1);
     b.map(&mem, rb, 0x1000, f3);
-    let (l3, pt) = {
-        let l4 = mem.read(ra, 8) >> 12 & 0xf_ffff;
-        let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
-        (l3, mem.read(l3 << 12, 8) >> 12 & 0xf_ffff)
-    };
+    let (l3, pt) = (b.table(&mem, ra, 0x1000, 2), b.table(&mem, ra, 0x1000, 1));
     // The same level-1 table also under directory entry 1: 0x20_1000 aliases 0x1000.
     w8(&mem, l3, 1, (pt << 12) | PWU);
     // A window onto the table, elsewhere.
@@ -1204,6 +1017,5 @@ fn tlb_kept_across_exits_is_invalidated_where_needed() {
         hpa(f2),
         "the table's new entry after INVLPG"
     );
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }

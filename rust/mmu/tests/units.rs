@@ -2,6 +2,7 @@
 //! Unit tests, one per mechanism, and counter tests that prove the optimisations happen.
 
 mod common;
+use common::fixture::*;
 use common::*;
 use shadowvm_mmu::bits::*;
 use shadowvm_mmu::*;
@@ -14,12 +15,6 @@ const PT2: u64 = 4;
 const PD_B: u64 = 5;
 const PML4_B: u64 = 6;
 const DATA: u64 = 10;
-const PWU: u64 = PTE_P | PTE_W | PTE_U;
-
-fn w8(mem: &GMem, gfn: u64, idx: u64, v: u64) {
-    mem.write((gfn << 12) + idx * 8, 8, v);
-}
-
 /// A 4-level guest: gva 0..2M through PT (PT[i] -> DATA+i, i < 16; PT[100] -> PT2;
 /// PT[101] -> PD_B), gva 2M..4M through PT2 (PT2[0] -> DATA+20). PML4_B shares PDPT.
 fn long_guest() -> GMem {
@@ -40,41 +35,9 @@ fn long_guest() -> GMem {
     mem
 }
 
+/// An engine in 4-level paging on [`long_guest`]'s first address space.
 fn long_mmu(cfg: Config, mem: &GMem, host: &mut Host) -> Mmu {
-    let mut mmu = Mmu::new(cfg);
-    retry_oom(host, |h| mmu.set_cr3(h, mem, PML4 << 12));
-    let r = retry_oom(host, |h| {
-        mmu.set_mode(
-            h,
-            mem,
-            CR0_PE | CR0_PG | CR0_WP,
-            CR4_PAE,
-            EFER_LME | EFER_LMA | EFER_NXE,
-        )
-    });
-    assert_eq!(r, CtlOutcome::Ok);
-    mmu
-}
-
-const RD: Acc = Acc {
-    write: false,
-    fetch: false,
-    user: false,
-    implicit: false,
-    ac: false,
-    cpl: 0,
-};
-const WR: Acc = Acc {
-    write: true,
-    fetch: false,
-    user: false,
-    implicit: false,
-    ac: false,
-    cpl: 0,
-};
-
-fn hpa(gfn: u64) -> u64 {
-    GUEST_HPA_BASE + (gfn << 12)
+    start(3, cfg, mem, host, PML4 << 12)
 }
 
 #[test]
@@ -110,8 +73,7 @@ fn root_cache_switch_back_builds_nothing() {
         fixed,
         "cached root had to refault"
     );
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -167,8 +129,7 @@ fn root_cache_is_pcid_aware_and_bounded() {
         mmu.invpcid(&mem, InvpcidKind::AllExceptGlobal, 0, 0),
         CtlOutcome::Ok
     );
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -240,8 +201,7 @@ fn unsync_stale_until_invlpg_and_np_to_p_without_flush() {
         2,
         "write after resync must fault and unsync again"
     );
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -302,8 +262,7 @@ fn upper_level_write_is_emulated_then_flood_unshadows() {
         CpuResult::Ok(hpa(DATA + 20))
     );
     assert!(mmu.is_shadowed(PD_B));
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -331,8 +290,7 @@ fn flooding_a_cached_roots_table_drops_that_root() {
     let misses = mmu.stats().get(Counter::RootCacheMisses);
     retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, PML4_B << 12));
     assert_eq!(mmu.stats().get(Counter::RootCacheMisses), misses + 1);
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -363,8 +321,7 @@ fn unprotect_fallback_lets_the_write_through() {
         cpu_access(&mut mmu, &mut host, &mem, 102 << 12, WR, None),
         CpuResult::Ok(_)
     ));
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -399,8 +356,7 @@ fn large_pages_are_split_and_invlpg_drops_the_whole_page() {
         CpuResult::Ok(hpa(5))
     );
     assert_eq!(mmu.stats().get(Counter::HiddenFaultsFixed), fixed + 1);
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -430,8 +386,7 @@ fn shadow_page_limit_reclaims() {
         }
     }
     assert!(mmu.stats().get(Counter::ShadowPagesReclaimed) > 0);
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 /// Runs a fixed scenario in every mode; returns the results of its accesses.
@@ -506,8 +461,7 @@ fn scenario(mode: u8, host: &mut Host) -> Vec<CpuResult> {
         CtlOutcome::Ok
     );
     out.push(cpu_access(&mut mmu, host, &mem, 0x3000, RD, None));
-    mmu.teardown(host);
-    assert_eq!(host.live(), 0, "leak after teardown");
+    finish(&mut mmu, host);
     out
 }
 
@@ -551,8 +505,7 @@ fn nothing_allocated_fails_cleanly_and_recovers() {
         Ok(CtlOutcome::Ok)
     );
     assert!(mmu.root_hpa() != 0 && mmu.root_hpa() < 1 << 32);
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -594,8 +547,7 @@ fn pae_bad_pdpte_is_gp_and_changes_nothing() {
         CtlOutcome::Gp
     );
     assert_eq!(mmu.paging().mode, GuestMode::Off);
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -625,7 +577,7 @@ fn hw_state_contract() {
     assert_eq!(hw.cr4, CR4_PAE | CR4_SMEP | CR4_SMAP);
     assert_eq!(hw.efer, EFER_NXE | EFER_LME | EFER_LMA);
     assert_eq!(hw.cr3, mmu.root_hpa());
-    mmu.teardown(&mut host);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -708,8 +660,7 @@ fn prefetch_maps_accessed_neighbours_and_leaves_guest_ad_alone() {
         faults,
         "refaulted"
     );
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -721,7 +672,7 @@ fn prefetch_off_maps_only_the_faulting_entry() {
     cpu_access(&mut mmu, &mut host, &mem, 0, WR, None);
     assert!(!mapped(&mmu, &host, 0x1000, RD));
     assert_eq!(mmu.stats().get(Counter::Prefetches), 0);
-    mmu.teardown(&mut host);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -755,8 +706,7 @@ fn prefetch_group_is_aligned_and_sized_by_config() {
         assert!(mapped(&mmu, &host, i << 12, RD), "entry {i}");
     }
     assert!(!mapped(&mmu, &host, 16 << 12, RD));
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -772,7 +722,7 @@ fn prefetch_maps_shadowed_page_tables_read_only() {
         !mapped(&mmu, &host, 0x1000, WR),
         "a shadowed table mapped writable"
     );
-    mmu.teardown(&mut host);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]
@@ -791,8 +741,7 @@ fn invlpg_fills_the_entry_from_the_guest() {
         assert!(!mapped(&mmu, &host, 0x4000, RD));
         let filled = mmu.stats().get(Counter::Prefetches) - prefetched;
         assert_eq!(filled, u64::from(n != 0));
-        mmu.teardown(&mut host);
-        assert_eq!(host.live(), 0);
+        finish(&mut mmu, &mut host);
     }
 }
 
@@ -835,8 +784,7 @@ fn shadow_page_limit_scales_with_guest_memory() {
         let reclaimed = mmu.stats().get(Counter::ShadowPagesReclaimed);
         assert_eq!(reclaimed == 0, sized, "reclaimed {reclaimed}");
         assert!(mmu.shadow_pages() <= mmu.shadow_page_limit());
-        mmu.teardown(&mut host);
-        assert_eq!(host.live(), 0);
+        finish(&mut mmu, &mut host);
     }
     // A fixed limit stays fixed.
     let mut host = Host::new();
@@ -855,8 +803,7 @@ fn shadow_page_limit_scales_with_guest_memory() {
     retry_oom(&mut host, |h| mmu.set_guest_frames(h, u64::MAX));
     assert_eq!(mmu.shadow_page_limit(), MAX_SCALED_SHADOW_PAGES);
     assert_eq!(mmu.indexed_frames(), MAX_INDEXED_FRAMES);
-    mmu.teardown(&mut host);
-    assert_eq!(host.live(), 0);
+    finish(&mut mmu, &mut host);
 }
 
 #[test]

@@ -7,6 +7,8 @@ use shadowvm_mmu::bits::*;
 use shadowvm_mmu::*;
 use std::collections::{HashMap, HashSet};
 
+pub(crate) mod fixture;
+
 // ------------------------------------------------------------------ host pages
 
 /// A 4 KiB page, aligned as a real one is (GuestMemory's contract asks for it).
