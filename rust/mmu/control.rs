@@ -8,7 +8,7 @@ use super::mem::{read_gpte, GuestMemory, PageSource};
 use super::roots::{sidx, ROOT_PAGES, ROOT_RECS};
 use super::sp::{SpId, SP_UNSYNC};
 use super::stats::Counter;
-use super::walk::{GuestMode, PagingCtx};
+use super::walk::{with_format, Format, GuestMode, PagingCtx};
 use super::{CtlOutcome, InvpcidKind, Mmu, MmuError, MAX_ROOT_CACHE};
 
 /// The bits of CR0, CR4 and EFER that the engine's rules read: what the shadow was last
@@ -239,12 +239,17 @@ impl Mmu {
     }
 
     fn invlpg_inner<G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {
-        if self.ctx.mode == GuestMode::Off {
+        with_format!(self.ctx.mode, F => self.invlpg_fmt::<F, G>(mem, gva))
+    }
+
+    /// [`Mmu::invlpg`] for a guest whose tables have format `F`.
+    fn invlpg_fmt<F: Format, G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {
+        if !F::PAGING {
             return;
         }
         let gva = self.ctx.canon(gva);
         if let Some((sp, level)) = self.path_start(gva) {
-            self.invlpg_path(mem, gva, sp, level);
+            self.invlpg_path::<F, G>(mem, gva, sp, level);
         }
         if self.pcide() {
             // The CPU tags translations with the PCID, not with CR3: INVLPG drops the
@@ -256,13 +261,13 @@ impl Mmu {
             let mut others = [None; MAX_ROOT_CACHE];
             let n = self.other_roots_with_pcid(pcid, &mut others);
             for sp in others.into_iter().take(n).flatten() {
-                self.invlpg_path(mem, gva, sp, 4);
+                self.invlpg_path::<F, G>(mem, gva, sp, 4);
             }
         }
     }
 
     /// INVLPG in one shadow: walks it from table `sp` at `level` down to `gva`'s entry.
-    fn invlpg_path<G: GuestMemory + ?Sized>(
+    fn invlpg_path<F: Format, G: GuestMemory + ?Sized>(
         &mut self,
         mem: &G,
         gva: u64,
@@ -294,13 +299,15 @@ impl Mmu {
             };
             if self.role(child).direct() {
                 self.drop_spte(sp, slot);
-                if self.ctx.mode == GuestMode::Bits32 && level == 2 {
-                    let buddy = slot ^ 1;
-                    if self.spt_get(sp, buddy) & PTE_P != 0 {
-                        let b = self.child(sp, buddy);
-                        if b.is_some_and(|b| self.role(b).direct()) {
-                            self.drop_spte(sp, buddy);
-                        }
+                // The guest's large page may be more than one shadow entry (a 4 MiB page
+                // of 32-bit paging is two): the split pages of the others go too.
+                let q = self.role(sp).quadrant();
+                for s in F::shadow_slots(level, q, F::gpte_index(level, q, slot)) {
+                    if s != slot
+                        && self.spt_get(sp, s) & PTE_P != 0
+                        && self.child(sp, s).is_some_and(|b| self.role(b).direct())
+                    {
+                        self.drop_spte(sp, s);
                     }
                 }
                 return;

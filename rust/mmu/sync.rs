@@ -66,7 +66,7 @@ impl Mmu {
         let base = self.sp(sp).gfn << 12;
         // gfn < 2^40 and the offsets are below 8 KiB: nothing wraps; wrapping keeps the
         // guest-physical arithmetic total.
-        let off = F::gpte_index(self.role(sp).quadrant(), slot).wrapping_mul(F::PTE_BYTES);
+        let off = F::gpte_index(1, self.role(sp).quadrant(), slot).wrapping_mul(F::PTE_BYTES);
         read_gpte(mem, base.wrapping_add(off), F::PTE_BYTES)
     }
 

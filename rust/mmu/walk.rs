@@ -288,9 +288,9 @@ pub trait Format: Sized {
     fn quadrant(_gva: u64, _level: u8) -> u32 {
         0
     }
-    /// Index in the guest table of the entry behind slot `slot` of a level-1 shadow page
-    /// of quadrant `quadrant`.
-    fn gpte_index(_quadrant: u32, slot: usize) -> u64 {
+    /// Index in the guest table of the entry behind slot `slot` of a shadow page of
+    /// `level` and `quadrant`.
+    fn gpte_index(_level: u8, _quadrant: u32, slot: usize) -> u64 {
         slot as u64
     }
     /// The slots of a shadow page of `level` and `quadrant` that are derived from entry
@@ -524,11 +524,15 @@ impl Format for Bits32 {
             0
         }
     }
-    fn gpte_index(quadrant: u32, slot: usize) -> u64 {
+    fn gpte_index(level: u8, quadrant: u32, slot: usize) -> u64 {
         // quadrant < 4 and slot < 512 in the callers: below 2^11, nothing wraps.
-        u64::from(quadrant)
-            .wrapping_mul(512)
-            .wrapping_add(slot as u64)
+        let q = u64::from(quadrant);
+        if level == 1 {
+            q.wrapping_mul(512).wrapping_add(slot as u64)
+        } else {
+            // A page-directory entry (4 MiB) is two shadow entries (2 MiB each).
+            q.wrapping_mul(256).wrapping_add(slot as u64 >> 1)
+        }
     }
     fn shadow_slots(level: u8, quadrant: u32, gi: u64) -> Range<usize> {
         let q = u64::from(quadrant);

@@ -359,6 +359,39 @@ fn large_pages_are_split_and_invlpg_drops_the_whole_page() {
     finish(&mut mmu, &mut host);
 }
 
+/// INVLPG anywhere in a 4 MiB page of 32-bit paging drops the whole page: the shadow
+/// splits it over two entries of 2 MiB (a direct shadow page each), and both go.
+#[test]
+fn invlpg_drops_both_halves_of_a_32bit_large_page() {
+    let mem = GMem::new(2048, &[]);
+    let pd = 1u64;
+    // Directory entry 2: gva 0x80_0000..0xc0_0000 is a 4 MiB page at gpa 0.
+    let set_pde = |gpa: u64| mem.write((pd << 12) + 2 * 4, 4, gpa | PTE_PS | PWU);
+    set_pde(0);
+    let mut host = Host::new();
+    let mut mmu = start(1, Config::DEFAULT, &mem, &mut host, pd << 12);
+    let (cr0, _, _) = mode_regs(1);
+    let pse = retry_oom(&mut host, |h| mmu.set_mode(h, &mem, cr0, CR4_PSE, 0));
+    assert_eq!(pse, CtlOutcome::Ok);
+    for (gva, gfn) in [(0x80_5000, 5), (0xa0_5000, 0x205)] {
+        assert_eq!(
+            cpu_access(&mut mmu, &mut host, &mem, gva, RD, None),
+            CpuResult::Ok(hpa(gfn))
+        );
+    }
+    // The guest moves the page to gpa 4 MiB and invalidates its first half.
+    set_pde(0x40_0000);
+    mmu.invlpg(&mem, 0x80_5000);
+    for (gva, gfn) in [(0xa0_5000, 0x605), (0x80_5000, 0x405)] {
+        assert_eq!(
+            cpu_access(&mut mmu, &mut host, &mem, gva, RD, None),
+            CpuResult::Ok(hpa(gfn)),
+            "{gva:#x} after INVLPG"
+        );
+    }
+    finish(&mut mmu, &mut host);
+}
+
 #[test]
 fn shadow_page_limit_reclaims() {
     let mem = GMem::new(200, &[]);
