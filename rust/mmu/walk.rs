@@ -278,6 +278,12 @@ pub trait Format: Sized {
     fn next_table(pte: u64) -> u64;
     /// Guest-physical address of `gva` through leaf `pte` at `level`.
     fn page_gpa(pte: u64, level: u8, gva: u64) -> u64;
+    /// Guest-physical address of the table at level [`Format::TOP`] for `gva`, from CR3
+    /// (what a walk records of a register level goes into `w`); `None` if a not-present
+    /// register entry ends the walk there.
+    fn top_table(ctx: &PagingCtx, _gva: u64, _w: &mut Walk) -> Option<u64> {
+        Some(ctx.cr3 & bits(51, 12) & !ctx.high_rsvd_long())
+    }
     /// The guest frame a level-1 entry maps.
     fn leaf_gfn(pte: u64) -> u64 {
         Self::next_table(pte) >> 12
@@ -449,6 +455,13 @@ impl Format for Long4 {
 impl Format for Pae {
     const PTE_BYTES: u64 = 8;
     const TOP: u8 = 2;
+    fn top_table(ctx: &PagingCtx, gva: u64, w: &mut Walk) -> Option<u64> {
+        // Level 3 is the PDPTE register that maps `gva`.
+        let pdpte = ctx.pdpte_for(gva);
+        w.pte[3] = pdpte;
+        w.acc_above[3] = ACC_ALL;
+        (pdpte & PTE_P != 0).then_some(pdpte & bits(51, 12))
+    }
     fn index(gva: u64, level: u8) -> u64 {
         if level == 2 {
             (gva >> 21) & 511
@@ -481,6 +494,9 @@ impl Format for Pae {
 impl Format for Bits32 {
     const PTE_BYTES: u64 = 4;
     const TOP: u8 = 2;
+    fn top_table(ctx: &PagingCtx, _gva: u64, _w: &mut Walk) -> Option<u64> {
+        Some(ctx.cr3 & 0xffff_f000)
+    }
     fn index(gva: u64, level: u8) -> u64 {
         if level == 2 {
             (gva >> 22) & 1023
@@ -644,18 +660,8 @@ fn walk_once<F: Format, G: GuestMemory + ?Sized>(
         cr2: gva,
     };
     let mut w = Walk::default();
-    let mut table = match ctx.mode {
-        GuestMode::Pae => {
-            let pdpte = ctx.pdpte_for(gva);
-            w.pte[3] = pdpte;
-            w.acc_above[3] = ACC_ALL;
-            if pdpte & PTE_P == 0 {
-                return Err(fault(false, false));
-            }
-            pdpte & bits(51, 12)
-        }
-        GuestMode::Bits32 => ctx.cr3 & 0xffff_f000,
-        _ => ctx.cr3 & bits(51, 12) & !ctx.high_rsvd_long(),
+    let Some(mut table) = F::top_table(ctx, gva, &mut w) else {
+        return Err(fault(false, false));
     };
     let mut acc = ACC_ALL;
     let mut level = F::TOP;
