@@ -192,12 +192,31 @@ impl RootCache {
         self.head = Some(r);
     }
 
-    /// Makes cached root `r` the most recently used.
+    /// Makes cached root `r` the most recently used (on every root-cache hit: one record
+    /// read and one write per neighbour, nothing more).
     fn move_to_front(&mut self, pool: &mut Pool, r: RootId) {
-        if self.head != Some(r) {
-            self.mru_unlink(pool, r);
-            self.mru_push_front(pool, r);
+        let h = self.head;
+        if h == Some(r) {
+            return;
         }
+        let rec = pool.get_mut(r);
+        let (p, n) = (rec.mru_prev, rec.mru_next);
+        rec.mru_prev = None;
+        rec.mru_next = h;
+        // `r` is not the head, so it has a predecessor (list invariant); without one the
+        // list is left as it was, apart from `r` itself becoming the head below.
+        if let Some(p) = p {
+            pool.get_mut(p).mru_next = n;
+        }
+        match n {
+            Some(n) => pool.get_mut(n).mru_prev = p,
+            None if self.tail == Some(r) => self.tail = p,
+            None => {}
+        }
+        if let Some(h) = h {
+            pool.get_mut(h).mru_prev = Some(r);
+        }
+        self.head = Some(r);
     }
 
     /// Adds root `r` (its key and role set) as the most recently used; the caller made
@@ -324,10 +343,12 @@ impl Mmu {
             hit = self.root_rec(r).hash_next;
         }
         if let Some(r) = hit {
+            let rec = self.root_rec(r);
+            let (hpa, sp, pae) = (rec.hpa, rec.sp, rec.pae);
             self.roots.move_to_front(&mut self.pool, r);
-            self.roots.set_current(Some(r), self.root_rec(r).hpa);
+            self.roots.set_current(Some(r), hpa);
             self.stats.inc(Counter::RootCacheHits);
-            self.root_flood_reset(r);
+            self.root_flood_reset(sp, pae);
             return;
         }
         self.stats.inc(Counter::RootCacheMisses);
@@ -396,14 +417,19 @@ impl Mmu {
         }
     }
 
-    /// Root `r` becomes current: its root-level tables are in use (KVM clears their flood
-    /// counts in `kvm_mmu_new_pgd`).
-    fn root_flood_reset(&mut self, r: RootId) {
-        if let Some(sp) = self.root_rec(r).sp {
+    /// A root becomes current: its root-level tables are in use (KVM clears their flood
+    /// counts in `kvm_mmu_new_pgd`). `sp` and `pae` are the root record's fields.
+    fn root_flood_reset(&mut self, sp: Option<SpId>, pae: usize) {
+        if let Some(sp) = sp {
             self.sp_mut(sp).write_count = 0;
         }
+        // SAFETY: `pae` is a live root's PAE page (0 for a 4-level root, which has none):
+        // engine-owned until `free_root` or teardown (RootRec invariant).
+        let Some(page) = (unsafe { TablePage::from_addr(pae) }) else {
+            return;
+        };
         for i in 0..4 {
-            if let Some(q) = self.pae_sp(r, i) {
+            if let Some(q) = SpId::from_raw(page.get(pae_slot(PAE_SPS, i)) as u32) {
                 self.sp_mut(q).write_count = 0;
             }
         }
