@@ -957,21 +957,21 @@ impl VcpuCore {
             cr4_shadow: s.cr4,
             entry_controls: caps.entry.adjust(entry.into_raw()),
         };
-        match self.written.paging {
-            Some(old) if old == now => return,
+        let old = self.written.paging;
+        if old == Some(now) {
+            return;
+        }
+        if old.is_some_and(|o| PagingFields { cr3: now.cr3, ..o } == now) {
             // A CR3 load or a root switch changes the root alone.
-            Some(old) if PagingFields { cr3: now.cr3, ..old } == now => {
-                vmcs.write(GUEST_CR3, now.cr3);
-            }
-            _ => {
-                vmcs.write(GUEST_CR0, now.cr0);
-                vmcs.write(GUEST_CR4, now.cr4);
-                vmcs.write(GUEST_CR3, now.cr3);
-                vmcs.write(GUEST_IA32_EFER, now.efer);
-                vmcs.write(CR0_READ_SHADOW, now.cr0_shadow);
-                vmcs.write(CR4_READ_SHADOW, now.cr4_shadow);
-                vmcs.write(VM_ENTRY_CONTROLS, now.entry_controls);
-            }
+            vmcs.write(GUEST_CR3, now.cr3);
+        } else {
+            vmcs.write(GUEST_CR0, now.cr0);
+            vmcs.write(GUEST_CR4, now.cr4);
+            vmcs.write(GUEST_CR3, now.cr3);
+            vmcs.write(GUEST_IA32_EFER, now.efer);
+            vmcs.write(CR0_READ_SHADOW, now.cr0_shadow);
+            vmcs.write(CR4_READ_SHADOW, now.cr4_shadow);
+            vmcs.write(VM_ENTRY_CONTROLS, now.entry_controls);
         }
         self.written.paging = Some(now);
     }
