@@ -381,10 +381,11 @@ impl Drop for GuestFpu<'_> {
 static NEXT_VCPU_ID: AtomicU64 = AtomicU64::new(1);
 
 /// TSC ticks of one interrupts-off window (`window_us`). Every window ends by this
-/// deadline whatever the guest does: the VMX-preemption timer is armed with the time left
-/// at each entry, and the exit path checks it before re-entering. On hardware an external
-/// interrupt also ends a window; Bochs 2.7 gives no interrupt exit while the guest has
-/// RFLAGS.IF=0, so there the deadline is all that returns the CPU.
+/// deadline whatever the guest does: the exit path checks it before re-entering, and an
+/// entry with RFLAGS.IF=0 arms the VMX-preemption timer with the time left. An external
+/// interrupt ends a window too (external-interrupt exiting); Bochs gives none to a guest
+/// entered with RFLAGS.IF=0, so there the timer is what returns the CPU (see
+/// `VcpuCore::arm_preemption_timer`).
 fn window_ticks() -> u64 {
     // SAFETY: `tsc_khz` is written once during boot calibration and only read afterwards.
     let khz = u64::from(unsafe { kernel::bindings::tsc_khz });
