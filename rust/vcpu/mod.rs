@@ -193,6 +193,16 @@ struct PagingFields {
     entry_controls: u32,
 }
 
+impl PagingFields {
+    /// Whether `other` is `self` with another GUEST_CR3.
+    fn differs_in_cr3_only(&self, other: &PagingFields) -> bool {
+        PagingFields {
+            cr3: other.cr3,
+            ..*self
+        } == *other
+    }
+}
+
 /// How a window ended.
 enum WindowEnd {
     /// A host interrupt, `need_resched` or an NMI: go round again.
@@ -958,21 +968,19 @@ impl VcpuCore {
             cr4_shadow: s.cr4,
             entry_controls: caps.entry.adjust(entry.into_raw()),
         };
-        let old = self.written.paging;
-        if old == Some(now) {
-            return;
-        }
-        if old.is_some_and(|o| PagingFields { cr3: now.cr3, ..o } == now) {
+        match self.written.paging {
+            Some(old) if old == now => return,
             // A CR3 load or a root switch changes the root alone.
-            vmcs.write(GUEST_CR3, now.cr3);
-        } else {
-            vmcs.write(GUEST_CR0, now.cr0);
-            vmcs.write(GUEST_CR4, now.cr4);
-            vmcs.write(GUEST_CR3, now.cr3);
-            vmcs.write(GUEST_IA32_EFER, now.efer);
-            vmcs.write(CR0_READ_SHADOW, now.cr0_shadow);
-            vmcs.write(CR4_READ_SHADOW, now.cr4_shadow);
-            vmcs.write(VM_ENTRY_CONTROLS, now.entry_controls);
+            Some(old) if old.differs_in_cr3_only(&now) => vmcs.write(GUEST_CR3, now.cr3),
+            _ => {
+                vmcs.write(GUEST_CR0, now.cr0);
+                vmcs.write(GUEST_CR4, now.cr4);
+                vmcs.write(GUEST_CR3, now.cr3);
+                vmcs.write(GUEST_IA32_EFER, now.efer);
+                vmcs.write(CR0_READ_SHADOW, now.cr0_shadow);
+                vmcs.write(CR4_READ_SHADOW, now.cr4_shadow);
+                vmcs.write(VM_ENTRY_CONTROLS, now.entry_controls);
+            }
         }
         self.written.paging = Some(now);
     }
