@@ -172,6 +172,11 @@ impl TlbWork {
 /// What the current window last wrote to the VMCS fields that an entry would otherwise
 /// write again unchanged: an entry writes only the fields whose value differs. `None`
 /// until the window's first write (every window starts on a freshly loaded VMCS).
+///
+/// # Invariants
+///
+/// Inside a window, a `Some` value is what the current VMCS holds in that field (the CPU
+/// never changes these fields itself); the value is reset when a window opens.
 #[derive(Clone, Copy, Default)]
 struct WrittenFields {
     paging: Option<PagingFields>,

@@ -367,6 +367,12 @@ impl GuestState {
 
 /// The values of GUEST_RSP, GUEST_RIP, GUEST_RFLAGS and GUEST_INTERRUPTIBILITY_INFO in the
 /// current VMCS, as last read or written (a VMWRITE is skipped when the value is there).
+///
+/// # Invariants
+///
+/// The fields are what the current VMCS holds: set by [`GuestState::load`] when a window
+/// opens, by [`GuestState::save_volatile`] after each exit (which is what the CPU stored)
+/// and by [`GuestState::load_volatile`] before each entry.
 #[derive(Clone, Copy)]
 pub(crate) struct VolatileInVmcs {
     rsp: u64,
