@@ -266,7 +266,8 @@ impl Mmu {
         }
     }
 
-    /// INVLPG in one shadow: walks it from table `sp` at `level` down to `gva`'s entry.
+    /// INVLPG in one shadow: walks it from table `sp` at `level` down to `gva`'s entry
+    /// (one record lookup per level: the next level's view is read once, for its role).
     fn invlpg_path<F: Format, G: GuestMemory + ?Sized>(
         &mut self,
         mem: &G,
@@ -274,11 +275,12 @@ impl Mmu {
         mut sp: SpId,
         mut level: u8,
     ) {
+        let mut view = self.sp_view(sp);
         loop {
             let slot = sidx(gva, level);
             if level == 1 {
-                let mut present = self.spt_get(sp, slot) & PTE_P != 0;
-                if present && self.sp(sp).flags & SP_UNSYNC != 0 {
+                let mut present = view.spte(slot) & PTE_P != 0;
+                if present && view.flags & SP_UNSYNC != 0 {
                     self.sync_entry(mem, sp, slot);
                     self.stats.inc(Counter::InvlpgResync);
                     present = self.spt_get(sp, slot) & PTE_P != 0;
@@ -291,13 +293,14 @@ impl Mmu {
                 }
                 return;
             }
-            if self.spt_get(sp, slot) & PTE_P == 0 {
+            if view.spte(slot) & PTE_P == 0 {
                 return;
             }
-            let Some(child) = self.child(sp, slot) else {
+            let Some(child) = view.child(slot) else {
                 return;
             };
-            if self.role(child).direct() {
+            let child_view = self.sp_view(child);
+            if child_view.role.direct() {
                 self.drop_spte(sp, slot);
                 // The guest's large page may be more than one shadow entry (a 4 MiB page
                 // of 32-bit paging is two): the split pages of the others go too.
@@ -313,6 +316,7 @@ impl Mmu {
                 return;
             }
             sp = child;
+            view = child_view;
             // level > 1 here (level 1 returned above).
             level = level.saturating_sub(1);
         }

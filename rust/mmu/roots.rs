@@ -93,13 +93,15 @@ const _: () = assert!(ROOT_BUCKETS == 32);
 /// `mru` runs from the most recently used root to the least and holds exactly the cached
 /// roots, at most [`MAX_ROOT_CACHE`] of them; each is also on the chain of
 /// `buckets[root_bucket(key, role)]` (through `hash_next`) and on no other. `cur` is
-/// `None` or one of them, and `hpa` its table address (0 without one). `npinned` counts
-/// the shadow pages with `root_count > 0`.
+/// `None` or one of them, `hpa` its table address (0 without one) and `cur_sp` its
+/// record's `sp` (`None` without one; a root's `sp` is set when it is built and never
+/// changes). `npinned` counts the shadow pages with `root_count > 0`.
 pub(super) struct RootCache {
     buckets: [Option<RootId>; ROOT_BUCKETS],
     mru: DList<MruLinks>,
     cur: Option<RootId>,
     hpa: u64,
+    cur_sp: Option<SpId>,
     npinned: usize,
     /// Another root (or none) was made current since [`RootCache::take_switched`].
     switched: bool,
@@ -112,6 +114,7 @@ impl RootCache {
             mru: DList::new(),
             cur: None,
             hpa: 0,
+            cur_sp: None,
             npinned: 0,
             switched: false,
         }
@@ -137,11 +140,14 @@ impl RootCache {
         self.npinned
     }
 
-    /// Makes `r` (with table `hpa`) current, or none.
-    fn set_current(&mut self, r: Option<RootId>, hpa: u64) {
+    /// Makes `r` (with table `hpa` and 4-level shadow page `sp`, its record's) current, or
+    /// none.
+    fn set_current(&mut self, r: Option<RootId>, hpa: u64, sp: Option<SpId>) {
         self.switched |= self.cur != r || self.hpa != hpa;
         self.cur = r;
         self.hpa = hpa;
+        // INVARIANT: the callers pass the record's `sp` (None without a root).
+        self.cur_sp = sp;
     }
 
     /// The most recently used cached root.
@@ -291,16 +297,18 @@ impl Mmu {
             hit = self.root_rec(r).hash_next;
         }
         if let Some(r) = hit {
+            let rec = self.root_rec(r);
+            let (hpa, sp, pae) = (rec.hpa, rec.sp, rec.pae);
             self.roots.move_to_front(&mut self.pool, r);
-            self.roots.set_current(Some(r), self.root_rec(r).hpa);
+            self.roots.set_current(Some(r), hpa, sp);
             self.stats.inc(Counter::RootCacheHits);
-            self.root_flood_reset(r);
+            self.root_flood_reset(sp, pae);
             return;
         }
         self.stats.inc(Counter::RootCacheMisses);
         let Some(r) = self.build_root(mem, key, role) else {
             // Unreachable after top-up; leave no root (the next #PF retries).
-            self.roots.set_current(None, 0);
+            self.roots.set_current(None, 0, None);
             return;
         };
         if self.roots.len() >= self.cfg.root_cache_size.min(MAX_ROOT_CACHE) {
@@ -312,7 +320,9 @@ impl Mmu {
         }
         // Now len < root_cache_size <= MAX_ROOT_CACHE.
         self.roots.insert(&mut self.pool, r);
-        self.roots.set_current(Some(r), self.root_rec(r).hpa);
+        let rec = self.root_rec(r);
+        let (hpa, sp) = (rec.hpa, rec.sp);
+        self.roots.set_current(Some(r), hpa, sp);
     }
 
     fn pin(&mut self, sp: SpId) {
@@ -363,14 +373,19 @@ impl Mmu {
         }
     }
 
-    /// Root `r` becomes current: its root-level tables are in use (KVM clears their flood
-    /// counts in `kvm_mmu_new_pgd`).
-    fn root_flood_reset(&mut self, r: RootId) {
-        if let Some(sp) = self.root_rec(r).sp {
+    /// A root becomes current: its root-level tables are in use (KVM clears their flood
+    /// counts in `kvm_mmu_new_pgd`). `sp` and `pae` are the root record's fields.
+    fn root_flood_reset(&mut self, sp: Option<SpId>, pae: usize) {
+        if let Some(sp) = sp {
             self.sp_mut(sp).write_count = 0;
         }
+        // SAFETY: `pae` is a live root's PAE page (0 for a 4-level root, which has none):
+        // engine-owned until `free_root` or teardown (RootRec invariant).
+        let Some(page) = (unsafe { TablePage::from_addr(pae) }) else {
+            return;
+        };
         for i in 0..4 {
-            if let Some(q) = self.pae_sp(r, i) {
+            if let Some(q) = SpId::from_raw(page.get(pae_slot(PAE_SPS, i)) as u32) {
                 self.sp_mut(q).write_count = 0;
             }
         }
@@ -474,7 +489,7 @@ impl Mmu {
             unsafe { self.put_low_page(src, pae) };
         }
         if self.roots.current() == Some(r) {
-            self.roots.set_current(None, 0);
+            self.roots.set_current(None, 0, None);
         }
         self.pool.free(r);
     }
@@ -533,10 +548,11 @@ impl Mmu {
 
     /// The shadow page and level where a walk for `gva` starts (below the PAE root).
     pub(super) fn path_start(&self, gva: u64) -> Option<(SpId, u8)> {
-        let r = self.roots.current()?;
         if self.ctx.mode == GuestMode::Long4 {
-            Some((self.root_rec(r).sp?, 4))
+            // The current root's shadow page without a record lookup (every INVLPG, #PF).
+            Some((self.roots.cur_sp?, 4))
         } else {
+            let r = self.roots.current()?;
             let i = ((gva >> 30) & 3) as usize;
             Some((self.pae_sp(r, i)?, 2))
         }

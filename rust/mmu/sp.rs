@@ -73,6 +73,29 @@ unsafe impl Record for SpRec {}
 /// Id of a shadow page.
 pub(super) type SpId = Id<SpRec>;
 
+/// A copy of what a shadow walk needs of a shadow page's record ([`Mmu::sp_view`]).
+#[derive(Clone, Copy)]
+pub(super) struct SpView {
+    /// The shadow table (`None` only for an id naming no live record).
+    pub spt: Option<TablePage>,
+    /// The side page.
+    pub side: Option<TablePage>,
+    pub role: Role,
+    pub flags: u8,
+}
+
+impl SpView {
+    /// Shadow entry `slot`.
+    pub(super) fn spte(&self, slot: usize) -> u64 {
+        self.spt.map_or(0, |t| t.get(slot))
+    }
+
+    /// The child shadow page of present non-leaf entry `slot`.
+    pub(super) fn child(&self, slot: usize) -> Option<SpId> {
+        Side(self.side.map_or(0, |t| t.get(slot))).child()
+    }
+}
+
 /// A side-page entry: the low 40 bits hold the information (guest frame of a leaf
 /// entry, child shadow page of a non-leaf entry), the high bits the entry's position in
 /// the reference list it is on (see `lists.rs`).
@@ -275,6 +298,22 @@ impl Mmu {
     /// The child shadow page of present non-leaf entry (`sp`, `slot`).
     pub(super) fn child(&self, sp: SpId, slot: usize) -> Option<SpId> {
         self.side_get(sp, slot).child()
+    }
+
+    /// What a walk down the shadow reads of `sp`, with one record lookup (a walk that
+    /// asked [`Mmu::spt_get`], [`Mmu::child`] and [`Mmu::role`] one by one would look the
+    /// record up for each).
+    pub(super) fn sp_view(&self, sp: SpId) -> SpView {
+        let s = self.sp(sp);
+        // SAFETY: a live record's pages are engine-owned (SpRec invariant); an id naming
+        // no live record reads as zeros, i.e. no pages.
+        let (spt, side) = unsafe { (TablePage::from_addr(s.spt), TablePage::from_addr(s.side)) };
+        SpView {
+            spt,
+            side,
+            role: s.role,
+            flags: s.flags,
+        }
     }
 
     /// The two pages of `sp`, to give back.

@@ -17,7 +17,7 @@ use crate::vmx::exit::{
     ExitInfo, ExitReason, InterruptionInfo, INTR_TYPE_EXT_INTR, INTR_TYPE_HW_EXCEPTION,
     INTR_TYPE_NMI,
 };
-use crate::vmx::vmcs::{CPU_BASED_VM_EXEC_CONTROL, VM_ENTRY_INTR_INFO_FIELD};
+use crate::vmx::vmcs::VM_ENTRY_INTR_INFO_FIELD;
 use crate::vmx::window::CurrentVmcs;
 use crate::x86::{self, vector};
 use kernel::prelude::*;
@@ -257,10 +257,7 @@ impl VcpuCore {
                 self.irqs.interrupt.is_some() || request_window || (nmi_waits && sti_shadow),
             )
             .with_nmi_window_exiting(nmi_waits && !sti_shadow);
-        vmcs.write(
-            CPU_BASED_VM_EXEC_CONTROL,
-            self.caps.proc.adjust(proc.into_raw()),
-        );
+        self.write_proc_controls(vmcs, self.caps.proc.adjust(proc.into_raw()));
         // An entry that delivers an event leaves no STI or MOV SS blocking (SDM 26.6.1).
         EntryShadow {
             rip: self.state.rip,

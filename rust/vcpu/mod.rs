@@ -169,6 +169,45 @@ impl TlbWork {
     }
 }
 
+/// What the current window last wrote to the VMCS fields that an entry would otherwise
+/// write again unchanged: an entry writes only the fields whose value differs. `None`
+/// until the window's first write (every window starts on a freshly loaded VMCS).
+///
+/// # Invariants
+///
+/// Inside a window, a `Some` value is what the current VMCS holds in that field (the CPU
+/// never changes these fields itself); the value is reset when a window opens.
+#[derive(Clone, Copy, Default)]
+struct WrittenFields {
+    paging: Option<PagingFields>,
+    /// CPU_BASED_VM_EXEC_CONTROL.
+    proc: Option<u32>,
+    /// Whether PIN_BASED_VM_EXEC_CONTROL activates the VMX-preemption timer.
+    timer: Option<bool>,
+}
+
+/// The guest paging fields [`VcpuCore::sync_paging`] writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PagingFields {
+    cr0: u64,
+    cr4: u64,
+    cr3: u64,
+    efer: u64,
+    cr0_shadow: u64,
+    cr4_shadow: u64,
+    entry_controls: u32,
+}
+
+impl PagingFields {
+    /// Whether `other` is `self` with another GUEST_CR3.
+    fn differs_in_cr3_only(&self, other: &PagingFields) -> bool {
+        PagingFields {
+            cr3: other.cr3,
+            ..*self
+        } == *other
+    }
+}
+
 /// How a window ended.
 enum WindowEnd {
     /// A host interrupt, `need_resched` or an NMI: go round again.
@@ -251,6 +290,8 @@ struct VcpuCore {
     tlb: TlbWork,
     /// Longest interrupts-off window, in TSC ticks (module parameter `window_us`).
     window_ticks: u64,
+    /// VMCS fields written in the current window (see [`WrittenFields`]).
+    written: WrittenFields,
     stats: VcpuStats,
 }
 
@@ -355,10 +396,11 @@ impl Drop for GuestFpu<'_> {
 static NEXT_VCPU_ID: AtomicU64 = AtomicU64::new(1);
 
 /// TSC ticks of one interrupts-off window (`window_us`). Every window ends by this
-/// deadline whatever the guest does: the VMX-preemption timer is armed with the time left
-/// at each entry, and the exit path checks it before re-entering. On hardware an external
-/// interrupt also ends a window; Bochs 2.7 gives no interrupt exit while the guest has
-/// RFLAGS.IF=0, so there the deadline is all that returns the CPU.
+/// deadline whatever the guest does: the exit path checks it before re-entering, and an
+/// entry with RFLAGS.IF=0 arms the VMX-preemption timer with the time left. An external
+/// interrupt ends a window too (external-interrupt exiting); Bochs gives none to a guest
+/// entered with RFLAGS.IF=0, so there the timer is what returns the CPU (see
+/// `VcpuCore::arm_preemption_timer`).
 fn window_ticks() -> u64 {
     // SAFETY: `tsc_khz` is written once during boot calibration and only read afterwards.
     let khz = u64::from(unsafe { kernel::bindings::tsc_khz });
@@ -543,6 +585,7 @@ impl Vcpu {
                     },
                     tlb: TlbWork::All,
                     window_ticks: window_ticks(),
+                    written: WrittenFields::default(),
                     stats: VcpuStats {
                         exits: [0; EXIT_REASONS],
                         windows: 0,
@@ -731,6 +774,7 @@ impl VcpuCore {
         run: &mut uapi::Run,
         deadline: u64,
     ) -> Result<(WindowEnd, HostEvent)> {
+        self.written = WrittenFields::default();
         self.write_controls(vmcs);
         // Since this vCPU's last window it may have moved to another CPU, whose TLB can
         // hold old translations tagged with its VPID, and another hypervisor may have run
@@ -739,7 +783,7 @@ impl VcpuCore {
         self.tlb = TlbWork::All;
         host::write_vmcs_host_state(vmcs);
         self.fix_interrupt_shadow();
-        self.state.load(vmcs);
+        let mut held = self.state.load(vmcs);
         load_syscall_msrs(&self.state);
 
         let mut launched = false;
@@ -793,8 +837,8 @@ impl VcpuCore {
             self.sync_paging(vmcs, &hw);
             self.inject_event(vmcs);
             let shadow = self.inject_interrupts(vmcs, run.request_interrupt_window != 0);
-            self.state.load_volatile(vmcs);
-            if self.caps.has_preemption_timer() {
+            self.state.load_volatile(vmcs, &mut held);
+            if self.arm_preemption_timer(vmcs) {
                 // The time left in the window, not a fresh slice per entry: a guest that
                 // exits in a tight loop cannot extend the window.
                 let ticks = (deadline - now).wrapping_shr(self.caps.preemption_timer_rate());
@@ -814,7 +858,7 @@ impl VcpuCore {
                 let err = vmcs.read(VM_INSTRUCTION_ERROR);
                 break (exits::entry_failed(run, err.into(), 0), HostEvent::None);
             }
-            self.state.save_volatile(vmcs);
+            held = self.state.save_volatile(vmcs);
             let info = ExitInfo::read(vmcs);
             self.keep_shadow_across_fault(&info, shadow);
             self.event = None;
@@ -906,7 +950,9 @@ impl VcpuCore {
 
     /// The hardware CR4.MCE stays set whatever the guest's: with it clear, a machine check
     /// in guest mode would shut the whole machine down instead of reaching the host.
-    fn sync_paging(&self, vmcs: &CurrentVmcs<'_>, hw: &mmu::HwPaging) {
+    /// Only the fields that differ from what the window last wrote are written (most
+    /// exits change none; a CR3 write changes GUEST_CR3 alone).
+    fn sync_paging(&mut self, vmcs: &CurrentVmcs<'_>, hw: &mmu::HwPaging) {
         let s = &self.state;
         let caps = self.caps;
         let cr0 = ((s.cr0 | hw.cr0_set | caps.cr0_fixed0) & caps.cr0_fixed1)
@@ -914,17 +960,75 @@ impl VcpuCore {
         let cr4 =
             (((s.cr4 & !hw.cr4_mask) | hw.cr4 | x86::CR4_MCE) | caps.cr4_fixed0) & caps.cr4_fixed1;
         let efer = (s.efer & !hw.efer_mask) | hw.efer;
-        vmcs.write(GUEST_CR0, cr0);
-        vmcs.write(GUEST_CR4, cr4);
-        vmcs.write(GUEST_CR3, hw.cr3);
-        vmcs.write(GUEST_IA32_EFER, efer);
-        vmcs.write(CR0_READ_SHADOW, s.cr0);
-        vmcs.write(CR4_READ_SHADOW, s.cr4);
         let entry = EntryControls::from_raw(0)
             .with_load_efer(true)
             .with_load_debug_controls(true)
             .with_ia32e_mode(efer & x86::EFER_LMA != 0);
-        vmcs.write(VM_ENTRY_CONTROLS, caps.entry.adjust(entry.into_raw()));
+        let now = PagingFields {
+            cr0,
+            cr4,
+            cr3: hw.cr3,
+            efer,
+            cr0_shadow: s.cr0,
+            cr4_shadow: s.cr4,
+            entry_controls: caps.entry.adjust(entry.into_raw()),
+        };
+        match self.written.paging {
+            Some(old) if old == now => return,
+            // A CR3 load or a root switch changes the root alone.
+            Some(old) if old.differs_in_cr3_only(&now) => vmcs.write(GUEST_CR3, now.cr3),
+            _ => {
+                vmcs.write(GUEST_CR0, now.cr0);
+                vmcs.write(GUEST_CR4, now.cr4);
+                vmcs.write(GUEST_CR3, now.cr3);
+                vmcs.write(GUEST_IA32_EFER, now.efer);
+                vmcs.write(CR0_READ_SHADOW, now.cr0_shadow);
+                vmcs.write(CR4_READ_SHADOW, now.cr4_shadow);
+                vmcs.write(VM_ENTRY_CONTROLS, now.entry_controls);
+            }
+        }
+        self.written.paging = Some(now);
+    }
+
+    /// Writes CPU_BASED_VM_EXEC_CONTROL unless it holds `value` already.
+    fn write_proc_controls(&mut self, vmcs: &CurrentVmcs<'_>, value: u32) {
+        if self.written.proc != Some(value) {
+            vmcs.write(CPU_BASED_VM_EXEC_CONTROL, value);
+            self.written.proc = Some(value);
+        }
+    }
+
+    /// The pin-based controls, with the VMX-preemption timer active or not.
+    fn pin_controls(&self, timer: bool) -> u32 {
+        let c = self.caps;
+        // Virtual NMIs: the CPU tracks the guest's blocking of the NMIs `irq` injects.
+        let pin = PinControls::from_raw(0)
+            .with_ext_intr_exiting(true)
+            .with_nmi_exiting(true)
+            .with_virtual_nmis(c.has_virtual_nmis())
+            .with_preemption_timer(timer && c.has_preemption_timer());
+        c.pin.adjust(pin.into_raw())
+    }
+
+    /// Activates the VMX-preemption timer for the next entry if it needs one, and says so.
+    ///
+    /// With "external-interrupt exiting" every host interrupt makes the guest exit, with
+    /// whatever RFLAGS.IF the guest has (SDM vol. 3C, "Interrupt-Window Exiting and
+    /// External-Interrupt Exiting"): on hardware, the host's timer tick already ends a
+    /// window. Bochs 3.0 masks external interrupts in the guest when the entry loads
+    /// RFLAGS.IF = 0 (its VM entry recomputes the interrupt mask, `handleCpuContextChange`
+    /// in `cpu/vmx.cc`, before it marks the CPU as in VMX non-root operation), until the
+    /// guest changes IF itself; a guest entered with IF = 0 that never sets it would then
+    /// hold the CPU for ever. So the timer bounds exactly those entries, by the window's
+    /// deadline; entries with IF = 1 get external-interrupt exits on both and run without
+    /// it (no timer exits for a guest that keeps interrupts enabled, as Linux does).
+    fn arm_preemption_timer(&mut self, vmcs: &CurrentVmcs<'_>) -> bool {
+        let timer = self.state.rflags & x86::RFLAGS_IF == 0 && self.caps.has_preemption_timer();
+        if self.written.timer != Some(timer) {
+            vmcs.write(PIN_BASED_VM_EXEC_CONTROL, self.pin_controls(timer));
+            self.written.timer = Some(timer);
+        }
+        timer
     }
 
     /// Invalidates before a VM entry what the guest's TLB operations and the shadow's
@@ -1007,19 +1111,16 @@ impl VcpuCore {
             .with_secondary(self.secondary_controls().into_raw() != 0)
     }
 
-    fn write_controls(&self, vmcs: &CurrentVmcs<'_>) {
+    fn write_controls(&mut self, vmcs: &CurrentVmcs<'_>) {
         let c = self.caps;
-        // Virtual NMIs: the CPU tracks the guest's blocking of the NMIs `irq` injects.
-        let pin = PinControls::from_raw(0)
-            .with_ext_intr_exiting(true)
-            .with_nmi_exiting(true)
-            .with_virtual_nmis(c.has_virtual_nmis())
-            .with_preemption_timer(c.has_preemption_timer());
         let proc2 = self.secondary_controls();
         let secondary = proc2.into_raw() != 0;
         let proc = self.primary_controls();
-        vmcs.write(PIN_BASED_VM_EXEC_CONTROL, c.pin.adjust(pin.into_raw()));
-        vmcs.write(CPU_BASED_VM_EXEC_CONTROL, c.proc.adjust(proc.into_raw()));
+        vmcs.write(PIN_BASED_VM_EXEC_CONTROL, self.pin_controls(true));
+        self.written.timer = Some(true);
+        let proc = c.proc.adjust(proc.into_raw());
+        vmcs.write(CPU_BASED_VM_EXEC_CONTROL, proc);
+        self.written.proc = Some(proc);
         if secondary {
             vmcs.write(SECONDARY_VM_EXEC_CONTROL, c.proc2.adjust(proc2.into_raw()));
         }

@@ -262,8 +262,9 @@ impl GuestState {
     }
 
     /// Writes the guest-state area of the VMCS (except what the MMU decides: GUEST_CR0/3/4,
-    /// EFER and the read shadows, see `VcpuCore::sync_paging`).
-    pub(crate) fn load(&self, vmcs: &CurrentVmcs<'_>) {
+    /// EFER and the read shadows, see `VcpuCore::sync_paging`). Returns what the VMCS now
+    /// holds of the registers [`Self::load_volatile`] writes back.
+    pub(crate) fn load(&self, vmcs: &CurrentVmcs<'_>) -> VolatileInVmcs {
         for (s, f) in self.seg.iter().zip(GUEST_SEGMENTS) {
             vmcs.write(f.selector, s.selector);
             vmcs.write(f.limit, s.limit);
@@ -290,6 +291,17 @@ impl GuestState {
         vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, self.pending_dbg);
         vmcs.write(GUEST_IA32_DEBUGCTL, 0);
         vmcs.write(VMCS_LINK_POINTER, u64::MAX);
+        self.volatile()
+    }
+
+    /// This state's values of the registers [`Self::save_volatile`] reads.
+    fn volatile(&self) -> VolatileInVmcs {
+        VolatileInVmcs {
+            rsp: self.gpr[RSP],
+            rip: self.rip,
+            rflags: self.rflags,
+            interruptibility: self.interruptibility,
+        }
     }
 
     /// Reads back what the guest can change without a VM exit. RIP, RSP, RFLAGS and the
@@ -319,8 +331,9 @@ impl GuestState {
         }
     }
 
-    /// The registers every exit handler may need and change.
-    pub(crate) fn save_volatile(&mut self, vmcs: &CurrentVmcs<'_>) {
+    /// The registers every exit handler may need and change; returns what the VMCS holds
+    /// of them (for [`Self::load_volatile`]).
+    pub(crate) fn save_volatile(&mut self, vmcs: &CurrentVmcs<'_>) -> VolatileInVmcs {
         self.gpr[RSP] = vmcs.read(GUEST_RSP);
         self.rip = vmcs.read(GUEST_RIP);
         self.rflags = vmcs.read(GUEST_RFLAGS);
@@ -329,15 +342,44 @@ impl GuestState {
         let ss = AccessRights::from_raw(vmcs.read(GUEST_SS_AR_BYTES));
         self.seg[CS].l = u8::from(cs.l().into_bool());
         self.seg[SS].dpl = ss.dpl().get() as u8;
+        self.volatile()
     }
 
-    /// Writes back what [`Self::save_volatile`] read (the handlers may have changed it).
-    pub(crate) fn load_volatile(&self, vmcs: &CurrentVmcs<'_>) {
-        vmcs.write(GUEST_RSP, self.gpr[RSP]);
-        vmcs.write(GUEST_RIP, self.rip);
-        vmcs.write(GUEST_RFLAGS, self.rflags);
-        vmcs.write(GUEST_INTERRUPTIBILITY_INFO, self.interruptibility as u32);
+    /// Writes back what [`Self::save_volatile`] read and a handler changed since: the
+    /// fields whose value differs from `held`, what the VMCS holds (most exits change
+    /// only RIP). `held` is updated to the values written.
+    pub(crate) fn load_volatile(&self, vmcs: &CurrentVmcs<'_>, held: &mut VolatileInVmcs) {
+        let now = self.volatile();
+        if now.rsp != held.rsp {
+            vmcs.write(GUEST_RSP, now.rsp);
+        }
+        if now.rip != held.rip {
+            vmcs.write(GUEST_RIP, now.rip);
+        }
+        if now.rflags != held.rflags {
+            vmcs.write(GUEST_RFLAGS, now.rflags);
+        }
+        if now.interruptibility != held.interruptibility {
+            vmcs.write(GUEST_INTERRUPTIBILITY_INFO, now.interruptibility as u32);
+        }
+        *held = now;
     }
+}
+
+/// The values of GUEST_RSP, GUEST_RIP, GUEST_RFLAGS and GUEST_INTERRUPTIBILITY_INFO in the
+/// current VMCS, as last read or written (a VMWRITE is skipped when the value is there).
+///
+/// # Invariants
+///
+/// The fields are what the current VMCS holds: set by [`GuestState::load`] when a window
+/// opens, by [`GuestState::save_volatile`] after each exit (which is what the CPU stored)
+/// and by [`GuestState::load_volatile`] before each entry.
+#[derive(Clone, Copy)]
+pub(crate) struct VolatileInVmcs {
+    rsp: u64,
+    rip: u64,
+    rflags: u64,
+    interruptibility: u64,
 }
 
 /// Whether `s` turns on PAE paging (CR0.PG, CR4.PAE, not IA-32e mode): the mode in which

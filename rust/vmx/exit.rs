@@ -242,17 +242,39 @@ pub(crate) struct ExitInfo {
 }
 
 impl ExitInfo {
+    ///
+    /// Only the fields the exit defines and the handlers use are read (a VMREAD each, on
+    /// every exit): the interruption information of exception/NMI exits (and its error
+    /// code when it has one), the IDT-vectoring error code when an event was being
+    /// delivered with one, the instruction information of INVPCID. The others stay 0.
     pub(crate) fn read(vmcs: &CurrentVmcs<'_>) -> Self {
-        Self {
-            reason: RawExitReason::from_raw(vmcs.read(VM_EXIT_REASON)),
+        let reason = RawExitReason::from_raw(vmcs.read(VM_EXIT_REASON));
+        let basic = ExitReason::from_basic(reason.basic().get() as u16);
+        let vectoring_info = InterruptionInfo::from_raw(vmcs.read(IDT_VECTORING_INFO_FIELD));
+        let mut info = Self {
+            reason,
             qualification: vmcs.read(EXIT_QUALIFICATION),
-            intr_info: InterruptionInfo::from_raw(vmcs.read(VM_EXIT_INTR_INFO)),
-            intr_error: vmcs.read(VM_EXIT_INTR_ERROR_CODE),
-            vectoring_info: InterruptionInfo::from_raw(vmcs.read(IDT_VECTORING_INFO_FIELD)),
-            vectoring_error: vmcs.read(IDT_VECTORING_ERROR_CODE),
+            intr_info: InterruptionInfo::from_raw(0),
+            intr_error: 0,
+            vectoring_info,
+            vectoring_error: 0,
             instruction_len: vmcs.read(VM_EXIT_INSTRUCTION_LEN),
-            instruction_info: vmcs.read(VMX_INSTRUCTION_INFO),
+            instruction_info: 0,
+        };
+        match basic {
+            Some(ExitReason::ExceptionNmi) => {
+                info.intr_info = InterruptionInfo::from_raw(vmcs.read(VM_EXIT_INTR_INFO));
+                if info.intr_info.has_error_code().into_bool() {
+                    info.intr_error = vmcs.read(VM_EXIT_INTR_ERROR_CODE);
+                }
+            }
+            Some(ExitReason::Invpcid) => info.instruction_info = vmcs.read(VMX_INSTRUCTION_INFO),
+            _ => {}
         }
+        if vectoring_info.valid().into_bool() && vectoring_info.has_error_code().into_bool() {
+            info.vectoring_error = vmcs.read(IDT_VECTORING_ERROR_CODE);
+        }
+        info
     }
 
     /// The basic exit reason number (the statistics count by it).

@@ -19,7 +19,8 @@
  *
  * Variants (same source, -DHOSTILE_END=...) end without TAP: tf (triple fault through
  * faults shadowvm intercepts), loop (forever, IF=0), mmio (read beyond guest memory),
- * hlt (HLT with IF=0). The host must report each with a clear exit reason.
+ * hlt (HLT with IF=0), loopif (forever, IF=1, no interrupt ever comes). The host must
+ * report each with a clear exit reason.
  */
 #include "rt.h"
 
@@ -30,6 +31,7 @@
 #define END_LOOP	2
 #define END_MMIO	3
 #define END_HLT		4
+#define END_LOOP_IF	5
 
 #define SCRATCH_PA	0x02000000UL	/* 4 MiB the random entries may point into */
 #define SCRATCH_SIZE	0x00400000UL
@@ -590,6 +592,11 @@ void guest_main(void)
 		printf("# hostile: reading beyond guest memory\n");
 		(void)rd32(0x40000000UL);
 		printf("# hostile: the read beyond memory returned\n");
+	} else if (HOSTILE_END == END_LOOP_IF) {
+		printf("# hostile: looping forever with IF=1\n");
+		__asm__ volatile("sti");
+		for (;;)
+			barrier();
 	} else if (HOSTILE_END == END_HLT) {
 		printf("# hostile: HLT with IF=0\n");
 		__asm__ volatile("cli; hlt");

@@ -223,8 +223,11 @@ impl VcpuCore {
     }
 
     pub(in crate::vcpu) fn inject_event(&mut self, vmcs: &CurrentVmcs<'_>) {
+        // Nothing to write without an event: every VM exit clears the field's valid bit
+        // (SDM vol. 3C, "VM-Entry Controls for Event Injection"), and a window starts with
+        // the field 0 (`write_controls`). A VM-entry failure while loading guest state may
+        // leave it set, but such an exit always ends the window (`handle`).
         let Some(ev) = self.event else {
-            vmcs.write(VM_ENTRY_INTR_INFO_FIELD, 0);
             return;
         };
         if let Some(cr2) = ev.cr2 {
