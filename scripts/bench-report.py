@@ -614,8 +614,12 @@ def summarize_linux(runs, backend_names, exit_cycles):
 
 def fmt_op(v):
     """A per-operation figure: two decimals below 100 (exits per operation are often
-    fractions), else as fmt_n."""
-    return "missing" if v is None else (f"{v:.2f}" if abs(v) < 100 else fmt_n(v))
+    fractions; "<0.01" for a smaller one that is not 0), else as fmt_n."""
+    if v is None:
+        return "missing"
+    if 0 < abs(v) < 0.005:
+        return "<0.01"
+    return f"{v:.2f}" if abs(v) < 100 else fmt_n(v)
 
 
 def fmt_spread_op(s):

@@ -175,6 +175,10 @@ class LinuxRows(unittest.TestCase):
                       "fewer guest cycles (median) on 0, as many or more on 3", md)
         self.assertNotIn("no comparison", md)
 
+    def test_per_operation_figures(self):
+        self.assertEqual([br.fmt_op(v) for v in (0, 0.001, 0.5, 99.994, 1234, 250_000)],
+                         ["0.00", "<0.01", "0.50", "99.99", "1,234", "250 k"])
+
 
 class Report(unittest.TestCase):
     def setUp(self):
