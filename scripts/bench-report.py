@@ -19,7 +19,10 @@ plus BENCH-CONFIG and BENCHRUN-BACKEND lines. The Linux guest's records (image=l
 samples/linux/lbench.c) have BENCH lines of the same form, one per operation row, and
     BENCH-INIT tsc=<guest TSC when /init started> mark=1
 for the boot row, which starts at the launcher's mark 0 at the kernel's entry (its
-"guest_tsc" in the JSON); they have no BENCH-TOTAL. Row k's timed part lies between the
+"guest_tsc" in the JSON), and
+    BENCH-INFO <row> <name>=<n> ...
+for what the guest kernel did in a row (thp_fault: the huge pages it made); they have no
+BENCH-TOTAL. Row k's timed part lies between the
 benchmark marks 2k and 2k+1; the launcher's "delta" of mark 2k+1 holds the counters that
 changed between the two snapshots, i.e. those of the timed instructions plus the OUT of
 the closing mark, which is taken off (one exit, an I/O exit).
@@ -43,6 +46,7 @@ BENCH = re.compile(r"^BENCH ([a-z0-9_]+) ([a-z_]+)=(\d+) cycles=(\d+) iterations
 SKIP = re.compile(r"^BENCH-SKIP ([a-z0-9_]+) ([a-z_]+)=(\d+) (.*)$")
 TOTAL = re.compile(r"^BENCH-TOTAL cycles=(\d+)$")
 INIT = re.compile(r"^BENCH-INIT tsc=(\d+) mark=(\d+)$")
+INFO = re.compile(r"^BENCH-INFO ([a-z0-9_]+)((?: [a-z0-9_]+=\d+)+)$")
 KV = re.compile(r"(\w+)=(\S+)")
 # VM exits by reason: (label, KVM vCPU statistic, shadowvm statistic). KVM counts page
 # faults it handles (#PF exits under ept=0, EPT violations under ept=1) as pf_taken; it has
@@ -89,7 +93,7 @@ def parse(lines):
             cur = {"backend": kv.get("backend"), "image": kv.get("image"),
                    "run": int(kv.get("run", 0)), "rc": None, "bench": [], "skips": [],
                    "total_cycles": None, "launcher": None, "errors": [], "malformed": [],
-                   "init": None}
+                   "init": None, "info": {}}
         elif cur is None:
             continue
         elif line.startswith("BENCH "):
@@ -110,6 +114,12 @@ def parse(lines):
             m = INIT.match(line)
             if m:
                 cur["init"] = {"tsc": int(m[1]), "mark": int(m[2])}
+            else:
+                cur["malformed"].append(line)
+        elif line.startswith("BENCH-INFO "):
+            m = INFO.match(line)
+            if m:
+                cur["info"][m[1]] = {k: int(v) for k, v in KV.findall(m[2])}
             else:
                 cur["malformed"].append(line)
         elif line.startswith("BENCH-TOTAL "):
@@ -609,7 +619,15 @@ def summarize_linux(runs, backend_names, exit_cycles):
             if "exits_per_op" in x and "exits_per_op" in y:
                 r["exits"] = (x["exits_per_op"]["median"], y["exits_per_op"]["median"])
             e["ratios"][f"{a}/{b}"] = r
-    return {"rows": rows, "status": status}
+    info = {}
+    for backend in backend_names:
+        good_runs = [r for r in mine_all if r["backend"] == backend and linux_good(r)]
+        for row in sorted({row for r in good_runs for row in r["info"]}):
+            have = [r["info"][row] for r in good_runs if row in r["info"]]
+            names = sorted({k for h in have for k in h})
+            info.setdefault(row, {})[backend] = {
+                k: spread([h.get(k, 0) for h in have]) for k in names}
+    return {"rows": rows, "status": status, "info": info}
 
 
 def fmt_op(v):
@@ -738,6 +756,11 @@ def linux_markdown(lres, meta, h):
                           linux_ratio_cell(x.get("modelled_per_op"),
                                            y.get("modelled_per_op") if y else None)]
             L.append("| " + " | ".join(cells) + " |")
+    for row, per in lres.get("info", {}).items():
+        parts = [f"{b} " + ", ".join(f"{k} {fmt_spread(v)}" for k, v in per[b].items())
+                 for b in bk if b in per]
+        L += ["", f"What the guest kernel did in `{row}`, per boot (`/proc/vmstat` differences, "
+              f"median (min-max)): " + "; ".join(parts) + "."]
     return L
 
 

@@ -97,6 +97,7 @@ def linux_log():
               "mmu.cr3_writes": 4}),
             ("mmap_fault", "pages", 8, 160, 8, 3,
              {"exits.exception_nmi": 8, "exits.io": 1})])
+        lines.insert(-2, f"BENCH-INFO thp_fault thp_fault_alloc={run + 1} thp_fault_fallback=0")
     lines.append("BENCHRUN-BACKEND backend=kvm-ept0 ok=1")
     for run in (1, 2, 3):
         lines += linux_record("kvm-ept0", run, 21000, {
@@ -174,6 +175,9 @@ class LinuxRows(unittest.TestCase):
         self.assertIn("- **Linux guest, shadowvm against kvm-ept0** (3 rows, per operation): "
                       "fewer guest cycles (median) on 0, as many or more on 3", md)
         self.assertNotIn("no comparison", md)
+        self.assertIn("What the guest kernel did in `thp_fault`, per boot (`/proc/vmstat` "
+                      "differences, median (min-max)): shadowvm thp_fault_alloc 3 (2-4), "
+                      "thp_fault_fallback 0.", md)
 
     def test_per_operation_figures(self):
         self.assertEqual([br.fmt_op(v) for v in (0, 0.001, 0.5, 99.994, 1234, 250_000)],

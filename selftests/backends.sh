@@ -111,8 +111,9 @@ LINUX_BENCH_APPEND="console=ttyS0 earlyprintk=serial,ttyS0,115200 pti=on panic=-
 
 # linux_bench_run <backend> <run number> <timeout> <rows> <scale>: one boot of the Linux
 # guest with LINUXTEST_BENCH=<rows> LINUXTEST_SCALE=<scale>, printed as a BENCHRUN record
-# with image=linux: the guest's BENCH lines and its BENCH-INIT line (the TSC at the end of
-# the boot, mark 1; the launcher marks the kernel's entry, mark 0, with the guest's TSC),
+# with image=linux: the guest's BENCH lines, its BENCH-INIT line (the TSC at the end of the
+# boot, mark 1; the launcher marks the kernel's entry, mark 0, with the guest's TSC) and
+# BENCH-INFO lines (what the kernel did, e.g. the huge pages it made),
 # "BENCHRUN-ERROR guest: ..." for each failed TAP test point, then the launcher's JSON and
 # status as bench_run does. Its status is 0 when /init ended through the exit device with 0
 # (every test point of the run passed). Returns the status.
@@ -132,7 +133,7 @@ linux_bench_run() {
 	rc=$?
 	t1=$(cut -d' ' -f1 /proc/uptime)
 	# The guest's console has CR LF line ends.
-	tr -d '\r' < $s 2>/dev/null | grep -E '^BENCH(-SKIP|-INIT)? '
+	tr -d '\r' < $s 2>/dev/null | grep -E '^BENCH(-SKIP|-INIT|-INFO)? '
 	tr -d '\r' < $s 2>/dev/null | grep -E '^ *not ok |^Bail out!|Kernel panic' | head -n 5 |
 		sed 's/^ */BENCHRUN-ERROR guest: /'
 	[ -s $j ] && echo "BENCHRUN-JSON $(json_compact $j)"

@@ -11,15 +11,17 @@
  *     BENCH <row> <param>=<value> cycles=<rdtsc delta> iterations=<operations> mark=<k>
  *
  * (the micro benchmarks' format) and a TAP test point that checks what the operations
- * did. Row 0 is the boot: the launcher marks the kernel's entry (mark 0) and /init's first
- * command, bench-mark, writes mark 1. The rows, by k:
+ * did; thp_fault adds "BENCH-INFO thp_fault thp_fault_alloc=<n> thp_fault_fallback=<n>",
+ * the huge pages the kernel made and the times it fell back to 4 KiB pages. Row 0 is the
+ * boot: the launcher marks the kernel's entry (mark 0) and /init's first command,
+ * bench-mark, writes mark 1. The rows, by k:
  *
  *   1 fork_exec_exit  fork, exec of /bin/true, exit, wait          per process
  *   2 pipe_switch     two processes ping-pong a byte over pipes    per context switch
  *   3 mmap_fault      mmap, write one word per page, munmap        per page fault
  *   4 cow_fork        fork of a process with a large touched       per fork (the child
  *                     mapping; the child writes every page         copies every page)
- *   5 many_procs      PROCS processes, more than the root cache    per wake-up
+ *   5 many_procs      40 processes, more than the root cache       per wake-up
  *                     holds, woken in turn; each touches its pages
  *   6 thp_fault       2 MiB-aligned MADV_HUGEPAGE memory touched   per 2 MiB huge page
  *                     page by page, then unmapped
@@ -355,6 +357,15 @@ static bool thp_fault(unsigned k, unsigned huge_pages, unsigned rounds)
 	unsigned touched = (unsigned)(len / PAGE_SIZE) * rounds;
 
 	report(k, "thp_fault", "mib", (unsigned)(len >> 20), t1 - t0, huge_pages * rounds);
+	if (alloc >= 0) {
+		/* What the kernel did with the memory, for the report. */
+		char line[128];
+		int n = snprintf(line, sizeof(line), "BENCH-INFO thp_fault thp_fault_alloc=%ld "
+				 "thp_fault_fallback=%ld\n", alloc - alloc0, fallback - fallback0);
+
+		if (n > 0 && write(STDOUT_FILENO, line, (size_t)n) < 0)
+			diag("cannot print the BENCH-INFO line");
+	}
 	tap_ok(good == touched, "thp_fault: %u of %u pages of fresh 2 MiB-aligned memory read "
 	       "zero", good, touched);
 	if (alloc < 0)
