@@ -819,7 +819,8 @@ def chart(res, meta, path):
         ax.set_title(image, fontsize=9, loc="left")
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", which="major", color="#ddd", linewidth=0.5)
-    axes[0, 0].legend(fontsize=7, loc="lower right")
+    if images:  # (BENCH_IMAGES may be empty: only the Linux rows, which are not charted)
+        axes[0, 0].legend(fontsize=7, loc="lower right")
     axes[-1, 0].set_xlabel("ratio of median guest cycles, first backend / second (log scale; "
                            "whiskers: min/max runs)", fontsize=8)
     fig.suptitle(f"make bench, {meta['platform']}, {meta['date']}, commit {meta['commit']}",
