@@ -14,13 +14,15 @@
 #                          wrote (samples/linux/run-loader-qemu.sh)
 #   make linux-guest-ends-qemu  how the guest powers off, reboots and panics under QEMU, the
 #                          reference for the launcher's outcomes (samples/linux/run-qemu-ends.sh)
+#   make linux-bench-qemu  the Linux guest's benchmark rows (LINUXTEST_BENCH=all) under QEMU
+#                          TCG, where the benchmark marks do nothing: the rows' own checks
 # KDIR=/path/to/linux-7.2/build builds against your own kernel; logs go to out/.
 # (Kbuild reads the file named Kbuild, so this Makefile only drives the scripts.)
 
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all module setup kernel check check-quick lint demo demo-linux bench clean linux-guest linux-guest-qemu linux-guest-loader-qemu linux-guest-ends-qemu
+.PHONY: all module setup kernel check check-quick lint demo demo-linux bench clean linux-guest linux-guest-qemu linux-guest-loader-qemu linux-guest-ends-qemu linux-bench-qemu
 all: module
 
 setup:
@@ -61,6 +63,9 @@ linux-guest-loader-qemu: linux-guest
 
 linux-guest-ends-qemu: linux-guest
 	@samples/linux/run-qemu-ends.sh out/linux/bzImage out/linux/initramfs.cpio
+
+linux-bench-qemu: linux-guest
+	@samples/linux/run-qemu.sh -a "quiet LINUXTEST_BENCH=all" out/linux/bzImage out/linux/initramfs.cpio
 
 clean:
 	rm -rf out target samples/guests/build samples/multiboot/build samples/linux/build

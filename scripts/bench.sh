@@ -10,7 +10,12 @@
 #   BENCH_RUNS         runs per image and backend (default 5); the report shows the
 #                      minimum, median and maximum
 #   BENCH_IMAGES       benchmark images (default "bench-lm bench-pae bench-32"; the quick
-#                      variants are bench-<mode>-quick)
+#                      variants are bench-<mode>-quick; empty: none, only the Linux rows)
+#   BENCH_LINUX        1: also the Linux guest's rows (boot, fork+exec, pipe, page faults,
+#                      copy-on-write fork, many processes, THP), 0: not (default 1)
+#   BENCH_LINUX_RUNS   boots of the Linux guest per backend (default 3)
+#   BENCH_LINUX_ROWS   its rows: all, or some of fork_exec_exit,pipe_switch,mmap_fault,
+#                      cow_fork,many_procs,thp_fault (the boot row is always there)
 #   BENCH_EXIT_CYCLES  modelled cost of one VM exit round trip in cycles (default 1500)
 #   BENCH_EXIT_CYCLES_SOURCE  where that figure comes from, stated in the report (default:
 #                      the report's own text saying it is assumed, with its reference)
@@ -23,7 +28,10 @@ source "$(dirname "$0")/lib.sh"
 
 BENCH_BACKENDS=${BENCH_BACKENDS:-shadowvm kvm-ept0 kvm-ept1}
 BENCH_RUNS=${BENCH_RUNS:-5}
-BENCH_IMAGES=${BENCH_IMAGES:-bench-lm bench-pae bench-32}
+BENCH_IMAGES=${BENCH_IMAGES-bench-lm bench-pae bench-32}
+BENCH_LINUX=${BENCH_LINUX:-1}
+BENCH_LINUX_RUNS=${BENCH_LINUX_RUNS:-3}
+BENCH_LINUX_ROWS=${BENCH_LINUX_ROWS:-all}
 BENCH_EXIT_CYCLES=${BENCH_EXIT_CYCLES:-1500}
 BENCH_EXIT_CYCLES_SOURCE=${BENCH_EXIT_CYCLES_SOURCE:-}
 BENCH_UPDATE_DOC=${BENCH_UPDATE_DOC:-0}
@@ -48,13 +56,16 @@ cat > "$extra/tests/bench.conf" <<CONF
 BENCH_BACKENDS="$BENCH_BACKENDS"
 BENCH_IMAGES="$BENCH_IMAGES"
 BENCH_RUNS=$BENCH_RUNS
+BENCH_LINUX=$BENCH_LINUX
+BENCH_LINUX_RUNS=$BENCH_LINUX_RUNS
+BENCH_LINUX_ROWS="$BENCH_LINUX_ROWS"
 CONF
 (cd "$extra" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) > "$extra/extra.cpio.gz"
 cat "$initrd" "$extra/extra.cpio.gz" > "$out/initramfs.cpio.gz"
 
 platform=bochs
 if [ -w /dev/kvm ] && grep -qw vmx /proc/cpuinfo; then platform=qemu-kvm; fi
-step "Booting ($platform): suite bench, backends: $BENCH_BACKENDS; $BENCH_RUNS run(s) each (log: $log)"
+step "Booting ($platform): suite bench, backends: $BENCH_BACKENDS; $BENCH_RUNS run(s) each of ${BENCH_IMAGES:-no image}; Linux guest: $([ "$BENCH_LINUX" = 1 ] && echo "$BENCH_LINUX_RUNS boot(s), rows $BENCH_LINUX_ROWS" || echo off) (log: $log)"
 boot_start=$(date +%s)
 if [ $platform = bochs ]; then
 	"$SHADOWVM_TOP/scripts/run-bochs.sh" "$bzimage" "$out/initramfs.cpio.gz" bench "$log" "$BENCH_TIMEOUT"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Linux guest's test programs (samples/linux) and packs its initramfs: static
-# busybox, samples/linux/init as /init, linuxtest (with one link per test) and exit-device.
+# busybox, samples/linux/init as /init, linuxtest (with one link per test and one for the
+# benchmark, lbench), exit-device and bench-mark.
 # Usage: build-linux-initramfs.sh [output.cpio]   (default: out/linux/initramfs.cpio)
 # Not compressed, like the test initramfs (build-initramfs.sh says why).
 source "$(dirname "$0")/lib.sh"
@@ -16,8 +17,9 @@ chmod 0755 "$root"
 mkdir -p "$root"/{bin,proc,sys,dev,tmp}
 cp /bin/busybox "$root/bin/busybox"
 install -m 0755 "$SHADOWVM_TOP/samples/linux/init" "$root/init"
-install -m 0755 "$build/linuxtest" "$build/exit-device" "$root/bin/"
-for t in $(sed -n 's/^PROGRAMS="\(.*\)"$/\1/p' "$SHADOWVM_TOP/samples/linux/init"); do
+install -m 0755 "$build/linuxtest" "$build/exit-device" "$build/bench-mark" "$root/bin/"
+# The test programs and the benchmark (lbench), one link each.
+for t in $(sed -n 's/^PROGRAMS="\(.*\)"$/\1/p' "$SHADOWVM_TOP/samples/linux/init") lbench; do
 	ln -s linuxtest "$root/bin/$t"
 done
 # Nothing else needs to exist: the kernel's default initramfs has /dev/console and /root.

@@ -101,3 +101,43 @@ bench_run() {
 	echo "BENCHRUN-END backend=$1 image=$2 run=$3 rc=$rc seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
 	return "$rc"
 }
+
+# The Linux guest's benchmark (samples/linux/lbench.c): its kernel and initramfs, and its
+# command line: run-qemu.sh's, quiet (the boot log would cost one I/O exit a byte on the
+# console, inside the boot row).
+LINUX_BENCH_KERNEL=/linux/bzImage
+LINUX_BENCH_INITRD=/linux/initramfs.cpio
+LINUX_BENCH_APPEND="console=ttyS0 earlyprintk=serial,ttyS0,115200 pti=on panic=-1 oops=panic quiet"
+
+# linux_bench_run <backend> <run number> <timeout> <rows> <scale>: one boot of the Linux
+# guest with LINUXTEST_BENCH=<rows> LINUXTEST_SCALE=<scale>, printed as a BENCHRUN record
+# with image=linux: the guest's BENCH lines, its BENCH-INIT line (the TSC at the end of the
+# boot, mark 1; the launcher marks the kernel's entry, mark 0, with the guest's TSC) and
+# BENCH-INFO lines (what the kernel did, e.g. the huge pages it made),
+# "BENCHRUN-ERROR guest: ..." for each failed TAP test point, then the launcher's JSON and
+# status as bench_run does. Its status is 0 when /init ended through the exit device with 0
+# (every test point of the run passed). Returns the status.
+linux_bench_run() {
+	s=/tmp/bench.serial j=/tmp/bench.json
+	rm -f $s $j $j.err
+	echo "BENCHRUN-BEGIN backend=$1 image=linux run=$2"
+	if [ ! -f $LINUX_BENCH_KERNEL ] || [ ! -f $LINUX_BENCH_INITRD ]; then
+		echo "BENCHRUN-ERROR no $LINUX_BENCH_KERNEL or $LINUX_BENCH_INITRD in the initramfs (make linux-guest, then rebuild the initramfs)"
+		echo "BENCHRUN-END backend=$1 image=linux run=$2 rc=255"
+		return 255
+	fi
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	$RUN --backend "$(launcher_backend "$1")" --json --prefault --timeout "$3" --serial-log $s \
+		--kernel $LINUX_BENCH_KERNEL --initrd $LINUX_BENCH_INITRD \
+		--append "$LINUX_BENCH_APPEND LINUXTEST_BENCH=$4 LINUXTEST_SCALE=$5" < /dev/null > $j 2> $j.err
+	rc=$?
+	t1=$(cut -d' ' -f1 /proc/uptime)
+	# The guest's console has CR LF line ends.
+	tr -d '\r' < $s 2>/dev/null | grep -E '^BENCH(-SKIP|-INIT|-INFO)? '
+	tr -d '\r' < $s 2>/dev/null | grep -E '^ *not ok |^Bail out!|Kernel panic' | head -n 5 |
+		sed 's/^ */BENCHRUN-ERROR guest: /'
+	[ -s $j ] && echo "BENCHRUN-JSON $(json_compact $j)"
+	[ "$rc" != 0 ] && [ -s $j.err ] && head -n 3 $j.err | sed 's/^/BENCHRUN-ERROR /'
+	echo "BENCHRUN-END backend=$1 image=linux run=$2 rc=$rc seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
+	return "$rc"
+}

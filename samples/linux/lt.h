@@ -66,5 +66,6 @@ int test_mmap(int argc, char **argv);
 int test_pipe(int argc, char **argv);
 int test_thp(int argc, char **argv);
 int test_many(int argc, char **argv);
+int test_lbench(int argc, char **argv);
 
 #endif

@@ -20,6 +20,7 @@ static const struct {
 	{ "pipe", test_pipe, "pipe ping-pong and a bulk stream between processes" },
 	{ "thp", test_thp, "transparent huge pages: fault, COW, split, zap" },
 	{ "many", test_many, "more than 32 live processes, each verifying its memory" },
+	{ "lbench", test_lbench, "the benchmark rows (LINUXTEST_BENCH=all or a,b; marks at 0xf8)" },
 };
 
 static int usage(void)

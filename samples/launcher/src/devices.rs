@@ -114,6 +114,8 @@ pub struct Devices {
     pub platform: Platform,
     /// First error writing serial output; reported at the end instead of stopping the guest.
     pub output_error: Option<std::io::Error>,
+    /// A benchmark mark the run loop records before the first entry (`mark_entry`).
+    entry_mark: Option<u64>,
 }
 
 fn mask(size: u8) -> u64 {
@@ -140,6 +142,7 @@ impl Devices {
             counts: IoCounts::default(),
             platform: Platform::new(Box::new(HostClock), quiet),
             output_error: None,
+            entry_mark: None,
         };
         d.set_irq_sink(d.platform.irq_sink());
         d
@@ -165,6 +168,18 @@ impl Devices {
     /// (`linux_console`).
     pub fn watch_linux_console(&mut self) {
         self.uart.watch_linux_console();
+    }
+
+    /// Records benchmark mark `value` at the guest's entry, as if the guest had written it to
+    /// the mark port before its first instruction: a Linux guest cannot mark its own kernel
+    /// entry, so its benchmark marks the end of its boot and the launcher the start.
+    pub fn mark_entry(&mut self, value: u64) {
+        self.entry_mark = Some(value);
+    }
+
+    /// The mark to record at entry, if any (`mark_entry`).
+    pub fn entry_mark(&self) -> Option<u64> {
+        self.entry_mark
     }
 
     /// A watched Linux console finished reporting a kernel panic: how the run ends.

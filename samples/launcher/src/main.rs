@@ -301,6 +301,25 @@ fn run_guest(
     serial: Box<dyn Write>,
     input: Option<Receiver<Vec<u8>>>,
 ) -> Result<u8> {
+    run_guest_reporting_to(
+        opts,
+        files,
+        backend,
+        serial,
+        input,
+        &mut io::stdout().lock(),
+    )
+}
+
+/// `run_guest` with the report written to `report_out`.
+fn run_guest_reporting_to(
+    opts: &Options,
+    files: &GuestFiles,
+    backend: &mut dyn Backend,
+    serial: Box<dyn Write>,
+    input: Option<Receiver<Vec<u8>>>,
+    report_out: &mut dyn Write,
+) -> Result<u8> {
     let image_name = opts.image.display().to_string();
     let Prepared {
         kind,
@@ -324,6 +343,8 @@ fn run_guest(
     devices.set_fw_cfg(fw_cfg);
     if kind == LINUX_KIND {
         devices.watch_linux_console();
+        // The start of the boot for a Linux benchmark, whose /init marks the end.
+        devices.mark_entry(runloop::LINUX_ENTRY_MARK);
     }
     if let Some(rx) = input {
         devices.set_serial_input(rx);
@@ -356,19 +377,18 @@ fn run_guest(
         eprintln!("shadowvm-run: warning: serial output was lost: {e}");
     }
     let status = outcome.exit_status();
-    let mut stdout = io::stdout().lock();
     let written = if opts.json {
-        writeln!(stdout, "{}", report.json())
+        writeln!(report_out, "{}", report.json())
     } else if opts.quiet {
         if status != 0 {
             eprintln!("shadowvm-run: {}", outcome.describe());
         }
         Ok(())
     } else {
-        write!(stdout, "{}", report.table())
+        write!(report_out, "{}", report.table())
     };
     written
-        .and_then(|()| stdout.flush())
+        .and_then(|()| report_out.flush())
         .map_err(|e| Error::new(Kind::Output, format!("cannot write the report: {e}")))?;
     Ok(status)
 }
@@ -655,6 +675,50 @@ mod tests {
             fake.mem[0x100_0000..0x100_0010],
             kernel[8 * 512..8 * 512 + 16]
         );
+    }
+
+    /// A Linux kernel's run starts with the entry mark (the start of its boot for the Linux
+    /// benchmark), and the guest's own marks follow, each with the guest's TSC.
+    #[test]
+    fn linux_runs_mark_the_kernel_entry_and_honour_guest_marks() {
+        let kernel = linux::tests::Synthetic::default().image();
+        let mut fake = Fake {
+            mem: vec![0; 64 << 20],
+            guest_tsc: 7,
+            tsc_per_run: 10,
+            ..Default::default()
+        };
+        let out = |port, values| {
+            Ok(Exit::IoOut {
+                port,
+                size: 4,
+                values,
+            })
+        };
+        fake.script = vec![out(0xf8, vec![1]), out(0xf8, vec![2]), out(0xf4, vec![0])].into();
+        let opts = parse_opts(&["--json", "--kernel", "bzImage"]);
+        let mut report = Vec::new();
+        let status = run_guest_reporting_to(
+            &opts,
+            &files(&kernel, None, &[]),
+            &mut fake,
+            Box::new(Capture::default()),
+            None,
+            &mut report,
+        )
+        .unwrap();
+        assert_eq!(status, 0);
+        let json = String::from_utf8(report).unwrap();
+        let marks: Vec<(&str, &str)> = json
+            .split("{\"mark\":")
+            .skip(1)
+            .map(|m| {
+                let value = m.split(',').next().unwrap();
+                let tsc = m.split("\"guest_tsc\":").nth(1).unwrap();
+                (value, tsc.split(['}', ',']).next().unwrap())
+            })
+            .collect();
+        assert_eq!(marks, vec![("0", "7"), ("1", "17"), ("2", "27")], "{json}");
     }
 
     #[test]

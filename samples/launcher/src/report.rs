@@ -172,10 +172,11 @@ impl Report<'_> {
     }
 }
 
-/// One JSON object per benchmark mark: the value written, the cumulative times, and the
+/// One JSON object per benchmark mark: the value written, the cumulative times, the
 /// counters that changed since the previous mark (since the start for the first), as signed
 /// differences: the launcher's exits as `launcher.<reason>` and `launcher.total`, and the
-/// backend's statistics under their own names. Unchanged counters are left out.
+/// backend's statistics under their own names (unchanged counters are left out), then the
+/// guest's TSC at the mark when the backend could read it.
 fn marks_json(marks: &[Mark]) -> Vec<String> {
     let counters = |m: &Mark| {
         let mut c: Vec<(String, u64)> = EXIT_REASONS
@@ -206,8 +207,11 @@ fn marks_json(marks: &[Mark]) -> Vec<String> {
                 Ok(_) => String::new(),
                 Err(e) => format!(",\"stats_error\":{}", q(e)),
             };
+            let tsc = m
+                .guest_tsc
+                .map_or(String::new(), |t| format!(",\"guest_tsc\":{t}"));
             format!(
-                "{{\"mark\":{},\"time_in_run_ns\":{},\"wall_time_ns\":{},\"delta\":{{{}}}{error}}}",
+                "{{\"mark\":{},\"time_in_run_ns\":{},\"wall_time_ns\":{},\"delta\":{{{}}}{tsc}{error}}}",
                 m.value,
                 m.in_guest.as_nanos(),
                 m.wall.as_nanos(),
@@ -358,6 +362,7 @@ mod tests {
             in_guest: Duration::from_nanos(value * 10),
             wall: Duration::from_nanos(value * 20),
             backend: Ok(vec![("mmu.pf".into(), pf), ("mmu.now".into(), gauge)]),
+            guest_tsc: (value != 2).then_some(value * 1000),
         };
         let ls = LoopStats {
             marks: vec![
@@ -374,11 +379,12 @@ mod tests {
         assert!(
             j.contains(concat!(
                 "\"marks\":[{\"mark\":1,\"time_in_run_ns\":10,\"wall_time_ns\":20,\"delta\":",
-                "{\"launcher.io\":3,\"launcher.total\":3,\"mmu.pf\":5,\"mmu.now\":7}},",
+                "{\"launcher.io\":3,\"launcher.total\":3,\"mmu.pf\":5,\"mmu.now\":7},",
+                "\"guest_tsc\":1000},",
                 "{\"mark\":2,\"time_in_run_ns\":20,\"wall_time_ns\":40,\"delta\":",
                 "{\"launcher.io\":1,\"launcher.total\":1,\"mmu.now\":-1}},",
                 "{\"mark\":3,\"time_in_run_ns\":30,\"wall_time_ns\":60,\"delta\":{},",
-                "\"stats_error\":\"gone\"}],"
+                "\"guest_tsc\":3000,\"stats_error\":\"gone\"}],"
             )),
             "{j}"
         );

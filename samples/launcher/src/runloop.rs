@@ -26,6 +26,11 @@ pub const HC_UNKNOWN: u64 = u64::MAX;
 /// instructions between two marks. No device sits there on a PC.
 pub const BENCH_MARK_PORT: u16 = 0xf8;
 
+/// The mark the launcher records at a Linux kernel's entry (`Devices::mark_entry`): the
+/// Linux benchmark (samples/linux/lbench.c) writes mark 1 when its /init starts, so marks 0
+/// and 1 enclose the boot, as marks 2k and 2k+1 enclose a benchmark's row k.
+pub const LINUX_ENTRY_MARK: u64 = 0;
+
 /// How the guest ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -220,6 +225,9 @@ pub struct Mark {
     pub wall: Duration,
     /// The backend's statistics at the mark, or why they could not be read.
     pub backend: std::result::Result<Vec<(String, u64)>, String>,
+    /// The guest's TSC at the mark (IA32_TSC through the backend; None if it cannot be
+    /// read): what the guest's RDTSC would have returned there.
+    pub guest_tsc: Option<u64>,
 }
 
 /// What the loop measured.
@@ -242,6 +250,26 @@ pub struct LoopStats {
 }
 
 impl LoopStats {
+    /// Records marks `values`: the counters so far, the backend's statistics and the guest's
+    /// TSC, read once for all of them.
+    fn mark(&mut self, backend: &mut dyn Backend, values: &[u64], wall: Duration) {
+        let backend_stats = backend.stats().map_err(|e| e.to_string());
+        let guest_tsc = backend
+            .get_msrs(&[msr::IA32_TSC])
+            .ok()
+            .and_then(|v| v.first().copied());
+        for &value in values {
+            self.marks.push(Mark {
+                value,
+                exits: self.exits,
+                in_guest: self.in_guest,
+                wall,
+                backend: backend_stats.clone(),
+                guest_tsc,
+            });
+        }
+    }
+
     fn count(&mut self, reason: &str) {
         if let Some(i) = EXIT_REASONS.iter().position(|r| *r == reason) {
             self.exits[i] += 1;
@@ -367,6 +395,9 @@ pub fn run_with(
     let mut stats = LoopStats::default();
     let caps = backend.capabilities();
     let start = Instant::now();
+    if let Some(value) = devices.entry_mark() {
+        stats.mark(backend, &[value], start.elapsed());
+    }
     let outcome = loop {
         if let Some(o) = stop() {
             break o;
@@ -384,16 +415,7 @@ pub fn run_with(
         stats.count(exit.reason());
         match exit {
             Exit::IoOut { port, values, .. } if port == BENCH_MARK_PORT => {
-                let backend_stats = backend.stats().map_err(|e| e.to_string());
-                for value in values {
-                    stats.marks.push(Mark {
-                        value,
-                        exits: stats.exits,
-                        in_guest: stats.in_guest,
-                        wall: start.elapsed(),
-                        backend: backend_stats.clone(),
-                    });
-                }
+                stats.mark(backend, &values, start.elapsed());
             }
             Exit::IoOut { port, size, values } => {
                 let exit_device = devices.exit_device();
@@ -536,6 +558,8 @@ pub(crate) mod tests {
         pub msr_answers: Vec<(u64, bool)>,
         pub cpuid: Vec<CpuidEntry>,
         pub guest_tsc: u64,
+        /// Added to `guest_tsc` by every RUN, as if the guest ran that many cycles.
+        pub tsc_per_run: u64,
         /// `request_interrupt_window` at each entry.
         pub window_at_run: Vec<bool>,
     }
@@ -557,6 +581,7 @@ pub(crate) mod tests {
         }
         fn run(&mut self) -> Result<Exit> {
             self.runs += 1;
+            self.guest_tsc += self.tsc_per_run;
             self.window_at_run.push(self.window_requested);
             // Like KVM: after an exit the guest is ready when IF=1 (no shadow modelled).
             self.ready = self.regs.rflags & SHADOWVM_RFLAGS_IF != 0;
@@ -700,6 +725,37 @@ pub(crate) mod tests {
         // Each snapshot counts the marking OUT itself and is taken before the next RUN.
         assert_eq!(marks, vec![(2, 1, 0, backend(1)), (3, 3, 1, backend(4))]);
         assert!(stats.marks[0].wall <= stats.marks[1].wall);
+    }
+
+    #[test]
+    fn entry_mark_comes_before_the_first_run_with_the_guest_tsc() {
+        let mut fake = Fake {
+            script: vec![
+                out(0x3f8, 1, b'x'.into()),
+                out(BENCH_MARK_PORT, 4, 1),
+                out(0xf4, 4, 0),
+            ]
+            .into(),
+            guest_tsc: 5_000,
+            tsc_per_run: 100,
+            ..Default::default()
+        };
+        let mut dev = Devices::new(Box::new(Capture::default()), true);
+        dev.mark_entry(LINUX_ENTRY_MARK);
+        let (_, stats) = run(&mut fake, &mut dev, &|| None).unwrap();
+        let marks: Vec<_> = stats
+            .marks
+            .iter()
+            .map(|m| (m.value, m.exits.iter().sum::<u64>(), m.guest_tsc))
+            .collect();
+        // The entry mark: nothing has run yet; the guest's mark 1 after its second RUN.
+        assert_eq!(marks, vec![(0, 0, Some(5_000)), (1, 2, Some(5_200))]);
+    }
+
+    #[test]
+    fn no_entry_mark_unless_asked() {
+        let (r, _, _) = go(vec![out(0xf4, 4, 0)]);
+        assert!(r.unwrap().1.marks.is_empty());
     }
 
     #[test]
