@@ -92,7 +92,7 @@ cat "$initrd" "$extra/extra.cpio.gz" > "$out/initramfs.cpio.gz"
 
 platform=bochs
 if [ -w /dev/kvm ] && grep -qw vmx /proc/cpuinfo; then platform=qemu-kvm; fi
-step "Booting ($platform): suite bench, backends: $BENCH_BACKENDS; $BENCH_RUNS run(s) each (log: $log)"
+step "Booting ($platform): suite bench, backends: $BENCH_BACKENDS; images: ${BENCH_IMAGES:-none}, $BENCH_RUNS run(s) each; scale: ${BENCH_SCALE_MEMS:-none} MiB, $BENCH_SCALE_RUNS run(s) each (machine: ${SHADOWVM_BOCHS_MEGS:-512} MiB; log: $log)"
 boot_start=$(date +%s)
 if [ $platform = bochs ]; then
 	"$SHADOWVM_TOP/scripts/run-bochs.sh" "$bzimage" "$out/initramfs.cpio.gz" bench "$log" "$BENCH_TIMEOUT"
