@@ -28,6 +28,7 @@ Exit status 1 when the boot did not finish or no backend produced a complete res
 import argparse
 import datetime
 import json
+import math
 import os
 import re
 import statistics
@@ -580,6 +581,10 @@ def chart(res, meta, path):
 # shadow MMU; its TDP MMU, used with ept=1, keeps no such count: pages_4k, the 4 KiB
 # leaf mappings, is shown for it instead).
 SHADOW_PAGES = {"shadowvm": "mmu.shadow_pages_now", "kvm-ept0": "kvm.vm.mmu_shadow_pages"}
+# Shadow pages dropped to stay under the backend's limit (shadowvm max_shadow_pages, KVM's
+# n_max_mmu_pages, 2 % of guest memory by default): when they are, the page count above
+# is what was added less what was dropped.
+RECLAIMED = {"shadowvm": "mmu.shadow_pages_reclaimed", "kvm-ept0": "kvm.vm.mmu_recycled"}
 LEAF_PAGES = "kvm.vm.pages_4k"
 SCALE_TOLERANCE = 0.10
 
@@ -615,11 +620,12 @@ def scale_summary(runs, names):
             p = points.setdefault(r["backend"], {}).setdefault(
                 (r["memory_mib"], b["value"]),
                 {"faults": x["faults"], "tables": x["tables"], "cpf": [], "epf": [],
-                 "shadow": [], "leaf": []})
+                 "shadow": [], "leaf": [], "reclaimed": []})
             p["cpf"].append(b["cycles"] / x["faults"])
             p["epf"].append(c["exits"] / x["faults"])
             if r["backend"] in SHADOW_PAGES:
                 p["shadow"].append(delta.get(SHADOW_PAGES[r["backend"]], 0))
+                p["reclaimed"].append(delta.get(RECLAIMED[r["backend"]], 0))
             p["leaf"].append(delta.get(LEAF_PAGES, 0))
     out = {}
     for backend, pts in points.items():
@@ -629,6 +635,7 @@ def scale_summary(runs, names):
                  "exits_per_fault": statistics.median(p["epf"])}
             if p["shadow"]:
                 e["shadow_pages"] = statistics.median(p["shadow"])
+                e["reclaimed"] = statistics.median(p["reclaimed"])
             if backend.startswith("kvm"):
                 e["leaf_4k"] = statistics.median(p["leaf"])
             out[backend][key] = e
@@ -653,7 +660,7 @@ def scale_flatness(pts, metric, across, tolerance=SCALE_TOLERANCE):
             continue
         lo = min(vals, key=lambda kv: kv[1])
         hi = max(vals, key=lambda kv: kv[1])
-        ratio = hi[1] / lo[1] if lo[1] > 0 else (1.0 if hi[1] == lo[1] else float("inf"))
+        ratio = hi[1] / lo[1] if lo[1] > 0 else (1.0 if hi[1] == lo[1] else math.inf)
         if worst is None or ratio > worst[0]:
             worst = (ratio, group, (lo[0], hi[0]))
     return worst
@@ -684,8 +691,9 @@ def scale_sentences(scale, names, tolerance=SCALE_TOLERANCE):
         where = (f"at {group} address space{'s' if group != 1 else ''}"
                  if lo[1] == hi[1] else f"with {group} MiB")
         flat = ratio <= 1 + tolerance
-        return (f"{what} {'flat' if flat else '**not flat**'} (largest/smallest "
-                f"{ratio:.2f}, {where}: {fmt(lo)} at {point(lo)}, {fmt(hi)} at {point(hi)})")
+        figure = f"largest/smallest {ratio:.2f}" if ratio != math.inf else "smallest not above 0"
+        return (f"{what} {'flat' if flat else '**not flat**'} ({figure}, {where}: "
+                f"{fmt(lo)} at {point(lo)}, {fmt(hi)} at {point(hi)})")
 
     for b in names:
         pts = scale["points"].get(b)
@@ -762,7 +770,8 @@ def scale_markdown(scale, meta, level=1):
                 cells.append(f"{text} ({e['exits_per_fault']:.2f})")
             L.append("| " + " | ".join(cells) + " |")
         key = "shadow_pages" if b in SHADOW_PAGES else "leaf_4k"
-        what = ("shadow memory added, KiB (shadow pages)" if key == "shadow_pages"
+        what = ("shadow memory added, KiB (shadow pages; pages dropped under the backend's "
+                "limit)" if key == "shadow_pages"
                 else "new 4 KiB leaf mappings (`pages_4k`; no shadow page count)")
         L += ["", f"**{b}**, {what}; last row: guest page-table frames:", "",
               "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -774,7 +783,9 @@ def scale_markdown(scale, meta, level=1):
                 if v is None:
                     cells.append("missing")
                 elif key == "shadow_pages":
-                    cells.append(f"{v * 4:,.0f} ({v:,.0f})")
+                    dropped = e.get("reclaimed", 0)
+                    cells.append(f"{v * 4:,.0f} ({v:,.0f}"
+                                 + (f"; {dropped:,.0f} dropped)" if dropped else ")"))
                 else:
                     cells.append(f"{v:,.0f}")
             L.append("| " + " | ".join(cells) + " |")
@@ -914,7 +925,8 @@ def main():
                    "runs": runs}, f, indent=1)
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write(markdown(res, meta) + scale_markdown(scale, meta))
-    chart(res, meta, os.path.join(a.out, "ratios.svg"))
+    if res["images"]:
+        chart(res, meta, os.path.join(a.out, "ratios.svg"))
     if scale_chart(scale, meta, os.path.join(a.out, "scale.svg")):
         print(f"  wrote {a.out}/scale.svg")
     if a.update_doc:
@@ -927,7 +939,7 @@ def main():
         print(f"bench: kernel log has a splat: {splats[0]}", file=sys.stderr)
     if not any(s["ok"] for s in status.values()):
         print("bench: no backend produced a complete result", file=sys.stderr)
-    print(f"  wrote {a.out}/results.json, results.md, ratios.svg"
+    print(f"  wrote {a.out}/results.json, results.md" + (", ratios.svg" if res["images"] else "")
           + (f"; updated {a.update_doc}" if a.update_doc else ""))
     return 0 if done and not splats and any(s["ok"] for s in status.values()) else 1
 

@@ -221,6 +221,19 @@ class Scale(unittest.TestCase):
         self.assertIn("the booted kernel with 1,536 MiB", md)
         self.assertEqual(br.scale_markdown({"points": {}, "problems": []}, self.meta), "")
 
+    def test_pages_dropped_under_the_limit(self):
+        def pt(cycles, shadow, dropped):
+            return {"faults": 512, "tables": 40, "exits_per_fault": 3.0, "shadow_pages": shadow,
+                    "reclaimed": dropped, "cycles_per_fault": br.spread([cycles])}
+        scale = {"points": {"kvm-ept0": {(64, 1): pt(1000, 37, 0), (64, 32): pt(1000, -10, 172),
+                                         (128, 32): pt(1000, 161, 0)}}, "problems": []}
+        L = br.scale_sentences(scale, ["kvm-ept0"])
+        self.assertIn("shadow memory across guest memory **not flat** (smallest not above 0, at "
+                      "32 address spaces: -40 KiB at 64 MiB, 32 spaces, 644 KiB at 128 MiB, "
+                      "32 spaces)", L[0])
+        md = br.scale_markdown(scale, {"backends": ["kvm-ept0"], "config": {}})
+        self.assertIn("| 64 MiB | 148 (37) | -40 (-10; 172 dropped) |", md)
+
 
 if __name__ == "__main__":
     sys.exit(0 if unittest.main(exit=False).result.wasSuccessful() else 1)
