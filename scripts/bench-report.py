@@ -770,6 +770,10 @@ def scale_markdown(scale, meta, level=1):
                 cells.append(f"{text} ({e['exits_per_fault']:.2f})")
             L.append("| " + " | ".join(cells) + " |")
         key = "shadow_pages" if b in SHADOW_PAGES else "leaf_4k"
+        if key == "leaf_4k" and not any(e.get("leaf_4k") for e in pts.values()):
+            L += ["", f"**{b}** has no shadow pages, and its count of 4 KiB leaf mappings "
+                  f"(`pages_4k`) changed in no timed part: every frame was mapped before."]
+            continue
         what = ("shadow memory added, KiB (shadow pages; pages dropped under the backend's "
                 "limit)" if key == "shadow_pages"
                 else "new 4 KiB leaf mappings (`pages_4k`; no shadow page count)")

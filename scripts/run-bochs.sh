@@ -8,7 +8,7 @@
 # warning.
 # SHADOWVM_BOCHS_APPEND: more words for the kernel command line (suite parameters such as
 # shadowvm.linux_scale=1).
-# SHADOWVM_BOCHS_MEGS: the machine's memory in MiB (default 512; Bochs takes at most 2048).
+# SHADOWVM_BOOT_MEGS: the machine's memory in MiB (default 512; Bochs takes at most 2048).
 # make bench raises it for its 1 GiB scale guests; make check's boots keep the default.
 # The timeout counts the CPU time Bochs uses (one host core at most), so a boot on a busy
 # machine is not cut short; the wall clock limit is SHADOWVM_BOCHS_WALL_FACTOR (default 4)
@@ -45,7 +45,7 @@ genisoimage -quiet -o "$work/boot.iso" -b isolinux/isolinux.bin -c isolinux/boot
 	-no-emul-boot -boot-load-size 4 -boot-info-table -R "$work/iso"
 rm -f "$log"
 cat > "$work/bochsrc" <<RC
-megs: ${SHADOWVM_BOCHS_MEGS:-512}
+megs: ${SHADOWVM_BOOT_MEGS:-512}
 cpu: model=corei7_haswell_4770, count=$cpus, ips=200000000, ignore_bad_msrs=1
 # fastboot: no 3 s wait for the F12 boot menu (600M instructions of BIOS busy-waiting).
 romimage: file=/usr/share/bochs/BIOS-bochs-latest, options=fastboot

@@ -234,6 +234,18 @@ class Scale(unittest.TestCase):
         md = br.scale_markdown(scale, {"backends": ["kvm-ept0"], "config": {}})
         self.assertIn("| 64 MiB | 148 (37) | -40 (-10; 172 dropped) |", md)
 
+    def test_ept_leaf_mappings(self):
+        def pt(leaf):
+            return {"faults": 512, "tables": 40, "exits_per_fault": 0.0, "leaf_4k": leaf,
+                    "cycles_per_fault": br.spread([200])}
+        meta = {"backends": ["kvm-ept1"], "config": {}}
+        md = br.scale_markdown({"points": {"kvm-ept1": {(64, 1): pt(0), (128, 1): pt(0)}},
+                                "problems": []}, meta)
+        self.assertIn("changed in no timed part", md)
+        md = br.scale_markdown({"points": {"kvm-ept1": {(64, 1): pt(0), (128, 1): pt(512)}},
+                                "problems": []}, meta)
+        self.assertIn("| 128 MiB | 512 |", md)
+
 
 if __name__ == "__main__":
     sys.exit(0 if unittest.main(exit=False).result.wasSuccessful() else 1)
