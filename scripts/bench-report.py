@@ -658,8 +658,9 @@ def scale_flatness(pts, metric, across, tolerance=SCALE_TOLERANCE):
     for group, vals in groups.items():
         if len(vals) < 2:
             continue
-        lo = min(vals, key=lambda kv: kv[1])
-        hi = max(vals, key=lambda kv: kv[1])
+        # Ties: the first and the last key, so that the two points named differ.
+        lo = min(vals, key=lambda kv: (kv[1], kv[0]))
+        hi = max(vals, key=lambda kv: (kv[1], kv[0]))
         ratio = hi[1] / lo[1] if lo[1] > 0 else (1.0 if hi[1] == lo[1] else math.inf)
         if worst is None or ratio > worst[0]:
             worst = (ratio, group, (lo[0], hi[0]))
