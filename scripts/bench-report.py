@@ -812,23 +812,27 @@ def scale_chart(scale, meta, path):
     import matplotlib.pyplot as plt
     matplotlib.rcParams["svg.fonttype"] = "none"
     matplotlib.rcParams["svg.hashsalt"] = "shadowvm-bench"
+    import matplotlib.ticker
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    colors = {"shadowvm": "#d95f02", "kvm-ept0": "#1b9e77", "kvm-ept1": "#7570b3"}
     for b in meta["backends"]:
         pts = pts_all.get(b)
         if not pts:
             continue
         mems = sorted({k[0] for k in pts})
         spaces = sorted({k[1] for k in pts})
+        # Solid: the first address-space count (left) or memory size (right); dashed: the last.
         for sp, style in ((spaces[0], "-o"), (spaces[-1], "--s")):
             xs = [m for m in mems if (m, sp) in pts]
             a1.plot(xs, [cycles_metric(pts[(m, sp)]) for m in xs], style, markersize=3,
-                    label=f"{b}, {sp} space{'s' if sp != 1 else ''}")
-        top = mems[-1]
-        xs = [sp for sp in spaces if (top, sp) in pts]
-        a2.plot(xs, [cycles_metric(pts[(top, sp)]) for sp in xs], "-o", markersize=3,
-                label=f"{b}, {top} MiB")
+                    color=colors.get(b), label=f"{b}, {sp} space{'s' if sp != 1 else ''}")
+        for mem, style in ((mems[0], "-o"), (mems[-1], "--s")):
+            xs = [sp for sp in spaces if (mem, sp) in pts]
+            a2.plot(xs, [cycles_metric(pts[(mem, sp)]) for sp in xs], style, markersize=3,
+                    color=colors.get(b), label=f"{b}, {mem} MiB")
     for ax, xl in ((a1, "guest memory (MiB)"), (a2, "address spaces")):
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_yscale("log")
         ax.set_xlabel(xl, fontsize=8)
         ax.set_ylabel("guest cycles per fault (median)", fontsize=8)
