@@ -474,7 +474,7 @@ static void bench_scale(unsigned spaces, uint64_t mem)
 	const uintptr_t page_stride = (region / per_region) & ~(PAGE_SIZE - 1);
 	uintptr_t cr3[MAX_SPACES];
 	struct demand_region r = { VA_BENCH, VA_BENCH + (uintptr_t)mem, 0, 1 };
-	/* Fault k: region k / per_region (the i-th of SCALE_REGIONS spread evenly). */
+	/* Fault k: in region k / per_region of the SCALE_REGIONS spread evenly over memory. */
 #define SCALE_VA(k)	(VA_BENCH + ((k) / per_region) * regions_in_mem / SCALE_REGIONS * region + \
 			 ((k) % per_region) * page_stride)
 	if (regions_in_mem < SCALE_REGIONS || !page_stride)
@@ -554,7 +554,8 @@ static void bench_scale_all(void)
 		unsigned v = 0;
 		while (*arg >= '0' && *arg <= '9')
 			v = v * 10 + (unsigned)(*arg++ - '0');
-		if (!v || v > MAX_SPACES || (v & (v - 1)) || n % v || (*arg && *arg != ',' && *arg != ' '))
+		const int separated = !*arg || *arg == ',' || *arg == ' ';
+		if (!v || v > MAX_SPACES || (v & (v - 1)) || n % v || !separated)
 			panic("scale: spaces= wants powers of two up to %u separated by commas",
 			      MAX_SPACES);
 		bench_scale(v, mem);
