@@ -47,6 +47,9 @@ bench_scale_settings() {
 	done
 	[[ $BENCH_SCALE_SPACES =~ ^[0-9]+(,[0-9]+)*$ ]] ||
 		die "BENCH_SCALE_SPACES: '$BENCH_SCALE_SPACES' is not a comma-separated list (e.g. 1,2,4)"
+	for m in ${BENCH_SCALE_SPACES//,/ }; do
+		case $m in 1 | 2 | 4 | 8 | 16 | 32 | 64) ;; *) die "BENCH_SCALE_SPACES: $m is not a power of two up to 64" ;; esac
+	done
 	if ((top + 512 > ${SHADOWVM_BOOT_MEGS:-512})); then
 		((top + 512 <= 2048)) || die "BENCH_SCALE_MEMS: $top MiB is too much for Bochs (at most 1536)"
 		export SHADOWVM_BOOT_MEGS=$((top + 512))
