@@ -4,7 +4,7 @@
 # suites can run here too); otherwise TCG, which has no VMX.
 # Usage: run-qemu.sh <bzImage> <initrd> <suites,comma,separated> <serial log> [timeout s]
 # SHADOWVM_BOOT_MEGS: the machine's memory in MiB (default 512; make bench raises it for its
-# scale rows).
+# scale rows). SHADOWVM_BOOT_BAUD: the serial console's speed (default: the kernel's).
 source "$(dirname "$0")/lib.sh"
 
 kernel=$1 initrd=$2 suites=$3 log=$4 timeout=${5:-300}
@@ -14,5 +14,5 @@ if [ -w /dev/kvm ] && grep -qw vmx /proc/cpuinfo; then
 fi
 timeout --foreground "$timeout" qemu-system-x86_64 "${accel[@]}" -m "${SHADOWVM_BOOT_MEGS:-512}" -smp 2 \
 	-kernel "$kernel" -initrd "$initrd" \
-	-append "console=ttyS0 quiet panic=-1 oops=panic shadowvm.suites=$suites" \
+	-append "console=ttyS0${SHADOWVM_BOOT_BAUD:+,$SHADOWVM_BOOT_BAUD} quiet panic=-1 oops=panic shadowvm.suites=$suites" \
 	-nographic -no-reboot -serial "file:$log" -monitor none </dev/null >"$log.qemu" 2>&1 || true
