@@ -35,6 +35,7 @@ Exit status 1 when the boot did not finish or no backend produced a complete res
 import argparse
 import datetime
 import json
+import math
 import os
 import re
 import statistics
@@ -47,6 +48,8 @@ SKIP = re.compile(r"^BENCH-SKIP ([a-z0-9_]+) ([a-z_]+)=(\d+) (.*)$")
 TOTAL = re.compile(r"^BENCH-TOTAL cycles=(\d+)$")
 INIT = re.compile(r"^BENCH-INIT tsc=(\d+) mark=(\d+)$")
 INFO = re.compile(r"^BENCH-INFO ([a-z0-9_]+)((?: [a-z0-9_]+=\d+)+)$")
+SCALE_LINE = re.compile(r"^BENCH-SCALE spaces=(\d+) memory_mib=(\d+) faults=(\d+) tables=(\d+) "
+                        r"mark=(\d+)$")
 KV = re.compile(r"(\w+)=(\S+)")
 # VM exits by reason: (label, KVM vCPU statistic, shadowvm statistic). KVM counts page
 # faults it handles (#PF exits under ept=0, EPT violations under ept=1) as pf_taken; it has
@@ -81,7 +84,10 @@ def parse(lines):
     for line in lines:
         line = line.rstrip("\r\n")
         if line.startswith("BENCH-CONFIG "):
-            config = {k: v for k, v in KV.findall(line)}
+            config = {k: v for k, v in KV.findall(line)} | (
+                {"scale": config["scale"]} if "scale" in config else {})
+        elif line.startswith("BENCH-SCALE-CONFIG "):
+            config["scale"] = {k: v for k, v in KV.findall(line)}
         elif line.startswith("BENCHRUN-BACKEND "):
             kv = dict(KV.findall(line.split(" ok=")[0]))
             ok = " ok=1" in line
@@ -93,7 +99,9 @@ def parse(lines):
             cur = {"backend": kv.get("backend"), "image": kv.get("image"),
                    "run": int(kv.get("run", 0)), "rc": None, "bench": [], "skips": [],
                    "total_cycles": None, "launcher": None, "errors": [], "malformed": [],
-                   "init": None, "info": {}}
+                   "init": None, "info": {},
+                   "memory_mib": int(kv["memory_mib"]) if "memory_mib" in kv else None,
+                   "scale": []}
         elif cur is None:
             continue
         elif line.startswith("BENCH "):
@@ -120,6 +128,14 @@ def parse(lines):
             m = INFO.match(line)
             if m:
                 cur["info"][m[1]] = {k: int(v) for k, v in KV.findall(m[2])}
+            else:
+                cur["malformed"].append(line)
+        elif line.startswith("BENCH-SCALE "):
+            m = SCALE_LINE.match(line)
+            if m:
+                cur["scale"].append({"spaces": int(m[1]), "memory_mib": int(m[2]),
+                                     "faults": int(m[3]), "tables": int(m[4]),
+                                     "mark": int(m[5])})
             else:
                 cur["malformed"].append(line)
         elif line.startswith("BENCH-TOTAL "):
@@ -830,6 +846,280 @@ def chart(res, meta, path):
     plt.close(fig)
 
 
+# ---------------------------------------------------------------- scale rows
+# The scale image (bench-scale-*, selftests/bench's BENCH_SCALE_MEMS) runs the same number
+# of first-touch faults (scale_fault rows) at each guest memory size and address-space
+# count. Each row's shadow memory is the change of the backend's shadow page count over
+# its timed part: shadowvm's mmu.shadow_pages_now, KVM's mmu_shadow_pages (pages of its
+# shadow MMU; its TDP MMU, used with ept=1, keeps no such count: pages_4k, the 4 KiB
+# leaf mappings, is shown for it instead).
+SHADOW_PAGES = {"shadowvm": "mmu.shadow_pages_now", "kvm-ept0": "kvm.vm.mmu_shadow_pages"}
+# Shadow pages dropped to stay under the backend's limit (shadowvm max_shadow_pages, KVM's
+# n_max_mmu_pages, 2 % of guest memory by default): when they are, the page count above
+# is what was added less what was dropped.
+RECLAIMED = {"shadowvm": "mmu.shadow_pages_reclaimed", "kvm-ept0": "kvm.vm.mmu_recycled"}
+LEAF_PAGES = "kvm.vm.pages_4k"
+SCALE_TOLERANCE = 0.10
+
+
+def scale_summary(runs, names):
+    """Per backend, per (memory MiB, spaces): cycles per fault (spread over runs), exits
+    per fault, shadow pages added (median), guest page-table frames; and the problems
+    found (a row without its BENCH-SCALE line, memory other than the one asked for)."""
+    points, problems = {}, []
+    for r in runs:
+        if r.get("memory_mib") is None or not good(r) or r["backend"] not in names:
+            continue
+        lines = {x["mark"]: x for x in r["scale"]}
+        for b in r["bench"]:
+            if b["workload"] != "scale_fault":
+                continue
+            where = f"{r['backend']} {r['image']} run {r['run']} spaces={b['value']}"
+            x = lines.get(b["mark"])
+            if x is None:
+                problems.append(f"{where}: no BENCH-SCALE line")
+                continue
+            if x["memory_mib"] != r["memory_mib"]:
+                problems.append(f"{where}: the guest saw {x['memory_mib']} MiB, not the "
+                                f"{r['memory_mib']} MiB asked for")
+                continue
+            marks = {m["mark"]: m for m in r["launcher"].get("marks", [])}
+            closing = marks.get(2 * b["mark"] + 1)
+            c = row_counters(r, b["mark"], r["backend"])
+            if closing is None or c is None:
+                problems.append(f"{where}: marks missing")
+                continue
+            delta = closing.get("delta", {})
+            p = points.setdefault(r["backend"], {}).setdefault(
+                (r["memory_mib"], b["value"]),
+                {"faults": x["faults"], "tables": x["tables"], "cpf": [], "epf": [],
+                 "shadow": [], "leaf": [], "reclaimed": []})
+            p["cpf"].append(b["cycles"] / x["faults"])
+            p["epf"].append(c["exits"] / x["faults"])
+            if r["backend"] in SHADOW_PAGES:
+                p["shadow"].append(delta.get(SHADOW_PAGES[r["backend"]], 0))
+                p["reclaimed"].append(delta.get(RECLAIMED[r["backend"]], 0))
+            p["leaf"].append(delta.get(LEAF_PAGES, 0))
+    out = {}
+    for backend, pts in points.items():
+        out[backend] = {}
+        for key, p in sorted(pts.items()):
+            e = {"faults": p["faults"], "tables": p["tables"], "cycles_per_fault": spread(p["cpf"]),
+                 "exits_per_fault": statistics.median(p["epf"])}
+            if p["shadow"]:
+                e["shadow_pages"] = statistics.median(p["shadow"])
+                e["reclaimed"] = statistics.median(p["reclaimed"])
+            if backend.startswith("kvm"):
+                e["leaf_4k"] = statistics.median(p["leaf"])
+            out[backend][key] = e
+    return {"points": out, "problems": problems}
+
+
+def scale_flatness(pts, metric, across, tolerance=SCALE_TOLERANCE):
+    """Largest over smallest of a metric (a function of a point) across memory sizes
+    (across="memory", at each address-space count) or across address-space counts
+    (across="spaces", at each memory size), over the groups with at least two points.
+    Returns (worst ratio, the group it is in, (low key, high key)), or None."""
+    groups = {}
+    for (mem, spaces), e in pts.items():
+        v = metric(e)
+        if v is None:
+            continue
+        group = spaces if across == "memory" else mem
+        groups.setdefault(group, []).append(((mem, spaces), v))
+    worst = None
+    for group, vals in groups.items():
+        if len(vals) < 2:
+            continue
+        # Ties: the first and the last key, so that the two points named differ.
+        lo = min(vals, key=lambda kv: (kv[1], kv[0]))
+        hi = max(vals, key=lambda kv: (kv[1], kv[0]))
+        ratio = hi[1] / lo[1] if lo[1] > 0 else (1.0 if hi[1] == lo[1] else math.inf)
+        if worst is None or ratio > worst[0]:
+            worst = (ratio, group, (lo[0], hi[0]))
+    return worst
+
+
+def cycles_metric(e):
+    return e["cycles_per_fault"]["median"]
+
+
+def shadow_metric(e):
+    return e.get("shadow_pages")
+
+
+def shadow_per_table_metric(e):
+    return e["shadow_pages"] / e["tables"] if "shadow_pages" in e and e["tables"] else None
+
+
+def scale_sentences(scale, names, tolerance=SCALE_TOLERANCE):
+    """Whether cycles per fault and shadow memory stayed flat, per backend, from the data."""
+    L = []
+    pct = f"{tolerance * 100:.0f} %"
+
+    def point(key):
+        return f"{key[0]} MiB, {key[1]} space{'s' if key[1] != 1 else ''}"
+
+    def verdict(what, w, fmt):
+        ratio, group, (lo, hi) = w
+        where = (f"at {group} address space{'s' if group != 1 else ''}"
+                 if lo[1] == hi[1] else f"with {group} MiB")
+        flat = ratio <= 1 + tolerance
+        figure = f"largest/smallest {ratio:.2f}" if ratio != math.inf else "smallest not above 0"
+        return (f"{what} {'flat' if flat else '**not flat**'} ({figure}, {where}: "
+                f"{fmt(lo)} at {point(lo)}, {fmt(hi)} at {point(hi)})")
+
+    for b in names:
+        pts = scale["points"].get(b)
+        if not pts:
+            if any(b in scale["points"] for b in names):
+                L.append(f"- **{b}**: no scale results.")
+            continue
+        parts = []
+        for across, label in (("memory", "across guest memory"),
+                              ("spaces", "across address spaces")):
+            w = scale_flatness(pts, cycles_metric, across, tolerance)
+            if w:
+                parts.append(verdict(f"cycles per fault {label}", w,
+                                     lambda k: f"{cycles_metric(pts[k]):,.0f}"))
+        w = scale_flatness(pts, shadow_metric, "memory", tolerance)
+        if w:
+            parts.append(verdict("shadow memory across guest memory", w,
+                                 lambda k: f"{shadow_metric(pts[k]) * 4:,.0f} KiB"))
+        w = scale_flatness(pts, shadow_per_table_metric, "spaces", tolerance)
+        if w:
+            parts.append(verdict("shadow pages per guest page table across address spaces",
+                                 w, lambda k: f"{shadow_per_table_metric(pts[k]):.2f}"))
+        if parts:
+            L.append(f"- **{b}**: " + "; ".join(parts) + ".")
+    if L:
+        L.append(f"\n*Flat* means the largest median is within {pct} of the smallest "
+                 f"(tolerance {pct}).")
+    return L
+
+
+def scale_markdown(scale, meta, level=1):
+    """The Scale section: generated sentences, then per backend a table of cycles per
+    fault (exits per fault) and one of shadow memory, by guest memory and address spaces."""
+    pts_all = scale["points"]
+    if not pts_all and not scale["problems"]:
+        return ""
+    h = "#" * level
+    cfg = meta["config"].get("scale", {})
+    L = ["", f"{h}# Scale", "",
+         f"Image `{cfg.get('image', 'bench-scale-lm')}` (long mode), {cfg.get('runs', '?')} "
+         f"run(s) per guest memory size and backend, the booted kernel with "
+         f"{int(cfg.get('memtotal_kib', 0)) // 1024:,} MiB. Each `scale_fault` row takes the "
+         f"same number of first-touch faults, in 32 2 MiB regions spread evenly over all of "
+         f"guest memory, shared among 1-64 address spaces visited in turn (16 faults a "
+         f"visit). *Cycles per fault*: guest cycles of the timed part over the faults (median, "
+         f"min-max), with VM exits per fault in parentheses. *Shadow memory*: the change of "
+         f"the backend's shadow page count over the timed part × 4 KiB (shadowvm "
+         f"`mmu.shadow_pages_now`, KVM `mmu_shadow_pages`; KVM's TDP MMU under ept=1 keeps "
+         f"no page count: its new 4 KiB leaf mappings, `pages_4k`, are shown instead), and "
+         f"the guest page-table frames of the row's address spaces beside it.", ""]
+    L += scale_sentences(scale, meta["backends"]) or ["- (no scale results)"]
+    for p in scale["problems"][:5]:
+        L.append(f"- problem: {p}")
+    for b in meta["backends"]:
+        pts = pts_all.get(b)
+        if not pts:
+            continue
+        mems = sorted({k[0] for k in pts})
+        spaces = sorted({k[1] for k in pts})
+        head = ["memory"] + [f"{s} space{'s' if s != 1 else ''}" for s in spaces]
+        L += ["", f"**{b}**, guest cycles per fault (VM exits per fault):", "",
+              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for m in mems:
+            cells = [f"{m:,} MiB"]
+            for sp in spaces:
+                e = pts.get((m, sp))
+                if e is None:
+                    cells.append("missing")
+                    continue
+                c = e["cycles_per_fault"]
+                text = f"{c['median']:,.0f}"
+                if f"{c['min']:,.0f}" != f"{c['max']:,.0f}":
+                    text += f" ({c['min']:,.0f}-{c['max']:,.0f})"
+                cells.append(f"{text} ({e['exits_per_fault']:.2f})")
+            L.append("| " + " | ".join(cells) + " |")
+        key = "shadow_pages" if b in SHADOW_PAGES else "leaf_4k"
+        if key == "leaf_4k" and not any(e.get("leaf_4k") for e in pts.values()):
+            L += ["", f"**{b}** has no shadow pages, and its count of 4 KiB leaf mappings "
+                  f"(`pages_4k`) changed in no timed part: every frame was mapped before."]
+            continue
+        what = ("shadow memory added, KiB (shadow pages; pages dropped under the backend's "
+                "limit)" if key == "shadow_pages"
+                else "new 4 KiB leaf mappings (`pages_4k`; no shadow page count)")
+        L += ["", f"**{b}**, {what}; last row: guest page-table frames:", "",
+              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for m in mems:
+            cells = [f"{m:,} MiB"]
+            for sp in spaces:
+                e = pts.get((m, sp))
+                v = None if e is None else e.get(key)
+                if v is None:
+                    cells.append("missing")
+                elif key == "shadow_pages":
+                    dropped = e.get("reclaimed", 0)
+                    cells.append(f"{v * 4:,.0f} ({v:,.0f}"
+                                 + (f"; {dropped:,.0f} dropped)" if dropped else ")"))
+                else:
+                    cells.append(f"{v:,.0f}")
+            L.append("| " + " | ".join(cells) + " |")
+        tables = [next((pts[(m, sp)]["tables"] for m in mems if (m, sp) in pts), None)
+                  for sp in spaces]
+        L.append("| guest tables | " + " | ".join("missing" if t is None else f"{t:,}"
+                                                 for t in tables) + " |")
+    return "\n".join(L) + "\n"
+
+
+def scale_chart(scale, meta, path):
+    """Cycles per fault against guest memory (one line per backend and address-space
+    count, first and last) and against address spaces (at the largest memory)."""
+    pts_all = scale["points"]
+    if not pts_all:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    matplotlib.rcParams["svg.hashsalt"] = "shadowvm-bench"
+    import matplotlib.ticker
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    colors = {"shadowvm": "#d95f02", "kvm-ept0": "#1b9e77", "kvm-ept1": "#7570b3"}
+    for b in meta["backends"]:
+        pts = pts_all.get(b)
+        if not pts:
+            continue
+        mems = sorted({k[0] for k in pts})
+        spaces = sorted({k[1] for k in pts})
+        # Solid: the first address-space count (left) or memory size (right); dashed: the last.
+        for sp, style in ((spaces[0], "-o"), (spaces[-1], "--s")):
+            xs = [m for m in mems if (m, sp) in pts]
+            a1.plot(xs, [cycles_metric(pts[(m, sp)]) for m in xs], style, markersize=3,
+                    color=colors.get(b), label=f"{b}, {sp} space{'s' if sp != 1 else ''}")
+        for mem, style in ((mems[0], "-o"), (mems[-1], "--s")):
+            xs = [sp for sp in spaces if (mem, sp) in pts]
+            a2.plot(xs, [cycles_metric(pts[(mem, sp)]) for sp in xs], style, markersize=3,
+                    color=colors.get(b), label=f"{b}, {mem} MiB")
+    for ax, xl in ((a1, "guest memory (MiB)"), (a2, "address spaces")):
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_yscale("log")
+        ax.set_xlabel(xl, fontsize=8)
+        ax.set_ylabel("guest cycles per fault (median)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(color="#ddd", linewidth=0.5)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"make bench scale rows, {meta['platform']}, {meta['date']}, commit "
+                 f"{meta['commit']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, format="svg")
+    plt.close(fig)
+    return True
+
+
 def update_doc(path, text):
     begin, end = "<!-- bench-report:begin -->", "<!-- bench-report:end -->"
     with open(path) as f:
@@ -907,17 +1197,25 @@ def main():
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     res = summarize(runs, names, images, a.exit_cycles)
     res["linux"] = summarize_linux(runs, names, a.exit_cycles)
+    scale = scale_summary(runs, names)
     done = all(any(line.startswith("SHADOWVM-DONE") for line in mine) for mine in lines)
     splats = [line.strip() for mine in lines for line in mine if SPLAT.search(line)]
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"meta": meta, "boot_finished": done, "kernel_splats": splats[:5],
-                   "summary": res, "runs": runs}, f, indent=1)
+                   "summary": res, "scale": {"points": {b: [dict(e, memory_mib=k[0], spaces=k[1])
+                                                           for k, e in p.items()]
+                                                       for b, p in scale["points"].items()},
+                                             "problems": scale["problems"]},
+                   "runs": runs}, f, indent=1)
     with open(os.path.join(a.out, "results.md"), "w") as f:
-        f.write(markdown(res, meta))
-    chart(res, meta, os.path.join(a.out, "ratios.svg"))
+        f.write(markdown(res, meta) + scale_markdown(scale, meta))
+    if res["images"]:
+        chart(res, meta, os.path.join(a.out, "ratios.svg"))
+    if scale_chart(scale, meta, os.path.join(a.out, "scale.svg")):
+        print(f"  wrote {a.out}/scale.svg")
     if a.update_doc:
-        update_doc(a.update_doc, markdown(res, meta, level=3))
+        update_doc(a.update_doc, markdown(res, meta, level=3) + scale_markdown(scale, meta, 3))
     for b in names:
         print(f"  {b:<10} {'ok' if status[b]['ok'] else 'MISSING: ' + status[b]['why']}")
         if res["linux"]:
@@ -931,7 +1229,7 @@ def main():
                 or (res["linux"] and any(s["ok"] for s in res["linux"]["status"].values())))
     if not produced:
         print("bench: no backend produced a complete result", file=sys.stderr)
-    print(f"  wrote {a.out}/results.json, results.md, ratios.svg"
+    print(f"  wrote {a.out}/results.json, results.md" + (", ratios.svg" if res["images"] else "")
           + (f"; updated {a.update_doc}" if a.update_doc else ""))
     return 0 if done and not splats and produced else 1
 

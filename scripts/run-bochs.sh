@@ -8,6 +8,10 @@
 # warning.
 # SHADOWVM_BOCHS_APPEND: more words for the kernel command line (suite parameters such as
 # shadowvm.linux_scale=1).
+# SHADOWVM_BOOT_MEGS: the machine's memory in MiB (default 512; Bochs takes at most 2048).
+# make bench raises it for its 1 GiB scale guests; make check's boots keep the default.
+# SHADOWVM_BOOT_BAUD: the serial console's speed (default: the kernel's, 9600 baud, which
+# Bochs emulates: about a millisecond of emulated time per byte written).
 # The timeout counts the CPU time Bochs uses (one host core at most), so a boot on a busy
 # machine is not cut short; the wall clock limit is SHADOWVM_BOCHS_WALL_FACTOR (default 4)
 # times that.
@@ -37,13 +41,13 @@ PROMPT 0
 TIMEOUT 0
 LABEL linux
   KERNEL /bzImage
-  APPEND initrd=/initrd console=ttyS0 quiet panic=-1 oops=panic pty.legacy_count=0 shadowvm.suites=$suites${SHADOWVM_BOCHS_APPEND:+ $SHADOWVM_BOCHS_APPEND}
+  APPEND initrd=/initrd console=ttyS0${SHADOWVM_BOOT_BAUD:+,$SHADOWVM_BOOT_BAUD} quiet panic=-1 oops=panic pty.legacy_count=0 shadowvm.suites=$suites${SHADOWVM_BOCHS_APPEND:+ $SHADOWVM_BOCHS_APPEND}
 CFG
 genisoimage -quiet -o "$work/boot.iso" -b isolinux/isolinux.bin -c isolinux/boot.cat \
 	-no-emul-boot -boot-load-size 4 -boot-info-table -R "$work/iso"
 rm -f "$log"
 cat > "$work/bochsrc" <<RC
-megs: 512
+megs: ${SHADOWVM_BOOT_MEGS:-512}
 cpu: model=corei7_haswell_4770, count=$cpus, ips=200000000, ignore_bad_msrs=1
 # fastboot: no 3 s wait for the F12 boot menu (600M instructions of BIOS busy-waiting).
 romimage: file=/usr/share/bochs/BIOS-bochs-latest, options=fastboot

@@ -243,5 +243,131 @@ class Report(unittest.TestCase):
             os.unlink(f.name)
 
 
+def scale_record(backend, memory, run, rows, seen_memory=None, image="bench-scale-lm"):
+    """A scale run's record. rows: (spaces, cycles, tables, shadow-page delta, exits)."""
+    lines = [f"BENCHRUN-BEGIN backend={backend} image={image} run={run} memory_mib={memory}"]
+    marks = []
+    counter = {"shadowvm": "mmu.shadow_pages_now"}.get(backend, "kvm.vm.mmu_shadow_pages")
+    exits = "exits.exception_nmi" if backend == "shadowvm" else "kvm.vcpu.exits"
+    for k, (spaces, cyc, tables, shadow, n_exits) in enumerate(rows):
+        lines.append(f"BENCH-SCALE spaces={spaces} memory_mib={seen_memory or memory} "
+                     f"faults=512 tables={tables} mark={k}")
+        lines.append(f"BENCH scale_fault spaces={spaces} cycles={cyc} iterations=512 mark={k}")
+        # The opening mark's delta (set-up: the page count so far) must not be used.
+        marks.append({"mark": 2 * k, "time_in_run_ns": 1, "wall_time_ns": 1,
+                      "delta": {counter: 5000}})
+        marks.append({"mark": 2 * k + 1, "time_in_run_ns": 2, "wall_time_ns": 2,
+                      "delta": {counter: shadow, exits: n_exits + 1, "launcher.total": 1,
+                                "kvm.vm.pages_4k": 512}})
+    lines.append("BENCH-TOTAL cycles=99")
+    lines.append("BENCHRUN-JSON " + json.dumps(
+        {"outcome": {"kind": "exit", "guest_status": 0}, "wall_time_ns": 1, "stats": {},
+         "marks": marks}))
+    lines.append(f"BENCHRUN-END backend={backend} image={image} run={run} rc=0 seconds=1")
+    return lines
+
+
+def scale_log():
+    """shadowvm flat (within 10 %) everywhere; kvm-ept0 slower per fault at 1024 MiB and
+    with shadow memory that grows with guest memory; one shadowvm run saw other memory."""
+    lines = ["BENCH-CONFIG backends=shadowvm,kvm-ept0 images= runs=5",
+             "BENCH-SCALE-CONFIG image=bench-scale-lm mems=64,1024 spaces=1,64 runs=3 "
+             "memtotal_kib=1572864",
+             "BENCHRUN-BACKEND backend=shadowvm ok=1"]
+    for run, jitter in enumerate([0, 512, 1024], 1):
+        lines += scale_record("shadowvm", 64, run, [(1, 512_000 + jitter, 39, 34, 1536),
+                                                    (64, 530_000, 323, 290, 1600)])
+        lines += scale_record("shadowvm", 1024, run, [(1, 520_000, 39, 34, 1536),
+                                                      (64, 540_000 + jitter, 323, 291, 1600)])
+    lines += scale_record("shadowvm", 1024, 4, [(1, 9_000_000, 39, 34, 1536)], seen_memory=512)
+    lines.append("BENCHRUN-BACKEND backend=kvm-ept0 ok=1")
+    for run in (1, 2, 3):
+        lines += scale_record("kvm-ept0", 64, run, [(1, 600_000, 39, 34, 1536),
+                                                    (64, 610_000, 323, 330, 1536)])
+        lines += scale_record("kvm-ept0", 1024, run, [(1, 900_000, 39, 68, 1536),
+                                                      (64, 910_000, 323, 660, 1536)])
+    lines.append("SHADOWVM-DONE")
+    return lines
+
+
+class Scale(unittest.TestCase):
+    def setUp(self):
+        self.config, _, runs = br.parse(scale_log())
+        self.names = ["shadowvm", "kvm-ept0"]
+        self.scale = br.scale_summary(runs, self.names)
+        self.meta = {"backends": self.names, "config": self.config, "platform": "bochs",
+                     "date": "d", "commit": "c"}
+
+    def test_points_from_the_closing_marks_of_the_same_runs(self):
+        self.assertEqual(self.config["scale"]["mems"], "64,1024")
+        p = self.scale["points"]["shadowvm"][(64, 1)]
+        self.assertEqual(p["cycles_per_fault"]["median"], 512_512 / 512)
+        self.assertEqual((p["cycles_per_fault"]["min"], p["cycles_per_fault"]["max"]),
+                         (1000, 1002))
+        self.assertEqual(p["shadow_pages"], 34)
+        self.assertEqual(p["tables"], 39)
+        self.assertEqual(p["exits_per_fault"], 1536 / 512)
+        self.assertEqual(self.scale["points"]["kvm-ept0"][(1024, 64)]["shadow_pages"], 660)
+        self.assertEqual(self.scale["points"]["kvm-ept0"][(1024, 64)]["leaf_4k"], 512)
+
+    def test_a_run_with_other_memory_is_a_problem_not_a_point(self):
+        p = self.scale["points"]["shadowvm"][(1024, 1)]
+        self.assertEqual(p["cycles_per_fault"]["max"], 520_000 / 512)
+        self.assertEqual(self.scale["problems"],
+                         ["shadowvm bench-scale-lm run 4 spaces=1: the guest saw 512 MiB, "
+                          "not the 1024 MiB asked for"])
+
+    def test_flatness_sentences_agree_with_the_data(self):
+        L = br.scale_sentences(self.scale, self.names)
+        shadow = next(x for x in L if x.startswith("- **shadowvm**"))
+        kvm = next(x for x in L if x.startswith("- **kvm-ept0**"))
+        # shadowvm: 1,000 -> 1,055 cycles per fault (spaces=64) is within 10 %.
+        self.assertIn("cycles per fault across guest memory flat (largest/smallest 1.02", shadow)
+        self.assertIn("shadow memory across guest memory flat", shadow)
+        self.assertNotIn("not flat", shadow)
+        # kvm-ept0: 1,172 -> 1,758 cycles per fault, 34 -> 68 shadow pages.
+        self.assertIn("cycles per fault across guest memory **not flat** (largest/smallest "
+                      "1.50, at 1 address space: 1,172 at 64 MiB, 1 space, 1,758 at 1024 MiB, "
+                      "1 space)", kvm)
+        self.assertIn("shadow memory across guest memory **not flat** (largest/smallest 2.00",
+                      kvm)
+        self.assertIn("cycles per fault across address spaces flat", kvm)
+
+    def test_tables(self):
+        md = br.scale_markdown(self.scale, self.meta)
+        self.assertIn("| memory | 1 space | 64 spaces |", md)
+        self.assertIn("| 64 MiB | 1,001 (1,000-1,002) (3.00) | 1,035 (3.12) |", md)
+        self.assertIn("| 1,024 MiB | 136 (34) | 1,164 (291) |", md)
+        self.assertIn("| guest tables | 39 | 323 |", md)
+        self.assertIn("- problem: shadowvm bench-scale-lm run 4", md)
+        self.assertIn("the booted kernel with 1,536 MiB", md)
+        self.assertEqual(br.scale_markdown({"points": {}, "problems": []}, self.meta), "")
+
+    def test_pages_dropped_under_the_limit(self):
+        def pt(cycles, shadow, dropped):
+            return {"faults": 512, "tables": 40, "exits_per_fault": 3.0, "shadow_pages": shadow,
+                    "reclaimed": dropped, "cycles_per_fault": br.spread([cycles])}
+        scale = {"points": {"kvm-ept0": {(64, 1): pt(1000, 37, 0), (64, 32): pt(1000, -10, 172),
+                                         (128, 32): pt(1000, 161, 0)}}, "problems": []}
+        L = br.scale_sentences(scale, ["kvm-ept0"])
+        self.assertIn("shadow memory across guest memory **not flat** (smallest not above 0, at "
+                      "32 address spaces: -40 KiB at 64 MiB, 32 spaces, 644 KiB at 128 MiB, "
+                      "32 spaces)", L[0])
+        md = br.scale_markdown(scale, {"backends": ["kvm-ept0"], "config": {}})
+        self.assertIn("| 64 MiB | 148 (37) | -40 (-10; 172 dropped) |", md)
+
+    def test_ept_leaf_mappings(self):
+        def pt(leaf):
+            return {"faults": 512, "tables": 40, "exits_per_fault": 0.0, "leaf_4k": leaf,
+                    "cycles_per_fault": br.spread([200])}
+        meta = {"backends": ["kvm-ept1"], "config": {}}
+        md = br.scale_markdown({"points": {"kvm-ept1": {(64, 1): pt(0), (128, 1): pt(0)}},
+                                "problems": []}, meta)
+        self.assertIn("changed in no timed part", md)
+        md = br.scale_markdown({"points": {"kvm-ept1": {(64, 1): pt(0), (128, 1): pt(512)}},
+                                "problems": []}, meta)
+        self.assertIn("| 128 MiB | 512 |", md)
+
+
 if __name__ == "__main__":
     sys.exit(0 if unittest.main(exit=False).result.wasSuccessful() else 1)

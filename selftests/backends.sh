@@ -77,25 +77,25 @@ json_compact() {
 }
 
 # bench_run <backend> <image> <run number> <timeout>: one benchmark run, printed as
-#   BENCHRUN-BEGIN backend=B image=I run=N
-#   BENCH ..., BENCH-SKIP ..., BENCH-TOTAL ... (the guest's lines)
+#   BENCHRUN-BEGIN backend=B image=I run=N [$BENCH_RUN_TAGS]
+#   BENCH ..., BENCH-SKIP ..., BENCH-SCALE ..., BENCH-TOTAL ... (the guest's lines)
 #   BENCHRUN-JSON {...launcher statistics...}
 #   BENCHRUN-END backend=B image=I run=N rc=<launcher status> seconds=<guest clock>
 # (plus "BENCHRUN-ERROR <text>" lines when the launcher complained); seconds is the whole
 # launcher process by the booted kernel's clock (VM creation and memory set-up included).
-# Returns the status.
+# Returns the status. $BENCH_RUN_OPTS: more launcher options (scale_run sets them).
 bench_run() {
 	s=/tmp/bench.serial j=/tmp/bench.json
 	rm -f $s $j $j.err
 	t0=$(cut -d' ' -f1 /proc/uptime)
 	# Both backends on allocated, locked guest memory (shadowvm's always is).
-	GUEST_RUN_OPTS=--prefault
+	GUEST_RUN_OPTS="--prefault${BENCH_RUN_OPTS:+ $BENCH_RUN_OPTS}"
 	guest_run "$1" "$2" "$4" $s $j
 	rc=$?
 	GUEST_RUN_OPTS=
 	t1=$(cut -d' ' -f1 /proc/uptime)
-	echo "BENCHRUN-BEGIN backend=$1 image=$2 run=$3"
-	grep -E '^BENCH(-SKIP|-TOTAL)? ' $s 2>/dev/null
+	echo "BENCHRUN-BEGIN backend=$1 image=$2 run=$3${BENCH_RUN_TAGS:+ $BENCH_RUN_TAGS}"
+	grep -E '^BENCH(-SKIP|-TOTAL|-SCALE)? ' $s 2>/dev/null
 	[ -s $j ] && echo "BENCHRUN-JSON $(json_compact $j)"
 	[ "$rc" != 0 ] && [ -s $j.err ] && head -n 3 $j.err | sed 's/^/BENCHRUN-ERROR /'
 	echo "BENCHRUN-END backend=$1 image=$2 run=$3 rc=$rc seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
@@ -140,4 +140,17 @@ linux_bench_run() {
 	[ "$rc" != 0 ] && [ -s $j.err ] && head -n 3 $j.err | sed 's/^/BENCHRUN-ERROR /'
 	echo "BENCHRUN-END backend=$1 image=linux run=$2 rc=$rc seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
 	return "$rc"
+}
+
+# scale_run <backend> <image> <run number> <timeout> <memory MiB> <spaces a,b,...>: one run
+# of a scale image (bench-scale-*) with that much guest memory and those address-space
+# counts (the guest reads them from its command line); the record's BENCHRUN-BEGIN line
+# also says memory_mib=<MiB>. Returns the launcher's status.
+scale_run() {
+	BENCH_RUN_OPTS="--memory $5M --append spaces=$6"
+	BENCH_RUN_TAGS="memory_mib=$5"
+	bench_run "$1" "$2" "$3" "$4"
+	rc=$?
+	BENCH_RUN_OPTS= BENCH_RUN_TAGS=
+	return $rc
 }

@@ -69,6 +69,21 @@
 #endif
 
 /*
+ * Scale image (bench-scale-<mode>.elf, -DSCALE_ONLY=1): only the scale_fault rows, one
+ * per address-space count, over whatever guest memory the launcher gave (--memory), with
+ * the counts from the Multiboot command line ("spaces=1,2,4"; default SCALE_SPACES).
+ */
+#ifndef SCALE_ONLY
+#define SCALE_ONLY	0
+#endif
+#ifndef SCALE_FAULTS
+#define SCALE_FAULTS	4096		/* first-touch faults per scale_fault row */
+#endif
+#define SCALE_SPACES	"1,2,4,8,16,32,64"
+#define SCALE_REGIONS	32		/* 2 MiB regions the faults fall in, spread over memory */
+#define SCALE_BURST	16		/* faults in one address space before the next one's turn */
+
+/*
  * cr3_pingpong: 2..64 address spaces; kpti_pingpong: 16 and 32 pairs (32, 64 roots).  The
  * quick images stop at 32 spaces and 16 pairs: setting up many address spaces costs the
  * same at any scale, and one row past 16 roots of each kind covers the case in CI.
@@ -158,7 +173,7 @@ static void bench_compute(void)
 static void bench_first_touch(void)
 {
 	const unsigned n = SCALED(TOUCH_PAGES);
-	struct demand_region r = { VA_BENCH, VA_BENCH + PG(n), 0 };
+	struct demand_region r = { VA_BENCH, VA_BENCH + PG(n), 0, 0 };
 	begin();
 	demand_install(&r);
 	uint64_t t0 = timed_start();
@@ -433,10 +448,132 @@ static void bench_huge_page(void)
 #endif
 }
 
+/*
+ * Scale: first-touch faults over all guest memory, in 1..64 address spaces.  The faults
+ * fall in SCALE_REGIONS 2 MiB regions spaced evenly over guest memory, the same number of
+ * pages (evenly spaced) in each, so every memory size and address-space count does the
+ * same work on the same number of guest page tables: only the spread of the frames over
+ * memory and the number of address spaces change.  Space s takes the s-th share of the
+ * faults (a run of whole regions, or part of one); the timed loop visits the spaces in
+ * turn, SCALE_BURST faults each visit (with a CR3 write, also with one space), like a
+ * scheduler's time slices.  Each fault maps, read-only, the guest-physical frame under a
+ * window onto all of guest memory (demand paging with .window set); the page tables down
+ * to the last level are built before the timed part, so a fault writes one PTE.  A
+ * BENCH-SCALE line gives the memory and the page-table frames the row's address spaces use.
+ * Every row touches the same frames, in page tables of its own, after scale_resident
+ * has mapped all of guest memory; page-table frames are not reused between rows, so that
+ * no row pays for the shadow pages another left on them.
+ */
+static void bench_scale(unsigned spaces, uint64_t mem)
+{
+	const unsigned n = SCALED(SCALE_FAULTS);
+	const unsigned per_region = n / SCALE_REGIONS ? n / SCALE_REGIONS : 1;
+	const unsigned per_space = n / spaces;
+	const uintptr_t region = (uintptr_t)2 << 20;
+	const uintptr_t regions_in_mem = (uintptr_t)(mem / region);
+	const uintptr_t page_stride = (region / per_region) & ~(PAGE_SIZE - 1);
+	uintptr_t cr3[MAX_SPACES];
+	struct demand_region r = { VA_BENCH, VA_BENCH + (uintptr_t)mem, 0, 1 };
+	/* Fault k: in region k / per_region of the SCALE_REGIONS spread evenly over memory. */
+#define SCALE_VA(k)	(VA_BENCH + ((k) / per_region) * regions_in_mem / SCALE_REGIONS * region + \
+			 ((k) % per_region) * page_stride)
+	if (regions_in_mem < SCALE_REGIONS || !page_stride)
+		panic("scale: %u MiB of guest memory is too small for %u regions of 2 MiB",
+		      (unsigned)(mem >> 20), SCALE_REGIONS);
+	uintptr_t frames0 = frames_mark();
+	for (unsigned s = 0; s < spaces; s++) {
+		cr3[s] = aspace_new();
+		for (unsigned j = 0; j < per_space; j++)
+			(void)pt_entry(cr3[s], SCALE_VA(s * per_space + j), 1, 1);
+	}
+	const unsigned tables = (unsigned)((frames_mark() - frames0) / PAGE_SIZE);
+	demand_install(&r);
+	uint64_t t0 = timed_start();
+	for (unsigned done = 0; done < per_space; done += SCALE_BURST) {
+		for (unsigned s = 0; s < spaces; s++) {
+			write_cr3(cr3[s]);
+			for (unsigned j = done; j < per_space && j < done + SCALE_BURST; j++)
+				(void)rd32(SCALE_VA(s * per_space + j));
+		}
+	}
+	uint64_t t1 = timed_end();
+#undef SCALE_VA
+	if (r.faults != n)
+		panic("scale: %u faults for %u pages", r.faults, n);
+	pf_hook = NULL;
+	write_cr3(kernel_cr3);
+	printf("BENCH-SCALE spaces=%u memory_mib=%u faults=%u tables=%u mark=%u\n", spaces,
+	       (unsigned)(mem >> 20), n, tables, row);
+	report("scale_fault", "spaces", spaces, t1 - t0, n);
+}
+
+/*
+ * Untimed, before the scale rows: all of guest memory mapped read-only at VA_BENCH in an
+ * address space of its own, its entries already accessed (so shadow MMUs may prefetch
+ * them), and one word of every page read.  Afterwards a hypervisor knows every guest
+ * frame (a shadow MMU holds a mapping of each, an EPT an entry), as after an OS has used
+ * all of its memory: lookups by frame then search as many frames as the guest has, and
+ * no row pays a one-time cost per frame (EPT maps a frame at its first use).
+ */
+static void scale_resident(uint64_t mem)
+{
+	uintptr_t cr3 = aspace_new();
+	for (uintptr_t pa = 0; pa < (uintptr_t)mem; pa += LARGE_SIZE) {
+		volatile pte_t *pte = pt_entry(cr3, VA_BENCH + pa, 1, 1);
+		for (unsigned i = 0; i < LARGE_SIZE / PAGE_SIZE; i++)
+			pte[i] = (pte_t)(pa + PG(i)) | PTE_P | PTE_A;
+	}
+	write_cr3(cr3);
+	uint32_t sum = 0;
+	for (uintptr_t pa = 0; pa < (uintptr_t)mem; pa += PAGE_SIZE)
+		sum += rd32(VA_BENCH + pa);
+	volatile uint32_t sink = sum;
+	(void)sink;
+	write_cr3(kernel_cr3);
+}
+
+/* The scale rows: address-space counts from the command line's spaces=a,b,..., else all. */
+static void bench_scale_all(void)
+{
+	/* Rounded up to 2 MiB: the loader reserves the top 128 KiB of RAM, as QEMU's BIOS. */
+	const uint64_t mem = (multiboot_mem_bytes() + (2 << 20) - 1) & ~(uint64_t)((2 << 20) - 1);
+	const unsigned n = SCALED(SCALE_FAULTS);
+	const char *p = multiboot_cmdline();
+	const char *arg = NULL;
+	for (; *p; p++)
+		if ((p == multiboot_cmdline() || p[-1] == ' ') && !memcmp(p, "spaces=", 7))
+			arg = p + 7;
+	if (!arg)
+		arg = SCALE_SPACES;
+	if (!mem)
+		panic("scale: the loader gave no memory size (Multiboot mem_upper)");
+	scale_resident(mem);
+	printf("# scale: %u MiB of guest memory, %u faults per row, address spaces %s\n",
+	       (unsigned)(mem >> 20), n, arg);
+	while (*arg && *arg != ' ') {
+		unsigned v = 0;
+		while (*arg >= '0' && *arg <= '9')
+			v = v * 10 + (unsigned)(*arg++ - '0');
+		const int separated = !*arg || *arg == ',' || *arg == ' ';
+		if (!v || v > MAX_SPACES || (v & (v - 1)) || n % v || !separated)
+			panic("scale: spaces= wants powers of two up to %u separated by commas",
+			      MAX_SPACES);
+		bench_scale(v, mem);
+		if (*arg == ',')
+			arg++;
+	}
+}
+
 void guest_main(void)
 {
 	uint64_t start = rdtsc();
 	printf("# shadowvm benchmark guest: mode=%s variant=%s\n", MODE_NAME, BENCH_VARIANT);
+	if (SCALE_ONLY) {
+		bench_scale_all();
+		printf("BENCH-TOTAL cycles=%llu\n", (unsigned long long)(rdtsc() - start));
+		printf("# done\n");
+		guest_exit(EXIT_PASS);
+	}
 	bench_compute();
 	bench_first_touch();
 	bench_hidden_fault();

@@ -141,7 +141,7 @@ static void t_cr3_round_robin(void)
 #define DEMAND_PAGES	16
 static void t_demand_paging(void)
 {
-	struct demand_region r = { VA_TEST, VA_TEST + PG(DEMAND_PAGES), 0 };
+	struct demand_region r = { VA_TEST, VA_TEST + PG(DEMAND_PAGES), 0, 0 };
 	uintptr_t cr3 = space();
 
 	demand_install(&r);

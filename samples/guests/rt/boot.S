@@ -38,6 +38,9 @@
 _start:
 	cli
 	cld
+	/* What the loader passed (rt.c reads the info for the memory size and command line). */
+	mov	%eax, multiboot_magic
+	mov	%ebx, multiboot_info
 	/* Zero .bss ourselves: a loader may copy only the file contents. */
 	mov	$__bss_start, %edi
 	mov	$__bss_end, %ecx
@@ -118,6 +121,12 @@ gdt_end:
 gdt_ptr:
 	.word	gdt_end - gdt - 1
 	.long	gdt
+	/* In .data, not .bss: stored before .bss is zeroed. */
+	.globl multiboot_magic, multiboot_info
+multiboot_magic:
+	.long	0
+multiboot_info:
+	.long	0
 
 /* ---------------------------------------------------------------- boot stack and tables */
 	.section .bss

@@ -155,7 +155,11 @@ static int demand_fault(struct frame *f, uintptr_t cr2, uintptr_t err)
 	if ((err & PF_P) || cr2 < demand->start || cr2 >= demand->end)
 		return 0;
 	/* Not-present -> present needs no INVLPG: the CPU caches no not-present entries. */
-	map_page(read_cr3(), cr2 & ~(PAGE_SIZE - 1), frame_alloc(), PTE_P | PTE_W);
+	uintptr_t va = cr2 & ~(PAGE_SIZE - 1);
+	if (demand->window)
+		map_page(read_cr3(), va, va - demand->start, PTE_P);
+	else
+		map_page(read_cr3(), va, frame_alloc(), PTE_P | PTE_W);
 	demand->faults++;
 	return 1;
 }

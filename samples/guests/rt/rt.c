@@ -341,6 +341,42 @@ uint32_t user_call(uintptr_t entry, uintptr_t stack, uintptr_t addr, uintptr_t o
 	return r;
 }
 
+/* ---------------------------------------------------------------- Multiboot information */
+#define MULTIBOOT_LOADER_MAGIC	0x2badb002
+#define MBI_MEM			(1U << 0)	/* mem_lower, mem_upper valid */
+#define MBI_CMDLINE		(1U << 2)	/* cmdline valid */
+extern uint32_t multiboot_magic, multiboot_info;	/* boot.S */
+
+/* The info structure's leading fields (Multiboot v1 spec, 3.3). */
+struct multiboot_info_head {
+	uint32_t flags, mem_lower, mem_upper, boot_device, cmdline;
+};
+
+/* The info structure, if the loader passed one where the identity map reaches it. */
+static const volatile struct multiboot_info_head *mbi(void)
+{
+	if (multiboot_magic != MULTIBOOT_LOADER_MAGIC || !multiboot_info ||
+	    multiboot_info > GUEST_MEM_USED - sizeof(struct multiboot_info_head))
+		return NULL;
+	return (const volatile struct multiboot_info_head *)(uintptr_t)multiboot_info;
+}
+
+uint64_t multiboot_mem_bytes(void)
+{
+	const volatile struct multiboot_info_head *m = mbi();
+	if (!m || !(m->flags & MBI_MEM))
+		return 0;
+	return 0x100000 + (uint64_t)m->mem_upper * 1024;
+}
+
+const char *multiboot_cmdline(void)
+{
+	const volatile struct multiboot_info_head *m = mbi();
+	if (!m || !(m->flags & MBI_CMDLINE) || !m->cmdline || m->cmdline >= GUEST_MEM_USED)
+		return "";
+	return (const char *)(uintptr_t)m->cmdline;
+}
+
 /* ---------------------------------------------------------------- start-up */
 static void features_init(void)
 {

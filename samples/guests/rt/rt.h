@@ -89,6 +89,14 @@ struct cpu_features {
 };
 extern struct cpu_features cpu;
 
+/*
+ * From the Multiboot information the loader passed (0 or "" when there is none or it
+ * lacks the field): the guest's RAM from 0 to the end of the memory contiguous from 1 MiB
+ * (mem_upper), and the kernel command line (what follows the image name).
+ */
+uint64_t multiboot_mem_bytes(void);
+const char *multiboot_cmdline(void);
+
 /* ---- library ---- */
 void *memset(void *d, int c, size_t n);
 void *memcpy(void *d, const void *s, size_t n);
@@ -190,6 +198,12 @@ uintptr_t selfmap_pte_va(uintptr_t va);
 struct demand_region {
 	uintptr_t start, end;
 	unsigned faults;
+	/*
+	 * 0: each fault maps a fresh zeroed frame, writable.  1: the fault at va maps the
+	 * guest-physical frame va - start read-only (a window onto all guest memory, which
+	 * may alias the guest's own frames, hence read-only; no frame is allocated).
+	 */
+	int window;
 };
 void demand_install(struct demand_region *r);	/* sets pf_hook */
 
