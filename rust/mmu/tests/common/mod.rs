@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Test harness: a host page source, guest memory, an independent reference model of x86
 //! paging, and a software CPU that walks the shadow tables in their hardware format.
+// Each of the three test binaries (model, safety, units) compiles this module and uses a
+// part of it, so each would warn about the parts the others use.
 #![allow(dead_code)]
 
 use shadowvm_mmu::bits::*;
