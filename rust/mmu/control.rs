@@ -219,11 +219,11 @@ impl Mmu {
         loop {
             let slot = sidx(gva, level);
             if level == 1 {
-                let mut present = self.spt_get(sp, slot) & PTE_P != 0;
+                let mut present = self.is_filled(self.spt_get(sp, slot));
                 if present && self.sp(sp).flags & SP_UNSYNC != 0 {
                     self.sync_entry(mem, sp, slot);
                     self.stats.inc(Counter::InvlpgResync);
-                    present = self.spt_get(sp, slot) & PTE_P != 0;
+                    present = self.is_filled(self.spt_get(sp, slot));
                 }
                 // The guest is likely to use the page it just invalidated (KVM's old
                 // FNAME(invlpg) updated the entry from the guest's): fill the entry now
@@ -233,7 +233,7 @@ impl Mmu {
                 }
                 return;
             }
-            if self.spt_get(sp, slot) & PTE_P == 0 {
+            if !self.is_filled(self.spt_get(sp, slot)) {
                 return;
             }
             let Some(child) = self.child(sp, slot) else {
@@ -243,7 +243,7 @@ impl Mmu {
                 self.drop_spte(sp, slot);
                 if self.ctx.mode == GuestMode::Bits32 && level == 2 {
                     let buddy = slot ^ 1;
-                    if self.spt_get(sp, buddy) & PTE_P != 0 {
+                    if self.is_filled(self.spt_get(sp, buddy)) {
                         let b = self.child(sp, buddy);
                         if b.is_some_and(|b| self.role(b).direct()) {
                             self.drop_spte(sp, buddy);

@@ -70,20 +70,102 @@ pub(super) fn make_spte(hpa: u64, perm: u8, writable: bool) -> u64 {
 }
 
 impl Mmu {
-    /// Guest-physical address and size of the guest entry behind leaf slot `slot` of
-    /// indirect level-1 page `sp`.
+    /// Guest-physical address and size of the guest entry behind slot `slot` of indirect
+    /// page `sp` (any level). A 32-bit guest's 4 KiB table is two level-1 shadow pages
+    /// (quadrants of 512 entries); its page directory is four level-2 shadow pages of 256
+    /// guest entries each, guest entry i being shadow entries 2i and 2i+1.
     fn gpte_gpa(&self, sp: SpId, slot: usize) -> (u64, u64) {
         let role = self.role(sp);
         let base = self.sp(sp).gfn << 12;
         if role.gpte4() {
             // gfn < 2^40 and the offsets are below 8 KiB: nothing wraps; wrapping keeps
             // the guest-physical arithmetic total.
+            let (per_quadrant, index) = if role.level() == 1 {
+                (512, slot as u64)
+            } else {
+                (256, (slot as u64) >> 1)
+            };
             let gi = u64::from(role.quadrant())
-                .wrapping_mul(512)
-                .wrapping_add(slot as u64);
+                .wrapping_mul(per_quadrant)
+                .wrapping_add(index);
             (base.wrapping_add(gi.wrapping_mul(4)), 4)
         } else {
             (base.wrapping_add((slot as u64).wrapping_mul(8)), 8)
+        }
+    }
+
+    /// The value for not-filled entry (`sp`, `slot`) from what its guest entry says now:
+    /// 0 (a fault through it is the guest's, P=0, and needs no exit) when the bypass is
+    /// on, the page shadows a guest table, is in sync (the guest cannot change the entry
+    /// without an exit) and the guest entry is not present; the not-filled value
+    /// otherwise. Out-of-sync pages never hold 0: the guest may make a not-present entry
+    /// present there without an exit or an INVLPG (the CPU caches no not-present entry),
+    /// and a 0 would give it a #PF the hardware would not.
+    fn gnp_value<G: GuestMemory + ?Sized>(&self, mem: &G, sp: SpId, slot: usize) -> u64 {
+        let nf = self.not_filled();
+        let role = self.role(sp);
+        if nf == 0 || role.direct() || self.sp(sp).flags & SP_UNSYNC != 0 {
+            return nf;
+        }
+        let (gpa, size) = self.gpte_gpa(sp, slot);
+        if read_gpte(mem, gpa, size) & PTE_P == 0 {
+            0
+        } else {
+            nf
+        }
+    }
+
+    /// Not-filled entry (`sp`, `slot`) takes the value its guest entry gives it now
+    /// ([`Mmu::gnp_value`]); a filled entry is left alone.
+    pub(super) fn note_guest_entry<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        slot: usize,
+    ) {
+        let old = self.spt_get(sp, slot);
+        if self.is_filled(old) {
+            return;
+        }
+        let v = self.gnp_value(mem, sp, slot);
+        if v != old {
+            self.spt_set(sp, slot, v);
+            if v == 0 {
+                self.stats.inc(Counter::GnpEntriesSet);
+            }
+        }
+    }
+
+    /// The entries of a new shadow page: all not filled, and with the bypass those of an
+    /// in-sync guest table whose guest entry is not present 0 (KVM's old
+    /// `FNAME(prefetch_page)`), so that the guest's not-present faults through the new
+    /// table need no exit.
+    pub(super) fn init_entries<G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId) {
+        let nf = self.not_filled();
+        if nf == 0 {
+            return;
+        }
+        let indirect = !self.role(sp).direct();
+        for slot in 0..512 {
+            if indirect {
+                self.note_guest_entry(mem, sp, slot);
+            } else {
+                self.spt_set(sp, slot, nf);
+            }
+        }
+    }
+
+    /// Out-of-sync page `sp` (just marked) gets the not-filled value wherever it held 0
+    /// for a not-present guest entry (KVM's old `mmu_convert_notrap`).
+    pub(super) fn forget_guest_not_present(&mut self, sp: SpId) {
+        let nf = self.not_filled();
+        if nf == 0 {
+            return;
+        }
+        for slot in 0..512 {
+            if self.spt_get(sp, slot) == 0 {
+                self.spt_set(sp, slot, nf);
+            }
         }
     }
 
@@ -92,7 +174,8 @@ impl Mmu {
     pub(super) fn sync_entry<G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId, slot: usize) {
         self.work = self.work.wrapping_add(1);
         let old = self.spt_get(sp, slot);
-        if old & PTE_P == 0 {
+        if !self.is_filled(old) {
+            self.note_guest_entry(mem, sp, slot);
             return;
         }
         let role = self.role(sp);
@@ -101,6 +184,7 @@ impl Mmu {
         let gpte = read_gpte(mem, gpa, size);
         let Some(leaf) = guest_leaf(role, &ctx, gpte, size) else {
             self.drop_spte(sp, slot);
+            self.note_guest_entry(mem, sp, slot);
             return;
         };
         if self.side_get(sp, slot).gfn() != leaf.gfn {
@@ -132,7 +216,7 @@ impl Mmu {
         // n is a power of two at most 512 (Mmu::new): the group is inside the table.
         let first = slot & !(n.saturating_sub(1));
         for s in first..first.saturating_add(n).min(512) {
-            if s == slot || self.spt_get(sp, s) & PTE_P != 0 {
+            if s == slot || self.is_filled(self.spt_get(sp, s)) {
                 continue;
             }
             if !self.prefetch_entry(mem, sp, s) {
@@ -157,7 +241,7 @@ impl Mmu {
         slot: usize,
     ) -> bool {
         // A reverse-map entry may take a frame record and a list block.
-        if self.pool.available() < 2 || self.spt_get(sp, slot) & PTE_P != 0 {
+        if self.pool.available() < 2 || self.is_filled(self.spt_get(sp, slot)) {
             return false;
         }
         let role = self.role(sp);
@@ -175,7 +259,10 @@ impl Mmu {
             let (gpa, size) = self.gpte_gpa(sp, slot);
             match guest_leaf(role, &ctx, read_gpte(mem, gpa, size), size) {
                 Some(l) => l,
-                None => return false,
+                None => {
+                    self.note_guest_entry(mem, sp, slot);
+                    return false;
+                }
             }
         };
         let Some(frame) = mem.frame(leaf.gfn) else {
@@ -201,7 +288,9 @@ impl Mmu {
         true
     }
 
-    /// Re-derives every entry of an out-of-sync page (without changing its state).
+    /// Re-derives every entry of an out-of-sync page (without changing its state), or of a
+    /// page just back in sync (its not-filled entries of not-present guest entries become
+    /// guest-not-present ones).
     pub(super) fn sync_sp_entries<G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId) {
         if self.role(sp).level() != 1 || self.role(sp).direct() {
             return;

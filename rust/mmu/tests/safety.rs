@@ -220,8 +220,10 @@ fn huge_rmap_chain_stays_bounded() {
     assert!(len <= 1000, "reverse-map chain of {len} entries (cap 1000)");
     assert!(worst <= 2_000, "one fault took {worst} engine steps");
     // The frame becomes a page table: write-protecting it walks its reverse map once.
+    // (The directory is shadowed: the guest's store to it exits and is emulated.)
     w8(&mem, TARGET, 0, (120 << 12) | PWU);
     w8(&mem, pd, 50, (TARGET << 12) | PWU);
+    mmu.guest_wrote(&mut host, (pd << 12) + 50 * 8, 8);
     let (r, n) = steps(&mut mmu, |m| {
         cpu_access(m, &mut host, &mem, 50 << 21, RD, None)
     });
@@ -1179,8 +1181,10 @@ fn tlb_kept_across_exits_is_invalidated_where_needed() {
         Some((7, 8)),
     );
     assert!(matches!(st, CpuResult::Ok(_)), "{st:?}");
-    // f3 becomes the level-1 table of 0x60_0000 (entry 3 of the directory).
+    // f3 becomes the level-1 table of 0x60_0000 (entry 3 of the directory, which is
+    // shadowed: the guest's store exits and is emulated).
     w8(&mem, l3, 3, (f3 << 12) | PWU);
+    mmu.guest_wrote(&mut host, (l3 << 12) + 3 * 8, 8);
     w8(&mem, f3, 0, (f1 << 12) | PWU);
     assert_eq!(read(&mut mmu, &mut host, &mut tlb, 0x60_0000), hpa(f1));
     let st = cpu_access_via(

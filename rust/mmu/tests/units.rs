@@ -668,6 +668,8 @@ fn prefetch_guest() -> GMem {
 fn prefetch_cfg(n: u16) -> Config {
     Config {
         prefetch: n,
+        host_maxphyaddr: 46,
+        gnp_bypass: true,
         ..Config::DEFAULT
     }
 }
