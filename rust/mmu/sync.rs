@@ -147,10 +147,15 @@ impl Mmu {
         }
         let indirect = !self.role(sp).direct();
         for slot in 0..512 {
-            if indirect {
-                self.note_guest_entry(mem, sp, slot);
+            // The page is fresh (all 0): each entry gets written once.
+            let v = if indirect {
+                self.gnp_value(mem, sp, slot)
             } else {
-                self.spt_set(sp, slot, nf);
+                nf
+            };
+            self.spt_set(sp, slot, v);
+            if v == 0 {
+                self.stats.inc(Counter::GnpEntriesSet);
             }
         }
     }
