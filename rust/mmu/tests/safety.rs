@@ -1239,7 +1239,7 @@ fn gnp_world() -> (GMem, Builder, u64, u64, u64) {
 /// used again. Fails with `forget_guest_not_present` not called in `mark_unsync`.
 #[test]
 fn unsync_not_present_to_present_gives_no_spurious_fault() {
-    let (mem, mut b, cr3, pt, f1) = gnp_world();
+    let (mem, mut b, cr3, _pt, f1) = gnp_world();
     let f2 = b.alloc();
     let mut host = Host::new();
     let cfg = Config {
