@@ -312,7 +312,7 @@ impl Mmu {
     }
 
     /// The shadow table of `sp`.
-    fn spt(&self, sp: SpId) -> Option<TablePage> {
+    pub(super) fn spt(&self, sp: SpId) -> Option<TablePage> {
         // SAFETY: a live record's table is engine-owned (SpRec invariant); an id naming
         // no live record reads as zeros, i.e. no page.
         unsafe { TablePage::from_addr(self.sp(sp).spt) }
@@ -453,7 +453,7 @@ impl Mmu {
         self.gr_mut(g).sps = Some(sp);
         self.lru.insert(&mut self.pool, sp);
         self.stats.inc(Counter::ShadowPagesCreated);
-        self.init_entries(mem, sp);
+        self.init_entries(sp);
         if !role.direct() {
             let n = self.gr(g).n_indirect;
             self.gr_mut(g).n_indirect = n.saturating_add(1);
@@ -518,8 +518,15 @@ impl Mmu {
     /// Zaps a shadow page: clears its entries, unlinks it from its parents and frees it.
     /// A page pinned by a root is only emptied.
     pub(super) fn zap_sp<P: PageSource + ?Sized>(&mut self, src: &mut P, sp: SpId) {
+        // Only filled entries have anything to undo. The others stay: a page pinned by a
+        // root is kept (in sync and write-protected, so its guest-not-present entries
+        // stay true), any other is freed.
         for slot in 0..512 {
-            self.drop_spte(sp, slot);
+            if self.is_filled(self.spt_get(sp, slot)) {
+                self.drop_spte(sp, slot);
+            } else {
+                self.work = self.work.wrapping_add(1);
+            }
         }
         self.sp_mut(sp).write_count = 0;
         if self.sp(sp).root_count > 0 {

@@ -136,27 +136,19 @@ impl Mmu {
         }
     }
 
-    /// The entries of a new shadow page: all not filled, and with the bypass those of an
-    /// in-sync guest table whose guest entry is not present 0 (KVM's old
-    /// `FNAME(prefetch_page)`), so that the guest's not-present faults through the new
-    /// table need no exit.
-    pub(super) fn init_entries<G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId) {
+    /// The entries of a new shadow page: all not filled (a fresh page is zero, which
+    /// with the bypass on would send the guest's faults through it straight to the
+    /// guest). One pass over the page, as KVM's old `nonpaging_prefetch_page`; which
+    /// entries are guest-not-present is learnt later, where the engine reads those guest
+    /// entries anyway (prefetch, faults, resync of dropped entries), not by reading the
+    /// whole guest table here.
+    pub(super) fn init_entries(&mut self, sp: SpId) {
         let nf = self.not_filled();
         if nf == 0 {
             return;
         }
-        let indirect = !self.role(sp).direct();
-        for slot in 0..512 {
-            // The page is fresh (all 0): each entry gets written once.
-            let v = if indirect {
-                self.gnp_value(mem, sp, slot)
-            } else {
-                nf
-            };
-            self.spt_set(sp, slot, v);
-            if v == 0 {
-                self.stats.inc(Counter::GnpEntriesSet);
-            }
+        if let Some(t) = self.spt(sp) {
+            t.fill(nf);
         }
     }
 
@@ -164,12 +156,16 @@ impl Mmu {
     /// for a not-present guest entry (KVM's old `mmu_convert_notrap`).
     pub(super) fn forget_guest_not_present(&mut self, sp: SpId) {
         let nf = self.not_filled();
+        let Some(t) = self.spt(sp) else {
+            return;
+        };
         if nf == 0 {
             return;
         }
+        // 0 to not filled: nothing the TLB may hold changes (neither is cached).
         for slot in 0..512 {
-            if self.spt_get(sp, slot) == 0 {
-                self.spt_set(sp, slot, nf);
+            if t.get(slot) == 0 {
+                t.set(slot, nf);
             }
         }
     }
@@ -180,7 +176,6 @@ impl Mmu {
         self.work = self.work.wrapping_add(1);
         let old = self.spt_get(sp, slot);
         if !self.is_filled(old) {
-            self.note_guest_entry(mem, sp, slot);
             return;
         }
         let role = self.role(sp);
@@ -293,9 +288,8 @@ impl Mmu {
         true
     }
 
-    /// Re-derives every entry of an out-of-sync page (without changing its state), or of a
-    /// page just back in sync (its not-filled entries of not-present guest entries become
-    /// guest-not-present ones).
+    /// Re-derives every filled entry of an out-of-sync page (without changing its state),
+    /// or of a page just back in sync.
     pub(super) fn sync_sp_entries<G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId) {
         if self.role(sp).level() != 1 || self.role(sp).direct() {
             return;

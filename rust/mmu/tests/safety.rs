@@ -1252,8 +1252,15 @@ fn unsync_not_present_to_present_gives_no_spurious_fault() {
         cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
         CpuResult::Ok(hpa(f1))
     );
-    // 0x2000's guest entry is not present: the shadow entry is 0 and the fault skips the
-    // exit, with the guest's error code.
+    // 0x2000's and 0x3000's guest entries are not present: the first fault on each
+    // exits (the shadow entry was not filled) and makes it 0, the next skips the exit,
+    // with the guest's error code.
+    for gva in [0x2000, 0x3000] {
+        let exited = mmu.stats().get(Counter::GnpFaultsExited);
+        let r = cpu_access(&mut mmu, &mut host, &mem, gva, RD, None);
+        assert_eq!(r, CpuResult::Fault(0));
+        assert_eq!(mmu.stats().get(Counter::GnpFaultsExited), exited + 1);
+    }
     let ec = hw_walk(&mmu, &host, 0x2000, RD).unwrap_err();
     assert_eq!(ec, 0);
     assert!(pf_skips_exit(&mmu, ec));
@@ -1277,14 +1284,16 @@ fn unsync_not_present_to_present_gives_no_spurious_fault() {
     // 0x3000 is still not present: in the out-of-sync table its entry exits.
     let ec = hw_walk(&mmu, &host, 0x3000, RD).unwrap_err();
     assert_eq!(ec, PFERR_P_RSVD, "not-filled entry in an out-of-sync table");
-    // Back in sync: 0 again.
+    // Back in sync: the next fault exits once and makes it 0 again.
     mmu.flush(&mem);
     assert_eq!(mmu.unsync_frames(), 0);
+    let r = cpu_access(&mut mmu, &mut host, &mem, 0x3000, RD, None);
+    assert_eq!(r, CpuResult::Fault(0));
     assert_eq!(hw_walk(&mmu, &host, 0x3000, RD), Err(0));
-    assert_eq!(
-        cpu_access(&mut mmu, &mut host, &mem, 0x3000, RD, None),
-        CpuResult::Fault(0)
-    );
+    let direct = direct_faults();
+    let r = cpu_access(&mut mmu, &mut host, &mem, 0x3000, RD, None);
+    assert_eq!(r, CpuResult::Fault(0));
+    assert_eq!(direct_faults(), direct + 1);
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
@@ -1351,15 +1360,27 @@ fn guest_reserved_bits_fault_as_on_hardware() {
         injected + 1,
         "exited"
     );
+    // The not-present one exits once (the entry was not filled), then never.
+    for _ in 0..2 {
+        let r = cpu_access(&mut mmu, &mut host, &mem, 0x6000, WR, None);
+        assert_eq!(r, CpuResult::Fault(PFERR_W));
+    }
     let direct = direct_faults();
-    assert_eq!(
-        cpu_access(&mut mmu, &mut host, &mem, 0x6000, WR, None),
-        CpuResult::Fault(PFERR_W)
-    );
+    let r = cpu_access(&mut mmu, &mut host, &mem, 0x6000, WR, None);
+    assert_eq!(r, CpuResult::Fault(PFERR_W));
     assert_eq!(
         direct_faults(),
         direct + 1,
         "no exit for a not-present entry"
+    );
+    // The reserved-bit one exits every time.
+    let r = cpu_access(&mut mmu, &mut host, &mem, 0x5000, WR, None);
+    assert_eq!(r, CpuResult::Fault(PFERR_P_RSVD | PFERR_W));
+    let now = mmu.stats().get(Counter::GuestFaultsInjected);
+    assert_eq!(
+        now,
+        injected + 3,
+        "two reserved-bit faults, one not-present one exited"
     );
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
@@ -1416,14 +1437,15 @@ fn fetch_error_code_without_nx_goes_through_the_engine() {
         cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
         CpuResult::Ok(hpa(f1))
     );
+    for _ in 0..2 {
+        let r = cpu_access(&mut mmu, &mut host, &mem, 0x2000, FETCH, None);
+        assert_eq!(r, CpuResult::Fault(0), "the guest's code");
+    }
+    let ec = hw_walk(&mmu, &host, 0x2000, FETCH);
     assert_eq!(
-        hw_walk(&mmu, &host, 0x2000, FETCH),
+        ec,
         Err(PFERR_ID),
-        "the CPU's code"
-    );
-    assert_eq!(
-        cpu_access(&mut mmu, &mut host, &mem, 0x2000, FETCH, None),
-        CpuResult::Fault(0)
+        "the CPU's code, for a guest-not-present entry"
     );
     // With SMEP the guest's code has I/D too: the bypass applies.
     let (cr0, cr4, efer) = mode_regs(1);
@@ -1436,6 +1458,8 @@ fn fetch_error_code_without_nx_goes_through_the_engine() {
         cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
         CpuResult::Ok(hpa(f1))
     );
+    let r = cpu_access(&mut mmu, &mut host, &mem, 0x2000, FETCH, None);
+    assert_eq!(r, CpuResult::Fault(PFERR_ID));
     let direct = direct_faults();
     assert_eq!(
         cpu_access(&mut mmu, &mut host, &mem, 0x2000, FETCH, None),
