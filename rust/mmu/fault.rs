@@ -9,7 +9,8 @@ use super::roles::Role;
 use super::roots::{sidx, ROOT_PAGES, ROOT_RECS};
 use super::stats::Counter;
 use super::sync::make_spte;
-use super::walk::{self, Access, GuestMode, PageFault, Walk, ACC_ALL, ACC_U, ACC_W, ACC_X};
+use super::walk::{self, with_format, Access, Format, PageFault, Walk};
+use super::walk::{ACC_ALL, ACC_U, ACC_W, ACC_X};
 use super::{EmuSite, Mmu, MmuError, PfOutcome};
 
 /// Pages a #PF may need: up to 3 new shadow pages (table + side page each).
@@ -36,10 +37,21 @@ impl Mmu {
             self.switch_root(src, mem);
         }
         self.make_room(src, 4)?;
+        let access = Access::from_error_code(error_code, cpl, ac);
+        with_format!(self.ctx.mode, F => self.page_fault_fmt::<F, G>(mem, gva, access))
+    }
+
+    /// [`Mmu::page_fault`] once the memory is there, for a guest whose tables have format
+    /// `F` (KVM's `FNAME(page_fault)`).
+    fn page_fault_fmt<F: Format, G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        gva: u64,
+        access: Access,
+    ) -> Result<PfOutcome, MmuError> {
         let ctx = self.ctx;
         let gva = ctx.canon(gva);
-        let access = Access::from_error_code(error_code, cpl, ac);
-        let mut w = match walk::walk(&ctx, mem, gva, access, false) {
+        let mut w = match F::walk(&ctx, mem, gva, access, false) {
             Ok(w) => w,
             Err(pf) => {
                 self.stats.inc(Counter::GuestFaultsInjected);
@@ -52,7 +64,7 @@ impl Mmu {
         };
         let gfn = w.gpa >> 12;
         let Some(frame) = mem.frame(gfn) else {
-            if !walk::apply_ad(&ctx, mem, &mut w, access) {
+            if !F::apply_ad(mem, &mut w, access) {
                 return Ok(PfOutcome::Fixed);
             }
             self.stats.inc(Counter::MmioFaults);
@@ -60,11 +72,8 @@ impl Mmu {
         };
         let write = access.write && !access.fetch;
         let dirty_after = w.dirty || write;
-        let glevel = if ctx.mode == GuestMode::Off {
-            5
-        } else {
-            w.level
-        };
+        // Without paging the shadow maps guest-physical memory directly from the top.
+        let glevel = if F::PAGING { w.level } else { 5 };
 
         // Leaf permissions.
         let mut perm = w.perm;
@@ -74,7 +83,7 @@ impl Mmu {
             // WP=1, so map it writable and supervisor-only (KVM's trick). Under SMAP that
             // would hide later SMAP faults on the page: emulate instead.
             if perm & ACC_U != 0 && ctx.smap {
-                if !walk::apply_ad(&ctx, mem, &mut w, access) {
+                if !F::apply_ad(mem, &mut w, access) {
                     return Ok(PfOutcome::Fixed);
                 }
                 self.stats.inc(Counter::PtWriteEmulations);
@@ -111,11 +120,7 @@ impl Mmu {
                 let cgfn = (w.gpa >> 12) & !span.saturating_sub(1);
                 (cgfn, base.with(cl, true, 0, leaf_acc))
             } else {
-                let q = if ctx.mode == GuestMode::Bits32 && cl == 1 {
-                    ((gva >> 21) & 1) as u32
-                } else {
-                    0
-                };
+                let q = F::quadrant(gva, cl);
                 let acc = w.acc_above.get(cl as usize).copied().unwrap_or(ACC_ALL);
                 let tg = w.table_gfn.get(cl as usize).copied().unwrap_or(0);
                 (tg, base.with(cl, false, q, acc))
@@ -171,12 +176,7 @@ impl Mmu {
             // The shadow already allowed this access, so the CPU faulted for a reason it
             // knows and we do not: an implicit supervisor access under SMAP (at CPL < 3
             // with EFLAGS.AC=1). Anything else is a stale fault.
-            if !access.user
-                && !access.fetch
-                && ctx.smap
-                && w.perm & ACC_U != 0
-                && ctx.mode != GuestMode::Off
-            {
+            if !access.user && !access.fetch && ctx.smap && w.perm & ACC_U != 0 && F::PAGING {
                 let pf = PageFault {
                     error_code: ctx.error_code(access, true, false),
                     cr2: gva,
@@ -187,7 +187,7 @@ impl Mmu {
             self.stats.inc(Counter::SpuriousFaults);
             return Ok(PfOutcome::Fixed);
         }
-        if !walk::apply_ad(&ctx, mem, &mut w, access) {
+        if !F::apply_ad(mem, &mut w, access) {
             return Ok(PfOutcome::Fixed);
         }
         if unsync {

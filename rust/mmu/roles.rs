@@ -86,11 +86,6 @@ impl Role {
         Role(r)
     }
 
-    /// Guest entries are 4 bytes (32-bit paging) for this indirect page.
-    pub(super) fn gpte4(self) -> bool {
-        !self.direct() && self.mode() == GuestMode::Bits32
-    }
-
     /// A paging context that interprets guest entries as a shadow page of this role does.
     pub(super) fn ctx(self, cur: &PagingCtx) -> PagingCtx {
         let mut c = *cur;

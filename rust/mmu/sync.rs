@@ -4,13 +4,13 @@
 //! re-deriving one from its guest entry, prefetching entries the guest did not fault on
 //! yet, and bringing out-of-sync frames back in sync.
 
-use super::bits::{bits, PTE_A, PTE_D, PTE_NX, PTE_P, PTE_U, PTE_W};
+use super::bits::{PTE_A, PTE_D, PTE_NX, PTE_P, PTE_U, PTE_W};
 use super::frames::RMAP_MAX;
 use super::mem::{read_gpte, GuestMemory};
 use super::roles::Role;
 use super::sp::{SpId, SPTE_ADDR, SP_UNSYNC};
 use super::stats::Counter;
-use super::walk::{self, Format, GuestMode, PagingCtx, ACC_U, ACC_W, ACC_X};
+use super::walk::{with_format, Format, GuestMode, PagingCtx, ACC_U, ACC_W, ACC_X};
 use super::Mmu;
 
 /// What a level-1 guest entry maps, as a shadow page of some role sees it.
@@ -22,34 +22,20 @@ struct GuestLeaf {
     dirty: bool,
 }
 
-/// Decodes level-1 guest entry `gpte` (`size` bytes) for a shadow page of `role`, in
+/// Decodes level-1 guest entry `gpte` of format `F` for a shadow page of `role`, in
 /// `ctx` (the role's context). `None` unless it is present, accessed and free of
 /// reserved bits (KVM's `prefetch_invalid_gpte`): a shadow entry built from it then
 /// holds a translation the guest's tables allow, and the CPU would not set its A bit.
-fn guest_leaf(role: Role, ctx: &PagingCtx, gpte: u64, size: u64) -> Option<GuestLeaf> {
+fn guest_leaf<F: Format>(role: Role, ctx: &PagingCtx, gpte: u64) -> Option<GuestLeaf> {
     if gpte & PTE_P == 0 || gpte & PTE_A == 0 {
         return None;
     }
-    let rsvd = match role.mode() {
-        GuestMode::Bits32 => walk::Bits32::rsvd(ctx, gpte, 1),
-        GuestMode::Pae => walk::Pae::rsvd(ctx, gpte, 1),
-        _ => walk::Long4::rsvd(ctx, gpte, 1),
-    };
-    if rsvd {
+    if F::rsvd(ctx, gpte, 1) {
         return None;
     }
-    let gfn = if size == 4 {
-        (gpte & 0xffff_f000) >> 12
-    } else {
-        (gpte & bits(51, 12)) >> 12
-    };
-    let gperm = match role.mode() {
-        GuestMode::Bits32 => walk::Bits32::perm(ctx, gpte),
-        _ => walk::Long4::perm(ctx, gpte),
-    };
     Some(GuestLeaf {
-        gfn,
-        perm: role.access() & gperm,
+        gfn: F::leaf_gfn(gpte),
+        perm: role.access() & F::perm(ctx, gpte),
         dirty: gpte & PTE_D != 0,
     })
 }
@@ -70,6 +56,20 @@ pub(super) fn make_spte(hpa: u64, perm: u8, writable: bool) -> u64 {
 }
 
 impl Mmu {
+    /// The guest entry (format `F`) behind leaf slot `slot` of indirect level-1 page `sp`.
+    fn read_gpte_fmt<F: Format, G: GuestMemory + ?Sized>(
+        &self,
+        mem: &G,
+        sp: SpId,
+        slot: usize,
+    ) -> u64 {
+        let base = self.sp(sp).gfn << 12;
+        // gfn < 2^40 and the offsets are below 8 KiB: nothing wraps; wrapping keeps the
+        // guest-physical arithmetic total.
+        let off = F::gpte_index(self.role(sp).quadrant(), slot).wrapping_mul(F::PTE_BYTES);
+        read_gpte(mem, base.wrapping_add(off), F::PTE_BYTES)
+    }
+
     /// Guest-physical address and size of the guest entry behind slot `slot` of indirect
     /// page `sp` (any level). A 32-bit guest's 4 KiB table is two level-1 shadow pages
     /// (quadrants of 512 entries); its page directory is four level-2 shadow pages of 256
@@ -77,7 +77,7 @@ impl Mmu {
     fn gpte_gpa(&self, sp: SpId, slot: usize) -> (u64, u64) {
         let role = self.role(sp);
         let base = self.sp(sp).gfn << 12;
-        if role.gpte4() {
+        if !role.direct() && role.mode() == GuestMode::Bits32 {
             // gfn < 2^40 and the offsets are below 8 KiB: nothing wraps; wrapping keeps
             // the guest-physical arithmetic total.
             let (per_quadrant, index) = if role.level() == 1 {
@@ -173,6 +173,16 @@ impl Mmu {
     /// Re-derives leaf entry (`sp`, `slot`) of an indirect level-1 page from the guest
     /// entry: same frame -> new permissions, anything else -> dropped (refaults later).
     pub(super) fn sync_entry<G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId, slot: usize) {
+        with_format!(self.role(sp).mode(), F => self.sync_entry_fmt::<F, G>(mem, sp, slot))
+    }
+
+    /// [`Mmu::sync_entry`] for guest entries of format `F` (KVM's `FNAME(sync_spte)`).
+    fn sync_entry_fmt<F: Format, G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        slot: usize,
+    ) {
         self.work = self.work.wrapping_add(1);
         let old = self.spt_get(sp, slot);
         if !self.is_filled(old) {
@@ -180,9 +190,8 @@ impl Mmu {
         }
         let role = self.role(sp);
         let ctx = role.ctx(&self.ctx);
-        let (gpa, size) = self.gpte_gpa(sp, slot);
-        let gpte = read_gpte(mem, gpa, size);
-        let Some(leaf) = guest_leaf(role, &ctx, gpte, size) else {
+        let gpte = self.read_gpte_fmt::<F, G>(mem, sp, slot);
+        let Some(leaf) = guest_leaf::<F>(role, &ctx, gpte) else {
             self.drop_spte(sp, slot);
             self.note_guest_entry(mem, sp, slot);
             return;
@@ -213,13 +222,24 @@ impl Mmu {
         if n <= 1 || self.role(sp).level() != 1 {
             return;
         }
+        with_format!(self.role(sp).mode(), F => self.prefetch_group::<F, G>(mem, sp, slot, n))
+    }
+
+    /// [`Mmu::prefetch_around`] for guest entries of format `F`, in groups of `n`.
+    fn prefetch_group<F: Format, G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        slot: usize,
+        n: usize,
+    ) {
         // n is a power of two at most 512 (Mmu::new): the group is inside the table.
         let first = slot & !(n.saturating_sub(1));
         for s in first..first.saturating_add(n).min(512) {
             if s == slot || self.is_filled(self.spt_get(sp, s)) {
                 continue;
             }
-            if !self.prefetch_entry(mem, sp, s) {
+            if !self.prefetch_entry_fmt::<F, G>(mem, sp, s) {
                 break;
             }
         }
@@ -235,6 +255,16 @@ impl Mmu {
     /// Needs no memory: false (nothing done) when the records a reverse-map entry may
     /// need are not there, or when the frame's reverse map is full.
     pub(super) fn prefetch_entry<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        slot: usize,
+    ) -> bool {
+        with_format!(self.role(sp).mode(), F => self.prefetch_entry_fmt::<F, G>(mem, sp, slot))
+    }
+
+    /// [`Mmu::prefetch_entry`] for guest entries of format `F` (KVM's `FNAME(prefetch_gpte)`).
+    fn prefetch_entry_fmt<F: Format, G: GuestMemory + ?Sized>(
         &mut self,
         mem: &G,
         sp: SpId,
@@ -256,8 +286,7 @@ impl Mmu {
             }
         } else {
             let ctx = role.ctx(&self.ctx);
-            let (gpa, size) = self.gpte_gpa(sp, slot);
-            match guest_leaf(role, &ctx, read_gpte(mem, gpa, size), size) {
+            match guest_leaf::<F>(role, &ctx, self.read_gpte_fmt::<F, G>(mem, sp, slot)) {
                 Some(l) => l,
                 None => {
                     self.note_guest_entry(mem, sp, slot);
@@ -294,9 +323,11 @@ impl Mmu {
         if self.role(sp).level() != 1 || self.role(sp).direct() {
             return;
         }
-        for slot in 0..512 {
-            self.sync_entry(mem, sp, slot);
-        }
+        with_format!(self.role(sp).mode(), F => {
+            for slot in 0..512 {
+                self.sync_entry_fmt::<F, G>(mem, sp, slot);
+            }
+        })
     }
 
     /// Brings an out-of-sync frame back in sync and write-protects it again.

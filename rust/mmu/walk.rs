@@ -12,6 +12,7 @@
 
 use super::bits::*;
 use super::mem::{cmpxchg_gpte, read_gpte, GuestMemory};
+use core::ops::Range;
 
 /// The guest's paging mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,12 +258,16 @@ pub struct Walk {
     pub pte_gpa: [u64; 5],
 }
 
-/// A guest paging format (KVM's `paging_tmpl.h` as a trait).
-pub trait Format {
+/// A guest paging format (KVM's `paging_tmpl.h` as a trait). The walk, the #PF path,
+/// sync, prefetch and page-table-write handling are generic over it; they choose the
+/// format once, at their entry point, with [`with_format!`].
+pub trait Format: Sized {
     /// Bytes per entry.
     const PTE_BYTES: u64;
-    /// Level of the first table read from memory.
+    /// Level of the first table read from memory (0: none, paging is off).
     const TOP: u8;
+    /// Whether linear addresses are translated through guest tables at all.
+    const PAGING: bool = true;
     /// Index of `gva` in a table of `level`.
     fn index(gva: u64, level: u8) -> u64;
     /// Reserved bits set in a present entry.
@@ -273,6 +278,28 @@ pub trait Format {
     fn next_table(pte: u64) -> u64;
     /// Guest-physical address of `gva` through leaf `pte` at `level`.
     fn page_gpa(pte: u64, level: u8, gva: u64) -> u64;
+    /// The guest frame a level-1 entry maps.
+    fn leaf_gfn(pte: u64) -> u64 {
+        Self::next_table(pte) >> 12
+    }
+    /// Which part of its guest table a shadow page of `level` that translates `gva`
+    /// shadows: a guest table with more entries than a shadow page (512) is shadowed by
+    /// several pages, told apart by this quadrant in their role (as in KVM).
+    fn quadrant(_gva: u64, _level: u8) -> u32 {
+        0
+    }
+    /// Index in the guest table of the entry behind slot `slot` of a level-1 shadow page
+    /// of quadrant `quadrant`.
+    fn gpte_index(_quadrant: u32, slot: usize) -> u64 {
+        slot as u64
+    }
+    /// The slots of a shadow page of `level` and `quadrant` that are derived from entry
+    /// `gi` of the guest table it shadows (empty if another quadrant holds them).
+    fn shadow_slots(_level: u8, _quadrant: u32, gi: u64) -> Range<usize> {
+        // gi < 512 for 8-byte entries in a 4 KiB table: no overflow.
+        let s = (gi & 511) as usize;
+        s..s.saturating_add(1)
+    }
     /// Permissions one entry grants.
     fn perm(ctx: &PagingCtx, pte: u64) -> u8 {
         let mut p = ACC_X;
@@ -287,7 +314,52 @@ pub trait Format {
         }
         p
     }
+    /// Walks the guest tables for `gva` (already formed by [`PagingCtx::canon`]); with
+    /// `set_ad`, sets A/D bits like the CPU on success.
+    fn walk<G: GuestMemory + ?Sized>(
+        ctx: &PagingCtx,
+        mem: &G,
+        gva: u64,
+        access: Access,
+        set_ad: bool,
+    ) -> Result<Walk, PageFault> {
+        walk_fmt::<Self, G>(ctx, mem, gva, access, set_ad)
+    }
+    /// [`apply_ad`] in this format.
+    fn apply_ad<G: GuestMemory + ?Sized>(mem: &G, w: &mut Walk, access: Access) -> bool {
+        apply_ad_fmt::<Self, G>(mem, w, access)
+    }
 }
+
+/// Evaluates `$body` with the type name `$F` bound to the [`Format`] of guest mode
+/// `$mode`: the one place a paging mode turns into a format (KVM picks its
+/// `paging_tmpl.h` instance the same way, once per MMU context).
+macro_rules! with_format {
+    ($mode:expr, $F:ident => $body:expr) => {
+        match $mode {
+            super::walk::GuestMode::Off => {
+                type $F = super::walk::NoPaging;
+                $body
+            }
+            super::walk::GuestMode::Bits32 => {
+                type $F = super::walk::Bits32;
+                $body
+            }
+            super::walk::GuestMode::Pae => {
+                type $F = super::walk::Pae;
+                $body
+            }
+            super::walk::GuestMode::Long4 => {
+                type $F = super::walk::Long4;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_format;
+
+/// Paging off (CR0.PG=0): linear = physical, with all permissions.
+pub struct NoPaging;
 
 /// 4-level paging.
 pub struct Long4;
@@ -295,6 +367,45 @@ pub struct Long4;
 pub struct Pae;
 /// 32-bit paging.
 pub struct Bits32;
+
+impl Format for NoPaging {
+    const PTE_BYTES: u64 = 8;
+    const TOP: u8 = 0;
+    const PAGING: bool = false;
+    fn index(_gva: u64, _level: u8) -> u64 {
+        0
+    }
+    fn rsvd(_ctx: &PagingCtx, _pte: u64, _level: u8) -> bool {
+        false
+    }
+    fn leaf(_ctx: &PagingCtx, _pte: u64, _level: u8) -> bool {
+        true
+    }
+    fn next_table(pte: u64) -> u64 {
+        pte & bits(51, 12)
+    }
+    fn page_gpa(_pte: u64, _level: u8, gva: u64) -> u64 {
+        gva
+    }
+    fn walk<G: GuestMemory + ?Sized>(
+        _ctx: &PagingCtx,
+        _mem: &G,
+        gva: u64,
+        _access: Access,
+        _set_ad: bool,
+    ) -> Result<Walk, PageFault> {
+        Ok(Walk {
+            gpa: gva,
+            level: 1,
+            perm: ACC_ALL,
+            dirty: true,
+            ..Walk::default()
+        })
+    }
+    fn apply_ad<G: GuestMemory + ?Sized>(_mem: &G, _w: &mut Walk, _access: Access) -> bool {
+        true
+    }
+}
 
 impl Format for Long4 {
     const PTE_BYTES: u64 = 8;
@@ -404,6 +515,35 @@ impl Format for Bits32 {
             (pte & 0xffff_f000) | (gva & 0xfff)
         }
     }
+    fn quadrant(gva: u64, level: u8) -> u32 {
+        // A 1024-entry page table is two level-1 shadow pages, one per 2 MiB half of its
+        // 4 MiB. (The page directory's four quadrants are the PAE root's pages.)
+        if level == 1 {
+            ((gva >> 21) & 1) as u32
+        } else {
+            0
+        }
+    }
+    fn gpte_index(quadrant: u32, slot: usize) -> u64 {
+        // quadrant < 4 and slot < 512 in the callers: below 2^11, nothing wraps.
+        u64::from(quadrant)
+            .wrapping_mul(512)
+            .wrapping_add(slot as u64)
+    }
+    fn shadow_slots(level: u8, quadrant: u32, gi: u64) -> Range<usize> {
+        let q = u64::from(quadrant);
+        if level == 1 {
+            if gi / 512 == q {
+                let s = (gi % 512) as usize;
+                return s..s.saturating_add(1);
+            }
+        } else if gi / 256 == q {
+            // A 4 MiB guest entry is the two shadow entries 2i and 2i+1.
+            let s = ((gi % 256) << 1) as usize;
+            return s..s.saturating_add(2);
+        }
+        0..0
+    }
     fn perm(_ctx: &PagingCtx, pte: u64) -> u8 {
         let mut p = ACC_X;
         if pte & PTE_W != 0 {
@@ -425,18 +565,7 @@ pub fn walk<G: GuestMemory + ?Sized>(
     set_ad: bool,
 ) -> Result<Walk, PageFault> {
     let gva = ctx.canon(gva);
-    match ctx.mode {
-        GuestMode::Off => Ok(Walk {
-            gpa: gva,
-            level: 1,
-            perm: ACC_ALL,
-            dirty: true,
-            ..Walk::default()
-        }),
-        GuestMode::Bits32 => walk_fmt::<Bits32, G>(ctx, mem, gva, access, set_ad),
-        GuestMode::Pae => walk_fmt::<Pae, G>(ctx, mem, gva, access, set_ad),
-        GuestMode::Long4 => walk_fmt::<Long4, G>(ctx, mem, gva, access, set_ad),
-    }
+    with_format!(ctx.mode, F => F::walk(ctx, mem, gva, access, set_ad))
 }
 
 fn walk_fmt<F: Format, G: GuestMemory + ?Sized>(
@@ -468,12 +597,7 @@ pub fn apply_ad<G: GuestMemory + ?Sized>(
     w: &mut Walk,
     access: Access,
 ) -> bool {
-    match ctx.mode {
-        GuestMode::Off => true,
-        GuestMode::Bits32 => apply_ad_fmt::<Bits32, G>(mem, w, access),
-        GuestMode::Pae => apply_ad_fmt::<Pae, G>(mem, w, access),
-        GuestMode::Long4 => apply_ad_fmt::<Long4, G>(mem, w, access),
-    }
+    with_format!(ctx.mode, F => F::apply_ad(mem, w, access))
 }
 
 fn apply_ad_fmt<F: Format, G: GuestMemory + ?Sized>(mem: &G, w: &mut Walk, access: Access) -> bool {

@@ -5,8 +5,9 @@
 //! instruction that cannot be emulated.
 
 use super::mem::{GuestMemory, PageSource};
+use super::sp::SpId;
 use super::stats::Counter;
-use super::walk::{self, GuestMode};
+use super::walk::{self, with_format, Format};
 use super::Mmu;
 
 impl Mmu {
@@ -50,31 +51,29 @@ impl Mmu {
                 sp = next;
                 continue;
             }
-            // Entries are 4 or 8 bytes; end > off since len > 0.
-            let size_log2 = if role.gpte4() { 2 } else { 3 };
-            let first = off >> size_log2;
-            let last = end.saturating_sub(1) >> size_log2;
-            for gi in first..=last {
-                if role.gpte4() {
-                    let q = u64::from(role.quadrant());
-                    if role.level() == 1 {
-                        if gi / 512 == q {
-                            self.drop_spte(id, (gi % 512) as usize);
-                        }
-                    } else if gi / 256 == q {
-                        // A 4 MiB guest entry is the two shadow entries 2i and 2i+1.
-                        let s = ((gi % 256) << 1) as usize;
-                        self.drop_spte(id, s);
-                        self.drop_spte(id, s | 1);
-                    }
-                } else {
-                    self.drop_spte(id, gi as usize);
-                }
-            }
+            with_format!(role.mode(), F => self.drop_written::<F>(id, off, end));
             sp = next;
         }
         if flooded && !self.is_shadowed(gfn) {
             self.stats.inc(Counter::FloodUnshadows);
+        }
+    }
+
+    /// Drops the entries of indirect shadow page `sp` derived from bytes `off..end` of
+    /// the guest table it shadows, whose entries have format `F`.
+    fn drop_written<F: Format>(&mut self, sp: SpId, off: u64, end: u64) {
+        let role = self.role(sp);
+        // end > off (the caller writes at least one byte); entries are 4 or 8 bytes.
+        let (Some(first), Some(last)) = (
+            off.checked_div(F::PTE_BYTES),
+            end.saturating_sub(1).checked_div(F::PTE_BYTES),
+        ) else {
+            return;
+        };
+        for gi in first..=last {
+            for slot in F::shadow_slots(role.level(), role.quadrant(), gi) {
+                self.drop_spte(sp, slot);
+            }
         }
     }
 
@@ -143,11 +142,7 @@ impl Mmu {
         // On the store's own translation path?
         if site.gpa >> 12 == gfn {
             if let Ok(w) = walk::walk(&self.ctx, mem, site.gva, site.access, false) {
-                let top = match self.ctx.mode {
-                    GuestMode::Long4 => 4,
-                    GuestMode::Off => 0,
-                    _ => 2,
-                };
+                let top = with_format!(self.ctx.mode, F => F::TOP);
                 let mut l = top;
                 while l >= w.level.max(1) && l > 0 {
                     if w.table_gfn.get(l as usize).copied() == Some(gfn) {
