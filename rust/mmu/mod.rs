@@ -35,7 +35,8 @@
 //! While the guest runs, program the CPU as [`Mmu::hw_state`] says: GUEST_CR3 = the
 //! shadow root, CR0.PG=CR0.WP=1, CR4.PAE=1, CR4.PSE/PGE/PCIDE/PKE/LA57=0, CR4.SMEP/SMAP =
 //! the guest's while guest paging is on (0 when off), EFER.NXE=1, EFER.LME/LMA = the
-//! guest's LMA; #PF intercepted, CR3 loads, INVLPG, INVPCID and the CR0/CR4 paging bits
+//! guest's LMA; #PF intercepted (with [`HwPaging::pfec_bypass`] only P=1 ones: page-fault
+//! error-code mask = match = P), CR3 loads, INVLPG, INVPCID and the CR0/CR4 paging bits
 //! intercepted. With a VPID, invalidate what [`Mmu::take_tlb_flush`] reports before each
 //! VM entry, on top of what the guest's own TLB operations ask for.
 
@@ -295,6 +296,10 @@ pub struct HwPaging {
 /// * A leaf entry of a guest table's shadow page filled without a fault (prefetch,
 ///   INVLPG) maps what the guest entry mapped when it was filled, and that entry had its
 ///   A bit set and, if the shadow entry is writable, its D bit.
+/// * A shadow entry is filled (P=1 and not `not_filled`), not filled (`not_filled`), or,
+///   only when `not_filled != 0`, 0: then the page is indirect and in sync and the guest
+///   entry it shadows is not present (so the guest cannot make it present without an
+///   exit). Direct and out-of-sync pages hold no 0.
 pub struct Mmu {
     cfg: Config,
     ctx: PagingCtx,
