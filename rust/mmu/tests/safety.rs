@@ -223,7 +223,7 @@ fn huge_rmap_chain_stays_bounded() {
     // (The directory is shadowed: the guest's store to it exits and is emulated.)
     w8(&mem, TARGET, 0, (120 << 12) | PWU);
     w8(&mem, pd, 50, (TARGET << 12) | PWU);
-    mmu.guest_wrote(&mut host, (pd << 12) + 50 * 8, 8);
+    mmu.guest_wrote(&mut host, &mem, (pd << 12) + 50 * 8, 8);
     let (r, n) = steps(&mut mmu, |m| {
         cpu_access(m, &mut host, &mem, 50 << 21, RD, None)
     });
@@ -231,7 +231,9 @@ fn huge_rmap_chain_stays_bounded() {
     assert!(n <= 2_000, "write-protecting a frame took {n} engine steps");
     // Zapping a page table whose 512 entries all sit in that chain: O(1) per entry.
     for t in 0..NPT {
-        let ((), n) = steps(&mut mmu, |m| m.guest_wrote(&mut host, (10 + t) << 12, 8));
+        let ((), n) = steps(&mut mmu, |m| {
+            m.guest_wrote(&mut host, &mem, (10 + t) << 12, 8)
+        });
         assert!(n <= 512 * 8, "zapping a page table took {n} engine steps");
         assert!(!mmu.is_shadowed(10 + t));
     }
@@ -1184,7 +1186,7 @@ fn tlb_kept_across_exits_is_invalidated_where_needed() {
     // f3 becomes the level-1 table of 0x60_0000 (entry 3 of the directory, which is
     // shadowed: the guest's store exits and is emulated).
     w8(&mem, l3, 3, (f3 << 12) | PWU);
-    mmu.guest_wrote(&mut host, (l3 << 12) + 3 * 8, 8);
+    mmu.guest_wrote(&mut host, &mem, (l3 << 12) + 3 * 8, 8);
     w8(&mem, f3, 0, (f1 << 12) | PWU);
     assert_eq!(read(&mut mmu, &mut host, &mut tlb, 0x60_0000), hpa(f1));
     let st = cpu_access_via(
@@ -1317,7 +1319,7 @@ fn zapped_entries_are_not_filled_not_zero() {
     );
     // One emulated store floods the table (threshold 1): its shadow page is zapped and
     // the directory entry pointing to it dropped.
-    mmu.guest_wrote(&mut host, (pt << 12) + 5 * 8, 8);
+    mmu.guest_wrote(&mut host, &mem, (pt << 12) + 5 * 8, 8);
     assert!(!mmu.is_shadowed(pt));
     let ec = hw_walk(&mmu, &host, 0x1000, RD).unwrap_err();
     assert_eq!(ec, PFERR_P_RSVD, "a dropped entry exits (P=1, RSVD=1)");
@@ -1496,4 +1498,32 @@ fn bypass_saves_guest_fault_exits() {
     assert!(on_injected <= 4, "{on_injected} exits with the bypass");
     assert_eq!(on_exited, on_injected);
     assert!(on_set > 0);
+}
+
+/// An emulated store of a not-present value into an in-sync page table (the guest
+/// unmapping a page) makes the shadow entry guest-not-present at once: the guest's next
+/// access to the page faults without an exit. Fails without `note_guest_entry` in
+/// `drop_written`.
+#[test]
+fn emulated_unmap_needs_no_exit_for_the_next_fault() {
+    let (mem, _b, cr3, _pt, f1) = gnp_world();
+    let mut host = Host::new();
+    let cfg = Config {
+        unsync: false,
+        ..Config::DEFAULT
+    };
+    let mut mmu = start(3, cfg, &mem, &mut host, cr3);
+    let r = cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None);
+    assert_eq!(r, CpuResult::Ok(hpa(f1)));
+    // Clear 0x1000's PTE through the window: the table is write-protected and stays in
+    // sync (unsync off), so the store is emulated.
+    let st = cpu_access(&mut mmu, &mut host, &mem, 0x4000_0008, WR, Some((0, 8)));
+    assert!(matches!(st, CpuResult::Emulated(_)), "{st:?}");
+    let (exited, direct) = (mmu.stats().get(Counter::GnpFaultsExited), direct_faults());
+    let r = cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None);
+    assert_eq!(r, CpuResult::Fault(0));
+    assert_eq!(mmu.stats().get(Counter::GnpFaultsExited), exited, "no exit");
+    assert_eq!(direct_faults(), direct + 1);
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
 }
