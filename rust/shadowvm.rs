@@ -95,6 +95,12 @@ module! {
             default: 100,
             description: "RUN returns to userspace (exit reason INTR) after this long in the guest",
         },
+        gnp_bypass: u64 {
+            default: 1,
+            description: "Guest-not-present #PFs go to the guest without a VM exit where the \
+                CPU allows it (1: MAXPHYADDR below 52), or every #PF exits (0); read when a \
+                VM is created",
+        },
         vpid: u64 {
             default: 1,
             description: "Tag each vCPU's TLB entries with a VPID where the CPU has them (1), \
@@ -141,6 +147,7 @@ pub(crate) fn mmu_config() -> mmu::Config {
     cfg.root_cache_size =
         (*module_parameters::root_cache.value()).clamp(1, mmu::MAX_ROOT_CACHE as u64) as usize;
     cfg.prefetch = (*module_parameters::prefetch.value()).min(512) as u16;
+    cfg.gnp_bypass = *module_parameters::gnp_bypass.value() != 0;
     cfg
 }
 

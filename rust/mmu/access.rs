@@ -211,7 +211,7 @@ impl<'a, P: PageSource + ?Sized, G: GuestMemory + ?Sized> EngineAccess<'a, P, G>
         if shadowed {
             self.pt_writes = self.pt_writes.wrapping_add(1);
         }
-        self.mmu.guest_wrote(self.src, gpa, len);
+        self.mmu.guest_wrote(self.src, self.mem, gpa, len);
         if shadowed && !self.mmu.is_shadowed(gpa >> 12) {
             self.unshadowed = true;
         }

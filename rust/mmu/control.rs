@@ -279,11 +279,11 @@ impl Mmu {
         loop {
             let slot = sidx(gva, level);
             if level == 1 {
-                let mut present = view.spte(slot) & PTE_P != 0;
+                let mut present = self.is_filled(view.spte(slot));
                 if present && view.flags & SP_UNSYNC != 0 {
                     self.sync_entry(mem, sp, slot);
                     self.stats.inc(Counter::InvlpgResync);
-                    present = self.spt_get(sp, slot) & PTE_P != 0;
+                    present = self.is_filled(self.spt_get(sp, slot));
                 }
                 // The guest is likely to use the page it just invalidated (KVM's old
                 // FNAME(invlpg) updated the entry from the guest's): fill the entry now
@@ -293,7 +293,7 @@ impl Mmu {
                 }
                 return;
             }
-            if view.spte(slot) & PTE_P == 0 {
+            if !self.is_filled(view.spte(slot)) {
                 return;
             }
             let Some(child) = view.child(slot) else {
@@ -307,7 +307,7 @@ impl Mmu {
                 let q = self.role(sp).quadrant();
                 for s in F::shadow_slots(level, q, F::gpte_index(level, q, slot)) {
                     if s != slot
-                        && self.spt_get(sp, s) & PTE_P != 0
+                        && self.is_filled(self.spt_get(sp, s))
                         && self.child(sp, s).is_some_and(|b| self.role(b).direct())
                     {
                         self.drop_spte(sp, s);

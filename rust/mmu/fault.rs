@@ -3,7 +3,7 @@
 //! The #PF path: walk the guest's tables, build the shadow path down to the leaf, and
 //! decide between fixing the fault, injecting it, MMIO and emulating the write.
 
-use super::bits::{PTE_A, PTE_D, PTE_P};
+use super::bits::{PFERR_P, PTE_A, PTE_D};
 use super::mem::{GuestMemory, PageSource};
 use super::roles::Role;
 use super::roots::{sidx, ROOT_PAGES, ROOT_RECS};
@@ -55,6 +55,10 @@ impl Mmu {
             Ok(w) => w,
             Err(pf) => {
                 self.stats.inc(Counter::GuestFaultsInjected);
+                if pf.error_code & PFERR_P == 0 {
+                    self.stats.inc(Counter::GnpFaultsExited);
+                    self.note_not_present_path(mem, gva);
+                }
                 return Ok(PfOutcome::Inject(pf));
             }
         };
@@ -123,7 +127,7 @@ impl Mmu {
             };
             let cur = self.spt_get(sp, slot);
             let mut child = None;
-            if cur & PTE_P != 0 {
+            if self.is_filled(cur) {
                 let c = self.child(sp, slot);
                 if c.is_some_and(|c| self.sp(c).gfn == cgfn && self.sp(c).role == crole) {
                     child = c;
@@ -167,7 +171,7 @@ impl Mmu {
         let spte = make_spte(frame.hpa, perm, writable);
         let slot = sidx(gva, 1);
         let old = self.spt_get(sp, slot);
-        let same = old & PTE_P != 0 && (old & !(PTE_A | PTE_D)) == (spte & !(PTE_A | PTE_D));
+        let same = self.is_filled(old) && (old & !(PTE_A | PTE_D)) == (spte & !(PTE_A | PTE_D));
         if !changed && same && !emulate && !unsync {
             // The shadow already allowed this access, so the CPU faulted for a reason it
             // knows and we do not: an implicit supervisor access under SMAP (at CPL < 3
@@ -203,6 +207,34 @@ impl Mmu {
         }
         self.stats.inc(Counter::HiddenFaultsFixed);
         Ok(PfOutcome::Fixed)
+    }
+
+    /// The guest's walk for `gva` just failed with P=0: follows the shadow path for `gva`
+    /// down to its first entry that is not filled and gives that entry the value its
+    /// guest entry says ([`Mmu::note_guest_entry`]): 0 if that is the not-present guest
+    /// entry, so the guest's next fault there needs no exit. Needs no memory.
+    fn note_not_present_path<G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {
+        if self.not_filled() == 0 {
+            return;
+        }
+        let Some((mut sp, mut level)) = self.path_start(gva) else {
+            return;
+        };
+        loop {
+            let slot = sidx(gva, level);
+            if !self.is_filled(self.spt_get(sp, slot)) {
+                self.note_guest_entry(mem, sp, slot);
+                return;
+            }
+            if level <= 1 {
+                return;
+            }
+            let Some(child) = self.child(sp, slot) else {
+                return;
+            };
+            sp = child;
+            level = level.saturating_sub(1);
+        }
     }
 
     /// The guest's translation of `gva` without side effects (tests, debugging).

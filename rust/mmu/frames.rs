@@ -596,7 +596,7 @@ impl Mmu {
                 return;
             };
             let v = m.spt_get(sp, r.slot());
-            if v & PTE_W != 0 {
+            if m.is_filled(v) && v & PTE_W != 0 {
                 m.spt_set(sp, r.slot(), v & !(PTE_W | super::bits::PTE_D));
             }
         });
@@ -651,6 +651,7 @@ impl Mmu {
         while let Some(id) = sp {
             if !self.role(id).direct() {
                 self.sp_mut(id).flags |= SP_UNSYNC;
+                self.forget_guest_not_present(id);
             }
             sp = self.sp(id).gfn_next;
         }

@@ -35,7 +35,8 @@
 //! While the guest runs, program the CPU as [`Mmu::hw_state`] says: GUEST_CR3 = the
 //! shadow root, CR0.PG=CR0.WP=1, CR4.PAE=1, CR4.PSE/PGE/PCIDE/PKE/LA57=0, CR4.SMEP/SMAP =
 //! the guest's while guest paging is on (0 when off), EFER.NXE=1, EFER.LME/LMA = the
-//! guest's LMA; #PF intercepted, CR3 loads, INVLPG, INVPCID and the CR0/CR4 paging bits
+//! guest's LMA; #PF intercepted (with [`HwPaging::pfec_bypass`] only P=1 ones: page-fault
+//! error-code mask = match = P), CR3 loads, INVLPG, INVPCID and the CR0/CR4 paging bits
 //! intercepted. With a VPID, invalidate what [`Mmu::take_tlb_flush`] reports before each
 //! VM entry, on top of what the guest's own TLB operations ask for.
 
@@ -109,6 +110,17 @@ pub struct Config {
     /// `pte_prefetch`; 0 or 1 turns prefetch off. A power of two up to 512 (others are
     /// rounded down).
     pub prefetch: u16,
+    /// The MAXPHYADDR of the CPU that walks the shadow tables (the host's), 32..=52:
+    /// physical-address bits 51 down to it are reserved in shadow entries, which the
+    /// guest-not-present bypass needs (see `gnp_bypass`).
+    pub host_maxphyaddr: u8,
+    /// Guest-not-present bypass (Xen's "magic" entries, KVM's old `bypass_guest_pf`):
+    /// shadow entries not filled yet hold P=1 with reserved bits (a fault through them
+    /// exits with P=1,RSVD=1), entries whose guest entry is known not present hold 0, and
+    /// [`HwPaging::pfec_bypass`] tells the vCPU when P=0 faults may go straight to the
+    /// guest (page-fault error-code mask = match = P). Off when `host_maxphyaddr` is 52
+    /// (no reserved address bit).
+    pub gnp_bypass: bool,
 }
 
 impl Config {
@@ -123,6 +135,8 @@ impl Config {
         flood_threshold: 3,
         unsync: true,
         prefetch: 8,
+        host_maxphyaddr: 46,
+        gnp_bypass: true,
     };
 }
 
@@ -253,6 +267,11 @@ pub struct HwPaging {
     pub efer_mask: u64,
     /// Values of the owned EFER bits.
     pub efer: u64,
+    /// Guest-not-present bypass in force: a #PF with P=0 through the shadow is the
+    /// guest's own, with the error code and CR2 the guest's paging would give, so the
+    /// vCPU lets it go to the guest without an exit (PFEC_MASK = PFEC_MATCH = P with
+    /// #PF in the exception bitmap). False: every #PF must exit (mask = match = 0).
+    pub pfec_bypass: bool,
 }
 
 /// One VM's shadow MMU, made of parts that each keep their own invariants: the record
@@ -279,6 +298,10 @@ pub struct HwPaging {
 /// * A leaf entry of a guest table's shadow page filled without a fault (prefetch,
 ///   INVLPG) maps what the guest entry mapped when it was filled, and that entry had its
 ///   A bit set and, if the shadow entry is writable, its D bit.
+/// * A shadow entry is filled (P=1 and not `not_filled`), not filled (`not_filled`), or,
+///   only when `not_filled != 0`, 0: then the page is indirect and in sync and the guest
+///   entry it shadows is not present (so the guest cannot make it present without an
+///   exit). Direct and out-of-sync pages hold no 0.
 pub struct Mmu {
     cfg: Config,
     /// The paging context the shadow is built for, derived from the registers the caller
@@ -306,6 +329,9 @@ pub struct Mmu {
     work: u64,
     /// Shadow changes the CPU's TLB may not have seen (see [`TlbFlush`]).
     tlb_flush: TlbFlush,
+    /// The value of a shadow entry not filled yet: P=1 with the reserved address bits
+    /// 51..=`host_maxphyaddr` set when the guest-not-present bypass is on, 0 when off.
+    not_filled: u64,
 }
 
 // SAFETY: an `Mmu` exclusively owns every page and record its raw pointers refer to (they
@@ -324,6 +350,19 @@ impl Mmu {
         if cfg.maxphyaddr > 52 {
             cfg.maxphyaddr = 52;
         }
+        if cfg.host_maxphyaddr < 32 {
+            cfg.host_maxphyaddr = 32;
+        }
+        if cfg.host_maxphyaddr >= 52 {
+            // No reserved physical-address bit to mark entries with.
+            cfg.host_maxphyaddr = 52;
+            cfg.gnp_bypass = false;
+        }
+        let not_filled = if cfg.gnp_bypass {
+            PTE_P | bits(51, cfg.host_maxphyaddr as u32)
+        } else {
+            0
+        };
         if cfg.root_cache_size == 0 {
             cfg.root_cache_size = 1;
         }
@@ -365,6 +404,7 @@ impl Mmu {
             shadow_limit: cfg.max_shadow_pages,
             work: 0,
             tlb_flush: TlbFlush::None,
+            not_filled,
         }
     }
 
@@ -449,7 +489,19 @@ impl Mmu {
             cr4,
             efer_mask: EFER_LME | EFER_LMA | EFER_NXE,
             efer,
+            pfec_bypass: self.pfec_bypass(),
         }
+    }
+
+    /// Whether P=0 faults through the shadow may go straight to the guest: the bypass is
+    /// on, guest paging is on (with paging off the guest never sees #PF), and the guest's
+    /// error code for a fetch carries I/D exactly when the CPU's does. The CPU runs the
+    /// guest with EFER.NXE=1 and PAE paging, so it always reports I/D for fetches; the
+    /// guest's paging reports it only with CR4.SMEP=1 or with PAE/4-level paging and
+    /// EFER.NXE=1 (SDM vol. 3A 4.7).
+    fn pfec_bypass(&self) -> bool {
+        let fetch_id = self.ctx.smep || (self.ctx.mode != GuestMode::Bits32 && self.ctx.nxe);
+        self.not_filled != 0 && self.ctx.mode != GuestMode::Off && fetch_id
     }
 
     /// The counters.

@@ -73,6 +73,13 @@ impl TablePage {
         unsafe { AtomicU64::from_ptr(self.slot(i)) }.store(v, Ordering::Relaxed)
     }
 
+    /// Sets every entry to `v`.
+    pub(crate) fn fill(self, v: u64) {
+        for i in 0..ENTRIES {
+            self.set(i, v);
+        }
+    }
+
     /// Zero-fills the page.
     pub(crate) fn zero(self) {
         // SAFETY: 4096 writable bytes owned by the engine (type invariant).

@@ -13,18 +13,19 @@ use super::roles::Role;
 use super::stats::Counter;
 use super::{Mmu, MmuError, TlbFlush};
 
-/// Spare pages kept instead of being given back.
 /// Whether the CPU may have cached a translation from shadow entry `old` that replacing it
-/// by `new` makes wrong: `old` was present and `new` takes something away (presence,
-/// frame, write or user access, execution, caching attributes). Adding permissions or
-/// setting A/D needs no flush: the CPU caches no not-present entry, and a fault on a stale
-/// stricter one invalidates it (SDM vol. 3A 4.10.4.1, 4.10.2.3).
-pub(super) fn tlb_may_hold_stale(old: u64, new: u64) -> bool {
+/// by `new` makes wrong: `old` was filled (`old_filled`) and `new` takes something away
+/// (presence, frame, write or user access, execution, caching attributes). Adding
+/// permissions or setting A/D needs no flush: the CPU caches no not-present entry, nor
+/// one with reserved bits set, and a fault on a stale stricter one invalidates it (SDM
+/// vol. 3A 4.10.4.1, 4.10.2.3).
+pub(super) fn tlb_may_hold_stale(old: u64, old_filled: bool, new: u64) -> bool {
     let lost = old & !new;
     let gained = new & !old;
-    old & PTE_P != 0 && (lost & !PTE_NX != 0 || gained & !(PTE_W | PTE_U | PTE_A | PTE_D) != 0)
+    old_filled && (lost & !PTE_NX != 0 || gained & !(PTE_W | PTE_U | PTE_A | PTE_D) != 0)
 }
 
+/// Spare pages kept instead of being given back.
 const SPARE_MAX: usize = 16;
 /// Unpinned shadow pages reclaim keeps before it drops cached roots: the working set of
 /// one guest instruction (up to 10 linear pages, 3 shadow pages each below the root).
@@ -249,7 +250,7 @@ impl Mmu {
     }
 
     /// The shadow table of `sp`.
-    fn spt(&self, sp: SpId) -> Option<TablePage> {
+    pub(super) fn spt(&self, sp: SpId) -> Option<TablePage> {
         // SAFETY: a live record's table is engine-owned (SpRec invariant); an id naming
         // no live record reads as zeros, i.e. no page.
         unsafe { TablePage::from_addr(self.sp(sp).spt) }
@@ -266,13 +267,27 @@ impl Mmu {
         self.spt(sp).map_or(0, |t| t.get(slot))
     }
 
+    /// Whether shadow entry value `v` is filled (KVM's `is_shadow_present_pte`): P=1 and
+    /// not the not-filled value. A not-filled entry (P=1 with reserved bits, or 0 without
+    /// the guest-not-present bypass) and a guest-not-present one (0) are not.
+    pub(super) fn is_filled(&self, v: u64) -> bool {
+        v & PTE_P != 0 && v != self.not_filled
+    }
+
+    /// The value of a shadow entry that is not filled and says nothing about its guest
+    /// entry: a fault through it exits (P=1, RSVD=1 with the bypass on).
+    pub(super) fn not_filled(&self) -> u64 {
+        self.not_filled
+    }
+
     /// Writes shadow entry `slot` of `sp`, noting what the CPU's TLB may still hold of
     /// the old value (see [`TlbFlush`]).
     pub(super) fn spt_set(&mut self, sp: SpId, slot: usize, v: u64) {
         let Some(t) = self.spt(sp) else {
             return;
         };
-        if tlb_may_hold_stale(t.get(slot), v) {
+        let old = t.get(slot);
+        if tlb_may_hold_stale(old, self.is_filled(old), v) {
             let one_leaf = self.role(sp).level() == 1;
             self.tlb_flush = self.tlb_flush.and(if one_leaf {
                 TlbFlush::OneLeaf
@@ -392,6 +407,7 @@ impl Mmu {
         self.gr_mut(g).sps = Some(sp);
         self.lru.push_front(&mut self.pool, sp);
         self.stats.inc(Counter::ShadowPagesCreated);
+        self.init_entries(sp);
         if !role.direct() {
             let n = self.gr(g).n_indirect;
             self.gr_mut(g).n_indirect = n.saturating_add(1);
@@ -413,13 +429,20 @@ impl Mmu {
         self.sp_mut(child).parents = nh;
     }
 
-    /// Clears shadow entry (`sp`, `slot`), keeping the reverse map and parent lists right.
+    /// Makes shadow entry (`sp`, `slot`) not filled (a guest-not-present entry too: the
+    /// caller learns nothing of the guest entry), keeping the reverse map and parent lists
+    /// right.
     pub(super) fn drop_spte(&mut self, sp: SpId, slot: usize) {
         self.work = self.work.wrapping_add(1);
-        if self.spt_get(sp, slot) & PTE_P == 0 {
+        let old = self.spt_get(sp, slot);
+        let nf = self.not_filled;
+        if !self.is_filled(old) {
+            if old != nf {
+                self.spt_set(sp, slot, nf);
+            }
             return;
         }
-        self.spt_set(sp, slot, 0);
+        self.spt_set(sp, slot, nf);
         let v = self.side_get(sp, slot);
         if self.role(sp).level() == 1 {
             self.rmap_remove(v.gfn(), SRef::new(sp, slot), v.pos());
@@ -434,7 +457,7 @@ impl Mmu {
     /// Installs leaf entry (`sp`, `slot`) mapping guest frame `gfn` as `spte`.
     pub(super) fn set_leaf(&mut self, sp: SpId, slot: usize, gfn: u64, spte: u64) {
         let old = self.spt_get(sp, slot);
-        if old & PTE_P != 0 && self.side_get(sp, slot).gfn() == gfn {
+        if self.is_filled(old) && self.side_get(sp, slot).gfn() == gfn {
             self.spt_set(sp, slot, spte);
             return;
         }
@@ -449,8 +472,15 @@ impl Mmu {
     /// Zaps a shadow page: clears its entries, unlinks it from its parents and frees it.
     /// A page pinned by a root is only emptied.
     pub(super) fn zap_sp<P: PageSource + ?Sized>(&mut self, src: &mut P, sp: SpId) {
+        // Only filled entries have anything to undo. The others stay: a page pinned by a
+        // root is kept (in sync and write-protected, so its guest-not-present entries
+        // stay true), any other is freed.
         for slot in 0..512 {
-            self.drop_spte(sp, slot);
+            if self.is_filled(self.spt_get(sp, slot)) {
+                self.drop_spte(sp, slot);
+            } else {
+                self.work = self.work.wrapping_add(1);
+            }
         }
         self.sp_mut(sp).write_count = 0;
         if self.sp(sp).root_count > 0 {
@@ -463,7 +493,7 @@ impl Mmu {
             };
             let (p, slot) = (r.sp(), r.slot());
             let v = p.map_or(Side::EMPTY, |p| self.side_get(p, slot));
-            let linked = p.is_some_and(|p| self.spt_get(p, slot) & PTE_P != 0);
+            let linked = p.is_some_and(|p| self.is_filled(self.spt_get(p, slot)));
             match p {
                 Some(p) if v.child() == Some(sp) && linked => self.drop_spte(p, slot),
                 _ => {

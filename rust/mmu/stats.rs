@@ -61,10 +61,17 @@ pub enum Counter {
     /// Shadow entries filled without a fault on them: neighbours of a faulting entry
     /// (prefetch) and entries filled at INVLPG.
     Prefetches,
+    /// #PF exits whose fault is the guest's with P=0 (a not-present guest entry): with
+    /// the guest-not-present bypass these are the ones whose shadow entry was not known
+    /// to be guest-not-present yet (part of `guest_faults_injected`).
+    GnpFaultsExited,
+    /// Shadow entries set to 0 because their guest entry is not present: a fault
+    /// through them goes to the guest without an exit (guest-not-present bypass).
+    GnpEntriesSet,
 }
 
 /// Number of counters.
-pub const NUM_COUNTERS: usize = 27;
+pub const NUM_COUNTERS: usize = 29;
 
 /// Counter names, in [`Counter`] order (stable: userspace sees them).
 pub const COUNTER_NAMES: [&str; NUM_COUNTERS] = [
@@ -95,6 +102,8 @@ pub const COUNTER_NAMES: [&str; NUM_COUNTERS] = [
     "roots_evicted",
     "unprotect_refused",
     "prefetches",
+    "gnp_faults_exited",
+    "gnp_entries_set",
 ];
 
 /// The counters.

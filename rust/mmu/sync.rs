@@ -10,7 +10,7 @@ use super::mem::{read_gpte, GuestMemory};
 use super::roles::Role;
 use super::sp::{SpId, SPTE_ADDR, SP_UNSYNC};
 use super::stats::Counter;
-use super::walk::{with_format, Format, PagingCtx, ACC_U, ACC_W, ACC_X};
+use super::walk::{with_format, Format, GuestMode, PagingCtx, ACC_U, ACC_W, ACC_X};
 use super::Mmu;
 
 /// What a level-1 guest entry maps, as a shadow page of some role sees it.
@@ -70,6 +70,106 @@ impl Mmu {
         read_gpte(mem, base.wrapping_add(off), F::PTE_BYTES)
     }
 
+    /// Guest-physical address and size of the guest entry behind slot `slot` of indirect
+    /// page `sp` (any level). A 32-bit guest's 4 KiB table is two level-1 shadow pages
+    /// (quadrants of 512 entries); its page directory is four level-2 shadow pages of 256
+    /// guest entries each, guest entry i being shadow entries 2i and 2i+1.
+    fn gpte_gpa(&self, sp: SpId, slot: usize) -> (u64, u64) {
+        let role = self.role(sp);
+        let base = self.sp(sp).gfn << 12;
+        if !role.direct() && role.mode() == GuestMode::Bits32 {
+            // gfn < 2^40 and the offsets are below 8 KiB: nothing wraps; wrapping keeps
+            // the guest-physical arithmetic total.
+            let (per_quadrant, index) = if role.level() == 1 {
+                (512, slot as u64)
+            } else {
+                (256, (slot as u64) >> 1)
+            };
+            let gi = u64::from(role.quadrant())
+                .wrapping_mul(per_quadrant)
+                .wrapping_add(index);
+            (base.wrapping_add(gi.wrapping_mul(4)), 4)
+        } else {
+            (base.wrapping_add((slot as u64).wrapping_mul(8)), 8)
+        }
+    }
+
+    /// The value for not-filled entry (`sp`, `slot`) from what its guest entry says now:
+    /// 0 (a fault through it is the guest's, P=0, and needs no exit) when the bypass is
+    /// on, the page shadows a guest table, is in sync (the guest cannot change the entry
+    /// without an exit) and the guest entry is not present; the not-filled value
+    /// otherwise. Out-of-sync pages never hold 0: the guest may make a not-present entry
+    /// present there without an exit or an INVLPG (the CPU caches no not-present entry),
+    /// and a 0 would give it a #PF the hardware would not.
+    fn gnp_value<G: GuestMemory + ?Sized>(&self, mem: &G, sp: SpId, slot: usize) -> u64 {
+        let nf = self.not_filled();
+        let role = self.role(sp);
+        if nf == 0 || role.direct() || self.sp(sp).flags & SP_UNSYNC != 0 {
+            return nf;
+        }
+        let (gpa, size) = self.gpte_gpa(sp, slot);
+        if read_gpte(mem, gpa, size) & PTE_P == 0 {
+            0
+        } else {
+            nf
+        }
+    }
+
+    /// Not-filled entry (`sp`, `slot`) takes the value its guest entry gives it now
+    /// ([`Mmu::gnp_value`]); a filled entry is left alone.
+    pub(super) fn note_guest_entry<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        slot: usize,
+    ) {
+        let old = self.spt_get(sp, slot);
+        if self.is_filled(old) {
+            return;
+        }
+        let v = self.gnp_value(mem, sp, slot);
+        if v != old {
+            self.spt_set(sp, slot, v);
+            if v == 0 {
+                self.stats.inc(Counter::GnpEntriesSet);
+            }
+        }
+    }
+
+    /// The entries of a new shadow page: all not filled (a fresh page is zero, which
+    /// with the bypass on would send the guest's faults through it straight to the
+    /// guest). One pass over the page, as KVM's old `nonpaging_prefetch_page`; which
+    /// entries are guest-not-present is learnt later, where the engine reads those guest
+    /// entries anyway (prefetch, faults, resync of dropped entries), not by reading the
+    /// whole guest table here.
+    pub(super) fn init_entries(&mut self, sp: SpId) {
+        let nf = self.not_filled();
+        if nf == 0 {
+            return;
+        }
+        if let Some(t) = self.spt(sp) {
+            t.fill(nf);
+        }
+    }
+
+    /// Out-of-sync page `sp` (just marked) gets the not-filled value wherever it held 0
+    /// for a not-present guest entry (KVM's old `mmu_convert_notrap`).
+    pub(super) fn forget_guest_not_present(&mut self, sp: SpId) {
+        let nf = self.not_filled();
+        let Some(t) = self.spt(sp) else {
+            return;
+        };
+        if nf == 0 {
+            return;
+        }
+        // 0 to not filled: nothing the TLB may hold changes (neither is cached).
+        for slot in 0..512 {
+            if t.get(slot) == 0 {
+                t.set(slot, nf);
+            }
+        }
+    }
+
     /// Re-derives leaf entry (`sp`, `slot`) of an indirect level-1 page from the guest
     /// entry: same frame -> new permissions, anything else -> dropped (refaults later).
     pub(super) fn sync_entry<G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId, slot: usize) {
@@ -85,7 +185,7 @@ impl Mmu {
     ) {
         self.work = self.work.wrapping_add(1);
         let old = self.spt_get(sp, slot);
-        if old & PTE_P == 0 {
+        if !self.is_filled(old) {
             return;
         }
         let role = self.role(sp);
@@ -93,6 +193,7 @@ impl Mmu {
         let gpte = self.read_gpte_fmt::<F, G>(mem, sp, slot);
         let Some(leaf) = guest_leaf::<F>(role, &ctx, gpte) else {
             self.drop_spte(sp, slot);
+            self.note_guest_entry(mem, sp, slot);
             return;
         };
         if self.side_get(sp, slot).gfn() != leaf.gfn {
@@ -135,7 +236,7 @@ impl Mmu {
         // n is a power of two at most 512 (Mmu::new): the group is inside the table.
         let first = slot & !(n.saturating_sub(1));
         for s in first..first.saturating_add(n).min(512) {
-            if s == slot || self.spt_get(sp, s) & PTE_P != 0 {
+            if s == slot || self.is_filled(self.spt_get(sp, s)) {
                 continue;
             }
             if !self.prefetch_entry_fmt::<F, G>(mem, sp, s) {
@@ -170,7 +271,7 @@ impl Mmu {
         slot: usize,
     ) -> bool {
         // A reverse-map entry may take a frame record and a list block.
-        if self.pool.available() < 2 || self.spt_get(sp, slot) & PTE_P != 0 {
+        if self.pool.available() < 2 || self.is_filled(self.spt_get(sp, slot)) {
             return false;
         }
         let role = self.role(sp);
@@ -187,7 +288,10 @@ impl Mmu {
             let ctx = role.ctx(&self.ctx);
             match guest_leaf::<F>(role, &ctx, self.read_gpte_fmt::<F, G>(mem, sp, slot)) {
                 Some(l) => l,
-                None => return false,
+                None => {
+                    self.note_guest_entry(mem, sp, slot);
+                    return false;
+                }
             }
         };
         let Some(frame) = mem.frame(leaf.gfn) else {
@@ -213,7 +317,8 @@ impl Mmu {
         true
     }
 
-    /// Re-derives every entry of an out-of-sync page (without changing its state).
+    /// Re-derives every filled entry of an out-of-sync page (without changing its state),
+    /// or of a page just back in sync.
     pub(super) fn sync_sp_entries<G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId) {
         if self.role(sp).level() != 1 || self.role(sp).direct() {
             return;

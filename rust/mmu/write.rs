@@ -12,11 +12,18 @@ use super::Mmu;
 
 impl Mmu {
     /// Tells the engine that the guest stored `len` bytes at `gpa` (the caller emulated the
-    /// write after [`super::PfOutcome::EmulateWrite`]). Shadow entries derived from the bytes
-    /// written are dropped; frames written too often without being used as page tables
-    /// are unshadowed. Writes must not cross a 4 KiB boundary (split them). Needs no
-    /// memory.
-    pub fn guest_wrote<P: PageSource + ?Sized>(&mut self, src: &mut P, gpa: u64, len: usize) {
+    /// write after [`super::PfOutcome::EmulateWrite`]); `mem` holds the bytes written.
+    /// Shadow entries derived from the bytes written are dropped (and, with the
+    /// guest-not-present bypass, made guest-not-present when the new guest entry is not
+    /// present); frames written too often without being used as page tables are
+    /// unshadowed. Writes must not cross a 4 KiB boundary (split them). Needs no memory.
+    pub fn guest_wrote<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
+        &mut self,
+        src: &mut P,
+        mem: &G,
+        gpa: u64,
+        len: usize,
+    ) {
         // An instruction was emulated: the next unprotect starts a new history.
         self.retried = [(0, u64::MAX); 2];
         let gfn = gpa >> 12;
@@ -51,7 +58,7 @@ impl Mmu {
                 sp = next;
                 continue;
             }
-            with_format!(role.mode(), F => self.drop_written::<F>(id, off, end));
+            with_format!(role.mode(), F => self.drop_written::<F, G>(mem, id, off, end));
             sp = next;
         }
         if flooded && !self.is_shadowed(gfn) {
@@ -61,7 +68,13 @@ impl Mmu {
 
     /// Drops the entries of indirect shadow page `sp` derived from bytes `off..end` of
     /// the guest table it shadows, whose entries have format `F`.
-    fn drop_written<F: Format>(&mut self, sp: SpId, off: u64, end: u64) {
+    fn drop_written<F: Format, G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        off: u64,
+        end: u64,
+    ) {
         let role = self.role(sp);
         // end > off (the caller writes at least one byte); entries are 4 or 8 bytes.
         let (Some(first), Some(last)) = (
@@ -73,6 +86,7 @@ impl Mmu {
         for gi in first..=last {
             for slot in F::shadow_slots(role.level(), role.quadrant(), gi) {
                 self.drop_spte(sp, slot);
+                self.note_guest_entry(mem, sp, slot);
             }
         }
     }

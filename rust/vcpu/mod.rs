@@ -408,8 +408,9 @@ fn window_ticks() -> u64 {
     core::cmp::max(ticks_per_ms.saturating_mul(crate::window_us()) / 1000, 1)
 }
 
-/// Bits of the guest's MAXPHYADDR the engine uses: what CPUID reports to the guest.
-fn guest_maxphyaddr() -> u8 {
+/// The CPU's MAXPHYADDR (CPUID.80000008H:EAX[7:0]): what the engine's shadow entries are
+/// checked against, and what CPUID reports to the guest.
+fn host_maxphyaddr() -> u8 {
     let leaf = core::arch::x86_64::__cpuid(0x8000_0000).eax;
     if leaf >= 0x8000_0008 {
         (core::arch::x86_64::__cpuid(0x8000_0008).eax & 0xff) as u8
@@ -553,7 +554,8 @@ impl Vcpu {
 
     pub(crate) fn new(caps: &'static VmxCaps, cfg: mmu::Config) -> Result<KBox<Self>> {
         let mut cfg = cfg;
-        cfg.maxphyaddr = guest_maxphyaddr();
+        cfg.maxphyaddr = host_maxphyaddr();
+        cfg.host_maxphyaddr = host_maxphyaddr();
         cfg.gb_pages = cpuid::has_gb_pages();
         // A vCPU's memory is charged to the VM's opener, as KVM does (GFP_KERNEL_ACCOUNT).
         let mut fpu = KBox::new(FxArea::RESET, GFP_KERNEL_ACCOUNT)?;
@@ -960,6 +962,7 @@ impl VcpuCore {
         let cr4 =
             (((s.cr4 & !hw.cr4_mask) | hw.cr4 | x86::CR4_MCE) | caps.cr4_fixed0) & caps.cr4_fixed1;
         let efer = (s.efer & !hw.efer_mask) | hw.efer;
+        write_pf_filter(vmcs, hw.pfec_bypass);
         let entry = EntryControls::from_raw(0)
             .with_load_efer(true)
             .with_load_debug_controls(true)
@@ -1133,16 +1136,16 @@ impl VcpuCore {
             .with_load_efer(true)
             .with_save_debug_controls(true);
         vmcs.write(VM_EXIT_CONTROLS, c.exit.adjust(exit.into_raw()));
-        // #PF for the shadow MMU (all of them: mask = match = 0); #MC for the host; #DB and
-        // #AC because their delivery can fault again with the same vector, which the CPU
-        // would repeat forever in microcode with no exit (CVE-2015-8104, CVE-2015-5307).
+        // #PF for the shadow MMU (which of them: PAGE_FAULT_ERROR_CODE_MASK/MATCH, set
+        // before each entry in `sync_paging`); #MC for the host; #DB and #AC because their
+        // delivery can fault again with the same vector, which the CPU would repeat
+        // forever in microcode with no exit (CVE-2015-8104, CVE-2015-5307).
         let intercepted = [vector::DB, vector::AC, vector::MC, vector::PF];
         let bitmap = intercepted
             .iter()
             .fold(0u32, |m, &v| m | 1u32.wrapping_shl(v.into()));
         vmcs.write(EXCEPTION_BITMAP, bitmap);
-        vmcs.write(PAGE_FAULT_ERROR_CODE_MASK, 0);
-        vmcs.write(PAGE_FAULT_ERROR_CODE_MATCH, 0);
+        write_pf_filter(vmcs, false);
         vmcs.write(CR3_TARGET_COUNT, 0);
         // The guest sees its own CR0/CR4 through the read shadows; every write exits.
         vmcs.write(CR0_GUEST_HOST_MASK, u64::MAX);
@@ -1154,6 +1157,22 @@ impl VcpuCore {
         // RDTSC and RDMSR(IA32_TSC) read host TSC + offset without exits.
         vmcs.write(TSC_OFFSET, self.state.tsc_offset);
     }
+}
+
+/// Which #PFs exit, with #PF set in the exception bitmap (SDM vol. 3C 25.2: a #PF exits
+/// when `error_code & MASK == MATCH`): with `gnp_bypass` (the engine's
+/// [`mmu::HwPaging::pfec_bypass`]) only those with P=1 (protection, reserved bits: the
+/// shadow's not-filled entries are P=1 with reserved bits), and P=0 faults, which only a
+/// guest-not-present shadow entry gives, go to the guest with the CPU's error code and
+/// CR2; without it, all of them.
+fn write_pf_filter(vmcs: &CurrentVmcs<'_>, gnp_bypass: bool) {
+    let present = if gnp_bypass {
+        PfErrorCode::PRESENT
+    } else {
+        PfErrorCode::NONE
+    };
+    vmcs.write(PAGE_FAULT_ERROR_CODE_MASK, present);
+    vmcs.write(PAGE_FAULT_ERROR_CODE_MATCH, present);
 }
 
 // SAFETY: The raw pointers inside (MMU and page-cache pages) point to kernel pages owned

@@ -78,6 +78,33 @@ impl Width for Natural {
     }
 }
 
+/// A #PF error code as the page-fault error-code mask and match controls hold it (SDM
+/// vol. 3A 4.7 for the bits, vol. 3C 25.2 for the controls: with #PF in the exception
+/// bitmap, a #PF exits when `error_code & mask == match`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PfErrorCode(u32);
+
+impl PfErrorCode {
+    /// No bit.
+    pub(crate) const NONE: PfErrorCode = PfErrorCode(0);
+    /// P (bit 0): the fault was on a present entry (protection or reserved bit).
+    pub(crate) const PRESENT: PfErrorCode = PfErrorCode(1);
+}
+
+/// The page-fault error-code mask and match fields: 32 bits holding a [`PfErrorCode`].
+pub(crate) enum PfCode {}
+
+impl Width for PfCode {
+    type Value = PfErrorCode;
+    const CODE: u32 = 2;
+    fn to_raw(v: PfErrorCode) -> u64 {
+        v.0.into()
+    }
+    fn from_raw(v: u64) -> PfErrorCode {
+        PfErrorCode(v as u32)
+    }
+}
+
 /// A VMCS field of width `W`.
 ///
 /// # Invariants
@@ -169,8 +196,8 @@ fields! {
     W32 PIN_BASED_VM_EXEC_CONTROL = 0x4000;
     W32 CPU_BASED_VM_EXEC_CONTROL = 0x4002;
     W32 EXCEPTION_BITMAP = 0x4004;
-    W32 PAGE_FAULT_ERROR_CODE_MASK = 0x4006;
-    W32 PAGE_FAULT_ERROR_CODE_MATCH = 0x4008;
+    PfCode PAGE_FAULT_ERROR_CODE_MASK = 0x4006;
+    PfCode PAGE_FAULT_ERROR_CODE_MATCH = 0x4008;
     W32 CR3_TARGET_COUNT = 0x400a;
     W32 VM_EXIT_CONTROLS = 0x400c;
     W32 VM_EXIT_MSR_STORE_COUNT = 0x400e;

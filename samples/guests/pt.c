@@ -723,6 +723,58 @@ static void t_tlb_invalidation(void)
 	}
 }
 
+/*
+ * Many not-present faults, each checked for its exact error code and CR2: reads, writes
+ * and fetches on absent pages of a present table and under an absent directory entry, in
+ * two passes (a hypervisor may deliver the second pass's faults without an exit), then
+ * half the pages mapped without INVLPG (not present -> present: nothing to invalidate)
+ * and the other half still absent. A fetch's I/D bit is set only with EFER.NXE (PAE and
+ * long mode) or CR4.SMEP; this runtime never sets SMEP.
+ */
+#define NP_PAGES	32
+static void t_not_present_faults(void)
+{
+	uintptr_t cr3 = space();
+	uintptr_t f = frame_with(0x5e000000);
+	uintptr_t ret = frame_alloc();
+	*(uint8_t *)ret = 0xc3;	/* ret */
+	/* Page 0 present: the table exists; pages 1..NP_PAGES-1 absent. */
+	map_page(cr3, VA_TEST, f, PTE_P | PTE_W);
+	uintptr_t fetch_id = (HAVE_NX && cpu.nx) ? PF_I : 0;
+	/* A 2 MiB (4 MiB with 32-bit paging) region away whose directory entry is absent. */
+	uintptr_t far = VA_TEST + (16UL << 22);
+	uint32_t v;
+	for (unsigned pass = 0; pass < 2; pass++) {
+		for (unsigned i = 1; i < NP_PAGES; i++) {
+			uintptr_t va = VA_TEST + PG(i) + 4 * i;
+			expect_fault(what("pass %u read of absent page %u", pass, i),
+				     probe_read(va, &v), 0, va);
+			expect_fault(what("pass %u write of absent page %u", pass, i),
+				     probe_write(va + 4, i), PF_W, va + 4);
+			expect_fault(what("pass %u fetch from absent page %u", pass, i),
+				     probe_exec(VA_TEST + PG(i)), fetch_id, VA_TEST + PG(i));
+			expect_fault(what("pass %u read under absent PDE %u", pass, i),
+				     probe_read(far + PG(i) + 8, &v), 0, far + PG(i) + 8);
+		}
+		expect_read(what("pass %u present page", pass), VA_TEST + 12, 0x5e000003);
+	}
+	/* Not present -> present without INVLPG on the odd pages. */
+	for (unsigned i = 1; i < NP_PAGES; i += 2)
+		map_page(cr3, VA_TEST + PG(i), i == 1 ? ret : f, PTE_P | PTE_W);
+	for (unsigned i = 1; i < NP_PAGES; i++) {
+		uintptr_t va = VA_TEST + PG(i) + 16;
+		if (i & 1) {
+			if (i == 1)
+				expect_no_fault("fetch from page mapped without INVLPG",
+						probe_exec(VA_TEST + PG(1)));
+			else
+				expect_read(what("page %u mapped without INVLPG", i), va, 0x5e000004);
+		} else {
+			expect_fault(what("page %u still absent", i), probe_read(va, &v), 0, va);
+		}
+	}
+}
+
 static const struct test tests[] = {
 	{ "paging enabled from the paging-off start state", t_paging_enabled },
 	{ "address spaces switched round-robin by CR3", t_cr3_round_robin },
@@ -738,6 +790,7 @@ static const struct test tests[] = {
 	{ "1 GiB pages", t_1g_pages },
 	{ "recursive page-table mapping", t_recursive_mapping },
 	{ "not-present to present without INVLPG", t_not_present_to_present },
+	{ "many not-present faults: error codes and CR2", t_not_present_faults },
 	{ "a freed page table cleared with REP STOS", t_rep_clear_page_table },
 	{ "TLB invalidations: INVLPG, aliases, CR3 reload and switches", t_tlb_invalidation },
 };

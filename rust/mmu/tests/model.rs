@@ -897,8 +897,11 @@ fn fail() -> impl Strategy<Value = Option<u8>> {
 fn cfg_strategy() -> impl Strategy<Value = (Config, bool, bool, bool)> {
     let roots = prop_oneof![1usize..10, Just(MAX_ROOT_CACHE)];
     let b = prop::bool::ANY;
-    (0usize..4, roots, b, 1u8..5, b, b, b, b, b, 0usize..4).prop_map(
-        |(m, roots, small, flood, unsync, gb, pcide, smep, smap, pf)| {
+    // The guest-not-present bypass: on (host MAXPHYADDR 40 or 46), off by setting, off
+    // because the host MAXPHYADDR is 52.
+    let gnp = 0usize..4;
+    (0usize..4, roots, b, 1u8..5, b, b, b, b, b, (0usize..4, gnp)).prop_map(
+        |(m, roots, small, flood, unsync, gb, pcide, smep, smap, (pf, gnp))| {
             let cfg = Config {
                 maxphyaddr: [36, 40, 46, 52][m],
                 gb_pages: gb,
@@ -909,6 +912,8 @@ fn cfg_strategy() -> impl Strategy<Value = (Config, bool, bool, bool)> {
                 unsync,
                 // Prefetch off, KVM's 8, and larger groups (up to a whole table).
                 prefetch: [0, 8, 64, 512][pf],
+                host_maxphyaddr: [40, 46, 46, 52][gnp],
+                gnp_bypass: gnp != 2,
             };
             (cfg, pcide, smep, smap)
         },
@@ -942,6 +947,8 @@ fn stale_translation_cached_again_after_invlpg() {
         flood_threshold: 1,
         unsync: true,
         prefetch: 0,
+        host_maxphyaddr: 46,
+        gnp_bypass: true,
     };
     let ops = vec![
         // Implicit supervisor read of X = 0x200000 (PDE 0 -> POOL[0], PTE 512 -> DATA0 + 1):
@@ -973,6 +980,8 @@ fn invlpg_under_other_cr3(b_pcid: u64) -> u64 {
         flood_threshold: 4,
         unsync: true,
         prefetch: 0,
+        host_maxphyaddr: 46,
+        gnp_bypass: true,
     };
     let mut w = World::new(3, cfg, true, false, false);
     let sel_x = 0x1000_0086;

@@ -92,8 +92,10 @@ fn huge_rmap_chain_stays_bounded() {
     assert!(len <= 1000, "reverse-map chain of {len} entries (cap 1000)");
     assert!(worst <= 2_000, "one fault took {worst} engine steps");
     // The frame becomes a page table: write-protecting it walks its reverse map once.
+    // (The directory is shadowed: the guest's store to it exits and is emulated.)
     w8(&mem, TARGET, 0, (120 << 12) | PWU);
     w8(&mem, pd, 50, (TARGET << 12) | PWU);
+    mmu.guest_wrote(&mut host, &mem, (pd << 12) + 50 * 8, 8);
     let (r, n) = steps(&mut mmu, |m| {
         cpu_access(m, &mut host, &mem, 50 << 21, RD, None)
     });
@@ -101,7 +103,9 @@ fn huge_rmap_chain_stays_bounded() {
     assert!(n <= 2_000, "write-protecting a frame took {n} engine steps");
     // Zapping a page table whose 512 entries all sit in that chain: O(1) per entry.
     for t in 0..NPT {
-        let ((), n) = steps(&mut mmu, |m| m.guest_wrote(&mut host, (10 + t) << 12, 8));
+        let ((), n) = steps(&mut mmu, |m| {
+            m.guest_wrote(&mut host, &mem, (10 + t) << 12, 8)
+        });
         assert!(n <= 512 * 8, "zapping a page table took {n} engine steps");
         assert!(!mmu.is_shadowed(10 + t));
     }
@@ -992,8 +996,10 @@ fn tlb_kept_across_exits_is_invalidated_where_needed() {
         Some((7, 8)),
     );
     assert!(matches!(st, CpuResult::Ok(_)), "{st:?}");
-    // f3 becomes the level-1 table of 0x60_0000 (entry 3 of the directory).
+    // f3 becomes the level-1 table of 0x60_0000 (entry 3 of the directory, which is
+    // shadowed: the guest's store exits and is emulated).
     w8(&mem, l3, 3, (f3 << 12) | PWU);
+    mmu.guest_wrote(&mut host, &mem, (l3 << 12) + 3 * 8, 8);
     w8(&mem, f3, 0, (f1 << 12) | PWU);
     assert_eq!(read(&mut mmu, &mut host, &mut tlb, 0x60_0000), hpa(f1));
     let st = cpu_access_via(
@@ -1018,4 +1024,318 @@ fn tlb_kept_across_exits_is_invalidated_where_needed() {
         "the table's new entry after INVLPG"
     );
     finish(&mut mmu, &mut host);
+}
+
+// ------------------------------------------------------------------ issue 13: bypass
+
+const PFERR_P_RSVD: u32 = PFERR_P | PFERR_RSVD;
+
+/// A 4-level guest with 0x1000 mapped to `f1`, 0x2000 and 0x3000 not mapped in the same
+/// table, and a writable window onto that table at 0x4000_0000. Returns (mem, builder,
+/// cr3, table, f1).
+fn gnp_world() -> (GMem, Builder, u64, u64, u64) {
+    let mem = GMem::new(64, &[]);
+    let mut b = Builder { mode: 3, next: 1 };
+    let cr3 = b.root();
+    let f1 = b.alloc();
+    b.map(&mem, cr3, 0x1000, f1);
+    let l4 = mem.read(cr3, 8) >> 12 & 0xf_ffff;
+    let l3 = mem.read(l4 << 12, 8) >> 12 & 0xf_ffff;
+    let pt = mem.read(l3 << 12, 8) >> 12 & 0xf_ffff;
+    b.map(&mem, cr3, 0x4000_0000, pt);
+    (mem, b, cr3, pt, f1)
+}
+
+/// A not-present entry of an out-of-sync table made present by a plain guest store (no
+/// exit, no INVLPG: legal, the CPU caches no not-present entry) must not give the guest
+/// a #PF: the engine turns the table's guest-not-present entries (0, faults skip the
+/// exit) into not-filled ones when it goes out of sync. Back in sync (a flush), 0 is
+/// used again. Fails with `forget_guest_not_present` not called in `mark_unsync`.
+#[test]
+fn unsync_not_present_to_present_gives_no_spurious_fault() {
+    let (mem, mut b, cr3, _pt, f1) = gnp_world();
+    let f2 = b.alloc();
+    let mut host = Host::new();
+    let cfg = Config {
+        prefetch: 0,
+        ..Config::DEFAULT
+    };
+    let mut mmu = start(3, cfg, &mem, &mut host, cr3);
+    assert!(mmu.hw_state().pfec_bypass);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(f1))
+    );
+    // 0x2000's and 0x3000's guest entries are not present: the first fault on each
+    // exits (the shadow entry was not filled) and makes it 0, the next skips the exit,
+    // with the guest's error code.
+    for gva in [0x2000, 0x3000] {
+        let exited = mmu.stats().get(Counter::GnpFaultsExited);
+        let r = cpu_access(&mut mmu, &mut host, &mem, gva, RD, None);
+        assert_eq!(r, CpuResult::Fault(0));
+        assert_eq!(mmu.stats().get(Counter::GnpFaultsExited), exited + 1);
+    }
+    let ec = hw_walk(&mmu, &host, 0x2000, RD).unwrap_err();
+    assert_eq!(ec, 0);
+    assert!(pf_skips_exit(&mmu, ec));
+    // The guest points 0x2000 at f2 through the window: the table goes out of sync and
+    // the store itself needs no further exit.
+    let st = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        0x4000_0010,
+        WR,
+        Some(((f2 << 12) | PWU, 8)),
+    );
+    assert!(matches!(st, CpuResult::Ok(_)), "{st:?}");
+    assert_eq!(mmu.unsync_frames(), 1, "the table is out of sync");
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x2000, RD, None),
+        CpuResult::Ok(hpa(f2)),
+        "0x2000 right after the guest mapped it"
+    );
+    // 0x3000 is still not present: in the out-of-sync table its entry exits.
+    let ec = hw_walk(&mmu, &host, 0x3000, RD).unwrap_err();
+    assert_eq!(ec, PFERR_P_RSVD, "not-filled entry in an out-of-sync table");
+    // Back in sync: the next fault exits once and makes it 0 again.
+    mmu.flush(&mem);
+    assert_eq!(mmu.unsync_frames(), 0);
+    let r = cpu_access(&mut mmu, &mut host, &mem, 0x3000, RD, None);
+    assert_eq!(r, CpuResult::Fault(0));
+    assert_eq!(hw_walk(&mmu, &host, 0x3000, RD), Err(0));
+    let direct = direct_faults();
+    let r = cpu_access(&mut mmu, &mut host, &mem, 0x3000, RD, None);
+    assert_eq!(r, CpuResult::Fault(0));
+    assert_eq!(direct_faults(), direct + 1);
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+/// Entries the engine drops or zaps say nothing about the guest entry: they must be the
+/// not-filled value (a fault exits), never 0 (a fault would go to the guest although the
+/// guest entry may be present). Fails with `drop_spte` writing 0.
+#[test]
+fn zapped_entries_are_not_filled_not_zero() {
+    let (mem, _b, cr3, pt, f1) = gnp_world();
+    let mut host = Host::new();
+    let cfg = Config {
+        flood_threshold: 1,
+        prefetch: 0,
+        ..Config::DEFAULT
+    };
+    let mut mmu = start(3, cfg, &mem, &mut host, cr3);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(f1))
+    );
+    // One emulated store floods the table (threshold 1): its shadow page is zapped and
+    // the directory entry pointing to it dropped.
+    mmu.guest_wrote(&mut host, &mem, (pt << 12) + 5 * 8, 8);
+    assert!(!mmu.is_shadowed(pt));
+    let ec = hw_walk(&mmu, &host, 0x1000, RD).unwrap_err();
+    assert_eq!(ec, PFERR_P_RSVD, "a dropped entry exits (P=1, RSVD=1)");
+    assert!(!pf_skips_exit(&mmu, ec));
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(f1))
+    );
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+/// A guest entry with a reserved bit set gives the guest what hardware gives: a #PF
+/// with P=1 and RSVD=1 (the shadow entry is not filled: the fault exits and the engine
+/// injects it), also after prefetch has looked at the entry and found it unusable; a
+/// not-present guest entry with the same bits is plain not-present (P=0, no exit once
+/// the engine has seen it). Fails if `gnp_value` writes 0 for a present entry with
+/// reserved bits (prefetch would make the first fault P=0).
+#[test]
+fn guest_reserved_bits_fault_as_on_hardware() {
+    let (mem, _b, cr3, pt, f1) = gnp_world();
+    let rsvd = 1u64 << 50; // above the guest's MAXPHYADDR 46
+                           // Prefetch group 8..15: 8 mapped, 9 present with a reserved bit, 10 not present
+                           // with the same bit.
+    w8(&mem, pt, 8, (f1 << 12) | PWU);
+    w8(&mem, pt, 9, rsvd | (f1 << 12) | PWU);
+    w8(&mem, pt, 10, rsvd | (f1 << 12) | PTE_W | PTE_U);
+    let mut host = Host::new();
+    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, cr3);
+    let r = cpu_access(&mut mmu, &mut host, &mem, 0x8000, RD, None);
+    assert_eq!(r, CpuResult::Ok(hpa(f1)));
+    let injected = mmu.stats().get(Counter::GuestFaultsInjected);
+    for n in 1..=2 {
+        let r = cpu_access(&mut mmu, &mut host, &mem, 0x9000, WR, None);
+        assert_eq!(r, CpuResult::Fault(PFERR_P_RSVD | PFERR_W));
+        let now = mmu.stats().get(Counter::GuestFaultsInjected);
+        assert_eq!(now, injected + n, "reserved-bit fault {n} exited");
+    }
+    // The not-present one exits at most once (the entry was not filled), then never.
+    for _ in 0..2 {
+        let r = cpu_access(&mut mmu, &mut host, &mem, 0xa000, WR, None);
+        assert_eq!(r, CpuResult::Fault(PFERR_W));
+    }
+    let direct = direct_faults();
+    let r = cpu_access(&mut mmu, &mut host, &mem, 0xa000, WR, None);
+    assert_eq!(r, CpuResult::Fault(PFERR_W));
+    assert_eq!(
+        direct_faults(),
+        direct + 1,
+        "no exit for a not-present entry"
+    );
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+/// With the host MAXPHYADDR at 52 there is no reserved address bit to mark not-filled
+/// entries with: the bypass is off, every not-filled entry is 0 and every #PF exits.
+/// Fails if `Mmu::new` keeps the bypass on at 52.
+#[test]
+fn maxphyaddr_52_disables_bypass() {
+    let (mem, _b, cr3, _pt, f1) = gnp_world();
+    let mut host = Host::new();
+    let cfg = Config {
+        host_maxphyaddr: 52,
+        ..Config::DEFAULT
+    };
+    let mut mmu = start(3, cfg, &mem, &mut host, cr3);
+    assert!(!mmu.config().gnp_bypass);
+    assert!(!mmu.hw_state().pfec_bypass);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(f1))
+    );
+    for gva in [0x2000u64, 0x20_0000, 0x4000_0000_0000] {
+        let ec = hw_walk(&mmu, &host, gva, RD).unwrap_err();
+        assert_eq!(ec & PFERR_RSVD, 0, "{gva:#x}: no entry with reserved bits");
+        assert!(!pf_skips_exit(&mmu, ec));
+    }
+    let exited = mmu.stats().get(Counter::GnpFaultsExited);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x2000, RD, None),
+        CpuResult::Fault(0)
+    );
+    assert_eq!(mmu.stats().get(Counter::GnpFaultsExited), exited + 1);
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+/// The CPU runs every guest with EFER.NXE=1 and PAE paging, so its error code for a
+/// fetch carries I/D; a 32-bit guest without SMEP (or a PAE guest with EFER.NXE=0) must
+/// get I/D=0 (SDM vol. 3A 4.7): there, not-present faults must exit so the engine gives
+/// the guest's error code. Fails if `pfec_bypass` ignores the I/D rule.
+#[test]
+fn fetch_error_code_without_nx_goes_through_the_engine() {
+    let mem = GMem::new(64, &[]);
+    let mut b = Builder { mode: 1, next: 1 };
+    let cr3 = b.root();
+    let f1 = b.alloc();
+    b.map(&mem, cr3, 0x1000, f1);
+    let mut host = Host::new();
+    let mut mmu = start(1, Config::DEFAULT, &mem, &mut host, cr3);
+    assert!(!mmu.hw_state().pfec_bypass, "32-bit paging, no SMEP");
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(f1))
+    );
+    for _ in 0..2 {
+        let r = cpu_access(&mut mmu, &mut host, &mem, 0x2000, FETCH, None);
+        assert_eq!(r, CpuResult::Fault(0), "the guest's code");
+    }
+    let ec = hw_walk(&mmu, &host, 0x2000, FETCH);
+    assert_eq!(
+        ec,
+        Err(PFERR_ID),
+        "the CPU's code, for a guest-not-present entry"
+    );
+    // With SMEP the guest's code has I/D too: the bypass applies.
+    let (cr0, cr4, efer) = mode_regs(1);
+    let r = retry_oom(&mut host, |h| {
+        mmu.set_mode(h, &mem, cr0, cr4 | CR4_SMEP, efer)
+    });
+    assert_eq!(r, CtlOutcome::Ok);
+    assert!(mmu.hw_state().pfec_bypass);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(f1))
+    );
+    let r = cpu_access(&mut mmu, &mut host, &mem, 0x2000, FETCH, None);
+    assert_eq!(r, CpuResult::Fault(PFERR_ID));
+    let direct = direct_faults();
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x2000, FETCH, None),
+        CpuResult::Fault(PFERR_ID)
+    );
+    assert_eq!(direct_faults(), direct + 1);
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+/// The saving shows in the counters: repeated not-present faults on the same pages exit
+/// once at most with the bypass (the first fault, if the shadow did not know yet) and
+/// every time without it. `guest_faults_injected` counts the exits.
+#[test]
+fn bypass_saves_guest_fault_exits() {
+    let run = |gnp_bypass: bool| {
+        let (mem, _b, cr3, _pt, f1) = gnp_world();
+        let mut host = Host::new();
+        let cfg = Config {
+            gnp_bypass,
+            ..Config::DEFAULT
+        };
+        let mut mmu = start(3, cfg, &mem, &mut host, cr3);
+        assert_eq!(
+            cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+            CpuResult::Ok(hpa(f1))
+        );
+        for _ in 0..10 {
+            for gva in [0x2000u64, 0x3000, 0x40_0000, 0x80_0000_0000] {
+                assert_eq!(
+                    cpu_access(&mut mmu, &mut host, &mem, gva, WR, None),
+                    CpuResult::Fault(PFERR_W)
+                );
+            }
+        }
+        let s = *mmu.stats();
+        mmu.teardown(&mut host);
+        (
+            s.get(Counter::GuestFaultsInjected),
+            s.get(Counter::GnpFaultsExited),
+            s.get(Counter::GnpEntriesSet),
+        )
+    };
+    let (off_injected, off_exited, off_set) = run(false);
+    assert_eq!((off_injected, off_exited, off_set), (40, 40, 0));
+    let (on_injected, on_exited, on_set) = run(true);
+    assert!(on_injected <= 4, "{on_injected} exits with the bypass");
+    assert_eq!(on_exited, on_injected);
+    assert!(on_set > 0);
+}
+
+/// An emulated store of a not-present value into an in-sync page table (the guest
+/// unmapping a page) makes the shadow entry guest-not-present at once: the guest's next
+/// access to the page faults without an exit. Fails without `note_guest_entry` in
+/// `drop_written`.
+#[test]
+fn emulated_unmap_needs_no_exit_for_the_next_fault() {
+    let (mem, _b, cr3, _pt, f1) = gnp_world();
+    let mut host = Host::new();
+    let cfg = Config {
+        unsync: false,
+        ..Config::DEFAULT
+    };
+    let mut mmu = start(3, cfg, &mem, &mut host, cr3);
+    let r = cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None);
+    assert_eq!(r, CpuResult::Ok(hpa(f1)));
+    // Clear 0x1000's PTE through the window: the table is write-protected and stays in
+    // sync (unsync off), so the store is emulated.
+    let st = cpu_access(&mut mmu, &mut host, &mem, 0x4000_0008, WR, Some((0, 8)));
+    assert!(matches!(st, CpuResult::Emulated(_)), "{st:?}");
+    let (exited, direct) = (mmu.stats().get(Counter::GnpFaultsExited), direct_faults());
+    let r = cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None);
+    assert_eq!(r, CpuResult::Fault(0));
+    assert_eq!(mmu.stats().get(Counter::GnpFaultsExited), exited, "no exit");
+    assert_eq!(direct_faults(), direct + 1);
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
 }

@@ -278,7 +278,7 @@ fn flooding_a_cached_roots_table_drops_that_root() {
     // are emulated and reported; flooding must free it although a cached root pinned it.
     for i in 0..3u64 {
         w8(&mem, PML4_B, 10 + i, 0);
-        mmu.guest_wrote(&mut host, (PML4_B << 12) + 8 * (10 + i), 8);
+        mmu.guest_wrote(&mut host, &mem, (PML4_B << 12) + 8 * (10 + i), 8);
     }
     assert!(
         !mmu.is_shadowed(PML4_B),
@@ -653,6 +653,8 @@ fn prefetch_guest() -> GMem {
 fn prefetch_cfg(n: u16) -> Config {
     Config {
         prefetch: n,
+        host_maxphyaddr: 46,
+        gnp_bypass: true,
         ..Config::DEFAULT
     }
 }

@@ -557,8 +557,32 @@ pub(crate) enum CpuResult {
     Emulated(u64),
 }
 
+thread_local! {
+    /// #PFs the software CPU delivered straight to the guest (P=0 with the engine's
+    /// guest-not-present bypass in force), on this thread.
+    static DIRECT_FAULTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// #PFs delivered to the guest without an exit so far on this thread.
+pub(crate) fn direct_faults() -> u64 {
+    DIRECT_FAULTS.with(|c| c.get())
+}
+
+/// Whether the CPU delivers #PF with error code `ec` to the guest without a VM exit:
+/// #PF is in the exception bitmap and, with the bypass, PFEC_MASK = PFEC_MATCH = P (SDM
+/// vol. 3C 25.2: a #PF exits iff (ec & mask) == match when bit 14 is set).
+pub(crate) fn pf_skips_exit(mmu: &Mmu, ec: u32) -> bool {
+    let (mask, matched) = if mmu.hw_state().pfec_bypass {
+        (PFERR_P, PFERR_P)
+    } else {
+        (0, 0)
+    };
+    ec & mask != matched
+}
+
 /// Walks the shadow tables exactly as the CPU would (real CR0.WP=1, EFER.NXE=1, real
-/// SMEP/SMAP from the engine's hardware state). Returns Ok(hpa) or the hardware #PF code.
+/// SMEP/SMAP from the engine's hardware state, reserved physical-address bits from the
+/// host MAXPHYADDR the engine was given). Returns Ok(hpa) or the hardware #PF code.
 pub(crate) fn hw_walk(mmu: &Mmu, host: &Host, gva: u64, a: Acc) -> Result<u64, u32> {
     let hw = mmu.hw_state();
     assert_eq!(hw.cr0_set & (CR0_PG | CR0_WP), CR0_PG | CR0_WP);
@@ -567,6 +591,7 @@ pub(crate) fn hw_walk(mmu: &Mmu, host: &Host, gva: u64, a: Acc) -> Result<u64, u
     let long = hw.efer & EFER_LMA != 0;
     let smep = hw.cr4 & CR4_SMEP != 0;
     let smap = hw.cr4 & CR4_SMAP != 0;
+    let host_m = u32::from(mmu.config().host_maxphyaddr);
     let err = |p: bool| -> u32 {
         let mut e = if p { 1 } else { 0 };
         if a.write {
@@ -604,6 +629,9 @@ pub(crate) fn hw_walk(mmu: &Mmu, host: &Host, gva: u64, a: Acc) -> Result<u64, u
         let e = host.read(table + ((la >> shift) & 511) * 8);
         if e & 1 == 0 {
             return Err(err(false));
+        }
+        if e & m_bits(51, host_m) != 0 {
+            return Err(err(true) | PFERR_RSVD);
         }
         assert_eq!(e & 0x80, 0, "shadow uses a large page");
         if !long {
@@ -732,6 +760,12 @@ pub(crate) fn cpu_access_via(
             }
             Err(ec) => {
                 tlb.flush_page(mmu, gva);
+                if pf_skips_exit(mmu, ec) {
+                    // The guest's handler runs with the CPU's error code; CR2 is the
+                    // linear address, which the callers compare against the model.
+                    DIRECT_FAULTS.with(|c| c.set(c.get() + 1));
+                    return CpuResult::Fault(ec);
+                }
                 let out = retry_oom(host, |h| mmu.page_fault(h, mem, gva, ec, a.cpl, a.ac));
                 tlb.engine(mmu);
                 match out {
