@@ -330,13 +330,6 @@ def headline(res, names):
             if not cmp:
                 L.append(f"- **{image}, shadowvm against {other}**: no rows with both backends.")
                 continue
-            faster = [k for k, r in cmp if r["cycles"] < 1]
-            slower = [f"`{k}` {fmt_r(r['cycles'])}" for k, r in cmp if r["cycles"] >= 1]
-            with_exits = [(k, r["exits"]) for k, r in cmp if "exits" in r]
-            fewer = [k for k, (a, b) in with_exits if a < b]
-            equal = [k for k, (a, b) in with_exits if a == b]
-            more = [f"`{k}` {fmt_n(a)} against {fmt_n(b)}" for k, (a, b) in with_exits if a > b]
-            modelled_lower = [k for k, r in cmp if r.get("modelled", 9) < 1]
             w = res["whole"].get(image, {})
             whole = ""
             if "shadowvm" in w and other in w:
@@ -344,13 +337,26 @@ def headline(res, names):
                 t = w["shadowvm"]["wall_ns"]["median"] / max(w[other]["wall_ns"]["median"], 1)
                 whole = (f" Whole run (set-up included): guest cycles ratio {fmt_r(g)}, "
                          f"launcher wall time ratio {fmt_r(t)}.")
-            L.append(
-                f"- **{image}, shadowvm against {other}** ({len(cmp)} rows): fewer guest cycles "
-                f"(median) on {len(faster)}, as many or more on {len(cmp) - len(faster)} "
-                f"({listing(slower)}); fewer VM exits on {len(fewer)}, as many on {len(equal)}, "
-                f"more on {len(more)} ({listing(more)}); lower modelled cost on "
-                f"{len(modelled_lower)}.{whole}")
+            L.append(f"- **{image}, shadowvm against {other}** ({len(cmp)} rows): "
+                     f"{comparison(cmp, fmt_n)}{whole}")
     return L
+
+
+def comparison(cmp, fmt_exits):
+    """The sentence comparing shadowvm with another backend over rows `cmp` ((row, ratios)
+    pairs): guest cycles, VM exits (numbers through `fmt_exits`) and modelled cost."""
+    faster = [k for k, r in cmp if r["cycles"] < 1]
+    slower = [f"`{k}` {fmt_r(r['cycles'])}" for k, r in cmp if r["cycles"] >= 1]
+    with_exits = [(k, r["exits"]) for k, r in cmp if "exits" in r]
+    fewer = [k for k, (a, b) in with_exits if a < b]
+    equal = [k for k, (a, b) in with_exits if a == b]
+    more = [f"`{k}` {fmt_exits(a)} against {fmt_exits(b)}"
+            for k, (a, b) in with_exits if a > b]
+    lower = [k for k, r in cmp if r.get("modelled", 9) < 1]
+    return (f"fewer guest cycles (median) on {len(faster)}, as many or more on "
+            f"{len(cmp) - len(faster)} ({listing(slower)}); fewer VM exits on {len(fewer)}, "
+            f"as many on {len(equal)}, more on {len(more)} ({listing(more)}); lower modelled "
+            f"cost on {len(lower)}.")
 
 
 def ratio_text(a, b):
@@ -687,18 +693,8 @@ def linux_headline(lres, names):
         cmp = [(k, e["ratios"][pair]) for k, e in lres["rows"].items() if pair in e["ratios"]]
         if other not in names or not cmp:
             continue
-        faster = [k for k, r in cmp if r["cycles"] < 1]
-        slower = [f"`{k}` {fmt_r(r['cycles'])}" for k, r in cmp if r["cycles"] >= 1]
-        with_exits = [(k, r["exits"]) for k, r in cmp if "exits" in r]
-        fewer = [k for k, (a, b) in with_exits if a < b]
-        equal = [k for k, (a, b) in with_exits if a == b]
-        more = [f"`{k}` {fmt_op(a)} against {fmt_op(b)}" for k, (a, b) in with_exits if a > b]
-        lower = [k for k, r in cmp if r.get("modelled", 9) < 1]
         L.append(f"- **Linux guest, shadowvm against {other}** ({len(cmp)} rows, per "
-                 f"operation): fewer guest cycles (median) on {len(faster)}, as many or more "
-                 f"on {len(cmp) - len(faster)} ({listing(slower)}); fewer VM exits on "
-                 f"{len(fewer)}, as many on {len(equal)}, more on {len(more)} "
-                 f"({listing(more)}); lower modelled cost on {len(lower)}.")
+                 f"operation): {comparison(cmp, fmt_op)}")
     return L
 
 
