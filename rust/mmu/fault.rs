@@ -125,11 +125,16 @@ impl Mmu {
                 let tg = w.table_gfn.get(cl as usize).copied().unwrap_or(0);
                 (tg, base.with(cl, false, q, acc))
             };
-            let cur = self.spt_get(sp, slot);
+            // One record lookup for the entry and its child, one for the child's identity.
+            let view = self.sp_view(sp);
             let mut child = None;
-            if self.is_filled(cur) {
-                let c = self.child(sp, slot);
-                if c.is_some_and(|c| self.sp(c).gfn == cgfn && self.sp(c).role == crole) {
+            if self.is_filled(view.spte(slot)) {
+                let c = view.child(slot);
+                let matches = c.is_some_and(|c| {
+                    let rec = self.sp(c);
+                    rec.gfn == cgfn && rec.role == crole
+                });
+                if matches {
                     child = c;
                 } else {
                     self.drop_spte(sp, slot);

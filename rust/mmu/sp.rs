@@ -8,7 +8,7 @@ use super::dlist::{adapter, Adapter, DList, Links};
 use super::lists::{ListHead, SRef};
 use super::mem::{GuestMemory, HostPage, PageSource};
 use super::page::TablePage;
-use super::pool::{Id, Record};
+use super::pool::{Id, Pool, Record};
 use super::roles::Role;
 use super::stats::Counter;
 use super::{Mmu, MmuError, TlbFlush};
@@ -81,6 +81,8 @@ pub(super) struct SpView {
     pub spt: Option<TablePage>,
     /// The side page.
     pub side: Option<TablePage>,
+    /// The guest frame the page shadows (the first frame mapped, for a direct page).
+    pub gfn: u64,
     pub role: Role,
     pub flags: u8,
 }
@@ -115,6 +117,11 @@ impl Side {
         Side(gfn & SIDE_INFO)
     }
 
+    /// The entry as the side page stores it.
+    pub(super) fn raw(self) -> u64 {
+        self.0
+    }
+
     /// The guest frame of a leaf entry.
     pub(super) fn gfn(self) -> u64 {
         self.0 & SIDE_INFO
@@ -146,9 +153,102 @@ adapter!(
     pub(super) LruLinks = SpRec.lru
 );
 
+/// Shadow pages [`Lru::touch`] remembers as moved to the front lately.
+const LRU_RECENT: usize = 4;
+
 /// The shadow pages in least-recently-used order: the head is the most recently used.
 /// It holds every live shadow page (`Mmu::sp_get` adds it, `Mmu::zap_sp` removes it).
-pub(super) type Lru = DList<LruLinks>;
+///
+/// A fault touches every shadow page on its path (3 in long mode), and moving each to the
+/// front costs a record access per neighbour; the same few pages are touched fault after
+/// fault, so the list remembers the last [`LRU_RECENT`] pages it moved to the front and
+/// does not move them again while they are remembered. The order is then exact except
+/// among the first [`LRU_RECENT`] pages, far from the back where reclaim takes its pages
+/// (it keeps at least [`MIN_UNPINNED`] unpinned pages).
+///
+/// # Invariants
+///
+/// `recent[(next + LRU_RECENT - 1 - j) % LRU_RECENT]`, the page remembered `j`-th most
+/// lately, is `None` or a page on the list among its first `j + 1` pages; `next <
+/// LRU_RECENT`.
+pub(super) struct Lru {
+    list: DList<LruLinks>,
+    recent: [Option<SpId>; LRU_RECENT],
+    next: usize,
+}
+
+impl Lru {
+    /// An empty list.
+    pub(super) const fn new() -> Self {
+        Lru {
+            list: DList::new(),
+            recent: [None; LRU_RECENT],
+            next: 0,
+        }
+    }
+
+    /// Number of shadow pages.
+    pub(super) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// The most recently used page.
+    pub(super) fn head(&self) -> Option<SpId> {
+        self.list.head()
+    }
+
+    /// The least recently used page.
+    pub(super) fn tail(&self) -> Option<SpId> {
+        self.list.tail()
+    }
+
+    /// The page after `id` (less recently used).
+    pub(super) fn next(pool: &Pool, id: SpId) -> Option<SpId> {
+        DList::<LruLinks>::next(pool, id)
+    }
+
+    /// The page before `id` (more recently used).
+    pub(super) fn prev(pool: &Pool, id: SpId) -> Option<SpId> {
+        DList::<LruLinks>::prev(pool, id)
+    }
+
+    /// Adds new page `id` at the front. The remembered pages may no longer be among the
+    /// first ones: forget them.
+    pub(super) fn push_front(&mut self, pool: &mut Pool, id: SpId) {
+        self.list.push_front(pool, id);
+        self.recent = [None; LRU_RECENT];
+    }
+
+    /// Takes `id` off the list (the pages behind it move up: the others stay remembered).
+    pub(super) fn remove(&mut self, pool: &mut Pool, id: SpId) {
+        self.list.remove(pool, id);
+        for r in self.recent.iter_mut() {
+            if *r == Some(id) {
+                *r = None;
+            }
+        }
+    }
+
+    /// Forgets every page (teardown).
+    pub(super) fn clear(&mut self) {
+        *self = Lru::new();
+    }
+
+    /// Page `id`, on the list, was used: to the front, unless it is remembered as moved
+    /// there lately (then it is among the first [`LRU_RECENT`] already).
+    pub(super) fn touch(&mut self, pool: &mut Pool, id: SpId) {
+        if self.recent.contains(&Some(id)) {
+            return;
+        }
+        self.list.move_to_front(pool, id);
+        // The page remembered longest is forgotten; every other one moved back by at
+        // most one place, as its age among the remembered ones grew by one.
+        if let Some(r) = self.recent.get_mut(self.next) {
+            *r = Some(id);
+        }
+        self.next = self.next.wrapping_add(1) % LRU_RECENT;
+    }
+}
 
 impl Mmu {
     // ---------------------------------------------------------------- reserves
@@ -326,6 +426,7 @@ impl Mmu {
         SpView {
             spt,
             side,
+            gfn: s.gfn,
             role: s.role,
             flags: s.flags,
         }
@@ -610,6 +711,6 @@ impl Mmu {
 
     /// `sp` was used for a translation.
     pub(super) fn lru_touch(&mut self, sp: SpId) {
-        self.lru.move_to_front(&mut self.pool, sp);
+        self.lru.touch(&mut self.pool, sp);
     }
 }

@@ -8,7 +8,8 @@ use super::bits::{PTE_A, PTE_D, PTE_NX, PTE_P, PTE_U, PTE_W};
 use super::frames::RMAP_MAX;
 use super::mem::{read_gpte, GuestMemory};
 use super::roles::Role;
-use super::sp::{SpId, SPTE_ADDR, SP_UNSYNC};
+use super::lists::SRef;
+use super::sp::{Side, SpId, SpView, SPTE_ADDR, SP_UNSYNC};
 use super::stats::Counter;
 use super::walk::{with_format, Format, GuestMode, PagingCtx, ACC_U, ACC_W, ACC_X};
 use super::Mmu;
@@ -233,16 +234,103 @@ impl Mmu {
         slot: usize,
         n: usize,
     ) {
+        // What every entry of the group needs of the page, with one record lookup (the
+        // group's entries are leaf entries: filling them changes no record of `sp`).
+        let view = self.sp_view(sp);
+        let Some(spt) = view.spt else {
+            return;
+        };
         // n is a power of two at most 512 (Mmu::new): the group is inside the table.
         let first = slot & !(n.saturating_sub(1));
         for s in first..first.saturating_add(n).min(512) {
-            if s == slot || self.is_filled(self.spt_get(sp, s)) {
+            if s == slot || self.is_filled(spt.get(s)) {
                 continue;
             }
-            if !self.prefetch_entry_fmt::<F, G>(mem, sp, s) {
+            if !self.prefetch_unfilled::<F, G>(mem, sp, &view, s) {
                 break;
             }
         }
+    }
+
+    /// [`Mmu::prefetch_entry_fmt`] for entry `slot` of level-1 page `sp`, known not
+    /// filled, with `view` the page's [`Mmu::sp_view`]: the same entries, reverse map,
+    /// counters and work steps, with the page's record read once per group instead of
+    /// several times per entry.
+    fn prefetch_unfilled<F: Format, G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        view: &SpView,
+        slot: usize,
+    ) -> bool {
+        let (Some(spt), Some(side)) = (view.spt, view.side) else {
+            return false;
+        };
+        // A reverse-map entry may take a frame record and a list block.
+        if self.pool.available() < 2 || view.role.level() != 1 {
+            return false;
+        }
+        let role = view.role;
+        let leaf = if role.direct() {
+            GuestLeaf {
+                gfn: view.gfn.wrapping_add(slot as u64 & 511),
+                perm: role.access(),
+                dirty: true,
+            }
+        } else {
+            let ctx = role.ctx(&self.ctx);
+            // As `read_gpte_fmt`: gfn < 2^40 and the offset is below 8 KiB.
+            let off = F::gpte_index(1, role.quadrant(), slot).wrapping_mul(F::PTE_BYTES);
+            let gpte = read_gpte(mem, (view.gfn << 12).wrapping_add(off), F::PTE_BYTES);
+            match guest_leaf::<F>(role, &ctx, gpte) {
+                Some(l) => l,
+                None => {
+                    // As `note_guest_entry` on this entry: the guest entry just read is
+                    // the one `gnp_value` would read (the same index and size).
+                    let nf = self.not_filled();
+                    let value = if nf != 0 && view.flags & SP_UNSYNC == 0 && gpte & PTE_P == 0 {
+                        0
+                    } else {
+                        nf
+                    };
+                    if value != spt.get(slot) {
+                        // Not filled before and after: nothing for the TLB to forget.
+                        spt.set(slot, value);
+                        if value == 0 {
+                            self.stats.inc(Counter::GnpEntriesSet);
+                        }
+                    }
+                    return false;
+                }
+            }
+        };
+        let Some(frame) = mem.frame(leaf.gfn) else {
+            return false;
+        };
+        // One lookup of the frame's record for both questions below.
+        let (rmap_full, tracked) = match self.gfn_lookup(leaf.gfn) {
+            Some(g) => {
+                let r = self.gr(g);
+                (r.rmap_len >= RMAP_MAX, r.n_indirect > 0 && r.unsync == 0)
+            }
+            None => (false, false),
+        };
+        // One more mapping of a frame whose reverse map is full would drop all of them,
+        // the faulting entry's too.
+        if rmap_full {
+            return false;
+        }
+        let writable = leaf.perm & ACC_W != 0 && leaf.dirty && !tracked;
+        // `set_leaf` on an entry that is not filled: nothing to drop (its `drop_spte`
+        // counts a step), nothing the TLB may hold (the CPU caches no entry that is not
+        // filled).
+        self.work = self.work.wrapping_add(1);
+        side.set(slot, Side::leaf(leaf.gfn).raw());
+        spt.set(slot, make_spte(frame.hpa, leaf.perm, writable));
+        self.rmap_add(leaf.gfn, SRef::new(sp, slot));
+        self.stats.inc(Counter::Prefetches);
+        self.work = self.work.wrapping_add(1);
+        true
     }
 
     /// Fills the not-present leaf entry (`sp`, `slot`) of level-1 shadow page `sp` from
