@@ -714,3 +714,113 @@ impl Mmu {
         self.lru.touch(&mut self.pool, sp);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::mem::{HostPage, PageSource, PAGE_SIZE};
+    use super::*;
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+    use std::vec::Vec;
+
+    fn layout() -> Layout {
+        Layout::from_size_align(PAGE_SIZE, PAGE_SIZE).unwrap()
+    }
+
+    struct Heap;
+    impl PageSource for Heap {
+        fn alloc_page(&mut self, _low: bool) -> Option<HostPage> {
+            // SAFETY: a non-zero-sized layout.
+            let ptr = unsafe { alloc_zeroed(layout()) };
+            (!ptr.is_null()).then_some(HostPage {
+                ptr,
+                hpa: ptr as u64,
+            })
+        }
+        fn free_page(&mut self, page: HostPage) {
+            // SAFETY: allocated by `alloc_page` with the same layout.
+            unsafe { dealloc(page.ptr, layout()) };
+        }
+    }
+
+    /// A pool with `n` shadow-page records (no pages behind them: the list needs none).
+    fn pool_with(n: usize) -> (Pool, Vec<SpId>) {
+        let mut pool = Pool::new();
+        let mut heap = Heap;
+        // SAFETY: fresh pages that only the pool uses until `release`.
+        unsafe {
+            pool.add_dir(heap.alloc_page(false).unwrap()).unwrap();
+            pool.add_page(heap.alloc_page(false).unwrap()).unwrap();
+        }
+        let ids = (0..n).map(|_| pool.alloc::<SpRec>().unwrap()).collect();
+        (pool, ids)
+    }
+
+    /// The pages front to back.
+    fn order(l: &Lru, pool: &Pool) -> Vec<SpId> {
+        let mut v = Vec::new();
+        let mut cur = l.head();
+        while let Some(id) = cur {
+            v.push(id);
+            cur = Lru::next(pool, id);
+            assert!(v.len() <= 64, "cycle");
+        }
+        assert_eq!(v.len(), l.len());
+        v
+    }
+
+    #[test]
+    fn a_page_touched_after_new_pages_goes_back_to_the_front() {
+        let (mut pool, ids) = pool_with(8);
+        let mut l = Lru::new();
+        l.push_front(&mut pool, ids[0]);
+        l.touch(&mut pool, ids[0]);
+        // New pages go in front of the remembered one: it is no longer among the first.
+        for &id in &ids[1..8] {
+            l.push_front(&mut pool, id);
+        }
+        l.touch(&mut pool, ids[0]);
+        assert_eq!(l.head().map(Id::raw), Some(ids[0].raw()));
+        pool.release(&mut Heap);
+    }
+
+    #[test]
+    fn remembered_pages_stay_among_the_first() {
+        let (mut pool, ids) = pool_with(40);
+        let mut l = Lru::new();
+        let mut on: Vec<SpId> = Vec::new();
+        let mut x = 0x1234_5678u32;
+        for step in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let id = ids[x as usize % ids.len()];
+            let listed = on.contains(&id);
+            match (x >> 8) % 8 {
+                0 if !listed => {
+                    l.push_front(&mut pool, id);
+                    on.push(id);
+                }
+                1 if listed => {
+                    l.remove(&mut pool, id);
+                    on.retain(|&i| i != id);
+                }
+                _ if listed => {
+                    l.touch(&mut pool, id);
+                    let pos = order(&l, &pool).iter().position(|&i| i == id);
+                    assert!(pos.unwrap() < LRU_RECENT, "step {step}: touched page at {pos:?}");
+                }
+                _ => {}
+            }
+            // Invariant: the j-th most lately remembered page is among the first j + 1.
+            let now = order(&l, &pool);
+            for j in 0..LRU_RECENT {
+                let r = l.recent[(l.next + LRU_RECENT - 1 - j) % LRU_RECENT];
+                if let Some(r) = r {
+                    let pos = now.iter().position(|&i| i == r).expect("remembered page listed");
+                    assert!(pos <= j, "step {step}: remembered {j}-th lately at {pos}");
+                }
+            }
+        }
+        pool.release(&mut Heap);
+    }
+}
