@@ -576,11 +576,15 @@ impl Mmu {
         // Only filled entries have anything to undo. The others stay: a page pinned by a
         // root is kept (in sync and write-protected, so its guest-not-present entries
         // stay true), any other is freed.
-        for slot in 0..512 {
-            if self.is_filled(self.spt_get(sp, slot)) {
-                self.drop_spte(sp, slot);
-            } else {
-                self.work = self.work.wrapping_add(1);
+        // The table is read through one handle (a record lookup per entry made a zap
+        // cost thousands of steps): dropping entries frees no page, so it stays valid.
+        if let Some(t) = self.spt(sp) {
+            for slot in 0..512 {
+                if self.is_filled(t.get(slot)) {
+                    self.drop_spte(sp, slot);
+                } else {
+                    self.work = self.work.wrapping_add(1);
+                }
             }
         }
         self.sp_mut(sp).write_count = 0;

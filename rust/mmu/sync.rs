@@ -411,9 +411,19 @@ impl Mmu {
         if self.role(sp).level() != 1 || self.role(sp).direct() {
             return;
         }
+        let Some(t) = self.spt(sp) else {
+            return;
+        };
+        // Entries that are not filled have nothing to sync (`sync_entry_fmt` counts a
+        // step and returns): skip them without a record lookup each. Syncing an entry
+        // frees no page, so the handle stays valid.
         with_format!(self.role(sp).mode(), F => {
             for slot in 0..512 {
-                self.sync_entry_fmt::<F, G>(mem, sp, slot);
+                if self.is_filled(t.get(slot)) {
+                    self.sync_entry_fmt::<F, G>(mem, sp, slot);
+                } else {
+                    self.work = self.work.wrapping_add(1);
+                }
             }
         })
     }
