@@ -87,13 +87,21 @@ impl TablePage {
     }
 }
 
+/// Entry 2 of a spare page that may hold data (not only zeros).
+const PAGE_DIRTY: u64 = 1;
+
 /// A stack of spare pages, linked through the pages themselves (entry 0: next page's
-/// address, entry 1: its hpa).
+/// address, entry 1: its hpa, entry 2: [`PAGE_DIRTY`] or 0).
+///
+/// Pages from the page source come zeroed and need no second zero-fill; pages the engine
+/// used may hold anything. A page remembers which it is, so that taking a zeroed page
+/// clears 4 KiB only when it has to.
 ///
 /// # Invariants
 ///
 /// Every page on the list is an engine-owned [`HostPage`] not used for anything else;
-/// `count` is the number of pages on the list.
+/// `count` is the number of pages on the list. A page whose entry 2 is 0 holds zeros in
+/// every entry from 2 on.
 pub(crate) struct PageList {
     head: HostPage,
     count: usize,
@@ -113,7 +121,7 @@ impl PageList {
         self.count
     }
 
-    /// Adds a page.
+    /// Adds a page that may hold anything.
     ///
     /// # Safety
     ///
@@ -121,11 +129,32 @@ impl PageList {
     /// nothing else uses while it is on the list.
     pub(crate) unsafe fn push(&mut self, p: HostPage) {
         // SAFETY: the caller's contract.
+        unsafe { self.push_marked(p, PAGE_DIRTY) }
+    }
+
+    /// Adds a page that holds only zeros (fresh from the page source).
+    ///
+    /// # Safety
+    ///
+    /// As for [`PageList::push`], and every byte of `p` is 0.
+    pub(crate) unsafe fn push_zeroed(&mut self, p: HostPage) {
+        // SAFETY: the caller's contract.
+        unsafe { self.push_marked(p, 0) }
+    }
+
+    /// Adds `p` with `mark` in entry 2 (0 only for a zeroed page).
+    ///
+    /// # Safety
+    ///
+    /// As for [`PageList::push`]; `mark` is 0 only if every byte of `p` is 0.
+    unsafe fn push_marked(&mut self, p: HostPage, mark: u64) {
+        // SAFETY: the caller's contract.
         let Some(t) = (unsafe { TablePage::from_host(p) }) else {
             return;
         };
         t.set(0, self.head.ptr as usize as u64);
         t.set(1, self.head.hpa);
+        t.set(2, mark);
         self.head = p;
         // Bounded by the pages in existence, far below usize::MAX.
         self.count = self.count.saturating_add(1);
@@ -133,6 +162,24 @@ impl PageList {
 
     /// Takes a page, zero-filled.
     pub(crate) fn pop(&mut self) -> Option<HostPage> {
+        let (p, t) = self.take()?;
+        if t.get(2) == 0 {
+            // Zero from entry 2 on (type invariant): only the links need clearing.
+            t.set(0, 0);
+            t.set(1, 0);
+        } else {
+            t.zero();
+        }
+        Some(p)
+    }
+
+    /// Takes a page as it is, for a caller that writes every entry of it.
+    pub(crate) fn pop_unzeroed(&mut self) -> Option<HostPage> {
+        self.take().map(|(p, _)| p)
+    }
+
+    /// Unlinks the head page.
+    fn take(&mut self) -> Option<(HostPage, TablePage)> {
         let p = self.head;
         // SAFETY: the head is a page on the list (type invariant) or NULL.
         let t = unsafe { TablePage::from_host(p) }?;
@@ -144,13 +191,78 @@ impl PageList {
         };
         // A non-null head means count >= 1 (invariant).
         self.count = self.count.saturating_sub(1);
-        t.zero();
-        Some(p)
+        Some((p, t))
     }
 }
 
 impl Default for PageList {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+
+    fn layout() -> Layout {
+        Layout::from_size_align(PAGE_SIZE, PAGE_SIZE).unwrap()
+    }
+
+    fn page() -> (HostPage, TablePage) {
+        // SAFETY: a non-zero-sized layout.
+        let ptr = unsafe { alloc_zeroed(layout()) };
+        assert!(!ptr.is_null());
+        let p = HostPage {
+            ptr,
+            hpa: ptr as u64,
+        };
+        // SAFETY: the page was just allocated and is freed only at the end of the test.
+        (p, unsafe { TablePage::from_host(p) }.unwrap())
+    }
+
+    fn free(p: HostPage) {
+        // SAFETY: allocated by `page` with the same layout.
+        unsafe { dealloc(p.ptr, layout()) };
+    }
+
+    #[test]
+    fn pop_gives_zeroed_pages_whatever_was_pushed() {
+        let mut l = PageList::new();
+        let (used, ut) = page();
+        let (fresh, _) = page();
+        ut.fill(0x5a);
+        // SAFETY: both pages are this test's and on no other list; `fresh` is all zero.
+        unsafe {
+            l.push(used);
+            l.push_zeroed(fresh);
+        }
+        // The fresh page comes back first (a stack), then the used one: both all zero.
+        for want in [fresh, used] {
+            let p = l.pop().unwrap();
+            assert_eq!(p, want);
+            // SAFETY: the page is this test's.
+            let t = unsafe { TablePage::from_host(p) }.unwrap();
+            assert!((0..ENTRIES).all(|i| t.get(i) == 0), "page not zeroed");
+        }
+        assert!(l.pop().is_none());
+        assert_eq!(l.len(), 0);
+        free(used);
+        free(fresh);
+    }
+
+    #[test]
+    fn an_unzeroed_pop_keeps_the_contents_but_not_the_list() {
+        let mut l = PageList::new();
+        let (used, ut) = page();
+        ut.fill(7);
+        // SAFETY: the page is this test's and on no other list.
+        unsafe { l.push(used) };
+        let p = l.pop_unzeroed().unwrap();
+        assert_eq!(p, used);
+        assert_eq!(ut.get(3), 7);
+        assert!(l.pop_unzeroed().is_none());
+        free(used);
     }
 }

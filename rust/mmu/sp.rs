@@ -290,13 +290,13 @@ impl Mmu {
         }
         while self.spare.len() < pages {
             let p = src.alloc_page(false).ok_or(MmuError::NeedMemory)?;
-            // SAFETY: as above.
-            unsafe { self.spare.push(p) };
+            // SAFETY: as above; the page source gives zeroed pages.
+            unsafe { self.spare.push_zeroed(p) };
         }
         while self.spare_low.len() < low {
             let p = src.alloc_page(true).ok_or(MmuError::NeedMemory)?;
             // SAFETY: as above.
-            unsafe { self.spare_low.push(p) };
+            unsafe { self.spare_low.push_zeroed(p) };
         }
         Ok(())
     }
@@ -485,7 +485,8 @@ impl Mmu {
             }
         }
         let g = self.gfn_get(gfn)?;
-        let (Some(spt), Some(side)) = (self.spare.pop(), self.spare.pop()) else {
+        // The table needs no zero-fill: `init_entries` writes every entry of it.
+        let (Some(spt), Some(side)) = (self.spare.pop_unzeroed(), self.spare.pop()) else {
             return None;
         };
         let Some(sp) = self.pool.alloc::<SpRec>() else {

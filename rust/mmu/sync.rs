@@ -144,10 +144,8 @@ impl Mmu {
     /// entries anyway (prefetch, faults, resync of dropped entries), not by reading the
     /// whole guest table here.
     pub(super) fn init_entries(&mut self, sp: SpId) {
+        // Every entry, 0s too: the table comes from the spare list unzeroed.
         let nf = self.not_filled();
-        if nf == 0 {
-            return;
-        }
         if let Some(t) = self.spt(sp) {
             t.fill(nf);
         }
