@@ -117,6 +117,11 @@ impl Side {
         Side(gfn & SIDE_INFO)
     }
 
+    /// An entry as the side page stores it.
+    pub(super) fn from_raw(v: u64) -> Side {
+        Side(v)
+    }
+
     /// The entry as the side page stores it.
     pub(super) fn raw(self) -> u64 {
         self.0
@@ -396,6 +401,27 @@ impl Mmu {
             });
         }
         t.set(slot, v);
+    }
+
+    /// [`Mmu::spt_set`] on entry `slot` of level-1 table `t` (a shadow page's, read
+    /// through [`Mmu::sp_view`]).
+    pub(super) fn leaf_set_in(&mut self, t: TablePage, slot: usize, v: u64) {
+        let old = t.get(slot);
+        if tlb_may_hold_stale(old, self.is_filled(old), v) {
+            self.tlb_flush = self.tlb_flush.and(TlbFlush::OneLeaf);
+        }
+        t.set(slot, v);
+    }
+
+    /// [`Mmu::drop_spte`] on filled entry `slot` of level-1 shadow page `sp`, whose table
+    /// and side page are `t` and `side`.
+    pub(super) fn drop_leaf_in(&mut self, sp: SpId, t: TablePage, side: TablePage, slot: usize) {
+        self.work = self.work.wrapping_add(1);
+        let nf = self.not_filled;
+        self.leaf_set_in(t, slot, nf);
+        let v = Side(side.get(slot));
+        self.rmap_remove(v.gfn(), SRef::new(sp, slot), v.pos());
+        side.set(slot, Side::EMPTY.0);
     }
 
     /// Side entry `slot` of `sp`.

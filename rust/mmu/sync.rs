@@ -409,21 +409,58 @@ impl Mmu {
         if self.role(sp).level() != 1 || self.role(sp).direct() {
             return;
         }
-        let Some(t) = self.spt(sp) else {
+        with_format!(self.role(sp).mode(), F => self.sync_leaf_page::<F, G>(mem, sp))
+    }
+
+    /// [`Mmu::sync_sp_entries`] for level-1 page `sp` of format `F`: for every entry, what
+    /// [`Mmu::sync_entry_fmt`] does (the same entries, reverse map, TLB report, counters
+    /// and steps), with the page's record read once instead of about a dozen times per
+    /// entry. Syncing entries frees no page and changes no field of the record it read.
+    fn sync_leaf_page<F: Format, G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId) {
+        let view = self.sp_view(sp);
+        let (Some(spt), Some(side)) = (view.spt, view.side) else {
             return;
         };
-        // Entries that are not filled have nothing to sync (`sync_entry_fmt` counts a
-        // step and returns): skip them without a record lookup each. Syncing an entry
-        // frees no page, so the handle stays valid.
-        with_format!(self.role(sp).mode(), F => {
-            for slot in 0..512 {
-                if self.is_filled(t.get(slot)) {
-                    self.sync_entry_fmt::<F, G>(mem, sp, slot);
-                } else {
-                    self.work = self.work.wrapping_add(1);
-                }
+        let role = view.role;
+        let ctx = role.ctx(&self.ctx);
+        let nf = self.not_filled();
+        let base = view.gfn << 12;
+        for slot in 0..512 {
+            self.work = self.work.wrapping_add(1);
+            let old = spt.get(slot);
+            if !self.is_filled(old) {
+                continue;
             }
-        })
+            // As `read_gpte_fmt`: gfn < 2^40 and the offset is below 8 KiB.
+            let off = F::gpte_index(1, role.quadrant(), slot).wrapping_mul(F::PTE_BYTES);
+            let gpte = read_gpte(mem, base.wrapping_add(off), F::PTE_BYTES);
+            let mapped = Side::from_raw(side.get(slot));
+            let Some(leaf) = guest_leaf::<F>(role, &ctx, gpte) else {
+                self.drop_leaf_in(sp, spt, side, slot);
+                // `note_guest_entry`: the guest entry just read is the one `gnp_value`
+                // reads; the entry is not filled now, so it becomes that value.
+                let v = if nf != 0 && view.flags & SP_UNSYNC == 0 && gpte & PTE_P == 0 {
+                    0
+                } else {
+                    nf
+                };
+                if v != nf {
+                    spt.set(slot, v);
+                    self.stats.inc(Counter::GnpEntriesSet);
+                }
+                continue;
+            };
+            if mapped.gfn() != leaf.gfn {
+                self.drop_leaf_in(sp, spt, side, slot);
+                continue;
+            }
+            let Some(frame) = mem.frame(leaf.gfn) else {
+                self.drop_leaf_in(sp, spt, side, slot);
+                continue;
+            };
+            let writable = leaf.perm & ACC_W != 0 && leaf.dirty && !self.gfn_tracked(leaf.gfn);
+            self.leaf_set_in(spt, slot, make_spte(frame.hpa, leaf.perm, writable));
+        }
     }
 
     /// Brings an out-of-sync frame back in sync and write-protects it again.
