@@ -605,12 +605,16 @@ impl Mmu {
         // stay true), any other is freed.
         // The table is read through one handle (a record lookup per entry made a zap
         // cost thousands of steps): dropping entries frees no page, so it stays valid.
-        if let Some(t) = self.spt(sp) {
+        let view = self.sp_view(sp);
+        if let (Some(t), Some(side)) = (view.spt, view.side) {
+            let leaf = view.role.level() == 1;
             for slot in 0..512 {
-                if self.is_filled(t.get(slot)) {
-                    self.drop_spte(sp, slot);
-                } else {
+                if !self.is_filled(t.get(slot)) {
                     self.work = self.work.wrapping_add(1);
+                } else if leaf {
+                    self.drop_leaf_in(sp, t, side, slot);
+                } else {
+                    self.drop_spte(sp, slot);
                 }
             }
         }
