@@ -842,7 +842,10 @@ mod tests {
                 _ if listed => {
                     l.touch(&mut pool, id);
                     let pos = order(&l, &pool).iter().position(|&i| i == id);
-                    assert!(pos.unwrap() < LRU_RECENT, "step {step}: touched page at {pos:?}");
+                    assert!(
+                        pos.unwrap() < LRU_RECENT,
+                        "step {step}: touched page at {pos:?}"
+                    );
                 }
                 _ => {}
             }
@@ -851,7 +854,10 @@ mod tests {
             for j in 0..LRU_RECENT {
                 let r = l.recent[(l.next + LRU_RECENT - 1 - j) % LRU_RECENT];
                 if let Some(r) = r {
-                    let pos = now.iter().position(|&i| i == r).expect("remembered page listed");
+                    let pos = now
+                        .iter()
+                        .position(|&i| i == r)
+                        .expect("remembered page listed");
                     assert!(pos <= j, "step {step}: remembered {j}-th lately at {pos}");
                 }
             }

@@ -6,9 +6,9 @@
 
 use super::bits::{PTE_A, PTE_D, PTE_NX, PTE_P, PTE_U, PTE_W};
 use super::frames::RMAP_MAX;
+use super::lists::SRef;
 use super::mem::{read_gpte, GuestMemory};
 use super::roles::Role;
-use super::lists::SRef;
 use super::sp::{Side, SpId, SpView, SPTE_ADDR, SP_UNSYNC};
 use super::stats::Counter;
 use super::walk::{with_format, Format, GuestMode, PagingCtx, ACC_U, ACC_W, ACC_X};
