@@ -3,8 +3,8 @@
 //! The #PF path: walk the guest's tables, build the shadow path down to the leaf, and
 //! decide between fixing the fault, injecting it, MMIO and emulating the write.
 
-use super::bits::{PFERR_P, PTE_A, PTE_D};
-use super::mem::{GuestMemory, PageSource};
+use super::bits::{PFERR_P, PTE_A, PTE_D, PTE_P};
+use super::mem::{read_gpte, GuestMemory, PageSource};
 use super::roles::Role;
 use super::roots::{sidx, ROOT_PAGES, ROOT_RECS};
 use super::stats::Counter;
@@ -158,7 +158,7 @@ impl Mmu {
         let mut unsync = false;
         if writable && tracked {
             if write {
-                if self.can_unsync(gfn) {
+                if self.can_unsync(gfn) && !self.emulates_new_entry::<F, G>(mem, w.gpa) {
                     unsync = true;
                 } else {
                     writable = false;
@@ -207,6 +207,19 @@ impl Mmu {
         }
         self.stats.inc(Counter::HiddenFaultsFixed);
         Ok(PfOutcome::Fixed)
+    }
+
+    /// Whether a guest write at `gpa` into a leaf table the engine could let go out of
+    /// sync is emulated instead, so that the table stays in sync: when P=0 faults skip the
+    /// exit and the entry written (format `F`) is not present now. Such a write is
+    /// usually the guest mapping a page it faulted on; emulated, the new entry is filled
+    /// from it ([`Mmu::guest_wrote`]) and the table's other not-present entries stay 0,
+    /// so neither the access that follows nor the guest's next not-present fault in the
+    /// table exits. In an out-of-sync table both would (its not-present entries cannot be
+    /// 0). A write over a present entry (the guest changing or removing a mapping,
+    /// usually several) still lets the table go out of sync: later writes need no exit.
+    fn emulates_new_entry<F: Format, G: GuestMemory + ?Sized>(&self, mem: &G, gpa: u64) -> bool {
+        self.pfec_bypass() && read_gpte(mem, gpa, F::PTE_BYTES) & PTE_P == 0
     }
 
     /// The guest's walk for `gva` just failed with P=0: follows the shadow path for `gva`

@@ -499,7 +499,7 @@ impl Mmu {
     /// guest with EFER.NXE=1 and PAE paging, so it always reports I/D for fetches; the
     /// guest's paging reports it only with CR4.SMEP=1 or with PAE/4-level paging and
     /// EFER.NXE=1 (SDM vol. 3A 4.7).
-    fn pfec_bypass(&self) -> bool {
+    pub(super) fn pfec_bypass(&self) -> bool {
         let fetch_id = self.ctx.smep || (self.ctx.mode != GuestMode::Bits32 && self.ctx.nxe);
         self.not_filled != 0 && self.ctx.mode != GuestMode::Off && fetch_id
     }

@@ -58,7 +58,14 @@ impl Mmu {
                 sp = next;
                 continue;
             }
-            with_format!(role.mode(), F => self.drop_written::<F, G>(mem, id, off, end));
+            let filled =
+                with_format!(role.mode(), F => self.drop_written::<F, G>(mem, id, off, end));
+            if filled {
+                // The guest mapped a page in a table it uses (the write KVM's flood
+                // detection skips for leaf tables, which it lets go out of sync): not a
+                // sign the frame stopped being a page table.
+                self.sp_mut(id).write_count = 0;
+            }
             sp = next;
         }
         if flooded && !self.is_shadowed(gfn) {
@@ -67,28 +74,39 @@ impl Mmu {
     }
 
     /// Drops the entries of indirect shadow page `sp` derived from bytes `off..end` of
-    /// the guest table it shadows, whose entries have format `F`.
+    /// the guest table it shadows, whose entries have format `F`. With the
+    /// guest-not-present bypass on, a leaf entry is then filled from the new guest entry
+    /// when that is usable without an A/D update (as KVM's `mmu_pte_write_new_pte` did),
+    /// and otherwise made 0 or not filled from it; returns whether one was filled.
     fn drop_written<F: Format, G: GuestMemory + ?Sized>(
         &mut self,
         mem: &G,
         sp: SpId,
         off: u64,
         end: u64,
-    ) {
+    ) -> bool {
         let role = self.role(sp);
         // end > off (the caller writes at least one byte); entries are 4 or 8 bytes.
         let (Some(first), Some(last)) = (
             off.checked_div(F::PTE_BYTES),
             end.saturating_sub(1).checked_div(F::PTE_BYTES),
         ) else {
-            return;
+            return false;
         };
+        let fill = role.level() == 1 && self.not_filled() != 0;
+        let mut filled = false;
         for gi in first..=last {
             for slot in F::shadow_slots(role.level(), role.quadrant(), gi) {
                 self.drop_spte(sp, slot);
-                self.note_guest_entry(mem, sp, slot);
+                // prefetch_entry notes a guest entry it cannot use.
+                if fill && self.prefetch_entry(mem, sp, slot) {
+                    filled = true;
+                } else {
+                    self.note_guest_entry(mem, sp, slot);
+                }
             }
         }
+        filled
     }
 
     /// The fallback for a [`super::PfOutcome::EmulateWrite`] whose instruction (at `rip`) cannot

@@ -1078,8 +1078,19 @@ fn unsync_not_present_to_present_gives_no_spurious_fault() {
     let ec = hw_walk(&mmu, &host, 0x2000, RD).unwrap_err();
     assert_eq!(ec, 0);
     assert!(pf_skips_exit(&mmu, ec));
-    // The guest points 0x2000 at f2 through the window: the table goes out of sync and
-    // the store itself needs no further exit.
+    // The guest rewrites 0x1000's (present) entry through the window: the table goes
+    // out of sync (a write over a not-present entry would be emulated instead).
+    let st = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        0x4000_0008,
+        WR,
+        Some(((f1 << 12) | PWU, 8)),
+    );
+    assert!(matches!(st, CpuResult::Ok(_)), "{st:?}");
+    assert_eq!(mmu.unsync_frames(), 1, "the table is out of sync");
+    // The guest points 0x2000 at f2 through the window: a plain store, no exit.
     let st = cpu_access(
         &mut mmu,
         &mut host,
@@ -1336,6 +1347,154 @@ fn emulated_unmap_needs_no_exit_for_the_next_fault() {
     assert_eq!(r, CpuResult::Fault(0));
     assert_eq!(mmu.stats().get(Counter::GnpFaultsExited), exited, "no exit");
     assert_eq!(direct_faults(), direct + 1);
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+/// With the bypass on, a guest store over a not-present entry of an in-sync leaf table
+/// (the guest mapping the page it just faulted on) is emulated and fills the new shadow
+/// entry: the table stays in sync, the access that follows needs no exit, and the
+/// table's other not-present entries stay 0 (their faults skip the exit). Fails without
+/// `emulates_new_entry` in the fault path (the table goes out of sync) and without the
+/// fill in `drop_written` (0x2000 exits once more).
+#[test]
+fn new_entry_store_is_emulated_and_filled() {
+    let (mem, mut b, cr3, _pt, f1) = gnp_world();
+    let f2 = b.alloc();
+    let mut host = Host::new();
+    let cfg = Config {
+        prefetch: 0,
+        ..Config::DEFAULT
+    };
+    let mut mmu = start(3, cfg, &mem, &mut host, cr3);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(f1))
+    );
+    for gva in [0x2000, 0x3000] {
+        let r = cpu_access(&mut mmu, &mut host, &mem, gva, RD, None);
+        assert_eq!(r, CpuResult::Fault(0));
+    }
+    let st = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        0x4000_0010,
+        WR,
+        Some(((f2 << 12) | PWU | PTE_A, 8)),
+    );
+    assert!(matches!(st, CpuResult::Emulated(_)), "{st:?}");
+    assert_eq!(mmu.unsync_frames(), 0, "the table stays in sync");
+    assert_eq!(
+        hw_walk(&mmu, &host, 0x2000, RD),
+        Ok(hpa(f2)),
+        "filled from the new entry"
+    );
+    let ec = hw_walk(&mmu, &host, 0x3000, RD).unwrap_err();
+    assert_eq!(ec, 0, "still guest-not-present");
+    assert!(pf_skips_exit(&mmu, ec));
+    // A new entry without A: emulated too, but the CPU must set A, so no fill; the
+    // access exits once and is fixed (never a fault the guest would see).
+    let st = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        0x4000_0018,
+        WR,
+        Some(((f2 << 12) | PWU, 8)),
+    );
+    assert!(matches!(st, CpuResult::Emulated(_)), "{st:?}");
+    assert_eq!(hw_walk(&mmu, &host, 0x3000, RD).unwrap_err(), PFERR_P_RSVD);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x3000, RD, None),
+        CpuResult::Ok(hpa(f2))
+    );
+    assert_eq!(mmu.unsync_frames(), 0);
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+/// A leaf table the guest keeps mapping new pages into (first_touch's pattern, each
+/// store emulated and filled, no fault through the table in between) is not taken for
+/// a frame reused as data: its flood count restarts at every filled store. Emulated
+/// stores that map nothing still count. Fails without the `write_count` reset in
+/// `guest_wrote` (the table is unshadowed after `flood_threshold` stores).
+#[test]
+fn new_entry_stores_do_not_flood_the_table() {
+    let (mem, mut b, cr3, pt, f1) = gnp_world();
+    let mut host = Host::new();
+    let cfg = Config {
+        prefetch: 0,
+        flood_threshold: 3,
+        ..Config::DEFAULT
+    };
+    let mut mmu = start(3, cfg, &mem, &mut host, cr3);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(f1))
+    );
+    for i in 2..10u64 {
+        let f = b.alloc();
+        let st = cpu_access(
+            &mut mmu,
+            &mut host,
+            &mem,
+            0x4000_0000 + i * 8,
+            WR,
+            Some(((f << 12) | PWU | PTE_A | PTE_D, 8)),
+        );
+        assert!(matches!(st, CpuResult::Emulated(_)), "store {i}: {st:?}");
+        assert!(mmu.is_shadowed(pt), "store {i} flooded the table out");
+        assert_eq!(hw_walk(&mmu, &host, i << 12, WR), Ok(hpa(f)));
+    }
+    assert_eq!(mmu.unsync_frames(), 0);
+    // Stores of not-present values map nothing: the third one floods the table out.
+    for i in 20..23u64 {
+        let st = cpu_access(
+            &mut mmu,
+            &mut host,
+            &mem,
+            0x4000_0000 + i * 8,
+            WR,
+            Some((0, 8)),
+        );
+        assert!(matches!(st, CpuResult::Emulated(_)), "store {i}: {st:?}");
+    }
+    assert!(!mmu.is_shadowed(pt), "flooded by stores that map nothing");
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+/// Without the bypass nothing changes: a store over a not-present entry lets the table
+/// go out of sync, as before (emulating it would save no exit: every fault exits).
+#[test]
+fn without_bypass_new_entry_store_unsyncs() {
+    let (mem, mut b, cr3, _pt, f1) = gnp_world();
+    let f2 = b.alloc();
+    let mut host = Host::new();
+    let cfg = Config {
+        gnp_bypass: false,
+        ..Config::DEFAULT
+    };
+    let mut mmu = start(3, cfg, &mem, &mut host, cr3);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(f1))
+    );
+    let st = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        0x4000_0010,
+        WR,
+        Some(((f2 << 12) | PWU | PTE_A, 8)),
+    );
+    assert!(matches!(st, CpuResult::Ok(_)), "{st:?}");
+    assert_eq!(mmu.unsync_frames(), 1);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x2000, RD, None),
+        CpuResult::Ok(hpa(f2))
+    );
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
