@@ -7,6 +7,7 @@ use super::bits::{PFERR_P, PTE_A, PTE_D, PTE_P};
 use super::mem::{read_gpte, GuestMemory, PageSource};
 use super::roles::Role;
 use super::roots::{sidx, ROOT_PAGES, ROOT_RECS};
+use super::sp::SP_NEW_UNFILLABLE;
 use super::stats::Counter;
 use super::sync::make_spte;
 use super::walk::{self, with_format, Access, Format, PageFault, Walk};
@@ -218,8 +219,24 @@ impl Mmu {
     /// table exits. In an out-of-sync table both would (its not-present entries cannot be
     /// 0). A write over a present entry (the guest changing or removing a mapping,
     /// usually several) still lets the table go out of sync: later writes need no exit.
+    ///
+    /// A table whose new entries could not be filled before ([`SP_NEW_UNFILLABLE`]) goes
+    /// out of sync as without the bypass: there the emulation would only add its cost.
     fn emulates_new_entry<F: Format, G: GuestMemory + ?Sized>(&self, mem: &G, gpa: u64) -> bool {
-        self.pfec_bypass() && read_gpte(mem, gpa, F::PTE_BYTES) & PTE_P == 0
+        if !self.pfec_bypass() || read_gpte(mem, gpa, F::PTE_BYTES) & PTE_P != 0 {
+            return false;
+        }
+        let Some(g) = self.gfn_lookup(gpa >> 12) else {
+            return false;
+        };
+        let mut sp = self.gr(g).sps;
+        while let Some(id) = sp {
+            if self.sp(id).flags & SP_NEW_UNFILLABLE != 0 {
+                return false;
+            }
+            sp = self.sp(id).gfn_next;
+        }
+        true
     }
 
     /// The guest's walk for `gva` just failed with P=0: follows the shadow path for `gva`

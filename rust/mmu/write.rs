@@ -5,7 +5,7 @@
 //! instruction that cannot be emulated.
 
 use super::mem::{GuestMemory, PageSource};
-use super::sp::SpId;
+use super::sp::{SpId, SP_NEW_UNFILLABLE};
 use super::stats::Counter;
 use super::walk::{self, with_format, Format};
 use super::Mmu;
@@ -101,8 +101,12 @@ impl Mmu {
                 // prefetch_entry notes a guest entry it cannot use.
                 if fill && self.prefetch_entry(mem, sp, slot) {
                     filled = true;
-                } else {
-                    self.note_guest_entry(mem, sp, slot);
+                    continue;
+                }
+                self.note_guest_entry(mem, sp, slot);
+                // Not filled (0 would mean guest-not-present): present but unusable.
+                if fill && self.spt_get(sp, slot) == self.not_filled() {
+                    self.sp_mut(sp).flags |= SP_NEW_UNFILLABLE;
                 }
             }
         }

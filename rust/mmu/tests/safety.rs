@@ -1355,8 +1355,9 @@ fn emulated_unmap_needs_no_exit_for_the_next_fault() {
 /// (the guest mapping the page it just faulted on) is emulated and fills the new shadow
 /// entry: the table stays in sync, the access that follows needs no exit, and the
 /// table's other not-present entries stay 0 (their faults skip the exit). Fails without
-/// `emulates_new_entry` in the fault path (the table goes out of sync) and without the
-/// fill in `drop_written` (0x2000 exits once more).
+/// `emulates_new_entry` in the fault path (the table goes out of sync), without the
+/// fill in `drop_written` (0x2000 exits once more) and without `SP_NEW_UNFILLABLE` (the
+/// table of a guest that writes new entries without A keeps being emulated).
 #[test]
 fn new_entry_store_is_emulated_and_filled() {
     let (mem, mut b, cr3, _pt, f1) = gnp_world();
@@ -1410,6 +1411,22 @@ fn new_entry_store_is_emulated_and_filled() {
         CpuResult::Ok(hpa(f2))
     );
     assert_eq!(mmu.unsync_frames(), 0);
+    // That table's new entries come without A: emulating them saves no exit, so its
+    // next store over a not-present entry lets it go out of sync, as without the bypass.
+    let st = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        0x4000_0020,
+        WR,
+        Some(((f2 << 12) | PWU | PTE_A, 8)),
+    );
+    assert!(matches!(st, CpuResult::Ok(_)), "{st:?}");
+    assert_eq!(mmu.unsync_frames(), 1);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x4000, RD, None),
+        CpuResult::Ok(hpa(f2))
+    );
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
