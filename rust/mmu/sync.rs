@@ -138,7 +138,8 @@ impl Mmu {
 
     /// The entries of a new shadow page: all not filled (a fresh page is zero, which
     /// with the bypass on would send the guest's faults through it straight to the
-    /// guest). One pass over the page, as KVM's old `nonpaging_prefetch_page`; which
+    /// guest). One pass over the page, as KVM's old `nonpaging_prefetch_page` (a `memset`
+    /// with [`super::NOT_FILLED_BYTES`]); which
     /// entries are guest-not-present is learnt later, where the engine reads those guest
     /// entries anyway (prefetch, faults, resync of dropped entries), not by reading the
     /// whole guest table here.

@@ -1515,3 +1515,33 @@ fn without_bypass_new_entry_store_unsyncs() {
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
 }
+
+/// Not-filled entries fault with P=1 and RSVD=1 (so they exit) at every host MAXPHYADDR
+/// the bypass runs with: up to 48 they are the one-byte pattern (bit 48 reserved), above
+/// they carry bits 51..=MAXPHYADDR. Fails if the pattern is used at 49 (bit 48 is an
+/// address bit there: the walk would go on to a frame that does not exist).
+#[test]
+fn not_filled_entries_fault_at_every_host_maxphyaddr() {
+    for host_maxphyaddr in [40u8, 46, 48, 49, 50, 51] {
+        let (mem, _b, cr3, _pt, f1) = gnp_world();
+        let mut host = Host::new();
+        let cfg = Config {
+            prefetch: 0,
+            host_maxphyaddr,
+            ..Config::DEFAULT
+        };
+        let mut mmu = start(3, cfg, &mem, &mut host, cr3);
+        assert!(mmu.hw_state().pfec_bypass);
+        assert_eq!(
+            cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+            CpuResult::Ok(hpa(f1))
+        );
+        // A leaf, a directory and a PML4 entry of fresh shadow pages.
+        for gva in [0x2000u64, 0x20_0000, 0x80_0000_0000] {
+            let r = hw_walk(&mmu, &host, gva, RD);
+            assert_eq!(r, Err(PFERR_P_RSVD), "{gva:#x} at {host_maxphyaddr}");
+        }
+        mmu.teardown(&mut host);
+        assert_eq!(host.live(), 0);
+    }
+}
