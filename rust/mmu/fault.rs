@@ -244,7 +244,7 @@ impl Mmu {
     /// guest entry says ([`Mmu::note_guest_entry`]): 0 if that is the not-present guest
     /// entry, so the guest's next fault there needs no exit. Needs no memory.
     fn note_not_present_path<G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {
-        if self.not_filled() == 0 {
+        if !self.pfec_bypass() {
             return;
         }
         let Some((mut sp, mut level)) = self.path_start(gva) else {
