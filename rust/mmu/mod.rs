@@ -128,7 +128,8 @@ pub struct Config {
     /// exits with P=1,RSVD=1), entries whose guest entry is known not present hold 0, and
     /// [`HwPaging::pfec_bypass`] tells the vCPU when P=0 faults may go straight to the
     /// guest (page-fault error-code mask = match = P). Off when `host_maxphyaddr` is 52
-    /// (no reserved address bit).
+    /// (no reserved address bit). Off by default: on the benchmarks it saved no exits and
+    /// cost time (Documentation/benchmarks.md).
     pub gnp_bypass: bool,
 }
 
@@ -145,7 +146,7 @@ impl Config {
         unsync: true,
         prefetch: 8,
         host_maxphyaddr: 46,
-        gnp_bypass: true,
+        gnp_bypass: false,
     };
 }
 

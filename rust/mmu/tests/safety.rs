@@ -1029,6 +1029,11 @@ fn tlb_kept_across_exits_is_invalidated_where_needed() {
 // ------------------------------------------------------------------ issue 13: bypass
 
 const PFERR_P_RSVD: u32 = PFERR_P | PFERR_RSVD;
+/// The engine's defaults with the guest-not-present bypass on (it is off by default).
+const GNP: Config = Config {
+    gnp_bypass: true,
+    ..Config::DEFAULT
+};
 
 /// A 4-level guest with 0x1000 mapped to `f1`, 0x2000 and 0x3000 not mapped in the same
 /// table, and a writable window onto that table at 0x4000_0000. Returns (mem, builder,
@@ -1058,7 +1063,7 @@ fn unsync_not_present_to_present_gives_no_spurious_fault() {
     let mut host = Host::new();
     let cfg = Config {
         prefetch: 0,
-        ..Config::DEFAULT
+        ..GNP
     };
     let mut mmu = start(3, cfg, &mem, &mut host, cr3);
     assert!(mmu.hw_state().pfec_bypass);
@@ -1133,7 +1138,7 @@ fn zapped_entries_are_not_filled_not_zero() {
     let cfg = Config {
         flood_threshold: 1,
         prefetch: 0,
-        ..Config::DEFAULT
+        ..GNP
     };
     let mut mmu = start(3, cfg, &mem, &mut host, cr3);
     assert_eq!(
@@ -1171,7 +1176,7 @@ fn guest_reserved_bits_fault_as_on_hardware() {
     w8(&mem, pt, 9, rsvd | (f1 << 12) | PWU);
     w8(&mem, pt, 10, rsvd | (f1 << 12) | PTE_W | PTE_U);
     let mut host = Host::new();
-    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, cr3);
+    let mut mmu = start(3, GNP, &mem, &mut host, cr3);
     let r = cpu_access(&mut mmu, &mut host, &mem, 0x8000, RD, None);
     assert_eq!(r, CpuResult::Ok(hpa(f1)));
     let injected = mmu.stats().get(Counter::GuestFaultsInjected);
@@ -1207,7 +1212,7 @@ fn maxphyaddr_52_disables_bypass() {
     let mut host = Host::new();
     let cfg = Config {
         host_maxphyaddr: 52,
-        ..Config::DEFAULT
+        ..GNP
     };
     let mut mmu = start(3, cfg, &mem, &mut host, cr3);
     assert!(!mmu.config().gnp_bypass);
@@ -1243,7 +1248,7 @@ fn fetch_error_code_without_nx_goes_through_the_engine() {
     let f1 = b.alloc();
     b.map(&mem, cr3, 0x1000, f1);
     let mut host = Host::new();
-    let mut mmu = start(1, Config::DEFAULT, &mem, &mut host, cr3);
+    let mut mmu = start(1, GNP, &mem, &mut host, cr3);
     assert!(!mmu.hw_state().pfec_bypass, "32-bit paging, no SMEP");
     assert_eq!(
         cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
@@ -1291,7 +1296,7 @@ fn bypass_saves_guest_fault_exits() {
         let mut host = Host::new();
         let cfg = Config {
             gnp_bypass,
-            ..Config::DEFAULT
+            ..GNP
         };
         let mut mmu = start(3, cfg, &mem, &mut host, cr3);
         assert_eq!(
@@ -1332,7 +1337,7 @@ fn emulated_unmap_needs_no_exit_for_the_next_fault() {
     let mut host = Host::new();
     let cfg = Config {
         unsync: false,
-        ..Config::DEFAULT
+        ..GNP
     };
     let mut mmu = start(3, cfg, &mem, &mut host, cr3);
     let r = cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None);
@@ -1364,7 +1369,7 @@ fn new_entry_store_is_emulated_and_filled() {
     let mut host = Host::new();
     let cfg = Config {
         prefetch: 0,
-        ..Config::DEFAULT
+        ..GNP
     };
     let mut mmu = start(3, cfg, &mem, &mut host, cr3);
     assert_eq!(
@@ -1442,7 +1447,7 @@ fn new_entry_stores_do_not_flood_the_table() {
     let cfg = Config {
         prefetch: 0,
         flood_threshold: 3,
-        ..Config::DEFAULT
+        ..GNP
     };
     let mut mmu = start(3, cfg, &mem, &mut host, cr3);
     assert_eq!(
@@ -1490,7 +1495,7 @@ fn without_bypass_new_entry_store_unsyncs() {
     let mut host = Host::new();
     let cfg = Config {
         gnp_bypass: false,
-        ..Config::DEFAULT
+        ..GNP
     };
     let mut mmu = start(3, cfg, &mem, &mut host, cr3);
     assert_eq!(
@@ -1527,7 +1532,7 @@ fn not_filled_entries_fault_at_every_host_maxphyaddr() {
         let cfg = Config {
             prefetch: 0,
             host_maxphyaddr,
-            ..Config::DEFAULT
+            ..GNP
         };
         let mut mmu = start(3, cfg, &mem, &mut host, cr3);
         assert!(mmu.hw_state().pfec_bypass);
