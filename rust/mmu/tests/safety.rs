@@ -1061,10 +1061,7 @@ fn unsync_not_present_to_present_gives_no_spurious_fault() {
     let (mem, mut b, cr3, _pt, f1) = gnp_world();
     let f2 = b.alloc();
     let mut host = Host::new();
-    let cfg = Config {
-        prefetch: 0,
-        ..GNP
-    };
+    let cfg = Config { prefetch: 0, ..GNP };
     let mut mmu = start(3, cfg, &mem, &mut host, cr3);
     assert!(mmu.hw_state().pfec_bypass);
     assert_eq!(
@@ -1294,10 +1291,7 @@ fn bypass_saves_guest_fault_exits() {
     let run = |gnp_bypass: bool| {
         let (mem, _b, cr3, _pt, f1) = gnp_world();
         let mut host = Host::new();
-        let cfg = Config {
-            gnp_bypass,
-            ..GNP
-        };
+        let cfg = Config { gnp_bypass, ..GNP };
         let mut mmu = start(3, cfg, &mem, &mut host, cr3);
         assert_eq!(
             cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
@@ -1367,10 +1361,7 @@ fn new_entry_store_is_emulated_and_filled() {
     let (mem, mut b, cr3, _pt, f1) = gnp_world();
     let f2 = b.alloc();
     let mut host = Host::new();
-    let cfg = Config {
-        prefetch: 0,
-        ..GNP
-    };
+    let cfg = Config { prefetch: 0, ..GNP };
     let mut mmu = start(3, cfg, &mem, &mut host, cr3);
     assert_eq!(
         cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
