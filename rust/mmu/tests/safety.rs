@@ -1166,9 +1166,10 @@ fn zapped_entries_are_not_filled_not_zero() {
 #[test]
 fn guest_reserved_bits_fault_as_on_hardware() {
     let (mem, _b, cr3, pt, f1) = gnp_world();
-    let rsvd = 1u64 << 50; // above the guest's MAXPHYADDR 46
-                           // Prefetch group 8..15: 8 mapped, 9 present with a reserved bit, 10 not present
-                           // with the same bit.
+    // Above the guest's MAXPHYADDR 46.
+    let rsvd = 1u64 << 50;
+    // Prefetch group 8..15: 8 mapped, 9 present with a reserved bit, 10 not present with
+    // the same bit.
     w8(&mem, pt, 8, (f1 << 12) | PWU);
     w8(&mem, pt, 9, rsvd | (f1 << 12) | PWU);
     w8(&mem, pt, 10, rsvd | (f1 << 12) | PTE_W | PTE_U);
