@@ -1161,7 +1161,7 @@ fn zapped_entries_are_not_filled_not_zero() {
 /// with P=1 and RSVD=1 (the shadow entry is not filled: the fault exits and the engine
 /// injects it), also after prefetch has looked at the entry and found it unusable; a
 /// not-present guest entry with the same bits is plain not-present (P=0, no exit once
-/// the engine has seen it). Fails if `gnp_value` writes 0 for a present entry with
+/// the engine has seen it). Fails if `note_gpte` writes 0 for a present entry with
 /// reserved bits (prefetch would make the first fault P=0).
 #[test]
 fn guest_reserved_bits_fault_as_on_hardware() {
