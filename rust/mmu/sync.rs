@@ -116,7 +116,6 @@ impl Mmu {
 
     /// [`Mmu::note_guest_entry`] with the guest entry `gpte` already read.
     fn note_gpte(&mut self, sp: SpId, slot: usize, gpte: u64) {
-        // Cheapest test first: most entries noted are present (prefetch stops at them).
         if !self.pfec_bypass() {
             return;
         }
@@ -124,6 +123,8 @@ impl Mmu {
         if self.is_filled(old) {
             return;
         }
+        // The guest entry first: most entries noted are present (prefetch stops at them),
+        // and it needs no record lookup.
         let v = if gpte & PTE_P != 0 || self.role(sp).direct() || self.sp(sp).flags & SP_UNSYNC != 0
         {
             self.not_filled()
@@ -141,10 +142,9 @@ impl Mmu {
     /// The entries of a new shadow page: all not filled (a fresh page is zero, which
     /// with the bypass on would send the guest's faults through it straight to the
     /// guest). One pass over the page, as KVM's old `nonpaging_prefetch_page` (a `memset`
-    /// with [`super::NOT_FILLED_BYTES`]); which
-    /// entries are guest-not-present is learnt later, where the engine reads those guest
-    /// entries anyway (prefetch, faults, resync of dropped entries), not by reading the
-    /// whole guest table here.
+    /// with [`super::NOT_FILLED_BYTES`]); which entries are guest-not-present is learnt
+    /// later, where the engine reads those guest entries anyway (prefetch, faults, resync
+    /// of dropped entries), not by reading the whole guest table here.
     pub(super) fn init_entries(&mut self, sp: SpId) {
         let nf = self.not_filled();
         if nf == 0 {

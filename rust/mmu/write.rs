@@ -74,8 +74,8 @@ impl Mmu {
     }
 
     /// Drops the entries of indirect shadow page `sp` derived from bytes `off..end` of
-    /// the guest table it shadows, whose entries have format `F`. With the
-    /// guest-not-present bypass on, a leaf entry is then filled from the new guest entry
+    /// the guest table it shadows, whose entries have format `F`. While the
+    /// guest-not-present bypass is in force, a leaf entry is then filled from the new guest entry
     /// when that is usable without an A/D update (as KVM's `mmu_pte_write_new_pte` did),
     /// and otherwise made 0 or not filled from it; returns whether one was filled.
     fn drop_written<F: Format, G: GuestMemory + ?Sized>(
@@ -93,7 +93,9 @@ impl Mmu {
         ) else {
             return false;
         };
-        let fill = role.level() == 1 && self.not_filled() != 0;
+        // Only while the bypass is in force: then a noted entry left not filled is one
+        // whose new guest entry is present but unusable (a not-present one becomes 0).
+        let fill = role.level() == 1 && self.pfec_bypass();
         let mut filled = false;
         for gi in first..=last {
             for slot in F::shadow_slots(role.level(), role.quadrant(), gi) {
