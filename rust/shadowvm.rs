@@ -96,10 +96,10 @@ module! {
             description: "RUN returns to userspace (exit reason INTR) after this long in the guest",
         },
         gnp_bypass: u64 {
-            default: 1,
+            default: 0,
             description: "Guest-not-present #PFs go to the guest without a VM exit where the \
-                CPU allows it (1: MAXPHYADDR below 52), or every #PF exits (0); read when a \
-                VM is created",
+                CPU allows it (1: MAXPHYADDR below 52), or every #PF exits (0, the default: \
+                measured not to pay, Documentation/benchmarks.md); read when a VM is created",
         },
         vpid: u64 {
             default: 1,

@@ -2,8 +2,8 @@
 # Running guest images under the launcher's backends, for the in-guest suites guests-kvm,
 # bench and bench-check (busybox sh; source after lib.sh).
 #
-# Backend names: shadowvm (/dev/shadowvm), kvm-ept0 and kvm-ept1 (kvm-intel with ept=0 or
-# ept=1). shadowvm and kvm-intel cannot both hold VMX, so backend_use unloads whichever
+# Backend names: shadowvm (/dev/shadowvm), shadowvm-gnp (the same with the module parameter
+# gnp_bypass=1, off by default), kvm-ept0 and kvm-ept1 (kvm-intel with ept=0 or ept=1). shadowvm and kvm-intel cannot both hold VMX, so backend_use unloads whichever
 # hypervisor the backend does not need before loading its own.
 RUN=/bin/shadowvm-run
 GUESTS=/guests
@@ -43,6 +43,10 @@ backend_use() {
 	shadowvm)
 		out=$( { unload_kvm && load_shadowvm; } 2>&1) || { BACKEND_ERR="loading shadowvm: $out"; return 1; }
 		;;
+	shadowvm-gnp)
+		out=$( { unload_shadowvm && unload_kvm && insmod $MOD/shadowvm.ko gnp_bypass=1; } 2>&1) ||
+			{ BACKEND_ERR="loading shadowvm gnp_bypass=1: $out"; return 1; }
+		;;
 	kvm-ept0 | kvm-ept1)
 		ept=${1#kvm-ept}
 		out=$( { unload_shadowvm && unload_kvm && insmod $MOD/irqbypass.ko && insmod $MOD/kvm.ko &&
@@ -55,7 +59,7 @@ backend_use() {
 	esac
 }
 # The launcher's --backend for a backend name.
-launcher_backend() { case $1 in kvm-*) echo kvm ;; *) echo "$1" ;; esac; }
+launcher_backend() { case $1 in kvm-*) echo kvm ;; shadowvm-*) echo shadowvm ;; *) echo "$1" ;; esac; }
 backend_done() { unload_kvm; unload_shadowvm; }
 
 # guest_run <backend> <image> <timeout s> <serial file> <json file>: runs the image with

@@ -3,10 +3,11 @@
 //! The #PF path: walk the guest's tables, build the shadow path down to the leaf, and
 //! decide between fixing the fault, injecting it, MMIO and emulating the write.
 
-use super::bits::{PFERR_P, PTE_A, PTE_D};
-use super::mem::{GuestMemory, PageSource};
+use super::bits::{PFERR_P, PTE_A, PTE_D, PTE_P};
+use super::mem::{read_gpte, GuestMemory, PageSource};
 use super::roles::Role;
 use super::roots::{sidx, ROOT_PAGES, ROOT_RECS};
+use super::sp::SP_NEW_UNFILLABLE;
 use super::stats::Counter;
 use super::sync::make_spte;
 use super::walk::{self, with_format, Access, Format, PageFault, Walk};
@@ -163,7 +164,7 @@ impl Mmu {
         let mut unsync = false;
         if writable && tracked {
             if write {
-                if self.can_unsync(gfn) {
+                if self.can_unsync(gfn) && !self.emulates_new_entry::<F, G>(mem, w.gpa) {
                     unsync = true;
                 } else {
                     writable = false;
@@ -214,12 +215,41 @@ impl Mmu {
         Ok(PfOutcome::Fixed)
     }
 
+    /// Whether a guest write at `gpa` into a leaf table the engine could let go out of
+    /// sync is emulated instead, so that the table stays in sync: when P=0 faults skip the
+    /// exit and the entry written (format `F`) is not present now. Such a write is
+    /// usually the guest mapping a page it faulted on; emulated, the new entry is filled
+    /// from it ([`Mmu::guest_wrote`]) and the table's other not-present entries stay 0,
+    /// so neither the access that follows nor the guest's next not-present fault in the
+    /// table exits. In an out-of-sync table both would (its not-present entries cannot be
+    /// 0). A write over a present entry (the guest changing or removing a mapping,
+    /// usually several) still lets the table go out of sync: later writes need no exit.
+    ///
+    /// A table whose new entries could not be filled before ([`SP_NEW_UNFILLABLE`]) goes
+    /// out of sync as without the bypass: there the emulation would only add its cost.
+    fn emulates_new_entry<F: Format, G: GuestMemory + ?Sized>(&self, mem: &G, gpa: u64) -> bool {
+        if !self.pfec_bypass() || read_gpte(mem, gpa, F::PTE_BYTES) & PTE_P != 0 {
+            return false;
+        }
+        let Some(g) = self.gfn_lookup(gpa >> 12) else {
+            return false;
+        };
+        let mut sp = self.gr(g).sps;
+        while let Some(id) = sp {
+            if self.sp(id).flags & SP_NEW_UNFILLABLE != 0 {
+                return false;
+            }
+            sp = self.sp(id).gfn_next;
+        }
+        true
+    }
+
     /// The guest's walk for `gva` just failed with P=0: follows the shadow path for `gva`
     /// down to its first entry that is not filled and gives that entry the value its
     /// guest entry says ([`Mmu::note_guest_entry`]): 0 if that is the not-present guest
     /// entry, so the guest's next fault there needs no exit. Needs no memory.
     fn note_not_present_path<G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {
-        if self.not_filled() == 0 {
+        if !self.pfec_bypass() {
             return;
         }
         let Some((mut sp, mut level)) = self.path_start(gva) else {

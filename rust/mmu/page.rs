@@ -73,8 +73,16 @@ impl TablePage {
         unsafe { AtomicU64::from_ptr(self.slot(i)) }.store(v, Ordering::Relaxed)
     }
 
-    /// Sets every entry to `v`.
+    /// Sets every entry to `v`, with one `memset` when `v` repeats one byte. Only for a
+    /// page the CPU is not using (linked into no shadow table yet).
     pub(crate) fn fill(self, v: u64) {
+        let byte = v as u8;
+        if v == u64::from(byte).wrapping_mul(0x0101_0101_0101_0101) {
+            // SAFETY: 4096 writable bytes owned by the engine (type invariant), which the
+            // CPU does not access (the caller's condition), so plain stores are enough.
+            unsafe { ptr::write_bytes(self.ptr.as_ptr().cast::<u8>(), byte, PAGE_SIZE) }
+            return;
+        }
         for i in 0..ENTRIES {
             self.set(i, v);
         }

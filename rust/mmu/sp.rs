@@ -38,6 +38,11 @@ pub(super) const SPTE_ADDR: u64 = bits(51, 12);
 
 /// [`SpRec::flags`]: the page is out of sync with its guest table.
 pub(super) const SP_UNSYNC: u8 = 1;
+/// [`SpRec::flags`]: an emulated guest store made an entry of this leaf table present
+/// with a value the engine could not fill the shadow entry from (no A bit, as a guest
+/// that leaves A to the CPU writes them): emulating its stores over not-present entries
+/// saves no exit, so they let the table go out of sync again.
+pub(super) const SP_NEW_UNFILLABLE: u8 = 2;
 
 /// A shadow page's record.
 ///

@@ -95,40 +95,43 @@ impl Mmu {
         }
     }
 
-    /// The value for not-filled entry (`sp`, `slot`) from what its guest entry says now:
-    /// 0 (a fault through it is the guest's, P=0, and needs no exit) when the bypass is
-    /// on, the page shadows a guest table, is in sync (the guest cannot change the entry
-    /// without an exit) and the guest entry is not present; the not-filled value
+    /// Not-filled entry (`sp`, `slot`) takes the value its guest entry says now: 0 (a
+    /// fault through it is the guest's, P=0, and needs no exit) when P=0 faults skip the
+    /// exit, the page shadows a guest table, is in sync (the guest cannot change the
+    /// entry without an exit) and the guest entry is not present; the not-filled value
     /// otherwise. Out-of-sync pages never hold 0: the guest may make a not-present entry
     /// present there without an exit or an INVLPG (the CPU caches no not-present entry),
-    /// and a 0 would give it a #PF the hardware would not.
-    fn gnp_value<G: GuestMemory + ?Sized>(&self, mem: &G, sp: SpId, slot: usize) -> u64 {
-        let nf = self.not_filled();
-        let role = self.role(sp);
-        if nf == 0 || role.direct() || self.sp(sp).flags & SP_UNSYNC != 0 {
-            return nf;
-        }
-        let (gpa, size) = self.gpte_gpa(sp, slot);
-        if read_gpte(mem, gpa, size) & PTE_P == 0 {
-            0
-        } else {
-            nf
-        }
-    }
-
-    /// Not-filled entry (`sp`, `slot`) takes the value its guest entry gives it now
-    /// ([`Mmu::gnp_value`]); a filled entry is left alone.
+    /// and a 0 would give it a #PF the hardware would not. A filled entry is left alone.
     pub(super) fn note_guest_entry<G: GuestMemory + ?Sized>(
         &mut self,
         mem: &G,
         sp: SpId,
         slot: usize,
     ) {
+        if !self.pfec_bypass() || self.is_filled(self.spt_get(sp, slot)) {
+            return;
+        }
+        let (gpa, size) = self.gpte_gpa(sp, slot);
+        self.note_gpte(sp, slot, read_gpte(mem, gpa, size));
+    }
+
+    /// [`Mmu::note_guest_entry`] with the guest entry `gpte` already read.
+    fn note_gpte(&mut self, sp: SpId, slot: usize, gpte: u64) {
+        if !self.pfec_bypass() {
+            return;
+        }
         let old = self.spt_get(sp, slot);
         if self.is_filled(old) {
             return;
         }
-        let v = self.gnp_value(mem, sp, slot);
+        // The guest entry first: most entries noted are present (prefetch stops at them),
+        // and it needs no record lookup.
+        let v = if gpte & PTE_P != 0 || self.role(sp).direct() || self.sp(sp).flags & SP_UNSYNC != 0
+        {
+            self.not_filled()
+        } else {
+            0
+        };
         if v != old {
             self.spt_set(sp, slot, v);
             if v == 0 {
@@ -139,10 +142,10 @@ impl Mmu {
 
     /// The entries of a new shadow page: all not filled (a fresh page is zero, which
     /// with the bypass on would send the guest's faults through it straight to the
-    /// guest). One pass over the page, as KVM's old `nonpaging_prefetch_page`; which
-    /// entries are guest-not-present is learnt later, where the engine reads those guest
-    /// entries anyway (prefetch, faults, resync of dropped entries), not by reading the
-    /// whole guest table here.
+    /// guest). One pass over the page, as KVM's old `nonpaging_prefetch_page` (a `memset`
+    /// with [`super::NOT_FILLED_BYTES`]); which entries are guest-not-present is learnt
+    /// later, where the engine reads those guest entries anyway (prefetch, faults, resync
+    /// of dropped entries), not by reading the whole guest table here.
     pub(super) fn init_entries(&mut self, sp: SpId) {
         // Every entry, 0s too: the table comes from the spare list unzeroed.
         let nf = self.not_filled();
@@ -372,10 +375,11 @@ impl Mmu {
             }
         } else {
             let ctx = role.ctx(&self.ctx);
-            match guest_leaf::<F>(role, &ctx, self.read_gpte_fmt::<F, G>(mem, sp, slot)) {
+            let gpte = self.read_gpte_fmt::<F, G>(mem, sp, slot);
+            match guest_leaf::<F>(role, &ctx, gpte) {
                 Some(l) => l,
                 None => {
-                    self.note_guest_entry(mem, sp, slot);
+                    self.note_gpte(sp, slot, gpte);
                     return false;
                 }
             }

@@ -5,7 +5,7 @@
 //! instruction that cannot be emulated.
 
 use super::mem::{GuestMemory, PageSource};
-use super::sp::SpId;
+use super::sp::{SpId, SP_NEW_UNFILLABLE};
 use super::stats::Counter;
 use super::walk::{self, with_format, Format};
 use super::Mmu;
@@ -58,7 +58,14 @@ impl Mmu {
                 sp = next;
                 continue;
             }
-            with_format!(role.mode(), F => self.drop_written::<F, G>(mem, id, off, end));
+            let filled =
+                with_format!(role.mode(), F => self.drop_written::<F, G>(mem, id, off, end));
+            if filled {
+                // The guest mapped a page in a table it uses (the write KVM's flood
+                // detection skips for leaf tables, which it lets go out of sync): not a
+                // sign the frame stopped being a page table.
+                self.sp_mut(id).write_count = 0;
+            }
             sp = next;
         }
         if flooded && !self.is_shadowed(gfn) {
@@ -67,28 +74,45 @@ impl Mmu {
     }
 
     /// Drops the entries of indirect shadow page `sp` derived from bytes `off..end` of
-    /// the guest table it shadows, whose entries have format `F`.
+    /// the guest table it shadows, whose entries have format `F`. While the
+    /// guest-not-present bypass is in force, a leaf entry is then filled from the new guest entry
+    /// when that is usable without an A/D update (as KVM's `mmu_pte_write_new_pte` did),
+    /// and otherwise made 0 or not filled from it; returns whether one was filled.
     fn drop_written<F: Format, G: GuestMemory + ?Sized>(
         &mut self,
         mem: &G,
         sp: SpId,
         off: u64,
         end: u64,
-    ) {
+    ) -> bool {
         let role = self.role(sp);
         // end > off (the caller writes at least one byte); entries are 4 or 8 bytes.
         let (Some(first), Some(last)) = (
             off.checked_div(F::PTE_BYTES),
             end.saturating_sub(1).checked_div(F::PTE_BYTES),
         ) else {
-            return;
+            return false;
         };
+        // Only while the bypass is in force: then a noted entry left not filled is one
+        // whose new guest entry is present but unusable (a not-present one becomes 0).
+        let fill = role.level() == 1 && self.pfec_bypass();
+        let mut filled = false;
         for gi in first..=last {
             for slot in F::shadow_slots(role.level(), role.quadrant(), gi) {
                 self.drop_spte(sp, slot);
+                // prefetch_entry notes a guest entry it cannot use.
+                if fill && self.prefetch_entry(mem, sp, slot) {
+                    filled = true;
+                    continue;
+                }
                 self.note_guest_entry(mem, sp, slot);
+                // Not filled (0 would mean guest-not-present): present but unusable.
+                if fill && self.spt_get(sp, slot) == self.not_filled() {
+                    self.sp_mut(sp).flags |= SP_NEW_UNFILLABLE;
+                }
             }
         }
+        filled
     }
 
     /// The fallback for a [`super::PfOutcome::EmulateWrite`] whose instruction (at `rip`) cannot

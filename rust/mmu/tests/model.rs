@@ -897,9 +897,10 @@ fn fail() -> impl Strategy<Value = Option<u8>> {
 fn cfg_strategy() -> impl Strategy<Value = (Config, bool, bool, bool)> {
     let roots = prop_oneof![1usize..10, Just(MAX_ROOT_CACHE)];
     let b = prop::bool::ANY;
-    // The guest-not-present bypass: on (host MAXPHYADDR 40 or 46), off by setting, off
+    // The guest-not-present bypass: on (host MAXPHYADDR 40 or 46: not-filled entries
+    // are the one-byte pattern; 50: the reserved bits 51..=50), off by setting, off
     // because the host MAXPHYADDR is 52.
-    let gnp = 0usize..4;
+    let gnp = 0usize..5;
     (0usize..4, roots, b, 1u8..5, b, b, b, b, b, (0usize..4, gnp)).prop_map(
         |(m, roots, small, flood, unsync, gb, pcide, smep, smap, (pf, gnp))| {
             let cfg = Config {
@@ -912,7 +913,7 @@ fn cfg_strategy() -> impl Strategy<Value = (Config, bool, bool, bool)> {
                 unsync,
                 // Prefetch off, KVM's 8, and larger groups (up to a whole table).
                 prefetch: [0, 8, 64, 512][pf],
-                host_maxphyaddr: [40, 46, 46, 52][gnp],
+                host_maxphyaddr: [40, 46, 46, 52, 50][gnp],
                 gnp_bypass: gnp != 2,
             };
             (cfg, pcide, smep, smap)

@@ -1029,6 +1029,11 @@ fn tlb_kept_across_exits_is_invalidated_where_needed() {
 // ------------------------------------------------------------------ issue 13: bypass
 
 const PFERR_P_RSVD: u32 = PFERR_P | PFERR_RSVD;
+/// The engine's defaults with the guest-not-present bypass on (it is off by default).
+const GNP: Config = Config {
+    gnp_bypass: true,
+    ..Config::DEFAULT
+};
 
 /// A 4-level guest with 0x1000 mapped to `f1`, 0x2000 and 0x3000 not mapped in the same
 /// table, and a writable window onto that table at 0x4000_0000. Returns (mem, builder,
@@ -1056,10 +1061,7 @@ fn unsync_not_present_to_present_gives_no_spurious_fault() {
     let (mem, mut b, cr3, _pt, f1) = gnp_world();
     let f2 = b.alloc();
     let mut host = Host::new();
-    let cfg = Config {
-        prefetch: 0,
-        ..Config::DEFAULT
-    };
+    let cfg = Config { prefetch: 0, ..GNP };
     let mut mmu = start(3, cfg, &mem, &mut host, cr3);
     assert!(mmu.hw_state().pfec_bypass);
     assert_eq!(
@@ -1078,8 +1080,19 @@ fn unsync_not_present_to_present_gives_no_spurious_fault() {
     let ec = hw_walk(&mmu, &host, 0x2000, RD).unwrap_err();
     assert_eq!(ec, 0);
     assert!(pf_skips_exit(&mmu, ec));
-    // The guest points 0x2000 at f2 through the window: the table goes out of sync and
-    // the store itself needs no further exit.
+    // The guest rewrites 0x1000's (present) entry through the window: the table goes
+    // out of sync (a write over a not-present entry would be emulated instead).
+    let st = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        0x4000_0008,
+        WR,
+        Some(((f1 << 12) | PWU, 8)),
+    );
+    assert!(matches!(st, CpuResult::Ok(_)), "{st:?}");
+    assert_eq!(mmu.unsync_frames(), 1, "the table is out of sync");
+    // The guest points 0x2000 at f2 through the window: a plain store, no exit.
     let st = cpu_access(
         &mut mmu,
         &mut host,
@@ -1122,7 +1135,7 @@ fn zapped_entries_are_not_filled_not_zero() {
     let cfg = Config {
         flood_threshold: 1,
         prefetch: 0,
-        ..Config::DEFAULT
+        ..GNP
     };
     let mut mmu = start(3, cfg, &mem, &mut host, cr3);
     assert_eq!(
@@ -1148,19 +1161,20 @@ fn zapped_entries_are_not_filled_not_zero() {
 /// with P=1 and RSVD=1 (the shadow entry is not filled: the fault exits and the engine
 /// injects it), also after prefetch has looked at the entry and found it unusable; a
 /// not-present guest entry with the same bits is plain not-present (P=0, no exit once
-/// the engine has seen it). Fails if `gnp_value` writes 0 for a present entry with
+/// the engine has seen it). Fails if `note_gpte` writes 0 for a present entry with
 /// reserved bits (prefetch would make the first fault P=0).
 #[test]
 fn guest_reserved_bits_fault_as_on_hardware() {
     let (mem, _b, cr3, pt, f1) = gnp_world();
-    let rsvd = 1u64 << 50; // above the guest's MAXPHYADDR 46
-                           // Prefetch group 8..15: 8 mapped, 9 present with a reserved bit, 10 not present
-                           // with the same bit.
+    // Above the guest's MAXPHYADDR 46.
+    let rsvd = 1u64 << 50;
+    // Prefetch group 8..15: 8 mapped, 9 present with a reserved bit, 10 not present with
+    // the same bit.
     w8(&mem, pt, 8, (f1 << 12) | PWU);
     w8(&mem, pt, 9, rsvd | (f1 << 12) | PWU);
     w8(&mem, pt, 10, rsvd | (f1 << 12) | PTE_W | PTE_U);
     let mut host = Host::new();
-    let mut mmu = start(3, Config::DEFAULT, &mem, &mut host, cr3);
+    let mut mmu = start(3, GNP, &mem, &mut host, cr3);
     let r = cpu_access(&mut mmu, &mut host, &mem, 0x8000, RD, None);
     assert_eq!(r, CpuResult::Ok(hpa(f1)));
     let injected = mmu.stats().get(Counter::GuestFaultsInjected);
@@ -1196,7 +1210,7 @@ fn maxphyaddr_52_disables_bypass() {
     let mut host = Host::new();
     let cfg = Config {
         host_maxphyaddr: 52,
-        ..Config::DEFAULT
+        ..GNP
     };
     let mut mmu = start(3, cfg, &mem, &mut host, cr3);
     assert!(!mmu.config().gnp_bypass);
@@ -1232,7 +1246,7 @@ fn fetch_error_code_without_nx_goes_through_the_engine() {
     let f1 = b.alloc();
     b.map(&mem, cr3, 0x1000, f1);
     let mut host = Host::new();
-    let mut mmu = start(1, Config::DEFAULT, &mem, &mut host, cr3);
+    let mut mmu = start(1, GNP, &mem, &mut host, cr3);
     assert!(!mmu.hw_state().pfec_bypass, "32-bit paging, no SMEP");
     assert_eq!(
         cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
@@ -1242,12 +1256,11 @@ fn fetch_error_code_without_nx_goes_through_the_engine() {
         let r = cpu_access(&mut mmu, &mut host, &mem, 0x2000, FETCH, None);
         assert_eq!(r, CpuResult::Fault(0), "the guest's code");
     }
-    let ec = hw_walk(&mmu, &host, 0x2000, FETCH);
-    assert_eq!(
-        ec,
-        Err(PFERR_ID),
-        "the CPU's code, for a guest-not-present entry"
-    );
+    // With the bypass not in force the engine does not mark guest-not-present entries
+    // (it would save nothing): the entry stays not filled and every fault exits.
+    let ec = hw_walk(&mmu, &host, 0x2000, FETCH).unwrap_err();
+    assert_eq!(ec, PFERR_P_RSVD | PFERR_ID, "the CPU's code, not filled");
+    assert!(!pf_skips_exit(&mmu, ec));
     // With SMEP the guest's code has I/D too: the bypass applies.
     let (cr0, cr4, efer) = mode_regs(1);
     let r = retry_oom(&mut host, |h| {
@@ -1279,10 +1292,7 @@ fn bypass_saves_guest_fault_exits() {
     let run = |gnp_bypass: bool| {
         let (mem, _b, cr3, _pt, f1) = gnp_world();
         let mut host = Host::new();
-        let cfg = Config {
-            gnp_bypass,
-            ..Config::DEFAULT
-        };
+        let cfg = Config { gnp_bypass, ..GNP };
         let mut mmu = start(3, cfg, &mem, &mut host, cr3);
         assert_eq!(
             cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
@@ -1322,7 +1332,7 @@ fn emulated_unmap_needs_no_exit_for_the_next_fault() {
     let mut host = Host::new();
     let cfg = Config {
         unsync: false,
-        ..Config::DEFAULT
+        ..GNP
     };
     let mut mmu = start(3, cfg, &mem, &mut host, cr3);
     let r = cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None);
@@ -1338,4 +1348,196 @@ fn emulated_unmap_needs_no_exit_for_the_next_fault() {
     assert_eq!(direct_faults(), direct + 1);
     mmu.teardown(&mut host);
     assert_eq!(host.live(), 0);
+}
+
+/// With the bypass on, a guest store over a not-present entry of an in-sync leaf table
+/// (the guest mapping the page it just faulted on) is emulated and fills the new shadow
+/// entry: the table stays in sync, the access that follows needs no exit, and the
+/// table's other not-present entries stay 0 (their faults skip the exit). Fails without
+/// `emulates_new_entry` in the fault path (the table goes out of sync), without the
+/// fill in `drop_written` (0x2000 exits once more) and without `SP_NEW_UNFILLABLE` (the
+/// table of a guest that writes new entries without A keeps being emulated).
+#[test]
+fn new_entry_store_is_emulated_and_filled() {
+    let (mem, mut b, cr3, _pt, f1) = gnp_world();
+    let f2 = b.alloc();
+    let mut host = Host::new();
+    let cfg = Config { prefetch: 0, ..GNP };
+    let mut mmu = start(3, cfg, &mem, &mut host, cr3);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(f1))
+    );
+    for gva in [0x2000, 0x3000] {
+        let r = cpu_access(&mut mmu, &mut host, &mem, gva, RD, None);
+        assert_eq!(r, CpuResult::Fault(0));
+    }
+    let st = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        0x4000_0010,
+        WR,
+        Some(((f2 << 12) | PWU | PTE_A, 8)),
+    );
+    assert!(matches!(st, CpuResult::Emulated(_)), "{st:?}");
+    assert_eq!(mmu.unsync_frames(), 0, "the table stays in sync");
+    assert_eq!(
+        hw_walk(&mmu, &host, 0x2000, RD),
+        Ok(hpa(f2)),
+        "filled from the new entry"
+    );
+    let ec = hw_walk(&mmu, &host, 0x3000, RD).unwrap_err();
+    assert_eq!(ec, 0, "still guest-not-present");
+    assert!(pf_skips_exit(&mmu, ec));
+    // A new entry without A: emulated too, but the CPU must set A, so no fill; the
+    // access exits once and is fixed (never a fault the guest would see).
+    let st = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        0x4000_0018,
+        WR,
+        Some(((f2 << 12) | PWU, 8)),
+    );
+    assert!(matches!(st, CpuResult::Emulated(_)), "{st:?}");
+    assert_eq!(hw_walk(&mmu, &host, 0x3000, RD).unwrap_err(), PFERR_P_RSVD);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x3000, RD, None),
+        CpuResult::Ok(hpa(f2))
+    );
+    assert_eq!(mmu.unsync_frames(), 0);
+    // That table's new entries come without A: emulating them saves no exit, so its
+    // next store over a not-present entry lets it go out of sync, as without the bypass.
+    let st = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        0x4000_0020,
+        WR,
+        Some(((f2 << 12) | PWU | PTE_A, 8)),
+    );
+    assert!(matches!(st, CpuResult::Ok(_)), "{st:?}");
+    assert_eq!(mmu.unsync_frames(), 1);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x4000, RD, None),
+        CpuResult::Ok(hpa(f2))
+    );
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+/// A leaf table the guest keeps mapping new pages into (first_touch's pattern, each
+/// store emulated and filled, no fault through the table in between) is not taken for
+/// a frame reused as data: its flood count restarts at every filled store. Emulated
+/// stores that map nothing still count. Fails without the `write_count` reset in
+/// `guest_wrote` (the table is unshadowed after `flood_threshold` stores).
+#[test]
+fn new_entry_stores_do_not_flood_the_table() {
+    let (mem, mut b, cr3, pt, f1) = gnp_world();
+    let mut host = Host::new();
+    let cfg = Config {
+        prefetch: 0,
+        flood_threshold: 3,
+        ..GNP
+    };
+    let mut mmu = start(3, cfg, &mem, &mut host, cr3);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(f1))
+    );
+    for i in 2..10u64 {
+        let f = b.alloc();
+        let st = cpu_access(
+            &mut mmu,
+            &mut host,
+            &mem,
+            0x4000_0000 + i * 8,
+            WR,
+            Some(((f << 12) | PWU | PTE_A | PTE_D, 8)),
+        );
+        assert!(matches!(st, CpuResult::Emulated(_)), "store {i}: {st:?}");
+        assert!(mmu.is_shadowed(pt), "store {i} flooded the table out");
+        assert_eq!(hw_walk(&mmu, &host, i << 12, WR), Ok(hpa(f)));
+    }
+    assert_eq!(mmu.unsync_frames(), 0);
+    // Stores of not-present values map nothing: the third one floods the table out.
+    for i in 20..23u64 {
+        let st = cpu_access(
+            &mut mmu,
+            &mut host,
+            &mem,
+            0x4000_0000 + i * 8,
+            WR,
+            Some((0, 8)),
+        );
+        assert!(matches!(st, CpuResult::Emulated(_)), "store {i}: {st:?}");
+    }
+    assert!(!mmu.is_shadowed(pt), "flooded by stores that map nothing");
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+/// Without the bypass nothing changes: a store over a not-present entry lets the table
+/// go out of sync, as before (emulating it would save no exit: every fault exits).
+#[test]
+fn without_bypass_new_entry_store_unsyncs() {
+    let (mem, mut b, cr3, _pt, f1) = gnp_world();
+    let f2 = b.alloc();
+    let mut host = Host::new();
+    let cfg = Config {
+        gnp_bypass: false,
+        ..GNP
+    };
+    let mut mmu = start(3, cfg, &mem, &mut host, cr3);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(f1))
+    );
+    let st = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        0x4000_0010,
+        WR,
+        Some(((f2 << 12) | PWU | PTE_A, 8)),
+    );
+    assert!(matches!(st, CpuResult::Ok(_)), "{st:?}");
+    assert_eq!(mmu.unsync_frames(), 1);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x2000, RD, None),
+        CpuResult::Ok(hpa(f2))
+    );
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
+/// Not-filled entries fault with P=1 and RSVD=1 (so they exit) at every host MAXPHYADDR
+/// the bypass runs with: up to 48 they are the one-byte pattern (bit 48 reserved), above
+/// they carry bits 51..=MAXPHYADDR. Fails if the pattern is used at 49 (bit 48 is an
+/// address bit there: the walk would go on to a frame that does not exist).
+#[test]
+fn not_filled_entries_fault_at_every_host_maxphyaddr() {
+    for host_maxphyaddr in [40u8, 46, 48, 49, 50, 51] {
+        let (mem, _b, cr3, _pt, f1) = gnp_world();
+        let mut host = Host::new();
+        let cfg = Config {
+            prefetch: 0,
+            host_maxphyaddr,
+            ..GNP
+        };
+        let mut mmu = start(3, cfg, &mem, &mut host, cr3);
+        assert!(mmu.hw_state().pfec_bypass);
+        assert_eq!(
+            cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+            CpuResult::Ok(hpa(f1))
+        );
+        // A leaf, a directory and a PML4 entry of fresh shadow pages.
+        for gva in [0x2000u64, 0x20_0000, 0x80_0000_0000] {
+            let r = hw_walk(&mmu, &host, gva, RD);
+            assert_eq!(r, Err(PFERR_P_RSVD), "{gva:#x} at {host_maxphyaddr}");
+        }
+        mmu.teardown(&mut host);
+        assert_eq!(host.live(), 0);
+    }
 }
