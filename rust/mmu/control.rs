@@ -140,7 +140,15 @@ impl Mmu {
         if !noflush {
             self.tlb_flush(mem);
         }
-        self.switch_root(src, mem);
+        let built = self.switch_root(src, mem);
+        if noflush && built {
+            // A root built now may reuse shadow pages (its top table's, kept after an
+            // earlier root of this CR3 left the cache) whose out-of-sync entries were
+            // invalidated for this PCID while no cached root reached them (INVLPG,
+            // INVPCID of one address, INVPCID of this PCID, which uncaches its roots):
+            // they are resynced before the guest uses them, as KVM syncs a root it loads.
+            self.resync_all(mem);
+        }
         self.make_room(src, 0)?;
         Ok(CtlOutcome::Ok)
     }
@@ -239,25 +247,35 @@ impl Mmu {
     }
 
     fn invlpg_inner<G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {
-        with_format!(self.ctx.mode, F => self.invlpg_fmt::<F, G>(mem, gva))
+        let pcid = self.pcide().then_some(self.ctx.cr3 & 0xfff);
+        with_format!(self.ctx.mode, F => self.invalidate_gva::<F, G>(mem, gva, true, pcid))
     }
 
-    /// [`Mmu::invlpg`] for a guest whose tables have format `F`.
-    fn invlpg_fmt<F: Format, G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {
+    /// Drops the shadow's cached translations of `gva` in the current root (if `current`)
+    /// and, with CR4.PCIDE=1 (`pcid` is `Some`), in every other cached root whose CR3
+    /// carries PCID `pcid`. For a guest whose tables have format `F`.
+    fn invalidate_gva<F: Format, G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        gva: u64,
+        current: bool,
+        pcid: Option<u64>,
+    ) {
         if !F::PAGING {
             return;
         }
         let gva = self.ctx.canon(gva);
-        if let Some((sp, level)) = self.path_start(gva) {
-            self.invlpg_path::<F, G>(mem, gva, sp, level);
+        if current {
+            if let Some((sp, level)) = self.path_start(gva) {
+                self.invlpg_path::<F, G>(mem, gva, sp, level);
+            }
         }
-        if self.pcide() {
+        if let Some(pcid) = pcid {
             // The CPU tags translations with the PCID, not with CR3: INVLPG drops the
             // page's translations for the current PCID whatever CR3 they were cached
             // under (SDM vol. 3A 4.10.4.1), so after a no-flush MOV to CR3 back to
             // another table with this PCID the guest must not find the old translation.
             // Every cached root with this PCID gets the same treatment.
-            let pcid = self.ctx.cr3 & 0xfff;
             let mut others = [None; MAX_ROOT_CACHE];
             let n = self.other_roots_with_pcid(pcid, &mut others);
             for sp in others.into_iter().take(n).flatten() {
@@ -324,7 +342,16 @@ impl Mmu {
 
     /// INVPCID of `kind` for `pcid` (and `gva` for [`InvpcidKind::Address`]). Gives
     /// [`CtlOutcome::Gp`] for a PCID above 4095, or a nonzero PCID with CR4.PCIDE=0 for
-    /// types 0 and 1. Invalidations of other PCIDs flush more than asked (allowed).
+    /// types 0 and 1. Only what the SDM (vol. 3A 4.10.4.1) invalidates goes, in the
+    /// roots that can hold it (as KVM's `kvm_handle_invpcid`):
+    /// - type 0 (one address): that address in the cached roots with that PCID; for the
+    ///   current PCID this is INVLPG;
+    /// - type 1 (one PCID): for the current PCID a TLB flush (every out-of-sync frame is
+    ///   resynced: the engine does not know which ones the current root reaches); for
+    ///   another, its cached roots leave the cache, and the one built when the guest
+    ///   loads such a CR3 again is resynced then ([`Mmu::set_cr3`]);
+    /// - types 2 and 3 (every PCID; the shadow holds no global translation, so both
+    ///   are the same): a TLB flush.
     pub fn invpcid<G: GuestMemory + ?Sized>(
         &mut self,
         mem: &G,
@@ -343,7 +370,15 @@ impl Mmu {
         let cur = if pcide { self.ctx.cr3 & 0xfff } else { 0 };
         match kind {
             InvpcidKind::Address if pcid == cur => self.invlpg_inner(mem, gva),
-            _ => self.tlb_flush(mem),
+            // Another PCID is only ever current with CR4.PCIDE=1, in IA-32e mode.
+            InvpcidKind::Address => {
+                with_format!(self.ctx.mode, F => self.invalidate_gva::<F, G>(
+                    mem, gva, false, Some(pcid)
+                ))
+            }
+            InvpcidKind::Single if pcid == cur => self.tlb_flush(mem),
+            InvpcidKind::Single => self.uncache_other_roots_with_pcid(pcid),
+            InvpcidKind::AllIncludingGlobal | InvpcidKind::AllExceptGlobal => self.tlb_flush(mem),
         }
         CtlOutcome::Ok
     }

@@ -280,13 +280,14 @@ impl Mmu {
         true
     }
 
-    /// Makes the current address space's root current, from the cache or built anew.
-    /// Needs the reserves of `topup(ROOT_PAGES, ROOT_RECS, 1)` (low page unless 4-level).
+    /// Makes the current address space's root current, from the cache or built anew
+    /// (then true). Needs the reserves of `topup(ROOT_PAGES, ROOT_RECS, 1)` (low page
+    /// unless 4-level).
     pub(super) fn switch_root<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
         &mut self,
         src: &mut P,
         mem: &G,
-    ) {
+    ) -> bool {
         let (key, role) = self.root_key();
         let mut hit = self.roots.chain(key, role);
         // A chain holds at most the cached roots (MAX_ROOT_CACHE), usually one.
@@ -303,13 +304,13 @@ impl Mmu {
             self.roots.set_current(Some(r), hpa, sp);
             self.stats.inc(Counter::RootCacheHits);
             self.root_flood_reset(sp, pae);
-            return;
+            return false;
         }
         self.stats.inc(Counter::RootCacheMisses);
         let Some(r) = self.build_root(mem, key, role) else {
             // Unreachable after top-up; leave no root (the next #PF retries).
             self.roots.set_current(None, 0, None);
-            return;
+            return false;
         };
         if self.roots.len() >= self.cfg.root_cache_size.min(MAX_ROOT_CACHE) {
             // root_cache_size >= 1 (Mmu::new), so the cache is not empty here.
@@ -323,6 +324,7 @@ impl Mmu {
         let rec = self.root_rec(r);
         let (hpa, sp) = (rec.hpa, rec.sp);
         self.roots.set_current(Some(r), hpa, sp);
+        true
     }
 
     fn pin(&mut self, sp: SpId) {
@@ -468,9 +470,6 @@ impl Mmu {
     }
 
     fn free_root<P: PageSource + ?Sized>(&mut self, src: &mut P, r: RootId) {
-        if let Some(sp) = self.root_rec(r).sp {
-            self.unpin(sp);
-        }
         let pae = {
             let rec = self.root_rec(r);
             HostPage {
@@ -487,6 +486,15 @@ impl Mmu {
             // SAFETY: the root's PAE page (RootRec invariant), below 4 GiB; the root is
             // leaving the cache and its record is freed below.
             unsafe { self.put_low_page(src, pae) };
+        }
+        self.free_root_record(r);
+    }
+
+    /// Frees root `r`'s record and unpins its 4-level shadow page (a PAE root's page and
+    /// pins are [`Mmu::free_root`]'s). Needs no memory.
+    fn free_root_record(&mut self, r: RootId) {
+        if let Some(sp) = self.root_rec(r).sp {
+            self.unpin(sp);
         }
         if self.roots.current() == Some(r) {
             self.roots.set_current(None, 0, None);
@@ -544,6 +552,27 @@ impl Mmu {
             }
         }
         n
+    }
+
+    /// Drops from the root cache every 4-level root other than the current one whose CR3
+    /// carries PCID `pcid` (INVPCID of that PCID, as KVM frees its previous roots with
+    /// it): the next MOV to CR3 to such an address space builds its root again and
+    /// resyncs the out-of-sync frames ([`Mmu::set_cr3`]). Needs no memory, at most
+    /// [`MAX_ROOT_CACHE`] roots.
+    pub(super) fn uncache_other_roots_with_pcid(&mut self, pcid: u64) {
+        let mut next = self.roots.first();
+        // At most MAX_ROOT_CACHE roots.
+        while let Some(r) = next {
+            next = self.roots.next(&self.pool, r);
+            let rec = self.root_rec(r);
+            // A 4-level root has its shadow page and no PAE page (RootRec invariant).
+            let four_level = rec.sp.is_some() && rec.pae == 0;
+            if Some(r) == self.roots.current() || !four_level || rec.key & 0xfff != pcid {
+                continue;
+            }
+            self.roots.remove(&mut self.pool, r);
+            self.free_root_record(r);
+        }
     }
 
     /// The shadow page and level where a walk for `gva` starts (below the PAE root).
