@@ -4,6 +4,7 @@
 //! INVLPG, INVPCID, full flushes and teardown.
 
 use super::bits::*;
+use super::frames::MAX_UNSYNC;
 use super::mem::{read_gpte, GuestMemory, PageSource};
 use super::roots::{sidx, ROOT_PAGES, ROOT_RECS};
 use super::sp::{SpId, SP_UNSYNC};
@@ -101,6 +102,99 @@ impl Mmu {
         self.stats.inc(Counter::TlbFlushes);
     }
 
+    /// A guest TLB flush of the current PCID (a MOV to CR3 without no-flush, INVPCID of
+    /// the current PCID; with CR4.PCIDE=0 every MOV to CR3): the out-of-sync frames that
+    /// the current root or a cached root with the current PCID reaches are resynced, the
+    /// others stay out of sync, as KVM syncs only its current root
+    /// (`kvm_mmu_sync_roots`). A root of another PCID is not flushed; one of this PCID
+    /// made current later either is one of these, or is built then (and resynced,
+    /// `set_cr3`), or reaches more through a link a fault adds (resynced there,
+    /// [`Mmu::linked_existing_table`]).
+    fn tlb_flush_current<G: GuestMemory + ?Sized>(&mut self, mem: &G) {
+        self.stats.inc(Counter::TlbFlushes);
+        let Some(cur) = self.roots.current() else {
+            self.resync_all(mem);
+            return;
+        };
+        let mut targets = [None; MAX_ROOT_CACHE + 4];
+        let mut n = 0usize;
+        for t in self.root_tables(cur).into_iter().flatten() {
+            if let Some(slot) = targets.get_mut(n) {
+                *slot = Some(t);
+                n = n.saturating_add(1);
+            }
+        }
+        if self.pcide() {
+            let mut others = [None; MAX_ROOT_CACHE];
+            let k = self.other_roots_with_pcid(self.ctx.cr3 & 0xfff, &mut others);
+            for t in others.into_iter().take(k).flatten() {
+                if let Some(slot) = targets.get_mut(n) {
+                    *slot = Some(t);
+                    n = n.saturating_add(1);
+                }
+            }
+        }
+        self.resync_reaching(mem, targets.get(..n).unwrap_or(&[]));
+    }
+
+    /// Upper-level shadow page `table` was just linked under the current root. If it
+    /// existed already, out-of-sync tables below it may hold entries that a flush or an
+    /// invalidation of the current PCID did not reach (this root did not reach them
+    /// then): they are resynced now, before the guest can use them. (A leaf table that
+    /// is linked is resynced by `sp_get` itself.)
+    pub(super) fn linked_existing_table<G: GuestMemory + ?Sized>(&mut self, mem: &G, table: SpId) {
+        if self.frames.nunsync() > 0 {
+            self.resync_reaching(mem, &[Some(table)]);
+        }
+    }
+
+    /// Resyncs every out-of-sync frame with a shadow page below one of `targets` (through
+    /// parent links, [`Mmu::reaches`]); at most [`MAX_UNSYNC`] frames.
+    pub(super) fn resync_reaching<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        targets: &[Option<SpId>],
+    ) {
+        let top = targets
+            .iter()
+            .flatten()
+            .map(|&t| self.role(t).level())
+            .max()
+            .unwrap_or(0);
+        let mut gfns = [None; MAX_UNSYNC];
+        let mut n = 0usize;
+        let mut g = self.frames.unsync_head();
+        while let Some(id) = g {
+            if let Some(slot) = gfns.get_mut(n) {
+                *slot = Some(self.gr(id).gfn);
+                n = n.saturating_add(1);
+            } else {
+                break;
+            }
+            g = super::frames::Frames::unsync_next(&self.pool, id);
+        }
+        for gfn in gfns.into_iter().take(n).flatten() {
+            let Some(g) = self.gfn_lookup(gfn) else {
+                continue;
+            };
+            if self.gr(g).unsync == 0 {
+                continue;
+            }
+            let mut sp = self.gr(g).sps;
+            let mut below = false;
+            while let Some(id) = sp {
+                if !self.role(id).direct() && self.reaches(id, targets, top) {
+                    below = true;
+                    break;
+                }
+                sp = self.sp(id).gfn_next;
+            }
+            if below {
+                self.resync_gfn(mem, gfn);
+            }
+        }
+    }
+
     /// The guest wrote CR3 (MOV to CR3, or a task switch). With CR4.PCIDE=1, bit 63 is the
     /// no-flush bit and bits 11:0 the PCID. In PAE mode the PDPTEs are loaded here, as the
     /// CPU does; a bad one gives [`CtlOutcome::Gp`]. Switching back to a cached address
@@ -137,11 +231,10 @@ impl Mmu {
         if self.ctx.mode == GuestMode::Off {
             return Ok(CtlOutcome::Ok);
         }
-        if !noflush {
-            self.tlb_flush(mem);
-        }
         let built = self.switch_root(src, mem);
-        if noflush && built {
+        if !noflush {
+            self.tlb_flush_current(mem);
+        } else if built {
             // A root built now may reuse shadow pages (its top table's, kept after an
             // earlier root of this CR3 left the cache) whose out-of-sync entries were
             // invalidated for this PCID while no cached root reached them (INVLPG,
@@ -376,7 +469,7 @@ impl Mmu {
                     mem, gva, false, Some(pcid)
                 ))
             }
-            InvpcidKind::Single if pcid == cur => self.tlb_flush(mem),
+            InvpcidKind::Single if pcid == cur => self.tlb_flush_current(mem),
             InvpcidKind::Single => self.uncache_other_roots_with_pcid(pcid),
             InvpcidKind::AllIncludingGlobal | InvpcidKind::AllExceptGlobal => self.tlb_flush(mem),
         }

@@ -73,6 +73,9 @@ adapter!(
     MruLinks = RootRec.mru
 );
 
+/// Shadow pages [`Mmu::reaches`] visits at most.
+const REACH_BUDGET: usize = 64;
+
 /// Hash buckets of the root cache: as many as cached roots at most, so chains are about
 /// one root long.
 const ROOT_BUCKETS: usize = MAX_ROOT_CACHE;
@@ -573,6 +576,62 @@ impl Mmu {
             self.roots.remove(&mut self.pool, r);
             self.free_root_record(r);
         }
+    }
+
+    /// The root-level shadow pages of root `r`: its 4-level table, or the level-2 tables
+    /// of its PAE root.
+    pub(super) fn root_tables(&self, r: RootId) -> [Option<SpId>; 4] {
+        match self.root_rec(r).sp {
+            Some(sp) => [Some(sp), None, None, None],
+            None => [0, 1, 2, 3].map(|i| self.pae_sp(r, i)),
+        }
+    }
+
+    /// Whether shadow page `sp` is one of `targets` or lies below one (through its parent
+    /// links, up to level `top`), for [`Mmu::resync_reaching`]. The search gives up after
+    /// [`REACH_BUDGET`] pages (a table shared by many address spaces) and answers true:
+    /// resyncing more than needed is always allowed. Needs no memory.
+    pub(super) fn reaches(&mut self, sp: SpId, targets: &[Option<SpId>], top: u8) -> bool {
+        let mut stack = [None; REACH_BUDGET];
+        if let Some(first) = stack.first_mut() {
+            *first = Some(sp);
+        }
+        let mut len = 1usize;
+        let mut visited = 0usize;
+        while let Some(s) = len
+            .checked_sub(1)
+            .and_then(|i| stack.get(i).copied().flatten())
+        {
+            len = len.saturating_sub(1);
+            if targets.contains(&Some(s)) {
+                return true;
+            }
+            visited = visited.saturating_add(1);
+            if visited > REACH_BUDGET || self.role(s).level() >= top {
+                if visited > REACH_BUDGET {
+                    return true;
+                }
+                continue;
+            }
+            let mut full = false;
+            let head = self.sp(s).parents;
+            self.list_for_each(head, |_, r| {
+                let Some(p) = r.sp() else {
+                    return;
+                };
+                match stack.get_mut(len) {
+                    Some(slot) => {
+                        *slot = Some(p);
+                        len = len.saturating_add(1);
+                    }
+                    None => full = true,
+                }
+            });
+            if full {
+                return true;
+            }
+        }
+        false
     }
 
     /// The shadow page and level where a walk for `gva` starts (below the PAE root).
