@@ -1198,7 +1198,7 @@ fn flush_then_link_existing_table(pcide: bool) {
     assert_eq!(
         w.mmu.unsync_frames(),
         1,
-        "B's flush left POOL[2] (B reaches it not) alone"
+        "B's flush must leave POOL[2] out of sync: B's root does not reach it"
     );
     w.access(sel_x, SUPERVISOR_READ);
     w.access(sel_y, SUPERVISOR_READ);
