@@ -4,6 +4,7 @@
 //! INVLPG, INVPCID, full flushes and teardown.
 
 use super::bits::*;
+use super::frames::MAX_UNSYNC;
 use super::mem::{read_gpte, GuestMemory, PageSource};
 use super::roots::{sidx, ROOT_PAGES, ROOT_RECS};
 use super::sp::{SpId, SP_UNSYNC};
@@ -101,6 +102,99 @@ impl Mmu {
         self.stats.inc(Counter::TlbFlushes);
     }
 
+    /// A guest TLB flush of the current PCID (a MOV to CR3 without no-flush, INVPCID of
+    /// the current PCID; with CR4.PCIDE=0 every MOV to CR3): the out-of-sync frames that
+    /// the current root or a cached root with the current PCID reaches are resynced, the
+    /// others stay out of sync, as KVM syncs only its current root
+    /// (`kvm_mmu_sync_roots`). A root of another PCID is not flushed; one of this PCID
+    /// made current later either is one of these, or is built then (and resynced,
+    /// `set_cr3`), or reaches more through a link a fault adds (resynced there,
+    /// [`Mmu::linked_existing_table`]).
+    fn tlb_flush_current<G: GuestMemory + ?Sized>(&mut self, mem: &G) {
+        self.stats.inc(Counter::TlbFlushes);
+        let Some(cur) = self.roots.current() else {
+            self.resync_all(mem);
+            return;
+        };
+        let mut targets = [None; MAX_ROOT_CACHE + 4];
+        let mut n = 0usize;
+        for t in self.root_tables(cur).into_iter().flatten() {
+            if let Some(slot) = targets.get_mut(n) {
+                *slot = Some(t);
+                n = n.saturating_add(1);
+            }
+        }
+        if self.pcide() {
+            let mut others = [None; MAX_ROOT_CACHE];
+            let k = self.other_roots_with_pcid(self.ctx.cr3 & 0xfff, &mut others);
+            for t in others.into_iter().take(k).flatten() {
+                if let Some(slot) = targets.get_mut(n) {
+                    *slot = Some(t);
+                    n = n.saturating_add(1);
+                }
+            }
+        }
+        self.resync_reaching(mem, targets.get(..n).unwrap_or(&[]));
+    }
+
+    /// Upper-level shadow page `table` was just linked under the current root. If it
+    /// existed already, out-of-sync tables below it may hold entries that a flush or an
+    /// invalidation of the current PCID did not reach (this root did not reach them
+    /// then): they are resynced now, before the guest can use them. (A leaf table that
+    /// is linked is resynced by `sp_get` itself.)
+    pub(super) fn linked_existing_table<G: GuestMemory + ?Sized>(&mut self, mem: &G, table: SpId) {
+        if self.frames.nunsync() > 0 {
+            self.resync_reaching(mem, &[Some(table)]);
+        }
+    }
+
+    /// Resyncs every out-of-sync frame with a shadow page below one of `targets` (through
+    /// parent links, [`Mmu::reaches`]); at most [`MAX_UNSYNC`] frames.
+    pub(super) fn resync_reaching<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        targets: &[Option<SpId>],
+    ) {
+        let top = targets
+            .iter()
+            .flatten()
+            .map(|&t| self.role(t).level())
+            .max()
+            .unwrap_or(0);
+        let mut gfns = [None; MAX_UNSYNC];
+        let mut n = 0usize;
+        let mut g = self.frames.unsync_head();
+        while let Some(id) = g {
+            if let Some(slot) = gfns.get_mut(n) {
+                *slot = Some(self.gr(id).gfn);
+                n = n.saturating_add(1);
+            } else {
+                break;
+            }
+            g = super::frames::Frames::unsync_next(&self.pool, id);
+        }
+        for gfn in gfns.into_iter().take(n).flatten() {
+            let Some(g) = self.gfn_lookup(gfn) else {
+                continue;
+            };
+            if self.gr(g).unsync == 0 {
+                continue;
+            }
+            let mut sp = self.gr(g).sps;
+            let mut below = false;
+            while let Some(id) = sp {
+                if !self.role(id).direct() && self.reaches(id, targets, top) {
+                    below = true;
+                    break;
+                }
+                sp = self.sp(id).gfn_next;
+            }
+            if below {
+                self.resync_gfn(mem, gfn);
+            }
+        }
+    }
+
     /// The guest wrote CR3 (MOV to CR3, or a task switch). With CR4.PCIDE=1, bit 63 is the
     /// no-flush bit and bits 11:0 the PCID. In PAE mode the PDPTEs are loaded here, as the
     /// CPU does; a bad one gives [`CtlOutcome::Gp`]. Switching back to a cached address
@@ -137,10 +231,17 @@ impl Mmu {
         if self.ctx.mode == GuestMode::Off {
             return Ok(CtlOutcome::Ok);
         }
+        let built = self.switch_root(src, mem);
         if !noflush {
-            self.tlb_flush(mem);
+            self.tlb_flush_current(mem);
+        } else if built {
+            // A root built now may reuse shadow pages (its top table's, kept after an
+            // earlier root of this CR3 left the cache) whose out-of-sync entries were
+            // invalidated for this PCID while no cached root reached them (INVLPG,
+            // INVPCID of one address, INVPCID of this PCID, which uncaches its roots):
+            // they are resynced before the guest uses them, as KVM syncs a root it loads.
+            self.resync_all(mem);
         }
-        self.switch_root(src, mem);
         self.make_room(src, 0)?;
         Ok(CtlOutcome::Ok)
     }
@@ -239,25 +340,35 @@ impl Mmu {
     }
 
     fn invlpg_inner<G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {
-        with_format!(self.ctx.mode, F => self.invlpg_fmt::<F, G>(mem, gva))
+        let pcid = self.pcide().then_some(self.ctx.cr3 & 0xfff);
+        with_format!(self.ctx.mode, F => self.invalidate_gva::<F, G>(mem, gva, true, pcid))
     }
 
-    /// [`Mmu::invlpg`] for a guest whose tables have format `F`.
-    fn invlpg_fmt<F: Format, G: GuestMemory + ?Sized>(&mut self, mem: &G, gva: u64) {
+    /// Drops the shadow's cached translations of `gva` in the current root (if `current`)
+    /// and, with CR4.PCIDE=1 (`pcid` is `Some`), in every other cached root whose CR3
+    /// carries PCID `pcid`. For a guest whose tables have format `F`.
+    fn invalidate_gva<F: Format, G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        gva: u64,
+        current: bool,
+        pcid: Option<u64>,
+    ) {
         if !F::PAGING {
             return;
         }
         let gva = self.ctx.canon(gva);
-        if let Some((sp, level)) = self.path_start(gva) {
-            self.invlpg_path::<F, G>(mem, gva, sp, level);
+        if current {
+            if let Some((sp, level)) = self.path_start(gva) {
+                self.invlpg_path::<F, G>(mem, gva, sp, level);
+            }
         }
-        if self.pcide() {
+        if let Some(pcid) = pcid {
             // The CPU tags translations with the PCID, not with CR3: INVLPG drops the
             // page's translations for the current PCID whatever CR3 they were cached
             // under (SDM vol. 3A 4.10.4.1), so after a no-flush MOV to CR3 back to
             // another table with this PCID the guest must not find the old translation.
             // Every cached root with this PCID gets the same treatment.
-            let pcid = self.ctx.cr3 & 0xfff;
             let mut others = [None; MAX_ROOT_CACHE];
             let n = self.other_roots_with_pcid(pcid, &mut others);
             for sp in others.into_iter().take(n).flatten() {
@@ -324,7 +435,16 @@ impl Mmu {
 
     /// INVPCID of `kind` for `pcid` (and `gva` for [`InvpcidKind::Address`]). Gives
     /// [`CtlOutcome::Gp`] for a PCID above 4095, or a nonzero PCID with CR4.PCIDE=0 for
-    /// types 0 and 1. Invalidations of other PCIDs flush more than asked (allowed).
+    /// types 0 and 1. Only what the SDM (vol. 3A 4.10.4.1) invalidates goes, in the
+    /// roots that can hold it (as KVM's `kvm_handle_invpcid`):
+    /// - type 0 (one address): that address in the cached roots with that PCID; for the
+    ///   current PCID this is INVLPG;
+    /// - type 1 (one PCID): for the current PCID a TLB flush (every out-of-sync frame is
+    ///   resynced: the engine does not know which ones the current root reaches); for
+    ///   another, its cached roots leave the cache, and the one built when the guest
+    ///   loads such a CR3 again is resynced then ([`Mmu::set_cr3`]);
+    /// - types 2 and 3 (every PCID; the shadow holds no global translation, so both
+    ///   are the same): a TLB flush.
     pub fn invpcid<G: GuestMemory + ?Sized>(
         &mut self,
         mem: &G,
@@ -343,7 +463,15 @@ impl Mmu {
         let cur = if pcide { self.ctx.cr3 & 0xfff } else { 0 };
         match kind {
             InvpcidKind::Address if pcid == cur => self.invlpg_inner(mem, gva),
-            _ => self.tlb_flush(mem),
+            // Another PCID is only ever current with CR4.PCIDE=1, in IA-32e mode.
+            InvpcidKind::Address => {
+                with_format!(self.ctx.mode, F => self.invalidate_gva::<F, G>(
+                    mem, gva, false, Some(pcid)
+                ))
+            }
+            InvpcidKind::Single if pcid == cur => self.tlb_flush_current(mem),
+            InvpcidKind::Single => self.uncache_other_roots_with_pcid(pcid),
+            InvpcidKind::AllIncludingGlobal | InvpcidKind::AllExceptGlobal => self.tlb_flush(mem),
         }
         CtlOutcome::Ok
     }

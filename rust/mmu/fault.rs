@@ -148,6 +148,9 @@ impl Mmu {
                         return Err(MmuError::NeedMemory);
                     };
                     self.link(sp, slot, c);
+                    if cl >= 2 {
+                        self.linked_existing_table(mem, c);
+                    }
                     changed = true;
                     c
                 }

@@ -73,6 +73,9 @@ adapter!(
     MruLinks = RootRec.mru
 );
 
+/// Shadow pages [`Mmu::reaches`] visits at most.
+const REACH_BUDGET: usize = 64;
+
 /// Hash buckets of the root cache: as many as cached roots at most, so chains are about
 /// one root long.
 const ROOT_BUCKETS: usize = MAX_ROOT_CACHE;
@@ -280,13 +283,14 @@ impl Mmu {
         true
     }
 
-    /// Makes the current address space's root current, from the cache or built anew.
-    /// Needs the reserves of `topup(ROOT_PAGES, ROOT_RECS, 1)` (low page unless 4-level).
+    /// Makes the current address space's root current, from the cache or built anew
+    /// (then true). Needs the reserves of `topup(ROOT_PAGES, ROOT_RECS, 1)` (low page
+    /// unless 4-level).
     pub(super) fn switch_root<P: PageSource + ?Sized, G: GuestMemory + ?Sized>(
         &mut self,
         src: &mut P,
         mem: &G,
-    ) {
+    ) -> bool {
         let (key, role) = self.root_key();
         let mut hit = self.roots.chain(key, role);
         // A chain holds at most the cached roots (MAX_ROOT_CACHE), usually one.
@@ -303,13 +307,13 @@ impl Mmu {
             self.roots.set_current(Some(r), hpa, sp);
             self.stats.inc(Counter::RootCacheHits);
             self.root_flood_reset(sp, pae);
-            return;
+            return false;
         }
         self.stats.inc(Counter::RootCacheMisses);
         let Some(r) = self.build_root(mem, key, role) else {
             // Unreachable after top-up; leave no root (the next #PF retries).
             self.roots.set_current(None, 0, None);
-            return;
+            return false;
         };
         if self.roots.len() >= self.cfg.root_cache_size.min(MAX_ROOT_CACHE) {
             // root_cache_size >= 1 (Mmu::new), so the cache is not empty here.
@@ -323,6 +327,7 @@ impl Mmu {
         let rec = self.root_rec(r);
         let (hpa, sp) = (rec.hpa, rec.sp);
         self.roots.set_current(Some(r), hpa, sp);
+        true
     }
 
     fn pin(&mut self, sp: SpId) {
@@ -468,9 +473,6 @@ impl Mmu {
     }
 
     fn free_root<P: PageSource + ?Sized>(&mut self, src: &mut P, r: RootId) {
-        if let Some(sp) = self.root_rec(r).sp {
-            self.unpin(sp);
-        }
         let pae = {
             let rec = self.root_rec(r);
             HostPage {
@@ -487,6 +489,15 @@ impl Mmu {
             // SAFETY: the root's PAE page (RootRec invariant), below 4 GiB; the root is
             // leaving the cache and its record is freed below.
             unsafe { self.put_low_page(src, pae) };
+        }
+        self.free_root_record(r);
+    }
+
+    /// Frees root `r`'s record and unpins its 4-level shadow page (a PAE root's page and
+    /// pins are [`Mmu::free_root`]'s). Needs no memory.
+    fn free_root_record(&mut self, r: RootId) {
+        if let Some(sp) = self.root_rec(r).sp {
+            self.unpin(sp);
         }
         if self.roots.current() == Some(r) {
             self.roots.set_current(None, 0, None);
@@ -544,6 +555,83 @@ impl Mmu {
             }
         }
         n
+    }
+
+    /// Drops from the root cache every 4-level root other than the current one whose CR3
+    /// carries PCID `pcid` (INVPCID of that PCID, as KVM frees its previous roots with
+    /// it): the next MOV to CR3 to such an address space builds its root again and
+    /// resyncs the out-of-sync frames ([`Mmu::set_cr3`]). Needs no memory, at most
+    /// [`MAX_ROOT_CACHE`] roots.
+    pub(super) fn uncache_other_roots_with_pcid(&mut self, pcid: u64) {
+        let mut next = self.roots.first();
+        // At most MAX_ROOT_CACHE roots.
+        while let Some(r) = next {
+            next = self.roots.next(&self.pool, r);
+            let rec = self.root_rec(r);
+            // A 4-level root has its shadow page and no PAE page (RootRec invariant).
+            let four_level = rec.sp.is_some() && rec.pae == 0;
+            if Some(r) == self.roots.current() || !four_level || rec.key & 0xfff != pcid {
+                continue;
+            }
+            self.roots.remove(&mut self.pool, r);
+            self.free_root_record(r);
+        }
+    }
+
+    /// The root-level shadow pages of root `r`: its 4-level table, or the level-2 tables
+    /// of its PAE root.
+    pub(super) fn root_tables(&self, r: RootId) -> [Option<SpId>; 4] {
+        match self.root_rec(r).sp {
+            Some(sp) => [Some(sp), None, None, None],
+            None => [0, 1, 2, 3].map(|i| self.pae_sp(r, i)),
+        }
+    }
+
+    /// Whether shadow page `sp` is one of `targets` or lies below one (through its parent
+    /// links, up to level `top`), for [`Mmu::resync_reaching`]. The search gives up after
+    /// [`REACH_BUDGET`] pages (a table shared by many address spaces) and answers true:
+    /// resyncing more than needed is always allowed. Needs no memory.
+    pub(super) fn reaches(&mut self, sp: SpId, targets: &[Option<SpId>], top: u8) -> bool {
+        let mut stack = [None; REACH_BUDGET];
+        if let Some(first) = stack.first_mut() {
+            *first = Some(sp);
+        }
+        let mut len = 1usize;
+        let mut visited = 0usize;
+        while let Some(s) = len
+            .checked_sub(1)
+            .and_then(|i| stack.get(i).copied().flatten())
+        {
+            len = len.saturating_sub(1);
+            if targets.contains(&Some(s)) {
+                return true;
+            }
+            visited = visited.saturating_add(1);
+            if visited > REACH_BUDGET || self.role(s).level() >= top {
+                if visited > REACH_BUDGET {
+                    return true;
+                }
+                continue;
+            }
+            let mut full = false;
+            let head = self.sp(s).parents;
+            self.list_for_each(head, |_, r| {
+                let Some(p) = r.sp() else {
+                    return;
+                };
+                match stack.get_mut(len) {
+                    Some(slot) => {
+                        *slot = Some(p);
+                        len = len.saturating_add(1);
+                    }
+                    None => full = true,
+                }
+            });
+            if full {
+                return true;
+            }
+        }
+        false
     }
 
     /// The shadow page and level where a walk for `gva` starts (below the PAE root).

@@ -1079,6 +1079,15 @@ impl VcpuCore {
         self.tlb = self.tlb.and(work);
     }
 
+    /// An INVPCID for a PCID other than the current one was handed to the engine: the
+    /// CPU's TLB holds only the current root's translations (making another root current
+    /// invalidates everything), so only the shadow entries the engine changed matter.
+    fn flush_engine_changes(&mut self, engine: mmu::TlbFlush) {
+        if self.vpid.is_some() {
+            self.tlb = self.tlb.and(TlbWork::from_engine(engine));
+        }
+    }
+
     /// Before an INVLPG or INVPCID goes to the engine: what the engine reported earlier
     /// is set aside (whole flush), so that what it reports next is the instruction's alone.
     fn set_aside_engine_reports(&mut self) {

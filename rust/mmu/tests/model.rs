@@ -4,9 +4,11 @@
 //! hidden fault the engine fixes) agrees with the reference walker over the guest tables:
 //! same host page, same #PF error code, same A/D bits, except where x86 lets a TLB keep a
 //! stale translation (a present entry changed without INVLPG / flush): then a result from
-//! an earlier state of the tables (since the last flush, and no INVLPG of that page for
-//! the current PCID after that state was replaced) is accepted too. Not-present -> present
-//! needs no flush.
+//! an earlier state of the tables (since the last flush of the current PCID, and no INVLPG
+//! or INVPCID of that page for the current PCID after that state was replaced) is accepted
+//! too. Not-present -> present needs no flush. The model knows PCIDs as the SDM (vol. 3A
+//! 4.10.4.1) does: a MOV to CR3 without the no-flush bit and INVPCID of one PCID flush that
+//! PCID only.
 //!
 //! Emulated writes (`PfOutcome::EmulateWrite`) run the real instruction emulator over the
 //! engine's `access::EngineAccess`, as the vCPU does (`common::emulate_store`); every
@@ -43,8 +45,12 @@ struct World {
     mem: GMem,
     st: RefState,
     pcide: bool,
-    /// Undo log of page-table writes since the last flush: (gpa, size, old value).
+    /// Undo log of page-table writes since the last flush of every PCID: (gpa, size, old
+    /// value).
     undo: Vec<(u64, u32, u64)>,
+    /// Per PCID, the undo log's length at its last flush (0 if none since `undo` began):
+    /// the tables' states before it are no longer in that PCID's TLB.
+    since: std::collections::HashMap<u64, usize>,
     /// INVLPGs since the last flush: (undo length at the time, PCID, gva).
     invl: Vec<(usize, u64, u64)>,
     esz: u32,
@@ -130,6 +136,7 @@ impl World {
             st,
             pcide: pcide && mode == 3,
             undo: vec![],
+            since: Default::default(),
             invl: vec![],
             esz,
             dm_base,
@@ -190,12 +197,29 @@ impl World {
         }
     }
 
-    /// The guest's TLB was flushed: architecturally, and in the CPU's TLB (the vCPU
-    /// invalidates the whole VPID for every such event).
+    /// The guest's TLB was flushed for every PCID: architecturally, and in the CPU's TLB
+    /// (the vCPU invalidates the whole VPID for every such event).
     fn flushed(&mut self) {
         self.undo.clear();
+        self.since.clear();
         self.invl.clear();
         self.tlb.flush_all();
+    }
+
+    /// The guest's TLB was flushed for PCID `pcid` (the current one with CR4.PCIDE=0):
+    /// the table states before now are gone from that PCID's TLB.
+    fn flushed_pcid(&mut self, pcid: u64) {
+        self.since.insert(pcid, self.undo.len());
+    }
+
+    /// The first undo entry whose table state the current PCID's TLB may still hold.
+    fn since_cur(&self) -> usize {
+        self.since.get(&self.pcid()).copied().unwrap_or(0)
+    }
+
+    /// Undo entries (page-table writes) since the current PCID's last flush.
+    fn undo_cur(&self) -> &[(u64, u32, u64)] {
+        self.undo.get(self.since_cur()..).unwrap_or(&[])
     }
 
     fn gva(&self, sel: u32) -> u64 {
@@ -409,9 +433,9 @@ impl World {
                 Self::mem_write_in(&mut expect, *g, *s, *v);
             }
             let touched_changed = match &cur {
-                RefResult::Ok { entries, .. } => {
-                    entries.iter().any(|e| self.undo.iter().any(|u| u.0 == e.0))
-                }
+                RefResult::Ok { entries, .. } => entries
+                    .iter()
+                    .any(|e| self.undo_cur().iter().any(|u| u.0 == e.0)),
                 _ => false,
             };
             // An implicit supervisor access at CPL 0 with EFLAGS.AC=1 looks like an explicit
@@ -446,7 +470,7 @@ impl World {
     /// the last flush, which the CPU may still have cached (see the comments inside).
     fn stale_ok(&self, gva: u64, a: Acc, hpa: u64) -> bool {
         let mut found = false;
-        for k in 0..self.undo.len() {
+        for k in self.since_cur()..self.undo.len() {
             let view = |g: u64, s: u32| -> u64 {
                 for u in &self.undo[k..] {
                     if u.0 == g && u.1 == s {
@@ -545,7 +569,9 @@ impl World {
                 let current = match &cur {
                     RefResult::Ok { gpa, entries, .. } => {
                         let same = self.mem.backed(gpa >> 12) && hpa == self.mem.hpa_of(*gpa);
-                        let changed = entries.iter().any(|e| self.undo.iter().any(|u| u.0 == e.0));
+                        let changed = entries
+                            .iter()
+                            .any(|e| self.undo_cur().iter().any(|u| u.0 == e.0));
                         // No A/D update left for the CPU to do (unless an entry of the walk
                         // changed since the flush: then a cached older state may be in use).
                         let ad_done = changed
@@ -662,7 +688,9 @@ impl World {
                     self.st.pdptes = p;
                 }
                 if !noflush {
-                    self.flushed();
+                    self.flushed_pcid(self.pcid());
+                    // The vCPU invalidates the whole VPID.
+                    self.tlb.flush_all();
                 }
             }
         }
@@ -850,13 +878,24 @@ impl World {
                 0
             };
         let gva = self.gva(b);
+        self.invpcid_of(kind, pcid, gva);
+    }
+
+    /// INVPCID of `kind` for `pcid` (and `gva`), handled as the vCPU does, and what it
+    /// invalidates in the model.
+    fn invpcid_of(&mut self, kind: InvpcidKind, pcid: u64, gva: u64) {
         self.tlb.engine(&mut self.mmu);
         let r = self.mmu.invpcid(&self.mem, kind, pcid, gva);
         let cur = self.pcid();
-        // As the vCPU: one address of the current PCID is an INVLPG, the rest flush all.
+        // As the vCPU: one address of the current PCID is an INVLPG; another PCID's
+        // translations are not in the CPU's TLB (it holds the current root's), so only
+        // what the engine changed goes; the rest flush all.
         match (r, kind) {
             (CtlOutcome::Ok, InvpcidKind::Address) if pcid == cur => {
                 self.tlb.invlpg(&mut self.mmu, gva)
+            }
+            (CtlOutcome::Ok, InvpcidKind::Address | InvpcidKind::Single) if pcid != cur => {
+                self.tlb.engine(&mut self.mmu)
             }
             (CtlOutcome::Ok, _) => self.tlb.flush_all(),
             (CtlOutcome::Gp, _) => {}
@@ -868,11 +907,7 @@ impl World {
         assert_eq!(r, CtlOutcome::Ok);
         match kind {
             InvpcidKind::Address => self.invl.push((self.undo.len(), pcid, gva)),
-            InvpcidKind::Single => {
-                if pcid == cur {
-                    self.flushed()
-                }
-            }
+            InvpcidKind::Single => self.flushed_pcid(pcid),
             _ => self.flushed(),
         }
     }
@@ -1001,6 +1036,185 @@ fn invlpg_under_other_cr3(b_pcid: u64) -> u64 {
     w.access(sel_x, supervisor_read);
     let read = fixture::RD;
     hw_walk(&w.mmu, &w.host, 0, read).expect("X mapped in the shadow")
+}
+
+/// The 4-level world with PCIDs of [`invlpg_under_other_cr3`] and a root cache of
+/// `roots`, where X = 0 (PTE 0 of POOL[2]) is mapped in address space A only (B's PML4
+/// entry 0 is cleared); `(world, X's selector)`.
+fn pcid_world(roots: usize) -> (World, u32) {
+    let cfg = Config {
+        maxphyaddr: 46,
+        gb_pages: false,
+        root_cache_size: roots,
+        max_shadow_pages: 4096,
+        scale_shadow_pages: true,
+        flood_threshold: 4,
+        unsync: true,
+        prefetch: 0,
+        host_maxphyaddr: 46,
+        gnp_bypass: true,
+    };
+    let mut w = World::new(3, cfg, true, false, false);
+    let sel_x = 0x1000_0086;
+    assert_eq!(w.gva(sel_x), 0);
+    w.store(ROOT_B << 12, 0);
+    (w, sel_x)
+}
+
+/// `switch_cr3`'s argument for address space A (`b` false) or B with PCID `pcid` (0..3)
+/// and the no-flush bit: bit 0 picks B, bit 3 is the no-flush bit and the PCID is
+/// bits 3:1 modulo 3.
+fn noflush_to(b: bool, pcid: u32) -> u32 {
+    let bits_2_1 = (pcid + 2) % 3;
+    u32::from(b) | (bits_2_1 << 1) | 8
+}
+
+const SUPERVISOR_READ: u32 = 2;
+
+/// X's PTE (in POOL[2]) points to DATA0 + 2 without an exit (the table goes out of sync).
+fn change_x_unsynced(w: &mut World) {
+    w.store(POOL[2] << 12, ((DATA0 + 2) << 12) | PTE_P | PTE_W | PTE_U);
+    assert_eq!(w.mmu.unsync_frames(), 1, "POOL[2] out of sync");
+}
+
+/// INVLPG X under PCID 0 in address space B, with a root cache of one root (A's root
+/// leaves it), then a no-flush MOV to CR3 back to A (PCID 0): the root built again for A
+/// reuses A's top-level shadow page with POOL[2]'s stale entry below it, which INVLPG
+/// reached in no cached root. The engine used to return DATA0 ("stale result not
+/// allowed"); the root built for a no-flush CR3 is now resynced.
+#[test]
+fn invlpg_reaches_a_root_built_again_without_flush() {
+    let (mut w, sel_x) = pcid_world(1);
+    w.access(sel_x, SUPERVISOR_READ);
+    change_x_unsynced(&mut w);
+    w.switch_cr3(noflush_to(true, 0));
+    assert_eq!(w.st.cr3, ROOT_B << 12);
+    assert_eq!(w.mmu.cached_roots(), 1, "A's root left the cache");
+    w.invlpg(sel_x);
+    w.switch_cr3(noflush_to(false, 0));
+    w.access(sel_x, SUPERVISOR_READ);
+    let hpa = hw_walk(&w.mmu, &w.host, 0, fixture::RD).expect("X mapped in the shadow");
+    assert_eq!(hpa, GUEST_HPA_BASE + ((DATA0 + 2) << 12));
+}
+
+/// INVPCID of one address for a PCID that is not current (Linux with KPTI flushes the
+/// user PCID so after every INVLPG) invalidates that address in the cached roots with
+/// that PCID and nothing else: the other out-of-sync frames stay out of sync. It used to
+/// be a full flush (every out-of-sync frame resynced and write-protected again).
+#[test]
+fn invpcid_address_of_another_pcid_resyncs_nothing_else() {
+    let (mut w, sel_x) = pcid_world(4);
+    // A, PCID 0: X cached, its PTE changes (POOL[2] out of sync); INVPCID of an address
+    // elsewhere for PCID 1, which no root has.
+    w.access(sel_x, SUPERVISOR_READ);
+    change_x_unsynced(&mut w);
+    let resyncs = w.mmu.counters().iter().find(|c| c.0 == "resync").unwrap().1;
+    w.invpcid_of(InvpcidKind::Address, 1, 0x5000);
+    assert_eq!(w.mmu.unsync_frames(), 1, "POOL[2] still out of sync");
+    let after = w.mmu.counters().iter().find(|c| c.0 == "resync").unwrap().1;
+    assert_eq!(after, resyncs, "no frame resynced");
+    // X's stale translation may stay for PCID 0 (the model accepts it), and is gone
+    // after INVPCID of X for PCID 0.
+    w.access(sel_x, SUPERVISOR_READ);
+    w.invpcid_of(InvpcidKind::Address, 0, 0);
+    w.access(sel_x, SUPERVISOR_READ);
+    let hpa = hw_walk(&w.mmu, &w.host, 0, fixture::RD).expect("X mapped in the shadow");
+    assert_eq!(hpa, GUEST_HPA_BASE + ((DATA0 + 2) << 12));
+}
+
+/// X cached in A under PCID 1, then the guest goes to B (PCID 0) with the no-flush bit,
+/// changes X's PTE without an exit and invalidates X (INVPCID of one address) or all of
+/// PCID 1 (INVPCID of one PCID) for PCID 1, not current; back in A under PCID 1 with
+/// the no-flush bit, X must read the new PTE (`World::access` checks it against the
+/// model, which knows which PCID each invalidation was for). Returns X's host page.
+fn invpcid_of_cached_pcid(kind: InvpcidKind) -> u64 {
+    let (mut w, sel_x) = pcid_world(4);
+    w.switch_cr3(noflush_to(false, 1));
+    assert_eq!(w.st.cr3, (ROOT_A << 12) | 1);
+    w.access(sel_x, SUPERVISOR_READ);
+    w.switch_cr3(noflush_to(true, 0));
+    assert_eq!(w.st.cr3, ROOT_B << 12);
+    change_x_unsynced(&mut w);
+    w.invpcid_of(kind, 1, 0);
+    w.switch_cr3(noflush_to(false, 1));
+    w.access(sel_x, SUPERVISOR_READ);
+    hw_walk(&w.mmu, &w.host, 0, fixture::RD).expect("X mapped in the shadow")
+}
+
+/// INVPCID of one address for another PCID reaches that PCID's cached root.
+#[test]
+fn invpcid_address_reaches_the_cached_root_of_its_pcid() {
+    let hpa = invpcid_of_cached_pcid(InvpcidKind::Address);
+    assert_eq!(hpa, GUEST_HPA_BASE + ((DATA0 + 2) << 12));
+}
+
+/// INVPCID of another PCID drops that PCID's cached roots; the one built again at the
+/// no-flush MOV to CR3 is resynced.
+#[test]
+fn invpcid_single_of_another_pcid_reaches_its_root_built_again() {
+    let hpa = invpcid_of_cached_pcid(InvpcidKind::Single);
+    assert_eq!(hpa, GUEST_HPA_BASE + ((DATA0 + 2) << 12));
+}
+
+/// A flush resyncs only the out-of-sync tables the current PCID's roots reach; a table
+/// linked under the root later must be resynced then. 4-level guest, PCIDs on or off: X
+/// = 0 and Y = 0x1000 (PTEs 0 and 1 of POOL[2], reached from A and B through POOL[0])
+/// are cached in A; Y's PTE changes without an exit; a MOV to CR3 without no-flush goes
+/// to B (another PCID than A's), whose shadow has no path to POOL[2] yet, so POOL[2]
+/// stays out of sync; in B,
+/// the fault on X links A's existing POOL[0] shadow page under B's root, and the read of
+/// Y must then see Y's new PTE (B's PCID was flushed after the change). Without the
+/// resync at that link (`linked_existing_table`) the engine returned Y's old page.
+fn flush_then_link_existing_table(pcide: bool) {
+    let cfg = Config {
+        maxphyaddr: 46,
+        gb_pages: false,
+        root_cache_size: 4,
+        max_shadow_pages: 4096,
+        scale_shadow_pages: true,
+        flood_threshold: 4,
+        unsync: true,
+        prefetch: 0,
+        host_maxphyaddr: 46,
+        gnp_bypass: true,
+    };
+    let mut w = World::new(3, cfg, pcide, false, false);
+    let sel = |w: &World, gva: u64| {
+        (0x1000_0000u32..)
+            .find(|&s| w.gva(s) == gva)
+            .expect("a selector for the address")
+    };
+    let (sel_x, sel_y) = (sel(&w, 0), sel(&w, 0x1000));
+    w.access(sel_x, SUPERVISOR_READ);
+    w.access(sel_y, SUPERVISOR_READ);
+    w.store(
+        (POOL[2] << 12) | 8,
+        ((DATA0 + 3) << 12) | PTE_P | PTE_W | PTE_U,
+    );
+    assert_eq!(w.mmu.unsync_frames(), 1, "POOL[2] out of sync");
+    // To B (bit 0) with a flush (bit 3 clear); with PCIDs, PCID 1 (bits 2:1 = 1), so
+    // that A's cached root (PCID 0) is not flushed with it.
+    w.switch_cr3(if pcide { 3 } else { 1 });
+    assert_eq!(w.st.cr3, (ROOT_B << 12) | u64::from(pcide));
+    assert_eq!(
+        w.mmu.unsync_frames(),
+        1,
+        "B's flush must leave POOL[2] out of sync: B's root does not reach it"
+    );
+    w.access(sel_x, SUPERVISOR_READ);
+    w.access(sel_y, SUPERVISOR_READ);
+    let hpa = hw_walk(&w.mmu, &w.host, 0x1000, fixture::RD).expect("Y mapped in the shadow");
+    assert_eq!(hpa, GUEST_HPA_BASE + ((DATA0 + 3) << 12));
+}
+
+#[test]
+fn flush_then_link_existing_table_with_pcid() {
+    flush_then_link_existing_table(true);
+}
+
+#[test]
+fn flush_then_link_existing_table_without_pcid() {
+    flush_then_link_existing_table(false);
 }
 
 /// INVLPG under another PCID leaves A's (stale) translation alone, as the CPU may: the

@@ -402,12 +402,16 @@ impl VcpuCore {
                 let engine = self.mmu.take_tlb_flush();
                 let pcide = self.state.cr4 & x86::CR4_PCIDE != 0;
                 let current = if pcide { self.state.cr3 & 0xfff } else { 0 };
-                // One address of the current PCID is an INVLPG; for another PCID the
-                // engine resyncs everything, whatever entries that changes.
-                if kind == mmu::InvpcidKind::Address && pcid == current {
-                    self.flush_guest_address(gva, engine);
-                } else {
-                    self.flush_guest_tlb();
+                match kind {
+                    // One address of the current PCID is an INVLPG.
+                    mmu::InvpcidKind::Address if pcid == current => {
+                        self.flush_guest_address(gva, engine)
+                    }
+                    // Another PCID's translations are not in the CPU's TLB.
+                    mmu::InvpcidKind::Address | mmu::InvpcidKind::Single if pcid != current => {
+                        self.flush_engine_changes(engine)
+                    }
+                    _ => self.flush_guest_tlb(),
                 }
                 self.skip(info)
             }
