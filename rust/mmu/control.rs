@@ -130,6 +130,25 @@ impl Mmu {
         } else {
             val & 0xffff_ffff
         };
+        if self.ctx.mode != GuestMode::Off {
+            // A root-cache hit needs no memory and adds no shadow page: no top-up, no
+            // reclaim (the common case, which an exit path wants short). The lookup
+            // needs the new CR3 and PDPTEs in place; the flush changes no root.
+            let (old_cr3, old_pdptes) = (self.ctx.cr3, self.ctx.pdptes);
+            self.ctx.cr3 = val;
+            self.ctx.pdptes = pdptes;
+            if let Some(r) = self.cached_root() {
+                self.stats.inc(Counter::Cr3Writes);
+                if !noflush {
+                    self.tlb_flush(mem);
+                }
+                self.use_cached_root(r);
+                return Ok(CtlOutcome::Ok);
+            }
+            // A miss: nothing changes unless the top-up succeeds.
+            self.ctx.cr3 = old_cr3;
+            self.ctx.pdptes = old_pdptes;
+        }
         self.topup(src, ROOT_PAGES, ROOT_RECS, self.low_needed(self.ctx.mode))?;
         self.stats.inc(Counter::Cr3Writes);
         self.ctx.cr3 = val;

@@ -70,8 +70,8 @@ use pool::Pool;
 use roots::RootCache;
 use sp::Lru;
 
-/// Largest root cache the engine supports.
-pub const MAX_ROOT_CACHE: usize = 32;
+/// Largest root cache the engine supports (see [`Config::root_cache_size`]).
+pub const MAX_ROOT_CACHE: usize = 128;
 
 pub use frames::MAX_INDEXED_FRAMES;
 
@@ -91,7 +91,9 @@ pub struct Config {
     pub maxphyaddr: u8,
     /// Whether the guest has 1 GiB pages (CPUID.80000001H:EDX.Page1GB).
     pub gb_pages: bool,
-    /// Recent address spaces whose shadow roots are kept (1..=[`MAX_ROOT_CACHE`]).
+    /// Most address spaces whose shadow roots are kept (1..=[`MAX_ROOT_CACHE`]). The
+    /// cache holds up to 16 (or this, if fewer) and doubles, up to this bound, each time
+    /// the guest switches back to an address space whose root it evicted for room.
     pub root_cache_size: usize,
     /// Maximum number of shadow pages (each is one table page plus one side page);
     /// beyond it the least recently used ones are zapped. At least 64. With

@@ -167,6 +167,11 @@ impl Mmu {
             // SAFETY: a zeroed page from the page source, now the engine's.
             unsafe { self.frames.set_table(p) };
         }
+        if !self.roots.has_table() {
+            let p = src.alloc_page(false).ok_or(MmuError::NeedMemory)?;
+            // SAFETY: a zeroed page from the page source, now the engine's.
+            unsafe { self.roots.set_table(p) };
+        }
         while self.pool.available() < recs {
             if !self.pool.can_grow() {
                 // Bookkeeping at its limit: free shadow pages (and their records) instead.
