@@ -334,6 +334,12 @@ pub struct Mmu {
     /// The value of a shadow entry not filled yet: P=1 with the reserved address bits
     /// 51..=`host_maxphyaddr` set when the guest-not-present bypass is on, 0 when off.
     not_filled: u64,
+    /// Changes of the shadow's non-leaf structure (a non-leaf entry linked or dropped, a
+    /// shadow page zapped, a root freed): a [`control::LeafHint`] taken before one is
+    /// stale.
+    paths_gen: u64,
+    /// Where the last INVLPG of the current root found its leaf table.
+    leaf_hint: control::LeafHint,
 }
 
 // SAFETY: an `Mmu` exclusively owns every page and record its raw pointers refer to (they
@@ -407,6 +413,8 @@ impl Mmu {
             work: 0,
             tlb_flush: TlbFlush::None,
             not_filled,
+            paths_gen: 0,
+            leaf_hint: control::LeafHint::NONE,
         }
     }
 

@@ -620,6 +620,8 @@ impl Mmu {
     }
 
     fn free_root<P: PageSource + ?Sized>(&mut self, src: &mut P, r: RootId) {
+        // The record may come back as another root.
+        self.paths_changed();
         if let Some(sp) = self.root_rec(r).sp {
             self.unpin(sp);
         }

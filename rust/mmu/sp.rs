@@ -426,6 +426,7 @@ impl Mmu {
 
     /// Points non-leaf entry (`parent`, `slot`) at `child`.
     pub(super) fn link(&mut self, parent: SpId, slot: usize, child: SpId) {
+        self.paths_changed();
         let hpa = self.sp(child).spt_hpa;
         self.side_set(parent, slot, Side::of_child(child));
         self.spt_set(parent, slot, (hpa & SPTE_ADDR) | SPTE_NONLEAF);
@@ -452,6 +453,7 @@ impl Mmu {
         if self.role(sp).level() == 1 {
             self.rmap_remove(v.gfn(), SRef::new(sp, slot), v.pos());
         } else if let Some(child) = v.child() {
+            self.paths_changed();
             let head = self.sp(child).parents;
             let (nh, _) = self.list_remove(head, SRef::new(sp, slot), v.pos());
             self.sp_mut(child).parents = nh;
@@ -477,6 +479,7 @@ impl Mmu {
     /// Zaps a shadow page: clears its entries, unlinks it from its parents and frees it.
     /// A page pinned by a root is only emptied.
     pub(super) fn zap_sp<P: PageSource + ?Sized>(&mut self, src: &mut P, sp: SpId) {
+        self.paths_changed();
         // Only filled entries have anything to undo. The others stay: a page pinned by a
         // root is kept (in sync and write-protected, so its guest-not-present entries
         // stay true), any other is freed.

@@ -289,6 +289,57 @@ fn unsync_stale_until_invlpg_and_np_to_p_without_flush() {
 }
 
 #[test]
+fn invlpg_after_the_guest_repoints_a_directory_entry_resyncs_the_new_table() {
+    // gva 1 GiB goes through PD_B[0]: first to PT, then (the guest rewrites the entry)
+    // to PT2. The INVLPG before the change walked to PT's shadow page; the INVLPG after it
+    // must reach PT2's, out of sync by then, and not reuse the earlier walk.
+    let mem = long_guest();
+    w8(&mem, PD_B, 0, (PT << 12) | PWU);
+    let mut host = Host::new();
+    let mut mmu = long_mmu(Config::DEFAULT, &mem, &mut host);
+    let x = 1 << 30;
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, x, RD, None),
+        CpuResult::Ok(hpa(DATA))
+    );
+    mmu.invlpg(&mem, x);
+    // PD_B is mapped at gva 101 << 12: the write to a shadowed directory is emulated.
+    let r = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        101 << 12,
+        WR,
+        Some(((PT2 << 12) | PWU, 8)),
+    );
+    assert_eq!(r, CpuResult::Emulated(PD_B << 12));
+    mmu.invlpg(&mem, x);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, x, RD, None),
+        CpuResult::Ok(hpa(DATA + 20))
+    );
+    // PT2 (mapped at gva 100 << 12) goes out of sync with a new PT2[0].
+    let unsync = mmu.stats().get(Counter::Unsync);
+    let r = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        100 << 12,
+        WR,
+        Some((((DATA + 21) << 12) | PWU, 8)),
+    );
+    assert!(matches!(r, CpuResult::Ok(_)), "{r:?}");
+    assert_eq!(mmu.stats().get(Counter::Unsync), unsync + 1);
+    mmu.invlpg(&mem, x);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, x, RD, None),
+        CpuResult::Ok(hpa(DATA + 21)),
+        "INVLPG missed the out-of-sync entry"
+    );
+    finish(&mut mmu, &mut host);
+}
+
+#[test]
 fn upper_level_write_is_emulated_then_flood_unshadows() {
     let mem = long_guest();
     let mut host = Host::new();
