@@ -351,9 +351,9 @@ impl Mmu {
     ) {
         let mut present = self.is_filled(view.spte(slot));
         if present && view.flags & SP_UNSYNC != 0 {
-            self.sync_entry(mem, sp, slot);
+            self.sync_entry(mem, sp, view, slot);
             self.stats.inc(Counter::InvlpgResync);
-            present = self.is_filled(self.spt_get(sp, slot));
+            present = self.is_filled(view.spte(slot));
         }
         // The guest is likely to use the page it just invalidated (KVM's old
         // FNAME(invlpg) updated the entry from the guest's): fill the entry now if the

@@ -83,6 +83,8 @@ pub(super) struct SpView {
     pub side: Option<TablePage>,
     pub role: Role,
     pub flags: u8,
+    /// The guest frame it shadows (for an indirect page: the guest table's).
+    pub gfn: u64,
 }
 
 impl SpView {
@@ -94,6 +96,11 @@ impl SpView {
     /// The child shadow page of present non-leaf entry `slot`.
     pub(super) fn child(&self, slot: usize) -> Option<SpId> {
         Side(self.side.map_or(0, |t| t.get(slot))).child()
+    }
+
+    /// The guest frame filled leaf entry `slot` maps.
+    pub(super) fn leaf_gfn(&self, slot: usize) -> u64 {
+        Side(self.side.map_or(0, |t| t.get(slot))).gfn()
     }
 }
 
@@ -303,6 +310,22 @@ impl Mmu {
         t.set(slot, v);
     }
 
+    /// [`Mmu::spt_set`] through the view of the page (no record lookup).
+    pub(super) fn spt_set_in(&mut self, view: &SpView, slot: usize, v: u64) {
+        let Some(t) = view.spt else {
+            return;
+        };
+        let old = t.get(slot);
+        if tlb_may_hold_stale(old, self.is_filled(old), v) {
+            self.tlb_flush = self.tlb_flush.and(if view.role.level() == 1 {
+                TlbFlush::OneLeaf
+            } else {
+                TlbFlush::All
+            });
+        }
+        t.set(slot, v);
+    }
+
     /// Side entry `slot` of `sp`.
     pub(super) fn side_get(&self, sp: SpId, slot: usize) -> Side {
         Side(self.side(sp).map_or(0, |t| t.get(slot)))
@@ -333,6 +356,7 @@ impl Mmu {
             side,
             role: s.role,
             flags: s.flags,
+            gfn: s.gfn,
         }
     }
 

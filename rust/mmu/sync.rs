@@ -8,7 +8,7 @@ use super::bits::{PTE_A, PTE_D, PTE_NX, PTE_P, PTE_U, PTE_W};
 use super::frames::RMAP_MAX;
 use super::mem::{read_gpte, GuestMemory};
 use super::roles::Role;
-use super::sp::{SpId, SPTE_ADDR, SP_UNSYNC};
+use super::sp::{SpId, SpView, SPTE_ADDR, SP_UNSYNC};
 use super::stats::Counter;
 use super::walk::{with_format, Format, GuestMode, PagingCtx, ACC_U, ACC_W, ACC_X};
 use super::Mmu;
@@ -55,6 +55,16 @@ pub(super) fn make_spte(hpa: u64, perm: u8, writable: bool) -> u64 {
     s
 }
 
+/// The guest entry (format `F`) behind leaf slot `slot` of the indirect level-1 page whose
+/// view is `view`.
+fn read_gpte_in<F: Format, G: GuestMemory + ?Sized>(mem: &G, view: &SpView, slot: usize) -> u64 {
+    let base = view.gfn << 12;
+    // gfn < 2^40 and the offsets are below 8 KiB: nothing wraps; wrapping keeps the
+    // guest-physical arithmetic total.
+    let off = F::gpte_index(1, view.role.quadrant(), slot).wrapping_mul(F::PTE_BYTES);
+    read_gpte(mem, base.wrapping_add(off), F::PTE_BYTES)
+}
+
 impl Mmu {
     /// The guest entry (format `F`) behind leaf slot `slot` of indirect level-1 page `sp`.
     fn read_gpte_fmt<F: Format, G: GuestMemory + ?Sized>(
@@ -63,11 +73,7 @@ impl Mmu {
         sp: SpId,
         slot: usize,
     ) -> u64 {
-        let base = self.sp(sp).gfn << 12;
-        // gfn < 2^40 and the offsets are below 8 KiB: nothing wraps; wrapping keeps the
-        // guest-physical arithmetic total.
-        let off = F::gpte_index(1, self.role(sp).quadrant(), slot).wrapping_mul(F::PTE_BYTES);
-        read_gpte(mem, base.wrapping_add(off), F::PTE_BYTES)
+        read_gpte_in::<F, G>(mem, &self.sp_view(sp), slot)
     }
 
     /// Guest-physical address and size of the guest entry behind slot `slot` of indirect
@@ -172,31 +178,41 @@ impl Mmu {
 
     /// Re-derives leaf entry (`sp`, `slot`) of an indirect level-1 page from the guest
     /// entry: same frame -> new permissions, anything else -> dropped (refaults later).
-    pub(super) fn sync_entry<G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId, slot: usize) {
-        with_format!(self.role(sp).mode(), F => self.sync_entry_fmt::<F, G>(mem, sp, slot))
+    /// `view` is `sp`'s ([`Mmu::sp_view`]).
+    pub(super) fn sync_entry<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        view: &SpView,
+        slot: usize,
+    ) {
+        with_format!(view.role.mode(), F => self.sync_entry_fmt::<F, G>(mem, sp, view, slot))
     }
 
-    /// [`Mmu::sync_entry`] for guest entries of format `F` (KVM's `FNAME(sync_spte)`).
+    /// [`Mmu::sync_entry`] for guest entries of format `F` (KVM's `FNAME(sync_spte)`);
+    /// `view` is `sp`'s, read once by the caller (its tables, role and frame do not change
+    /// while the page lives).
     fn sync_entry_fmt<F: Format, G: GuestMemory + ?Sized>(
         &mut self,
         mem: &G,
         sp: SpId,
+        view: &SpView,
         slot: usize,
     ) {
         self.work = self.work.wrapping_add(1);
-        let old = self.spt_get(sp, slot);
+        let old = view.spte(slot);
         if !self.is_filled(old) {
             return;
         }
-        let role = self.role(sp);
+        let role = view.role;
         let ctx = role.ctx(&self.ctx);
-        let gpte = self.read_gpte_fmt::<F, G>(mem, sp, slot);
+        let gpte = read_gpte_in::<F, G>(mem, view, slot);
         let Some(leaf) = guest_leaf::<F>(role, &ctx, gpte) else {
             self.drop_spte(sp, slot);
             self.note_guest_entry(mem, sp, slot);
             return;
         };
-        if self.side_get(sp, slot).gfn() != leaf.gfn {
+        if view.leaf_gfn(slot) != leaf.gfn {
             self.drop_spte(sp, slot);
             return;
         }
@@ -205,7 +221,7 @@ impl Mmu {
             return;
         };
         let writable = leaf.perm & ACC_W != 0 && leaf.dirty && !self.gfn_tracked(leaf.gfn);
-        self.spt_set(sp, slot, make_spte(frame.hpa, leaf.perm, writable));
+        self.spt_set_in(view, slot, make_spte(frame.hpa, leaf.perm, writable));
     }
 
     /// Prefetch after a fault on leaf entry (`sp`, `slot`) of level-1 shadow page `sp`:
@@ -320,12 +336,13 @@ impl Mmu {
     /// Re-derives every filled entry of an out-of-sync page (without changing its state),
     /// or of a page just back in sync.
     pub(super) fn sync_sp_entries<G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId) {
-        if self.role(sp).level() != 1 || self.role(sp).direct() {
+        let view = self.sp_view(sp);
+        if view.role.level() != 1 || view.role.direct() {
             return;
         }
-        with_format!(self.role(sp).mode(), F => {
+        with_format!(view.role.mode(), F => {
             for slot in 0..512 {
-                self.sync_entry_fmt::<F, G>(mem, sp, slot);
+                self.sync_entry_fmt::<F, G>(mem, sp, &view, slot);
             }
         })
     }
