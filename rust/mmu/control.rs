@@ -5,6 +5,7 @@
 
 use super::bits::*;
 use super::mem::{read_gpte, GuestMemory, PageSource};
+use super::roles::Role;
 use super::roots::{sidx, RootId, ROOT_PAGES, ROOT_RECS};
 use super::sp::{SpId, SpView, SP_UNSYNC};
 use super::stats::Counter;
@@ -268,6 +269,7 @@ impl Mmu {
         let changed = self.ctx.mode != mode || self.mode_bits.changes_paging(bits);
         self.mode_bits = bits;
         self.ctx = ctx;
+        self.base_role = Role::base(&ctx);
         if changed {
             self.stats.inc(Counter::ModeChanges);
             self.tlb_flush(mem);

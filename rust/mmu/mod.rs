@@ -312,6 +312,9 @@ pub struct Mmu {
     /// The paging bits of CR0/CR4/EFER the shadow is built for (the registers themselves
     /// are the vCPU's: see [`control::ModeBits`]).
     mode_bits: ModeBits,
+    /// `Role::base(&ctx)`, kept with `ctx` (only [`Mmu::set_mode`] changes what it
+    /// depends on): every CR3 write looks its root up by it.
+    base_role: roles::Role,
     pool: Pool,
     spare: PageList,
     spare_low: PageList,
@@ -395,6 +398,7 @@ impl Mmu {
             cfg,
             ctx,
             mode_bits: ModeBits::RESET,
+            base_role: roles::Role::base(&ctx),
             pool: Pool::new(),
             spare: PageList::new(),
             spare_low: PageList::new(),

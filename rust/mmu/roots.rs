@@ -391,7 +391,7 @@ impl Mmu {
                 }
             }
         };
-        (key, Role::base(&self.ctx))
+        (key, self.base_role)
     }
 
     /// Whether PAE root `r` was built from the current PDPTEs (always, outside PAE mode:
