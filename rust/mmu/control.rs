@@ -112,6 +112,7 @@ impl Mmu {
 
     /// The leaf table of `gva` in the current root from the last INVLPG's walk, if it is
     /// still valid.
+    #[inline]
     fn hinted_leaf(&self, gva: u64) -> Option<SpId> {
         let h = &self.leaf_hint;
         let valid = h.gen == self.paths_gen
@@ -150,8 +151,11 @@ impl Mmu {
     }
 
     /// A guest TLB flush: everything out of sync is resynchronised.
+    #[inline]
     fn tlb_flush<G: GuestMemory + ?Sized>(&mut self, mem: &G) {
-        self.resync_all(mem);
+        if self.frames.unsync_head().is_some() {
+            self.resync_all(mem);
+        }
         self.stats.inc(Counter::TlbFlushes);
     }
 
@@ -186,22 +190,18 @@ impl Mmu {
         };
         if self.ctx.mode != GuestMode::Off {
             // A root-cache hit needs no memory and adds no shadow page: no top-up, no
-            // reclaim (the common case, which an exit path wants short). The lookup
-            // needs the new CR3 and PDPTEs in place; the flush changes no root.
-            let (old_cr3, old_pdptes) = (self.ctx.cr3, self.ctx.pdptes);
-            self.ctx.cr3 = val;
-            self.ctx.pdptes = pdptes;
-            if let Some(r) = self.cached_root() {
+            // reclaim (the common case, which an exit path wants short); the flush
+            // changes no root. A miss changes nothing before the top-up below succeeds.
+            if let Some(r) = self.cached_root_for(val, &pdptes) {
                 self.stats.inc(Counter::Cr3Writes);
+                self.ctx.cr3 = val;
+                self.ctx.pdptes = pdptes;
                 if !noflush {
                     self.tlb_flush(mem);
                 }
                 self.use_cached_root(r);
                 return Ok(CtlOutcome::Ok);
             }
-            // A miss: nothing changes unless the top-up succeeds.
-            self.ctx.cr3 = old_cr3;
-            self.ctx.pdptes = old_pdptes;
         }
         self.topup(src, ROOT_PAGES, ROOT_RECS, self.low_needed(self.ctx.mode))?;
         self.stats.inc(Counter::Cr3Writes);

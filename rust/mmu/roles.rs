@@ -87,6 +87,7 @@ impl Role {
     }
 
     /// A paging context that interprets guest entries as a shadow page of this role does.
+    #[inline]
     pub(super) fn ctx(self, cur: &PagingCtx) -> PagingCtx {
         let mut c = *cur;
         c.mode = self.mode();

@@ -32,6 +32,7 @@ const fn pae_slot(base: usize, i: usize) -> usize {
 
 /// Index of `gva` in a shadow table of `level` (same for PAE and 4-level shadows; the PAE
 /// root uses bits 31:30).
+#[inline]
 pub(super) fn sidx(gva: u64, level: u8) -> usize {
     // level - 1 is masked to 0..=3, so the shift is at most 39.
     let shift = 12u32.saturating_add(9u32.saturating_mul(u32::from(level.saturating_sub(1)) & 3));
@@ -373,46 +374,60 @@ impl Mmu {
         Id::from_raw(v as u32)
     }
 
+    #[inline]
     pub(super) fn pcide(&self) -> bool {
         self.ctx.mode == GuestMode::Long4 && self.mode_bits.pcide()
     }
 
     /// The cache key of the current address space: (CR3 incl. PCID, base role).
     fn root_key(&self) -> (u64, Role) {
+        self.root_key_for(self.ctx.cr3)
+    }
+
+    /// The cache key of the address space of `cr3` in the current paging mode.
+    #[inline]
+    fn root_key_for(&self, cr3: u64) -> (u64, Role) {
+        const FRAME: u64 = bits(51, 12);
         let key = match self.ctx.mode {
             GuestMode::Off => 0,
-            GuestMode::Bits32 => self.ctx.cr3 & 0xffff_f000,
-            GuestMode::Pae => self.ctx.cr3 & 0xffff_ffe0,
+            GuestMode::Bits32 => cr3 & 0xffff_f000,
+            GuestMode::Pae => cr3 & 0xffff_ffe0,
             GuestMode::Long4 => {
                 if self.pcide() {
-                    self.ctx.cr3 & (bits(51, 12) | 0xfff)
+                    cr3 & (FRAME | 0xfff)
                 } else {
-                    self.ctx.cr3 & bits(51, 12)
+                    cr3 & FRAME
                 }
             }
         };
         (key, self.base_role)
     }
 
-    /// Whether PAE root `r` was built from the current PDPTEs (always, outside PAE mode:
-    /// only PAE roots hold their tables' addresses apart from CR3).
-    fn pae_root_matches(&self, r: RootId) -> bool {
+    /// Whether PAE root `r` was built from `pdptes` (always, outside PAE mode: only PAE
+    /// roots hold their tables' addresses apart from CR3).
+    fn pae_root_matches(&self, r: RootId, pdptes: &[u64; 4]) -> bool {
         if self.ctx.mode != GuestMode::Pae {
             return true;
         }
         let p = self.pae_page(r);
-        let mut pdptes = self.ctx.pdptes.iter().enumerate();
+        let mut pdptes = pdptes.iter().enumerate();
         pdptes.all(|(i, &e)| p.map_or(0, |p| p.get(pae_slot(PAE_GUEST, i))) == e)
     }
 
     /// The cached root of the current address space, if any (no memory, no change).
     pub(super) fn cached_root(&self) -> Option<RootId> {
-        let (key, role) = self.root_key();
+        self.cached_root_for(self.ctx.cr3, &self.ctx.pdptes)
+    }
+
+    /// The cached root of the address space of `cr3` (and, in PAE mode, `pdptes`) in the
+    /// current paging mode, if any (no memory, no change).
+    pub(super) fn cached_root_for(&self, cr3: u64, pdptes: &[u64; 4]) -> Option<RootId> {
+        let (key, role) = self.root_key_for(cr3);
         let mut hit = self.roots.chain(key, role);
         // A chain holds at most the cached roots (MAX_ROOT_CACHE), usually one.
         while let Some(r) = hit {
             let rec = self.root_rec(r);
-            if rec.key == key && rec.role == role && self.pae_root_matches(r) {
+            if rec.key == key && rec.role == role && self.pae_root_matches(r, pdptes) {
                 return Some(r);
             }
             hit = rec.hash_next;

@@ -89,16 +89,19 @@ pub(super) struct SpView {
 
 impl SpView {
     /// Shadow entry `slot`.
+    #[inline]
     pub(super) fn spte(&self, slot: usize) -> u64 {
         self.spt.map_or(0, |t| t.get(slot))
     }
 
     /// The child shadow page of present non-leaf entry `slot`.
+    #[inline]
     pub(super) fn child(&self, slot: usize) -> Option<SpId> {
         Side(self.side.map_or(0, |t| t.get(slot))).child()
     }
 
     /// The guest frame filled leaf entry `slot` maps.
+    #[inline]
     pub(super) fn leaf_gfn(&self, slot: usize) -> u64 {
         Side(self.side.map_or(0, |t| t.get(slot))).gfn()
     }
@@ -311,6 +314,7 @@ impl Mmu {
     }
 
     /// [`Mmu::spt_set`] through the view of the page (no record lookup).
+    #[inline]
     pub(super) fn spt_set_in(&mut self, view: &SpView, slot: usize, v: u64) {
         let Some(t) = view.spt else {
             return;
@@ -346,6 +350,7 @@ impl Mmu {
     /// What a walk down the shadow reads of `sp`, with one record lookup (a walk that
     /// asked [`Mmu::spt_get`], [`Mmu::child`] and [`Mmu::role`] one by one would look the
     /// record up for each).
+    #[inline]
     pub(super) fn sp_view(&self, sp: SpId) -> SpView {
         let s = self.sp(sp);
         // SAFETY: a live record's pages are engine-owned (SpRec invariant); an id naming

@@ -26,6 +26,7 @@ struct GuestLeaf {
 /// `ctx` (the role's context). `None` unless it is present, accessed and free of
 /// reserved bits (KVM's `prefetch_invalid_gpte`): a shadow entry built from it then
 /// holds a translation the guest's tables allow, and the CPU would not set its A bit.
+#[inline]
 fn guest_leaf<F: Format>(role: Role, ctx: &PagingCtx, gpte: u64) -> Option<GuestLeaf> {
     if gpte & PTE_P == 0 || gpte & PTE_A == 0 {
         return None;
@@ -57,6 +58,7 @@ pub(super) fn make_spte(hpa: u64, perm: u8, writable: bool) -> u64 {
 
 /// The guest entry (format `F`) behind leaf slot `slot` of the indirect level-1 page whose
 /// view is `view`.
+#[inline]
 fn read_gpte_in<F: Format, G: GuestMemory + ?Sized>(mem: &G, view: &SpView, slot: usize) -> u64 {
     let base = view.gfn << 12;
     // gfn < 2^40 and the offsets are below 8 KiB: nothing wraps; wrapping keeps the
