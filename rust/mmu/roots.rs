@@ -94,8 +94,8 @@ fn root_bucket(key: u64, role: Role) -> usize {
 }
 const _: () = assert!(ROOT_BUCKETS == 256);
 
-/// Roots the cache holds before the guest shows it uses more address spaces (and the
-/// most it holds when [`super::Config::root_cache_size`] is smaller).
+/// Roots the cache holds before the guest shows it uses more address spaces (fewer when
+/// [`super::Config::root_cache_size`], the bound, is smaller).
 pub(super) const ROOT_CACHE_START: usize = 16;
 
 /// Keys of recently evicted roots remembered (by fingerprint, in entries
@@ -124,15 +124,15 @@ fn evicted_slot(key: u64, role: Role) -> (usize, u64) {
 ///
 /// # Invariants
 ///
-/// `mru` holds exactly the cached roots, at most `capacity` (except right after a
-/// shrink, never done) and at most [`MAX_ROOT_CACHE`] of them; a root is put at its front
+/// `mru` holds exactly the cached roots, at most `capacity` and the configured bound
+/// (the engine's [`super::Config::root_cache_size`]); a root is put at its front
 /// when added and when it is passed over for eviction (its `referenced` cleared), so its
 /// back is the next eviction candidate. Each cached root is also on the chain of
 /// bucket `root_bucket(key, role)` (through `hash_next`) and on no other. `cur` is
 /// `None` or one of them, `hpa` its table address (0 without one) and `cur_sp` its
 /// record's `sp` (`None` without one; a root's `sp` is set when it is built and never
 /// changes). `npinned` counts the shadow pages with `root_count > 0`. `capacity` is in
-/// 1..=[`MAX_ROOT_CACHE`]. `table` is [`HostPage::NULL`] while no root is cached, or
+/// 1..=[`MAX_ROOT_CACHE`]. `table` is [`HostPage::NULL`] until the first top-up, then
 /// an engine-owned page (given back by [`Mmu::release_roots`]) whose entries
 /// 0..[`ROOT_BUCKETS`] are the buckets' first roots (raw ids, 0 for none) and the next
 /// [`EVICTED_KEYS`] fingerprints ([`evicted_slot`]) of keys evicted for room (0: none).
