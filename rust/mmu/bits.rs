@@ -72,6 +72,7 @@ pub const PFERR_RSVD: u32 = 1 << 3;
 pub const PFERR_ID: u32 = 1 << 4;
 
 /// Mask of bits `hi..=lo` (hi >= lo, hi <= 63).
+#[inline]
 pub const fn bits(hi: u32, lo: u32) -> u64 {
     if hi < lo || hi > 63 {
         return 0;

@@ -6,8 +6,9 @@
 use super::bits::*;
 use super::frames::MAX_UNSYNC;
 use super::mem::{read_gpte, GuestMemory, PageSource};
-use super::roots::{sidx, ROOT_PAGES, ROOT_RECS};
-use super::sp::{SpId, SP_UNSYNC};
+use super::roles::Role;
+use super::roots::{sidx, RootId, ROOT_PAGES, ROOT_RECS};
+use super::sp::{SpId, SpView, SP_UNSYNC};
 use super::stats::Counter;
 use super::walk::{with_format, Format, GuestMode, PagingCtx};
 use super::{CtlOutcome, InvpcidKind, Mmu, MmuError, MAX_ROOT_CACHE};
@@ -71,7 +72,61 @@ impl ModeBits {
     }
 }
 
+/// Where an INVLPG of the current root last found its leaf table: the indirect level-1
+/// shadow page of the 2 MiB region `region` (guest-virtual address >> 21) of root
+/// `root`, reached through indirect pages only. Repeated INVLPGs in one region (a
+/// mprotect, a COW fault, a page-table update storm) then skip the upper levels' walk.
+///
+/// # Invariants
+///
+/// If `gen` equals [`Mmu`]'s `paths_gen`, `root` is the root the walk started from and
+/// `sp` is live and is the page that walk reaches for any address of `region` (no
+/// non-leaf entry, shadow page or root changed since).
+#[derive(Clone, Copy)]
+pub(super) struct LeafHint {
+    gen: u64,
+    root: Option<RootId>,
+    region: u64,
+    sp: Option<SpId>,
+}
+
+impl LeafHint {
+    /// No hint.
+    pub(super) const NONE: LeafHint = LeafHint {
+        gen: u64::MAX,
+        root: None,
+        region: 0,
+        sp: None,
+    };
+}
+
+/// The 2 MiB region of `gva`: one level-1 shadow table covers it in every paging mode.
+fn leaf_region(gva: u64) -> u64 {
+    gva >> 21
+}
+
 impl Mmu {
+    /// The shadow's non-leaf structure changed: every [`LeafHint`] is stale.
+    pub(super) fn paths_changed(&mut self) {
+        self.paths_gen = self.paths_gen.wrapping_add(1);
+    }
+
+    /// The leaf table of `gva` in the current root from the last INVLPG's walk, if it is
+    /// still valid.
+    #[inline]
+    fn hinted_leaf(&self, gva: u64) -> Option<SpId> {
+        let h = &self.leaf_hint;
+        let valid = h.gen == self.paths_gen
+            && h.region == leaf_region(gva)
+            && h.root.is_some()
+            && h.root == self.roots.current();
+        if valid {
+            h.sp
+        } else {
+            None
+        }
+    }
+
     /// Loads the 4 PAE PDPTEs at `cr3`; `None` if one has reserved bits set (#GP).
     fn load_pdptes<G: GuestMemory + ?Sized>(&self, mem: &G, cr3: u64) -> Option<[u64; 4]> {
         let base = cr3 & 0xffff_ffe0;
@@ -97,8 +152,11 @@ impl Mmu {
     }
 
     /// A guest TLB flush: everything out of sync is resynchronised.
+    #[inline]
     fn tlb_flush<G: GuestMemory + ?Sized>(&mut self, mem: &G) {
-        self.resync_all(mem);
+        if self.frames.unsync_head().is_some() {
+            self.resync_all(mem);
+        }
         self.stats.inc(Counter::TlbFlushes);
     }
 
@@ -224,6 +282,21 @@ impl Mmu {
         } else {
             val & 0xffff_ffff
         };
+        if self.ctx.mode != GuestMode::Off {
+            // A root-cache hit needs no memory and adds no shadow page: no top-up, no
+            // reclaim (the common case, which an exit path wants short); the flush
+            // changes no root. A miss changes nothing before the top-up below succeeds.
+            if let Some(r) = self.cached_root_for(val, &pdptes) {
+                self.stats.inc(Counter::Cr3Writes);
+                self.ctx.cr3 = val;
+                self.ctx.pdptes = pdptes;
+                self.use_cached_root(r);
+                if !noflush {
+                    self.tlb_flush_current(mem);
+                }
+                return Ok(CtlOutcome::Ok);
+            }
+        }
         self.topup(src, ROOT_PAGES, ROOT_RECS, self.low_needed(self.ctx.mode))?;
         self.stats.inc(Counter::Cr3Writes);
         self.ctx.cr3 = val;
@@ -297,6 +370,7 @@ impl Mmu {
         let changed = self.ctx.mode != mode || self.mode_bits.changes_paging(bits);
         self.mode_bits = bits;
         self.ctx = ctx;
+        self.base_role = Role::base(&ctx);
         if changed {
             self.stats.inc(Counter::ModeChanges);
             self.tlb_flush(mem);
@@ -359,8 +433,11 @@ impl Mmu {
         }
         let gva = self.ctx.canon(gva);
         if current {
-            if let Some((sp, level)) = self.path_start(gva) {
-                self.invlpg_path::<F, G>(mem, gva, sp, level);
+            if let Some(leaf) = self.hinted_leaf(gva) {
+                let view = self.sp_view(leaf);
+                self.invlpg_leaf(mem, leaf, &view, sidx(gva, 1));
+            } else if let Some((sp, level)) = self.path_start(gva) {
+                self.invlpg_path::<F, G>(mem, gva, sp, level, true);
             }
         }
         if let Some(pcid) = pcid {
@@ -372,36 +449,60 @@ impl Mmu {
             let mut others = [None; MAX_ROOT_CACHE];
             let n = self.other_roots_with_pcid(pcid, &mut others);
             for sp in others.into_iter().take(n).flatten() {
-                self.invlpg_path::<F, G>(mem, gva, sp, 4);
+                self.invlpg_path::<F, G>(mem, gva, sp, 4, false);
             }
+        }
+    }
+
+    /// INVLPG of the entry `slot` of leaf table `sp` (whose view is `view`).
+    fn invlpg_leaf<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        view: &SpView,
+        slot: usize,
+    ) {
+        let mut present = self.is_filled(view.spte(slot));
+        if present && view.flags & SP_UNSYNC != 0 {
+            self.sync_entry(mem, sp, view, slot);
+            self.stats.inc(Counter::InvlpgResync);
+            present = self.is_filled(view.spte(slot));
+        }
+        // The guest is likely to use the page it just invalidated (KVM's old
+        // FNAME(invlpg) updated the entry from the guest's): fill the entry now if the
+        // guest entry allows it, instead of taking a fault for it.
+        if !present && self.cfg.prefetch > 1 {
+            self.prefetch_entry(mem, sp, slot);
         }
     }
 
     /// INVLPG in one shadow: walks it from table `sp` at `level` down to `gva`'s entry
     /// (one record lookup per level: the next level's view is read once, for its role).
+    /// With `current` (the walk starts at the current root's top), the leaf table found
+    /// becomes the [`LeafHint`] of `gva`'s region.
     fn invlpg_path<F: Format, G: GuestMemory + ?Sized>(
         &mut self,
         mem: &G,
         gva: u64,
         mut sp: SpId,
         mut level: u8,
+        current: bool,
     ) {
         let mut view = self.sp_view(sp);
         loop {
             let slot = sidx(gva, level);
             if level == 1 {
-                let mut present = self.is_filled(view.spte(slot));
-                if present && view.flags & SP_UNSYNC != 0 {
-                    self.sync_entry(mem, sp, slot);
-                    self.stats.inc(Counter::InvlpgResync);
-                    present = self.is_filled(self.spt_get(sp, slot));
+                if current {
+                    // INVARIANT: reached from the current root through indirect pages
+                    // (a direct child returns below), nothing changed since.
+                    self.leaf_hint = LeafHint {
+                        gen: self.paths_gen,
+                        root: self.roots.current(),
+                        region: leaf_region(gva),
+                        sp: Some(sp),
+                    };
                 }
-                // The guest is likely to use the page it just invalidated (KVM's old
-                // FNAME(invlpg) updated the entry from the guest's): fill the entry now
-                // if the guest entry allows it, instead of taking a fault for it.
-                if !present && self.cfg.prefetch > 1 {
-                    self.prefetch_entry(mem, sp, slot);
-                }
+                self.invlpg_leaf(mem, sp, &view, slot);
                 return;
             }
             if !self.is_filled(view.spte(slot)) {

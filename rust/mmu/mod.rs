@@ -70,8 +70,8 @@ use pool::Pool;
 use roots::RootCache;
 use sp::Lru;
 
-/// Largest root cache the engine supports.
-pub const MAX_ROOT_CACHE: usize = 32;
+/// Largest root cache the engine supports (see [`Config::root_cache_size`]).
+pub const MAX_ROOT_CACHE: usize = 128;
 
 pub use frames::MAX_INDEXED_FRAMES;
 
@@ -100,7 +100,9 @@ pub struct Config {
     pub maxphyaddr: u8,
     /// Whether the guest has 1 GiB pages (CPUID.80000001H:EDX.Page1GB).
     pub gb_pages: bool,
-    /// Recent address spaces whose shadow roots are kept (1..=[`MAX_ROOT_CACHE`]).
+    /// Most address spaces whose shadow roots are kept (1..=[`MAX_ROOT_CACHE`]). The
+    /// cache holds up to 16 (or this, if fewer) and doubles, up to this bound, each time
+    /// the guest switches back to an address space whose root it evicted for room.
     pub root_cache_size: usize,
     /// Maximum number of shadow pages (each is one table page plus one side page);
     /// beyond it the least recently used ones are zapped. At least 64. With
@@ -320,6 +322,9 @@ pub struct Mmu {
     /// The paging bits of CR0/CR4/EFER the shadow is built for (the registers themselves
     /// are the vCPU's: see [`control::ModeBits`]).
     mode_bits: ModeBits,
+    /// `Role::base(&ctx)`, kept with `ctx` (only [`Mmu::set_mode`] changes what it
+    /// depends on): every CR3 write looks its root up by it.
+    base_role: roles::Role,
     pool: Pool,
     spare: PageList,
     spare_low: PageList,
@@ -343,6 +348,12 @@ pub struct Mmu {
     /// ([`NOT_FILLED_BYTES`], or P=1 with the reserved address bits
     /// 51..=`host_maxphyaddr`), 0 when off.
     not_filled: u64,
+    /// Changes of the shadow's non-leaf structure (a non-leaf entry linked or dropped, a
+    /// shadow page zapped, a root freed): a [`control::LeafHint`] taken before one is
+    /// stale.
+    paths_gen: u64,
+    /// Where the last INVLPG of the current root found its leaf table.
+    leaf_hint: control::LeafHint,
 }
 
 // SAFETY: an `Mmu` exclusively owns every page and record its raw pointers refer to (they
@@ -400,6 +411,7 @@ impl Mmu {
             cfg,
             ctx,
             mode_bits: ModeBits::RESET,
+            base_role: roles::Role::base(&ctx),
             pool: Pool::new(),
             spare: PageList::new(),
             spare_low: PageList::new(),
@@ -418,6 +430,8 @@ impl Mmu {
             work: 0,
             tlb_flush: TlbFlush::None,
             not_filled,
+            paths_gen: 0,
+            leaf_hint: control::LeafHint::NONE,
         }
     }
 

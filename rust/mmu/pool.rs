@@ -184,6 +184,7 @@ impl Pool {
         Ok(())
     }
 
+    #[inline]
     fn rec_ptr(&self, idx: u32) -> Option<*mut u8> {
         if idx == 0 || idx >= self.next {
             return None;
@@ -240,6 +241,7 @@ impl Pool {
     }
 
     /// Shared view of a record.
+    #[inline]
     pub(crate) fn get<T: Record>(&self, id: Id<T>) -> &T {
         let p = self
             .rec_ptr(id.raw())
@@ -252,6 +254,7 @@ impl Pool {
     }
 
     /// Mutable view of a record.
+    #[inline]
     pub(crate) fn get_mut<T: Record>(&mut self, id: Id<T>) -> &mut T {
         let p = match self.rec_ptr(id.raw()) {
             Some(p) => p,

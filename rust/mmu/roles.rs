@@ -22,7 +22,7 @@ const DIRECT: u32 = 1 << 5;
 
 impl Role {
     /// The role bits the paging context decides (level, direct, quadrant, access 0).
-    pub(super) fn base(ctx: &PagingCtx) -> Role {
+    pub(super) const fn base(ctx: &PagingCtx) -> Role {
         let mut r = ctx.mode.code() << 3;
         if ctx.wp {
             r |= WP;
@@ -33,7 +33,7 @@ impl Role {
         if ctx.nxe {
             r |= NXE;
         }
-        if ctx.pse && ctx.mode == GuestMode::Bits32 {
+        if ctx.pse && matches!(ctx.mode, GuestMode::Bits32) {
             r |= PSE;
         }
         // Shadows built under CR0.WP=0 may hold supervisor-writable copies of read-only
@@ -87,6 +87,7 @@ impl Role {
     }
 
     /// A paging context that interprets guest entries as a shadow page of this role does.
+    #[inline]
     pub(super) fn ctx(self, cur: &PagingCtx) -> PagingCtx {
         let mut c = *cur;
         c.mode = self.mode();

@@ -32,6 +32,7 @@ const fn pae_slot(base: usize, i: usize) -> usize {
 
 /// Index of `gva` in a shadow table of `level` (same for PAE and 4-level shadows; the PAE
 /// root uses bits 31:30).
+#[inline]
 pub(super) fn sidx(gva: u64, level: u8) -> usize {
     // level - 1 is masked to 0..=3, so the shift is at most 39.
     let shift = 12u32.saturating_add(9u32.saturating_mul(u32::from(level.saturating_sub(1)) & 3));
@@ -57,8 +58,11 @@ pub(super) struct RootRec {
     pub sp: Option<SpId>,
     /// Next root in the same hash bucket.
     hash_next: Option<RootId>,
-    /// Neighbours in most-recently-used order.
+    /// Neighbours in the cache's replacement order.
     mru: Links<RootRec>,
+    /// Nonzero: made current (built or found) since it was last passed over for
+    /// eviction (the reference bit of the cache's second-chance replacement).
+    referenced: u32,
 }
 const _: () = assert!(core::mem::size_of::<RootRec>() == 56);
 // SAFETY: repr(C), 56 bytes (asserted above), align 8, integers,
@@ -69,39 +73,78 @@ unsafe impl Record for RootRec {}
 pub(super) type RootId = Id<RootRec>;
 
 adapter!(
-    /// The root cache's most-recently-used list's links in a [`RootRec`].
+    /// The root cache's replacement list's links in a [`RootRec`].
     MruLinks = RootRec.mru
 );
 
 /// Shadow pages [`Mmu::reaches`] visits at most.
 const REACH_BUDGET: usize = 64;
 
-/// Hash buckets of the root cache: as many as cached roots at most, so chains are about
-/// one root long.
-const ROOT_BUCKETS: usize = MAX_ROOT_CACHE;
+/// Hash buckets of the root cache (entries 0..256 of its table page): twice as many as
+/// cached roots at most, so chains are about one root long.
+const ROOT_BUCKETS: usize = 2 * MAX_ROOT_CACHE;
+
+/// The hash of cache key (`key`, `role`): its top bits pick the bucket; all of it is the
+/// key's fingerprint among the evicted ones.
+fn root_hash(key: u64, role: Role) -> u64 {
+    (key ^ (u64::from(role.0) << 52)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
 
 /// The bucket of cache key (`key`, `role`).
 fn root_bucket(key: u64, role: Role) -> usize {
-    let h = (key ^ (u64::from(role.0) << 52)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    // The top 5 bits: 0..32 = ROOT_BUCKETS.
-    (h >> 59) as usize
+    // The top 8 bits: 0..256 = ROOT_BUCKETS.
+    (root_hash(key, role) >> 56) as usize
 }
-const _: () = assert!(ROOT_BUCKETS == 32);
+const _: () = assert!(ROOT_BUCKETS == 256);
+
+/// Roots the cache holds before the guest shows it uses more address spaces (fewer when
+/// [`super::Config::root_cache_size`], the bound, is smaller).
+pub(super) const ROOT_CACHE_START: usize = 16;
+
+/// Keys of recently evicted roots remembered (by fingerprint, in entries
+/// `ROOT_BUCKETS..ROOT_BUCKETS + EVICTED_KEYS` of the table page): a miss on one of them
+/// means the guest switches among more address spaces than the cache holds.
+const EVICTED_KEYS: usize = 64;
+const _: () = assert!(ROOT_BUCKETS + EVICTED_KEYS <= 512);
+
+/// The table-page entry and fingerprint of cache key (`key`, `role`) among the evicted
+/// keys; the fingerprint is never 0 (an empty entry).
+fn evicted_slot(key: u64, role: Role) -> (usize, u64) {
+    let h = root_hash(key, role);
+    // Bits 55:50 pick one of EVICTED_KEYS entries after the buckets (the product's low
+    // bits are those of the key's, 0 below the page frame).
+    (
+        ROOT_BUCKETS | ((h >> 50) as usize & (EVICTED_KEYS - 1)),
+        h | 1,
+    )
+}
 
 /// The root cache: the cached roots found by their key in O(1) (a hash of (CR3, base
-/// role)) and kept in most-recently-used order (a list), both through the root records.
+/// role)) and kept in replacement order (a list, second chance), both through the root
+/// records. It holds up to `capacity` roots, which starts at [`ROOT_CACHE_START`] and
+/// doubles, up to the configured bound, whenever the guest comes back to a root the cache
+/// evicted for room (its working set of address spaces is larger than the cache).
 ///
 /// # Invariants
 ///
-/// `mru` runs from the most recently used root to the least and holds exactly the cached
-/// roots, at most [`MAX_ROOT_CACHE`] of them; each is also on the chain of
-/// `buckets[root_bucket(key, role)]` (through `hash_next`) and on no other. `cur` is
+/// `mru` holds exactly the cached roots, at most `capacity` and the configured bound
+/// (the engine's [`super::Config::root_cache_size`]); a root is put at its front
+/// when added and when it is passed over for eviction (its `referenced` cleared), so its
+/// back is the next eviction candidate. Each cached root is also on the chain of
+/// bucket `root_bucket(key, role)` (through `hash_next`) and on no other. `cur` is
 /// `None` or one of them, `hpa` its table address (0 without one) and `cur_sp` its
 /// record's `sp` (`None` without one; a root's `sp` is set when it is built and never
-/// changes). `npinned` counts the shadow pages with `root_count > 0`.
+/// changes). `npinned` counts the shadow pages with `root_count > 0`. `capacity` is in
+/// 1..=[`MAX_ROOT_CACHE`]. `table` is [`HostPage::NULL`] until the first top-up, then
+/// an engine-owned page (given back by [`Mmu::release_roots`]) whose entries
+/// 0..[`ROOT_BUCKETS`] are the buckets' first roots (raw ids, 0 for none) and the next
+/// [`EVICTED_KEYS`] fingerprints ([`evicted_slot`]) of keys evicted for room (0: none).
+/// The table is a page and not an array here because the engine (`Mmu`) is built on the
+/// kernel stack and must stay small.
 pub(super) struct RootCache {
-    buckets: [Option<RootId>; ROOT_BUCKETS],
+    table: HostPage,
     mru: DList<MruLinks>,
+    capacity: usize,
     cur: Option<RootId>,
     hpa: u64,
     cur_sp: Option<SpId>,
@@ -113,8 +156,9 @@ pub(super) struct RootCache {
 impl RootCache {
     pub(super) const fn new() -> Self {
         RootCache {
-            buckets: [None; ROOT_BUCKETS],
+            table: HostPage::NULL,
             mru: DList::new(),
+            capacity: ROOT_CACHE_START,
             cur: None,
             hpa: 0,
             cur_sp: None,
@@ -170,22 +214,106 @@ impl RootCache {
 
     /// The first root of the hash chain of (`key`, `role`).
     fn chain(&self, key: u64, role: Role) -> Option<RootId> {
-        self.buckets.get(root_bucket(key, role)).copied().flatten()
+        self.bucket(root_bucket(key, role))
     }
 
-    /// Makes cached root `r` the most recently used.
-    fn move_to_front(&mut self, pool: &mut Pool, r: RootId) {
-        self.mru.move_to_front(pool, r);
+    /// The table page, if there is one.
+    fn table(&self) -> Option<TablePage> {
+        // SAFETY: NULL or an engine-owned page until `Mmu::release_roots` (invariant).
+        unsafe { TablePage::from_host(self.table) }
     }
 
-    /// Adds root `r` (its key and role set) as the most recently used; the caller made
-    /// room (`len < MAX_ROOT_CACHE`).
+    /// Whether the table page is there (the top-up provides it before a root is built).
+    pub(super) fn has_table(&self) -> bool {
+        !self.table.is_null()
+    }
+
+    /// Installs the table page.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a zeroed page from the engine's page source that nothing else uses until
+    /// [`Mmu::release_roots`] gives it back.
+    pub(super) unsafe fn set_table(&mut self, p: HostPage) {
+        self.table = p;
+    }
+
+    /// The first root of bucket `b`.
+    fn bucket(&self, b: usize) -> Option<RootId> {
+        Id::from_raw(self.table().map_or(0, |t| t.get(b)) as u32)
+    }
+
+    /// Makes `r` the first root of bucket `b`.
+    fn set_bucket(&self, b: usize, r: Option<RootId>) {
+        if let Some(t) = self.table() {
+            t.set(b, u64::from(raw_of(r)));
+        }
+    }
+
+    /// The number of roots the cache holds now, for a configured bound of `bound`.
+    fn limit(&self, bound: usize) -> usize {
+        self.capacity.min(bound).clamp(1, MAX_ROOT_CACHE)
+    }
+
+    /// Notes that root (`key`, `role`) is evicted for room.
+    fn note_evicted(&mut self, key: u64, role: Role) {
+        let (i, fp) = evicted_slot(key, role);
+        if let Some(t) = self.table() {
+            t.set(i, fp);
+        }
+    }
+
+    /// A miss on (`key`, `role`): if the cache evicted that root for room, the guest uses
+    /// more address spaces than it holds, and it doubles (up to `bound`).
+    fn grow_if_evicted(&mut self, key: u64, role: Role, bound: usize) {
+        let (i, fp) = evicted_slot(key, role);
+        let Some(t) = self.table() else {
+            return;
+        };
+        if t.get(i) != fp {
+            return;
+        }
+        t.set(i, 0);
+        self.capacity = self
+            .capacity
+            .saturating_mul(2)
+            .min(bound)
+            .clamp(1, MAX_ROOT_CACHE);
+    }
+
+    /// The next root to evict other than `not` (second chance: roots made current again
+    /// since they were last passed over go to the front once, their mark cleared), or
+    /// `None` if `not` is the only root. At most two passes over the cached roots.
+    fn victim(&mut self, pool: &mut Pool, not: Option<RootId>) -> Option<RootId> {
+        // Each root is passed over at most once with its mark set (the mark is cleared),
+        // and `not` at most twice: 2 * len + 2 steps find one if there is one.
+        let steps = self.mru.len().saturating_mul(2).saturating_add(2);
+        for _ in 0..steps {
+            let t = self.mru.tail()?;
+            if Some(t) == not && self.mru.len() == 1 {
+                return None;
+            }
+            let rec = pool.get_mut(t);
+            if Some(t) == not || rec.referenced != 0 {
+                rec.referenced = 0;
+                self.mru.move_to_front(pool, t);
+                continue;
+            }
+            return Some(t);
+        }
+        // Unreachable (see above); the least recently passed over root, as a fallback.
+        self.last_except(pool, not)
+    }
+
+    /// Adds root `r` (its key and role set) at the front; the caller made room (`len <
+    /// MAX_ROOT_CACHE`) and checked that the table page is there.
     fn insert(&mut self, pool: &mut Pool, r: RootId) {
         let b = root_bucket(pool.get(r).key, pool.get(r).role);
-        if let Some(slot) = self.buckets.get_mut(b) {
-            pool.get_mut(r).hash_next = *slot;
-            *slot = Some(r);
-        }
+        let rec = pool.get_mut(r);
+        rec.hash_next = self.bucket(b);
+        // Just built for the current address space: used.
+        rec.referenced = 1;
+        self.set_bucket(b, Some(r));
         // The caller made room: at most MAX_ROOT_CACHE afterwards.
         self.mru.push_front(pool, r);
     }
@@ -195,17 +323,13 @@ impl RootCache {
         let b = root_bucket(pool.get(r).key, pool.get(r).role);
         let next = pool.get(r).hash_next;
         let mut prev: Option<RootId> = None;
-        let mut cur = self.buckets.get(b).copied().flatten();
+        let mut cur = self.bucket(b);
         // A chain holds at most the cached roots.
         while let Some(c) = cur {
             if c == r {
                 match prev {
                     Some(p) => pool.get_mut(p).hash_next = next,
-                    None => {
-                        if let Some(slot) = self.buckets.get_mut(b) {
-                            *slot = next;
-                        }
-                    }
+                    None => self.set_bucket(b, next),
                 }
                 break;
             }
@@ -216,7 +340,7 @@ impl RootCache {
         self.mru.remove(pool, r);
     }
 
-    /// The least recently used cached root other than `not`.
+    /// The cached root at the back of the replacement list other than `not`.
     fn last_except(&self, pool: &Pool, not: Option<RootId>) -> Option<RootId> {
         let t = self.mru.tail()?;
         if Some(t) != not {
@@ -225,8 +349,12 @@ impl RootCache {
         DList::<MruLinks>::prev(pool, t)
     }
 
-    /// Forgets every root (teardown frees the records with the pool).
-    pub(super) fn clear(&mut self) {
+    /// Forgets every root (teardown frees the records with the pool) and gives the table
+    /// page back.
+    fn release<P: PageSource + ?Sized>(&mut self, src: &mut P) {
+        if !self.table.is_null() {
+            src.free_page(self.table);
+        }
         *self = RootCache::new();
     }
 }
@@ -249,38 +377,75 @@ impl Mmu {
         Id::from_raw(v as u32)
     }
 
+    #[inline]
     pub(super) fn pcide(&self) -> bool {
         self.ctx.mode == GuestMode::Long4 && self.mode_bits.pcide()
     }
 
     /// The cache key of the current address space: (CR3 incl. PCID, base role).
     fn root_key(&self) -> (u64, Role) {
+        self.root_key_for(self.ctx.cr3)
+    }
+
+    /// The cache key of the address space of `cr3` in the current paging mode.
+    #[inline]
+    fn root_key_for(&self, cr3: u64) -> (u64, Role) {
+        const FRAME: u64 = bits(51, 12);
         let key = match self.ctx.mode {
             GuestMode::Off => 0,
-            GuestMode::Bits32 => self.ctx.cr3 & 0xffff_f000,
-            GuestMode::Pae => self.ctx.cr3 & 0xffff_ffe0,
+            GuestMode::Bits32 => cr3 & 0xffff_f000,
+            GuestMode::Pae => cr3 & 0xffff_ffe0,
             GuestMode::Long4 => {
                 if self.pcide() {
-                    self.ctx.cr3 & (bits(51, 12) | 0xfff)
+                    cr3 & (FRAME | 0xfff)
                 } else {
-                    self.ctx.cr3 & bits(51, 12)
+                    cr3 & FRAME
                 }
             }
         };
-        (key, Role::base(&self.ctx))
+        (key, self.base_role)
     }
 
-    fn root_matches(&self, r: RootId, key: u64, role: Role) -> bool {
-        let rec = self.root_rec(r);
-        if rec.key != key || rec.role != role {
-            return false;
+    /// Whether PAE root `r` was built from `pdptes` (always, outside PAE mode: only PAE
+    /// roots hold their tables' addresses apart from CR3).
+    fn pae_root_matches(&self, r: RootId, pdptes: &[u64; 4]) -> bool {
+        if self.ctx.mode != GuestMode::Pae {
+            return true;
         }
-        if self.ctx.mode == GuestMode::Pae {
-            let p = self.pae_page(r);
-            let mut pdptes = self.ctx.pdptes.iter().enumerate();
-            return pdptes.all(|(i, &e)| p.map_or(0, |p| p.get(pae_slot(PAE_GUEST, i))) == e);
+        let p = self.pae_page(r);
+        let mut pdptes = pdptes.iter().enumerate();
+        pdptes.all(|(i, &e)| p.map_or(0, |p| p.get(pae_slot(PAE_GUEST, i))) == e)
+    }
+
+    /// The cached root of the current address space, if any (no memory, no change).
+    pub(super) fn cached_root(&self) -> Option<RootId> {
+        self.cached_root_for(self.ctx.cr3, &self.ctx.pdptes)
+    }
+
+    /// The cached root of the address space of `cr3` (and, in PAE mode, `pdptes`) in the
+    /// current paging mode, if any (no memory, no change).
+    pub(super) fn cached_root_for(&self, cr3: u64, pdptes: &[u64; 4]) -> Option<RootId> {
+        let (key, role) = self.root_key_for(cr3);
+        let mut hit = self.roots.chain(key, role);
+        // A chain holds at most the cached roots (MAX_ROOT_CACHE), usually one.
+        while let Some(r) = hit {
+            let rec = self.root_rec(r);
+            if rec.key == key && rec.role == role && self.pae_root_matches(r, pdptes) {
+                return Some(r);
+            }
+            hit = rec.hash_next;
         }
-        true
+        None
+    }
+
+    /// Makes cached root `r` current (a root-cache hit: builds nothing, needs no memory).
+    pub(super) fn use_cached_root(&mut self, r: RootId) {
+        let rec = self.pool.get_mut(r);
+        rec.referenced = 1;
+        let (hpa, sp, pae) = (rec.hpa, rec.sp, rec.pae);
+        self.roots.set_current(Some(r), hpa, sp);
+        self.stats.inc(Counter::RootCacheHits);
+        self.root_flood_reset(sp, pae);
     }
 
     /// Makes the current address space's root current, from the cache or built anew
@@ -291,38 +456,35 @@ impl Mmu {
         src: &mut P,
         mem: &G,
     ) -> bool {
-        let (key, role) = self.root_key();
-        let mut hit = self.roots.chain(key, role);
-        // A chain holds at most the cached roots (MAX_ROOT_CACHE), usually one.
-        while let Some(r) = hit {
-            if self.root_matches(r, key, role) {
-                break;
-            }
-            hit = self.root_rec(r).hash_next;
-        }
-        if let Some(r) = hit {
-            let rec = self.root_rec(r);
-            let (hpa, sp, pae) = (rec.hpa, rec.sp, rec.pae);
-            self.roots.move_to_front(&mut self.pool, r);
-            self.roots.set_current(Some(r), hpa, sp);
-            self.stats.inc(Counter::RootCacheHits);
-            self.root_flood_reset(sp, pae);
+        if let Some(r) = self.cached_root() {
+            self.use_cached_root(r);
             return false;
         }
+        let (key, role) = self.root_key();
         self.stats.inc(Counter::RootCacheMisses);
-        let Some(r) = self.build_root(mem, key, role) else {
+        let bound = self.cfg.root_cache_size;
+        self.roots.grow_if_evicted(key, role, bound);
+        let built = if self.roots.has_table() {
+            self.build_root(mem, key, role)
+        } else {
+            None
+        };
+        let Some(r) = built else {
             // Unreachable after top-up; leave no root (the next #PF retries).
             self.roots.set_current(None, 0, None);
             return false;
         };
-        if self.roots.len() >= self.cfg.root_cache_size.min(MAX_ROOT_CACHE) {
-            // root_cache_size >= 1 (Mmu::new), so the cache is not empty here.
-            if let Some(last) = self.roots.last_except(&self.pool, None) {
-                self.roots.remove(&mut self.pool, last);
-                self.free_root(src, last);
+        if self.roots.len() >= self.roots.limit(bound) {
+            // The limit is at least 1, so the cache is not empty here.
+            if let Some(v) = self.roots.victim(&mut self.pool, None) {
+                let rec = self.root_rec(v);
+                let (k, ro) = (rec.key, rec.role);
+                self.roots.note_evicted(k, ro);
+                self.roots.remove(&mut self.pool, v);
+                self.free_root(src, v);
             }
         }
-        // Now len < root_cache_size <= MAX_ROOT_CACHE.
+        // Now len < limit <= MAX_ROOT_CACHE.
         self.roots.insert(&mut self.pool, r);
         let rec = self.root_rec(r);
         let (hpa, sp) = (rec.hpa, rec.sp);
@@ -350,7 +512,7 @@ impl Mmu {
     /// become unpinned and reclaimable). False if there is none.
     pub(super) fn evict_cached_root<P: PageSource + ?Sized>(&mut self, src: &mut P) -> bool {
         let cur = self.roots.current();
-        let Some(r) = self.roots.last_except(&self.pool, cur) else {
+        let Some(r) = self.roots.victim(&mut self.pool, cur) else {
             return false;
         };
         self.roots.remove(&mut self.pool, r);
@@ -423,7 +585,9 @@ impl Mmu {
             rec.hpa = hpa;
             return Some(r);
         }
-        let Some(pae) = self.spare_low.pop() else {
+        // Not cleared: the loop below writes every entry the CPU (the 4 PDPTEs) and the
+        // engine (the PAE_SPS and PAE_GUEST slots) read.
+        let Some(pae) = self.spare_low.pop_unzeroed() else {
             self.pool.free(r);
             return None;
         };
@@ -436,6 +600,9 @@ impl Mmu {
         let pdptes = self.ctx.pdptes;
         // (Not `enumerate`: its counter carries an overflow check in the kernel build.)
         for (i, p) in (0..4usize).zip(pdptes) {
+            pt.set(i, 0);
+            pt.set(pae_slot(PAE_SPS, i), 0);
+            pt.set(pae_slot(PAE_GUEST, i), 0);
             let (gfn, role_i, present) = match self.ctx.mode {
                 GuestMode::Off => ((i as u64) << 18, base.with(2, true, 0, ACC_ALL), true),
                 GuestMode::Bits32 => (
@@ -496,6 +663,8 @@ impl Mmu {
     /// Frees root `r`'s record and unpins its 4-level shadow page (a PAE root's page and
     /// pins are [`Mmu::free_root`]'s). Needs no memory.
     fn free_root_record(&mut self, r: RootId) {
+        // The record may come back as another root.
+        self.paths_changed();
         if let Some(sp) = self.root_rec(r).sp {
             self.unpin(sp);
         }
@@ -662,6 +831,6 @@ impl Mmu {
                 src.free_page(pae);
             }
         }
-        self.roots.clear();
+        self.roots.release(src);
     }
 }

@@ -94,13 +94,21 @@ pub(super) struct SpView {
 
 impl SpView {
     /// Shadow entry `slot`.
+    #[inline]
     pub(super) fn spte(&self, slot: usize) -> u64 {
         self.spt.map_or(0, |t| t.get(slot))
     }
 
     /// The child shadow page of present non-leaf entry `slot`.
+    #[inline]
     pub(super) fn child(&self, slot: usize) -> Option<SpId> {
         Side(self.side.map_or(0, |t| t.get(slot))).child()
+    }
+
+    /// The guest frame filled leaf entry `slot` maps.
+    #[inline]
+    pub(super) fn leaf_gfn(&self, slot: usize) -> u64 {
+        Side(self.side.map_or(0, |t| t.get(slot))).gfn()
     }
 }
 
@@ -277,6 +285,11 @@ impl Mmu {
             // SAFETY: a zeroed page from the page source, now the engine's.
             unsafe { self.frames.set_table(p) };
         }
+        if !self.roots.has_table() {
+            let p = src.alloc_page(false).ok_or(MmuError::NeedMemory)?;
+            // SAFETY: a zeroed page from the page source, now the engine's.
+            unsafe { self.roots.set_table(p) };
+        }
         while self.pool.available() < recs {
             if !self.pool.can_grow() {
                 // Bookkeeping at its limit: free shadow pages (and their records) instead.
@@ -408,14 +421,32 @@ impl Mmu {
         t.set(slot, v);
     }
 
-    /// [`Mmu::spt_set`] on entry `slot` of level-1 table `t` (a shadow page's, read
-    /// through [`Mmu::sp_view`]).
-    pub(super) fn leaf_set_in(&mut self, t: TablePage, slot: usize, v: u64) {
+    /// [`Mmu::spt_set`] on entry `slot` of table `t` of a shadow page at `level` (read
+    /// through [`Mmu::sp_view`]: no record lookup).
+    #[inline]
+    fn table_set_in(&mut self, t: TablePage, level: u8, slot: usize, v: u64) {
         let old = t.get(slot);
         if tlb_may_hold_stale(old, self.is_filled(old), v) {
-            self.tlb_flush = self.tlb_flush.and(TlbFlush::OneLeaf);
+            self.tlb_flush = self.tlb_flush.and(if level == 1 {
+                TlbFlush::OneLeaf
+            } else {
+                TlbFlush::All
+            });
         }
         t.set(slot, v);
+    }
+
+    /// [`Mmu::spt_set`] on entry `slot` of level-1 table `t`.
+    pub(super) fn leaf_set_in(&mut self, t: TablePage, slot: usize, v: u64) {
+        self.table_set_in(t, 1, slot, v);
+    }
+
+    /// [`Mmu::spt_set`] through the view of the page.
+    #[inline]
+    pub(super) fn spt_set_in(&mut self, view: &SpView, slot: usize, v: u64) {
+        if let Some(t) = view.spt {
+            self.table_set_in(t, view.role.level(), slot, v);
+        }
     }
 
     /// [`Mmu::drop_spte`] on filled entry `slot` of level-1 shadow page `sp`, whose table
@@ -449,6 +480,7 @@ impl Mmu {
     /// What a walk down the shadow reads of `sp`, with one record lookup (a walk that
     /// asked [`Mmu::spt_get`], [`Mmu::child`] and [`Mmu::role`] one by one would look the
     /// record up for each).
+    #[inline]
     pub(super) fn sp_view(&self, sp: SpId) -> SpView {
         let s = self.sp(sp);
         // SAFETY: a live record's pages are engine-owned (SpRec invariant); an id naming
@@ -554,6 +586,7 @@ impl Mmu {
 
     /// Points non-leaf entry (`parent`, `slot`) at `child`.
     pub(super) fn link(&mut self, parent: SpId, slot: usize, child: SpId) {
+        self.paths_changed();
         let hpa = self.sp(child).spt_hpa;
         self.side_set(parent, slot, Side::of_child(child));
         self.spt_set(parent, slot, (hpa & SPTE_ADDR) | SPTE_NONLEAF);
@@ -580,6 +613,7 @@ impl Mmu {
         if self.role(sp).level() == 1 {
             self.rmap_remove(v.gfn(), SRef::new(sp, slot), v.pos());
         } else if let Some(child) = v.child() {
+            self.paths_changed();
             let head = self.sp(child).parents;
             let (nh, _) = self.list_remove(head, SRef::new(sp, slot), v.pos());
             self.sp_mut(child).parents = nh;
@@ -605,6 +639,7 @@ impl Mmu {
     /// Zaps a shadow page: clears its entries, unlinks it from its parents and frees it.
     /// A page pinned by a root is only emptied.
     pub(super) fn zap_sp<P: PageSource + ?Sized>(&mut self, src: &mut P, sp: SpId) {
+        self.paths_changed();
         // Only filled entries have anything to undo. The others stay: a page pinned by a
         // root is kept (in sync and write-protected, so its guest-not-present entries
         // stay true), any other is freed.

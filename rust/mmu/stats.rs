@@ -121,6 +121,7 @@ impl Stats {
     }
 
     /// Adds one.
+    #[inline]
     pub fn inc(&mut self, c: Counter) {
         if let Some(x) = self.v.get_mut(c as usize) {
             *x = x.wrapping_add(1);

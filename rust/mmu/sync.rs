@@ -27,6 +27,7 @@ struct GuestLeaf {
 /// `ctx` (the role's context). `None` unless it is present, accessed and free of
 /// reserved bits (KVM's `prefetch_invalid_gpte`): a shadow entry built from it then
 /// holds a translation the guest's tables allow, and the CPU would not set its A bit.
+#[inline]
 fn guest_leaf<F: Format>(role: Role, ctx: &PagingCtx, gpte: u64) -> Option<GuestLeaf> {
     if gpte & PTE_P == 0 || gpte & PTE_A == 0 {
         return None;
@@ -56,6 +57,17 @@ pub(super) fn make_spte(hpa: u64, perm: u8, writable: bool) -> u64 {
     s
 }
 
+/// The guest entry (format `F`) behind leaf slot `slot` of the indirect level-1 page whose
+/// view is `view`.
+#[inline]
+fn read_gpte_in<F: Format, G: GuestMemory + ?Sized>(mem: &G, view: &SpView, slot: usize) -> u64 {
+    let base = view.gfn << 12;
+    // gfn < 2^40 and the offsets are below 8 KiB: nothing wraps; wrapping keeps the
+    // guest-physical arithmetic total.
+    let off = F::gpte_index(1, view.role.quadrant(), slot).wrapping_mul(F::PTE_BYTES);
+    read_gpte(mem, base.wrapping_add(off), F::PTE_BYTES)
+}
+
 impl Mmu {
     /// The guest entry (format `F`) behind leaf slot `slot` of indirect level-1 page `sp`.
     fn read_gpte_fmt<F: Format, G: GuestMemory + ?Sized>(
@@ -64,11 +76,7 @@ impl Mmu {
         sp: SpId,
         slot: usize,
     ) -> u64 {
-        let base = self.sp(sp).gfn << 12;
-        // gfn < 2^40 and the offsets are below 8 KiB: nothing wraps; wrapping keeps the
-        // guest-physical arithmetic total.
-        let off = F::gpte_index(1, self.role(sp).quadrant(), slot).wrapping_mul(F::PTE_BYTES);
-        read_gpte(mem, base.wrapping_add(off), F::PTE_BYTES)
+        read_gpte_in::<F, G>(mem, &self.sp_view(sp), slot)
     }
 
     /// Guest-physical address and size of the guest entry behind slot `slot` of indirect
@@ -174,31 +182,41 @@ impl Mmu {
 
     /// Re-derives leaf entry (`sp`, `slot`) of an indirect level-1 page from the guest
     /// entry: same frame -> new permissions, anything else -> dropped (refaults later).
-    pub(super) fn sync_entry<G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId, slot: usize) {
-        with_format!(self.role(sp).mode(), F => self.sync_entry_fmt::<F, G>(mem, sp, slot))
+    /// `view` is `sp`'s ([`Mmu::sp_view`]).
+    pub(super) fn sync_entry<G: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &G,
+        sp: SpId,
+        view: &SpView,
+        slot: usize,
+    ) {
+        with_format!(view.role.mode(), F => self.sync_entry_fmt::<F, G>(mem, sp, view, slot))
     }
 
-    /// [`Mmu::sync_entry`] for guest entries of format `F` (KVM's `FNAME(sync_spte)`).
+    /// [`Mmu::sync_entry`] for guest entries of format `F` (KVM's `FNAME(sync_spte)`);
+    /// `view` is `sp`'s, read once by the caller (its tables, role and frame do not change
+    /// while the page lives).
     fn sync_entry_fmt<F: Format, G: GuestMemory + ?Sized>(
         &mut self,
         mem: &G,
         sp: SpId,
+        view: &SpView,
         slot: usize,
     ) {
         self.work = self.work.wrapping_add(1);
-        let old = self.spt_get(sp, slot);
+        let old = view.spte(slot);
         if !self.is_filled(old) {
             return;
         }
-        let role = self.role(sp);
+        let role = view.role;
         let ctx = role.ctx(&self.ctx);
-        let gpte = self.read_gpte_fmt::<F, G>(mem, sp, slot);
+        let gpte = read_gpte_in::<F, G>(mem, view, slot);
         let Some(leaf) = guest_leaf::<F>(role, &ctx, gpte) else {
             self.drop_spte(sp, slot);
             self.note_guest_entry(mem, sp, slot);
             return;
         };
-        if self.side_get(sp, slot).gfn() != leaf.gfn {
+        if view.leaf_gfn(slot) != leaf.gfn {
             self.drop_spte(sp, slot);
             return;
         }
@@ -207,7 +225,7 @@ impl Mmu {
             return;
         };
         let writable = leaf.perm & ACC_W != 0 && leaf.dirty && !self.gfn_tracked(leaf.gfn);
-        self.spt_set(sp, slot, make_spte(frame.hpa, leaf.perm, writable));
+        self.spt_set_in(view, slot, make_spte(frame.hpa, leaf.perm, writable));
     }
 
     /// Prefetch after a fault on leaf entry (`sp`, `slot`) of level-1 shadow page `sp`:
@@ -410,10 +428,11 @@ impl Mmu {
     /// Re-derives every filled entry of an out-of-sync page (without changing its state),
     /// or of a page just back in sync.
     pub(super) fn sync_sp_entries<G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId) {
-        if self.role(sp).level() != 1 || self.role(sp).direct() {
+        let view = self.sp_view(sp);
+        if view.role.level() != 1 || view.role.direct() {
             return;
         }
-        with_format!(self.role(sp).mode(), F => self.sync_leaf_page::<F, G>(mem, sp))
+        with_format!(view.role.mode(), F => self.sync_leaf_page::<F, G>(mem, sp))
     }
 
     /// [`Mmu::sync_sp_entries`] for level-1 page `sp` of format `F`: for every entry, what

@@ -196,6 +196,8 @@ struct PagingFields {
     cr0_shadow: u64,
     cr4_shadow: u64,
     entry_controls: u32,
+    /// The page-fault error-code mask/match for the guest-not-present bypass.
+    pfec_bypass: bool,
 }
 
 impl PagingFields {
@@ -962,7 +964,6 @@ impl VcpuCore {
         let cr4 =
             (((s.cr4 & !hw.cr4_mask) | hw.cr4 | x86::CR4_MCE) | caps.cr4_fixed0) & caps.cr4_fixed1;
         let efer = (s.efer & !hw.efer_mask) | hw.efer;
-        write_pf_filter(vmcs, hw.pfec_bypass);
         let entry = EntryControls::from_raw(0)
             .with_load_efer(true)
             .with_load_debug_controls(true)
@@ -975,6 +976,7 @@ impl VcpuCore {
             cr0_shadow: s.cr0,
             cr4_shadow: s.cr4,
             entry_controls: caps.entry.adjust(entry.into_raw()),
+            pfec_bypass: hw.pfec_bypass,
         };
         match self.written.paging {
             Some(old) if old == now => return,
@@ -988,6 +990,7 @@ impl VcpuCore {
                 vmcs.write(CR0_READ_SHADOW, now.cr0_shadow);
                 vmcs.write(CR4_READ_SHADOW, now.cr4_shadow);
                 vmcs.write(VM_ENTRY_CONTROLS, now.entry_controls);
+                write_pf_filter(vmcs, now.pfec_bypass);
             }
         }
         self.written.paging = Some(now);

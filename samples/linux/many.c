@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * many: PROCS processes alive at once, more address spaces than a hypervisor's cache of
- * page-table roots holds (shadowvm keeps at most 32; with page-table isolation every
- * process has two page-table roots, a kernel and a user one).
+ * page-table roots holds (KVM keeps 4 per vCPU in long mode; shadowvm's cache grows up to
+ * its module parameter root_cache, which the linux suite's reclaim run sets to 32; with
+ * page-table isolation every process has two page-table roots, a kernel and a user one).
  *
  * Each process maps PAGES pages at SHARED_VA and fills them with its own pattern. When all
  * have (every one is alive), the parent runs ROUNDS rounds: it wakes every process in turn

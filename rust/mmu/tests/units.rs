@@ -132,6 +132,90 @@ fn root_cache_is_pcid_aware_and_bounded() {
     finish(&mut mmu, &mut host);
 }
 
+/// CR3 switches round `spaces` 4-level address spaces, `rounds` times; returns the root
+/// cache misses of the last round.
+fn cr3_rounds(spaces: u64, rounds: u32, cfg: Config) -> (u64, usize) {
+    let mem = GMem::new(1024, &[]);
+    let mut b = Builder::new(3);
+    let cr3s: Vec<u64> = (0..spaces).map(|_| b.root()).collect();
+    for &c in &cr3s {
+        let f = b.alloc();
+        b.map(&mem, c, 0x40_0000, f);
+    }
+    let mut host = Host::new();
+    let mut mmu = start(3, cfg, &mem, &mut host, cr3s[0]);
+    let mut last = 0;
+    for _ in 0..rounds {
+        let m0 = mmu.stats().get(Counter::RootCacheMisses);
+        for &c in &cr3s {
+            retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, c));
+            assert!(matches!(
+                cpu_access(&mut mmu, &mut host, &mem, 0x40_0000, RD, None),
+                CpuResult::Ok(_)
+            ));
+        }
+        last = mmu.stats().get(Counter::RootCacheMisses) - m0;
+    }
+    let cached = mmu.cached_roots();
+    finish(&mut mmu, &mut host);
+    (last, cached)
+}
+
+#[test]
+fn root_cache_grows_to_the_address_spaces_the_guest_comes_back_to() {
+    let cfg = Config {
+        root_cache_size: MAX_ROOT_CACHE,
+        ..Config::DEFAULT
+    };
+    // 48 spaces, more than the 16 the cache starts with: the second round comes back to
+    // evicted roots and grows it, the third hits every time.
+    assert_eq!(cr3_rounds(48, 3, cfg), (0, 48));
+    // Spaces used once are not kept beyond the starting size.
+    let (_, cached) = cr3_rounds(40, 1, cfg);
+    assert_eq!(cached, 16);
+    // The configured bound holds.
+    let small = Config {
+        root_cache_size: 8,
+        ..Config::DEFAULT
+    };
+    assert_eq!(cr3_rounds(12, 3, small), (12, 8));
+}
+
+#[test]
+fn pae_root_page_reused_keeps_no_pdpte_of_the_old_root() {
+    // Address space A maps gva 3 GiB (its PDPTE 3 is present); B and C do not. With one
+    // cached root, C's root is built in the PAE root page A's root gave back when B's
+    // root replaced it.
+    let mem = GMem::new(64, &[]);
+    let mut b = Builder::new(2);
+    let (a, bb, c) = (b.root(), b.root(), b.root());
+    let fa = b.alloc();
+    b.map(&mem, a, 3 << 30, fa);
+    let fb = b.alloc();
+    b.map(&mem, bb, 0, fb);
+    b.map(&mem, c, 0, fb);
+    let mut host = Host::new();
+    let cfg = Config {
+        root_cache_size: 1,
+        ..Config::DEFAULT
+    };
+    let mut mmu = start(2, cfg, &mem, &mut host, a);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 3 << 30, RD, None),
+        CpuResult::Ok(hpa(fa))
+    );
+    retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, bb));
+    retry_oom(&mut host, |h| mmu.set_cr3(h, &mem, c));
+    assert!(
+        matches!(
+            cpu_access(&mut mmu, &mut host, &mem, 3 << 30, RD, None),
+            CpuResult::Fault(_)
+        ),
+        "C reached A's page through a stale PDPTE"
+    );
+    finish(&mut mmu, &mut host);
+}
+
 #[test]
 fn unsync_stale_until_invlpg_and_np_to_p_without_flush() {
     let mem = long_guest();
@@ -200,6 +284,57 @@ fn unsync_stale_until_invlpg_and_np_to_p_without_flush() {
         mmu.stats().get(Counter::Unsync),
         2,
         "write after resync must fault and unsync again"
+    );
+    finish(&mut mmu, &mut host);
+}
+
+#[test]
+fn invlpg_after_the_guest_repoints_a_directory_entry_resyncs_the_new_table() {
+    // gva 1 GiB goes through PD_B[0]: first to PT, then (the guest rewrites the entry)
+    // to PT2. The INVLPG before the change walked to PT's shadow page; the INVLPG after it
+    // must reach PT2's, out of sync by then, and not reuse the earlier walk.
+    let mem = long_guest();
+    w8(&mem, PD_B, 0, (PT << 12) | PWU);
+    let mut host = Host::new();
+    let mut mmu = long_mmu(Config::DEFAULT, &mem, &mut host);
+    let x = 1 << 30;
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, x, RD, None),
+        CpuResult::Ok(hpa(DATA))
+    );
+    mmu.invlpg(&mem, x);
+    // PD_B is mapped at gva 101 << 12: the write to a shadowed directory is emulated.
+    let r = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        101 << 12,
+        WR,
+        Some(((PT2 << 12) | PWU, 8)),
+    );
+    assert_eq!(r, CpuResult::Emulated(PD_B << 12));
+    mmu.invlpg(&mem, x);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, x, RD, None),
+        CpuResult::Ok(hpa(DATA + 20))
+    );
+    // PT2 (mapped at gva 100 << 12) goes out of sync with a new PT2[0].
+    let unsync = mmu.stats().get(Counter::Unsync);
+    let r = cpu_access(
+        &mut mmu,
+        &mut host,
+        &mem,
+        100 << 12,
+        WR,
+        Some((((DATA + 21) << 12) | PWU, 8)),
+    );
+    assert!(matches!(r, CpuResult::Ok(_)), "{r:?}");
+    assert_eq!(mmu.stats().get(Counter::Unsync), unsync + 1);
+    mmu.invlpg(&mem, x);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, x, RD, None),
+        CpuResult::Ok(hpa(DATA + 21)),
+        "INVLPG missed the out-of-sync entry"
     );
     finish(&mut mmu, &mut host);
 }
