@@ -31,9 +31,9 @@ use core::arch::asm;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use exits::{Event, Handled};
-use host::{load_syscall_msrs, save_syscall_msrs, HostState};
+use host::{load_syscall_msrs, save_syscall_msrs, HostFields, HostState};
 use kernel::prelude::*;
-use state::GuestState;
+use state::{GuestState, SavedFields};
 
 extern "C" {
     fn shadowvm_vmx_run(regs: *mut u64, launched: u64) -> i32;
@@ -292,6 +292,14 @@ struct VcpuCore {
     window_ticks: u64,
     /// VMCS fields written in the current window (see [`WrittenFields`]).
     written: WrittenFields,
+    /// What the VMCS holds of the guest fields a window reads back when it closes, if
+    /// `vmcs_holds_valid`: false before the first window and after one that saw a VMCS
+    /// access fail.
+    vmcs_holds: SavedFields,
+    vmcs_holds_valid: bool,
+    /// What the VMCS holds of the host fields, valid as `vmcs_holds` is.
+    host_in_vmcs: HostFields,
+    host_in_vmcs_valid: bool,
     stats: VcpuStats,
 }
 
@@ -588,6 +596,10 @@ impl Vcpu {
                     tlb: TlbWork::All,
                     window_ticks: window_ticks(),
                     written: WrittenFields::default(),
+                    vmcs_holds: SavedFields::default(),
+                    vmcs_holds_valid: false,
+                    host_in_vmcs: HostFields::default(),
+                    host_in_vmcs_valid: false,
                     stats: VcpuStats {
                         exits: [0; EXIT_REASONS],
                         windows: 0,
@@ -783,9 +795,12 @@ impl VcpuCore {
         // a guest with the same VPID here (VPIDs are per CPU and per hypervisor): start
         // clean (the SDM suggests INVVPID after VMXON for the same reason).
         self.tlb = TlbWork::All;
-        host::write_vmcs_host_state(vmcs);
+        let host_known = core::mem::replace(&mut self.host_in_vmcs_valid, false);
+        self.host_in_vmcs =
+            host::write_vmcs_host_state(vmcs, host_known.then_some(&self.host_in_vmcs));
         self.fix_interrupt_shadow();
-        let mut held = self.state.load(vmcs);
+        let in_vmcs = core::mem::replace(&mut self.vmcs_holds_valid, false);
+        let mut held = self.state.load(vmcs, in_vmcs.then_some(&self.vmcs_holds));
         load_syscall_msrs(&self.state);
 
         let mut launched = false;
@@ -888,6 +903,12 @@ impl VcpuCore {
         };
         save_syscall_msrs(&mut self.state);
         self.state.save(vmcs);
+        // Only values read without a failure are known to be in the VMCS.
+        if !vmcs.failed() {
+            self.vmcs_holds.record(&self.state);
+            self.vmcs_holds_valid = true;
+            self.host_in_vmcs_valid = true;
+        }
         Ok(result)
     }
 
