@@ -292,14 +292,14 @@ struct VcpuCore {
     window_ticks: u64,
     /// VMCS fields written in the current window (see [`WrittenFields`]).
     written: WrittenFields,
-    /// What the VMCS holds of the guest fields a window reads back when it closes, if
-    /// `vmcs_holds_valid`: false before the first window and after one that saw a VMCS
-    /// access fail.
+    /// Whether the VMCS holds what the last window left in it: `vmcs_holds`,
+    /// `host_in_vmcs` and the constant controls of [`Self::write_controls`]. False before
+    /// the first window and after one that saw a VMCS access fail.
+    vmcs_known: bool,
+    /// What the VMCS holds of the guest fields a window reads back when it closes.
     vmcs_holds: SavedFields,
-    vmcs_holds_valid: bool,
-    /// What the VMCS holds of the host fields, valid as `vmcs_holds` is.
+    /// What the VMCS holds of the host fields.
     host_in_vmcs: HostFields,
-    host_in_vmcs_valid: bool,
     stats: VcpuStats,
 }
 
@@ -596,10 +596,9 @@ impl Vcpu {
                     tlb: TlbWork::All,
                     window_ticks: window_ticks(),
                     written: WrittenFields::default(),
+                    vmcs_known: false,
                     vmcs_holds: SavedFields::default(),
-                    vmcs_holds_valid: false,
                     host_in_vmcs: HostFields::default(),
-                    host_in_vmcs_valid: false,
                     stats: VcpuStats {
                         exits: [0; EXIT_REASONS],
                         windows: 0,
@@ -789,18 +788,16 @@ impl VcpuCore {
         deadline: u64,
     ) -> Result<(WindowEnd, HostEvent)> {
         self.written = WrittenFields::default();
-        self.write_controls(vmcs);
+        let known = core::mem::replace(&mut self.vmcs_known, false);
+        self.write_controls(vmcs, known);
         // Since this vCPU's last window it may have moved to another CPU, whose TLB can
         // hold old translations tagged with its VPID, and another hypervisor may have run
         // a guest with the same VPID here (VPIDs are per CPU and per hypervisor): start
         // clean (the SDM suggests INVVPID after VMXON for the same reason).
         self.tlb = TlbWork::All;
-        let host_known = core::mem::replace(&mut self.host_in_vmcs_valid, false);
-        self.host_in_vmcs =
-            host::write_vmcs_host_state(vmcs, host_known.then_some(&self.host_in_vmcs));
+        self.host_in_vmcs = host::write_vmcs_host_state(vmcs, known.then_some(&self.host_in_vmcs));
         self.fix_interrupt_shadow();
-        let in_vmcs = core::mem::replace(&mut self.vmcs_holds_valid, false);
-        let mut held = self.state.load(vmcs, in_vmcs.then_some(&self.vmcs_holds));
+        let mut held = self.state.load(vmcs, known.then_some(&self.vmcs_holds));
         load_syscall_msrs(&self.state);
 
         let mut launched = false;
@@ -906,8 +903,7 @@ impl VcpuCore {
         // Only values read without a failure are known to be in the VMCS.
         if !vmcs.failed() {
             self.vmcs_holds.record(&self.state);
-            self.vmcs_holds_valid = true;
-            self.host_in_vmcs_valid = true;
+            self.vmcs_known = true;
         }
         Ok(result)
     }
@@ -1135,7 +1131,9 @@ impl VcpuCore {
             .with_secondary(self.secondary_controls().into_raw() != 0)
     }
 
-    fn write_controls(&mut self, vmcs: &CurrentVmcs<'_>) {
+    /// `known`: the VMCS holds what the last window wrote (see `vmcs_known`), so the
+    /// fields below that never change are not written again.
+    fn write_controls(&mut self, vmcs: &CurrentVmcs<'_>, known: bool) {
         let c = self.caps;
         let proc2 = self.secondary_controls();
         let secondary = proc2.into_raw() != 0;
@@ -1151,6 +1149,14 @@ impl VcpuCore {
         if let Some(vpid) = &self.vpid {
             vmcs.write(VIRTUAL_PROCESSOR_ID, vpid.get());
         }
+        vmcs.write(VM_ENTRY_INTR_INFO_FIELD, 0);
+        // RDTSC and RDMSR(IA32_TSC) read host TSC + offset without exits.
+        vmcs.write(TSC_OFFSET, self.state.tsc_offset);
+        if known {
+            return;
+        }
+        // Until `sync_paging` sets it before the first entry, from the paging state.
+        write_pf_filter(vmcs, false);
         let exit = ExitControls::from_raw(0)
             .with_host_addr_space_size(true)
             .with_save_efer(true)
@@ -1166,7 +1172,6 @@ impl VcpuCore {
             .iter()
             .fold(0u32, |m, &v| m | 1u32.wrapping_shl(v.into()));
         vmcs.write(EXCEPTION_BITMAP, bitmap);
-        write_pf_filter(vmcs, false);
         vmcs.write(CR3_TARGET_COUNT, 0);
         // The guest sees its own CR0/CR4 through the read shadows; every write exits.
         vmcs.write(CR0_GUEST_HOST_MASK, u64::MAX);
@@ -1174,9 +1179,6 @@ impl VcpuCore {
         vmcs.write(VM_EXIT_MSR_STORE_COUNT, 0);
         vmcs.write(VM_EXIT_MSR_LOAD_COUNT, 0);
         vmcs.write(VM_ENTRY_MSR_LOAD_COUNT, 0);
-        vmcs.write(VM_ENTRY_INTR_INFO_FIELD, 0);
-        // RDTSC and RDMSR(IA32_TSC) read host TSC + offset without exits.
-        vmcs.write(TSC_OFFSET, self.state.tsc_offset);
     }
 }
 
