@@ -44,16 +44,28 @@ impl RunPage {
     }
 
     fn load(&self) -> uapi::Run {
-        let p = crate::glue::page_virt(&self.page).cast::<uapi::Run>();
+        let mut run = uapi::Run::default();
         // SAFETY: The page holds a `Run` (any bit pattern is valid: plain integers) and is
-        // 4 KiB aligned; a volatile copy tolerates userspace writing concurrently.
-        unsafe { p.read_volatile() }
+        // 4 KiB aligned; `run` is a `Run` on our stack, and both are whole words long.
+        unsafe {
+            copy_words(
+                crate::glue::page_virt(&self.page).cast::<u64>(),
+                core::ptr::addr_of_mut!(run).cast::<u64>(),
+                RUN_WORDS,
+            )
+        };
+        run
     }
 
     fn store(&self, run: &uapi::Run) {
-        let p = crate::glue::page_virt(&self.page).cast::<uapi::Run>();
-        // SAFETY: As in `load`.
-        unsafe { p.write_volatile(*run) };
+        // SAFETY: As in `load`, the other way round.
+        unsafe {
+            copy_words(
+                core::ptr::addr_of!(*run).cast::<u64>(),
+                crate::glue::page_virt(&self.page).cast::<u64>(),
+                RUN_WORDS,
+            )
+        };
     }
 
     /// Writes back what the module owns after RUN: the exit and the interrupt status.
@@ -70,8 +82,38 @@ impl RunPage {
                 .write_volatile(run.ready_for_interrupt_injection);
             core::ptr::addr_of_mut!((*p).if_flag).write_volatile(run.if_flag);
             core::ptr::addr_of_mut!((*p).exit_reason).write_volatile(run.exit_reason);
-            core::ptr::addr_of_mut!((*p).exit).write_volatile(run.exit);
+            copy_words(
+                core::ptr::addr_of!(run.exit).cast::<u64>(),
+                core::ptr::addr_of_mut!((*p).exit).cast::<u64>(),
+                EXIT_AREA_WORDS,
+            );
         }
+    }
+}
+
+/// `Run` and its exit area in 8-byte words: they are copied a word at a time, since a
+/// volatile copy of the whole structure compiles to one access per byte of the exit area
+/// (about 1,000 instructions at each RUN, 300 more at its end).
+const RUN_WORDS: usize = core::mem::size_of::<uapi::Run>() / 8;
+const EXIT_AREA_WORDS: usize = uapi::SHADOWVM_EXIT_AREA_SIZE / 8;
+const _: () = assert!(
+    core::mem::size_of::<uapi::Run>() % 8 == 0
+        && core::mem::align_of::<uapi::Run>() >= 8
+        && core::mem::size_of::<uapi::ExitArea>() == EXIT_AREA_WORDS * 8
+        && core::mem::align_of::<uapi::ExitArea>() >= 8
+);
+
+/// Copies `words` 8-byte words from `src` to `dst` with volatile accesses on both sides
+/// (one of them is the page userspace may write at any time).
+///
+/// # Safety
+///
+/// `src` and `dst` are 8-byte aligned, valid for `words` words of reads and writes
+/// respectively, hold plain integers (any bit pattern valid), and do not overlap.
+unsafe fn copy_words(src: *const u64, dst: *mut u64, words: usize) {
+    for i in 0..words {
+        // SAFETY: `i < words`, in bounds and aligned by the caller's guarantee.
+        unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
     }
 }
 

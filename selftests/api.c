@@ -382,6 +382,43 @@ SVM_TEST(vm, cs_not_present, API_TIMEOUT, "SET_SREGS with a non-present CS fails
 
 /* ---- small guests ---- */
 
+/*
+ * The window keeps the guest's segment fields in the VMCS from one RUN to the next and
+ * rewrites them only when the state changed: a SET_SREGS between two RUNs must still take
+ * effect. The guest reads through DS before and after userspace moves DS's base.
+ */
+SVM_TEST(vm, sregs_between_runs, API_TIMEOUT,
+	 "SET_SREGS between two RUNs (DS base moved) takes effect in the next RUN and GET_SREGS returns it")
+{
+	/* mov eax, [0x3000]; out 0x80, al; mov ebx, [0x3000]; hlt */
+	static const uint8_t code[] = { 0xa1, 0x00, 0x30, 0x00, 0x00, 0xe6, 0x80,
+					0x8b, 0x1d, 0x00, 0x30, 0x00, 0x00, 0xf4 };
+	const uint32_t before = 0x11111111u, after = 0x22222222u;
+	struct vm *vm = &self->vm;
+	struct shadowvm_sregs sregs;
+	struct shadowvm_regs regs;
+	int r;
+
+	memcpy(vm->mem + CODE, code, sizeof(code));
+	memcpy(vm->mem + 0x3000, &before, sizeof(before));
+	memcpy(vm->mem + 0x5000, &after, sizeof(after));
+	r = vm_run(vm);
+	ASSERT_TRUE(r == SHADOWVM_EXIT_IO && vm->run->exit.io.port == 0x80) TH_LOG("exit %d", r);
+	ASSERT_EQ(0, ioctl(vm->fd, SHADOWVM_GET_SREGS, &sregs)) TH_LOG("GET_SREGS: %s", strerror(errno));
+	ASSERT_EQ(0ULL, sregs.ds.base) TH_LOG("DS base %#llx", (unsigned long long)sregs.ds.base);
+	sregs.ds.base = 0x2000;
+	ASSERT_EQ(0, ioctl(vm->fd, SHADOWVM_SET_SREGS, &sregs)) TH_LOG("SET_SREGS: %s", strerror(errno));
+	r = vm_run(vm);
+	ASSERT_EQ(0, ioctl(vm->fd, SHADOWVM_GET_REGS, &regs)) TH_LOG("GET_REGS: %s", strerror(errno));
+	ASSERT_EQ(0, ioctl(vm->fd, SHADOWVM_GET_SREGS, &sregs)) TH_LOG("GET_SREGS: %s", strerror(errno));
+	ASSERT_TRUE(r == SHADOWVM_EXIT_HLT && (uint32_t)regs.rax == before && (uint32_t)regs.rbx == after &&
+		    sregs.ds.base == 0x2000)
+		TH_LOG("exit %d, EAX %#x (want %#x), EBX %#x (want %#x), DS base %#llx", r,
+		       (uint32_t)regs.rax, before, (uint32_t)regs.rbx, after,
+		       (unsigned long long)sregs.ds.base);
+}
+
+
 /* mov al, 'A'; out 0x80, al; in al, 0x81; hlt */
 static const uint8_t io_hlt[] = { 0xb0, 0x41, 0xe6, 0x80, 0xe4, 0x81, 0xf4 };
 

@@ -31,9 +31,9 @@ use core::arch::asm;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use exits::{Event, Handled};
-use host::{load_syscall_msrs, save_syscall_msrs, HostState};
+use host::{load_syscall_msrs, save_syscall_msrs, HostFields, HostState};
 use kernel::prelude::*;
-use state::GuestState;
+use state::{GuestState, SavedFields};
 
 extern "C" {
     fn shadowvm_vmx_run(regs: *mut u64, launched: u64) -> i32;
@@ -294,6 +294,14 @@ struct VcpuCore {
     window_ticks: u64,
     /// VMCS fields written in the current window (see [`WrittenFields`]).
     written: WrittenFields,
+    /// Whether the VMCS holds what the last window left in it: `vmcs_holds`,
+    /// `host_in_vmcs` and the constant controls of [`Self::write_controls`]. False before
+    /// the first window and after one that saw a VMCS access fail.
+    vmcs_known: bool,
+    /// What the VMCS holds of the guest fields a window reads back when it closes.
+    vmcs_holds: SavedFields,
+    /// What the VMCS holds of the host fields.
+    host_in_vmcs: HostFields,
     stats: VcpuStats,
 }
 
@@ -590,6 +598,9 @@ impl Vcpu {
                     tlb: TlbWork::All,
                     window_ticks: window_ticks(),
                     written: WrittenFields::default(),
+                    vmcs_known: false,
+                    vmcs_holds: SavedFields::default(),
+                    host_in_vmcs: HostFields::default(),
                     stats: VcpuStats {
                         exits: [0; EXIT_REASONS],
                         windows: 0,
@@ -779,15 +790,16 @@ impl VcpuCore {
         deadline: u64,
     ) -> Result<(WindowEnd, HostEvent)> {
         self.written = WrittenFields::default();
-        self.write_controls(vmcs);
+        let known = core::mem::replace(&mut self.vmcs_known, false);
+        self.write_controls(vmcs, known);
         // Since this vCPU's last window it may have moved to another CPU, whose TLB can
         // hold old translations tagged with its VPID, and another hypervisor may have run
         // a guest with the same VPID here (VPIDs are per CPU and per hypervisor): start
         // clean (the SDM suggests INVVPID after VMXON for the same reason).
         self.tlb = TlbWork::All;
-        host::write_vmcs_host_state(vmcs);
+        self.host_in_vmcs = host::write_vmcs_host_state(vmcs, known.then_some(&self.host_in_vmcs));
         self.fix_interrupt_shadow();
-        let mut held = self.state.load(vmcs);
+        let mut held = self.state.load(vmcs, known.then_some(&self.vmcs_holds));
         load_syscall_msrs(&self.state);
 
         let mut launched = false;
@@ -890,6 +902,11 @@ impl VcpuCore {
         };
         save_syscall_msrs(&mut self.state);
         self.state.save(vmcs);
+        // Only values read without a failure are known to be in the VMCS.
+        if !vmcs.failed() {
+            self.vmcs_holds.record(&self.state);
+            self.vmcs_known = true;
+        }
         Ok(result)
     }
 
@@ -1126,7 +1143,9 @@ impl VcpuCore {
             .with_secondary(self.secondary_controls().into_raw() != 0)
     }
 
-    fn write_controls(&mut self, vmcs: &CurrentVmcs<'_>) {
+    /// `known`: the VMCS holds what the last window wrote (see `vmcs_known`), so the
+    /// fields below that never change are not written again.
+    fn write_controls(&mut self, vmcs: &CurrentVmcs<'_>, known: bool) {
         let c = self.caps;
         let proc2 = self.secondary_controls();
         let secondary = proc2.into_raw() != 0;
@@ -1142,6 +1161,14 @@ impl VcpuCore {
         if let Some(vpid) = &self.vpid {
             vmcs.write(VIRTUAL_PROCESSOR_ID, vpid.get());
         }
+        vmcs.write(VM_ENTRY_INTR_INFO_FIELD, 0);
+        // RDTSC and RDMSR(IA32_TSC) read host TSC + offset without exits.
+        vmcs.write(TSC_OFFSET, self.state.tsc_offset);
+        if known {
+            return;
+        }
+        // Until `sync_paging` sets it before the first entry, from the paging state.
+        write_pf_filter(vmcs, false);
         let exit = ExitControls::from_raw(0)
             .with_host_addr_space_size(true)
             .with_save_efer(true)
@@ -1157,7 +1184,6 @@ impl VcpuCore {
             .iter()
             .fold(0u32, |m, &v| m | 1u32.wrapping_shl(v.into()));
         vmcs.write(EXCEPTION_BITMAP, bitmap);
-        write_pf_filter(vmcs, false);
         vmcs.write(CR3_TARGET_COUNT, 0);
         // The guest sees its own CR0/CR4 through the read shadows; every write exits.
         vmcs.write(CR0_GUEST_HOST_MASK, u64::MAX);
@@ -1165,9 +1191,6 @@ impl VcpuCore {
         vmcs.write(VM_EXIT_MSR_STORE_COUNT, 0);
         vmcs.write(VM_EXIT_MSR_LOAD_COUNT, 0);
         vmcs.write(VM_ENTRY_MSR_LOAD_COUNT, 0);
-        vmcs.write(VM_ENTRY_INTR_INFO_FIELD, 0);
-        // RDTSC and RDMSR(IA32_TSC) read host TSC + offset without exits.
-        vmcs.write(TSC_OFFSET, self.state.tsc_offset);
     }
 }
 

@@ -264,17 +264,31 @@ impl GuestState {
     /// Writes the guest-state area of the VMCS (except what the MMU decides: GUEST_CR0/3/4,
     /// EFER and the read shadows, see `VcpuCore::sync_paging`). Returns what the VMCS now
     /// holds of the registers [`Self::load_volatile`] writes back.
-    pub(crate) fn load(&self, vmcs: &CurrentVmcs<'_>) -> VolatileInVmcs {
-        for (s, f) in self.seg.iter().zip(GUEST_SEGMENTS) {
-            vmcs.write(f.selector, s.selector);
-            vmcs.write(f.limit, s.limit);
-            vmcs.write(f.access_rights, access_rights(s).into_raw());
-            vmcs.write(f.base, s.base);
+    ///
+    /// `in_vmcs`: what the VMCS is known to hold of the fields [`Self::save`] reads back
+    /// (see [`SavedFields`]); those are written only if this state differs from it.
+    pub(crate) fn load(
+        &self,
+        vmcs: &CurrentVmcs<'_>,
+        in_vmcs: Option<&SavedFields>,
+    ) -> VolatileInVmcs {
+        if !in_vmcs.is_some_and(|f| f.matches(self)) {
+            for (s, f) in self.seg.iter().zip(GUEST_SEGMENTS) {
+                vmcs.write(f.selector, s.selector);
+                vmcs.write(f.limit, s.limit);
+                vmcs.write(f.access_rights, access_rights(s).into_raw());
+                vmcs.write(f.base, s.base);
+            }
+            vmcs.write(GUEST_GDTR_BASE, self.gdt.base);
+            vmcs.write(GUEST_GDTR_LIMIT, self.gdt.limit.into());
+            vmcs.write(GUEST_IDTR_BASE, self.idt.base);
+            vmcs.write(GUEST_IDTR_LIMIT, self.idt.limit.into());
+            // A 32-bit field: VMWRITE would ignore the upper half too.
+            vmcs.write(GUEST_SYSENTER_CS, self.sysenter_cs as u32);
+            vmcs.write(GUEST_SYSENTER_ESP, self.sysenter_esp);
+            vmcs.write(GUEST_SYSENTER_EIP, self.sysenter_eip);
+            vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, self.pending_dbg);
         }
-        vmcs.write(GUEST_GDTR_BASE, self.gdt.base);
-        vmcs.write(GUEST_GDTR_LIMIT, self.gdt.limit.into());
-        vmcs.write(GUEST_IDTR_BASE, self.idt.base);
-        vmcs.write(GUEST_IDTR_LIMIT, self.idt.limit.into());
         vmcs.write(GUEST_RSP, self.gpr[RSP]);
         vmcs.write(GUEST_RIP, self.rip);
         vmcs.write(GUEST_RFLAGS, self.rflags);
@@ -282,13 +296,8 @@ impl GuestState {
         // (`vcpu::HostState`), DR7 by the "load debug controls" entry control. #DB is
         // intercepted, so a breakpoint loop always comes back through VM exits.
         vmcs.write(GUEST_DR7, self.dr7);
-        // A 32-bit field: VMWRITE would ignore the upper half too.
-        vmcs.write(GUEST_SYSENTER_CS, self.sysenter_cs as u32);
-        vmcs.write(GUEST_SYSENTER_ESP, self.sysenter_esp);
-        vmcs.write(GUEST_SYSENTER_EIP, self.sysenter_eip);
         vmcs.write(GUEST_INTERRUPTIBILITY_INFO, self.interruptibility as u32);
         vmcs.write(GUEST_ACTIVITY_STATE, 0);
-        vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, self.pending_dbg);
         vmcs.write(GUEST_IA32_DEBUGCTL, 0);
         vmcs.write(VMCS_LINK_POINTER, u64::MAX);
         self.volatile()
@@ -380,6 +389,91 @@ pub(crate) struct VolatileInVmcs {
     rip: u64,
     rflags: u64,
     interruptibility: u64,
+}
+
+/// The guest-state fields [`GuestState::save`] reads back when a window closes, with the
+/// values it read. The VMCS keeps its contents from one window to the next (VMCLEAR writes
+/// them to the VMCS region, which VMPTRLD loads again after VMXON, on any CPU: KVM moves
+/// its VMCSs between CPUs that way), and only the guest and shadowvm's own VMWRITEs change
+/// them. So while the vCPU's state still holds these values (no SET_SREGS, SET_MSRS and
+/// the like since), the VMCS does too and the next window need not write them again (40
+/// VMWRITEs; KVM likewise writes them only when userspace sets them).
+///
+/// Kept, copied and compared as words in place: whole-structure moves and the derived
+/// comparison (memcpy, field by field) cost about as much as the VMWRITEs they save.
+#[derive(Default)]
+pub(crate) struct SavedFields {
+    /// The 8 segment registers, as [`segment_words`].
+    seg: [u64; 24],
+    /// GDTR and IDTR, as [`dtable_words`].
+    gdt: [u64; 2],
+    idt: [u64; 2],
+    /// SYSENTER CS, ESP, EIP and the pending debug exceptions.
+    scalars: [u64; 4],
+}
+
+impl SavedFields {
+    /// Takes `s`'s values (right after [`GuestState::save`] read them from the VMCS).
+    pub(crate) fn record(&mut self, s: &GuestState) {
+        copy_words(segment_words(&s.seg), &mut self.seg);
+        copy_words(dtable_words(&s.gdt), &mut self.gdt);
+        copy_words(dtable_words(&s.idt), &mut self.idt);
+        self.scalars = s.saved_scalars();
+    }
+
+    /// Whether `s` holds the recorded values.
+    pub(crate) fn matches(&self, s: &GuestState) -> bool {
+        words_equal(segment_words(&s.seg), &self.seg)
+            & words_equal(dtable_words(&s.gdt), &self.gdt)
+            & words_equal(dtable_words(&s.idt), &self.idt)
+            & (s.saved_scalars() == self.scalars)
+    }
+}
+
+impl GuestState {
+    fn saved_scalars(&self) -> [u64; 4] {
+        [
+            self.sysenter_cs,
+            self.sysenter_esp,
+            self.sysenter_eip,
+            self.pending_dbg,
+        ]
+    }
+}
+
+const _: () = assert!(
+    core::mem::size_of::<[Segment; 8]>() == 24 * 8
+        && core::mem::align_of::<Segment>() >= 8
+        && core::mem::size_of::<Dtable>() == 2 * 8
+        && core::mem::align_of::<Dtable>() >= 8
+);
+
+/// The segment registers as words.
+fn segment_words(seg: &[Segment; 8]) -> &[u64; 24] {
+    // SAFETY: `Segment` is a `repr(C)` structure of integers that names its padding as a
+    // field, so all 192 bytes are initialised and any bit pattern is a `u64`; its alignment
+    // is at least a word's and the sizes match (asserted above).
+    unsafe { &*core::ptr::from_ref(seg).cast::<[u64; 24]>() }
+}
+
+/// A descriptor-table register as words.
+fn dtable_words(t: &Dtable) -> &[u64; 2] {
+    // SAFETY: As for `segment_words`: `Dtable` is `repr(C)` of integers, padding named.
+    unsafe { &*core::ptr::from_ref(t).cast::<[u64; 2]>() }
+}
+
+/// A word at a time (volatile, so the compiler does not turn it into a memcpy call, which
+/// costs more than the copy for these sizes).
+fn copy_words<const N: usize>(src: &[u64; N], dst: &mut [u64; N]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        // SAFETY: `d` is a valid, aligned `&mut u64`.
+        unsafe { core::ptr::from_mut(d).write_volatile(*s) };
+    }
+}
+
+/// Without branches or a memcmp call, for the same reason.
+fn words_equal<const N: usize>(a: &[u64; N], b: &[u64; N]) -> bool {
+    a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Whether `s` turns on PAE paging (CR0.PG, CR4.PAE, not IA-32e mode): the mode in which
