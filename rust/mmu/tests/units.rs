@@ -887,3 +887,38 @@ fn gfn_index_grows_through_allocation_failures_and_keeps_records() {
         assert_eq!(host.live(), 0, "pages leaked (failure {fail})");
     }
 }
+
+/// A recursive guest table (PML4[1] points back at the PML4) used at two levels of one
+/// walk: the CPU sets A in every entry it uses (SDM vol. 3A 4.8), also in the entries
+/// below the one used twice. Here the fault only links the upper shadow levels (the page
+/// table's shadow page already maps the page), so nothing may depend on a later fault.
+#[test]
+fn recursive_entry_used_at_two_levels_gets_accessed_bits_on_every_level() {
+    let mem = long_guest();
+    // PML4[1] -> PML4 (as the PDPT) -> PML4[1] again (as the directory) -> PML4[2] (as
+    // the directory entry) -> PT -> PT[1] -> DATA + 1.
+    w8(&mem, PML4, 1, (PML4 << 12) | PWU);
+    w8(&mem, PML4, 2, (PT << 12) | PWU);
+    let recursive = (1 << 39) | (1 << 30) | (2 << 21) | 0x1000;
+    let mut host = Host::new();
+    let mut mmu = long_mmu(Config::DEFAULT, &mem, &mut host);
+    // The usual path to PT[1] first: its shadow page maps DATA + 1.
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(DATA + 1))
+    );
+    for a in [RD, WR] {
+        assert_eq!(
+            cpu_access(&mut mmu, &mut host, &mem, recursive, a, None),
+            CpuResult::Ok(hpa(DATA + 1))
+        );
+        assert_eq!(mem.read((PML4 << 12) + 8, 8), (PML4 << 12) | PWU | PTE_A);
+        assert_eq!(mem.read((PML4 << 12) + 16, 8), (PT << 12) | PWU | PTE_A);
+        let dirty = if a.write { PTE_D } else { 0 };
+        assert_eq!(
+            mem.read((PT << 12) + 8, 8),
+            ((DATA + 1) << 12) | PWU | PTE_A | dirty
+        );
+    }
+    finish(&mut mmu, &mut host);
+}
