@@ -637,8 +637,8 @@ fn apply_ad_fmt<F: Format, G: GuestMemory + ?Sized>(mem: &G, w: &mut Walk, acces
                 return false;
             }
             // A recursive table can put one entry on the walk at several levels: the
-            // levels below that read it as `old` now see `new` (else their exchange would
-            // fail on our own update and leave their A bits, and those below, unset).
+            // levels below that read it as `old` now see `new`, so their exchange does not
+            // fail on this update (the CPU sets the bits of that one entry once).
             for k in leaf..=l {
                 let k = usize::from(k) & 7;
                 if w.pte_gpa.get(k) == Some(&gpa) {
