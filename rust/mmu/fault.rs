@@ -197,6 +197,10 @@ impl Mmu {
             return Ok(PfOutcome::Fixed);
         }
         if !F::apply_ad(mem, &mut w, access) {
+            // An entry of the walk changed under us: the CPU must fault again for the
+            // walk to be redone. The path linked above may lead to this slot filled for
+            // another path, which would let the access through with A/D left unset.
+            self.drop_spte(sp, slot);
             return Ok(PfOutcome::Fixed);
         }
         if unsync {

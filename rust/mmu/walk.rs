@@ -636,8 +636,16 @@ fn apply_ad_fmt<F: Format, G: GuestMemory + ?Sized>(mem: &G, w: &mut Walk, acces
             if !cmpxchg_gpte(mem, gpa, F::PTE_BYTES, old, new) {
                 return false;
             }
-            if let Some(p) = w.pte.get_mut(li) {
-                *p = new;
+            // A recursive table can put one entry on the walk at several levels: the
+            // levels below that read it as `old` now see `new`, so their exchange does not
+            // fail on this update (the CPU sets the bits of that one entry once).
+            for k in leaf..=l {
+                let k = usize::from(k) & 7;
+                if w.pte_gpa.get(k) == Some(&gpa) {
+                    if let Some(p) = w.pte.get_mut(k).filter(|p| **p == old) {
+                        *p = new;
+                    }
+                }
             }
         }
         // l >= leaf >= 1.

@@ -1022,3 +1022,104 @@ fn gfn_index_grows_through_allocation_failures_and_keeps_records() {
         assert_eq!(host.live(), 0, "pages leaked (failure {fail})");
     }
 }
+
+/// A recursive guest table (PML4[1] points back at the PML4) used at two levels of one
+/// walk: the CPU sets A in every entry it uses (SDM vol. 3A 4.8), also in the entries
+/// below the one used twice. Here the fault only links the upper shadow levels (the page
+/// table's shadow page already maps the page), so nothing may depend on a later fault.
+#[test]
+fn recursive_entry_used_at_two_levels_gets_accessed_bits_on_every_level() {
+    let mem = long_guest();
+    // PML4[1] -> PML4 (as the PDPT) -> PML4[1] again (as the directory) -> PML4[2] (as
+    // the directory entry) -> PT -> PT[1] -> DATA + 1.
+    w8(&mem, PML4, 1, (PML4 << 12) | PWU);
+    w8(&mem, PML4, 2, (PT << 12) | PWU);
+    let recursive = (1 << 39) | (1 << 30) | (2 << 21) | 0x1000;
+    let mut host = Host::new();
+    let mut mmu = long_mmu(Config::DEFAULT, &mem, &mut host);
+    // The usual path to PT[1] first: its shadow page maps DATA + 1.
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(DATA + 1))
+    );
+    let check = |dirty: u64| {
+        assert_eq!(mem.read((PML4 << 12) + 8, 8), (PML4 << 12) | PWU | PTE_A);
+        assert_eq!(mem.read((PML4 << 12) + 16, 8), (PT << 12) | PWU | PTE_A);
+        let leaf = mem.read((PT << 12) + 8, 8);
+        assert_eq!(leaf, ((DATA + 1) << 12) | PWU | PTE_A | dirty);
+    };
+    // One #PF exit does the whole walk's A bits and maps the page (as KVM's walker, which
+    // retries within the exit), not a second exit after a failed update.
+    let ec = hw_walk(&mmu, &host, recursive, RD).unwrap_err();
+    let out = retry_oom(&mut host, |h| {
+        mmu.page_fault(h, &mem, recursive, ec, 0, false)
+    });
+    assert_eq!(out, PfOutcome::Fixed);
+    assert_eq!(hw_walk(&mmu, &host, recursive, RD), Ok(hpa(DATA + 1)));
+    check(0);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, recursive, WR, None),
+        CpuResult::Ok(hpa(DATA + 1))
+    );
+    check(PTE_D);
+    finish(&mut mmu, &mut host);
+}
+
+/// Guest memory that another vCPU changes behind the engine's back: the 8-byte entry at
+/// `store.0` becomes `store.1` the first time the engine looks up guest frame `trigger`
+/// (the #PF path does that for the accessed page between its walk and its A/D update).
+struct RacingStore<'a> {
+    mem: &'a GMem,
+    trigger: u64,
+    store: std::cell::Cell<Option<(u64, u64)>>,
+}
+
+// SAFETY: every frame comes from `GMem`, which keeps that promise; the store goes through
+// `GMem` too.
+unsafe impl GuestMemory for RacingStore<'_> {
+    fn frame(&self, gfn: u64) -> Option<GuestFrame> {
+        if gfn == self.trigger {
+            if let Some((gpa, v)) = self.store.take() {
+                self.mem.write(gpa, 8, v);
+            }
+        }
+        self.mem.frame(gfn)
+    }
+}
+
+/// An entry of the walk changes between the #PF path's walk and its A/D update (another
+/// vCPU's store), after the fault linked the upper shadow levels to a page-table shadow
+/// page that already maps the page: the engine must not let the access through without
+/// the A bits of its walk (SDM 4.8), so the CPU has to fault again and the retry sets them.
+#[test]
+fn entry_changed_before_the_accessed_update_makes_the_cpu_refault() {
+    const PD2: u64 = 7;
+    let mem = long_guest();
+    // A second directory reaching PT: gva 2G + 4K -> PDPT[2] -> PD2[0] -> PT[1] -> DATA + 1.
+    w8(&mem, PDPT, 2, (PD2 << 12) | PWU);
+    w8(&mem, PD2, 0, (PT << 12) | PWU);
+    let gva = (2 << 30) | 0x1000;
+    let mut host = Host::new();
+    let mut mmu = long_mmu(Config::DEFAULT, &mem, &mut host);
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(DATA + 1))
+    );
+    let ec = hw_walk(&mmu, &host, gva, RD).unwrap_err();
+    // The other vCPU sets an ignored bit (11) in PD2[0]: same translation.
+    let racy = RacingStore {
+        mem: &mem,
+        trigger: DATA + 1,
+        store: std::cell::Cell::new(Some((PD2 << 12, (PT << 12) | PWU | 1 << 11))),
+    };
+    let out = retry_oom(&mut host, |h| mmu.page_fault(h, &racy, gva, ec, 0, false));
+    assert_eq!(out, PfOutcome::Fixed);
+    assert_eq!(racy.store.get(), None, "the store did not happen");
+    assert!(hw_walk(&mmu, &host, gva, RD).is_err(), "no refault");
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, gva, RD, None),
+        CpuResult::Ok(hpa(DATA + 1))
+    );
+    assert_eq!(mem.read(PD2 << 12, 8), (PT << 12) | PWU | 1 << 11 | PTE_A);
+    finish(&mut mmu, &mut host);
+}
