@@ -447,6 +447,7 @@ impl Mmu {
         let role = view.role;
         let ctx = role.ctx(&self.ctx);
         let nf = self.not_filled();
+        let bypass = self.pfec_bypass();
         let base = view.gfn << 12;
         for slot in 0..512 {
             self.work = self.work.wrapping_add(1);
@@ -460,9 +461,9 @@ impl Mmu {
             let mapped = Side::from_raw(side.get(slot));
             let Some(leaf) = guest_leaf::<F>(role, &ctx, gpte) else {
                 self.drop_leaf_in(sp, spt, side, slot);
-                // `note_guest_entry`: the guest entry just read is the one `gnp_value`
-                // reads; the entry is not filled now, so it becomes that value.
-                let v = if nf != 0 && view.flags & SP_UNSYNC == 0 && gpte & PTE_P == 0 {
+                // `note_gpte`, with the guest entry just read: the entry is not filled
+                // now; it becomes 0 only while the bypass is in force.
+                let v = if bypass && view.flags & SP_UNSYNC == 0 && gpte & PTE_P == 0 {
                     0
                 } else {
                     nf

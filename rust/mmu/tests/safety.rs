@@ -1051,6 +1051,45 @@ fn gnp_world() -> (GMem, Builder, u64, u64, u64) {
     (mem, b, cr3, pt, f1)
 }
 
+/// Where the bypass is not in force (32-bit paging without SMEP), a resync that drops a
+/// shadow entry because the guest unmapped the page leaves it not filled, as every other
+/// path does: a 0 would send the page's faults to the guest without the engine, which
+/// then also counts a guest-not-present entry the hardware never uses that way. Fails with
+/// the resync loop's 0 taken whenever the not-filled value is non-zero.
+#[test]
+fn resync_marks_no_guest_not_present_entry_where_the_bypass_is_not_in_force() {
+    let mem = GMem::new(64, &[]);
+    let mut b = Builder { mode: 1, next: 1 };
+    let cr3 = b.root();
+    let (f1, f2) = (b.alloc(), b.alloc());
+    b.map(&mem, cr3, 0x1000, f1);
+    b.map(&mem, cr3, 0x2000, f2);
+    let pt = mem.read(cr3, 4) >> 12 & 0xf_ffff;
+    b.map(&mem, cr3, 0x4000_0000, pt);
+    let mut host = Host::new();
+    let mut mmu = start(1, Config { prefetch: 0, ..GNP }, &mem, &mut host, cr3);
+    assert!(!mmu.hw_state().pfec_bypass, "32-bit paging, no SMEP");
+    for (gva, f) in [(0x1000, f1), (0x2000, f2)] {
+        let r = cpu_access(&mut mmu, &mut host, &mem, gva, RD, None);
+        assert_eq!(r, CpuResult::Ok(hpa(f)));
+    }
+    // The guest unmaps 0x2000 with a store over its present entry: out of sync.
+    let st = cpu_access(&mut mmu, &mut host, &mem, 0x4000_0008, WR, Some((0, 4)));
+    assert!(matches!(st, CpuResult::Ok(_)), "{st:?}");
+    assert_eq!(mmu.unsync_frames(), 1, "the table is out of sync");
+    mmu.flush(&mem);
+    assert_eq!(mmu.unsync_frames(), 0);
+    assert_eq!(mmu.stats().get(Counter::GnpEntriesSet), 0);
+    let ec = hw_walk(&mmu, &host, 0x2000, RD).unwrap_err();
+    assert_eq!(ec, PFERR_P_RSVD, "not filled: the fault exits");
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x2000, RD, None),
+        CpuResult::Fault(0)
+    );
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
 /// A not-present entry of an out-of-sync table made present by a plain guest store (no
 /// exit, no INVLPG: legal, the CPU caches no not-present entry) must not give the guest
 /// a #PF: the engine turns the table's guest-not-present entries (0, faults skip the
