@@ -1156,15 +1156,16 @@ fn invpcid_single_of_another_pcid_reaches_its_root_built_again() {
     assert_eq!(hpa, GUEST_HPA_BASE + ((DATA0 + 2) << 12));
 }
 
-/// A flush resyncs only the out-of-sync tables the current PCID's roots reach; a table
-/// linked under the root later must be resynced then. 4-level guest, PCIDs on or off: X
-/// = 0 and Y = 0x1000 (PTEs 0 and 1 of POOL[2], reached from A and B through POOL[0])
-/// are cached in A; Y's PTE changes without an exit; a MOV to CR3 without no-flush goes
-/// to B (another PCID than A's), whose shadow has no path to POOL[2] yet, so POOL[2]
-/// stays out of sync; in B,
-/// the fault on X links A's existing POOL[0] shadow page under B's root, and the read of
-/// Y must then see Y's new PTE (B's PCID was flushed after the change). Without the
-/// resync at that link (`linked_existing_table`) the engine returned Y's old page.
+/// A flush of the current PCID by INVPCID resyncs only the out-of-sync tables the current
+/// PCID's roots reach; a table linked under the root later must be resynced then. 4-level
+/// guest, PCIDs on or off: X = 0 and Y = 0x1000 (PTEs 0 and 1 of POOL[2], reached from A
+/// and B through POOL[0]) are cached in A; a MOV to CR3 goes to B (another PCID than A's,
+/// with PCIDs), whose shadow has no path to POOL[2] yet; Y's PTE changes without an exit
+/// (POOL[2] goes out of sync), and an INVPCID of B's PCID leaves POOL[2] out of sync, as
+/// B's root does not reach it; in B, the fault on X links A's existing POOL[0] shadow
+/// page under B's root, and the read of Y must then see Y's new PTE (B's PCID was flushed
+/// after the change). Without the resync at that link (`linked_existing_table`) the
+/// engine returned Y's old page. (A MOV to CR3 without no-flush resyncs every table.)
 fn flush_then_link_existing_table(pcide: bool) {
     let cfg = Config {
         maxphyaddr: 46,
@@ -1187,15 +1188,16 @@ fn flush_then_link_existing_table(pcide: bool) {
     let (sel_x, sel_y) = (sel(&w, 0), sel(&w, 0x1000));
     w.access(sel_x, SUPERVISOR_READ);
     w.access(sel_y, SUPERVISOR_READ);
+    // To B (bit 0); with PCIDs, PCID 1 (bits 2:1 = 1), so that A's cached root (PCID 0)
+    // is not flushed with it.
+    w.switch_cr3(if pcide { 3 } else { 1 });
+    assert_eq!(w.st.cr3, (ROOT_B << 12) | u64::from(pcide));
     w.store(
         (POOL[2] << 12) | 8,
         ((DATA0 + 3) << 12) | PTE_P | PTE_W | PTE_U,
     );
     assert_eq!(w.mmu.unsync_frames(), 1, "POOL[2] out of sync");
-    // To B (bit 0) with a flush (bit 3 clear); with PCIDs, PCID 1 (bits 2:1 = 1), so
-    // that A's cached root (PCID 0) is not flushed with it.
-    w.switch_cr3(if pcide { 3 } else { 1 });
-    assert_eq!(w.st.cr3, (ROOT_B << 12) | u64::from(pcide));
+    w.invpcid_of(InvpcidKind::Single, u64::from(pcide), 0);
     assert_eq!(
         w.mmu.unsync_frames(),
         1,
