@@ -20,7 +20,7 @@
 #   BENCH_EXIT_CYCLES_SOURCE  where that figure comes from, stated in the report (default:
 #                      the report's own text saying it is assumed, with its reference)
 #   BENCH_UPDATE_DOC   1: also replace the results block of Documentation/benchmarks.md
-#                      and its chart, Documentation/benchmarks-ratios.svg
+#                      and its charts, Documentation/benchmarks-{ratios,scale}.svg
 #   BENCH_TIMEOUT      seconds for the whole boot (default 3600)
 #   BENCH_SCALE        1: also the scale rows (default); only: the scale rows alone
 #                      (BENCH_IMAGES ignored); 0: none
@@ -133,5 +133,6 @@ doc=
 	--commit "$commit"
 rc=$?
 [ -n "$doc" ] && [ -f "$out/ratios.svg" ] && cp "$out/ratios.svg" "$SHADOWVM_TOP/Documentation/benchmarks-ratios.svg"
+[ -n "$doc" ] && [ -f "$out/scale.svg" ] && cp "$out/scale.svg" "$SHADOWVM_TOP/Documentation/benchmarks-scale.svg"
 echo "make bench: $(( $(date +%s) - start )) s"
 exit $rc

@@ -304,10 +304,11 @@ impl Mmu {
             match guest_leaf::<F>(role, &ctx, gpte) {
                 Some(l) => l,
                 None => {
-                    // As `note_guest_entry` on this entry: the guest entry just read is
-                    // the one `gnp_value` would read (the same index and size).
+                    // As `note_gpte` on this entry (0 only while the bypass is in
+                    // force), with the guest entry just read.
                     let nf = self.not_filled();
-                    let value = if nf != 0 && view.flags & SP_UNSYNC == 0 && gpte & PTE_P == 0 {
+                    let gnp = self.pfec_bypass() && view.flags & SP_UNSYNC == 0;
+                    let value = if gnp && gpte & PTE_P == 0 {
                         0
                     } else {
                         nf

@@ -1051,6 +1051,31 @@ fn gnp_world() -> (GMem, Builder, u64, u64, u64) {
     (mem, b, cr3, pt, f1)
 }
 
+/// Where the bypass is not in force (32-bit paging without SMEP), the prefetch around a
+/// fault leaves the guest's not-present neighbours not filled: a 0 would mark them
+/// guest-not-present for a bypass that is off. Fails with the prefetch's 0 taken
+/// whenever the not-filled value is non-zero.
+#[test]
+fn prefetch_marks_no_guest_not_present_entry_where_the_bypass_is_not_in_force() {
+    let mem = GMem::new(64, &[]);
+    let mut b = Builder { mode: 1, next: 1 };
+    let cr3 = b.root();
+    let f1 = b.alloc();
+    b.map(&mem, cr3, 0x1000, f1);
+    let mut host = Host::new();
+    let mut mmu = start(1, Config { prefetch: 8, ..GNP }, &mem, &mut host, cr3);
+    assert!(!mmu.hw_state().pfec_bypass, "32-bit paging, no SMEP");
+    assert_eq!(
+        cpu_access(&mut mmu, &mut host, &mem, 0x1000, RD, None),
+        CpuResult::Ok(hpa(f1))
+    );
+    assert_eq!(mmu.stats().get(Counter::GnpEntriesSet), 0);
+    let ec = hw_walk(&mmu, &host, 0x2000, RD).unwrap_err();
+    assert_eq!(ec, PFERR_P_RSVD, "not filled: the fault exits");
+    mmu.teardown(&mut host);
+    assert_eq!(host.live(), 0);
+}
+
 /// Where the bypass is not in force (32-bit paging without SMEP), a resync that drops a
 /// shadow entry because the guest unmapped the page leaves it not filled, as every other
 /// path does: a 0 would send the page's faults to the guest without the engine, which
