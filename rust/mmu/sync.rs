@@ -123,6 +123,18 @@ impl Mmu {
         self.note_gpte(sp, slot, read_gpte(mem, gpa, size));
     }
 
+    /// What a not-filled entry of an indirect leaf page with flags `flags` holds when its
+    /// guest entry is `gpte`: 0 (guest-not-present: the CPU's #PF through it skips the
+    /// exit) only while the bypass is in force, in an in-sync page, for a guest entry with
+    /// P=0; the not-filled value otherwise.
+    fn unfilled_value(&self, flags: u8, gpte: u64) -> u64 {
+        if self.pfec_bypass() && flags & SP_UNSYNC == 0 && gpte & PTE_P == 0 {
+            0
+        } else {
+            self.not_filled()
+        }
+    }
+
     /// [`Mmu::note_guest_entry`] with the guest entry `gpte` already read.
     fn note_gpte(&mut self, sp: SpId, slot: usize, gpte: u64) {
         if !self.pfec_bypass() {
@@ -134,11 +146,10 @@ impl Mmu {
         }
         // The guest entry first: most entries noted are present (prefetch stops at them),
         // and it needs no record lookup.
-        let v = if gpte & PTE_P != 0 || self.role(sp).direct() || self.sp(sp).flags & SP_UNSYNC != 0
-        {
+        let v = if gpte & PTE_P != 0 || self.role(sp).direct() {
             self.not_filled()
         } else {
-            0
+            self.unfilled_value(self.sp(sp).flags, gpte)
         };
         if v != old {
             self.spt_set(sp, slot, v);
@@ -304,15 +315,8 @@ impl Mmu {
             match guest_leaf::<F>(role, &ctx, gpte) {
                 Some(l) => l,
                 None => {
-                    // As `note_gpte` on this entry (0 only while the bypass is in
-                    // force), with the guest entry just read.
-                    let nf = self.not_filled();
-                    let gnp = self.pfec_bypass() && view.flags & SP_UNSYNC == 0;
-                    let value = if gnp && gpte & PTE_P == 0 {
-                        0
-                    } else {
-                        nf
-                    };
+                    // As `note_gpte` on this entry, with the guest entry just read.
+                    let value = self.unfilled_value(view.flags, gpte);
                     if value != spt.get(slot) {
                         // Not filled before and after: nothing for the TLB to forget.
                         spt.set(slot, value);
@@ -448,7 +452,6 @@ impl Mmu {
         let role = view.role;
         let ctx = role.ctx(&self.ctx);
         let nf = self.not_filled();
-        let bypass = self.pfec_bypass();
         let base = view.gfn << 12;
         for slot in 0..512 {
             self.work = self.work.wrapping_add(1);
@@ -462,13 +465,9 @@ impl Mmu {
             let mapped = Side::from_raw(side.get(slot));
             let Some(leaf) = guest_leaf::<F>(role, &ctx, gpte) else {
                 self.drop_leaf_in(sp, spt, side, slot);
-                // `note_gpte`, with the guest entry just read: the entry is not filled
-                // now; it becomes 0 only while the bypass is in force.
-                let v = if bypass && view.flags & SP_UNSYNC == 0 && gpte & PTE_P == 0 {
-                    0
-                } else {
-                    nf
-                };
+                // As `note_gpte`, with the guest entry just read: the entry is not filled
+                // now.
+                let v = self.unfilled_value(view.flags, gpte);
                 if v != nf {
                     spt.set(slot, v);
                     self.stats.inc(Counter::GnpEntriesSet);
