@@ -173,9 +173,9 @@ impl<A: Adapter> DList<A> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::mem::{HostPage, PageSource, PAGE_SIZE};
+    use super::super::mem::test_heap::Heap;
+    use super::super::mem::PageSource;
     use super::*;
-    use std::alloc::{alloc_zeroed, dealloc, Layout};
     use std::vec::Vec;
 
     /// A record on two lists at once, through two adapters.
@@ -192,26 +192,6 @@ mod tests {
 
     adapter!(ByA = Node.a);
     adapter!(ByB = Node.b);
-
-    fn layout() -> Layout {
-        Layout::from_size_align(PAGE_SIZE, PAGE_SIZE).unwrap()
-    }
-
-    struct Heap;
-    impl PageSource for Heap {
-        fn alloc_page(&mut self, _low: bool) -> Option<HostPage> {
-            // SAFETY: a non-zero-sized layout.
-            let ptr = unsafe { alloc_zeroed(layout()) };
-            (!ptr.is_null()).then_some(HostPage {
-                ptr,
-                hpa: ptr as u64,
-            })
-        }
-        fn free_page(&mut self, page: HostPage) {
-            // SAFETY: allocated by `alloc_page` with the same layout.
-            unsafe { dealloc(page.ptr, layout()) };
-        }
-    }
 
     /// A pool with one record page and `n` records numbered 0..n.
     fn pool_with(n: u32) -> (Pool, Vec<Id<Node>>) {

@@ -122,3 +122,32 @@ pub fn cmpxchg_gpte<G: GuestMemory + ?Sized>(
             .is_ok()
     }
 }
+
+/// Pages from the test process's heap, for the engine's unit tests.
+#[cfg(test)]
+pub(crate) mod test_heap {
+    use super::{HostPage, PageSource, PAGE_SIZE};
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+
+    fn layout() -> Layout {
+        Layout::from_size_align(PAGE_SIZE, PAGE_SIZE).unwrap()
+    }
+
+    /// Zeroed, page-aligned heap pages whose "host-physical" address is their pointer.
+    pub(crate) struct Heap;
+
+    impl PageSource for Heap {
+        fn alloc_page(&mut self, _low: bool) -> Option<HostPage> {
+            // SAFETY: a non-zero-sized layout.
+            let ptr = unsafe { alloc_zeroed(layout()) };
+            (!ptr.is_null()).then_some(HostPage {
+                ptr,
+                hpa: ptr as u64,
+            })
+        }
+        fn free_page(&mut self, page: HostPage) {
+            // SAFETY: allocated by `alloc_page` with the same layout.
+            unsafe { dealloc(page.ptr, layout()) };
+        }
+    }
+}

@@ -792,30 +792,10 @@ impl Mmu {
 
 #[cfg(test)]
 mod tests {
-    use super::super::mem::{HostPage, PageSource, PAGE_SIZE};
+    use super::super::mem::test_heap::Heap;
+    use super::super::mem::PageSource;
     use super::*;
-    use std::alloc::{alloc_zeroed, dealloc, Layout};
     use std::vec::Vec;
-
-    fn layout() -> Layout {
-        Layout::from_size_align(PAGE_SIZE, PAGE_SIZE).unwrap()
-    }
-
-    struct Heap;
-    impl PageSource for Heap {
-        fn alloc_page(&mut self, _low: bool) -> Option<HostPage> {
-            // SAFETY: a non-zero-sized layout.
-            let ptr = unsafe { alloc_zeroed(layout()) };
-            (!ptr.is_null()).then_some(HostPage {
-                ptr,
-                hpa: ptr as u64,
-            })
-        }
-        fn free_page(&mut self, page: HostPage) {
-            // SAFETY: allocated by `alloc_page` with the same layout.
-            unsafe { dealloc(page.ptr, layout()) };
-        }
-    }
 
     /// A pool with `n` shadow-page records (no pages behind them: the list needs none).
     fn pool_with(n: usize) -> (Pool, Vec<SpId>) {
