@@ -160,49 +160,10 @@ impl Mmu {
         self.stats.inc(Counter::TlbFlushes);
     }
 
-    /// A guest TLB flush of the current PCID (INVPCID of the current PCID; a MOV to CR3
-    /// without no-flush resyncs every frame instead, [`Mmu::set_cr3`]): the out-of-sync
-    /// frames that
-    /// the current root or a cached root with the current PCID reaches are resynced, the
-    /// others stay out of sync, as KVM syncs only its current root
-    /// (`kvm_mmu_sync_roots`). A root of another PCID is not flushed; one of this PCID
-    /// made current later either is one of these, or is built then (and resynced,
-    /// `set_cr3`), or reaches more through a link a fault adds (resynced there,
-    /// [`Mmu::linked_existing_table`]).
-    fn tlb_flush_current<G: GuestMemory + ?Sized>(&mut self, mem: &G) {
-        self.stats.inc(Counter::TlbFlushes);
-        if self.frames.unsync_head().is_none() {
-            return;
-        }
-        let Some(cur) = self.roots.current() else {
-            self.resync_all(mem);
-            return;
-        };
-        let mut targets = [None; MAX_ROOT_CACHE + 4];
-        let mut n = 0usize;
-        for t in self.root_tables(cur).into_iter().flatten() {
-            if let Some(slot) = targets.get_mut(n) {
-                *slot = Some(t);
-                n = n.saturating_add(1);
-            }
-        }
-        if self.pcide() {
-            let mut others = [None; MAX_ROOT_CACHE];
-            let k = self.other_roots_with_pcid(self.ctx.cr3 & 0xfff, &mut others);
-            for t in others.into_iter().take(k).flatten() {
-                if let Some(slot) = targets.get_mut(n) {
-                    *slot = Some(t);
-                    n = n.saturating_add(1);
-                }
-            }
-        }
-        self.resync_reaching(mem, targets.get(..n).unwrap_or(&[]));
-    }
-
     /// Upper-level shadow page `table` was just linked under the current root. If it
-    /// existed already, out-of-sync tables below it may hold entries that a flush or an
-    /// invalidation of the current PCID did not reach (this root did not reach them
-    /// then): they are resynced now, before the guest can use them. (A leaf table that
+    /// existed already, out-of-sync tables below it may hold entries that an INVLPG or
+    /// INVPCID of one address did not reach (it walks the roots of the PCID, which did
+    /// not reach them then): they are resynced now, before the guest can use them. (A leaf table that
     /// is linked is resynced by `sp_get` itself.)
     pub(super) fn linked_existing_table<G: GuestMemory + ?Sized>(&mut self, mem: &G, table: SpId) {
         if self.frames.nunsync() > 0 {
@@ -291,7 +252,7 @@ impl Mmu {
             // reclaim (the common case, which an exit path wants short); the flush
             // changes no root. A miss changes nothing before the top-up below succeeds.
             // The flush resyncs every out-of-sync frame, not only those this PCID's roots
-            // reach: finding those means a walk up from every out-of-sync frame, which
+            // reach: finding those meant a walk up from every out-of-sync frame, which
             // in the benchmarks cost 4,000 cycles per MOV to CR3 with frames of old
             // address spaces left out of sync, more than resyncing them once.
             if let Some(r) = self.cached_root_for(val, &pdptes) {
@@ -578,7 +539,7 @@ impl Mmu {
                     mem, gva, false, Some(pcid)
                 ))
             }
-            InvpcidKind::Single if pcid == cur => self.tlb_flush_current(mem),
+            InvpcidKind::Single if pcid == cur => self.tlb_flush(mem),
             InvpcidKind::Single => self.uncache_other_roots_with_pcid(pcid),
             InvpcidKind::AllIncludingGlobal | InvpcidKind::AllExceptGlobal => self.tlb_flush(mem),
         }

@@ -747,15 +747,6 @@ impl Mmu {
         }
     }
 
-    /// The root-level shadow pages of root `r`: its 4-level table, or the level-2 tables
-    /// of its PAE root.
-    pub(super) fn root_tables(&self, r: RootId) -> [Option<SpId>; 4] {
-        match self.root_rec(r).sp {
-            Some(sp) => [Some(sp), None, None, None],
-            None => [0, 1, 2, 3].map(|i| self.pae_sp(r, i)),
-        }
-    }
-
     /// Whether shadow page `sp` is one of `targets` or lies below one (through its parent
     /// links, up to level `top`), for [`Mmu::resync_reaching`]. The search gives up after
     /// [`REACH_BUDGET`] pages (a table shared by many address spaces) and answers true:

@@ -1156,17 +1156,17 @@ fn invpcid_single_of_another_pcid_reaches_its_root_built_again() {
     assert_eq!(hpa, GUEST_HPA_BASE + ((DATA0 + 2) << 12));
 }
 
-/// A flush of the current PCID by INVPCID resyncs only the out-of-sync tables the current
-/// PCID's roots reach; a table linked under the root later must be resynced then. 4-level
-/// guest, PCIDs on or off: X = 0 and Y = 0x1000 (PTEs 0 and 1 of POOL[2], reached from A
-/// and B through POOL[0]) are cached in A; a MOV to CR3 goes to B (another PCID than A's,
-/// with PCIDs), whose shadow has no path to POOL[2] yet; Y's PTE changes without an exit
-/// (POOL[2] goes out of sync), and an INVPCID of B's PCID leaves POOL[2] out of sync, as
-/// B's root does not reach it; in B, the fault on X links A's existing POOL[0] shadow
-/// page under B's root, and the read of Y must then see Y's new PTE (B's PCID was flushed
-/// after the change). Without the resync at that link (`linked_existing_table`) the
-/// engine returned Y's old page. (A MOV to CR3 without no-flush resyncs every table.)
-fn flush_then_link_existing_table(pcide: bool) {
+/// An INVLPG walks only the roots of its PCID; an out-of-sync table none of them reaches
+/// keeps its stale entry, and must be resynced when a fault later links it under the
+/// root. 4-level guest, PCIDs on or off: X = 0 and Y = 0x1000 (PTEs 0 and 1 of POOL[2],
+/// reached from A and B through POOL[0]) are cached in A; a MOV to CR3 goes to B
+/// (another PCID than A's, with PCIDs), whose shadow has no path to POOL[2] yet; Y's PTE
+/// changes without an exit (POOL[2] goes out of sync), and the INVLPG of Y in B leaves
+/// POOL[2] out of sync, as B's root does not reach it; in B, the fault on X links A's
+/// existing POOL[0] shadow page under B's root, and the read of Y must then see Y's new
+/// PTE. Without the resync at that link (`linked_existing_table`) the engine returned
+/// Y's old page.
+fn invlpg_then_link_existing_table(pcide: bool) {
     let cfg = Config {
         maxphyaddr: 46,
         gb_pages: false,
@@ -1197,11 +1197,11 @@ fn flush_then_link_existing_table(pcide: bool) {
         ((DATA0 + 3) << 12) | PTE_P | PTE_W | PTE_U,
     );
     assert_eq!(w.mmu.unsync_frames(), 1, "POOL[2] out of sync");
-    w.invpcid_of(InvpcidKind::Single, u64::from(pcide), 0);
+    w.invlpg(sel_y);
     assert_eq!(
         w.mmu.unsync_frames(),
         1,
-        "B's flush must leave POOL[2] out of sync: B's root does not reach it"
+        "B's INVLPG must leave POOL[2] out of sync: B's root does not reach it"
     );
     w.access(sel_x, SUPERVISOR_READ);
     w.access(sel_y, SUPERVISOR_READ);
@@ -1210,13 +1210,13 @@ fn flush_then_link_existing_table(pcide: bool) {
 }
 
 #[test]
-fn flush_then_link_existing_table_with_pcid() {
-    flush_then_link_existing_table(true);
+fn invlpg_then_link_existing_table_with_pcid() {
+    invlpg_then_link_existing_table(true);
 }
 
 #[test]
-fn flush_then_link_existing_table_without_pcid() {
-    flush_then_link_existing_table(false);
+fn invlpg_then_link_existing_table_without_pcid() {
+    invlpg_then_link_existing_table(false);
 }
 
 /// INVLPG under another PCID leaves A's (stale) translation alone, as the CPU may: the
