@@ -104,12 +104,6 @@ impl SpView {
     pub(super) fn child(&self, slot: usize) -> Option<SpId> {
         Side(self.side.map_or(0, |t| t.get(slot))).child()
     }
-
-    /// The guest frame filled leaf entry `slot` maps.
-    #[inline]
-    pub(super) fn leaf_gfn(&self, slot: usize) -> u64 {
-        Side(self.side.map_or(0, |t| t.get(slot))).gfn()
-    }
 }
 
 /// A side-page entry: the low 40 bits hold the information (guest frame of a leaf
@@ -421,32 +415,14 @@ impl Mmu {
         t.set(slot, v);
     }
 
-    /// [`Mmu::spt_set`] on entry `slot` of table `t` of a shadow page at `level` (read
-    /// through [`Mmu::sp_view`]: no record lookup).
-    #[inline]
-    fn table_set_in(&mut self, t: TablePage, level: u8, slot: usize, v: u64) {
+    /// [`Mmu::spt_set`] on entry `slot` of level-1 table `t` (read through
+    /// [`Mmu::sp_view`]: no record lookup).
+    pub(super) fn leaf_set_in(&mut self, t: TablePage, slot: usize, v: u64) {
         let old = t.get(slot);
         if tlb_may_hold_stale(old, self.is_filled(old), v) {
-            self.tlb_flush = self.tlb_flush.and(if level == 1 {
-                TlbFlush::OneLeaf
-            } else {
-                TlbFlush::All
-            });
+            self.tlb_flush = self.tlb_flush.and(TlbFlush::OneLeaf);
         }
         t.set(slot, v);
-    }
-
-    /// [`Mmu::spt_set`] on entry `slot` of level-1 table `t`.
-    pub(super) fn leaf_set_in(&mut self, t: TablePage, slot: usize, v: u64) {
-        self.table_set_in(t, 1, slot, v);
-    }
-
-    /// [`Mmu::spt_set`] through the view of the page.
-    #[inline]
-    pub(super) fn spt_set_in(&mut self, view: &SpView, slot: usize, v: u64) {
-        if let Some(t) = view.spt {
-            self.table_set_in(t, view.role.level(), slot, v);
-        }
     }
 
     /// [`Mmu::drop_spte`] on filled entry `slot` of level-1 shadow page `sp`, whose table

@@ -205,8 +205,8 @@ impl Mmu {
     }
 
     /// [`Mmu::sync_entry`] for guest entries of format `F` (KVM's `FNAME(sync_spte)`);
-    /// `view` is `sp`'s, read once by the caller (its tables, role and frame do not change
-    /// while the page lives).
+    /// `view` is that of `sp`, an indirect level-1 page, read once by the caller (its
+    /// tables, role, flags and frame do not change while entries are synced).
     fn sync_entry_fmt<F: Format, G: GuestMemory + ?Sized>(
         &mut self,
         mem: &G,
@@ -215,28 +215,35 @@ impl Mmu {
         slot: usize,
     ) {
         self.work = self.work.wrapping_add(1);
-        let old = view.spte(slot);
-        if !self.is_filled(old) {
+        let (Some(spt), Some(side)) = (view.spt, view.side) else {
+            return;
+        };
+        if !self.is_filled(spt.get(slot)) {
             return;
         }
         let role = view.role;
         let ctx = role.ctx(&self.ctx);
         let gpte = read_gpte_in::<F, G>(mem, view, slot);
         let Some(leaf) = guest_leaf::<F>(role, &ctx, gpte) else {
-            self.drop_spte(sp, slot);
-            self.note_guest_entry(mem, sp, slot);
+            self.drop_leaf_in(sp, spt, side, slot);
+            // As `note_gpte`, with the guest entry just read: the entry is not filled now.
+            let v = self.unfilled_value(view.flags, gpte);
+            if v != self.not_filled() {
+                spt.set(slot, v);
+                self.stats.inc(Counter::GnpEntriesSet);
+            }
             return;
         };
-        if view.leaf_gfn(slot) != leaf.gfn {
-            self.drop_spte(sp, slot);
+        if Side::from_raw(side.get(slot)).gfn() != leaf.gfn {
+            self.drop_leaf_in(sp, spt, side, slot);
             return;
         }
         let Some(frame) = mem.frame(leaf.gfn) else {
-            self.drop_spte(sp, slot);
+            self.drop_leaf_in(sp, spt, side, slot);
             return;
         };
         let writable = leaf.perm & ACC_W != 0 && leaf.dirty && !self.gfn_tracked(leaf.gfn);
-        self.spt_set_in(view, slot, make_spte(frame.hpa, leaf.perm, writable));
+        self.leaf_set_in(spt, slot, make_spte(frame.hpa, leaf.perm, writable));
     }
 
     /// Prefetch after a fault on leaf entry (`sp`, `slot`) of level-1 shadow page `sp`:
@@ -440,50 +447,12 @@ impl Mmu {
         with_format!(view.role.mode(), F => self.sync_leaf_page::<F, G>(mem, sp))
     }
 
-    /// [`Mmu::sync_sp_entries`] for level-1 page `sp` of format `F`: for every entry, what
-    /// [`Mmu::sync_entry_fmt`] does (the same entries, reverse map, TLB report, counters
-    /// and steps), with the page's record read once instead of about a dozen times per
-    /// entry. Syncing entries frees no page and changes no field of the record it read.
+    /// [`Mmu::sync_sp_entries`] for level-1 page `sp` of format `F`: every entry, with the
+    /// page's record read once (syncing entries frees no page and changes no field of it).
     fn sync_leaf_page<F: Format, G: GuestMemory + ?Sized>(&mut self, mem: &G, sp: SpId) {
         let view = self.sp_view(sp);
-        let (Some(spt), Some(side)) = (view.spt, view.side) else {
-            return;
-        };
-        let role = view.role;
-        let ctx = role.ctx(&self.ctx);
-        let nf = self.not_filled();
-        let base = view.gfn << 12;
         for slot in 0..512 {
-            self.work = self.work.wrapping_add(1);
-            let old = spt.get(slot);
-            if !self.is_filled(old) {
-                continue;
-            }
-            // As `read_gpte_fmt`: gfn < 2^40 and the offset is below 8 KiB.
-            let off = F::gpte_index(1, role.quadrant(), slot).wrapping_mul(F::PTE_BYTES);
-            let gpte = read_gpte(mem, base.wrapping_add(off), F::PTE_BYTES);
-            let mapped = Side::from_raw(side.get(slot));
-            let Some(leaf) = guest_leaf::<F>(role, &ctx, gpte) else {
-                self.drop_leaf_in(sp, spt, side, slot);
-                // As `note_gpte`, with the guest entry just read: the entry is not filled
-                // now.
-                let v = self.unfilled_value(view.flags, gpte);
-                if v != nf {
-                    spt.set(slot, v);
-                    self.stats.inc(Counter::GnpEntriesSet);
-                }
-                continue;
-            };
-            if mapped.gfn() != leaf.gfn {
-                self.drop_leaf_in(sp, spt, side, slot);
-                continue;
-            }
-            let Some(frame) = mem.frame(leaf.gfn) else {
-                self.drop_leaf_in(sp, spt, side, slot);
-                continue;
-            };
-            let writable = leaf.perm & ACC_W != 0 && leaf.dirty && !self.gfn_tracked(leaf.gfn);
-            self.leaf_set_in(spt, slot, make_spte(frame.hpa, leaf.perm, writable));
+            self.sync_entry_fmt::<F, G>(mem, sp, &view, slot);
         }
     }
 
